@@ -1,0 +1,13 @@
+"""Building blocks and the engine that runs them.  Knows nothing of recipes."""
+
+from .data import Dataset
+from .errors import (ConfigError, InfoblocksError, NotFittedError, NumericalError, PluginError,
+                     RegistryError, SizeLimitError, ValidationError)
+from .phases import TrainingPhase, Validation
+from .routine import GlobalRelation, Routine
+
+__all__ = [
+    "Dataset", "Routine", "GlobalRelation", "TrainingPhase", "Validation", "InfoblocksError",
+    "ValidationError", "ConfigError", "RegistryError", "PluginError", "SizeLimitError",
+    "NumericalError", "NotFittedError",
+]

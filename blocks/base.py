@@ -1,0 +1,88 @@
+"""The root of every block: a small attrs class with a registry ``name`` and a ``kind``.
+
+Each kind (distance, relation, transform, sampler, loss, model, recipe, dataset) has one
+abstract base in its own module.  A concrete block declares ``name`` on its class; that is the
+key it is registered under.  Blocks are plain data (attrs fields) plus one main method, so that
+they can be described as ``{"name": ..., **fields}`` and rebuilt by the registry.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+
+#: the kinds of blocks, in the order the registry lists them
+BLOCK_KINDS: tuple[str, ...] = (
+    "distance", "relation", "transform", "sampler", "loss", "model", "dataset", "recipe",
+)
+
+
+class Block:
+    """Base of all blocks.  Subclasses are ``@attrs.define`` classes."""
+
+    kind: ClassVar[str] = "block"
+    #: registry key; concrete blocks override it
+    name: ClassVar[str] = ""
+
+    def describe(self) -> dict[str, Any]:
+        """``{"name": ..., **fields}``; nested blocks are described recursively."""
+        return {"name": self.name, **_fields_as_data(self)}
+
+
+def _as_data(value: Any) -> Any:
+    if isinstance(value, Block):
+        return value.describe()
+    if isinstance(value, (list, tuple)):
+        return [_as_data(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_data(v) for k, v in value.items()}
+    return value
+
+
+def _fields_as_data(block: Any) -> dict[str, Any]:
+    if not attrs.has(type(block)):
+        return {}
+    return {
+        f.name: _as_data(getattr(block, f.name))
+        for f in attrs.fields(type(block))
+        if f.init and not f.metadata.get("transient", False)
+    }
+
+
+def resolve_block(kind: str, spec: Any) -> Any:
+    """A block of ``kind`` from an instance, a registry name or ``{"name": ..., **params}``.
+
+    Names are looked up in the plugin registry (imported lazily: blocks do not depend on the
+    plugin layer at import time, but a user may write ``PDist(metric="cosine")``).
+    """
+    if isinstance(spec, Block) or spec is None:
+        return spec
+    if isinstance(spec, (str, dict)):
+        from infoblocks.plugins.registry import get_registry
+
+        return get_registry().build(kind, spec)
+    return spec  # e.g. a plain callable or module; the block's own validator decides
+
+
+def block_field(kind: str, *, many: bool = False, **kwargs: Any) -> Any:
+    """An attrs field that holds a block of ``kind`` (or, with ``many``, a list of them).
+
+    Names and dicts are converted through the registry, so that
+    ``{"name": "compound", "losses": [{"name": "position"}]}`` works as data.
+    """
+    metadata = dict(kwargs.pop("metadata", {}) or {})
+    metadata["block_kind"] = kind
+    if many:
+        converter = lambda specs: [resolve_block(kind, s) for s in specs]  # noqa: E731
+    else:
+        converter = lambda spec: resolve_block(kind, spec)  # noqa: E731
+    return attrs.field(metadata=metadata, converter=converter, **kwargs)
+
+
+def is_abstract(cls: type) -> bool:
+    """True for base classes that should not be registered (no own ``name``)."""
+    return not cls.__dict__.get("name")
+
+
+__all__ = ["BLOCK_KINDS", "Block", "block_field", "is_abstract", "resolve_block"]

@@ -1,0 +1,155 @@
+"""Callbacks: progress, history, early stopping and checkpointing are ordinary callbacks.
+
+Hooks are named ``on_<event>_<start|end>``; each receives the :class:`TrainState` (and, at the
+end of an epoch, that epoch's metrics as host floats — moved once per epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from tqdm.auto import tqdm
+
+from .errors import ValidationError
+from .state import TrainState
+
+
+class Callback:
+    """Base with no-op hooks."""
+
+    def on_train_start(self, state: TrainState) -> None: ...
+    def on_train_end(self, state: TrainState) -> None: ...
+    def on_phase_start(self, state: TrainState, phase: Any) -> None: ...
+    def on_phase_end(self, state: TrainState, phase: Any) -> None: ...
+    def on_epoch_start(self, state: TrainState) -> None: ...
+    def on_epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None: ...
+
+
+class History(Callback):
+    """Per-epoch metrics of every phase: ``rows`` of ``{"phase", "epoch", **metrics}``."""
+
+    def __init__(self, rows: list[dict[str, Any]] | None = None) -> None:
+        self.rows: list[dict[str, Any]] = list(rows or [])
+
+    def on_epoch_end(self, state, metrics):
+        self.rows.append({"phase": state.phase, "epoch": state.epoch, **metrics})
+
+    def column(self, metric: str, phase: str | None = None) -> list[float]:
+        """The values of ``metric`` over epochs (of one phase, or all)."""
+        return [r[metric] for r in self.rows
+                if metric in r and (phase is None or r["phase"] == phase)]
+
+    def phases(self) -> list[str]:
+        return list(dict.fromkeys(r["phase"] for r in self.rows))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class ProgressBar(Callback):
+    """One tqdm bar per phase, showing the latest metrics; silent when not verbose."""
+
+    def __init__(self, verbose: bool = True, report_every: int = 1) -> None:
+        self.verbose = verbose
+        self.report_every = max(1, report_every)
+        self._bar = None
+
+    def on_phase_start(self, state, phase):
+        self._bar = tqdm(total=phase.epochs, desc=phase.name, disable=not self.verbose,
+                         leave=True, dynamic_ncols=True)
+
+    def on_epoch_end(self, state, metrics):
+        if self._bar is None:
+            return
+        self._bar.update(1)
+        if state.epoch % self.report_every == 0:
+            shown = {k: f"{v:.4g}" for k, v in list(metrics.items())[:4]}
+            self._bar.set_postfix(shown, refresh=False)
+
+    def on_phase_end(self, state, phase):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@attrs.define
+class EarlyStopping(Callback):
+    """Stop a phase when ``monitor`` has not improved for ``patience`` epochs.
+
+    With ``restore_best`` the weights of the best epoch are put back at the end of the phase.
+    ``min_epochs`` epochs always run.  A NaN metric never counts as an improvement.
+    """
+
+    monitor: str
+    mode: str = attrs.field(default="min")
+    patience: int | None = None
+    min_epochs: int = 0
+    min_delta: float = 0.0
+    restore_best: bool = True
+    #: epochs without the metric (validation every k epochs) are skipped instead of an error
+    skip_missing: bool = False
+    best: float = attrs.field(init=False, default=math.nan)
+    best_epoch: int = attrs.field(init=False, default=-1)
+    _best_state: dict[str, Any] | None = attrs.field(init=False, default=None)
+    _wait: int = attrs.field(init=False, default=0)
+
+    @mode.validator
+    def _check_mode(self, attribute, value):
+        if value not in ("min", "max"):
+            raise ValidationError(f"EarlyStopping `mode` must be 'min' or 'max', got {value!r}.")
+
+    def on_phase_start(self, state, phase):
+        self.best, self.best_epoch, self._best_state, self._wait = math.nan, -1, None, 0
+
+    def _improved(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if math.isnan(self.best):
+            return True
+        return value < self.best - self.min_delta if self.mode == "min" \
+            else value > self.best + self.min_delta
+
+    def on_epoch_end(self, state, metrics):
+        if self.monitor not in metrics:
+            if self.skip_missing:
+                return
+            raise ValidationError(
+                f"Early stopping monitors {self.monitor!r}, which the phase does not record; "
+                f"recorded metrics: {sorted(metrics)}."
+            )
+        value = float(metrics[self.monitor])
+        if self._improved(value):
+            self.best, self.best_epoch, self._wait = value, state.epoch, 0
+            if self.restore_best:
+                self._best_state = copy.deepcopy(state.models.state_dict())
+        else:
+            self._wait += 1
+        if (self.patience is not None and self._wait >= self.patience
+                and state.epoch + 1 >= self.min_epochs):
+            state.stop = True
+
+    def on_phase_end(self, state, phase):
+        if self.restore_best and self._best_state is not None:
+            state.models.load_state_dict(self._best_state)
+
+
+@attrs.define
+class Checkpoint(Callback):
+    """Save the models' weights to ``directory`` every ``every`` epochs (weights only)."""
+
+    directory: Path = attrs.field(converter=Path)
+    every: int = 10
+
+    def on_epoch_end(self, state, metrics):
+        if (state.epoch + 1) % self.every == 0:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            torch.save(state.models.state_dict(),
+                       self.directory / f"{state.phase}-epoch{state.epoch + 1}.pt")
+
+
+__all__ = ["Callback", "History", "ProgressBar", "EarlyStopping", "Checkpoint"]

@@ -1,0 +1,53 @@
+"""The one exception family of infoblocks.
+
+Every error a user can meet through the public API derives from :class:`InfoblocksError`.
+The concrete classes also derive from the matching builtin (``ValueError``, ``LookupError``,
+...) so that ``except ValueError`` in user code keeps working.  Messages name the argument,
+the value received and the fix.
+"""
+
+from __future__ import annotations
+
+
+class InfoblocksError(Exception):
+    """Base of every error raised on purpose by infoblocks."""
+
+
+class ValidationError(InfoblocksError, ValueError):
+    """User input (arrays, hyperparameters) is invalid: wrong shape, NaN, out of range."""
+
+
+class ConfigError(InfoblocksError, ValueError):
+    """A recipe or block description (dict / TOML) cannot be turned into objects."""
+
+
+class RegistryError(InfoblocksError, LookupError):
+    """A (kind, name) is unknown, or two plugins claim the same name."""
+
+
+class PluginError(InfoblocksError):
+    """A plugin failed to load or returned something that is not a block."""
+
+
+class SizeLimitError(ValidationError):
+    """An operation would build an array larger than the configured limit (e.g. densifying)."""
+
+
+class NumericalError(InfoblocksError, FloatingPointError):
+    """Training produced a non-finite value or a singular matrix."""
+
+
+class NotFittedError(InfoblocksError, AttributeError):
+    """A result was requested from a recipe or routine before ``fit`` / ``train``."""
+
+
+__all__ = [
+    "InfoblocksError",
+    "ValidationError",
+    "ConfigError",
+    "RegistryError",
+    "PluginError",
+    "SizeLimitError",
+    "NumericalError",
+    "NotFittedError",
+]

@@ -1,0 +1,102 @@
+"""Losses: ``loss(batch, models, state) -> LossOutput(value, metrics)``.
+
+``value`` is the scalar that is minimised; ``metrics`` are detached scalars recorded in the
+history (averaged over the batches of an epoch).  Metric tensors stay on the device: the
+engine moves them to the host once per epoch, never inside a step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+import torch
+
+from .base import Block, block_field
+from .errors import ValidationError
+from .state import TrainState
+
+
+@attrs.define(frozen=True)
+class LossOutput:
+    """A scalar loss ``value`` (with graph) and named detached scalar ``metrics``."""
+
+    value: torch.Tensor
+    metrics: dict[str, torch.Tensor] = attrs.field(factory=dict)
+
+
+class Loss(Block):
+    """Base of losses."""
+
+    kind: ClassVar[str] = "loss"
+
+    def __call__(self, batch: dict[str, torch.Tensor], models: torch.nn.ModuleDict,
+                 state: TrainState) -> LossOutput:
+        raise NotImplementedError
+
+
+def get_model(models: torch.nn.ModuleDict, name: str) -> torch.nn.Module:
+    """``models[name]`` with an error that lists the routine's models."""
+    if name not in models:
+        raise ValidationError(f"The loss needs a model named {name!r}; the routine has "
+                              f"{sorted(models.keys())}.")
+    return models[name]
+
+
+@attrs.define
+class PositionLoss(Loss):
+    """Mean squared distance between model outputs and target positions.
+
+    L = mean_i ‖f(x_i) − y_i‖²; x from ``batch[input]``, y from ``batch[target]`` or, when the
+    batch does not carry it, from the global value ``target`` at ``batch["index"]``.
+    """
+
+    name: ClassVar[str] = "position"
+    model: str = "main"
+    input: str = "data"
+    target: str = "positions"
+
+    def __call__(self, batch, models, state):
+        out = get_model(models, self.model)(batch[self.input])
+        if self.target in batch:
+            target = batch[self.target]
+        else:
+            target = torch.as_tensor(state.lookup(self.target))[batch["index"].to(
+                state.lookup(self.target).device)].to(out.device)
+        if target.shape != out.shape:
+            raise ValidationError(
+                f"PositionLoss: model output has shape {tuple(out.shape)} but target "
+                f"{self.target!r} has shape {tuple(target.shape)}."
+            )
+        value = ((out - target) ** 2).sum(-1).mean()
+        return LossOutput(value, {"position": value.detach()})
+
+
+def _weights_match(instance, attribute, value) -> None:
+    if value is not None and len(value) != len(instance.losses):
+        raise ValidationError(
+            f"CompoundLoss has {len(instance.losses)} losses but {len(value)} weights."
+        )
+
+
+@attrs.define
+class CompoundLoss(Loss):
+    """L = Σ_k w_k L_k; metrics of every part are kept, prefixed with its name."""
+
+    name: ClassVar[str] = "compound"
+    losses: list[Any] = block_field("loss", many=True)
+    weights: list[float] | None = attrs.field(default=None, validator=_weights_match)
+
+    def __call__(self, batch, models, state):
+        weights = self.weights or [1.0] * len(self.losses)
+        total, metrics = 0.0, {}
+        for k, (loss, w) in enumerate(zip(self.losses, weights)):
+            part = loss(batch, models, state)
+            total = total + w * part.value
+            prefix = f"{k}.{loss.name}"
+            metrics[prefix] = part.value.detach()
+            metrics.update({f"{prefix}.{m}": v for m, v in part.metrics.items()})
+        return LossOutput(total, metrics)
+
+
+__all__ = ["Loss", "LossOutput", "PositionLoss", "CompoundLoss", "get_model"]

@@ -1,0 +1,93 @@
+"""Model blocks: configurations that ``build() -> torch.nn.Module``.
+
+A model block is plain data (so a routine can be saved as JSON and rebuilt); any user
+``torch.nn.Module`` can be used in its place where a recipe takes a model.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+import torch
+from torch import nn
+
+from .base import Block
+from .errors import ValidationError
+
+#: activations accepted by name
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU,
+    "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU, "softplus": nn.Softplus,
+    "identity": nn.Identity,
+}
+
+
+class Model(Block):
+    """Base of model builders."""
+
+    kind: ClassVar[str] = "model"
+
+    def build(self) -> nn.Module:
+        raise NotImplementedError
+
+
+def _positive_dim(instance, attribute, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(f"`{attribute.name}` must be a positive integer, got {value!r}.")
+
+
+def _hidden(instance, attribute, value) -> None:
+    for h in value:
+        if isinstance(h, bool) or not isinstance(h, int) or h < 1:
+            raise ValidationError(f"`hidden_dims` must hold positive integers, got {list(value)}.")
+
+
+def _activation_name(instance, attribute, value) -> None:
+    if value is not None and value not in ACTIVATIONS:
+        raise ValidationError(
+            f"`{attribute.name}` = {value!r} is not a known activation; use one of "
+            f"{sorted(ACTIVATIONS)}."
+        )
+
+
+@attrs.define
+class MLP(Model):
+    """Fully connected network ``(n, in_dim) -> (n, out_dim)``.
+
+    Linear layers of widths ``hidden_dims`` with ``activation`` between them; the last layer
+    is linear unless ``output_activation`` is given.
+    """
+
+    name: ClassVar[str] = "mlp"
+    in_dim: int = attrs.field(validator=_positive_dim)
+    out_dim: int = attrs.field(validator=_positive_dim)
+    hidden_dims: tuple[int, ...] = attrs.field(default=(100, 100, 100), converter=tuple,
+                                              validator=_hidden)
+    activation: str = attrs.field(default="relu", validator=_activation_name)
+    output_activation: str | None = attrs.field(default=None, validator=_activation_name)
+    dropout: float = 0.0
+    batch_norm: bool = False
+
+    def build(self) -> nn.Module:
+        layers: list[nn.Module] = []
+        widths = [self.in_dim, *self.hidden_dims]
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            layers.append(nn.Linear(w_in, w_out))
+            if self.batch_norm:
+                layers.append(nn.BatchNorm1d(w_out))
+            layers.append(ACTIVATIONS[self.activation]())
+            if self.dropout > 0:
+                layers.append(nn.Dropout(self.dropout))
+        layers.append(nn.Linear(widths[-1], self.out_dim))
+        if self.output_activation is not None:
+            layers.append(ACTIVATIONS[self.output_activation]())
+        return nn.Sequential(*layers)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+__all__ = ["ACTIVATIONS", "Model", "MLP", "count_parameters"]

@@ -1,0 +1,227 @@
+"""TrainingPhase: sampler + loss + optimizer + schedule + stopping, and the loop that runs it.
+
+One optimizer step: ``loss(batch) (+ l1) -> backward -> clip -> step -> lr schedule ->
+after_optimizer_step`` hooks of the trained models (e.g. DII's weight rescaling).  Metrics stay
+on the device during the epoch and are moved to the host once at its end, where a non-finite
+loss is reported as an error rather than trained on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import torch
+
+from .base import block_field
+from .callbacks import Callback, EarlyStopping
+from .errors import NumericalError, ValidationError
+from .state import TrainState
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("none", "cos", "exp")
+
+
+def _one_of(options: tuple[str, ...]):
+    def check(instance, attribute, value):
+        if value not in options:
+            raise ValidationError(f"`{attribute.name}` must be one of {list(options)}, got {value!r}.")
+    return check
+
+
+def _non_negative_int(instance, attribute, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"`{attribute.name}` must be a non-negative integer, got {value!r}.")
+
+
+def _non_negative(instance, attribute, value):
+    if value is not None and (not isinstance(value, (int, float)) or not value >= 0):
+        raise ValidationError(f"`{attribute.name}` must be a non-negative number, got {value!r}.")
+
+
+def _positive(instance, attribute, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ValidationError(f"`{attribute.name}` must be a positive number, got {value!r}.")
+
+
+@attrs.define
+class Validation:
+    """How a phase is validated: a sampler over held-out data and a loss whose ``metric`` is
+    tracked (``mode`` min or max) every ``every`` epochs, recorded as ``val_<metric>``."""
+
+    sampler: Any = block_field("sampler")
+    loss: Any = block_field("loss")
+    metric: str = "loss"
+    mode: str = attrs.field(default="min", validator=_one_of(("min", "max")))
+    every: int = 1
+    no_grad: bool = True
+
+    def evaluate(self, state: TrainState) -> dict[str, float]:
+        """Mean of the loss value and metrics over the sampler's batches, as host floats."""
+        was_training = {k: m.training for k, m in state.models.items()}
+        state.models.eval()
+        collected: list[dict[str, torch.Tensor]] = []
+        try:
+            with torch.set_grad_enabled(not self.no_grad):
+                for batch in self.sampler.batches(state):
+                    out = self.loss(batch, state.models, state)
+                    collected.append({"loss": out.value.detach(),
+                                      **{k: v.detach() for k, v in out.metrics.items()}})
+        finally:
+            for k, m in state.models.items():
+                m.train(was_training[k])
+        return {f"val_{k}": v for k, v in _mean_metrics(collected).items()}
+
+
+def _mean_metrics(collected: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    if not collected:
+        return {}
+    names = list(collected[0])
+    stacked = torch.stack([torch.stack([c[n].float().reshape(()) for n in names])
+                           for c in collected]).mean(0).cpu()  # one host transfer
+    return dict(zip(names, stacked.tolist()))
+
+
+@attrs.define
+class TrainingPhase:
+    """One stage of training (e.g. UMAP's init phase, then its main phase).
+
+    ``trainable`` names the models whose parameters are optimised (None: all).  The learning
+    rate follows ``lr_schedule`` over the phase's steps: ``cos`` decays to 0 on a half cosine,
+    ``exp`` multiplies by ``lr_decay_rate`` every ``lr_decay_steps`` steps (staircase).
+    ``l1_strength`` adds strength × Σ|θ| of the trained parameters to the loss.
+    """
+
+    name: str
+    epochs: int = attrs.field(validator=_non_negative_int)
+    sampler: Any = block_field("sampler")
+    loss: Any = block_field("loss")
+    optimizer: str = attrs.field(default="adam", validator=_one_of(OPTIMIZERS))
+    learning_rate: float = attrs.field(default=1e-3, validator=_positive)
+    momentum: float = 0.0
+    lr_schedule: str = attrs.field(default="none", validator=_one_of(LR_SCHEDULES))
+    lr_decay_rate: float = 0.5
+    lr_decay_steps: int = 10
+    weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
+    l1_strength: float = attrs.field(default=0.0, validator=_non_negative)
+    grad_clip: float | None = attrs.field(default=None, validator=_non_negative)
+    trainable: Sequence[str] | None = None
+    validation: Validation | None = None
+    patience: int | None = None
+    min_epochs: int = 0
+    restore_best: bool = True
+    report_every: int = 1
+    callbacks: list[Callback] = attrs.field(factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        out = {}
+        for f in attrs.fields(type(self)):
+            v = getattr(self, f.name)
+            if f.name == "callbacks":
+                continue
+            out[f.name] = v.describe() if hasattr(v, "describe") else (
+                attrs.asdict(v) if attrs.has(type(v)) else v)
+        return out
+
+    # ------------------------------------------------------------------ building the optimiser
+
+    def _parameters(self, models: torch.nn.ModuleDict) -> list[torch.nn.Parameter]:
+        names = list(models.keys()) if self.trainable is None else list(self.trainable)
+        missing = [n for n in names if n not in models]
+        if missing:
+            raise ValidationError(
+                f"Phase {self.name!r} trains models {missing} that the routine does not have; "
+                f"it has {sorted(models.keys())}."
+            )
+        params = [p for n in names for p in models[n].parameters() if p.requires_grad]
+        if not params:
+            raise ValidationError(f"Phase {self.name!r} has no trainable parameters.")
+        return params
+
+    def make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.learning_rate, momentum=self.momentum,
+                                   weight_decay=self.weight_decay)
+        cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
+        return cls(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+
+    def lr_factor(self, step: int, total_steps: int) -> float:
+        """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
+        if self.lr_schedule == "cos":
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+        if self.lr_schedule == "exp":
+            return self.lr_decay_rate ** (step // max(self.lr_decay_steps, 1))
+        return 1.0
+
+    # ------------------------------------------------------------------ running
+
+    def stopping_callback(self) -> EarlyStopping | None:
+        if self.validation is None:
+            return None
+        return EarlyStopping(monitor=f"val_{self.validation.metric}", mode=self.validation.mode,
+                             patience=self.patience, min_epochs=self.min_epochs,
+                             restore_best=self.restore_best, skip_missing=True)
+
+    def run(self, state: TrainState, callbacks: Sequence[Callback]) -> None:
+        """Train ``state.models`` for this phase."""
+        models = state.models
+        trained = list(models.keys()) if self.trainable is None else list(self.trainable)
+        params = self._parameters(models)
+        optimizer = self.make_optimizer(params)
+        self.sampler.setup(state)
+        if self.validation is not None:
+            self.validation.sampler.setup(state)
+        total_steps = self.epochs * self.sampler.num_batches(state)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: self.lr_factor(s, total_steps))
+        stopper = self.stopping_callback()
+        every = [*callbacks, *self.callbacks, *([stopper] if stopper else [])]
+        state.phase, state.n_epochs, state.step, state.stop = self.name, self.epochs, 0, False
+        state.scratch = {}
+        for cb in every:
+            cb.on_phase_start(state, self)
+        models.train()
+        for epoch in range(self.epochs):
+            state.epoch = epoch
+            for cb in every:
+                cb.on_epoch_start(state)
+            collected = []
+            for batch in self.sampler.batches(state):
+                out = self.loss(batch, models, state)
+                value = out.value
+                if self.l1_strength > 0:
+                    value = value + self.l1_strength * sum(p.abs().sum() for p in params)
+                optimizer.zero_grad(set_to_none=True)
+                value.backward()
+                if self.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                state.step += 1
+                lr = optimizer.param_groups[0]["lr"]
+                for name in trained:
+                    hook = getattr(models[name], "after_optimizer_step", None)
+                    if hook is not None:
+                        hook(lr=lr, state=state)
+                collected.append({"loss": out.value.detach(),
+                                  **{k: v.detach() for k, v in out.metrics.items()}})
+            metrics = _mean_metrics(collected)
+            if collected and not math.isfinite(metrics["loss"]):
+                raise NumericalError(
+                    f"Phase {self.name!r}, epoch {epoch}: the loss became {metrics['loss']}. "
+                    "Lower `learning_rate`, set `grad_clip`, or check the data for extreme values."
+                )
+            metrics["lr"] = optimizer.param_groups[0]["lr"]
+            if self.validation is not None and (epoch + 1) % self.validation.every == 0:
+                metrics.update(self.validation.evaluate(state))
+            for cb in every:
+                cb.on_epoch_end(state, metrics)
+            if state.stop:
+                break
+        for cb in every:
+            cb.on_phase_end(state, self)
+
+
+__all__ = ["TrainingPhase", "Validation", "OPTIMIZERS", "LR_SCHEDULES"]

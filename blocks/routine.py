@@ -1,0 +1,293 @@
+"""Routine: dataset + models + global relations + phases; train / apply / save / load.
+
+The routine is the one engine behind every recipe.  Global relations are computed once from
+the data and cached; phases run in order on the same models; one ``seed`` drives the model
+initialisation, every sampler and any dropout, without touching the user's global RNG state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+from .base import Block, block_field
+from .callbacks import Callback, History, ProgressBar
+from .data import Dataset, as_tensor, resolve_device
+from .errors import NotFittedError, ValidationError
+from .models import Model
+from .phases import TrainingPhase
+from .relations import RelationData
+from .state import TrainState
+
+#: format version of saved routines, bumped when the layout of routine.json changes
+SAVE_FORMAT = 1
+WEIGHTS_FILE = "weights.pt"
+SPEC_FILE = "routine.json"
+
+
+@attrs.define
+class GlobalRelation:
+    """A value computed once before training: ``transforms(relation.compute(input))``.
+
+    ``input`` names a dataset array or an earlier global; with ``relation=None`` the input
+    itself is passed through the transforms (e.g. a graph -> its spectral embedding).
+    """
+
+    relation: Any = block_field("relation", default=None)
+    transforms: list[Any] = block_field("transform", many=True, factory=list)
+    input: str = "data"
+
+    def compute(self, state: TrainState) -> Any:
+        value = state.lookup(self.input)
+        if self.relation is not None:
+            value = self.relation.compute(value)
+        for transform in self.transforms:
+            value = transform(value)
+        return value
+
+    def describe(self) -> dict[str, Any]:
+        return {"relation": self.relation.describe() if self.relation else None,
+                "transforms": [t.describe() for t in self.transforms], "input": self.input}
+
+
+def move_to(value: Any, device: torch.device) -> Any:
+    """Tensors, and the tensors inside RelationData, moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, RelationData) and attrs.has(type(value)):
+        changes = {f.name: getattr(value, f.name).to(device) for f in attrs.fields(type(value))
+                   if isinstance(getattr(value, f.name), torch.Tensor)}
+        return attrs.evolve(value, **changes)
+    return value
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {"torch": torch.__version__}
+    try:
+        versions["infoblocks"] = metadata.version("infoblocks")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        versions["infoblocks"] = "unknown"
+    try:  # the plugins that provide blocks; lazily, blocks do not need the plugin layer
+        from infoblocks.plugins.manager import get_plugin_manager
+
+        versions.update({f"plugin:{k}": v for k, v in get_plugin_manager().plugin_versions().items()})
+    except Exception:  # noqa: BLE001 - versions are informative only
+        pass
+    return versions
+
+
+class Routine:
+    """Train models with phases on a dataset.
+
+    Parameters
+    ----------
+    dataset : Dataset, mapping of arrays, or None (e.g. IMNN with a simulator).
+    models : name -> Model block (rebuilt on load) or ``torch.nn.Module``.  ``"main"`` is
+        the model :meth:`apply` uses by default.
+    global_relations : name -> :class:`GlobalRelation`, computed once and cached.
+    phases : :class:`TrainingPhase` list, run in order by :meth:`train`.
+    constants : name -> tensor, extra global values (index splits, precomputed positions).
+    device : "cpu", "cuda" or "auto".
+    seed : drives model initialisation, samplers and dropout.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset | Mapping[str, Any] | None = None,
+        models: Mapping[str, Model | torch.nn.Module] | None = None,
+        global_relations: Mapping[str, GlobalRelation] | None = None,
+        phases: Sequence[TrainingPhase] = (),
+        constants: Mapping[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        verbose: bool = False,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValidationError(f"`seed` must be a non-negative integer, got {seed!r}.")
+        if not models:
+            raise ValidationError("A Routine needs at least one model, e.g. models={'main': MLP(...)}.")
+        self.device = resolve_device(device)
+        self.seed = int(seed)
+        self.verbose = verbose
+        self.dataset = dataset if isinstance(dataset, Dataset) or dataset is None \
+            else Dataset(**dataset)
+        self.global_relations = dict(global_relations or {})
+        self.phases = list(phases)
+        names = [p.name for p in self.phases]
+        if len(set(names)) != len(names):
+            raise ValidationError(f"Phase names must be unique, got {names}.")
+        self.constants = {k: v for k, v in (constants or {}).items()}
+        self.callbacks = list(callbacks)
+        self.model_specs: dict[str, dict[str, Any] | None] = {}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            built = {}
+            for name, model in models.items():
+                if isinstance(model, Model):
+                    built[name] = model.build()
+                    self.model_specs[name] = model.describe()
+                elif isinstance(model, torch.nn.Module):
+                    built[name] = model
+                    self.model_specs[name] = None
+                else:
+                    raise ValidationError(
+                        f"Model {name!r} must be a Model block (e.g. MLP) or a torch.nn.Module, "
+                        f"got {type(model).__name__}."
+                    )
+        self.models = torch.nn.ModuleDict(built).to(self.device)
+        self.history = History()
+        self._globals: dict[str, Any] | None = None
+        self.state: TrainState | None = None
+
+    # ------------------------------------------------------------------ state
+
+    def _new_state(self) -> TrainState:
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(self.seed)
+        dataset = self.dataset.to(self.device) if self.dataset is not None else None
+        return TrainState(models=self.models, dataset=dataset, globals={}, device=self.device,
+                          generator=generator, rng=np.random.default_rng(self.seed))
+
+    def compute_global_relations(self) -> dict[str, Any]:
+        """Constants and global relations, computed once (cached) in declaration order."""
+        if self._globals is None:
+            state = self.state or self._new_state()
+            state.globals.update({k: move_to(torch.as_tensor(v) if isinstance(v, np.ndarray)
+                                             else v, self.device)
+                                  for k, v in self.constants.items()})
+            for name, relation in self.global_relations.items():
+                state.globals[name] = move_to(relation.compute(state), self.device)
+            self.state = state
+            self._globals = state.globals
+        return self._globals
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, phases: Sequence[str] | None = None) -> Routine:
+        """Run the phases (all, or those named) in order; returns ``self``."""
+        self.compute_global_relations()
+        assert self.state is not None
+        chosen = self.phases if phases is None else [self._phase(n) for n in phases]
+        callbacks = [self.history, ProgressBar(self.verbose), *self.callbacks]
+        for cb in callbacks:
+            cb.on_train_start(self.state)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            for k, phase in enumerate(chosen):
+                torch.manual_seed(self.seed + 1 + k)  # dropout etc.: reproducible per phase
+                phase.run(self.state, callbacks)
+        for cb in callbacks:
+            cb.on_train_end(self.state)
+        self.models.eval()
+        return self
+
+    def _phase(self, name: str) -> TrainingPhase:
+        for p in self.phases:
+            if p.name == name:
+                return p
+        raise ValidationError(f"No phase named {name!r}; phases: {[p.name for p in self.phases]}.")
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def apply(self, x: Any, model: str = "main", batch_size: int = 4096) -> torch.Tensor:
+        """``model`` applied to ``x`` in batches, on the routine's device; returns a CPU tensor."""
+        if model not in self.models:
+            raise ValidationError(f"No model named {model!r}; models: {sorted(self.models.keys())}.")
+        x = as_tensor(x, "x", ndim=None)
+        if x.ndim == 0:
+            raise ValidationError("`x` must have a leading item axis, got a scalar.")
+        module = self.models[model]
+        was_training = module.training
+        module.eval()
+        outputs = [module(x[i:i + batch_size].to(self.device)).cpu()
+                   for i in range(0, len(x), batch_size)]
+        module.train(was_training)
+        return torch.cat(outputs)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write ``weights.pt`` (state dicts) and ``routine.json`` (model specs, history,
+        library versions, ``extra`` such as the recipe dict) into directory ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save({name: {k: v.detach().cpu() for k, v in m.state_dict().items()}
+                    for name, m in self.models.items()}, path / WEIGHTS_FILE)
+        spec = {
+            "format": SAVE_FORMAT,
+            "seed": self.seed,
+            "models": self.model_specs,
+            "history": self.history.rows,
+            "versions": _library_versions(),
+            "extra": dict(extra or {}),
+        }
+        (path / SPEC_FILE).write_text(json.dumps(spec, indent=2, default=_json_default))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, models: Mapping[str, torch.nn.Module] | None = None,
+             device: str | torch.device = "cpu") -> Routine:
+        """Rebuild a routine saved with :meth:`save` (models + history, ready to ``apply``).
+
+        Model blocks are rebuilt through the registry; models that were plain torch modules
+        must be passed again in ``models`` (their weights are then loaded into them).
+        """
+        path = Path(path)
+        spec_file, weights_file = path / SPEC_FILE, path / WEIGHTS_FILE
+        if not spec_file.exists() or not weights_file.exists():
+            raise ValidationError(
+                f"{path} is not a saved routine: expected {SPEC_FILE} and {WEIGHTS_FILE} in it."
+            )
+        spec = json.loads(spec_file.read_text())
+        if spec.get("format") != SAVE_FORMAT:
+            raise ValidationError(f"{spec_file} has format {spec.get('format')!r}; this version "
+                                  f"of infoblocks reads format {SAVE_FORMAT}.")
+        given = dict(models or {})
+        rebuilt: dict[str, Model | torch.nn.Module] = {}
+        for name, model_spec in spec["models"].items():
+            if name in given:
+                rebuilt[name] = given[name]
+            elif model_spec is None:
+                raise ValidationError(
+                    f"Model {name!r} was a custom torch module; pass it again: "
+                    f"Routine.load(path, models={{{name!r}: module}})."
+                )
+            else:
+                from infoblocks.plugins.registry import get_registry
+
+                rebuilt[name] = get_registry().build("model", model_spec)
+        routine = cls(models=rebuilt, device=device, seed=spec.get("seed", 0))
+        weights = torch.load(weights_file, map_location=routine.device, weights_only=True)
+        for name, module in routine.models.items():
+            module.load_state_dict(weights[name])
+        routine.history = History(spec.get("history"))
+        routine.saved_extra = spec.get("extra", {})
+        routine.models.eval()
+        return routine
+
+    def require_trained(self) -> None:
+        if not len(self.history):
+            raise NotFittedError("The routine has not been trained yet; call train() first.")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    if isinstance(value, Block):
+        return value.describe()
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
+
+
+__all__ = ["Routine", "GlobalRelation", "move_to", "SAVE_FORMAT"]

@@ -1,0 +1,120 @@
+"""Samplers decide what one training step sees: ``batches(state)`` yields dicts of tensors.
+
+A sampler draws with ``state.generator`` (seeded by the routine) so that the same seed gives
+the same batches; it creates index tensors directly on ``state.device``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import ClassVar
+
+import attrs
+import torch
+
+from .base import Block
+from .errors import ValidationError
+from .state import TrainState
+
+
+class Sampler(Block):
+    """Base of samplers: :meth:`num_batches` and :meth:`batches` for one epoch."""
+
+    kind: ClassVar[str] = "sampler"
+
+    def setup(self, state: TrainState) -> None:
+        """Called once when a phase starts: validate against the data, precompute tables."""
+
+    def num_batches(self, state: TrainState) -> int:
+        raise NotImplementedError
+
+    def batches(self, state: TrainState) -> Iterator[dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+
+def _optional_positive_int(instance, attribute, value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValidationError(f"`{attribute.name}` must be a positive integer or None, got {value!r}.")
+
+
+@attrs.define
+class ItemSampler(Sampler):
+    """Batches of item indices plus the rows of the dataset arrays at those indices.
+
+    ``batch_size=None`` is the full data set.  Without replacement an epoch covers every item
+    once (the last batch may be short unless ``drop_last``); ``batches_per_epoch`` caps or, with
+    replacement, fixes the number of batches.  ``index_key`` names a global index tensor
+    (e.g. a training split) to sample from instead of all items.
+    """
+
+    name: ClassVar[str] = "items"
+    batch_size: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    shuffle: bool = True
+    replacement: bool = False
+    batches_per_epoch: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    drop_last: bool = False
+    keys: tuple[str, ...] | None = attrs.field(default=None,
+                                              converter=lambda k: None if k is None else tuple(k))
+    index_key: str | None = None
+
+    def _pool(self, state: TrainState) -> torch.Tensor | None:
+        if self.index_key is None:
+            return None
+        return torch.as_tensor(state.lookup(self.index_key), device=state.device).long()
+
+    def _n(self, state: TrainState) -> int:
+        pool = self._pool(state)
+        if pool is not None:
+            return int(pool.numel())
+        if state.dataset is None:
+            raise ValidationError("ItemSampler needs a dataset; the routine was given none.")
+        return state.dataset.n_items
+
+    def setup(self, state):
+        n = self._n(state)
+        if self.batch_size is not None and self.batch_size > n and not self.replacement:
+            raise ValidationError(
+                f"`batch_size` = {self.batch_size} exceeds the {n} items available when sampling "
+                "without replacement; lower batch_size or set replacement=True."
+            )
+
+    def _size(self, n: int) -> int:
+        return n if self.batch_size is None else min(self.batch_size, n) if not self.replacement \
+            else self.batch_size
+
+    def num_batches(self, state):
+        if self.batches_per_epoch is not None:
+            return self.batches_per_epoch
+        n = self._n(state)
+        size = self._size(n)
+        return n // size if self.drop_last else -(-n // size)
+
+    def batches(self, state):
+        n = self._n(state)
+        size = self._size(n)
+        pool = self._pool(state)
+        count = self.num_batches(state)
+        dev = state.device
+        if self.replacement:
+            order = torch.randint(n, (count * size,), generator=state.generator, device=dev)
+        else:
+            reps = -(-(count * size) // n)  # enough permutations for the requested batches
+            if self.shuffle:
+                order = torch.cat([torch.randperm(n, generator=state.generator, device=dev)
+                                   for _ in range(reps)])
+            else:
+                order = torch.arange(n, device=dev).repeat(reps)
+            if self.batches_per_epoch is None:
+                order = order[:n]
+        for b in range(count):
+            idx = order[b * size:(b + 1) * size]
+            if idx.numel() == 0 or (self.drop_last and idx.numel() < size):
+                return
+            items = idx if pool is None else pool[idx]
+            batch = {"index": items}
+            if state.dataset is not None:
+                batch.update(state.dataset.take(items, self.keys))
+            yield batch
+
+
+__all__ = ["Sampler", "ItemSampler"]

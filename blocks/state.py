@@ -1,0 +1,50 @@
+"""What a training step can see: the models, the data, the global relations, the RNG."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+from .data import Dataset
+
+
+@attrs.define(eq=False)
+class TrainState:
+    """Mutable state of a running routine, handed to samplers, losses and callbacks.
+
+    ``globals`` holds what was computed once before training (global relations, initial
+    positions, index splits); ``scratch`` is per-phase memory for losses that keep running
+    statistics (e.g. MINE's moving average) and is cleared when a phase starts.
+    """
+
+    models: torch.nn.ModuleDict
+    dataset: Dataset | None
+    globals: dict[str, Any]
+    device: torch.device
+    generator: torch.Generator
+    rng: np.random.Generator
+    phase: str = ""
+    epoch: int = 0
+    n_epochs: int = 0
+    step: int = 0
+    scratch: dict[str, Any] = attrs.field(factory=dict)
+    stop: bool = False
+
+    def lookup(self, key: str) -> Any:
+        """A global value by name, else a dataset array by name (clear error otherwise)."""
+        if key in self.globals:
+            return self.globals[key]
+        if self.dataset is not None and key in self.dataset:
+            return self.dataset[key]
+        from .errors import ValidationError
+
+        have = sorted(self.globals) + (sorted(self.dataset) if self.dataset is not None else [])
+        raise ValidationError(
+            f"No global relation or dataset array named {key!r}; available: {have}."
+        )
+
+
+__all__ = ["TrainState"]

@@ -1,0 +1,156 @@
+"""Transforms of relation data: ``transform(RelationData) -> RelationData``.
+
+Each transform says which forms it accepts (``accepts``); handing it another form is an error
+that names the transform and the conversion to use, never a silent densification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import attrs
+import torch
+
+from .base import Block
+from .errors import ValidationError
+from .relations import DenseRelations, EdgeRelations, RelationData, SparseRelations
+
+#: guard against division by zero when normalizing all-zero rows
+_TINY = 1e-12
+
+
+class Transform(Block):
+    """Base of relation transforms; subclasses implement :meth:`apply`."""
+
+    kind: ClassVar[str] = "transform"
+    accepts: ClassVar[tuple[type, ...]] = (DenseRelations, SparseRelations)
+
+    def __call__(self, relations: RelationData) -> RelationData:
+        if not isinstance(relations, self.accepts):
+            forms = ", ".join(t.__name__ for t in self.accepts)
+            raise ValidationError(
+                f"Transform {self.name!r} accepts {forms}, got {type(relations).__name__}. "
+                "Convert first (e.g. `.to_sparse()`)."
+            )
+        return self.apply(relations)
+
+    def apply(self, relations: RelationData) -> RelationData:
+        raise NotImplementedError
+
+
+def _require_square(relations: RelationData, who: str) -> None:
+    n, m = relations.shape
+    if n != m:
+        raise ValidationError(f"{who} needs a square (n x n) relation, got shape {(n, m)}.")
+
+
+@attrs.define
+class Normalize(Transform):
+    """p_ij ← p_ij / Σ_kl p_kl (all entries sum to 1)."""
+
+    name: ClassVar[str] = "normalize"
+
+    def apply(self, relations):
+        total = relations.values.sum().clamp_min(_TINY)
+        return attrs.evolve(relations, values=relations.values / total)
+
+
+@attrs.define
+class NormalizeRows(Transform):
+    """p_ij ← p_ij / Σ_k p_ik (each row sums to 1; empty rows stay 0)."""
+
+    name: ClassVar[str] = "normalize_rows"
+
+    def apply(self, relations):
+        if isinstance(relations, DenseRelations):
+            sums = relations.values.sum(dim=1, keepdim=True).clamp_min(_TINY)
+            return DenseRelations(relations.values / sums)
+        sums = torch.zeros(relations.shape[0], dtype=relations.values.dtype,
+                           device=relations.values.device)
+        sums.index_add_(0, relations.rows, relations.values)
+        return attrs.evolve(relations, values=relations.values / sums[relations.rows].clamp_min(_TINY))
+
+
+@attrs.define
+class Symmetrize(Transform):
+    """P ← P + Pᵀ − P∘Pᵀ (fuzzy union, ``subtract_product=True``) or (P + Pᵀ)/2.
+
+    Sparse input stays sparse; rows with no entries (an item that is nobody's neighbour) are
+    fine because the relation keeps its full (n, n) shape.
+    """
+
+    name: ClassVar[str] = "symmetrize"
+    subtract_product: bool = True
+
+    def apply(self, relations):
+        _require_square(relations, "Symmetrize")
+        if isinstance(relations, DenseRelations):
+            p = relations.values
+            sym = p + p.T - p * p.T if self.subtract_product else 0.5 * (p + p.T)
+            return DenseRelations(sym)
+        p = relations.coalesce()
+        n = p.shape[0]
+        # merge P and Pᵀ on a common (row, col) key so that each entry sees its transpose
+        keys = torch.cat([p.rows * n + p.cols, p.cols * n + p.rows])
+        vals = torch.cat([p.values, torch.zeros_like(p.values)])
+        tvals = torch.cat([torch.zeros_like(p.values), p.values])
+        unique, inverse = torch.unique(keys, return_inverse=True)
+        a = torch.zeros(unique.numel(), dtype=p.values.dtype, device=p.values.device)
+        b = torch.zeros_like(a)
+        a.index_add_(0, inverse, vals)
+        b.index_add_(0, inverse, tvals)
+        sym = a + b - a * b if self.subtract_product else 0.5 * (a + b)
+        keep = sym != 0
+        unique = unique[keep]
+        return SparseRelations(unique // n, unique % n, sym[keep], (n, n))
+
+
+@attrs.define
+class ZeroDiagonal(Transform):
+    """p_ii ← 0."""
+
+    name: ClassVar[str] = "zero_diagonal"
+    accepts: ClassVar[tuple[type, ...]] = (DenseRelations, SparseRelations, EdgeRelations)
+
+    def apply(self, relations):
+        if isinstance(relations, DenseRelations):
+            v = relations.values.clone()
+            v.fill_diagonal_(0.0)
+            return DenseRelations(v)
+        if isinstance(relations, SparseRelations):
+            keep = relations.rows != relations.cols
+            return SparseRelations(relations.rows[keep], relations.cols[keep],
+                                   relations.values[keep], relations.shape)
+        keep = relations.source != relations.target
+        return EdgeRelations(relations.source[keep], relations.target[keep],
+                             relations.values[keep], relations.shape)
+
+
+def _is_callable(instance, attribute, value) -> None:
+    if not callable(value):
+        raise ValidationError(f"Functional needs a callable `fn`, got {value!r}.")
+
+
+@attrs.define
+class Functional(Transform):
+    """values ← fn(values) elementwise (any torch function of a tensor)."""
+
+    name: ClassVar[str] = "functional"
+    accepts: ClassVar[tuple[type, ...]] = (DenseRelations, SparseRelations, EdgeRelations)
+    fn: Callable[[torch.Tensor], torch.Tensor] = attrs.field(validator=_is_callable)
+
+    def apply(self, relations):
+        out = self.fn(relations.values)
+        if not isinstance(out, torch.Tensor) or out.shape != relations.values.shape:
+            raise ValidationError(
+                "Functional `fn` must return a tensor of the same shape as its input "
+                f"{tuple(relations.values.shape)}, got {getattr(out, 'shape', type(out))}."
+            )
+        return attrs.evolve(relations, values=out)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "fn": getattr(self.fn, "__qualname__", repr(self.fn))}
+
+
+__all__ = ["Transform", "Normalize", "NormalizeRows", "Symmetrize", "ZeroDiagonal", "Functional"]

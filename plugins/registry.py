@@ -1,0 +1,177 @@
+"""The registry: (kind, name) -> block class, built from the plugins' ``register_*`` hooks.
+
+``get_registry().build("loss", {"name": "position", "target": "pca"})`` builds a block from a
+name or a dict; unknown names list the closest known ones; duplicates name both plugins.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import attrs
+
+from infoblocks.blocks.base import BLOCK_KINDS, Block
+from infoblocks.blocks.datasets import DatasetSource
+from infoblocks.blocks.distances import Distance
+from infoblocks.blocks.errors import ConfigError, InfoblocksError, PluginError, RegistryError
+from infoblocks.blocks.losses import Loss
+from infoblocks.blocks.models import Model
+from infoblocks.blocks.recipe import RECIPE_KEY, Recipe
+from infoblocks.blocks.relations import Relation
+from infoblocks.blocks.samplers import Sampler
+from infoblocks.blocks.transforms import Transform
+
+#: the base class every registered block of a kind must derive from
+BASE_FOR_KIND: dict[str, type] = {
+    "distance": Distance, "relation": Relation, "transform": Transform, "sampler": Sampler,
+    "loss": Loss, "model": Model, "dataset": DatasetSource, "recipe": Recipe,
+}
+
+
+@attrs.frozen
+class Override:
+    """Marks a registration that replaces an existing block of the same (kind, name)."""
+
+    block: type
+
+
+def override(block: type) -> Override:
+    """Return this from a ``register_*`` hook to replace a block of the same name."""
+    return Override(block)
+
+
+@attrs.frozen
+class Entry:
+    """One registered block: its class and the plugin that provides it."""
+
+    kind: str
+    name: str
+    block: type
+    plugin: str
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in BLOCK_KINDS:
+        raise RegistryError(f"Unknown block kind {kind!r}; kinds are {list(BLOCK_KINDS)}.")
+
+
+class Registry:
+    """Mapping (kind, name) -> :class:`Entry`."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], Entry] = {}
+
+    # ------------------------------------------------------------------ registration
+
+    def add(self, kind: str, block: type | Override, plugin: str) -> Entry:
+        """Register ``block`` for ``kind`` on behalf of ``plugin``."""
+        _check_kind(kind)
+        replace = isinstance(block, Override)
+        cls = block.block if isinstance(block, Override) else block
+        base = BASE_FOR_KIND[kind]
+        if not isinstance(cls, type) or not issubclass(cls, base):
+            raise PluginError(
+                f"Plugin {plugin!r} registered {cls!r} as a {kind}, but it is not a subclass of "
+                f"{base.__module__}.{base.__name__}."
+            )
+        name = cls.__dict__.get("name") or getattr(cls, "name", "")
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"Plugin {plugin!r} registered {cls.__qualname__} without a `name` "
+                              "class attribute; declare e.g. `name: ClassVar[str] = 'my_loss'`.")
+        key = (kind, name)
+        if key in self._entries and not replace:
+            other = self._entries[key]
+            raise RegistryError(
+                f"Duplicate {kind} {name!r}: plugin {plugin!r} ({cls.__module__}.{cls.__qualname__})"
+                f" and plugin {other.plugin!r} ({other.block.__module__}.{other.block.__qualname__})"
+                " both register it. Rename one, or return override(cls) from the hook to replace it."
+            )
+        entry = Entry(kind, name, cls, plugin)
+        self._entries[key] = entry
+        return entry
+
+    # ------------------------------------------------------------------ lookup
+
+    def names(self, kind: str) -> list[str]:
+        _check_kind(kind)
+        return sorted(name for (k, name) in self._entries if k == kind)
+
+    def entries(self, kind: str | None = None) -> list[Entry]:
+        if kind is not None:
+            _check_kind(kind)
+        return [e for (k, _), e in sorted(self._entries.items()) if kind is None or k == kind]
+
+    def entry(self, kind: str, name: str) -> Entry:
+        _check_kind(kind)
+        try:
+            return self._entries[(kind, name)]
+        except KeyError:
+            known = self.names(kind)
+            close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise RegistryError(
+                f"No {kind} named {name!r}.{hint} Known {kind}s: {', '.join(known) or 'none'}. "
+                "A plugin may add more (see `infoblocks list`)."
+            ) from None
+
+    def get(self, kind: str, name: str) -> type:
+        return self.entry(kind, name).block
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._entries
+
+    # ------------------------------------------------------------------ building
+
+    def build(self, kind: str, spec: Any) -> Any:
+        """A block from a name, a ``{"name": ..., **params}`` dict, or an instance."""
+        base = BASE_FOR_KIND.get(kind)
+        _check_kind(kind)
+        if isinstance(spec, base):
+            return spec
+        if isinstance(spec, Block):
+            raise ConfigError(f"Expected a {kind}, got the {spec.kind} {spec.name!r}.")
+        if isinstance(spec, str):
+            name, params = spec, {}
+        elif isinstance(spec, dict):
+            params = dict(spec)
+            name = params.pop(RECIPE_KEY if kind == "recipe" and RECIPE_KEY in params else "name",
+                              None)
+            if name is None:
+                raise ConfigError(f"A {kind} given as a dict needs a 'name' key, got keys "
+                                  f"{sorted(spec)}.")
+        else:
+            raise ConfigError(f"A {kind} must be given as a name, a dict with 'name', or a "
+                              f"{base.__name__} instance; got {type(spec).__name__}.")
+        cls = self.get(kind, name)
+        if kind == "recipe":
+            return cls.from_dict(params)
+        try:
+            return cls(**params)
+        except InfoblocksError:
+            raise
+        except TypeError as exc:
+            valid = [f.name for f in attrs.fields(cls) if f.init] if attrs.has(cls) else []
+            raise ConfigError(f"Cannot build {kind} {name!r} from {params}: {exc}. Its parameters "
+                              f"are {valid}.") from None
+        except ValueError as exc:
+            raise ConfigError(f"Cannot build {kind} {name!r}: {exc}") from None
+
+
+def get_registry() -> Registry:
+    """The registry of the current plugin manager (built on first use)."""
+    from .manager import get_plugin_manager
+
+    return get_plugin_manager().registry
+
+
+def recipe_from_dict(data: dict[str, Any]) -> Recipe:
+    """Any registered recipe from ``{"recipe": name, **hyperparameters}``."""
+    if RECIPE_KEY not in data:
+        raise ConfigError(f"A recipe config needs a '{RECIPE_KEY}' key naming the recipe, e.g. "
+                          f"recipe = \"parametric_umap\"; got keys {sorted(data)}.")
+    return get_registry().build("recipe", data)
+
+
+__all__ = ["Registry", "Entry", "Override", "override", "get_registry", "recipe_from_dict",
+           "BASE_FOR_KIND"]

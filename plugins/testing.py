@@ -1,0 +1,91 @@
+"""Tools for plugin authors: a conformance check for blocks and a pytest fixture.
+
+``check_block(cls)`` verifies that a block class can be registered, described as data and
+rebuilt from that data, and exercises its main method where that can be done generically.
+The fixture ``infoblocks_plugin`` registers a plugin object for the duration of one test::
+
+    def test_my_loss(infoblocks_plugin):
+        registry = infoblocks_plugin(my_plugin_module)
+        assert registry.get("loss", "my_loss")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+import pytest
+import torch
+
+from infoblocks.blocks.errors import PluginError
+from infoblocks.blocks.relations import DenseRelations
+
+from .manager import InfoblocksPlugins, get_plugin_manager, reset_plugin_manager
+from .registry import BASE_FOR_KIND, Registry
+
+
+def _kind_of(cls: type) -> str:
+    for kind, base in BASE_FOR_KIND.items():
+        if isinstance(cls, type) and issubclass(cls, base):
+            return kind
+    raise AssertionError(f"{cls!r} derives from none of the block bases "
+                         f"{[b.__name__ for b in BASE_FOR_KIND.values()]}.")
+
+
+def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
+    """Assert that ``cls`` is a well-formed block; return the instance it built.
+
+    ``example`` holds constructor arguments for blocks without defaults.  Checks: it derives
+    from a kind base and declares ``name``; it is an attrs class; ``describe()`` round-trips
+    through a fresh registry; distances and transforms give correctly shaped finite output.
+    """
+    kind = _kind_of(cls)
+    assert cls.__dict__.get("name"), f"{cls.__qualname__} must declare a `name` class attribute"
+    assert attrs.has(cls), f"{cls.__qualname__} must be an attrs class (@attrs.define)"
+    registry = Registry()
+    registry.add(kind, cls, plugin="conformance-check")
+    if kind == "recipe":
+        block = cls(**(example or {}))
+        again = registry.build("recipe", block.to_dict())
+        assert again.to_dict() == block.to_dict(), "to_dict/from_dict does not round-trip"
+        return block
+    block = registry.build(kind, {"name": cls.name, **(example or {})})
+    description = block.describe()
+    assert description["name"] == cls.name
+    if kind == "distance":
+        gen = torch.Generator().manual_seed(0)
+        a, b = torch.randn(5, 3, generator=gen), torch.randn(4, 3, generator=gen)
+        d = block.pairwise(a, b)
+        assert d.shape == (5, 4), f"pairwise must return (n, m), got {tuple(d.shape)}"
+        assert torch.isfinite(d).all() and (d >= -1e-6).all(), "distances must be finite, >= 0"
+        p = block.paired(a[:4], b)
+        assert p.shape == (4,), f"paired must return (n,), got {tuple(p.shape)}"
+        assert torch.allclose(p, torch.diagonal(d[:4]), atol=1e-4), "paired != diag(pairwise)"
+    elif kind == "transform" and DenseRelations in cls.accepts:
+        rel = DenseRelations(torch.rand(6, 6, generator=torch.Generator().manual_seed(0)))
+        out = block(rel)
+        assert out.shape[0] == 6 and torch.isfinite(out.to_dense().values).all()
+    return block
+
+
+@pytest.fixture
+def infoblocks_plugin() -> Iterator[Callable[..., Registry]]:
+    """Register plugin objects for one test: ``infoblocks_plugin(obj, name=None)`` returns
+    the resulting registry; the process-wide manager is restored afterwards."""
+    previous = get_plugin_manager()
+    manager = InfoblocksPlugins(strict=True).load()
+    reset_plugin_manager(manager)
+
+    def register(plugin: Any, name: str | None = None) -> Registry:
+        if not manager.register(plugin, name or getattr(plugin, "__name__", repr(plugin))):
+            raise PluginError(str(manager.failures[-1]))
+        return manager.registry
+
+    try:
+        yield register
+    finally:
+        reset_plugin_manager(previous)
+
+
+__all__ = ["check_block", "infoblocks_plugin"]
