@@ -133,8 +133,9 @@ class SparseRelations(RelationData):
 
     def coalesce(self) -> SparseRelations:
         """Sum duplicate entries and sort by (row, col)."""
+        # indices were validated in __attrs_post_init__, so skip torch's invariant checks
         t = torch.sparse_coo_tensor(torch.stack([self.rows, self.cols]), self.values,
-                                    self.shape).coalesce()
+                                    self.shape, check_invariants=False).coalesce()
         idx = t.indices()
         return SparseRelations(idx[0], idx[1], t.values(), self.shape)
 

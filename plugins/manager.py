@@ -118,8 +118,8 @@ class InfoblocksPlugins:
         registry = Registry()
         for kind in BLOCK_KINDS:
             hook = getattr(self.pm.hook, hookspecs.HOOK_FOR_KIND[kind])
-            # pluggy calls the last registered first; register in load order instead
-            for impl in reversed(hook.get_hookimpls()):
+            # get_hookimpls() lists plugins in registration order: built-ins first
+            for impl in hook.get_hookimpls():
                 try:
                     blocks = impl.function() or []
                     for block in blocks:

@@ -14,7 +14,8 @@ import attrs
 from infoblocks.blocks.base import BLOCK_KINDS, Block
 from infoblocks.blocks.datasets import DatasetSource
 from infoblocks.blocks.distances import Distance
-from infoblocks.blocks.errors import ConfigError, InfoblocksError, PluginError, RegistryError
+from infoblocks.blocks.errors import (ConfigError, InfoblocksError, PluginError, RegistryError,
+                                      ValidationError)
 from infoblocks.blocks.losses import Loss
 from infoblocks.blocks.models import Model
 from infoblocks.blocks.recipe import RECIPE_KEY, Recipe
@@ -111,7 +112,7 @@ class Registry:
             close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             raise RegistryError(
-                f"No {kind} named {name!r}.{hint} Known {kind}s: {', '.join(known) or 'none'}. "
+                f"No {kind} named {name!r}.{hint} Known ({kind}): {', '.join(known) or 'none'}. "
                 "A plugin may add more (see `infoblocks list`)."
             ) from None
 
@@ -148,6 +149,8 @@ class Registry:
             return cls.from_dict(params)
         try:
             return cls(**params)
+        except ValidationError as exc:  # a field validator: say which block it came from
+            raise ConfigError(f"Cannot build {kind} {name!r}: {exc}") from None
         except InfoblocksError:
             raise
         except TypeError as exc:

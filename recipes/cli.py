@@ -1,0 +1,160 @@
+"""The ``infoblocks`` command line.
+
+    infoblocks demo                      list the demos (one per recipe that has one)
+    infoblocks demo NAME [--quick]       run a demo problem with a known answer, write its figure
+    infoblocks list [KIND]               every registered block with the plugin that provides it
+    infoblocks config RECIPE             print a recipe's default configuration as TOML
+    infoblocks run CONFIG.toml --data X.npy [--data Y.npy] --out DIR
+                                         fit the recipe of a config file on the given arrays
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infoblocks.blocks.base import BLOCK_KINDS
+from infoblocks.blocks.errors import ConfigError, InfoblocksError
+from infoblocks.blocks.recipe import read_toml
+from infoblocks.plugins.manager import get_plugin_manager
+from infoblocks.plugins.registry import get_registry, recipe_from_dict
+
+
+def _demo_recipes() -> dict[str, type]:
+    """Demo name -> recipe class; a recipe named ``parametric_umap`` is also ``umap``."""
+    demos: dict[str, type] = {}
+    for entry in get_registry().entries("recipe"):
+        if entry.block.has_demo():
+            demos[entry.name] = entry.block
+    for name, cls in list(demos.items()):
+        short = name.split("_", 1)[1] if "_" in name else None
+        if short and short not in demos:
+            demos[short] = cls
+    return demos
+
+
+def _print_demos(demos: dict[str, type]) -> None:
+    print("Demos (run one with `infoblocks demo NAME`, add --quick for a short budget):")
+    seen = set()
+    for name, cls in sorted(demos.items()):
+        if cls in seen:
+            continue
+        seen.add(cls)
+        aliases = [n for n, c in demos.items() if c is cls and n != cls.name]
+        label = cls.name + (f" (or {', '.join(aliases)})" if aliases else "")
+        print(f"  {label:<34} {cls.summary}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    demos = _demo_recipes()
+    if not args.name:
+        _print_demos(demos)
+        return 0
+    names = sorted({cls.name for cls in demos.values()}) if args.name == "all" else [args.name]
+    for name in names:
+        if name not in demos:
+            get_registry().entry("recipe", name)  # unknown: error with close matches
+            raise ConfigError(f"Recipe {name!r} has no demo; demos: {sorted(demos)}.")
+        cls = demos[name]
+        out_dir = Path(args.out) / cls.name if args.name == "all" else Path(args.out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        print(f"== demo {cls.name}: {cls.summary}")
+        result = cls.demo(out_dir, quick=args.quick)
+        _print_result(result)
+        (out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
+        print(f"   results and figure in {out_dir}/")
+    return 0
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    for key, value in result.items():
+        shown = f"{value:.6g}" if isinstance(value, float) else value
+        print(f"   {key}: {shown}")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    registry = get_registry()
+    kinds = [args.kind] if args.kind else list(BLOCK_KINDS)
+    for kind in kinds:
+        entries = registry.entries(kind)
+        print(f"{kind} ({len(entries)})")
+        for e in entries:
+            print(f"  {e.name:<26} {e.plugin:<14} {e.block.__module__}.{e.block.__qualname__}")
+    for failure in get_plugin_manager().failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    cls = get_registry().get("recipe", args.recipe)
+    print(cls().to_toml(), end="")
+    return 0
+
+
+def _load_array(path: str) -> list[np.ndarray]:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"--data file {path!r} does not exist.")
+    if p.suffix == ".npy":
+        return [np.load(p, allow_pickle=False)]
+    if p.suffix == ".npz":
+        with np.load(p, allow_pickle=False) as archive:
+            return [archive[k] for k in archive.files]
+    if p.suffix in (".csv", ".txt"):
+        return [np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)]
+    raise ConfigError(f"--data {path!r}: use a .npy, .npz, .csv or .txt file.")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = read_toml(args.config)
+    recipe = recipe_from_dict(config)
+    arrays = [a for path in args.data for a in _load_array(path)]
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = recipe.run(arrays, out_dir)
+    recipe.to_toml(out_dir / "recipe.toml")
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    _print_result(summary)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="infoblocks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="list or run the embedded demos")
+    demo.add_argument("name", nargs="?", help="demo to run ('all' runs every demo)")
+    demo.add_argument("--out", default="infoblocks-demo", help="output folder (figure, results)")
+    demo.add_argument("--quick", action="store_true", help="short training budget")
+    demo.set_defaults(func=cmd_demo)
+    lst = sub.add_parser("list", help="list registered blocks")
+    lst.add_argument("kind", nargs="?", choices=BLOCK_KINDS)
+    lst.set_defaults(func=cmd_list)
+    cfg = sub.add_parser("config", help="print a recipe's default config as TOML")
+    cfg.add_argument("recipe")
+    cfg.set_defaults(func=cmd_config)
+    run = sub.add_parser("run", help="fit the recipe described by a TOML config")
+    run.add_argument("config", help="TOML file with `recipe = NAME` and its hyperparameters")
+    run.add_argument("--data", action="append", required=True,
+                     help="input array (.npy/.npz/.csv); repeat for recipes with two inputs")
+    run.add_argument("--out", required=True, help="output folder (model, summary.json)")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InfoblocksError as exc:
+        print(f"infoblocks: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import torch
+
+from infoblocks.blocks.data import Dataset, as_tensor, check_positive, check_same_length
+from infoblocks.blocks.errors import InfoblocksError, ValidationError
+
+
+def test_as_tensor_converts_and_keeps_values():
+    x = np.arange(6, dtype=np.float64).reshape(3, 2)
+    t = as_tensor(x, "x")
+    assert t.dtype == torch.float32 and t.shape == (3, 2)
+    assert t[2, 1] == 5.0
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    (np.array([[1.0, np.nan]]), "non-finite"),
+    (np.array([[np.inf, 1.0]]), "at index (0, 0)"),
+    (np.zeros((0, 3)), "is empty"),
+    (np.array(["a", "b"]), "must hold numbers"),
+    (None, "is None"),
+])
+def test_as_tensor_rejects_bad_values_naming_the_argument(bad, fragment):
+    with pytest.raises(ValidationError, match="`data_A`") as info:
+        as_tensor(bad, "data_A", ndim=None)
+    assert fragment in str(info.value)
+
+
+def test_one_dimensional_input_gets_a_reshape_hint():
+    with pytest.raises(ValidationError, match=r"reshape\(-1, 1\)"):
+        as_tensor(np.ones(5), "x", ndim=2)
+
+
+def test_mismatched_lengths_name_both_arrays():
+    with pytest.raises(ValidationError, match="`x` has 3, `y` has 4"):
+        check_same_length(x=np.ones((3, 1)), y=np.ones((4, 1)))
+
+
+def test_errors_are_one_family_and_builtin_compatible():
+    with pytest.raises(ValueError):
+        check_positive(-1, "epochs")
+    assert issubclass(ValidationError, InfoblocksError)
+
+
+def test_dataset_shares_item_axis_and_takes_rows():
+    ds = Dataset(x=np.ones((4, 2)), y=np.arange(4))
+    assert ds.n_items == 4
+    rows = ds.take(torch.tensor([1, 3]))
+    assert rows["y"].tolist() == [1, 3]
+    with pytest.raises(ValidationError, match="no array named 'z'"):
+        ds["z"]
+    with pytest.raises(ValidationError, match="Mismatched"):
+        Dataset(x=np.ones((4, 2)), y=np.ones(3))

@@ -1,0 +1,92 @@
+"""Example third-party infoblocks plugin: a Huber position loss and a PCA-regression recipe.
+
+It only uses the public hooks and the registry; the core knows nothing about it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import attrs
+import numpy as np
+import torch
+
+from infoblocks.blocks import Routine, TrainingPhase
+from infoblocks.blocks.data import as_tensor
+from infoblocks.blocks.losses import Loss, LossOutput
+from infoblocks.blocks.recipe import Recipe
+from infoblocks.plugins import get_registry, hookimpl
+
+
+@attrs.define
+class HuberPositionLoss(Loss):
+    """mean_i huber_δ(f(x_i) − y_i): a position loss that is robust to outlying targets."""
+
+    name: ClassVar[str] = "huber_position"
+    delta: float = 1.0
+    model: str = "main"
+    input: str = "data"
+    target: str = "positions"
+
+    def __call__(self, batch, models, state):
+        out = models[self.model](batch[self.input])
+        value = torch.nn.functional.huber_loss(out, batch[self.target], delta=self.delta)
+        return LossOutput(value, {"huber": value.detach()})
+
+
+@attrs.define(kw_only=True)
+class PCARegression(Recipe):
+    """Train an MLP to reproduce the first principal components of the data."""
+
+    name: ClassVar[str] = "pca_regression"
+    summary: ClassVar[str] = "MLP regression onto the leading principal components (example plugin)"
+    n_components: int = 2
+    hidden_dims: list[int] = attrs.field(factory=lambda: [32])
+    loss: str = "huber_position"
+    epochs: int = 60
+    batch_size: int = 50
+    learning_rate: float = 1e-2
+    seed: int = 0
+    routine_: Routine | None = attrs.field(init=False, default=None, repr=False)
+
+    def build(self, x):
+        x = as_tensor(x, "x", ndim=2).numpy()
+        centred = x - x.mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        registry = get_registry()
+        model = registry.build("model", {"name": "mlp", "in_dim": x.shape[1],
+                                         "out_dim": self.n_components,
+                                         "hidden_dims": self.hidden_dims})
+        phase = TrainingPhase(
+            name="regression", epochs=self.epochs,
+            sampler=registry.build("sampler", {"name": "items", "batch_size": self.batch_size}),
+            loss=registry.build("loss", self.loss), learning_rate=self.learning_rate)
+        return Routine(dataset={"data": x, "positions": centred @ vt[:self.n_components].T},
+                       models={"main": model}, phases=[phase], seed=self.seed)
+
+    def fit(self, x):
+        self.routine_ = self.build(x).train()
+        return self
+
+    def relative_error(self, x) -> float:
+        self._check_fitted()
+        routine = self.routine_
+        target = routine.dataset["positions"]
+        pred = routine.apply(x)
+        return float(((pred - target) ** 2).sum() / (target ** 2).sum())
+
+    def run(self, data, out_dir: Path):
+        self.fit(data[0])
+        self.routine_.save(Path(out_dir) / "model", extra=self.to_dict())
+        return {"relative_error": self.relative_error(data[0])}
+
+
+@hookimpl
+def register_losses():
+    return [HuberPositionLoss]
+
+
+@hookimpl
+def register_recipes():
+    return [PCARegression]

@@ -1,0 +1,36 @@
+import pytest
+
+from infoblocks.recipes.cli import main
+
+
+def test_list_shows_blocks_with_their_plugin(capsys):
+    assert main(["list", "transform"]) == 0
+    out = capsys.readouterr().out
+    assert "symmetrize" in out and "builtin" in out
+
+
+def test_demo_without_a_name_lists_demos(capsys):
+    assert main(["demo"]) == 0
+    assert "Demos" in capsys.readouterr().out
+
+
+def test_unknown_demo_and_missing_files_are_clear_errors(capsys, tmp_path):
+    assert main(["demo", "umpa", "--out", str(tmp_path)]) == 2
+    assert "No recipe named 'umpa'" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "none.toml"), "--data", "x.npy", "--out",
+                 str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("recipe = \n")
+    assert main(["run", str(bad), "--data", "x.npy", "--out", str(tmp_path)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    nameless = tmp_path / "nameless.toml"
+    nameless.write_text("epochs = 3\n")
+    assert main(["run", str(nameless), "--data", "x.npy", "--out", str(tmp_path)]) == 2
+    assert "needs a 'recipe' key" in capsys.readouterr().err
+
+
+def test_config_prints_default_toml(capsys):
+    pytest.importorskip("infoblocks_example_plugin")
+    assert main(["config", "pca_regression"]) == 0
+    assert 'recipe = "pca_regression"' in capsys.readouterr().out
