@@ -107,6 +107,8 @@ class TrainingPhase:
     weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
     l1_strength: float = attrs.field(default=0.0, validator=_non_negative)
     grad_clip: float | None = attrs.field(default=None, validator=_non_negative)
+    #: extra keyword arguments of the torch optimizer, e.g. {"fused": True} for Adam
+    optimizer_options: dict[str, Any] = attrs.field(factory=dict)
     trainable: Sequence[str] | None = None
     validation: Validation | None = None
     patience: int | None = None
@@ -143,9 +145,10 @@ class TrainingPhase:
     def make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         if self.optimizer == "sgd":
             return torch.optim.SGD(params, lr=self.learning_rate, momentum=self.momentum,
-                                   weight_decay=self.weight_decay)
+                                   weight_decay=self.weight_decay, **self.optimizer_options)
         cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
-        return cls(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        return cls(params, lr=self.learning_rate, weight_decay=self.weight_decay,
+                   **self.optimizer_options)
 
     def lr_factor(self, step: int, total_steps: int) -> float:
         """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
