@@ -90,7 +90,8 @@ class TrainingPhase:
 
     ``trainable`` names the models whose parameters are optimised (None: all).  The learning
     rate follows ``lr_schedule`` over the phase's steps: ``cos`` decays to 0 on a half cosine,
-    ``exp`` multiplies by ``lr_decay_rate`` every ``lr_decay_steps`` steps (staircase).
+    ``exp`` multiplies by ``lr_decay_rate`` every ``lr_decay_steps`` steps (staircase; with
+    ``lr_decay_staircase=False`` continuously, rate ** (step / lr_decay_steps)).
     ``l1_strength`` adds strength × Σ|θ| of the trained parameters to the loss.
     """
 
@@ -104,6 +105,7 @@ class TrainingPhase:
     lr_schedule: str = attrs.field(default="none", validator=_one_of(LR_SCHEDULES))
     lr_decay_rate: float = 0.5
     lr_decay_steps: int = 10
+    lr_decay_staircase: bool = True
     weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
     l1_strength: float = attrs.field(default=0.0, validator=_non_negative)
     grad_clip: float | None = attrs.field(default=None, validator=_non_negative)
@@ -155,7 +157,8 @@ class TrainingPhase:
         if self.lr_schedule == "cos":
             return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
         if self.lr_schedule == "exp":
-            return self.lr_decay_rate ** (step // max(self.lr_decay_steps, 1))
+            steps = max(self.lr_decay_steps, 1)
+            return self.lr_decay_rate ** (step // steps if self.lr_decay_staircase else step / steps)
         return 1.0
 
     # ------------------------------------------------------------------ running

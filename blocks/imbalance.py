@@ -1,0 +1,781 @@
+"""Blocks of the (Differentiable) Information Imbalance.
+
+Space A is described by features ``x`` (n, D_A) scaled by learnable weights ``w``; space B by
+features ``y`` (n, D_B) or by a user distance matrix.  With d_ij the distance in A and r_ij
+the rank of j among the neighbours of i in B (1 = nearest, i itself excluded):
+
+    c_ij = exp(−d_ij² / λ_i) / Σ_{l≠i} exp(−d_il² / λ_i)          (GaussianSoftmax)
+    DII  = 2 / (n_rows · n_cols) · Σ_i Σ_{j≠i} c_ij r_ij          (DIILoss)
+    Δ(A→B) = 2 / n · mean_i r_{i, nn_A(i)}                        (information_imbalance)
+
+Distances in A are weighted *squared* Euclidean, periodic-aware:
+d_ij² = Σ_f w_f² Δ_f(x_if, x_jf)², Δ = x − y − P·round((x − y)/P) on a feature of period P.
+λ_i is ``lambda_factor`` × (squared distance of i to its k-th neighbour) (point-adaptive), its
+mean over the rows (global), or a given value; the gradient flows through λ.
+
+Memory: nothing here builds an n × n matrix for the whole data set.  A training step sees a
+batch of rows × columns (:class:`RowsColumnsSampler`) and ranks B *within that batch*; the
+final DII and the classic imbalance work through row chunks whose size is set by
+``max_elements``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+import torch
+from torch import nn
+
+from .base import block_field
+from .callbacks import Callback
+from .data import DEFAULT_DTYPE, as_tensor
+from .distances import Distance, _check_pair
+from .errors import NumericalError, ValidationError
+from .losses import Loss, LossOutput, get_model
+from .models import Model
+from .relations import DenseRelations
+from .samplers import Sampler
+from .state import TrainState
+from .transforms import Transform
+
+#: default lambda_factor: λ_i = 0.1 × squared distance to the k-th neighbour (DADApy's value)
+LAMBDA_FACTOR = 0.1
+#: default initial weight of every feature (DADApy's default params_init)
+WEIGHT_INIT = 0.1
+#: floor under λ so that duplicated points (k-th distance 0) do not divide by zero
+_LAMBDA_FLOOR = 1e-12
+#: elements of the (rows, cols, features) difference tensor one chunk may hold (64 MB float32)
+CHUNK_ELEMENTS = 16_000_000
+
+
+# ----------------------------------------------------------------------------- periods, distances
+
+
+def periods_tensor(periods: Any, n_features: int, name: str = "periods",
+                   device: torch.device | str | None = None) -> torch.Tensor | None:
+    """Periods as a (D,) tensor, 0 for a non-periodic feature; ``None`` when none is periodic.
+
+    ``periods`` is None, one number for every feature, or one entry per feature (None or 0
+    for a non-periodic one).
+    """
+    if periods is None:
+        return None
+    values = list(periods) if isinstance(periods, (list, tuple, np.ndarray)) else [periods] * n_features
+    if len(values) != n_features:
+        raise ValidationError(
+            f"`{name}` has {len(values)} entries but the data has {n_features} features; give one "
+            "period per feature (None or 0 for a non-periodic feature)."
+        )
+    out = []
+    for p in values:
+        if p is None:
+            out.append(0.0)
+            continue
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(p) or p < 0:
+            raise ValidationError(
+                f"`{name}` entries must be positive numbers or None, got {p!r} in {list(values)}."
+            )
+        out.append(float(p))
+    if not any(out):
+        return None
+    return torch.tensor(out, dtype=DEFAULT_DTYPE, device=device)
+
+
+def squared_differences(a: torch.Tensor, b: torch.Tensor,
+                        periods: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-feature squared differences ``(n, D), (m, D) -> (n, m, D)``.
+
+    On a feature of period P > 0 the difference is wrapped to [−P/2, P/2] first.
+    """
+    _check_pair(a, b)
+    diff = a[:, None, :] - b[None, :, :]
+    if periods is not None:
+        periodic = periods > 0
+        safe = torch.where(periodic, periods, torch.ones_like(periods))
+        diff = diff - torch.where(periodic, torch.round(diff / safe) * periods,
+                                  torch.zeros_like(diff))
+    return diff * diff
+
+
+def feature_major_squared_differences(a: torch.Tensor, b: torch.Tensor,
+                                      periods: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-feature squared differences laid out feature-major: ``(n, D), (m, D) -> (D, n, m)``.
+
+    The layout of the per-step product Σ_f w_f² Δ_f² (one matrix-vector product)."""
+    _check_pair(a, b)
+    diff = a.T[:, :, None] - b.T[:, None, :]
+    if periods is not None:
+        p = periods[:, None, None]
+        periodic = p > 0
+        safe = torch.where(periodic, p, torch.ones_like(p))
+        diff = diff - torch.where(periodic, torch.round(diff / safe) * p, torch.zeros_like(diff))
+    return diff * diff
+
+
+def squared_distances(a: torch.Tensor, b: torch.Tensor,
+                      periods: torch.Tensor | None = None) -> torch.Tensor:
+    """Unweighted squared Euclidean distances (periodic-aware), exact differences (no
+    ‖a‖² + ‖b‖² − 2ab cancellation, which would reorder near ties): ``-> (n, m)``."""
+    if periods is None:
+        return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+    return squared_differences(a, b, periods).sum(-1)
+
+
+def _as_tuple_or_none(value: Any) -> tuple | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return (value,)
+    return tuple(None if v is None else float(v) for v in value)
+
+
+@attrs.define(frozen=True)
+class WeightedSquaredEuclidean(Distance):
+    """d(x, y)² = Σ_f w_f² Δ_f², Δ periodic-aware (``periods``: None or 0 = not periodic).
+
+    ``weights=None`` means all 1.  Pairwise works in row chunks of at most ``max_elements``
+    entries of the (n, m, D) difference tensor.  ``(n, D), (m, D) -> (n, m)``.
+    """
+
+    name: ClassVar[str] = "weighted_sqeuclidean"
+    weights: tuple | None = attrs.field(default=None, converter=_as_tuple_or_none)
+    periods: tuple | None = attrs.field(default=None, converter=_as_tuple_or_none)
+    max_elements: int = CHUNK_ELEMENTS
+
+    def _tables(self, a: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        d = a.shape[-1]
+        periods = None if self.periods is None else periods_tensor(self.periods, d, "periods",
+                                                                   a.device)
+        weights = None
+        if self.weights is not None:
+            if len(self.weights) != d:
+                raise ValidationError(
+                    f"`weights` has {len(self.weights)} entries but the data has {d} features."
+                )
+            weights = torch.tensor(self.weights, dtype=a.dtype, device=a.device) ** 2
+        return periods, weights
+
+    def pairwise(self, a, b=None):
+        b = a if b is None else b
+        _check_pair(a, b)
+        periods, w2 = self._tables(a)
+        step = max(1, self.max_elements // max(1, b.shape[0] * a.shape[1]))
+        parts = []
+        for start in range(0, a.shape[0], step):
+            sq = squared_differences(a[start:start + step], b, periods)
+            parts.append(sq.sum(-1) if w2 is None else sq @ w2)
+        return torch.cat(parts)
+
+    def paired(self, a, b):
+        _check_pair(a, b)
+        periods, w2 = self._tables(a)
+        sq = _paired_sq(a, b, periods)
+        return sq.sum(-1) if w2 is None else sq @ w2
+
+
+def _paired_sq(a: torch.Tensor, b: torch.Tensor, periods: torch.Tensor | None) -> torch.Tensor:
+    diff = a - b
+    if periods is not None:
+        periodic = periods > 0
+        safe = torch.where(periodic, periods, torch.ones_like(periods))
+        diff = diff - torch.where(periodic, torch.round(diff / safe) * periods,
+                                  torch.zeros_like(diff))
+    return diff * diff
+
+
+# ----------------------------------------------------------------------------- ranks
+
+
+def diagonal_mask(n: int, m: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(n, m) boolean mask of the entries (i, i), i < min(n, m): "a point and itself"."""
+    idx = torch.arange(n, device=device)
+    return idx[:, None] == torch.arange(m, device=device)[None, :]
+
+
+def rank_rows(distances: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Ranks along each row, 1 = nearest, as floats: ``(n, m) -> (n, m)``.
+
+    Entries where ``exclude`` is True (a point and itself, temporally close pairs) are left out
+    of the ranking and get rank 0.  Ties are broken by column order (a stable sort).
+    """
+    d = distances if exclude is None else distances.masked_fill(exclude, float("inf"))
+    order = torch.argsort(d, dim=1, stable=True)
+    positions = torch.arange(1, d.shape[1] + 1, dtype=DEFAULT_DTYPE, device=d.device)
+    ranks = torch.empty(d.shape, dtype=DEFAULT_DTYPE, device=d.device)
+    ranks.scatter_(1, order, positions.expand(d.shape[0], -1).contiguous())
+    return ranks if exclude is None else ranks.masked_fill(exclude, 0.0)
+
+
+@attrs.define
+class Ranks(Transform):
+    """Distances -> ranks within each row: r_ij = 1 + #{l ≠ i : d_il < d_ij}; r_ii = 0.
+
+    Accepts a :class:`DenseRelations` of distances — from data through ``PDist`` with any
+    metric, or a user distance matrix — ``(n, m) -> (n, m)``.  With ``exclude_self`` the entries
+    (i, i), i < min(n, m), are "the point itself" (rows are the first columns).
+    """
+
+    name: ClassVar[str] = "ranks"
+    accepts: ClassVar[tuple[type, ...]] = (DenseRelations,)
+    exclude_self: bool = True
+
+    def apply(self, relations):
+        d = relations.values
+        exclude = diagonal_mask(*d.shape, device=d.device) if self.exclude_self else None
+        return DenseRelations(rank_rows(d, exclude))
+
+
+# ----------------------------------------------------------------------------- Gaussian softmax
+
+
+def _check_k(instance, attribute, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValidationError(f"`{attribute.name}` must be a positive integer, got {value!r}.")
+
+
+def _optional_positive(instance, attribute, value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not value > 0):
+        raise ValidationError(f"`{attribute.name}` must be a positive number or None, got {value!r}.")
+
+
+def _positive(instance, attribute, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValidationError(f"`{attribute.name}` must be a positive number, got {value!r}.")
+
+
+def neighbour_lambdas(sq_dist: torch.Tensor, exclude: torch.Tensor | None, k: int,
+                      lambda_factor: float, point_adaptive: bool) -> torch.Tensor:
+    """λ (n,) = factor × squared distance to the k-th neighbour (per row, or its row mean).
+
+    The neighbour is found without gradient; λ is then gathered from ``sq_dist`` so that the
+    gradient flows through it (as in the reference implementation) at the cost of n elements.
+    """
+    if k > sq_dist.shape[1] - (0 if exclude is None else 1):
+        raise ValidationError(
+            f"`k` = {k} but each row has only {sq_dist.shape[1]} columns (itself included); "
+            "lower k or use larger batches."
+        )
+    with torch.no_grad():
+        masked = sq_dist.detach()
+        if exclude is not None:
+            masked = masked.masked_fill(exclude, float("inf"))
+        index = masked.argmin(dim=1, keepdim=True) if k == 1 else \
+            torch.kthvalue(masked, k, dim=1, keepdim=True).indices
+    lam = lambda_factor * sq_dist.gather(1, index).squeeze(1)
+    if not point_adaptive:
+        lam = lam.mean().expand_as(lam)
+    return lam
+
+
+def exclusion_logits(exclude: torch.Tensor) -> torch.Tensor:
+    """−inf where ``exclude`` is True, 0 elsewhere: added to logits to drop those columns."""
+    return torch.zeros(exclude.shape, dtype=DEFAULT_DTYPE, device=exclude.device).masked_fill(
+        exclude, float("-inf"))
+
+
+def softmax_coefficients(sq_dist: torch.Tensor, lambdas: torch.Tensor,
+                         exclude: torch.Tensor | None,
+                         excluded_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """c_ij = softmax_j(−d_ij² / λ_i) over the columns not excluded: ``(n, m), (n,) -> (n, m)``.
+
+    ``excluded_logits`` (from :func:`exclusion_logits`) may be passed to reuse it across steps.
+    """
+    scale = -1.0 / lambdas.clamp_min(_LAMBDA_FLOOR)[:, None]
+    if excluded_logits is None and exclude is not None:
+        excluded_logits = exclusion_logits(exclude)
+    if excluded_logits is None:
+        logits = sq_dist * scale
+    else:  # one fused pass: mask + d * (−1/λ)
+        logits = torch.addcmul(excluded_logits, sq_dist, scale)
+    return torch.softmax(logits, dim=1)
+
+
+@attrs.define
+class GaussianSoftmax(Transform):
+    """Squared distances -> c_ij = exp(−d_ij²/λ_i) / Σ_{l≠i} exp(−d_il²/λ_i); ``(n, m) -> (n, m)``.
+
+    λ: ``lambda_value`` when given (global, fixed); else ``lambda_factor`` × the squared
+    distance to the ``k``-th neighbour, per point (``point_adaptive``) or averaged over rows.
+    The entries (i, i), i < min(n, m), are excluded with ``exclude_self``.
+    """
+
+    name: ClassVar[str] = "gaussian_softmax"
+    accepts: ClassVar[tuple[type, ...]] = (DenseRelations,)
+    k: int = attrs.field(default=1, validator=_check_k)
+    point_adaptive: bool = True
+    lambda_factor: float = attrs.field(default=LAMBDA_FACTOR, validator=_positive)
+    lambda_value: float | None = attrs.field(default=None, validator=_optional_positive)
+    exclude_self: bool = True
+
+    def coefficients(self, sq_dist: torch.Tensor, exclude: torch.Tensor | None,
+                     k: int | None = None, lambda_value: float | None = None,
+                     excluded_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """The main computation, with ``k`` / ``lambda_value`` overriding the fields (schedules)
+        and ``excluded_logits`` a cached :func:`exclusion_logits` of ``exclude``."""
+        lam_value = self.lambda_value if lambda_value is None else lambda_value
+        if lam_value is not None:
+            lam = torch.full((sq_dist.shape[0],), float(lam_value), dtype=sq_dist.dtype,
+                             device=sq_dist.device)
+        else:
+            lam = neighbour_lambdas(sq_dist, exclude, self.k if k is None else k,
+                                    self.lambda_factor, self.point_adaptive)
+        return softmax_coefficients(sq_dist, lam, exclude, excluded_logits)
+
+    def apply(self, relations):
+        d = relations.values
+        exclude = diagonal_mask(*d.shape, device=d.device) if self.exclude_self else None
+        return DenseRelations(self.coefficients(d, exclude))
+
+
+def cosine_schedule(start: float, final: float, step: int, total_steps: int) -> float:
+    """start at step 0 -> final at ``total_steps`` on a half cosine (DADApy's k schedule)."""
+    x = math.pi * step / max(total_steps, 1)
+    return (start - final) * (math.cos(x) + 1.0) / 2.0 + final
+
+
+# ----------------------------------------------------------------------------- feature weights
+
+
+class FeatureWeightsModule(nn.Module):
+    """Learnable weights ``w`` (n_params,) expanded to the D features by ``groups``.
+
+    ``forward(x) = x ⊙ w_expanded``.  After each optimizer step the weights are rescaled to
+    their initial norm; with ``l1_strength`` a soft threshold lr × strength is applied between
+    two rescalings (proximal l1, as DADApy does).
+    """
+
+    def __init__(self, init: torch.Tensor, groups: tuple[int, ...] | None, l1_strength: float):
+        super().__init__()
+        self.weights = nn.Parameter(init.clone())
+        self.register_buffer("norm_init", init.norm())
+        repeats = torch.tensor(groups if groups is not None else [1] * init.numel())
+        self.register_buffer("feature_index", torch.repeat_interleave(
+            torch.arange(init.numel()), repeats))
+        self.l1_strength = float(l1_strength)
+
+    def feature_weights(self) -> torch.Tensor:
+        """Weights per feature (D,), with gradient."""
+        return self.weights[self.feature_index]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.feature_weights()
+
+    @torch.no_grad()
+    def after_optimizer_step(self, lr: float, state: TrainState | None = None) -> None:
+        w = self.weights
+        w.mul_(self.norm_init / w.norm())
+        if self.l1_strength > 0:
+            threshold = lr * self.l1_strength
+            w.copy_(torch.sign(w) * (w.abs() - threshold).clamp_min(0.0))
+            w.mul_(self.norm_init / w.norm())  # all zero -> NaN, reported after the epoch
+
+
+def _groups(instance, attribute, value) -> None:
+    if value is None:
+        return
+    if not value or any(isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1
+                        for g in value):
+        raise ValidationError(f"`groups` must hold positive integers, got {list(value)}.")
+    if sum(value) != instance.n_features:
+        raise ValidationError(
+            f"`groups` {list(value)} covers {sum(value)} features but the data has "
+            f"{instance.n_features}; the group sizes must add up to the number of features."
+        )
+
+
+def _params_init(instance, attribute, value) -> None:
+    if value is None:
+        return
+    n_params = instance.n_features if instance.groups is None else len(instance.groups)
+    if len(value) != n_params:
+        raise ValidationError(
+            f"`params_init` has {len(value)} entries but {n_params} weights are learned "
+            "(one per feature, or one per group when `groups` is set)."
+        )
+    if not all(math.isfinite(v) for v in value) or not any(v != 0 for v in value):
+        raise ValidationError(
+            f"`params_init` must be finite and not all zero, got {list(value)}."
+        )
+
+
+def _positive_int(instance, attribute, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValidationError(f"`{attribute.name}` must be a positive integer, got {value!r}.")
+
+
+def _non_negative(instance, attribute, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValidationError(f"`{attribute.name}` must be a non-negative number, got {value!r}.")
+
+
+@attrs.define
+class FeatureWeights(Model):
+    """One learnable weight per feature (or per group of features): ``(n, D) -> (n, D)``.
+
+    ``params_init`` defaults to 0.1 for every weight; ``groups`` = sizes of consecutive groups
+    of features sharing one weight; ``l1_strength`` is applied as a proximal soft threshold.
+    """
+
+    name: ClassVar[str] = "feature_weights"
+    n_features: int = attrs.field(validator=_positive_int)
+    groups: tuple[int, ...] | None = attrs.field(
+        default=None, converter=lambda g: None if g is None else tuple(int(v) for v in g),
+        validator=_groups)
+    params_init: tuple[float, ...] | None = attrs.field(
+        default=None, converter=lambda p: None if p is None else tuple(float(v) for v in p),
+        validator=_params_init)
+    l1_strength: float = attrs.field(default=0.0, validator=_non_negative)
+
+    @property
+    def n_params(self) -> int:
+        return self.n_features if self.groups is None else len(self.groups)
+
+    def initial_weights(self) -> torch.Tensor:
+        if self.params_init is None:
+            return torch.full((self.n_params,), WEIGHT_INIT, dtype=DEFAULT_DTYPE)
+        return torch.tensor(self.params_init, dtype=DEFAULT_DTYPE)
+
+    def build(self) -> FeatureWeightsModule:
+        return FeatureWeightsModule(self.initial_weights(), self.groups, self.l1_strength)
+
+
+class FeatureWeightsHistory(Callback):
+    """Records |w| of a :class:`FeatureWeightsModule` at the start and after every epoch.
+
+    One host transfer per epoch.  ``rows`` is a list of (n_params,) numpy arrays.
+    """
+
+    def __init__(self, model: str = "weights") -> None:
+        self.model = model
+        self.rows: list[np.ndarray] = []
+
+    def _record(self, state: TrainState) -> None:
+        self.rows.append(state.models[self.model].weights.detach().abs().cpu().numpy().copy())
+
+    def on_phase_start(self, state, phase):
+        self._record(state)
+
+    def on_epoch_end(self, state, metrics):
+        self._record(state)
+
+
+# ----------------------------------------------------------------------------- sampler
+
+
+def _optional_positive_int(instance, attribute, value) -> None:
+    if value is not None:
+        _positive_int(instance, attribute, value)
+
+
+@attrs.define
+class RowsColumnsSampler(Sampler):
+    """Batches of (rows, cols) item indices for the rows × columns blocks of the DII.
+
+    ``batches_per_epoch = 1``: one static batch — ``num_points_rows`` random rows (all when
+    None) against all columns, the rows first, so that (i, i) is "a point and itself".  More
+    batches: every epoch the rows are shuffled and split into ``batches_per_epoch`` parts; each
+    part is both rows and columns of its step (DADApy's mini-batches).
+    Yields ``{"rows": (r,), "cols": (c,)}`` on ``state.device``.
+    """
+
+    name: ClassVar[str] = "rows_columns"
+    batches_per_epoch: int = attrs.field(default=1, validator=_positive_int)
+    num_points_rows: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    _rows: torch.Tensor | None = attrs.field(init=False, default=None, repr=False)
+    _cols: torch.Tensor | None = attrs.field(init=False, default=None, repr=False)
+
+    def setup(self, state):
+        if state.dataset is None:
+            raise ValidationError("RowsColumnsSampler needs a dataset; the routine was given none.")
+        n = state.dataset.n_items
+        dev = state.device
+        if self.num_points_rows is not None:
+            if self.num_points_rows >= n:
+                raise ValidationError(
+                    f"`num_points_rows` = {self.num_points_rows} must be smaller than the {n} "
+                    "points of the data set (or None for all rows)."
+                )
+            perm = torch.randperm(n, generator=state.generator, device=dev)
+            rows, rest = perm[:self.num_points_rows], perm[self.num_points_rows:]
+            self._rows, self._cols = rows, torch.cat([rows, rest])
+        else:
+            self._rows = torch.arange(n, device=dev)
+            self._cols = self._rows
+        if self.batches_per_epoch > self._rows.numel():
+            raise ValidationError(
+                f"`batches_per_epoch` = {self.batches_per_epoch} exceeds the {self._rows.numel()} "
+                "rows available; use fewer batches."
+            )
+
+    def points_per_batch(self) -> int:
+        """Rows of the smallest batch (after :meth:`setup`)."""
+        if self._rows is None:
+            raise ValidationError("RowsColumnsSampler.setup(state) has not been called.")
+        return self._rows.numel() // self.batches_per_epoch
+
+    def num_batches(self, state):
+        return self.batches_per_epoch
+
+    def batches(self, state) -> Iterator[dict[str, torch.Tensor]]:
+        if self._rows is None:
+            self.setup(state)
+        if self.batches_per_epoch == 1:
+            yield {"rows": self._rows, "cols": self._cols}
+            return
+        n = self._rows.numel()
+        order = self._rows[torch.randperm(n, generator=state.generator, device=state.device)]
+        for part in torch.tensor_split(order, self.batches_per_epoch):
+            yield {"rows": part, "cols": part}
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def target_ranks(rows: torch.Tensor, cols: torch.Tensor, exclude: torch.Tensor,
+                 state: TrainState, target: str, distances_key: str | None,
+                 periods: torch.Tensor | None) -> torch.Tensor:
+    """Ranks in B of the (rows, cols) block: from the user's B distance matrix when
+    ``distances_key`` is set, else from the features ``target`` (squared, periodic-aware)."""
+    if distances_key is not None:
+        dist = state.lookup(distances_key)
+        dist = dist[rows][:, cols]
+    else:
+        y = state.lookup(target)
+        dist = squared_distances(y[rows], y[cols], periods)
+    return rank_rows(dist, exclude)
+
+
+@attrs.define
+class DIILoss(Loss):
+    """DII = 2 / (n_rows · n_cols) · Σ_ij c_ij(w) r_ij over the batch's rows × columns.
+
+    c from the :class:`GaussianSoftmax` ``softmax`` of the weighted squared distances in A
+    (dataset array ``input``, model ``model`` a :class:`FeatureWeightsModule`, ``periods_A``);
+    r = ranks in B within the batch, from the dataset array ``target`` (``periods_B``) or from
+    the global distance matrix ``distances_key``.  k goes from ``k_init`` to ``k_final`` (and a
+    fixed λ from ``lambda_init`` to ``lambda_final``) on a cosine over
+    epochs × ``steps_per_epoch`` steps.  A static batch (same index tensors every step) has its
+    tables cached for the phase.  Batch: ``{"rows": (r,), "cols": (c,)}``.
+    """
+
+    name: ClassVar[str] = "dii"
+    model: str = "weights"
+    input: str = "data_A"
+    target: str = "data_B"
+    distances_key: str | None = None
+    periods_A: tuple | None = attrs.field(default=None, converter=_as_tuple_or_none)
+    periods_B: tuple | None = attrs.field(default=None, converter=_as_tuple_or_none)
+    softmax: Any = block_field("transform", default="gaussian_softmax")
+    k_init: int = attrs.field(default=1, validator=_check_k)
+    k_final: int = attrs.field(default=1, validator=_check_k)
+    lambda_init: float | None = attrs.field(default=None, validator=_optional_positive)
+    lambda_final: float | None = attrs.field(default=None, validator=_optional_positive)
+    steps_per_epoch: int = attrs.field(default=1, validator=_positive_int)
+
+    def current_k(self, state: TrainState) -> int:
+        total = state.n_epochs * self.steps_per_epoch
+        return int(round(cosine_schedule(self.k_init, self.k_final, state.step, total)))
+
+    def current_lambda(self, state: TrainState) -> float | None:
+        if self.lambda_init is None:
+            return None
+        final = self.lambda_init if self.lambda_final is None else self.lambda_final
+        return cosine_schedule(self.lambda_init, final, state.step,
+                               state.n_epochs * self.steps_per_epoch)
+
+    def tables(self, rows: torch.Tensor, cols: torch.Tensor, state: TrainState
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-batch constants: squared differences in A laid out (D_A, r·c) for one
+        matrix-vector product per step, ranks in B (r, c), the self mask (r, c) and its
+        −inf logits.  Cached while the batch's index tensors stay the same objects."""
+        cached = state.scratch.get("dii_tables")
+        if cached is not None and cached[0] is rows and cached[1] is cols:
+            return cached[2:]
+        x = state.lookup(self.input)
+        exclude = rows[:, None] == cols[None, :]
+        pa = periods_tensor(self.periods_A, x.shape[1], "periods_A", x.device)
+        sq = feature_major_squared_differences(x[rows], x[cols], pa).view(x.shape[1], -1)
+        pb = None
+        if self.distances_key is None:
+            y = state.lookup(self.target)
+            pb = periods_tensor(self.periods_B, y.shape[1], "periods_B", y.device)
+        ranks = target_ranks(rows, cols, exclude, state, self.target, self.distances_key, pb)
+        tables = (sq, ranks, exclude, exclusion_logits(exclude))
+        state.scratch["dii_tables"] = (rows, cols, *tables)
+        return tables
+
+    def __call__(self, batch, models, state):
+        rows, cols = batch["rows"], batch["cols"]
+        sq, ranks, exclude, excluded_logits = self.tables(rows, cols, state)
+        w = get_model(models, self.model).feature_weights()
+        sq_dist = ((w * w) @ sq).view(rows.numel(), cols.numel())
+        c = self.softmax.coefficients(sq_dist, exclude, k=self.current_k(state),
+                                      lambda_value=self.current_lambda(state),
+                                      excluded_logits=excluded_logits)
+        value = 2.0 / (rows.numel() * cols.numel()) * torch.dot(c.view(-1), ranks.view(-1))
+        return LossOutput(value, {"dii": value.detach()})
+
+
+# ----------------------------------------------------------------------------- full-data values
+
+
+def _chunk_rows(n_cols: int, n_features: int, max_elements: int) -> int:
+    return max(1, max_elements // max(1, n_cols * max(n_features, 8)))
+
+
+@torch.no_grad()
+def chunked_dii(
+    data_A: torch.Tensor,
+    weights: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    *,
+    k: int,
+    data_B: torch.Tensor | None = None,
+    distances_B: torch.Tensor | None = None,
+    periods_A: torch.Tensor | None = None,
+    periods_B: torch.Tensor | None = None,
+    point_adaptive: bool = True,
+    lambda_factor: float = LAMBDA_FACTOR,
+    lambda_value: float | None = None,
+    discard_close_ind: int = 0,
+    normalization: float | None = None,
+    max_elements: int = CHUNK_ELEMENTS,
+) -> torch.Tensor:
+    """Per-row DII terms 2/norm · Σ_j c_ij r_ij over ``rows`` × ``cols``, in row chunks: (r,).
+
+    Pairs with |i − j| ≤ ``discard_close_ind`` (item indices) and i = j are excluded from both
+    the softmax and the ranking.  ``normalization`` defaults to the number of columns.  No
+    (n, n) matrix is formed: a chunk holds at most ``max_elements`` differences.
+    """
+    if (data_B is None) == (distances_B is None):
+        raise ValidationError("chunked_dii needs exactly one of `data_B` and `distances_B`.")
+    n_feat = max(data_A.shape[1], 1 if data_B is None else data_B.shape[1])
+    step = _chunk_rows(cols.numel(), n_feat, max_elements)
+    w2 = weights * weights
+    norm = float(cols.numel() if normalization is None else normalization)
+
+    def block(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        exclude = (r[:, None] - cols[None, :]).abs() <= discard_close_ind
+        sq = squared_differences(data_A[r], data_A[cols], periods_A) @ w2
+        return sq, exclude
+
+    lam_global = None
+    if lambda_value is None and not point_adaptive:  # first pass: mean k-th distance
+        kth = [neighbour_lambdas(*block(rows[s:s + step]), k, lambda_factor, True)
+               for s in range(0, rows.numel(), step)]
+        lam_global = torch.cat(kth).mean()
+    out = []
+    for s in range(0, rows.numel(), step):
+        r = rows[s:s + step]
+        sq, exclude = block(r)
+        if lambda_value is not None:
+            lam = torch.full((r.numel(),), float(lambda_value), device=sq.device)
+        elif lam_global is not None:
+            lam = lam_global.expand(r.numel())
+        else:
+            lam = neighbour_lambdas(sq, exclude, k, lambda_factor, True)
+        c = softmax_coefficients(sq, lam, exclude)
+        if distances_B is not None:
+            dist_b = distances_B[r][:, cols]
+        else:
+            dist_b = squared_distances(data_B[r], data_B[cols], periods_B)
+        ranks = rank_rows(dist_b, exclude)
+        out.append(2.0 / norm * (c * ranks).sum(1))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def nearest_neighbour_ranks(
+    source: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    k: int = 1,
+    periods_source: torch.Tensor | None = None,
+    periods_target: torch.Tensor | None = None,
+    weights_source: torch.Tensor | None = None,
+    max_elements: int = CHUNK_ELEMENTS,
+) -> torch.Tensor:
+    """Ranks in ``target`` of each point's k nearest neighbours in ``source``: (n, k).
+
+    r = 1 + #{l ≠ i : d^target_il < d^target_ij}; in row chunks, without any (n, n) matrix.
+    """
+    n = source.shape[0]
+    step = _chunk_rows(n, max(source.shape[1], target.shape[1]), max_elements)
+    w2 = None if weights_source is None else weights_source ** 2
+    idx = torch.arange(n, device=source.device)
+    out = []
+    for s in range(0, n, step):
+        r = idx[s:s + step]
+        self_mask = r[:, None] == idx[None, :]
+        sq_s = squared_differences(source[r], source, periods_source)
+        d_s = (sq_s.sum(-1) if w2 is None else sq_s @ w2).masked_fill(self_mask, float("inf"))
+        nn_idx = torch.topk(d_s, k, dim=1, largest=False).indices  # (c, k)
+        d_t = squared_distances(target[r], target, periods_target)
+        d_t = d_t.masked_fill(self_mask, float("inf"))
+        at_nn = torch.gather(d_t, 1, nn_idx)  # (c, k)
+        out.append(1 + (d_t[:, None, :] < at_nn[:, :, None]).sum(-1))
+    return torch.cat(out).to(DEFAULT_DTYPE)
+
+
+def information_imbalance(
+    data_A: Any,
+    data_B: Any,
+    *,
+    k: int = 1,
+    periods_A: Any = None,
+    periods_B: Any = None,
+    weights_A: Any = None,
+    max_elements: int = CHUNK_ELEMENTS,
+) -> tuple[float, float]:
+    """The classic (non-differentiable) information imbalance (Δ(A→B), Δ(B→A)).
+
+    Δ(A→B) = 2/n · mean over points i and their k nearest neighbours j in A of the rank r^B_ij
+    (≈ 0: A predicts B's neighbourhoods; ≈ 1: no information).  Distances are Euclidean
+    (periodic-aware; ``weights_A`` scales A's features).  ``(n, D_A), (n, D_B) -> two floats``.
+    """
+    from .data import check_same_length
+
+    a = as_tensor(data_A, "data_A", ndim=2)
+    b = as_tensor(data_B, "data_B", ndim=2)
+    n = check_same_length(data_A=a, data_B=b)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < n:
+        raise ValidationError(f"`k` must be an integer in [1, {n - 1}] for {n} points, got {k!r}.")
+    pa = periods_tensor(periods_A, a.shape[1], "periods_A")
+    pb = periods_tensor(periods_B, b.shape[1], "periods_B")
+    wa = None
+    if weights_A is not None:
+        wa = as_tensor(np.asarray(weights_A, dtype=float).reshape(-1), "weights_A", ndim=1)
+        if wa.numel() != a.shape[1]:
+            raise ValidationError(
+                f"`weights_A` has {wa.numel()} entries but data_A has {a.shape[1]} features."
+            )
+    a_to_b = nearest_neighbour_ranks(a, b, k=k, periods_source=pa, periods_target=pb,
+                                     weights_source=wa, max_elements=max_elements)
+    b_to_a = nearest_neighbour_ranks(b, a if wa is None else a * wa, k=k, periods_source=pb,
+                                     periods_target=pa if wa is None else (
+                                         None if pa is None else pa * wa.abs()),
+                                     max_elements=max_elements)
+    return float(2.0 / n * a_to_b.mean()), float(2.0 / n * b_to_a.mean())
+
+
+def check_weights_finite(weights: torch.Tensor, hint: Callable[[], str]) -> None:
+    """Raise a :class:`NumericalError` with ``hint()`` when the weights are NaN or all zero."""
+    if not bool(torch.isfinite(weights).all()) or not bool((weights != 0).any()):
+        raise NumericalError(hint())
+
+
+__all__ = [
+    "CHUNK_ELEMENTS", "LAMBDA_FACTOR", "WEIGHT_INIT", "WeightedSquaredEuclidean", "Ranks",
+    "GaussianSoftmax", "DIILoss", "FeatureWeights", "FeatureWeightsModule",
+    "FeatureWeightsHistory", "RowsColumnsSampler", "chunked_dii", "cosine_schedule",
+    "diagonal_mask", "exclusion_logits", "feature_major_squared_differences", "information_imbalance", "nearest_neighbour_ranks", "neighbour_lambdas",
+    "periods_tensor", "rank_rows", "softmax_coefficients", "squared_differences", "squared_distances",
+    "target_ranks", "check_weights_finite",
+]
