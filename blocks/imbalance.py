@@ -197,18 +197,34 @@ def diagonal_mask(n: int, m: int, device: torch.device | str | None = None) -> t
     return idx[:, None] == torch.arange(m, device=device)[None, :]
 
 
-def rank_rows(distances: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+def _argsort_rows(d: torch.Tensor) -> torch.Tensor:
+    """Row-wise argsort; numpy's introsort on CPU (about 2× torch's sort on these sizes)."""
+    if d.device.type == "cpu":
+        return torch.from_numpy(np.argsort(d.detach().numpy(), axis=1))
+    return torch.argsort(d, dim=1)
+
+
+def rank_rows(distances: torch.Tensor, exclude: torch.Tensor | None = None,
+              excluded_logits: torch.Tensor | None = None) -> torch.Tensor:
     """Ranks along each row, 1 = nearest, as floats: ``(n, m) -> (n, m)``.
 
     Entries where ``exclude`` is True (a point and itself, temporally close pairs) are left out
-    of the ranking and get rank 0.  Ties are broken by column order (a stable sort).
+    of the ranking and get rank 0.  Ties are broken arbitrarily.  ``excluded_logits`` (the
+    −inf / 0 form of ``exclude``, :func:`exclusion_logits`) may be given instead to save a pass;
+    the excluded entries then keep a rank past the last (their weight c_ij is 0 anyway).
     """
-    d = distances if exclude is None else distances.masked_fill(exclude, float("inf"))
-    order = torch.argsort(d, dim=1, stable=True)
+    if excluded_logits is not None:
+        d = distances - excluded_logits
+    elif exclude is not None:
+        d = distances.masked_fill(exclude, float("inf"))
+    else:
+        d = distances
+    order = _argsort_rows(d)
     positions = torch.arange(1, d.shape[1] + 1, dtype=DEFAULT_DTYPE, device=d.device)
     ranks = torch.empty(d.shape, dtype=DEFAULT_DTYPE, device=d.device)
-    ranks.scatter_(1, order, positions.expand(d.shape[0], -1).contiguous())
-    return ranks if exclude is None else ranks.masked_fill(exclude, 0.0)
+    ranks.scatter_(1, order, positions.expand(d.shape[0], -1))
+    return ranks if exclude is None or excluded_logits is not None \
+        else ranks.masked_fill(exclude, 0.0)
 
 
 @attrs.define
@@ -250,7 +266,8 @@ def _positive(instance, attribute, value) -> None:
 
 
 def neighbour_lambdas(sq_dist: torch.Tensor, exclude: torch.Tensor | None, k: int,
-                      lambda_factor: float, point_adaptive: bool) -> torch.Tensor:
+                      lambda_factor: float, point_adaptive: bool,
+                      excluded_logits: torch.Tensor | None = None) -> torch.Tensor:
     """λ (n,) = factor × squared distance to the k-th neighbour (per row, or its row mean).
 
     The neighbour is found without gradient; λ is then gathered from ``sq_dist`` so that the
@@ -263,10 +280,12 @@ def neighbour_lambdas(sq_dist: torch.Tensor, exclude: torch.Tensor | None, k: in
         )
     with torch.no_grad():
         masked = sq_dist.detach()
-        if exclude is not None:
+        if excluded_logits is not None:  # + inf on the excluded entries, one cheap pass
+            masked = masked - excluded_logits
+        elif exclude is not None:
             masked = masked.masked_fill(exclude, float("inf"))
         index = masked.argmin(dim=1, keepdim=True) if k == 1 else \
-            torch.kthvalue(masked, k, dim=1, keepdim=True).indices
+            torch.topk(masked, k, dim=1, largest=False).indices[:, k - 1:k]
     lam = lambda_factor * sq_dist.gather(1, index).squeeze(1)
     if not point_adaptive:
         lam = lam.mean().expand_as(lam)
@@ -324,7 +343,7 @@ class GaussianSoftmax(Transform):
                              device=sq_dist.device)
         else:
             lam = neighbour_lambdas(sq_dist, exclude, self.k if k is None else k,
-                                    self.lambda_factor, self.point_adaptive)
+                                    self.lambda_factor, self.point_adaptive, excluded_logits)
         return softmax_coefficients(sq_dist, lam, exclude, excluded_logits)
 
     def apply(self, relations):
@@ -537,7 +556,7 @@ class RowsColumnsSampler(Sampler):
 # ----------------------------------------------------------------------------- loss
 
 
-def target_ranks(rows: torch.Tensor, cols: torch.Tensor, exclude: torch.Tensor,
+def target_ranks(rows: torch.Tensor, cols: torch.Tensor, excluded_logits: torch.Tensor,
                  state: TrainState, target: str, distances_key: str | None,
                  periods: torch.Tensor | None) -> torch.Tensor:
     """Ranks in B of the (rows, cols) block: from the user's B distance matrix when
@@ -548,7 +567,7 @@ def target_ranks(rows: torch.Tensor, cols: torch.Tensor, exclude: torch.Tensor,
     else:
         y = state.lookup(target)
         dist = squared_distances(y[rows], y[cols], periods)
-    return rank_rows(dist, exclude)
+    return rank_rows(dist, excluded_logits=excluded_logits)
 
 
 @attrs.define
@@ -605,8 +624,10 @@ class DIILoss(Loss):
         if self.distances_key is None:
             y = state.lookup(self.target)
             pb = periods_tensor(self.periods_B, y.shape[1], "periods_B", y.device)
-        ranks = target_ranks(rows, cols, exclude, state, self.target, self.distances_key, pb)
-        tables = (sq, ranks, exclude, exclusion_logits(exclude))
+        excluded_logits = exclusion_logits(exclude)
+        ranks = target_ranks(rows, cols, excluded_logits, state, self.target, self.distances_key,
+                             pb)
+        tables = (sq, ranks, exclude, excluded_logits)
         state.scratch["dii_tables"] = (rows, cols, *tables)
         return tables
 
