@@ -241,13 +241,19 @@ class IMNN(Recipe):
                                   "the validation set is drawn from it (seed + 7919).")
 
     def _make_samplers(self) -> tuple[Any, Any]:
-        registry = get_registry()
-        train = registry.build("sampler", self._sampler_spec(
+        # the class comes from the registry (a plugin may replace "simulations"); it is called
+        # directly so that bad arrays surface as the ValidationError the sampler raises
+        sampler_cls = get_registry().get("sampler", "simulations")
+
+        def build(spec: dict[str, Any]) -> Any:
+            return sampler_cls(**{k: v for k, v in spec.items() if k != "name"})
+
+        train = build(self._sampler_spec(
             self.fiducial, self.derivative, self.numerical_derivative, validation=False))
         if self._uses_arrays() and self.validation_fiducial is None:
             val = train  # no held-out arrays: monitor det F on the training simulations
         elif self._uses_arrays():
-            val = registry.build("sampler", self._sampler_spec(
+            val = build(self._sampler_spec(
                 self.validation_fiducial, self.validation_derivative,
                 self.validation_numerical_derivative, validation=True))
             shapes = (train.simulation_shape, val.simulation_shape)
@@ -255,7 +261,7 @@ class IMNN(Recipe):
                 raise ValidationError(f"Validation simulations have shape {shapes[1]} but "
                                       f"training simulations {shapes[0]}.")
         else:
-            val = registry.build("sampler", self._sampler_spec(None, None, None, validation=True))
+            val = build(self._sampler_spec(None, None, None, validation=True))
         return train, val
 
     def _loss(self) -> Any:

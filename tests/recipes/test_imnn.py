@@ -1,0 +1,221 @@
+"""IMNN recipe on the imnn tutorial problem (10 Gaussian points, θ = (μ, Σ), fiducial (0, 1),
+exact det F = 50), at a reduced budget: fixed arrays, simulator with autograd derivatives,
+numerical derivatives; estimates, persistence, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from infoblocks.blocks.errors import NotFittedError, NumericalError, ValidationError
+from infoblocks.plugins.registry import get_registry, recipe_from_dict
+from infoblocks.plugins.testing import check_block
+from infoblocks.recipes.imnn import (DEMO_EXACT_DET_F, IMNN, gaussian_simulations,
+                                     gaussian_simulator, intra_op_threads, oracle_det_F)
+
+#: reduced budget of the default tests (the benchmark runs the tutorial's 1000 / patience 10)
+QUICK = dict(learning_rate=5e-3, min_iterations=150, max_iterations=300, patience=10)
+#: the issue's bar for the default run: validation det F ≥ 0.8 × 50
+TARGET = 0.8 * DEMO_EXACT_DET_F
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    fid, der = gaussian_simulations(1000, seed=0)
+    val_fid, val_der = gaussian_simulations(1000, seed=1)
+    return fid, der, val_fid, val_der
+
+
+@pytest.fixture(scope="module")
+def fitted(arrays):
+    fid, der, val_fid, val_der = arrays
+    return IMNN(n_summaries=2, theta_fid=(0.0, 1.0), fiducial=fid, derivative=der,
+                validation_fiducial=val_fid, validation_derivative=val_der, **QUICK).fit()
+
+
+def test_fixed_simulations_reach_target(fitted, arrays):
+    # imnn's GradientIMNN reaches 33-45 with the tutorial budget; we need ≥ 40 at a reduced one
+    best = fitted.best_val_det_F_
+    assert best >= TARGET
+    # the exact statistics score ≈ 50 ± 3.3 on 1000 sims; a network cannot beat them by much
+    assert best <= 1.05 * oracle_det_F(arrays[2], arrays[3])
+    # F_ is recomputed on the validation set at the returned (best) weights
+    assert np.linalg.det(fitted.F_) == pytest.approx(best, rel=1e-3)
+    assert fitted.F_.shape == (2, 2) and fitted.C_.shape == (2, 2)
+    assert fitted.dmu_dtheta_.shape == (2, 2)
+    assert set(fitted.history_) >= {"det_F", "val_det_F", "det_C", "val_det_invC", "Lambda2",
+                                    "val_r"}
+    assert len(fitted.history_["val_det_F"]) == fitted.n_iterations_
+    assert QUICK["min_iterations"] <= fitted.n_iterations_ <= QUICK["max_iterations"]
+
+
+def test_estimate_is_unbiased_at_another_theta(fitted):
+    # 200 data sets at θ = (0.3, 1.2): the quasi-ML mean lies within 3 standard errors of θ.
+    g = torch.Generator().manual_seed(11)
+    theta = torch.tensor([[0.3, 1.2]]).expand(200, 2)
+    data = gaussian_simulator(g, theta).numpy()
+    est = fitted.estimate(data)
+    assert est.shape == (200, 2)
+    se = est.std(0, ddof=1) / np.sqrt(len(est))
+    assert np.all(np.abs(est.mean(0) - [0.3, 1.2]) < 3 * se), (est.mean(0), se)
+    single = fitted.estimate(data[0])
+    assert single.shape == (2,) and np.allclose(single, est[0], atol=1e-5)
+
+
+def test_simulator_autograd_mode_reaches_target():
+    # training simulations drawn once from the simulator, ∂d/∂θ by forward-mode autograd
+    imnn = IMNN(n_summaries=2, theta_fid=(0.0, 1.0), simulator=gaussian_simulator,
+                fresh_simulations=False, **QUICK).fit()
+    assert imnn.best_val_det_F_ >= TARGET
+
+
+def test_numerical_derivative_mode_reaches_target():
+    # seed-matched simulations at θ ∓ δθ/2 (imnn's NumericalGradientIMNN)
+    imnn = IMNN(n_summaries=2, theta_fid=(0.0, 1.0), simulator=gaussian_simulator,
+                derivative_mode="numerical", delta_theta=(0.1, 0.1), fresh_simulations=False,
+                **QUICK).fit()
+    assert imnn.best_val_det_F_ >= TARGET
+
+
+def test_numerical_derivative_arrays(arrays):
+    # the same numbers as (n_d, 2, p, ...) arrays: Σ shifted by ±δ/2 on the same noise
+    fid = arrays[0][:200]
+    z = fid  # at (0, 1) the fiducial points are the noise itself
+    delta = np.array([0.1, 0.1])
+    minus = np.stack([z - delta[0] / 2, np.sqrt(1 - delta[1] / 2) * z], 1)
+    plus = np.stack([z + delta[0] / 2, np.sqrt(1 + delta[1] / 2) * z], 1)
+    numerical = np.stack([minus, plus], 1)  # (200, 2, 2, 10)
+    imnn = IMNN(n_summaries=2, theta_fid=(0.0, 1.0), fiducial=fid, numerical_derivative=numerical,
+                delta_theta=(0.1, 0.1), max_iterations=3, min_iterations=0).fit()
+    assert imnn.n_iterations_ == 3 and np.isfinite(imnn.F_).all()
+
+
+def test_chunked_training_matches_unchunked(arrays):
+    # aggregated mode: same trajectory as the plain computation (float32 rounding only)
+    fid, der = arrays[0][:300], arrays[1][:300]
+    runs = [IMNN(n_summaries=2, theta_fid=(0, 1), fiducial=fid, derivative=der, chunk_size=chunk,
+                 max_iterations=5, min_iterations=5, whiten_init=False).fit()
+            for chunk in (None, 64)]
+    np.testing.assert_allclose(runs[0].history_["det_F"], runs[1].history_["det_F"], rtol=1e-3)
+
+
+def test_second_fit_continues(arrays):
+    fid, der = arrays[0][:300], arrays[1][:300]
+    imnn = IMNN(n_summaries=2, theta_fid=(0, 1), fiducial=fid, derivative=der, max_iterations=4,
+                min_iterations=4)
+    imnn.fit()
+    first = imnn.history_["det_F"][-1]
+    imnn.fit(max_iterations=3, min_iterations=3)
+    assert imnn.n_iterations_ == 7 and imnn.history_["iteration"][-1] == 6
+    assert imnn.history_["det_F"][4] > 0.5 * first  # continued from trained weights
+
+
+def test_save_load_round_trip(fitted, arrays, tmp_path):
+    fitted.save(tmp_path / "model")
+    again = IMNN.load(tmp_path / "model")
+    np.testing.assert_allclose(again.estimate(arrays[2][:20]), fitted.estimate(arrays[2][:20]),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(again.F_, fitted.F_)
+    assert again.history_["val_det_F"] == fitted.history_["val_det_F"]
+    assert json.loads((tmp_path / "model" / "routine.json").read_text())["extra"]["recipe"][
+        "recipe"] == "imnn"
+
+
+def test_plot_writes_png(fitted, tmp_path):
+    fig = fitted.plot(expected_detF=50, path=tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 10_000 and len(fig.axes) == 4
+
+
+def test_recipe_is_data():
+    recipe = IMNN(n_summaries=3, theta_fid=(0.0, 1.0), simulator=gaussian_simulator,
+                  hidden_dims=(64, 64), chunk_size=500, delta_theta=(0.1, 0.2))
+    data = recipe.to_dict()
+    assert "simulator" not in data and data["theta_fid"] == [0.0, 1.0]
+    again = recipe_from_dict(data)
+    assert again.to_dict() == data and again.hidden_dims == (64, 64)
+    check_block(IMNN, {"n_summaries": 2, "theta_fid": (0.0, 1.0)})
+    assert get_registry().get("recipe", "imnn") is IMNN
+
+
+def test_run_from_arrays(arrays, tmp_path):
+    recipe = IMNN(n_summaries=2, theta_fid=(0, 1), max_iterations=3, min_iterations=0)
+    summary = recipe.run([a[:200] for a in arrays], tmp_path)
+    assert summary["n_iterations"] == 3 and (tmp_path / "imnn_history.png").exists()
+    json.dumps(summary)
+    with pytest.raises(ValidationError, match="2 or 4 arrays"):
+        recipe.run([arrays[0]], tmp_path)
+
+
+def test_threads_context_restores():
+    before = torch.get_num_threads()
+    with intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------------- bad inputs
+
+def test_n_summaries_below_n_params():
+    with pytest.raises(ValidationError, match="n_summaries` = 1 is smaller than the number of "
+                                              "parameters"):
+        IMNN(n_summaries=1, theta_fid=(0.0, 1.0))
+
+
+def test_wrong_simulation_shapes(arrays):
+    fid, der = arrays[0], arrays[1]
+    with pytest.raises(ValidationError, match=r"`derivative` must have shape .* got \(1000, 10, 2\)"):
+        IMNN(n_summaries=2, theta_fid=(0, 1), fiducial=fid,
+             derivative=der.transpose(0, 2, 1)).fit()
+    with pytest.raises(ValidationError, match="Validation simulations have shape"):
+        IMNN(n_summaries=2, theta_fid=(0, 1), fiducial=fid, derivative=der,
+             validation_fiducial=fid[:, :5], validation_derivative=der[:, :, :5]).fit()
+    imnn = IMNN(n_summaries=2, theta_fid=(0, 1), fiducial=fid[:100], derivative=der[:100],
+                max_iterations=1, min_iterations=0).fit()
+    with pytest.raises(ValidationError, match=r"one simulation of shape \(10,\)"):
+        imnn.estimate(np.zeros((4, 9)))
+
+
+def test_singular_covariance(arrays):
+    fid = np.zeros((200, 10), dtype=np.float32)  # identical simulations: C of any summary is 0
+    with pytest.raises(NumericalError, match="covariance of the summaries .* singular"):
+        IMNN(n_summaries=2, theta_fid=(0, 1), fiducial=fid, derivative=arrays[1][:200]).fit()
+
+
+def test_nan_in_simulations(arrays):
+    fid = arrays[0].copy()
+    fid[3, 4] = np.nan
+    with pytest.raises(ValidationError, match=r"`fiducial` contains 1 non-finite value.*\(3, 4\)"):
+        IMNN(n_summaries=2, theta_fid=(0, 1), fiducial=fid, derivative=arrays[1]).fit()
+
+    def nan_simulator(generator, theta):
+        return gaussian_simulator(generator, theta) / 0.0 * 0.0
+
+    with pytest.raises(ValidationError, match="simulator produced non-finite values"):
+        IMNN(n_summaries=2, theta_fid=(0, 1), simulator=nan_simulator, n_s=50, n_d=50).fit()
+
+
+def test_missing_sources_and_not_fitted():
+    with pytest.raises(ValidationError, match="IMNN needs simulations"):
+        IMNN(n_summaries=2, theta_fid=(0, 1)).fit()
+    with pytest.raises(NotFittedError, match="call fit"):
+        IMNN(n_summaries=2, theta_fid=(0, 1)).estimate(np.zeros(10))
+
+
+# ---------------------------------------------------------------------- slow
+
+@pytest.mark.slow
+def test_demo_quick(tmp_path):
+    numbers = IMNN.demo(tmp_path, quick=True)
+    assert numbers["best_val_det_F"] >= TARGET and (tmp_path / "imnn_demo.png").exists()
+
+
+@pytest.mark.slow
+def test_fresh_simulations_full_budget():
+    # fresh training simulations every iteration (imnn's SimulatorIMNN) cannot overfit; with a
+    # fixed validation set and patience 50 it reaches ≥ 0.85 × 50
+    imnn = IMNN(n_summaries=2, theta_fid=(0.0, 1.0), simulator=gaussian_simulator,
+                patience=50, max_iterations=1000).fit()
+    assert imnn.best_val_det_F_ >= 0.85 * DEMO_EXACT_DET_F
