@@ -1,0 +1,130 @@
+"""Quality measures of an embedding Y of data X, computed in torch a block of rows at a time.
+
+* :func:`trustworthiness` — are the embedding's neighbours true neighbours? (Venna & Kaski)
+* :func:`knn_accuracy` — k-NN classification accuracy in the embedding, k-fold cross-validated.
+* :func:`knn_preservation` — the fraction of each point's k nearest neighbours kept.
+
+No n × n array is built: each function streams blocks of ``chunk_elements`` distances.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import as_tensor, check_same_length
+from .errors import ValidationError
+
+#: distances held at once (float32: 128 MB)
+CHUNK_ELEMENTS = 32_000_000
+
+
+def _pair(X: Any, Y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    x = as_tensor(X, "X", ndim=2, dtype=torch.float64 if _is_f64(X) else torch.float32)
+    y = as_tensor(Y, "Y", ndim=2, dtype=torch.float32)
+    check_same_length(X=x, Y=y)
+    return x, y
+
+
+def _is_f64(a: Any) -> bool:
+    return getattr(a, "dtype", None) in (np.float64, torch.float64)
+
+
+def _check_k(k: int, n: int, name: str = "k") -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValidationError(f"`{name}` must be a positive integer, got {k!r}.")
+    if k >= n:
+        raise ValidationError(f"`{name}` = {k} needs more than {k} points, got {n}; lower {name}.")
+
+
+def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)).clamp_min_(0.0)
+
+
+def _rows(n: int, width: int, chunk_elements: int) -> int:
+    return max(1, chunk_elements // max(width, 1))
+
+
+def nearest_neighbors(Y: torch.Tensor, k: int, chunk_elements: int = CHUNK_ELEMENTS,
+                      reference: torch.Tensor | None = None,
+                      exclude_self: bool = True) -> torch.Tensor:
+    """Indices ``(n, k)`` of the k nearest rows of ``reference`` (default ``Y``) to each row of
+    ``Y`` in Euclidean distance, nearest first; a point is not its own neighbour."""
+    ref = Y if reference is None else reference
+    step = _rows(len(Y), len(ref), chunk_elements)
+    out = []
+    for start in range(0, len(Y), step):
+        d = _sq_dists(Y[start:start + step], ref)
+        if exclude_self and reference is None:
+            r = torch.arange(d.shape[0])
+            d[r, r + start] = float("inf")
+        out.append(torch.topk(d, k, dim=1, largest=False).indices)
+    return torch.cat(out)
+
+
+def trustworthiness(X: Any, Y: Any, k: int = 15, chunk_elements: int = CHUNK_ELEMENTS) -> float:
+    """T(k) = 1 − 2 / (n k (2n − 3k − 1)) Σ_i Σ_{j ∈ N_k^Y(i)} max(0, r_X(i, j) − k).
+
+    r_X(i, j) is the rank of j among i's neighbours in X (1 = nearest), N_k^Y(i) the k nearest
+    neighbours of i in the embedding.  1 when no false neighbours appear.  Euclidean in both.
+    """
+    x, y = _pair(X, Y)
+    n = len(x)
+    _check_k(k, n)
+    if 2 * n - 3 * k - 1 <= 0:
+        raise ValidationError(f"trustworthiness needs k < (2n − 1)/3; got k = {k}, n = {n}.")
+    embedded = nearest_neighbors(y, k, chunk_elements)  # (n, k)
+    step = _rows(n, n * k, chunk_elements)
+    penalty = 0.0
+    for start in range(0, n, step):
+        d = _sq_dists(x[start:start + step], x)
+        r = torch.arange(d.shape[0])
+        d[r, r + start] = float("inf")
+        chosen = d.gather(1, embedded[start:start + step])  # (c, k)
+        rank = (d[:, None, :] < chosen[:, :, None]).sum(-1) + 1  # 1 = nearest
+        penalty += float((rank - k).clamp_min(0).sum())
+    return 1.0 - penalty * 2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0))
+
+
+def knn_accuracy(Y: Any, labels: Any, k: int = 10, folds: int = 5, shuffle: bool = True,
+                 seed: int = 0, chunk_elements: int = CHUNK_ELEMENTS) -> float:
+    """Mean accuracy of a majority-vote k-NN classifier in the embedding, ``folds``-fold
+    cross-validated (folds are contiguous blocks of a seeded permutation, or of the original
+    order with ``shuffle=False``).  Ties go to the smallest label."""
+    y = as_tensor(Y, "Y", ndim=2, dtype=torch.float32)
+    labels_np = np.asarray(labels).reshape(-1)
+    check_same_length(Y=y, labels=labels_np)
+    if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= len(y):
+        raise ValidationError(f"`folds` must be an integer in [2, n_samples], got {folds!r}.")
+    _, codes = np.unique(labels_np, return_inverse=True)
+    codes = torch.from_numpy(codes.astype(np.int64))
+    n_classes = int(codes.max()) + 1
+    n = len(y)
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(n)) if shuffle \
+        else torch.arange(n)
+    bounds = np.linspace(0, n, folds + 1).round().astype(int)
+    correct = 0
+    for f in range(folds):
+        test = order[bounds[f]:bounds[f + 1]]
+        train = torch.cat([order[:bounds[f]], order[bounds[f + 1]:]])
+        _check_k(k, len(train))
+        neighbours = nearest_neighbors(y[test], k, chunk_elements, reference=y[train])
+        votes = torch.zeros(len(test), n_classes)
+        votes.scatter_add_(1, codes[train][neighbours], torch.ones(neighbours.shape))
+        correct += int((votes.argmax(1) == codes[test]).sum())
+    return correct / n
+
+
+def knn_preservation(X: Any, Y: Any, k: int = 15, chunk_elements: int = CHUNK_ELEMENTS) -> float:
+    """Mean over points of |N_k^X(i) ∩ N_k^Y(i)| / k (Euclidean neighbours, self excluded)."""
+    x, y = _pair(X, Y)
+    _check_k(k, len(x))
+    in_x = nearest_neighbors(x, k, chunk_elements)
+    in_y = nearest_neighbors(y, k, chunk_elements)
+    shared = (in_x[:, :, None] == in_y[:, None, :]).any(-1).sum()
+    return float(shared) / (len(x) * k)
+
+
+__all__ = ["trustworthiness", "knn_accuracy", "knn_preservation", "nearest_neighbors"]

@@ -1,0 +1,114 @@
+"""Parametric t-SNE: a network trained to minimise KL(P‖Q) on mini-batches.
+
+Global relations: the k-NN distances (k = 3 × perplexity by default), conditional
+probabilities p_{j|i} calibrated to the perplexity (PerplexityBasedRescale), P = (P + Pᵀ)/2
+normalised to sum 1, and a PCA layout of the data.  Phases: ``init`` regresses the network onto
+the PCA layout, ``exaggerate`` (optional) and ``main`` minimise
+KL(P_B‖Q_B) on random batches B, with P restricted to the batch and renormalised and
+Q_ij ∝ (1 + ‖y_i − y_j‖²)⁻¹ over the batch (van der Maaten, 2009).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+
+from infoblocks.blocks.routine import GlobalRelation
+
+from .umap import (EmbeddingRecipe, _non_negative_int, _one_of, _positive, _positive_int,
+                   _optional_positive_int)
+
+
+@attrs.define(kw_only=True)
+class ParametricTSNE(EmbeddingRecipe):
+    """Parametric t-SNE (see the module docstring for the method).
+
+    ``perplexity`` sets the effective number of neighbours; ``n_neighbors`` (default
+    3 × perplexity) the sparse graph it is computed on.  The ``exaggerate`` phase multiplies
+    the attraction by ``early_exaggeration`` for ``exaggeration_epochs`` epochs.
+    """
+
+    name: ClassVar[str] = "parametric_tsne"
+    summary: ClassVar[str] = "Parametric t-SNE: a network trained on KL(P||Q) over mini-batches"
+
+    perplexity: float = attrs.field(default=30.0, validator=_positive)
+    n_neighbors: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    dof: float = attrs.field(default=1.0, validator=_positive)
+    init: str = attrs.field(default="pca", validator=_one_of("pca", "spectral", "none"))
+    init_scale: float = attrs.field(default=5.0, validator=_positive)
+    init_epochs: int = attrs.field(default=10, validator=_non_negative_int)
+    init_batch_size: int = attrs.field(default=500, validator=_positive_int)
+    init_learning_rate: float = attrs.field(default=1e-3, validator=_positive)
+    early_exaggeration: float = attrs.field(default=4.0, validator=_positive)
+    exaggeration_epochs: int = attrs.field(default=20, validator=_non_negative_int)
+    epochs: int = attrs.field(default=100, validator=_non_negative_int)
+    batch_size: int = attrs.field(default=1000, validator=_positive_int)
+    learning_rate: float = attrs.field(default=1e-3, validator=_positive)
+    lr_schedule: str = attrs.field(default="cos", validator=_one_of("none", "cos", "exp"))
+
+    def neighbors(self) -> int:
+        """k of the sparse P: ``n_neighbors`` or 3 × perplexity (as in Barnes-Hut t-SNE)."""
+        return self.n_neighbors or int(math.ceil(3 * self.perplexity))
+
+    def min_items(self) -> int:
+        return self.neighbors() + 1
+
+    def global_relations(self, n_items: int) -> dict[str, GlobalRelation]:
+        relations = {"P": GlobalRelation(
+            relation={"name": "neighbor_pdist", "n_neighbors": self.neighbors(),
+                      "metric": self._metric_spec(), "seed": self.seed,
+                      "exact_threshold": self.exact_neighbors_threshold},
+            transforms=[{"name": "perplexity_rescale", "perplexity": self.perplexity},
+                        {"name": "symmetrize", "subtract_product": False},
+                        {"name": "normalize"}])}
+        if self.init == "pca":
+            relations["positions"] = GlobalRelation(input="data", transforms=[
+                {"name": "pca_init", "n_components": self.n_components, "scale": self.init_scale}])
+        elif self.init == "spectral":
+            relations["positions"] = GlobalRelation(input="P", transforms=[
+                {"name": "spectral_init", "n_components": self.n_components,
+                 "scale": self.init_scale, "seed": self.seed}])
+        return relations
+
+    def _kl_phase(self, name: str, epochs: int, exaggeration: float) -> dict[str, Any]:
+        return {"name": name, "epochs": epochs,
+                "sampler": {"name": "items", "batch_size": self.batch_size, "drop_last": True},
+                "loss": {"name": "kl", "relation": "P", "exaggeration": exaggeration,
+                         "kernel": {"name": "student_t", "dof": self.dof}},
+                "optimizer": "adam", "learning_rate": self.learning_rate}
+
+    def default_phases(self) -> list[dict[str, Any]]:
+        phases = []
+        if self.init != "none":
+            phases.append({
+                "name": "init", "epochs": self.init_epochs,
+                "sampler": {"name": "items", "batch_size": self.init_batch_size},
+                "loss": {"name": "position", "target": "positions"},
+                "optimizer": "adam", "learning_rate": self.init_learning_rate})
+        if self.exaggeration_epochs > 0:
+            phases.append(self._kl_phase("exaggerate", self.exaggeration_epochs,
+                                         self.early_exaggeration))
+        main = self._kl_phase("main", self.epochs, 1.0)
+        main["lr_schedule"] = self.lr_schedule
+        phases.append(main)
+        return phases
+
+    def build(self, X):
+        routine = super().build(X)
+        n = routine.dataset.n_items
+        for phase in routine.phases:  # batches larger than the data: use all items
+            if getattr(phase.sampler, "batch_size", None) and phase.sampler.batch_size > n:
+                phase.sampler.batch_size = n
+        return routine
+
+    @classmethod
+    def demo(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:
+        """Embed the shipped 8×8 digits; print trustworthiness@15 and 10-NN accuracy."""
+        recipe = cls(epochs=40 if quick else 100)
+        return cls._demo(recipe, out_dir, "tsne_digits.png")
+
+
+__all__ = ["ParametricTSNE"]

@@ -1,0 +1,449 @@
+"""Parametric UMAP: a neural network that maps data to a low-dimensional embedding.
+
+Global relations (computed once): the k-NN graph of the data (exact torch search below
+20,000 items, pynndescent above), UMAP's fuzzy memberships p_{j|i} = exp(−max(0, d_ij − ρ_i)/σ_i)
+(σ_i by binary search to Σ_j p_{j|i} = log2 k), the fuzzy union p_ij = p_{j|i} + p_{i|j} −
+p_{j|i} p_{i|j}, and a spectral (or PCA) layout of the graph.  Phases: ``init`` regresses the
+network onto the layout (PositionLoss); ``main`` minimises the fuzzy cross-entropy between p
+and q_ij = 1 / (1 + a‖y_i − y_j‖^{2b}) on edges drawn ∝ p_ij with uniform negatives.
+
+The phases are data: :meth:`EmbeddingRecipe.default_phases` shows them as dicts and the
+``phases`` field overrides any key of them by phase name (``[[phases]] name = "main"
+epochs = 100`` in TOML), or adds phases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+import torch
+
+from infoblocks.blocks.data import Dataset, as_tensor, resolve_device
+from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
+from infoblocks.blocks.phases import TrainingPhase, Validation
+from infoblocks.blocks.recipe import Recipe, transient_field
+from infoblocks.blocks.routine import GlobalRelation, Routine
+from infoblocks.plugins.registry import get_registry
+
+#: sub-directory of ``run``'s output that holds the saved model
+MODEL_DIR = "model"
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValidationError(message)
+
+
+def _positive_int(instance, attribute, value) -> None:
+    _check(not isinstance(value, bool) and isinstance(value, int) and value > 0,
+           f"`{attribute.name}` must be a positive integer, got {value!r}.")
+
+
+def _non_negative_int(instance, attribute, value) -> None:
+    _check(not isinstance(value, bool) and isinstance(value, int) and value >= 0,
+           f"`{attribute.name}` must be a non-negative integer, got {value!r}.")
+
+
+def _optional_positive_int(instance, attribute, value) -> None:
+    if value is not None:
+        _positive_int(instance, attribute, value)
+
+
+def _positive(instance, attribute, value) -> None:
+    _check(not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0,
+           f"`{attribute.name}` must be a positive number, got {value!r}.")
+
+
+def _non_negative(instance, attribute, value) -> None:
+    _check(not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0,
+           f"`{attribute.name}` must be a non-negative number, got {value!r}.")
+
+
+def _one_of(*options: str):
+    def check(instance, attribute, value):
+        _check(value in options, f"`{attribute.name}` must be one of {list(options)}, "
+                                 f"got {value!r}.")
+    return check
+
+
+def _known_metric(instance, attribute, value) -> None:
+    _check(isinstance(value, str), f"`metric` must be a distance name, got {value!r}.")
+    get_registry().entry("distance", value)  # RegistryError lists the known distances
+
+
+def _hidden(instance, attribute, value) -> None:
+    _check(all(not isinstance(h, bool) and isinstance(h, int) and h > 0 for h in value),
+           f"`hidden_dims` must hold positive integers, got {list(value)}.")
+
+
+def _module_or_none(instance, attribute, value) -> None:
+    _check(value is None or isinstance(value, torch.nn.Module),
+           f"`encoder` must be a torch.nn.Module (or None for the default MLP), got "
+           f"{type(value).__name__}.")
+
+
+@contextlib.contextmanager
+def _threads(count: int | None):
+    """Run a block with ``count`` torch intra-op threads, restoring the setting afterwards."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _merge(default: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``default`` updated by ``override``; nested block dicts (sampler, loss) are merged
+    key by key unless the override names a different block."""
+    out = copy.deepcopy(default)
+    for key, value in override.items():
+        old = out.get(key)
+        if (isinstance(old, dict) and isinstance(value, dict)
+                and value.get("name", old.get("name")) == old.get("name")):
+            out[key] = _merge(old, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@attrs.define(kw_only=True)
+class EmbeddingRecipe(Recipe):
+    """Shared scikit-learn style API of the parametric embeddings (no ``name``: not registered).
+
+    Subclasses define :meth:`global_relations` and :meth:`default_phases`.
+    """
+
+    n_components: int = attrs.field(default=2, validator=_positive_int)
+    metric: str = attrs.field(default="euclidean", validator=_known_metric)
+    metric_kwds: dict[str, Any] | None = None
+    hidden_dims: tuple[int, ...] = attrs.field(default=(100, 100, 100), converter=tuple,
+                                              validator=_hidden)
+    activation: str = "relu"
+    exact_neighbors_threshold: int = attrs.field(default=20_000, validator=_positive_int)
+    phases: list[dict[str, Any]] | None = None
+    seed: int = attrs.field(default=0, validator=_non_negative_int)
+    device: str = "cpu"
+    #: torch intra-op threads while training (small networks on CPU train fastest on one
+    #: thread; two threads ran 3x slower on a loaded 2-core machine); None keeps torch's setting
+    train_threads: int | None = attrs.field(default=1, validator=_optional_positive_int)
+    verbose: bool = False
+    #: any ``torch.nn.Module`` mapping (n, d) -> (n, n_components); None: an MLP
+    encoder: Any = transient_field(default=None, validator=_module_or_none)
+
+    routine_: Routine | None = attrs.field(init=False, default=None, repr=False)
+    embedding_: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
+    history_: list[dict[str, Any]] | None = attrs.field(init=False, default=None, repr=False)
+    n_features_in_: int | None = attrs.field(init=False, default=None, repr=False)
+    timings_: dict[str, float] | None = attrs.field(init=False, default=None, repr=False)
+
+    # ------------------------------------------------------------------ to override
+
+    def global_relations(self, n_items: int) -> dict[str, GlobalRelation]:
+        raise NotImplementedError
+
+    def default_phases(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def min_items(self) -> int:
+        """Smallest data set the recipe accepts."""
+        return 2
+
+    # ------------------------------------------------------------------ phases as data
+
+    def phase_specs(self) -> list[dict[str, Any]]:
+        """The phases that :meth:`fit` runs: the defaults, each updated by the entry of
+        ``phases`` with the same name; entries with new names are appended."""
+        specs = self.default_phases()
+        by_name = {s["name"]: k for k, s in enumerate(specs)}
+        for k, override in enumerate(self.phases or []):
+            if not isinstance(override, dict) or "name" not in override:
+                raise ConfigError(f"`phases[{k}]` must be a dict with a 'name' key (one of "
+                                  f"{list(by_name)} or a new phase), got {override!r}.")
+            if override["name"] in by_name:
+                index = by_name[override["name"]]
+                specs[index] = _merge(specs[index], override)
+            else:
+                specs.append(copy.deepcopy(override))
+        return specs
+
+    def _build_phase(self, spec: dict[str, Any]) -> TrainingPhase:
+        spec = dict(spec)
+        if isinstance(spec.get("validation"), dict):
+            spec["validation"] = Validation(**spec["validation"])
+        try:
+            return TrainingPhase(**spec)
+        except TypeError as exc:
+            valid = [f.name for f in attrs.fields(TrainingPhase)]
+            raise ConfigError(f"Phase {spec.get('name')!r}: {exc}. Phase keys are {valid}.") \
+                from None
+
+    # ------------------------------------------------------------------ building
+
+    def _metric_spec(self) -> Any:
+        return {"name": self.metric, **(self.metric_kwds or {})} if self.metric_kwds \
+            else self.metric
+
+    def _encoder(self, in_dim: int) -> Any:
+        if self.encoder is None:
+            return get_registry().build("model", {
+                "name": "mlp", "in_dim": in_dim, "out_dim": self.n_components,
+                "hidden_dims": self.hidden_dims, "activation": self.activation})
+        with torch.no_grad():  # check the user's module once, with a clear message
+            try:
+                out = self.encoder(torch.zeros(2, in_dim))
+            except Exception as exc:  # noqa: BLE001 - any failure of user code
+                raise ValidationError(f"`encoder` failed on a (2, {in_dim}) input: {exc}. It must "
+                                      f"map (n, {in_dim}) to (n, {self.n_components}).") from None
+        _check(isinstance(out, torch.Tensor) and tuple(out.shape) == (2, self.n_components),
+               f"`encoder` must map (n, {in_dim}) to (n, {self.n_components}); on a (2, {in_dim}) "
+               f"input it returned {tuple(getattr(out, 'shape', ()))}.")
+        return self.encoder
+
+    def build(self, X: Any) -> Routine:
+        """The :class:`Routine` that :meth:`fit` trains on ``X`` ``(n, d)``."""
+        x = self._validate(X)
+        return Routine(
+            dataset=Dataset(data=x),
+            models={"main": self._encoder(x.shape[1])},
+            global_relations=self.global_relations(x.shape[0]),
+            phases=[self._build_phase(s) for s in self.phase_specs()],
+            device=self.device, seed=self.seed, verbose=self.verbose,
+        )
+
+    def _validate(self, X: Any) -> torch.Tensor:
+        x = as_tensor(X, "X", ndim=2)
+        need = self.min_items()
+        _check(x.shape[0] >= need, f"`X` has {x.shape[0]} samples; {type(self).__name__} with "
+                                   f"these settings needs at least {need}.")
+        return x
+
+    # ------------------------------------------------------------------ scikit-learn API
+
+    def fit(self, X: Any, y: Any = None) -> EmbeddingRecipe:
+        """Learn the embedding of ``X`` ``(n, d)``; ``y`` is accepted for scikit-learn
+        compatibility and ignored.  Returns ``self``."""
+        resolve_device(self.device)
+        start = time.perf_counter()
+        routine = self.build(X)
+        routine.compute_global_relations()
+        relations_done = time.perf_counter()
+        with _threads(self.train_threads):
+            routine.train()
+        trained = time.perf_counter()
+        self.routine_ = routine
+        self.n_features_in_ = int(routine.dataset["data"].shape[1])
+        self.embedding_ = routine.apply(routine.dataset["data"]).numpy()
+        self.history_ = routine.history.rows
+        self.timings_ = {"relations_s": relations_done - start, "train_s": trained - relations_done,
+                         "total_s": time.perf_counter() - start}
+        return self
+
+    def transform(self, X: Any, batch_size: int = 4096) -> np.ndarray:
+        """Embed new data ``(m, d) -> (m, n_components)`` with the trained network, in batches."""
+        self._check_fitted()
+        x = as_tensor(X, "X", ndim=2)
+        _check(x.shape[1] == self.n_features_in_,
+               f"`X` has {x.shape[1]} features but the model was fitted on "
+               f"{self.n_features_in_}; pass data with the same columns.")
+        return self.routine_.apply(x, batch_size=batch_size).numpy()
+
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        """:meth:`fit` then the embedding of ``X`` ``(n, n_components)``."""
+        return self.fit(X, y).embedding_
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | Path) -> Path:
+        """Write the trained network and this recipe's settings into directory ``path``."""
+        self._check_fitted()
+        return self.routine_.save(path, extra={"recipe": self.to_dict(),
+                                               "n_features_in": self.n_features_in_})
+
+    @classmethod
+    def load(cls, path: str | Path, encoder: torch.nn.Module | None = None,
+             device: str = "cpu") -> EmbeddingRecipe:
+        """A fitted recipe from :meth:`save` (pass ``encoder`` again if it was a custom module)."""
+        routine = Routine.load(path, models=None if encoder is None else {"main": encoder},
+                               device=device)
+        extra = getattr(routine, "saved_extra", {})
+        if "recipe" not in extra:
+            raise ValidationError(f"{path} holds a routine but no {cls.name!r} settings; was it "
+                                  f"written by {cls.__name__}.save?")
+        recipe = cls.from_dict(extra["recipe"])
+        recipe.encoder = encoder
+        recipe.routine_ = routine
+        recipe.history_ = routine.history.rows
+        recipe.n_features_in_ = int(extra["n_features_in"])
+        return recipe
+
+    # ------------------------------------------------------------------ figures
+
+    def plot(self, path: str | Path, X: Any = None, labels: Any = None,
+             title: str | None = None) -> Path:
+        """Scatter plot of the embedding (of ``X`` if given, else of the training data),
+        coloured by ``labels``, written as a PNG to ``path``."""
+        from matplotlib.figure import Figure
+
+        self._check_fitted()
+        y = self.embedding_ if X is None else self.transform(X)
+        if y is None:
+            raise NotFittedError("No stored embedding (a loaded model): pass `X` to plot().")
+        fig = Figure(figsize=(6, 5.5), dpi=100)
+        ax = fig.add_subplot()
+        colours = None if labels is None else np.asarray(labels)
+        if colours is not None:
+            _check(len(colours) == len(y), f"`labels` has {len(colours)} entries for {len(y)} "
+                                           "points.")
+        points = ax.scatter(y[:, 0], y[:, 1] if y.shape[1] > 1 else np.zeros(len(y)),
+                            c=colours, cmap="tab10" if colours is not None else None, s=3,
+                            alpha=0.8, linewidths=0)
+        if colours is not None and len(np.unique(colours)) <= 20:
+            fig.colorbar(points, ax=ax, ticks=np.unique(colours))
+        ax.set_title(title or f"{type(self).__name__}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        return path
+
+    # ------------------------------------------------------------------ command line
+
+    def run(self, data: list[np.ndarray], out_dir: Path) -> dict[str, Any]:
+        """Fit on ``data[0]`` (``data[1]``, if given, are labels for the figure and the k-NN
+        accuracy); save the model, ``embedding.npy`` and ``embedding.png`` into ``out_dir``."""
+        from infoblocks.blocks.embedding_quality import knn_accuracy, trustworthiness
+
+        _check(1 <= len(data) <= 2, f"{self.name} takes one array (X) and optionally labels, "
+                                    f"got {len(data)} arrays.")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        labels = None if len(data) < 2 else np.asarray(data[1]).reshape(-1)
+        self.fit(data[0])
+        self.save(out_dir / MODEL_DIR)
+        np.save(out_dir / "embedding.npy", self.embedding_)
+        self.plot(out_dir / "embedding.png", labels=labels)
+        x = as_tensor(data[0], "X", ndim=2)
+        summary = {"n_items": int(x.shape[0]), "n_features": int(x.shape[1]),
+                   "trustworthiness_15": trustworthiness(x, self.embedding_, k=15),
+                   "fit_seconds": round(self.timings_["total_s"], 2),
+                   "model": str(out_dir / MODEL_DIR), "embedding": str(out_dir / "embedding.npy")}
+        if labels is not None:
+            summary["knn_accuracy_10"] = knn_accuracy(self.embedding_, labels, k=10)
+        return summary
+
+    @classmethod
+    def _demo(cls, recipe: EmbeddingRecipe, out_dir: Path, figure: str) -> dict[str, Any]:
+        from infoblocks.blocks.embedding_quality import knn_accuracy, trustworthiness
+
+        digits = get_registry().build("dataset", "digits").load()
+        x, labels = digits["data"], digits["target"]
+        recipe.fit(x)
+        out_dir = Path(out_dir)
+        path = recipe.plot(out_dir / figure, labels=labels,
+                           title=f"{cls.__name__} of the 8x8 digits (1,797 x 64)")
+        return {"trustworthiness_15": round(trustworthiness(x, recipe.embedding_, k=15), 4),
+                "knn_accuracy_10": round(knn_accuracy(recipe.embedding_, labels, k=10), 4),
+                "fit_seconds": round(recipe.timings_["total_s"], 2), "figure": str(path)}
+
+    @property
+    def graph_(self) -> Any:
+        """The global relations of the fit (e.g. the UMAP graph), by name."""
+        self._check_fitted()
+        return self.routine_.compute_global_relations()
+
+
+@attrs.define(kw_only=True)
+class ParametricUMAP(EmbeddingRecipe):
+    """Parametric UMAP (see the module docstring for the method).
+
+    ``n_neighbors`` nearest neighbours (the point itself not counted), ``min_dist`` / ``spread``
+    set a, b of q = 1/(1 + a d^{2b}); ``init`` "spectral" | "pca" | "none" is learned for
+    ``init_epochs``; the main phase draws ``batch_size`` edges ∝ p_ij per step with
+    ``neg_sampling_rate`` negatives each, ``batches_per_epoch`` steps per epoch.
+    """
+
+    name: ClassVar[str] = "parametric_umap"
+    summary: ClassVar[str] = "Parametric UMAP: a network trained on UMAP's fuzzy k-NN graph"
+
+    n_neighbors: int = attrs.field(default=15, validator=_positive_int)
+    min_dist: float = attrs.field(default=0.1, validator=_non_negative)
+    spread: float = attrs.field(default=1.0, validator=_positive)
+    local_connectivity: float = attrs.field(default=1.0, validator=_non_negative)
+    init: str = attrs.field(default="spectral", validator=_one_of("spectral", "pca", "none"))
+    init_scale: float = attrs.field(default=1.0, validator=_positive)
+    init_epochs: int = attrs.field(default=10, validator=_non_negative_int)
+    init_batch_size: int = attrs.field(default=500, validator=_positive_int)
+    init_learning_rate: float = attrs.field(default=1e-3, validator=_positive)
+    epochs: int = attrs.field(default=200, validator=_non_negative_int)
+    batch_size: int = attrs.field(default=500, validator=_positive_int)
+    batches_per_epoch: int | None = attrs.field(default=10, validator=_optional_positive_int)
+    neg_sampling_rate: int = attrs.field(default=5, validator=_positive_int)
+    negatives: str = attrs.field(default="batch", validator=_one_of("batch", "uniform"))
+    repulsion_strength: float = attrs.field(default=1.0, validator=_non_negative)
+    learning_rate: float = attrs.field(default=1e-2, validator=_positive)
+    lr_schedule: str = attrs.field(default="cos", validator=_one_of("none", "cos", "exp"))
+
+    def __attrs_post_init__(self) -> None:
+        _check(self.min_dist <= self.spread, f"`min_dist` ({self.min_dist}) must not exceed "
+                                             f"`spread` ({self.spread}).")
+
+    def min_items(self) -> int:
+        return self.n_neighbors + 1
+
+    def global_relations(self, n_items: int) -> dict[str, GlobalRelation]:
+        relations = {"graph": GlobalRelation(
+            relation={"name": "neighbor_pdist", "n_neighbors": self.n_neighbors,
+                      "metric": self._metric_spec(), "seed": self.seed,
+                      "exact_threshold": self.exact_neighbors_threshold},
+            transforms=[{"name": "connectivity_rescale",
+                         "local_connectivity": self.local_connectivity},
+                        {"name": "symmetrize", "subtract_product": True}])}
+        if self.init == "spectral":
+            relations["positions"] = GlobalRelation(input="graph", transforms=[
+                {"name": "spectral_init", "n_components": self.n_components,
+                 "scale": self.init_scale, "seed": self.seed}])
+        elif self.init == "pca":
+            relations["positions"] = GlobalRelation(input="data", transforms=[
+                {"name": "pca_init", "n_components": self.n_components, "scale": self.init_scale}])
+        return relations
+
+    def default_phases(self) -> list[dict[str, Any]]:
+        phases = []
+        if self.init != "none":
+            phases.append({
+                "name": "init", "epochs": self.init_epochs,
+                "sampler": {"name": "items", "batch_size": self.init_batch_size},
+                "loss": {"name": "position", "target": "positions"},
+                "optimizer": "adam", "learning_rate": self.init_learning_rate})
+        phases.append({
+            "name": "main", "epochs": self.epochs,
+            "sampler": {"name": "negative_edges", "relation": "graph",
+                        "batch_size": self.batch_size, "neg_sampling_rate": self.neg_sampling_rate,
+                        "batches_per_epoch": self.batches_per_epoch, "negatives": self.negatives},
+            "loss": {"name": "relation",
+                     "kernel": {"name": "modified_cauchy", "min_dist": self.min_dist,
+                                "spread": self.spread},
+                     "repulsion_strength": self.repulsion_strength},
+            "optimizer": "adam", "learning_rate": self.learning_rate,
+            "lr_schedule": self.lr_schedule})
+        return phases
+
+    @classmethod
+    def demo(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:
+        """Embed the shipped 8×8 digits; print trustworthiness@15 and 10-NN accuracy
+        (umap-learn reaches 0.986 / 0.986 on this set)."""
+        recipe = cls(epochs=30 if quick else 60)
+        return cls._demo(recipe, out_dir, "umap_digits.png")
+
+
+__all__ = ["EmbeddingRecipe", "ParametricUMAP"]
