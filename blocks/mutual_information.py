@@ -714,11 +714,25 @@ class PairScores:
                                    replacement=True, generator=generator).view(n_boot, self.n)
         weights = torch.zeros(n_boot, self.n, dtype=torch.float64)
         weights.scatter_add_(1, counts, torch.ones_like(counts, dtype=torch.float64))
-        values = torch.cat([self._weighted(kind, clip, w.to(self.joint.device))
-                            for w in weights.split(20)])
+        values = self._weighted(kind, clip, weights.to(self.joint.device))
         alpha = (1 - level) / 2
         lo, hi = torch.quantile(values, torch.tensor([alpha, 1 - alpha], dtype=values.dtype))
         return float(lo), float(hi)
+
+    def _pair_sum(self, weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``(B, n)``: S_bi = Σ_k w_b[(i + s_k) mod n] · values[k, i].  All pairs: one
+        ``(B, n) @ (n, n)`` product; shifted pairs: one rolled product per shift."""
+        n = self.n
+        if len(self.shifts) == n - 1:
+            dense = values.new_zeros(n, n)
+            rows = torch.arange(n, device=values.device)
+            cols = (rows[None, :] + self.shifts.to(values.device)[:, None]) % n
+            dense[rows.expand_as(cols), cols] = values
+            return weights @ dense.T
+        out = weights.new_zeros(weights.shape)
+        for k, s in enumerate(self.shifts.tolist()):
+            out += weights.roll(-s, 1) * values[k]
+        return out
 
     def _weighted(self, kind: str, clip: float, weights: torch.Tensor) -> torch.Tensor:
         """The bound for each row of item weights ``(B, n)`` (ones: the plain estimate)."""
@@ -730,26 +744,18 @@ class PairScores:
             marginal = marginal.clamp(-clip, clip)
         shift = float(torch.maximum(marginal.max(), joint.max()))  # exp never overflows
         expm = torch.exp(marginal - shift)
-        n = self.n
-        cols = (torch.arange(n, device=joint.device)[None, :] + self.shifts.to(joint.device)[:, None]) % n
         mean_joint = (weights * joint).sum(1) / weights.sum(1)
+        # row i: Σ over its evaluated pairs j of w_j e^{t_ij}, and Σ w_j
+        row = self._pair_sum(weights, expm)
+        if len(self.shifts) == self.n - 1:  # every off-diagonal pair
+            row_w = weights.sum(1, keepdim=True) - weights
+        else:
+            row_w = self._pair_sum(weights, torch.ones_like(expm))
         if kind == "infonce":
-            row = weights.new_zeros(weights.shape)  # Σ_pairs w_j e^{t_ij}
-            row_w = weights.new_zeros(weights.shape)
-            for part in range(0, len(cols), 64):
-                wc = weights[:, cols[part:part + 64]]  # (B, k, n)
-                row = row + (wc * expm[part:part + 64]).sum(1)
-                row_w = row_w + wc.sum(1)
             row = row + weights * torch.exp(joint - shift)
-            row_w = row_w + weights
-            log_mean_row = torch.log(row / row_w) + shift
+            log_mean_row = torch.log(row / (row_w + weights)) + shift
             return (weights * (joint - log_mean_row)).sum(1) / weights.sum(1)
-        num = weights.new_zeros(weights.shape[0])
-        den = weights.new_zeros(weights.shape[0])
-        for part in range(0, len(cols), 64):
-            pair_w = weights[:, None, :] * weights[:, cols[part:part + 64]]  # (B, k, n)
-            num = num + (pair_w * expm[part:part + 64]).sum((1, 2))
-            den = den + pair_w.sum((1, 2))
+        num, den = (weights * row).sum(1), (weights * row_w).sum(1)
         log_mean = torch.log(num / den) + shift
         if kind == "nwj":
             return mean_joint - torch.exp(log_mean - 1.0)

@@ -140,6 +140,7 @@ class NeuralMIEstimator(Recipe):
     negatives: str = attrs.field(default="pairs", validator=_check_choice(("pairs", "all_pairs")))
     marginal_factor: float = attrs.field(default=1.0, validator=_positive)
     replacement: bool = False
+    evaluate_on: str = attrs.field(default="test", validator=_check_choice(("test", "all")))
     max_pairs: int = attrs.field(default=MAX_PAIRS, validator=_positive_int)
     n_bootstrap: int = attrs.field(default=200, validator=_positive_int)
     split_at: int | None = attrs.field(default=None, validator=_optional_positive_int)
@@ -221,6 +222,7 @@ class NeuralMIEstimator(Recipe):
             loss=registry.build("loss", self._loss_spec()), optimizer=self.optimizer,
             learning_rate=self.learning_rate, lr_schedule=self.lr_schedule,
             grad_clip=self.grad_clip, validation=validation,
+            optimizer_options={"fused": True} if self.optimizer != "sgd" else {},
             patience=self.patience if validation is not None else None, restore_best=True)
         return Routine(dataset={"x": x, "y": y}, models=self._models(x.shape[1], y.shape[1]),
                        phases=[phase], constants={"train_index": train_index,
@@ -260,12 +262,13 @@ class NeuralMIEstimator(Recipe):
         n_test = int(round(self.test_fraction * n))
         order = torch.from_numpy(np.random.default_rng(self.seed).permutation(n))
         test_index, train_index = order[:n_test], order[n_test:]
-        self.n_train_, self.n_eval_ = n - n_test, (n_test or n)
+        self.n_train_ = n - n_test
+        self.n_eval_ = n_test if n_test and self.evaluate_on == "test" else n
         routine = self.build(x, y, train_index, test_index)
         routine.train()
         self.routine_ = routine
         self.history_ = [dict(row) for row in routine.history.rows]
-        eval_index = test_index if n_test else train_index
+        eval_index = test_index if n_test and self.evaluate_on == "test" else order
         device = routine.device
         self._final_estimate(routine, x[eval_index].to(device), y[eval_index].to(device))
         self._diagnose()

@@ -1,0 +1,391 @@
+"""Blocks of the MI family: samplers, critics, bounds and the all-pairs final estimator."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from infoblocks.blocks.data import Dataset
+from infoblocks.blocks.errors import ConfigError, NumericalError, ValidationError
+from infoblocks.blocks.mutual_information import (
+    DVLoss, InfoNCELoss, JointCritic, MarginalSampler, MINEELoss, MINELoss, NWJLoss,
+    ReferenceSampler, SeparableCritic, SMILELoss, log_mean_exp, pair_scores, shifts_for)
+from infoblocks.blocks.state import TrainState
+from infoblocks.plugins.registry import get_registry
+from infoblocks.plugins.testing import check_block
+
+RHO = 0.6
+TRUE_MI = -0.5 * math.log(1 - RHO ** 2)  # Gaussian MI, nats
+
+
+def gaussian(n: int, seed: int = 0, rho: float = RHO) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, generator=gen)
+    y = rho * x + math.sqrt(1 - rho ** 2) * torch.randn(n, 1, generator=gen)
+    return x, y
+
+
+class OptimalCritic(nn.Module):
+    """t*(x, y) = log p(x, y) / (p(x) p(y)) for the unit-variance Gaussian with correlation ρ."""
+
+    def __init__(self, rho: float = RHO, offset: float = 0.0) -> None:
+        super().__init__()
+        self.rho, self.offset = rho, offset
+        self.dummy = nn.Parameter(torch.zeros(()))  # so that the optimiser has something
+
+    def forward(self, x, y):
+        r = self.rho
+        x, y = x.squeeze(-1), y.squeeze(-1)
+        quad = (r * r * x * x - 2 * r * x * y + r * r * y * y) / (2 * (1 - r * r))
+        return -0.5 * math.log(1 - r * r) - quad + self.offset + 0 * self.dummy
+
+
+def make_state(n: int = 200, seed: int = 0, **globals_) -> TrainState:
+    x, y = gaussian(n, seed)
+    return TrainState(models=nn.ModuleDict(), dataset=Dataset(x=x, y=y), globals=dict(globals_),
+                      device=torch.device("cpu"), generator=torch.Generator().manual_seed(seed),
+                      rng=np.random.default_rng(seed))
+
+
+# ---------------------------------------------------------------- registry / conformance
+
+
+def test_blocks_registered_under_their_names():
+    registry = get_registry()
+    for kind, name in [("sampler", "marginal_pairs"), ("sampler", "reference"),
+                       ("model", "joint_critic"), ("model", "separable_critic"),
+                       ("loss", "dv"), ("loss", "mine_loss"), ("loss", "nwj_loss"),
+                       ("loss", "infonce_loss"), ("loss", "smile_loss"), ("loss", "minee_loss")]:
+        assert (kind, name) in registry, (kind, name)
+
+
+@pytest.mark.parametrize("cls, example", [
+    (MarginalSampler, None), (ReferenceSampler, None), (DVLoss, None), (MINELoss, None),
+    (NWJLoss, None), (InfoNCELoss, None), (SMILELoss, None), (MINEELoss, None),
+    (JointCritic, {"x_dim": 2, "y_dim": 3}), (SeparableCritic, {"x_dim": 2, "y_dim": 3}),
+])
+def test_conformance(cls, example):
+    check_block(cls, example)
+
+
+# ---------------------------------------------------------------- samplers
+
+
+def test_marginal_sampler_pairs_are_off_diagonal_and_sized():
+    state = make_state(100)
+    sampler = MarginalSampler(batch_size=20, marginal_factor=2.5)
+    sampler.setup(state)
+    batches = list(sampler.batches(state))
+    assert len(batches) == 5  # one pass over 100 items in batches of 20
+    x = state.dataset["x"]
+    for b in batches:
+        assert b["x"].shape == (20, 1) and b["x_marginal"].shape == (50, 1)  # n' = 2.5 b
+        assert len(set(b["index"].tolist())) == 20  # without replacement inside a batch
+        # (x_J, y_K) with J != K: x_marginal row is never paired with its own y
+        j = (x[:, 0][None, :] == b["x_marginal"][:, 0][:, None]).float().argmax(1)
+        k = (state.dataset["y"][:, 0][None, :] == b["y_marginal"][:, 0][:, None]).float().argmax(1)
+        assert (j != k).all()
+
+
+def test_marginal_sampler_pool_and_fixed_batches():
+    state = make_state(100, train=torch.arange(10, 40))
+    sampler = MarginalSampler(batch_size=None, index_key="train", fixed=True,
+                              marginal_factor=3, replacement=True)
+    sampler.setup(state)
+    first, second = list(sampler.batches(state)), list(sampler.batches(state))
+    assert len(first) == 1 and first[0]["x"].shape == (30, 1)  # whole pool, one batch
+    assert ((first[0]["index"] >= 10) & (first[0]["index"] < 40)).all()
+    assert torch.equal(first[0]["x_marginal"], second[0]["x_marginal"])  # fixed: same draws
+
+
+def test_marginal_sampler_rejects_oversized_batch():
+    state = make_state(30)
+    with pytest.raises(ValidationError, match="exceeds the 30 items"):
+        MarginalSampler(batch_size=50).setup(state)
+    with pytest.raises(ValidationError, match="marginal_factor"):
+        MarginalSampler(marginal_factor=0)
+
+
+def test_reference_sampler_uniform_and_gaussian():
+    state = make_state(2000)
+    uniform = ReferenceSampler(batch_size=100, reference="uniform", reference_factor=2)
+    uniform.setup(state)
+    b = next(iter(uniform.batches(state)))
+    x = state.dataset["x"]
+    assert b["x_reference"].shape == (200, 1)
+    assert (b["x_reference"] >= x.min()).all() and (b["x_reference"] <= x.max()).all()
+    # entropy of U[lo, hi] is log(hi - lo)
+    assert uniform.reference_x.entropy() == pytest.approx(float(torch.log(x.max() - x.min())),
+                                                          rel=1e-5)
+    gauss = ReferenceSampler(reference="gaussian")
+    gauss.setup(state)
+    xr, yr = gauss.draw(50_000, torch.Generator().manual_seed(1), torch.device("cpu"))
+    # moment-matched: mean and variance of the data (standard normal here), within MC error
+    assert float(xr.mean()) == pytest.approx(float(x.mean()), abs=0.03)
+    assert float(xr.var()) == pytest.approx(float(x.var()), rel=0.03)
+    # h(N(0, σ²)) = ½ ln(2πe σ²)
+    assert gauss.reference_x.entropy() == pytest.approx(
+        0.5 * math.log(2 * math.pi * math.e * float(x.var())), abs=1e-3)
+
+
+def test_reference_sampler_callable_and_bad_reference():
+    state = make_state(100)
+    fn = lambda n, g: (torch.zeros(n, 1), torch.ones(n, 1))  # noqa: E731
+    sampler = ReferenceSampler(reference=fn, batch_size=10)
+    sampler.setup(state)
+    b = next(iter(sampler.batches(state)))
+    assert torch.equal(b["y_reference"], torch.ones(10, 1))
+    assert sampler.reference_x.entropy() is None  # unknown for a user callable
+    bad = ReferenceSampler(reference=lambda n, g: (torch.zeros(n, 3), torch.zeros(n, 1)))
+    with pytest.raises(ValidationError, match="must return finite arrays of shapes"):
+        bad.setup(state)
+        next(iter(bad.batches(state)))
+    with pytest.raises(ValidationError, match="'uniform', 'gaussian' or a callable"):
+        ReferenceSampler(reference="laplace")
+
+
+# ---------------------------------------------------------------- critics
+
+
+@pytest.mark.parametrize("spec", [
+    {"name": "joint_critic", "x_dim": 3, "y_dim": 5, "hidden_dims": [16]},
+    {"name": "separable_critic", "x_dim": 3, "y_dim": 5, "hidden_dims": [16], "embed_dim": 4},
+])
+def test_critics_paired_and_pairwise_agree(spec):
+    critic = get_registry().build("model", spec).build()
+    x, y = torch.randn(7, 3), torch.randn(4, 5)
+    matrix = critic.pairwise(x, y)
+    assert matrix.shape == (7, 4)
+    assert critic(x[:4], y).shape == (4,)
+    # entry (i, j) of pairwise is t(x_i, y_j)
+    assert torch.allclose(matrix[2, 3], critic(x[2:3], y[3:4])[0], atol=1e-5)
+
+
+def test_joint_critic_init_std():
+    critic = JointCritic(x_dim=1, y_dim=1, init_std=0.02).build()
+    first = critic.net[0]
+    assert float(first.weight.detach().std()) < 0.05 and float(first.bias.detach().abs().max()) == 0.0
+    with pytest.raises(ValidationError, match="activation"):
+        JointCritic(x_dim=1, y_dim=1, activation="swish2")
+    with pytest.raises(ValidationError, match="x_dim"):
+        JointCritic(x_dim=0, y_dim=1)
+
+
+# ---------------------------------------------------------------- losses
+
+
+def batch_from(n: int = 4000, seed: int = 0, factor: int = 1) -> dict[str, torch.Tensor]:
+    x, y = gaussian(n, seed)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    return {"x": x, "y": y, "x_marginal": x.repeat(factor, 1),
+            "y_marginal": y[perm].repeat(factor, 1)}
+
+
+@pytest.mark.parametrize("loss, offset", [(DVLoss(), 0.0), (NWJLoss(), 1.0),
+                                          (SMILELoss(clip=20.0), 0.0)])
+def test_bounds_at_the_optimal_critic_equal_the_true_mi(loss, offset):
+    # the DV optimum is t*, the NWJ optimum 1 + t*: both bounds are tight there
+    models = nn.ModuleDict({"critic": OptimalCritic(offset=offset)})
+    out = loss(batch_from(), models, make_state())
+    assert float(out.metrics["mi"]) == pytest.approx(TRUE_MI, abs=0.04)  # MC error at n=4000
+
+
+def test_infonce_is_capped_by_log_batch():
+    models = nn.ModuleDict({"critic": OptimalCritic()})
+    x, y = gaussian(500)
+    out = InfoNCELoss()({"x": x, "y": y}, models, make_state())
+    # InfoNCE <= log b; with b = 500 ≫ e^I it is close to I (bias O(e^I / b))
+    assert float(out.metrics["mi"]) <= math.log(500)
+    assert float(out.metrics["mi"]) == pytest.approx(TRUE_MI, abs=0.06)
+
+    class Memoriser(nn.Module):  # huge on the diagonal: InfoNCE saturates at log b
+        def pairwise(self, x, y):
+            return 1e3 * torch.eye(len(x))
+    out = InfoNCELoss()({"x": x[:64], "y": y[:64]}, nn.ModuleDict({"critic": Memoriser()}),
+                        make_state())
+    assert float(out.metrics["mi"]) == pytest.approx(math.log(64), abs=1e-4)
+
+
+def test_mine_loss_is_finite_for_a_drifted_offset_and_gradient_is_corrected():
+    # t + 1e4 would overflow exp in float32; the log-domain average never exponentiates t
+    models = nn.ModuleDict({"critic": OptimalCritic(offset=1e4)})
+    state = make_state()
+    batch = batch_from(1000)
+    loss = MINELoss(ma_rate=0.1)
+    out = loss(batch, models, state)
+    assert torch.isfinite(out.value) and float(out.metrics["mi"]) == pytest.approx(
+        float(DVLoss()(batch, models, state).metrics["mi"]), abs=1e-4)  # DV is offset-invariant
+    # second step: log m̄ = logaddexp(log 0.9 + a_0, log 0.1 + a_1)
+    a0 = state.scratch["mine_log_moving_average"].clone()
+    batch2 = batch_from(1000, seed=5)
+    loss(batch2, models, state)
+    a1 = log_mean_exp(models["critic"](batch2["x_marginal"], batch2["y_marginal"])).detach()
+    expected = torch.logaddexp(a0 + math.log(0.9), a1 + math.log(0.1))
+    assert float(state.scratch["mine_log_moving_average"]) == pytest.approx(
+        float(expected.detach()), rel=1e-6)
+    with torch.no_grad():  # validation does not move the average
+        loss(batch, models, state)
+    assert float(state.scratch["mine_log_moving_average"]) == pytest.approx(
+        float(expected.detach()), rel=1e-6)
+
+
+def test_mine_gradient_matches_the_corrected_formula():
+    lin = nn.Linear(2, 1)
+    critic = nn.ModuleDict({"critic": _Concat(lin)})
+    state = make_state()
+    batch = batch_from(300)
+    state.scratch["mine_log_moving_average"] = torch.tensor(0.3)
+    out = MINELoss(ma_rate=0.5)(batch, critic, state)
+    out.value.backward()
+    got = lin.weight.grad.clone()
+    lin.weight.grad = None
+    # reference: −∇ mean t(joint) + ∇ mean e^{t(marg)} / m̄, with m̄ the updated average
+    t_joint = lin(torch.cat([batch["x"], batch["y"]], 1)).mean()
+    e_marg = torch.exp(lin(torch.cat([batch["x_marginal"], batch["y_marginal"]], 1))).mean()
+    m_bar = 0.5 * math.exp(0.3) + 0.5 * float(e_marg)
+    (-t_joint + e_marg / m_bar).backward()
+    assert torch.allclose(got, lin.weight.grad, rtol=1e-4)
+
+
+class _Concat(nn.Module):
+    def __init__(self, lin):
+        super().__init__()
+        self.lin = lin
+
+    def forward(self, x, y):
+        return self.lin(torch.cat([x, y], -1)).squeeze(-1)
+
+
+def test_smile_value_is_clipped_dv_and_gradient_is_js():
+    lin = nn.Linear(2, 1)
+    models = nn.ModuleDict({"critic": _Concat(lin)})
+    batch = batch_from(200)
+    out = SMILELoss(clip=0.5)(batch, models, make_state())
+    tj = lin(torch.cat([batch["x"], batch["y"]], 1)).squeeze(-1)
+    tm = lin(torch.cat([batch["x_marginal"], batch["y_marginal"]], 1)).squeeze(-1)
+    clipped_dv = tj.mean() - log_mean_exp(tm.clamp(-0.5, 0.5))
+    assert float(out.value) == pytest.approx(-float(clipped_dv), abs=1e-5)
+    out.value.backward()
+    got = lin.weight.grad.clone()
+    lin.weight.grad = None
+    js = -nn.functional.softplus(-tj).mean() - nn.functional.softplus(tm).mean()
+    (-js).backward()
+    assert torch.allclose(got, lin.weight.grad, atol=1e-6)
+
+
+def test_all_pairs_negatives_use_the_off_diagonal():
+    x, y = gaussian(6)
+    models = nn.ModuleDict({"critic": OptimalCritic()})
+    out = DVLoss(negatives="all_pairs")({"x": x, "y": y}, models, make_state())
+    t = models["critic"].forward(x.repeat_interleave(6, 0), y.repeat(6, 1)).view(6, 6)
+    off = t[~torch.eye(6, dtype=torch.bool)]
+    expected = t.diagonal().mean() - (torch.logsumexp(off, 0) - math.log(30))
+    assert float(out.metrics["mi"]) == pytest.approx(float(expected), abs=1e-5)
+    with pytest.raises(ValidationError, match="negatives"):
+        DVLoss(negatives="random")
+
+
+def test_minee_loss_three_divergences():
+    x, y = gaussian(500)
+    gen = torch.Generator().manual_seed(3)
+    batch = {"x": x, "y": y, "x_reference": torch.randn(500, 1, generator=gen),
+             "y_reference": torch.randn(500, 1, generator=gen)}
+
+    class Zero(nn.Module):
+        def forward(self, *a):
+            return torch.zeros(len(a[0]), requires_grad=True)
+    models = nn.ModuleDict({"critic": OptimalCritic(), "critic_x": Zero(), "critic_y": Zero()})
+    out = MINEELoss()(batch, models, make_state())
+    # zero marginal critics give D_x = D_y = 0; the joint one is the DV of t* vs the product
+    assert float(out.metrics["d_x"]) == 0.0 and float(out.metrics["d_y"]) == 0.0
+    assert float(out.metrics["mi"]) == pytest.approx(TRUE_MI, abs=0.08)
+    with pytest.raises(ValidationError, match="ma_rate"):
+        MINEELoss(ma_rate=0)
+
+
+def test_missing_critic_model_is_named():
+    with pytest.raises(ValidationError, match="needs a model named 'critic'"):
+        DVLoss()(batch_from(10), nn.ModuleDict(), make_state())
+
+
+def test_losses_built_from_dicts_reject_bad_values():
+    with pytest.raises(ConfigError, match="ma_rate"):
+        get_registry().build("loss", {"name": "mine_loss", "ma_rate": 1.5})
+    with pytest.raises(ConfigError, match="clip"):
+        get_registry().build("loss", {"name": "smile_loss", "clip": -1})
+
+
+# ---------------------------------------------------------------- final estimator
+
+
+def test_shifts_cover_every_off_diagonal_pair_once():
+    n = 7
+    s = shifts_for(n)
+    pairs = {(i, (i + int(k)) % n) for k in s for i in range(n)}
+    assert len(pairs) == n * (n - 1) and all(i != j for i, j in pairs)
+    assert len(shifts_for(1000, max_pairs=10_000)) == 10  # evenly spaced subset above the cap
+
+
+@pytest.mark.parametrize("kind", ["dv", "nwj", "infonce", "smile"])
+def test_pair_scores_bound_matches_brute_force(kind):
+    x, y = gaussian(40, seed=2)
+    critic = OptimalCritic()
+    scores = pair_scores(critic, x, y, chunk_pairs=50)  # many small chunks
+    t = critic(x.repeat_interleave(40, 0), y.repeat(40, 1)).view(40, 40).double()
+    off = t[~torch.eye(40, dtype=torch.bool)]
+    diag = t.diagonal()
+    if kind == "dv":
+        expected = diag.mean() - (torch.logsumexp(off, 0) - math.log(off.numel()))
+    elif kind == "smile":
+        c = off.clamp(-1.0, 1.0)
+        expected = diag.mean() - (torch.logsumexp(c, 0) - math.log(c.numel()))
+    elif kind == "nwj":
+        expected = diag.mean() - torch.exp(off).mean() / math.e
+    else:
+        expected = (diag - torch.logsumexp(t, 1) + math.log(40)).mean()
+    assert scores.bound(kind, clip=1.0) == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_pair_scores_is_chunked_for_n_20000():
+    calls = []
+
+    class Recording(nn.Module):
+        def forward(self, x, y):
+            calls.append(len(x))
+            return (x * y).sum(-1)
+
+    n = 20_000
+    x, y = gaussian(n)
+    scores = pair_scores(Recording(), x, y, max_pairs=2_000_000, chunk_pairs=100_000)
+    assert max(calls) <= 100_000 < n * n  # no call ever sees an n×n block
+    assert scores.marginal.shape == (100, n)  # 2e6 / n evenly spaced shifts
+    assert math.isfinite(scores.bound("dv"))
+    lo, hi = scores.bootstrap("dv", n_boot=20)  # the shifted-pairs bootstrap path
+    assert lo <= scores.bound("dv") <= hi
+
+
+def test_pair_scores_estimate_and_bootstrap_interval():
+    x, y = gaussian(1000, seed=4)
+    scores = pair_scores(OptimalCritic(), x, y)
+    value = scores.bound("dv")
+    assert value == pytest.approx(TRUE_MI, abs=0.06)  # optimal critic: MC error only
+    lo, hi = scores.bootstrap("dv", level=0.9, n_boot=100, seed=0)
+    assert lo < value < hi and 0.01 < hi - lo < 0.2  # ±~0.03 at n = 1000
+    assert (lo, hi) == scores.bootstrap("dv", level=0.9, n_boot=100, seed=0)  # deterministic
+    with pytest.raises(ValidationError, match="ci"):
+        scores.bootstrap(level=1.5)
+
+
+def test_pair_scores_rejects_non_finite_critic_output():
+    class Broken(nn.Module):
+        def forward(self, x, y):
+            return torch.full((len(x),), float("nan"))
+    x, y = gaussian(20)
+    with pytest.raises(NumericalError, match="non-finite"):
+        pair_scores(Broken(), x, y)
+    with pytest.raises(ValidationError, match="at least 2 samples"):
+        pair_scores(Broken(), x[:1], y[:1])
