@@ -352,6 +352,83 @@ class GaussianSoftmax(Transform):
         return DenseRelations(self.coefficients(d, exclude))
 
 
+def neighbour_index(sq_dist: torch.Tensor, excluded_logits: torch.Tensor | None,
+                    k: int) -> torch.Tensor:
+    """Column of each row's k-th nearest neighbour (excluded entries skipped): (n, 1), no grad."""
+    if k > sq_dist.shape[1] - (0 if excluded_logits is None else 1):
+        raise ValidationError(
+            f"`k` = {k} but each row has only {sq_dist.shape[1]} columns (itself included); "
+            "lower k or use larger batches."
+        )
+    with torch.no_grad():
+        masked = sq_dist.detach()
+        if excluded_logits is not None:
+            masked = masked - excluded_logits
+        if k == 1:
+            return masked.argmin(dim=1, keepdim=True)
+        return torch.topk(masked, k, dim=1, largest=False).indices[:, k - 1:k]
+
+
+class _ExpectedRanks(torch.autograd.Function):
+    """out_i = Σ_j c_ij R_ij, c_ij = softmax_j(M_ij − d_ij / λ_i), with λ either given or
+    factor × d_{i, index_i} (per point, or its mean): one fused forward / backward.
+
+    Backward: ∂out_i/∂z_ij = c_ij (R_ij − out_i); z = M − d/λ gives ∂/∂d_ij = −(·)/λ_i and
+    ∂/∂λ_i = Σ_j (·) d_ij / λ_i², and λ's gradient goes back to d at the neighbour's column.
+    Autograd would spend about twice the passes over the (n, m) matrix.
+    """
+
+    @staticmethod
+    def forward(ctx, sq_dist, ranks, excluded_logits, index, lambdas, factor, point_adaptive):
+        if index is not None:
+            raw = sq_dist.gather(1, index).squeeze(1)
+            lambdas = factor * (raw if point_adaptive else raw.mean().expand_as(raw))
+        lam = lambdas.clamp_min(_LAMBDA_FLOOR)
+        scale = -1.0 / lam
+        if excluded_logits is None:
+            logits = sq_dist * scale[:, None]
+        else:
+            logits = torch.addcmul(excluded_logits, sq_dist, scale[:, None])
+        c = torch.softmax(logits, dim=1)
+        out = torch.linalg.vecdot(c, ranks, dim=1)
+        ctx.save_for_backward(sq_dist, ranks, c, out, lam, index)
+        ctx.factor, ctx.point_adaptive = factor, point_adaptive
+        ctx.given_lambdas = index is None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        sq_dist, ranks, c, out, lam, index = ctx.saved_tensors
+        g = ranks - out[:, None]
+        g.mul_(c).mul_(grad_out[:, None])                      # ∂L/∂z
+        grad_lam = torch.linalg.vecdot(g, sq_dist, dim=1) / (lam * lam)
+        g.mul_((-1.0 / lam)[:, None])                          # ∂L/∂d, direct part
+        grad_lambdas = None
+        if ctx.given_lambdas:
+            grad_lambdas = grad_lam
+        else:
+            through = ctx.factor * (grad_lam if ctx.point_adaptive
+                                    else grad_lam.sum().expand_as(grad_lam) / grad_lam.numel())
+            g.scatter_add_(1, index, through[:, None])
+        return g, None, None, None, grad_lambdas, None, None
+
+
+def expected_ranks(sq_dist: torch.Tensor, ranks: torch.Tensor,
+                   excluded_logits: torch.Tensor | None, *, k: int | None = None,
+                   lambda_value: float | None = None, lambda_factor: float = LAMBDA_FACTOR,
+                   point_adaptive: bool = True) -> torch.Tensor:
+    """Σ_j c_ij r_ij per row (n,), c the Gaussian softmax of ``sq_dist`` (see
+    :class:`GaussianSoftmax`); differentiable in ``sq_dist`` (through λ too)."""
+    if lambda_value is not None:
+        lam = torch.full((sq_dist.shape[0],), float(lambda_value), dtype=sq_dist.dtype,
+                         device=sq_dist.device)
+        return _ExpectedRanks.apply(sq_dist, ranks, excluded_logits, None, lam, lambda_factor,
+                                    point_adaptive)
+    index = neighbour_index(sq_dist, excluded_logits, 1 if k is None else k)
+    return _ExpectedRanks.apply(sq_dist, ranks, excluded_logits, index, None, lambda_factor,
+                                point_adaptive)
+
+
 def cosine_schedule(start: float, final: float, step: int, total_steps: int) -> float:
     """start at step 0 -> final at ``total_steps`` on a half cosine (DADApy's k schedule)."""
     x = math.pi * step / max(total_steps, 1)
@@ -636,10 +713,17 @@ class DIILoss(Loss):
         sq, ranks, exclude, excluded_logits = self.tables(rows, cols, state)
         w = get_model(models, self.model).feature_weights()
         sq_dist = ((w * w) @ sq).view(rows.numel(), cols.numel())
-        c = self.softmax.coefficients(sq_dist, exclude, k=self.current_k(state),
-                                      lambda_value=self.current_lambda(state),
-                                      excluded_logits=excluded_logits)
-        value = 2.0 / (rows.numel() * cols.numel()) * torch.dot(c.view(-1), ranks.view(-1))
+        k, lam = self.current_k(state), self.current_lambda(state)
+        if type(self.softmax) is GaussianSoftmax:  # the fused path (same numbers, fewer passes)
+            total = expected_ranks(sq_dist, ranks, excluded_logits, k=k, lambda_value=(
+                lam if lam is not None else self.softmax.lambda_value),
+                lambda_factor=self.softmax.lambda_factor,
+                point_adaptive=self.softmax.point_adaptive).sum()
+        else:  # any transform with the coefficients(...) signature, e.g. from a plugin
+            c = self.softmax.coefficients(sq_dist, exclude, k=k, lambda_value=lam,
+                                          excluded_logits=excluded_logits)
+            total = torch.dot(c.reshape(-1), ranks.reshape(-1))
+        value = 2.0 / (rows.numel() * cols.numel()) * total
         return LossOutput(value, {"dii": value.detach()})
 
 
@@ -796,7 +880,7 @@ __all__ = [
     "CHUNK_ELEMENTS", "LAMBDA_FACTOR", "WEIGHT_INIT", "WeightedSquaredEuclidean", "Ranks",
     "GaussianSoftmax", "DIILoss", "FeatureWeights", "FeatureWeightsModule",
     "FeatureWeightsHistory", "RowsColumnsSampler", "chunked_dii", "cosine_schedule",
-    "diagonal_mask", "exclusion_logits", "feature_major_squared_differences", "information_imbalance", "nearest_neighbour_ranks", "neighbour_lambdas",
+    "diagonal_mask", "exclusion_logits", "expected_ranks", "neighbour_index", "feature_major_squared_differences", "information_imbalance", "nearest_neighbour_ranks", "neighbour_lambdas",
     "periods_tensor", "rank_rows", "softmax_coefficients", "squared_differences", "squared_distances",
     "target_ranks", "check_weights_finite",
 ]

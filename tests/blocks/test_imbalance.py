@@ -1,0 +1,307 @@
+"""Blocks of the (Differentiable) Information Imbalance: distances, ranks, softmax, loss,
+feature weights, sampler, chunked full-data values and the classic imbalance."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from infoblocks.blocks.data import Dataset
+from infoblocks.blocks.errors import ValidationError
+from infoblocks.blocks.imbalance import (DIILoss, FeatureWeights, GaussianSoftmax, Ranks,
+                                         RowsColumnsSampler, WeightedSquaredEuclidean,
+                                         chunked_dii, diagonal_mask, exclusion_logits,
+                                         expected_ranks, information_imbalance, neighbour_index,
+                                         periods_tensor, rank_rows, softmax_coefficients,
+                                         squared_differences)
+from infoblocks.blocks.relations import DenseRelations
+from infoblocks.blocks.state import TrainState
+from infoblocks.plugins.registry import get_registry
+from infoblocks.plugins.testing import check_block
+
+TWO_PI = 2 * math.pi
+
+
+def make_state(**arrays) -> TrainState:
+    models = torch.nn.ModuleDict({"weights": FeatureWeights(
+        n_features=arrays["data_A"].shape[1]).build()})
+    return TrainState(models=models, dataset=Dataset(**arrays), globals={},
+                      device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+                      rng=np.random.default_rng(0))
+
+
+def dense_dii(a: np.ndarray, b: np.ndarray, w: np.ndarray, k: int = 1) -> float:
+    """The DII formula written out densely in float64 (reference for the loss)."""
+    n = len(a)
+    d2 = (((a[:, None, :] - a[None, :, :]) * w) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    lam = 0.1 * np.sort(d2, axis=1)[:, k - 1]
+    logits = -d2 / lam[:, None]
+    c = np.exp(logits - logits.max(1, keepdims=True))
+    c /= c.sum(1, keepdims=True)
+    db = ((b[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(db, -np.inf)
+    ranks = np.argsort(np.argsort(db, axis=1), axis=1).astype(float)  # self 0, nearest 1
+    return 2.0 / n ** 2 * float((c * ranks).sum())
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_blocks_are_registered_by_name():
+    names = {(e.kind, e.name) for e in get_registry().entries()}
+    for entry in [("distance", "weighted_sqeuclidean"), ("transform", "ranks"),
+                  ("transform", "gaussian_softmax"), ("loss", "dii"),
+                  ("model", "feature_weights"), ("sampler", "rows_columns")]:
+        assert entry in names
+
+
+@pytest.mark.parametrize("cls, example", [
+    (WeightedSquaredEuclidean, {"weights": [1.0, 2.0, 0.5], "periods": [None, 1.0, 0]}),
+    (Ranks, None), (GaussianSoftmax, {"k": 2}), (FeatureWeights, {"n_features": 3}),
+    (RowsColumnsSampler, {"batches_per_epoch": 2}), (DIILoss, {"k_init": 3}),
+])
+def test_conformance(cls, example):
+    check_block(cls, example)
+
+
+# ----------------------------------------------------------------------------- distances
+
+
+def test_periodic_difference_wraps_an_angle():
+    a = torch.tensor([[0.1, 0.1]])
+    b = torch.tensor([[TWO_PI - 0.1, TWO_PI - 0.1]])
+    sq = squared_differences(a, b, periods_tensor([TWO_PI, None], 2))
+    # first feature wraps: the angles are 0.2 apart; the second is not periodic
+    assert sq[0, 0, 0].item() == pytest.approx(0.04, rel=1e-4)
+    assert sq[0, 0, 1].item() == pytest.approx((TWO_PI - 0.2) ** 2, rel=1e-5)
+
+
+def test_weighted_distance_matches_formula_and_chunks():
+    gen = torch.Generator().manual_seed(1)
+    a, b = torch.rand(9, 3, generator=gen) * 4, torch.rand(7, 3, generator=gen) * 4
+    w = [2.0, 0.5, 1.0]
+    dist = WeightedSquaredEuclidean(weights=w, periods=[None, 3.0, None])
+    d = dist.pairwise(a, b)
+    diff = (a[:, None] - b[None]).numpy()
+    diff[..., 1] -= 3.0 * np.round(diff[..., 1] / 3.0)
+    expected = (diff ** 2 * np.array(w) ** 2).sum(-1)
+    np.testing.assert_allclose(d.numpy(), expected, rtol=1e-5)
+    # a tiny chunk budget (one row at a time) gives the same matrix
+    small = WeightedSquaredEuclidean(weights=w, periods=[None, 3.0, None], max_elements=1)
+    np.testing.assert_allclose(small.pairwise(a, b).numpy(), d.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(dist.paired(a[:7], b).numpy(), np.diag(expected[:7]), rtol=1e-5)
+
+
+def test_periods_of_wrong_length_are_rejected():
+    with pytest.raises(ValidationError, match="`periods_A` has 2 entries but the data has 3"):
+        periods_tensor([1.0, None], 3, "periods_A")
+    with pytest.raises(ValidationError, match="positive numbers or None"):
+        periods_tensor([1.0, -2.0], 2, "periods_A")
+
+
+# ----------------------------------------------------------------------------- ranks
+
+
+def test_ranks_one_is_nearest_and_self_is_excluded():
+    x = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
+    d = WeightedSquaredEuclidean().pairwise(x, x)
+    ranks = Ranks()(DenseRelations(d)).values
+    # row 0: neighbours 1 (d=1), 2 (d=9), 3 (d=49); row 2: 1 (d=4), 0 (d=9), 3 (d=16)
+    expected = [[0, 1, 2, 3], [1, 0, 2, 3], [2, 1, 0, 3], [3, 2, 1, 0]]
+    assert ranks.tolist() == expected
+
+
+def test_rank_rows_rectangular_rows_first():
+    # rows are the first columns: (i, i) is "the point itself"
+    d = torch.tensor([[0.0, 5.0, 1.0], [2.0, 0.0, 3.0]])
+    ranks = rank_rows(d, diagonal_mask(2, 3))
+    assert ranks.tolist() == [[0.0, 2.0, 1.0], [1.0, 0.0, 2.0]]
+
+
+# ----------------------------------------------------------------------------- softmax
+
+
+def test_gaussian_softmax_rows_sum_to_one_self_zero_and_lambda():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 2, generator=gen)
+    d2 = WeightedSquaredEuclidean().pairwise(x, x)
+    c = GaussianSoftmax(k=2)(DenseRelations(d2)).values
+    assert torch.allclose(c.sum(1), torch.ones(8))
+    assert torch.all(torch.diagonal(c) == 0)
+    # λ_i = 0.1 × squared distance to the 2nd neighbour, by hand for row 0
+    row = d2[0].clone()
+    row[0] = float("inf")
+    lam = 0.1 * row.sort().values[1]
+    expected = torch.softmax(-row / lam, 0)
+    assert torch.allclose(c[0], expected, atol=1e-6)
+    fixed = GaussianSoftmax(lambda_value=0.5)(DenseRelations(d2)).values
+    row_fixed = torch.softmax(-row / 0.5, 0)
+    assert torch.allclose(fixed[0], row_fixed, atol=1e-6)
+
+
+@pytest.mark.parametrize("point_adaptive", [True, False])
+@pytest.mark.parametrize("lambda_value", [None, 0.3])
+def test_fused_expected_ranks_gradient_matches_autograd(point_adaptive, lambda_value):
+    # the fused backward must equal autograd through softmax, including the path through λ
+    gen = torch.Generator().manual_seed(3)
+    n = 9
+    d = torch.rand(n, n, generator=gen, dtype=torch.float64) * 2
+    d = (d + d.T) / 2
+    d.fill_diagonal_(0)
+    d.requires_grad_(True)
+    ranks = torch.rand(n, n, generator=gen, dtype=torch.float64) * n
+    exclude = diagonal_mask(n, n)
+    logits_mask = exclusion_logits(exclude).double()
+    fused = expected_ranks(d, ranks, logits_mask, k=2, lambda_value=lambda_value,
+                           point_adaptive=point_adaptive).sum()
+    index = neighbour_index(d, logits_mask, 2)
+    if lambda_value is None:
+        raw = 0.1 * d.gather(1, index).squeeze(1)
+        lam = raw if point_adaptive else raw.mean().expand_as(raw)
+    else:
+        lam = torch.full((n,), lambda_value, dtype=torch.float64)
+    reference = (softmax_coefficients(d, lam, exclude) * ranks).sum()
+    g_fused, = torch.autograd.grad(fused, d)
+    g_ref, = torch.autograd.grad(reference, d)
+    assert fused.item() == pytest.approx(reference.item(), rel=1e-12)
+    assert torch.allclose(g_fused, g_ref, atol=1e-12)
+
+
+def test_k_larger_than_the_batch_is_an_error():
+    d = torch.rand(4, 4)
+    with pytest.raises(ValidationError, match="`k` = 4 but each row has only 4 columns"):
+        neighbour_index(d, exclusion_logits(diagonal_mask(4, 4)), 4)
+
+
+# ----------------------------------------------------------------------------- feature weights
+
+
+def test_feature_weights_groups_rescale_and_soft_threshold():
+    module = FeatureWeights(n_features=5, groups=[2, 3], params_init=[0.3, 0.4]).build()
+    assert module.feature_weights().tolist() == pytest.approx([0.3, 0.3, 0.4, 0.4, 0.4])
+    with torch.no_grad():
+        module.weights.copy_(torch.tensor([3.0, 4.0]))
+    module.after_optimizer_step(lr=0.1)
+    # rescaled to the initial norm 0.5
+    assert module.weights.tolist() == pytest.approx([0.3, 0.4], rel=1e-6)
+    l1 = FeatureWeights(n_features=3, params_init=[0.6, 0.0, 0.8], l1_strength=1.0).build()
+    with torch.no_grad():
+        l1.weights.copy_(torch.tensor([0.6, 0.05, 0.8]))
+    l1.after_optimizer_step(lr=0.1)
+    # threshold lr × strength = 0.1 zeroes the small weight; the rest keep norm 1
+    w = l1.weights.detach()
+    assert w[1].item() == 0.0
+    assert w.norm().item() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_feature_weights_validation():
+    with pytest.raises(ValidationError, match="group sizes must add up"):
+        FeatureWeights(n_features=5, groups=[2, 2])
+    with pytest.raises(ValidationError, match="`params_init` has 3 entries but 2 weights"):
+        FeatureWeights(n_features=5, groups=[2, 3], params_init=[1, 1, 1])
+    with pytest.raises(ValidationError, match="not all zero"):
+        FeatureWeights(n_features=2, params_init=[0, 0])
+
+
+# ----------------------------------------------------------------------------- sampler
+
+
+def test_rows_columns_sampler_modes():
+    state = make_state(data_A=np.zeros((10, 2)), data_B=np.zeros((10, 1)))
+    full = RowsColumnsSampler()
+    full.setup(state)
+    first, second = next(full.batches(state)), next(full.batches(state))
+    assert first["rows"] is second["rows"]  # static: cached tables stay valid
+    mini = RowsColumnsSampler(batches_per_epoch=3)
+    mini.setup(state)
+    parts = list(mini.batches(state))
+    assert len(parts) == 3
+    covered = torch.cat([p["rows"] for p in parts]).sort().values
+    assert covered.tolist() == list(range(10))  # every point once per epoch
+    assert all(p["rows"] is p["cols"] for p in parts)
+    sub = RowsColumnsSampler(num_points_rows=4)
+    sub.setup(state)
+    batch = next(sub.batches(state))
+    assert batch["rows"].numel() == 4 and batch["cols"].numel() == 10
+    assert torch.equal(batch["cols"][:4], batch["rows"])  # rows first: (i, i) is self
+    with pytest.raises(ValidationError, match="`num_points_rows` = 10 must be smaller"):
+        RowsColumnsSampler(num_points_rows=10).setup(state)
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def test_dii_loss_equals_dense_formula():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(40, 3))
+    b = a * np.array([3.0, 1.0, 0.2])
+    state = make_state(data_A=a, data_B=b)
+    idx = torch.arange(40)
+    out = DIILoss(k_init=2, k_final=2)({"rows": idx, "cols": idx}, state.models, state)
+    expected = dense_dii(a.astype(np.float32).astype(float), b, np.full(3, 0.1), k=2)
+    assert out.value.item() == pytest.approx(expected, rel=1e-4)
+    assert out.metrics["dii"].item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_dii_loss_with_user_distance_matrix_equals_features():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(30, 2))
+    b = rng.normal(size=(30, 2))
+    state = make_state(data_A=a, data_B=b)
+    dist_b = torch.cdist(torch.tensor(b, dtype=torch.float32), torch.tensor(b, dtype=torch.float32))
+    state.globals["distances_B"] = dist_b
+    idx = torch.arange(30)
+    batch = {"rows": idx, "cols": idx}
+    from_features = DIILoss()(batch, state.models, state).value
+    state.scratch.clear()
+    from_matrix = DIILoss(distances_key="distances_B")(batch, state.models, state).value
+    assert from_matrix.item() == pytest.approx(from_features.item(), rel=1e-6)
+
+
+def test_k_schedule_is_a_cosine_from_k_init_to_k_final():
+    loss = DIILoss(k_init=10, k_final=2, steps_per_epoch=2)
+    state = make_state(data_A=np.zeros((3, 1)), data_B=np.zeros((3, 1)))
+    state.n_epochs = 5
+    ks = []
+    for step in range(11):
+        state.step = step
+        ks.append(loss.current_k(state))
+    assert ks[0] == 10 and ks[-1] == 2 and ks[5] == 6  # half way: the mean
+    assert ks == sorted(ks, reverse=True)
+
+
+# ----------------------------------------------------------------------------- full-data values
+
+
+def test_chunked_dii_matches_dense_and_excludes_close_pairs():
+    rng = np.random.default_rng(2)
+    a = torch.tensor(rng.normal(size=(50, 2)), dtype=torch.float32)
+    b = a * torch.tensor([5.0, 1.0])
+    w = torch.tensor([0.5, 0.5])
+    idx = torch.arange(50)
+    per_row = chunked_dii(a, w, idx, idx, k=1, data_B=b, max_elements=300)
+    assert per_row.mean().item() == pytest.approx(
+        dense_dii(a.double().numpy(), b.double().numpy(), w.double().numpy()), rel=1e-4)
+    # excluding |i − j| ≤ 2 changes which neighbours count; all-pairs values stay finite
+    close = chunked_dii(a, w, idx, idx, k=1, data_B=b, discard_close_ind=2, normalization=46)
+    assert torch.isfinite(close).all() and close.mean().item() != per_row.mean().item()
+
+
+def test_classic_information_imbalance_limits():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    same = information_imbalance(x, x)
+    # identical spaces: each nearest neighbour has rank 1, Δ = 2/N
+    assert same == pytest.approx((2 / 400, 2 / 400))
+    shuffled = information_imbalance(x, x[rng.permutation(400)])
+    # unrelated spaces: the neighbour's rank is uniform on 1..N-1, Δ ≈ 1
+    assert shuffled[0] == pytest.approx(1.0, abs=0.1) and shuffled[1] == pytest.approx(1.0, abs=0.1)
+    # B a function of A's first feature: A predicts B much better than B predicts A
+    a_to_b, b_to_a = information_imbalance(x, x[:, :1])
+    assert a_to_b < 0.3 and b_to_a > 2 * a_to_b
+    with pytest.raises(ValidationError, match="Mismatched numbers of samples"):
+        information_imbalance(x, x[:10])
