@@ -1,0 +1,215 @@
+"""IMNN benchmark: the imnn tutorial at its full budget, 3 seeds, and a straight-line model.
+
+    python benchmarks/imnn_bench.py [--seeds 0 1 2] [--quick]
+    IMNN_PYTHON=/path/to/jax-env/bin/python python benchmarks/imnn_bench.py   # + imnn itself
+
+Reference problem: 10 points d_i ~ N(μ, Σ), θ = (μ, Σ), fiducial (0, 1), exact det F = 50;
+n_s = n_d = 1000 training and 1000 validation simulations (drawn per seed), network 3×128
+LeakyReLU -> 2 summaries, Adam 1e-3, λ = 10, ε = 0.1, patience 10, min 100 / max 1000
+iterations.  Reported per run: best validation det F, its ratio to 50 and to the oracle (the
+exact sufficient statistics Σd, Σd² on the same validation simulations, ≈ 50 ± 3.3), the
+iterations until the early stop, wall time and time per iteration.
+
+Variants: fixed arrays with exact derivatives (imnn's GradientIMNN), fixed arrays with
+seed-matched numerical derivatives (NumericalGradientIMNN), and fresh simulations from the
+simulator every iteration (SimulatorIMNN; validation set fixed, drawn once).
+
+The ``imnn`` package (JAX) is run, when ``IMNN_PYTHON`` names an interpreter that has it, in
+that separate process on the very same simulations, back to back with ours; otherwise it is
+skipped with a note.  Second model: y_i = m x_i + c + ε_i at 10 fixed x in [−1, 1],
+ε ~ N(0, σ² = 0.25), θ = (m, c) at (1, 0): F = Σ_i (x_i, 1)ᵀ(x_i, 1)/σ² exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from infoblocks.blocks.fisher import fisher_statistics, network_summaries
+from infoblocks.recipes.imnn import (DEMO_EXACT_DET_F, IMNN, gaussian_simulations,
+                                     oracle_det_F)
+
+TUTORIAL = dict(n_summaries=2, theta_fid=(0.0, 1.0), hidden_dims=(128, 128, 128),
+                activation="leaky_relu", learning_rate=1e-3, lambda_reg=10.0, epsilon=0.1,
+                patience=10, min_iterations=100, max_iterations=1000)
+
+#: straight line: 10 fixed abscissae, noise variance 0.25, fiducial (m, c) = (1, 0)
+LINE_X = np.linspace(-1.0, 1.0, 10)
+LINE_SIGMA2 = 0.25
+LINE_THETA = (1.0, 0.0)
+
+
+def line_exact_det_F() -> float:
+    design = np.stack([LINE_X, np.ones_like(LINE_X)], 1)
+    return float(np.linalg.det(design.T @ design / LINE_SIGMA2))
+
+
+def line_simulations(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fiducial (n, 10) and ∂y/∂(m, c) (n, 2, 10) = (x, 1), constant."""
+    rng = np.random.default_rng(seed)
+    m, c = LINE_THETA
+    y = m * LINE_X + c + np.sqrt(LINE_SIGMA2) * rng.standard_normal((n, LINE_X.size))
+    der = np.broadcast_to(np.stack([LINE_X, np.ones_like(LINE_X)]), (n, 2, LINE_X.size))
+    return y.astype(np.float32), np.ascontiguousarray(der, dtype=np.float32)
+
+
+class LineOracle(torch.nn.Module):
+    """Sufficient statistics of the line: (Σ x_i y_i, Σ y_i)."""
+
+    def forward(self, y):
+        x = torch.as_tensor(LINE_X, dtype=y.dtype)
+        return torch.stack([(y * x).sum(-1), y.sum(-1)], -1)
+
+
+def line_oracle_det_F(fid, der) -> float:
+    s, ds = network_summaries(LineOracle(), {"fiducial": torch.as_tensor(fid, dtype=torch.float64),
+                                             "derivative": torch.as_tensor(der, dtype=torch.float64)})
+    return float(torch.linalg.det(fisher_statistics(s, ds).F))
+
+
+def numerical_from_gaussian(fid: np.ndarray, delta=(0.1, 0.1)) -> np.ndarray:
+    """Seed-matched simulations at θ ∓ δθ/2 from the same noise (fid = noise at (0, 1))."""
+    minus = np.stack([fid - delta[0] / 2, np.sqrt(1 - delta[1] / 2) * fid], 1)
+    plus = np.stack([fid + delta[0] / 2, np.sqrt(1 + delta[1] / 2) * fid], 1)
+    return np.stack([minus, plus], 1).astype(np.float32)
+
+
+def ours(variant: str, seed: int, budget: dict) -> dict:
+    fid, der = gaussian_simulations(1000, seed=2 * seed)
+    val_fid, val_der = gaussian_simulations(1000, seed=2 * seed + 1)
+    oracle = oracle_det_F(val_fid, val_der)
+    if variant == "fixed, exact derivatives":
+        imnn = IMNN(fiducial=fid, derivative=der, validation_fiducial=val_fid,
+                    validation_derivative=val_der, seed=seed, **budget)
+    elif variant == "fixed, numerical derivatives":
+        imnn = IMNN(fiducial=fid, numerical_derivative=numerical_from_gaussian(fid),
+                    validation_fiducial=val_fid,
+                    validation_numerical_derivative=numerical_from_gaussian(val_fid),
+                    delta_theta=(0.1, 0.1), seed=seed, **budget)
+    else:  # fresh simulations each iteration; the validation set is drawn once (seed + 7919)
+        from infoblocks.recipes.imnn import gaussian_simulator
+
+        imnn = IMNN(simulator=gaussian_simulator, seed=seed, **budget)
+        oracle = float("nan")  # its validation set differs from the arrays above
+    imnn.fit()
+    return {"variant": variant, "seed": seed, "best_val_det_F": imnn.best_val_det_F_,
+            "oracle": oracle, "iterations": imnn.n_iterations_,
+            "best_iteration": imnn.best_iteration_, "seconds": imnn.fit_seconds_}
+
+
+IMNN_SCRIPT = r"""
+import json, sys, time
+import numpy as onp
+import jax, jax.numpy as np
+try:
+    from jax.example_libraries import stax, optimizers
+except ImportError:
+    from jax.experimental import stax, optimizers
+from imnn import GradientIMNN
+args = json.loads(sys.argv[1])
+d = onp.load(args["file"])
+model = stax.serial(stax.Dense(128), stax.LeakyRelu, stax.Dense(128), stax.LeakyRelu,
+                    stax.Dense(128), stax.LeakyRelu, stax.Dense(2))
+imnn = GradientIMNN(n_s=1000, n_d=1000, n_params=2, n_summaries=2, input_shape=(10,),
+                    θ_fid=np.array([0.0, 1.0]), model=model,
+                    optimiser=optimizers.adam(step_size=1e-3),
+                    key_or_state=jax.random.PRNGKey(args["seed"]),
+                    fiducial=d["fid"], derivative=d["der"].transpose(0, 2, 1),
+                    validation_fiducial=d["vfid"], validation_derivative=d["vder"].transpose(0, 2, 1))
+start = time.perf_counter()
+imnn.fit(λ=10.0, ϵ=0.1, patience=10, min_iterations=100, max_iterations=1000, print_rate=None)
+seconds = time.perf_counter() - start
+print(json.dumps({"best_val_det_F": float(onp.max(imnn.history["val_detF"])),
+                  "iterations": int(len(imnn.history["detF"])), "seconds": seconds}))
+"""
+
+
+def reference_imnn(seed: int) -> dict | None:
+    python = os.environ.get("IMNN_PYTHON")
+    if not python:
+        return None
+    fid, der = gaussian_simulations(1000, seed=2 * seed)
+    val_fid, val_der = gaussian_simulations(1000, seed=2 * seed + 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "sims.npz"
+        np.savez(path, fid=fid, der=der, vfid=val_fid, vder=val_der)
+        try:
+            out = subprocess.run([python, "-c", IMNN_SCRIPT, json.dumps({"file": str(path),
+                                                                         "seed": seed})],
+                                 capture_output=True, text=True, timeout=1800, check=True)
+        except (subprocess.CalledProcessError, OSError, subprocess.TimeoutExpired) as exc:
+            print(f"  note: imnn reference failed ({type(exc).__name__}): "
+                  f"{getattr(exc, 'stderr', '')[-300:]}")
+            return None
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result.update(variant="imnn GradientIMNN", seed=seed,
+                  oracle=oracle_det_F(val_fid, val_der), best_iteration=None)
+    return result
+
+
+def line_model(seed: int, budget: dict) -> dict:
+    fid, der = line_simulations(1000, 2 * seed)
+    val_fid, val_der = line_simulations(1000, 2 * seed + 1)
+    imnn = IMNN(fiducial=fid, derivative=der, validation_fiducial=val_fid,
+                validation_derivative=val_der, seed=seed,
+                **{**budget, "theta_fid": LINE_THETA})
+    imnn.fit()
+    return {"variant": "line y = m x + c", "seed": seed, "best_val_det_F": imnn.best_val_det_F_,
+            "oracle": line_oracle_det_F(val_fid, val_der), "exact": line_exact_det_F(),
+            "iterations": imnn.n_iterations_, "best_iteration": imnn.best_iteration_,
+            "seconds": imnn.fit_seconds_}
+
+
+def show(row: dict, exact: float) -> None:
+    per_it = 1000 * row["seconds"] / max(row["iterations"], 1)
+    oracle = row["oracle"]
+    ratio = row["best_val_det_F"] / oracle if oracle == oracle else float("nan")
+    print(f"{row['variant']:<30} {row['seed']:>4} {row['best_val_det_F']:>8.2f} "
+          f"{row['best_val_det_F'] / exact:>7.3f} {oracle:>8.2f} {ratio:>7.3f} "
+          f"{row['iterations']:>6} {row['seconds']:>7.1f} {per_it:>7.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--quick", action="store_true", help="max 200 iterations (smoke test)")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    args = parser.parse_args()
+    budget = dict(TUTORIAL, **({"max_iterations": 200} if args.quick else {}))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads available; the "
+          "recipe runs with num_threads=1 (see docs/imnn.md)")
+    header = (f"{'variant':<30} {'seed':>4} {'best det':>8} {'/50':>7} {'oracle':>8} "
+              f"{'/oracle':>7} {'iters':>6} {'wall s':>7} {'ms/it':>7}")
+    print(header)
+    rows = []
+    if not os.environ.get("IMNN_PYTHON"):
+        print("  note: IMNN_PYTHON not set; the imnn (JAX) reference is skipped")
+    for seed in args.seeds:
+        reference = reference_imnn(seed)
+        if reference is not None:
+            rows.append(reference)
+            show(reference, DEMO_EXACT_DET_F)
+        for variant in ("fixed, exact derivatives", "fixed, numerical derivatives",
+                        "fresh simulations"):
+            rows.append(ours(variant, seed, budget))
+            show(rows[-1], DEMO_EXACT_DET_F)
+    print(f"\nstraight line, exact det F = {line_exact_det_F():.2f}")
+    print(header)
+    for seed in args.seeds:
+        rows.append(line_model(seed, budget))
+        show(rows[-1], rows[-1]["exact"])
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
