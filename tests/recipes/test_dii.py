@@ -1,0 +1,311 @@
+"""The DII recipe against ground truth: the DADApy tutorial problem (weights and final DII
+printed by DADApy 0.3.4), periodic features, l1 sparsity, limits of the DII, bad inputs,
+feature selection, save / load and the config round trip."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from infoblocks.blocks.errors import NotFittedError, NumericalError, ValidationError
+from infoblocks.blocks.phases import TrainingPhase
+from infoblocks.blocks.recipe import Recipe
+from infoblocks.blocks.routine import Routine
+from infoblocks.plugins.registry import get_registry
+from infoblocks.recipes.dii import DEMO_TARGETS, DII, demo_config, demo_data
+
+#: DADApy 0.3.4 (JAX CPU, float32), config (a), weights rescaled to max 30 — deterministic
+DADAPY_A_WEIGHTS = [9.993306, 2.9535117, 0.8871004, 30.0, 7.3091664]
+DADAPY_A_FINAL = 0.00467844
+#: config (b) depends on the mini-batch random stream; DADApy's own run
+DADAPY_B_WEIGHTS = [10.040893, 2.8598192, 0.5732466, 30.0, 7.3033924]
+DADAPY_B_FINAL = 0.01122505
+
+
+def max30(w) -> np.ndarray:
+    w = np.abs(np.asarray(w, dtype=float))
+    return w / w.max() * 30.0
+
+
+def check_tutorial_weights(w30: np.ndarray, target: list[float]) -> None:
+    # the issue's criterion: within 5 % on the four large weights, the small one below 1.2
+    large = [0, 1, 3, 4]
+    np.testing.assert_allclose(w30[large], np.asarray(target)[large], rtol=0.05)
+    assert w30[2] < 1.2
+
+
+# ----------------------------------------------------------------------------- reference problem
+
+
+def test_demo_quick_is_tutorial_config_a(tmp_path):
+    # config (a) has no randomness: full-batch SGD must follow DADApy's trajectory
+    result = DII.demo(tmp_path, quick=True)
+    a = result["config_a"]
+    w30 = np.asarray(a["weights_max30"])
+    check_tutorial_weights(w30, list(DEMO_TARGETS["a"]["weights"]))
+    np.testing.assert_allclose(w30, DADAPY_A_WEIGHTS, atol=2e-3)  # the printed digits
+    assert a["final_dii"] == pytest.approx(DEMO_TARGETS["a"]["final_dii"], rel=0.10)
+    assert a["final_dii"] == pytest.approx(DADAPY_A_FINAL, rel=1e-3)
+    png = tmp_path / "dii_demo.png"
+    assert png.exists() and 0 < png.stat().st_size < 300_000
+    json.dumps(result)  # printable by the CLI
+
+
+def test_tutorial_config_b_minibatches_adam_cos():
+    data_a, data_b = demo_data()
+    model = demo_config("b").fit(data_a, data_b)
+    w30 = max30(model.weights_)
+    check_tutorial_weights(w30, list(DEMO_TARGETS["b"]["weights"]))
+    dii, err = model.final_dii(compute_error=False)
+    assert err is None
+    # the issue's target 0.0112 within 10 %; DADApy's own run gives 0.011225
+    assert dii == pytest.approx(DEMO_TARGETS["b"]["final_dii"], rel=0.10)
+    assert dii == pytest.approx(DADAPY_B_FINAL, rel=0.02)
+    # histories: the initial weights first, one row per epoch
+    assert model.weights_history_.shape == (501, 5)
+    assert model.dii_history_.shape == (501,)
+    assert np.allclose(model.weights_history_[0], 0.1)
+    assert model.dii_history_[-1] < model.dii_history_[0] / 5
+    # with disjoint halves (DADApy's compute_error=True) the value is about twice the plain one
+    dii_halves, err_halves = model.final_dii(compute_error=True, ratio_rows_columns=1.0)
+    assert 1.6 < dii_halves / dii < 2.4 and 0 < err_halves < dii_halves / 10
+
+
+# ----------------------------------------------------------------------------- behaviour
+
+
+def test_periodic_feature_is_handled():
+    # B is an angle θ on the circle (periods_B); A holds θ (period 2π) and a noise feature.
+    # On the circle, rotating A's angle by π changes nothing: same weights, same DII.
+    # Without periods the seam sits elsewhere in the rotated copy and the numbers change.
+    rng = np.random.default_rng(0)
+    n, two_pi = 200, 2 * math.pi
+    theta = rng.uniform(0, two_pi, n)
+    noise = rng.normal(size=n)
+    data_a = np.column_stack([theta, noise])
+    rotated = np.column_stack([np.mod(theta + math.pi, two_pi), noise])
+    data_b = theta[:, None]
+    options = dict(num_epochs=60, optimizer="adam", learning_rate=0.05, k_init=3, k_final=1)
+    periodic = DII(periods_A=[two_pi, None], periods_B=[two_pi], **options)
+    first = attrs_copy(periodic).fit(data_a, data_b)
+    second = attrs_copy(periodic).fit(rotated, data_b)
+    np.testing.assert_allclose(second.weights_, first.weights_, rtol=2e-3, atol=1e-4)
+    assert second.final_dii()[0] == pytest.approx(first.final_dii()[0], rel=2e-3)
+    w = first.weights_ / first.weights_.max()
+    assert w[0] == 1.0 and w[1] < 0.05  # the angle is the informative feature
+    assert first.final_dii()[0] < 0.03
+    plain = DII(periods_B=[two_pi], **options)
+    dii_plain = attrs_copy(plain).fit(data_a, data_b).final_dii()[0]
+    dii_plain_rotated = attrs_copy(plain).fit(rotated, data_b).final_dii()[0]
+    assert abs(dii_plain - dii_plain_rotated) > 0.1 * dii_plain_rotated
+
+
+def attrs_copy(model: DII) -> DII:
+    return DII.from_dict(model.to_dict())
+
+
+def test_l1_zeroes_the_uninformative_features():
+    # 50 features, the first 5 define B with scales 5..1; with l1 the other 45 vanish
+    rng = np.random.default_rng(0)
+    data_a = rng.normal(size=(300, 50))
+    data_b = data_a[:, :5] * np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+    model = DII(num_epochs=150, k_init=5, k_final=1, optimizer="adam", learning_rate=0.05,
+                learning_rate_decay="cos", l1_strength=0.01).fit(data_a, data_b)
+    w = model.weights_ / model.weights_.max()
+    assert w[5:].max() < 0.05
+    assert np.all(w[:5] > 0.1)
+    np.testing.assert_allclose(w[:5], [1.0, 0.8, 0.6, 0.4, 0.2], atol=0.05)  # the true scales
+
+
+def test_dii_limits_identity_and_permutation():
+    rng = np.random.default_rng(0)
+    data_b = rng.normal(size=(400, 3))
+    options = dict(num_epochs=1, learning_rate=1e-6)
+    # A = B: the softmax puts its weight on B's nearest neighbour, DII ≈ 2/N ≈ 0
+    same, _ = DII(**options).fit(data_b, data_b).final_dii()
+    assert same < 0.01
+    # A = a random permutation of B's rows: no information, DII ≈ 1
+    shuffled = data_b[rng.permutation(400)]
+    unrelated, _ = DII(**options).fit(shuffled, data_b).final_dii()
+    assert unrelated == pytest.approx(1.0, abs=0.1)
+
+
+def test_distance_matrix_for_b_gives_the_same_weights():
+    data_a, data_b = demo_data(n=200)
+    dist_b = np.sqrt(((data_b[:, None] - data_b[None]) ** 2).sum(-1))
+    from_features = demo_config("a", num_epochs=40).fit(data_a, data_b)
+    from_matrix = demo_config("a", num_epochs=40).fit(data_a, distances_B=dist_b)
+    np.testing.assert_allclose(from_matrix.weights_, from_features.weights_, rtol=1e-4)
+    assert from_matrix.final_dii()[0] == pytest.approx(from_features.final_dii()[0], rel=1e-4)
+
+
+def test_groups_share_weights_and_rows_subsampling_runs():
+    data_a, data_b = demo_data(n=200)
+    grouped = DII(num_epochs=30, params_groups=[2, 3], optimizer="adam",
+                  learning_rate=0.02).fit(data_a, data_b)
+    assert grouped.weights_.shape == (2,) and grouped.weights_history_.shape == (31, 2)
+    assert grouped.feature_weights().shape == (5,)
+    rows = DII(num_epochs=30, num_points_rows=100, optimizer="adam", learning_rate=0.02,
+               learning_rate_decay="exp").fit(data_a, data_b)
+    assert np.argmax(rows.weights_) == 3  # the ×30 feature dominates
+    assert rows.final_dii(num_points_rows=50)[0] < 0.2
+
+
+def test_same_seed_same_numbers():
+    data_a, data_b = demo_data(n=200)
+    first = demo_config("b", num_epochs=20).fit(data_a, data_b).weights_
+    again = demo_config("b", num_epochs=20).fit(data_a, data_b).weights_
+    other = demo_config("b", num_epochs=20, seed=1).fit(data_a, data_b).weights_
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
+def test_exp_decay_halves_every_ten_steps_continuously():
+    phase = DII(learning_rate_decay="exp")._build({"data_A": torch.zeros(4, 1),
+                                                   "data_B": torch.zeros(4, 1)}).phases[0]
+    assert isinstance(phase, TrainingPhase)
+    assert phase.lr_factor(10, 100) == pytest.approx(0.5)
+    assert phase.lr_factor(5, 100) == pytest.approx(0.5 ** 0.5)  # optax's exponential_decay
+
+
+def test_classic_information_imbalance_of_feature_subsets():
+    data_a, data_b = demo_data()
+    model = demo_config("a", num_epochs=5).fit(data_a, data_b)
+    strong = model.information_imbalance(features=[3])  # the ×30 feature
+    weak = model.information_imbalance(features=[2])    # the ×1 feature
+    assert strong[0] < weak[0]
+    everything = model.information_imbalance()
+    weighted = model.information_imbalance(weighted=True)
+    assert weighted[0] < everything[0]  # learned weights make A predict B better
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def test_backward_elimination_and_l1_path():
+    rng = np.random.default_rng(0)
+    data_a = rng.normal(size=(150, 3))
+    data_b = data_a[:, [0, 1]] * np.array([5.0, 1.0])
+    model = DII(num_epochs=40, optimizer="adam", learning_rate=0.05).fit(data_a, data_b)
+    backward = model.select_features("backward", n_best=2)
+    assert [e["n_features"] for e in backward] == [3, 2, 1]
+    assert backward[1]["features"] == [0, 1]  # the noise feature goes first
+    assert backward[2]["features"] == [0]     # the ×5 feature is kept to the end
+    assert backward[1]["dii"] < backward[2]["dii"]
+    path = model.select_features("l1", l1_strengths=[0.0, 0.05, 0.5, 5.0])
+    sizes = [e["n_features"] for e in path]
+    assert sizes == sorted(sizes, reverse=True) and len(sizes) >= 2
+    assert model.selection_ is path
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_bad_inputs_get_clear_errors():
+    data_a, data_b = demo_data(n=50)
+    with pytest.raises(ValidationError, match="Mismatched numbers of samples"):
+        DII().fit(data_a, data_b[:40])
+    bad = data_a.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValidationError, match="`data_A` contains 1 non-finite"):
+        DII().fit(bad, data_b)
+    with pytest.raises(ValidationError, match="k must be below 50"):
+        DII(k_init=50).fit(data_a, data_b)
+    with pytest.raises(ValidationError, match="each step sees only 10 points"):
+        DII(k_init=10, batches_per_epoch=5).fit(data_a, data_b)
+    with pytest.raises(ValidationError, match="`periods_A` has 2 entries but the data has 5"):
+        DII(periods_A=[1.0, None]).fit(data_a, data_b)
+    with pytest.raises(ValidationError, match="`periods_B` has 1 entries"):
+        DII(periods_B=[1.0]).fit(data_a, data_b)
+    with pytest.raises(ValidationError, match="`params_init` has 2 entries but 5 weights"):
+        DII(params_init=[1, 1]).fit(data_a, data_b)
+    with pytest.raises(ValidationError, match="group sizes must add up"):
+        DII(params_groups=[2, 2]).fit(data_a, data_b)
+    with pytest.raises(ValidationError, match="exactly one of `data_B`"):
+        DII().fit(data_a)
+    with pytest.raises(ValidationError, match="square"):
+        DII().fit(data_a, distances_B=np.ones((50, 3)))
+    with pytest.raises(ValidationError, match="`optimizer` must be one of"):
+        DII(optimizer="lbfgs")
+    with pytest.raises(ValidationError, match="`learning_rate_decay` must be one of"):
+        DII(learning_rate_decay="linear")
+    with pytest.raises(NotFittedError, match="call fit"):
+        DII().final_dii()
+
+
+def test_too_strong_l1_reports_zero_weights():
+    data_a, data_b = demo_data(n=60)
+    with pytest.raises(NumericalError, match="All weights were set to zero.*lower `l1_strength`"):
+        DII(num_epochs=5, l1_strength=1e4).fit(data_a, data_b)
+
+
+# ----------------------------------------------------------------------------- data form, files
+
+
+def test_config_round_trip_dict_and_toml(tmp_path):
+    model = DII(periods_A=[6.0, None, 0], params_groups=[1, 2], learning_rate_decay="cos",
+                lambda_init=0.5)
+    data = model.to_dict()
+    assert data["periods_A"] == [6.0, 0.0, 0.0]  # None -> 0 ("not periodic"), TOML-safe
+    again = DII.from_dict(data)
+    assert again.to_dict() == data
+    path = tmp_path / "dii.toml"
+    model.to_toml(path)
+    assert DII.from_toml(path).to_dict() == data
+    built = get_registry().build("recipe", data)
+    assert isinstance(built, Recipe) and built.to_dict() == data
+
+
+def test_run_saves_and_reloads(tmp_path):
+    data_a, data_b = demo_data(n=120)
+    model = DII(num_epochs=20, optimizer="adam", learning_rate=0.05)
+    summary = model.run([data_a, data_b], tmp_path)
+    json.dumps(summary)
+    assert np.argmax(summary["weights"]) == 3
+    assert (tmp_path / "dii.png").exists() and (tmp_path / "weights.npy").exists()
+    loaded = Routine.load(tmp_path / "routine")
+    w = loaded.models["weights"].weights.detach().abs().numpy()
+    np.testing.assert_allclose(w, model.weights_, rtol=1e-6)
+    assert loaded.saved_extra["recipe"] == "dii"
+    with pytest.raises(ValidationError, match="needs two arrays"):
+        model.run([data_a], tmp_path)
+
+
+def test_plot_has_two_panels(tmp_path):
+    data_a, data_b = demo_data(n=80)
+    model = DII(num_epochs=5).fit(data_a, data_b)
+    fig = model.plot(tmp_path / "p.png")
+    assert len(fig.axes) == 2 and (tmp_path / "p.png").exists()
+
+
+# ----------------------------------------------------------------------------- slow
+
+
+@pytest.mark.slow
+def test_scale_minibatches_stay_far_below_n_squared_memory():
+    import resource
+
+    n = 20_000
+    rng = np.random.default_rng(0)
+    data_a = rng.normal(size=(n, 5))
+    data_b = data_a * np.array([10.0, 3.0, 1.0, 30.0, 7.3])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model = DII(num_epochs=2, batches_per_epoch=40, k_init=5, k_final=5, optimizer="adam",
+                learning_rate=1e-2).fit(data_a, data_b)
+    dii, _ = model.final_dii(num_points_rows=1000)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    assert grown < 0.25 * n * n * 4 / 2 ** 20  # an N × N float32 matrix is 1.5 GB
+    assert np.argmax(model.weights_) == 3 and dii < 0.1
+
+
+@pytest.mark.slow
+def test_config_b_over_seeds_stays_within_tolerance():
+    # the mini-batch stream differs from JAX's; every seed must still meet the criterion
+    data_a, data_b = demo_data()
+    for seed in range(3):
+        model = demo_config("b", seed=seed).fit(data_a, data_b)
+        check_tutorial_weights(max30(model.weights_), list(DEMO_TARGETS["b"]["weights"]))
+        assert model.final_dii()[0] == pytest.approx(DEMO_TARGETS["b"]["final_dii"], rel=0.10)
