@@ -150,10 +150,12 @@ def imnn_objective(stats: FisherStatistics, lambda_reg: float, alpha: float
 
 def _activation_slope(module: torch.nn.Module, pre: torch.Tensor) -> torch.Tensor | None:
     """Derivative of an element-wise activation at ``pre``; None if not a known one."""
+    # piecewise linear: the slope is constant almost everywhere, so no graph through it
     if isinstance(module, torch.nn.LeakyReLU):
-        return torch.where(pre > 0, 1.0, module.negative_slope).to(pre.dtype)
+        positive = (pre.detach() > 0).to(pre.dtype)
+        return positive * (1.0 - module.negative_slope) + module.negative_slope
     if isinstance(module, torch.nn.ReLU):
-        return (pre > 0).to(pre.dtype)
+        return (pre.detach() > 0).to(pre.dtype)
     if isinstance(module, torch.nn.Tanh):
         return 1 - torch.tanh(pre) ** 2
     if isinstance(module, torch.nn.Identity):
@@ -169,20 +171,19 @@ def _is_plain_mlp(model: torch.nn.Module) -> bool:
 
 def _mlp_jvp(model: torch.nn.Sequential, x: torch.Tensor, dx: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward-mode derivative of a Linear/activation stack written out: primal and the p
-    tangents share one matrix product per layer ((n, 1 + p, width) @ Wᵀ); the tangents
-    skip the bias and are scaled by the activation's slope.  Same numbers as ``jvp``,
+    """Forward-mode derivative of a Linear/activation stack written out: the primal
+    ``h`` (n, d) goes through each layer, the p tangents ``t`` (n, p, d) through its linear
+    part (no bias) scaled by the activation's slope at ``h``.  Same numbers as ``jvp``,
     without the per-call overhead of the functional transforms."""
-    h = torch.cat([x.unsqueeze(1), dx], 1)  # (n, 1 + p, d)
+    h, t = x, dx
     for module in model:
         if isinstance(module, torch.nn.Linear):
-            h = h @ module.weight.T
-            if module.bias is not None:
-                h = torch.cat([h[:, :1] + module.bias, h[:, 1:]], 1)
+            h = torch.nn.functional.linear(h, module.weight, module.bias)
+            t = t @ module.weight.T
         else:
-            pre = h[:, :1]
-            h = torch.cat([module(pre), h[:, 1:] * _activation_slope(module, pre)], 1)
-    return h[:, 0], h[:, 1:]
+            t = t * _activation_slope(module, h).unsqueeze(1)
+            h = module(h)
+    return h, t
 
 
 def _jvp_summaries(model: torch.nn.Module, x: torch.Tensor, dx: torch.Tensor
