@@ -223,7 +223,7 @@ class PerplexityBasedRescale(Transform):
     name: ClassVar[str] = "perplexity_rescale"
     perplexity: float = attrs.field(default=30.0, validator=_positive)
     square_distances: bool = True
-    n_iter: int = attrs.field(default=200, validator=_positive_int)
+    n_iter: int = attrs.field(default=100, validator=_positive_int)
     tolerance: float = attrs.field(default=1e-5, validator=_positive)
 
     def calibrate(self, dists: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,12 +241,14 @@ class PerplexityBasedRescale(Transform):
         log_beta = -torch.log(scale.clamp_min(1e-300))  # β ~ 1 / typical distance
         lo = torch.full_like(log_beta, -math.inf)
         hi = torch.full_like(log_beta, math.inf)
+        d_inf = torch.where(finite, d, math.inf)  # exp(−β·inf) = 0 for missing entries
+        d_zero = torch.where(finite, d, 0.0)
         for _ in range(self.n_iter):
-            beta = torch.exp(log_beta)[:, None]
-            logits = torch.where(finite, -d * beta, torch.full_like(d, -math.inf))
-            log_z = torch.logsumexp(logits, 1, keepdim=True)
-            p = torch.exp(logits - log_z)
-            entropy = log_z[:, 0] + (beta[:, 0] * (torch.where(finite, d, 0.0) * p).sum(1))
+            beta = torch.exp(log_beta)
+            logits = d_inf * -beta[:, None]
+            log_z = torch.logsumexp(logits, 1)
+            p = torch.exp(logits - log_z[:, None])
+            entropy = log_z + beta * (d_zero * p).sum(1)
             done = (entropy - target).abs() < self.tolerance
             if bool(done.all()):
                 break

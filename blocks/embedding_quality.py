@@ -23,7 +23,7 @@ CHUNK_ELEMENTS = 32_000_000
 
 def _pair(X: Any, Y: Any) -> tuple[torch.Tensor, torch.Tensor]:
     x = as_tensor(X, "X", ndim=2, dtype=torch.float64 if _is_f64(X) else torch.float32)
-    y = as_tensor(Y, "Y", ndim=2, dtype=torch.float32)
+    y = as_tensor(Y, "Y", ndim=2, dtype=torch.float64 if _is_f64(Y) else torch.float32)
     check_same_length(X=x, Y=y)
     return x, y
 

@@ -46,7 +46,7 @@ class ParametricTSNE(EmbeddingRecipe):
     exaggeration_epochs: int = attrs.field(default=20, validator=_non_negative_int)
     epochs: int = attrs.field(default=100, validator=_non_negative_int)
     batch_size: int = attrs.field(default=1000, validator=_positive_int)
-    learning_rate: float = attrs.field(default=1e-3, validator=_positive)
+    learning_rate: float = attrs.field(default=1e-2, validator=_positive)
     lr_schedule: str = attrs.field(default="cos", validator=_one_of("none", "cos", "exp"))
 
     def neighbors(self) -> int:
@@ -95,14 +95,6 @@ class ParametricTSNE(EmbeddingRecipe):
         main["lr_schedule"] = self.lr_schedule
         phases.append(main)
         return phases
-
-    def build(self, X):
-        routine = super().build(X)
-        n = routine.dataset.n_items
-        for phase in routine.phases:  # batches larger than the data: use all items
-            if getattr(phase.sampler, "batch_size", None) and phase.sampler.batch_size > n:
-                phase.sampler.batch_size = n
-        return routine
 
     @classmethod
     def demo(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationErro
 from infoblocks.blocks.phases import TrainingPhase, Validation
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import GlobalRelation, Routine
+from infoblocks.blocks.samplers import ItemSampler
 from infoblocks.plugins.registry import get_registry
 
 #: sub-directory of ``run``'s output that holds the saved model
@@ -210,12 +211,16 @@ class EmbeddingRecipe(Recipe):
     def build(self, X: Any) -> Routine:
         """The :class:`Routine` that :meth:`fit` trains on ``X`` ``(n, d)``."""
         x = self._validate(X)
+        phases = [self._build_phase(s) for s in self.phase_specs()]
+        for phase in phases:  # item batches larger than the data set: the whole data set
+            size = getattr(phase.sampler, "batch_size", None)
+            if isinstance(phase.sampler, ItemSampler) and size and size > x.shape[0]:
+                phase.sampler.batch_size = x.shape[0]
         return Routine(
             dataset=Dataset(data=x),
             models={"main": self._encoder(x.shape[1])},
             global_relations=self.global_relations(x.shape[0]),
-            phases=[self._build_phase(s) for s in self.phase_specs()],
-            device=self.device, seed=self.seed, verbose=self.verbose,
+            phases=phases, device=self.device, seed=self.seed, verbose=self.verbose,
         )
 
     def _validate(self, X: Any) -> torch.Tensor:
@@ -442,7 +447,7 @@ class ParametricUMAP(EmbeddingRecipe):
     def demo(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:
         """Embed the shipped 8×8 digits; print trustworthiness@15 and 10-NN accuracy
         (umap-learn reaches 0.986 / 0.986 on this set)."""
-        recipe = cls(epochs=30 if quick else 60)
+        recipe = cls(epochs=100 if quick else 200)
         return cls._demo(recipe, out_dir, "umap_digits.png")
 
 

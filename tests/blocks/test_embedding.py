@@ -1,0 +1,294 @@
+"""UMAP / t-SNE blocks against direct small-n computations."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.spatial.distance
+import torch
+
+from infoblocks.blocks.data import Dataset
+from infoblocks.blocks.embedding import (ConnectivityBasedRescale, KLLoss, ModifiedCauchyTransform,
+                                         NegativeEdgeSampler, PCAInit, PerplexityBasedRescale,
+                                         RelationLoss, RowMatrix, SpectralInit, StudentTTransform)
+from infoblocks.blocks.errors import ValidationError
+from infoblocks.blocks.neighbors import NeighborBasedPDist
+from infoblocks.blocks.relations import DenseRelations, EdgeRelations, SparseRelations
+from infoblocks.blocks.state import TrainState
+from infoblocks.blocks.transforms import Symmetrize
+
+
+def _knn(n=200, k=15, d=5, seed=0):
+    x = torch.tensor(np.random.default_rng(seed).normal(size=(n, d))).float()
+    return x, NeighborBasedPDist(n_neighbors=k).compute(x)
+
+
+def _state(models=None, dataset=None, **globals_):
+    gen = torch.Generator().manual_seed(0)
+    return TrainState(models=models or torch.nn.ModuleDict(), dataset=dataset, globals=globals_,
+                      device=torch.device("cpu"), generator=gen, rng=np.random.default_rng(0))
+
+
+# ----------------------------------------------------------------------------- UMAP graph
+
+
+def test_sigma_calibration_hits_log2_k_per_row():
+    _, knn = _knn(k=15)
+    rescale = ConnectivityBasedRescale()
+    layout = RowMatrix.from_sparse(knn)
+    rho, sigma = rescale.calibrate(layout.values)
+    psum = torch.exp(-(layout.values - rho[:, None]).clamp_min(0) / sigma[:, None]).sum(1)
+    # the defining equation of σ_i: Σ_j exp(−max(0, d_ij − ρ_i)/σ_i) = log2 k
+    assert torch.allclose(psum, torch.full_like(psum, math.log2(15)), atol=1e-4, rtol=0)
+    assert torch.allclose(rho, layout.values[:, 0])  # local_connectivity 1: nearest distance
+
+
+def test_local_connectivity_interpolates_rho():
+    _, knn = _knn(k=10)
+    layout = RowMatrix.from_sparse(knn)
+    rho, _ = ConnectivityBasedRescale(local_connectivity=1.5).calibrate(layout.values)
+    d = layout.values
+    assert torch.allclose(rho, d[:, 0] + 0.5 * (d[:, 1] - d[:, 0]))
+
+
+def _reference_umap_graph(x: np.ndarray, k: int) -> np.ndarray:
+    """Direct dense computation, one row at a time (a test may loop)."""
+    n = len(x)
+    d = scipy.spatial.distance.cdist(x, x)
+    np.fill_diagonal(d, np.inf)
+    p = np.zeros((n, n))
+    for i in range(n):
+        nbrs = np.argsort(d[i])[:k]
+        di = d[i, nbrs]
+        rho = di.min()
+        lo, hi = 0.0, 1e3
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if np.exp(-np.maximum(di - rho, 0) / mid).sum() > math.log2(k):
+                hi = mid
+            else:
+                lo = mid
+        p[i, nbrs] = np.exp(-np.maximum(di - rho, 0) / mid)
+    return p + p.T - p * p.T
+
+
+def test_symmetrized_graph_matches_direct_computation():
+    x, knn = _knn(n=80, k=8, d=3, seed=3)
+    graph = Symmetrize(subtract_product=True)(ConnectivityBasedRescale()(knn))
+    expected = _reference_umap_graph(x.double().numpy(), 8)
+    assert np.allclose(graph.to_dense().values.numpy(), expected, atol=1e-5)
+    assert graph.shape == (80, 80)
+
+
+def test_symmetrize_when_last_point_is_nobodys_neighbour():
+    # paraDime crashes here (its sparse matrix infers a non-square shape); rows of point 3
+    # exist, but no entry points *to* point 3
+    rows = torch.tensor([0, 1, 2, 3, 3])
+    cols = torch.tensor([1, 0, 1, 0, 2])
+    vals = torch.tensor([0.5, 0.4, 1.0, 0.3, 0.2])
+    sparse = SparseRelations(rows, cols, vals, (4, 4))
+    out = Symmetrize(subtract_product=True)(sparse)
+    dense = sparse.to_dense().values
+    expected = dense + dense.T - dense * dense.T
+    assert out.shape == (4, 4)
+    assert torch.allclose(out.to_dense().values, expected)
+    # and through the whole UMAP chain on data where the last point is an outlier
+    x = torch.cat([torch.randn(50, 2), torch.tensor([[100.0, 100.0]])])
+    knn = NeighborBasedPDist(n_neighbors=5).compute(x)
+    assert not (knn.cols == 50).any()
+    graph = Symmetrize()(ConnectivityBasedRescale()(knn))
+    assert graph.shape == (51, 51) and (graph.rows == 50).any() and (graph.cols == 50).any()
+
+
+def test_rescale_rejects_edge_relations():
+    with pytest.raises(ValidationError, match="accepts"):
+        ConnectivityBasedRescale()(EdgeRelations(torch.tensor([0]), torch.tensor([1]),
+                                                 torch.tensor([1.0]), (2, 2)))
+
+
+# ----------------------------------------------------------------------------- t-SNE graph
+
+
+def test_perplexity_calibration_sparse_and_dense():
+    x, knn = _knn(n=150, k=60)
+    p = PerplexityBasedRescale(perplexity=12)(knn)
+    layout = RowMatrix.from_sparse(p)
+    probs = torch.where(torch.isfinite(layout.values), layout.values, 0.0)
+    entropy = -(probs * torch.log(probs.clamp_min(1e-300))).sum(1)
+    assert torch.allclose(probs.sum(1), torch.ones(150, dtype=probs.dtype), atol=1e-5)
+    assert torch.allclose(entropy, torch.full_like(entropy, math.log(12)), atol=1e-3)
+    dense = PerplexityBasedRescale(perplexity=12)(DenseRelations(torch.cdist(x, x)))
+    q = dense.to_dense().values.double()
+    assert torch.allclose(q.diagonal(), torch.zeros(150, dtype=q.dtype))
+    h = -(q * torch.log(q.clamp_min(1e-300))).sum(1)
+    assert torch.allclose(h, torch.full_like(h, math.log(12)), atol=1e-3)
+
+
+def test_perplexity_too_large_for_the_graph():
+    _, knn = _knn(n=60, k=10)
+    with pytest.raises(ValidationError, match="perplexity"):
+        PerplexityBasedRescale(perplexity=30)(knn)
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+def test_modified_cauchy_ab_as_umap_learn():
+    kernel = ModifiedCauchyTransform(min_dist=0.1, spread=1.0)
+    # umap-learn's find_ab_params(1.0, 0.1) = (1.5769, 0.8951)
+    assert kernel.a == pytest.approx(1.5769, abs=1e-3)
+    assert kernel.b == pytest.approx(0.8951, abs=1e-3)
+    sq = torch.tensor([0.01, 0.5, 4.0])
+    q = 1 / (1 + kernel.a * sq ** kernel.b)
+    assert torch.allclose(torch.exp(kernel.log_kernel(sq)), q, atol=1e-6)
+    assert torch.allclose(torch.sigmoid(kernel.logit(sq)), q, atol=1e-6)
+    with pytest.raises(ValidationError, match="min_dist"):
+        ModifiedCauchyTransform(min_dist=2.0, spread=1.0)
+
+
+def test_student_t_kernel():
+    sq = torch.tensor([0.0, 1.0, 9.0])
+    assert torch.allclose(torch.exp(StudentTTransform().log_kernel(sq)), 1 / (1 + sq))
+    t3 = StudentTTransform(dof=3.0)
+    assert torch.allclose(torch.exp(t3.log_kernel(sq)), (1 + sq / 3) ** -2)
+    q = torch.exp(t3.log_kernel(sq[1:]))
+    assert torch.allclose(torch.sigmoid(t3.logit(sq[1:])), q, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- sampler
+
+
+def test_negative_edge_sampler_draws_edges_by_weight():
+    weights = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    graph = SparseRelations(torch.tensor([0, 1, 2, 3]), torch.tensor([1, 2, 3, 0]), weights, (5, 5))
+    dataset = Dataset(data=torch.randn(5, 3))
+    state = _state(dataset=dataset, graph=graph)
+    sampler = NegativeEdgeSampler(batch_size=1000, neg_sampling_rate=3, batches_per_epoch=20)
+    sampler.setup(state)
+    batches = list(sampler.batches(state))
+    assert len(batches) == 20
+    b = batches[0]
+    assert b["items"].shape == (2000,) and b["data"].shape == (2000, 3)
+    assert b["neg_source"].shape == b["neg_target"].shape == (3000,)
+    assert int(b["neg_target"].max()) < 2000  # partners are rows of the batch
+    sources = torch.cat([x["items"][:1000] for x in batches])
+    freq = torch.bincount(sources, minlength=5).double() / sources.numel()
+    # 20,000 draws: frequencies within 0.01 of weight / Σ weight (std ≈ 0.003)
+    assert torch.allclose(freq[:4], (weights / weights.sum()).double(), atol=0.01)
+    assert freq[4] == 0
+    # same seed, same batches
+    again = list(sampler.batches(_state(dataset=dataset, graph=graph)))
+    assert torch.equal(again[0]["items"], b["items"])
+
+
+def test_uniform_negatives_and_missing_graph():
+    graph = SparseRelations(torch.tensor([0, 1]), torch.tensor([1, 0]), torch.ones(2), (40, 40))
+    state = _state(dataset=Dataset(data=torch.randn(40, 2)), graph=graph)
+    sampler = NegativeEdgeSampler(batch_size=8, neg_sampling_rate=2, negatives="uniform",
+                                  batches_per_epoch=1)
+    b = next(iter(sampler.batches(state)))
+    assert b["items"].shape == (32,) and torch.equal(b["neg_target"], torch.arange(16, 32))
+    with pytest.raises(ValidationError, match="negatives"):
+        NegativeEdgeSampler(negatives="random")
+    with pytest.raises(ValidationError, match="nope"):
+        NegativeEdgeSampler(relation="nope").setup(state)
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def test_relation_loss_is_the_fuzzy_cross_entropy_and_stable():
+    kernel = ModifiedCauchyTransform()
+    y = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, 2.0]])
+    model = torch.nn.Identity()
+    batch = {"data": y, "pos_source": torch.tensor([0]), "pos_target": torch.tensor([1]),
+             "neg_source": torch.tensor([0, 2]), "neg_target": torch.tensor([2, 3])}
+    out = RelationLoss(kernel=kernel)(batch, torch.nn.ModuleDict({"main": model}), _state())
+    q = lambda sq: 1 / (1 + kernel.a * sq ** kernel.b)  # noqa: E731
+    naive_attraction = -math.log(q(torch.tensor(1.0)))
+    naive_repulsion = -math.log(1 - q(torch.tensor(4.0)))
+    # the coinciding pair (2, 3) is finite: q = 1 is never logged
+    assert math.isfinite(float(out.value))
+    assert float(out.metrics["attraction"]) == pytest.approx(naive_attraction, rel=1e-5)
+    assert float(out.metrics["repulsion"]) > naive_repulsion  # plus the coinciding pair
+
+
+def test_kl_loss_matches_direct_kl():
+    torch.manual_seed(0)
+    n = 12
+    p = torch.rand(n, n)
+    p = p + p.T
+    p.fill_diagonal_(0)
+    p = p / p.sum()
+    y = torch.randn(n, 2)
+    state = _state(P=DenseRelations(p).to_sparse())
+    batch = {"data": y, "index": torch.arange(n)}
+    out = KLLoss()(batch, torch.nn.ModuleDict({"main": torch.nn.Identity()}), state)
+    w = 1 / (1 + torch.cdist(y, y) ** 2)
+    w.fill_diagonal_(0)
+    q = w / w.sum()
+    mask = p > 0
+    kl = (p[mask] * torch.log(p[mask] / q[mask])).sum()
+    assert float(out.metrics["kl"]) == pytest.approx(float(kl), rel=1e-4)
+    # a batch sees P restricted to it, renormalised
+    sub = KLLoss().batch_p(torch.tensor([3, 7, 1]), state)
+    expected = p[[3, 7, 1]][:, [3, 7, 1]]
+    assert torch.allclose(sub, expected / expected.sum())
+
+
+# ----------------------------------------------------------------------------- init
+
+
+def test_spectral_init_of_a_ring_is_a_circle():
+    n = 40
+    i = torch.arange(n)
+    rows = torch.cat([i, i])
+    cols = torch.cat([(i + 1) % n, (i - 1) % n])
+    y = SpectralInit()(SparseRelations(rows, cols, torch.ones(2 * n), (n, n)))
+    # the two leading non-trivial Laplacian eigenvectors of a ring are cos and sin
+    radius = y.norm(dim=1)
+    assert y.shape == (n, 2) and float(radius.std() / radius.mean()) < 0.01
+    assert float(y[:, 0].std(unbiased=False)) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_spectral_init_sparse_solver_matches_dense():
+    _, knn = _knn(n=400, k=10, d=3, seed=5)
+    graph = Symmetrize()(ConnectivityBasedRescale()(knn))
+    y = SpectralInit()(graph).double()
+    a = graph.to_dense().values.double()
+    a = (a + a.T) / 2
+    inv = torch.diag(a.sum(1) ** -0.5)
+    _, vecs = torch.linalg.eigh(inv @ a @ inv)
+    ref = vecs[:, -3:-1].flip(1)  # the two leading non-trivial eigenvectors
+    # same subspace: projecting y onto span(ref) keeps (almost) all of it
+    coef = torch.linalg.lstsq(ref, y - y.mean(0)).solution
+    residual = (y - y.mean(0)) - ref @ coef
+    assert float(residual.norm() / (y - y.mean(0)).norm()) < 0.05
+
+
+def test_spectral_init_of_a_disconnected_graph():
+    # two rings plus an isolated pair: the per-component fallback
+    def ring(n, offset):
+        i = torch.arange(n)
+        return torch.cat([i, i]) + offset, torch.cat([(i + 1) % n, (i - 1) % n]) + offset
+    r1, c1 = ring(60, 0)
+    r2, c2 = ring(40, 60)
+    rows = torch.cat([r1, r2, torch.tensor([100, 101])])
+    cols = torch.cat([c1, c2, torch.tensor([101, 100])])
+    y = SpectralInit()(SparseRelations(rows, cols, torch.ones(rows.numel()), (102, 102)))
+    assert y.shape == (102, 2) and torch.isfinite(y).all()
+    centre_1, centre_2 = y[:60].mean(0), y[60:100].mean(0)
+    spread_1 = (y[:60] - centre_1).norm(dim=1).max()
+    assert (centre_1 - centre_2).norm() > spread_1  # components do not overlap
+
+
+def test_pca_init_matches_svd():
+    x = torch.randn(100, 6) * torch.tensor([5.0, 3.0, 1.0, 0.5, 0.2, 0.1])
+    y = PCAInit(scale=2.0)(x)
+    xc = (x - x.mean(0)).double().numpy()
+    u, s, _ = np.linalg.svd(xc, full_matrices=False)
+    ref = u[:, :2] * s[:2]
+    ref = ref / ref[:, 0].std() * 2.0
+    assert np.allclose(np.abs(y.numpy()), np.abs(ref), atol=1e-4)
+    with pytest.raises(ValidationError, match="accepts"):
+        PCAInit()(EdgeRelations(torch.tensor([0]), torch.tensor([1]), torch.ones(1), (2, 2)))
