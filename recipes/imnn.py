@@ -367,10 +367,12 @@ class IMNN(Recipe):
         routine = self.routine_
         stats = self._statistics(routine)
         stats.check("the validation simulations after training")
-        self.F_ = stats.F.numpy()
+        host = attrs.evolve(stats, **{f.name: getattr(stats, f.name).cpu()
+                                      for f in attrs.fields(type(stats))})
+        self.F_ = host.F.numpy()
         self.invF_ = np.linalg.inv(self.F_)
-        self.C_, self.invC_ = stats.C.numpy(), stats.invC.numpy()
-        self.mu_, self.dmu_dtheta_ = stats.mu.numpy(), stats.dmu_dtheta.numpy()
+        self.C_, self.invC_ = host.C.numpy(), host.invC.numpy()
+        self.mu_, self.dmu_dtheta_ = host.mu.numpy(), host.dmu_dtheta.numpy()
         rows = [r for r in routine.history.rows if r.get("phase") == "fit"]
         history: dict[str, list[float]] = {"iteration": list(range(len(rows)))}
         for key in HISTORY_KEYS:
