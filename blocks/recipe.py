@@ -93,7 +93,8 @@ class Recipe(Block):
         try:
             return _converter_for(cls).structure(data, cls)
         except cattrs.BaseValidationError as exc:
-            problems = "; ".join(cattrs.transform_error(exc, path=cls.name))
+            problems = "; ".join(cattrs.transform_error(exc, path=cls.name,
+                                                        format_exception=_format_exception))
             raise ConfigError(f"Invalid {cls.name!r} recipe: {problems}") from None
         except (ValueError, TypeError) as exc:  # raised by field validators
             raise ConfigError(f"Invalid {cls.name!r} recipe: {exc}") from None
@@ -129,6 +130,15 @@ class Recipe(Block):
     def _check_fitted(self, attribute: str = "routine_") -> None:
         if getattr(self, attribute, None) is None:
             raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit() first.")
+
+
+def _format_exception(exc: BaseException, type_: Any) -> str:
+    """cattrs' message for a field, except that our validators' messages are kept whole."""
+    from cattrs.v import format_exception
+
+    from .errors import InfoblocksError
+
+    return str(exc) if isinstance(exc, InfoblocksError) else format_exception(exc, type_)
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
