@@ -413,6 +413,7 @@ class SimulationSampler(Sampler):
     flatten: bool = False
     _fixed: dict[str, torch.Tensor] | None = attrs.field(init=False, default=None, repr=False,
                                                          eq=False)
+    _n_draws: int = attrs.field(init=False, default=0, repr=False, eq=False)
     _generator: torch.Generator | None = attrs.field(init=False, default=None, repr=False,
                                                      eq=False)
 
@@ -575,7 +576,11 @@ class SimulationSampler(Sampler):
         rest = self.n_s - self.n_d
         tail = [self._call(generator, self._theta_rows(rest, device)).detach()] if rest else []
         batch[FIDUCIAL] = torch.cat([head, *tail])
-        self._check_finite(batch)
+        # NaN / inf check: a host sync, so on an accelerator only for the first draw (later
+        # non-finite values still stop training, as a non-finite loss at the epoch's end)
+        if device.type == "cpu" or self._n_draws == 0:
+            self._check_finite(batch)
+        self._n_draws += 1
         return self._flattened(batch)
 
     @staticmethod
