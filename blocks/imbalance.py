@@ -48,7 +48,10 @@ LAMBDA_FACTOR = 0.1
 WEIGHT_INIT = 0.1
 #: floor under λ so that duplicated points (k-th distance 0) do not divide by zero
 _LAMBDA_FLOOR = 1e-12
-#: elements of the (rows, cols, features) difference tensor one chunk may hold (64 MB float32)
+#: logits are floored here before exp: float32 exp underflows below ≈ −87.3, and torch's exp
+#: takes a ~10× slower path there; e^−87 ≈ 1.6e-38 is far below float32 resolution of a sum ≥ 1
+_EXP_FLOOR = -87.0
+#: numbers the buffers of one chunk of a full-data computation may hold (64 MB float32)
 CHUNK_ELEMENTS = 16_000_000
 
 
@@ -126,6 +129,37 @@ def squared_distances(a: torch.Tensor, b: torch.Tensor,
     return squared_differences(a, b, periods).sum(-1)
 
 
+def weighted_squared_distances(a: torch.Tensor, b: torch.Tensor,
+                               weights_sq: torch.Tensor | None = None,
+                               periods: torch.Tensor | None = None,
+                               out: torch.Tensor | None = None,
+                               work: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ_f w_f² Δ_f² accumulated feature by feature: ``(n, D), (m, D) -> (n, m)``.
+
+    Never forms the (n, m, D) difference tensor; with ``out`` and ``work`` ((n, m) buffers)
+    it allocates nothing of size n × m.
+    """
+    _check_pair(a, b)
+    period_list = [0.0] * a.shape[1] if periods is None else periods.tolist()
+    shape = (a.shape[0], b.shape[0])
+    if out is None:
+        out = torch.empty(shape, dtype=a.dtype, device=a.device)
+    if work is None:
+        work = torch.empty(shape, dtype=a.dtype, device=a.device)
+    for f, period in enumerate(period_list):
+        diff = torch.sub(a[:, f, None], b[None, :, f], out=work)
+        if period > 0:
+            diff.sub_(torch.round(diff / period).mul_(period))
+        sq = diff.square_()
+        if weights_sq is not None:
+            sq.mul_(weights_sq[f])
+        if f == 0:
+            out.copy_(sq)
+        else:
+            out.add_(sq)
+    return out
+
+
 def _as_tuple_or_none(value: Any) -> tuple | None:
     if value is None:
         return None
@@ -164,12 +198,12 @@ class WeightedSquaredEuclidean(Distance):
         b = a if b is None else b
         _check_pair(a, b)
         periods, w2 = self._tables(a)
-        step = max(1, self.max_elements // max(1, b.shape[0] * a.shape[1]))
-        parts = []
-        for start in range(0, a.shape[0], step):
-            sq = squared_differences(a[start:start + step], b, periods)
-            parts.append(sq.sum(-1) if w2 is None else sq @ w2)
-        return torch.cat(parts)
+        if a.requires_grad or b.requires_grad:  # differentiable: no in-place accumulation
+            sq = squared_differences(a, b, periods)
+            return sq.sum(-1) if w2 is None else sq @ w2
+        step = _chunk_rows(b.shape[0], self.max_elements)
+        return torch.cat([weighted_squared_distances(a[s:s + step], b, w2, periods)
+                          for s in range(0, a.shape[0], step)])
 
     def paired(self, a, b):
         _check_pair(a, b)
@@ -730,8 +764,13 @@ class DIILoss(Loss):
 # ----------------------------------------------------------------------------- full-data values
 
 
-def _chunk_rows(n_cols: int, n_features: int, max_elements: int) -> int:
-    return max(1, max_elements // max(1, n_cols * max(n_features, 8)))
+#: (rows, cols) buffers alive at once in a chunk of the full-data computations
+_BUFFERS_PER_CHUNK = 8
+
+
+def _chunk_rows(n_cols: int, max_elements: int) -> int:
+    """Rows per chunk so that the chunk's buffers hold at most ``max_elements`` numbers."""
+    return max(1, max_elements // max(1, n_cols * _BUFFERS_PER_CHUNK))
 
 
 @torch.no_grad()
@@ -761,39 +800,80 @@ def chunked_dii(
     """
     if (data_B is None) == (distances_B is None):
         raise ValidationError("chunked_dii needs exactly one of `data_B` and `distances_B`.")
-    n_feat = max(data_A.shape[1], 1 if data_B is None else data_B.shape[1])
-    step = _chunk_rows(cols.numel(), n_feat, max_elements)
+    step = min(_chunk_rows(cols.numel(), max_elements), rows.numel())
     w2 = weights * weights
     norm = float(cols.numel() if normalization is None else normalization)
+    buffers = _ChunkBuffers(step, cols.numel(), data_A.device)
 
-    def block(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        exclude = (r[:, None] - cols[None, :]).abs() <= discard_close_ind
-        sq = squared_differences(data_A[r], data_A[cols], periods_A) @ w2
-        return sq, exclude
+    def chunk(s: int) -> tuple[torch.Tensor, _ChunkBuffers]:
+        r = rows[s:s + step]
+        buf = buffers.rows(r.numel())
+        torch.sub(r[:, None], cols[None, :], out=buf.index_gap)
+        torch.le(buf.index_gap.abs_(), discard_close_ind, out=buf.exclude)
+        weighted_squared_distances(data_A[r], data_A[cols], w2, periods_A, out=buf.dist_a,
+                                   work=buf.work)
+        return r, buf
+
+    def kth_distance(buf: _ChunkBuffers) -> torch.Tensor:
+        masked = buf.work.copy_(buf.dist_a).masked_fill_(buf.exclude, float("inf"))
+        if k == 1:
+            return masked.min(dim=1).values
+        return torch.topk(masked, k, dim=1, largest=False).values[:, k - 1]
 
     lam_global = None
     if lambda_value is None and not point_adaptive:  # first pass: mean k-th distance
-        kth = [neighbour_lambdas(*block(rows[s:s + step]), k, lambda_factor, True)
-               for s in range(0, rows.numel(), step)]
-        lam_global = torch.cat(kth).mean()
+        lam_global = lambda_factor * torch.cat(
+            [kth_distance(chunk(s)[1]) for s in range(0, rows.numel(), step)]).mean()
     out = []
     for s in range(0, rows.numel(), step):
-        r = rows[s:s + step]
-        sq, exclude = block(r)
+        r, buf = chunk(s)
         if lambda_value is not None:
-            lam = torch.full((r.numel(),), float(lambda_value), device=sq.device)
+            lam = torch.full((r.numel(),), float(lambda_value), device=data_A.device)
         elif lam_global is not None:
             lam = lam_global.expand(r.numel())
         else:
-            lam = neighbour_lambdas(sq, exclude, k, lambda_factor, True)
-        c = softmax_coefficients(sq, lam, exclude)
+            lam = lambda_factor * kth_distance(buf)
+        # softmax in place: work = exp(logit − max), normalised by its row sum at the end
+        logits = torch.mul(buf.dist_a, (-1.0 / lam.clamp_min(_LAMBDA_FLOOR))[:, None],
+                           out=buf.work).masked_fill_(buf.exclude, float("-inf"))
+        logits.sub_(logits.max(dim=1, keepdim=True).values).clamp_min_(_EXP_FLOOR)
+        weights_c = logits.exp_().masked_fill_(buf.exclude, 0.0)
+        total = weights_c.sum(1)
         if distances_B is not None:
-            dist_b = distances_B[r][:, cols]
+            buf.dist_b.copy_(distances_B[r][:, cols])
         else:
-            dist_b = squared_distances(data_B[r], data_B[cols], periods_B)
-        ranks = rank_rows(dist_b, exclude)
-        out.append(2.0 / norm * (c * ranks).sum(1))
+            weighted_squared_distances(data_B[r], data_B[cols], None, periods_B,
+                                       out=buf.dist_b, work=buf.ranks)
+        order = _argsort_rows(buf.dist_b.masked_fill_(buf.exclude, float("inf")))
+        buf.ranks.scatter_(1, order, buffers.positions.expand(r.numel(), -1))
+        out.append(2.0 / norm * weights_c.mul_(buf.ranks).sum(1) / total)
     return torch.cat(out)
+
+
+class _ChunkBuffers:
+    """(rows, cols) work buffers of :func:`chunked_dii`, allocated once and reused by every
+    chunk: the same few blocks instead of fresh ones per chunk, which the allocator fragmented
+    (the resident size grew by ~5 MB per chunk at N = 20,000)."""
+
+    def __init__(self, n_rows: int, n_cols: int, device: torch.device | str,
+                 parent: _ChunkBuffers | None = None, count: int | None = None) -> None:
+        if parent is not None:
+            for name in ("dist_a", "dist_b", "work", "ranks", "exclude", "index_gap"):
+                setattr(self, name, getattr(parent, name)[:count])
+            self.positions = parent.positions
+            return
+        shape = (n_rows, n_cols)
+        self.dist_a = torch.empty(shape, dtype=DEFAULT_DTYPE, device=device)
+        self.dist_b = torch.empty(shape, dtype=DEFAULT_DTYPE, device=device)
+        self.work = torch.empty(shape, dtype=DEFAULT_DTYPE, device=device)
+        self.ranks = torch.empty(shape, dtype=DEFAULT_DTYPE, device=device)
+        self.exclude = torch.empty(shape, dtype=torch.bool, device=device)
+        self.index_gap = torch.empty(shape, dtype=torch.long, device=device)
+        self.positions = torch.arange(1, n_cols + 1, dtype=DEFAULT_DTYPE, device=device)
+
+    def rows(self, count: int) -> _ChunkBuffers:
+        """The first ``count`` rows of every buffer (the last chunk may be shorter)."""
+        return _ChunkBuffers(0, 0, "cpu", parent=self, count=count)
 
 
 @torch.no_grad()
@@ -812,15 +892,15 @@ def nearest_neighbour_ranks(
     r = 1 + #{l ≠ i : d^target_il < d^target_ij}; in row chunks, without any (n, n) matrix.
     """
     n = source.shape[0]
-    step = _chunk_rows(n, max(source.shape[1], target.shape[1]), max_elements)
+    step = _chunk_rows(n, max_elements)
     w2 = None if weights_source is None else weights_source ** 2
     idx = torch.arange(n, device=source.device)
     out = []
     for s in range(0, n, step):
         r = idx[s:s + step]
         self_mask = r[:, None] == idx[None, :]
-        sq_s = squared_differences(source[r], source, periods_source)
-        d_s = (sq_s.sum(-1) if w2 is None else sq_s @ w2).masked_fill(self_mask, float("inf"))
+        d_s = weighted_squared_distances(source[r], source, w2, periods_source)
+        d_s = d_s.masked_fill(self_mask, float("inf"))
         nn_idx = torch.topk(d_s, k, dim=1, largest=False).indices  # (c, k)
         d_t = squared_distances(target[r], target, periods_target)
         d_t = d_t.masked_fill(self_mask, float("inf"))
@@ -881,6 +961,6 @@ __all__ = [
     "GaussianSoftmax", "DIILoss", "FeatureWeights", "FeatureWeightsModule",
     "FeatureWeightsHistory", "RowsColumnsSampler", "chunked_dii", "cosine_schedule",
     "diagonal_mask", "exclusion_logits", "expected_ranks", "neighbour_index", "feature_major_squared_differences", "information_imbalance", "nearest_neighbour_ranks", "neighbour_lambdas",
-    "periods_tensor", "rank_rows", "softmax_coefficients", "squared_differences", "squared_distances",
+    "periods_tensor", "rank_rows", "softmax_coefficients", "squared_differences", "squared_distances", "weighted_squared_distances",
     "target_ranks", "check_weights_finite",
 ]
