@@ -173,12 +173,15 @@ class MarginalSampler(Sampler):
         # a coincident pair (J = K) is a joint sample: move K to a uniformly chosen other item
         offset = torch.randint(1, n, second.shape, generator=generator, device=dev)
         second = torch.where(second == first, (first + offset) % n, second)
-        first, second = pool[first].view(count, n_marg), pool[second].view(count, n_marg)
         joint = pool[joint]
         x, y = state.dataset[self.x_key], state.dataset[self.y_key]
+        # gather the whole epoch at once; a batch is then a view (no per-step indexing)
+        xj, yj = x[joint], y[joint]
+        xm = x[pool[first]].view(count, n_marg, -1)
+        ym = y[pool[second]].view(count, n_marg, -1)
         for b in range(count):
-            yield {"index": joint[b], "x": x[joint[b]], "y": y[joint[b]],
-                   "x_marginal": x[first[b]], "y_marginal": y[second[b]]}
+            yield {"index": joint[b], "x": xj[b], "y": yj[b], "x_marginal": xm[b],
+                   "y_marginal": ym[b]}
 
 
 class ReferenceDistribution:
@@ -338,10 +341,10 @@ class ReferenceSampler(Sampler):
         joint = pool[_draw(n, count * size, self.replacement, generator, state.device)]
         joint = joint.view(count, size)
         xr, yr = self.draw(count * n_ref, generator, state.device)
-        x, y = state.dataset[self.x_key], state.dataset[self.y_key]
+        x, y = state.dataset[self.x_key][joint], state.dataset[self.y_key][joint]
         for b in range(count):
             part = slice(b * n_ref, (b + 1) * n_ref)
-            yield {"index": joint[b], "x": x[joint[b]], "y": y[joint[b]],
+            yield {"index": joint[b], "x": x[b], "y": y[b],
                    "x_reference": xr[part], "y_reference": yr[part]}
 
 

@@ -32,6 +32,8 @@ from infoblocks.plugins.registry import get_registry
 SEED_PROBLEM_N = 1000
 #: validation pairs per held-out item (a fixed set: epoch-to-epoch changes are the critic's)
 VALIDATION_PAIRS_FACTOR = 10
+#: MI-NEE validation: reference draws per held-out item (three critics see them: kept small)
+VALIDATION_REFERENCE_FACTOR = 4
 #: reference draws per evaluation item for MI-NEE's final divergences (at least 20,000)
 FINAL_REFERENCE_FACTOR = 20
 #: an InfoNCE estimate above this fraction of log(batch) is reported as capped
@@ -146,6 +148,7 @@ class NeuralMIEstimator(Recipe):
     split_at: int | None = attrs.field(default=None, validator=_optional_positive_int)
     seed: int = attrs.field(default=0, validator=_seed)
     device: str = attrs.field(default="cpu")
+    threads: int | None = attrs.field(default=1, validator=_optional_positive_int)
     verbose: bool = False
     critic_module: Any = transient_field(default=None)
 
@@ -234,6 +237,8 @@ class NeuralMIEstimator(Recipe):
     def _validate_input(self, x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = _as_columns(x, "x"), _as_columns(y, "y")
         n = check_same_length(x=x, y=y)
+        for name, t in (("x", x), ("y", y)):
+            _standardize(t, name)  # constant columns are a data error, reported first
         n_test = int(round(self.test_fraction * n))
         n_train = n - n_test
         if n_train < 2 or (self.test_fraction > 0 and n_test < 2):
@@ -252,6 +257,15 @@ class NeuralMIEstimator(Recipe):
         the final estimate; returns ``self``."""
         x, y = self._validate_input(x, y)
         resolve_device(self.device)
+        previous = torch.get_num_threads()
+        if self.threads is not None:  # small critics: one thread is fastest (docs/mi.md)
+            torch.set_num_threads(self.threads)
+        try:
+            return self._fit(x, y)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _fit(self, x: torch.Tensor, y: torch.Tensor) -> NeuralMIEstimator:
         if self.standardize:
             x, _, self.x_scale_ = _standardize(x, "x")
             y, _, self.y_scale_ = _standardize(y, "y")
@@ -558,7 +572,7 @@ class MINEE(NeuralMIEstimator):
     def _validation_sampler(self, n_test):
         return get_registry().build("sampler", {
             "name": "reference", "batch_size": None, "reference": self._reference_spec(),
-            "reference_factor": VALIDATION_PAIRS_FACTOR, "index_key": "test_index",
+            "reference_factor": VALIDATION_REFERENCE_FACTOR, "index_key": "test_index",
             "fixed": True, "fixed_seed": self.seed})
 
     def build(self, x, y, train_index, test_index):

@@ -1,0 +1,291 @@
+"""MI recipes (MINE, MI-NEE, InfoNCE, NWJ, SMILE) against known Gaussian mutual information."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
+from infoblocks.plugins.registry import get_registry, recipe_from_dict
+from infoblocks.recipes.mi import (MINE, MINEE, NWJ, SMILE, InfoNCE, MIConvergenceWarning,
+                                   MIEstimate, seed_problem)
+
+RHO = 0.6
+TRUE_MI = -0.5 * math.log(1 - RHO ** 2)  # 0.2231 nats
+#: a small, fast configuration for the 1-D checks (measured: 1-3 s per fit)
+FAST = dict(hidden_dims=(32, 32), learning_rate=3e-3, patience=20, batch_size=200)
+
+
+def gaussian_1d(n: int, seed: int, rho: float = RHO) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n)
+    return x, rho * x + math.sqrt(1 - rho ** 2) * rng.standard_normal(n)
+
+
+def quiet_fit(est, x, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MIConvergenceWarning)
+        return est.fit(x, y)
+
+
+# ---------------------------------------------------------------- accuracy (issue 5 targets)
+
+
+def test_mine_seed_problem_mean_over_seeds_within_003():
+    # issue 5: mean over seeds 0, 1, 2 within 0.03 nats of the truth, each within 0.08
+    # (the n = 1000 sample itself is off by ±0.03; the notebook trainer's mean bias is −0.040)
+    biases = []
+    for seed in (0, 1, 2):
+        x, y, truth = seed_problem(seed)
+        est = quiet_fit(MINE(seed=seed), x, y)
+        biases.append(est.estimate() - truth)
+    assert max(abs(b) for b in biases) < 0.08, biases
+    assert abs(np.mean(biases)) < 0.03, biases
+
+
+def test_minee_seed_problem_within_008_and_entropies():
+    biases = []
+    for seed in (0, 1, 2):
+        x, y, truth = seed_problem(seed)
+        est = quiet_fit(MINEE(seed=seed), x, y)
+        biases.append(est.estimate() - truth)
+        d = est.divergences_
+        assert est.estimate() == pytest.approx(d["d_xy"] - d["d_x"] - d["d_y"])
+        # x ~ N(0, 1): h(X) = ½ ln(2πe) = 1.419 nats (Gaussian reference: D(P_X‖P_X') ≈ 0)
+        assert est.entropies_["h_x"] == pytest.approx(0.5 * math.log(2 * math.pi * math.e),
+                                                      abs=0.1)
+        ent = est.entropies_
+        assert ent["h_x"] + ent["h_y"] - ent["h_xy"] == pytest.approx(est.estimate(), abs=1e-6)
+    assert abs(np.mean(biases)) < 0.08, biases
+
+
+@pytest.mark.parametrize("cls, seed", [(InfoNCE, 11), (NWJ, 12), (SMILE, 13)])
+def test_infonce_nwj_smile_on_fresh_gaussian_samples(cls, seed):
+    # 1-D Gaussian ρ = 0.6, fresh samples: within 0.05 nats of −½ ln(1 − ρ²)
+    x, y = gaussian_1d(2000, seed)
+    est = quiet_fit(cls(seed=1, **FAST), x, y)
+    assert est.estimate() == pytest.approx(TRUE_MI, abs=0.05)
+
+
+def test_10000_mine_steps_without_nan():
+    # the notebook trainer reaches NaN after 500-800 epochs: its offset drifts and exp overflows;
+    # here every exp is inside a logsumexp.  Tiny critic, no held-out set: 10,000 steps.
+    x, y, truth = seed_problem(0)
+    est = MINE(hidden_dims=(8,), test_fraction=0.0, epochs=1000, batches_per_epoch=10,
+               learning_rate=1e-2)
+    quiet_fit(est, x, y)
+    assert len(est.history_) == 1000
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["mi"]) for r in est.history_)
+    assert math.isfinite(est.estimate()) and abs(est.estimate() - truth) < 0.3
+
+
+# ---------------------------------------------------------------- API
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    x, y = gaussian_1d(600, 3)
+    return quiet_fit(MINE(seed=0, epochs=40, **FAST), x, y)
+
+
+def test_estimate_units_and_interval(fitted):
+    nats = fitted.estimate()
+    assert fitted.estimate(units="bits") == pytest.approx(nats / math.log(2))
+    interval = fitted.estimate(ci=0.95)
+    assert isinstance(interval, MIEstimate) and float(interval) == nats
+    assert interval.low < nats < interval.high and interval.high - interval.low < 0.5
+    bits = fitted.estimate(units="bits", ci=0.9)
+    assert bits.high == pytest.approx(fitted.estimate(ci=0.9).high / math.log(2))
+
+
+def test_history_and_plot(fitted, tmp_path):
+    row = fitted.history_[0]
+    assert {"epoch", "loss", "mi", "val_mi"} <= set(row)
+    fig = fitted.plot(truth=TRUE_MI, path=tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("truth" in t for t in labels) and any("held-out" in t for t in labels)
+
+
+def test_early_stopping_restores_best_epoch():
+    x, y = gaussian_1d(400, 4)
+    est = quiet_fit(MINE(seed=0, patience=5, epochs=500, hidden_dims=(16,)), x, y)
+    vals = [r["val_mi"] for r in est.history_]
+    assert len(vals) < 500  # stopped early
+    assert est.best_epoch_ == int(np.argmax(vals))  # the restored epoch is the held-out best
+    assert len(vals) - 1 - est.best_epoch_ >= 5
+
+
+def test_one_dimensional_input_equals_column_input():
+    x, y = gaussian_1d(300, 5)
+    a = quiet_fit(MINE(seed=0, epochs=5, hidden_dims=(8,)), x, y).estimate()
+    b = quiet_fit(MINE(seed=0, epochs=5, hidden_dims=(8,)), x[:, None], y[:, None]).estimate()
+    assert a == pytest.approx(b, abs=1e-6)
+
+
+def test_multivariate_and_separable_critic():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((500, 3))
+    y = np.c_[x[:, :1] * 0.8 + 0.6 * rng.standard_normal((500, 1)), rng.standard_normal((500, 4))]
+    est = quiet_fit(NWJ(critic="separable", epochs=5, hidden_dims=(8,), embed_dim=4), x, y)
+    assert math.isfinite(est.estimate())
+
+
+def test_standardisation_makes_estimate_scale_free():
+    x, y = gaussian_1d(300, 6)
+    a = quiet_fit(MINE(seed=0, epochs=5, hidden_dims=(8,)), x, y).estimate()
+    b = quiet_fit(MINE(seed=0, epochs=5, hidden_dims=(8,)), 1e4 * x + 7, y * 1e-3).estimate()
+    assert a == pytest.approx(b, abs=1e-3)  # MI is invariant under affine maps of each variable
+
+
+def test_warns_when_still_rising():
+    x, y = gaussian_1d(400, 7)
+    with pytest.warns(MIConvergenceWarning, match="still rising"):
+        MINE(epochs=6, learning_rate=1e-4, patience=None).fit(x, y)
+
+
+def test_infonce_cap_warning():
+    # ρ = 0.999: I = 3.1 nats, above log(8) = 2.08: InfoNCE cannot reach it
+    x, y = gaussian_1d(400, 8, rho=0.999)
+    with pytest.warns(MIConvergenceWarning, match="log\\(batch_size\\)"):
+        InfoNCE(batch_size=8, epochs=30, hidden_dims=(16,), learning_rate=1e-2).fit(x, y)
+
+
+@pytest.mark.parametrize("cls", [MINE, MINEE, InfoNCE, NWJ, SMILE])
+def test_recipe_round_trips_as_data(cls, tmp_path):
+    est = cls(seed=3, epochs=7, hidden_dims=(4, 5))
+    again = recipe_from_dict(est.to_dict())
+    assert type(again) is cls and again.to_dict() == est.to_dict()
+    est.to_toml(tmp_path / "r.toml")
+    assert cls.from_toml(tmp_path / "r.toml").to_dict() == est.to_dict()
+    assert ("recipe", cls.name) in get_registry()
+
+
+def test_run_writes_outputs(tmp_path):
+    x, y = gaussian_1d(300, 9)
+    summary = MINEE(epochs=5, hidden_dims=(8,)).run([x[:, None], y[:, None]], tmp_path)
+    assert json.loads((tmp_path / "estimate.json").read_text())["estimate_nats"] == \
+        pytest.approx(summary["estimate_nats"])
+    assert (tmp_path / "mi_training.png").exists() and (tmp_path / "weights.pt").exists()
+    assert set(summary["entropies_nats"]) == {"h_x", "h_y", "h_xy"}
+    json.dumps(summary)  # JSON-able
+    split = MINE(epochs=3, hidden_dims=(8,), split_at=1).run([np.c_[x, y]], tmp_path / "b")
+    assert math.isfinite(split["estimate_nats"])
+
+
+def test_demo_quick(tmp_path):
+    out = MINE.demo(tmp_path, quick=True)
+    assert abs(out["mean_bias_nats"]) < 0.08
+    assert (tmp_path / "mi_mine_demo.png").exists()
+
+
+# ---------------------------------------------------------------- bad inputs
+
+
+@pytest.mark.parametrize("x, y, error, fragment", [
+    (np.zeros((10, 1)), np.zeros((12, 1)), ValidationError, "Mismatched numbers of samples"),
+    (np.r_[np.nan, np.arange(99.0)], np.arange(100.0), ValidationError, "non-finite"),
+    (np.r_[np.inf, np.arange(99.0)], np.arange(100.0), ValidationError, "non-finite"),
+    (np.zeros((10, 2, 2)), np.zeros(10), ValidationError, "must have 1 or 2 dimension"),
+    (np.c_[np.arange(100.0), np.ones(100)], np.arange(100.0), ValidationError,
+     "column(s) [1] are constant"),
+    (np.arange(3.0), np.arange(3.0), ValidationError, "too few"),
+    (np.array(["a", "b"] * 50), np.arange(100.0), ValidationError, "must hold numbers"),
+    (np.zeros((0, 1)), np.zeros((0, 1)), ValidationError, "empty"),
+    (None, np.zeros(10), ValidationError, "`x` is None"),
+])
+def test_bad_inputs(x, y, error, fragment):
+    with pytest.raises(error, match=_escape(fragment)):
+        MINE(epochs=1).fit(x, y)
+
+
+def _escape(text: str) -> str:
+    import re
+    return re.escape(text)
+
+
+def test_batch_larger_than_training_set():
+    x, y = gaussian_1d(100, 0)
+    with pytest.raises(ValidationError, match="exceeds the 50 training samples"):
+        MINE(batch_size=80).fit(x, y)
+
+
+def test_non_finite_critic_output_is_a_clear_error():
+    class Exploding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x, y):
+            return (x * y).sum(-1) * self.w * float("inf")
+    x, y = gaussian_1d(200, 0)
+    with pytest.raises(Exception, match="(non-finite|became)"):
+        MINE(epochs=2, critic_module=Exploding()).fit(x, y)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"test_fraction": 1.0}, "test_fraction"), ({"critic": "bilinear"}, "critic"),
+    ({"batch_size": 0}, "batch_size"), ({"device": "tpu"}, "device"),
+    ({"seed": -1}, "seed"), ({"negatives": "random"}, "negatives"),
+    ({"optimizer": "lbfgs"}, "optimizer"), ({"evaluate_on": "train"}, "evaluate_on"),
+])
+def test_bad_hyperparameters(kwargs, fragment):
+    with pytest.raises(ValidationError, match=fragment):
+        MINE(**kwargs)
+    with pytest.raises(ConfigError, match=fragment):
+        recipe_from_dict({"recipe": "mine", **kwargs})
+
+
+def test_results_before_fit_and_bad_arguments(fitted):
+    with pytest.raises(NotFittedError, match="call fit"):
+        MINE().estimate()
+    with pytest.raises(NotFittedError, match="call fit"):
+        NWJ().plot()
+    with pytest.raises(ValidationError, match="units"):
+        fitted.estimate(units="hartley")
+    with pytest.raises(ValidationError, match="ci"):
+        fitted.estimate(ci=95)
+    with pytest.raises(ValidationError, match="two arrays"):
+        MINE().run([np.zeros((10, 2))], "unused")
+    with pytest.raises(ValidationError, match="reference"):
+        MINEE(reference="laplace")
+    with pytest.raises(ValidationError, match="negatives"):
+        InfoNCE(negatives="pairs")
+
+
+# ---------------------------------------------------------------- slow accuracy checks
+
+
+@pytest.mark.slow
+def test_minee_r6_no_overshoot():
+    # 6 independent pairs of ρ = 0.9: truth 6 × −½ ln(0.19) = 4.982; the reference MI-NEE code
+    # overshoots to 8.86 with a fixed sample; held-out early stopping must keep us below 1.1×
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1000, 6))
+    y = 0.9 * x + math.sqrt(1 - 0.81) * rng.standard_normal((1000, 6))
+    truth = 6 * -0.5 * math.log(1 - 0.81)
+    est = quiet_fit(MINEE(seed=0, epochs=1000), x, y)
+    assert est.estimate() < 1.1 * truth
+    assert est.estimate() > 0.6 * truth
+
+
+@pytest.mark.slow
+def test_mine_seed_problem_robust_to_recipe_seed():
+    biases = []
+    for seed in (0, 1, 2):
+        x, y, truth = seed_problem(seed)
+        for recipe_seed in (10, 20):
+            biases.append(quiet_fit(MINE(seed=recipe_seed), x, y).estimate() - truth)
+    assert abs(np.mean(biases)) < 0.04 and max(abs(b) for b in biases) < 0.1, biases
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls", [InfoNCE, NWJ, SMILE])
+def test_default_configuration_on_larger_sample(cls):
+    x, y = gaussian_1d(4000, 21)
+    assert quiet_fit(cls(seed=0), x, y).estimate() == pytest.approx(TRUE_MI, abs=0.04)
