@@ -156,17 +156,38 @@ def _activation_slope(module: torch.nn.Module, pre: torch.Tensor) -> torch.Tenso
         return positive * (1.0 - module.negative_slope) + module.negative_slope
     if isinstance(module, torch.nn.ReLU):
         return (pre.detach() > 0).to(pre.dtype)
-    if isinstance(module, torch.nn.Tanh):
-        return 1 - torch.tanh(pre) ** 2
     if isinstance(module, torch.nn.Identity):
         return torch.ones_like(pre)
+    # smooth: the slope depends on pre, and the gradient flows through it
+    if isinstance(module, torch.nn.Tanh):
+        return 1 - torch.tanh(pre) ** 2
+    if isinstance(module, torch.nn.Sigmoid):
+        s = torch.sigmoid(pre)
+        return s * (1 - s)
+    if isinstance(module, torch.nn.Softplus):  # linear above the threshold, as torch's
+        scaled = pre * module.beta
+        return torch.where(scaled > module.threshold, torch.ones_like(pre),
+                           torch.sigmoid(scaled))
+    if isinstance(module, torch.nn.ELU):
+        return torch.where(pre > 0, torch.ones_like(pre), module.alpha * torch.exp(pre))
+    if isinstance(module, torch.nn.SiLU):
+        s = torch.sigmoid(pre)
+        return s * (1 + pre * (1 - s))
+    if isinstance(module, torch.nn.GELU) and module.approximate == "none":
+        normal = torch.distributions.Normal(0.0, 1.0)
+        return normal.cdf(pre) + pre * torch.exp(normal.log_prob(pre))
     return None
+
+
+#: activations whose slope :func:`_activation_slope` knows (the MLP fast path)
+_FAST_ACTIVATIONS = (torch.nn.LeakyReLU, torch.nn.ReLU, torch.nn.Identity, torch.nn.Tanh,
+                     torch.nn.Sigmoid, torch.nn.Softplus, torch.nn.ELU, torch.nn.SiLU)
 
 
 def _is_plain_mlp(model: torch.nn.Module) -> bool:
     return isinstance(model, torch.nn.Sequential) and all(
-        isinstance(m, (torch.nn.Linear, torch.nn.LeakyReLU, torch.nn.ReLU, torch.nn.Tanh,
-                       torch.nn.Identity)) for m in model)
+        isinstance(m, (torch.nn.Linear, *_FAST_ACTIVATIONS))
+        or (isinstance(m, torch.nn.GELU) and m.approximate == "none") for m in model)
 
 
 def _mlp_jvp(model: torch.nn.Sequential, x: torch.Tensor, dx: torch.Tensor

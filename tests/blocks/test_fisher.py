@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from infoblocks.blocks import fisher as fisher_module
 from infoblocks.blocks.errors import NumericalError, ValidationError
 from infoblocks.blocks.fisher import (DERIVATIVE, FIDUCIAL, NUMERICAL, FisherLoss,
                                       SimulationSampler, _mlp_jvp, fisher_statistics,
@@ -110,11 +111,22 @@ def test_singular_covariance_is_reported():
 
 # ---------------------------------------------------------------------- summaries
 
-def test_mlp_fast_path_equals_functional_jvp_and_finite_differences():
-    net = small_mlp().double()
+@pytest.mark.parametrize("activation", ["leaky_relu", "relu", "tanh", "softplus", "elu", "silu",
+                                        "gelu", "sigmoid"])
+def test_mlp_fast_path_equals_functional_jvp_and_finite_differences(activation):
+    torch.manual_seed(0)
+    net = MLP(in_dim=10, out_dim=2, hidden_dims=(16, 16), activation=activation).build().double()
+    assert fisher_module._is_plain_mlp(net)
     batch = analytic_batch(40, 40, dtype=torch.float64)
     x, dx = batch[FIDUCIAL], batch[DERIVATIVE]
     s, ds = _mlp_jvp(net, x, dx)
+    params = list(net.parameters())
+
+    def grads_of(value):  # biases before a piecewise-linear activation get no gradient
+        found = torch.autograd.grad(value, params, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, found)]
+
+    grads = grads_of(ds.square().sum())  # through the activation slope
     for k in range(2):
         _, ref = torch.func.jvp(net, (x,), (dx[:, k],))
         assert torch.allclose(ds[:, k], ref, atol=1e-12)
@@ -122,6 +134,10 @@ def test_mlp_fast_path_equals_functional_jvp_and_finite_differences():
         fd = (net(x + h * dx[:, k]) - net(x - h * dx[:, k])) / (2 * h)
         assert torch.allclose(ds[:, k], fd, atol=1e-6)
     assert torch.allclose(s, net(x))
+    ref = torch.func.vmap(lambda t: torch.func.jvp(net, (x,), (t,))[1], in_dims=1, out_dims=1)(dx)
+    ref_grads = grads_of(ref.square().sum())
+    for a, b in zip(grads, ref_grads):
+        assert torch.allclose(a, b, atol=1e-10)
 
 
 def test_custom_module_uses_functional_jvp():
