@@ -83,7 +83,8 @@ def numerical_from_gaussian(fid: np.ndarray, delta=(0.1, 0.1)) -> np.ndarray:
     return np.stack([minus, plus], 1).astype(np.float32)
 
 
-def ours(variant: str, seed: int, budget: dict) -> dict:
+def ours(variant: str, seed: int, budget: dict, activation: str = "leaky_relu") -> dict:
+    budget = {**budget, "activation": activation}
     fid, der = gaussian_simulations(1000, seed=2 * seed)
     val_fid, val_der = gaussian_simulations(1000, seed=2 * seed + 1)
     oracle = oracle_det_F(val_fid, val_der)
@@ -101,6 +102,8 @@ def ours(variant: str, seed: int, budget: dict) -> dict:
         imnn = IMNN(simulator=gaussian_simulator, seed=seed, **budget)
         oracle = float("nan")  # its validation set differs from the arrays above
     imnn.fit()
+    if activation != "leaky_relu":
+        variant = f"{variant}, {activation}"
     return {"variant": variant, "seed": seed, "best_val_det_F": imnn.best_val_det_F_,
             "oracle": oracle, "iterations": imnn.n_iterations_,
             "best_iteration": imnn.best_iteration_, "seconds": imnn.fit_seconds_}
@@ -173,7 +176,7 @@ def show(row: dict, exact: float) -> None:
     per_it = 1000 * row["seconds"] / max(row["iterations"], 1)
     oracle = row["oracle"]
     ratio = row["best_val_det_F"] / oracle if oracle == oracle else float("nan")
-    print(f"{row['variant']:<30} {row['seed']:>4} {row['best_val_det_F']:>8.2f} "
+    print(f"{row['variant']:<36} {row['seed']:>4} {row['best_val_det_F']:>8.2f} "
           f"{row['best_val_det_F'] / exact:>7.3f} {oracle:>8.2f} {ratio:>7.3f} "
           f"{row['iterations']:>6} {row['seconds']:>7.1f} {per_it:>7.1f}")
 
@@ -184,6 +187,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="max 200 iterations (smoke test)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    parser.add_argument("--also", nargs="*", default=["softplus"],
+                        help="activations also run on the fixed-arrays variant")
     args = parser.parse_args()
     budget = dict(TUTORIAL, device=args.device,
                   **({"max_iterations": 200} if args.quick else {}))
@@ -193,7 +198,7 @@ def main() -> None:
     warm_fid, warm_der = gaussian_simulations(100, seed=99)
     IMNN(fiducial=warm_fid, derivative=warm_der,
          **dict(budget, max_iterations=3, min_iterations=0)).fit()
-    header = (f"{'variant':<30} {'seed':>4} {'best det':>8} {'/50':>7} {'oracle':>8} "
+    header = (f"{'variant':<36} {'seed':>4} {'best det':>8} {'/50':>7} {'oracle':>8} "
               f"{'/oracle':>7} {'iters':>6} {'wall s':>7} {'ms/it':>7}")
     print(header)
     rows = []
@@ -207,6 +212,9 @@ def main() -> None:
         for variant in ("fixed, exact derivatives", "fixed, numerical derivatives",
                         "fresh simulations"):
             rows.append(ours(variant, seed, budget))
+            show(rows[-1], DEMO_EXACT_DET_F)
+        for activation in args.also:  # the tutorial's network with another activation
+            rows.append(ours("fixed, exact derivatives", seed, budget, activation))
             show(rows[-1], DEMO_EXACT_DET_F)
     print(f"\nstraight line, exact det F = {line_exact_det_F():.2f}")
     print(header)
