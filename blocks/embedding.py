@@ -146,12 +146,12 @@ class ConnectivityBasedRescale(Transform):
     tolerance: float = attrs.field(default=SMOOTH_K_TOLERANCE, validator=_positive)
 
     def calibrate(self, dists: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """ρ and σ of every row of ascending distances ``(n, K)`` (inf = no entry): ``(n,), (n,)``."""
+        """ρ and σ of every row of distances ``(n, K)`` (inf = no entry): ``(n,), (n,)``."""
         finite = torch.isfinite(dists)
         counts = finite.sum(1)
         k = self.n_neighbors or max(int(counts.max()), 1)
         target = math.log2(k) * self.bandwidth
-        rho = self._rho(dists, finite)
+        rho = self._rho(torch.sort(dists, 1).values, finite)  # rows in any order
         excess = (dists - rho[:, None]).clamp_min(0.0)  # inf stays inf -> exp(-inf) = 0
         lo = torch.zeros_like(rho)
         hi = torch.full_like(rho, math.inf)
@@ -218,6 +218,7 @@ class PerplexityBasedRescale(Transform):
     p_{j|i} = exp(−β_i d_ij²) / Σ_k exp(−β_i d_ik²) (``square_distances=False``: d_ij instead
     of d_ij²), with β_i from a binary search on all rows at once so that the entropy
     −Σ_j p_{j|i} ln p_{j|i} equals ln(perplexity).  Rows sum to 1; the diagonal is excluded.
+    A row with no more than ``perplexity`` entries uses (entries − 1) instead, with a warning.
     """
 
     name: ClassVar[str] = "perplexity_rescale"
@@ -230,14 +231,17 @@ class PerplexityBasedRescale(Transform):
         """β per row and the conditional probabilities ``(n, K)`` of ascending rows."""
         finite = torch.isfinite(dists)
         counts = finite.sum(1)
-        _check(bool((counts.double() > self.perplexity).all()),
-               f"`perplexity` = {self.perplexity} needs more than {self.perplexity:g} neighbours "
-               f"per point, but some rows have {int(counts.min())}; use at least "
-               f"3 × perplexity neighbours or lower the perplexity.")
+        short = counts.double() <= self.perplexity
+        if bool(short.any()):
+            log.warning("perplexity %g needs more than %g neighbours per point, but %d rows have "
+                        "as few as %d; those rows use perplexity = neighbours - 1. Use at least "
+                        "3 x perplexity neighbours or lower the perplexity.", self.perplexity,
+                        self.perplexity, int(short.sum()), int(counts.min()))
+        perplexity = torch.clamp(counts.double() - 1.0, min=1.0).clamp(max=self.perplexity)
         d = dists ** 2 if self.square_distances else dists.clone()
         d = d - torch.where(finite, d, torch.full_like(d, math.inf)).min(1, keepdim=True).values
-        target = math.log(self.perplexity)
-        scale = torch.where(finite, d, torch.zeros_like(d)).sum(1) / counts
+        target = torch.log(perplexity)
+        scale = torch.where(finite, d, torch.zeros_like(d)).sum(1) / counts.clamp_min(1)
         log_beta = -torch.log(scale.clamp_min(1e-300))  # β ~ 1 / typical distance
         lo = torch.full_like(log_beta, -math.inf)
         hi = torch.full_like(log_beta, math.inf)
@@ -570,7 +574,7 @@ class SpectralInit(Transform):
     scale: float = attrs.field(default=1.0, validator=_positive)
     seed: int = 0
 
-    accepts: ClassVar[tuple[type, ...]] = (SparseRelations, DenseRelations)
+    accepts: ClassVar[tuple[type, ...]] = (SparseRelations,)  # a dense graph: `.to_sparse()` first
 
     def apply(self, relations):
         _check(relations.shape[0] == relations.shape[1],
@@ -619,11 +623,10 @@ class PCAInit(Transform):
     n_components: int = attrs.field(default=2, validator=_positive_int)
     scale: float = attrs.field(default=1.0, validator=_positive)
 
-    accepts: ClassVar[tuple[type, ...]] = (torch.Tensor, DenseRelations)
+    accepts: ClassVar[tuple[type, ...]] = (torch.Tensor,)  # data, not a relation
 
     def apply(self, relations):
-        x = relations.values if isinstance(relations, DenseRelations) else relations
-        x = x.detach().double()
+        x = relations.detach().double()
         _check(x.ndim == 2 and x.shape[1] >= self.n_components,
                f"PCAInit needs (n, d) data with d >= n_components = {self.n_components}, got "
                f"shape {tuple(x.shape)}.")
@@ -635,7 +638,7 @@ class PCAInit(Transform):
             _, _, v = torch.pca_lowrank(x, q=self.n_components + 10, center=False, niter=6)
             axes = v[:, :self.n_components]
         signs = torch.sign(axes.gather(0, axes.abs().argmax(0, keepdim=True)))
-        y = (x @ (axes * signs)).cpu().numpy()
+        y = (x @ (axes * signs)).cpu().numpy()  # (n, n_components)
         return torch.from_numpy(_standardize(y, self.scale)).float()
 
 

@@ -124,10 +124,16 @@ def test_perplexity_calibration_sparse_and_dense():
     assert torch.allclose(h, torch.full_like(h, math.log(12)), atol=1e-3)
 
 
-def test_perplexity_too_large_for_the_graph():
+def test_perplexity_too_large_for_the_graph(caplog):
     _, knn = _knn(n=60, k=10)
+    p = PerplexityBasedRescale(perplexity=30)(knn)  # falls back to perplexity 9, with a warning
+    assert "lower the perplexity" in caplog.text
+    layout = RowMatrix.from_sparse(p)
+    probs = torch.where(torch.isfinite(layout.values), layout.values, 0.0)
+    entropy = -(probs * torch.log(probs.clamp_min(1e-300))).sum(1)
+    assert torch.allclose(entropy, torch.full_like(entropy, math.log(9)), atol=1e-3)
     with pytest.raises(ValidationError, match="perplexity"):
-        PerplexityBasedRescale(perplexity=30)(knn)
+        PerplexityBasedRescale(perplexity=0)
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -292,3 +298,24 @@ def test_pca_init_matches_svd():
     assert np.allclose(np.abs(y.numpy()), np.abs(ref), atol=1e-4)
     with pytest.raises(ValidationError, match="accepts"):
         PCAInit()(EdgeRelations(torch.tensor([0]), torch.tensor([1]), torch.ones(1), (2, 2)))
+
+
+def test_connectivity_rescale_dense_equals_sparse_with_all_neighbours():
+    x = torch.randn(30, 3)
+    d = torch.cdist(x, x)
+    dense = ConnectivityBasedRescale()(DenseRelations(d)).values
+    sparse = ConnectivityBasedRescale()(NeighborBasedPDist(n_neighbors=29).compute(x))
+    assert torch.allclose(dense, sparse.to_dense().values, atol=1e-5)
+
+
+def test_blocks_pass_the_plugin_conformance_check():
+    from infoblocks.blocks.digits import Digits
+    from infoblocks.plugins.testing import check_block
+
+    for cls in (ConnectivityBasedRescale, PerplexityBasedRescale, ModifiedCauchyTransform,
+                StudentTTransform, NegativeEdgeSampler, RelationLoss, KLLoss, SpectralInit,
+                PCAInit, NeighborBasedPDist, Digits):
+        check_block(cls)
+    data = Digits().load()
+    assert data["data"].shape == (1797, 64) and data["data"].max() == 16
+    assert np.bincount(data["target"]).tolist()[:3] == [178, 182, 177]  # UCI class counts
