@@ -107,7 +107,7 @@ class MarginalSampler(Sampler):
     """Joint batches plus product-of-marginals pairs drawn by resampling indices.
 
     Each batch: ``x``, ``y`` at joint indices I (b,) and ``x_marginal = x[J]``,
-    ``y_marginal = y[K]`` with n' = round(marginal_factor · b) index pairs (J, K), J ≠ K, so
+    ``y_marginal = y[K]`` (also side by side as ``x_all``, ``y_all`` (b + n', d)) with n' = round(marginal_factor · b) index pairs (J, K), J ≠ K, so
     that (x_J, y_K) ~ P_X × P_Y.  ``replacement=False`` draws I, J, K as slices of random
     permutations of the pool (each item at most once per slice), ``True`` uniformly.
     ``batch_size=None`` is the whole pool (one batch).  ``index_key`` names a global index
@@ -175,13 +175,15 @@ class MarginalSampler(Sampler):
         second = torch.where(second == first, (first + offset) % n, second)
         joint = pool[joint]
         x, y = state.dataset[self.x_key], state.dataset[self.y_key]
-        # gather the whole epoch at once; a batch is then a view (no per-step indexing)
-        xj, yj = x[joint], y[joint]
-        xm = x[pool[first]].view(count, n_marg, -1)
-        ym = y[pool[second]].view(count, n_marg, -1)
+        # gather the whole epoch at once, joint rows then marginal rows of each batch side by
+        # side: a batch is a view, and ``x_all`` / ``y_all`` feed the critic in one call
+        rows_x = torch.cat([joint, pool[first].view(count, n_marg)], 1)
+        rows_y = torch.cat([joint, pool[second].view(count, n_marg)], 1)
+        x_all, y_all = x[rows_x], y[rows_y]
         for b in range(count):
-            yield {"index": joint[b], "x": xj[b], "y": yj[b], "x_marginal": xm[b],
-                   "y_marginal": ym[b]}
+            yield {"index": joint[b], "x": x_all[b, :size], "y": y_all[b, :size],
+                   "x_marginal": x_all[b, size:], "y_marginal": y_all[b, size:],
+                   "x_all": x_all[b], "y_all": y_all[b]}
 
 
 class ReferenceDistribution:
@@ -504,8 +506,11 @@ class _PairLoss(Loss):
             matrix = _critic_pairwise(critic, x, y)
             return torch.diagonal(matrix), _off_diagonal(matrix), matrix
         b = len(x)
-        t = _scalar_output(critic(torch.cat([x, batch["x_marginal"]]),
-                                  torch.cat([y, batch["y_marginal"]])))
+        if "x_all" in batch:  # joint and marginal rows already side by side (MarginalSampler)
+            t = _scalar_output(critic(batch["x_all"], batch["y_all"]))
+        else:
+            t = _scalar_output(critic(torch.cat([x, batch["x_marginal"]]),
+                                      torch.cat([y, batch["y_marginal"]])))
         return t[:b], t[b:], None
 
 
@@ -548,8 +553,9 @@ class MINELoss(_PairLoss):
         joint, marginal, _ = self.scores(batch, models)
         current = log_mean_exp(marginal)
         log_ma = _update_log_average(state, self.scratch_key, current, self.ma_rate)
-        mi = joint.mean() - current
-        value = -joint.mean() + torch.exp(current - log_ma)
+        mean_joint = joint.mean()
+        mi = mean_joint - current
+        value = torch.exp(current - log_ma) - mean_joint
         return LossOutput(value, {"mi": mi.detach()})
 
 

@@ -1,0 +1,250 @@
+"""MI estimators: infoblocks vs the notebook MINE trainer (and benchmark-mi when available).
+
+    python benchmarks/mi_bench.py [--quick] [--benchmark-mi-python PATH] [--no-minee]
+
+1. Time per Adam step on the seed problem at the same batch (100) and network (2→100→100→1
+   ELU, weights N(0, 0.02²)): a plain torch loop written like the MINE notebook vs our
+   routine, run back-to-back and interleaved in this process (both with 1 torch thread, and the
+   notebook also with torch's default thread count), median over repeats.
+2. Bias on the seed problem (seeds 0, 1, 2): the notebook trainer (100 epochs × 10 batches,
+   final value on the whole sample with one random permutation) vs ``MINE`` with defaults.
+3. With ``--benchmark-mi-python`` (an interpreter where ``import bmi`` works; it needs
+   jax==0.4.30 and numpy<2, so it lives in its own environment): benchmark-mi's MINE and
+   InfoNCE (critic MLP (10, 5), Adam 0.1, batch 256, 50/50 split) and ours on the same samples
+   (n = 5000) of three tasks; without it this part is skipped with a note.
+4. MI-NEE on X, Y ∈ R⁶ with 6 independent pairs of ρ = 0.9 (truth 4.982, n = 1000): held-out
+   early stopping must keep the estimate below 1.1 × truth (the reference code reaches 8.86).
+
+The machine is shared: compare ratios measured in the same run, not absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from infoblocks.recipes.mi import MINE, MINEE, InfoNCE, MIConvergenceWarning, seed_problem
+
+# ====================================================================== the notebook trainer
+
+
+class NotebookCritic(nn.Module):
+    """The notebook's statistics network: 2 → 100 → 100 → 1 with ELU, N(0, 0.02²) weights."""
+
+    def __init__(self, in_dim: int = 2, hidden: int = 100) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(in_dim, hidden), nn.Linear(hidden, hidden), \
+            nn.Linear(hidden, 1)
+        for layer in (self.fc1, self.fc2, self.fc3):
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.constant_(layer.bias, 0)
+
+    def forward(self, z):
+        return self.fc3(nn.functional.elu(self.fc2(nn.functional.elu(self.fc1(z)))))
+
+
+def notebook_sample(data: np.ndarray, batch: int, joint: bool) -> np.ndarray:
+    if joint:
+        return data[np.random.choice(range(len(data)), size=batch, replace=False)]
+    a = np.random.choice(range(len(data)), size=batch, replace=False)
+    b = np.random.choice(range(len(data)), size=batch, replace=False)
+    return np.concatenate([data[a][:, 0:1], data[b][:, 1:2]], axis=1)
+
+
+def notebook_step(net, optim, data, batch, ma_et, ma_rate=0.01):
+    joint = torch.FloatTensor(notebook_sample(data, batch, True))
+    marginal = torch.FloatTensor(notebook_sample(data, batch, False))
+    t = net(joint)
+    et = torch.exp(net(marginal))
+    mi_lb = torch.mean(t) - torch.log(torch.mean(et))
+    ma_et = (1 - ma_rate) * ma_et + ma_rate * torch.mean(et)
+    loss = -(torch.mean(t) - (1 / ma_et.mean()).detach() * torch.mean(et))
+    optim.zero_grad()
+    loss.backward()
+    optim.step()
+    return mi_lb.detach().cpu().numpy(), ma_et.detach()
+
+
+def notebook_train(data: np.ndarray, steps: int, seed: int, batch: int = 100):
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    net = NotebookCritic()
+    optim = torch.optim.Adam(net.parameters(), lr=1e-3)
+    ma_et = 1.0
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, ma_et = notebook_step(net, optim, data, batch, ma_et)
+    elapsed = time.perf_counter() - start
+    with torch.no_grad():  # the notebook's final value: whole sample, one permutation
+        joint = torch.FloatTensor(data)
+        marginal = torch.FloatTensor(np.c_[data[:, 0], np.random.permutation(data[:, 1])])
+        value = float(net(joint).mean() - torch.log(torch.exp(net(marginal)).mean()))
+    return value, elapsed / steps
+
+
+def ours_step_time(x: np.ndarray, y: np.ndarray, epochs: int) -> float:
+    """ms per step of our routine at the notebook's batch, network, optimiser, 10 batches per
+    epoch, no held-out set (so no validation cost)."""
+    est = MINE(test_fraction=0.0, init_std=0.02, epochs=epochs, patience=None, threads=None)
+    routine = est.build(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32),
+                        torch.arange(len(x)), torch.arange(0))
+    start = time.perf_counter()
+    routine.train()
+    return (time.perf_counter() - start) / (epochs * routine.phases[0].sampler.num_batches(
+        routine.state))
+
+
+# ====================================================================== sections
+
+
+def section_speed(repeats: int, steps: int) -> dict:
+    x, y, _ = seed_problem(0)
+    data = np.c_[x, y]
+    default_threads = torch.get_num_threads()
+    times = {"notebook (default threads)": [], "notebook (1 thread)": [], "ours (1 thread)": []}
+    ours_step_time(x, y, 2)  # warm-up (optimizer import, allocator)
+    for _ in range(repeats):
+        torch.set_num_threads(default_threads)
+        times["notebook (default threads)"].append(notebook_train(data, steps, 0)[1] * 1e3)
+        torch.set_num_threads(1)
+        times["notebook (1 thread)"].append(notebook_train(data, steps, 0)[1] * 1e3)
+        times["ours (1 thread)"].append(ours_step_time(x, y, steps // 10) * 1e3)
+    torch.set_num_threads(default_threads)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\n## 1. Time per Adam step, seed problem, batch 100, 2-100-100-1 ELU "
+          f"(median of {repeats} × {steps} steps, interleaved)")
+    print(f"{'trainer':30s} {'ms/step':>8s} {'notebook/this':>14s}")
+    base = med["notebook (1 thread)"]
+    for k, v in med.items():
+        print(f"{k:30s} {v:8.3f} {base / v:14.2f}")
+    print(f"speed-up ours vs notebook at equal threads: {base / med['ours (1 thread)']:.2f}x; "
+          f"vs notebook at torch's default {default_threads} threads: "
+          f"{med['notebook (default threads)'] / med['ours (1 thread)']:.2f}x")
+    return med
+
+
+def section_bias(seeds=(0, 1, 2)) -> dict:
+    print("\n## 2. Seed problem (2-D Gaussian, rho = 1 - 0.19 U, n = 1000): estimate vs truth")
+    print(f"{'seed':>4s} {'truth':>7s} {'notebook':>9s} {'ours':>7s} {'nb s':>6s} {'ours s':>7s}")
+    rows = []
+    for seed in seeds:
+        x, y, truth = seed_problem(seed)
+        torch.set_num_threads(1)
+        t0 = time.perf_counter()
+        nb, _ = notebook_train(np.c_[x, y], 1000, seed)
+        t_nb = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MIConvergenceWarning)
+            ours = MINE(seed=seed).fit(x, y).estimate()
+        t_ours = time.perf_counter() - t0
+        rows.append((truth, nb, ours))
+        print(f"{seed:4d} {truth:7.4f} {nb:9.4f} {ours:7.4f} {t_nb:6.1f} {t_ours:7.1f}")
+    arr = np.array(rows)
+    bias_nb, bias_ours = arr[:, 1] - arr[:, 0], arr[:, 2] - arr[:, 0]
+    print(f"bias notebook {bias_nb.mean():+.4f} ± {bias_nb.std():.4f}; "
+          f"ours {bias_ours.mean():+.4f} ± {bias_ours.std():.4f} (mean ± sd over seeds)")
+    return {"bias_notebook": float(bias_nb.mean()), "bias_ours": float(bias_ours.mean())}
+
+
+BMI_SCRIPT = r"""
+import json, sys, time, numpy as np, bmi
+out = sys.argv[1]
+tasks = ["1v1-normal-0.75", "multinormal-sparse-5-5-2-2.0", "multinormal-dense-25-25-0.5"]
+results = []
+for name in tasks:
+    task = bmi.benchmark.BENCHMARK_TASKS[name]
+    truth = task.mutual_information
+    truth = float(truth() if callable(truth) else truth)
+    x, y = task.sample(5000, seed=0)
+    np.savez(f"{out}/{name}.npz", x=np.asarray(x), y=np.asarray(y))
+    for label, cls in (("MINE", bmi.estimators.MINEEstimator),
+                       ("InfoNCE", bmi.estimators.InfoNCEEstimator)):
+        est = cls(hidden_layers=(10, 5), learning_rate=0.1, batch_size=256,
+                  train_test_split=0.5, verbose=False, seed=0)
+        t0 = time.perf_counter()
+        value = float(est.estimate(x, y))
+        results.append({"task": name, "truth": truth, "estimator": label, "estimate": value,
+                        "seconds": time.perf_counter() - t0})
+print(json.dumps(results))
+"""
+
+
+def section_benchmark_mi(python: str | None) -> list | None:
+    print("\n## 3. benchmark-mi tasks (n = 5000): estimate (truth) and wall time")
+    if not python:
+        print("skipped: pass --benchmark-mi-python PATH (an interpreter with benchmark-mi, "
+              "jax==0.4.30, numpy<2) to compare")
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([python, "-c", BMI_SCRIPT, tmp], capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"skipped: benchmark-mi failed in {python}: {proc.stderr.strip()[-400:]}")
+            return None
+        theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"{'task':32s} {'est.':8s} {'truth':>6s} {'bmi':>7s} {'ours':>7s} "
+              f"{'bmi s':>6s} {'ours s':>7s}")
+        rows = []
+        for r in theirs:
+            data = np.load(f"{tmp}/{r['task']}.npz")
+            cls = MINE if r["estimator"] == "MINE" else InfoNCE
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", MIConvergenceWarning)
+                ours = cls(seed=0, batch_size=256).fit(data["x"], data["y"]).estimate()
+            secs = time.perf_counter() - t0
+            rows.append({**r, "ours": ours, "ours_seconds": secs})
+            print(f"{r['task']:32s} {r['estimator']:8s} {r['truth']:6.3f} {r['estimate']:7.3f} "
+                  f"{ours:7.3f} {r['seconds']:6.1f} {secs:7.1f}")
+        return rows
+
+
+def section_minee_r6(epochs: int) -> dict:
+    print("\n## 4. MI-NEE, X, Y in R^6, 6 independent pairs rho = 0.9, n = 1000")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1000, 6))
+    y = 0.9 * x + math.sqrt(1 - 0.81) * rng.standard_normal((1000, 6))
+    truth = 6 * -0.5 * math.log(1 - 0.81)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MIConvergenceWarning)
+        est = MINEE(seed=0, epochs=epochs).fit(x, y)
+    secs = time.perf_counter() - t0
+    peak_train = max(r["mi"] for r in est.history_)
+    value = est.estimate()
+    print(f"truth {truth:.3f}; estimate {value:.3f} ({value / truth:.2f} x truth; "
+          f"limit 1.10); highest training-batch value {peak_train:.3f}; "
+          f"{len(est.history_)} epochs, best {est.best_epoch_}; {secs:.1f} s")
+    return {"truth": truth, "estimate": value, "ratio": value / truth}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and epochs")
+    parser.add_argument("--benchmark-mi-python", default=None,
+                        help="python interpreter where `import bmi` works")
+    parser.add_argument("--no-minee", action="store_true", help="skip the R^6 MI-NEE case")
+    args = parser.parse_args(argv)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} default threads; machine shared, "
+          "compare ratios within this run")
+    section_speed(repeats=3 if args.quick else 7, steps=200 if args.quick else 500)
+    section_bias(seeds=(0,) if args.quick else (0, 1, 2))
+    section_benchmark_mi(args.benchmark_mi_python)
+    if not args.no_minee:
+        section_minee_r6(epochs=200 if args.quick else 1000)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
