@@ -374,7 +374,8 @@ class FisherLoss(Loss):
 
 # ---------------------------------------------------------------------- sampler
 
-def _theta_tuple(value: Any) -> tuple[float, ...]:
+def as_theta(value: Any) -> tuple[float, ...]:
+    """Parameter values as a tuple of finite floats (``theta_fid``, ``delta_theta``)."""
     try:
         out = tuple(float(v) for v in (value if hasattr(value, "__iter__") else [value]))
     except (TypeError, ValueError):
@@ -386,7 +387,7 @@ def _theta_tuple(value: Any) -> tuple[float, ...]:
 
 
 def _optional_theta(value: Any) -> tuple[float, ...] | None:
-    return None if value is None else _theta_tuple(value)
+    return None if value is None else as_theta(value)
 
 
 def _mode(instance, attribute, value) -> None:
@@ -419,7 +420,7 @@ class SimulationSampler(Sampler):
     """
 
     name: ClassVar[str] = "simulations"
-    theta_fid: tuple[float, ...] = attrs.field(converter=_theta_tuple)
+    theta_fid: tuple[float, ...] = attrs.field(converter=as_theta)
     simulator: Callable[..., torch.Tensor] | None = attrs.field(default=None, metadata=TRANSIENT)
     batched: bool = True
     derivative_mode: str = attrs.field(default="autograd", validator=_mode)
@@ -639,7 +640,7 @@ class SimulationSampler(Sampler):
 
 
 __all__ = [
-    "FisherLoss", "FisherStatistics", "SimulationSampler", "fisher_statistics",
+    "FisherLoss", "FisherStatistics", "SimulationSampler", "as_theta", "fisher_statistics",
     "imnn_objective", "network_summaries", "regularisation_rate", "SINGULAR_RCOND",
     "FIDUCIAL", "DERIVATIVE", "NUMERICAL", "DELTA_THETA",
 ]

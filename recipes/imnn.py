@@ -24,7 +24,8 @@ from matplotlib.figure import Figure
 
 from infoblocks.blocks.data import as_tensor, check_positive, resolve_device
 from infoblocks.blocks.errors import NotFittedError, ValidationError
-from infoblocks.blocks.fisher import FisherStatistics, fisher_statistics, network_summaries
+from infoblocks.blocks.fisher import (FisherStatistics, as_theta, fisher_statistics,
+                                      network_summaries)
 from infoblocks.blocks.phases import TrainingPhase, Validation
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
@@ -86,14 +87,8 @@ def intra_op_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _theta(value: Any) -> tuple[float, ...]:
-    from infoblocks.blocks.fisher import _theta_tuple
-
-    return _theta_tuple(value)
-
-
 def _optional_theta(value: Any) -> tuple[float, ...] | None:
-    return None if value is None else _theta(value)
+    return None if value is None else as_theta(value)
 
 
 def _positive_int(instance, attribute, value) -> None:
@@ -108,6 +103,10 @@ def _optional_positive_int(instance, attribute, value) -> None:
 
 def _positive(instance, attribute, value) -> None:
     check_positive(value, attribute.name)
+
+
+def _non_negative(instance, attribute, value) -> None:
+    check_positive(value, attribute.name, allow_zero=True)
 
 
 def _choice(*options: str):
@@ -129,6 +128,15 @@ class IMNN(Recipe):
     ``delta_theta``.  ``validation_*`` arrays (same layout) give the fixed validation set;
     with a simulator it is drawn once with seed ``seed + 7919``; with arrays and no
     validation arrays the training arrays are used.
+
+    Loss (``lambda_reg`` = λ, ``epsilon`` = ε): −ln det F + r_Λ Λ₂ with
+    F = (∂μ/∂θ)ᵀ C⁻¹ (∂μ/∂θ), Λ₂ = ‖C − I‖_F + ‖C⁻¹ − I‖_F,
+    r_Λ = λΛ₂/(Λ₂ + exp(−αΛ₂)), α = −ln(ε(λ − 1) + ε²/(1 + ε))/ε.  ``network``: any
+    ``nn.Module`` (n, ...) -> (n, n_summaries), else an MLP (``hidden_dims``, ``activation``)
+    on flattened simulations.  ``chunk_size``: aggregated (chunked) gradients.
+    ``whiten_init``: start from summaries with C = I.  ``num_threads``: torch intra-op
+    threads while fitting (1: fastest on small, busy CPUs; None: leave torch's setting).
+    See docs/imnn.md.
     """
 
     name: ClassVar[str] = "imnn"
@@ -136,7 +144,7 @@ class IMNN(Recipe):
                               "the Fisher information (Charnock et al. 2018)")
 
     n_summaries: int = attrs.field(validator=_positive_int)
-    theta_fid: tuple[float, ...] = attrs.field(converter=_theta)
+    theta_fid: tuple[float, ...] = attrs.field(converter=as_theta)
     simulator: Any = transient_field(default=None)
     fiducial: Any = transient_field(default=None, repr=False)
     derivative: Any = transient_field(default=None, repr=False)
@@ -156,16 +164,16 @@ class IMNN(Recipe):
     activation: str = "leaky_relu"
     optimizer: str = attrs.field(default="adam", validator=_choice("sgd", "adam", "adamw"))
     learning_rate: float = attrs.field(default=1e-3, validator=_positive)
-    weight_decay: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
     lambda_reg: float = attrs.field(default=10.0, validator=_positive)
     epsilon: float = attrs.field(default=0.1, validator=_positive)
     chunk_size: int | None = attrs.field(default=None, validator=_optional_positive_int)
     whiten_init: bool = True
     patience: int = attrs.field(default=10, validator=_positive_int)
-    min_iterations: int = attrs.field(default=100, validator=attrs.validators.ge(0))
+    min_iterations: int = attrs.field(default=100, validator=_non_negative)
     max_iterations: int = attrs.field(default=1000, validator=_positive_int)
     num_threads: int | None = attrs.field(default=1, validator=_optional_positive_int)
-    seed: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    seed: int = attrs.field(default=0, validator=_non_negative)
     device: str = "cpu"
     verbose: bool = False
 
@@ -301,7 +309,7 @@ class IMNN(Recipe):
             return train.simulation_shape
         generator = torch.Generator(device=resolve_device(self.device)).manual_seed(self.seed)
         theta = torch.tensor([self.theta_fid], device=resolve_device(self.device))
-        out = train._call(generator, theta if self.batched_simulator else theta)
+        out = train._call(generator, theta)
         return tuple(out.shape[1:])
 
     # ------------------------------------------------------------------ fitting
