@@ -89,6 +89,13 @@ def periods_tensor(periods: Any, n_features: int, name: str = "periods",
     return torch.tensor(out, dtype=DEFAULT_DTYPE, device=device)
 
 
+def _wrap(diff: torch.Tensor, periods: torch.Tensor) -> torch.Tensor:
+    """diff − P·round(diff / P) where P > 0 (periods broadcast against diff); else diff."""
+    periodic = periods > 0
+    safe = torch.where(periodic, periods, torch.ones_like(periods))
+    return diff - torch.where(periodic, torch.round(diff / safe) * periods, torch.zeros_like(diff))
+
+
 def squared_differences(a: torch.Tensor, b: torch.Tensor,
                         periods: torch.Tensor | None = None) -> torch.Tensor:
     """Per-feature squared differences ``(n, D), (m, D) -> (n, m, D)``.
@@ -611,7 +618,8 @@ class RowsColumnsSampler(Sampler):
     None) against all columns, the rows first, so that (i, i) is "a point and itself".  More
     batches: every epoch the rows are shuffled and split into ``batches_per_epoch`` parts; each
     part is both rows and columns of its step (DADApy's mini-batches).
-    Yields ``{"rows": (r,), "cols": (c,)}`` on ``state.device``.
+    Yields ``{"rows": (r,), "cols": (c,)}`` on ``state.device``; with equal parts also
+    ``"epoch_parts"`` (batches, r), the whole epoch, and ``"part"`` (int), this batch's row.
     """
 
     name: ClassVar[str] = "rows_columns"
@@ -660,8 +668,14 @@ class RowsColumnsSampler(Sampler):
             return
         n = self._rows.numel()
         order = self._rows[torch.randperm(n, generator=state.generator, device=state.device)]
-        for part in torch.tensor_split(order, self.batches_per_epoch):
-            yield {"rows": part, "cols": part}
+        if n % self.batches_per_epoch:
+            for part in torch.tensor_split(order, self.batches_per_epoch):
+                yield {"rows": part, "cols": part}
+            return
+        # equal parts: the loss may prepare the tables of the whole epoch in one go
+        parts = order.view(self.batches_per_epoch, -1)
+        for i in range(self.batches_per_epoch):
+            yield {"rows": parts[i], "cols": parts[i], "epoch_parts": parts, "part": i}
 
 
 # ----------------------------------------------------------------------------- loss
@@ -742,9 +756,46 @@ class DIILoss(Loss):
         state.scratch["dii_tables"] = (rows, cols, *tables)
         return tables
 
+    def epoch_tables(self, parts: torch.Tensor, state: TrainState) -> list[tuple]:
+        """:meth:`tables` of every batch of an epoch of equal parts (batches, b) at once:
+        a few batched operations instead of a few per step.  Cached for the epoch."""
+        cached = state.scratch.get("dii_epoch_tables")
+        if cached is not None and cached[0] is parts:
+            return cached[1]
+        n_parts, size = parts.shape
+        x = state.lookup(self.input)
+        pa = periods_tensor(self.periods_A, x.shape[1], "periods_A", x.device)
+        xt = x[parts].transpose(1, 2)  # (batches, D, b)
+        diff = xt[:, :, :, None] - xt[:, :, None, :]
+        if pa is not None:
+            diff = _wrap(diff, pa[None, :, None, None])
+        sq = (diff * diff).reshape(n_parts, x.shape[1], size * size)
+        exclude = diagonal_mask(size, size, device=x.device)
+        excluded_logits = exclusion_logits(exclude)
+        if self.distances_key is not None:
+            dist = state.lookup(self.distances_key)[parts[:, :, None], parts[:, None, :]]
+        else:
+            y = state.lookup(self.target)
+            pb = periods_tensor(self.periods_B, y.shape[1], "periods_B", y.device)
+            yb = y[parts]
+            if pb is None:
+                dist = torch.cdist(yb, yb, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+            else:
+                dy = _wrap(yb[:, :, None, :] - yb[:, None, :, :], pb)
+                dist = (dy * dy).sum(-1)
+        ranks = rank_rows((dist - excluded_logits).reshape(n_parts * size, size))
+        ranks = ranks.view(n_parts, size, size)
+        tables = [(sq[i], ranks[i], exclude, excluded_logits) for i in range(n_parts)]
+        state.scratch["dii_epoch_tables"] = (parts, tables)
+        return tables
+
     def __call__(self, batch, models, state):
         rows, cols = batch["rows"], batch["cols"]
-        sq, ranks, exclude, excluded_logits = self.tables(rows, cols, state)
+        if "epoch_parts" in batch:
+            sq, ranks, exclude, excluded_logits = self.epoch_tables(
+                batch["epoch_parts"], state)[batch["part"]]
+        else:
+            sq, ranks, exclude, excluded_logits = self.tables(rows, cols, state)
         w = get_model(models, self.model).feature_weights()
         sq_dist = ((w * w) @ sq).view(rows.numel(), cols.numel())
         k, lam = self.current_k(state), self.current_lambda(state)

@@ -305,3 +305,20 @@ def test_classic_information_imbalance_limits():
     assert a_to_b < 0.3 and b_to_a > 2 * a_to_b
     with pytest.raises(ValidationError, match="Mismatched numbers of samples"):
         information_imbalance(x, x[:10])
+
+
+def test_epoch_tables_equal_per_batch_tables():
+    # equal mini-batches are prepared for the whole epoch at once; the loss must not change
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(60, 3))
+    b = np.column_stack([np.mod(a[:, 0], 1.0), a[:, 1]])
+    state = make_state(data_A=a, data_B=b)
+    sampler = RowsColumnsSampler(batches_per_epoch=3)
+    sampler.setup(state)
+    loss = DIILoss(k_init=2, k_final=2, periods_A=[None, 2.0, None], periods_B=[1.0, None])
+    for batch in sampler.batches(state):
+        assert "epoch_parts" in batch
+        together = loss(batch, state.models, state).value
+        alone = loss({"rows": batch["rows"].clone(), "cols": batch["cols"].clone()},
+                     state.models, state).value
+        assert together.item() == pytest.approx(alone.item(), rel=1e-6)
