@@ -246,7 +246,7 @@ def test_mine_gradient_matches_the_corrected_formula():
     # reference: −∇ mean t(joint) + ∇ mean e^{t(marg)} / m̄, with m̄ the updated average
     t_joint = lin(torch.cat([batch["x"], batch["y"]], 1)).mean()
     e_marg = torch.exp(lin(torch.cat([batch["x_marginal"], batch["y_marginal"]], 1))).mean()
-    m_bar = 0.5 * math.exp(0.3) + 0.5 * float(e_marg)
+    m_bar = 0.5 * math.exp(0.3) + 0.5 * float(e_marg.detach())
     (-t_joint + e_marg / m_bar).backward()
     assert torch.allclose(got, lin.weight.grad, rtol=1e-4)
 
@@ -360,11 +360,11 @@ def test_pair_scores_is_chunked_for_n_20000():
 
     n = 20_000
     x, y = gaussian(n)
-    scores = pair_scores(Recording(), x, y, max_pairs=2_000_000, chunk_pairs=100_000)
+    scores = pair_scores(Recording(), x, y, max_pairs=600_000, chunk_pairs=100_000)
     assert max(calls) <= 100_000 < n * n  # no call ever sees an n×n block
-    assert scores.marginal.shape == (100, n)  # 2e6 / n evenly spaced shifts
+    assert scores.marginal.shape == (30, n)  # 6e5 / n evenly spaced shifts
     assert math.isfinite(scores.bound("dv"))
-    lo, hi = scores.bootstrap("dv", n_boot=20)  # the shifted-pairs bootstrap path
+    lo, hi = scores.bootstrap("dv", n_boot=10)  # the shifted-pairs bootstrap path
     assert lo <= scores.bound("dv") <= hi
 
 

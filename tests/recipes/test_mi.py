@@ -178,6 +178,7 @@ def test_run_writes_outputs(tmp_path):
     assert math.isfinite(split["estimate_nats"])
 
 
+@pytest.mark.slow  # one seed-problem fit, as in test_mine_seed_problem_... (quick: < 30 s)
 def test_demo_quick(tmp_path):
     out = MINE.demo(tmp_path, quick=True)
     assert abs(out["mean_bias_nats"]) < 0.08
