@@ -391,6 +391,12 @@ class IMNN(Recipe):
         self.best_iteration_ = int(np.nanargmax(history["val_det_F"])) if rows else None
 
     @property
+    def det_F_history_(self) -> np.ndarray:
+        """Validation det F per iteration (the early-stopping criterion)."""
+        self._check_fitted()
+        return np.asarray(self.history_["val_det_F"], dtype=float)
+
+    @property
     def best_val_det_F_(self) -> float:
         self._check_fitted()
         return float(np.nanmax(self.history_["val_det_F"]))

@@ -49,6 +49,7 @@ def test_fixed_simulations_reach_target(fitted, arrays):
     assert set(fitted.history_) >= {"det_F", "val_det_F", "det_C", "val_det_invC", "Lambda2",
                                     "val_r"}
     assert len(fitted.history_["val_det_F"]) == fitted.n_iterations_
+    assert fitted.det_F_history_.max() == pytest.approx(best)
     assert QUICK["min_iterations"] <= fitted.n_iterations_ <= QUICK["max_iterations"]
 
 
