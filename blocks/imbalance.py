@@ -48,6 +48,10 @@ LAMBDA_FACTOR = 0.1
 WEIGHT_INIT = 0.1
 #: floor under λ so that duplicated points (k-th distance 0) do not divide by zero
 _LAMBDA_FLOOR = 1e-12
+#: squared difference stored for "a point and itself" in the training tables: far beyond any
+#: neighbour, so the k-th-neighbour search and the softmax skip it without a mask pass
+#: (DADApy sets max + 1e6); finite, so that 0 × it stays 0 in the backward pass
+_SELF_DISTANCE = 1e20
 #: logits are floored here before exp: float32 exp underflows below ≈ −87.3, and torch's exp
 #: takes a ~10× slower path there; e^−87 ≈ 1.6e-38 is far below float32 resolution of a sum ≥ 1
 _EXP_FLOOR = -87.0
@@ -736,15 +740,17 @@ class DIILoss(Loss):
     def tables(self, rows: torch.Tensor, cols: torch.Tensor, state: TrainState
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-batch constants: squared differences in A laid out (D_A, r·c) for one
-        matrix-vector product per step, ranks in B (r, c), the self mask (r, c) and its
-        −inf logits.  Cached while the batch's index tensors stay the same objects."""
+        matrix-vector product per step (a point and itself at ``_SELF_DISTANCE``), ranks in
+        B (r, c), the self mask (r, c) and its −inf logits.  Cached while the batch's index
+        tensors stay the same objects."""
         cached = state.scratch.get("dii_tables")
         if cached is not None and cached[0] is rows and cached[1] is cols:
             return cached[2:]
         x = state.lookup(self.input)
         exclude = rows[:, None] == cols[None, :]
         pa = periods_tensor(self.periods_A, x.shape[1], "periods_A", x.device)
-        sq = feature_major_squared_differences(x[rows], x[cols], pa).view(x.shape[1], -1)
+        sq = feature_major_squared_differences(x[rows], x[cols], pa)
+        sq = sq.masked_fill_(exclude, _SELF_DISTANCE).view(x.shape[1], -1)
         pb = None
         if self.distances_key is None:
             y = state.lookup(self.target)
@@ -769,8 +775,9 @@ class DIILoss(Loss):
         diff = xt[:, :, :, None] - xt[:, :, None, :]
         if pa is not None:
             diff = _wrap(diff, pa[None, :, None, None])
-        sq = (diff * diff).reshape(n_parts, x.shape[1], size * size)
         exclude = diagonal_mask(size, size, device=x.device)
+        sq = (diff * diff).masked_fill_(exclude, _SELF_DISTANCE)
+        sq = sq.reshape(n_parts, x.shape[1], size * size)
         excluded_logits = exclusion_logits(exclude)
         if self.distances_key is not None:
             dist = state.lookup(self.distances_key)[parts[:, :, None], parts[:, None, :]]
@@ -800,7 +807,8 @@ class DIILoss(Loss):
         sq_dist = ((w * w) @ sq).view(rows.numel(), cols.numel())
         k, lam = self.current_k(state), self.current_lambda(state)
         if type(self.softmax) is GaussianSoftmax:  # the fused path (same numbers, fewer passes)
-            total = expected_ranks(sq_dist, ranks, excluded_logits, k=k, lambda_value=(
+            # self entries hold _SELF_DISTANCE: no mask needed (c = 0 there, never k-th)
+            total = expected_ranks(sq_dist, ranks, None, k=k, lambda_value=(
                 lam if lam is not None else self.softmax.lambda_value),
                 lambda_factor=self.softmax.lambda_factor,
                 point_adaptive=self.softmax.point_adaptive).sum()
