@@ -237,13 +237,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--benchmark-mi-python", default=None,
                         help="python interpreter where `import bmi` works")
     parser.add_argument("--no-minee", action="store_true", help="skip the R^6 MI-NEE case")
+    parser.add_argument("--only", default="speed,bias,bmi,minee",
+                        help="comma-separated sections to run (speed, bias, bmi, minee)")
     args = parser.parse_args(argv)
+    only = set(args.only.split(","))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} default threads; machine shared, "
           "compare ratios within this run")
-    section_speed(repeats=3 if args.quick else 5, steps=200 if args.quick else 500)
-    section_bias(seeds=(0,) if args.quick else (0, 1, 2))
-    section_benchmark_mi(args.benchmark_mi_python)
-    if not args.no_minee:
+    if "speed" in only:
+        section_speed(repeats=3 if args.quick else 5, steps=200 if args.quick else 500)
+    if "bias" in only:
+        section_bias(seeds=(0,) if args.quick else (0, 1, 2))
+    if "bmi" in only:
+        section_benchmark_mi(args.benchmark_mi_python)
+    if "minee" in only and not args.no_minee:
         section_minee_r6(epochs=200 if args.quick else 1000)
 
 

@@ -32,6 +32,8 @@ from infoblocks.plugins.registry import get_registry
 SEED_PROBLEM_N = 1000
 #: validation pairs per held-out item (a fixed set: epoch-to-epoch changes are the critic's)
 VALIDATION_PAIRS_FACTOR = 10
+#: ... but at most this many pairs (large held-out sets: validation must stay cheap)
+VALIDATION_MAX_PAIRS = 10_000
 #: MI-NEE validation: reference draws per held-out item (three critics see them: kept small)
 VALIDATION_REFERENCE_FACTOR = 4
 #: reference draws per evaluation item for MI-NEE's final divergences (at least 20,000)
@@ -204,7 +206,8 @@ class NeuralMIEstimator(Recipe):
                 "index_key": "test_index", "fixed": True, "fixed_seed": self.seed})
         return get_registry().build("sampler", {
             "name": "marginal_pairs", "batch_size": None, "index_key": "test_index",
-            "marginal_factor": VALIDATION_PAIRS_FACTOR, "replacement": True, "fixed": True,
+            "marginal_factor": min(VALIDATION_PAIRS_FACTOR, VALIDATION_MAX_PAIRS / n_test),
+            "replacement": True, "fixed": True,
             "fixed_seed": self.seed})
 
     def _uses_all_pairs(self) -> bool:
@@ -572,7 +575,8 @@ class MINEE(NeuralMIEstimator):
     def _validation_sampler(self, n_test):
         return get_registry().build("sampler", {
             "name": "reference", "batch_size": None, "reference": self._reference_spec(),
-            "reference_factor": VALIDATION_REFERENCE_FACTOR, "index_key": "test_index",
+            "reference_factor": min(VALIDATION_REFERENCE_FACTOR, VALIDATION_MAX_PAIRS / n_test),
+            "index_key": "test_index",
             "fixed": True, "fixed_seed": self.seed})
 
     def build(self, x, y, train_index, test_index):
