@@ -477,10 +477,11 @@ class DII(Recipe):
         ``method="backward"``: greedy backward elimination from all weights: at each size the
         ``n_best`` best subsets (beam) each lose one weight; every candidate is retrained from
         its initial weights with the others at 0 (``num_epochs``, default the fit's).
-        ``method="l1"``: retrain with each of ``l1_strengths`` (default 8 values from 1e-3 to
-        1 × the initial weight norm / learning rate / epochs ...) and keep, per number of
-        non-zero weights, the lowest final DII.  Entries: n_features, features, dii, error,
-        weights.  Weights are groups when ``params_groups`` is set.
+        ``method="l1"``: retrain with each of ``l1_strengths`` (default: 8 values, geometric
+        from 1e-3 to 1 × ‖params_init‖ / learning_rate, where one step's threshold equals the
+        initial norm) and keep, per number of non-zero weights, the lowest final DII.
+        Entries: n_features, features, dii, error, weights (and l1_strength for the l1 path).
+        Weights are groups when ``params_groups`` is set.
         """
         self._require_fitted()
         if method not in ("backward", "l1"):
