@@ -52,7 +52,9 @@ def test_minee_seed_problem_within_008_and_entropies():
     biases = []
     for seed in (0, 1, 2):
         x, y, truth = seed_problem(seed)
-        est = quiet_fit(MINEE(seed=seed), x, y)
+        # small budget: plain DV terms, one reference draw per row, patience 50 (defaults are
+        # tuned for large MI and take ~3x longer; see the slow R⁶ test)
+        est = quiet_fit(MINEE(seed=seed, ma_rate=1.0, reference_factor=1.0, patience=50), x, y)
         biases.append(est.estimate() - truth)
         d = est.divergences_
         assert est.estimate() == pytest.approx(d["d_xy"] - d["d_x"] - d["d_y"])
@@ -271,8 +273,15 @@ def test_minee_r6_no_overshoot():
     y = 0.9 * x + math.sqrt(1 - 0.81) * rng.standard_normal((1000, 6))
     truth = 6 * -0.5 * math.log(1 - 0.81)
     est = quiet_fit(MINEE(seed=0, epochs=1000), x, y)
-    assert est.estimate() < 1.1 * truth
-    assert est.estimate() > 0.6 * truth
+    assert est.estimate() < 1.1 * truth  # measured 4.964 (1.00x)
+    assert est.estimate() > 0.8 * truth
+
+
+@pytest.mark.slow
+def test_minee_defaults_on_seed_problem():
+    biases = [quiet_fit(MINEE(seed=s), *seed_problem(s)[:2]).estimate() - seed_problem(s)[2]
+              for s in (0, 1, 2)]
+    assert abs(np.mean(biases)) < 0.05, biases  # measured -0.024 / +0.023 / +0.026
 
 
 @pytest.mark.slow
