@@ -72,6 +72,8 @@ def test_infonce_nwj_smile_on_fresh_gaussian_samples(cls, seed):
     x, y = gaussian_1d(2000, seed)
     est = quiet_fit(cls(seed=1, **FAST), x, y)
     assert est.estimate() == pytest.approx(TRUE_MI, abs=0.05)
+    interval = est.estimate(ci=0.9)  # the bootstrap of this recipe's own bound
+    assert interval.low < interval.value < interval.high < interval.low + 0.2
 
 
 def test_10000_mine_steps_without_nan():
