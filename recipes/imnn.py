@@ -125,9 +125,11 @@ class IMNN(Recipe):
     (n, ...); else theta (p,) -> (...)) or from arrays: ``fiducial`` (n_s, ...) with
     ``derivative`` (n_d, p, ...) = ∂d/∂θ of the first n_d fiducial simulations, or with
     ``numerical_derivative`` (n_d, 2, p, ...) = seed-matched simulations at θ_fid ∓ δθ/2 and
-    ``delta_theta``.  ``validation_*`` arrays (same layout) give the fixed validation set;
-    with a simulator it is drawn once with seed ``seed + 7919``; with arrays and no
-    validation arrays the training arrays are used.
+    ``delta_theta``.  ``validation_*`` arrays (same layout) give the fixed validation set,
+    with a simulator too; without them a simulator draws it once (n_s simulations, seed
+    ``seed + 7919``) and arrays are validated on the training arrays.  ``lr_schedule``:
+    "none" or "cos" (half cosine from ``learning_rate`` to 0 over ``max_iterations``; with
+    fresh simulations it averages out the step noise, see docs/imnn.md).
 
     Loss (``lambda_reg`` = λ, ``epsilon`` = ε): −ln det F + r_Λ Λ₂ with
     F = (∂μ/∂θ)ᵀ C⁻¹ (∂μ/∂θ), Λ₂ = ‖C − I‖_F + ‖C⁻¹ − I‖_F,
@@ -165,6 +167,7 @@ class IMNN(Recipe):
     optimizer: str = attrs.field(default="adam", validator=_choice("sgd", "adam", "adamw"))
     learning_rate: float = attrs.field(default=1e-3, validator=_positive)
     weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
+    lr_schedule: str = attrs.field(default="none", validator=_choice("none", "cos"))
     lambda_reg: float = attrs.field(default=10.0, validator=_positive)
     epsilon: float = attrs.field(default=0.1, validator=_positive)
     chunk_size: int | None = attrs.field(default=None, validator=_optional_positive_int)
@@ -215,7 +218,7 @@ class IMNN(Recipe):
                       ) -> dict[str, Any]:
         spec: dict[str, Any] = {"name": "simulations", "theta_fid": self.theta_fid,
                                 "flatten": self.network is None}
-        if self._uses_arrays():
+        if self._uses_arrays() or (validation and fiducial is not None):
             spec.update(fiducial=fiducial, derivative=derivative, numerical_derivative=numerical,
                         delta_theta=self.delta_theta)
         else:
@@ -244,9 +247,6 @@ class IMNN(Recipe):
         if any(has_val) and not all(has_val):
             raise ValidationError("Give `validation_fiducial` together with "
                                   "`validation_derivative` (or `validation_numerical_derivative`).")
-        if any(has_val) and not self._uses_arrays():
-            raise ValidationError("Validation arrays go with training arrays; with a simulator "
-                                  "the validation set is drawn from it (seed + 7919).")
 
     def _make_samplers(self) -> tuple[Any, Any]:
         # the class comes from the registry (a plugin may replace "simulations"); it is called
@@ -260,12 +260,12 @@ class IMNN(Recipe):
             self.fiducial, self.derivative, self.numerical_derivative, validation=False))
         if self._uses_arrays() and self.validation_fiducial is None:
             val = train  # no held-out arrays: monitor det F on the training simulations
-        elif self._uses_arrays():
+        elif self.validation_fiducial is not None:  # fixed validation arrays (any source)
             val = build(self._sampler_spec(
                 self.validation_fiducial, self.validation_derivative,
                 self.validation_numerical_derivative, validation=True))
             shapes = (train.simulation_shape, val.simulation_shape)
-            if shapes[0] != shapes[1]:
+            if shapes[0] is not None and shapes[0] != shapes[1]:
                 raise ValidationError(f"Validation simulations have shape {shapes[1]} but "
                                       f"training simulations {shapes[0]}.")
         else:
@@ -282,7 +282,7 @@ class IMNN(Recipe):
         return TrainingPhase(
             name="fit", epochs=max_iterations, sampler=train, loss=self._loss(),
             optimizer=self.optimizer, learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
+            weight_decay=self.weight_decay, lr_schedule=self.lr_schedule,
             validation=Validation(sampler=val, loss=self._loss(), metric="det_F", mode="max"),
             patience=patience, min_epochs=min_iterations, restore_best=True)
 

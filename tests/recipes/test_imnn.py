@@ -84,6 +84,23 @@ def test_numerical_derivative_mode_reaches_target():
     assert imnn.best_val_det_F_ >= TARGET
 
 
+def test_simulator_with_validation_arrays(arrays):
+    # fresh simulations for training, validated on fixed user arrays (the benchmark's setup:
+    # the same validation set as the fixed-array variants, so det F is comparable to its
+    # oracle); the cosine schedule is accepted and kept through to_dict / from_dict
+    _, _, val_fid, val_der = arrays
+    imnn = IMNN(n_summaries=2, theta_fid=(0.0, 1.0), simulator=gaussian_simulator,
+                validation_fiducial=val_fid[:300], validation_derivative=val_der[:300],
+                lr_schedule="cos", n_s=300, n_d=300, max_iterations=5, min_iterations=0).fit()
+    assert imnn.n_iterations_ == 5 and np.isfinite(imnn.F_).all()
+    # F_ is recomputed on the validation arrays: equal to the last history value's set
+    assert np.isclose(np.linalg.det(imnn.F_),
+                      imnn.det_F_history_[imnn.best_iteration_], rtol=1e-3)
+    assert IMNN.from_dict(imnn.to_dict()).lr_schedule == "cos"
+    with pytest.raises(ValidationError, match="lr_schedule"):
+        IMNN(n_summaries=2, theta_fid=(0, 1), lr_schedule="step")
+
+
 def test_numerical_derivative_arrays(arrays):
     # the same numbers as (n_d, 2, p, ...) arrays: Σ shifted by ±δ/2 on the same noise
     fid = arrays[0][:200]
