@@ -55,6 +55,9 @@ _SELF_DISTANCE = 1e20
 #: logits are floored here before exp: float32 exp underflows below ≈ −87.3, and torch's exp
 #: takes a ~10× slower path there; e^−87 ≈ 1.6e-38 is far below float32 resolution of a sum ≥ 1
 _EXP_FLOOR = -87.0
+#: largest epoch (batches × b × b × (D_A + 2) numbers) whose tables are prepared in one go;
+#: beyond it each batch prepares its own, so that memory stays one batch's (16 MB float32)
+EPOCH_TABLE_ELEMENTS = 4_000_000
 #: numbers the buffers of one chunk of a full-data computation may hold (64 MB float32)
 CHUNK_ELEMENTS = 16_000_000
 
@@ -798,9 +801,10 @@ class DIILoss(Loss):
 
     def __call__(self, batch, models, state):
         rows, cols = batch["rows"], batch["cols"]
-        if "epoch_parts" in batch:
-            sq, ranks, exclude, excluded_logits = self.epoch_tables(
-                batch["epoch_parts"], state)[batch["part"]]
+        parts = batch.get("epoch_parts")
+        if parts is not None and parts.numel() * parts.shape[1] * (
+                state.lookup(self.input).shape[1] + 2) <= EPOCH_TABLE_ELEMENTS:
+            sq, ranks, exclude, excluded_logits = self.epoch_tables(parts, state)[batch["part"]]
         else:
             sq, ranks, exclude, excluded_logits = self.tables(rows, cols, state)
         w = get_model(models, self.model).feature_weights()
@@ -1016,7 +1020,7 @@ def check_weights_finite(weights: torch.Tensor, hint: Callable[[], str]) -> None
 
 
 __all__ = [
-    "CHUNK_ELEMENTS", "LAMBDA_FACTOR", "WEIGHT_INIT", "WeightedSquaredEuclidean", "Ranks",
+    "CHUNK_ELEMENTS", "EPOCH_TABLE_ELEMENTS", "LAMBDA_FACTOR", "WEIGHT_INIT", "WeightedSquaredEuclidean", "Ranks",
     "GaussianSoftmax", "DIILoss", "FeatureWeights", "FeatureWeightsModule",
     "FeatureWeightsHistory", "RowsColumnsSampler", "chunked_dii", "cosine_schedule",
     "diagonal_mask", "exclusion_logits", "expected_ranks", "neighbour_index", "feature_major_squared_differences", "information_imbalance", "nearest_neighbour_ranks", "neighbour_lambdas",
