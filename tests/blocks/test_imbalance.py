@@ -322,3 +322,19 @@ def test_epoch_tables_equal_per_batch_tables():
         alone = loss({"rows": batch["rows"].clone(), "cols": batch["cols"].clone()},
                      state.models, state).value
         assert together.item() == pytest.approx(alone.item(), rel=1e-6)
+
+
+def test_ranks_from_data_with_a_metric_through_the_registry():
+    # "ranks of B from data and a metric": a pdist relation followed by the ranks transform
+    from infoblocks.blocks.routine import GlobalRelation
+
+    x = np.array([[0.0, 0.0], [0.9, 0.0], [0.0, 2.0], [5.0, 5.0]])
+    relation = GlobalRelation(
+        relation={"name": "pdist", "metric": {"name": "weighted_sqeuclidean",
+                                              "periods": [1.0, None]}},
+        transforms=["ranks"], input="data_B")
+    state = make_state(data_A=x, data_B=x)
+    ranks = relation.compute(state).values
+    # with period 1 on the first feature, point 1 (x = 0.9) is 0.1 from point 0
+    assert ranks[0].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert ranks[1, 0].item() == 1.0
