@@ -502,10 +502,11 @@ class FeatureWeightsModule(nn.Module):
         self.register_buffer("feature_index", torch.repeat_interleave(
             torch.arange(init.numel()), repeats))
         self.l1_strength = float(l1_strength)
+        self.grouped = groups is not None
 
     def feature_weights(self) -> torch.Tensor:
         """Weights per feature (D,), with gradient."""
-        return self.weights[self.feature_index]
+        return self.weights[self.feature_index] if self.grouped else self.weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.feature_weights()
