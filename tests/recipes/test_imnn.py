@@ -13,8 +13,9 @@ import torch
 from infoblocks.blocks.errors import NotFittedError, NumericalError, ValidationError
 from infoblocks.plugins.registry import get_registry, recipe_from_dict
 from infoblocks.plugins.testing import check_block
-from infoblocks.recipes.imnn import (DEMO_EXACT_DET_F, IMNN, gaussian_simulations,
-                                     gaussian_simulator, intra_op_threads, oracle_det_F)
+from infoblocks.recipes.imnn import (DEMO_EXACT_DET_F, FRESH_SIMULATIONS_PRESET, IMNN,
+                                     gaussian_simulations, gaussian_simulator, intra_op_threads,
+                                     oracle_det_F)
 
 #: reduced budget of the default tests (the benchmark runs the tutorial's 1000 / patience 10)
 QUICK = dict(learning_rate=5e-3, min_iterations=150, max_iterations=300, patience=10)
@@ -241,6 +242,20 @@ def test_fresh_simulations_full_budget():
     imnn = IMNN(n_summaries=2, theta_fid=(0.0, 1.0), simulator=gaussian_simulator,
                 patience=50, max_iterations=1000).fit()
     assert imnn.best_val_det_F_ >= 0.8 * DEMO_EXACT_DET_F
+
+
+@pytest.mark.slow
+def test_fresh_simulations_preset_reaches_095(arrays):
+    # the issue's benchmark bar, 0.95 × 50, with FRESH_SIMULATIONS_PRESET (fresh simulations,
+    # softplus, cosine decay over 3000 iterations) validated on the fixed seed-1 arrays (oracle
+    # 49.45): 48.73 measured for seed 0 (48.73 / 46.45 / 49.27 on the benchmark's seeds 0-2;
+    # seed 1's validation set has oracle 48.35, see docs/imnn.md).  ~6 min on 2 loaded cores.
+    _, _, val_fid, val_der = arrays
+    imnn = IMNN(n_summaries=2, theta_fid=(0.0, 1.0), simulator=gaussian_simulator,
+                validation_fiducial=val_fid, validation_derivative=val_der,
+                **FRESH_SIMULATIONS_PRESET).fit()
+    assert imnn.best_val_det_F_ >= 0.95 * DEMO_EXACT_DET_F
+    assert imnn.best_val_det_F_ >= 0.97 * oracle_det_F(val_fid, val_der)
 
 
 class PointwiseNet(torch.nn.Module):
