@@ -826,13 +826,6 @@ class ReferenceScores:
         """D̂ = mean t(data) − logmeanexp t(reference), nats."""
         return float(self.data.double().mean() - log_mean_exp(self.reference.double()))
 
-    def bootstrap_values(self, n_boot: int, generator: torch.Generator) -> torch.Tensor:
-        """``(n_boot,)`` divergences with data and reference rows resampled independently."""
-        data, ref = self.data.double().cpu(), self.reference.double().cpu()
-        i = torch.randint(len(data), (n_boot, len(data)), generator=generator)
-        j = torch.randint(len(ref), (n_boot, len(ref)), generator=generator)
-        return data[i].mean(1) - (torch.logsumexp(ref[j], 1) - math.log(len(ref)))
-
 
 @torch.no_grad()
 def reference_scores(model: nn.Module, data: tuple[torch.Tensor, ...],
