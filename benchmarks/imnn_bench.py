@@ -145,10 +145,11 @@ def independent_det_F(imnn: IMNN, seed: int, n: int = 100_000) -> float:
     validation): the information the network really holds; ≈ 50 ± 0.3 for the exact
     statistics, free of the ±3.3 scatter of a 1000-simulation validation set."""
     fid, der = gaussian_simulations(n, seed=10 ** 6 + seed)
-    model = imnn.routine_.models["main"]
+    model, device = imnn.routine_.models["main"], imnn.routine_.device
+    batch = {"fiducial": torch.as_tensor(fid, device=device),
+             "derivative": torch.as_tensor(der, device=device)}
     with torch.no_grad():
-        s, ds = network_summaries(model, {"fiducial": torch.as_tensor(fid, device=imnn.routine_.device),
-                                          "derivative": torch.as_tensor(der, device=imnn.routine_.device)})
+        s, ds = network_summaries(model, batch)
     return float(torch.linalg.det(fisher_statistics(s.double(), ds.double()).F))
 
 
