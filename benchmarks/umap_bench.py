@@ -122,10 +122,12 @@ WORKERS = {"ours (paraDime's config)": (_fit_ours, OURS_SAME),
 NEEDS = {"paraDime 1.1.0 example": "paradime", "umap-learn UMAP": "umap"}
 
 
-def worker(system: str, n: int, seed: int) -> None:
+def worker(system: str, n: int, seed: int, warm: bool = True, threads: int | None = None) -> None:
     """Child process: cold fit (whole process), quality, then a warm fit; JSON on stdout."""
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     from infoblocks.blocks.embedding_quality import knn_accuracy, trustworthiness
 
     torch.manual_seed(seed)
@@ -135,9 +137,10 @@ def worker(system: str, n: int, seed: int) -> None:
     whole = _process_age()
     peak = _peak_rss_gb()
     start = time.perf_counter()
-    fit(x, seed + 100, config)
-    warm = time.perf_counter() - start
-    print(json.dumps({"system": system, "seed": seed, "whole_s": whole, "warm_fit_s": warm,
+    if warm:
+        fit(x, seed + 100, config)
+    warm_s = time.perf_counter() - start if warm else float("nan")
+    print(json.dumps({"system": system, "seed": seed, "whole_s": whole, "warm_fit_s": warm_s,
                       "peak_rss_gb": peak, "stages": stages,
                       "trust15": trustworthiness(x, y, k=15),
                       "knn10": knn_accuracy(y, labels, k=10)}))
@@ -213,12 +216,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--systems", nargs="+", default=list(WORKERS))
+    parser.add_argument("--no-warm", action="store_true",
+                        help="skip the second (warm) fit of each system")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads in every child (default: torch's choice)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--scale-worker", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.worker, args.n, args.seed)
+        return worker(args.worker, args.n, args.seed, not args.no_warm, args.threads)
     if args.scale_worker:
         return scale_worker(args.scale_worker, args.n)
     if not _available("psutil"):
@@ -236,8 +243,11 @@ def main() -> None:
             continue
         for seed in args.seeds:
             print(f"- running {system}, seed {seed} ...", flush=True)
-            result = _child(["--worker", system, "--n", str(args.n), "--seed", str(seed)])
+            extra = (["--no-warm"] if args.no_warm else []) + (
+                ["--threads", str(args.threads)] if args.threads else [])
+            result = _child(["--worker", system, "--n", str(args.n), "--seed", str(seed), *extra])
             if result:
+                print("  " + json.dumps(result), flush=True)
                 rows.append(result)
     report(rows)
 
