@@ -249,7 +249,7 @@ def test_fresh_simulations_preset_reaches_095(arrays):
     # the issue's benchmark bar, 0.95 × 50, with FRESH_SIMULATIONS_PRESET (fresh simulations,
     # softplus, cosine decay over 3000 iterations) validated on the fixed seed-1 arrays (oracle
     # 49.45): 48.73 measured for seed 0 (48.73 / 46.45 / 49.27 on the benchmark's seeds 0-2;
-    # seed 1's validation set has oracle 48.35, see docs/imnn.md).  ~6 min on 2 loaded cores.
+    # seed 1's validation set has oracle 48.35, see docs/imnn.md).  9 min on 2 loaded cores.
     _, _, val_fid, val_der = arrays
     imnn = IMNN(n_summaries=2, theta_fid=(0.0, 1.0), simulator=gaussian_simulator,
                 validation_fiducial=val_fid, validation_derivative=val_der,
