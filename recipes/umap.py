@@ -395,7 +395,9 @@ class ParametricUMAP(EmbeddingRecipe):
     neg_sampling_rate: int = attrs.field(default=5, validator=_positive_int)
     negatives: str = attrs.field(default="batch", validator=_one_of("batch", "uniform"))
     repulsion_strength: float = attrs.field(default=1.0, validator=_non_negative)
-    learning_rate: float = attrs.field(default=1e-2, validator=_positive)
+    #: 3e-3 with cosine decay: digits seeds 0-2 gave trust@15 0.979 / 0.975 / 0.976 (1e-2:
+    #: 0.979 / 0.969 / 0.972)
+    learning_rate: float = attrs.field(default=3e-3, validator=_positive)
     lr_schedule: str = attrs.field(default="cos", validator=_one_of("none", "cos", "exp"))
 
     def __attrs_post_init__(self) -> None:

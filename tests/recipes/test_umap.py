@@ -41,7 +41,7 @@ def test_transform_places_unseen_points_near_their_class(digits):
     rng = np.random.default_rng(0)
     held_out = rng.permutation(len(x))[:300]
     train = np.setdiff1d(np.arange(len(x)), held_out)
-    model = ParametricUMAP(epochs=80, seed=1).fit(x[train])
+    model = ParametricUMAP(epochs=80, learning_rate=1e-2, seed=1).fit(x[train])
     new = model.transform(x[held_out])
     # classify each unseen point by its 10 nearest training points in the embedding
     d = ((new[:, None, :] - model.embedding_[None, :, :]) ** 2).sum(-1)
