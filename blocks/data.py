@@ -7,6 +7,7 @@ argument's name, the value received and the fix — before any torch kernel sees
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -168,5 +169,24 @@ class Dataset(Mapping[str, torch.Tensor]):
         return Dataset(**self.take(index))
 
 
+@contextlib.contextmanager
+def intra_op_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch intra-op threads (None: unchanged), restoring the previous value.
+
+    The recipes train small networks (MI critics, IMNN summaries, DII weights, UMAP encoders)
+    whose steps are too short to split: on a busy 2-core machine one thread was 2–80× faster
+    than two (docs/mi.md, docs/dii.md), so their ``fit`` runs under ``intra_op_threads(1)``.
+    """
+    if n is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 __all__ = ["DEFAULT_DTYPE", "Dataset", "as_tensor", "check_same_length", "check_positive",
-           "resolve_device"]
+           "intra_op_threads", "resolve_device"]

@@ -13,19 +13,19 @@ greedy / l1 feature selection are built on the blocks of :mod:`infoblocks.blocks
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
+from attrs.validators import optional
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from infoblocks.blocks.data import as_tensor, check_same_length, resolve_device
+from infoblocks.blocks.data import as_tensor, check_same_length, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import NotFittedError, NumericalError, ValidationError
 from infoblocks.blocks.imbalance import (CHUNK_ELEMENTS, LAMBDA_FACTOR, WEIGHT_INIT,
                                          FeatureWeightsHistory, chunked_dii,
@@ -33,6 +33,8 @@ from infoblocks.blocks.imbalance import (CHUNK_ELEMENTS, LAMBDA_FACTOR, WEIGHT_I
 from infoblocks.blocks.phases import TrainingPhase
 from infoblocks.blocks.recipe import Recipe
 from infoblocks.blocks.routine import Routine
+from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
+                                          positive_int)
 from infoblocks.plugins.registry import get_registry
 
 #: the DADApy tutorial problem: B = SCALES ⊙ A, A standard normal (N = 500, seed 0)
@@ -75,66 +77,11 @@ def _ints(value: Any) -> list[int] | None:
     return None if value is None else [int(v) for v in value]
 
 
-def _positive_int(instance, attribute, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValidationError(f"`{attribute.name}` must be a positive integer, got {value!r}.")
-
-
-def _non_negative_int(instance, attribute, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValidationError(f"`{attribute.name}` must be a non-negative integer, got {value!r}.")
-
-
-def _optional_positive_int(instance, attribute, value) -> None:
-    if value is not None:
-        _positive_int(instance, attribute, value)
-
-
-def _non_negative(instance, attribute, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValidationError(f"`{attribute.name}` must be a non-negative number, got {value!r}.")
-
-
-def _positive(instance, attribute, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValidationError(f"`{attribute.name}` must be a positive number, got {value!r}.")
-
-
-def _optional_positive(instance, attribute, value) -> None:
-    if value is not None:
-        _positive(instance, attribute, value)
-
-
-def _choice(*options: Any):
-    def check(instance, attribute, value):
-        if value not in options:
-            raise ValidationError(f"`{attribute.name}` must be one of {list(options)}, got {value!r}.")
-    return check
-
-
 def _periods_entries(instance, attribute, value) -> None:
     if value is not None and any(not math.isfinite(p) or p < 0 for p in value):
         raise ValidationError(
             f"`{attribute.name}` entries must be positive periods or 0 (not periodic), got {value}."
         )
-
-
-@contextlib.contextmanager
-def intra_op_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` torch intra-op threads (None: unchanged), restoring the previous value.
-
-    A DII step is a handful of passes over an (r, c) matrix: on a few busy cores, one thread
-    avoids the synchronisation that made two threads ~5× slower here (see docs/dii.md).
-    """
-    if n is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 # ----------------------------------------------------------------------------- the recipe
@@ -165,26 +112,26 @@ class DII(Recipe):
                                                 validator=_periods_entries)
     periods_B: list[float] | None = attrs.field(default=None, converter=_periods,
                                                 validator=_periods_entries)
-    num_epochs: int = attrs.field(default=200, validator=_positive_int)
-    batches_per_epoch: int = attrs.field(default=1, validator=_positive_int)
-    l1_strength: float = attrs.field(default=0.0, validator=_non_negative)
+    num_epochs: int = attrs.field(default=200, validator=positive_int)
+    batches_per_epoch: int = attrs.field(default=1, validator=positive_int)
+    l1_strength: float = attrs.field(default=0.0, validator=non_negative)
     point_adapt_lambda: bool = True
-    k_init: int = attrs.field(default=1, validator=_positive_int)
-    k_final: int = attrs.field(default=1, validator=_positive_int)
-    lambda_factor: float = attrs.field(default=LAMBDA_FACTOR, validator=_positive)
-    lambda_init: float | None = attrs.field(default=None, validator=_optional_positive)
-    lambda_final: float | None = attrs.field(default=None, validator=_optional_positive)
+    k_init: int = attrs.field(default=1, validator=positive_int)
+    k_final: int = attrs.field(default=1, validator=positive_int)
+    lambda_factor: float = attrs.field(default=LAMBDA_FACTOR, validator=positive)
+    lambda_init: float | None = attrs.field(default=None, validator=optional(positive))
+    lambda_final: float | None = attrs.field(default=None, validator=optional(positive))
     params_init: list[float] | None = attrs.field(default=None, converter=_floats)
     params_groups: list[int] | None = attrs.field(default=None, converter=_ints)
-    optimizer: str = attrs.field(default="sgd", validator=_choice("sgd", "adam", "adamw"))
-    learning_rate: float = attrs.field(default=1e-2, validator=_positive)
+    optimizer: str = attrs.field(default="sgd", validator=one_of("sgd", "adam", "adamw"))
+    learning_rate: float = attrs.field(default=1e-2, validator=positive)
     learning_rate_decay: str | None = attrs.field(default=None,
-                                                  validator=_choice(None, "cos", "exp"))
-    num_points_rows: int | None = attrs.field(default=None, validator=_optional_positive_int)
-    seed: int = attrs.field(default=0, validator=_non_negative_int)
-    device: str = attrs.field(default="cpu", validator=_choice("cpu", "cuda", "auto"))
-    num_threads: int | None = attrs.field(default=1, validator=_optional_positive_int)
-    max_elements: int = attrs.field(default=CHUNK_ELEMENTS, validator=_positive_int)
+                                                  validator=one_of(None, "cos", "exp"))
+    num_points_rows: int | None = attrs.field(default=None, validator=optional(positive_int))
+    seed: int = attrs.field(default=0, validator=non_negative_int)
+    device: str = attrs.field(default="cpu", validator=one_of("cpu", "cuda", "auto"))
+    num_threads: int | None = attrs.field(default=1, validator=optional(positive_int))
+    max_elements: int = attrs.field(default=CHUNK_ELEMENTS, validator=positive_int)
     verbose: bool = False
 
     # fitted state

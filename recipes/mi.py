@@ -17,15 +17,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
+from attrs.validators import optional
 import numpy as np
 import torch
 
-from infoblocks.blocks.data import as_tensor, check_same_length, resolve_device
+from infoblocks.blocks.data import as_tensor, check_same_length, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import NotFittedError, ValidationError
 from infoblocks.blocks.mutual_information import MAX_PAIRS, pair_scores, reference_scores
 from infoblocks.blocks.phases import LR_SCHEDULES, OPTIMIZERS, TrainingPhase, Validation
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
+from infoblocks.blocks.validators import non_negative_int, one_of, positive, positive_int
 from infoblocks.plugins.registry import get_registry
 
 #: the seed problem's sample size (docs/mi.md, issue 5)
@@ -62,37 +64,10 @@ class MIEstimate:
         return self.value
 
 
-def _check_choice(options):
-    def check(instance, attribute, value):
-        if value not in options:
-            raise ValidationError(f"`{attribute.name}` must be one of {list(options)}, got {value!r}.")
-    return check
-
-
-def _positive_int(instance, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError(f"`{attribute.name}` must be a positive integer, got {value!r}.")
-
-
-def _optional_positive_int(instance, attribute, value):
-    if value is not None:
-        _positive_int(instance, attribute, value)
-
-
-def _positive(instance, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValidationError(f"`{attribute.name}` must be a positive number, got {value!r}.")
-
-
 def _fraction(instance, attribute, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ValidationError(f"`{attribute.name}` must be in [0, 1) (0: no held-out set), "
                               f"got {value!r}.")
-
-
-def _seed(instance, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"`seed` must be a non-negative integer, got {value!r}.")
 
 
 def _as_columns(a: Any, name: str) -> torch.Tensor:
@@ -125,32 +100,32 @@ class NeuralMIEstimator(Recipe):
     #: the bound evaluated by the final all-pairs estimate (one of BOUNDS)
     bound: ClassVar[str] = "dv"
 
-    critic: str = attrs.field(default="joint", validator=_check_choice(("joint", "separable")))
+    critic: str = attrs.field(default="joint", validator=one_of("joint", "separable"))
     hidden_dims: tuple[int, ...] = attrs.field(default=(100, 100), converter=tuple)
     activation: str = "elu"
-    embed_dim: int = attrs.field(default=32, validator=_positive_int)
+    embed_dim: int = attrs.field(default=32, validator=positive_int)
     init_std: float | None = None
-    batch_size: int = attrs.field(default=100, validator=_positive_int)
-    epochs: int = attrs.field(default=400, validator=_positive_int)
-    batches_per_epoch: int | None = attrs.field(default=None, validator=_optional_positive_int)
-    learning_rate: float = attrs.field(default=1e-3, validator=_positive)
-    optimizer: str = attrs.field(default="adam", validator=_check_choice(OPTIMIZERS))
-    lr_schedule: str = attrs.field(default="none", validator=_check_choice(LR_SCHEDULES))
+    batch_size: int = attrs.field(default=100, validator=positive_int)
+    epochs: int = attrs.field(default=400, validator=positive_int)
+    batches_per_epoch: int | None = attrs.field(default=None, validator=optional(positive_int))
+    learning_rate: float = attrs.field(default=1e-3, validator=positive)
+    optimizer: str = attrs.field(default="adam", validator=one_of(*OPTIMIZERS))
+    lr_schedule: str = attrs.field(default="none", validator=one_of(*LR_SCHEDULES))
     grad_clip: float | None = None
     test_fraction: float = attrs.field(default=0.5, validator=_fraction)
-    patience: int | None = attrs.field(default=50, validator=_optional_positive_int)
-    validate_every: int = attrs.field(default=1, validator=_positive_int)
+    patience: int | None = attrs.field(default=50, validator=optional(positive_int))
+    validate_every: int = attrs.field(default=1, validator=positive_int)
     standardize: bool = True
-    negatives: str = attrs.field(default="pairs", validator=_check_choice(("pairs", "all_pairs")))
-    marginal_factor: float = attrs.field(default=1.0, validator=_positive)
+    negatives: str = attrs.field(default="pairs", validator=one_of("pairs", "all_pairs"))
+    marginal_factor: float = attrs.field(default=1.0, validator=positive)
     replacement: bool = False
-    evaluate_on: str = attrs.field(default="test", validator=_check_choice(("test", "all")))
-    max_pairs: int = attrs.field(default=MAX_PAIRS, validator=_positive_int)
-    n_bootstrap: int = attrs.field(default=200, validator=_positive_int)
-    split_at: int | None = attrs.field(default=None, validator=_optional_positive_int)
-    seed: int = attrs.field(default=0, validator=_seed)
+    evaluate_on: str = attrs.field(default="test", validator=one_of("test", "all"))
+    max_pairs: int = attrs.field(default=MAX_PAIRS, validator=positive_int)
+    n_bootstrap: int = attrs.field(default=200, validator=positive_int)
+    split_at: int | None = attrs.field(default=None, validator=optional(positive_int))
+    seed: int = attrs.field(default=0, validator=non_negative_int)
     device: str = attrs.field(default="cpu")
-    threads: int | None = attrs.field(default=1, validator=_optional_positive_int)
+    threads: int | None = attrs.field(default=1, validator=optional(positive_int))
     verbose: bool = False
     critic_module: Any = transient_field(default=None)
 
@@ -260,13 +235,8 @@ class NeuralMIEstimator(Recipe):
         the final estimate; returns ``self``."""
         x, y = self._validate_input(x, y)
         resolve_device(self.device)
-        previous = torch.get_num_threads()
-        if self.threads is not None:  # small critics: one thread is fastest (docs/mi.md)
-            torch.set_num_threads(self.threads)
-        try:
+        with intra_op_threads(self.threads):  # small critics: one thread is fastest (docs/mi.md)
             return self._fit(x, y)
-        finally:
-            torch.set_num_threads(previous)
 
     def _fit(self, x: torch.Tensor, y: torch.Tensor) -> NeuralMIEstimator:
         if self.standardize:
@@ -488,9 +458,9 @@ class InfoNCE(NeuralMIEstimator):
     validation_loss_name: ClassVar[str] = "infonce_loss"
     bound: ClassVar[str] = "infonce"
     critic: str = attrs.field(default="separable",
-                              validator=_check_choice(("joint", "separable")))
-    batch_size: int = attrs.field(default=128, validator=_positive_int)
-    negatives: str = attrs.field(default="all_pairs", validator=_check_choice(("all_pairs",)))
+                              validator=one_of("joint", "separable"))
+    batch_size: int = attrs.field(default=128, validator=positive_int)
+    negatives: str = attrs.field(default="all_pairs", validator=one_of("all_pairs",))
 
     def _loss_spec(self):
         return {"name": self.loss_name}
@@ -516,7 +486,7 @@ class SMILE(NeuralMIEstimator):
     loss_name: ClassVar[str] = "smile_loss"
     validation_loss_name: ClassVar[str] = "smile_loss"
     bound: ClassVar[str] = "smile"
-    clip: float = attrs.field(default=5.0, validator=_positive)
+    clip: float = attrs.field(default=5.0, validator=positive)
 
     def _loss_spec(self):
         return {**super()._loss_spec(), "clip": self.clip}
@@ -538,12 +508,12 @@ class MINEE(NeuralMIEstimator):
     validation_loss_name: ClassVar[str] = "minee_loss"
     bound: ClassVar[str] = "dv"
     reference: str = attrs.field(default="gaussian",
-                                 validator=_check_choice(("gaussian", "uniform")))
+                                 validator=one_of("gaussian", "uniform"))
     # measured on R⁶ (truth 4.98): ma_rate 1 / factor 1 / patience 50 stop at 0.37× the truth,
     # the moving average + 4 reference draws per row + patience 100 reach 1.00× (docs/mi.md)
-    reference_factor: float = attrs.field(default=4.0, validator=_positive)
+    reference_factor: float = attrs.field(default=4.0, validator=positive)
     ma_rate: float = 0.01
-    patience: int | None = attrs.field(default=100, validator=_optional_positive_int)
+    patience: int | None = attrs.field(default=100, validator=optional(positive_int))
     reference_fn: Any = transient_field(default=None)
 
     divergences_: dict[str, float] | None = attrs.field(init=False, default=None, repr=False)

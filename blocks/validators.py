@@ -1,0 +1,60 @@
+"""attrs validators shared by blocks and recipes.
+
+Each raises :class:`~infoblocks.blocks.errors.ValidationError` naming the field and what it
+accepts, e.g. "`epochs` must be a positive integer, got -3."  Compose with
+``attrs.validators.optional`` for fields that may be None.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from infoblocks.blocks.errors import ValidationError
+
+Validator = Callable[[Any, Any, Any], None]
+
+
+def _is_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
+def _is_number(value: Any) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+            and math.isfinite(value))
+
+
+def positive_int(instance: Any, attribute: Any, value: Any) -> None:
+    if not (_is_int(value) and value > 0):
+        raise ValidationError(f"`{attribute.name}` must be a positive integer, got {value!r}.")
+
+
+def non_negative_int(instance: Any, attribute: Any, value: Any) -> None:
+    if not (_is_int(value) and value >= 0):
+        raise ValidationError(f"`{attribute.name}` must be a non-negative integer, got {value!r}.")
+
+
+def positive(instance: Any, attribute: Any, value: Any) -> None:
+    if not (_is_number(value) and value > 0):
+        raise ValidationError(f"`{attribute.name}` must be a positive number, got {value!r}.")
+
+
+def non_negative(instance: Any, attribute: Any, value: Any) -> None:
+    if not (_is_number(value) and value >= 0):
+        raise ValidationError(f"`{attribute.name}` must be a non-negative number, got {value!r}.")
+
+
+def one_of(*options: Any) -> Validator:
+    """The value must be one of ``options`` (compared with ``in``)."""
+
+    def check(instance: Any, attribute: Any, value: Any) -> None:
+        if value not in options:
+            raise ValidationError(f"`{attribute.name}` must be one of {list(options)}, "
+                                  f"got {value!r}.")
+
+    return check
+
+
+__all__ = ["non_negative", "non_negative_int", "one_of", "positive", "positive_int"]
