@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import attrs
+from attrs.validators import optional
 import numpy as np
 import torch
 from torch import nn
@@ -41,6 +42,7 @@ from .relations import DenseRelations
 from .samplers import Sampler
 from .state import TrainState
 from .transforms import Transform
+from .validators import non_negative, positive, positive_int
 
 #: default lambda_factor: λ_i = 0.1 × squared distance to the k-th neighbour (DADApy's value)
 LAMBDA_FACTOR = 0.1
@@ -297,22 +299,6 @@ class Ranks(Transform):
 # ----------------------------------------------------------------------------- Gaussian softmax
 
 
-def _check_k(instance, attribute, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValidationError(f"`{attribute.name}` must be a positive integer, got {value!r}.")
-
-
-def _optional_positive(instance, attribute, value) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not value > 0):
-        raise ValidationError(f"`{attribute.name}` must be a positive number or None, got {value!r}.")
-
-
-def _positive(instance, attribute, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValidationError(f"`{attribute.name}` must be a positive number, got {value!r}.")
-
-
 def neighbour_lambdas(sq_dist: torch.Tensor, exclude: torch.Tensor | None, k: int,
                       lambda_factor: float, point_adaptive: bool,
                       excluded_logits: torch.Tensor | None = None) -> torch.Tensor:
@@ -374,10 +360,10 @@ class GaussianSoftmax(Transform):
 
     name: ClassVar[str] = "gaussian_softmax"
     accepts: ClassVar[tuple[type, ...]] = (DenseRelations,)
-    k: int = attrs.field(default=1, validator=_check_k)
+    k: int = attrs.field(default=1, validator=positive_int)
     point_adaptive: bool = True
-    lambda_factor: float = attrs.field(default=LAMBDA_FACTOR, validator=_positive)
-    lambda_value: float | None = attrs.field(default=None, validator=_optional_positive)
+    lambda_factor: float = attrs.field(default=LAMBDA_FACTOR, validator=positive)
+    lambda_value: float | None = attrs.field(default=None, validator=optional(positive))
     exclude_self: bool = True
 
     def coefficients(self, sq_dist: torch.Tensor, exclude: torch.Tensor | None,
@@ -549,16 +535,6 @@ def _params_init(instance, attribute, value) -> None:
         )
 
 
-def _positive_int(instance, attribute, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValidationError(f"`{attribute.name}` must be a positive integer, got {value!r}.")
-
-
-def _non_negative(instance, attribute, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValidationError(f"`{attribute.name}` must be a non-negative number, got {value!r}.")
-
-
 @attrs.define
 class FeatureWeights(Model):
     """One learnable weight per feature (or per group of features): ``(n, D) -> (n, D)``.
@@ -568,14 +544,14 @@ class FeatureWeights(Model):
     """
 
     name: ClassVar[str] = "feature_weights"
-    n_features: int = attrs.field(validator=_positive_int)
+    n_features: int = attrs.field(validator=positive_int)
     groups: tuple[int, ...] | None = attrs.field(
         default=None, converter=lambda g: None if g is None else tuple(int(v) for v in g),
         validator=_groups)
     params_init: tuple[float, ...] | None = attrs.field(
         default=None, converter=lambda p: None if p is None else tuple(float(v) for v in p),
         validator=_params_init)
-    l1_strength: float = attrs.field(default=0.0, validator=_non_negative)
+    l1_strength: float = attrs.field(default=0.0, validator=non_negative)
 
     @property
     def n_params(self) -> int:
@@ -613,11 +589,6 @@ class FeatureWeightsHistory(Callback):
 # ----------------------------------------------------------------------------- sampler
 
 
-def _optional_positive_int(instance, attribute, value) -> None:
-    if value is not None:
-        _positive_int(instance, attribute, value)
-
-
 @attrs.define
 class RowsColumnsSampler(Sampler):
     """Batches of (rows, cols) item indices for the rows × columns blocks of the DII.
@@ -631,8 +602,8 @@ class RowsColumnsSampler(Sampler):
     """
 
     name: ClassVar[str] = "rows_columns"
-    batches_per_epoch: int = attrs.field(default=1, validator=_positive_int)
-    num_points_rows: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    batches_per_epoch: int = attrs.field(default=1, validator=positive_int)
+    num_points_rows: int | None = attrs.field(default=None, validator=optional(positive_int))
     _rows: torch.Tensor | None = attrs.field(init=False, default=None, repr=False)
     _cols: torch.Tensor | None = attrs.field(init=False, default=None, repr=False)
 
@@ -724,11 +695,11 @@ class DIILoss(Loss):
     periods_A: tuple | None = attrs.field(default=None, converter=_as_tuple_or_none)
     periods_B: tuple | None = attrs.field(default=None, converter=_as_tuple_or_none)
     softmax: Any = block_field("transform", default="gaussian_softmax")
-    k_init: int = attrs.field(default=1, validator=_check_k)
-    k_final: int = attrs.field(default=1, validator=_check_k)
-    lambda_init: float | None = attrs.field(default=None, validator=_optional_positive)
-    lambda_final: float | None = attrs.field(default=None, validator=_optional_positive)
-    steps_per_epoch: int = attrs.field(default=1, validator=_positive_int)
+    k_init: int = attrs.field(default=1, validator=positive_int)
+    k_final: int = attrs.field(default=1, validator=positive_int)
+    lambda_init: float | None = attrs.field(default=None, validator=optional(positive))
+    lambda_final: float | None = attrs.field(default=None, validator=optional(positive))
+    steps_per_epoch: int = attrs.field(default=1, validator=positive_int)
 
     def current_k(self, state: TrainState) -> int:
         total = state.n_epochs * self.steps_per_epoch

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
+from attrs.validators import optional
 import torch
 from torch import nn
 
@@ -32,6 +33,7 @@ from .losses import Loss, LossOutput, get_model
 from .models import ACTIVATIONS, MLP, Model
 from .samplers import Sampler
 from .state import TrainState
+from .validators import one_of, positive, positive_int
 
 #: pairs evaluated per critic call by the final estimator (bounds memory: 2^18 rows at a time)
 CHUNK_PAIRS = 262_144
@@ -45,35 +47,11 @@ NEGATIVES = ("pairs", "all_pairs")
 # ====================================================================== validators
 
 
-def _positive_int(instance, attribute, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError(f"`{attribute.name}` must be a positive integer, got {value!r}.")
-
-
-def _optional_positive_int(instance, attribute, value) -> None:
-    if value is not None:
-        _positive_int(instance, attribute, value)
-
-
-def _positive_number(instance, attribute, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-            or not math.isfinite(value):
-        raise ValidationError(f"`{attribute.name}` must be a positive number, got {value!r}.")
-
-
 def _rate(instance, attribute, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise ValidationError(
             f"`{attribute.name}` must be in (0, 1] (the weight of the newest batch in the moving "
             f"average; 1 = no averaging), got {value!r}.")
-
-
-def _one_of(options: tuple[str, ...]):
-    def check(instance, attribute, value) -> None:
-        if value not in options:
-            raise ValidationError(f"`{attribute.name}` must be one of {list(options)}, "
-                                  f"got {value!r}.")
-    return check
 
 
 # ====================================================================== samplers
@@ -116,9 +94,9 @@ class MarginalSampler(Sampler):
     """
 
     name: ClassVar[str] = "marginal_pairs"
-    batch_size: int | None = attrs.field(default=100, validator=_optional_positive_int)
-    batches_per_epoch: int | None = attrs.field(default=None, validator=_optional_positive_int)
-    marginal_factor: float = attrs.field(default=1.0, validator=_positive_number)
+    batch_size: int | None = attrs.field(default=100, validator=optional(positive_int))
+    batches_per_epoch: int | None = attrs.field(default=None, validator=optional(positive_int))
+    marginal_factor: float = attrs.field(default=1.0, validator=positive)
     replacement: bool = False
     index_key: str | None = None
     x_key: str = "x"
@@ -252,10 +230,10 @@ class ReferenceSampler(Sampler):
     """
 
     name: ClassVar[str] = "reference"
-    batch_size: int | None = attrs.field(default=100, validator=_optional_positive_int)
-    batches_per_epoch: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    batch_size: int | None = attrs.field(default=100, validator=optional(positive_int))
+    batches_per_epoch: int | None = attrs.field(default=None, validator=optional(positive_int))
     reference: Any = attrs.field(default="gaussian")
-    reference_factor: float = attrs.field(default=1.0, validator=_positive_number)
+    reference_factor: float = attrs.field(default=1.0, validator=positive)
     margin: float = 0.0
     replacement: bool = False
     index_key: str | None = None
@@ -408,7 +386,7 @@ def _activation(instance, attribute, value) -> None:
 
 def _optional_std(instance, attribute, value) -> None:
     if value is not None:
-        _positive_number(instance, attribute, value)
+        positive(instance, attribute, value)
 
 
 @attrs.define
@@ -420,8 +398,8 @@ class JointCritic(Model):
     """
 
     name: ClassVar[str] = "joint_critic"
-    x_dim: int = attrs.field(validator=_positive_int)
-    y_dim: int = attrs.field(validator=_positive_int)
+    x_dim: int = attrs.field(validator=positive_int)
+    y_dim: int = attrs.field(validator=positive_int)
     hidden_dims: tuple[int, ...] = attrs.field(default=(100, 100), converter=tuple)
     activation: str = attrs.field(default="elu", validator=_activation)
     init_std: float | None = attrs.field(default=None, validator=_optional_std)
@@ -441,12 +419,12 @@ class SeparableCritic(Model):
     """
 
     name: ClassVar[str] = "separable_critic"
-    x_dim: int = attrs.field(validator=_positive_int)
-    y_dim: int = attrs.field(validator=_positive_int)
-    embed_dim: int = attrs.field(default=32, validator=_positive_int)
+    x_dim: int = attrs.field(validator=positive_int)
+    y_dim: int = attrs.field(validator=positive_int)
+    embed_dim: int = attrs.field(default=32, validator=positive_int)
     hidden_dims: tuple[int, ...] = attrs.field(default=(100, 100), converter=tuple)
     activation: str = attrs.field(default="elu", validator=_activation)
-    temperature: float = attrs.field(default=1.0, validator=_positive_number)
+    temperature: float = attrs.field(default=1.0, validator=positive)
     init_std: float | None = attrs.field(default=None, validator=_optional_std)
 
     def build(self) -> nn.Module:
@@ -495,7 +473,7 @@ class _PairLoss(Loss):
     """
 
     critic: str = "critic"
-    negatives: str = attrs.field(default="pairs", validator=_one_of(NEGATIVES))
+    negatives: str = attrs.field(default="pairs", validator=one_of(*NEGATIVES))
 
     def scores(self, batch: dict[str, torch.Tensor], models: nn.ModuleDict
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -601,7 +579,7 @@ class InfoNCELoss(_PairLoss):
 
     name: ClassVar[str] = "infonce_loss"
     bound: ClassVar[str] = "infonce"
-    negatives: str = attrs.field(default="all_pairs", validator=_one_of(("all_pairs",)))
+    negatives: str = attrs.field(default="all_pairs", validator=one_of("all_pairs",))
 
     def __call__(self, batch, models, state):
         matrix = _critic_pairwise(get_model(models, self.critic), batch["x"], batch["y"])
@@ -623,7 +601,7 @@ class SMILELoss(_PairLoss):
 
     name: ClassVar[str] = "smile_loss"
     bound: ClassVar[str] = "smile"
-    clip: float = attrs.field(default=5.0, validator=_positive_number)
+    clip: float = attrs.field(default=5.0, validator=positive)
 
     def __call__(self, batch, models, state):
         joint, marginal, _ = self.scores(batch, models)

@@ -13,37 +13,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
+from attrs.validators import optional
 import torch
 
 from .base import block_field
 from .callbacks import Callback, EarlyStopping
 from .errors import NumericalError, ValidationError
 from .state import TrainState
+from .validators import non_negative, non_negative_int, one_of, positive
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("none", "cos", "exp")
-
-
-def _one_of(options: tuple[str, ...]):
-    def check(instance, attribute, value):
-        if value not in options:
-            raise ValidationError(f"`{attribute.name}` must be one of {list(options)}, got {value!r}.")
-    return check
-
-
-def _non_negative_int(instance, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"`{attribute.name}` must be a non-negative integer, got {value!r}.")
-
-
-def _non_negative(instance, attribute, value):
-    if value is not None and (not isinstance(value, (int, float)) or not value >= 0):
-        raise ValidationError(f"`{attribute.name}` must be a non-negative number, got {value!r}.")
-
-
-def _positive(instance, attribute, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ValidationError(f"`{attribute.name}` must be a positive number, got {value!r}.")
 
 
 @attrs.define
@@ -54,7 +34,7 @@ class Validation:
     sampler: Any = block_field("sampler")
     loss: Any = block_field("loss")
     metric: str = "loss"
-    mode: str = attrs.field(default="min", validator=_one_of(("min", "max")))
+    mode: str = attrs.field(default="min", validator=one_of("min", "max"))
     every: int = 1
     no_grad: bool = True
 
@@ -96,19 +76,19 @@ class TrainingPhase:
     """
 
     name: str
-    epochs: int = attrs.field(validator=_non_negative_int)
+    epochs: int = attrs.field(validator=non_negative_int)
     sampler: Any = block_field("sampler")
     loss: Any = block_field("loss")
-    optimizer: str = attrs.field(default="adam", validator=_one_of(OPTIMIZERS))
-    learning_rate: float = attrs.field(default=1e-3, validator=_positive)
+    optimizer: str = attrs.field(default="adam", validator=one_of(*OPTIMIZERS))
+    learning_rate: float = attrs.field(default=1e-3, validator=positive)
     momentum: float = 0.0
-    lr_schedule: str = attrs.field(default="none", validator=_one_of(LR_SCHEDULES))
+    lr_schedule: str = attrs.field(default="none", validator=one_of(*LR_SCHEDULES))
     lr_decay_rate: float = 0.5
     lr_decay_steps: int = 10
     lr_decay_staircase: bool = True
-    weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
-    l1_strength: float = attrs.field(default=0.0, validator=_non_negative)
-    grad_clip: float | None = attrs.field(default=None, validator=_non_negative)
+    weight_decay: float = attrs.field(default=0.0, validator=optional(non_negative))
+    l1_strength: float = attrs.field(default=0.0, validator=optional(non_negative))
+    grad_clip: float | None = attrs.field(default=None, validator=optional(non_negative))
     #: extra keyword arguments of the torch optimizer, e.g. {"fused": True} for Adam
     optimizer_options: dict[str, Any] = attrs.field(factory=dict)
     trainable: Sequence[str] | None = None

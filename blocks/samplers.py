@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 import attrs
+from attrs.validators import optional
 import torch
 
 from .base import Block
 from .errors import ValidationError
 from .state import TrainState
+from .validators import positive_int
 
 
 class Sampler(Block):
@@ -32,11 +34,6 @@ class Sampler(Block):
         raise NotImplementedError
 
 
-def _optional_positive_int(instance, attribute, value) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValidationError(f"`{attribute.name}` must be a positive integer or None, got {value!r}.")
-
-
 @attrs.define
 class ItemSampler(Sampler):
     """Batches of item indices plus the rows of the dataset arrays at those indices.
@@ -48,10 +45,10 @@ class ItemSampler(Sampler):
     """
 
     name: ClassVar[str] = "items"
-    batch_size: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    batch_size: int | None = attrs.field(default=None, validator=optional(positive_int))
     shuffle: bool = True
     replacement: bool = False
-    batches_per_epoch: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    batches_per_epoch: int | None = attrs.field(default=None, validator=optional(positive_int))
     drop_last: bool = False
     keys: tuple[str, ...] | None = attrs.field(default=None,
                                               converter=lambda k: None if k is None else tuple(k))
