@@ -307,19 +307,9 @@ def neighbour_lambdas(sq_dist: torch.Tensor, exclude: torch.Tensor | None, k: in
     The neighbour is found without gradient; λ is then gathered from ``sq_dist`` so that the
     gradient flows through it (as in the reference implementation) at the cost of n elements.
     """
-    if k > sq_dist.shape[1] - (0 if exclude is None else 1):
-        raise ValidationError(
-            f"`k` = {k} but each row has only {sq_dist.shape[1]} columns (itself included); "
-            "lower k or use larger batches."
-        )
-    with torch.no_grad():
-        masked = sq_dist.detach()
-        if excluded_logits is not None:  # + inf on the excluded entries, one cheap pass
-            masked = masked - excluded_logits
-        elif exclude is not None:
-            masked = masked.masked_fill(exclude, float("inf"))
-        index = masked.argmin(dim=1, keepdim=True) if k == 1 else \
-            torch.topk(masked, k, dim=1, largest=False).indices[:, k - 1:k]
+    if excluded_logits is None and exclude is not None:
+        excluded_logits = exclusion_logits(exclude)
+    index = neighbour_index(sq_dist, excluded_logits, k)
     lam = lambda_factor * sq_dist.gather(1, index).squeeze(1)
     if not point_adaptive:
         lam = lam.mean().expand_as(lam)
