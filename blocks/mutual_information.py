@@ -81,22 +81,14 @@ def _fixed_generator(state: TrainState, seed: int) -> torch.Generator:
 
 
 @attrs.define
-class MarginalSampler(Sampler):
-    """Joint batches plus product-of-marginals pairs drawn by resampling indices.
+class _JointBatchSampler(Sampler):
+    """Shared by the MI samplers: joint batches of ``batch_size`` items of a pool (all items, or
+    the global index tensor ``index_key``), ``batches_per_epoch`` of them (default: one pass),
+    optionally ``fixed`` (drawn once from ``fixed_seed``).  Subclasses add their negatives in
+    :meth:`_generate`."""
 
-    Each batch: ``x``, ``y`` at joint indices I (b,) and ``x_marginal = x[J]``,
-    ``y_marginal = y[K]`` (also side by side as ``x_all``, ``y_all`` (b + n', d)) with n' = round(marginal_factor · b) index pairs (J, K), J ≠ K, so
-    that (x_J, y_K) ~ P_X × P_Y.  ``replacement=False`` draws I, J, K as slices of random
-    permutations of the pool (each item at most once per slice), ``True`` uniformly.
-    ``batch_size=None`` is the whole pool (one batch).  ``index_key`` names a global index
-    tensor (e.g. the training split).  ``fixed=True`` draws the batches once, from
-    ``fixed_seed``, and yields the same ones every epoch (a stable validation set).
-    """
-
-    name: ClassVar[str] = "marginal_pairs"
     batch_size: int | None = attrs.field(default=100, validator=optional(positive_int))
     batches_per_epoch: int | None = attrs.field(default=None, validator=optional(positive_int))
-    marginal_factor: float = attrs.field(default=1.0, validator=positive)
     replacement: bool = False
     index_key: str | None = None
     x_key: str = "x"
@@ -108,17 +100,15 @@ class MarginalSampler(Sampler):
 
     def _sizes(self, state: TrainState) -> tuple[torch.Tensor, int, int]:
         if state.dataset is None:
-            raise ValidationError("MarginalSampler needs a dataset with arrays "
+            raise ValidationError(f"{type(self).__name__} needs a dataset with arrays "
                                   f"{self.x_key!r} and {self.y_key!r}.")
         pool = _pool(state, self.index_key, state.dataset.n_items)
         n = int(pool.numel())
-        size = n if self.batch_size is None else self.batch_size
-        return pool, n, size
+        return pool, n, (n if self.batch_size is None else self.batch_size)
 
     def setup(self, state):
         pool, n, size = self._sizes(state)
-        if n < 2:
-            raise ValidationError(f"MarginalSampler needs at least 2 items to pair, the pool has {n}.")
+        self._prepare(state, pool, n)
         if size > n and not self.replacement:
             raise ValidationError(
                 f"`batch_size` = {size} exceeds the {n} items available when sampling without "
@@ -126,6 +116,9 @@ class MarginalSampler(Sampler):
         self._cache = None
         if self.fixed:
             self._cache = list(self._generate(state, _fixed_generator(state, self.fixed_seed)))
+
+    def _prepare(self, state: TrainState, pool: torch.Tensor, n: int) -> None:
+        """Subclass checks and fitting before the first batch."""
 
     def num_batches(self, state):
         if self.batches_per_epoch is not None:
@@ -138,6 +131,30 @@ class MarginalSampler(Sampler):
             yield from self._cache
             return
         yield from self._generate(state, state.generator)
+
+    def _generate(self, state: TrainState, generator: torch.Generator):
+        raise NotImplementedError
+
+
+@attrs.define
+class MarginalSampler(_JointBatchSampler):
+    """Joint batches plus product-of-marginals pairs drawn by resampling indices.
+
+    Each batch: ``x``, ``y`` at joint indices I (b,) and ``x_marginal = x[J]``,
+    ``y_marginal = y[K]`` (also side by side as ``x_all``, ``y_all`` (b + n', d)) with n' = round(marginal_factor · b) index pairs (J, K), J ≠ K, so
+    that (x_J, y_K) ~ P_X × P_Y.  ``replacement=False`` draws I, J, K as slices of random
+    permutations of the pool (each item at most once per slice), ``True`` uniformly.
+    ``batch_size=None`` is the whole pool (one batch).  ``index_key`` names a global index
+    tensor (e.g. the training split).  ``fixed=True`` draws the batches once, from
+    ``fixed_seed``, and yields the same ones every epoch (a stable validation set).
+    """
+
+    name: ClassVar[str] = "marginal_pairs"
+    marginal_factor: float = attrs.field(default=1.0, validator=positive)
+
+    def _prepare(self, state, pool, n):
+        if n < 2:
+            raise ValidationError(f"MarginalSampler needs at least 2 items to pair, the pool has {n}.")
 
     def _generate(self, state: TrainState, generator: torch.Generator):
         pool, n, size = self._sizes(state)
@@ -218,7 +235,7 @@ class ReferenceDistribution:
 
 
 @attrs.define
-class ReferenceSampler(Sampler):
+class ReferenceSampler(_JointBatchSampler):
     """Joint batches plus i.i.d. reference draws ``x_reference ~ P_X'``, ``y_reference ~ P_Y'``
     (independent, so that (x', y') ~ P_X' × P_Y'); no resampling of the data.
 
@@ -230,23 +247,13 @@ class ReferenceSampler(Sampler):
     """
 
     name: ClassVar[str] = "reference"
-    batch_size: int | None = attrs.field(default=100, validator=optional(positive_int))
-    batches_per_epoch: int | None = attrs.field(default=None, validator=optional(positive_int))
     reference: Any = attrs.field(default="gaussian")
     reference_factor: float = attrs.field(default=1.0, validator=positive)
     margin: float = 0.0
-    replacement: bool = False
-    index_key: str | None = None
-    x_key: str = "x"
-    y_key: str = "y"
-    fixed: bool = False
-    fixed_seed: int = 0
     reference_x: ReferenceDistribution | None = attrs.field(init=False, default=None, repr=False,
                                                             eq=False)
     reference_y: ReferenceDistribution | None = attrs.field(init=False, default=None, repr=False,
                                                             eq=False)
-    _cache: list[dict[str, torch.Tensor]] | None = attrs.field(init=False, default=None,
-                                                               repr=False, eq=False)
 
     @reference.validator
     def _check_reference(self, attribute, value):
@@ -254,25 +261,9 @@ class ReferenceSampler(Sampler):
             raise ValidationError(f"`reference` must be 'uniform', 'gaussian' or a callable "
                                   f"fn(n, generator) -> (x_ref, y_ref), got {value!r}.")
 
-    def _sizes(self, state):
-        if state.dataset is None:
-            raise ValidationError("ReferenceSampler needs a dataset with arrays "
-                                  f"{self.x_key!r} and {self.y_key!r}.")
-        pool = _pool(state, self.index_key, state.dataset.n_items)
-        n = int(pool.numel())
-        return pool, n, (n if self.batch_size is None else self.batch_size)
-
-    def setup(self, state):
-        pool, n, size = self._sizes(state)
-        if size > n and not self.replacement:
-            raise ValidationError(
-                f"`batch_size` = {size} exceeds the {n} items available when sampling without "
-                "replacement; lower batch_size or set replacement=True.")
+    def _prepare(self, state, pool, n):
         if self.reference_x is None:
             self.fit_reference(state.dataset[self.x_key][pool], state.dataset[self.y_key][pool])
-        self._cache = None
-        if self.fixed:
-            self._cache = list(self._generate(state, _fixed_generator(state, self.fixed_seed)))
 
     def fit_reference(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Fit the reference distributions to ``x`` (n, d_x) and ``y`` (n, d_y)."""
@@ -301,18 +292,6 @@ class ReferenceSampler(Sampler):
             return xr, yr
         return (self.reference_x.sample(n, generator, device),
                 self.reference_y.sample(n, generator, device))
-
-    def num_batches(self, state):
-        if self.batches_per_epoch is not None:
-            return self.batches_per_epoch
-        _, n, size = self._sizes(state)
-        return max(1, n // size)
-
-    def batches(self, state):
-        if self._cache is not None:
-            yield from self._cache
-            return
-        yield from self._generate(state, state.generator)
 
     def _generate(self, state, generator):
         pool, n, size = self._sizes(state)
