@@ -160,7 +160,8 @@ class TrainingPhase:
         if self.validation is not None:
             self.validation.sampler.setup(state)
         total_steps = self.epochs * self.sampler.num_batches(state)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
+        # a constant rate needs no scheduler call per step (it costs ~2 % of a small step)
+        scheduler = None if self.lr_schedule == "none" else torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: self.lr_factor(s, total_steps))
         stopper = self.stopping_callback()
         every = [*callbacks, *self.callbacks, *([stopper] if stopper else [])]
@@ -184,7 +185,8 @@ class TrainingPhase:
                 if self.grad_clip:
                     torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
                 optimizer.step()
-                scheduler.step()
+                if scheduler is not None:
+                    scheduler.step()
                 state.step += 1
                 lr = optimizer.param_groups[0]["lr"]
                 for name in trained:
