@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from .base import block_field
 from .errors import ValidationError
 from .losses import Loss, LossOutput, get_model
+from .models import Model
 from .relations import DenseRelations, EdgeRelations, RelationData, SparseRelations
 from .samplers import Sampler
 from .state import TrainState
@@ -524,6 +525,63 @@ class KLLoss(Loss):
         return LossOutput(value, {"kl": kl})
 
 
+# ----------------------------------------------------------------------------- free layout
+
+
+class _FreePositionsModule(torch.nn.Module):
+    """``index (m,) -> positions[index] (m, d)``; ``setup`` copies the start layout once."""
+
+    def __init__(self, n_items: int, n_components: int, init: str | None,
+                 scale: float | None) -> None:
+        super().__init__()
+        self.positions = torch.nn.Parameter(torch.zeros(n_items, n_components))
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+        self.init, self.scale = init, scale
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return self.positions[index.long()]
+
+    @torch.no_grad()
+    def setup(self, state: TrainState) -> None:
+        if bool(self.initialised) or self.init is None:
+            return
+        start = torch.as_tensor(state.lookup(self.init)).to(self.positions)
+        _check(tuple(start.shape) == tuple(self.positions.shape),
+               f"FreePositions: the start layout {self.init!r} has shape {tuple(start.shape)}, "
+               f"expected {tuple(self.positions.shape)}.")
+        if self.scale is not None:
+            start = start - start.mean(0)
+            start = start * (self.scale / start[:, 0].std().clamp_min(1e-12))
+        self.positions.copy_(start)
+        self.initialised.fill_(True)
+
+
+@attrs.define
+class FreePositions(Model):
+    """Free coordinates of the items, the parameters themselves: ``index -> Y[index]``.
+
+    A non-parametric layout (UMAP's own optimisation of Y, n × ``n_components``) trained with
+    the same losses as a network: a loss with ``input="items"`` (or ``"index"``) embeds the
+    indices of a batch.  At the start of the first phase that trains it the coordinates are
+    copied from the global ``init`` (e.g. the spectral layout ``"positions"``), centred and
+    scaled so that the first coordinate has standard deviation ``scale`` (None: as given).
+    """
+
+    name: ClassVar[str] = "free_positions"
+    n_items: int = attrs.field(validator=_positive_int)
+    n_components: int = attrs.field(default=2, validator=_positive_int)
+    init: str | None = "positions"
+    scale: float | None = attrs.field(default=None)
+
+    @scale.validator
+    def _check_scale(self, attribute, value) -> None:
+        if value is not None:
+            _positive(self, attribute, value)
+
+    def build(self) -> torch.nn.Module:
+        return _FreePositionsModule(self.n_items, self.n_components, self.init, self.scale)
+
+
 # ----------------------------------------------------------------------------- initialisation
 
 
@@ -645,5 +703,5 @@ class PCAInit(Transform):
 __all__ = [
     "ConnectivityBasedRescale", "PerplexityBasedRescale", "EmbeddingKernel",
     "ModifiedCauchyTransform", "StudentTTransform", "NegativeEdgeSampler", "RelationLoss",
-    "KLLoss", "SpectralInit", "PCAInit", "RowMatrix", "fit_ab",
+    "KLLoss", "SpectralInit", "PCAInit", "FreePositions", "RowMatrix", "fit_ab",
 ]

@@ -48,17 +48,23 @@ class PositionLoss(Loss):
     """Mean squared distance between model outputs and target positions.
 
     L = mean_i ‖f(x_i) − y_i‖²; x from ``batch[input]``, y from ``batch[target]`` or, when the
-    batch does not carry it, from the global value ``target`` at ``batch["index"]``.
+    batch does not carry it, from the global value ``target`` at ``batch["index"]``.  With
+    ``target_model`` the targets are that model's outputs at ``batch["index"]`` (detached), e.g.
+    the free coordinates of a layout optimised in an earlier phase.
     """
 
     name: ClassVar[str] = "position"
     model: str = "main"
     input: str = "data"
     target: str = "positions"
+    target_model: str | None = None
 
     def __call__(self, batch, models, state):
         out = get_model(models, self.model)(batch[self.input])
-        if self.target in batch:
+        if self.target_model is not None:
+            with torch.no_grad():
+                target = get_model(models, self.target_model)(batch["index"].to(out.device))
+        elif self.target in batch:
             target = batch[self.target]
         else:
             target = torch.as_tensor(state.lookup(self.target))[batch["index"].to(

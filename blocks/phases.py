@@ -72,7 +72,9 @@ class TrainingPhase:
     rate follows ``lr_schedule`` over the phase's steps: ``cos`` decays to 0 on a half cosine,
     ``exp`` multiplies by ``lr_decay_rate`` every ``lr_decay_steps`` steps (staircase; with
     ``lr_decay_staircase=False`` continuously, rate ** (step / lr_decay_steps)).
-    ``l1_strength`` adds strength × Σ|θ| of the trained parameters to the loss.
+    ``l1_strength`` adds strength × Σ|θ| of the trained parameters to the loss.  A trained model
+    with a ``setup(state)`` method has it called at the start of the phase (before its
+    parameters are collected).
     """
 
     name: str
@@ -154,6 +156,10 @@ class TrainingPhase:
         """Train ``state.models`` for this phase."""
         models = state.models
         trained = list(models.keys()) if self.trainable is None else list(self.trainable)
+        for name in trained:  # e.g. free coordinates that start from a global layout
+            hook = getattr(models[name], "setup", None) if name in models else None
+            if hook is not None:
+                hook(state)
         params = self._parameters(models)
         optimizer = self.make_optimizer(params)
         self.sampler.setup(state)

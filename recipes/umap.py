@@ -3,9 +3,11 @@
 Global relations (computed once): the k-NN graph of the data (exact torch search below
 20,000 items, pynndescent above), UMAP's fuzzy memberships p_{j|i} = exp(−max(0, d_ij − ρ_i)/σ_i)
 (σ_i by binary search to Σ_j p_{j|i} = log2 k), the fuzzy union p_ij = p_{j|i} + p_{i|j} −
-p_{j|i} p_{i|j}, and a spectral (or PCA) layout of the graph.  Phases: ``init`` regresses the
-network onto the layout (PositionLoss); ``main`` minimises the fuzzy cross-entropy between p
-and q_ij = 1 / (1 + a‖y_i − y_j‖^{2b}) on edges drawn ∝ p_ij with uniform negatives.
+p_{j|i} p_{i|j}, and a spectral (or PCA) layout of the graph.  Phases: optionally ``layout``
+(``layout_epochs`` > 0) optimises free coordinates, started from that layout, with the main
+phase's loss (non-parametric UMAP, no network); ``init`` regresses the network onto the layout
+(PositionLoss); ``main`` minimises the fuzzy cross-entropy between p and
+q_ij = 1 / (1 + a‖y_i − y_j‖^{2b}) on edges drawn ∝ p_ij with negatives.
 
 The phases are data: :meth:`EmbeddingRecipe.default_phases` shows them as dicts and the
 ``phases`` field overrides any key of them by phase name (``[[phases]] name = "main"
@@ -34,6 +36,17 @@ from infoblocks.plugins.registry import get_registry
 
 #: sub-directory of ``run``'s output that holds the saved model
 MODEL_DIR = "model"
+#: optimizer steps per epoch of the free-coordinate ``layout`` phase
+LAYOUT_BATCHES_PER_EPOCH = 10
+#: named settings of :meth:`ParametricUMAP.preset`.  "quality": a non-parametric layout of free
+#: coordinates (3,000 Adam steps of 4,096 edges), the network regressed onto it (1,500 steps of
+#: 500 items, PCA-64 front end), no further main phase (fine-tuning it lowered both measures);
+#: umap-learn's quality on MNIST 5,000 × 784 (docs/umap.md)
+PRESETS: dict[str, dict[str, Any]] = {
+    "quality": dict(n_neighbors=15, min_dist=0.05, layout_epochs=300, layout_batch_size=4096,
+                    layout_learning_rate=0.1, layout_scale=3.0, init_epochs=150,
+                    init_learning_rate=1e-2, init_batch_size=500, epochs=0, pca_dims=64),
+}
 
 
 def _check(condition: bool, message: str) -> None:
@@ -128,6 +141,9 @@ class EmbeddingRecipe(Recipe):
     hidden_dims: tuple[int, ...] = attrs.field(default=(100, 100, 100), converter=tuple,
                                               validator=_hidden)
     activation: str = "relu"
+    #: k: the default MLP starts with a fixed projection on the data's k leading principal
+    #: axes (cheaper steps for wide inputs); None: the raw features
+    pca_dims: int | None = attrs.field(default=None, validator=_optional_positive_int)
     exact_neighbors_threshold: int = attrs.field(default=20_000, validator=_positive_int)
     phases: list[dict[str, Any]] | None = None
     seed: int = attrs.field(default=0, validator=_non_negative_int)
@@ -156,6 +172,10 @@ class EmbeddingRecipe(Recipe):
     def min_items(self) -> int:
         """Smallest data set the recipe accepts."""
         return 2
+
+    def extra_models(self, n_items: int) -> dict[str, Any]:
+        """Models trained beside the encoder ``"main"`` (registry specs by name)."""
+        return {}
 
     # ------------------------------------------------------------------ phases as data
 
@@ -196,7 +216,8 @@ class EmbeddingRecipe(Recipe):
         if self.encoder is None:
             return get_registry().build("model", {
                 "name": "mlp", "in_dim": in_dim, "out_dim": self.n_components,
-                "hidden_dims": self.hidden_dims, "activation": self.activation})
+                "hidden_dims": self.hidden_dims, "activation": self.activation,
+                **({"pca_dims": min(self.pca_dims, in_dim)} if self.pca_dims else {})})
         with torch.no_grad():  # check the user's module once, with a clear message
             try:
                 out = self.encoder(torch.zeros(2, in_dim))
@@ -218,7 +239,7 @@ class EmbeddingRecipe(Recipe):
                 phase.sampler.batch_size = x.shape[0]
         return Routine(
             dataset=Dataset(data=x),
-            models={"main": self._encoder(x.shape[1])},
+            models={"main": self._encoder(x.shape[1]), **self.extra_models(x.shape[0])},
             global_relations=self.global_relations(x.shape[0]),
             phases=phases, device=self.device, seed=self.seed, verbose=self.verbose,
         )
@@ -389,6 +410,14 @@ class ParametricUMAP(EmbeddingRecipe):
     init_epochs: int = attrs.field(default=10, validator=_non_negative_int)
     init_batch_size: int = attrs.field(default=500, validator=_positive_int)
     init_learning_rate: float = attrs.field(default=1e-3, validator=_positive)
+    #: epochs of the ``layout`` phase: free coordinates (no network), started from the init
+    #: layout, optimised with the main phase's loss and sampler; the init phase then regresses
+    #: the network onto them.  0: no layout phase (the network learns the init layout itself)
+    layout_epochs: int = attrs.field(default=0, validator=_non_negative_int)
+    layout_batch_size: int = attrs.field(default=4096, validator=_positive_int)
+    layout_learning_rate: float = attrs.field(default=0.1, validator=_positive)
+    #: standard deviation of the first coordinate of the layout's start (kernel units)
+    layout_scale: float = attrs.field(default=3.0, validator=_positive)
     epochs: int = attrs.field(default=200, validator=_non_negative_int)
     batch_size: int = attrs.field(default=500, validator=_positive_int)
     batches_per_epoch: int | None = attrs.field(default=10, validator=_optional_positive_int)
@@ -403,6 +432,19 @@ class ParametricUMAP(EmbeddingRecipe):
     def __attrs_post_init__(self) -> None:
         _check(self.min_dist <= self.spread, f"`min_dist` ({self.min_dist}) must not exceed "
                                              f"`spread` ({self.spread}).")
+        _check(self.layout_epochs == 0 or self.init != "none",
+               "`layout_epochs` > 0 starts the layout from the init positions; use "
+               "init='spectral' or 'pca', not 'none'.")
+
+    def extra_models(self, n_items: int) -> dict[str, Any]:
+        if not self.layout_epochs:
+            return {}
+        return {"layout": get_registry().build("model", {
+            "name": "free_positions", "n_items": n_items, "n_components": self.n_components,
+            "init": "positions", "scale": self.layout_scale})}
+
+    def _kernel(self) -> dict[str, Any]:
+        return {"name": "modified_cauchy", "min_dist": self.min_dist, "spread": self.spread}
 
     def min_items(self) -> int:
         return self.n_neighbors + 1
@@ -426,24 +468,47 @@ class ParametricUMAP(EmbeddingRecipe):
 
     def default_phases(self) -> list[dict[str, Any]]:
         phases = []
+        layout = bool(self.layout_epochs)
+        if layout:  # non-parametric UMAP on free coordinates: cheap steps, no network
+            phases.append({
+                "name": "layout", "epochs": self.layout_epochs, "trainable": ["layout"],
+                "sampler": {"name": "negative_edges", "relation": "graph",
+                            "batch_size": self.layout_batch_size,
+                            "neg_sampling_rate": self.neg_sampling_rate,
+                            "batches_per_epoch": LAYOUT_BATCHES_PER_EPOCH,
+                            "negatives": "uniform", "keys": []},
+                "loss": {"name": "relation", "model": "layout", "input": "items",
+                         "kernel": self._kernel(),
+                         "repulsion_strength": self.repulsion_strength},
+                "optimizer": "adam", "learning_rate": self.layout_learning_rate,
+                "lr_schedule": "cos"})
         if self.init != "none":
             phases.append({
                 "name": "init", "epochs": self.init_epochs,
                 "sampler": {"name": "items", "batch_size": self.init_batch_size},
-                "loss": {"name": "position", "target": "positions"},
-                "optimizer": "adam", "learning_rate": self.init_learning_rate})
+                "loss": ({"name": "position", "target_model": "layout"} if layout
+                         else {"name": "position", "target": "positions"}),
+                "optimizer": "adam", "learning_rate": self.init_learning_rate,
+                **({"trainable": ["main"], "lr_schedule": "cos"} if layout else {})})
         phases.append({
             "name": "main", "epochs": self.epochs,
             "sampler": {"name": "negative_edges", "relation": "graph",
                         "batch_size": self.batch_size, "neg_sampling_rate": self.neg_sampling_rate,
                         "batches_per_epoch": self.batches_per_epoch, "negatives": self.negatives},
-            "loss": {"name": "relation",
-                     "kernel": {"name": "modified_cauchy", "min_dist": self.min_dist,
-                                "spread": self.spread},
+            "loss": {"name": "relation", "kernel": self._kernel(),
                      "repulsion_strength": self.repulsion_strength},
             "optimizer": "adam", "learning_rate": self.learning_rate,
-            "lr_schedule": self.lr_schedule})
+            "lr_schedule": self.lr_schedule, **({"trainable": ["main"]} if layout else {})})
         return phases
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> ParametricUMAP:
+        """A recipe with the named settings of :data:`PRESETS` (``"quality"``), updated by
+        ``overrides``: ``ParametricUMAP.preset("quality", seed=1)``."""
+        if name not in PRESETS:
+            raise ConfigError(f"No ParametricUMAP preset named {name!r}; presets: "
+                              f"{sorted(PRESETS)}.")
+        return cls(**{**PRESETS[name], **overrides})
 
     @classmethod
     def demo(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:
@@ -453,4 +518,4 @@ class ParametricUMAP(EmbeddingRecipe):
         return cls._demo(recipe, out_dir, "umap_digits.png")
 
 
-__all__ = ["EmbeddingRecipe", "ParametricUMAP"]
+__all__ = ["EmbeddingRecipe", "ParametricUMAP", "PRESETS"]

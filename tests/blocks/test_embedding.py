@@ -8,9 +8,10 @@ import scipy.spatial.distance
 import torch
 
 from infoblocks.blocks.data import Dataset
-from infoblocks.blocks.embedding import (ConnectivityBasedRescale, KLLoss, ModifiedCauchyTransform,
-                                         NegativeEdgeSampler, PCAInit, PerplexityBasedRescale,
-                                         RelationLoss, RowMatrix, SpectralInit, StudentTTransform)
+from infoblocks.blocks.embedding import (ConnectivityBasedRescale, FreePositions, KLLoss,
+                                         ModifiedCauchyTransform, NegativeEdgeSampler, PCAInit,
+                                         PerplexityBasedRescale, RelationLoss, RowMatrix,
+                                         SpectralInit, StudentTTransform)
 from infoblocks.blocks.errors import ValidationError
 from infoblocks.blocks.neighbors import NeighborBasedPDist
 from infoblocks.blocks.relations import DenseRelations, EdgeRelations, SparseRelations
@@ -316,6 +317,95 @@ def test_blocks_pass_the_plugin_conformance_check():
                 StudentTTransform, NegativeEdgeSampler, RelationLoss, KLLoss, SpectralInit,
                 PCAInit, NeighborBasedPDist, Digits):
         check_block(cls)
+    check_block(FreePositions, {"n_items": 7})
     data = Digits().load()
     assert data["data"].shape == (1797, 64) and data["data"].max() == 16
     assert np.bincount(data["target"]).tolist()[:3] == [178, 182, 177]  # UCI class counts
+
+
+# ----------------------------------------------------------------------------- free layout
+
+
+def _two_blobs(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(size=(n // 2, 5)), rng.normal(size=(n // 2, 5)) + 6.0])
+    return torch.tensor(x).float()
+
+
+def test_free_positions_start_from_a_global_and_index():
+    start = torch.arange(12.0).reshape(6, 2)
+    module = FreePositions(n_items=6, init="start", scale=2.0).build()
+    module.setup(_state(start=start))
+    y = module.positions.detach()
+    assert torch.allclose(y.mean(0), torch.zeros(2), atol=1e-6)
+    assert float(y[:, 0].std()) == pytest.approx(2.0, rel=1e-5)  # first axis scaled to `scale`
+    assert torch.allclose(module(torch.tensor([4, 1])), y[[4, 1]])
+    module.setup(_state(start=torch.zeros(6, 2)))  # set up once: a later phase keeps training
+    assert torch.equal(module.positions.detach(), y)
+    with pytest.raises(ValidationError, match="shape"):
+        FreePositions(n_items=5, init="start").build().setup(_state(start=start))
+    with pytest.raises(ValidationError, match="scale"):
+        FreePositions(n_items=5, scale=0.0)
+
+
+def test_free_layout_phase_lowers_the_umap_loss_and_separates_blobs():
+    from infoblocks.blocks.phases import TrainingPhase
+    from infoblocks.blocks.routine import GlobalRelation, Routine
+
+    x = _two_blobs()
+    routine = Routine(
+        dataset={"data": x},
+        models={"main": torch.nn.Linear(5, 2), "layout": FreePositions(n_items=120, scale=1.0)},
+        global_relations={
+            "graph": GlobalRelation(relation={"name": "neighbor_pdist", "n_neighbors": 10},
+                                    transforms=["connectivity_rescale", "symmetrize"]),
+            "positions": GlobalRelation(input="data", transforms=[{"name": "pca_init"}])},
+        phases=[TrainingPhase(
+            name="layout", epochs=30, trainable=["layout"], learning_rate=0.1,
+            sampler={"name": "negative_edges", "batch_size": 256, "batches_per_epoch": 10,
+                     "negatives": "uniform", "keys": []},
+            loss={"name": "relation", "model": "layout", "input": "items"})])
+    before = routine.compute_global_relations()["positions"].clone()
+    main_before = routine.models["main"].weight.detach().clone()
+    routine.train()
+    losses = [r["loss"] for r in routine.history.rows]
+    y = routine.models["layout"].positions.detach()
+    d = torch.cdist(y, y).fill_diagonal_(math.inf)
+    same_blob = ((d.topk(10, largest=False).indices < 60) == (torch.arange(120) < 60)[:, None])
+    assert losses[-1] < 0.8 * losses[0]  # measured: 4.22 -> 2.34
+    assert not torch.allclose(y / y[:, 0].std(), before / before[:, 0].std(), atol=0.1)
+    assert float(same_blob.double().mean()) == 1.0  # every point's 10 nearest: its own blob
+    assert torch.equal(routine.models["main"].weight, main_before)  # not trained here
+
+
+def test_position_loss_targets_another_models_output():
+    from infoblocks.blocks.losses import PositionLoss
+
+    table = FreePositions(n_items=4, init=None).build()
+    with torch.no_grad():
+        table.positions.copy_(torch.tensor([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0]]))
+    models = torch.nn.ModuleDict({"main": torch.nn.Identity(), "layout": table})
+    batch = {"data": torch.zeros(2, 2), "index": torch.tensor([1, 3])}
+    out = PositionLoss(target_model="layout")(batch, models, _state())
+    assert float(out.value) == pytest.approx((4 + 9 + 36 + 49) / 2)
+    out.value.requires_grad and out.value.backward()
+    assert table.positions.grad is None  # targets are constants
+
+
+def test_mlp_pca_front_end_projects_on_the_principal_axes():
+    from infoblocks.blocks.models import MLP
+
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(size=(300, 8)) * np.arange(1, 9)[::-1]).float()
+    net = MLP(in_dim=8, out_dim=2, hidden_dims=(4,), pca_dims=3).build()
+    net.setup(_state(dataset=Dataset(data=x)))
+    projected = net[0](x)
+    centred = (x - x.mean(0)).double()
+    _, _, vt = torch.linalg.svd(centred, full_matrices=False)
+    reference = centred @ vt[:3].T
+    # the same subspace, axes up to sign
+    assert torch.allclose(projected.double().abs(), reference.abs(), atol=1e-3)
+    assert net(x).shape == (300, 2)
+    assert list(net[1][0].weight.shape) == [4, 3]  # the first layer sees 3 inputs
+    with pytest.raises(ValidationError, match="pca_dims"):
+        MLP(in_dim=8, out_dim=2, pca_dims=9)
