@@ -15,9 +15,15 @@ holds, free of the validation set's scatter; the exact statistics score 50 ± 0.
 Variants (``--variants``): ``fixed`` arrays with exact derivatives (imnn's GradientIMNN),
 ``numerical`` seed-matched derivatives (NumericalGradientIMNN), ``fresh`` simulations from the
 simulator every iteration with patience 10 (SimulatorIMNN), ``softplus`` (fixed arrays, softplus
-units), and ``fresh-cos`` / ``fresh-cos-softplus``: fresh simulations, cosine learning-rate
-decay over 3000 iterations, no early stop (the recipe's FRESH_SIMULATIONS_PRESET; the target
-configuration).  Every variant is validated on the same fixed 1000 validation simulations.
+units), ``preset``: the recipe's FRESH_SIMULATIONS_PRESET (fresh simulations, SiLU units, cosine
+learning-rate decay, no early stop; the target configuration), and for comparison
+``fresh-cos`` / ``fresh-cos-softplus``: the same with LeakyReLU / softplus units over 3000
+iterations (softplus: the earlier preset); ``preset-2k``: FRESH_SIMULATIONS_2K_PRESET, the
+preset with 2000 fresh training simulations per iteration.  Every variant is validated on the
+same fixed 1000 validation simulations.  ``load`` is the 1-minute load average when the run
+ended (the timings depend on it on a shared machine).
+
+    python benchmarks/imnn_bench.py --variants preset preset-2k --no-line   # the target
 
 The ``imnn`` package (JAX) is run, when ``IMNN_PYTHON`` names an interpreter that has it, in
 that separate process on the very same simulations, back to back with ours; otherwise it is
@@ -40,8 +46,9 @@ import numpy as np
 import torch
 
 from infoblocks.blocks.fisher import fisher_statistics, network_summaries
-from infoblocks.recipes.imnn import (DEMO_EXACT_DET_F, FRESH_SIMULATIONS_PRESET, IMNN,
-                                     gaussian_simulations, gaussian_simulator, oracle_det_F)
+from infoblocks.recipes.imnn import (DEMO_EXACT_DET_F, FRESH_SIMULATIONS_2K_PRESET,
+                                     FRESH_SIMULATIONS_PRESET, IMNN, gaussian_simulations,
+                                     gaussian_simulator, oracle_det_F)
 
 #: speed to a common level: iterations until the validation det F first reaches 0.7 × 50 = 35
 #: (imnn's tutorial reaches 33–45 at its early stop)
@@ -49,9 +56,13 @@ REACH_FRACTION = 0.7
 
 #: fresh simulations (n_s = n_d = 1000 new ones every iteration, the tutorial's 3×128 network
 #: and Adam 1e-3) with a cosine learning-rate decay over 3000 iterations and no early stop
-#: (best validation weights kept): the recipe's FRESH_SIMULATIONS_PRESET, run with LeakyReLU
-#: (the tutorial's units) and with softplus (the preset's).  See docs/imnn.md.
-FRESH_COS = {k: v for k, v in FRESH_SIMULATIONS_PRESET.items() if k != "activation"}
+#: (best validation weights kept): the recipe's FRESH_SIMULATIONS_PRESET (SiLU units; PRESET),
+#: and for comparison the same budget with LeakyReLU (the tutorial's units) and softplus (the
+#: earlier preset's) (FRESH_COS).  See docs/imnn.md.
+FRESH_COS = {"lr_schedule": "cos", "max_iterations": 3000, "patience": 3000,
+             "min_iterations": 100}
+PRESET = {k: v for k, v in FRESH_SIMULATIONS_PRESET.items() if k != "activation"}
+PRESET_2K = {k: v for k, v in FRESH_SIMULATIONS_2K_PRESET.items() if k != "activation"}
 
 TUTORIAL = dict(n_summaries=2, theta_fid=(0.0, 1.0), hidden_dims=(128, 128, 128),
                 activation="leaky_relu", learning_rate=1e-3, lambda_reg=10.0, epsilon=0.1,
@@ -106,6 +117,10 @@ VARIANTS = {
     "softplus": ("fixed, exact derivatives", "fixed", {}, "softplus"),
     "fresh-cos": ("fresh, cos 3000", "fresh", FRESH_COS, "leaky_relu"),
     "fresh-cos-softplus": ("fresh, cos 3000", "fresh", FRESH_COS, "softplus"),
+    "preset": (f"preset: fresh, cos {PRESET['max_iterations']}", "fresh", PRESET,
+               FRESH_SIMULATIONS_PRESET["activation"]),
+    "preset-2k": (f"preset, n_s = n_d = {PRESET_2K['n_s']}", "fresh", PRESET_2K,
+                  FRESH_SIMULATIONS_2K_PRESET["activation"]),
 }
 
 
@@ -137,7 +152,8 @@ def ours(variant: str, seed: int, budget: dict, activation: str = "leaky_relu") 
     return {"variant": variant, "seed": seed, "best_val_det_F": imnn.best_val_det_F_,
             "oracle": oracle, "iterations": imnn.n_iterations_,
             "best_iteration": imnn.best_iteration_, "seconds": imnn.fit_seconds_,
-            "reach_iterations": reach, "independent_det_F": independent_det_F(imnn, seed)}
+            "reach_iterations": reach, "independent_det_F": independent_det_F(imnn, seed),
+            "load": os.getloadavg()[0]}
 
 
 def independent_det_F(imnn: IMNN, seed: int, n: int = 100_000) -> float:
@@ -223,7 +239,11 @@ def line_model(seed: int, budget: dict) -> dict:
     return {"variant": "line y = m x + c", "seed": seed, "best_val_det_F": imnn.best_val_det_F_,
             "oracle": line_oracle_det_F(val_fid, val_der), "exact": line_exact_det_F(),
             "iterations": imnn.n_iterations_, "best_iteration": imnn.best_iteration_,
-            "seconds": imnn.fit_seconds_}
+            "seconds": imnn.fit_seconds_, "load": os.getloadavg()[0]}
+
+
+def _or_dash(value) -> str:
+    return "-" if value is None else str(value)
 
 
 def show(row: dict, exact: float) -> None:
@@ -234,8 +254,10 @@ def show(row: dict, exact: float) -> None:
     independent = row.get("independent_det_F", float("nan"))
     print(f"{row['variant']:<36} {row['seed']:>4} {row['best_val_det_F']:>8.2f} "
           f"{row['best_val_det_F'] / exact:>7.3f} {oracle:>8.2f} {ratio:>7.3f} "
-          f"{row['iterations']:>6} {row['seconds']:>7.1f} {per_it:>7.1f} "
-          f"{'-' if reach is None else reach:>6} {independent:>8.2f}", flush=True)
+          f"{row['iterations']:>6} {_or_dash(row.get('best_iteration')):>6} "
+          f"{row['seconds']:>7.1f} {per_it:>7.1f} "
+          f"{'-' if reach is None else reach:>6} {independent:>8.2f} "
+          f"{row.get('load', float('nan')):>5.1f}", flush=True)
 
 
 def main() -> None:
@@ -257,7 +279,8 @@ def main() -> None:
          **{k: v for k, v in dict(budget, max_iterations=3, min_iterations=0).items()
             if k != "max_cap"}).fit()
     header = (f"{'variant':<36} {'seed':>4} {'best det':>8} {'/50':>7} {'oracle':>8} "
-              f"{'/oracle':>7} {'iters':>6} {'wall s':>7} {'ms/it':>7} {'it→35':>6} {'det 100k':>8}")
+              f"{'/oracle':>7} {'iters':>6} {'best':>6} {'wall s':>7} {'ms/it':>7} {'it→35':>6} {'det 100k':>8} "
+              f"{'load':>5}")
     print(header)
     rows = []
     if not os.environ.get("IMNN_PYTHON"):

@@ -42,12 +42,19 @@ VALIDATION_SEED_OFFSET = 7919
 
 #: recommended settings with a simulator (docs/imnn.md): fresh training simulations every
 #: iteration remove the overfitting of a fixed set, the cosine decay of the learning rate over
-#: 3000 iterations removes the step noise they add, softplus units fit the quadratic optimal
-#: statistics of the reference problem better than LeakyReLU; no early stop (the best
-#: validation weights are still restored).  ``IMNN(simulator=..., **FRESH_SIMULATIONS_PRESET)``
-FRESH_SIMULATIONS_PRESET: dict[str, Any] = {"activation": "softplus", "lr_schedule": "cos",
+#: 3000 iterations removes the step noise they add, smooth SiLU units fit the quadratic optimal
+#: statistics of the reference problem better than LeakyReLU (and than softplus, the earlier
+#: choice: 0.987 against 0.975 × 50 on independent simulations, seed 1); no early stop (the
+#: best validation weights are still restored).
+#: ``IMNN(simulator=..., **FRESH_SIMULATIONS_PRESET)``
+FRESH_SIMULATIONS_PRESET: dict[str, Any] = {"activation": "silu", "lr_schedule": "cos",
                                             "max_iterations": 3000, "patience": 3000,
                                             "min_iterations": 100}
+#: the same with n_s = n_d = 2000 fresh training simulations per iteration (2× the simulations
+#: and the time per iteration): less gradient noise, 0.997 × 50 on independent simulations
+#: (seed 1); the configuration that clears 0.95 × 50 on all three benchmark seeds
+FRESH_SIMULATIONS_2K_PRESET: dict[str, Any] = {**FRESH_SIMULATIONS_PRESET, "n_s": 2000,
+                                               "n_d": 2000}
 
 HISTORY_KEYS = ("det_F", "det_C", "det_invC", "Lambda2", "r")
 
@@ -594,5 +601,6 @@ def oracle_det_F(fiducial: Any, derivative: Any) -> float:
     return float(torch.linalg.det(fisher_statistics(s, ds).F))
 
 
-__all__ = ["IMNN", "FRESH_SIMULATIONS_PRESET", "gaussian_simulator", "gaussian_simulations", "oracle_det_F",
+__all__ = ["IMNN", "FRESH_SIMULATIONS_PRESET", "FRESH_SIMULATIONS_2K_PRESET",
+           "gaussian_simulator", "gaussian_simulations", "oracle_det_F",
            "OracleSummaries", "intra_op_threads", "DEMO_EXACT_DET_F"]
