@@ -27,11 +27,12 @@ def test_build_from_name_dict_and_nested_dicts():
     assert isinstance(loss, CompoundLoss)
     assert isinstance(loss.losses[1], PositionLoss) and loss.losses[1].target == "pca"
     assert loss.describe()["losses"][1] == {"name": "position", "model": "main",
-                                            "input": "data", "target": "pca"}
+                                            "input": "data", "target": "pca",
+                                            "target_model": None}
 
 
 def test_bad_parameters_list_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"Its parameters are \['model', 'input', 'target'\]"):
+    with pytest.raises(ConfigError, match=r"Its parameters are \['model', 'input', 'target', 'target_model'\]"):
         get_registry().build("loss", {"name": "position", "targte": "pca"})
     with pytest.raises(ConfigError, match="needs a 'name' key"):
         get_registry().build("loss", {"target": "pca"})
