@@ -529,7 +529,7 @@ class KLLoss(Loss):
 
 
 class _FreePositionsModule(torch.nn.Module):
-    """``index (m,) -> positions[index] (m, d)``; ``setup`` copies the start layout once."""
+    """``index (m,) -> positions[index] (m, d)``; ``on_phase_start`` copies the start layout once."""
 
     def __init__(self, n_items: int, n_components: int, init: str | None,
                  scale: float | None) -> None:
@@ -542,7 +542,7 @@ class _FreePositionsModule(torch.nn.Module):
         return self.positions[index.long()]
 
     @torch.no_grad()
-    def setup(self, state: TrainState) -> None:
+    def on_phase_start(self, state: TrainState) -> None:
         if bool(self.initialised) or self.init is None:
             return
         start = torch.as_tensor(state.lookup(self.init)).to(self.positions)

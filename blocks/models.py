@@ -53,7 +53,7 @@ def _activation_name(instance, attribute, value) -> None:
 
 class PCAProjection(nn.Module):
     """Fixed projection ``(n, in_dim) -> (n, dims)`` on the leading principal axes of the
-    training data: x ↦ (x − mean) V.  Not trained; ``setup(state)`` fits it once from
+    training data: x ↦ (x − mean) V.  Not trained; ``on_phase_start(state)`` fits it once from
     ``state.dataset[key]`` (at the start of the first phase that trains the model), and the
     mean and axes are saved with the weights."""
 
@@ -68,7 +68,7 @@ class PCAProjection(nn.Module):
         return (x - self.mean) @ self.axes
 
     @torch.no_grad()
-    def setup(self, state) -> None:
+    def on_phase_start(self, state) -> None:
         if bool(self.fitted) or state.dataset is None or self.key not in state.dataset:
             return
         x = state.dataset[self.key].to(self.mean).double()
@@ -87,10 +87,10 @@ class PCAProjection(nn.Module):
 
 
 class _Projected(nn.Sequential):
-    """``projection`` then a network; ``setup`` reaches the projection."""
+    """``projection`` then a network; ``on_phase_start`` reaches the projection."""
 
-    def setup(self, state) -> None:
-        self[0].setup(state)
+    def on_phase_start(self, state) -> None:
+        self[0].on_phase_start(state)
 
 
 @attrs.define

@@ -73,7 +73,7 @@ class TrainingPhase:
     ``exp`` multiplies by ``lr_decay_rate`` every ``lr_decay_steps`` steps (staircase; with
     ``lr_decay_staircase=False`` continuously, rate ** (step / lr_decay_steps)).
     ``l1_strength`` adds strength × Σ|θ| of the trained parameters to the loss.  A trained model
-    with a ``setup(state)`` method has it called at the start of the phase (before its
+    with an ``on_phase_start(state)`` method has it called at the start of the phase (before its
     parameters are collected).
     """
 
@@ -157,7 +157,7 @@ class TrainingPhase:
         models = state.models
         trained = list(models.keys()) if self.trainable is None else list(self.trainable)
         for name in trained:  # e.g. free coordinates that start from a global layout
-            hook = getattr(models[name], "setup", None) if name in models else None
+            hook = getattr(models[name], "on_phase_start", None) if name in models else None
             if hook is not None:
                 hook(state)
         params = self._parameters(models)

@@ -335,15 +335,15 @@ def _two_blobs(n=120, seed=0):
 def test_free_positions_start_from_a_global_and_index():
     start = torch.arange(12.0).reshape(6, 2)
     module = FreePositions(n_items=6, init="start", scale=2.0).build()
-    module.setup(_state(start=start))
+    module.on_phase_start(_state(start=start))
     y = module.positions.detach()
     assert torch.allclose(y.mean(0), torch.zeros(2), atol=1e-6)
     assert float(y[:, 0].std()) == pytest.approx(2.0, rel=1e-5)  # first axis scaled to `scale`
     assert torch.allclose(module(torch.tensor([4, 1])), y[[4, 1]])
-    module.setup(_state(start=torch.zeros(6, 2)))  # set up once: a later phase keeps training
+    module.on_phase_start(_state(start=torch.zeros(6, 2)))  # set up once: a later phase keeps training
     assert torch.equal(module.positions.detach(), y)
     with pytest.raises(ValidationError, match="shape"):
-        FreePositions(n_items=5, init="start").build().setup(_state(start=start))
+        FreePositions(n_items=5, init="start").build().on_phase_start(_state(start=start))
     with pytest.raises(ValidationError, match="scale"):
         FreePositions(n_items=5, scale=0.0)
 
@@ -398,7 +398,7 @@ def test_mlp_pca_front_end_projects_on_the_principal_axes():
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.normal(size=(300, 8)) * np.arange(1, 9)[::-1]).float()
     net = MLP(in_dim=8, out_dim=2, hidden_dims=(4,), pca_dims=3).build()
-    net.setup(_state(dataset=Dataset(data=x)))
+    net.on_phase_start(_state(dataset=Dataset(data=x)))
     projected = net[0](x)
     centred = (x - x.mean(0)).double()
     _, _, vt = torch.linalg.svd(centred, full_matrices=False)
