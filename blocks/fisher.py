@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import attrs
+from attrs.validators import optional
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch.func import jvp, vmap
@@ -35,6 +36,7 @@ from .errors import NumericalError, ValidationError
 from .losses import Loss, LossOutput, get_model
 from .samplers import Sampler
 from .state import TrainState
+from .validators import one_of, positive, positive_int
 
 FIDUCIAL = "fiducial"
 DERIVATIVE = "derivative"
@@ -291,15 +293,6 @@ class _ChunkedGradient(torch.autograd.Function):
 
 # ---------------------------------------------------------------------- loss
 
-def _positive_int_or_none(instance, attribute, value) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValidationError(f"`{attribute.name}` must be a positive integer or None, got {value!r}.")
-
-
-def _positive_number(instance, attribute, value) -> None:
-    check_positive(value, attribute.name)
-
-
 @attrs.define
 class FisherLoss(Loss):
     """IMNN loss on a simulation batch: ``−ln|det F| + r_Λ Λ₂``.
@@ -316,9 +309,9 @@ class FisherLoss(Loss):
 
     name: ClassVar[str] = "fisher"
     model: str = "main"
-    lambda_reg: float = attrs.field(default=10.0, validator=_positive_number)
-    epsilon: float = attrs.field(default=0.1, validator=_positive_number)
-    chunk_size: int | None = attrs.field(default=None, validator=_positive_int_or_none)
+    lambda_reg: float = attrs.field(default=10.0, validator=positive)
+    epsilon: float = attrs.field(default=0.1, validator=positive)
+    chunk_size: int | None = attrs.field(default=None, validator=optional(positive_int))
     alpha: float = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -390,12 +383,6 @@ def _optional_theta(value: Any) -> tuple[float, ...] | None:
     return None if value is None else as_theta(value)
 
 
-def _mode(instance, attribute, value) -> None:
-    if value not in DERIVATIVE_MODES:
-        raise ValidationError(f"`derivative_mode` must be one of {list(DERIVATIVE_MODES)}, "
-                              f"got {value!r}.")
-
-
 TRANSIENT = {"transient": True}
 
 
@@ -423,7 +410,7 @@ class SimulationSampler(Sampler):
     theta_fid: tuple[float, ...] = attrs.field(converter=as_theta)
     simulator: Callable[..., torch.Tensor] | None = attrs.field(default=None, metadata=TRANSIENT)
     batched: bool = True
-    derivative_mode: str = attrs.field(default="autograd", validator=_mode)
+    derivative_mode: str = attrs.field(default="autograd", validator=one_of(*DERIVATIVE_MODES))
     fiducial: Any = attrs.field(default=None, metadata=TRANSIENT, repr=False)
     derivative: Any = attrs.field(default=None, metadata=TRANSIENT, repr=False)
     numerical_derivative: Any = attrs.field(default=None, metadata=TRANSIENT, repr=False)

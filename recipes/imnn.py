@@ -10,25 +10,25 @@ validation set and the best weights are kept (patience, min / max iterations).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
+from attrs.validators import optional
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from infoblocks.blocks.data import as_tensor, check_positive, resolve_device
+from infoblocks.blocks.data import as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import NotFittedError, ValidationError
 from infoblocks.blocks.fisher import (FisherStatistics, as_theta, fisher_statistics,
                                       network_summaries)
 from infoblocks.blocks.phases import TrainingPhase, Validation
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
+from infoblocks.blocks.validators import non_negative, one_of, positive, positive_int
 from infoblocks.plugins.registry import get_registry
 
 #: the reference problem of the imnn tutorial: 10 points d_i ~ N(μ, Σ) at θ_fid = (μ, Σ) = (0, 1)
@@ -85,52 +85,8 @@ class OracleSummaries(torch.nn.Module):
         return torch.stack([x.sum(-1), (x ** 2).sum(-1)], -1)
 
 
-@contextlib.contextmanager
-def intra_op_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` torch intra-op threads (None: unchanged); restores the previous value.
-
-    The IMNN step is a chain of small matrix products: on a few busy cores one thread avoids
-    the synchronisation cost that made two threads 10–20× slower here (see docs/imnn.md).
-    """
-    if n is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _optional_theta(value: Any) -> tuple[float, ...] | None:
     return None if value is None else as_theta(value)
-
-
-def _positive_int(instance, attribute, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValidationError(f"`{attribute.name}` must be a positive integer, got {value!r}.")
-
-
-def _optional_positive_int(instance, attribute, value) -> None:
-    if value is not None:
-        _positive_int(instance, attribute, value)
-
-
-def _positive(instance, attribute, value) -> None:
-    check_positive(value, attribute.name)
-
-
-def _non_negative(instance, attribute, value) -> None:
-    check_positive(value, attribute.name, allow_zero=True)
-
-
-def _choice(*options: str):
-    def check(instance, attribute, value):
-        if value not in options:
-            raise ValidationError(f"`{attribute.name}` must be one of {list(options)}, "
-                                  f"got {value!r}.")
-    return check
 
 
 @attrs.define(kw_only=True)
@@ -161,7 +117,7 @@ class IMNN(Recipe):
     summary: ClassVar[str] = ("Information maximising neural network: summaries that maximise "
                               "the Fisher information (Charnock et al. 2018)")
 
-    n_summaries: int = attrs.field(validator=_positive_int)
+    n_summaries: int = attrs.field(validator=positive_int)
     theta_fid: tuple[float, ...] = attrs.field(converter=as_theta)
     simulator: Any = transient_field(default=None)
     fiducial: Any = transient_field(default=None, repr=False)
@@ -172,27 +128,27 @@ class IMNN(Recipe):
     validation_numerical_derivative: Any = transient_field(default=None, repr=False)
     network: Any = transient_field(default=None, repr=False)
     batched_simulator: bool = True
-    derivative_mode: str = attrs.field(default="autograd", validator=_choice("autograd",
+    derivative_mode: str = attrs.field(default="autograd", validator=one_of("autograd",
                                                                              "numerical"))
     delta_theta: tuple[float, ...] | None = attrs.field(default=None, converter=_optional_theta)
     fresh_simulations: bool = True
-    n_s: int = attrs.field(default=1000, validator=_positive_int)
-    n_d: int = attrs.field(default=1000, validator=_positive_int)
+    n_s: int = attrs.field(default=1000, validator=positive_int)
+    n_d: int = attrs.field(default=1000, validator=positive_int)
     hidden_dims: tuple[int, ...] = attrs.field(default=(128, 128, 128), converter=tuple)
     activation: str = "leaky_relu"
-    optimizer: str = attrs.field(default="adam", validator=_choice("sgd", "adam", "adamw"))
-    learning_rate: float = attrs.field(default=1e-3, validator=_positive)
-    weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
-    lr_schedule: str = attrs.field(default="none", validator=_choice("none", "cos"))
-    lambda_reg: float = attrs.field(default=10.0, validator=_positive)
-    epsilon: float = attrs.field(default=0.1, validator=_positive)
-    chunk_size: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    optimizer: str = attrs.field(default="adam", validator=one_of("sgd", "adam", "adamw"))
+    learning_rate: float = attrs.field(default=1e-3, validator=positive)
+    weight_decay: float = attrs.field(default=0.0, validator=non_negative)
+    lr_schedule: str = attrs.field(default="none", validator=one_of("none", "cos"))
+    lambda_reg: float = attrs.field(default=10.0, validator=positive)
+    epsilon: float = attrs.field(default=0.1, validator=positive)
+    chunk_size: int | None = attrs.field(default=None, validator=optional(positive_int))
     whiten_init: bool = True
-    patience: int = attrs.field(default=10, validator=_positive_int)
-    min_iterations: int = attrs.field(default=100, validator=_non_negative)
-    max_iterations: int = attrs.field(default=1000, validator=_positive_int)
-    num_threads: int | None = attrs.field(default=1, validator=_optional_positive_int)
-    seed: int = attrs.field(default=0, validator=_non_negative)
+    patience: int = attrs.field(default=10, validator=positive_int)
+    min_iterations: int = attrs.field(default=100, validator=non_negative)
+    max_iterations: int = attrs.field(default=1000, validator=positive_int)
+    num_threads: int | None = attrs.field(default=1, validator=optional(positive_int))
+    seed: int = attrs.field(default=0, validator=non_negative)
     device: str = "cpu"
     verbose: bool = False
 
@@ -603,4 +559,4 @@ def oracle_det_F(fiducial: Any, derivative: Any) -> float:
 
 __all__ = ["IMNN", "FRESH_SIMULATIONS_PRESET", "FRESH_SIMULATIONS_2K_PRESET",
            "gaussian_simulator", "gaussian_simulations", "oracle_det_F",
-           "OracleSummaries", "intra_op_threads", "DEMO_EXACT_DET_F"]
+           "OracleSummaries", "DEMO_EXACT_DET_F"]
