@@ -441,7 +441,8 @@ class NegativeEdgeSampler(Sampler):
 
 
 def _pair_sq(y: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (y[a] - y[b]).pow(2).sum(-1)
+    # index_select: its backward is an index_add, ~2x faster on CPU than y[a]'s index_put
+    return (y.index_select(0, a) - y.index_select(0, b)).pow(2).sum(-1)
 
 
 @attrs.define
@@ -539,7 +540,7 @@ class _FreePositionsModule(torch.nn.Module):
         self.init, self.scale = init, scale
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
-        return self.positions[index.long()]
+        return self.positions.index_select(0, index.long())  # backward: index_add
 
     @torch.no_grad()
     def on_phase_start(self, state: TrainState) -> None:
