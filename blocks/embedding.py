@@ -15,6 +15,7 @@ import math
 from typing import Any, ClassVar
 
 import attrs
+from attrs.validators import optional
 import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
@@ -30,6 +31,7 @@ from .relations import DenseRelations, EdgeRelations, RelationData, SparseRelati
 from .samplers import Sampler
 from .state import TrainState
 from .transforms import Transform
+from .validators import non_negative, positive, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -44,26 +46,6 @@ SQ_DIST_FLOOR = 1e-8
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ValidationError(message)
-
-
-def _positive(instance, attribute, value) -> None:
-    _check(not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0,
-           f"`{attribute.name}` must be a positive number, got {value!r}.")
-
-
-def _non_negative(instance, attribute, value) -> None:
-    _check(not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0,
-           f"`{attribute.name}` must be a non-negative number, got {value!r}.")
-
-
-def _positive_int(instance, attribute, value) -> None:
-    _check(not isinstance(value, bool) and isinstance(value, int) and value > 0,
-           f"`{attribute.name}` must be a positive integer, got {value!r}.")
-
-
-def _optional_positive_int(instance, attribute, value) -> None:
-    if value is not None:
-        _positive_int(instance, attribute, value)
 
 
 # ----------------------------------------------------------------------------- row matrices
@@ -140,11 +122,11 @@ class ConnectivityBasedRescale(Transform):
     """
 
     name: ClassVar[str] = "connectivity_rescale"
-    local_connectivity: float = attrs.field(default=1.0, validator=_non_negative)
-    bandwidth: float = attrs.field(default=1.0, validator=_positive)
-    n_neighbors: int | None = attrs.field(default=None, validator=_optional_positive_int)
-    n_iter: int = attrs.field(default=64, validator=_positive_int)
-    tolerance: float = attrs.field(default=SMOOTH_K_TOLERANCE, validator=_positive)
+    local_connectivity: float = attrs.field(default=1.0, validator=non_negative)
+    bandwidth: float = attrs.field(default=1.0, validator=positive)
+    n_neighbors: int | None = attrs.field(default=None, validator=optional(positive_int))
+    n_iter: int = attrs.field(default=64, validator=positive_int)
+    tolerance: float = attrs.field(default=SMOOTH_K_TOLERANCE, validator=positive)
 
     def calibrate(self, dists: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ρ and σ of every row of distances ``(n, K)`` (inf = no entry): ``(n,), (n,)``."""
@@ -223,10 +205,10 @@ class PerplexityBasedRescale(Transform):
     """
 
     name: ClassVar[str] = "perplexity_rescale"
-    perplexity: float = attrs.field(default=30.0, validator=_positive)
+    perplexity: float = attrs.field(default=30.0, validator=positive)
     square_distances: bool = True
-    n_iter: int = attrs.field(default=100, validator=_positive_int)
-    tolerance: float = attrs.field(default=1e-5, validator=_positive)
+    n_iter: int = attrs.field(default=100, validator=positive_int)
+    tolerance: float = attrs.field(default=1e-5, validator=positive)
 
     def calibrate(self, dists: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """β per row and the conditional probabilities ``(n, K)`` of ascending rows."""
@@ -319,8 +301,8 @@ class ModifiedCauchyTransform(EmbeddingKernel):
     """
 
     name: ClassVar[str] = "modified_cauchy"
-    min_dist: float = attrs.field(default=0.1, validator=_non_negative)
-    spread: float = attrs.field(default=1.0, validator=_positive)
+    min_dist: float = attrs.field(default=0.1, validator=non_negative)
+    spread: float = attrs.field(default=1.0, validator=positive)
     a: float | None = None
     b: float | None = None
 
@@ -346,7 +328,7 @@ class StudentTTransform(EmbeddingKernel):
     """t-SNE's kernel q(d) = (1 + d²/ν)^{−(ν+1)/2}; ν = ``dof`` = 1 gives 1 / (1 + d²)."""
 
     name: ClassVar[str] = "student_t"
-    dof: float = attrs.field(default=1.0, validator=_positive)
+    dof: float = attrs.field(default=1.0, validator=positive)
 
     def log_kernel(self, sq_dist):
         return -0.5 * (self.dof + 1.0) * torch.log1p(sq_dist / self.dof)
@@ -375,9 +357,9 @@ class NegativeEdgeSampler(Sampler):
 
     name: ClassVar[str] = "negative_edges"
     relation: str = "graph"
-    batch_size: int = attrs.field(default=512, validator=_positive_int)
-    neg_sampling_rate: int = attrs.field(default=5, validator=_positive_int)
-    batches_per_epoch: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    batch_size: int = attrs.field(default=512, validator=positive_int)
+    neg_sampling_rate: int = attrs.field(default=5, validator=positive_int)
+    batches_per_epoch: int | None = attrs.field(default=None, validator=optional(positive_int))
     negatives: str = attrs.field(default="batch")
     keys: tuple[str, ...] | None = attrs.field(
         default=None, converter=lambda k: None if k is None else tuple(k))
@@ -459,7 +441,7 @@ class RelationLoss(Loss):
     model: str = "main"
     input: str = "data"
     kernel: Any = block_field("transform", default="modified_cauchy")
-    repulsion_strength: float = attrs.field(default=1.0, validator=_non_negative)
+    repulsion_strength: float = attrs.field(default=1.0, validator=non_negative)
 
     def __call__(self, batch, models, state):
         y = get_model(models, self.model)(batch[self.input])
@@ -487,7 +469,7 @@ class KLLoss(Loss):
     input: str = "data"
     relation: str = "P"
     kernel: Any = block_field("transform", default="student_t")
-    exaggeration: float = attrs.field(default=1.0, validator=_positive)
+    exaggeration: float = attrs.field(default=1.0, validator=positive)
 
     def _edges(self, state: TrainState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         cache = state.scratch.get(("kl", self.relation))
@@ -569,15 +551,15 @@ class FreePositions(Model):
     """
 
     name: ClassVar[str] = "free_positions"
-    n_items: int = attrs.field(validator=_positive_int)
-    n_components: int = attrs.field(default=2, validator=_positive_int)
+    n_items: int = attrs.field(validator=positive_int)
+    n_components: int = attrs.field(default=2, validator=positive_int)
     init: str | None = "positions"
     scale: float | None = attrs.field(default=None)
 
     @scale.validator
     def _check_scale(self, attribute, value) -> None:
         if value is not None:
-            _positive(self, attribute, value)
+            positive(self, attribute, value)
 
     def build(self) -> torch.nn.Module:
         return _FreePositionsModule(self.n_items, self.n_components, self.init, self.scale)
@@ -629,8 +611,8 @@ class SpectralInit(Transform):
     """
 
     name: ClassVar[str] = "spectral_init"
-    n_components: int = attrs.field(default=2, validator=_positive_int)
-    scale: float = attrs.field(default=1.0, validator=_positive)
+    n_components: int = attrs.field(default=2, validator=positive_int)
+    scale: float = attrs.field(default=1.0, validator=positive)
     seed: int = 0
 
     accepts: ClassVar[tuple[type, ...]] = (SparseRelations,)  # a dense graph: `.to_sparse()` first
@@ -641,7 +623,7 @@ class SpectralInit(Transform):
         graph = relations.to_sparse().to_scipy().astype(np.float64)
         graph = ((graph + graph.T) * 0.5).tocsr()
         rng = np.random.default_rng(self.seed)
-        n, dim = graph.shape[0], self.n_components
+        dim = self.n_components
         count, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
         if count == 1:
             y = _spectral_component(graph, dim, rng)
@@ -679,8 +661,8 @@ class PCAInit(Transform):
     """
 
     name: ClassVar[str] = "pca_init"
-    n_components: int = attrs.field(default=2, validator=_positive_int)
-    scale: float = attrs.field(default=1.0, validator=_positive)
+    n_components: int = attrs.field(default=2, validator=positive_int)
+    scale: float = attrs.field(default=1.0, validator=positive)
 
     accepts: ClassVar[tuple[type, ...]] = (torch.Tensor,)  # data, not a relation
 

@@ -17,6 +17,7 @@ from .base import block_field
 from .distances import Euclidean, SquaredEuclidean
 from .errors import ValidationError
 from .relations import Relation, SparseRelations, _data_tensor
+from .validators import positive_int
 
 #: below this many items the exact chunked torch search is used.  Measured on 2 CPU cores
 #: (784-D): exact search of 20,000 items takes ~6 s, while pynndescent's first call in a process
@@ -26,11 +27,6 @@ EXACT_THRESHOLD = 20_000
 CHUNK_ELEMENTS = 16_000_000
 #: distances pynndescent knows natively, by our registry name
 _PYNNDESCENT_METRICS = {"euclidean": "euclidean", "sqeuclidean": "sqeuclidean", "cosine": "cosine"}
-
-
-def _positive_int(instance, attribute, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValidationError(f"`{attribute.name}` must be a positive integer, got {value!r}.")
 
 
 def _ranking_scores(metric: Any, block: torch.Tensor, x: torch.Tensor,
@@ -116,10 +112,10 @@ class NeighborBasedPDist(Relation):
     """
 
     name: ClassVar[str] = "neighbor_pdist"
-    n_neighbors: int = attrs.field(default=15, validator=_positive_int)
+    n_neighbors: int = attrs.field(default=15, validator=positive_int)
     metric: Any = block_field("distance", default="euclidean")
-    exact_threshold: int = attrs.field(default=EXACT_THRESHOLD, validator=_positive_int)
-    chunk_elements: int = attrs.field(default=CHUNK_ELEMENTS, validator=_positive_int)
+    exact_threshold: int = attrs.field(default=EXACT_THRESHOLD, validator=positive_int)
+    chunk_elements: int = attrs.field(default=CHUNK_ELEMENTS, validator=positive_int)
     key: str = "data"
     seed: int = 0
 

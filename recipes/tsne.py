@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
+from attrs.validators import optional
 
 from infoblocks.blocks.routine import GlobalRelation
 
-from .umap import (EmbeddingRecipe, _non_negative_int, _one_of, _positive, _positive_int,
-                   _optional_positive_int)
+from infoblocks.blocks.validators import non_negative_int, one_of, positive, positive_int
+
+from .umap import EmbeddingRecipe
 
 
 @attrs.define(kw_only=True)
@@ -34,20 +36,20 @@ class ParametricTSNE(EmbeddingRecipe):
     name: ClassVar[str] = "parametric_tsne"
     summary: ClassVar[str] = "Parametric t-SNE: a network trained on KL(P||Q) over mini-batches"
 
-    perplexity: float = attrs.field(default=30.0, validator=_positive)
-    n_neighbors: int | None = attrs.field(default=None, validator=_optional_positive_int)
-    dof: float = attrs.field(default=1.0, validator=_positive)
-    init: str = attrs.field(default="pca", validator=_one_of("pca", "spectral", "none"))
-    init_scale: float = attrs.field(default=5.0, validator=_positive)
-    init_epochs: int = attrs.field(default=10, validator=_non_negative_int)
-    init_batch_size: int = attrs.field(default=500, validator=_positive_int)
-    init_learning_rate: float = attrs.field(default=1e-3, validator=_positive)
-    early_exaggeration: float = attrs.field(default=4.0, validator=_positive)
-    exaggeration_epochs: int = attrs.field(default=20, validator=_non_negative_int)
-    epochs: int = attrs.field(default=100, validator=_non_negative_int)
-    batch_size: int = attrs.field(default=1000, validator=_positive_int)
-    learning_rate: float = attrs.field(default=1e-2, validator=_positive)
-    lr_schedule: str = attrs.field(default="cos", validator=_one_of("none", "cos", "exp"))
+    perplexity: float = attrs.field(default=30.0, validator=positive)
+    n_neighbors: int | None = attrs.field(default=None, validator=optional(positive_int))
+    dof: float = attrs.field(default=1.0, validator=positive)
+    init: str = attrs.field(default="pca", validator=one_of("pca", "spectral", "none"))
+    init_scale: float = attrs.field(default=5.0, validator=positive)
+    init_epochs: int = attrs.field(default=10, validator=non_negative_int)
+    init_batch_size: int = attrs.field(default=500, validator=positive_int)
+    init_learning_rate: float = attrs.field(default=1e-3, validator=positive)
+    early_exaggeration: float = attrs.field(default=4.0, validator=positive)
+    exaggeration_epochs: int = attrs.field(default=20, validator=non_negative_int)
+    epochs: int = attrs.field(default=100, validator=non_negative_int)
+    batch_size: int = attrs.field(default=1000, validator=positive_int)
+    learning_rate: float = attrs.field(default=1e-2, validator=positive)
+    lr_schedule: str = attrs.field(default="cos", validator=one_of("none", "cos", "exp"))
 
     def neighbors(self) -> int:
         """k of the sparse P: ``n_neighbors`` or 3 × perplexity (as in Barnes-Hut t-SNE)."""

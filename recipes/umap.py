@@ -16,22 +16,23 @@ epochs = 100`` in TOML), or adds phases.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
+from attrs.validators import optional
 import numpy as np
 import torch
 
-from infoblocks.blocks.data import Dataset, as_tensor, resolve_device
+from infoblocks.blocks.data import Dataset, as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
 from infoblocks.blocks.phases import TrainingPhase, Validation
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import GlobalRelation, Routine
 from infoblocks.blocks.samplers import ItemSampler
+from infoblocks.blocks.validators import non_negative, non_negative_int, one_of, positive, positive_int
 from infoblocks.plugins.registry import get_registry
 
 #: sub-directory of ``run``'s output that holds the saved model
@@ -54,38 +55,6 @@ def _check(condition: bool, message: str) -> None:
         raise ValidationError(message)
 
 
-def _positive_int(instance, attribute, value) -> None:
-    _check(not isinstance(value, bool) and isinstance(value, int) and value > 0,
-           f"`{attribute.name}` must be a positive integer, got {value!r}.")
-
-
-def _non_negative_int(instance, attribute, value) -> None:
-    _check(not isinstance(value, bool) and isinstance(value, int) and value >= 0,
-           f"`{attribute.name}` must be a non-negative integer, got {value!r}.")
-
-
-def _optional_positive_int(instance, attribute, value) -> None:
-    if value is not None:
-        _positive_int(instance, attribute, value)
-
-
-def _positive(instance, attribute, value) -> None:
-    _check(not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0,
-           f"`{attribute.name}` must be a positive number, got {value!r}.")
-
-
-def _non_negative(instance, attribute, value) -> None:
-    _check(not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0,
-           f"`{attribute.name}` must be a non-negative number, got {value!r}.")
-
-
-def _one_of(*options: str):
-    def check(instance, attribute, value):
-        _check(value in options, f"`{attribute.name}` must be one of {list(options)}, "
-                                 f"got {value!r}.")
-    return check
-
-
 def _known_metric(instance, attribute, value) -> None:
     _check(isinstance(value, str), f"`metric` must be a distance name, got {value!r}.")
     get_registry().entry("distance", value)  # RegistryError lists the known distances
@@ -100,18 +69,6 @@ def _module_or_none(instance, attribute, value) -> None:
     _check(value is None or isinstance(value, torch.nn.Module),
            f"`encoder` must be a torch.nn.Module (or None for the default MLP), got "
            f"{type(value).__name__}.")
-
-
-@contextlib.contextmanager
-def _threads(count: int | None):
-    """Run a block with ``count`` torch intra-op threads, restoring the setting afterwards."""
-    before = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _merge(default: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +92,7 @@ class EmbeddingRecipe(Recipe):
     Subclasses define :meth:`global_relations` and :meth:`default_phases`.
     """
 
-    n_components: int = attrs.field(default=2, validator=_positive_int)
+    n_components: int = attrs.field(default=2, validator=positive_int)
     metric: str = attrs.field(default="euclidean", validator=_known_metric)
     metric_kwds: dict[str, Any] | None = None
     hidden_dims: tuple[int, ...] = attrs.field(default=(100, 100, 100), converter=tuple,
@@ -143,14 +100,14 @@ class EmbeddingRecipe(Recipe):
     activation: str = "relu"
     #: k: the default MLP starts with a fixed projection on the data's k leading principal
     #: axes (cheaper steps for wide inputs); None: the raw features
-    pca_dims: int | None = attrs.field(default=None, validator=_optional_positive_int)
-    exact_neighbors_threshold: int = attrs.field(default=20_000, validator=_positive_int)
+    pca_dims: int | None = attrs.field(default=None, validator=optional(positive_int))
+    exact_neighbors_threshold: int = attrs.field(default=20_000, validator=positive_int)
     phases: list[dict[str, Any]] | None = None
-    seed: int = attrs.field(default=0, validator=_non_negative_int)
+    seed: int = attrs.field(default=0, validator=non_negative_int)
     device: str = "cpu"
     #: torch intra-op threads while training (small networks on CPU train fastest on one
     #: thread; two threads ran 3x slower on a loaded 2-core machine); None keeps torch's setting
-    train_threads: int | None = attrs.field(default=1, validator=_optional_positive_int)
+    train_threads: int | None = attrs.field(default=1, validator=optional(positive_int))
     verbose: bool = False
     #: any ``torch.nn.Module`` mapping (n, d) -> (n, n_components); None: an MLP
     encoder: Any = transient_field(default=None, validator=_module_or_none)
@@ -261,7 +218,7 @@ class EmbeddingRecipe(Recipe):
         routine = self.build(X)
         routine.compute_global_relations()
         relations_done = time.perf_counter()
-        with _threads(self.train_threads):
+        with intra_op_threads(self.train_threads):
             routine.train()
         trained = time.perf_counter()
         self.routine_ = routine
@@ -401,33 +358,33 @@ class ParametricUMAP(EmbeddingRecipe):
     name: ClassVar[str] = "parametric_umap"
     summary: ClassVar[str] = "Parametric UMAP: a network trained on UMAP's fuzzy k-NN graph"
 
-    n_neighbors: int = attrs.field(default=15, validator=_positive_int)
-    min_dist: float = attrs.field(default=0.1, validator=_non_negative)
-    spread: float = attrs.field(default=1.0, validator=_positive)
-    local_connectivity: float = attrs.field(default=1.0, validator=_non_negative)
-    init: str = attrs.field(default="spectral", validator=_one_of("spectral", "pca", "none"))
-    init_scale: float = attrs.field(default=1.0, validator=_positive)
-    init_epochs: int = attrs.field(default=10, validator=_non_negative_int)
-    init_batch_size: int = attrs.field(default=500, validator=_positive_int)
-    init_learning_rate: float = attrs.field(default=1e-3, validator=_positive)
+    n_neighbors: int = attrs.field(default=15, validator=positive_int)
+    min_dist: float = attrs.field(default=0.1, validator=non_negative)
+    spread: float = attrs.field(default=1.0, validator=positive)
+    local_connectivity: float = attrs.field(default=1.0, validator=non_negative)
+    init: str = attrs.field(default="spectral", validator=one_of("spectral", "pca", "none"))
+    init_scale: float = attrs.field(default=1.0, validator=positive)
+    init_epochs: int = attrs.field(default=10, validator=non_negative_int)
+    init_batch_size: int = attrs.field(default=500, validator=positive_int)
+    init_learning_rate: float = attrs.field(default=1e-3, validator=positive)
     #: epochs of the ``layout`` phase: free coordinates (no network), started from the init
     #: layout, optimised with the main phase's loss and sampler; the init phase then regresses
     #: the network onto them.  0: no layout phase (the network learns the init layout itself)
-    layout_epochs: int = attrs.field(default=0, validator=_non_negative_int)
-    layout_batch_size: int = attrs.field(default=4096, validator=_positive_int)
-    layout_learning_rate: float = attrs.field(default=0.1, validator=_positive)
+    layout_epochs: int = attrs.field(default=0, validator=non_negative_int)
+    layout_batch_size: int = attrs.field(default=4096, validator=positive_int)
+    layout_learning_rate: float = attrs.field(default=0.1, validator=positive)
     #: standard deviation of the first coordinate of the layout's start (kernel units)
-    layout_scale: float = attrs.field(default=3.0, validator=_positive)
-    epochs: int = attrs.field(default=200, validator=_non_negative_int)
-    batch_size: int = attrs.field(default=500, validator=_positive_int)
-    batches_per_epoch: int | None = attrs.field(default=10, validator=_optional_positive_int)
-    neg_sampling_rate: int = attrs.field(default=5, validator=_positive_int)
-    negatives: str = attrs.field(default="batch", validator=_one_of("batch", "uniform"))
-    repulsion_strength: float = attrs.field(default=1.0, validator=_non_negative)
+    layout_scale: float = attrs.field(default=3.0, validator=positive)
+    epochs: int = attrs.field(default=200, validator=non_negative_int)
+    batch_size: int = attrs.field(default=500, validator=positive_int)
+    batches_per_epoch: int | None = attrs.field(default=10, validator=optional(positive_int))
+    neg_sampling_rate: int = attrs.field(default=5, validator=positive_int)
+    negatives: str = attrs.field(default="batch", validator=one_of("batch", "uniform"))
+    repulsion_strength: float = attrs.field(default=1.0, validator=non_negative)
     #: 3e-3 with cosine decay: digits seeds 0-2 gave trust@15 0.979 / 0.975 / 0.976 (1e-2:
     #: 0.979 / 0.969 / 0.972)
-    learning_rate: float = attrs.field(default=3e-3, validator=_positive)
-    lr_schedule: str = attrs.field(default="cos", validator=_one_of("none", "cos", "exp"))
+    learning_rate: float = attrs.field(default=3e-3, validator=positive)
+    lr_schedule: str = attrs.field(default="cos", validator=one_of("none", "cos", "exp"))
 
     def __attrs_post_init__(self) -> None:
         _check(self.min_dist <= self.spread, f"`min_dist` ({self.min_dist}) must not exceed "
