@@ -114,10 +114,7 @@ def squared_differences(a: torch.Tensor, b: torch.Tensor,
     _check_pair(a, b)
     diff = a[:, None, :] - b[None, :, :]
     if periods is not None:
-        periodic = periods > 0
-        safe = torch.where(periodic, periods, torch.ones_like(periods))
-        diff = diff - torch.where(periodic, torch.round(diff / safe) * periods,
-                                  torch.zeros_like(diff))
+        diff = _wrap(diff, periods)
     return diff * diff
 
 
@@ -231,10 +228,7 @@ class WeightedSquaredEuclidean(Distance):
 def _paired_sq(a: torch.Tensor, b: torch.Tensor, periods: torch.Tensor | None) -> torch.Tensor:
     diff = a - b
     if periods is not None:
-        periodic = periods > 0
-        safe = torch.where(periodic, periods, torch.ones_like(periods))
-        diff = diff - torch.where(periodic, torch.round(diff / safe) * periods,
-                                  torch.zeros_like(diff))
+        diff = _wrap(diff, periods)
     return diff * diff
 
 
