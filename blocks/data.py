@@ -144,6 +144,9 @@ class Dataset(Mapping[str, torch.Tensor]):
                 f"The dataset has no array named {name!r}; it holds {sorted(self._tensors)}."
             ) from None
 
+    def __contains__(self, name: object) -> bool:  # Mapping's default would raise, not say False
+        return name in self._tensors
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._tensors)
 

@@ -554,12 +554,7 @@ class FreePositions(Model):
     n_items: int = attrs.field(validator=positive_int)
     n_components: int = attrs.field(default=2, validator=positive_int)
     init: str | None = "positions"
-    scale: float | None = attrs.field(default=None)
-
-    @scale.validator
-    def _check_scale(self, attribute, value) -> None:
-        if value is not None:
-            positive(self, attribute, value)
+    scale: float | None = attrs.field(default=None, validator=optional(positive))
 
     def build(self) -> torch.nn.Module:
         return _FreePositionsModule(self.n_items, self.n_components, self.init, self.scale)

@@ -69,8 +69,13 @@ class PCAProjection(nn.Module):
 
     @torch.no_grad()
     def on_phase_start(self, state) -> None:
-        if bool(self.fitted) or state.dataset is None or self.key not in state.dataset:
+        if bool(self.fitted):
             return
+        if state.dataset is None or self.key not in state.dataset:
+            raise ValidationError(
+                f"`pca_dims`: the PCA front end is fitted on the dataset array {self.key!r}, "
+                "which this routine does not have; name the network's input 'data' or drop "
+                "pca_dims.")
         x = state.dataset[self.key].to(self.mean).double()
         mean = x.mean(0)
         x = x - mean

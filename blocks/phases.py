@@ -88,8 +88,8 @@ class TrainingPhase:
     lr_decay_rate: float = 0.5
     lr_decay_steps: int = 10
     lr_decay_staircase: bool = True
-    weight_decay: float = attrs.field(default=0.0, validator=optional(non_negative))
-    l1_strength: float = attrs.field(default=0.0, validator=optional(non_negative))
+    weight_decay: float = attrs.field(default=0.0, validator=non_negative)
+    l1_strength: float = attrs.field(default=0.0, validator=non_negative)
     grad_clip: float | None = attrs.field(default=None, validator=optional(non_negative))
     #: extra keyword arguments of the torch optimizer, e.g. {"fused": True} for Adam
     optimizer_options: dict[str, Any] = attrs.field(factory=dict)

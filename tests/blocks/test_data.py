@@ -49,5 +49,6 @@ def test_dataset_shares_item_axis_and_takes_rows():
     assert rows["y"].tolist() == [1, 3]
     with pytest.raises(ValidationError, match="no array named 'z'"):
         ds["z"]
+    assert "x" in ds and "z" not in ds
     with pytest.raises(ValidationError, match="Mismatched"):
         Dataset(x=np.ones((4, 2)), y=np.ones(3))

@@ -409,3 +409,6 @@ def test_mlp_pca_front_end_projects_on_the_principal_axes():
     assert list(net[1][0].weight.shape) == [4, 3]  # the first layer sees 3 inputs
     with pytest.raises(ValidationError, match="pca_dims"):
         MLP(in_dim=8, out_dim=2, pca_dims=9)
+    unfitted = MLP(in_dim=8, out_dim=2, hidden_dims=(4,), pca_dims=3).build()
+    with pytest.raises(ValidationError, match="fitted on the dataset array 'data'"):
+        unfitted.on_phase_start(_state(dataset=Dataset(x=x)))  # no silent truncation to 3 columns

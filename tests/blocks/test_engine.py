@@ -138,6 +138,9 @@ def test_nan_loss_is_reported_with_the_phase_and_a_fix():
     ({"learning_rate": 0}, "`learning_rate` must be a positive"),
     ({"optimizer": "lbfgs"}, "`optimizer` must be one of"),
     ({"lr_schedule": "step"}, "`lr_schedule` must be one of"),
+    ({"l1_strength": None}, "`l1_strength` must be a non-negative number, got None"),
+    ({"weight_decay": -1e-4}, "`weight_decay` must be a non-negative number"),
+    ({"grad_clip": -1.0}, "`grad_clip` must be a non-negative number"),
 ])
 def test_bad_phase_hyperparameters(kwargs, fragment):
     params = {"name": "p", "epochs": 1, "sampler": "items", "loss": "position", **kwargs}
