@@ -29,6 +29,10 @@ class PluginError(InfoblocksError):
     """A plugin failed to load or returned something that is not a block."""
 
 
+class ContractError(ValidationError):
+    """Two blocks of a phase do not fit: a batch field, a global or a model is missing."""
+
+
 class SizeLimitError(ValidationError):
     """An operation would build an array larger than the configured limit (e.g. densifying)."""
 

@@ -26,9 +26,33 @@ class LossOutput:
 
 
 class Loss(Block):
-    """Base of losses."""
+    """Base of losses.
+
+    Contract, checked before the first step: :meth:`required_fields` (batch keys consumed),
+    :meth:`required_globals`, :meth:`required_models` and ``reports`` (the metric names of
+    :attr:`LossOutput.metrics`).  ``None`` means undeclared (not checked).  A loss that keeps
+    running statistics owns them and resets them in :meth:`on_phase_start`.
+    """
 
     kind: ClassVar[str] = "loss"
+    #: batch fields this loss reads (None: undeclared); override :meth:`required_fields`
+    #: when they depend on the configuration
+    consumes: ClassVar[frozenset[str] | None] = None
+    #: metric names this loss reports (None: undeclared)
+    reports: ClassVar[frozenset[str] | None] = None
+
+    def required_fields(self) -> frozenset[str] | None:
+        return self.consumes
+
+    def required_globals(self) -> frozenset[str]:
+        return frozenset()
+
+    def required_models(self) -> frozenset[str]:
+        model = getattr(self, "model", None)
+        return frozenset([model]) if isinstance(model, str) else frozenset()
+
+    def on_phase_start(self, state: TrainState) -> None:
+        """Reset the loss's own state (moving averages, caches) at the start of a phase."""
 
     def __call__(self, batch: dict[str, torch.Tensor], models: torch.nn.ModuleDict,
                  state: TrainState) -> LossOutput:
@@ -47,28 +71,32 @@ def get_model(models: torch.nn.ModuleDict, name: str) -> torch.nn.Module:
 class PositionLoss(Loss):
     """Mean squared distance between model outputs and target positions.
 
-    L = mean_i ‖f(x_i) − y_i‖²; x from ``batch[input]``, y from ``batch[target]`` or, when the
-    batch does not carry it, from the global value ``target`` at ``batch["index"]``.  With
+    L = mean_i ‖f(x_i) − y_i‖²; x from ``batch[input]``, y from ``batch[target]`` (an item
+    sampler with ``gather=["positions"]`` puts the global per-item positions there).  With
     ``target_model`` the targets are that model's outputs at ``batch["index"]`` (detached), e.g.
     the free coordinates of a layout optimised in an earlier phase.
     """
 
     name: ClassVar[str] = "position"
+    reports: ClassVar[frozenset[str]] = frozenset({"position"})
     model: str = "main"
     input: str = "data"
     target: str = "positions"
     target_model: str | None = None
+
+    def required_fields(self):
+        return frozenset({self.input, "index" if self.target_model else self.target})
+
+    def required_models(self):
+        return frozenset({self.model, *([self.target_model] if self.target_model else [])})
 
     def __call__(self, batch, models, state):
         out = get_model(models, self.model)(batch[self.input])
         if self.target_model is not None:
             with torch.no_grad():
                 target = get_model(models, self.target_model)(batch["index"].to(out.device))
-        elif self.target in batch:
-            target = batch[self.target]
         else:
-            target = torch.as_tensor(state.lookup(self.target))[batch["index"].to(
-                state.lookup(self.target).device)].to(out.device)
+            target = batch[self.target]
         if target.shape != out.shape:
             raise ValidationError(
                 f"PositionLoss: model output has shape {tuple(out.shape)} but target "
@@ -92,6 +120,20 @@ class CompoundLoss(Loss):
     name: ClassVar[str] = "compound"
     losses: list[Any] = block_field("loss", many=True)
     weights: list[float] | None = attrs.field(default=None, validator=_weights_match)
+
+    def required_fields(self):
+        parts = [loss.required_fields() for loss in self.losses]
+        return None if any(p is None for p in parts) else frozenset().union(*parts)
+
+    def required_globals(self):
+        return frozenset().union(*(loss.required_globals() for loss in self.losses))
+
+    def required_models(self):
+        return frozenset().union(*(loss.required_models() for loss in self.losses))
+
+    def on_phase_start(self, state):
+        for loss in self.losses:
+            loss.on_phase_start(state)
 
     def __call__(self, batch, models, state):
         weights = self.weights or [1.0] * len(self.losses)

@@ -1,7 +1,12 @@
 """TrainingPhase: sampler + loss + optimizer + schedule + stopping, and the loop that runs it.
 
 One optimizer step: ``loss(batch) (+ l1) -> backward -> clip -> step -> lr schedule ->
-after_optimizer_step`` hooks of the trained models (e.g. DII's weight rescaling).  Metrics stay
+after_optimizer_step`` of every module inside the trained models that declares it (a
+parameter constraint, e.g. DII's proximal l1 and rescaling).  At phase start the loss's
+``on_phase_start`` resets its own state and every module inside the trained models that
+declares ``on_phase_start(state)`` runs its data-dependent initialisation (PCA front end,
+free-position start, IMNN whitening) — found by walking ``module.modules()``, so it also runs
+when the user wraps such a module in a model of their own.  Metrics stay
 on the device during the epoch and are moved to the host once at its end, where a non-finite
 loss is reported as an error rather than trained on.
 """
@@ -18,6 +23,7 @@ import torch
 
 from .base import block_field
 from .callbacks import Callback, EarlyStopping
+from .contracts import check_phase
 from .errors import NumericalError, ValidationError
 from .state import TrainState
 from .validators import non_negative, non_negative_int, one_of, positive
@@ -156,10 +162,9 @@ class TrainingPhase:
         """Train ``state.models`` for this phase."""
         models = state.models
         trained = list(models.keys()) if self.trainable is None else list(self.trainable)
-        for name in trained:  # e.g. free coordinates that start from a global layout
-            hook = getattr(models[name], "on_phase_start", None) if name in models else None
-            if hook is not None:
-                hook(state)
+        for module in _declaring(models, trained, "on_phase_start"):
+            module.on_phase_start(state)  # e.g. free coordinates that start from a layout
+        constrained = _declaring(models, trained, "after_optimizer_step")
         params = self._parameters(models)
         optimizer = self.make_optimizer(params)
         self.sampler.setup(state)
@@ -173,6 +178,10 @@ class TrainingPhase:
         every = [*callbacks, *self.callbacks, *([stopper] if stopper else [])]
         state.phase, state.n_epochs, state.step, state.stop = self.name, self.epochs, 0, False
         state.scratch = {}
+        check_phase(self, state)
+        self.loss.on_phase_start(state)
+        if self.validation is not None and self.validation.loss is not self.loss:
+            self.validation.loss.on_phase_start(state)
         for cb in every:
             cb.on_phase_start(state, self)
         models.train()
@@ -194,11 +203,10 @@ class TrainingPhase:
                 if scheduler is not None:
                     scheduler.step()
                 state.step += 1
-                lr = optimizer.param_groups[0]["lr"]
-                for name in trained:
-                    hook = getattr(models[name], "after_optimizer_step", None)
-                    if hook is not None:
-                        hook(lr=lr, state=state)
+                if constrained:
+                    lr = optimizer.param_groups[0]["lr"]
+                    for module in constrained:
+                        module.after_optimizer_step(lr=lr, state=state)
                 collected.append({"loss": out.value.detach(),
                                   **{k: v.detach() for k, v in out.metrics.items()}})
             metrics = _mean_metrics(collected)
@@ -216,6 +224,19 @@ class TrainingPhase:
                 break
         for cb in every:
             cb.on_phase_end(state, self)
+
+
+def _declaring(models: torch.nn.ModuleDict, names: Sequence[str], method: str) -> list[Any]:
+    """Modules inside the named models (at any depth, each once) that define ``method``."""
+    found, seen = [], set()
+    for name in names:
+        if name not in models:
+            continue
+        for module in models[name].modules():
+            if id(module) not in seen and callable(getattr(module, method, None)):
+                seen.add(id(module))
+                found.append(module)
+    return found
 
 
 __all__ = ["TrainingPhase", "Validation", "OPTIMIZERS", "LR_SCHEDULES"]

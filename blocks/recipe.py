@@ -1,9 +1,20 @@
 """The Recipe base: a user-facing attrs class of hyperparameters that builds a Routine.
 
-Recipes are data: :meth:`Recipe.to_dict` / :meth:`Recipe.from_dict` round-trip through cattrs
-(unknown keys are rejected with the path of the key), and :meth:`to_toml` / :meth:`from_toml`
-write and read the same dict as a TOML file runnable by ``infoblocks run``.  Fields that hold
-live objects (a simulator, a custom encoder module) are marked ``transient`` and are left out.
+A recipe is an *assembled routine*, and its data form shows the assembly, in one schema for
+every recipe (see :mod:`infoblocks.blocks.assembly`):
+
+- top-level *shortcuts* (``n_neighbors``, ``learning_rate`` ...) fill the defaults;
+- ``globals``: name -> ``{input, relation, transforms}``, computed once before training;
+- ``models``: name -> model block spec (``main`` is the encoder / critic / summary network);
+- ``phases``: list merged by ``name`` (sampler, loss, optimizer, schedule, validation);
+- ``evaluation``: slot -> block spec, the blocks used after training.
+
+An explicit section wins over a shortcut; a section that sets a key a non-default shortcut
+also sets, to another value, is an error naming both.  :meth:`Recipe.to_dict` /
+:meth:`Recipe.from_dict` round-trip through the one strict converter of
+:mod:`infoblocks.blocks.config` (unknown keys and wrong types are rejected with their path);
+``to_dict(full=True)`` expands the sections.  Fields that hold live objects (a simulator, a
+custom module) are marked ``transient`` and are left out of the data form.
 """
 
 from __future__ import annotations
@@ -15,9 +26,10 @@ from typing import Any, ClassVar
 import attrs
 import cattrs
 import numpy as np
-from cattrs.gen import make_dict_structure_fn, override
 
+from .assembly import SECTIONS, expand_sections, section_field
 from .base import Block
+from .config import structure
 from .errors import ConfigError, NotFittedError
 
 #: key of the recipe name in dict / TOML form
@@ -29,16 +41,6 @@ TRANSIENT = {"transient": True}
 def transient_field(**kwargs: Any) -> Any:
     """An attrs field left out of ``to_dict`` (live objects: modules, callables)."""
     return attrs.field(metadata=TRANSIENT, **kwargs)
-
-
-def _converter_for(cls: type) -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=True)
-    omitted = {f.name: override(omit=True) for f in attrs.fields(cls)
-               if f.metadata.get("transient") or not f.init}
-    conv.register_structure_hook(
-        cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **omitted))
-    # tuples written to TOML come back as lists; accept either
-    return conv
 
 
 def _plain(value: Any) -> Any:
@@ -63,22 +65,148 @@ class Recipe(Block):
     kind: ClassVar[str] = "recipe"
     #: one-line description shown by ``infoblocks list recipe`` and ``infoblocks demo``
     summary: ClassVar[str] = ""
+    #: named settings for :meth:`preset` (a different trade-off, not the good result)
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: evaluation slot -> block kind (how the ``evaluation`` section's specs are built)
+    evaluation_kinds: ClassVar[dict[str, str]] = {}
+
+    #: name -> {input, relation, transforms}: updates the default globals by name
+    globals: dict[str, Any] | None = section_field()
+    #: name -> model spec: updates the default models by name
+    models: dict[str, Any] | None = section_field()
+    #: phases merged by ``name`` into the defaults; new names are appended
+    phases: list[dict[str, Any]] | None = section_field()
+    #: slot -> block spec: the blocks used after training
+    evaluation: dict[str, Any] | None = section_field()
 
     def build(self, *data: Any) -> Any:
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ the assembly
+
+    def default_globals(self) -> dict[str, dict[str, Any]]:
+        """Name -> ``{"input", "relation", "transforms"}`` specs, from the shortcuts."""
+        return {}
+
+    def default_models(self) -> dict[str, Any]:
+        """Name -> model spec, from the shortcuts.  Data-dependent sizes (``in_dim``,
+        ``n_items`` ...) are filled at build time by :meth:`build_model`."""
+        return {}
+
+    def default_phases(self) -> list[dict[str, Any]]:
+        """The phases as dicts, from the shortcuts."""
+        return []
+
+    def default_evaluation(self) -> dict[str, Any]:
+        """Slot -> block spec of the blocks used after training."""
+        return {}
+
+    def default_sections(self) -> dict[str, Any]:
+        return {"globals": self.default_globals(), "models": self.default_models(),
+                "phases": self.default_phases(), "evaluation": self.default_evaluation()}
+
+    def routine_spec(self) -> dict[str, Any]:
+        """The expanded routine: the default sections updated by the explicit ones.
+
+        Raises :class:`ConfigError` where an explicit section and a non-default shortcut
+        set the same key to different values."""
+        return expand_sections(self)
+
+    def phase_specs(self) -> list[dict[str, Any]]:
+        """The phases that training runs, as dicts (defaults merged with ``phases``)."""
+        return self.routine_spec()["phases"]
+
+    def build_globals(self, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The :class:`~infoblocks.blocks.routine.GlobalRelation` s of the ``globals``
+        section, built through the registry."""
+        from .assembly import build_global
+
+        spec = self.routine_spec() if spec is None else spec
+        return {name: build_global(value, f"{self.name}.globals.{name}")
+                for name, value in spec["globals"].items() if value is not None}
+
+    def build_model(self, name: str, spec: dict[str, Any] | None = None, **context: Any) -> Any:
+        """Model ``name`` of the ``models`` section, with ``context`` (``in_dim=...``)
+        filled into the block's fields that the spec leaves out."""
+        from .assembly import build_model
+
+        spec = self.routine_spec() if spec is None else spec
+        if name not in spec["models"]:
+            raise ConfigError(f"{self.name}: the routine needs a model {name!r}; [models] has "
+                              f"{sorted(spec['models'])}.")
+        return build_model(spec["models"][name], f"{self.name}.models.{name}", context)
+
+    def build_phases(self, spec: dict[str, Any] | None = None) -> list[Any]:
+        """The :class:`~infoblocks.blocks.phases.TrainingPhase` s of the ``phases`` section."""
+        from .assembly import build_phase
+
+        spec = self.routine_spec() if spec is None else spec
+        return [build_phase(p, f"{self.name}.phases.{p.get('name', k)}")
+                for k, p in enumerate(spec["phases"])]
+
+    def build_evaluation(self, slot: str, spec: dict[str, Any] | None = None, **context: Any
+                         ) -> Any:
+        """The block in evaluation ``slot`` (its kind from :attr:`evaluation_kinds`)."""
+        from .assembly import build_model
+        from infoblocks.plugins.registry import get_registry
+
+        spec = self.routine_spec() if spec is None else spec
+        if slot not in spec["evaluation"]:
+            raise ConfigError(f"{self.name}: no evaluation block {slot!r}; [evaluation] has "
+                              f"{sorted(spec['evaluation'])}.")
+        kind = self.evaluation_kinds.get(slot)
+        value = spec["evaluation"][slot]
+        if kind is None:
+            return value
+        path = f"{self.name}.evaluation.{slot}"
+        if kind == "model":
+            return build_model(value, path, context)
+        return get_registry().build(kind, value, path=path)
+
+    # ------------------------------------------------------------------ scikit-learn
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor arguments (scikit-learn convention; ``sklearn.base.clone`` works)."""
+        return {f.alias or f.name: getattr(self, f.name) for f in attrs.fields(type(self))
+                if f.init}
+
+    def set_params(self, **params: Any) -> Recipe:
+        """Set constructor arguments by name (validated as in the constructor); ``self``."""
+        valid = self.get_params()
+        for key, value in params.items():
+            if key not in valid:
+                raise ConfigError(f"{type(self).__name__} has no parameter {key!r}; its "
+                                  f"parameters are {sorted(valid)}.")
+            setattr(self, key, value)
+        return self
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Recipe:
+        """A recipe with the named settings of :attr:`presets`, updated by ``overrides``."""
+        if name not in cls.presets:
+            known = ", ".join(sorted(cls.presets)) or "none"
+            raise ConfigError(f"{cls.__name__} has no preset {name!r}; presets: {known}.")
+        return cls(**{**cls.presets[name], **overrides})
+
     # ------------------------------------------------------------------ data form
 
-    def to_dict(self) -> dict[str, Any]:
-        """``{"recipe": name, **hyperparameters}`` (transient fields left out; None dropped)."""
+    def to_dict(self, full: bool = False) -> dict[str, Any]:
+        """``{"recipe": name, **hyperparameters, **sections}`` (transient fields left out;
+        None dropped).  With ``full`` the sections are the expanded routine."""
         out: dict[str, Any] = {RECIPE_KEY: self.name}
         for f in attrs.fields(type(self)):
-            if f.metadata.get("transient") or not f.init:
+            if f.metadata.get("transient") or not f.init or f.name in SECTIONS:
                 continue
             value = getattr(self, f.name)
             if value is None:
                 continue
             out[f.name] = _plain(cattrs.unstructure(value))
+        sections = self.routine_spec() if full else {
+            k: getattr(self, k) for k in SECTIONS if getattr(self, k) is not None}
+        for key in SECTIONS:
+            value = sections.get(key)
+            if value or (key in sections and not full):
+                out[key] = _plain(cattrs.unstructure(value))
         return out
 
     @classmethod
@@ -90,19 +218,19 @@ class Recipe(Block):
         if name != cls.name:
             raise ConfigError(f"This dict describes recipe {name!r}, not {cls.name!r}; "
                               "use infoblocks.plugins.registry.recipe_from_dict for any recipe.")
-        try:
-            return _converter_for(cls).structure(data, cls)
-        except cattrs.BaseValidationError as exc:
-            problems = "; ".join(cattrs.transform_error(exc, path=cls.name,
-                                                        format_exception=_format_exception))
-            raise ConfigError(f"Invalid {cls.name!r} recipe: {problems}") from None
-        except (ValueError, TypeError) as exc:  # raised by field validators
-            raise ConfigError(f"Invalid {cls.name!r} recipe: {exc}") from None
+        transient = [f.name for f in attrs.fields(cls)
+                     if (f.metadata.get("transient") or not f.init) and f.name in data]
+        if transient:
+            raise ConfigError(f"Invalid {cls.name}: {transient} cannot be given as data (live "
+                              "objects or fitted results); pass them from Python.")
+        recipe = structure(data, cls, cls.name)
+        recipe.routine_spec()  # a section that contradicts a shortcut fails here, by path
+        return recipe
 
-    def to_toml(self, path: str | Path | None = None) -> str:
+    def to_toml(self, path: str | Path | None = None, full: bool = False) -> str:
         import tomli_w
 
-        text = tomli_w.dumps(self.to_dict())
+        text = tomli_w.dumps(self.to_dict(full=full))
         if path is not None:
             Path(path).write_text(text)
         return text
@@ -130,15 +258,6 @@ class Recipe(Block):
     def _check_fitted(self, attribute: str = "routine_") -> None:
         if getattr(self, attribute, None) is None:
             raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit() first.")
-
-
-def _format_exception(exc: BaseException, type_: Any) -> str:
-    """cattrs' message for a field, except that our validators' messages are kept whole."""
-    from cattrs.v import format_exception
-
-    from .errors import InfoblocksError
-
-    return str(exc) if isinstance(exc, InfoblocksError) else format_exception(exc, type_)
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

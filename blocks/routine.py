@@ -176,6 +176,7 @@ class Routine:
         self.compute_global_relations()
         assert self.state is not None
         chosen = self.phases if phases is None else [self._phase(n) for n in phases]
+        self.check(chosen)
         callbacks = [self.history, ProgressBar(self.verbose), *self.callbacks]
         for cb in callbacks:
             cb.on_train_start(self.state)
@@ -187,6 +188,15 @@ class Routine:
             cb.on_train_end(self.state)
         self.models.eval()
         return self
+
+    def check(self, phases: Sequence[TrainingPhase] | None = None) -> None:
+        """Check every phase's declared contracts (sampler ↔ loss ↔ globals ↔ models) before
+        the first step; :class:`~infoblocks.blocks.errors.ContractError` names both blocks."""
+        from .contracts import check_phase
+
+        self.compute_global_relations()
+        for phase in self.phases if phases is None else phases:
+            check_phase(phase, self.state)
 
     def _phase(self, name: str) -> TrainingPhase:
         for p in self.phases:

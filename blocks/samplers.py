@@ -14,18 +14,36 @@ from attrs.validators import optional
 import torch
 
 from .base import Block
+from .contracts import ITEMS, BatchType
 from .errors import ValidationError
 from .state import TrainState
 from .validators import positive_int
 
 
 class Sampler(Block):
-    """Base of samplers: :meth:`num_batches` and :meth:`batches` for one epoch."""
+    """Base of samplers: :meth:`num_batches` and :meth:`batches` for one epoch.
+
+    Contract: ``batch_type`` names what every batch holds (see
+    :mod:`infoblocks.blocks.contracts`); :meth:`batch_fields` lists the keys of the batches
+    this configured sampler yields on ``state`` (``None``: undeclared, not checked) and
+    :meth:`required_globals` the globals it reads.  Both are checked against the phase's loss
+    before the first step.
+    """
 
     kind: ClassVar[str] = "sampler"
+    #: the type of batch this sampler yields (None: undeclared)
+    batch_type: ClassVar[BatchType | None] = None
 
     def setup(self, state: TrainState) -> None:
         """Called once when a phase starts: validate against the data, precompute tables."""
+
+    def batch_fields(self, state: TrainState) -> frozenset[str] | None:
+        """The keys of every batch (``batch_type.fields`` unless a sampler adds more)."""
+        return None if self.batch_type is None else self.batch_type.fields
+
+    def required_globals(self) -> frozenset[str]:
+        """Names of the globals (or dataset arrays) this sampler reads."""
+        return frozenset()
 
     def num_batches(self, state: TrainState) -> int:
         raise NotImplementedError
@@ -38,6 +56,11 @@ class Sampler(Block):
 class ItemSampler(Sampler):
     """Batches of item indices plus the rows of the dataset arrays at those indices.
 
+    Yields :data:`~infoblocks.blocks.contracts.ITEMS` batches: ``index`` plus the dataset
+    arrays named in ``keys`` (all when None) and the per-item globals named in ``gather``
+    (e.g. ``gather=["positions"]``: ``batch["positions"] = positions[index]``), so a loss
+    never looks a global up at step time.
+
     ``batch_size=None`` is the full data set.  Without replacement an epoch covers every item
     once (the last batch may be short unless ``drop_last``); ``batches_per_epoch`` caps or, with
     replacement, fixes the number of batches.  ``index_key`` names a global index tensor
@@ -45,6 +68,7 @@ class ItemSampler(Sampler):
     """
 
     name: ClassVar[str] = "items"
+    batch_type: ClassVar[BatchType] = ITEMS
     batch_size: int | None = attrs.field(default=None, validator=optional(positive_int))
     shuffle: bool = True
     replacement: bool = False
@@ -53,6 +77,17 @@ class ItemSampler(Sampler):
     keys: tuple[str, ...] | None = attrs.field(default=None,
                                               converter=lambda k: None if k is None else tuple(k))
     index_key: str | None = None
+    #: per-item globals gathered into each batch at ``index``
+    gather: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    def batch_fields(self, state):
+        data = set()
+        if state.dataset is not None:
+            data = set(state.dataset) if self.keys is None else set(self.keys)
+        return frozenset({"index", *data, *self.gather})
+
+    def required_globals(self):
+        return frozenset({*self.gather, *([self.index_key] if self.index_key else [])})
 
     def _pool(self, state: TrainState) -> torch.Tensor | None:
         if self.index_key is None:
@@ -69,6 +104,14 @@ class ItemSampler(Sampler):
 
     def setup(self, state):
         n = self._n(state)
+        for key in self.gather:
+            value = state.lookup(key)
+            if not isinstance(value, torch.Tensor) or value.ndim == 0 or \
+                    (state.dataset is not None and value.shape[0] != state.dataset.n_items):
+                raise ValidationError(
+                    f"ItemSampler gathers {key!r} per item, but it is not a tensor with one row "
+                    f"per item (got {type(value).__name__} "
+                    f"{tuple(getattr(value, 'shape', ()))}).")
         if self.batch_size is not None and self.batch_size > n and not self.replacement:
             raise ValidationError(
                 f"`batch_size` = {self.batch_size} exceeds the {n} items available when sampling "
@@ -111,6 +154,8 @@ class ItemSampler(Sampler):
             batch = {"index": items}
             if state.dataset is not None:
                 batch.update(state.dataset.take(items, self.keys))
+            for key in self.gather:
+                batch[key] = state.globals[key][items]
             yield batch
 
 

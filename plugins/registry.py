@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from infoblocks.blocks.base import BLOCK_KINDS, Block
+from infoblocks.blocks.config import structure
 from infoblocks.blocks.datasets import DatasetSource
 from infoblocks.blocks.distances import Distance
 from infoblocks.blocks.errors import (ConfigError, InfoblocksError, PluginError, RegistryError,
@@ -124,14 +125,19 @@ class Registry:
 
     # ------------------------------------------------------------------ building
 
-    def build(self, kind: str, spec: Any) -> Any:
-        """A block from a name, a ``{"name": ..., **params}`` dict, or an instance."""
+    def build(self, kind: str, spec: Any, path: str | None = None) -> Any:
+        """A block from a name, a ``{"name": ..., **params}`` dict, or an instance.
+
+        Parameters go through the strict converter (:mod:`infoblocks.blocks.config`): wrong
+        types and unknown keys are :class:`ConfigError`\ s naming ``path`` (the key's place in
+        a config, e.g. ``parametric_umap.globals.graph.relation``)."""
         base = BASE_FOR_KIND.get(kind)
         _check_kind(kind)
         if isinstance(spec, base):
             return spec
+        where = path or kind
         if isinstance(spec, Block):
-            raise ConfigError(f"Expected a {kind}, got the {spec.kind} {spec.name!r}.")
+            raise ConfigError(f"{where}: expected a {kind}, got the {spec.kind} {spec.name!r}.")
         if isinstance(spec, str):
             name, params = spec, {}
         elif isinstance(spec, dict):
@@ -139,26 +145,25 @@ class Registry:
             name = params.pop(RECIPE_KEY if kind == "recipe" and RECIPE_KEY in params else "name",
                               None)
             if name is None:
-                raise ConfigError(f"A {kind} given as a dict needs a 'name' key, got keys "
-                                  f"{sorted(spec)}.")
+                raise ConfigError(f"{where}: a {kind} given as a table needs a 'name' key, got "
+                                  f"keys {sorted(spec)}.")
         else:
-            raise ConfigError(f"A {kind} must be given as a name, a dict with 'name', or a "
-                              f"{base.__name__} instance; got {type(spec).__name__}.")
-        cls = self.get(kind, name)
+            raise ConfigError(f"{where}: a {kind} must be given as a name, a table with 'name', "
+                              f"or a {base.__name__} instance; got {type(spec).__name__}.")
+        try:
+            cls = self.get(kind, name)
+        except RegistryError as exc:
+            raise RegistryError(f"{where}: {exc}") from None if path else exc
         if kind == "recipe":
             return cls.from_dict(params)
+        label = f"{path} ({kind} {name!r})" if path else f"{kind} {name!r}"
         try:
-            return cls(**params)
-        except ValidationError as exc:  # a field validator: say which block it came from
-            raise ConfigError(f"Cannot build {kind} {name!r}: {exc}") from None
-        except InfoblocksError:
+            return structure(params, cls, label)
+        except ConfigError as exc:
+            if attrs.has(cls) and "extra fields" in str(exc):
+                valid = [f.name for f in attrs.fields(cls) if f.init]
+                raise ConfigError(f"{exc} Its parameters are {valid}.") from None
             raise
-        except TypeError as exc:
-            valid = [f.name for f in attrs.fields(cls) if f.init] if attrs.has(cls) else []
-            raise ConfigError(f"Cannot build {kind} {name!r} from {params}: {exc}. Its parameters "
-                              f"are {valid}.") from None
-        except ValueError as exc:
-            raise ConfigError(f"Cannot build {kind} {name!r}: {exc}") from None
 
 
 def get_registry() -> Registry:

@@ -87,7 +87,8 @@ class ParametricTSNE(EmbeddingRecipe):
         if self.init != "none":
             phases.append({
                 "name": "init", "epochs": self.init_epochs,
-                "sampler": {"name": "items", "batch_size": self.init_batch_size},
+                "sampler": {"name": "items", "batch_size": self.init_batch_size,
+                            "gather": ["positions"]},
                 "loss": {"name": "position", "target": "positions"},
                 "optimizer": "adam", "learning_rate": self.init_learning_rate})
         if self.exaggeration_epochs > 0:

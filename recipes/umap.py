@@ -442,7 +442,8 @@ class ParametricUMAP(EmbeddingRecipe):
         if self.init != "none":
             phases.append({
                 "name": "init", "epochs": self.init_epochs,
-                "sampler": {"name": "items", "batch_size": self.init_batch_size},
+                "sampler": {"name": "items", "batch_size": self.init_batch_size,
+                            **({} if layout else {"gather": ["positions"]})},
                 "loss": ({"name": "position", "target_model": "layout"} if layout
                          else {"name": "position", "target": "positions"}),
                 "optimizer": "adam", "learning_rate": self.init_learning_rate,

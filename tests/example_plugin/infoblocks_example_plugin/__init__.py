@@ -1,6 +1,9 @@
-"""Example third-party infoblocks plugin: a Huber position loss and a PCA-regression recipe.
+"""Example third-party infoblocks plugin: one block per recipe family, each used by name
+inside a built-in recipe, plus a Huber position loss and a PCA-regression recipe.
 
-It only uses the public hooks and the registry; the core knows nothing about it.
+It only uses the public hooks and the registry; the core knows nothing about it.  Each family
+module (``embedding``, ``imbalance``, ``mutual_information``, ``fisher``) lists its blocks in
+``BLOCKS = {"losses": [...], "models": [...], ...}``; the hooks below return them.
 """
 
 from __future__ import annotations
@@ -82,11 +85,43 @@ class PCARegression(Recipe):
         return {"relative_error": self.relative_error(data[0])}
 
 
+def _family_blocks(hook: str) -> list[type]:
+    from . import embedding, fisher, imbalance, mutual_information
+
+    return [cls for module in (embedding, imbalance, mutual_information, fisher)
+            for cls in module.BLOCKS.get(hook, [])]
+
+
+@hookimpl
+def register_distances():
+    return _family_blocks("distances")
+
+
+@hookimpl
+def register_relations():
+    return _family_blocks("relations")
+
+
+@hookimpl
+def register_transforms():
+    return _family_blocks("transforms")
+
+
+@hookimpl
+def register_samplers():
+    return _family_blocks("samplers")
+
+
 @hookimpl
 def register_losses():
-    return [HuberPositionLoss]
+    return [HuberPositionLoss, *_family_blocks("losses")]
+
+
+@hookimpl
+def register_models():
+    return _family_blocks("models")
 
 
 @hookimpl
 def register_recipes():
-    return [PCARegression]
+    return [PCARegression, *_family_blocks("recipes")]

@@ -1,0 +1,280 @@
+"""A recipe's sections: merging the explicit ``globals`` / ``models`` / ``phases`` /
+``evaluation`` into the defaults its shortcuts give, detecting conflicts, and building the
+blocks of the expanded routine through the registry (every name a plugin can replace).
+
+Merge rules (the same for every recipe):
+
+- ``globals``, ``models``, ``evaluation`` are tables keyed by name; ``phases`` is a list keyed
+  by each phase's ``name`` (a new name appends a phase);
+- inside an entry, a table updates the default key by key when it names the same block (or no
+  block: ``relation = {n_neighbors = 10}`` tunes the default relation); a different ``name``
+  replaces the default block whole; lists (``transforms``) and scalars replace.
+
+A conflict: an explicit key that differs from its default *because of* a shortcut the user set
+away from its default (``n_neighbors = 30`` with ``globals.graph.relation.n_neighbors = 10``) —
+both keys are named in the error.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .recipe import Recipe
+
+#: the section fields of every recipe, in their TOML order
+SECTIONS: tuple[str, ...] = ("globals", "models", "phases", "evaluation")
+#: keys of a ``globals`` entry
+GLOBAL_KEYS = ("input", "relation", "transforms")
+
+
+def section_field() -> Any:
+    """An optional section of a recipe (None: the defaults)."""
+    return attrs.field(default=None, kw_only=True, metadata={"section": True})
+
+
+# ---------------------------------------------------------------------------- merging
+
+
+def _block_name(spec: Any) -> Any:
+    if isinstance(spec, str):
+        return spec
+    return spec.get("name") if isinstance(spec, dict) else None
+
+
+def merge_entry(default: Any, override: Any) -> Any:
+    """``default`` updated by ``override`` (see the module docstring)."""
+    if isinstance(default, str) and isinstance(override, dict) and "name" not in override:
+        default = {"name": default}  # tune the default block: {n_neighbors = 10}
+    if isinstance(default, dict) and isinstance(override, dict) and \
+            override.get("name", default.get("name")) == default.get("name"):
+        out = copy.deepcopy(default)
+        for key, value in override.items():
+            out[key] = merge_entry(out[key], value) if key in out else copy.deepcopy(value)
+        return out
+    return copy.deepcopy(override)
+
+
+def _phase_list(defaults: list[dict[str, Any]], overrides: list[Any] | None, path: str
+                ) -> list[dict[str, Any]]:
+    specs = copy.deepcopy(defaults)
+    by_name = {s["name"]: k for k, s in enumerate(specs)}
+    for k, override in enumerate(overrides or []):
+        if not isinstance(override, dict) or "name" not in override:
+            raise ConfigError(f"{path}.phases[{k}] must be a table with a 'name' key (one of "
+                              f"{list(by_name)} or a new phase), got {override!r}.")
+        if override["name"] in by_name:
+            index = by_name[override["name"]]
+            specs[index] = merge_entry(specs[index], override)
+        else:
+            by_name[override["name"]] = len(specs)
+            specs.append(copy.deepcopy(override))
+    return specs
+
+
+def merge_sections(defaults: dict[str, Any], explicit: dict[str, Any], path: str
+                   ) -> dict[str, Any]:
+    out = {}
+    for key in SECTIONS:
+        default, given = defaults.get(key), explicit.get(key)
+        if key == "phases":
+            out[key] = _phase_list(default or [], given, path)
+            continue
+        if given is not None and not isinstance(given, dict):
+            raise ConfigError(f"{path}.{key} must be a table of name -> block, got {given!r}.")
+        merged = copy.deepcopy(default or {})
+        for name, value in (given or {}).items():
+            merged[name] = merge_entry(merged[name], value) if name in merged \
+                else copy.deepcopy(value)
+        out[key] = merged
+    return out
+
+
+# ---------------------------------------------------------------------------- conflicts
+
+
+def _leaves(value: Any, prefix: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], Any]]:
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _leaves(v, (*prefix, k))]
+    return [(prefix, value)]
+
+
+def _explicit_leaves(explicit: dict[str, Any]) -> list[tuple[tuple[Any, ...], Any]]:
+    leaves = []
+    for key in SECTIONS:
+        given = explicit.get(key)
+        if not given:
+            continue
+        if key == "phases":
+            for phase in given:
+                if isinstance(phase, dict):
+                    rest = {k: v for k, v in phase.items() if k != "name"}
+                    leaves += _leaves(rest, ("phases", phase.get("name")))
+        else:
+            leaves += _leaves(given, (key,))
+    return leaves
+
+
+_MISSING = object()
+
+
+def _at(sections: dict[str, Any], path: tuple[Any, ...]) -> Any:
+    value: Any = sections
+    for k, part in enumerate(path):
+        if k == 1 and path[0] == "phases":
+            value = next((p for p in value if p.get("name") == part), _MISSING)
+        elif isinstance(value, str) and part != "name":
+            return _MISSING  # a block named by a string: its keys are the block's defaults
+        elif isinstance(value, dict):
+            value = value.get(part, _MISSING)
+        else:
+            return _MISSING
+        if value is _MISSING:
+            return value
+    return value
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    return ".".join(map(str, path))
+
+
+def _field_default(field: attrs.Attribute) -> Any:
+    default = field.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        return default.factory(None) if default.takes_self else default.factory()
+    return default
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - arrays and the like
+        return a is b
+
+
+def shortcut_fields(cls: type) -> list[attrs.Attribute]:
+    """The recipe's hyperparameters: init fields that are neither sections nor transient."""
+    return [f for f in attrs.fields(cls) if f.init and f.name not in SECTIONS
+            and not f.metadata.get("transient")]
+
+
+def expand_sections(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's expanded sections; :class:`ConfigError` on a shortcut/section conflict."""
+    path = recipe.name or type(recipe).__name__
+    explicit = {k: getattr(recipe, k) for k in SECTIONS}
+    defaults = recipe.default_sections()
+    merged = merge_sections(defaults, explicit, path)
+    if not any(explicit.values()):
+        return merged
+    changed = [(p, v) for p, v in _explicit_leaves(explicit)
+               if (old := _at(defaults, p)) is not _MISSING and not _same(old, v)]
+    if not changed:
+        return merged
+    for field in shortcut_fields(type(recipe)):
+        if field.default is attrs.NOTHING:
+            continue
+        default = _field_default(field)
+        if _same(getattr(recipe, field.name), default):
+            continue
+        try:
+            alternative = attrs.evolve(recipe, **{field.name: default}).default_sections()
+        except Exception:  # noqa: BLE001 - e.g. cross-field validation: not comparable
+            continue
+        for leaf, value in changed:
+            if not _same(_at(alternative, leaf), _at(defaults, leaf)):
+                raise ConfigError(
+                    f"{path}: `{field.name}` = {getattr(recipe, field.name)!r} and "
+                    f"`{_dotted(leaf)}` = {value!r} both set this value. Remove one of them "
+                    f"(the shortcut `{field.name}` fills `{_dotted(leaf)}` = "
+                    f"{_at(defaults, leaf)!r}).")
+    return merged
+
+
+# ---------------------------------------------------------------------------- building
+
+
+def _registry() -> Any:
+    from infoblocks.plugins.registry import get_registry
+
+    return get_registry()
+
+
+def build_global(spec: Any, path: str) -> Any:
+    """A :class:`~infoblocks.blocks.routine.GlobalRelation` from ``{input, relation,
+    transforms}``; every block is built through the registry."""
+    from .routine import GlobalRelation
+
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path} must be a table with keys {list(GLOBAL_KEYS)}, got {spec!r}.")
+    extra = sorted(set(spec) - set(GLOBAL_KEYS))
+    if extra:
+        raise ConfigError(f"{path}: unknown key(s) {extra}; a global has {list(GLOBAL_KEYS)}.")
+    registry = _registry()
+    relation = spec.get("relation")
+    transforms = spec.get("transforms") or []
+    if not isinstance(transforms, list):
+        raise ConfigError(f"{path}.transforms must be a list of transforms, got {transforms!r}.")
+    source = spec.get("input", "data")
+    if not isinstance(source, str):
+        raise ConfigError(f"{path}.input must name a dataset array or an earlier global, got "
+                          f"{source!r}.")
+    return GlobalRelation(
+        relation=None if relation is None else registry.build("relation", relation,
+                                                                path=f"{path}.relation"),
+        transforms=[registry.build("transform", t, path=f"{path}.transforms[{k}]")
+                    for k, t in enumerate(transforms)],
+        input=source)
+
+
+def build_model(spec: Any, path: str, context: dict[str, Any]) -> Any:
+    """A model block from ``spec``, with the data-dependent ``context`` (``in_dim``,
+    ``out_dim``, ``n_items`` ...) filled into the fields the block has and the spec leaves
+    out.  A ``torch.nn.Module`` or a built model block is returned as it is."""
+    from .models import Model
+
+    if isinstance(spec, Model) or (not isinstance(spec, (str, dict))
+                                   and hasattr(spec, "parameters")):
+        return spec
+    registry = _registry()
+    params = {"name": spec} if isinstance(spec, str) else dict(spec)
+    if "name" not in params:
+        raise ConfigError(f"{path}: a model needs a 'name' (e.g. \"mlp\"), got {spec!r}.")
+    cls = registry.get("model", params["name"])
+    fields = {f.alias or f.name for f in attrs.fields(cls) if f.init} if attrs.has(cls) else set()
+    for key, value in context.items():
+        if key in fields and key not in params:
+            params[key] = value
+    return registry.build("model", params, path=path)
+
+
+def build_phase(spec: Any, path: str) -> Any:
+    """A :class:`~infoblocks.blocks.phases.TrainingPhase` from a dict; sampler, loss and the
+    validation's blocks through the registry."""
+    from .config import structure
+    from .phases import TrainingPhase, Validation
+
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path} must be a table, got {spec!r}.")
+    registry = _registry()
+    spec = dict(spec)
+    for slot in ("sampler", "loss"):
+        if slot in spec:
+            spec[slot] = registry.build(slot, spec[slot], path=f"{path}.{slot}")
+    validation = spec.get("validation")
+    if isinstance(validation, dict):
+        validation = dict(validation)
+        for slot in ("sampler", "loss"):
+            if slot in validation:
+                validation[slot] = registry.build(slot, validation[slot],
+                                                  path=f"{path}.validation.{slot}")
+        spec["validation"] = structure(validation, Validation, f"{path}.validation")
+    return structure(spec, TrainingPhase, path)
+
+
+__all__ = ["SECTIONS", "section_field", "merge_entry", "merge_sections", "expand_sections",
+           "shortcut_fields", "build_global", "build_model", "build_phase"]

@@ -1,0 +1,135 @@
+"""One strict data path: the cattrs converter for recipes, phases and blocks.
+
+Every config value — a recipe's hyperparameter, a phase key, a block's field inside a TOML
+section — is structured by :data:`converter`, which refuses silent coercion: ``5.7`` for an
+int, ``"false"`` for a bool and ``true`` for an int are errors that name the path of the key
+(``parametric_umap.globals.graph.relation.n_neighbors``).  An int is accepted for a float.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import attrs
+import cattrs
+import numpy as np
+from cattrs.gen import make_dict_structure_fn, override
+
+from .errors import ConfigError, InfoblocksError
+
+
+def _strict_int(value: Any, _: Any) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return int(value)
+
+
+def _strict_float(value: Any, _: Any) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _strict_bool(value: Any, _: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return bool(value)
+
+
+def _strict_str(value: Any, _: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv.register_structure_hook(int, _strict_int)
+    conv.register_structure_hook(float, _strict_float)
+    conv.register_structure_hook(bool, _strict_bool)
+    conv.register_structure_hook(str, _strict_str)
+    return conv
+
+
+#: the one converter (strict scalars, unknown keys rejected)
+converter = _make_converter()
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """Init parameter name -> annotation of an attrs class (string annotations resolved
+    where possible; an unresolvable one is left unchecked)."""
+    try:
+        attrs.resolve_types(cls)
+    except Exception:  # noqa: BLE001 - e.g. a name imported only for type checking
+        pass
+    return {f.alias or f.name: (f.type if not isinstance(f.type, str) else Any)
+            for f in attrs.fields(cls) if f.init}
+
+
+def _check_value(value: Any, type_: Any) -> Any:
+    """``value`` structured as ``type_`` (strict scalars); values of types the converter has no
+    rule for (live objects: modules, callables, arrays) pass unchanged."""
+    if type_ is Any or type_ is None:
+        return value
+    try:
+        return converter.structure(value, type_)
+    except cattrs.errors.StructureHandlerNotFoundError:
+        return value
+
+
+def _format_exception(exc: BaseException, type_: Any) -> str:
+    """cattrs' message for a field, except that our validators' messages are kept whole."""
+    from cattrs.v import format_exception
+
+    if isinstance(exc, InfoblocksError) or (isinstance(exc, ValueError)
+                                            and str(exc).startswith("expected ")):
+        return str(exc)
+    return format_exception(exc, type_)
+
+
+def structure(data: dict[str, Any], cls: type, path: str) -> Any:
+    """``cls(**data)`` through the strict converter; :class:`ConfigError` names ``path``.
+
+    Field values are type-checked by the converter (scalars strictly) and then validated by
+    the class's own attrs validators; nested blocks are resolved by their fields' converters.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a table (dict) of settings, got {data!r}.")
+    if not attrs.has(cls):
+        try:
+            return cls(**data)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"Invalid {path}: {exc}") from None
+    types = _field_types(cls)
+    extra = [k for k in data if k not in types]
+    if extra:
+        raise ConfigError(f"Invalid {path}: extra fields found ({', '.join(map(str, extra))}); "
+                          f"the known keys are {sorted(types)}.")
+    values, problems = {}, []
+    for key, value in data.items():
+        try:
+            values[key] = _check_value(value, types[key])
+        except cattrs.BaseValidationError as exc:
+            problems += cattrs.transform_error(exc, path=f"{path}.{key}",
+                                               format_exception=_format_exception)
+        except (ValueError, TypeError) as exc:
+            problems.append(f"{_format_exception(exc, types[key])} @ {path}.{key}")
+    if problems:
+        raise ConfigError(f"Invalid {path}: {'; '.join(problems)}")
+    try:
+        return cls(**values)
+    except cattrs.BaseValidationError as exc:
+        problems = "; ".join(cattrs.transform_error(exc, path=path,
+                                                    format_exception=_format_exception))
+        raise ConfigError(f"Invalid {path}: {problems}") from None
+    except InfoblocksError as exc:
+        if isinstance(exc, ConfigError) and path in str(exc):
+            raise
+        raise ConfigError(f"Invalid {path}: {exc}") from None
+    except (ValueError, TypeError) as exc:  # raised by field validators
+        raise ConfigError(f"Invalid {path}: {exc}") from None
+
+
+__all__ = ["converter", "structure"]

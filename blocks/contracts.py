@@ -1,0 +1,111 @@
+"""Declared contracts between blocks, checked before the first training step.
+
+A sampler names the :class:`BatchType` it yields; a loss names the batch fields it consumes,
+the globals and models it needs, and the metrics it reports.  :func:`check_phase` compares
+the two sides when a routine starts training and raises a :class:`ContractError` that names
+both blocks and the missing field — instead of a ``KeyError`` deep inside the first step.
+
+A block that declares nothing (``None``) is not checked: third-party blocks written before
+the contracts keep working, they only lose the early error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .errors import ContractError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .phases import TrainingPhase
+    from .state import TrainState
+
+
+@attrs.frozen
+class BatchType:
+    """What a sampler's batches hold: a name and the fields every batch has.
+
+    ``fields`` are the keys always present; samplers add dynamic ones (the dataset arrays an
+    item batch carries, the globals it gathers) in :meth:`Sampler.batch_fields`.
+    """
+
+    name: str
+    fields: frozenset[str] = attrs.field(converter=frozenset)
+    doc: str = ""
+
+
+#: item batches: ``index`` (item indices, long) plus the dataset arrays and gathered globals
+#: at those indices (``data``, ``positions`` ...)
+ITEMS = BatchType("items", {"index"}, "item indices and the per-item arrays at them")
+#: edge batches of a sparse relation: ``pos_source``, ``pos_target`` (long, B), the
+#: ``neg_source`` / ``neg_target`` negative pairs and the items they touch
+EDGES = BatchType("edges", {"pos_source", "pos_target", "neg_source", "neg_target"},
+                  "positive edges drawn from a relation and negative pairs")
+#: paired samples and product-of-marginals negatives: ``x``, ``y`` (joint pairs) and
+#: ``x_marginal``, ``y_marginal`` (pairs drawn from the product of the marginals)
+MARGINAL_PAIRS = BatchType("marginal_pairs", {"x", "y", "x_marginal", "y_marginal"},
+                           "joint pairs and product-of-marginals pairs")
+#: rows and columns of a pairwise table: ``rows``, ``cols`` (item indices)
+ROWS_COLS = BatchType("rows_cols", {"rows", "cols"}, "row and column item indices")
+#: IMNN simulations: ``fiducial`` (n_s, ...) and ``derivative`` (n_d, ..., n_params)
+SIMULATIONS = BatchType("simulations", {"fiducial", "derivative"},
+                        "fiducial simulations and their derivatives with respect to θ")
+
+
+def _names(values: Iterable[str]) -> str:
+    return ", ".join(sorted(values)) or "nothing"
+
+
+def _label(block: Any) -> str:
+    return f"{block.kind} {getattr(block, 'name', type(block).__name__)!r}"
+
+
+def check_phase(phase: TrainingPhase, state: TrainState) -> None:
+    """Raise :class:`ContractError` if the phase's sampler, loss, models and the routine's
+    globals do not fit together.  Called for every phase before the first step."""
+    available = set(state.globals) | (set(state.dataset) if state.dataset is not None else set())
+    pairs = [(phase.sampler, phase.loss, "")]
+    if phase.validation is not None:
+        pairs.append((phase.validation.sampler, phase.validation.loss, " (validation)"))
+    for sampler, loss, where in pairs:
+        for block in (sampler, loss):
+            needed = getattr(block, "required_globals", lambda: None)()
+            missing = sorted(set(needed or ()) - available)
+            if missing:
+                raise ContractError(
+                    f"Phase {phase.name!r}{where}: {_label(block)} needs the global(s) "
+                    f"{missing}, which the routine does not compute; it has {_names(available)}. "
+                    "Add them under [globals] or point the block at an existing one.")
+        models = getattr(loss, "required_models", lambda: None)()
+        missing = sorted(set(models or ()) - set(state.models.keys()))
+        if missing:
+            raise ContractError(
+                f"Phase {phase.name!r}{where}: {_label(loss)} uses model(s) {missing}; the "
+                f"routine has {_names(state.models.keys())}. Add them under [models] or set the "
+                "loss's model name.")
+        fields = sampler.batch_fields(state) if hasattr(sampler, "batch_fields") else None
+        consumed = getattr(loss, "required_fields", lambda: None)()
+        if fields is None or consumed is None:
+            continue
+        missing = sorted(set(consumed) - set(fields))
+        if missing:
+            batch_type = getattr(sampler, "batch_type", None)
+            kind = f" ({batch_type.name} batches)" if batch_type is not None else ""
+            raise ContractError(
+                f"Phase {phase.name!r}{where}: {_label(loss)} consumes the batch field(s) "
+                f"{missing}, but {_label(sampler)}{kind} yields only {_names(fields)}. Use a "
+                "sampler that yields them (an item sampler gathers per-item globals with "
+                "gather=[...]) or a loss that fits this sampler.")
+    if phase.validation is not None:
+        reports = getattr(phase.validation.loss, "reports", None)
+        metric = phase.validation.metric
+        if reports is not None and metric != "loss" and metric not in reports:
+            raise ContractError(
+                f"Phase {phase.name!r}: validation tracks the metric {metric!r}, but "
+                f"{_label(phase.validation.loss)} reports only {_names(reports)} (and 'loss').")
+
+
+__all__ = ["BatchType", "ContractError", "check_phase", "ITEMS", "EDGES", "MARGINAL_PAIRS",
+           "ROWS_COLS", "SIMULATIONS"]

@@ -1,0 +1,6 @@
+"""Example plugin blocks for the MI estimators recipes."""
+
+from __future__ import annotations
+
+#: hook name without ``register_`` -> block classes
+BLOCKS: dict[str, list[type]] = {}
