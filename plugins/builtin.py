@@ -2,7 +2,7 @@
 same hooks a third-party plugin uses.
 
 Blocks are found by type, not by a hand-kept list: every class in a module of the blocks
-package that derives from a kind's base and declares its own ``name`` is registered.  Recipes
+package (sub-packages included) that derives from a kind's base and declares its own ``name`` is registered.  Recipes
 are not here: the recipes package registers itself through its own entry point.
 """
 
@@ -22,8 +22,8 @@ from .registry import BASE_FOR_KIND
 @cache
 def _block_classes() -> tuple[type, ...]:
     found: dict[str, type] = {}
-    for info in pkgutil.iter_modules(blocks_package.__path__):
-        module = importlib.import_module(f"{blocks_package.__name__}.{info.name}")
+    for info in pkgutil.walk_packages(blocks_package.__path__, f"{blocks_package.__name__}."):
+        module = importlib.import_module(info.name)  # family sub-packages included
         for obj in vars(module).values():
             if isinstance(obj, type) and obj.__module__ == module.__name__:
                 found[f"{obj.__module__}.{obj.__qualname__}"] = obj
