@@ -89,23 +89,25 @@ def _format_exception(exc: BaseException, type_: Any) -> str:
     return format_exception(exc, type_)
 
 
-def structure(data: dict[str, Any], cls: type, path: str) -> Any:
+def structure(data: dict[str, Any], cls: type, path: str, label: str | None = None) -> Any:
     """``cls(**data)`` through the strict converter; :class:`ConfigError` names ``path``.
 
     Field values are type-checked by the converter (scalars strictly) and then validated by
     the class's own attrs validators; nested blocks are resolved by their fields' converters.
+    ``label`` (default ``path``) names the thing in the message, e.g. ``transform 'pca_init'``.
     """
+    label = label or path
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a table (dict) of settings, got {data!r}.")
+        raise ConfigError(f"{label}: expected a table (dict) of settings, got {data!r}.")
     if not attrs.has(cls):
         try:
             return cls(**data)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"Invalid {path}: {exc}") from None
+            raise ConfigError(f"Invalid {label}: {exc}") from None
     types = _field_types(cls)
     extra = [k for k in data if k not in types]
     if extra:
-        raise ConfigError(f"Invalid {path}: extra fields found ({', '.join(map(str, extra))}); "
+        raise ConfigError(f"Invalid {label}: extra fields found ({', '.join(map(str, extra))}); "
                           f"the known keys are {sorted(types)}.")
     values, problems = {}, []
     for key, value in data.items():
@@ -117,19 +119,19 @@ def structure(data: dict[str, Any], cls: type, path: str) -> Any:
         except (ValueError, TypeError) as exc:
             problems.append(f"{_format_exception(exc, types[key])} @ {path}.{key}")
     if problems:
-        raise ConfigError(f"Invalid {path}: {'; '.join(problems)}")
+        raise ConfigError(f"Invalid {label}: {'; '.join(problems)}")
     try:
         return cls(**values)
     except cattrs.BaseValidationError as exc:
         problems = "; ".join(cattrs.transform_error(exc, path=path,
                                                     format_exception=_format_exception))
-        raise ConfigError(f"Invalid {path}: {problems}") from None
+        raise ConfigError(f"Invalid {label}: {problems}") from None
     except InfoblocksError as exc:
-        if isinstance(exc, ConfigError) and path in str(exc):
+        if isinstance(exc, ConfigError) and label in str(exc):
             raise
-        raise ConfigError(f"Invalid {path}: {exc}") from None
+        raise ConfigError(f"Invalid {label}: {exc}") from None
     except (ValueError, TypeError) as exc:  # raised by field validators
-        raise ConfigError(f"Invalid {path}: {exc}") from None
+        raise ConfigError(f"Invalid {label}: {exc}") from None
 
 
 __all__ = ["converter", "structure"]

@@ -158,7 +158,7 @@ class Registry:
             return cls.from_dict(params)
         label = f"{path} ({kind} {name!r})" if path else f"{kind} {name!r}"
         try:
-            return structure(params, cls, label)
+            return structure(params, cls, path or f"{kind} {name!r}", label=label)
         except ConfigError as exc:
             if attrs.has(cls) and "extra fields" in str(exc):
                 valid = [f.name for f in attrs.fields(cls) if f.init]

@@ -3,7 +3,9 @@
     infoblocks demo                      list the demos (one per recipe that has one)
     infoblocks demo NAME [--quick]       run a demo problem with a known answer, write its figure
     infoblocks list [KIND]               every registered block with the plugin that provides it
-    infoblocks config RECIPE             print a recipe's default configuration as TOML
+    infoblocks config RECIPE [--full] [--preset NAME]
+                                         print a recipe's configuration as TOML (--full: the
+                                         expanded routine: globals, models, phases, evaluation)
     infoblocks run CONFIG.toml --data X.npy [--data Y.npy] --out DIR
                                          fit the recipe of a config file on the given arrays
 """
@@ -92,7 +94,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     cls = get_registry().get("recipe", args.recipe)
-    print(cls().to_toml(), end="")
+    recipe = cls.preset(args.preset) if args.preset else cls()
+    print(recipe.to_toml(full=args.full), end="")
     return 0
 
 
@@ -117,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = recipe.run(arrays, out_dir)
-    recipe.to_toml(out_dir / "recipe.toml")
+    recipe.to_toml(out_dir / "recipe.toml", full=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _print_result(summary)
     return 0
@@ -137,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=cmd_list)
     cfg = sub.add_parser("config", help="print a recipe's default config as TOML")
     cfg.add_argument("recipe")
+    cfg.add_argument("--full", action="store_true",
+                     help="the expanded routine: every block of every slot, by name")
+    cfg.add_argument("--preset", help="the configuration of a named preset")
     cfg.set_defaults(func=cmd_config)
     run = sub.add_parser("run", help="fit the recipe described by a TOML config")
     run.add_argument("config", help="TOML file with `recipe = NAME` and its hyperparameters")

@@ -1,0 +1,247 @@
+"""The seams that make recipes open: sections merged into the defaults, shortcut conflicts,
+the one strict converter, declared contracts checked before the first step, and the
+scikit-learn parameter protocol — on a small recipe assembled only from registry names."""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+import pytest
+import torch
+
+from infoblocks.blocks import Routine, TrainingPhase
+from infoblocks.blocks.errors import ConfigError, ContractError, RegistryError
+from infoblocks.blocks.losses import Loss, LossOutput
+from infoblocks.blocks.recipe import Recipe
+from infoblocks.blocks.validators import positive_int
+from infoblocks.plugins import hookimpl
+from infoblocks.plugins.registry import get_registry, recipe_from_dict
+
+
+@attrs.define(kw_only=True)
+class Projection(Recipe):
+    """An MLP regressed onto the PCA layout of the data: globals, models and phases as data."""
+
+    name: ClassVar[str] = "test_projection"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"long": {"epochs": 80}}
+    n_components: int = attrs.field(default=2, validator=positive_int)
+    hidden: int = 16
+    epochs: int = attrs.field(default=30, validator=positive_int)
+    learning_rate: float = 1e-2
+    verbose: bool = False
+
+    def default_globals(self):
+        return {"positions": {"input": "data", "transforms": [
+            {"name": "pca_init", "n_components": self.n_components}]}}
+
+    def default_models(self):
+        return {"main": {"name": "mlp", "hidden_dims": [self.hidden],
+                         "out_dim": self.n_components}}
+
+    def default_phases(self):
+        return [{"name": "fit", "epochs": self.epochs, "learning_rate": self.learning_rate,
+                 "sampler": {"name": "items", "batch_size": 50, "gather": ["positions"]},
+                 "loss": "position"}]
+
+    def build(self, x):
+        spec = self.routine_spec()
+        return Routine(dataset={"data": x}, global_relations=self.build_globals(spec),
+                       models={"main": self.build_model("main", spec, in_dim=x.shape[1])},
+                       phases=self.build_phases(spec), seed=0)
+
+
+@attrs.define
+class NeedsWeights(Loss):
+    name: ClassVar[str] = "test_needs_weights"
+    consumes: ClassVar[frozenset[str]] = frozenset({"data", "sample_weight"})
+
+    def __call__(self, batch, models, state):
+        return LossOutput(models["main"](batch["data"]).pow(2).mean()
+                          * batch["sample_weight"].mean())
+
+
+class _Plugin:
+    @hookimpl
+    def register_recipes(self):
+        return [Projection]
+
+    @hookimpl
+    def register_losses(self):
+        return [NeedsWeights]
+
+
+@pytest.fixture(autouse=True)
+def _registered(infoblocks_plugin):
+    infoblocks_plugin(_Plugin(), "test_assembly")
+
+
+def _data(n=200):
+    rng = np.random.default_rng(0)
+    return (rng.normal(size=(n, 4)) * [3.0, 1.5, 0.5, 0.1]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- sections
+
+
+def test_the_expanded_routine_trains_and_names_every_block():
+    recipe = Projection()
+    spec = recipe.routine_spec()
+    assert spec["models"]["main"]["name"] == "mlp"
+    routine = recipe.build(_data()).train()
+    fit = routine.history.rows[-1]["position"]
+    start = routine.history.rows[0]["position"]
+    assert fit < 0.1 * start  # the regression onto the PCA layout is learnt
+
+
+def test_an_explicit_section_updates_the_defaults_by_name():
+    recipe = Projection(phases=[{"name": "fit", "loss": {"name": "position", "model": "main"},
+                                 "sampler": {"batch_size": 20}},
+                                {"name": "again", "epochs": 2, "sampler": "items",
+                                 "loss": "position"}],
+                        models={"main": {"hidden_dims": [8, 8]}})
+    spec = recipe.routine_spec()
+    fit, again = spec["phases"]
+    assert fit["sampler"] == {"name": "items", "batch_size": 20, "gather": ["positions"]}
+    assert fit["epochs"] == 30 and again["name"] == "again"
+    assert spec["models"]["main"] == {"name": "mlp", "hidden_dims": [8, 8], "out_dim": 2}
+    # the same block name tunes the default block; another name replaces it whole
+    other = Projection(phases=[{"name": "fit", "sampler": {"name": "items", "shuffle": False},
+                                "loss": {"name": "compound", "losses": ["position"]}}])
+    phase = other.routine_spec()["phases"][0]
+    assert phase["sampler"] == {"name": "items", "batch_size": 50, "gather": ["positions"],
+                                "shuffle": False}
+    assert phase["loss"] == {"name": "compound", "losses": ["position"]}
+
+
+def test_a_section_wins_over_a_default_shortcut_and_conflicts_with_a_set_one():
+    assert Projection(phases=[{"name": "fit", "epochs": 5}]).phase_specs()[0]["epochs"] == 5
+    # the same value as the shortcut is no conflict
+    assert Projection(epochs=5, phases=[{"name": "fit", "epochs": 5}]).phase_specs()
+    with pytest.raises(ConfigError, match=r"`epochs` = 7 and `phases.fit.epochs` = 5"):
+        Projection(epochs=7, phases=[{"name": "fit", "epochs": 5}]).routine_spec()
+    with pytest.raises(ConfigError, match=r"`hidden` = 4 and `models.main.hidden_dims`"):
+        recipe_from_dict({"recipe": "test_projection", "hidden": 4,
+                          "models": {"main": {"hidden_dims": [8]}}})
+
+
+def test_full_dict_round_trips(tmp_path):
+    recipe = Projection(epochs=12, models={"main": {"activation": "tanh"}})
+    full = recipe.to_dict(full=True)
+    assert full["phases"][0]["epochs"] == 12 and full["models"]["main"]["activation"] == "tanh"
+    again = recipe_from_dict(full)
+    assert again.routine_spec() == recipe.routine_spec()
+    text = recipe.to_toml(tmp_path / "r.toml", full=True)
+    assert recipe_from_dict(tomllib.loads(text)).routine_spec() == recipe.routine_spec()
+
+
+def test_unknown_block_names_and_keys_name_their_path():
+    with pytest.raises(RegistryError, match=r"test_projection.phases.fit.loss.*No loss named "
+                                          r"'postion'.*Did you mean 'position'"):
+        Projection(phases=[{"name": "fit", "loss": "postion"}]).build_phases()
+    with pytest.raises(ConfigError, match=r"test_projection.globals.positions: unknown key"):
+        Projection(globals={"positions": {"relaton": "pdist"}}).build_globals()
+    with pytest.raises(ConfigError, match=r"extra fields found \(hidden_dim\).*hidden_dims"):
+        Projection(models={"main": {"hidden_dim": [3]}}).build_model("main", in_dim=4)
+
+
+# ---------------------------------------------------------------------------- strict data
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("epochs", 5.7, r"expected an integer, got 5.7 @ test_projection.epochs"),
+    ("verbose", "false", r"expected true or false, got 'false' @ test_projection.verbose"),
+    ("epochs", True, r"expected an integer, got True"),
+    ("learning_rate", "fast", r"expected a number"),
+])
+def test_the_converter_refuses_coercion_with_the_path(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        recipe_from_dict({"recipe": "test_projection", key: value})
+
+
+def test_block_fields_inside_sections_are_strict_too():
+    recipe = Projection(globals={"positions": {"transforms": [
+        {"name": "pca_init", "n_components": 2.5}]}})
+    with pytest.raises(ConfigError, match=r"test_projection.globals.positions.transforms\[0\]"
+                                          r".*expected an integer, got 2.5 @ .*transforms\[0\].n_components"):
+        recipe.build_globals()
+    with pytest.raises(ConfigError, match=r"expected true or false, got .no. @ test_projection.phases.fit.sampler.shuffle"):
+        Projection(phases=[{"name": "fit", "sampler": {"shuffle": "no"}}]).build_phases()
+    with pytest.raises(ConfigError, match=r"expected an integer, got 2.5 @ test_projection.phases.fit.epochs"):
+        Projection(phases=[{"name": "fit", "epochs": 2.5}]).build_phases()
+
+
+def test_an_int_is_a_valid_float_and_numpy_scalars_are_accepted():
+    block = get_registry().build("loss", {"name": "compound", "losses": ["position"],
+                                          "weights": [1]})
+    assert block.weights == [1.0]
+    phase = get_registry().build("sampler", {"name": "items", "batch_size": np.int64(3)})
+    assert phase.batch_size == 3
+
+
+# ---------------------------------------------------------------------------- contracts
+
+
+def _routine(loss, sampler=None, dataset=None):
+    from infoblocks.blocks.models import MLP
+
+    return Routine(dataset=dataset or {"data": _data(40)},
+                   models={"main": MLP(in_dim=4, out_dim=2, hidden_dims=(4,))},
+                   phases=[TrainingPhase(name="p", epochs=1, loss=loss,
+                                         sampler=sampler or {"name": "items"})])
+
+
+def test_a_missing_batch_field_names_both_blocks_before_the_first_step():
+    with pytest.raises(ContractError, match=r"Phase 'p': loss 'test_needs_weights' consumes "
+                                            r"the batch field\(s\) \['sample_weight'\], but "
+                                            r"sampler 'items' \(items batches\) yields only "
+                                            r"data, index"):
+        _routine(NeedsWeights()).train()
+    # a dataset array of that name is carried by the item batches: the contract holds
+    routine = _routine(NeedsWeights(), dataset={"data": _data(40),
+                                                "sample_weight": np.ones(40, np.float32)})
+    routine.train()
+    assert len(routine.history.rows) == 1
+
+
+def test_missing_globals_and_models_are_named():
+    with pytest.raises(ContractError, match=r"sampler 'items' needs the global\(s\) "
+                                            r"\['positions'\]"):
+        _routine("position", {"name": "items", "gather": ["positions"]}).train()
+    with pytest.raises(ContractError, match=r"loss 'position' uses model\(s\) \['encoder'\]"):
+        _routine({"name": "position", "model": "encoder"}).train()
+
+
+def test_gathered_globals_reach_the_loss():
+    recipe = Projection(epochs=3)
+    routine = recipe.build(_data(60))
+    routine.compute_global_relations()
+    sampler = routine.phases[0].sampler
+    sampler.setup(routine.state)
+    batch = next(iter(sampler.batches(routine.state)))
+    expected = routine.state.globals["positions"][batch["index"]]
+    assert torch.equal(batch["positions"], expected)
+
+
+# ---------------------------------------------------------------------------- sklearn
+
+
+def test_get_set_params_and_clone():
+    recipe = Projection(epochs=9, phases=[{"name": "fit", "learning_rate": 0.1}])
+    params = recipe.get_params()
+    assert params["epochs"] == 9 and params["phases"] == [{"name": "fit", "learning_rate": 0.1}]
+    assert recipe.set_params(epochs=11).epochs == 11
+    with pytest.raises(ConfigError, match="has no parameter 'epoch'"):
+        recipe.set_params(epoch=3)
+    sklearn_base = pytest.importorskip("sklearn.base")
+    twin = sklearn_base.clone(recipe)
+    assert twin is not recipe and twin.get_params() == recipe.get_params()
+
+
+def test_presets():
+    assert Projection.preset("long").epochs == 80
+    assert Projection.preset("long", epochs=3).epochs == 3
+    with pytest.raises(ConfigError, match="no preset 'short'; presets: long"):
+        Projection.preset("short")
