@@ -2,6 +2,7 @@
 and a recipe that work by name from Python and from a TOML config, with no core change."""
 
 import json
+import tomllib
 
 import numpy as np
 import pytest
@@ -52,3 +53,20 @@ def test_recipe_dict_roundtrip_and_unknown_key_path():
         recipe_from_dict({"recipe": "pca_regression", "epoch": 3})
     with pytest.raises(ConfigError, match=r"hidden_dims\[1\]"):
         recipe_from_dict({"recipe": "pca_regression", "hidden_dims": [8, "wide"]})
+
+
+def test_a_new_recipe_from_existing_blocks_runs_from_its_full_toml(tmp_path, capsys):
+    """`infoblocks config pca_regression --full` prints every block by name; edited (another
+    activation, the built-in position loss) and run from TOML, it trains the edited routine."""
+    assert main(["config", "pca_regression", "--full"]) == 0
+    text = capsys.readouterr().out
+    assert "[globals.positions]" in text and "[models.main]" in text and "[[phases]]" in text
+    text = text.replace('name = "huber_position"', 'name = "position"')
+    text = text.replace('loss = "huber_position"', 'loss = "position"')
+    config = tomllib.loads(text)
+    config["models"]["main"]["activation"] = "tanh"
+    recipe = recipe_from_dict(config)
+    recipe.fit(_data())
+    assert recipe.relative_error(_data()) < 0.02
+    assert any(type(m).__name__ == "Tanh" for m in recipe.routine_.models["main"].modules())
+    assert recipe.routine_.phases[0].loss.name == "position"

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import ClassVar
 
 import attrs
-import numpy as np
 import torch
 
-from infoblocks.blocks import Routine, TrainingPhase
+from infoblocks.blocks import Routine
 from infoblocks.blocks.data import as_tensor
 from infoblocks.blocks.losses import Loss, LossOutput
 from infoblocks.blocks.recipe import Recipe
-from infoblocks.plugins import get_registry, hookimpl
+from infoblocks.plugins import hookimpl
 
 
 @attrs.define
@@ -40,7 +39,13 @@ class HuberPositionLoss(Loss):
 
 @attrs.define(kw_only=True)
 class PCARegression(Recipe):
-    """Train an MLP to reproduce the first principal components of the data."""
+    """Train an MLP to reproduce the leading principal components of the data.
+
+    A new recipe from existing blocks: a ``positions`` global (the built-in ``pca_init``
+    transform of the data), a ``main`` model (the built-in ``mlp``) and one phase whose item
+    sampler gathers the positions for the loss.  Every block is a registry name, so a config
+    can swap any of them (``[models.main] name = ...``) without touching this class.
+    """
 
     name: ClassVar[str] = "pca_regression"
     summary: ClassVar[str] = "MLP regression onto the leading principal components (example plugin)"
@@ -53,20 +58,26 @@ class PCARegression(Recipe):
     seed: int = 0
     routine_: Routine | None = attrs.field(init=False, default=None, repr=False)
 
+    def default_globals(self):
+        return {"positions": {"input": "data", "transforms": [
+            {"name": "pca_init", "n_components": self.n_components}]}}
+
+    def default_models(self):
+        return {"main": {"name": "mlp", "hidden_dims": list(self.hidden_dims),
+                         "out_dim": self.n_components}}
+
+    def default_phases(self):
+        return [{"name": "regression", "epochs": self.epochs, "learning_rate": self.learning_rate,
+                 "sampler": {"name": "items", "batch_size": self.batch_size,
+                             "gather": ["positions"]},
+                 "loss": self.loss}]
+
     def build(self, x):
-        x = as_tensor(x, "x", ndim=2).numpy()
-        centred = x - x.mean(0)
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        registry = get_registry()
-        model = registry.build("model", {"name": "mlp", "in_dim": x.shape[1],
-                                         "out_dim": self.n_components,
-                                         "hidden_dims": self.hidden_dims})
-        phase = TrainingPhase(
-            name="regression", epochs=self.epochs,
-            sampler=registry.build("sampler", {"name": "items", "batch_size": self.batch_size}),
-            loss=registry.build("loss", self.loss), learning_rate=self.learning_rate)
-        return Routine(dataset={"data": x, "positions": centred @ vt[:self.n_components].T},
-                       models={"main": model}, phases=[phase], seed=self.seed)
+        x = as_tensor(x, "x", ndim=2)
+        spec = self.routine_spec()
+        return Routine(dataset={"data": x}, global_relations=self.build_globals(spec),
+                       models={"main": self.build_model("main", spec, in_dim=x.shape[1])},
+                       phases=self.build_phases(spec), seed=self.seed)
 
     def fit(self, x):
         self.routine_ = self.build(x).train()
@@ -75,13 +86,13 @@ class PCARegression(Recipe):
     def relative_error(self, x) -> float:
         self._check_fitted()
         routine = self.routine_
-        target = routine.dataset["positions"]
+        target = routine.compute_global_relations()["positions"]
         pred = routine.apply(x)
         return float(((pred - target) ** 2).sum() / (target ** 2).sum())
 
     def run(self, data, out_dir: Path):
         self.fit(data[0])
-        self.routine_.save(Path(out_dir) / "model", extra=self.to_dict())
+        self.routine_.save(Path(out_dir) / "model", extra=self.to_dict(full=True))
         return {"relative_error": self.relative_error(data[0])}
 
 
