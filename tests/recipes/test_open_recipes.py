@@ -1,0 +1,64 @@
+"""Every registered recipe is an assembled routine as data: it prints a usable full config,
+that config round-trips, every block in it is a registry name, and scikit-learn's ``clone``
+works on it."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from infoblocks.blocks.assembly import SECTIONS
+from infoblocks.plugins.registry import get_registry, recipe_from_dict
+
+
+def _recipes():
+    return [e.name for e in get_registry().entries("recipe")]
+
+
+def _block_names(value, found):
+    if isinstance(value, dict):
+        if isinstance(value.get("name"), str):
+            found.append(value["name"])
+        for v in value.values():
+            _block_names(v, found)
+    elif isinstance(value, list):
+        for v in value:
+            _block_names(v, found)
+    return found
+
+
+@pytest.mark.parametrize("name", _recipes())
+def test_full_config_round_trips(name):
+    cls = get_registry().get("recipe", name)
+    recipe = cls()
+    text = recipe.to_toml(full=True)
+    data = tomllib.loads(text)
+    again = recipe_from_dict(data)
+    assert again.routine_spec() == recipe.routine_spec()
+    assert again.to_dict(full=True) == recipe.to_dict(full=True)
+
+
+@pytest.mark.parametrize("name", _recipes())
+def test_every_phase_block_is_a_registry_name(name):
+    recipe = get_registry().get("recipe", name)()
+    spec = recipe.routine_spec()
+    registry = get_registry()
+    for phase in spec["phases"]:
+        for slot in ("sampler", "loss"):
+            block = phase[slot]
+            block_name = block if isinstance(block, str) else block["name"]
+            assert (slot, block_name) in registry, (name, phase["name"], slot)
+    for model in spec["models"].values():
+        model_name = model if isinstance(model, str) else model["name"]
+        assert ("model", model_name) in registry
+
+
+@pytest.mark.parametrize("name", _recipes())
+def test_sklearn_clone(name):
+    base = pytest.importorskip("sklearn.base")
+    recipe = get_registry().get("recipe", name)()
+    twin = base.clone(recipe)
+    assert twin is not recipe
+    assert set(twin.get_params()) >= set(SECTIONS)
+    assert twin.to_dict(full=True) == recipe.to_dict(full=True)
