@@ -44,6 +44,7 @@ def test_every_phase_block_is_a_registry_name(name):
     recipe = get_registry().get("recipe", name)()
     spec = recipe.routine_spec()
     registry = get_registry()
+    assert spec["phases"] and spec["models"], "the routine is shown as data"
     for phase in spec["phases"]:
         for slot in ("sampler", "loss"):
             block = phase[slot]

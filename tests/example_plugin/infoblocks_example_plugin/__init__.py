@@ -26,10 +26,14 @@ class HuberPositionLoss(Loss):
     """mean_i huber_δ(f(x_i) − y_i): a position loss that is robust to outlying targets."""
 
     name: ClassVar[str] = "huber_position"
+    reports: ClassVar[frozenset[str]] = frozenset({"huber"})
     delta: float = 1.0
     model: str = "main"
     input: str = "data"
     target: str = "positions"
+
+    def required_fields(self):
+        return frozenset({self.input, self.target})
 
     def __call__(self, batch, models, state):
         out = models[self.model](batch[self.input])
