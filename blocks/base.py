@@ -33,6 +33,8 @@ class Block:
 def _as_data(value: Any) -> Any:
     if isinstance(value, Block):
         return value.describe()
+    if attrs.has(type(value)):  # e.g. a phase's Validation: its fields, blocks by name
+        return _fields_as_data(value)
     if isinstance(value, (list, tuple)):
         return [_as_data(v) for v in value]
     if isinstance(value, dict):
@@ -85,4 +87,9 @@ def is_abstract(cls: type) -> bool:
     return not cls.__dict__.get("name")
 
 
-__all__ = ["BLOCK_KINDS", "Block", "block_field", "is_abstract", "resolve_block"]
+def as_data(value: Any) -> Any:
+    """The data form of a block, an attrs object (fields), a list or a dict."""
+    return _as_data(value)
+
+
+__all__ = ["BLOCK_KINDS", "Block", "as_data", "block_field", "is_abstract", "resolve_block"]

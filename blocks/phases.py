@@ -21,7 +21,7 @@ import attrs
 from attrs.validators import optional
 import torch
 
-from .base import block_field
+from .base import as_data, block_field
 from .callbacks import Callback, EarlyStopping
 from .contracts import check_phase
 from .errors import NumericalError, ValidationError
@@ -99,23 +99,19 @@ class TrainingPhase:
     grad_clip: float | None = attrs.field(default=None, validator=optional(non_negative))
     #: extra keyword arguments of the torch optimizer, e.g. {"fused": True} for Adam
     optimizer_options: dict[str, Any] = attrs.field(factory=dict)
-    trainable: Sequence[str] | None = None
+    trainable: list[str] | None = attrs.field(
+        default=None, converter=lambda names: None if names is None else list(names))
     validation: Validation | None = None
     patience: int | None = None
     min_epochs: int = 0
     restore_best: bool = True
     report_every: int = 1
-    callbacks: list[Callback] = attrs.field(factory=list)
+    callbacks: list[Callback] = attrs.field(factory=list, metadata={"transient": True})
 
     def describe(self) -> dict[str, Any]:
-        out = {}
-        for f in attrs.fields(type(self)):
-            v = getattr(self, f.name)
-            if f.name == "callbacks":
-                continue
-            out[f.name] = v.describe() if hasattr(v, "describe") else (
-                attrs.asdict(v) if attrs.has(type(v)) else v)
-        return out
+        """The phase as data (blocks by name; callbacks, which are live objects, left out);
+        :func:`infoblocks.blocks.assembly.build_phase` rebuilds it."""
+        return as_data(self)
 
     # ------------------------------------------------------------------ building the optimiser
 

@@ -20,7 +20,7 @@ import torch
 from .base import Block, block_field
 from .callbacks import Callback, History, ProgressBar
 from .data import Dataset, as_tensor, resolve_device
-from .errors import NotFittedError, ValidationError
+from .errors import InfoblocksError, NotFittedError, ValidationError
 from .models import Model
 from .phases import TrainingPhase
 from .relations import RelationData
@@ -53,8 +53,10 @@ class GlobalRelation:
         return value
 
     def describe(self) -> dict[str, Any]:
-        return {"relation": self.relation.describe() if self.relation else None,
-                "transforms": [t.describe() for t in self.transforms], "input": self.input}
+        out = {"input": self.input, "transforms": [t.describe() for t in self.transforms]}
+        if self.relation is not None:
+            out["relation"] = self.relation.describe()
+        return out
 
 
 def move_to(value: Any, device: torch.device) -> Any:
@@ -146,6 +148,8 @@ class Routine:
         self.history = History()
         self._globals: dict[str, Any] | None = None
         self.state: TrainState | None = None
+        #: why :meth:`load` could not rebuild the phases (None: it could)
+        self.unrestored: str | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -173,6 +177,9 @@ class Routine:
 
     def train(self, phases: Sequence[str] | None = None) -> Routine:
         """Run the phases (all, or those named) in order; returns ``self``."""
+        if not self.phases and self.unrestored:
+            raise ValidationError(f"This routine was loaded without its phases ({self.unrestored});"
+                                  " pass phases=[...] to a new Routine to train it further.")
         self.compute_global_relations()
         assert self.state is not None
         chosen = self.phases if phases is None else [self._phase(n) for n in phases]
@@ -235,6 +242,8 @@ class Routine:
             "format": SAVE_FORMAT,
             "seed": self.seed,
             "models": self.model_specs,
+            "globals": {k: g.describe() for k, g in self.global_relations.items()},
+            "phases": [p.describe() for p in self.phases],
             "history": self.history.rows,
             "versions": _library_versions(),
             "extra": dict(extra or {}),
@@ -244,8 +253,11 @@ class Routine:
 
     @classmethod
     def load(cls, path: str | Path, models: Mapping[str, torch.nn.Module] | None = None,
-             device: str | torch.device = "cpu") -> Routine:
-        """Rebuild a routine saved with :meth:`save` (models + history, ready to ``apply``).
+             device: str | torch.device = "cpu", dataset: Dataset | Mapping[str, Any] | None = None,
+             ) -> Routine:
+        """Rebuild a routine saved with :meth:`save`: models, history, and the global
+        relations and phases as they were specified, so ``apply`` works at once and, given
+        the ``dataset`` again, ``train()`` continues from the saved weights.
 
         Model blocks are rebuilt through the registry; models that were plain torch modules
         must be passed again in ``models`` (their weights are then loaded into them).
@@ -274,7 +286,19 @@ class Routine:
                 from infoblocks.plugins.registry import get_registry
 
                 rebuilt[name] = get_registry().build("model", model_spec)
-        routine = cls(models=rebuilt, device=device, seed=spec.get("seed", 0))
+        from .assembly import build_global, build_phase
+
+        try:  # blocks holding live objects (a simulator, a user function) are not data
+            relations = {k: build_global(g, f"{spec_file}: globals.{k}")
+                         for k, g in (spec.get("globals") or {}).items()}
+            phases = [build_phase(p, f"{spec_file}: phases.{p.get('name')}")
+                      for p in spec.get("phases") or []]
+            unrestored = None
+        except (InfoblocksError, TypeError, ValueError) as exc:
+            relations, phases, unrestored = {}, [], str(exc)
+        routine = cls(dataset=dataset, models=rebuilt, device=device, seed=spec.get("seed", 0),
+                      global_relations=relations, phases=phases)
+        routine.unrestored = unrestored
         weights = torch.load(weights_file, map_location=routine.device, weights_only=True)
         for name, module in routine.models.items():
             module.load_state_dict(weights[name])
