@@ -13,6 +13,7 @@ import torch
 
 from .base import Block
 from .errors import ValidationError
+from .numerics import wrap_periodic
 
 #: floor under squared distances before a square root, so that gradients stay finite at 0
 _SQRT_FLOOR = 1e-12
@@ -86,10 +87,9 @@ def _periods_tensor(periods, like: torch.Tensor) -> torch.Tensor:
 
 
 def periodic_difference(diff: torch.Tensor, periods: torch.Tensor) -> torch.Tensor:
-    """Shortest signed-free difference on a circle: min(|Δ|, P − |Δ|) per feature."""
-    absdiff = diff.abs()
-    wrapped = torch.remainder(absdiff, periods)
-    return torch.where(torch.isinf(periods), absdiff, torch.minimum(wrapped, periods - wrapped))
+    """Shortest unsigned difference on a circle, min(|Δ| mod P, P − |Δ| mod P), per feature
+    (the one convention of :func:`infoblocks.blocks.numerics.wrap_periodic`)."""
+    return wrap_periodic(diff, periods).abs()
 
 
 def _validate_periods(instance, attribute, value) -> None:

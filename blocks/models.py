@@ -14,6 +14,7 @@ from torch import nn
 
 from .base import Block
 from .errors import ValidationError
+from .numerics import pca_axes
 
 #: activations accepted by name
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -76,16 +77,8 @@ class PCAProjection(nn.Module):
                 f"`pca_dims`: the PCA front end is fitted on the dataset array {self.key!r}, "
                 "which this routine does not have; name the network's input 'data' or drop "
                 "pca_dims.")
-        x = state.dataset[self.key].to(self.mean).double()
-        mean = x.mean(0)
-        x = x - mean
-        dims = self.axes.shape[1]
-        if x.shape[1] <= 4096:
-            _, vecs = torch.linalg.eigh(x.T @ x)
-            axes = vecs[:, -dims:].flip(1)
-        else:
-            _, _, v = torch.pca_lowrank(x, q=min(dims + 10, *x.shape), center=False, niter=4)
-            axes = v[:, :dims]
+        x = state.dataset[self.key].to(self.mean)
+        mean, axes = pca_axes(x, self.axes.shape[1])
         self.mean.copy_(mean)
         self.axes.copy_(axes)
         self.fitted.fill_(True)

@@ -25,6 +25,7 @@ from .base import as_data, block_field
 from .callbacks import Callback, EarlyStopping
 from .contracts import check_phase
 from .errors import NumericalError, ValidationError
+from .numerics import cosine_factor
 from .state import TrainState
 from .validators import non_negative, non_negative_int, one_of, positive
 
@@ -139,7 +140,7 @@ class TrainingPhase:
     def lr_factor(self, step: int, total_steps: int) -> float:
         """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
         if self.lr_schedule == "cos":
-            return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+            return cosine_factor(step, total_steps)
         if self.lr_schedule == "exp":
             steps = max(self.lr_decay_steps, 1)
             return self.lr_decay_rate ** (step // steps if self.lr_decay_staircase else step / steps)
