@@ -134,4 +134,28 @@ def structure(data: dict[str, Any], cls: type, path: str, label: str | None = No
         raise ConfigError(f"Invalid {label}: {exc}") from None
 
 
-__all__ = ["converter", "structure"]
+def check_types(obj: Any, label: str, fields: list[attrs.Attribute] | None = None) -> None:
+    """Check the values of an attrs object's fields against their annotations with the strict
+    converter (``standardize="no"`` for a bool field is refused, not read as True);
+    :class:`~infoblocks.blocks.errors.ValidationError` names every wrong argument."""
+    from .errors import ValidationError
+
+    types = _field_types(type(obj))
+    problems = []
+    for field in fields if fields is not None else attrs.fields(type(obj)):
+        key = field.alias or field.name
+        if key not in types or field.metadata.get("transient"):
+            continue
+        value = getattr(obj, field.name)
+        try:
+            _check_value(value, types[key])
+        except cattrs.BaseValidationError as exc:
+            problems += [m.replace(" @ $", f" @ {key}") for m in
+                         cattrs.transform_error(exc, path="$", format_exception=_format_exception)]
+        except (ValueError, TypeError) as exc:
+            problems.append(f"`{key}`: {_format_exception(exc, types[key])}")
+    if problems:
+        raise ValidationError(f"{label}: {'; '.join(problems)}.")
+
+
+__all__ = ["converter", "structure", "check_types"]

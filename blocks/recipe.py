@@ -27,9 +27,9 @@ import attrs
 import cattrs
 import numpy as np
 
-from .assembly import SECTIONS, expand_sections, section_field
+from .assembly import SECTIONS, expand_sections, section_field, shortcut_fields
 from .base import Block
-from .config import structure
+from .config import check_types, structure
 from .errors import ConfigError, NotFittedError
 
 #: key of the recipe name in dict / TOML form
@@ -109,7 +109,9 @@ class Recipe(Block):
         """The expanded routine: the default sections updated by the explicit ones.
 
         Raises :class:`ConfigError` where an explicit section and a non-default shortcut
-        set the same key to different values."""
+        set the same key to different values, and :class:`ValidationError` where a
+        hyperparameter has the wrong type (``standardize="no"`` for a bool)."""
+        check_types(self, type(self).__name__, shortcut_fields(type(self)))
         return expand_sections(self)
 
     def phase_specs(self) -> list[dict[str, Any]]:

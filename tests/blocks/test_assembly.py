@@ -245,3 +245,13 @@ def test_presets():
     assert Projection.preset("long", epochs=3).epochs == 3
     with pytest.raises(ConfigError, match="no preset 'short'; presets: long"):
         Projection.preset("short")
+
+
+def test_python_constructor_values_are_type_checked_before_building():
+    from infoblocks.blocks.errors import ValidationError
+
+    with pytest.raises(ValidationError, match=r"Projection: `verbose`: expected true or false, "
+                                              r"got 'no'"):
+        Projection(verbose="no").routine_spec()
+    with pytest.raises(ValidationError, match=r"`hidden`: expected an integer, got 2.5"):
+        Projection(hidden=2.5).build(_data())
