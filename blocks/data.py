@@ -44,11 +44,17 @@ def as_tensor(
         raise ValidationError(f"`{name}` is None; pass an array of numbers.")
     if isinstance(x, torch.Tensor):
         t = x.detach()
+        if t.is_complex():
+            raise ValidationError(f"`{name}` is complex ({t.dtype}); infoblocks works on real "
+                                  "numbers: pass x.real and x.imag as separate features.")
     else:
         try:
             arr = np.asarray(x)
         except Exception as exc:  # ragged lists and the like
             raise ValidationError(f"`{name}` could not be converted to an array: {exc}") from None
+        if np.iscomplexobj(arr):
+            raise ValidationError(f"`{name}` is complex ({arr.dtype}); infoblocks works on real "
+                                  "numbers: pass x.real and x.imag as separate features.")
         if arr.dtype == object or not (
             np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
         ):

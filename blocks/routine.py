@@ -216,6 +216,9 @@ class Routine:
     @torch.no_grad()
     def apply(self, x: Any, model: str = "main", batch_size: int = 4096) -> torch.Tensor:
         """``model`` applied to ``x`` in batches, on the routine's device; returns a CPU tensor."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise ValidationError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
         if model not in self.models:
             raise ValidationError(f"No model named {model!r}; models: {sorted(self.models.keys())}.")
         x = as_tensor(x, "x", ndim=None)
@@ -233,11 +236,15 @@ class Routine:
 
     def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
         """Write ``weights.pt`` (state dicts) and ``routine.json`` (model specs, history,
-        library versions, ``extra`` such as the recipe dict) into directory ``path``."""
+        library versions, ``extra`` such as the recipe dict) into directory ``path``.
+
+        Atomic: both files are written into a temporary directory beside ``path`` that then
+        replaces it, so an interrupted save never leaves a half-written model that loads."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        torch.save({name: {k: v.detach().cpu() for k, v in m.state_dict().items()}
-                    for name, m in self.models.items()}, path / WEIGHTS_FILE)
+        if path.exists() and not path.is_dir():
+            raise ValidationError(f"Cannot save into {str(path)!r}: it is a file; give a "
+                                  "directory path.")
+        path.parent.mkdir(parents=True, exist_ok=True)
         spec = {
             "format": SAVE_FORMAT,
             "seed": self.seed,
@@ -248,7 +255,11 @@ class Routine:
             "versions": _library_versions(),
             "extra": dict(extra or {}),
         }
-        (path / SPEC_FILE).write_text(json.dumps(spec, indent=2, default=_json_default))
+        text = json.dumps(spec, indent=2, default=_json_default)
+        weights = {name: {k: v.detach().cpu() for k, v in m.state_dict().items()}
+                   for name, m in self.models.items()}
+        _write_atomically(path, lambda tmp: (torch.save(weights, tmp / WEIGHTS_FILE),
+                                             (tmp / SPEC_FILE).write_text(text)))
         return path
 
     @classmethod
@@ -268,7 +279,7 @@ class Routine:
             raise ValidationError(
                 f"{path} is not a saved routine: expected {SPEC_FILE} and {WEIGHTS_FILE} in it."
             )
-        spec = json.loads(spec_file.read_text())
+        spec = _read_spec(spec_file)
         if spec.get("format") != SAVE_FORMAT:
             raise ValidationError(f"{spec_file} has format {spec.get('format')!r}; this version "
                                   f"of infoblocks reads format {SAVE_FORMAT}.")
@@ -299,9 +310,9 @@ class Routine:
         routine = cls(dataset=dataset, models=rebuilt, device=device, seed=spec.get("seed", 0),
                       global_relations=relations, phases=phases)
         routine.unrestored = unrestored
-        weights = torch.load(weights_file, map_location=routine.device, weights_only=True)
+        weights = _read_weights(weights_file, routine.device)
         for name, module in routine.models.items():
-            module.load_state_dict(weights[name])
+            _load_state(module, weights, name, weights_file)
         routine.history = History(spec.get("history"))
         routine.saved_extra = spec.get("extra", {})
         routine.models.eval()
@@ -310,6 +321,82 @@ class Routine:
     def require_trained(self) -> None:
         if not len(self.history):
             raise NotFittedError("The routine has not been trained yet; call train() first.")
+
+
+def _write_atomically(path: Path, write: Any) -> None:
+    """``write(tmp_dir)`` into a fresh directory beside ``path``, then swap it into place
+    (the old directory, if any, is removed only after the new one is complete)."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write(tmp)
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{tmp.name[-8:]}")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _not_saved(spec_file: Path, why: str) -> ValidationError:
+    return ValidationError(f"{spec_file.parent} is not a valid saved routine: {why}. Save it "
+                           "again with save(); files written by infoblocks are never edited "
+                           "by hand.")
+
+
+def _read_spec(spec_file: Path) -> dict[str, Any]:
+    try:
+        spec = json.loads(spec_file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _not_saved(spec_file, f"{SPEC_FILE} is not JSON ({exc})") from None
+    if not isinstance(spec, dict):
+        raise _not_saved(spec_file, f"{SPEC_FILE} holds a {type(spec).__name__}, not a table")
+    missing = [k for k in ("format", "models") if k not in spec]
+    if missing:
+        raise _not_saved(spec_file, f"{SPEC_FILE} lacks the key(s) {missing}")
+    if not isinstance(spec["models"], dict):
+        raise _not_saved(spec_file, f"'models' in {SPEC_FILE} is not a table")
+    return spec
+
+
+def _read_weights(weights_file: Path, device: torch.device) -> dict[str, Any]:
+    try:
+        weights = torch.load(weights_file, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+        # torch's own message suggests weights_only=False (unsafe unpickling): not repeated
+        raise _not_saved(weights_file.with_name(SPEC_FILE),
+                         f"{WEIGHTS_FILE} cannot be read as saved weights "
+                         f"({type(exc).__name__}: damaged, truncated or not written by "
+                         "infoblocks)") from None
+    if not isinstance(weights, dict):
+        raise _not_saved(weights_file.with_name(SPEC_FILE), f"{WEIGHTS_FILE} holds no weights")
+    return weights
+
+
+def _load_state(module: torch.nn.Module, weights: dict[str, Any], name: str,
+                weights_file: Path) -> None:
+    """Load model ``name``'s weights, refusing missing, mis-shaped and non-finite ones."""
+    spec_file = weights_file.with_name(SPEC_FILE)
+    state = weights.get(name)
+    if not isinstance(state, dict):
+        raise _not_saved(spec_file, f"{WEIGHTS_FILE} has no weights for model {name!r}")
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and \
+                not bool(torch.isfinite(value).all()):
+            raise _not_saved(spec_file, f"the weights {name}.{key} contain NaN or inf; the "
+                                        "model diverged before it was saved — train it again")
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][1:3]
+        raise _not_saved(spec_file, f"the weights of model {name!r} do not fit its "
+                                    f"architecture ({' '.join(lines)[:300]})") from None
 
 
 def _json_default(value: Any) -> Any:

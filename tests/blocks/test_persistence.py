@@ -1,0 +1,86 @@
+"""Saved routines: atomic writes, and a clear error (never torch's advice to unpickle) for
+every kind of damaged save directory; bad inputs to apply."""
+
+from __future__ import annotations
+
+import json
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+
+from infoblocks.blocks import Routine, TrainingPhase
+from infoblocks.blocks.data import as_tensor
+from infoblocks.blocks.errors import ValidationError
+from infoblocks.blocks.models import MLP
+
+
+def _routine():
+    x = np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32)
+    return Routine(dataset={"data": x, "positions": x[:, :2]},
+                   models={"main": MLP(in_dim=3, out_dim=2, hidden_dims=(4,))},
+                   phases=[TrainingPhase(name="fit", epochs=1, loss="position",
+                                         sampler={"name": "items", "batch_size": 30})]).train()
+
+
+@pytest.fixture
+def saved(tmp_path):
+    return _routine().save(tmp_path / "model")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: (p / "routine.json").write_text("{not json"), r"routine.json is not JSON"),
+    (lambda p: (p / "routine.json").write_text("[1, 2]"), r"holds a list, not a table"),
+    (lambda p: (p / "routine.json").write_text('{"format": 1}'), r"lacks the key\(s\) \['models'\]"),
+    (lambda p: (p / "routine.json").write_bytes(b"\xff\xfe\x00garbage"), r"is not JSON"),
+    (lambda p: (p / "weights.pt").write_bytes(b""), r"weights.pt cannot be read"),
+    (lambda p: (p / "weights.pt").write_bytes(np.random.default_rng(0).bytes(300)),
+     r"weights.pt cannot be read"),
+    (lambda p: torch.save({"other": {}}, p / "weights.pt"), r"no weights for model 'main'"),
+    (lambda p: torch.save({"main": {"net.0.weight": torch.zeros(9, 9)}}, p / "weights.pt"),
+     r"do not fit its architecture"),
+])
+def test_a_damaged_save_gives_a_clear_error(saved, damage, message):
+    damage(saved)
+    with pytest.raises(ValidationError, match=message) as info:
+        Routine.load(saved)
+    assert "weights_only" not in str(info.value)
+
+
+def test_non_finite_weights_are_refused_on_load(saved):
+    weights = torch.load(saved / "weights.pt", weights_only=True)
+    key = next(iter(weights["main"]))
+    weights["main"][key][0] = float("nan")
+    torch.save(weights, saved / "weights.pt")
+    with pytest.raises(ValidationError, match=r"contain NaN or inf"):
+        Routine.load(saved)
+
+
+def test_an_interrupted_save_leaves_the_previous_model(saved):
+    before = Routine.load(saved).apply(np.ones((2, 3), np.float32))
+    routine = _routine()
+    with mock.patch("torch.save", side_effect=KeyboardInterrupt), \
+            pytest.raises(KeyboardInterrupt):
+        routine.save(saved)
+    assert torch.equal(Routine.load(saved).apply(np.ones((2, 3), np.float32)), before)
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["model"]  # no debris
+    assert json.loads((saved / "routine.json").read_text())["format"] == 1
+
+
+def test_save_into_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValidationError, match="it is a file"):
+        _routine().save(tmp_path / "f")
+
+
+@pytest.mark.parametrize("size", [0, -1, 2.5, True])
+def test_apply_refuses_a_bad_batch_size(size):
+    with pytest.raises(ValidationError, match="`batch_size` must be a positive integer"):
+        _routine().apply(np.ones((3, 3), np.float32), batch_size=size)
+
+
+@pytest.mark.parametrize("x", [np.ones((3, 2), complex), torch.ones(3, 2, dtype=torch.cfloat)])
+def test_complex_input_is_refused(x):
+    with pytest.raises(ValidationError, match=r"`X` is complex.*x.real and x.imag"):
+        as_tensor(x, "X")
