@@ -271,6 +271,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file (not UTF-8); a config is TOML text.") \
+            from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory; give the config file.") from None
 
 
 __all__ = ["Recipe", "RECIPE_KEY", "read_toml", "transient_field"]

@@ -103,14 +103,28 @@ def _load_array(path: str) -> list[np.ndarray]:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"--data file {path!r} does not exist.")
-    if p.suffix == ".npy":
-        return [np.load(p, allow_pickle=False)]
-    if p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as archive:
-            return [archive[k] for k in archive.files]
-    if p.suffix in (".csv", ".txt"):
-        return [np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)]
-    raise ConfigError(f"--data {path!r}: use a .npy, .npz, .csv or .txt file.")
+    if p.suffix not in (".npy", ".npz", ".csv", ".txt"):
+        raise ConfigError(f"--data {path!r}: use a .npy, .npz, .csv or .txt file.")
+    try:
+        if p.suffix == ".npy":
+            arrays = [np.load(p, allow_pickle=False)]
+        elif p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as archive:
+                arrays = [archive[k] for k in archive.files]
+        else:
+            arrays = [np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)]
+    except ValueError as exc:
+        why = ("it holds Python objects (object dtype), which are never unpickled; save a "
+               "numeric array" if "allow_pickle" in str(exc) else
+               f"it is not a numeric table ({str(exc).splitlines()[0][:120]})")
+        raise ConfigError(f"--data {path!r} cannot be read: {why}.") from None
+    except (OSError, EOFError) as exc:
+        raise ConfigError(f"--data {path!r} cannot be read: {exc}.") from None
+    for a in arrays:
+        if a.dtype == object or not (np.issubdtype(a.dtype, np.number)
+                                     or np.issubdtype(a.dtype, np.bool_)):
+            raise ConfigError(f"--data {path!r} holds a {a.dtype} array; give numbers.")
+    return arrays
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -118,6 +132,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = recipe_from_dict(config)
     arrays = [a for path in args.data for a in _load_array(path)]
     out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {args.out!r} is a file; give a directory for the results.")
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = recipe.run(arrays, out_dir)
     recipe.to_toml(out_dir / "recipe.toml", full=True)

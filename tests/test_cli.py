@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from infoblocks.recipes.cli import main
@@ -34,3 +35,31 @@ def test_config_prints_default_toml(capsys):
     pytest.importorskip("infoblocks_example_plugin")
     assert main(["config", "pca_regression"]) == 0
     assert 'recipe = "pca_regression"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, write, message", [
+    ("x.npy", lambda p: np.save(p, np.array([{"a": 1}, None], dtype=object)), "object dtype"),
+    ("x.npz", lambda p: np.savez(p, a=np.array(["a", None], dtype=object)), "object dtype"),
+    ("x.csv", lambda p: p.write_text("a,b\nc,d\n"), "not a numeric table"),
+    ("x.npy", lambda p: np.save(p, np.array(["a", "b"])), "<U1 array; give numbers"),
+])
+def test_run_refuses_unreadable_data(tmp_path, capsys, name, write, message):
+    config = tmp_path / "c.toml"
+    config.write_text('recipe = "mine"\n')
+    data = tmp_path / name
+    write(data)
+    assert main(["run", str(config), "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_refuses_a_binary_config_and_an_out_file(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_bytes(b"\xff\xfe\x00\x01binary")
+    np.save(tmp_path / "x.npy", np.ones((5, 2)))
+    assert main(["run", str(config), "--data", str(tmp_path / "x.npy"), "--out", "o"]) == 2
+    assert "not a text file" in capsys.readouterr().err
+    config.write_text('recipe = "mine"\n')
+    (tmp_path / "out").write_text("")
+    assert main(["run", str(config), "--data", str(tmp_path / "x.npy"),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "is a file" in capsys.readouterr().err
