@@ -2,11 +2,16 @@
 
 ``check_block(cls)`` verifies that a block class can be registered, described as data and
 rebuilt from that data, and exercises its main method where that can be done generically.
-The fixture ``infoblocks_plugin`` registers a plugin object for the duration of one test::
+The fixture ``infoblocks_plugin`` registers a plugin object for the duration of one test;
+it is opt-in (installing infoblocks does not make every pytest run import torch): add
+``pytest_plugins = ["infoblocks.plugins.testing"]`` to your ``conftest.py`` (or run
+``pytest -p infoblocks.plugins.testing``)::
 
     def test_my_loss(infoblocks_plugin):
         registry = infoblocks_plugin(my_plugin_module)
         assert registry.get("loss", "my_loss")
+
+``check_block`` needs no pytest.
 """
 
 from __future__ import annotations
@@ -15,9 +20,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
-import pytest
 import torch
 
+try:  # the fixture needs pytest; check_block does not (pytest is only a dev extra)
+    import pytest
+except ImportError:  # pragma: no cover - exercised without pytest installed
+    pytest = None
+
+from infoblocks.blocks.contracts import BatchType
 from infoblocks.blocks.errors import PluginError
 from infoblocks.blocks.relations import DenseRelations
 
@@ -53,6 +63,7 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
     block = registry.build(kind, {"name": cls.name, **(example or {})})
     description = block.describe()
     assert description["name"] == cls.name
+    _check_contracts(kind, block)
     if kind == "distance":
         gen = torch.Generator().manual_seed(0)
         a, b = torch.randn(5, 3, generator=gen), torch.randn(4, 3, generator=gen)
@@ -69,7 +80,30 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
     return block
 
 
-@pytest.fixture
+def _check_contracts(kind: str, block: Any) -> None:
+    """Declared contracts have the documented types (None: undeclared)."""
+    name = type(block).__qualname__
+    if kind == "sampler":
+        batch_type = type(block).batch_type
+        assert batch_type is None or isinstance(batch_type, BatchType), \
+            f"{name}.batch_type must be an infoblocks.blocks.contracts.BatchType"
+    if kind == "loss":
+        for attribute in ("required_fields", "required_globals", "required_models"):
+            value = getattr(block, attribute)()
+            assert value is None or (isinstance(value, (set, frozenset)) and all(
+                isinstance(v, str) for v in value)), \
+                f"{name}.{attribute}() must return a set of names or None, got {value!r}"
+        reports = type(block).reports
+        assert reports is None or (isinstance(reports, frozenset)
+                                   and all(isinstance(v, str) for v in reports)), \
+            f"{name}.reports must be a frozenset of metric names or None"
+
+
+def _fixture(function: Callable[..., Any]) -> Callable[..., Any]:
+    return pytest.fixture(function) if pytest is not None else function
+
+
+@_fixture
 def infoblocks_plugin() -> Iterator[Callable[..., Registry]]:
     """Register plugin objects for one test: ``infoblocks_plugin(obj, name=None)`` returns
     the resulting registry; the process-wide manager is restored afterwards."""
