@@ -6,6 +6,10 @@ normalised to sum 1, and a PCA layout of the data.  Phases: ``init`` regresses t
 the PCA layout, ``exaggerate`` (optional) and ``main`` minimise
 KL(P_B‖Q_B) on random batches B, with P restricted to the batch and renormalised and
 Q_ij ∝ (1 + ‖y_i − y_j‖²)⁻¹ over the batch (van der Maaten, 2009).
+
+As for UMAP the routine is data: ``globals`` (``P`` = k-NN relation + affinity transforms,
+``positions`` = the init), ``models.main`` (the encoder) and the phases, each block a registry
+name (``infoblocks config parametric_tsne --full``).
 """
 
 from __future__ import annotations
@@ -16,8 +20,6 @@ from typing import Any, ClassVar
 
 import attrs
 from attrs.validators import optional
-
-from infoblocks.blocks.routine import GlobalRelation
 
 from infoblocks.blocks.validators import non_negative_int, one_of, positive, positive_int
 
@@ -35,6 +37,7 @@ class ParametricTSNE(EmbeddingRecipe):
 
     name: ClassVar[str] = "parametric_tsne"
     summary: ClassVar[str] = "Parametric t-SNE: a network trained on KL(P||Q) over mini-batches"
+    graph_name: ClassVar[str] = "P"
 
     perplexity: float = attrs.field(default=30.0, validator=positive)
     n_neighbors: int | None = attrs.field(default=None, validator=optional(positive_int))
@@ -55,25 +58,19 @@ class ParametricTSNE(EmbeddingRecipe):
         """k of the sparse P: ``n_neighbors`` or 3 × perplexity (as in Barnes-Hut t-SNE)."""
         return self.n_neighbors or int(math.ceil(3 * self.perplexity))
 
-    def min_items(self) -> int:
-        return self.neighbors() + 1
-
-    def global_relations(self, n_items: int) -> dict[str, GlobalRelation]:
-        relations = {"P": GlobalRelation(
-            relation={"name": "neighbor_pdist", "n_neighbors": self.neighbors(),
-                      "metric": self._metric_spec(), "seed": self.seed,
-                      "exact_threshold": self.exact_neighbors_threshold},
-            transforms=[{"name": "perplexity_rescale", "perplexity": self.perplexity},
-                        {"name": "symmetrize", "subtract_product": False},
-                        {"name": "normalize"}])}
-        if self.init == "pca":
-            relations["positions"] = GlobalRelation(input="data", transforms=[
-                {"name": "pca_init", "n_components": self.n_components, "scale": self.init_scale}])
-        elif self.init == "spectral":
-            relations["positions"] = GlobalRelation(input="P", transforms=[
-                {"name": "spectral_init", "n_components": self.n_components,
-                 "scale": self.init_scale, "seed": self.seed}])
-        return relations
+    def default_globals(self) -> dict[str, dict[str, Any]]:
+        """``P``: k-NN distances -> conditional probabilities at the perplexity -> (P + Pᵀ)/2
+        -> normalised to sum 1; ``positions``: the PCA of the data (or the spectral layout of
+        ``P``) unless ``init="none"``."""
+        out = {"P": {
+            "input": "data", "relation": self._knn_spec(self.neighbors()),
+            "transforms": [{"name": "perplexity_rescale", "perplexity": self.perplexity},
+                           {"name": "symmetrize", "subtract_product": False},
+                           {"name": "normalize"}]}}
+        positions = self._init_spec(self.init, self.init_scale, "P")
+        if positions is not None:
+            out["positions"] = positions
+        return out
 
     def _kl_phase(self, name: str, epochs: int, exaggeration: float) -> dict[str, Any]:
         return {"name": name, "epochs": epochs,

@@ -9,14 +9,16 @@ phase's loss (non-parametric UMAP, no network); ``init`` regresses the network o
 (PositionLoss); ``main`` minimises the fuzzy cross-entropy between p and
 q_ij = 1 / (1 + a‖y_i − y_j‖^{2b}) on edges drawn ∝ p_ij with negatives.
 
-The phases are data: :meth:`EmbeddingRecipe.default_phases` shows them as dicts and the
-``phases`` field overrides any key of them by phase name (``[[phases]] name = "main"
-epochs = 100`` in TOML), or adds phases.
+The routine is data, in the sections of :class:`~infoblocks.blocks.recipe.Recipe`:
+``globals`` (``graph`` = k-NN relation + affinity transforms, ``positions`` = the init),
+``models`` (``main`` = the encoder, ``layout`` = free coordinates), ``phases`` (sampler, loss
+with its kernel, optimizer per phase).  The shortcuts (``n_neighbors``, ``min_dist`` ...) fill
+the defaults; every block is a registry name that a plugin can replace from TOML
+(``infoblocks config parametric_umap --full`` prints them all).
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,9 +30,8 @@ import torch
 
 from infoblocks.blocks.data import Dataset, as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
-from infoblocks.blocks.phases import TrainingPhase, Validation
 from infoblocks.blocks.recipe import Recipe, transient_field
-from infoblocks.blocks.routine import GlobalRelation, Routine
+from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.samplers import ItemSampler
 from infoblocks.blocks.validators import non_negative, non_negative_int, one_of, positive, positive_int
 from infoblocks.plugins.registry import get_registry
@@ -39,15 +40,6 @@ from infoblocks.plugins.registry import get_registry
 MODEL_DIR = "model"
 #: optimizer steps per epoch of the free-coordinate ``layout`` phase
 LAYOUT_BATCHES_PER_EPOCH = 10
-#: named settings of :meth:`ParametricUMAP.preset`.  "quality": a non-parametric layout of free
-#: coordinates (3,000 Adam steps of 4,096 edges), the network regressed onto it (1,500 steps of
-#: 500 items, PCA-64 front end), no further main phase (fine-tuning it lowered both measures);
-#: umap-learn's quality on MNIST 5,000 × 784 (docs/umap.md)
-PRESETS: dict[str, dict[str, Any]] = {
-    "quality": dict(n_neighbors=15, min_dist=0.05, layout_epochs=300, layout_batch_size=4096,
-                    layout_learning_rate=0.1, layout_scale=3.0, init_epochs=150,
-                    init_learning_rate=1e-2, init_batch_size=500, epochs=0, pca_dims=64),
-}
 
 
 def _check(condition: bool, message: str) -> None:
@@ -67,30 +59,26 @@ def _hidden(instance, attribute, value) -> None:
 
 def _module_or_none(instance, attribute, value) -> None:
     _check(value is None or isinstance(value, torch.nn.Module),
-           f"`encoder` must be a torch.nn.Module (or None for the default MLP), got "
-           f"{type(value).__name__}.")
+           f"`encoder` must be a torch.nn.Module (or None for the `models.main` block, an MLP by "
+           f"default), got {type(value).__name__}.")
 
 
-def _merge(default: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """``default`` updated by ``override``; nested block dicts (sampler, loss) are merged
-    key by key unless the override names a different block."""
-    out = copy.deepcopy(default)
-    for key, value in override.items():
-        old = out.get(key)
-        if (isinstance(old, dict) and isinstance(value, dict)
-                and value.get("name", old.get("name")) == old.get("name")):
-            out[key] = _merge(old, value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+def _without_none(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if v is not None}
 
 
 @attrs.define(kw_only=True)
 class EmbeddingRecipe(Recipe):
     """Shared scikit-learn style API of the parametric embeddings (no ``name``: not registered).
 
-    Subclasses define :meth:`global_relations` and :meth:`default_phases`.
+    Subclasses define :meth:`default_globals` and :meth:`default_phases`; the encoder
+    ``models.main`` (an MLP from ``hidden_dims`` / ``activation`` / ``pca_dims``) is shared.
+    :meth:`build` builds every block of :meth:`routine_spec` through the registry, with the
+    data's sizes (``in_dim``, ``out_dim`` = ``n_components``, ``n_items``) filled in.
     """
+
+    #: name of the global relation whose k-NN relation sets the smallest data set
+    graph_name: ClassVar[str] = "graph"
 
     n_components: int = attrs.field(default=2, validator=positive_int)
     metric: str = attrs.field(default="euclidean", validator=_known_metric)
@@ -102,14 +90,14 @@ class EmbeddingRecipe(Recipe):
     #: axes (cheaper steps for wide inputs); None: the raw features
     pca_dims: int | None = attrs.field(default=None, validator=optional(positive_int))
     exact_neighbors_threshold: int = attrs.field(default=20_000, validator=positive_int)
-    phases: list[dict[str, Any]] | None = None
     seed: int = attrs.field(default=0, validator=non_negative_int)
     device: str = "cpu"
     #: torch intra-op threads while training (small networks on CPU train fastest on one
     #: thread; two threads ran 3x slower on a loaded 2-core machine); None keeps torch's setting
-    train_threads: int | None = attrs.field(default=1, validator=optional(positive_int))
+    threads: int | None = attrs.field(default=1, validator=optional(positive_int))
     verbose: bool = False
-    #: any ``torch.nn.Module`` mapping (n, d) -> (n, n_components); None: an MLP
+    #: any ``torch.nn.Module`` mapping (n, d) -> (n, n_components), used instead of the
+    #: ``models.main`` block (Python only: not part of the data form)
     encoder: Any = transient_field(default=None, validator=_module_or_none)
 
     routine_: Routine | None = attrs.field(init=False, default=None, repr=False)
@@ -118,63 +106,47 @@ class EmbeddingRecipe(Recipe):
     n_features_in_: int | None = attrs.field(init=False, default=None, repr=False)
     timings_: dict[str, float] | None = attrs.field(init=False, default=None, repr=False)
 
-    # ------------------------------------------------------------------ to override
-
-    def global_relations(self, n_items: int) -> dict[str, GlobalRelation]:
-        raise NotImplementedError
-
-    def default_phases(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def min_items(self) -> int:
-        """Smallest data set the recipe accepts."""
-        return 2
-
-    def extra_models(self, n_items: int) -> dict[str, Any]:
-        """Models trained beside the encoder ``"main"`` (registry specs by name)."""
-        return {}
-
-    # ------------------------------------------------------------------ phases as data
-
-    def phase_specs(self) -> list[dict[str, Any]]:
-        """The phases that :meth:`fit` runs: the defaults, each updated by the entry of
-        ``phases`` with the same name; entries with new names are appended."""
-        specs = self.default_phases()
-        by_name = {s["name"]: k for k, s in enumerate(specs)}
-        for k, override in enumerate(self.phases or []):
-            if not isinstance(override, dict) or "name" not in override:
-                raise ConfigError(f"`phases[{k}]` must be a dict with a 'name' key (one of "
-                                  f"{list(by_name)} or a new phase), got {override!r}.")
-            if override["name"] in by_name:
-                index = by_name[override["name"]]
-                specs[index] = _merge(specs[index], override)
-            else:
-                specs.append(copy.deepcopy(override))
-        return specs
-
-    def _build_phase(self, spec: dict[str, Any]) -> TrainingPhase:
-        spec = dict(spec)
-        if isinstance(spec.get("validation"), dict):
-            spec["validation"] = Validation(**spec["validation"])
-        try:
-            return TrainingPhase(**spec)
-        except TypeError as exc:
-            valid = [f.name for f in attrs.fields(TrainingPhase)]
-            raise ConfigError(f"Phase {spec.get('name')!r}: {exc}. Phase keys are {valid}.") \
-                from None
-
-    # ------------------------------------------------------------------ building
+    # ------------------------------------------------------------------ the assembly
 
     def _metric_spec(self) -> Any:
         return {"name": self.metric, **(self.metric_kwds or {})} if self.metric_kwds \
             else self.metric
 
-    def _encoder(self, in_dim: int) -> Any:
-        if self.encoder is None:
-            return get_registry().build("model", {
-                "name": "mlp", "in_dim": in_dim, "out_dim": self.n_components,
-                "hidden_dims": self.hidden_dims, "activation": self.activation,
-                **({"pca_dims": min(self.pca_dims, in_dim)} if self.pca_dims else {})})
+    def _knn_spec(self, n_neighbors: int) -> dict[str, Any]:
+        return {"name": "neighbor_pdist", "n_neighbors": n_neighbors,
+                "metric": self._metric_spec(), "seed": self.seed,
+                "exact_threshold": self.exact_neighbors_threshold}
+
+    def _init_spec(self, init: str, scale: float, graph: str) -> dict[str, Any] | None:
+        """The ``positions`` global: spectral layout of ``graph`` or PCA of the data."""
+        if init == "spectral":
+            return {"input": graph, "transforms": [
+                {"name": "spectral_init", "n_components": self.n_components, "scale": scale,
+                 "seed": self.seed}]}
+        if init == "pca":
+            return {"input": "data", "transforms": [
+                {"name": "pca_init", "n_components": self.n_components, "scale": scale}]}
+        return None
+
+    def default_models(self) -> dict[str, Any]:
+        """``main``: the MLP encoder (``in_dim`` / ``out_dim`` filled from the data), unless
+        a torch module is given as ``encoder``."""
+        if self.encoder is not None:
+            return {}
+        return {"main": _without_none({
+            "name": "mlp", "hidden_dims": list(self.hidden_dims), "activation": self.activation,
+            "pca_dims": self.pca_dims})}
+
+    def min_items(self, spec: dict[str, Any] | None = None) -> int:
+        """Smallest data set the routine accepts: k + 1 for the k-NN relation of the graph."""
+        spec = self.routine_spec() if spec is None else spec
+        relation = (spec["globals"].get(self.graph_name) or {}).get("relation")
+        k = relation.get("n_neighbors") if isinstance(relation, dict) else None
+        return k + 1 if isinstance(k, int) else 2
+
+    # ------------------------------------------------------------------ building
+
+    def _encoder_module(self, in_dim: int) -> torch.nn.Module:
         with torch.no_grad():  # check the user's module once, with a clear message
             try:
                 out = self.encoder(torch.zeros(2, in_dim))
@@ -186,24 +158,44 @@ class EmbeddingRecipe(Recipe):
                f"input it returned {tuple(getattr(out, 'shape', ()))}.")
         return self.encoder
 
+    def build_models(self, spec: dict[str, Any], n_items: int, in_dim: int) -> dict[str, Any]:
+        """Every model of ``spec["models"]`` with the data's sizes filled in (``encoder``, when
+        given, is ``main``)."""
+        models = {}
+        if self.encoder is not None:
+            if "main" in spec["models"]:
+                raise ConfigError(f"{self.name}: `encoder` (a torch module) and `models.main` "
+                                  "both set the encoder; remove one of them.")
+            models["main"] = self._encoder_module(in_dim)
+        for name, model in spec["models"].items():
+            if isinstance(model, dict) and model.get("name") == "mlp" and \
+                    isinstance(model.get("pca_dims"), int) and model["pca_dims"] > in_dim:
+                model = {**model, "pca_dims": in_dim}  # fewer features than pca_dims: all of them
+            models[name] = self.build_model(name, {"models": {name: model}}, in_dim=in_dim,
+                                            out_dim=self.n_components, n_items=n_items)
+        if "main" not in models:
+            raise ConfigError(f"{self.name}: the routine needs an encoder `models.main` (a model "
+                              "block such as \"mlp\") or `encoder` (a torch module).")
+        return models
+
     def build(self, X: Any) -> Routine:
-        """The :class:`Routine` that :meth:`fit` trains on ``X`` ``(n, d)``."""
-        x = self._validate(X)
-        phases = [self._build_phase(s) for s in self.phase_specs()]
+        """The :class:`Routine` that :meth:`fit` trains on ``X`` ``(n, d)``: every block of
+        :meth:`routine_spec` built through the registry."""
+        spec = self.routine_spec()
+        x = self._validate(X, spec)
+        phases = self.build_phases(spec)
         for phase in phases:  # item batches larger than the data set: the whole data set
             size = getattr(phase.sampler, "batch_size", None)
             if isinstance(phase.sampler, ItemSampler) and size and size > x.shape[0]:
                 phase.sampler.batch_size = x.shape[0]
         return Routine(
-            dataset=Dataset(data=x),
-            models={"main": self._encoder(x.shape[1]), **self.extra_models(x.shape[0])},
-            global_relations=self.global_relations(x.shape[0]),
-            phases=phases, device=self.device, seed=self.seed, verbose=self.verbose,
-        )
+            dataset=Dataset(data=x), models=self.build_models(spec, x.shape[0], x.shape[1]),
+            global_relations=self.build_globals(spec), phases=phases, device=self.device,
+            seed=self.seed, verbose=self.verbose)
 
-    def _validate(self, X: Any) -> torch.Tensor:
+    def _validate(self, X: Any, spec: dict[str, Any] | None = None) -> torch.Tensor:
         x = as_tensor(X, "X", ndim=2)
-        need = self.min_items()
+        need = self.min_items(spec)
         _check(x.shape[0] >= need, f"`X` has {x.shape[0]} samples; {type(self).__name__} with "
                                    f"these settings needs at least {need}.")
         return x
@@ -218,7 +210,7 @@ class EmbeddingRecipe(Recipe):
         routine = self.build(X)
         routine.compute_global_relations()
         relations_done = time.perf_counter()
-        with intra_op_threads(self.train_threads):
+        with intra_op_threads(self.threads):
             routine.train()
         trained = time.perf_counter()
         self.routine_ = routine
@@ -245,9 +237,10 @@ class EmbeddingRecipe(Recipe):
     # ------------------------------------------------------------------ persistence
 
     def save(self, path: str | Path) -> Path:
-        """Write the trained network and this recipe's settings into directory ``path``."""
+        """Write the trained network and the recipe's expanded routine (``to_dict(full=True)``:
+        every block of every slot) into directory ``path``; :meth:`load` rebuilds both."""
         self._check_fitted()
-        return self.routine_.save(path, extra={"recipe": self.to_dict(),
+        return self.routine_.save(path, extra={"recipe": self.to_dict(full=True),
                                                "n_features_in": self.n_features_in_})
 
     @classmethod
@@ -353,10 +346,25 @@ class ParametricUMAP(EmbeddingRecipe):
     set a, b of q = 1/(1 + a d^{2b}); ``init`` "spectral" | "pca" | "none" is learned for
     ``init_epochs``; the main phase draws ``batch_size`` edges ∝ p_ij per step with
     ``neg_sampling_rate`` negatives each, ``batches_per_epoch`` steps per epoch.
+
+    Slots (``infoblocks config parametric_umap --full``): ``globals.graph.relation`` (k-NN,
+    its ``metric`` a distance), ``globals.graph.transforms`` (affinities),
+    ``globals.positions.transforms`` (init), ``models.main`` (encoder), ``models.layout``
+    (free coordinates, with ``layout_epochs`` > 0), and per phase ``sampler``, ``loss``,
+    ``loss.kernel``.
     """
 
     name: ClassVar[str] = "parametric_umap"
     summary: ClassVar[str] = "Parametric UMAP: a network trained on UMAP's fuzzy k-NN graph"
+    #: "quality": a non-parametric layout of free coordinates (3,000 Adam steps of 4,096
+    #: edges), the network regressed onto it (1,500 steps of 500 items, PCA-64 front end), no
+    #: further main phase (fine-tuning it lowered both measures); umap-learn's quality on MNIST
+    #: 5,000 × 784 (docs/umap.md)
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "quality": dict(n_neighbors=15, min_dist=0.05, layout_epochs=300, layout_batch_size=4096,
+                        layout_learning_rate=0.1, layout_scale=3.0, init_epochs=150,
+                        init_learning_rate=1e-2, init_batch_size=500, epochs=0, pca_dims=64),
+    }
 
     n_neighbors: int = attrs.field(default=15, validator=positive_int)
     min_dist: float = attrs.field(default=0.1, validator=non_negative)
@@ -393,35 +401,30 @@ class ParametricUMAP(EmbeddingRecipe):
                "`layout_epochs` > 0 starts the layout from the init positions; use "
                "init='spectral' or 'pca', not 'none'.")
 
-    def extra_models(self, n_items: int) -> dict[str, Any]:
-        if not self.layout_epochs:
-            return {}
-        return {"layout": get_registry().build("model", {
-            "name": "free_positions", "n_items": n_items, "n_components": self.n_components,
-            "init": "positions", "scale": self.layout_scale})}
+    # ------------------------------------------------------------------ the assembly
+
+    def default_globals(self) -> dict[str, dict[str, Any]]:
+        """``graph``: k-NN distances -> fuzzy memberships -> fuzzy union; ``positions``: the
+        spectral layout of ``graph`` (or the PCA of the data) unless ``init="none"``."""
+        out = {"graph": {
+            "input": "data", "relation": self._knn_spec(self.n_neighbors),
+            "transforms": [{"name": "connectivity_rescale",
+                            "local_connectivity": self.local_connectivity},
+                           {"name": "symmetrize", "subtract_product": True}]}}
+        positions = self._init_spec(self.init, self.init_scale, "graph")
+        if positions is not None:
+            out["positions"] = positions
+        return out
+
+    def default_models(self) -> dict[str, Any]:
+        models = super().default_models()
+        if self.layout_epochs:  # n_items is filled from the data
+            models["layout"] = {"name": "free_positions", "n_components": self.n_components,
+                                "init": "positions", "scale": self.layout_scale}
+        return models
 
     def _kernel(self) -> dict[str, Any]:
         return {"name": "modified_cauchy", "min_dist": self.min_dist, "spread": self.spread}
-
-    def min_items(self) -> int:
-        return self.n_neighbors + 1
-
-    def global_relations(self, n_items: int) -> dict[str, GlobalRelation]:
-        relations = {"graph": GlobalRelation(
-            relation={"name": "neighbor_pdist", "n_neighbors": self.n_neighbors,
-                      "metric": self._metric_spec(), "seed": self.seed,
-                      "exact_threshold": self.exact_neighbors_threshold},
-            transforms=[{"name": "connectivity_rescale",
-                         "local_connectivity": self.local_connectivity},
-                        {"name": "symmetrize", "subtract_product": True}])}
-        if self.init == "spectral":
-            relations["positions"] = GlobalRelation(input="graph", transforms=[
-                {"name": "spectral_init", "n_components": self.n_components,
-                 "scale": self.init_scale, "seed": self.seed}])
-        elif self.init == "pca":
-            relations["positions"] = GlobalRelation(input="data", transforms=[
-                {"name": "pca_init", "n_components": self.n_components, "scale": self.init_scale}])
-        return relations
 
     def default_phases(self) -> list[dict[str, Any]]:
         phases = []
@@ -450,23 +453,15 @@ class ParametricUMAP(EmbeddingRecipe):
                 **({"trainable": ["main"], "lr_schedule": "cos"} if layout else {})})
         phases.append({
             "name": "main", "epochs": self.epochs,
-            "sampler": {"name": "negative_edges", "relation": "graph",
-                        "batch_size": self.batch_size, "neg_sampling_rate": self.neg_sampling_rate,
-                        "batches_per_epoch": self.batches_per_epoch, "negatives": self.negatives},
+            "sampler": _without_none({
+                "name": "negative_edges", "relation": "graph", "batch_size": self.batch_size,
+                "neg_sampling_rate": self.neg_sampling_rate,
+                "batches_per_epoch": self.batches_per_epoch, "negatives": self.negatives}),
             "loss": {"name": "relation", "kernel": self._kernel(),
                      "repulsion_strength": self.repulsion_strength},
             "optimizer": "adam", "learning_rate": self.learning_rate,
             "lr_schedule": self.lr_schedule, **({"trainable": ["main"]} if layout else {})})
         return phases
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> ParametricUMAP:
-        """A recipe with the named settings of :data:`PRESETS` (``"quality"``), updated by
-        ``overrides``: ``ParametricUMAP.preset("quality", seed=1)``."""
-        if name not in PRESETS:
-            raise ConfigError(f"No ParametricUMAP preset named {name!r}; presets: "
-                              f"{sorted(PRESETS)}.")
-        return cls(**{**PRESETS[name], **overrides})
 
     @classmethod
     def demo(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:
@@ -475,5 +470,8 @@ class ParametricUMAP(EmbeddingRecipe):
         recipe = cls(epochs=100 if quick else 200)
         return cls._demo(recipe, out_dir, "umap_digits.png")
 
+
+#: the named settings of :meth:`ParametricUMAP.preset` (``ParametricUMAP.presets``)
+PRESETS = ParametricUMAP.presets
 
 __all__ = ["EmbeddingRecipe", "ParametricUMAP", "PRESETS"]

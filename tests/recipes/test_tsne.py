@@ -5,7 +5,7 @@ import pytest
 
 from infoblocks.blocks.embedding_quality import knn_accuracy, trustworthiness
 from infoblocks.blocks.errors import ConfigError, ValidationError
-from infoblocks.plugins.registry import get_registry
+from infoblocks.plugins.registry import get_registry, recipe_from_dict
 from infoblocks.recipes.tsne import ParametricTSNE
 
 
@@ -24,7 +24,7 @@ def test_digits_quality_and_round_trip(tmp_path):
     model.save(tmp_path / "m")
     loaded = ParametricTSNE.load(tmp_path / "m")
     assert np.allclose(loaded.transform(x[:20]), y[:20], atol=1e-5)
-    assert loaded.to_dict() == model.to_dict()
+    assert loaded.to_dict(full=True) == model.to_dict(full=True)
 
 
 def test_phases_and_data_form(tmp_path):
@@ -46,3 +46,38 @@ def test_bad_inputs():
         ParametricTSNE().fit(np.full((200, 3), np.inf))
     with pytest.raises(ConfigError, match="perplexcity"):
         ParametricTSNE.from_dict({"perplexcity": 3})
+
+
+def test_routine_as_data_and_clone():
+    recipe = ParametricTSNE(perplexity=10, init="spectral")
+    spec = recipe.routine_spec()
+    P = spec["globals"]["P"]
+    assert P["relation"]["n_neighbors"] == 30  # 3 x perplexity
+    assert [t["name"] for t in P["transforms"]] == ["perplexity_rescale", "symmetrize",
+                                                    "normalize"]
+    assert spec["globals"]["positions"]["input"] == "P"
+    assert spec["phases"][-1]["loss"]["kernel"] == {"name": "student_t", "dof": 1.0}
+    assert recipe_from_dict(recipe.to_dict(full=True)).to_dict(full=True) == \
+        recipe.to_dict(full=True)
+    assert ParametricTSNE(globals={"P": {"relation": {"n_neighbors": 12}}}).min_items() == 13
+    with pytest.raises(ConfigError, match=r"`perplexity` = 10.*`globals.P.transforms`"):
+        ParametricTSNE(perplexity=10, globals={"P": {"transforms": ["normalize"]}}).routine_spec()
+    base = pytest.importorskip("sklearn.base")
+    twin = base.clone(recipe)
+    assert twin is not recipe and twin.to_dict(full=True) == recipe.to_dict(full=True)
+
+
+def test_kl_loss_needs_item_batches_and_its_relation():
+    from infoblocks.blocks.errors import ContractError
+
+    x = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    recipe = ParametricTSNE(perplexity=5, init="none", exaggeration_epochs=0, epochs=1,
+                            phases=[{"name": "main", "sampler": {"name": "negative_edges",
+                                                                 "relation": "P"}}])
+    with pytest.raises(ContractError, match=r"loss 'kl' consumes the batch field\(s\) "
+                                            r"\['index'\].*sampler 'negative_edges'"):
+        recipe.fit(x)
+    recipe = ParametricTSNE(perplexity=5, init="none", exaggeration_epochs=0, epochs=1,
+                            phases=[{"name": "main", "loss": {"relation": "Q"}}])
+    with pytest.raises(ContractError, match=r"loss 'kl' needs the global\(s\) \['Q'\]"):
+        recipe.fit(x)

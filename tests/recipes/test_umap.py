@@ -54,11 +54,14 @@ def test_save_load_round_trip(fitted, digits, tmp_path):
     x, _ = digits
     fitted.save(tmp_path / "m")
     loaded = ParametricUMAP.load(tmp_path / "m")
-    assert loaded.to_dict() == fitted.to_dict()
+    # the saved recipe is the expanded routine: every block of every slot, by name
+    assert loaded.to_dict(full=True) == fitted.to_dict(full=True)
+    assert loaded.routine_spec() == fitted.routine_spec()
     assert np.allclose(loaded.transform(x[:50]), fitted.transform(x[:50]), atol=1e-6)
     assert len(loaded.history_) == len(fitted.history_)
     saved = json.loads((tmp_path / "m" / "routine.json").read_text())
     assert saved["extra"]["recipe"]["recipe"] == "parametric_umap"
+    assert saved["extra"]["recipe"]["globals"]["graph"]["relation"]["n_neighbors"] == 15
 
 
 def test_plot_writes_png(fitted, digits, tmp_path):
@@ -88,14 +91,14 @@ def test_layout_phase_is_present_and_overridable(tmp_path, digits):
     x, labels = digits
     x = x / 16.0
     # the "quality" preset, shortened: 1,000 layout steps, 400 init steps, no main phase
-    recipe = ParametricUMAP.preset("quality", n_neighbors=10, layout_epochs=50, init_epochs=100,
-                                   layout_batch_size=2048, phases=[{"name": "layout",
-                                                                    "epochs": 100}])
+    recipe = ParametricUMAP.preset("quality", n_neighbors=10, layout_epochs=100, init_epochs=100,
+                                   layout_batch_size=2048)
     specs = {s["name"]: s for s in recipe.phase_specs()}
     assert list(specs) == ["layout", "init", "main"]
     assert specs["layout"]["epochs"] == 100 and specs["layout"]["trainable"] == ["layout"]
     assert specs["layout"]["sampler"]["negatives"] == "uniform"
     assert specs["init"]["loss"]["target_model"] == "layout"
+    assert recipe.routine_spec()["models"]["layout"]["name"] == "free_positions"
     again = ParametricUMAP.from_toml(_write(recipe.to_toml(), tmp_path / "u.toml"))
     assert again.to_dict() == recipe.to_dict()
     model = recipe.fit(x)
@@ -109,11 +112,18 @@ def test_layout_phase_is_present_and_overridable(tmp_path, digits):
     model.save(tmp_path / "m")  # the free coordinates and the PCA front end travel along
     loaded = ParametricUMAP.load(tmp_path / "m")
     assert np.allclose(loaded.transform(x[:50]), y[:50], atol=1e-5)
+    # a phase key that a non-default shortcut also sets is a conflict naming both keys ...
+    with pytest.raises(ConfigError, match=r"`layout_epochs` = 300 and `phases.layout.epochs`"):
+        ParametricUMAP.preset("quality", phases=[{"name": "layout", "epochs": 100}]).phase_specs()
+    # ... while a key whose shortcut is at its default is simply overridden
+    tuned = ParametricUMAP.preset("quality", phases=[{"name": "main", "learning_rate": 1e-3}])
+    assert {s["name"]: s for s in tuned.phase_specs()}["main"]["learning_rate"] == 1e-3
     with pytest.raises(ValidationError, match="layout_epochs"):
         ParametricUMAP(layout_epochs=5, init="none")
     with pytest.raises(ConfigError, match="quality"):
         ParametricUMAP.preset("fast")
     assert ParametricUMAP.preset("quality", seed=3).seed == 3
+    assert ParametricUMAP.presets["quality"]["layout_epochs"] == 300
 
 
 def _write(text, path):
@@ -172,8 +182,121 @@ def test_bad_inputs_get_clear_errors(fitted):
         ParametricUMAP(encoder=torch.nn.Linear(3, 5)).build(np.zeros((30, 3)))
     with pytest.raises(ConfigError, match="phases"):
         ParametricUMAP(phases=[{"epochs": 3}]).phase_specs()
-    with pytest.raises(ConfigError, match="Phase keys"):
+    with pytest.raises(ConfigError, match=r"phases.main: extra fields found \(epoch\)"):
         ParametricUMAP(phases=[{"name": "main", "epoch": 3}]).build(np.zeros((30, 3)) +
                                                                     np.arange(30)[:, None])
     with pytest.raises(ConfigError, match="n_neighbours"):
         ParametricUMAP.from_dict({"n_neighbours": 3})
+
+
+# ----------------------------------------------------------------------------- the routine as data
+
+
+def test_full_config_shows_every_slot_and_round_trips(tmp_path):
+    import tomllib
+
+    from infoblocks.recipes.cli import main
+
+    recipe = ParametricUMAP(n_neighbors=10, min_dist=0.2, metric="cosine", layout_epochs=5)
+    spec = recipe.routine_spec()
+    graph = spec["globals"]["graph"]
+    assert graph["relation"]["name"] == "neighbor_pdist" and graph["relation"]["n_neighbors"] == 10
+    assert graph["relation"]["metric"] == "cosine"
+    assert [t["name"] for t in graph["transforms"]] == ["connectivity_rescale", "symmetrize"]
+    assert spec["globals"]["positions"] == {"input": "graph", "transforms": [
+        {"name": "spectral_init", "n_components": 2, "scale": 1.0, "seed": 0}]}
+    assert spec["models"]["main"]["name"] == "mlp" and "in_dim" not in spec["models"]["main"]
+    assert spec["models"]["layout"]["name"] == "free_positions"
+    main_phase = spec["phases"][-1]
+    assert main_phase["loss"]["kernel"] == {"name": "modified_cauchy", "min_dist": 0.2,
+                                            "spread": 1.0}
+    text = recipe.to_toml(full=True)
+    again = recipe_from_dict(tomllib.loads(text))
+    assert again.routine_spec() == spec and again.to_dict(full=True) == recipe.to_dict(full=True)
+    assert main(["config", "parametric_umap", "--full"]) == 0  # prints the expanded routine
+
+
+def test_explicit_section_wins_over_a_default_shortcut():
+    x = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
+    recipe = ParametricUMAP(globals={"graph": {"relation": {"n_neighbors": 7}}},
+                            models={"main": {"hidden_dims": [16]}},
+                            phases=[{"name": "main", "epochs": 2,
+                                     "sampler": {"neg_sampling_rate": 2}}])
+    spec = recipe.routine_spec()
+    assert spec["globals"]["graph"]["relation"]["n_neighbors"] == 7
+    assert spec["globals"]["graph"]["relation"]["metric"] == "euclidean"  # merged, not replaced
+    routine = recipe.build(x)
+    assert routine.global_relations["graph"].relation.n_neighbors == 7
+    assert routine.phases[-1].sampler.neg_sampling_rate == 2
+    assert routine.phases[-1].sampler.batch_size == recipe.batch_size
+    assert [m.out_features for m in routine.models["main"] if hasattr(m, "out_features")] == [16, 2]
+    assert recipe.min_items() == 8  # the smallest data set follows the relation actually used
+    with pytest.raises(ValidationError, match="at least 8"):
+        recipe.fit(x[:6])
+
+
+def test_a_section_that_contradicts_a_shortcut_is_an_error_naming_both():
+    with pytest.raises(ConfigError, match=r"`n_neighbors` = 30 and "
+                                          r"`globals.graph.relation.n_neighbors` = 10"):
+        recipe_from_dict({"recipe": "parametric_umap", "n_neighbors": 30,
+                          "globals": {"graph": {"relation": {"n_neighbors": 10}}}})
+    with pytest.raises(ConfigError, match=r"`min_dist` = 0.3 and `phases.main.loss.kernel"):
+        ParametricUMAP(min_dist=0.3, phases=[{"name": "main", "loss": {
+            "kernel": {"min_dist": 0.2}}}]).routine_spec()
+
+
+def test_strict_values_are_refused_with_their_path():
+    with pytest.raises(ConfigError, match=r"parametric_umap.n_neighbors"):
+        recipe_from_dict({"recipe": "parametric_umap", "n_neighbors": 5.7})
+    with pytest.raises(ConfigError, match=r"parametric_umap.verbose"):
+        recipe_from_dict({"recipe": "parametric_umap", "verbose": "false"})
+    recipe = recipe_from_dict({"recipe": "parametric_umap",
+                               "globals": {"graph": {"relation": {"n_neighbors": 5.7}}}})
+    with pytest.raises(ConfigError, match=r"parametric_umap.globals.graph.relation"):
+        recipe.build_globals()
+    with pytest.raises(ConfigError, match=r"phases.main.sampler.*neg_sampling_rate"):
+        ParametricUMAP(phases=[{"name": "main", "sampler": {"neg_sampling_rate": True}}]
+                       ).build_phases()
+
+
+def test_a_contract_error_names_both_blocks_before_the_first_step():
+    from infoblocks.blocks.errors import ContractError
+
+    x = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
+    recipe = ParametricUMAP(n_neighbors=5, init_epochs=1,
+                            phases=[{"name": "main", "sampler": {"name": "items"}}])
+    with pytest.raises(ContractError, match=r"loss 'relation' consumes the batch field\(s\) "
+                                            r"\['neg_source'.*sampler 'items'") as info:
+        recipe.fit(x)
+    assert "epoch" not in str(info.value)
+    assert recipe.routine_ is None
+    # a loss that needs a global the routine does not compute
+    recipe = ParametricUMAP(n_neighbors=5, init="none", phases=[
+        {"name": "main", "sampler": {"relation": "knn"}}])
+    with pytest.raises(ContractError, match=r"sampler 'negative_edges' needs the global\(s\) "
+                                            r"\['knn'\]"):
+        recipe.fit(x)
+
+
+def test_sklearn_clone_and_params():
+    base = pytest.importorskip("sklearn.base")
+    recipe = ParametricUMAP(n_neighbors=8, hidden_dims=(32,), threads=2,
+                            phases=[{"name": "main", "epochs": 3}])
+    twin = base.clone(recipe)
+    assert twin is not recipe and twin.to_dict(full=True) == recipe.to_dict(full=True)
+    assert twin.get_params()["phases"] == [{"name": "main", "epochs": 3}]
+    twin.set_params(n_neighbors=12)
+    assert twin.routine_spec()["globals"]["graph"]["relation"]["n_neighbors"] == 12
+    with pytest.raises(ConfigError, match="train_threads"):
+        ParametricUMAP.from_dict({"train_threads": 1})
+    encoder = torch.nn.Linear(4, 2)
+    assert base.clone(ParametricUMAP(encoder=encoder)).encoder is not encoder  # a fresh copy
+
+
+def test_encoder_module_and_models_main_are_exclusive():
+    x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    recipe = ParametricUMAP(n_neighbors=5, encoder=torch.nn.Linear(4, 2),
+                            models={"main": {"name": "mlp"}})
+    with pytest.raises(ConfigError, match="`encoder`.*`models.main`"):
+        recipe.build(x)
+    assert "main" not in ParametricUMAP(encoder=torch.nn.Linear(4, 2)).routine_spec()["models"]

@@ -1,0 +1,130 @@
+"""Embedding kernels: the similarity q of two embedded points, as the losses call it."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import attrs
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ValidationError
+from ..relations import DenseRelations, EdgeRelations, SparseRelations
+from ..transforms import Transform
+from ..validators import non_negative, positive
+
+#: floor under squared embedding distances inside log(): keeps the gradient of the repulsion
+#: bounded for coinciding points (umap-learn clips q to [1e-4, 1] for the same reason)
+SQ_DIST_FLOOR = 1e-8
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValidationError(message)
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+class EmbeddingKernel(Transform):
+    """Base of embedding kernels: the similarity q ∈ (0, 1] of two embedded points.
+
+    **Protocol** (what the losses call; a plugin kernel subclasses this class, declares a
+    ``name`` and implements at least :meth:`log_kernel`):
+
+    - ``log_kernel(sq_dist) -> log q``: elementwise on a tensor of *squared* embedding
+      distances ‖y_i − y_j‖² (any shape, ≥ 0, zeros included), differentiable, ≤ 0.  Called by
+      :class:`~infoblocks.blocks.embedding.KLLoss` (t-SNE's w_ij, normalised over the batch).
+    - ``logit(sq_dist) -> log q − log(1 − q)``: same input, same shape; the cross-entropy of
+      :class:`~infoblocks.blocks.embedding.RelationLoss` is softplus(−logit) for an edge and
+      softplus(logit) for a negative, so it never takes the log of a rounded 0 or 1.  The
+      default derives it from :meth:`log_kernel`; override it where a closed form is stabler
+      (UMAP's kernel: −log a − b log d²).
+    - ``apply(relations)``: as a transform, maps relation values that are distances d (not
+      squared) to q(d), so a kernel can also sit in a ``globals`` transform list.
+
+    A kernel is a ``loss.kernel`` field of a phase (``[[phases]] name = "main"
+    loss = { kernel = { name = "my_kernel" } }``); the kernel is stateless.
+    """
+
+    accepts: ClassVar[tuple[type, ...]] = (DenseRelations, SparseRelations, EdgeRelations)
+
+    def log_kernel(self, sq_dist: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def logit(self, sq_dist: torch.Tensor) -> torch.Tensor:
+        """log q − log(1 − q), so that −log q = softplus(−logit), −log(1−q) = softplus(logit)."""
+        log_q = self.log_kernel(sq_dist).clamp_max(-1e-12)
+        return log_q - torch.log(-torch.expm1(log_q))
+
+    def apply(self, relations):
+        values = relations.values
+        return attrs.evolve(relations, values=torch.exp(self.log_kernel(values * values)))
+
+
+def fit_ab(min_dist: float, spread: float) -> tuple[float, float]:
+    """a, b of 1 / (1 + a d^{2b}) fitted by least squares to the target curve
+    1 for d < min_dist, exp(−(d − min_dist)/spread) beyond, on 300 points of [0, 3·spread]
+    (the procedure of umap-learn)."""
+    from scipy.optimize import curve_fit
+
+    def curve(x, a, b):
+        return 1.0 / (1.0 + a * x ** (2 * b))
+
+    xv = np.linspace(0, spread * 3, 300)
+    yv = np.where(xv < min_dist, 1.0, np.exp(-(xv - min_dist) / spread))
+    (a, b), _ = curve_fit(curve, xv, yv)
+    return float(a), float(b)
+
+
+@attrs.define
+class ModifiedCauchyTransform(EmbeddingKernel):
+    """UMAP's embedding kernel q(d) = 1 / (1 + a d^{2b}).
+
+    a, b are fitted from (``min_dist``, ``spread``) as umap-learn does unless given
+    (min_dist 0.1, spread 1 -> a ≈ 1.577, b ≈ 0.895).  logit q = −log a − b log d².
+    """
+
+    name: ClassVar[str] = "modified_cauchy"
+    min_dist: float = attrs.field(default=0.1, validator=non_negative)
+    spread: float = attrs.field(default=1.0, validator=positive)
+    a: float | None = None
+    b: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        _check(self.min_dist <= self.spread,
+               f"`min_dist` ({self.min_dist}) must not exceed `spread` ({self.spread}); "
+               "lower min_dist or raise spread.")
+        if self.a is None or self.b is None:
+            a, b = fit_ab(self.min_dist, self.spread)
+            self.a = a if self.a is None else self.a
+            self.b = b if self.b is None else self.b
+        _check(self.a > 0 and self.b > 0, f"`a` and `b` must be positive, got {self.a}, {self.b}.")
+
+    def logit(self, sq_dist):
+        return -math.log(self.a) - self.b * torch.log(sq_dist.clamp_min(SQ_DIST_FLOOR))
+
+    def log_kernel(self, sq_dist):
+        return -F.softplus(-self.logit(sq_dist))
+
+
+@attrs.define
+class StudentTTransform(EmbeddingKernel):
+    """t-SNE's kernel q(d) = (1 + d²/ν)^{−(ν+1)/2}; ν = ``dof`` = 1 gives 1 / (1 + d²)."""
+
+    name: ClassVar[str] = "student_t"
+    dof: float = attrs.field(default=1.0, validator=positive)
+
+    def log_kernel(self, sq_dist):
+        return -0.5 * (self.dof + 1.0) * torch.log1p(sq_dist / self.dof)
+
+    def logit(self, sq_dist):
+        if self.dof == 1.0:  # exact: q / (1 − q) = 1 / d²
+            return -torch.log(sq_dist.clamp_min(SQ_DIST_FLOOR))
+        return super().logit(sq_dist)
+
+
+__all__ = ["EmbeddingKernel", "ModifiedCauchyTransform", "StudentTTransform", "fit_ab",
+           "SQ_DIST_FLOOR"]
