@@ -13,6 +13,7 @@ greedy / l1 feature selection are built on the blocks of :mod:`infoblocks.blocks
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from infoblocks.blocks.errors import NotFittedError, NumericalError, ValidationE
 from infoblocks.blocks.imbalance import (CHUNK_ELEMENTS, LAMBDA_FACTOR, WEIGHT_INIT,
                                          FeatureWeightsHistory, chunked_dii,
                                          information_imbalance, periods_tensor)
-from infoblocks.blocks.phases import TrainingPhase
+from infoblocks.blocks.assembly import SECTIONS
 from infoblocks.blocks.recipe import Recipe
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
@@ -47,6 +48,10 @@ DEMO_TARGETS = {
 }
 #: name of the user distance matrix of B among the routine's global values
 DISTANCES_B_KEY = "distances_B"
+#: the default distance of both spaces: weighted squared Euclidean, periodic-aware
+DISTANCE = "weighted_sqeuclidean"
+#: fitted arrays (histories, and the data unless save(data=False)) next to the routine
+FITTED_FILE = "dii_fitted.pt"
 #: the "exp" learning-rate decay of the reference implementation: halve every 10 steps
 EXP_DECAY_RATE, EXP_DECAY_STEPS = 0.5, 10
 
@@ -55,9 +60,12 @@ EXP_DECAY_RATE, EXP_DECAY_STEPS = 0.5, 10
 
 
 def _periods(value: Any) -> list[float] | None:
-    """None, one number for all features, or one entry per feature (None -> 0: not periodic)."""
+    """None, one number for all features, or one entry per feature (None -> 0: not periodic).
+    A list of floats is kept as the same object (``sklearn.base.clone`` checks identity)."""
     if value is None:
         return None
+    if isinstance(value, list) and all(type(v) is float for v in value):
+        return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return [float(value)]
     try:
@@ -70,11 +78,15 @@ def _periods(value: Any) -> list[float] | None:
 
 
 def _floats(value: Any) -> list[float] | None:
-    return None if value is None else [float(v) for v in np.asarray(value, dtype=float).ravel()]
+    if value is None or (isinstance(value, list) and all(type(v) is float for v in value)):
+        return value
+    return [float(v) for v in np.asarray(value, dtype=float).ravel()]
 
 
 def _ints(value: Any) -> list[int] | None:
-    return None if value is None else [int(v) for v in value]
+    if value is None or (isinstance(value, list) and all(type(v) is int for v in value)):
+        return value
+    return [int(v) for v in value]
 
 
 def _periods_entries(instance, attribute, value) -> None:
@@ -84,6 +96,37 @@ def _periods_entries(instance, attribute, value) -> None:
         )
 
 
+def _block_spec(instance, attribute, value) -> None:
+    if isinstance(value, str) and value:
+        return
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        return
+    raise ValidationError(f"`{attribute.name}` must name a registered block (\"name\" or "
+                          f"{{name = \"...\", ...}}), got {value!r}.")
+
+
+def _with_periods(spec: str | dict[str, Any], periods: list[float] | None) -> Any:
+    """A distance spec with the recipe's periods filled in (when any feature is periodic)."""
+    if periods is None or not any(periods):
+        return copy.deepcopy(spec)
+    out = {"name": spec} if isinstance(spec, str) else copy.deepcopy(spec)
+    out.setdefault("periods", list(periods))
+    return out
+
+
+def _fill(spec: Any, kind: str, path: str, **context: Any) -> Any:
+    """``spec`` with ``context`` set on the fields the block has and the spec leaves out."""
+    if not isinstance(spec, (str, dict)):
+        return spec
+    params = {"name": spec} if isinstance(spec, str) else dict(spec)
+    cls = get_registry().get(kind, params.get("name", ""))
+    fields = {f.alias or f.name for f in attrs.fields(cls) if f.init} if attrs.has(cls) else set()
+    for key, value in context.items():
+        if key in fields and key not in params:
+            params[key] = value
+    return params
+
+
 # ----------------------------------------------------------------------------- the recipe
 
 
@@ -91,9 +134,11 @@ def _periods_entries(instance, attribute, value) -> None:
 class DII(Recipe):
     """Differentiable Information Imbalance: weights of A's features that best predict B.
 
-    Parameters (DADApy ``DiffImbalance`` names):
+    Parameters (DADApy ``DiffImbalance`` names where they exist):
     periods_A, periods_B : one period per feature (0 / None: not periodic), or None.
-    num_epochs, batches_per_epoch : epochs; mini-batches per epoch (each batch is both rows and
+    distance_A, distance_B : registry names (or ``{name, ...}``) of the distances of A (it
+        takes the learnt weights: training *and* ``final_dii`` / ``select_features``) and of B.
+    epochs, batches_per_epoch : epochs; mini-batches per epoch (each batch is both rows and
         columns of its step, and B is ranked within the batch).
     l1_strength : proximal l1 (soft threshold learning_rate × strength after each step).
     point_adapt_lambda : λ_i per point (True) or its mean over points (False).
@@ -102,17 +147,36 @@ class DII(Recipe):
     params_init, params_groups : initial weights (default 0.1); group sizes sharing a weight.
     optimizer, learning_rate, learning_rate_decay : "sgd" | "adam" | "adamw"; None | "cos" | "exp".
     num_points_rows : full-batch rows subsampled (rows × all columns) / mini-batch pool size.
+    threads : torch intra-op threads while fitting (None: leave torch's setting).
+
+    The routine (``to_dict(full=True)``): model ``weights`` (``feature_weights``); phase
+    ``dii`` (sampler ``rows_columns``, loss ``dii`` with ``distance_A``, ``distance_B``,
+    ``softmax`` = ``gaussian_softmax``, ``ranks``); evaluation ``distance_A``, ``distance_B``,
+    ``softmax`` (the blocks of ``final_dii`` / ``select_features``).  No globals: B is ranked
+    within each batch (a global N × N rank table is what mini-batches avoid); a user distance
+    matrix of B is the constant ``distances_B``.
     """
 
     name: ClassVar[str] = "dii"
     summary: ClassVar[str] = ("Differentiable Information Imbalance: learn feature weights of A "
                               "that predict B's neighbourhoods (DADApy DiffImbalance)")
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        # the DADApy tutorial's configurations (a) and (b)
+        "full_batch": dict(epochs=500, batches_per_epoch=1, k_init=1, k_final=1,
+                           optimizer="sgd", learning_rate=1e-2, learning_rate_decay=None),
+        "mini_batch": dict(epochs=500, batches_per_epoch=5, k_init=5, k_final=5,
+                           optimizer="adam", learning_rate=1e-2, learning_rate_decay="cos"),
+    }
+    evaluation_kinds: ClassVar[dict[str, str]] = {
+        "distance_A": "distance", "distance_B": "distance", "softmax": "transform"}
 
     periods_A: list[float] | None = attrs.field(default=None, converter=_periods,
                                                 validator=_periods_entries)
     periods_B: list[float] | None = attrs.field(default=None, converter=_periods,
                                                 validator=_periods_entries)
-    num_epochs: int = attrs.field(default=200, validator=positive_int)
+    distance_A: str | dict[str, Any] = attrs.field(default=DISTANCE, validator=_block_spec)
+    distance_B: str | dict[str, Any] = attrs.field(default=DISTANCE, validator=_block_spec)
+    epochs: int = attrs.field(default=200, validator=positive_int)
     batches_per_epoch: int = attrs.field(default=1, validator=positive_int)
     l1_strength: float = attrs.field(default=0.0, validator=non_negative)
     point_adapt_lambda: bool = True
@@ -130,7 +194,7 @@ class DII(Recipe):
     num_points_rows: int | None = attrs.field(default=None, validator=optional(positive_int))
     seed: int = attrs.field(default=0, validator=non_negative_int)
     device: str = attrs.field(default="cpu", validator=one_of("cpu", "cuda", "auto"))
-    num_threads: int | None = attrs.field(default=1, validator=optional(positive_int))
+    threads: int | None = attrs.field(default=1, validator=optional(positive_int))
     max_elements: int = attrs.field(default=CHUNK_ELEMENTS, validator=positive_int)
     verbose: bool = False
 
@@ -144,6 +208,47 @@ class DII(Recipe):
     selection_: list[dict[str, Any]] | None = attrs.field(init=False, default=None, repr=False)
     fit_seconds_: float | None = attrs.field(init=False, default=None, repr=False)
     _data: dict[str, torch.Tensor] | None = attrs.field(init=False, default=None, repr=False)
+
+    # ------------------------------------------------------------------ the assembly
+
+    def default_models(self) -> dict[str, Any]:
+        weights: dict[str, Any] = {"name": "feature_weights", "l1_strength": self.l1_strength}
+        if self.params_groups is not None:
+            weights["groups"] = list(self.params_groups)
+        if self.params_init is not None:
+            weights["params_init"] = list(self.params_init)
+        return {"weights": weights}
+
+    def _softmax_spec(self) -> dict[str, Any]:
+        return {"name": "gaussian_softmax", "point_adaptive": self.point_adapt_lambda,
+                "lambda_factor": self.lambda_factor}
+
+    def default_phases(self) -> list[dict[str, Any]]:
+        sampler: dict[str, Any] = {"name": "rows_columns",
+                                   "batches_per_epoch": self.batches_per_epoch}
+        if self.num_points_rows is not None:
+            sampler["num_points_rows"] = self.num_points_rows
+        loss: dict[str, Any] = {
+            "name": "dii", "model": "weights", "input": "data_A", "target": "data_B",
+            "distance_A": _with_periods(self.distance_A, self.periods_A),
+            "distance_B": _with_periods(self.distance_B, self.periods_B),
+            "softmax": self._softmax_spec(), "ranks": "ranks",
+            "k_init": self.k_init, "k_final": self.k_final,
+            "steps_per_epoch": self.batches_per_epoch}
+        if self.lambda_init is not None:
+            loss["lambda_init"] = self.lambda_init
+        if self.lambda_final is not None:
+            loss["lambda_final"] = self.lambda_final
+        return [{"name": "dii", "epochs": self.epochs, "sampler": sampler, "loss": loss,
+                 "optimizer": self.optimizer, "learning_rate": self.learning_rate,
+                 "lr_schedule": self.learning_rate_decay or "none",
+                 "lr_decay_rate": EXP_DECAY_RATE, "lr_decay_steps": EXP_DECAY_STEPS,
+                 "lr_decay_staircase": False, "trainable": ["weights"]}]
+
+    def default_evaluation(self) -> dict[str, Any]:
+        return {"distance_A": _with_periods(self.distance_A, self.periods_A),
+                "distance_B": _with_periods(self.distance_B, self.periods_B),
+                "softmax": self._softmax_spec()}
 
     # ------------------------------------------------------------------ input checks
 
@@ -206,61 +311,55 @@ class DII(Recipe):
     # ------------------------------------------------------------------ building
 
     def build(self, data_A: Any, data_B: Any = None, distances_B: Any = None) -> Routine:
-        """The Routine that trains the weights: Dataset(data_A[, data_B]), model "weights",
-        one phase "dii" (rows_columns sampler, dii loss with a gaussian_softmax)."""
+        """The Routine of :meth:`routine_spec`: Dataset(data_A[, data_B]), model "weights",
+        phase "dii" — every block built through the registry."""
         data = self._validate(data_A, data_B, distances_B)
         return self._build(data)
 
     def _build(self, data: dict[str, torch.Tensor], l1_strength: float | None = None,
                params_init: list[float] | None = None) -> Routine:
-        registry = get_registry()
-        d = data["data_A"].shape[1]
-        model = registry.build("model", {
-            "name": "feature_weights", "n_features": d, "groups": self.params_groups,
-            "params_init": self.params_init if params_init is None else params_init,
-            "l1_strength": self.l1_strength if l1_strength is None else l1_strength,
-        })
-        sampler = registry.build("sampler", {
-            "name": "rows_columns", "batches_per_epoch": self.batches_per_epoch,
-            "num_points_rows": self.num_points_rows,
-        })
-        softmax = registry.build("transform", {
-            "name": "gaussian_softmax", "point_adaptive": self.point_adapt_lambda,
-            "lambda_factor": self.lambda_factor,
-        })
+        spec = self.routine_spec()
+        weights = spec["models"].get("weights")
+        if isinstance(weights, (str, dict)) and (l1_strength is not None
+                                                 or params_init is not None):
+            weights = {"name": weights} if isinstance(weights, str) else dict(weights)
+            if l1_strength is not None:
+                weights["l1_strength"] = l1_strength
+            if params_init is not None:
+                weights["params_init"] = list(params_init)
+            spec["models"]["weights"] = weights
         uses_distances = "distances_B" in data
-        loss = registry.build("loss", {
-            "name": "dii", "model": "weights", "input": "data_A", "target": "data_B",
-            "distances_key": DISTANCES_B_KEY if uses_distances else None,
-            "periods_A": self.periods_A, "periods_B": self.periods_B, "softmax": softmax,
-            "k_init": self.k_init, "k_final": self.k_final, "lambda_init": self.lambda_init,
-            "lambda_final": self.lambda_final, "steps_per_epoch": self.batches_per_epoch,
-        })
-        phase = TrainingPhase(
-            name="dii", epochs=self.num_epochs, sampler=sampler, loss=loss,
-            optimizer=self.optimizer, learning_rate=self.learning_rate,
-            lr_schedule=self.learning_rate_decay or "none", lr_decay_rate=EXP_DECAY_RATE,
-            lr_decay_steps=EXP_DECAY_STEPS, lr_decay_staircase=False, trainable=["weights"],
-        )
+        if uses_distances:  # rank B from the user's matrix, in every phase whose loss can
+            for phase in spec["phases"]:
+                if "loss" in phase:
+                    phase["loss"] = _fill(phase["loss"], "loss", f"{self.name}.phases",
+                                          distances_key=DISTANCES_B_KEY)
+        d = data["data_A"].shape[1]
+        models = {name: self.build_model(name, spec, n_features=d) for name in spec["models"]}
         dataset = {k: v for k, v in data.items() if k != "distances_B"}
         constants = {DISTANCES_B_KEY: data["distances_B"]} if uses_distances else None
-        return Routine(dataset=dataset, models={"weights": model}, phases=[phase],
-                       constants=constants, device=self.device, seed=int(self.seed),
-                       verbose=self.verbose)
+        return Routine(dataset=dataset, models=models, global_relations=self.build_globals(spec),
+                       phases=self.build_phases(spec), constants=constants, device=self.device,
+                       seed=int(self.seed), verbose=self.verbose)
+
+    def _evaluation_blocks(self) -> dict[str, Any]:
+        spec = self.routine_spec()
+        return {slot: self.build_evaluation(slot, spec) for slot in self.evaluation_kinds
+                if slot in spec["evaluation"]}
 
     # ------------------------------------------------------------------ training
 
     def fit(self, data_A: Any, data_B: Any = None, *, distances_B: Any = None) -> DII:
         """Learn the weights; sets ``weights_`` (|w|, (n_params,)), ``weights_history_``
-        ((num_epochs + 1, n_params), the initial weights first) and ``dii_history_``
-        ((num_epochs + 1,), the DII at the initial weights, then each epoch's mean)."""
+        ((epochs + 1, n_params), the initial weights first) and ``dii_history_``
+        ((epochs + 1,), the DII at the initial weights, then each epoch's mean)."""
         data = self._validate(data_A, data_B, distances_B)
         return self._fit(data)
 
     def _fit(self, data: dict[str, torch.Tensor], l1_strength: float | None = None,
              params_init: list[float] | None = None) -> DII:
         start = time.perf_counter()
-        with intra_op_threads(self.num_threads):
+        with intra_op_threads(self.threads):
             routine = self._build(data, l1_strength, params_init)
             recorder = FeatureWeightsHistory("weights")
             routine.callbacks.append(recorder)
@@ -286,11 +385,10 @@ class DII(Recipe):
         state = routine.state
         pool = routine.dataset.n_items if self.num_points_rows is None else self.num_points_rows
         idx = torch.arange(pool // self.batches_per_epoch, device=routine.device)
-        state.step, state.n_epochs = 0, self.num_epochs
-        loss = routine.phases[0].loss
-        with torch.no_grad():
-            value = loss({"rows": idx, "cols": idx}, routine.models, state).value
-        state.scratch.pop("dii_tables", None)
+        phase = routine.phases[0]
+        state.step, state.n_epochs = 0, phase.epochs
+        with torch.no_grad():  # the loss's cached tables are reset when the phase starts
+            value = phase.loss({"rows": idx, "cols": idx}, routine.models, state).value
         return float(value)
 
     def _raise_if_zero_weights(self, routine: Routine, cause: Exception | None) -> None:
@@ -301,15 +399,63 @@ class DII(Recipe):
                 f"{self.l1_strength}); lower `l1_strength` or `learning_rate`."
             ) from cause
 
-    def _require_fitted(self) -> None:
-        if self.routine_ is None or self._data is None:
+    def _require_fitted(self, data: bool = True) -> None:
+        if self.routine_ is None:
             raise NotFittedError("This DII is not fitted yet; call fit(data_A, data_B) first.")
+        if data and self._data is None:
+            raise NotFittedError("This DII was loaded without its data (saved with data=False); "
+                                 "fit it again to evaluate.")
 
     def feature_weights(self) -> torch.Tensor:
         """The learned weight of every feature of A (groups expanded): (D_A,) tensor."""
         self._require_fitted()
         with torch.no_grad():
             return self.routine_.models["weights"].feature_weights().detach().abs()
+
+    def _signed_feature_weights(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.routine_.models["weights"].feature_weights().detach()
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | Path, data: bool = True) -> Path:
+        """Write the fitted DII into directory ``path``: the routine (weights, history) with
+        the full recipe (``to_dict(full=True)``) as its extra, and ``dii_fitted.pt`` (the
+        histories and, with ``data``, the arrays that ``final_dii`` and ``select_features``
+        need).  :meth:`load` reads it back."""
+        self._require_fitted(data=False)
+        path = self.routine_.save(path, extra=self.to_dict(full=True))
+        fitted = {"weights_history": torch.as_tensor(self.weights_history_),
+                  "dii_history": torch.as_tensor(self.dii_history_)}
+        if data and self._data is not None:
+            fitted.update({k: v.detach().cpu() for k, v in self._data.items()})
+        torch.save(fitted, path / FITTED_FILE)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> DII:
+        """A DII saved with :meth:`save`, with working ``weights_``, histories and (when the
+        data was saved) ``final_dii`` / ``select_features`` / ``information_imbalance``."""
+        path = Path(path)
+        routine = Routine.load(path, device=device)
+        extra = dict(getattr(routine, "saved_extra", {}) or {})
+        recipe = cls.from_dict(extra)
+        # sections identical to what the shortcuts give are dropped again, so that
+        # set_params(...) on the loaded recipe keeps working
+        plain = cls.from_dict({k: v for k, v in extra.items() if k not in SECTIONS})
+        if plain.to_dict(full=True) == recipe.to_dict(full=True):
+            recipe = plain
+        recipe.device = device
+        fitted = torch.load(path / FITTED_FILE, map_location="cpu", weights_only=True) \
+            if (path / FITTED_FILE).exists() else {}
+        recipe.routine_ = routine
+        recipe.weights_ = routine.models["weights"].weights.detach().abs().cpu().numpy().copy()
+        if "weights_history" in fitted:
+            recipe.weights_history_ = fitted["weights_history"].numpy()
+            recipe.dii_history_ = fitted["dii_history"].numpy()
+        data = {k: fitted[k] for k in ("data_A", "data_B", "distances_B") if k in fitted}
+        recipe._data = data if "data_A" in data else None
+        return recipe
 
     # ------------------------------------------------------------------ evaluation
 
@@ -327,6 +473,7 @@ class DII(Recipe):
         ``num_points_rows`` evaluates only that many random rows (against all columns).
         """
         self._require_fitted()
+        blocks = self._evaluation_blocks()
         if isinstance(discard_close_ind, bool) or not isinstance(discard_close_ind, int) \
                 or discard_close_ind < 0:
             raise ValidationError(
@@ -373,13 +520,11 @@ class DII(Recipe):
         lam = None
         if self.lambda_init is not None:
             lam = self.lambda_final if self.lambda_final is not None else self.lambda_init
-        with intra_op_threads(self.num_threads):
+        with intra_op_threads(self.threads):
             values = chunked_dii(
-                a, self.feature_weights().to(dev), rows, cols, k=k, data_B=b, distances_B=dist_b,
-                periods_A=periods_tensor(self.periods_A, a.shape[1], "periods_A", dev),
-                periods_B=None if b is None else periods_tensor(self.periods_B, b.shape[1],
-                                                                "periods_B", dev),
-                point_adaptive=self.point_adapt_lambda, lambda_factor=self.lambda_factor,
+                a, self._signed_feature_weights().to(dev), rows, cols, k=k, data_B=b,
+                distances_B=dist_b, distance_A=blocks["distance_A"],
+                distance_B=blocks.get("distance_B"), softmax=blocks["softmax"],
                 lambda_value=lam, discard_close_ind=discard, normalization=norm,
                 max_elements=self.max_elements)
         dii = float(values.mean())
@@ -400,30 +545,34 @@ class DII(Recipe):
         if not cols or any(not 0 <= f < a.shape[1] for f in cols):
             raise ValidationError(
                 f"`features` must be indices in [0, {a.shape[1]}), got {features!r}.")
-        periods = None if self.periods_A is None else [self.periods_A[f] for f in cols]
-        weights = self.feature_weights().cpu().numpy()[cols] if weighted else None
-        with intra_op_threads(self.num_threads):
-            return information_imbalance(a[:, cols], self._data["data_B"], k=k,
-                                         periods_A=periods, periods_B=self.periods_B,
-                                         weights_A=weights, max_elements=self.max_elements)
+        # the evaluation's distances; a feature subset is A's distance with the other
+        # features at weight 0 (periodic conventions stay those of the full feature set)
+        blocks = self._evaluation_blocks()
+        mask = np.zeros(a.shape[1])
+        mask[cols] = 1.0
+        weights = mask * (self.feature_weights().cpu().numpy() if weighted else 1.0)
+        with intra_op_threads(self.threads):
+            return information_imbalance(a, self._data["data_B"], k=k, weights_A=weights,
+                                         distance_A=blocks["distance_A"],
+                                         distance_B=blocks["distance_B"],
+                                         max_elements=self.max_elements)
 
     # ------------------------------------------------------------------ feature selection
 
-    def _subset_fit(self, keep: Sequence[int], num_epochs: int | None) -> DII:
+    def _subset_fit(self, keep: Sequence[int], epochs: int | None) -> DII:
         init = self.params_init or [WEIGHT_INIT] * len(self.weights_)
         masked = [v if i in keep else 0.0 for i, v in enumerate(init)]
-        clone = attrs.evolve(self, l1_strength=0.0, verbose=False,
-                             num_epochs=num_epochs or self.num_epochs)
+        clone = attrs.evolve(self, l1_strength=0.0, verbose=False, epochs=epochs or self.epochs)
         return clone._fit(self._data, l1_strength=0.0, params_init=masked)
 
     def select_features(self, method: str = "backward", n_best: int = 1, n_features_min: int = 1,
                         l1_strengths: Sequence[float] | None = None, compute_error: bool = False,
-                        num_epochs: int | None = None) -> list[dict[str, Any]]:
+                        epochs: int | None = None) -> list[dict[str, Any]]:
         """DII for each subset size; returns and stores ``selection_`` (largest subset first).
 
         ``method="backward"``: greedy backward elimination from all weights: at each size the
         ``n_best`` best subsets (beam) each lose one weight; every candidate is retrained from
-        its initial weights with the others at 0 (``num_epochs``, default the fit's).
+        its initial weights with the others at 0 (``epochs``, default the fit's).
         ``method="l1"``: retrain with each of ``l1_strengths`` (default: 8 values, geometric
         from 1e-3 to 1 × ‖params_init‖ / learning_rate, where one step's threshold equals the
         initial norm) and keep, per number of non-zero weights, the lowest final DII.
@@ -452,7 +601,7 @@ class DII(Recipe):
             while len(beam[0]) > n_features_min:
                 candidates = sorted({tuple(f for f in subset if f != drop)
                                      for subset in beam for drop in subset})
-                scored = [entry(self._subset_fit(c, num_epochs), c) for c in candidates]
+                scored = [entry(self._subset_fit(c, epochs), c) for c in candidates]
                 scored.sort(key=lambda e: e["dii"])
                 beam = [tuple(e["features"]) for e in scored[:n_best]]
                 results.append(scored[0])
@@ -462,7 +611,7 @@ class DII(Recipe):
             best: dict[int, dict[str, Any]] = {}
             for s in strengths:
                 clone = attrs.evolve(self, l1_strength=float(s), verbose=False,
-                                     num_epochs=num_epochs or self.num_epochs)
+                                     epochs=epochs or self.epochs)
                 try:
                     clone._fit(self._data)
                 except NumericalError:  # every weight thresholded away: past the path's end
@@ -520,14 +669,14 @@ class DII(Recipe):
         out_dir.mkdir(parents=True, exist_ok=True)
         self.fit(data[0], data[1])
         dii, _ = self.final_dii(compute_error=False)
-        self.routine_.save(out_dir / "routine", extra=self.to_dict())
+        self.save(out_dir / "routine")
         np.save(out_dir / "weights.npy", self.weights_)
         np.save(out_dir / "weights_history.npy", self.weights_history_)
         np.save(out_dir / "dii_history.npy", self.dii_history_)
         self.plot(out_dir / "dii.png")
         return {"weights": self.weights_.tolist(),
                 "weights_relative": (self.weights_ / self.weights_.max()).tolist(),
-                "final_dii": dii, "epochs": self.num_epochs,
+                "final_dii": dii, "epochs": self.epochs,
                 "fit_seconds": round(self.fit_seconds_, 3), "figure": str(out_dir / "dii.png")}
 
     @classmethod
@@ -565,17 +714,12 @@ def demo_data(n: int = DEMO_POINTS, seed: int = 0) -> tuple[np.ndarray, np.ndarr
 
 
 def demo_config(label: str, **overrides: Any) -> DII:
-    """The tutorial's configurations "a" (full-batch SGD, k = 1) and "b" (5 mini-batches,
-    k = 5, Adam, cos decay), 500 epochs each."""
-    if label == "a":
-        base = dict(num_epochs=500, batches_per_epoch=1, k_init=1, k_final=1, optimizer="sgd",
-                    learning_rate=1e-2, learning_rate_decay=None)
-    elif label == "b":
-        base = dict(num_epochs=500, batches_per_epoch=5, k_init=5, k_final=5, optimizer="adam",
-                    learning_rate=1e-2, learning_rate_decay="cos")
-    else:
+    """The tutorial's configurations "a" (preset ``full_batch``: full-batch SGD, k = 1) and
+    "b" (preset ``mini_batch``: 5 mini-batches, k = 5, Adam, cos decay), 500 epochs each."""
+    presets = {"a": "full_batch", "b": "mini_batch"}
+    if label not in presets:
         raise ValidationError(f"Demo configurations are 'a' and 'b', got {label!r}.")
-    return DII(**{**base, **overrides})
+    return DII.preset(presets[label], **overrides)
 
 
 __all__ = ["DII", "demo_config", "demo_data", "DEMO_SCALES", "DEMO_TARGETS"]

@@ -257,7 +257,6 @@ def test_dii_loss_with_user_distance_matrix_equals_features():
     idx = torch.arange(30)
     batch = {"rows": idx, "cols": idx}
     from_features = DIILoss()(batch, state.models, state).value
-    state.scratch.clear()
     from_matrix = DIILoss(distances_key="distances_B")(batch, state.models, state).value
     assert from_matrix.item() == pytest.approx(from_features.item(), rel=1e-6)
 
@@ -315,7 +314,9 @@ def test_epoch_tables_equal_per_batch_tables():
     state = make_state(data_A=a, data_B=b)
     sampler = RowsColumnsSampler(batches_per_epoch=3)
     sampler.setup(state)
-    loss = DIILoss(k_init=2, k_final=2, periods_A=[None, 2.0, None], periods_B=[1.0, None])
+    loss = DIILoss(k_init=2, k_final=2,
+                   distance_A={"name": "weighted_sqeuclidean", "periods": [None, 2.0, None]},
+                   distance_B={"name": "weighted_sqeuclidean", "periods": [1.0, None]})
     for batch in sampler.batches(state):
         assert "epoch_parts" in batch
         together = loss(batch, state.models, state).value

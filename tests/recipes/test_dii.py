@@ -80,8 +80,14 @@ def test_tutorial_config_b_minibatches_adam_cos():
 
 def test_periodic_feature_is_handled():
     # B is an angle θ on the circle (periods_B); A holds θ (period 2π) and a noise feature.
-    # On the circle, rotating A's angle by π changes nothing: same weights, same DII.
-    # Without periods the seam sits elsewhere in the rotated copy and the numbers change.
+    # On the circle, rotating A's angle by π changes no distance: at the same weights the DII
+    # and the classic imbalance are the same to float rounding, and training ends at the same
+    # weights.  Without periods_A the seam moves and those values change.
+    # The noise weight itself sits at the noise floor: its gradient vanishes at 0, so with a
+    # constant rate Adam keeps it jittering around 0 by steps of order lr; where it stood at
+    # the last epoch (0.0007 or 0.0068 of 0.14, and the final DII with it) was decided by the
+    # float rounding of the rotated angles.  With the rate decayed (cos) it settles near 0,
+    # and only quantities the method determines are compared.
     rng = np.random.default_rng(0)
     n, two_pi = 200, 2 * math.pi
     theta = rng.uniform(0, two_pi, n)
@@ -89,19 +95,28 @@ def test_periodic_feature_is_handled():
     data_a = np.column_stack([theta, noise])
     rotated = np.column_stack([np.mod(theta + math.pi, two_pi), noise])
     data_b = theta[:, None]
-    options = dict(num_epochs=60, optimizer="adam", learning_rate=0.05, k_init=3, k_final=1)
+    options = dict(epochs=60, optimizer="adam", learning_rate=0.05, learning_rate_decay="cos",
+                   k_init=3, k_final=1)
     periodic = DII(periods_A=[two_pi, None], periods_B=[two_pi], **options)
     first = attrs_copy(periodic).fit(data_a, data_b)
     second = attrs_copy(periodic).fit(rotated, data_b)
-    np.testing.assert_allclose(second.weights_, first.weights_, rtol=2e-3, atol=1e-4)
-    assert second.final_dii()[0] == pytest.approx(first.final_dii()[0], rel=2e-3)
-    w = first.weights_ / first.weights_.max()
-    assert w[0] == 1.0 and w[1] < 0.05  # the angle is the informative feature
-    assert first.final_dii()[0] < 0.03
-    plain = DII(periods_B=[two_pi], **options)
-    dii_plain = attrs_copy(plain).fit(data_a, data_b).final_dii()[0]
-    dii_plain_rotated = attrs_copy(plain).fit(rotated, data_b).final_dii()[0]
-    assert abs(dii_plain - dii_plain_rotated) > 0.1 * dii_plain_rotated
+    # at the initial weights: the same DII and the same classic imbalance
+    assert second.dii_history_[0] == pytest.approx(first.dii_history_[0], rel=1e-6)
+    assert second.information_imbalance() == pytest.approx(first.information_imbalance(),
+                                                           rel=1e-6)
+    # trained: the angle is the informative feature, the noise weight ends below 1 % of it
+    for model in (first, second):
+        w = model.weights_ / model.weights_.max()
+        assert w[0] == 1.0 and w[1] < 0.01
+        assert model.final_dii()[0] < 0.012
+    assert second.weights_[0] == pytest.approx(first.weights_[0], rel=1e-4)
+    assert second.final_dii()[0] == pytest.approx(first.final_dii()[0], rel=0.02)
+    # without periods_A the seam of A's angle moves with the rotation
+    plain = DII(periods_B=[two_pi], **{**options, "epochs": 1})
+    plain_first = attrs_copy(plain).fit(data_a, data_b)
+    plain_second = attrs_copy(plain).fit(rotated, data_b)
+    assert abs(plain_first.dii_history_[0] / plain_second.dii_history_[0] - 1) > 1e-3
+    assert plain_first.information_imbalance() != plain_second.information_imbalance()
 
 
 def attrs_copy(model: DII) -> DII:
@@ -113,7 +128,7 @@ def test_l1_zeroes_the_uninformative_features():
     rng = np.random.default_rng(0)
     data_a = rng.normal(size=(300, 50))
     data_b = data_a[:, :5] * np.array([5.0, 4.0, 3.0, 2.0, 1.0])
-    model = DII(num_epochs=150, k_init=5, k_final=1, optimizer="adam", learning_rate=0.05,
+    model = DII(epochs=150, k_init=5, k_final=1, optimizer="adam", learning_rate=0.05,
                 learning_rate_decay="cos", l1_strength=0.01).fit(data_a, data_b)
     w = model.weights_ / model.weights_.max()
     assert w[5:].max() < 0.05
@@ -124,7 +139,7 @@ def test_l1_zeroes_the_uninformative_features():
 def test_dii_limits_identity_and_permutation():
     rng = np.random.default_rng(0)
     data_b = rng.normal(size=(400, 3))
-    options = dict(num_epochs=1, learning_rate=1e-6)
+    options = dict(epochs=1, learning_rate=1e-6)
     # A = B: the softmax puts its weight on B's nearest neighbour, DII ≈ 2/N ≈ 0
     same, _ = DII(**options).fit(data_b, data_b).final_dii()
     assert same < 0.01
@@ -137,19 +152,19 @@ def test_dii_limits_identity_and_permutation():
 def test_distance_matrix_for_b_gives_the_same_weights():
     data_a, data_b = demo_data(n=200)
     dist_b = np.sqrt(((data_b[:, None] - data_b[None]) ** 2).sum(-1))
-    from_features = demo_config("a", num_epochs=40).fit(data_a, data_b)
-    from_matrix = demo_config("a", num_epochs=40).fit(data_a, distances_B=dist_b)
+    from_features = demo_config("a", epochs=40).fit(data_a, data_b)
+    from_matrix = demo_config("a", epochs=40).fit(data_a, distances_B=dist_b)
     np.testing.assert_allclose(from_matrix.weights_, from_features.weights_, rtol=1e-4)
     assert from_matrix.final_dii()[0] == pytest.approx(from_features.final_dii()[0], rel=1e-4)
 
 
 def test_groups_share_weights_and_rows_subsampling_runs():
     data_a, data_b = demo_data(n=200)
-    grouped = DII(num_epochs=30, params_groups=[2, 3], optimizer="adam",
+    grouped = DII(epochs=30, params_groups=[2, 3], optimizer="adam",
                   learning_rate=0.02).fit(data_a, data_b)
     assert grouped.weights_.shape == (2,) and grouped.weights_history_.shape == (31, 2)
     assert grouped.feature_weights().shape == (5,)
-    rows = DII(num_epochs=30, num_points_rows=100, optimizer="adam", learning_rate=0.02,
+    rows = DII(epochs=30, num_points_rows=100, optimizer="adam", learning_rate=0.02,
                learning_rate_decay="exp").fit(data_a, data_b)
     assert np.argmax(rows.weights_) == 3  # the ×30 feature dominates
     assert rows.final_dii(num_points_rows=50)[0] < 0.2
@@ -157,9 +172,9 @@ def test_groups_share_weights_and_rows_subsampling_runs():
 
 def test_same_seed_same_numbers():
     data_a, data_b = demo_data(n=200)
-    first = demo_config("b", num_epochs=20).fit(data_a, data_b).weights_
-    again = demo_config("b", num_epochs=20).fit(data_a, data_b).weights_
-    other = demo_config("b", num_epochs=20, seed=1).fit(data_a, data_b).weights_
+    first = demo_config("b", epochs=20).fit(data_a, data_b).weights_
+    again = demo_config("b", epochs=20).fit(data_a, data_b).weights_
+    other = demo_config("b", epochs=20, seed=1).fit(data_a, data_b).weights_
     assert np.array_equal(first, again) and not np.array_equal(first, other)
 
 
@@ -173,7 +188,7 @@ def test_exp_decay_halves_every_ten_steps_continuously():
 
 def test_classic_information_imbalance_of_feature_subsets():
     data_a, data_b = demo_data()
-    model = demo_config("a", num_epochs=5).fit(data_a, data_b)
+    model = demo_config("a", epochs=5).fit(data_a, data_b)
     strong = model.information_imbalance(features=[3])  # the ×30 feature
     weak = model.information_imbalance(features=[2])    # the ×1 feature
     assert strong[0] < weak[0]
@@ -189,7 +204,7 @@ def test_backward_elimination_and_l1_path():
     rng = np.random.default_rng(0)
     data_a = rng.normal(size=(150, 3))
     data_b = data_a[:, [0, 1]] * np.array([5.0, 1.0])
-    model = DII(num_epochs=40, optimizer="adam", learning_rate=0.05).fit(data_a, data_b)
+    model = DII(epochs=40, optimizer="adam", learning_rate=0.05).fit(data_a, data_b)
     backward = model.select_features("backward", n_best=2)
     assert [e["n_features"] for e in backward] == [3, 2, 1]
     assert backward[1]["features"] == [0, 1]  # the noise feature goes first
@@ -239,7 +254,7 @@ def test_bad_inputs_get_clear_errors():
 def test_too_strong_l1_reports_zero_weights():
     data_a, data_b = demo_data(n=60)
     with pytest.raises(NumericalError, match="All weights were set to zero.*lower `l1_strength`"):
-        DII(num_epochs=5, l1_strength=1e4).fit(data_a, data_b)
+        DII(epochs=5, l1_strength=1e4).fit(data_a, data_b)
 
 
 # ----------------------------------------------------------------------------- data form, files
@@ -261,7 +276,7 @@ def test_config_round_trip_dict_and_toml(tmp_path):
 
 def test_run_saves_and_reloads(tmp_path):
     data_a, data_b = demo_data(n=120)
-    model = DII(num_epochs=20, optimizer="adam", learning_rate=0.05)
+    model = DII(epochs=20, optimizer="adam", learning_rate=0.05)
     summary = model.run([data_a, data_b], tmp_path)
     json.dumps(summary)
     assert np.argmax(summary["weights"]) == 3
@@ -276,7 +291,7 @@ def test_run_saves_and_reloads(tmp_path):
 
 def test_plot_has_two_panels(tmp_path):
     data_a, data_b = demo_data(n=80)
-    model = DII(num_epochs=5).fit(data_a, data_b)
+    model = DII(epochs=5).fit(data_a, data_b)
     fig = model.plot(tmp_path / "p.png")
     assert len(fig.axes) == 2 and (tmp_path / "p.png").exists()
 
@@ -293,7 +308,7 @@ def test_scale_minibatches_stay_far_below_n_squared_memory():
     data_a = rng.normal(size=(n, 5))
     data_b = data_a * np.array([10.0, 3.0, 1.0, 30.0, 7.3])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    model = DII(num_epochs=2, batches_per_epoch=40, k_init=5, k_final=5, optimizer="adam",
+    model = DII(epochs=2, batches_per_epoch=40, k_init=5, k_final=5, optimizer="adam",
                 learning_rate=1e-2).fit(data_a, data_b)
     dii, _ = model.final_dii(num_points_rows=1000)
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before

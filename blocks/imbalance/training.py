@@ -1,0 +1,249 @@
+"""Training blocks of the DII: the rows × columns sampler and the DII loss.
+
+The loss calls four replaceable blocks (each a registry name in TOML): ``distance_A`` (the
+protocol of :mod:`.distances`: it takes the learnt weights), ``softmax`` (the coefficients
+protocol of :mod:`.softmax`), ``distance_B`` (any distance: only its order matters) and
+``ranks`` (a row-wise transform of :mod:`.ranks`).  The per-batch tables (A's prepared
+distances, B's ranks) are the loss's own state, cached by the identity of the batch's index
+tensors and reset in :meth:`DIILoss.on_phase_start`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import attrs
+from attrs.validators import optional
+import torch
+
+from ..base import block_field
+from ..contracts import ROWS_COLS, BatchType
+from ..errors import ValidationError
+from ..losses import Loss, LossOutput, get_model
+from ..relations import DenseRelations
+from ..samplers import Sampler
+from ..state import TrainState
+from ..validators import positive, positive_int
+from .distances import check_feature_weighted
+from .ranks import diagonal_mask
+from .softmax import GaussianSoftmax, cosine_schedule, exclusion_logits, expected_ranks
+
+#: largest epoch (batches × b × b × (D_A + 2) numbers) whose tables are prepared in one go;
+#: beyond it each batch prepares its own, so that memory stays one batch's (16 MB float32)
+EPOCH_TABLE_ELEMENTS = 4_000_000
+
+
+@attrs.define
+class RowsColumnsSampler(Sampler):
+    """Batches of (rows, cols) item indices for the rows × columns blocks of the DII.
+
+    ``batches_per_epoch = 1``: one static batch — ``num_points_rows`` random rows (all when
+    None) against all columns, the rows first, so that (i, i) is "a point and itself".  More
+    batches: every epoch the rows are shuffled and split into ``batches_per_epoch`` parts; each
+    part is both rows and columns of its step (DADApy's mini-batches).
+
+    Batches (:data:`~infoblocks.blocks.contracts.ROWS_COLS`), on ``state.device``:
+
+    - ``rows`` (r,) long: item indices of the rows;
+    - ``cols`` (c,) long: item indices of the columns; wherever ``rows[i]`` is also a column
+      it is ``cols[i]`` (rows first), so (i, i) is "a point and itself";
+    - only with equal mini-batches (N divisible by ``batches_per_epoch``): ``epoch_parts``
+      (batches, r), every batch of the epoch, and ``part`` (int), this batch's row of it — a
+      loss may prepare the whole epoch's tables at once.  Not declared: not in every batch.
+
+    The same index tensors come back every step of a static (full) batch, so a loss may cache
+    per-batch tables by identity.
+    """
+
+    name: ClassVar[str] = "rows_columns"
+    batch_type: ClassVar[BatchType] = ROWS_COLS
+    batches_per_epoch: int = attrs.field(default=1, validator=positive_int)
+    num_points_rows: int | None = attrs.field(default=None, validator=optional(positive_int))
+    _rows: torch.Tensor | None = attrs.field(init=False, default=None, repr=False, eq=False)
+    _cols: torch.Tensor | None = attrs.field(init=False, default=None, repr=False, eq=False)
+
+    def setup(self, state):
+        if state.dataset is None:
+            raise ValidationError("RowsColumnsSampler needs a dataset; the routine was given none.")
+        n = state.dataset.n_items
+        dev = state.device
+        if self.num_points_rows is not None:
+            if self.num_points_rows >= n:
+                raise ValidationError(
+                    f"`num_points_rows` = {self.num_points_rows} must be smaller than the {n} "
+                    "points of the data set (or None for all rows)."
+                )
+            perm = torch.randperm(n, generator=state.generator, device=dev)
+            rows, rest = perm[:self.num_points_rows], perm[self.num_points_rows:]
+            self._rows, self._cols = rows, torch.cat([rows, rest])
+        else:
+            self._rows = torch.arange(n, device=dev)
+            self._cols = self._rows
+        if self.batches_per_epoch > self._rows.numel():
+            raise ValidationError(
+                f"`batches_per_epoch` = {self.batches_per_epoch} exceeds the {self._rows.numel()} "
+                "rows available; use fewer batches."
+            )
+
+    def points_per_batch(self) -> int:
+        """Rows of the smallest batch (after :meth:`setup`)."""
+        if self._rows is None:
+            raise ValidationError("RowsColumnsSampler.setup(state) has not been called.")
+        return self._rows.numel() // self.batches_per_epoch
+
+    def num_batches(self, state):
+        return self.batches_per_epoch
+
+    def batches(self, state) -> Iterator[dict[str, torch.Tensor]]:
+        if self._rows is None:
+            self.setup(state)
+        if self.batches_per_epoch == 1:
+            yield {"rows": self._rows, "cols": self._cols}
+            return
+        n = self._rows.numel()
+        order = self._rows[torch.randperm(n, generator=state.generator, device=state.device)]
+        if n % self.batches_per_epoch:
+            for part in torch.tensor_split(order, self.batches_per_epoch):
+                yield {"rows": part, "cols": part}
+            return
+        # equal parts: the loss may prepare the tables of the whole epoch in one go
+        parts = order.view(self.batches_per_epoch, -1)
+        for i in range(self.batches_per_epoch):
+            yield {"rows": parts[i], "cols": parts[i], "epoch_parts": parts, "part": i}
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+@attrs.define
+class DIILoss(Loss):
+    """DII = 2 / (n_rows · n_cols) · Σ_ij c_ij(w) r_ij over the batch's rows × columns.
+
+    c = ``softmax`` of ``distance_A`` between the rows and columns of the dataset array
+    ``input`` under the weights ``feature_weights()`` of model ``model``; r = ``ranks`` of the
+    ``distance_B`` distances of the dataset array ``target`` *within the batch*, or of the
+    (N, N) global / constant ``distances_key`` (a tensor or DenseRelations).  k goes from
+    ``k_init`` to ``k_final`` (and a fixed λ from ``lambda_init`` to ``lambda_final``) on a
+    cosine over epochs × ``steps_per_epoch`` steps.
+
+    Contract: consumes ``rows``, ``cols`` (:data:`~infoblocks.blocks.contracts.ROWS_COLS`);
+    needs ``input`` and ``target`` (or ``distances_key``) among the dataset arrays / globals
+    and the model ``model``; reports ``dii``.
+    """
+
+    name: ClassVar[str] = "dii"
+    consumes: ClassVar[frozenset[str]] = frozenset({"rows", "cols"})
+    reports: ClassVar[frozenset[str]] = frozenset({"dii"})
+    model: str = "weights"
+    input: str = "data_A"
+    target: str = "data_B"
+    distances_key: str | None = None
+    distance_A: Any = block_field("distance", default="weighted_sqeuclidean",
+                                  validator=check_feature_weighted)
+    distance_B: Any = block_field("distance", default="weighted_sqeuclidean")
+    softmax: Any = block_field("transform", default="gaussian_softmax")
+    ranks: Any = block_field("transform", default="ranks")
+    k_init: int = attrs.field(default=1, validator=positive_int)
+    k_final: int = attrs.field(default=1, validator=positive_int)
+    lambda_init: float | None = attrs.field(default=None, validator=optional(positive))
+    lambda_final: float | None = attrs.field(default=None, validator=optional(positive))
+    steps_per_epoch: int = attrs.field(default=1, validator=positive_int)
+    #: the loss's own state: the tables of the last static batch / of the current epoch
+    _batch_tables: tuple | None = attrs.field(init=False, default=None, repr=False, eq=False)
+    _epoch_tables: tuple | None = attrs.field(init=False, default=None, repr=False, eq=False)
+
+    def required_globals(self):
+        return frozenset({self.input, self.distances_key or self.target})
+
+    def on_phase_start(self, state: TrainState) -> None:
+        self._batch_tables = self._epoch_tables = None
+
+    def current_k(self, state: TrainState) -> int:
+        total = state.n_epochs * self.steps_per_epoch
+        return int(round(cosine_schedule(self.k_init, self.k_final, state.step, total)))
+
+    def current_lambda(self, state: TrainState) -> float | None:
+        if self.lambda_init is None:
+            return None
+        final = self.lambda_init if self.lambda_final is None else self.lambda_final
+        return cosine_schedule(self.lambda_init, final, state.step,
+                               state.n_epochs * self.steps_per_epoch)
+
+    # ------------------------------------------------------------------ tables
+
+    def target_distances(self, rows: torch.Tensor, cols: torch.Tensor,
+                         state: TrainState) -> torch.Tensor:
+        """Distances in B of the (rows, cols) block: (r, c)."""
+        if self.distances_key is not None:
+            dist = state.lookup(self.distances_key)
+            dist = dist.values if isinstance(dist, DenseRelations) else dist
+            return dist[rows][:, cols]
+        y = state.lookup(self.target)
+        with torch.no_grad():
+            return self.distance_B.pairwise(y[rows], y[cols])
+
+    def target_ranks(self, dist: torch.Tensor, excluded_logits: torch.Tensor) -> torch.Tensor:
+        """``ranks`` of B's distances, excluded pairs at +inf; (r, c) or (batches, r, c)."""
+        shape = dist.shape
+        masked = (dist - excluded_logits).reshape(-1, shape[-1])
+        return self.ranks(DenseRelations(masked)).values.reshape(shape)
+
+    def tables(self, rows: torch.Tensor, cols: torch.Tensor, state: TrainState
+               ) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-batch constants: ``distance_A.prepare`` of the batch, ranks in B (r, c), the
+        self mask (r, c) and its −inf logits.  Cached while the batch's index tensors stay
+        the same objects."""
+        cached = self._batch_tables
+        if cached is not None and cached[0] is rows and cached[1] is cols:
+            return cached[2]
+        x = state.lookup(self.input)
+        exclude = rows[:, None] == cols[None, :]
+        excluded_logits = exclusion_logits(exclude)
+        ranks = self.target_ranks(self.target_distances(rows, cols, state), excluded_logits)
+        tables = (self.distance_A.prepare(x[rows], x[cols], exclude), ranks, exclude,
+                  excluded_logits)
+        self._batch_tables = (rows, cols, tables)
+        return tables
+
+    def epoch_tables(self, parts: torch.Tensor, state: TrainState) -> list[tuple]:
+        """:meth:`tables` of every batch of an epoch of equal parts (batches, b), B ranked in
+        one call.  Cached for the epoch."""
+        cached = self._epoch_tables
+        if cached is not None and cached[0] is parts:
+            return cached[1]
+        x = state.lookup(self.input)
+        exclude = diagonal_mask(parts.shape[1], parts.shape[1], device=x.device)
+        excluded_logits = exclusion_logits(exclude)
+        dist = torch.stack([self.target_distances(p, p, state) for p in parts])
+        ranks = self.target_ranks(dist, excluded_logits)
+        tables = [(self.distance_A.prepare(x[p], x[p], exclude), ranks[i], exclude,
+                   excluded_logits) for i, p in enumerate(parts)]
+        self._epoch_tables = (parts, tables)
+        return tables
+
+    # ------------------------------------------------------------------ the value
+
+    def __call__(self, batch, models, state):
+        rows, cols = batch["rows"], batch["cols"]
+        parts = batch.get("epoch_parts")
+        if parts is not None and parts.numel() * parts.shape[1] * (
+                state.lookup(self.input).shape[1] + 2) <= EPOCH_TABLE_ELEMENTS:
+            table, ranks, exclude, excluded_logits = self.epoch_tables(parts, state)[batch["part"]]
+        else:
+            table, ranks, exclude, excluded_logits = self.tables(rows, cols, state)
+        w = get_model(models, self.model).feature_weights()
+        dist = self.distance_A.combine(table, w)
+        k, lam = self.current_k(state), self.current_lambda(state)
+        if type(self.softmax) is GaussianSoftmax:  # the fused path (same numbers, fewer passes)
+            # excluded entries hold SELF_DISTANCE: no mask needed (c = 0 there, never k-th)
+            total = expected_ranks(dist, ranks, None, k=k, lambda_value=(
+                lam if lam is not None else self.softmax.lambda_value),
+                lambda_factor=self.softmax.lambda_factor,
+                point_adaptive=self.softmax.point_adaptive).sum()
+        else:  # any block with the coefficients(...) protocol, e.g. from a plugin
+            c = self.softmax.coefficients(dist, exclude, k=k, lambda_value=lam,
+                                          excluded_logits=excluded_logits)
+            total = torch.dot(c.reshape(-1), ranks.reshape(-1))
+        value = 2.0 / (rows.numel() * cols.numel()) * total
+        return LossOutput(value, {"dii": value.detach()})
