@@ -412,3 +412,62 @@ def test_mlp_pca_front_end_projects_on_the_principal_axes():
     unfitted = MLP(in_dim=8, out_dim=2, hidden_dims=(4,), pca_dims=3).build()
     with pytest.raises(ValidationError, match="fitted on the dataset array 'data'"):
         unfitted.on_phase_start(_state(dataset=Dataset(x=x)))  # no silent truncation to 3 columns
+
+
+# ----------------------------------------------------------------------------- contracts
+
+
+def test_declared_contracts_of_the_sampler_and_losses():
+    from infoblocks.blocks.embedding import ITEM_EDGES
+
+    graph = SparseRelations(torch.tensor([0, 1, 2]), torch.tensor([1, 2, 0]), torch.ones(3),
+                            (3, 3))
+    positions = torch.arange(6.0).reshape(3, 2)
+    state = _state(dataset=Dataset(data=torch.randn(3, 4), labels=torch.arange(3)),
+                   graph=graph, positions=positions)
+    sampler = NegativeEdgeSampler(batch_size=4, neg_sampling_rate=2, batches_per_epoch=1,
+                                  keys=["data"], gather=["positions"])
+    assert sampler.batch_type is ITEM_EDGES
+    assert sampler.required_globals() == {"graph", "positions"}
+    fields = sampler.batch_fields(state)
+    assert fields == {"items", "pos_source", "pos_target", "neg_source", "neg_target", "data",
+                      "positions"}
+    sampler.setup(state)
+    batch = next(iter(sampler.batches(state)))
+    assert set(batch) == fields  # the declaration is what the batches hold
+    assert torch.equal(batch["positions"], positions[batch["items"]])
+    assert set(NegativeEdgeSampler(keys=[]).batch_fields(state)) == ITEM_EDGES.fields
+    relation = RelationLoss(model="layout", input="items")
+    assert relation.required_fields() == {"items", "pos_source", "pos_target", "neg_source",
+                                          "neg_target"}
+    assert relation.required_models() == {"layout"}
+    assert relation.reports == {"attraction", "repulsion"}
+    kl = KLLoss(relation="P2")
+    assert kl.required_fields() == {"data", "index"} and kl.required_globals() == {"P2"}
+    assert kl.reports == {"kl"}
+    with pytest.raises(ValidationError, match="gathers 'graph'"):
+        NegativeEdgeSampler(gather=["graph"]).setup(state)
+
+
+def test_losses_check_the_kernel_protocol():
+    from infoblocks.blocks.transforms import Normalize
+
+    with pytest.raises(ValidationError, match=r"kernel.logit\(sq_dist\)"):
+        RelationLoss(kernel=Normalize())
+    with pytest.raises(ValidationError, match=r"kernel.log_kernel\(sq_dist\)"):
+        KLLoss(kernel="normalize")
+
+
+def test_kl_loss_owns_its_cache_and_resets_it_at_phase_start():
+    p = torch.rand(6, 6)
+    p = (p + p.T).fill_diagonal_(0)
+    loss = KLLoss()
+    first = _state(P=DenseRelations(p / p.sum()).to_sparse())
+    loss.on_phase_start(first)
+    before = loss.batch_p(torch.arange(6), first)
+    assert first.scratch == {}  # no shared scratch memory
+    q = torch.ones(6, 6).fill_diagonal_(0)
+    second = _state(P=DenseRelations(q / q.sum()).to_sparse())
+    assert torch.equal(loss.batch_p(torch.arange(6), second), before)  # cached within a phase
+    loss.on_phase_start(second)  # a new phase reads P again
+    assert torch.allclose(loss.batch_p(torch.arange(6), second), q / q.sum())
