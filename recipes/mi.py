@@ -1,11 +1,21 @@
 """Neural mutual-information estimators: MINE, MI-NEE, InfoNCE, NWJ and SMILE.
 
-Each recipe is ``fit(x, y)`` -> ``estimate()`` (nats, or ``units="bits"``), ``history_`` and
-``plot()``.  All share :class:`NeuralMIEstimator`: standardise the inputs, split off a held-out
-set, train a critic with the family's bound (blocks from the registry: ``marginal_pairs`` or
-``reference`` sampler, ``joint_critic`` / ``separable_critic`` model, ``mine_loss`` ... loss),
-early-stop on the held-out bound with the best weights restored, then evaluate the bound
-deterministically over all off-diagonal pairs of the held-out set (see ``docs/mi.md``).
+Each recipe is ``fit(x, y)`` -> ``estimate()`` (an :class:`MIEstimate`: a float in nats, or
+``units="bits"``, with its bootstrap interval), ``history_``, ``plot()``, ``save`` / ``load``.
+The routine is data (``to_dict(full=True)``), assembled from registry slots that a plugin can
+fill by name from TOML:
+
+- ``globals.train_index`` / ``test_index`` — the held-out split (``random_split``);
+- ``models.main`` — the critic (``joint_critic`` / ``separable_critic``; MI-NEE adds
+  ``critic_x`` / ``critic_y``);
+- ``phases`` ``train``: ``sampler`` (the negative sampler: ``marginal_pairs``, ``all_pairs``,
+  ``reference``), ``loss`` (the training bound), optimizer, and ``validation`` (held-out
+  sampler and bound, metric ``mi``, maximised, best weights restored);
+- ``evaluation.bound`` — the bound block of the final estimate, evaluated with its own
+  ``bound(scores)`` over all off-diagonal pairs of ``evaluation.pairs`` (``index``: the global
+  of the evaluation items, ``max_pairs``).
+
+See ``docs/mi.md`` (the bounds, the measurements) and ``docs/plugins.md`` (the slots).
 """
 
 from __future__ import annotations
@@ -23,51 +33,28 @@ import torch
 
 from infoblocks.blocks.data import as_tensor, check_same_length, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import NotFittedError, ValidationError
-from infoblocks.blocks.mutual_information import MAX_PAIRS, pair_scores, reference_scores
-from infoblocks.blocks.phases import LR_SCHEDULES, OPTIMIZERS, TrainingPhase, Validation
+from infoblocks.blocks.mutual_information import MAX_PAIRS, split_sizes
+from infoblocks.blocks.mutual_information.bounds import _rate
+from infoblocks.blocks.mutual_information.split import _fraction
+from infoblocks.blocks.phases import LR_SCHEDULES, OPTIMIZERS
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import non_negative_int, one_of, positive, positive_int
 from infoblocks.plugins.registry import get_registry
 
-#: the seed problem's sample size (docs/mi.md, issue 5)
-SEED_PROBLEM_N = 1000
+# (the submodule first: ``from . import`` would ask the package's lazy __getattr__, which
+# scans the recipes while this module is half-imported)
+from .mi_evaluation import SEED_PROBLEM_N, MIConvergenceWarning, MIEstimate, seed_problem
+from . import mi_evaluation as evaluation  # noqa: E402 - after the line above, on purpose
+
 #: validation pairs per held-out item (a fixed set: epoch-to-epoch changes are the critic's)
 VALIDATION_PAIRS_FACTOR = 10
 #: ... but at most this many pairs (large held-out sets: validation must stay cheap)
 VALIDATION_MAX_PAIRS = 10_000
 #: MI-NEE validation: reference draws per held-out item (three critics see them: kept small)
 VALIDATION_REFERENCE_FACTOR = 4
-#: reference draws per evaluation item for MI-NEE's final divergences (at least 20,000)
-FINAL_REFERENCE_FACTOR = 20
 #: an InfoNCE estimate above this fraction of log(batch) is reported as capped
 INFONCE_CAP_WARNING = 0.8
-#: the held-out estimate counts as "still rising" when its best is in the last 10 % of epochs
-RISING_TAIL = 0.1
-
-
-class MIConvergenceWarning(UserWarning):
-    """Training ended while the estimate was still rising, or it fell from its best."""
-
-
-@attrs.define(frozen=True)
-class MIEstimate:
-    """An estimate with a bootstrap interval; ``float(e)`` is the value."""
-
-    value: float
-    low: float
-    high: float
-    level: float
-    units: str
-
-    def __float__(self) -> float:
-        return self.value
-
-
-def _fraction(instance, attribute, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValidationError(f"`{attribute.name}` must be in [0, 1) (0: no held-out set), "
-                              f"got {value!r}.")
 
 
 def _as_columns(a: Any, name: str) -> torch.Tensor:
@@ -86,19 +73,54 @@ def _standardize(t: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor
     return (t - mean) / std, mean, std
 
 
+def _sampler_name(instance, attribute, value) -> None:
+    if not isinstance(value, str) or ("sampler", value) not in get_registry():
+        raise ValidationError(
+            f"`{attribute.name}` must name a registered negative sampler ('marginal_pairs', "
+            f"'all_pairs', 'reference' or a plugin's), got {value!r}.")
+
+
+def _fields_of(kind: str, name: Any) -> set[str] | None:
+    """Init fields of the registered block ``name`` (None: not an attrs block / unknown)."""
+    try:
+        cls = get_registry().get(kind, name)
+    except Exception:  # noqa: BLE001 - reported when the block is built
+        return None
+    return {f.alias or f.name for f in attrs.fields(cls) if f.init} if attrs.has(cls) else None
+
+
+def _only_fields(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` without the keys its block does not have (shortcuts shared by samplers)."""
+    fields = _fields_of(kind, spec["name"])
+    return spec if fields is None else {k: v for k, v in spec.items()
+                                        if k == "name" or k in fields}
+
+
+def _complete(spec: Any, context: dict[str, Any], kind: str = "sampler") -> Any:
+    """``spec`` with the ``context`` keys its block has and the spec leaves out (a sampler a
+    user put in a slot by name still draws from the right split)."""
+    spec = {"name": spec} if isinstance(spec, str) else spec
+    if not isinstance(spec, dict):
+        return spec
+    fields = _fields_of(kind, spec.get("name")) or set()
+    return {**{k: v for k, v in context.items() if k in fields}, **spec}
+
+
 @attrs.define(kw_only=True)
 class NeuralMIEstimator(Recipe):
     """Shared base of the neural MI recipes (not registered: it has no ``name``).
 
-    Subclasses set ``loss`` (the registry name of the training loss), ``bound`` (what the
-    final estimate evaluates) and may override the defaults below.
+    Subclasses set the registry names of their default bound blocks: ``training_bound``,
+    ``validation_bound`` and ``final_bound`` (a shortcut such as ``ma_rate`` or ``clip`` is
+    passed to the blocks that have that field).
     """
 
-    #: registry name of the training loss and of the held-out (validation) loss
-    loss_name: ClassVar[str] = ""
-    validation_loss_name: ClassVar[str] = ""
-    #: the bound evaluated by the final all-pairs estimate (one of BOUNDS)
-    bound: ClassVar[str] = "dv"
+    evaluation_kinds: ClassVar[dict[str, str]] = {"bound": "loss"}
+    training_bound: ClassVar[str] = ""
+    validation_bound: ClassVar[str] = ""
+    final_bound: ClassVar[str] = "dv"
+    #: keys of the ``evaluation.pairs`` table
+    pair_keys: ClassVar[tuple[str, ...]] = ("index", "max_pairs")
 
     critic: str = attrs.field(default="joint", validator=one_of("joint", "separable"))
     hidden_dims: tuple[int, ...] = attrs.field(default=(100, 100), converter=tuple)
@@ -116,7 +138,7 @@ class NeuralMIEstimator(Recipe):
     patience: int | None = attrs.field(default=50, validator=optional(positive_int))
     validate_every: int = attrs.field(default=1, validator=positive_int)
     standardize: bool = True
-    negatives: str = attrs.field(default="pairs", validator=one_of("pairs", "all_pairs"))
+    negatives: str = attrs.field(default="marginal_pairs", validator=_sampler_name)
     marginal_factor: float = attrs.field(default=1.0, validator=positive)
     replacement: bool = False
     evaluate_on: str = attrs.field(default="test", validator=one_of("test", "all"))
@@ -136,78 +158,114 @@ class NeuralMIEstimator(Recipe):
     n_train_: int | None = attrs.field(init=False, default=None, repr=False)
     n_eval_: int | None = attrs.field(init=False, default=None, repr=False)
     scores_: Any = attrs.field(init=False, default=None, repr=False)
+    bound_: Any = attrs.field(init=False, default=None, repr=False)
     x_scale_: torch.Tensor | None = attrs.field(init=False, default=None, repr=False)
     y_scale_: torch.Tensor | None = attrs.field(init=False, default=None, repr=False)
+    intervals_: dict[float, tuple[float, float]] = attrs.field(init=False, factory=dict,
+                                                               repr=False)
+    #: the expanded routine spec of the last build (data-dependent context filled in)
+    spec_: dict[str, Any] | None = attrs.field(init=False, default=None, repr=False)
 
     @device.validator
     def _check_device(self, attribute, value):
         if value not in ("cpu", "cuda", "auto") and not str(value).startswith("cuda:"):
             raise ValidationError(f"`device` must be 'cpu', 'cuda' or 'auto', got {value!r}.")
 
+    # ------------------------------------------------------------------ the assembly
+
+    def default_globals(self) -> dict[str, dict[str, Any]]:
+        split = {"name": "random_split", "test_fraction": self.test_fraction, "seed": self.seed}
+        parts = ["train", "test"] + (["all"] if self.evaluate_on == "all" else [])
+        return {f"{part}_index": {"input": "x", "relation": {**split, "part": part}}
+                for part in parts}
+
+    def default_models(self) -> dict[str, Any]:
+        common = {"hidden_dims": list(self.hidden_dims), "activation": self.activation,
+                  "init_std": self.init_std}
+        if self.critic == "separable":
+            return {"main": {"name": "separable_critic", "embed_dim": self.embed_dim, **common}}
+        return {"main": {"name": "joint_critic", **common}}
+
+    def bound_options(self) -> dict[str, Any]:
+        """Shortcuts passed to every bound block that has the field (``ma_rate``, ``clip``)."""
+        return {}
+
+    def _bound(self, name: str, **fixed: Any) -> dict[str, Any]:
+        return _only_fields("loss", {"name": name, **self.bound_options(), **fixed})
+
+    def sampler_options(self) -> dict[str, Any]:
+        """Shortcuts of the training sampler (kept where the named sampler has the field)."""
+        return {"batch_size": self.batch_size, "batches_per_epoch": self.batches_per_epoch,
+                "replacement": self.replacement, "marginal_factor": self.marginal_factor,
+                "index_key": "train_index"}
+
+    def validation_sampler(self) -> dict[str, Any]:
+        """The held-out set: a fixed set of min(10 n_test, 10,000) product-of-marginals pairs,
+        or fixed in-batch batches for other negative samplers."""
+        fixed = {"index_key": "test_index", "fixed": True, "fixed_seed": self.seed}
+        if self.negatives == "marginal_pairs":
+            return {"name": "marginal_pairs", "batch_size": None, "replacement": True,
+                    "marginal_factor": VALIDATION_PAIRS_FACTOR,
+                    "max_marginal": VALIDATION_MAX_PAIRS, **fixed}
+        return _only_fields("sampler", {"name": self.negatives, "batch_size": self.batch_size,
+                                        **fixed})
+
+    def default_phases(self) -> list[dict[str, Any]]:
+        phase: dict[str, Any] = {
+            "name": "train", "epochs": self.epochs,
+            "sampler": _only_fields("sampler", {"name": self.negatives,
+                                                **self.sampler_options()}),
+            "loss": self._bound(self.training_bound), "optimizer": self.optimizer,
+            "learning_rate": self.learning_rate, "lr_schedule": self.lr_schedule,
+            "grad_clip": self.grad_clip, "restore_best": True,
+            "optimizer_options": {"fused": True} if self.optimizer != "sgd" else {}}
+        if self.test_fraction > 0:
+            phase["patience"] = self.patience
+            phase["validation"] = {"sampler": self.validation_sampler(),
+                                   "loss": self._bound(self.validation_bound, ma_rate=1.0),
+                                   "metric": "mi", "mode": "max", "every": self.validate_every}
+        return [phase]
+
+    def default_evaluation(self) -> dict[str, Any]:
+        index = "all_index" if self.evaluate_on == "all" else "test_index"
+        return {"bound": self._bound(self.final_bound),
+                "pairs": {"index": index, "max_pairs": self.max_pairs}}
+
     # ------------------------------------------------------------------ building
 
-    def _critic_spec(self, x_dim: int, y_dim: int) -> dict[str, Any]:
-        common = {"x_dim": x_dim, "y_dim": y_dim, "hidden_dims": list(self.hidden_dims),
-                  "activation": self.activation, "init_std": self.init_std}
-        if self.critic == "separable":
-            return {"name": "separable_critic", "embed_dim": self.embed_dim, **common}
-        return {"name": "joint_critic", **common}
+    def model_context(self, name: str, x_dim: int, y_dim: int) -> dict[str, Any]:
+        return {"x_dim": x_dim, "y_dim": y_dim}
 
-    def _models(self, x_dim: int, y_dim: int) -> dict[str, Any]:
-        if self.critic_module is not None:
-            return {"critic": self.critic_module}
-        return {"critic": get_registry().build("model", self._critic_spec(x_dim, y_dim))}
+    def _complete_phases(self, spec: dict[str, Any], n_test: int) -> None:
+        for phase in spec["phases"]:
+            if "sampler" in phase:
+                phase["sampler"] = _complete(phase["sampler"], self.sampler_options())
+            validation = phase.get("validation")
+            if isinstance(validation, dict) and "sampler" in validation:
+                sampler = _complete(validation["sampler"], {
+                    "index_key": "test_index", "fixed": True, "fixed_seed": self.seed,
+                    "batch_size": self.batch_size})
+                size = sampler.get("batch_size") if isinstance(sampler, dict) else None
+                if isinstance(size, int) and size > n_test > 0 and not sampler.get("replacement"):
+                    sampler["batch_size"] = n_test
+                validation["sampler"] = sampler
 
-    def _loss_spec(self) -> dict[str, Any]:
-        return {"name": self.loss_name, "negatives": self.negatives}
-
-    def _validation_loss_spec(self) -> dict[str, Any]:
-        return {**self._loss_spec(), "name": self.validation_loss_name}
-
-    def _batch_count(self, n_train: int) -> int:
-        return self.batches_per_epoch or max(1, n_train // self.batch_size)
-
-    def _train_sampler(self, n_train: int) -> Any:
-        return get_registry().build("sampler", {
-            "name": "marginal_pairs", "batch_size": self.batch_size,
-            "batches_per_epoch": self._batch_count(n_train),
-            "marginal_factor": self.marginal_factor, "replacement": self.replacement,
-            "index_key": "train_index"})
-
-    def _validation_sampler(self, n_test: int) -> Any:
-        if self._uses_all_pairs():  # b×b blocks over the held-out set, the same every epoch
-            return get_registry().build("sampler", {
-                "name": "marginal_pairs", "batch_size": min(self.batch_size, n_test),
-                "index_key": "test_index", "fixed": True, "fixed_seed": self.seed})
-        return get_registry().build("sampler", {
-            "name": "marginal_pairs", "batch_size": None, "index_key": "test_index",
-            "marginal_factor": min(VALIDATION_PAIRS_FACTOR, VALIDATION_MAX_PAIRS / n_test),
-            "replacement": True, "fixed": True,
-            "fixed_seed": self.seed})
-
-    def _uses_all_pairs(self) -> bool:
-        return self.negatives == "all_pairs"
-
-    def build(self, x: torch.Tensor, y: torch.Tensor, train_index: torch.Tensor,
-              test_index: torch.Tensor) -> Routine:
-        """The routine: dataset (x, y), critic model(s), one training phase with held-out
-        validation on ``val_mi`` (max) when ``test_index`` is not empty."""
-        registry = get_registry()
-        validation = None
-        if len(test_index):
-            validation = Validation(sampler=self._validation_sampler(len(test_index)),
-                                    loss=registry.build("loss", self._validation_loss_spec()),
-                                    metric="mi", mode="max", every=self.validate_every)
-        phase = TrainingPhase(
-            name="train", epochs=self.epochs, sampler=self._train_sampler(len(train_index)),
-            loss=registry.build("loss", self._loss_spec()), optimizer=self.optimizer,
-            learning_rate=self.learning_rate, lr_schedule=self.lr_schedule,
-            grad_clip=self.grad_clip, validation=validation,
-            optimizer_options={"fused": True} if self.optimizer != "sgd" else {},
-            patience=self.patience if validation is not None else None, restore_best=True)
-        return Routine(dataset={"x": x, "y": y}, models=self._models(x.shape[1], y.shape[1]),
-                       phases=[phase], constants={"train_index": train_index,
-                                                  "test_index": test_index},
+    def build(self, x: torch.Tensor, y: torch.Tensor) -> Routine:
+        """The routine on ``x`` (n, d_x), ``y`` (n, d_y): the globals (split), the critic
+        model(s), the training phase with held-out validation, from :meth:`routine_spec`."""
+        spec = self.routine_spec()
+        _, n_test = split_sizes(len(x), self.test_fraction)
+        self._complete_phases(spec, n_test)
+        evaluation.check_pairs(self, spec["evaluation"].get("pairs"), self.pair_keys)
+        models = {}
+        for name in spec["models"]:
+            context = self.model_context(name, x.shape[1], y.shape[1])
+            models[name] = self.critic_module if name == "main" and \
+                self.critic_module is not None else self.build_model(name, spec, **context)
+        self.spec_ = spec
+        return Routine(dataset={"x": x, "y": y}, models=models,
+                       global_relations=self.build_globals(spec),
+                       phases=evaluation.build_phases(self, spec),
                        device=self.device, seed=self.seed, verbose=self.verbose)
 
     # ------------------------------------------------------------------ fitting
@@ -217,8 +275,7 @@ class NeuralMIEstimator(Recipe):
         n = check_same_length(x=x, y=y)
         for name, t in (("x", x), ("y", y)):
             _standardize(t, name)  # constant columns are a data error, reported first
-        n_test = int(round(self.test_fraction * n))
-        n_train = n - n_test
+        n_train, n_test = split_sizes(n, self.test_fraction)
         if n_train < 2 or (self.test_fraction > 0 and n_test < 2):
             raise ValidationError(
                 f"`x` and `y` have {n} samples: too few for a training set of {n_train} and a "
@@ -243,105 +300,52 @@ class NeuralMIEstimator(Recipe):
             x, _, self.x_scale_ = _standardize(x, "x")
             y, _, self.y_scale_ = _standardize(y, "y")
         else:
-            self.x_scale_ = torch.ones(x.shape[1])
-            self.y_scale_ = torch.ones(y.shape[1])
-        n = len(x)
-        n_test = int(round(self.test_fraction * n))
-        order = torch.from_numpy(np.random.default_rng(self.seed).permutation(n))
-        test_index, train_index = order[:n_test], order[n_test:]
-        self.n_train_ = n - n_test
-        self.n_eval_ = n_test if n_test and self.evaluate_on == "test" else n
-        routine = self.build(x, y, train_index, test_index)
+            self.x_scale_, self.y_scale_ = torch.ones(x.shape[1]), torch.ones(y.shape[1])
+        routine = self.build(x, y)
+        spec = self.spec_
         routine.train()
-        self.routine_ = routine
+        self.routine_, self.intervals_ = routine, {}
         self.history_ = [dict(row) for row in routine.history.rows]
-        eval_index = test_index if n_test and self.evaluate_on == "test" else order
+        pairs = spec["evaluation"]["pairs"]
+        index = evaluation.evaluation_index(routine, pairs)
+        self.n_train_ = int(routine.phases[0].sampler.pool(routine.state).numel()) \
+            if hasattr(routine.phases[0].sampler, "pool") else None
+        self.n_eval_ = int(index.numel())
+        self.bound_ = self.build_evaluation("bound", spec)
         device = routine.device
-        self._final_estimate(routine, x[eval_index].to(device), y[eval_index].to(device))
-        self._diagnose()
+        self._final_estimate(routine, x[index].to(device), y[index].to(device), pairs)
+        evaluation.diagnose(self)
         return self
 
-    def _final_estimate(self, routine: Routine, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.scores_ = pair_scores(routine.models["critic"], x, y, max_pairs=self.max_pairs)
-        self.estimate_nats_ = self.scores_.bound(self.bound, **self._bound_options())
+    def _final_estimate(self, routine: Routine, x: torch.Tensor, y: torch.Tensor,
+                        pairs: dict[str, Any]) -> None:
+        evaluation.pair_estimate(self, routine.models["main"], x, y, pairs)
 
-    def _bound_options(self) -> dict[str, Any]:
-        return {}
-
-    def _diagnose(self) -> None:
-        """Convergence warnings from the held-out (else training) estimate per epoch."""
-        key = "val_mi" if any("val_mi" in r for r in self.history_) else "mi"
-        values = [r[key] for r in self.history_ if key in r]
-        epochs = [r["epoch"] for r in self.history_ if key in r]
-        if len(values) < 5:
-            return
-        best = int(np.nanargmax(values))
-        self.best_epoch_ = epochs[best]
-        ran_out = len(self.history_) >= self.epochs
-        if ran_out and best >= (1 - RISING_TAIL) * (len(values) - 1):
-            warnings.warn(
-                f"{type(self).__name__}: the {'held-out' if key == 'val_mi' else 'training'} "
-                f"estimate was still rising at the last epoch ({self.epochs}); increase `epochs` "
-                "(or the learning rate) for a converged estimate.", MIConvergenceWarning,
-                stacklevel=4)
-        tail = float(np.mean(values[-max(1, len(values) // 10):]))
-        if key == "mi" and values[best] - tail > max(0.1, 0.1 * abs(values[best])):
-            warnings.warn(
-                f"{type(self).__name__}: the training estimate fell from its best "
-                f"{values[best]:.3f} to {tail:.3f} nats; training is unstable: lower "
-                "`learning_rate` or keep a held-out set (test_fraction > 0).",
-                MIConvergenceWarning, stacklevel=4)
+    def _interval(self, level: float) -> tuple[float, float]:
+        return evaluation.pair_interval(self, level)
 
     # ------------------------------------------------------------------ results
 
-    def estimate(self, units: str = "nats", ci: float | None = None) -> float | MIEstimate:
-        """The final estimate in ``units`` ("nats" or "bits").  With ``ci`` (e.g. 0.95) an
-        :class:`MIEstimate` with a percentile bootstrap interval over the evaluation items."""
+    def estimate(self, units: str = "nats", ci: float = 0.95) -> MIEstimate:
+        """The final estimate in ``units`` ("nats" or "bits"), always an :class:`MIEstimate`:
+        a ``float`` with the percentile bootstrap interval at level ``ci`` over the evaluation
+        items (``.low``, ``.high``; the critic held fixed)."""
         self._check_fitted()
-        if units not in ("nats", "bits"):
-            raise ValidationError(f"`units` must be 'nats' or 'bits', got {units!r}.")
-        scale = 1.0 if units == "nats" else 1.0 / math.log(2.0)
-        value = self.estimate_nats_ * scale
-        if ci is None:
-            return value
+        scale = evaluation.units_scale(units)
         if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1:
             raise ValidationError(f"`ci` must be a level in (0, 1), e.g. 0.95, got {ci!r}.")
-        low, high = self._interval(ci)
-        return MIEstimate(value, low * scale, high * scale, float(ci), units)
-
-    def _interval(self, level: float) -> tuple[float, float]:
-        return self.scores_.bootstrap(self.bound, level=level, n_boot=self.n_bootstrap,
-                                      seed=self.seed, **self._bound_options())
+        if ci not in self.intervals_:
+            self.intervals_[ci] = self._interval(float(ci))
+        low, high = self.intervals_[ci]
+        return MIEstimate(self.estimate_nats_ * scale, low * scale, high * scale, float(ci),
+                          units)
 
     def plot(self, truth: float | None = None, path: str | Path | None = None) -> Any:
         """Training curve: the batch and held-out estimates per epoch, the final estimate and,
         when given, the true value (nats).  Returns the matplotlib Figure; writes a PNG to
         ``path`` when given."""
         self._check_fitted()
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(6.4, 4.0), dpi=100)
-        ax = fig.add_subplot()
-        rows = self.history_
-        ax.plot([r["epoch"] for r in rows], [r["mi"] for r in rows], lw=0.8, alpha=0.6,
-                label="training batches")
-        val = [(r["epoch"], r["val_mi"]) for r in rows if "val_mi" in r]
-        if val:
-            ax.plot(*zip(*val), lw=1.2, label="held-out")
-        ax.axhline(self.estimate_nats_, color="C2", ls="-", lw=1.2,
-                   label=f"final estimate {self.estimate_nats_:.3f}")
-        if truth is not None:
-            ax.axhline(truth, color="k", ls="--", lw=1.0, label=f"truth {truth:.3f}")
-        if self.best_epoch_ is not None:
-            ax.axvline(self.best_epoch_, color="0.6", ls=":", lw=1.0, label="restored epoch")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("mutual information (nats)")
-        ax.set_title(f"{type(self).__name__} ({self.bound} bound)")
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path)
-        return fig
+        return evaluation.plot_training(self, truth, path)
 
     def _check_fitted(self, attribute: str = "estimate_nats_") -> None:
         if getattr(self, attribute, None) is None:
@@ -351,17 +355,30 @@ class NeuralMIEstimator(Recipe):
     def summary_dict(self) -> dict[str, Any]:
         """JSON-able numbers of the fit."""
         interval = self.estimate(ci=0.95)
-        return {"recipe": self.name, "estimate_nats": self.estimate_nats_,
-                "estimate_bits": self.estimate(units="bits"),
+        return {"recipe": self.name, "estimate_nats": float(interval),
+                "estimate_bits": float(self.estimate(units="bits")),
                 "ci95_nats": [interval.low, interval.high], "n_train": self.n_train_,
                 "n_eval": self.n_eval_, "best_epoch": self.best_epoch_,
                 "epochs_run": len(self.history_)}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted estimator into directory ``path``: the routine (critic weights,
+        history) with ``to_dict(full=True)`` and the results, and the final scores."""
+        self._check_fitted()
+        return evaluation.save_estimator(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, critic_module: torch.nn.Module | None = None,
+             device: str = "cpu") -> NeuralMIEstimator:
+        """An estimator saved with :meth:`save`; ``estimate()``, ``plot()`` and ``routine_``
+        work (pass ``critic_module`` again when it was a custom module)."""
+        return evaluation.load_estimator(cls, path, critic_module, device)
 
     # ------------------------------------------------------------------ command line / demo
 
     def run(self, data: list[np.ndarray], out_dir: Path) -> dict[str, Any]:
         """``infoblocks run``: ``--data X.npy --data Y.npy`` (or one array split at column
-        ``split_at``); writes the routine, ``mi_training.png`` and returns the summary."""
+        ``split_at``); saves the estimator, ``mi_training.png`` and returns the summary."""
         if len(data) == 2:
             x, y = data
         elif len(data) == 1 and self.split_at is not None:
@@ -376,8 +393,7 @@ class NeuralMIEstimator(Recipe):
                 f"`split_at` (the first column of Y); got {len(data)} array(s).")
         self.fit(x, y)
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.routine_.save(out_dir, extra=self.to_dict())
+        self.save(out_dir)
         self.plot(path=out_dir / "mi_training.png")
         summary = self.summary_dict()
         (out_dir / "estimate.json").write_text(json.dumps(summary, indent=2))
@@ -387,29 +403,7 @@ class NeuralMIEstimator(Recipe):
     def demo(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:
         """The seed problem (2-D Gaussian, ρ = 1 − 0.19·U, n = 1000) for seeds 0, 1, 2 (seed 0
         only when ``quick``); writes ``mi_<name>_demo.png``; returns truths and estimates."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for seed in ((0,) if quick else (0, 1, 2)):
-            x, y, truth = seed_problem(seed)
-            est = cls(seed=seed).fit(x, y)
-            rows.append({"seed": seed, "truth": truth, "estimate": est.estimate()})
-            if seed == 0:
-                est.plot(truth=truth, path=out_dir / f"mi_{cls.name}_demo.png")
-        bias = [r["estimate"] - r["truth"] for r in rows]
-        return {"problem": "2-D Gaussian, rho = 1 - 0.19 U, n = 1000", "runs": rows,
-                "mean_bias_nats": float(np.mean(bias)),
-                "figure": str(out_dir / f"mi_{cls.name}_demo.png")}
-
-
-def seed_problem(seed: int, n: int = SEED_PROBLEM_N) -> tuple[np.ndarray, np.ndarray, float]:
-    """The seed problem: ρ = 1 − 0.19·U(0, 1) from ``default_rng(seed)``, then n draws of a
-    2-D Gaussian with correlation ρ from the same generator.  Returns x (n, 1), y (n, 1) and
-    the true MI −½ ln(1 − ρ²) in nats."""
-    rng = np.random.default_rng(seed)
-    rho = 1.0 - 0.19 * rng.uniform()
-    data = rng.multivariate_normal([0.0, 0.0], [[1.0, rho], [rho, 1.0]], size=n)
-    return data[:, :1], data[:, 1:], float(-0.5 * np.log(1.0 - rho ** 2))
+        return evaluation.demo_runs(cls, out_dir, quick)
 
 
 # ====================================================================== the recipes
@@ -420,21 +414,24 @@ class MINE(NeuralMIEstimator):
     """MINE: Donsker–Varadhan bound with the moving-average gradient correction.
 
     I ≥ E_P[t] − log E_{P_X×P_Y}[e^t]; product-of-marginals pairs by index resampling; the
-    moving average of E[e^t] is kept in the log domain (``ma_rate`` weights the newest batch).
+    moving average of E[e^t] is kept in the log domain by the ``mine_loss`` block
+    (``ma_rate`` weights the newest batch); validation and the final estimate use ``dv``.
     """
 
     name: ClassVar[str] = "mine"
     summary: ClassVar[str] = "MINE: Donsker-Varadhan mutual-information estimate (nats)"
-    loss_name: ClassVar[str] = "mine_loss"
-    validation_loss_name: ClassVar[str] = "dv"
-    bound: ClassVar[str] = "dv"
-    ma_rate: float = 0.01
+    training_bound: ClassVar[str] = "mine_loss"
+    validation_bound: ClassVar[str] = "dv"
+    final_bound: ClassVar[str] = "dv"
+    #: "notebook": the MINE notebook's budget (no held-out set, 100 epochs × 10 batches,
+    #: N(0, 0.02²) weights) — for comparisons, not the better estimate
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "notebook": {"init_std": 0.02, "epochs": 100, "batches_per_epoch": 10,
+                     "test_fraction": 0.0, "patience": None}}
+    ma_rate: float = attrs.field(default=0.01, validator=_rate)
 
-    def _loss_spec(self):
-        return {**super()._loss_spec(), "ma_rate": self.ma_rate}
-
-    def _validation_loss_spec(self):
-        return {"name": "dv", "negatives": self.negatives}
+    def bound_options(self):
+        return {"ma_rate": self.ma_rate}
 
 
 @attrs.define(kw_only=True)
@@ -443,9 +440,9 @@ class NWJ(NeuralMIEstimator):
 
     name: ClassVar[str] = "nwj"
     summary: ClassVar[str] = "NWJ: f-divergence mutual-information estimate (nats)"
-    loss_name: ClassVar[str] = "nwj_loss"
-    validation_loss_name: ClassVar[str] = "nwj_loss"
-    bound: ClassVar[str] = "nwj"
+    training_bound: ClassVar[str] = "nwj_loss"
+    validation_bound: ClassVar[str] = "nwj_loss"
+    final_bound: ClassVar[str] = "nwj_loss"
 
 
 @attrs.define(kw_only=True)
@@ -454,16 +451,12 @@ class InfoNCE(NeuralMIEstimator):
 
     name: ClassVar[str] = "infonce"
     summary: ClassVar[str] = "InfoNCE: contrastive mutual-information estimate, <= log(batch)"
-    loss_name: ClassVar[str] = "infonce_loss"
-    validation_loss_name: ClassVar[str] = "infonce_loss"
-    bound: ClassVar[str] = "infonce"
-    critic: str = attrs.field(default="separable",
-                              validator=one_of("joint", "separable"))
+    training_bound: ClassVar[str] = "infonce_loss"
+    validation_bound: ClassVar[str] = "infonce_loss"
+    final_bound: ClassVar[str] = "infonce_loss"
+    critic: str = attrs.field(default="separable", validator=one_of("joint", "separable"))
     batch_size: int = attrs.field(default=128, validator=positive_int)
-    negatives: str = attrs.field(default="all_pairs", validator=one_of("all_pairs",))
-
-    def _loss_spec(self):
-        return {"name": self.loss_name}
+    negatives: str = attrs.field(default="all_pairs", validator=_sampler_name)
 
     def fit(self, x, y):
         super().fit(x, y)
@@ -479,19 +472,16 @@ class InfoNCE(NeuralMIEstimator):
 @attrs.define(kw_only=True)
 class SMILE(NeuralMIEstimator):
     """SMILE: DV with the partition term clipped to [e^{−τ}, e^{τ}], trained with the JS
-    gradient; ``clip`` = τ."""
+    gradient; ``clip`` = τ (passed to the training, validation and final bound blocks)."""
 
     name: ClassVar[str] = "smile"
     summary: ClassVar[str] = "SMILE: clipped Donsker-Varadhan mutual-information estimate (nats)"
-    loss_name: ClassVar[str] = "smile_loss"
-    validation_loss_name: ClassVar[str] = "smile_loss"
-    bound: ClassVar[str] = "smile"
+    training_bound: ClassVar[str] = "smile_loss"
+    validation_bound: ClassVar[str] = "smile_loss"
+    final_bound: ClassVar[str] = "smile_loss"
     clip: float = attrs.field(default=5.0, validator=positive)
 
-    def _loss_spec(self):
-        return {**super()._loss_spec(), "clip": self.clip}
-
-    def _bound_options(self):
+    def bound_options(self):
         return {"clip": self.clip}
 
 
@@ -499,20 +489,24 @@ class SMILE(NeuralMIEstimator):
 class MINEE(NeuralMIEstimator):
     """MI-NEE: I = D(P_XY‖P_X'×P_Y') − D(P_X‖P_X') − D(P_Y‖P_Y') against i.i.d. draws from a
     known reference (``"gaussian"``: the data's mean and covariance per variable, or
-    ``"uniform"``: its bounding box); three critics.  Also estimates the entropies
-    h(X) = h(P_X') − D(P_X‖P_X') (in the units of the input, standardisation undone)."""
+    ``"uniform"``: its bounding box); three critics (``main``, ``critic_x``, ``critic_y``).
+    Also estimates the entropies h(X) = h(P_X') − D(P_X‖P_X') (in the units of the input,
+    standardisation undone).  ``evaluation.bound`` evaluates each divergence;
+    ``evaluation.pairs`` holds ``index``, ``reference_factor`` (20 draws per item) and
+    ``min_reference`` (20,000)."""
 
     name: ClassVar[str] = "minee"
     summary: ClassVar[str] = "MI-NEE: mutual information from three reference divergences (nats)"
-    loss_name: ClassVar[str] = "minee_loss"
-    validation_loss_name: ClassVar[str] = "minee_loss"
-    bound: ClassVar[str] = "dv"
-    reference: str = attrs.field(default="gaussian",
-                                 validator=one_of("gaussian", "uniform"))
+    training_bound: ClassVar[str] = "minee_loss"
+    validation_bound: ClassVar[str] = "minee_loss"
+    final_bound: ClassVar[str] = "dv"
+    pair_keys: ClassVar[tuple[str, ...]] = ("index", "reference_factor", "min_reference")
+    negatives: str = attrs.field(default="reference", validator=_sampler_name)
+    reference: str = attrs.field(default="gaussian", validator=one_of("gaussian", "uniform"))
     # measured on R⁶ (truth 4.98): ma_rate 1 / factor 1 / patience 50 stop at 0.37× the truth,
     # the moving average + 4 reference draws per row + patience 100 reach 1.00× (docs/mi.md)
     reference_factor: float = attrs.field(default=4.0, validator=positive)
-    ma_rate: float = 0.01
+    ma_rate: float = attrs.field(default=0.01, validator=_rate)
     patience: int | None = attrs.field(default=100, validator=optional(positive_int))
     reference_fn: Any = transient_field(default=None)
 
@@ -520,87 +514,56 @@ class MINEE(NeuralMIEstimator):
     entropies_: dict[str, float | None] | None = attrs.field(init=False, default=None,
                                                              repr=False)
 
-    def _models(self, x_dim, y_dim):
-        registry = get_registry()
+    def default_models(self):
         marginal = {"name": "mlp", "out_dim": 1, "hidden_dims": list(self.hidden_dims),
                     "activation": self.activation}
-        models = super()._models(x_dim, y_dim)
-        models["critic_x"] = registry.build("model", {**marginal, "in_dim": x_dim})
-        models["critic_y"] = registry.build("model", {**marginal, "in_dim": y_dim})
-        return models
+        return {**super().default_models(), "critic_x": dict(marginal), "critic_y": marginal}
 
-    def _loss_spec(self):
-        return {"name": "minee_loss", "ma_rate": self.ma_rate}
+    def model_context(self, name, x_dim, y_dim):
+        return {"critic_x": {"in_dim": x_dim}, "critic_y": {"in_dim": y_dim}}.get(
+            name, {"x_dim": x_dim, "y_dim": y_dim})
 
-    def _validation_loss_spec(self):
-        return {"name": "minee_loss", "ma_rate": 1.0}
+    def bound_options(self):
+        return {"ma_rate": self.ma_rate}
 
-    def _reference_spec(self) -> Any:
-        return self.reference_fn if self.reference_fn is not None else self.reference
+    def sampler_options(self):
+        return {**super().sampler_options(), "reference": self.reference,
+                "reference_factor": self.reference_factor}
 
-    def _train_sampler(self, n_train):
-        return get_registry().build("sampler", {
-            "name": "reference", "batch_size": self.batch_size,
-            "batches_per_epoch": self._batch_count(n_train), "reference": self._reference_spec(),
-            "reference_factor": self.reference_factor, "replacement": self.replacement,
-            "index_key": "train_index"})
+    def validation_sampler(self):
+        if self.negatives != "reference":
+            return super().validation_sampler()
+        return {"name": "reference", "batch_size": None, "reference": self.reference,
+                "reference_factor": VALIDATION_REFERENCE_FACTOR,
+                "max_reference": VALIDATION_MAX_PAIRS, "index_key": "test_index",
+                "fixed": True, "fixed_seed": self.seed}
 
-    def _validation_sampler(self, n_test):
-        return get_registry().build("sampler", {
-            "name": "reference", "batch_size": None, "reference": self._reference_spec(),
-            "reference_factor": min(VALIDATION_REFERENCE_FACTOR, VALIDATION_MAX_PAIRS / n_test),
-            "index_key": "test_index",
-            "fixed": True, "fixed_seed": self.seed})
+    def default_evaluation(self):
+        index = "all_index" if self.evaluate_on == "all" else "test_index"
+        return {"bound": self._bound(self.final_bound),
+                "pairs": {"index": index, "reference_factor": evaluation.FINAL_REFERENCE_FACTOR,
+                          "min_reference": evaluation.MIN_FINAL_REFERENCE}}
 
-    def build(self, x, y, train_index, test_index):
-        routine = super().build(x, y, train_index, test_index)
-        # one reference for every sampler (fitted to all data), so the divergences agree
+    def build(self, x, y):
+        routine = super().build(x, y)
+        # one reference for every sampler (fitted to all data), so the divergences agree; a
+        # live ``reference_fn`` replaces the data form's string reference here
         phase = routine.phases[0]
+        if self.reference_fn is not None:
+            for sampler in (phase.sampler, getattr(phase.validation, "sampler", None)):
+                if sampler is not None and hasattr(sampler, "reference"):
+                    sampler.reference = self.reference_fn
         phase.sampler.fit_reference(x, y)
         if phase.validation is not None:
             phase.validation.sampler.reference_x = phase.sampler.reference_x
             phase.validation.sampler.reference_y = phase.sampler.reference_y
         return routine
 
-    def _final_estimate(self, routine, x, y):
-        sampler = routine.phases[0].sampler
-        generator = torch.Generator(device=routine.device).manual_seed(self.seed + 1)
-        m = max(FINAL_REFERENCE_FACTOR * len(x), 20_000)
-        xr, yr = sampler.draw(m, generator, routine.device)
-        models = routine.models
-        self.scores_ = {
-            "d_xy": reference_scores(models["critic"], (x, y), (xr, yr)),
-            "d_x": reference_scores(models["critic_x"], (x,), (xr,)),
-            "d_y": reference_scores(models["critic_y"], (y,), (yr,)),
-        }
-        d = {k: s.divergence() for k, s in self.scores_.items()}
-        self.divergences_ = d
-        self.estimate_nats_ = d["d_xy"] - d["d_x"] - d["d_y"]
-        log_scale_x = float(torch.log(self.x_scale_.double()).sum())
-        log_scale_y = float(torch.log(self.y_scale_.double()).sum())
-        hx_ref, hy_ref = sampler.reference_x.entropy(), sampler.reference_y.entropy()
-        ent: dict[str, float | None] = {"h_x": None, "h_y": None, "h_xy": None}
-        if hx_ref is not None and hy_ref is not None:
-            ent["h_x"] = hx_ref - d["d_x"] + log_scale_x
-            ent["h_y"] = hy_ref - d["d_y"] + log_scale_y
-            ent["h_xy"] = hx_ref + hy_ref - d["d_xy"] + log_scale_x + log_scale_y
-        self.entropies_ = ent
+    def _final_estimate(self, routine, x, y, pairs):
+        evaluation.minee_estimate(self, routine, x, y, pairs)
 
     def _interval(self, level):
-        generator = torch.Generator().manual_seed(self.seed)
-        s = self.scores_
-        n, m = s["d_x"].data.numel(), s["d_x"].reference.numel()
-        i = torch.randint(n, (self.n_bootstrap, n), generator=generator)
-        j = torch.randint(m, (self.n_bootstrap, m), generator=generator)
-
-        def boot(score):
-            data, ref = score.data.double().cpu(), score.reference.double().cpu()
-            return data[i].mean(1) - (torch.logsumexp(ref[j], 1) - math.log(m))
-
-        values = boot(s["d_xy"]) - boot(s["d_x"]) - boot(s["d_y"])
-        alpha = (1 - level) / 2
-        lo, hi = torch.quantile(values, torch.tensor([alpha, 1 - alpha], dtype=values.dtype))
-        return float(lo), float(hi)
+        return evaluation.minee_interval(self, level)
 
     def summary_dict(self):
         return {**super().summary_dict(), "divergences_nats": self.divergences_,
@@ -608,4 +571,4 @@ class MINEE(NeuralMIEstimator):
 
 
 __all__ = ["NeuralMIEstimator", "MINE", "MINEE", "InfoNCE", "NWJ", "SMILE", "MIEstimate",
-           "MIConvergenceWarning", "seed_problem"]
+           "MIConvergenceWarning", "seed_problem", "SEED_PROBLEM_N"]

@@ -1,0 +1,245 @@
+"""MI bounds: each defined once, as a function of critic scores, and used by the training
+loss, the held-out validation and the final all-pairs estimate alike.
+
+The bound protocol (what a bound block implements — :class:`MIBound` is the base):
+
+* ``bound(scores) -> Tensor`` — **required.** The MI lower bound in nats, written only with the
+  reductions of a scores object (``mean_joint``, ``mean_negatives``, ``log_mean_exp``,
+  ``row_log_mean_exp``, ``mean_items``, ``joint``; see :mod:`.scores`).  It is what the loss
+  reports as metric ``mi`` on every batch, what validation tracks (``val_mi``, maximised) and
+  what the recipe's final estimate evaluates over all pairs of the held-out set, with bootstrap
+  weights for the interval.  A bound written this way works in all three places unchanged.
+* ``objective(scores, mi, state) -> Tensor | (Tensor, metrics)`` — optional: the scalar that
+  training minimises (default ``−mi``); MINE's corrected gradient and SMILE's JS gradient live
+  here.  Extra metrics are recorded beside ``mi``.
+* ``on_phase_start(state)`` — optional: reset the block's own state (MINE's moving average).
+* ``rows: ClassVar[bool]`` — True when the bound needs row-structured negatives (InfoNCE): it
+  then scores all pairs of the joint batch and ignores explicit negative pairs.
+
+Contract: consumes ``x``, ``y`` (+ ``x_marginal``, ``y_marginal`` or ``x_all``, ``y_all`` when
+the sampler yields them: explicit negative pairs; without them the negatives are the
+off-diagonal pairs of the batch); uses model ``critic`` (``"main"``); reports ``mi``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import attrs
+import torch
+from torch import nn
+
+from ..errors import ValidationError
+from ..losses import Loss, LossOutput, get_model
+from ..state import TrainState
+from ..validators import positive
+from .scores import BatchScores, critic_pairwise, scalar_output
+
+# ====================================================================== the bound functions
+
+
+def dv_bound(s: Any) -> torch.Tensor:
+    """Donsker–Varadhan: mean t(joint) − log mean e^{t(negatives)}."""
+    return s.mean_joint() - s.log_mean_exp()
+
+
+def nwj_bound(s: Any) -> torch.Tensor:
+    """Nguyen–Wainwright–Jordan: mean t(joint) − e^{−1} mean e^{t(negatives)}."""
+    return s.mean_joint() - torch.exp(s.log_mean_exp() - 1.0)
+
+
+def smile_bound(s: Any, clip: float = 5.0) -> torch.Tensor:
+    """SMILE: DV with the negatives' scores clipped to [−clip, clip]."""
+    return s.mean_joint() - s.log_mean_exp(clip=clip)
+
+
+def infonce_bound(s: Any) -> torch.Tensor:
+    """InfoNCE: mean_i [t_ii − log mean_{j ∈ {i} ∪ negatives(i)} e^{t_ij}]  (≤ log of the row
+    size)."""
+    return s.mean_items(s.joint - s.row_log_mean_exp())
+
+
+def js_value(s: Any) -> torch.Tensor:
+    """The Jensen–Shannon (f-GAN) objective −mean softplus(−t(joint)) − mean softplus(t(neg));
+    its optimal critic is log p/(p_X p_Y).  Not an MI bound: a training signal."""
+    softplus = nn.functional.softplus
+    return -s.mean_joint(lambda t: softplus(-t)) - s.mean_negatives(softplus)
+
+
+#: name -> the one definition of each built-in bound (``PairScores.bound("dv")``)
+BOUND_FUNCTIONS = {"dv": dv_bound, "nwj": nwj_bound, "infonce": infonce_bound,
+                   "smile": smile_bound}
+
+
+def _rate(instance, attribute, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValidationError(
+            f"`{attribute.name}` must be in (0, 1] (the weight of the newest batch in the moving "
+            f"average; 1 = no averaging), got {value!r}.")
+
+
+def log_average_step(previous: torch.Tensor | None, current: torch.Tensor,
+                     rate: float) -> torch.Tensor:
+    """log of the moving average of e^{current}: logaddexp(log(1 − rate) + previous,
+    log(rate) + current); ``previous`` None starts it at ``current`` (detached)."""
+    current = current.detach()
+    if previous is None or rate >= 1:
+        return current
+    return torch.logaddexp(previous + math.log1p(-rate), current + math.log(rate))
+
+
+# ====================================================================== the blocks
+
+
+@attrs.define
+class MIBound(Loss):
+    """Base of the bounds on P_XY against P_X × P_Y (see the module docstring for the protocol).
+
+    ``critic`` names the routine's critic model, called as ``critic(x, y) -> (n,)`` (and
+    ``critic.pairwise(x, y) -> (n, m)`` when it has one, for in-batch negatives)."""
+
+    consumes: ClassVar[frozenset[str]] = frozenset({"x", "y"})
+    reports: ClassVar[frozenset[str]] = frozenset({"mi"})
+    #: the bound needs row-structured (in-batch) negatives
+    rows: ClassVar[bool] = False
+    critic: str = "main"
+
+    def required_models(self) -> frozenset[str]:
+        return frozenset({self.critic})
+
+    def bound(self, scores: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def objective(self, scores: Any, mi: torch.Tensor, state: TrainState) -> Any:
+        return -mi
+
+    def scores(self, batch: dict[str, torch.Tensor], models: nn.ModuleDict) -> BatchScores:
+        """Critic scores of the batch: explicit negative pairs when the batch has them (one
+        critic call on ``x_all``/``y_all`` when present), else all pairs of the batch."""
+        critic = get_model(models, self.critic)
+        x, y = batch["x"], batch["y"]
+        if self.rows or "x_marginal" not in batch:
+            return BatchScores.from_matrix(critic_pairwise(critic, x, y))
+        b = len(x)
+        if "x_all" in batch:  # joint and negative rows already side by side
+            t = scalar_output(critic(batch["x_all"], batch["y_all"]))
+        else:
+            t = scalar_output(critic(torch.cat([x, batch["x_marginal"]]),
+                                     torch.cat([y, batch["y_marginal"]])))
+        return BatchScores(t[:b], t[b:])
+
+    def __call__(self, batch, models, state):
+        scores = self.scores(batch, models)
+        mi = self.bound(scores)
+        out = self.objective(scores, mi, state)
+        value, extra = out if isinstance(out, tuple) else (out, {})
+        return LossOutput(value, {"mi": mi.detach(), **extra})
+
+
+@attrs.define
+class DVLoss(MIBound):
+    """Donsker–Varadhan bound, minimised as its negative.
+
+    I ≥ E_P[t] − log E_{P_X×P_Y}[e^t];  L = −(mean t(joint) − logmeanexp t(negatives)).
+    """
+
+    name: ClassVar[str] = "dv"
+
+    def bound(self, scores):
+        return dv_bound(scores)
+
+
+@attrs.define
+class MINELoss(DVLoss):
+    """DV bound with MINE's bias-corrected gradient, the moving average kept in the log domain.
+
+    With a_j = logmeanexp t(negatives) of batch j, the moving average of E[e^t] is tracked as
+    log m̄_j = logaddexp(log(1 − ma_rate) + log m̄_{j−1}, log(ma_rate) + a_j), log m̄_0 = a_0.
+    **Convention:** ``ma_rate`` weights the *newest* batch (the notebook's β = 1 − ma_rate
+    weights the old average).  Loss L_j = −mean t(joint) + exp(a_j − log m̄_j) with m̄ held
+    constant: its gradient is −∇E_P[t] + ∇E_Q[e^t] / m̄_j, never an ``exp`` of a raw critic
+    value.  Metric ``mi`` is the plain DV value of the batch (its bound is DV).  The average is
+    this block's own attribute :attr:`log_average`, reset by :meth:`on_phase_start` and not
+    updated without grad (validation).
+    """
+
+    name: ClassVar[str] = "mine_loss"
+    ma_rate: float = attrs.field(default=0.01, validator=_rate)
+    log_average: torch.Tensor | None = attrs.field(init=False, default=None, eq=False,
+                                                   repr=False)
+
+    def on_phase_start(self, state):
+        self.log_average = None
+
+    def objective(self, scores, mi, state):
+        current = scores.log_mean_exp()
+        log_ma = log_average_step(self.log_average, current, self.ma_rate)
+        if torch.is_grad_enabled():
+            self.log_average = log_ma
+        return torch.exp(current - log_ma) - scores.mean_joint()
+
+
+@attrs.define
+class NWJLoss(MIBound):
+    """Nguyen–Wainwright–Jordan (f-divergence) bound, minimised as its negative.
+
+    I ≥ E_P[t] − e^{−1} E_{P_X×P_Y}[e^t];  the optimal critic is 1 + log p/(p_X p_Y).
+    Unbiased mini-batch gradients, higher variance than DV.
+    """
+
+    name: ClassVar[str] = "nwj_loss"
+
+    def bound(self, scores):
+        return nwj_bound(scores)
+
+
+@attrs.define
+class InfoNCELoss(MIBound):
+    """InfoNCE (contrastive) bound on all pairs of the batch, minimised as its negative.
+
+    I ≥ mean_i [t_ii − log( (1/b) Σ_j e^{t_ij} )]  over a ``(b, b)`` score matrix.  The bound
+    can never exceed **log b**: with b = 100 no estimate passes 4.6 nats, whatever the truth.
+    Low variance, large bias when I approaches log b; use a batch with log b ≫ I.  Explicit
+    negative pairs in the batch are ignored (the bound needs rows).  Also reports
+    ``log_batch_cap``.
+    """
+
+    name: ClassVar[str] = "infonce_loss"
+    reports: ClassVar[frozenset[str]] = frozenset({"mi", "log_batch_cap"})
+    rows: ClassVar[bool] = True
+
+    def bound(self, scores):
+        return infonce_bound(scores)
+
+    def objective(self, scores, mi, state):
+        cap = torch.tensor(math.log(len(scores.joint)))
+        return -mi, {"log_batch_cap": cap}
+
+
+@attrs.define
+class SMILELoss(MIBound):
+    """SMILE: DV value with e^t clipped to [e^{−τ}, e^{τ}] in the partition term, trained with
+    the Jensen–Shannon (f-GAN) gradient.
+
+    bound = mean t(joint) − log mean e^{clip(t(negatives), −τ, τ)};  the returned loss is
+    −JS + stop_gradient(JS − bound) (see :func:`js_value`), so its gradient is the JS one (whose
+    optimal critic is log p/(p_X p_Y)) and its value the clipped DV estimate.  ``clip`` = τ;
+    large τ approaches DV, small τ lowers the variance.  Also reports ``js``.
+    """
+
+    name: ClassVar[str] = "smile_loss"
+    reports: ClassVar[frozenset[str]] = frozenset({"mi", "js"})
+    clip: float = attrs.field(default=5.0, validator=positive)
+
+    def bound(self, scores):
+        return smile_bound(scores, self.clip)
+
+    def objective(self, scores, mi, state):
+        js = js_value(scores)
+        return -js - (mi - js).detach(), {"js": js.detach()}
+
+
+__all__ = ["MIBound", "DVLoss", "MINELoss", "NWJLoss", "InfoNCELoss", "SMILELoss",
+           "dv_bound", "nwj_bound", "smile_bound", "infonce_bound", "js_value",
+           "log_average_step", "BOUND_FUNCTIONS"]

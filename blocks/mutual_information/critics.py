@@ -1,0 +1,132 @@
+"""Critics of the MI estimators: model blocks whose modules take ``(x, y)``.
+
+* :class:`JointCritic` (``joint_critic``) t(x, y) = MLP([x, y]);
+* :class:`SeparableCritic` (``separable_critic``) t(x, y) = h(x)ᵀ g(y) / temperature.
+
+Both modules map ``(n, x_dim), (n, y_dim) -> (n,)`` and also offer ``pairwise(x, y) ->
+(n, m)`` (all pairs, for in-batch negatives); the separable one exposes ``embed(x, y)`` so the
+final estimator scores all pairs with one matrix product per chunk.  A critic of a plugin needs
+only ``forward(x, y) -> (n,)``; ``pairwise`` is emulated when missing.  The recipes fill
+``x_dim`` / ``y_dim`` from the data.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+import torch
+from torch import nn
+
+from ..errors import ValidationError
+from ..models import ACTIVATIONS, MLP, Model
+from ..validators import positive, positive_int
+
+
+def _init_normal(module: nn.Module, std: float | None) -> None:
+    """Weights ~ N(0, std²), biases 0 (the MINE notebook's initialisation); None keeps torch's."""
+    if std is None:
+        return
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, std=std)
+            nn.init.zeros_(layer.bias)
+
+
+class JointCriticNet(nn.Module):
+    """t(x, y) = net([x, y]):  ``(n, d_x), (n, d_y) -> (n,)``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, y], -1)).squeeze(-1)
+
+    def pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """All pairs ``(n, d_x), (m, d_y) -> (n, m)`` with entry (i, j) = t(x_i, y_j)."""
+        n, m = len(x), len(y)
+        xx = x[:, None, :].expand(n, m, x.shape[1])
+        yy = y[None, :, :].expand(n, m, y.shape[1])
+        return self.net(torch.cat([xx, yy], -1).reshape(n * m, -1)).view(n, m)
+
+
+class SeparableCriticNet(nn.Module):
+    """t(x, y) = h(x)ᵀ g(y) / temperature:  ``(n, d_x), (n, d_y) -> (n,)``."""
+
+    def __init__(self, h: nn.Module, g: nn.Module, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.h, self.g, self.temperature = h, g, temperature
+
+    def embed(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.h(x) / self.temperature, self.g(y)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        hx, gy = self.embed(x, y)
+        return (hx * gy).sum(-1)
+
+    def pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        hx, gy = self.embed(x, y)
+        return hx @ gy.T
+
+
+def _activation(instance, attribute, value) -> None:
+    if value not in ACTIVATIONS:
+        raise ValidationError(f"`activation` = {value!r} is not a known activation; use one of "
+                              f"{sorted(ACTIVATIONS)}.")
+
+
+def _optional_std(instance, attribute, value) -> None:
+    if value is not None:
+        positive(instance, attribute, value)
+
+
+@attrs.define
+class JointCritic(Model):
+    """Joint ("concat") critic t(x, y) = MLP([x, y]) with a scalar output.
+
+    ``(n, x_dim), (n, y_dim) -> (n,)``; the module also has ``pairwise(x, y) -> (n, m)``.
+    ``init_std`` draws weights from N(0, init_std²) with zero biases (None: torch default).
+    """
+
+    name: ClassVar[str] = "joint_critic"
+    x_dim: int = attrs.field(validator=positive_int)
+    y_dim: int = attrs.field(validator=positive_int)
+    hidden_dims: tuple[int, ...] = attrs.field(default=(100, 100), converter=tuple)
+    activation: str = attrs.field(default="elu", validator=_activation)
+    init_std: float | None = attrs.field(default=None, validator=_optional_std)
+
+    def build(self) -> nn.Module:
+        net = MLP(in_dim=self.x_dim + self.y_dim, out_dim=1, hidden_dims=self.hidden_dims,
+                  activation=self.activation).build()
+        _init_normal(net, self.init_std)
+        return JointCriticNet(net)
+
+
+@attrs.define
+class SeparableCritic(Model):
+    """Separable critic t(x, y) = h(x)ᵀ g(y) / temperature with two MLPs to ``embed_dim``.
+
+    ``(n, x_dim), (n, y_dim) -> (n,)``; all pairs of a batch cost one ``(n, e) @ (e, m)``.
+    """
+
+    name: ClassVar[str] = "separable_critic"
+    x_dim: int = attrs.field(validator=positive_int)
+    y_dim: int = attrs.field(validator=positive_int)
+    embed_dim: int = attrs.field(default=32, validator=positive_int)
+    hidden_dims: tuple[int, ...] = attrs.field(default=(100, 100), converter=tuple)
+    activation: str = attrs.field(default="elu", validator=_activation)
+    temperature: float = attrs.field(default=1.0, validator=positive)
+    init_std: float | None = attrs.field(default=None, validator=_optional_std)
+
+    def build(self) -> nn.Module:
+        h = MLP(in_dim=self.x_dim, out_dim=self.embed_dim, hidden_dims=self.hidden_dims,
+                activation=self.activation).build()
+        g = MLP(in_dim=self.y_dim, out_dim=self.embed_dim, hidden_dims=self.hidden_dims,
+                activation=self.activation).build()
+        _init_normal(h, self.init_std)
+        _init_normal(g, self.init_std)
+        return SeparableCriticNet(h, g, self.temperature)
+
+
+__all__ = ["JointCritic", "SeparableCritic", "JointCriticNet", "SeparableCriticNet"]

@@ -1,0 +1,118 @@
+"""MI-NEE: I = D(P_XY ‖ P_X'×P_Y') − D(P_X ‖ P_X') − D(P_Y ‖ P_Y') against i.i.d. draws from a
+known reference, one critic per divergence.  Each divergence is a bound on data vs reference
+scores, written with the same bound functions as the MI bounds (:mod:`.bounds`): the training
+loss, validation and the final estimate all call ``bound(scores)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+import torch
+from torch import nn
+
+from ..errors import NumericalError
+from ..losses import Loss, LossOutput, get_model
+from ..state import TrainState
+from .bounds import _rate, dv_bound, log_average_step
+from .scores import CHUNK_PAIRS, BatchScores, scalar_output
+
+
+@attrs.define
+class MINEELoss(Loss):
+    """MI-NEE: three DV divergences against i.i.d. reference draws, one critic each.
+
+    Each D is estimated by D̂ = mean t(data) − logmeanexp t(reference) (:func:`dv_bound` of
+    the data and reference scores) with critics ``critic`` (on [x, y]), ``critic_x`` (on x) and
+    ``critic_y`` (on y).  The loss is −(D̂_xy + D̂_x + D̂_y) (each critic maximises its own
+    bound), with MINE's log-domain moving average per term when ``ma_rate`` < 1 (kept on this
+    block, reset at phase start).  Consumes ``x, y, x_reference, y_reference``; reports ``mi``,
+    ``d_xy``, ``d_x``, ``d_y``.
+    """
+
+    name: ClassVar[str] = "minee_loss"
+    consumes: ClassVar[frozenset[str]] = frozenset({"x", "y", "x_reference", "y_reference"})
+    reports: ClassVar[frozenset[str]] = frozenset({"mi", "d_xy", "d_x", "d_y"})
+    critic: str = "main"
+    critic_x: str = "critic_x"
+    critic_y: str = "critic_y"
+    ma_rate: float = attrs.field(default=1.0, validator=_rate)
+    log_averages: dict[str, torch.Tensor] = attrs.field(init=False, factory=dict, eq=False,
+                                                        repr=False)
+
+    def required_models(self) -> frozenset[str]:
+        return frozenset({self.critic, self.critic_x, self.critic_y})
+
+    def on_phase_start(self, state: TrainState) -> None:
+        self.log_averages = {}
+
+    def _divergence(self, model: nn.Module, data: tuple[torch.Tensor, ...],
+                    reference: tuple[torch.Tensor, ...], key: str):
+        b = len(data[0])
+        t = scalar_output(model(*[torch.cat([d, r]) for d, r in zip(data, reference)]))
+        scores = BatchScores(t[:b], t[b:])
+        estimate = dv_bound(scores)
+        if self.ma_rate >= 1:
+            return -estimate, estimate.detach()
+        current = scores.log_mean_exp()
+        log_ma = log_average_step(self.log_averages.get(key), current, self.ma_rate)
+        if torch.is_grad_enabled():
+            self.log_averages[key] = log_ma
+        return -scores.mean_joint() + torch.exp(current - log_ma), estimate.detach()
+
+    def __call__(self, batch, models, state):
+        x, y = batch["x"], batch["y"]
+        xr, yr = batch["x_reference"], batch["y_reference"]
+        loss_xy, d_xy = self._divergence(get_model(models, self.critic), (x, y), (xr, yr), "xy")
+        loss_x, d_x = self._divergence(get_model(models, self.critic_x), (x,), (xr,), "x")
+        loss_y, d_y = self._divergence(get_model(models, self.critic_y), (y,), (yr,), "y")
+        mi = d_xy - d_x - d_y
+        return LossOutput(loss_xy + loss_x + loss_y,
+                          {"mi": mi, "d_xy": d_xy, "d_x": d_x, "d_y": d_y})
+
+
+@attrs.define(frozen=True, eq=False)
+class ReferenceScores:
+    """Critic values on data (n,) and on reference draws (m,) for one MI-NEE divergence."""
+
+    data: torch.Tensor
+    reference: torch.Tensor
+
+    def scores(self, data_rows: torch.Tensor | None = None,
+               reference_rows: torch.Tensor | None = None) -> BatchScores:
+        """As :class:`BatchScores` (float64); with index tensors ``(B, n)`` / ``(B, m)`` the
+        rows are resampled (a bootstrap: every reduction gives ``(B,)``)."""
+        data, ref = self.data.double().cpu(), self.reference.double().cpu()
+        if data_rows is not None:
+            data, ref = data[data_rows], ref[reference_rows]
+        return BatchScores(data, ref)
+
+    def divergence(self, bound: Any = None) -> float:
+        """D̂ by ``bound`` (a bound block; default DV): mean t(data) − logmeanexp t(ref)."""
+        scores = self.scores()
+        return float(dv_bound(scores) if bound is None else bound.bound(scores))
+
+
+@torch.no_grad()
+def reference_scores(model: nn.Module, data: tuple[torch.Tensor, ...],
+                     reference: tuple[torch.Tensor, ...],
+                     chunk: int = CHUNK_PAIRS) -> ReferenceScores:
+    """Evaluate a divergence critic on data rows and reference rows, in chunks."""
+    was_training = model.training
+    model.eval()
+    try:
+        def run(arrays):
+            n = len(arrays[0])
+            return torch.cat([scalar_output(model(*[a[i:i + chunk] for a in arrays]))
+                              for i in range(0, n, chunk)])
+        on_data, on_ref = run(data), run(reference)
+    finally:
+        model.train(was_training)
+    if not (bool(torch.isfinite(on_data).all()) and bool(torch.isfinite(on_ref).all())):
+        raise NumericalError("A MI-NEE critic returned non-finite values on the evaluation data; "
+                             "lower the learning rate or check the inputs for extreme values.")
+    return ReferenceScores(on_data.float(), on_ref.float())
+
+
+__all__ = ["MINEELoss", "ReferenceScores", "reference_scores"]

@@ -1,0 +1,339 @@
+"""Negative samplers of the MI estimators: what one step of a bound sees.
+
+Every sampler yields joint pairs ``x``, ``y`` (the rows of the dataset arrays ``x_key``,
+``y_key`` at item indices ``index``) drawn from a pool — all items, or the global index tensor
+``index_key`` (the recipes' ``train_index`` / ``test_index``), declared as a required global
+and resolved once per phase in :meth:`setup`.  They differ in their negatives:
+
+=================  ===================  =================================================
+registry name      batch type           fields of every batch
+=================  ===================  =================================================
+``all_pairs``      ``joint_pairs``      ``index``, ``x``, ``y`` — negatives are the b(b−1)
+                                        off-diagonal pairs of the batch (in-batch)
+``marginal_pairs`` ``marginal_pairs``   + ``x_marginal``, ``y_marginal`` (n' pairs of the
+                                        product of the marginals) and ``x_all``, ``y_all``
+                                        (joint then negative rows, one critic call)
+``reference``      ``reference_pairs``  + ``x_reference``, ``y_reference`` (i.i.d. draws
+                                        from a known reference P_X' × P_Y'; MI-NEE)
+=================  ===================  =================================================
+
+A new negative sampler subclasses :class:`InBatchSampler` and overrides :meth:`generate`
+(yield ``x_marginal`` / ``y_marginal`` for explicit negative pairs) and ``batch_type``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import attrs
+from attrs.validators import optional
+import torch
+
+from ..contracts import MARGINAL_PAIRS, BatchType
+from ..errors import ValidationError
+from ..samplers import Sampler
+from ..state import TrainState
+from ..validators import positive, positive_int
+
+#: joint pairs only: the negatives are the other pairs of the batch
+JOINT_PAIRS = BatchType("joint_pairs", {"index", "x", "y"},
+                        "joint pairs; negatives are the off-diagonal pairs of the batch")
+#: joint pairs and i.i.d. draws from a reference distribution (MI-NEE)
+REFERENCE_PAIRS = BatchType("reference_pairs",
+                            {"index", "x", "y", "x_reference", "y_reference"},
+                            "joint pairs and reference draws x' ~ P_X', y' ~ P_Y'")
+
+
+def draw_positions(n: int, size: int, replacement: bool, generator: torch.Generator,
+                   device: torch.device) -> torch.Tensor:
+    """``size`` positions in ``range(n)``: uniform with replacement, or slices of random
+    permutations (each position once per permutation) without."""
+    if replacement:
+        return torch.randint(n, (size,), generator=generator, device=device)
+    reps = -(-size // n)
+    return torch.cat([torch.randperm(n, generator=generator, device=device)
+                      for _ in range(reps)])[:size]
+
+
+@attrs.define
+class InBatchSampler(Sampler):
+    """Joint batches of ``batch_size`` items of the pool; the negatives of a bound are then all
+    off-diagonal pairs of the batch (b(b − 1) critic evaluations: InfoNCE's negatives).
+
+    ``batch_size=None`` is the whole pool (one batch); ``batches_per_epoch`` (default: one
+    pass, pool // batch_size); ``replacement`` draws uniformly, else slices of random
+    permutations (each item at most once per slice); ``fixed=True`` draws the batches once from
+    ``fixed_seed`` and yields the same ones every epoch (a stable validation set).
+    """
+
+    name: ClassVar[str] = "all_pairs"
+    batch_type: ClassVar[BatchType] = JOINT_PAIRS
+    batch_size: int | None = attrs.field(default=100, validator=optional(positive_int))
+    batches_per_epoch: int | None = attrs.field(default=None, validator=optional(positive_int))
+    replacement: bool = False
+    index_key: str | None = None
+    x_key: str = "x"
+    y_key: str = "y"
+    fixed: bool = False
+    fixed_seed: int = 0
+    _pool: torch.Tensor | None = attrs.field(init=False, default=None, repr=False, eq=False)
+    _cache: list[dict[str, torch.Tensor]] | None = attrs.field(init=False, default=None,
+                                                               repr=False, eq=False)
+
+    def required_globals(self) -> frozenset[str]:
+        return frozenset({self.x_key, self.y_key, *([self.index_key] if self.index_key else [])})
+
+    def batch_fields(self, state: TrainState) -> frozenset[str]:
+        return self.batch_type.fields
+
+    # ------------------------------------------------------------------ the pool
+
+    def pool(self, state: TrainState) -> torch.Tensor:
+        """Item indices to draw from (resolved in :meth:`setup`)."""
+        if self._pool is None:
+            self._pool = self._resolve_pool(state)
+        return self._pool
+
+    def _resolve_pool(self, state: TrainState) -> torch.Tensor:
+        if state.dataset is None:
+            raise ValidationError(f"{type(self).__name__} needs a dataset with arrays "
+                                  f"{self.x_key!r} and {self.y_key!r}.")
+        if self.index_key is None:
+            return torch.arange(state.dataset.n_items, device=state.device)
+        return torch.as_tensor(state.lookup(self.index_key), device=state.device).long()
+
+    def sizes(self, state: TrainState) -> tuple[torch.Tensor, int, int]:
+        """``(pool, pool size n, batch size)``."""
+        pool = self.pool(state)
+        n = int(pool.numel())
+        return pool, n, (n if self.batch_size is None else self.batch_size)
+
+    # ------------------------------------------------------------------ the sampler protocol
+
+    def setup(self, state):
+        self._pool = self._resolve_pool(state)
+        pool, n, size = self.sizes(state)
+        if n < 2:
+            raise ValidationError(f"{type(self).__name__} needs at least 2 items to pair, the "
+                                  f"pool has {n}.")
+        self.prepare(state, pool, n)
+        if size > n and not self.replacement:
+            raise ValidationError(
+                f"`batch_size` = {size} exceeds the {n} items available when sampling without "
+                "replacement; lower batch_size or set replacement=True.")
+        self._cache = None
+        if self.fixed:
+            generator = torch.Generator(device=state.device).manual_seed(self.fixed_seed)
+            self._cache = list(self.generate(state, generator))
+
+    def prepare(self, state: TrainState, pool: torch.Tensor, n: int) -> None:
+        """Subclass checks and fitting before the first batch."""
+
+    def num_batches(self, state):
+        if self.batches_per_epoch is not None:
+            return self.batches_per_epoch
+        _, n, size = self.sizes(state)
+        return max(1, n // size)
+
+    def batches(self, state):
+        if self._cache is not None:
+            yield from self._cache
+            return
+        yield from self.generate(state, state.generator)
+
+    def joint_indices(self, state: TrainState, generator: torch.Generator) -> torch.Tensor:
+        """``(num_batches, batch_size)`` item indices of the epoch's joint pairs."""
+        pool, n, size = self.sizes(state)
+        count = self.num_batches(state)
+        positions = draw_positions(n, count * size, self.replacement, generator, state.device)
+        return pool[positions].view(count, size)
+
+    def generate(self, state: TrainState, generator: torch.Generator
+                 ) -> Iterator[dict[str, torch.Tensor]]:
+        """The batches of one epoch, drawn with ``generator``."""
+        joint = self.joint_indices(state, generator)
+        x, y = state.dataset[self.x_key][joint], state.dataset[self.y_key][joint]
+        for b in range(len(joint)):
+            yield {"index": joint[b], "x": x[b], "y": y[b]}
+
+
+@attrs.define
+class MarginalSampler(InBatchSampler):
+    """Joint batches plus product-of-marginals pairs drawn by resampling indices.
+
+    Each batch: ``x``, ``y`` at joint indices I (b,) and ``x_marginal = x[J]``,
+    ``y_marginal = y[K]`` (also side by side with the joint rows as ``x_all``, ``y_all``
+    (b + n', d)) with n' = min(round(marginal_factor · b), max_marginal) index pairs (J, K),
+    J ≠ K, so that (x_J, y_K) ~ P_X × P_Y.  Otherwise as :class:`InBatchSampler`.
+    """
+
+    name: ClassVar[str] = "marginal_pairs"
+    batch_type: ClassVar[BatchType] = MARGINAL_PAIRS
+    marginal_factor: float = attrs.field(default=1.0, validator=positive)
+    max_marginal: int | None = attrs.field(default=None, validator=optional(positive_int))
+
+    def batch_fields(self, state):
+        return MARGINAL_PAIRS.fields | {"index", "x_all", "y_all"}
+
+    def generate(self, state, generator):
+        pool, n, size = self.sizes(state)
+        count = self.num_batches(state)
+        n_marg = max(1, round(self.marginal_factor * size))
+        if self.max_marginal is not None:
+            n_marg = min(n_marg, self.max_marginal)
+        dev = state.device
+        # one draw for the whole epoch, then slices: few kernel launches per step
+        joint = draw_positions(n, count * size, self.replacement, generator, dev)
+        joint = joint.view(count, size)
+        first = draw_positions(n, count * n_marg, self.replacement, generator, dev)
+        second = draw_positions(n, count * n_marg, self.replacement, generator, dev)
+        # a coincident pair (J = K) is a joint sample: move K to a uniformly chosen other item
+        offset = torch.randint(1, n, second.shape, generator=generator, device=dev)
+        second = torch.where(second == first, (first + offset) % n, second)
+        joint = pool[joint]
+        x, y = state.dataset[self.x_key], state.dataset[self.y_key]
+        # gather the whole epoch at once, joint rows then marginal rows of each batch side by
+        # side: a batch is a view, and ``x_all`` / ``y_all`` feed the critic in one call
+        rows_x = torch.cat([joint, pool[first].view(count, n_marg)], 1)
+        rows_y = torch.cat([joint, pool[second].view(count, n_marg)], 1)
+        x_all, y_all = x[rows_x], y[rows_y]
+        for b in range(count):
+            yield {"index": joint[b], "x": x_all[b, :size], "y": y_all[b, :size],
+                   "x_marginal": x_all[b, size:], "y_marginal": y_all[b, size:],
+                   "x_all": x_all[b], "y_all": y_all[b]}
+
+
+class ReferenceDistribution:
+    """A known reference P_X' (fitted to data): ``"uniform"`` on the data's bounding box
+    (enlarged by ``margin`` of its width on each side), ``"gaussian"`` with the data's mean and
+    covariance, or a user callable ``fn(n, generator) -> (n, d)`` array (entropy unknown)."""
+
+    def __init__(self, kind: str | Callable, data: torch.Tensor, margin: float = 0.0,
+                 entropy: float | None = None) -> None:
+        self.kind, self.dim = kind, data.shape[1]
+        self._entropy = entropy
+        if kind == "uniform":
+            lo, hi = data.min(0).values, data.max(0).values
+            width = (hi - lo).clamp_min(torch.finfo(data.dtype).eps)
+            self.low, self.width = lo - margin * width, width * (1 + 2 * margin)
+        elif kind == "gaussian":
+            self.mean = data.mean(0)
+            centred = data - self.mean
+            cov = centred.T @ centred / max(len(data) - 1, 1)
+            cov = cov + 1e-6 * torch.eye(self.dim, device=data.device, dtype=data.dtype)
+            try:
+                self.chol = torch.linalg.cholesky(cov.double()).to(data.dtype)
+            except RuntimeError:
+                raise ValidationError("The Gaussian reference needs a non-singular covariance; "
+                                      "a column is (nearly) a linear combination of others. "
+                                      "Drop it or use reference='uniform'.") from None
+        elif not callable(kind):
+            raise ValidationError(f"`reference` must be 'uniform', 'gaussian' or a callable "
+                                  f"fn(n, generator) -> (n, d) array, got {kind!r}.")
+
+    def sample(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        """``(n, d)`` i.i.d. draws."""
+        if self.kind == "uniform":
+            u = torch.rand(n, self.dim, generator=generator, device=device)
+            return self.low + u * self.width
+        if self.kind == "gaussian":
+            z = torch.randn(n, self.dim, generator=generator, device=device)
+            return self.mean + z @ self.chol.T
+        out = torch.as_tensor(self.kind(n, generator), dtype=torch.float32, device=device)
+        if out.shape != (n, self.dim) or not bool(torch.isfinite(out).all()):
+            raise ValidationError(
+                f"The reference callable must return a finite ({n}, {self.dim}) array, got "
+                f"shape {tuple(out.shape)}.")
+        return out
+
+    def entropy(self) -> float | None:
+        """Differential entropy of the reference in nats (None when unknown)."""
+        if self.kind == "uniform":
+            return float(torch.log(self.width.double()).sum())
+        if self.kind == "gaussian":
+            logdet = 2 * torch.log(torch.diagonal(self.chol).double()).sum()
+            return float(0.5 * (self.dim * math.log(2 * math.pi * math.e) + logdet))
+        return self._entropy
+
+
+@attrs.define
+class ReferenceSampler(InBatchSampler):
+    """Joint batches plus i.i.d. reference draws ``x_reference ~ P_X'``, ``y_reference ~ P_Y'``
+    (independent, so that (x', y') ~ P_X' × P_Y'); no resampling of the data.
+
+    ``reference`` is ``"uniform"`` (bounding box of the pool, widened by ``margin``),
+    ``"gaussian"`` (mean and covariance of the pool, per variable) or a callable
+    ``fn(n, generator) -> (x_ref, y_ref)``.  A batch holds b joint rows and
+    min(round(reference_factor · b), max_reference) reference rows.  After :meth:`setup`,
+    :attr:`reference_x` / :attr:`reference_y` are the fitted :class:`ReferenceDistribution` s
+    (:meth:`fit_reference` fits them to other data first, e.g. to all items).
+    """
+
+    name: ClassVar[str] = "reference"
+    batch_type: ClassVar[BatchType] = REFERENCE_PAIRS
+    reference: Any = attrs.field(default="gaussian")
+    reference_factor: float = attrs.field(default=1.0, validator=positive)
+    max_reference: int | None = attrs.field(default=None, validator=optional(positive_int))
+    margin: float = 0.0
+    reference_x: ReferenceDistribution | None = attrs.field(init=False, default=None, repr=False,
+                                                            eq=False)
+    reference_y: ReferenceDistribution | None = attrs.field(init=False, default=None, repr=False,
+                                                            eq=False)
+
+    @reference.validator
+    def _check_reference(self, attribute, value):
+        if not (value in ("uniform", "gaussian") or callable(value)):
+            raise ValidationError(f"`reference` must be 'uniform', 'gaussian' or a callable "
+                                  f"fn(n, generator) -> (x_ref, y_ref), got {value!r}.")
+
+    def prepare(self, state, pool, n):
+        if self.reference_x is None:
+            self.fit_reference(state.dataset[self.x_key][pool], state.dataset[self.y_key][pool])
+
+    def fit_reference(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Fit the reference distributions to ``x`` (n, d_x) and ``y`` (n, d_y)."""
+        if callable(self.reference):
+            fn = self.reference
+            self.reference_x = ReferenceDistribution(lambda n, g: fn(n, g)[0], x)
+            self.reference_y = ReferenceDistribution(lambda n, g: fn(n, g)[1], y)
+            self.reference_x.dim, self.reference_y.dim = x.shape[1], y.shape[1]
+        else:
+            self.reference_x = ReferenceDistribution(self.reference, x, self.margin)
+            self.reference_y = ReferenceDistribution(self.reference, y, self.margin)
+
+    def draw(self, n: int, generator: torch.Generator, device: torch.device
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` reference pairs ``(x', y')``, each ``(n, d)``."""
+        if callable(self.reference):
+            xr, yr = self.reference(n, generator)
+            xr = torch.as_tensor(xr, dtype=torch.float32, device=device)
+            yr = torch.as_tensor(yr, dtype=torch.float32, device=device)
+            dx, dy = self.reference_x.dim, self.reference_y.dim
+            if xr.shape != (n, dx) or yr.shape != (n, dy) or not (
+                    bool(torch.isfinite(xr).all()) and bool(torch.isfinite(yr).all())):
+                raise ValidationError(
+                    f"The reference callable must return finite arrays of shapes ({n}, {dx}) and "
+                    f"({n}, {dy}); got {tuple(xr.shape)} and {tuple(yr.shape)}.")
+            return xr, yr
+        return (self.reference_x.sample(n, generator, device),
+                self.reference_y.sample(n, generator, device))
+
+    def generate(self, state, generator):
+        pool, n, size = self.sizes(state)
+        count = self.num_batches(state)
+        n_ref = max(1, round(self.reference_factor * size))
+        if self.max_reference is not None:
+            n_ref = min(n_ref, self.max_reference)
+        joint = self.joint_indices(state, generator)
+        xr, yr = self.draw(count * n_ref, generator, state.device)
+        x, y = state.dataset[self.x_key][joint], state.dataset[self.y_key][joint]
+        for b in range(count):
+            part = slice(b * n_ref, (b + 1) * n_ref)
+            yield {"index": joint[b], "x": x[b], "y": y[b],
+                   "x_reference": xr[part], "y_reference": yr[part]}
+
+
+__all__ = ["InBatchSampler", "MarginalSampler", "ReferenceSampler", "ReferenceDistribution",
+           "JOINT_PAIRS", "REFERENCE_PAIRS", "draw_positions"]

@@ -1,0 +1,334 @@
+"""What the MI recipes do after training: the final estimate (through the evaluation bound
+block's own ``bound``), its bootstrap interval, convergence diagnostics, the training plot,
+save / load, and the seed problem.  No recipe classes here (see :mod:`infoblocks.recipes.mi`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from infoblocks.blocks.errors import ConfigError, ValidationError
+from infoblocks.blocks.mutual_information import (MAX_PAIRS, ReferenceScores, pair_scores,
+                                                  quantile_interval, reference_scores)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .mi import MINEE, NeuralMIEstimator
+
+#: the seed problem's sample size (docs/mi.md, issue 5)
+SEED_PROBLEM_N = 1000
+#: reference draws per evaluation item for MI-NEE's final divergences (at least 20,000)
+FINAL_REFERENCE_FACTOR = 20
+MIN_FINAL_REFERENCE = 20_000
+#: the held-out estimate counts as "still rising" when its best is in the last 10 % of epochs
+RISING_TAIL = 0.1
+#: the file beside the routine that keeps the final scores (bootstrap after load)
+SCORES_FILE = "mi_scores.pt"
+
+
+class MIConvergenceWarning(UserWarning):
+    """Training ended while the estimate was still rising, or it fell from its best."""
+
+
+class MIEstimate(float):
+    """What ``estimate()`` always returns: the estimate as a ``float`` (arithmetic, ``float()``,
+    JSON and comparisons see the value) carrying its percentile bootstrap interval
+    ``low``, ``high`` at ``level``, and its ``units`` ("nats" or "bits")."""
+
+    def __new__(cls, value: float, low: float, high: float, level: float, units: str
+                ) -> MIEstimate:
+        self = super().__new__(cls, value)
+        self.low, self.high, self.level, self.units = float(low), float(high), level, units
+        return self
+
+    @property
+    def value(self) -> float:
+        return float(self)
+
+    def __repr__(self) -> str:
+        return (f"MIEstimate({float(self):.4f} {self.units}, {self.level:.0%} interval "
+                f"[{self.low:.4f}, {self.high:.4f}])")
+
+    def __reduce__(self):
+        return MIEstimate, (float(self), self.low, self.high, self.level, self.units)
+
+
+def seed_problem(seed: int, n: int = SEED_PROBLEM_N) -> tuple[np.ndarray, np.ndarray, float]:
+    """The seed problem: ρ = 1 − 0.19·U(0, 1) from ``default_rng(seed)``, then n draws of a
+    2-D Gaussian with correlation ρ from the same generator.  Returns x (n, 1), y (n, 1) and
+    the true MI −½ ln(1 − ρ²) in nats."""
+    rng = np.random.default_rng(seed)
+    rho = 1.0 - 0.19 * rng.uniform()
+    data = rng.multivariate_normal([0.0, 0.0], [[1.0, rho], [rho, 1.0]], size=n)
+    return data[:, :1], data[:, 1:], float(-0.5 * np.log(1.0 - rho ** 2))
+
+
+# ---------------------------------------------------------------------------- assembly
+
+
+def build_phases(recipe: NeuralMIEstimator, spec: dict[str, Any]) -> list[Any]:
+    """The phases of ``spec``; the validation table is built here (``build_phase`` of the core
+    re-structures an already built :class:`Validation` and fails: see the report)."""
+    from infoblocks.blocks.assembly import build_phase
+    from infoblocks.blocks.config import structure
+    from infoblocks.blocks.phases import Validation
+    from infoblocks.plugins.registry import get_registry
+
+    phases = []
+    for k, phase_spec in enumerate(spec["phases"]):
+        path = f"{recipe.name}.phases.{phase_spec.get('name', k)}"
+        phase_spec = dict(phase_spec)
+        validation = phase_spec.pop("validation", None)
+        phase = build_phase(phase_spec, path)
+        if isinstance(validation, dict):
+            validation = dict(validation)
+            for slot in ("sampler", "loss"):
+                if slot in validation:
+                    validation[slot] = get_registry().build(
+                        slot, validation[slot], path=f"{path}.validation.{slot}")
+            phase.validation = structure(validation, Validation, f"{path}.validation")
+        elif validation is not None:
+            raise ConfigError(f"{path}.validation must be a table, got {validation!r}.")
+        phases.append(phase)
+    return phases
+
+
+# ---------------------------------------------------------------------------- pair sets
+
+
+def check_pairs(recipe: NeuralMIEstimator, pairs: Any, known: tuple[str, ...]) -> dict:
+    """The ``evaluation.pairs`` table, its keys checked (path in the error)."""
+    path = f"{recipe.name}.evaluation.pairs"
+    if not isinstance(pairs, dict):
+        raise ConfigError(f"{path} must be a table with keys {list(known)}, got {pairs!r}.")
+    extra = sorted(set(pairs) - set(known))
+    if extra:
+        raise ConfigError(f"Invalid {path}: unknown key(s) {extra}; the keys are {list(known)}.")
+    index = pairs.get("index")
+    if not isinstance(index, str):
+        raise ConfigError(f"Invalid {path}.index: name the global of the evaluation items "
+                          f"(e.g. \"test_index\"), got {index!r}.")
+    for key in known:
+        value = pairs.get(key)
+        if key != "index" and value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise ConfigError(f"Invalid {path}.{key}: expected a positive number, got {value!r}.")
+    return pairs
+
+
+def evaluation_index(routine: Any, pairs: dict, fallback: str = "train_index") -> torch.Tensor:
+    """The evaluation items: global ``pairs["index"]`` (the training items when it is empty,
+    i.e. without a held-out set)."""
+    found = routine.state.globals
+    if pairs["index"] not in found:
+        raise ConfigError(f"evaluation.pairs.index = {pairs['index']!r} is not a global of the "
+                          f"routine; it has {sorted(found)}.")
+    index = torch.as_tensor(found[pairs["index"]]).long()
+    if index.numel() == 0 and fallback in found:
+        index = torch.as_tensor(found[fallback]).long()
+    return index
+
+
+# ---------------------------------------------------------------------------- final estimates
+
+
+def pair_estimate(recipe: NeuralMIEstimator, critic: torch.nn.Module, x: torch.Tensor,
+                  y: torch.Tensor, pairs: dict) -> None:
+    """All-pairs final estimate with the evaluation bound block (``recipe.bound_``)."""
+    recipe.scores_ = pair_scores(critic, x, y, max_pairs=int(pairs.get("max_pairs") or MAX_PAIRS))
+    recipe.estimate_nats_ = recipe.scores_.bound(recipe.bound_)
+
+
+def pair_interval(recipe: NeuralMIEstimator, level: float) -> tuple[float, float]:
+    return recipe.scores_.bootstrap(recipe.bound_, level=level, n_boot=recipe.n_bootstrap,
+                                    seed=recipe.seed)
+
+
+def minee_estimate(recipe: MINEE, routine: Any, x: torch.Tensor, y: torch.Tensor,
+                   pairs: dict) -> None:
+    """MI-NEE's three divergences on the evaluation items against fixed reference draws, each
+    by the evaluation bound block; entropies where the reference's entropy is known."""
+    sampler = routine.phases[0].sampler
+    generator = torch.Generator(device=routine.device).manual_seed(recipe.seed + 1)
+    factor = pairs.get("reference_factor") or FINAL_REFERENCE_FACTOR
+    m = max(int(round(factor * len(x))), int(pairs.get("min_reference") or MIN_FINAL_REFERENCE))
+    xr, yr = sampler.draw(m, generator, routine.device)
+    models = routine.models
+    recipe.scores_ = {
+        "d_xy": reference_scores(models["main"], (x, y), (xr, yr)),
+        "d_x": reference_scores(models["critic_x"], (x,), (xr,)),
+        "d_y": reference_scores(models["critic_y"], (y,), (yr,)),
+    }
+    d = {k: s.divergence(recipe.bound_) for k, s in recipe.scores_.items()}
+    recipe.divergences_ = d
+    recipe.estimate_nats_ = d["d_xy"] - d["d_x"] - d["d_y"]
+    log_scale_x = float(torch.log(recipe.x_scale_.double()).sum())
+    log_scale_y = float(torch.log(recipe.y_scale_.double()).sum())
+    hx_ref, hy_ref = sampler.reference_x.entropy(), sampler.reference_y.entropy()
+    ent: dict[str, float | None] = {"h_x": None, "h_y": None, "h_xy": None}
+    if hx_ref is not None and hy_ref is not None:
+        ent["h_x"] = hx_ref - d["d_x"] + log_scale_x
+        ent["h_y"] = hy_ref - d["d_y"] + log_scale_y
+        ent["h_xy"] = hx_ref + hy_ref - d["d_xy"] + log_scale_x + log_scale_y
+    recipe.entropies_ = ent
+
+
+def minee_interval(recipe: MINEE, level: float) -> tuple[float, float]:
+    """Bootstrap of I = D_xy − D_x − D_y: data and reference rows resampled, the same rows for
+    the three divergences."""
+    generator = torch.Generator().manual_seed(recipe.seed)
+    s = recipe.scores_
+    n, m = s["d_x"].data.numel(), s["d_x"].reference.numel()
+    i = torch.randint(n, (recipe.n_bootstrap, n), generator=generator)
+    j = torch.randint(m, (recipe.n_bootstrap, m), generator=generator)
+    values = sum(sign * recipe.bound_.bound(s[key].scores(i, j))
+                 for sign, key in ((1, "d_xy"), (-1, "d_x"), (-1, "d_y")))
+    return quantile_interval(values, level)
+
+
+# ---------------------------------------------------------------------------- diagnostics, plot
+
+
+def diagnose(recipe: NeuralMIEstimator) -> None:
+    """Convergence warnings from the held-out (else training) estimate per epoch."""
+    history = recipe.history_
+    key = "val_mi" if any("val_mi" in r for r in history) else "mi"
+    values = [r[key] for r in history if key in r]
+    epochs = [r["epoch"] for r in history if key in r]
+    if len(values) < 5:
+        return
+    best = int(np.nanargmax(values))
+    recipe.best_epoch_ = epochs[best]
+    ran_out = len(history) >= recipe.epochs
+    name = type(recipe).__name__
+    if ran_out and best >= (1 - RISING_TAIL) * (len(values) - 1):
+        warnings.warn(
+            f"{name}: the {'held-out' if key == 'val_mi' else 'training'} estimate was still "
+            f"rising at the last epoch ({recipe.epochs}); increase `epochs` (or the learning "
+            "rate) for a converged estimate.", MIConvergenceWarning, stacklevel=5)
+    tail = float(np.mean(values[-max(1, len(values) // 10):]))
+    if key == "mi" and values[best] - tail > max(0.1, 0.1 * abs(values[best])):
+        warnings.warn(
+            f"{name}: the training estimate fell from its best {values[best]:.3f} to "
+            f"{tail:.3f} nats; training is unstable: lower `learning_rate` or keep a held-out "
+            "set (test_fraction > 0).", MIConvergenceWarning, stacklevel=5)
+
+
+def plot_training(recipe: NeuralMIEstimator, truth: float | None = None,
+                  path: str | Path | None = None) -> Any:
+    """Training curve (batch and held-out bound per epoch), final estimate, optional truth."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.0), dpi=100)
+    ax = fig.add_subplot()
+    rows = recipe.history_
+    ax.plot([r["epoch"] for r in rows], [r["mi"] for r in rows], lw=0.8, alpha=0.6,
+            label="training batches")
+    val = [(r["epoch"], r["val_mi"]) for r in rows if "val_mi" in r]
+    if val:
+        ax.plot(*zip(*val), lw=1.2, label="held-out")
+    ax.axhline(recipe.estimate_nats_, color="C2", ls="-", lw=1.2,
+               label=f"final estimate {recipe.estimate_nats_:.3f}")
+    if truth is not None:
+        ax.axhline(truth, color="k", ls="--", lw=1.0, label=f"truth {truth:.3f}")
+    if recipe.best_epoch_ is not None:
+        ax.axvline(recipe.best_epoch_, color="0.6", ls=":", lw=1.0, label="restored epoch")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mutual information (nats)")
+    ax.set_title(f"{type(recipe).__name__} ({getattr(recipe.bound_, 'name', '?')} bound)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path)
+    return fig
+
+
+# ---------------------------------------------------------------------------- save / load
+
+_RESULTS = ("estimate_nats_", "best_epoch_", "n_train_", "n_eval_", "divergences_",
+            "entropies_")
+
+
+def save_estimator(recipe: NeuralMIEstimator, path: str | Path) -> Path:
+    """The routine (weights, history) with ``recipe.to_dict(full=True)`` and the results in
+    ``routine.json``; the final scores in ``mi_scores.pt`` (so a loaded estimator bootstraps)."""
+    path = Path(path)
+    extra = {"recipe_config": recipe.to_dict(full=True),
+             "results": {k: getattr(recipe, k, None) for k in _RESULTS}}
+    recipe.routine_.save(path, extra=extra)
+    scores = recipe.scores_
+    if isinstance(scores, dict):  # MI-NEE
+        tensors = {f"{k}.{part}": getattr(s, part) for k, s in scores.items()
+                   for part in ("data", "reference")}
+    else:
+        tensors = {"joint": scores.joint, "marginal": scores.marginal, "shifts": scores.shifts}
+    tensors.update(x_scale=recipe.x_scale_, y_scale=recipe.y_scale_)
+    torch.save({k: v.detach().cpu() for k, v in tensors.items()}, path / SCORES_FILE)
+    return path
+
+
+def load_estimator(cls: type, path: str | Path, critic_module: torch.nn.Module | None = None,
+                   device: str = "cpu") -> Any:
+    """A fitted estimator from :func:`save_estimator`: ``estimate()`` (with intervals),
+    ``history_``, ``plot()`` and ``routine_`` (the critic) work."""
+    from infoblocks.blocks.mutual_information import PairScores
+    from infoblocks.blocks.routine import Routine
+    from infoblocks.plugins.registry import recipe_from_dict
+
+    path = Path(path)
+    models = {"main": critic_module} if critic_module is not None else None
+    routine = Routine.load(path, models=models, device=device)
+    extra = routine.saved_extra
+    if "recipe_config" not in extra or not (path / SCORES_FILE).exists():
+        raise ValidationError(f"{path} is not a saved MI estimator (no recipe config or "
+                              f"{SCORES_FILE}); save one with estimator.save(path).")
+    recipe = recipe_from_dict(extra["recipe_config"])
+    if not isinstance(recipe, cls):
+        raise ValidationError(f"{path} holds a {type(recipe).__name__}, not a {cls.__name__}.")
+    if critic_module is not None:
+        recipe.critic_module = critic_module
+    for key, value in extra["results"].items():
+        setattr(recipe, key, value)
+    tensors = torch.load(path / SCORES_FILE, weights_only=True)
+    recipe.x_scale_, recipe.y_scale_ = tensors.pop("x_scale"), tensors.pop("y_scale")
+    if "joint" in tensors:
+        recipe.scores_ = PairScores(tensors["joint"], tensors["marginal"], tensors["shifts"])
+    else:
+        recipe.scores_ = {k: ReferenceScores(tensors[f"{k}.data"], tensors[f"{k}.reference"])
+                          for k in ("d_xy", "d_x", "d_y")}
+    recipe.bound_ = recipe.build_evaluation("bound")
+    recipe.routine_ = routine
+    recipe.history_ = [dict(row) for row in routine.history.rows]
+    return recipe
+
+
+def demo_runs(cls: type, out_dir: Path, quick: bool) -> dict[str, Any]:
+    """The seed problem for seeds 0, 1, 2 (seed 0 only when ``quick``)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    figure = out_dir / f"mi_{cls.name}_demo.png"
+    for seed in ((0,) if quick else (0, 1, 2)):
+        x, y, truth = seed_problem(seed)
+        est = cls(seed=seed).fit(x, y)
+        rows.append({"seed": seed, "truth": truth, "estimate": float(est.estimate())})
+        if seed == 0:
+            est.plot(truth=truth, path=figure)
+    bias = [r["estimate"] - r["truth"] for r in rows]
+    return {"problem": "2-D Gaussian, rho = 1 - 0.19 U, n = 1000", "runs": rows,
+            "mean_bias_nats": float(np.mean(bias)), "figure": str(figure)}
+
+
+def units_scale(units: str) -> float:
+    if units not in ("nats", "bits"):
+        raise ValidationError(f"`units` must be 'nats' or 'bits', got {units!r}.")
+    return 1.0 if units == "nats" else 1.0 / math.log(2.0)
+
+
+__all__ = ["MIEstimate", "MIConvergenceWarning", "seed_problem", "SEED_PROBLEM_N",
+           "save_estimator", "load_estimator", "plot_training", "diagnose"]
