@@ -16,9 +16,7 @@ import torch
 
 from .data import as_tensor, check_same_length
 from .errors import ValidationError
-
-#: distances held at once (float32: 128 MB)
-CHUNK_ELEMENTS = 32_000_000
+from .numerics import CHUNK_ELEMENTS, chunked_topk
 
 
 def _pair(X: Any, Y: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,17 +49,11 @@ def nearest_neighbors(Y: torch.Tensor, k: int, chunk_elements: int = CHUNK_ELEME
                       reference: torch.Tensor | None = None,
                       exclude_self: bool = True) -> torch.Tensor:
     """Indices ``(n, k)`` of the k nearest rows of ``reference`` (default ``Y``) to each row of
-    ``Y`` in Euclidean distance, nearest first; a point is not its own neighbour."""
-    ref = Y if reference is None else reference
-    step = _rows(len(Y), len(ref), chunk_elements)
-    out = []
-    for start in range(0, len(Y), step):
-        d = _sq_dists(Y[start:start + step], ref)
-        if exclude_self and reference is None:
-            r = torch.arange(d.shape[0])
-            d[r, r + start] = float("inf")
-        out.append(torch.topk(d, k, dim=1, largest=False).indices)
-    return torch.cat(out)
+    ``Y`` in Euclidean distance, nearest first; a point is not its own neighbour (the shared
+    :func:`~infoblocks.blocks.numerics.chunked_topk`)."""
+    if reference is None and not exclude_self:
+        reference = Y
+    return chunked_topk(Y, reference, k, chunk_elements=chunk_elements)
 
 
 def trustworthiness(X: Any, Y: Any, k: int = 15, chunk_elements: int = CHUNK_ELEMENTS) -> float:

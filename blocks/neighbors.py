@@ -16,6 +16,7 @@ import torch
 from .base import block_field
 from .distances import Euclidean, SquaredEuclidean
 from .errors import ValidationError
+from .numerics import CHUNK_ELEMENTS, chunked_topk
 from .relations import Relation, SparseRelations, _data_tensor
 from .validators import positive_int
 
@@ -23,22 +24,8 @@ from .validators import positive_int
 #: (784-D): exact search of 20,000 items takes ~6 s, while pynndescent's first call in a process
 #: costs 30-50 s of numba compilation; umap-learn switches at 4,096.
 EXACT_THRESHOLD = 20_000
-#: elements of one block of the distance matrix in the exact search (64 MB of float32)
-CHUNK_ELEMENTS = 16_000_000
 #: distances pynndescent knows natively, by our registry name
 _PYNNDESCENT_METRICS = {"euclidean": "euclidean", "sqeuclidean": "sqeuclidean", "cosine": "cosine"}
-
-
-def _ranking_scores(metric: Any, block: torch.Tensor, x: torch.Tensor,
-                    sq_norms: torch.Tensor | None) -> torch.Tensor:
-    """Scores that order neighbours like ``metric`` (smaller = closer), ``(c, n)``.
-
-    For (squared) Euclidean distances ‖x‖² − 2 a·x orders the rows like ‖a − x‖² with one
-    matrix product; the exact distances of the chosen pairs are recomputed afterwards.
-    """
-    if isinstance(metric, (Euclidean, SquaredEuclidean)):
-        return sq_norms[None, :] - 2.0 * (block @ x.T)
-    return metric.pairwise(block, x)
 
 
 def _pair_distances(metric: Any, block: torch.Tensor, x: torch.Tensor,
@@ -55,20 +42,16 @@ def _pair_distances(metric: Any, block: torch.Tensor, x: torch.Tensor,
 
 def exact_knn(x: torch.Tensor, k: int, metric: Any,
               chunk_elements: int = CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact k nearest neighbours of every row of ``x`` (self excluded), rows in blocks.
+    """Exact k nearest neighbours of every row of ``x`` (self excluded), rows in blocks (the
+    shared :func:`~infoblocks.blocks.numerics.chunked_topk`).
 
     ``(n, d) -> indices (n, k) int64, distances (n, k)`` sorted by distance.
     """
     n = x.shape[0]
-    rows_per_chunk = max(1, chunk_elements // max(n, 1))
-    sq_norms = (x * x).sum(1) if isinstance(metric, (Euclidean, SquaredEuclidean)) else None
-    indices = torch.empty((n, k), dtype=torch.long, device=x.device)
-    for start in range(0, n, rows_per_chunk):
-        stop = min(start + rows_per_chunk, n)
-        scores = _ranking_scores(metric, x[start:stop], x, sq_norms)
-        rows = torch.arange(stop - start, device=x.device)
-        scores[rows, rows + start] = float("inf")  # a point is not its own neighbour
-        indices[start:stop] = torch.topk(scores, k, dim=1, largest=False, sorted=True).indices
+    # (squared) Euclidean: the shared ranking scores ‖x‖² − 2 a·x of one matrix product; the
+    # exact distances of the chosen pairs are recomputed below
+    scores = None if isinstance(metric, (Euclidean, SquaredEuclidean)) else metric.pairwise
+    indices = chunked_topk(x, None, k, scores, chunk_elements)
     # exact distances of the chosen pairs, one block of rows at a time
     pair_rows = max(1, chunk_elements // max(k * x.shape[1], 1))
     dists = torch.cat([_pair_distances(metric, x[s:s + pair_rows], x, indices[s:s + pair_rows])

@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from ..errors import ValidationError
 from ..models import Model
+from ..numerics import pca_axes
 from ..relations import SparseRelations
 from ..state import TrainState
 from ..transforms import Transform
@@ -186,15 +187,8 @@ class PCAInit(Transform):
         _check(x.ndim == 2 and x.shape[1] >= self.n_components,
                f"PCAInit needs (n, d) data with d >= n_components = {self.n_components}, got "
                f"shape {tuple(x.shape)}.")
-        x = x - x.mean(0)
-        if x.shape[1] <= 4096:
-            _, vecs = torch.linalg.eigh(x.T @ x)
-            axes = vecs[:, -self.n_components:].flip(1)
-        else:
-            _, _, v = torch.pca_lowrank(x, q=self.n_components + 10, center=False, niter=6)
-            axes = v[:, :self.n_components]
-        signs = torch.sign(axes.gather(0, axes.abs().argmax(0, keepdim=True)))
-        y = (x @ (axes * signs)).cpu().numpy()  # (n, n_components)
+        mean, axes = pca_axes(x, self.n_components)  # the shared PCA (signs fixed)
+        y = ((x - mean) @ axes).cpu().numpy()  # (n, n_components)
         return torch.from_numpy(_standardize(y, self.scale)).float()
 
 
