@@ -272,7 +272,8 @@ class DII(Recipe):
                 )
             check_same_length(data_A=a, distances_B=dist)
             if self.periods_B is not None:
-                raise ValidationError("`periods_B` has no effect with `distances_B`; set it to None.")
+                raise ValidationError(
+                    "`periods_B` has no effect with `distances_B`; set it to None.")
             data["distances_B"] = dist
         n, d = a.shape
         periods_tensor(self.periods_A, d, "periods_A")
@@ -363,6 +364,7 @@ class DII(Recipe):
             routine = self._build(data, l1_strength, params_init)
             recorder = FeatureWeightsHistory("weights")
             routine.callbacks.append(recorder)
+            routine.check()  # declared contracts, before the first loss call
             initial = self._initial_dii(routine)
             try:
                 routine.train()

@@ -24,7 +24,7 @@ module                    blocks                      protocol
                                                       ``prepare`` / ``combine`` /
                                                       ``pairwise_into``)
 :mod:`.ranks`             ``ranks``                   a row-wise transform of B's distances
-:mod:`.softmax`           ``gaussian_softmax``        ``coefficients(d, exclude, k=, lambda_value=)``
+:mod:`.softmax`           ``gaussian_softmax``        ``coefficients(d, exclude, k=, ...)``
 :mod:`.weights`           ``feature_weights``         module with ``weights`` and
                                                       ``feature_weights()``
 :mod:`.training`          ``rows_columns``, ``dii``   ROWS_COLS batches: ``rows``, ``cols``
@@ -44,8 +44,9 @@ from .distances import (CHUNK_ELEMENTS, SELF_DISTANCE, FeatureWeightedDistance,
                         weighted_squared_distances)
 from .evaluation import chunked_dii, information_imbalance, nearest_neighbour_ranks
 from .ranks import Ranks, diagonal_mask, rank_rows
-from .softmax import (LAMBDA_FACTOR, GaussianSoftmax, cosine_schedule, exclusion_logits,
-                      expected_ranks, neighbour_index, neighbour_lambdas, softmax_coefficients)
+from ..numerics import cosine_schedule
+from .softmax import (LAMBDA_FACTOR, GaussianSoftmax, exclusion_logits, expected_ranks,
+                      neighbour_index, neighbour_lambdas, softmax_coefficients)
 from .training import EPOCH_TABLE_ELEMENTS, DIILoss, RowsColumnsSampler
 from .weights import (WEIGHT_INIT, FeatureWeights, FeatureWeightsHistory, FeatureWeightsModule,
                       check_weights_finite)

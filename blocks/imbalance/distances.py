@@ -64,7 +64,8 @@ def periods_tensor(periods: Any, n_features: int, name: str = "periods",
     """
     if periods is None:
         return None
-    values = list(periods) if isinstance(periods, (list, tuple, np.ndarray)) else [periods] * n_features
+    values = list(periods) if isinstance(periods, (list, tuple, np.ndarray)) \
+        else [periods] * n_features
     if len(values) != n_features:
         raise ValidationError(
             f"`{name}` has {len(values)} entries but the data has {n_features} features; give one "

@@ -14,7 +14,6 @@ fields); ``excluded_logits`` is the cached −inf / 0 form of ``exclude``.  A
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import attrs
@@ -23,7 +22,6 @@ import torch
 
 from ..data import DEFAULT_DTYPE
 from ..errors import ValidationError
-from ..numerics import cosine_schedule
 from ..relations import DenseRelations
 from ..transforms import Transform
 from ..validators import positive, positive_int

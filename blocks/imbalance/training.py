@@ -27,7 +27,8 @@ from ..state import TrainState
 from ..validators import positive, positive_int
 from .distances import check_feature_weighted
 from .ranks import diagonal_mask
-from .softmax import GaussianSoftmax, cosine_schedule, exclusion_logits, expected_ranks
+from ..numerics import cosine_schedule
+from .softmax import GaussianSoftmax, exclusion_logits, expected_ranks
 
 #: largest epoch (batches × b × b × (D_A + 2) numbers) whose tables are prepared in one go;
 #: beyond it each batch prepares its own, so that memory stays one batch's (16 MB float32)

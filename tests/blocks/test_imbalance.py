@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from infoblocks.blocks.contracts import ROWS_COLS
 from infoblocks.blocks.data import Dataset
 from infoblocks.blocks.errors import ValidationError
-from infoblocks.blocks.imbalance import (DIILoss, FeatureWeights, GaussianSoftmax, Ranks,
+from infoblocks.blocks.imbalance import (DIILoss, FeatureWeightedDistance, FeatureWeights, GaussianSoftmax, Ranks,
                                          RowsColumnsSampler, WeightedSquaredEuclidean,
                                          chunked_dii, diagonal_mask, exclusion_logits,
                                          expected_ranks, information_imbalance, neighbour_index,
@@ -339,3 +340,76 @@ def test_ranks_from_data_with_a_metric_through_the_registry():
     # with period 1 on the first feature, point 1 (x = 0.9) is 0.1 from point 0
     assert ranks[0].tolist() == [0.0, 1.0, 2.0, 3.0]
     assert ranks[1, 0].item() == 1.0
+
+
+# ----------------------------------------------------------------------------- slots and contracts
+
+
+class PlainSquaredEuclidean(FeatureWeightedDistance):
+    """Only the required method of the distance protocol: the defaults do the rest."""
+
+    name = "test_plain_sqeuclidean"
+
+    def weighted_pairwise(self, a, b, weights):
+        diff = a[:, None, :] - b[None, :, :]
+        return (diff * diff) @ (weights * weights) if weights is not None \
+            else (diff * diff).sum(-1)
+
+
+def test_sampler_and_loss_declare_their_contracts():
+    assert RowsColumnsSampler.batch_type is ROWS_COLS
+    state = make_state(data_A=np.zeros((6, 2)), data_B=np.zeros((6, 1)))
+    assert RowsColumnsSampler(batches_per_epoch=2).batch_fields(state) == {"rows", "cols"}
+    loss = DIILoss()
+    assert loss.required_fields() == {"rows", "cols"} and loss.reports == {"dii"}
+    assert loss.required_globals() == {"data_A", "data_B"}
+    assert DIILoss(distances_key="dist").required_globals() == {"data_A", "dist"}
+    assert loss.required_models() == {"weights"}
+
+
+def test_the_loss_owns_its_tables_and_resets_them_at_phase_start():
+    rng = np.random.default_rng(0)
+    state = make_state(data_A=rng.normal(size=(20, 2)), data_B=rng.normal(size=(20, 1)))
+    idx = torch.arange(20)
+    loss = DIILoss()
+    first = loss({"rows": idx, "cols": idx}, state.models, state).value
+    cached = loss._batch_tables
+    assert cached is not None and cached[0] is idx
+    loss({"rows": idx, "cols": idx}, state.models, state)
+    assert loss._batch_tables is cached  # same batch tensors: the tables are reused
+    loss.on_phase_start(state)
+    assert loss._batch_tables is None and loss._epoch_tables is None
+    again = loss({"rows": idx, "cols": idx}, state.models, state).value
+    assert again.item() == first.item()
+    assert not hasattr(state, "scratch") or not state.scratch
+
+
+def test_a_distance_with_only_weighted_pairwise_gives_the_built_in_numbers():
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(30, 3))
+    b = a * np.array([3.0, 1.0, 0.2])
+    idx = torch.arange(30)
+    values, grads = [], []
+    for distance in ("weighted_sqeuclidean", PlainSquaredEuclidean()):
+        state = make_state(data_A=a, data_B=b)
+        out = DIILoss(k_init=2, k_final=2, distance_A=distance)(
+            {"rows": idx, "cols": idx}, state.models, state).value
+        out.backward()
+        values.append(out.item())
+        grads.append(state.models["weights"].weights.grad.clone())
+    assert values[0] == pytest.approx(values[1], rel=1e-5)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+    # the row chunks of the final DII and the classic imbalance take it too
+    x, y = torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32)
+    w = torch.tensor([0.5, 0.2, 0.1])
+    built_in = chunked_dii(x, w, idx, idx, k=2, data_B=y)
+    plain = chunked_dii(x, w, idx, idx, k=2, data_B=y, distance_A=PlainSquaredEuclidean(),
+                        max_elements=500)
+    assert torch.allclose(built_in, plain, rtol=1e-5)
+    assert information_imbalance(a, b, weights_A=[0.5, 0.2, 0.1]) == information_imbalance(
+        a, b, weights_A=[0.5, 0.2, 0.1], distance_A=PlainSquaredEuclidean())
+
+
+def test_distance_a_must_take_the_weights():
+    with pytest.raises(ValidationError, match="distance that takes the learnable feature weights"):
+        DIILoss(distance_A="euclidean")

@@ -11,11 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from infoblocks.blocks.errors import NotFittedError, NumericalError, ValidationError
+from typing import ClassVar
+
+import attrs
+
+from infoblocks.blocks.errors import (ConfigError, ContractError, NotFittedError,
+                                      NumericalError, ValidationError)
+from infoblocks.blocks.imbalance import GaussianSoftmax, Ranks
 from infoblocks.blocks.phases import TrainingPhase
 from infoblocks.blocks.recipe import Recipe
 from infoblocks.blocks.routine import Routine
-from infoblocks.plugins.registry import get_registry
+from infoblocks.plugins import hookimpl
+from infoblocks.plugins.registry import get_registry, recipe_from_dict
 from infoblocks.recipes.dii import DEMO_TARGETS, DII, demo_config, demo_data
 
 #: DADApy 0.3.4 (JAX CPU, float32), config (a), weights rescaled to max 30 — deterministic
@@ -285,8 +292,160 @@ def test_run_saves_and_reloads(tmp_path):
     w = loaded.models["weights"].weights.detach().abs().numpy()
     np.testing.assert_allclose(w, model.weights_, rtol=1e-6)
     assert loaded.saved_extra["recipe"] == "dii"
+    assert loaded.saved_extra["phases"][0]["loss"]["name"] == "dii"  # the full routine
     with pytest.raises(ValidationError, match="needs two arrays"):
         model.run([data_a], tmp_path)
+
+
+def test_save_and_load_give_working_weights_and_final_dii(tmp_path):
+    data_a, data_b = demo_data(n=150)
+    model = DII(epochs=15, optimizer="adam", learning_rate=0.05, periods_A=[0, 0, 0, 0, 9.0])
+    model.fit(data_a, data_b)
+    dii = model.final_dii()[0]
+    loaded = DII.load(model.save(tmp_path / "dii"))
+    assert loaded.to_dict() == model.to_dict()  # the shortcuts, not a frozen copy of sections
+    np.testing.assert_array_equal(loaded.weights_, model.weights_)
+    np.testing.assert_array_equal(loaded.weights_history_, model.weights_history_)
+    np.testing.assert_array_equal(loaded.dii_history_, model.dii_history_)
+    assert loaded.final_dii()[0] == pytest.approx(dii, rel=1e-6)
+    assert loaded.information_imbalance() == model.information_imbalance()
+    assert loaded.set_params(learning_rate=0.1).routine_spec()["phases"][0]["learning_rate"] == 0.1
+    bare = DII.load(model.save(tmp_path / "bare", data=False))
+    np.testing.assert_array_equal(bare.weights_, model.weights_)
+    with pytest.raises(NotFittedError, match="without its data"):
+        bare.final_dii()
+
+
+def test_sklearn_clone_and_params():
+    base = pytest.importorskip("sklearn.base")
+    model = DII(periods_A=[1.0, 0.0], params_init=[0.2, 0.1], params_groups=[1, 1],
+                distance_A={"name": "weighted_sqeuclidean"}, epochs=7,
+                phases=[{"name": "dii", "learning_rate": 0.2}],
+                evaluation={"softmax": {"lambda_factor": 0.2}})
+    clone = base.clone(model)
+    assert clone is not model and clone.get_params() == model.get_params()
+    assert clone.routine_ is None and clone.to_dict(full=True) == model.to_dict(full=True)
+    fitted = DII(epochs=2).fit(*demo_data(n=40))
+    assert base.clone(fitted).routine_ is None
+    assert model.set_params(epochs=9).epochs == 9
+    with pytest.raises(ConfigError, match="no parameter 'num_epochs'"):
+        model.set_params(num_epochs=3)
+
+
+def test_presets_are_the_tutorial_configurations():
+    assert DII.preset("full_batch").to_dict() == demo_config("a").to_dict()
+    mini = DII.preset("mini_batch", seed=3)
+    assert mini.batches_per_epoch == 5 and mini.optimizer == "adam" and mini.seed == 3
+    with pytest.raises(ConfigError, match="presets: full_batch, mini_batch"):
+        DII.preset("tutorial")
+
+
+# ----------------------------------------------------------------------------- the routine as data
+
+
+def test_the_routine_names_every_slot():
+    spec = DII(periods_A=[6.0, 0.0], periods_B=[2.0]).to_dict(full=True)
+    assert spec["models"]["weights"]["name"] == "feature_weights"
+    phase, = spec["phases"]
+    assert phase["sampler"]["name"] == "rows_columns" and phase["epochs"] == 200
+    loss = phase["loss"]
+    assert loss["name"] == "dii" and loss["ranks"] == "ranks"
+    assert loss["distance_A"] == {"name": "weighted_sqeuclidean", "periods": [6.0, 0.0]}
+    assert loss["distance_B"] == {"name": "weighted_sqeuclidean", "periods": [2.0]}
+    assert loss["softmax"]["name"] == "gaussian_softmax"
+    # final_dii / select_features read the same blocks from [evaluation]
+    assert spec["evaluation"] == {"distance_A": loss["distance_A"],
+                                  "distance_B": loss["distance_B"], "softmax": loss["softmax"]}
+    assert "globals" not in spec  # B is ranked within each batch: no global table
+    # the expanded dict is a config that builds the same routine
+    again = recipe_from_dict(spec)
+    assert again.to_dict(full=True) == spec
+
+
+def test_a_section_that_contradicts_a_shortcut_names_both_keys():
+    with pytest.raises(ConfigError, match=r"`learning_rate` = 0\.05 and "
+                                          r"`phases\.dii\.learning_rate` = 0\.1"):
+        DII(learning_rate=0.05, phases=[{"name": "dii", "learning_rate": 0.1}]).routine_spec()
+    with pytest.raises(ConfigError, match=r"`distance_A` = 'weighted_l1'.*"
+                                          r"`evaluation\.distance_A`"):
+        recipe_from_dict({"recipe": "dii", "distance_A": "weighted_l1",
+                          "evaluation": {"distance_A": "weighted_sqeuclidean"}})
+    # a section alone (or agreeing with the shortcut) is fine
+    ok = DII(learning_rate=0.1, phases=[{"name": "dii", "learning_rate": 0.1}])
+    assert ok.routine_spec()["phases"][0]["learning_rate"] == 0.1
+
+
+def test_wrong_types_are_refused_with_the_toml_path():
+    with pytest.raises(ConfigError, match=r"dii\.epochs"):
+        recipe_from_dict({"recipe": "dii", "epochs": 5.7})
+    with pytest.raises(ConfigError, match=r"dii\.verbose"):
+        recipe_from_dict({"recipe": "dii", "verbose": "false"})
+    data_a, data_b = demo_data(n=30)
+    deep = DII(phases=[{"name": "dii", "epochs": 5.7}])
+    with pytest.raises(ConfigError, match=r"dii\.phases\.dii\.epochs"):
+        deep.fit(data_a, data_b)
+    nested = DII(phases=[{"name": "dii", "loss": {"k_init": True}}])
+    with pytest.raises(ConfigError, match=r"dii\.phases\.dii\.loss\.k_init"):
+        nested.fit(data_a, data_b)
+
+
+def test_a_sampler_that_does_not_fit_the_loss_is_a_contract_error_naming_both():
+    data_a, data_b = demo_data(n=40)
+    items = DII(epochs=1, phases=[{"name": "dii", "sampler": {"name": "items"}}])
+    with pytest.raises(ContractError, match=r"loss 'dii' consumes the batch field\(s\) "
+                                            r"\['cols', 'rows'\].*sampler 'items'"):
+        items.fit(data_a, data_b)
+    missing = DII(epochs=1, phases=[{"name": "dii", "loss": {"target": "data_C"}}])
+    with pytest.raises(ContractError, match=r"loss 'dii' needs the global\(s\) \['data_C'\]"):
+        missing.fit(data_a, data_b)
+
+
+@attrs.define
+class _CountingSoftmax(GaussianSoftmax):
+    """The Gaussian softmax through the generic coefficients(...) path (not the fused one)."""
+
+    name: ClassVar[str] = "test_counting_softmax"
+    calls: ClassVar[int] = 0
+
+    def coefficients(self, *args, **kwargs):
+        _CountingSoftmax.calls += 1
+        return super().coefficients(*args, **kwargs)
+
+
+@attrs.define
+class _CountingRanks(Ranks):
+    name: ClassVar[str] = "test_counting_ranks"
+    calls: ClassVar[int] = 0
+
+    def apply(self, relations):
+        _CountingRanks.calls += 1
+        return super().apply(relations)
+
+
+class _SlotPlugin:
+    @hookimpl
+    def register_transforms(self):
+        return [_CountingSoftmax, _CountingRanks]
+
+
+def test_softmax_and_rank_slots_take_plugin_blocks_by_name(infoblocks_plugin):
+    infoblocks_plugin(_SlotPlugin(), "test_dii_slots")
+    data_a, data_b = demo_data(n=120)
+    options = dict(epochs=15, optimizer="adam", learning_rate=0.05, k_init=3, k_final=2)
+    reference = DII(**options).fit(data_a, data_b)
+    swapped = recipe_from_dict({
+        "recipe": "dii", **options,
+        "phases": [{"name": "dii", "loss": {"softmax": {"name": "test_counting_softmax",
+                                                        "lambda_factor": 0.1},
+                                            "ranks": "test_counting_ranks"}}],
+        "evaluation": {"softmax": {"name": "test_counting_softmax"}}})
+    swapped.fit(data_a, data_b)
+    steps = _CountingSoftmax.calls
+    assert steps >= 15 and _CountingRanks.calls >= 1
+    # the generic path gives the fused path's numbers
+    np.testing.assert_allclose(swapped.weights_, reference.weights_, rtol=1e-4)
+    assert swapped.final_dii()[0] == pytest.approx(reference.final_dii()[0], rel=1e-4)
+    assert _CountingSoftmax.calls > steps  # final_dii used [evaluation] softmax
 
 
 def test_plot_has_two_panels(tmp_path):

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import attrs
-import torch
 
 from infoblocks.blocks.imbalance import FeatureWeightedDistance
 
