@@ -20,7 +20,6 @@ See ``docs/mi.md`` (the bounds, the measurements) and ``docs/plugins.md`` (the s
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -31,7 +30,7 @@ from attrs.validators import optional
 import numpy as np
 import torch
 
-from infoblocks.blocks.data import as_tensor, check_same_length, intra_op_threads, resolve_device
+from infoblocks.blocks.data import check_same_length, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import NotFittedError, ValidationError
 from infoblocks.blocks.mutual_information import MAX_PAIRS, split_sizes
 from infoblocks.blocks.mutual_information.bounds import _rate
@@ -40,11 +39,11 @@ from infoblocks.blocks.phases import LR_SCHEDULES, OPTIMIZERS
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import non_negative_int, one_of, positive, positive_int
-from infoblocks.plugins.registry import get_registry
 
 # (the submodule first: ``from . import`` would ask the package's lazy __getattr__, which
 # scans the recipes while this module is half-imported)
-from .mi_evaluation import SEED_PROBLEM_N, MIConvergenceWarning, MIEstimate, seed_problem
+from .mi_evaluation import (SEED_PROBLEM_N, MIConvergenceWarning, MIEstimate, _as_columns,
+                            _complete, _only_fields, _sampler_name, _standardize, seed_problem)
 from . import mi_evaluation as evaluation  # noqa: E402 - after the line above, on purpose
 
 #: validation pairs per held-out item (a fixed set: epoch-to-epoch changes are the critic's)
@@ -55,55 +54,6 @@ VALIDATION_MAX_PAIRS = 10_000
 VALIDATION_REFERENCE_FACTOR = 4
 #: an InfoNCE estimate above this fraction of log(batch) is reported as capped
 INFONCE_CAP_WARNING = 0.8
-
-
-def _as_columns(a: Any, name: str) -> torch.Tensor:
-    """A ``(n, d)`` float tensor; 1-D input is one feature (n,) -> (n, 1)."""
-    t = as_tensor(a, name, ndim=(1, 2))
-    return t.reshape(-1, 1) if t.ndim == 1 else t
-
-
-def _standardize(t: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    mean, std = t.mean(0), t.std(0)
-    constant = (std <= 1e-12 * (1 + mean.abs())).nonzero().flatten().tolist()
-    if constant:
-        raise ValidationError(
-            f"`{name}` column(s) {constant} are constant; a constant carries no information and "
-            "cannot be standardised. Drop those columns.")
-    return (t - mean) / std, mean, std
-
-
-def _sampler_name(instance, attribute, value) -> None:
-    if not isinstance(value, str) or ("sampler", value) not in get_registry():
-        raise ValidationError(
-            f"`{attribute.name}` must name a registered negative sampler ('marginal_pairs', "
-            f"'all_pairs', 'reference' or a plugin's), got {value!r}.")
-
-
-def _fields_of(kind: str, name: Any) -> set[str] | None:
-    """Init fields of the registered block ``name`` (None: not an attrs block / unknown)."""
-    try:
-        cls = get_registry().get(kind, name)
-    except Exception:  # noqa: BLE001 - reported when the block is built
-        return None
-    return {f.alias or f.name for f in attrs.fields(cls) if f.init} if attrs.has(cls) else None
-
-
-def _only_fields(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """``spec`` without the keys its block does not have (shortcuts shared by samplers)."""
-    fields = _fields_of(kind, spec["name"])
-    return spec if fields is None else {k: v for k, v in spec.items()
-                                        if k == "name" or k in fields}
-
-
-def _complete(spec: Any, context: dict[str, Any], kind: str = "sampler") -> Any:
-    """``spec`` with the ``context`` keys its block has and the spec leaves out (a sampler a
-    user put in a slot by name still draws from the right split)."""
-    spec = {"name": spec} if isinstance(spec, str) else spec
-    if not isinstance(spec, dict):
-        return spec
-    fields = _fields_of(kind, spec.get("name")) or set()
-    return {**{k: v for k, v in context.items() if k in fields}, **spec}
 
 
 @attrs.define(kw_only=True)
@@ -379,25 +329,7 @@ class NeuralMIEstimator(Recipe):
     def run(self, data: list[np.ndarray], out_dir: Path) -> dict[str, Any]:
         """``infoblocks run``: ``--data X.npy --data Y.npy`` (or one array split at column
         ``split_at``); saves the estimator, ``mi_training.png`` and returns the summary."""
-        if len(data) == 2:
-            x, y = data
-        elif len(data) == 1 and self.split_at is not None:
-            arr = _as_columns(data[0], "data")
-            if not 0 < self.split_at < arr.shape[1]:
-                raise ValidationError(f"`split_at` = {self.split_at} must lie inside the "
-                                      f"{arr.shape[1]} columns of the data.")
-            x, y = arr[:, :self.split_at], arr[:, self.split_at:]
-        else:
-            raise ValidationError(
-                f"{self.name} needs two arrays (--data X.npy --data Y.npy), or one array and "
-                f"`split_at` (the first column of Y); got {len(data)} array(s).")
-        self.fit(x, y)
-        out_dir = Path(out_dir)
-        self.save(out_dir)
-        self.plot(path=out_dir / "mi_training.png")
-        summary = self.summary_dict()
-        (out_dir / "estimate.json").write_text(json.dumps(summary, indent=2))
-        return summary
+        return evaluation.run_cli(self, data, out_dir)
 
     @classmethod
     def demo(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:
@@ -553,10 +485,11 @@ class MINEE(NeuralMIEstimator):
             for sampler in (phase.sampler, getattr(phase.validation, "sampler", None)):
                 if sampler is not None and hasattr(sampler, "reference"):
                     sampler.reference = self.reference_fn
-        phase.sampler.fit_reference(x, y)
-        if phase.validation is not None:
-            phase.validation.sampler.reference_x = phase.sampler.reference_x
-            phase.validation.sampler.reference_y = phase.sampler.reference_y
+        if hasattr(phase.sampler, "fit_reference"):
+            phase.sampler.fit_reference(x, y)
+            if phase.validation is not None and hasattr(phase.validation.sampler, "reference_x"):
+                phase.validation.sampler.reference_x = phase.sampler.reference_x
+                phase.validation.sampler.reference_y = phase.sampler.reference_y
         return routine
 
     def _final_estimate(self, routine, x, y, pairs):

@@ -5,17 +5,21 @@ save / load, and the seed problem.  No recipe classes here (see :mod:`infoblocks
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import numpy as np
 import torch
 
+from infoblocks.blocks.data import as_tensor
 from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.blocks.mutual_information import (MAX_PAIRS, ReferenceScores, pair_scores,
                                                   quantile_interval, reference_scores)
+from infoblocks.plugins.registry import get_registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from .mi import MINEE, NeuralMIEstimator
@@ -66,6 +70,58 @@ def seed_problem(seed: int, n: int = SEED_PROBLEM_N) -> tuple[np.ndarray, np.nda
     rho = 1.0 - 0.19 * rng.uniform()
     data = rng.multivariate_normal([0.0, 0.0], [[1.0, rho], [rho, 1.0]], size=n)
     return data[:, :1], data[:, 1:], float(-0.5 * np.log(1.0 - rho ** 2))
+
+
+# ---------------------------------------------------------------------------- inputs, slots
+
+
+def _as_columns(a: Any, name: str) -> torch.Tensor:
+    """A ``(n, d)`` float tensor; 1-D input is one feature (n,) -> (n, 1)."""
+    t = as_tensor(a, name, ndim=(1, 2))
+    return t.reshape(-1, 1) if t.ndim == 1 else t
+
+
+def _standardize(t: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    mean, std = t.mean(0), t.std(0)
+    constant = (std <= 1e-12 * (1 + mean.abs())).nonzero().flatten().tolist()
+    if constant:
+        raise ValidationError(
+            f"`{name}` column(s) {constant} are constant; a constant carries no information and "
+            "cannot be standardised. Drop those columns.")
+    return (t - mean) / std, mean, std
+
+
+def _sampler_name(instance, attribute, value) -> None:
+    if not isinstance(value, str) or ("sampler", value) not in get_registry():
+        raise ValidationError(
+            f"`{attribute.name}` must name a registered negative sampler ('marginal_pairs', "
+            f"'all_pairs', 'reference' or a plugin's), got {value!r}.")
+
+
+def _fields_of(kind: str, name: Any) -> set[str] | None:
+    """Init fields of the registered block ``name`` (None: not an attrs block / unknown)."""
+    try:
+        cls = get_registry().get(kind, name)
+    except Exception:  # noqa: BLE001 - reported when the block is built
+        return None
+    return {f.alias or f.name for f in attrs.fields(cls) if f.init} if attrs.has(cls) else None
+
+
+def _only_fields(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` without the keys its block does not have (shortcuts shared by samplers)."""
+    fields = _fields_of(kind, spec["name"])
+    return spec if fields is None else {k: v for k, v in spec.items()
+                                        if k == "name" or k in fields}
+
+
+def _complete(spec: Any, context: dict[str, Any], kind: str = "sampler") -> Any:
+    """``spec`` with the ``context`` keys its block has and the spec leaves out (a sampler a
+    user put in a slot by name still draws from the right split)."""
+    spec = {"name": spec} if isinstance(spec, str) else spec
+    if not isinstance(spec, dict):
+        return spec
+    fields = _fields_of(kind, spec.get("name")) or set()
+    return {**{k: v for k, v in context.items() if k in fields}, **spec}
 
 
 # ---------------------------------------------------------------------------- assembly
@@ -305,6 +361,31 @@ def load_estimator(cls: type, path: str | Path, critic_module: torch.nn.Module |
     recipe.routine_ = routine
     recipe.history_ = [dict(row) for row in routine.history.rows]
     return recipe
+
+
+def run_cli(recipe: NeuralMIEstimator, data: list[np.ndarray], out_dir: Path
+            ) -> dict[str, Any]:
+    """``infoblocks run``: two arrays, or one split at column ``split_at``; saves the fitted
+    estimator, ``mi_training.png`` and ``estimate.json``; returns the summary."""
+    if len(data) == 2:
+        x, y = data
+    elif len(data) == 1 and recipe.split_at is not None:
+        arr = _as_columns(data[0], "data")
+        if not 0 < recipe.split_at < arr.shape[1]:
+            raise ValidationError(f"`split_at` = {recipe.split_at} must lie inside the "
+                                  f"{arr.shape[1]} columns of the data.")
+        x, y = arr[:, :recipe.split_at], arr[:, recipe.split_at:]
+    else:
+        raise ValidationError(
+            f"{recipe.name} needs two arrays (--data X.npy --data Y.npy), or one array and "
+            f"`split_at` (the first column of Y); got {len(data)} array(s).")
+    recipe.fit(x, y)
+    out_dir = Path(out_dir)
+    recipe.save(out_dir)
+    recipe.plot(path=out_dir / "mi_training.png")
+    summary = recipe.summary_dict()
+    (out_dir / "estimate.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 def demo_runs(cls: type, out_dir: Path, quick: bool) -> dict[str, Any]:

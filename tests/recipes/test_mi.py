@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
+from infoblocks.blocks.errors import ConfigError, ContractError, NotFittedError, ValidationError
+from infoblocks.blocks.mutual_information import DVLoss, MINELoss, NWJLoss
 from infoblocks.plugins.registry import get_registry, recipe_from_dict
 from infoblocks.recipes.mi import (MINE, MINEE, NWJ, SMILE, InfoNCE, MIConvergenceWarning,
                                    MIEstimate, seed_problem)
@@ -168,6 +169,10 @@ def test_recipe_round_trips_as_data(cls, tmp_path):
     est.to_toml(tmp_path / "r.toml")
     assert cls.from_toml(tmp_path / "r.toml").to_dict() == est.to_dict()
     assert ("recipe", cls.name) in get_registry()
+    full = recipe_from_dict(est.to_dict(full=True))  # the expanded routine is valid data too
+    assert full.routine_spec() == est.routine_spec()
+    (tmp_path / "full.toml").write_text(est.to_toml(full=True))
+    assert cls.from_toml(tmp_path / "full.toml").routine_spec() == est.routine_spec()
 
 
 def test_run_writes_outputs(tmp_path):
@@ -261,6 +266,165 @@ def test_results_before_fit_and_bad_arguments(fitted):
         MINEE(reference="laplace")
     with pytest.raises(ValidationError, match="negatives"):
         InfoNCE(negatives="pairs")
+
+
+# ---------------------------------------------------------------- the routine as data (slots)
+
+
+@pytest.mark.parametrize("cls, sampler, loss, validation, final, critic", [
+    (MINE, "marginal_pairs", "mine_loss", "dv", "dv", "joint_critic"),
+    (NWJ, "marginal_pairs", "nwj_loss", "nwj_loss", "nwj_loss", "joint_critic"),
+    (InfoNCE, "all_pairs", "infonce_loss", "infonce_loss", "infonce_loss", "separable_critic"),
+    (SMILE, "marginal_pairs", "smile_loss", "smile_loss", "smile_loss", "joint_critic"),
+    (MINEE, "reference", "minee_loss", "minee_loss", "dv", "joint_critic"),
+])
+def test_slots_of_the_expanded_routine(cls, sampler, loss, validation, final, critic):
+    spec = cls(seed=4).to_dict(full=True)
+    split = spec["globals"]["train_index"]["relation"]
+    assert split == {"name": "random_split", "test_fraction": 0.5, "seed": 4, "part": "train"}
+    assert spec["globals"]["test_index"]["relation"]["part"] == "test"
+    assert spec["models"]["main"]["name"] == critic
+    (phase,) = spec["phases"]
+    assert phase["sampler"]["name"] == sampler and phase["sampler"]["index_key"] == "train_index"
+    assert phase["loss"]["name"] == loss
+    assert phase["validation"]["loss"]["name"] == validation
+    assert phase["validation"]["sampler"]["index_key"] == "test_index"
+    assert phase["validation"]["metric"] == "mi" and phase["validation"]["mode"] == "max"
+    assert spec["evaluation"]["bound"]["name"] == final
+    assert spec["evaluation"]["pairs"]["index"] == "test_index"
+    if cls is MINEE:
+        assert {"critic_x", "critic_y"} <= set(spec["models"])
+    if cls is SMILE:  # the shortcut reaches every bound block that has the field
+        assert phase["loss"]["clip"] == spec["evaluation"]["bound"]["clip"] == 5.0
+
+
+def test_shortcuts_fill_the_slots_and_sections_replace_blocks():
+    spec = MINE(test_fraction=0.0, evaluate_on="all", critic="separable", ma_rate=0.05,
+                negatives="all_pairs").routine_spec()
+    phase = spec["phases"][0]
+    assert "validation" not in phase and spec["evaluation"]["pairs"]["index"] == "all_index"
+    assert spec["globals"]["all_index"]["relation"]["part"] == "all"
+    assert spec["models"]["main"]["name"] == "separable_critic"
+    assert phase["loss"] == {"name": "mine_loss", "ma_rate": 0.05}
+    assert phase["sampler"]["name"] == "all_pairs" and "marginal_factor" not in phase["sampler"]
+    est = MINE(evaluation={"bound": "nwj_loss"}, phases=[{"name": "train", "loss": "dv"}])
+    spec = est.routine_spec()
+    assert spec["evaluation"]["bound"] == "nwj_loss" and spec["phases"][0]["loss"] == "dv"
+
+
+def test_the_slots_are_the_blocks_that_run():
+    x, y = gaussian_1d(400, 2)
+    est = quiet_fit(NWJ(epochs=3, hidden_dims=(8,), phases=[{"name": "train", "loss": "dv"}],
+                        evaluation={"bound": "dv"}), x, y)
+    phase = est.routine_.phases[0]
+    assert type(phase.loss) is DVLoss and type(phase.validation.loss) is NWJLoss
+    assert type(est.bound_) is DVLoss
+    # the final estimate is the bound block's own function over all pairs of the held-out set
+    assert est.estimate() == pytest.approx(est.scores_.bound("dv"), abs=1e-9)
+    assert est.scores_.n == est.n_eval_ == 200
+    mine = quiet_fit(MINE(epochs=2, hidden_dims=(8,)), x, y)
+    loss = mine.routine_.phases[0].loss
+    assert type(loss) is MINELoss and loss.log_average is not None  # its own state
+    assert not mine.routine_.state.scratch
+
+
+@pytest.mark.parametrize("data, fragment", [
+    ({"critic": "separable", "models": {"main": {"name": "joint_critic"}}},
+     "`critic` = 'separable' and `models.main.name` = 'joint_critic'"),
+    ({"learning_rate": 0.01, "phases": [{"name": "train", "learning_rate": 0.002}]},
+     "`learning_rate` = 0.01 and `phases.train.learning_rate` = 0.002"),
+    ({"ma_rate": 0.05, "phases": [{"name": "train", "loss": {"ma_rate": 0.1}}]},
+     "`ma_rate` = 0.05 and `phases.train.loss.ma_rate` = 0.1"),
+    ({"seed": 3, "globals": {"test_index": {"relation": {"seed": 5}}}},
+     "`seed` = 3 and `globals.test_index.relation.seed` = 5"),
+])
+def test_a_shortcut_and_a_section_that_disagree_are_named(data, fragment):
+    with pytest.raises(ConfigError, match=_escape(fragment)):
+        recipe_from_dict({"recipe": "mine", **data})
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("verbose", "false", "expected true or false, got 'false' @ mine.verbose"),
+    ("standardize", "no", "expected true or false, got 'no' @ mine.standardize"),
+    ("epochs", 5.7, "expected an integer, got 5.7 @ mine.epochs"),
+    ("threads", True, "mine.threads"),
+])
+def test_no_silent_coercion_in_configs(key, value, fragment):
+    with pytest.raises(ConfigError, match=_escape(fragment)):
+        recipe_from_dict({"recipe": "mine", key: value})
+
+
+def test_a_block_in_a_slot_is_checked_with_its_path():
+    x, y = gaussian_1d(200, 1)
+    est = recipe_from_dict({"recipe": "mine", "epochs": 2,
+                            "phases": [{"name": "train", "loss": {"ma_rate": "x"}}]})
+    with pytest.raises(ConfigError, match=_escape("@ mine.phases.train.loss.ma_rate")):
+        est.fit(x, y)
+    with pytest.raises(ConfigError, match=_escape("mine.evaluation.pairs: unknown key(s)")):
+        MINE(epochs=2, evaluation={"pairs": {"rows": 3}}).fit(x, y)
+
+
+def test_a_contract_error_names_both_blocks():
+    # MI-NEE's loss needs reference draws; the product-of-marginals sampler has none
+    x, y = gaussian_1d(200, 1)
+    with pytest.raises(ContractError, match="loss 'minee_loss' consumes the batch field.*"
+                                            "x_reference.*sampler 'marginal_pairs'"):
+        MINEE(negatives="marginal_pairs", epochs=2, hidden_dims=(8,)).fit(x, y)
+    with pytest.raises(ValidationError, match="negatives"):
+        MINE(negatives="no_such_sampler")
+
+
+@pytest.mark.parametrize("cls", [MINE, MINEE, InfoNCE, NWJ, SMILE])
+def test_sklearn_clone(cls):
+    base = pytest.importorskip("sklearn.base")
+    est = cls(seed=5, epochs=3, hidden_dims=(8,), phases=[{"name": "train", "epochs": 3}])
+    twin = base.clone(est)
+    assert type(twin) is cls and twin is not est
+    assert twin.to_dict() == est.to_dict() and twin.get_params() == est.get_params()
+    assert twin.set_params(epochs=9).epochs == 9 and est.epochs == 3
+
+
+def test_clone_of_a_fitted_estimator_is_unfitted(fitted):
+    base = pytest.importorskip("sklearn.base")
+    twin = base.clone(fitted)
+    assert twin.estimate_nats_ is None and twin.get_params() == fitted.get_params()
+
+
+def test_estimate_is_always_an_mi_estimate(fitted):
+    value = fitted.estimate()
+    assert isinstance(value, MIEstimate) and isinstance(value, float)
+    assert float(value) == value.value and value.level == 0.95 and value.units == "nats"
+    assert value.low < value < value.high
+    assert json.loads(json.dumps({"v": value}))["v"] == pytest.approx(float(value))
+    assert "nats" in repr(value)
+
+
+def test_preset():
+    est = MINE.preset("notebook", seed=2)
+    assert est.init_std == 0.02 and est.test_fraction == 0.0 and est.seed == 2
+    assert "validation" not in est.routine_spec()["phases"][0]
+    with pytest.raises(ConfigError, match="no preset"):
+        MINE.preset("fast")
+
+
+@pytest.mark.parametrize("cls", [MINE, MINEE])
+def test_save_and_load(cls, tmp_path):
+    x, y = gaussian_1d(300, 10)
+    est = quiet_fit(cls(seed=1, epochs=4, hidden_dims=(8,)), x, y)
+    est.save(tmp_path / "est")
+    again = cls.load(tmp_path / "est")
+    assert type(again) is cls and again.routine_spec() == est.routine_spec()
+    assert again.epochs == est.epochs and again.seed == est.seed
+    assert float(again.estimate()) == float(est.estimate())
+    a, b = again.estimate(ci=0.8, units="bits"), est.estimate(ci=0.8, units="bits")
+    assert (a.low, a.high) == pytest.approx((b.low, b.high))
+    assert again.history_ == est.history_
+    probe = torch.randn(5, 1), torch.randn(5, 1)
+    assert torch.allclose(again.routine_.models["main"](*probe), est.routine_.models["main"](*probe))
+    if cls is MINEE:
+        assert again.entropies_ == est.entropies_
+    with pytest.raises(ValidationError, match="not a NWJ|holds a"):
+        NWJ.load(tmp_path / "est")
 
 
 # ---------------------------------------------------------------- slow accuracy checks
