@@ -11,9 +11,11 @@ from torch import nn
 
 from infoblocks.blocks.data import Dataset
 from infoblocks.blocks.errors import ConfigError, NumericalError, ValidationError
+from infoblocks.blocks.contracts import MARGINAL_PAIRS
 from infoblocks.blocks.mutual_information import (
-    DVLoss, InfoNCELoss, JointCritic, MarginalSampler, MINEELoss, MINELoss, NWJLoss,
-    ReferenceSampler, SeparableCritic, SMILELoss, log_mean_exp, pair_scores, shifts_for)
+    JOINT_PAIRS, REFERENCE_PAIRS, BatchScores, DVLoss, InBatchSampler, InfoNCELoss, JointCritic,
+    MarginalSampler, MINEELoss, MINELoss, NWJLoss, RandomSplit, ReferenceSampler,
+    SeparableCritic, SMILELoss, dv_bound, log_mean_exp, pair_scores, shifts_for)
 from infoblocks.blocks.state import TrainState
 from infoblocks.plugins.registry import get_registry
 from infoblocks.plugins.testing import check_block
@@ -64,7 +66,8 @@ def test_blocks_registered_under_their_names():
 
 
 @pytest.mark.parametrize("cls, example", [
-    (MarginalSampler, None), (ReferenceSampler, None), (DVLoss, None), (MINELoss, None),
+    (MarginalSampler, None), (ReferenceSampler, None), (InBatchSampler, None),
+    (RandomSplit, None), (DVLoss, None), (MINELoss, None),
     (NWJLoss, None), (InfoNCELoss, None), (SMILELoss, None), (MINEELoss, None),
     (JointCritic, {"x_dim": 2, "y_dim": 3}), (SeparableCritic, {"x_dim": 2, "y_dim": 3}),
 ])
@@ -100,6 +103,52 @@ def test_marginal_sampler_pool_and_fixed_batches():
     assert len(first) == 1 and first[0]["x"].shape == (30, 1)  # whole pool, one batch
     assert ((first[0]["index"] >= 10) & (first[0]["index"] < 40)).all()
     assert torch.equal(first[0]["x_marginal"], second[0]["x_marginal"])  # fixed: same draws
+
+
+@pytest.mark.parametrize("sampler, batch_type", [
+    (InBatchSampler(batch_size=10, index_key="train"), JOINT_PAIRS),
+    (MarginalSampler(batch_size=10, index_key="train"), MARGINAL_PAIRS),
+    (ReferenceSampler(batch_size=10, index_key="train"), REFERENCE_PAIRS),
+])
+def test_samplers_declare_their_batches(sampler, batch_type):
+    state = make_state(100, train=torch.arange(50))
+    assert sampler.batch_type is batch_type
+    assert sampler.required_globals() == {"x", "y", "train"}  # the split: a declared global
+    sampler.setup(state)
+    fields = sampler.batch_fields(state)
+    assert batch_type.fields <= fields
+    for batch in sampler.batches(state):
+        assert set(batch) == fields  # exactly the declared fields, every batch
+        assert (batch["index"] < 50).all()  # drawn from the pool only
+
+
+def test_in_batch_sampler_and_split():
+    state = make_state(100)
+    split = {part: RandomSplit(test_fraction=0.3, part=part, seed=2).compute(state.dataset["x"])
+             for part in ("train", "test", "all")}
+    assert len(split["test"]) == 30 and len(split["train"]) == 70
+    assert torch.equal(torch.cat([split["test"], split["train"]]), split["all"])
+    assert sorted(split["all"].tolist()) == list(range(100))
+    with pytest.raises(ValidationError, match="test_fraction"):
+        RandomSplit(test_fraction=1.0)
+    state.globals["test"] = split["test"]
+    sampler = InBatchSampler(batch_size=8, index_key="test", fixed=True, fixed_seed=1)
+    sampler.setup(state)
+    first, again = list(sampler.batches(state)), list(sampler.batches(state))
+    assert len(first) == 3 and all(torch.equal(a["x"], b["x"]) for a, b in zip(first, again))
+    # a bound on an in-batch batch scores all b(b − 1) off-diagonal pairs
+    models = nn.ModuleDict({"main": OptimalCritic()})
+    scores = DVLoss().scores(first[0], models)
+    assert scores.matrix.shape == (8, 8) and scores.negatives.shape == (56,)
+
+
+def test_batch_scores_reduce_over_the_last_axis():
+    # one bound definition serves a batch (1-D) and a bootstrap over resampled rows (2-D)
+    joint, negatives = torch.randn(50).double(), torch.randn(200).double()
+    single = dv_bound(BatchScores(joint, negatives))
+    rows = torch.stack([joint, joint.flip(0)]), torch.stack([negatives, negatives.flip(0)])
+    both = dv_bound(BatchScores(*rows))
+    assert both.shape == (2,) and torch.allclose(both, single.expand(2))
 
 
 def test_marginal_sampler_rejects_oversized_batch():
