@@ -362,6 +362,21 @@ def test_the_routine_names_every_slot():
     assert again.to_dict(full=True) == spec
 
 
+def test_a_global_distance_matrix_of_b_from_the_globals_section():
+    # B's distances computed once as a global (pdist relation) and ranked per batch from it
+    data_a, data_b = demo_data(n=120)
+    options = dict(epochs=10, optimizer="adam", learning_rate=0.05)
+    reference = DII(**options).fit(data_a, data_b)
+    via_global = recipe_from_dict({
+        "recipe": "dii", **options,
+        "globals": {"distances_B": {"input": "data_B",
+                                    "relation": {"name": "pdist", "metric": "euclidean"}}},
+        "phases": [{"name": "dii", "loss": {"distances_key": "distances_B"}}]})
+    via_global.fit(data_a, data_b)
+    assert "distances_B" in via_global.routine_.compute_global_relations()
+    np.testing.assert_allclose(via_global.weights_, reference.weights_, rtol=1e-4)
+
+
 def test_a_section_that_contradicts_a_shortcut_names_both_keys():
     with pytest.raises(ConfigError, match=r"`learning_rate` = 0\.05 and "
                                           r"`phases\.dii\.learning_rate` = 0\.1"):
