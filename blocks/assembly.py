@@ -10,6 +10,10 @@ Merge rules (the same for every recipe):
   block: ``relation = {n_neighbors = 10}`` tunes the default relation); a different ``name``
   replaces the default block whole; lists (``transforms``) and scalars replace.
 
+Lists of blocks are never in conflict: an explicit ``transforms = [...]`` replaces the default
+list even when a shortcut (``seed``) shaped it.  A key that a shortcut's default would not
+create at all (a phase that exists only with ``layout_epochs > 0``) is no conflict either.
+
 A conflict: an explicit key that differs from its default *because of* a shortcut the user set
 away from its default (``n_neighbors = 30`` with ``globals.graph.relation.n_neighbors = 10``) —
 both keys are named in the error.
@@ -101,6 +105,8 @@ def merge_sections(defaults: dict[str, Any], explicit: dict[str, Any], path: str
 def _leaves(value: Any, prefix: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], Any]]:
     if isinstance(value, dict):
         return [leaf for k, v in value.items() for leaf in _leaves(v, (*prefix, k))]
+    if isinstance(value, list) and any(isinstance(v, (dict, str)) for v in value):
+        return []  # a list of blocks (transforms) replaces the default list: the explicit wins
     return [(prefix, value)]
 
 
@@ -186,7 +192,8 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - e.g. cross-field validation: not comparable
             continue
         for leaf, value in changed:
-            if not _same(_at(alternative, leaf), _at(defaults, leaf)):
+            other = _at(alternative, leaf)
+            if other is not _MISSING and not _same(other, _at(defaults, leaf)):
                 raise ConfigError(
                     f"{path}: `{field.name}` = {getattr(recipe, field.name)!r} and "
                     f"`{_dotted(leaf)}` = {value!r} both set this value. Remove one of them "

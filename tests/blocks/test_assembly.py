@@ -255,3 +255,11 @@ def test_python_constructor_values_are_type_checked_before_building():
         Projection(verbose="no").routine_spec()
     with pytest.raises(ValidationError, match=r"`hidden`: expected an integer, got 2.5"):
         Projection(hidden=2.5).build(_data())
+
+
+def test_block_lists_and_entries_a_shortcut_creates_are_not_conflicts():
+    # n_components is set (non-default) and shapes the default transforms list: replacing the
+    # list is the user's explicit choice, not a conflict
+    recipe = Projection(n_components=3, globals={"positions": {"transforms": [
+        {"name": "pca_init", "n_components": 3, "scale": 2.0}]}})
+    assert recipe.routine_spec()["globals"]["positions"]["transforms"][0]["scale"] == 2.0
