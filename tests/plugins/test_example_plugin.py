@@ -70,3 +70,18 @@ def test_a_new_recipe_from_existing_blocks_runs_from_its_full_toml(tmp_path, cap
     assert recipe.relative_error(_data()) < 0.02
     assert any(type(m).__name__ == "Tanh" for m in recipe.routine_.models["main"].modules())
     assert recipe.routine_.phases[0].loss.name == "position"
+
+
+def test_the_docs_huber_loss_runs_in_umaps_init_phase():
+    """docs/plugins.md: a plugin loss named in parametric UMAP's init phase reads the
+    positions the init phase's item sampler gathers (the contract holds before the first
+    step) and learns the spectral layout."""
+    digits = get_registry().build("dataset", "digits").load()
+    x = digits["data"][:400]
+    text = ('recipe = "parametric_umap"\nepochs = 1\ninit_epochs = 40\n'
+            '[[phases]]\nname = "init"\nloss = { name = "huber_position", delta = 0.5 }\n')
+    recipe = recipe_from_dict(tomllib.loads(text))
+    recipe.fit(x)
+    init = [row for row in recipe.history_ if row.get("phase") == "init"]
+    assert recipe.routine_.phases[0].loss.name == "huber_position"
+    assert init[-1]["huber"] < 0.5 * init[0]["huber"]
