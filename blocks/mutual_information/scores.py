@@ -71,6 +71,7 @@ class BatchScores:
     def __init__(self, joint: torch.Tensor, negatives: torch.Tensor,
                  matrix: torch.Tensor | None = None) -> None:
         self.joint, self.negatives, self.matrix = joint, negatives, matrix
+        self._lme: torch.Tensor | None = None
 
     @classmethod
     def from_matrix(cls, matrix: torch.Tensor) -> BatchScores:
@@ -84,8 +85,13 @@ class BatchScores:
         return (self.negatives if fn is None else fn(self.negatives)).mean(-1)
 
     def log_mean_exp(self, clip: float | None = None) -> torch.Tensor:
+        if clip is None and self._lme is not None:  # a bound and its objective share it
+            return self._lme
         t = self.negatives if clip is None else self.negatives.clamp(-clip, clip)
-        return torch.logsumexp(t, -1) - math.log(t.shape[-1])
+        value = torch.logsumexp(t, -1) - math.log(t.shape[-1])
+        if clip is None:
+            self._lme = value
+        return value
 
     def row_log_mean_exp(self) -> torch.Tensor:
         if self.matrix is None:
