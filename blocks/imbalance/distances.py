@@ -14,18 +14,22 @@ A distance of space A derives from :class:`FeatureWeightedDistance` and implemen
     c_ij ∝ exp(−d_ij / λ_i) and λ from the k-th smallest d_ij, so the paper's DII needs the
     *squared* distance here.
 
-and may override three fast paths (their defaults call ``weighted_pairwise``):
+and may override these fast paths (their defaults call ``weighted_pairwise``):
 
 ``prepare(a, b, exclude) -> table``
     what does not depend on the weights for one (rows, cols) batch; the loss caches it while
     the batch's index tensors stay the same (a full batch: the whole phase).
 ``combine(table, weights) -> (n, m)``
     the distances from the table; entries where ``exclude`` is True (a point and itself) must
-    come out at :data:`SELF_DISTANCE` (larger than any real distance, finite), so that the
-    softmax gives them 0 and the k-th-neighbour search skips them without a mask pass.
+    come out far beyond any real distance and finite (the default: :data:`SELF_DISTANCE`;
+    the built-in: SELF_DISTANCE × Σ w²), so that the softmax gives them 0 and the
+    k-th-neighbour search skips them without a mask pass.
 ``pairwise_into(a, b, weights, out, work) -> out``
     no gradient, written into the (n, m) buffer ``out`` (``work`` is a scratch buffer of the
     same shape): the row chunks of ``final_dii`` reuse their buffers.
+``prepare_batches(a, exclude) -> list of tables`` and ``pairwise_batches(a) -> (P, b, b)``
+    ``prepare`` / ``pairwise`` of the P equal batches (P, b, D) of a mini-batch epoch at once
+    (each batch its own rows and columns); the built-in does each in a few batched operations.
 
 ``pairwise`` / ``paired`` (the plain :class:`~infoblocks.blocks.distances.Distance` contract)
 use the block's own weights (all 1 by default), so the same block also serves as the distance
@@ -199,7 +203,8 @@ class FeatureWeightedDistance(Distance):
         return (a, b, exclude)
 
     def combine(self, table: Any, weights: torch.Tensor) -> torch.Tensor:
-        """(n, m) distances of a prepared batch; excluded entries at :data:`SELF_DISTANCE`."""
+        """(n, m) distances of a prepared batch; excluded entries far beyond any real one
+        (here :data:`SELF_DISTANCE`)."""
         a, b, exclude = table
         d = self.weighted_pairwise(a, b, weights)
         return d if exclude is None else d.masked_fill(exclude, SELF_DISTANCE)
@@ -208,6 +213,16 @@ class FeatureWeightedDistance(Distance):
                       out: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
         """No-gradient distances written into ``out`` (``work``: scratch of the same shape)."""
         return out.copy_(self.weighted_pairwise(a, b, weights))
+
+    def prepare_batches(self, a: torch.Tensor, exclude: torch.Tensor | None) -> list[Any]:
+        """:meth:`prepare` of P equal batches at once, each its own rows and columns:
+        ``(P, b, D) -> P tables`` (the loss's mini-batch epochs)."""
+        return [self.prepare(x, x, exclude) for x in a]
+
+    def pairwise_batches(self, a: torch.Tensor) -> torch.Tensor:
+        """:meth:`pairwise` (own weights) within each of P batches: ``(P, b, D) -> (P, b, b)``
+        (B's distances of a mini-batch epoch)."""
+        return torch.stack([self.pairwise(x, x) for x in a])
 
     def _own_weights(self, a: torch.Tensor) -> torch.Tensor | None:
         weights = getattr(self, "weights", None)
@@ -234,7 +249,8 @@ def is_feature_weighted(distance: Any) -> bool:
     """True when ``distance`` follows the protocol (a subclass, or duck-typed)."""
     return isinstance(distance, FeatureWeightedDistance) or all(
         callable(getattr(distance, m, None))
-        for m in ("weighted_pairwise", "prepare", "combine", "pairwise_into"))
+        for m in ("weighted_pairwise", "prepare", "combine", "pairwise_into", "prepare_batches",
+                  "pairwise_batches"))
 
 
 def check_feature_weighted(instance: Any, attribute: Any, value: Any) -> None:
@@ -294,6 +310,36 @@ class WeightedSquaredEuclidean(FeatureWeightedDistance):
     def pairwise_into(self, a, b, weights, out, work):
         w2 = None if weights is None else weights * weights
         return weighted_squared_distances(a, b, w2, self._periods(a), out=out, work=work)
+
+    def prepare_batches(self, a, exclude):
+        """All batches' feature-major tables in a few batched operations."""
+        n_parts, size, d = a.shape
+        xt = a.transpose(1, 2)  # (P, D, b)
+        diff = xt[:, :, :, None] - xt[:, :, None, :]
+        periods = self._periods(a)
+        if periods is not None:
+            diff = wrap_periodic(diff, periods[None, :, None, None])
+        sq = diff * diff
+        if exclude is not None:
+            sq = sq.masked_fill_(exclude, SELF_DISTANCE)
+        sq = sq.reshape(n_parts, d, size * size)
+        return [(sq[i], (size, size)) for i in range(n_parts)]
+
+    @torch.no_grad()
+    def pairwise_batches(self, a):
+        """Feature by feature, as :func:`weighted_squared_distances` (the same rounding)."""
+        periods = self._periods(a)
+        w = self._own_weights(a)
+        out = None
+        for f in range(a.shape[-1]):
+            diff = a[:, :, None, f] - a[:, None, :, f]
+            if periods is not None and periods[f] > 0:
+                diff = diff - torch.round(diff / periods[f]) * periods[f]
+            sq = diff.square_()
+            if w is not None:
+                sq = sq.mul_(w[f] * w[f])
+            out = sq if out is None else out.add_(sq)
+        return out
 
     def paired(self, a, b):
         _check_pair(a, b)

@@ -25,7 +25,7 @@ from ..relations import DenseRelations
 from ..samplers import Sampler
 from ..state import TrainState
 from ..validators import positive, positive_int
-from .distances import check_feature_weighted
+from .distances import check_feature_weighted, is_feature_weighted
 from .ranks import diagonal_mask
 from ..numerics import cosine_schedule
 from .softmax import GaussianSoftmax, exclusion_logits, expected_ranks
@@ -216,10 +216,14 @@ class DIILoss(Loss):
         x = state.lookup(self.input)
         exclude = diagonal_mask(parts.shape[1], parts.shape[1], device=x.device)
         excluded_logits = exclusion_logits(exclude)
-        dist = torch.stack([self.target_distances(p, p, state) for p in parts])
+        if self.distances_key is None and is_feature_weighted(self.distance_B):
+            dist = self.distance_B.pairwise_batches(state.lookup(self.target)[parts])
+        else:
+            dist = torch.stack([self.target_distances(p, p, state) for p in parts])
         ranks = self.target_ranks(dist, excluded_logits)
-        tables = [(self.distance_A.prepare(x[p], x[p], exclude), ranks[i], exclude,
-                   excluded_logits) for i, p in enumerate(parts)]
+        prepared = self.distance_A.prepare_batches(x[parts], exclude)
+        tables = [(prepared[i], ranks[i], exclude, excluded_logits)
+                  for i in range(parts.shape[0])]
         self._epoch_tables = (parts, tables)
         return tables
 

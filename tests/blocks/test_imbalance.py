@@ -413,3 +413,29 @@ def test_a_distance_with_only_weighted_pairwise_gives_the_built_in_numbers():
 def test_distance_a_must_take_the_weights():
     with pytest.raises(ValidationError, match="distance that takes the learnable feature weights"):
         DIILoss(distance_A="euclidean")
+
+
+def test_batched_epoch_tables_match_the_protocol_defaults():
+    # the built-in's batched prepare_batches / pairwise_batches = the per-batch defaults
+    rng = np.random.default_rng(6)
+    a = torch.tensor(rng.normal(size=(3, 8, 2)), dtype=torch.float32)
+    exclude = diagonal_mask(8, 8)
+    built_in = WeightedSquaredEuclidean(periods=[0.0, 1.5])
+    w = torch.tensor([0.7, 0.3])
+    batched = built_in.prepare_batches(a, exclude)
+    for i in range(3):
+        alone = built_in.combine(built_in.prepare(a[i], a[i], exclude), w)
+        assert torch.equal(built_in.combine(batched[i], w), alone)
+    by_loop = torch.stack([built_in.pairwise(x, x) for x in a])
+    assert torch.equal(built_in.pairwise_batches(a), by_loop)
+    plain = PlainSquaredEuclidean()
+    tables = plain.prepare_batches(a, exclude)
+    generic = plain.combine(tables[1], w)
+    fast = built_in.combine(built_in.prepare(a[1], a[1], exclude), torch.tensor([0.7, 0.3]))
+    reference = WeightedSquaredEuclidean().combine(
+        WeightedSquaredEuclidean().prepare(a[1], a[1], exclude), w)
+    assert torch.allclose(generic[~exclude], reference[~exclude], rtol=1e-5)
+    # excluded pairs: far beyond every real distance (finite), on either path
+    assert generic[exclude].min() > 1e15 and reference[exclude].min() > 1e15
+    assert torch.isfinite(generic).all() and torch.isfinite(fast).all()
+    assert plain.pairwise_batches(a).shape == (3, 8, 8)
