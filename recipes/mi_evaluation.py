@@ -266,13 +266,13 @@ def diagnose(recipe: NeuralMIEstimator) -> None:
         warnings.warn(
             f"{name}: the {'held-out' if key == 'val_mi' else 'training'} estimate was still "
             f"rising at the last epoch ({recipe.epochs}); increase `epochs` (or the learning "
-            "rate) for a converged estimate.", MIConvergenceWarning, stacklevel=5)
+            "rate) for a converged estimate.", MIConvergenceWarning, stacklevel=4)
     tail = float(np.mean(values[-max(1, len(values) // 10):]))
     if key == "mi" and values[best] - tail > max(0.1, 0.1 * abs(values[best])):
         warnings.warn(
             f"{name}: the training estimate fell from its best {values[best]:.3f} to "
             f"{tail:.3f} nats; training is unstable: lower `learning_rate` or keep a held-out "
-            "set (test_fraction > 0).", MIConvergenceWarning, stacklevel=5)
+            "set (test_fraction > 0).", MIConvergenceWarning, stacklevel=4)
 
 
 def plot_training(recipe: NeuralMIEstimator, truth: float | None = None,
