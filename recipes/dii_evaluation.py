@@ -1,0 +1,237 @@
+"""Evaluation of a fitted DII: the final DII over the whole data set, the classic information
+imbalance, greedy / l1 feature selection and the figure — a mixin of
+:class:`~infoblocks.recipes.dii.DII`, kept apart so that each file stays short.
+
+Every value here is computed with the blocks of the recipe's ``evaluation`` section
+(``distance_A``, ``distance_B``, ``softmax``), read from :meth:`DII.routine_spec`, never
+hard-wired: a plugin's distance named there is the one ``final_dii`` uses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import numpy as np
+import torch
+
+from infoblocks.blocks.data import intra_op_threads, resolve_device
+from infoblocks.blocks.errors import NotFittedError, NumericalError, ValidationError
+from infoblocks.blocks.imbalance import WEIGHT_INIT, chunked_dii, information_imbalance
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from .dii import DII
+
+
+class DIIEvaluation:
+    """``final_dii``, ``information_imbalance``, ``select_features`` and ``plot`` of a DII."""
+
+    # ------------------------------------------------------------------ evaluation
+
+    def final_dii(self, compute_error: bool = False, ratio_rows_columns: float | None = 1.0,
+                  seed: int = 0, discard_close_ind: int = 0,
+                  num_points_rows: int | None = None) -> tuple[float, float | None]:
+        """DII over the whole data set at the learned weights, computed in row chunks.
+
+        ``compute_error=False``: all rows × all columns (a point and the points within
+        ``discard_close_ind`` of it in the data order excluded); returns (DII, None).
+        ``compute_error=True``: disjoint random rows and columns in the ratio
+        ``ratio_rows_columns`` (after keeping every (discard_close_ind + 1)-th point);
+        returns (DII, standard error over rows) — about twice the plain value, as in DADApy.
+        k keeps the training ratio k/N: k_final × batches_per_epoch (scaled as DADApy does).
+        ``num_points_rows`` evaluates only that many random rows (against all columns).
+        """
+        self._require_fitted()
+        blocks = self._evaluation_blocks()
+        if isinstance(discard_close_ind, bool) or not isinstance(discard_close_ind, int) \
+                or discard_close_ind < 0:
+            raise ValidationError(
+                f"`discard_close_ind` must be a non-negative integer, got {discard_close_ind!r}.")
+        data = self._data
+        dev = resolve_device(self.device)
+        a = data["data_A"].to(dev)
+        b = data["data_B"].to(dev) if "data_B" in data else None
+        dist_b = data["distances_B"].to(dev) if "distances_B" in data else None
+        n = a.shape[0]
+        generator = torch.Generator(device=dev).manual_seed(int(seed))
+        if compute_error:
+            if ratio_rows_columns is None or not ratio_rows_columns > 0:
+                raise ValidationError(
+                    "`compute_error=True` needs a positive `ratio_rows_columns` (rows / columns), "
+                    f"got {ratio_rows_columns!r}.")
+            keep = torch.arange(0, n, discard_close_ind + 1, device=dev)
+            a = a[keep]
+            b = None if b is None else b[keep]
+            dist_b = None if dist_b is None else dist_b[keep][:, keep]
+            m = a.shape[0]
+            n_rows = int(ratio_rows_columns / (ratio_rows_columns + 1) * m)
+            if not 1 <= n_rows < m:
+                raise ValidationError(
+                    f"`ratio_rows_columns` = {ratio_rows_columns} leaves {n_rows} rows of {m} "
+                    "points; choose a ratio that gives both rows and columns.")
+            perm = torch.randperm(m, generator=generator, device=dev)
+            rows = perm[:n_rows]
+            cols = perm[n_rows:].sort().values
+            k = math.ceil(self.k_final * self.batches_per_epoch / (discard_close_ind + 1))
+            discard, norm = 0, cols.numel() + 1
+        else:
+            rows = torch.arange(n, device=dev)
+            cols = rows
+            k = math.ceil(self.k_final * self.batches_per_epoch * (1 - 2 * discard_close_ind / n))
+            discard, norm = discard_close_ind, n - 2 * discard_close_ind
+        if num_points_rows is not None:
+            if not 1 <= num_points_rows <= rows.numel():
+                raise ValidationError(
+                    f"`num_points_rows` must be in [1, {rows.numel()}], got {num_points_rows!r}.")
+            pick = torch.randperm(rows.numel(), generator=generator, device=dev)[:num_points_rows]
+            rows = rows[pick]
+        k = max(1, min(k, cols.numel() - 2 * discard - 1))
+        lam = None
+        if self.lambda_init is not None:
+            lam = self.lambda_final if self.lambda_final is not None else self.lambda_init
+        with intra_op_threads(self.threads):
+            values = chunked_dii(
+                a, self._signed_feature_weights().to(dev), rows, cols, k=k, data_B=b,
+                distances_B=dist_b, distance_A=blocks["distance_A"],
+                distance_B=blocks.get("distance_B"), softmax=blocks["softmax"],
+                lambda_value=lam, discard_close_ind=discard, normalization=norm,
+                max_elements=self.max_elements)
+        dii = float(values.mean())
+        error = float(values.std() / math.sqrt(values.numel())) if compute_error else None
+        self.final_dii_, self.final_dii_error_ = dii, error
+        return dii, error
+
+    def information_imbalance(self, features: Sequence[int] | None = None, k: int = 1,
+                              weighted: bool = False) -> tuple[float, float]:
+        """Classic information imbalance (Δ(A_S → B), Δ(B → A_S)) of the feature subset S of
+        A (all by default), unweighted or scaled by the learned weights (``weighted``)."""
+        self._require_fitted()
+        if "data_B" not in self._data:
+            raise ValidationError("The classic information imbalance needs data_B features; "
+                                  "this DII was fitted with distances_B.")
+        a = self._data["data_A"]
+        cols = list(range(a.shape[1])) if features is None else [int(f) for f in features]
+        if not cols or any(not 0 <= f < a.shape[1] for f in cols):
+            raise ValidationError(
+                f"`features` must be indices in [0, {a.shape[1]}), got {features!r}.")
+        # the evaluation's distances; a feature subset is A's distance with the other
+        # features at weight 0 (periodic conventions stay those of the full feature set)
+        blocks = self._evaluation_blocks()
+        mask = np.zeros(a.shape[1])
+        mask[cols] = 1.0
+        weights = mask * (self.feature_weights().cpu().numpy() if weighted else 1.0)
+        with intra_op_threads(self.threads):
+            return information_imbalance(a, self._data["data_B"], k=k, weights_A=weights,
+                                         distance_A=blocks["distance_A"],
+                                         distance_B=blocks["distance_B"],
+                                         max_elements=self.max_elements)
+
+    # ------------------------------------------------------------------ feature selection
+
+    def _subset_fit(self, keep: Sequence[int], epochs: int | None) -> DII:
+        init = self.params_init or [WEIGHT_INIT] * len(self.weights_)
+        masked = [v if i in keep else 0.0 for i, v in enumerate(init)]
+        clone = attrs.evolve(self, l1_strength=0.0, verbose=False, epochs=epochs or self.epochs)
+        return clone._fit(self._data, l1_strength=0.0, params_init=masked)
+
+    def select_features(self, method: str = "backward", n_best: int = 1, n_features_min: int = 1,
+                        l1_strengths: Sequence[float] | None = None, compute_error: bool = False,
+                        epochs: int | None = None) -> list[dict[str, Any]]:
+        """DII for each subset size; returns and stores ``selection_`` (largest subset first).
+
+        ``method="backward"``: greedy backward elimination from all weights: at each size the
+        ``n_best`` best subsets (beam) each lose one weight; every candidate is retrained from
+        its initial weights with the others at 0 (``epochs``, default the fit's).
+        ``method="l1"``: retrain with each of ``l1_strengths`` (default: 8 values, geometric
+        from 1e-3 to 1 × ‖params_init‖ / learning_rate, where one step's threshold equals the
+        initial norm) and keep, per number of non-zero weights, the lowest final DII.
+        Entries: n_features, features, dii, error, weights (and l1_strength for the l1 path).
+        Weights are groups when ``params_groups`` is set.
+        """
+        self._require_fitted()
+        if method not in ("backward", "l1"):
+            raise ValidationError(f"`method` must be 'backward' or 'l1', got {method!r}.")
+        if isinstance(n_best, bool) or not isinstance(n_best, int) or n_best < 1:
+            raise ValidationError(f"`n_best` must be a positive integer, got {n_best!r}.")
+        n_params = len(self.weights_)
+        if not 1 <= n_features_min <= n_params:
+            raise ValidationError(
+                f"`n_features_min` must be in [1, {n_params}], got {n_features_min!r}.")
+
+        def entry(model: DII, keep: Sequence[int]) -> dict[str, Any]:
+            dii, err = model.final_dii(compute_error=compute_error)
+            return {"n_features": len(keep), "features": sorted(int(f) for f in keep),
+                    "dii": dii, "error": err, "weights": model.weights_.tolist()}
+
+        results: list[dict[str, Any]] = []
+        if method == "backward":
+            results.append(entry(self, range(n_params)))
+            beam: list[tuple[int, ...]] = [tuple(range(n_params))]
+            while len(beam[0]) > n_features_min:
+                candidates = sorted({tuple(f for f in subset if f != drop)
+                                     for subset in beam for drop in subset})
+                scored = [entry(self._subset_fit(c, epochs), c) for c in candidates]
+                scored.sort(key=lambda e: e["dii"])
+                beam = [tuple(e["features"]) for e in scored[:n_best]]
+                results.append(scored[0])
+        else:
+            strengths = l1_strengths if l1_strengths is not None else \
+                list(np.geomspace(1e-3, 1.0, 8) * self._default_l1_scale())
+            best: dict[int, dict[str, Any]] = {}
+            for s in strengths:
+                clone = attrs.evolve(self, l1_strength=float(s), verbose=False,
+                                     epochs=epochs or self.epochs)
+                try:
+                    clone._fit(self._data)
+                except NumericalError:  # every weight thresholded away: past the path's end
+                    continue
+                keep = [i for i, w in enumerate(clone.weights_) if w > 0]
+                e = entry(clone, keep)
+                e["l1_strength"] = float(s)
+                if len(keep) not in best or e["dii"] < best[len(keep)]["dii"]:
+                    best[len(keep)] = e
+            results = [best[k] for k in sorted(best, reverse=True)]
+        self.selection_ = results
+        return results
+
+    def _default_l1_scale(self) -> float:
+        """An l1 strength at which one step's threshold (lr × strength) equals the initial
+        norm of the weights: the upper end of a useful l1 path."""
+        init = np.asarray(self.params_init or [WEIGHT_INIT] * len(self.weights_))
+        return float(np.linalg.norm(init) / self.learning_rate)
+
+    # ------------------------------------------------------------------ plotting
+
+    def plot(self, path: str | Path | None = None, feature_names: Sequence[str] | None = None,
+             title: str = "") -> Figure:
+        """Two panels: the DII per epoch, and the weights per epoch (DADApy tutorial style)."""
+        from matplotlib.figure import Figure  # only when plotting
+
+        if self.weights_history_ is None:
+            raise NotFittedError("This DII is not fitted yet; call fit(data_A, data_B) first.")
+        fig = Figure(figsize=(10, 3.8), constrained_layout=True)
+        ax_dii, ax_w = fig.subplots(1, 2)
+        epochs = np.arange(len(self.dii_history_))
+        ax_dii.plot(epochs, self.dii_history_, color="C0")
+        ax_dii.set_xlabel("epoch")
+        ax_dii.set_ylabel("DII")
+        ax_dii.set_title("DII during training" if not title else f"{title}: DII")
+        names = feature_names or [f"w{i}" for i in range(self.weights_history_.shape[1])]
+        for i, label in enumerate(names):
+            ax_w.plot(epochs, self.weights_history_[:, i], label=label)
+        ax_w.set_xlabel("epoch")
+        ax_w.set_ylabel("|weight|")
+        ax_w.set_title("feature weights" if not title else f"{title}: weights")
+        if len(names) <= 12:
+            ax_w.legend(fontsize=8, loc="best")
+        if path is not None:
+            fig.savefig(path, dpi=80)
+        return fig
+
+
+__all__ = ["DIIEvaluation"]
