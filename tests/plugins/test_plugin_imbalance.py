@@ -90,3 +90,8 @@ def test_the_shortcut_fills_both_slots():
     by_sections = recipe_from_dict(sections).fit(data_a, data_b)
     by_shortcut = model.fit(data_a, data_b)
     np.testing.assert_allclose(by_shortcut.weights_, by_sections.weights_, rtol=1e-6)
+    # select_features retrains and evaluates every candidate with the same spec
+    calls = WeightedManhattan.calls
+    selection = by_shortcut.select_features("backward", n_features_min=4, epochs=3)
+    assert [e["n_features"] for e in selection] == [5, 4]
+    assert WeightedManhattan.calls >= calls + 5 * 3  # five candidates, three epochs each

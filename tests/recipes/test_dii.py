@@ -463,6 +463,15 @@ def test_softmax_and_rank_slots_take_plugin_blocks_by_name(infoblocks_plugin):
     assert _CountingSoftmax.calls > steps  # final_dii used [evaluation] softmax
 
 
+def test_importing_the_recipe_does_not_import_matplotlib():
+    import subprocess
+    import sys
+
+    code = ("import sys, infoblocks.recipes.dii; "
+            "sys.exit('matplotlib' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
 def test_plot_has_two_panels(tmp_path):
     data_a, data_b = demo_data(n=80)
     model = DII(epochs=5).fit(data_a, data_b)
