@@ -30,7 +30,7 @@ from attrs.validators import optional
 import numpy as np
 import torch
 
-from infoblocks.blocks.data import check_same_length, intra_op_threads, resolve_device
+from infoblocks.blocks.data import intra_op_threads, resolve_device
 from infoblocks.blocks.errors import NotFittedError, ValidationError
 from infoblocks.blocks.mutual_information import MAX_PAIRS, split_sizes
 from infoblocks.blocks.mutual_information.bounds import _rate
@@ -220,27 +220,10 @@ class NeuralMIEstimator(Recipe):
 
     # ------------------------------------------------------------------ fitting
 
-    def _validate_input(self, x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = _as_columns(x, "x"), _as_columns(y, "y")
-        n = check_same_length(x=x, y=y)
-        for name, t in (("x", x), ("y", y)):
-            _standardize(t, name)  # constant columns are a data error, reported first
-        n_train, n_test = split_sizes(n, self.test_fraction)
-        if n_train < 2 or (self.test_fraction > 0 and n_test < 2):
-            raise ValidationError(
-                f"`x` and `y` have {n} samples: too few for a training set of {n_train} and a "
-                f"held-out set of {n_test} (test_fraction={self.test_fraction}); pass more "
-                "samples or lower test_fraction.")
-        if self.batch_size > n_train and not self.replacement:
-            raise ValidationError(
-                f"`batch_size` = {self.batch_size} exceeds the {n_train} training samples "
-                f"({n} samples × (1 − test_fraction={self.test_fraction})); lower batch_size.")
-        return x, y
-
     def fit(self, x: Any, y: Any) -> NeuralMIEstimator:
         """Train the critic on ``x`` (n, d_x) and ``y`` (n, d_y) (1-D: one feature) and compute
         the final estimate; returns ``self``."""
-        x, y = self._validate_input(x, y)
+        x, y = evaluation.validate_input(self, x, y)
         resolve_device(self.device)
         with intra_op_threads(self.threads):  # small critics: one thread is fastest (docs/mi.md)
             return self._fit(x, y)

@@ -15,10 +15,11 @@ import attrs
 import numpy as np
 import torch
 
-from infoblocks.blocks.data import as_tensor
+from infoblocks.blocks.data import as_tensor, check_same_length
 from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.blocks.mutual_information import (MAX_PAIRS, ReferenceScores, pair_scores,
-                                                  quantile_interval, reference_scores)
+                                                  quantile_interval, reference_scores,
+                                                  split_sizes)
 from infoblocks.plugins.registry import get_registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -124,12 +125,32 @@ def _complete(spec: Any, context: dict[str, Any], kind: str = "sampler") -> Any:
     return {**{k: v for k, v in context.items() if k in fields}, **spec}
 
 
+def validate_input(recipe: NeuralMIEstimator, x: Any, y: Any
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x``, ``y`` as ``(n, d)`` tensors, checked against the split and the batch size."""
+    x, y = _as_columns(x, "x"), _as_columns(y, "y")
+    n = check_same_length(x=x, y=y)
+    for name, t in (("x", x), ("y", y)):
+        _standardize(t, name)  # constant columns are a data error, reported first
+    n_train, n_test = split_sizes(n, recipe.test_fraction)
+    if n_train < 2 or (recipe.test_fraction > 0 and n_test < 2):
+        raise ValidationError(
+            f"`x` and `y` have {n} samples: too few for a training set of {n_train} and a "
+            f"held-out set of {n_test} (test_fraction={recipe.test_fraction}); pass more "
+            "samples or lower test_fraction.")
+    if recipe.batch_size > n_train and not recipe.replacement:
+        raise ValidationError(
+            f"`batch_size` = {recipe.batch_size} exceeds the {n_train} training samples "
+            f"({n} samples × (1 − test_fraction={recipe.test_fraction})); lower batch_size.")
+    return x, y
+
+
 # ---------------------------------------------------------------------------- assembly
 
 
 def build_phases(recipe: NeuralMIEstimator, spec: dict[str, Any]) -> list[Any]:
     """The phases of ``spec``; the validation table is built here (``build_phase`` of the core
-    re-structures an already built :class:`Validation` and fails: see the report)."""
+    re-structures an already built :class:`Validation` and fails on it)."""
     from infoblocks.blocks.assembly import build_phase
     from infoblocks.blocks.config import structure
     from infoblocks.blocks.phases import Validation
