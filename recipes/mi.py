@@ -42,8 +42,8 @@ from infoblocks.blocks.validators import non_negative_int, one_of, positive, pos
 
 # (the submodule first: ``from . import`` would ask the package's lazy __getattr__, which
 # scans the recipes while this module is half-imported)
-from .mi_evaluation import (SEED_PROBLEM_N, MIConvergenceWarning, MIEstimate, _as_columns,
-                            _complete, _only_fields, _sampler_name, _standardize, seed_problem)
+from .mi_evaluation import (SEED_PROBLEM_N, MIConvergenceWarning, MIEstimate, _complete,
+                            _only_fields, _sampler_name, _standardize, seed_problem)
 from . import mi_evaluation as evaluation  # noqa: E402 - after the line above, on purpose
 
 #: validation pairs per held-out item (a fixed set: epoch-to-epoch changes are the critic's)
