@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from infoblocks.blocks import fisher as fisher_module
-from infoblocks.blocks.errors import NumericalError, ValidationError
-from infoblocks.blocks.fisher import (DERIVATIVE, FIDUCIAL, NUMERICAL, FisherLoss,
-                                      SimulationSampler, _mlp_jvp, fisher_statistics,
-                                      imnn_objective, network_summaries, regularisation_rate)
+from infoblocks.blocks.contracts import SIMULATIONS
+from infoblocks.blocks.errors import ContractError, NumericalError, ValidationError
+from infoblocks.blocks.fisher import (DERIVATIVE, FIDUCIAL, FIDUCIAL_SAMPLE, NUMERICAL,
+                                      FisherLoss, SimulationSampler, SummaryMLP, _mlp_jvp,
+                                      fisher_statistics, imnn_objective, network_summaries,
+                                      regularisation_rate)
 from infoblocks.blocks.models import MLP
 from infoblocks.blocks.state import TrainState
 from infoblocks.plugins.registry import get_registry
@@ -258,7 +260,6 @@ def test_sampler_arrays_and_flatten():
       "delta_theta": (0.1, 0.1)}, ValidationError, r"\(n_d, 2, p, \.\.\.\)"),
     ({"fiducial": np.full((30, 10), np.nan), "derivative": np.zeros((20, 2, 10))},
      ValidationError, "non-finite"),
-    ({}, ValidationError, "needs a `simulator` or `fiducial`"),
     ({"simulator": gaussian, "fiducial": np.zeros((30, 10)), "derivative": np.zeros((3, 2, 10))},
      ValidationError, "not both"),
     ({"simulator": gaussian, "n_s": 10, "n_d": 20}, ValidationError, "exceeds `n_s`"),
@@ -266,6 +267,62 @@ def test_sampler_arrays_and_flatten():
 def test_sampler_rejects_bad_inputs(kwargs, error, fragment):
     with pytest.raises(error, match=fragment):
         SimulationSampler(theta_fid=(0.0, 1.0), **kwargs)
+
+
+def test_sampler_without_a_source_fails_at_setup_and_takes_one_with_source():
+    sampler = SimulationSampler(theta_fid=(0.0, 1.0), n_s=30, n_d=20)  # configuration only
+    with pytest.raises(ValidationError, match="needs a `simulator` or `fiducial`"):
+        sampler.setup(make_state())
+    fed = sampler.with_source(simulator=gaussian)
+    assert fed is not sampler and not sampler.has_source and fed.n_s == 30
+    state = make_state()
+    fed.setup(state)
+    assert next(iter(fed.batches(state)))[FIDUCIAL].shape == (30, 10)
+    with pytest.raises(ValidationError, match=r"`derivative` must have shape"):
+        sampler.with_source(fiducial=np.zeros((30, 10)), derivative=np.zeros((20, 3, 10)))
+
+
+def test_contracts_are_declared():
+    # the batch fields follow the source; the loss consumes fiducial and reports det_F
+    state = make_state()
+    auto = SimulationSampler(theta_fid=(0.0, 1.0), simulator=gaussian)
+    numerical = SimulationSampler(theta_fid=(0.0, 1.0), simulator=gaussian,
+                                  derivative_mode="numerical", delta_theta=(0.1, 0.1))
+    assert auto.batch_type is SIMULATIONS
+    assert auto.batch_fields(state) == {FIDUCIAL, DERIVATIVE}
+    assert numerical.batch_fields(state) == {FIDUCIAL, NUMERICAL, "delta_theta"}
+    assert FisherLoss.consumes == {FIDUCIAL} and "det_F" in FisherLoss.reports
+    assert FisherLoss().required_models() == {"main"}
+    # a batch with neither derivative form is a contract error, not a KeyError
+    with pytest.raises(ContractError, match="either `derivative`"):
+        network_summaries(Oracle(), {FIDUCIAL: torch.zeros(5, 10)})
+
+
+def test_summary_mlp_flattens_whitens_once_and_takes_the_fast_path():
+    torch.manual_seed(0)
+    net = SummaryMLP(in_dim=10, out_dim=2, hidden_dims=(16, 16)).build().double()
+    assert isinstance(net[0], torch.nn.Flatten) and fisher_module._is_plain_mlp(net)
+    batch = analytic_batch(300, 200, dtype=torch.float64)
+    shaped = {FIDUCIAL: batch[FIDUCIAL].reshape(300, 2, 5),
+              DERIVATIVE: batch[DERIVATIVE].reshape(200, 2, 2, 5)}
+    # (n, 2, 5) simulations: the Flatten is taken into the written-out jvp
+    fast = network_summaries(net, shaped)
+    generic = torch.func.vmap(lambda t: torch.func.jvp(net, (shaped[FIDUCIAL][:200],), (t,)),
+                              in_dims=1, out_dims=(None, 1))(shaped[DERIVATIVE])
+    assert torch.allclose(fast[1], generic[1], atol=1e-10)
+    state = make_state()
+    with pytest.raises(ValidationError, match="fiducial_sample"):
+        net.on_phase_start(state)
+    state.globals[FIDUCIAL_SAMPLE] = shaped[FIDUCIAL]
+    net.on_phase_start(state)
+    s = net(shaped[FIDUCIAL]).detach()
+    assert torch.allclose(torch.cov(s.T), torch.eye(2, dtype=s.dtype), atol=1e-8)
+    assert bool(net.whitened) and "whitened" in net.state_dict()
+    before = [p.clone() for p in net.parameters()]
+    net.on_phase_start(state)  # once: a second phase (or a re-fit) keeps the weights
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    plain = SummaryMLP(in_dim=10, out_dim=2, whiten=False).build()
+    plain.on_phase_start(make_state())  # no whitening, no global needed
 
 
 def test_simulator_problems_are_reported():
@@ -302,6 +359,8 @@ def test_blocks_are_registered_and_conform():
     registry = get_registry()
     assert registry.get("sampler", "simulations") is SimulationSampler
     assert registry.get("loss", "fisher") is FisherLoss
+    assert registry.get("model", "summary_mlp") is SummaryMLP
+    check_block(SummaryMLP, {"in_dim": 10, "out_dim": 2})
     loss = check_block(FisherLoss, {"lambda_reg": 5.0, "chunk_size": 100})
     assert loss.describe() == {"name": "fisher", "model": "main", "lambda_reg": 5.0,
                                "epsilon": 0.1, "chunk_size": 100}
