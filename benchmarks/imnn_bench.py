@@ -6,7 +6,7 @@
 Reference problem: 10 points d_i ~ N(μ, Σ), θ = (μ, Σ), fiducial (0, 1), exact det F = 50;
 n_s = n_d = 1000 training and 1000 validation simulations (drawn per seed), network 3×128
 LeakyReLU -> 2 summaries, Adam 1e-3, λ = 10, ε = 0.1, patience 10, min 100 / max 1000
-iterations.  Reported per run: best validation det F, its ratio to 50 and to the oracle (the
+epochs (one epoch = one step on all training simulations).  Reported per run: best validation det F, its ratio to 50 and to the oracle (the
 exact sufficient statistics Σd, Σd² on the same validation simulations, ≈ 50 ± 3.3), the
 iterations until the early stop, wall time and time per iteration, and det F of the trained
 summaries on 100 000 independent simulations ("det 100k": the information the network really
@@ -15,10 +15,10 @@ holds, free of the validation set's scatter; the exact statistics score 50 ± 0.
 Variants (``--variants``): ``fixed`` arrays with exact derivatives (imnn's GradientIMNN),
 ``numerical`` seed-matched derivatives (NumericalGradientIMNN), ``fresh`` simulations from the
 simulator every iteration with patience 10 (SimulatorIMNN), ``softplus`` (fixed arrays, softplus
-units), ``preset``: the recipe's FRESH_SIMULATIONS_PRESET (fresh simulations, SiLU units, cosine
+units), ``preset``: ``IMNN.preset("fresh")`` (fresh simulations, SiLU units, cosine
 learning-rate decay, no early stop; the target configuration), and for comparison
 ``fresh-cos`` / ``fresh-cos-softplus``: the same with LeakyReLU / softplus units over 3000
-iterations (softplus: the earlier preset); ``preset-2k``: FRESH_SIMULATIONS_2K_PRESET, the
+epochs (softplus: the earlier preset); ``preset-2k``: ``IMNN.preset("fresh_2k")``, the
 preset with 2000 fresh training simulations per iteration.  Every variant is validated on the
 same fixed 1000 validation simulations.  ``load`` is the 1-minute load average when the run
 ended (the timings depend on it on a shared machine).
@@ -46,8 +46,7 @@ import numpy as np
 import torch
 
 from infoblocks.blocks.fisher import fisher_statistics, network_summaries
-from infoblocks.recipes.imnn import (DEMO_EXACT_DET_F, FRESH_SIMULATIONS_2K_PRESET,
-                                     FRESH_SIMULATIONS_PRESET, IMNN, gaussian_simulations,
+from infoblocks.recipes.imnn import (DEMO_EXACT_DET_F, IMNN, gaussian_simulations,
                                      gaussian_simulator, oracle_det_F)
 
 #: speed to a common level: iterations until the validation det F first reaches 0.7 × 50 = 35
@@ -56,17 +55,16 @@ REACH_FRACTION = 0.7
 
 #: fresh simulations (n_s = n_d = 1000 new ones every iteration, the tutorial's 3×128 network
 #: and Adam 1e-3) with a cosine learning-rate decay over 3000 iterations and no early stop
-#: (best validation weights kept): the recipe's FRESH_SIMULATIONS_PRESET (SiLU units; PRESET),
+#: (best validation weights kept): IMNN.preset("fresh") (SiLU units; PRESET),
 #: and for comparison the same budget with LeakyReLU (the tutorial's units) and softplus (the
 #: earlier preset's) (FRESH_COS).  See docs/imnn.md.
-FRESH_COS = {"lr_schedule": "cos", "max_iterations": 3000, "patience": 3000,
-             "min_iterations": 100}
-PRESET = {k: v for k, v in FRESH_SIMULATIONS_PRESET.items() if k != "activation"}
-PRESET_2K = {k: v for k, v in FRESH_SIMULATIONS_2K_PRESET.items() if k != "activation"}
+FRESH_COS = {"lr_schedule": "cos", "epochs": 3000, "patience": 3000, "min_epochs": 100}
+PRESET = {k: v for k, v in IMNN.presets["fresh"].items() if k != "activation"}
+PRESET_2K = {k: v for k, v in IMNN.presets["fresh_2k"].items() if k != "activation"}
 
 TUTORIAL = dict(n_summaries=2, theta_fid=(0.0, 1.0), hidden_dims=(128, 128, 128),
                 activation="leaky_relu", learning_rate=1e-3, lambda_reg=10.0, epsilon=0.1,
-                patience=10, min_iterations=100, max_iterations=1000)
+                patience=10, min_epochs=100, epochs=1000)
 
 #: straight line: 10 fixed abscissae, noise variance 0.25, fiducial (m, c) = (1, 0)
 LINE_X = np.linspace(-1.0, 1.0, 10)
@@ -117,10 +115,10 @@ VARIANTS = {
     "softplus": ("fixed, exact derivatives", "fixed", {}, "softplus"),
     "fresh-cos": ("fresh, cos 3000", "fresh", FRESH_COS, "leaky_relu"),
     "fresh-cos-softplus": ("fresh, cos 3000", "fresh", FRESH_COS, "softplus"),
-    "preset": (f"preset: fresh, cos {PRESET['max_iterations']}", "fresh", PRESET,
-               FRESH_SIMULATIONS_PRESET["activation"]),
+    "preset": (f"preset: fresh, cos {PRESET['epochs']}", "fresh", PRESET,
+               IMNN.presets["fresh"]["activation"]),
     "preset-2k": (f"preset, n_s = n_d = {PRESET_2K['n_s']}", "fresh", PRESET_2K,
-                  FRESH_SIMULATIONS_2K_PRESET["activation"]),
+                  IMNN.presets["fresh_2k"]["activation"]),
 }
 
 
@@ -128,30 +126,29 @@ def ours(variant: str, seed: int, budget: dict, activation: str = "leaky_relu") 
     label, mode, overrides, _ = VARIANTS[variant]
     budget = {**budget, **overrides, "activation": activation}
     if "max_cap" in budget:  # --quick
-        budget["max_iterations"] = min(budget["max_iterations"], budget.pop("max_cap"))
-        budget["patience"] = min(budget["patience"], budget["max_iterations"])
+        budget["epochs"] = min(budget["epochs"], budget.pop("max_cap"))
+        budget["patience"] = min(budget["patience"], budget["epochs"])
     variant = label
     fid, der = gaussian_simulations(1000, seed=2 * seed)
     val_fid, val_der = gaussian_simulations(1000, seed=2 * seed + 1)
     oracle = oracle_det_F(val_fid, val_der)
     if mode == "fixed":
-        imnn = IMNN(fiducial=fid, derivative=der, validation_fiducial=val_fid,
-                    validation_derivative=val_der, seed=seed, **budget)
+        imnn = IMNN(seed=seed, **budget).fit(fid, der, validation_fiducial=val_fid,
+                                             validation_derivative=val_der)
     elif mode == "numerical":
-        imnn = IMNN(fiducial=fid, numerical_derivative=numerical_from_gaussian(fid),
-                    validation_fiducial=val_fid,
-                    validation_numerical_derivative=numerical_from_gaussian(val_fid),
-                    delta_theta=(0.1, 0.1), seed=seed, **budget)
-    else:  # fresh simulations each iteration, validated on the same fixed arrays as above
-        imnn = IMNN(simulator=gaussian_simulator, validation_fiducial=val_fid,
-                    validation_derivative=val_der, seed=seed, **budget)
-    imnn.fit()
+        imnn = IMNN(delta_theta=(0.1, 0.1), seed=seed, **budget).fit(
+            fid, numerical_derivative=numerical_from_gaussian(fid), validation_fiducial=val_fid,
+            validation_numerical_derivative=numerical_from_gaussian(val_fid))
+    else:  # fresh simulations each epoch, validated on the same fixed arrays as above
+        imnn = IMNN(seed=seed, **budget).fit(simulator=gaussian_simulator,
+                                             validation_fiducial=val_fid,
+                                             validation_derivative=val_der)
     reach = _first_reach(imnn.history_["val_det_F"], REACH_FRACTION * DEMO_EXACT_DET_F)
     if activation != "leaky_relu":
         variant = f"{variant}, {activation}"
     return {"variant": variant, "seed": seed, "best_val_det_F": imnn.best_val_det_F_,
-            "oracle": oracle, "iterations": imnn.n_iterations_,
-            "best_iteration": imnn.best_iteration_, "seconds": imnn.fit_seconds_,
+            "oracle": oracle, "iterations": imnn.n_epochs_,
+            "best_iteration": imnn.best_epoch_, "seconds": imnn.fit_seconds_,
             "reach_iterations": reach, "independent_det_F": independent_det_F(imnn, seed),
             "load": os.getloadavg()[0]}
 
@@ -232,13 +229,11 @@ def reference_imnn(seed: int) -> dict | None:
 def line_model(seed: int, budget: dict) -> dict:
     fid, der = line_simulations(1000, 2 * seed)
     val_fid, val_der = line_simulations(1000, 2 * seed + 1)
-    imnn = IMNN(fiducial=fid, derivative=der, validation_fiducial=val_fid,
-                validation_derivative=val_der, seed=seed,
-                **{**budget, "theta_fid": LINE_THETA})
-    imnn.fit()
+    imnn = IMNN(seed=seed, **{**budget, "theta_fid": LINE_THETA}).fit(
+        fid, der, validation_fiducial=val_fid, validation_derivative=val_der)
     return {"variant": "line y = m x + c", "seed": seed, "best_val_det_F": imnn.best_val_det_F_,
             "oracle": line_oracle_det_F(val_fid, val_der), "exact": line_exact_det_F(),
-            "iterations": imnn.n_iterations_, "best_iteration": imnn.best_iteration_,
+            "iterations": imnn.n_epochs_, "best_iteration": imnn.best_epoch_,
             "seconds": imnn.fit_seconds_, "load": os.getloadavg()[0]}
 
 
@@ -263,7 +258,7 @@ def show(row: dict, exact: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--quick", action="store_true", help="max 200 iterations (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="max 200 epochs (smoke test)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
@@ -272,12 +267,11 @@ def main() -> None:
     args = parser.parse_args()
     budget = dict(TUTORIAL, device=args.device, **({"max_cap": 200} if args.quick else {}))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads available; the "
-          "recipe runs with num_threads=1 (see docs/imnn.md)")
+          "recipe runs with threads=1 (see docs/imnn.md)")
     # warm-up: the first fit in a process pays torch's one-off initialisation (~6 s here)
     warm_fid, warm_der = gaussian_simulations(100, seed=99)
-    IMNN(fiducial=warm_fid, derivative=warm_der,
-         **{k: v for k, v in dict(budget, max_iterations=3, min_iterations=0).items()
-            if k != "max_cap"}).fit()
+    IMNN(**{k: v for k, v in dict(budget, epochs=3, min_epochs=0).items()
+            if k != "max_cap"}).fit(warm_fid, warm_der)
     header = (f"{'variant':<36} {'seed':>4} {'best det':>8} {'/50':>7} {'oracle':>8} "
               f"{'/oracle':>7} {'iters':>6} {'best':>6} {'wall s':>7} {'ms/it':>7} {'it→35':>6} {'det 100k':>8} "
               f"{'load':>5}")
@@ -301,7 +295,7 @@ def main() -> None:
     print(header)
     line_budget = {k: v for k, v in budget.items() if k != "max_cap"}
     if args.quick:
-        line_budget["max_iterations"] = 200
+        line_budget["epochs"] = 200
     for seed in args.seeds:
         rows.append(line_model(seed, line_budget))
         show(rows[-1], rows[-1]["exact"])
