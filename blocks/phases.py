@@ -174,6 +174,7 @@ class TrainingPhase:
         stopper = self.stopping_callback()
         every = [*callbacks, *self.callbacks, *([stopper] if stopper else [])]
         state.phase, state.n_epochs, state.step, state.stop = self.name, self.epochs, 0, False
+        state.total_steps = total_steps
         state.scratch = {}
         check_phase(self, state)
         self.loss.on_phase_start(state)

@@ -29,6 +29,8 @@ class TrainState:
     phase: str = ""
     epoch: int = 0
     n_epochs: int = 0
+    #: optimizer steps of the running phase (epochs × batches per epoch), for schedules
+    total_steps: int = 0
     step: int = 0
     scratch: dict[str, Any] = attrs.field(factory=dict)
     stop: bool = False

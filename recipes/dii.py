@@ -232,8 +232,7 @@ class DII(DIIEvaluation, Recipe):
             "distance_A": _with_periods(self.distance_A, self.periods_A),
             "distance_B": _with_periods(self.distance_B, self.periods_B),
             "softmax": self._softmax_spec(), "ranks": "ranks",
-            "k_init": self.k_init, "k_final": self.k_final,
-            "steps_per_epoch": self.batches_per_epoch}
+            "k_init": self.k_init, "k_final": self.k_final}
         if self.lambda_init is not None:
             loss["lambda_init"] = self.lambda_init
         if self.lambda_final is not None:

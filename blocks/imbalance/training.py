@@ -126,7 +126,7 @@ class DIILoss(Loss):
     ``distance_B`` distances of the dataset array ``target`` *within the batch*, or of the
     (N, N) global / constant ``distances_key`` (a tensor or DenseRelations).  k goes from
     ``k_init`` to ``k_final`` (and a fixed λ from ``lambda_init`` to ``lambda_final``) on a
-    cosine over epochs × ``steps_per_epoch`` steps.
+    cosine over the phase's steps (``state.total_steps``: epochs × the sampler's batches).
 
     Contract: consumes ``rows``, ``cols`` (:data:`~infoblocks.blocks.contracts.ROWS_COLS`);
     needs ``input`` and ``target`` (or ``distances_key``) among the dataset arrays / globals
@@ -149,7 +149,6 @@ class DIILoss(Loss):
     k_final: int = attrs.field(default=1, validator=positive_int)
     lambda_init: float | None = attrs.field(default=None, validator=optional(positive))
     lambda_final: float | None = attrs.field(default=None, validator=optional(positive))
-    steps_per_epoch: int = attrs.field(default=1, validator=positive_int)
     #: the loss's own state: the tables of the last static batch / of the current epoch
     _batch_tables: tuple | None = attrs.field(init=False, default=None, repr=False, eq=False)
     _epoch_tables: tuple | None = attrs.field(init=False, default=None, repr=False, eq=False)
@@ -161,15 +160,14 @@ class DIILoss(Loss):
         self._batch_tables = self._epoch_tables = None
 
     def current_k(self, state: TrainState) -> int:
-        total = state.n_epochs * self.steps_per_epoch
-        return int(round(cosine_schedule(self.k_init, self.k_final, state.step, total)))
+        return int(round(cosine_schedule(self.k_init, self.k_final, state.step,
+                                         state.total_steps)))
 
     def current_lambda(self, state: TrainState) -> float | None:
         if self.lambda_init is None:
             return None
         final = self.lambda_init if self.lambda_final is None else self.lambda_final
-        return cosine_schedule(self.lambda_init, final, state.step,
-                               state.n_epochs * self.steps_per_epoch)
+        return cosine_schedule(self.lambda_init, final, state.step, state.total_steps)
 
     # ------------------------------------------------------------------ tables
 

@@ -263,9 +263,9 @@ def test_dii_loss_with_user_distance_matrix_equals_features():
 
 
 def test_k_schedule_is_a_cosine_from_k_init_to_k_final():
-    loss = DIILoss(k_init=10, k_final=2, steps_per_epoch=2)
+    loss = DIILoss(k_init=10, k_final=2)
     state = make_state(data_A=np.zeros((3, 1)), data_B=np.zeros((3, 1)))
-    state.n_epochs = 5
+    state.n_epochs, state.total_steps = 5, 10  # set by the phase: epochs x batches
     ks = []
     for step in range(11):
         state.step = step
