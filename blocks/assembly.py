@@ -169,6 +169,19 @@ def shortcut_fields(cls: type) -> list[attrs.Attribute]:
             and not f.metadata.get("transient")]
 
 
+def _nearby_sections(recipe: Recipe, field: attrs.Attribute) -> dict[str, Any] | bool:
+    """The default sections with a numeric shortcut moved a little (False where it cannot
+    be): which keys of an entry the shortcut itself fills."""
+    value = getattr(recipe, field.name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return attrs.evolve(recipe, **{field.name: value + 1 if isinstance(value, int)
+                                       else value * 1.25}).default_sections()
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def expand_sections(recipe: Recipe) -> dict[str, Any]:
     """The recipe's expanded sections; :class:`ConfigError` on a shortcut/section conflict."""
     path = recipe.name or type(recipe).__name__
@@ -191,8 +204,13 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
             alternative = attrs.evolve(recipe, **{field.name: default}).default_sections()
         except Exception:  # noqa: BLE001 - e.g. cross-field validation: not comparable
             continue
+        nearby = None  # the sections with the shortcut moved a little, where it creates keys
         for leaf, value in changed:
             other = _at(alternative, leaf)
+            if other is _MISSING:  # the shortcut creates this entry (layout_epochs > 0)
+                if nearby is None:
+                    nearby = _nearby_sections(recipe, field)
+                other = _at(nearby, leaf) if nearby else _MISSING
             if other is not _MISSING and not _same(other, _at(defaults, leaf)):
                 raise ConfigError(
                     f"{path}: `{field.name}` = {getattr(recipe, field.name)!r} and "
@@ -238,6 +256,25 @@ def build_global(spec: Any, path: str) -> Any:
         input=source)
 
 
+def fill_context(kind: str, spec: Any, context: dict[str, Any] | None) -> Any:
+    """``spec`` (a name or a table) with the ``context`` values filled into the fields the
+    block has and the spec leaves out (``None`` values are not filled): so a plugin block
+    named alone (``sampler = "my_sims"``) receives the recipe's sizes and settings as the
+    built-in one does.  Instances and unknown names are returned as they are."""
+    if not context or not isinstance(spec, (str, dict)):
+        return spec
+    params = {"name": spec} if isinstance(spec, str) else dict(spec)
+    name = params.get("name")
+    registry = _registry()
+    if not isinstance(name, str) or (kind, name) not in registry:
+        return spec  # the build reports the unknown name with its path
+    cls = registry.get(kind, name)
+    fields = {f.alias or f.name for f in attrs.fields(cls) if f.init} if attrs.has(cls) else set()
+    params.update({k: v for k, v in context.items()
+                   if k in fields and k not in params and v is not None and k != "name"})
+    return params
+
+
 def build_model(spec: Any, path: str, context: dict[str, Any]) -> Any:
     """A model block from ``spec``, with the data-dependent ``context`` (``in_dim``,
     ``out_dim``, ``n_items`` ...) filled into the fields the block has and the spec leaves
@@ -251,17 +288,14 @@ def build_model(spec: Any, path: str, context: dict[str, Any]) -> Any:
     params = {"name": spec} if isinstance(spec, str) else dict(spec)
     if "name" not in params:
         raise ConfigError(f"{path}: a model needs a 'name' (e.g. \"mlp\"), got {spec!r}.")
-    cls = registry.get("model", params["name"])
-    fields = {f.alias or f.name for f in attrs.fields(cls) if f.init} if attrs.has(cls) else set()
-    for key, value in context.items():
-        if key in fields and key not in params:
-            params[key] = value
-    return registry.build("model", params, path=path)
+    return registry.build("model", fill_context("model", params, context), path=path)
 
 
-def build_phase(spec: Any, path: str) -> Any:
+def build_phase(spec: Any, path: str, sampler_context: dict[str, Any] | None = None,
+                validation_context: dict[str, Any] | None = None) -> Any:
     """A :class:`~infoblocks.blocks.phases.TrainingPhase` from a dict; sampler, loss and the
-    validation's blocks through the registry."""
+    validation's blocks through the registry.  ``sampler_context`` / ``validation_context``
+    are filled into the phase's / the validation's sampler (:func:`fill_context`)."""
     from .config import structure
     from .phases import TrainingPhase, Validation
 
@@ -269,12 +303,17 @@ def build_phase(spec: Any, path: str) -> Any:
         raise ConfigError(f"{path} must be a table, got {spec!r}.")
     registry = _registry()
     spec = dict(spec)
+    if "sampler" in spec:
+        spec["sampler"] = fill_context("sampler", spec["sampler"], sampler_context)
     for slot in ("sampler", "loss"):
         if slot in spec:
             spec[slot] = registry.build(slot, spec[slot], path=f"{path}.{slot}")
     validation = spec.get("validation")
     if isinstance(validation, dict):
         validation = dict(validation)
+        if "sampler" in validation:
+            validation["sampler"] = fill_context("sampler", validation["sampler"],
+                                                 validation_context)
         for slot in ("sampler", "loss"):
             if slot in validation:
                 validation[slot] = registry.build(slot, validation[slot],
@@ -284,4 +323,4 @@ def build_phase(spec: Any, path: str) -> Any:
 
 
 __all__ = ["SECTIONS", "section_field", "merge_entry", "merge_sections", "expand_sections",
-           "shortcut_fields", "build_global", "build_model", "build_phase"]
+           "shortcut_fields", "fill_context", "build_global", "build_model", "build_phase"]

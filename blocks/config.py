@@ -9,12 +9,13 @@ int, ``"false"`` for a bool and ``true`` for an int are errors that name the pat
 from __future__ import annotations
 
 import functools
+import types
+import typing
 from typing import Any
 
 import attrs
 import cattrs
 import numpy as np
-from cattrs.gen import make_dict_structure_fn, override
 
 from .errors import ConfigError, InfoblocksError
 
@@ -73,6 +74,12 @@ def _check_value(value: Any, type_: Any) -> Any:
     rule for (live objects: modules, callables, arrays) pass unchanged."""
     if type_ is Any or type_ is None:
         return value
+    members = typing.get_args(type_) if typing.get_origin(type_) in (typing.Union,
+                                                                     types.UnionType) else ()
+    classes = [t for t in (type_, *members) if isinstance(t, type)
+               and t not in (int, float, bool, str, type(None), list, dict, tuple)]
+    if any(isinstance(value, t) for t in classes):
+        return value  # an object built already (a phase's Validation, a block)
     try:
         return converter.structure(value, type_)
     except cattrs.errors.StructureHandlerNotFoundError:

@@ -49,8 +49,10 @@ MARGINAL_PAIRS = BatchType("marginal_pairs", {"x", "y", "x_marginal", "y_margina
                            "joint pairs and product-of-marginals pairs")
 #: rows and columns of a pairwise table: ``rows``, ``cols`` (item indices)
 ROWS_COLS = BatchType("rows_cols", {"rows", "cols"}, "row and column item indices")
-#: IMNN simulations: ``fiducial`` (n_s, ...) and ``derivative`` (n_d, ..., n_params)
-SIMULATIONS = BatchType("simulations", {"fiducial", "derivative"},
+#: IMNN simulations: ``fiducial`` (n_s, ...) always, and either ``derivative`` (n_d, ...,
+#: n_params) or ``numerical_derivative`` with ``delta_theta`` (seed-matched finite
+#: differences); the sampler's ``batch_fields`` says which
+SIMULATIONS = BatchType("simulations", {"fiducial"},
                         "fiducial simulations and their derivatives with respect to θ")
 
 

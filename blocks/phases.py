@@ -175,7 +175,6 @@ class TrainingPhase:
         every = [*callbacks, *self.callbacks, *([stopper] if stopper else [])]
         state.phase, state.n_epochs, state.step, state.stop = self.name, self.epochs, 0, False
         state.total_steps = total_steps
-        state.scratch = {}
         check_phase(self, state)
         self.loss.on_phase_start(state)
         if self.validation is not None and self.validation.loss is not self.loss:

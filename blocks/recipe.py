@@ -138,12 +138,17 @@ class Recipe(Block):
                               f"{sorted(spec['models'])}.")
         return build_model(spec["models"][name], f"{self.name}.models.{name}", context)
 
-    def build_phases(self, spec: dict[str, Any] | None = None) -> list[Any]:
-        """The :class:`~infoblocks.blocks.phases.TrainingPhase` s of the ``phases`` section."""
+    def build_phases(self, spec: dict[str, Any] | None = None,
+                     sampler_context: dict[str, Any] | None = None,
+                     validation_context: dict[str, Any] | None = None) -> list[Any]:
+        """The :class:`~infoblocks.blocks.phases.TrainingPhase` s of the ``phases`` section;
+        ``sampler_context`` (``validation_context``) is filled into each phase's (validation's)
+        sampler fields that the spec leaves out, e.g. a split index or simulation settings."""
         from .assembly import build_phase
 
         spec = self.routine_spec() if spec is None else spec
-        return [build_phase(p, f"{self.name}.phases.{p.get('name', k)}")
+        return [build_phase(p, f"{self.name}.phases.{p.get('name', k)}", sampler_context,
+                            validation_context)
                 for k, p in enumerate(spec["phases"])]
 
     def build_evaluation(self, slot: str, spec: dict[str, Any] | None = None, **context: Any

@@ -16,8 +16,9 @@ class TrainState:
     """Mutable state of a running routine, handed to samplers, losses and callbacks.
 
     ``globals`` holds what was computed once before training (global relations, initial
-    positions, index splits); ``scratch`` is per-phase memory for losses that keep running
-    statistics (e.g. MINE's moving average) and is cleared when a phase starts.
+    positions, index splits).  There is no shared scratch memory: a block that keeps state
+    (MINE's moving average, a loss's cached tables) owns it and resets it in its
+    ``on_phase_start``.
     """
 
     models: torch.nn.ModuleDict
@@ -32,7 +33,6 @@ class TrainState:
     #: optimizer steps of the running phase (epochs × batches per epoch), for schedules
     total_steps: int = 0
     step: int = 0
-    scratch: dict[str, Any] = attrs.field(factory=dict)
     stop: bool = False
 
     def lookup(self, key: str) -> Any:

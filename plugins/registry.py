@@ -15,8 +15,7 @@ from infoblocks.blocks.base import BLOCK_KINDS, Block
 from infoblocks.blocks.config import structure
 from infoblocks.blocks.datasets import DatasetSource
 from infoblocks.blocks.distances import Distance
-from infoblocks.blocks.errors import (ConfigError, InfoblocksError, PluginError, RegistryError,
-                                      ValidationError)
+from infoblocks.blocks.errors import ConfigError, PluginError, RegistryError
 from infoblocks.blocks.losses import Loss
 from infoblocks.blocks.models import Model
 from infoblocks.blocks.recipe import RECIPE_KEY, Recipe

@@ -10,6 +10,12 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
+    import pkgutil
+
+    if name.startswith("_") or name in {i.name for i in pkgutil.iter_modules(__path__)}:
+        # a submodule being imported (``from . import mi_evaluation``) is not a recipe name:
+        # answering it must not trigger the scan of every recipe module mid-import
+        raise AttributeError(f"module 'infoblocks.recipes' has no attribute {name!r}")
     from .plugin import recipe_classes
 
     for cls in recipe_classes():

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
 
-from infoblocks.blocks.config import structure
 from infoblocks.blocks.errors import ConfigError, ValidationError
-from infoblocks.blocks.phases import TrainingPhase, Validation
-from infoblocks.plugins.registry import get_registry
+from infoblocks.blocks.phases import TrainingPhase
 
 #: what ``with_source`` receives
 SOURCE_KEYS = ("simulator", "fiducial", "derivative", "numerical_derivative")
@@ -70,48 +67,12 @@ def attach(sampler: Any, source: dict[str, Any], path: str) -> Any:
     return sampler
 
 
-def fill_sampler(spec: Any, context: dict[str, Any]) -> Any:
-    """A sampler spec with ``context`` (``theta_fid``, ``n_s`` ... from the recipe's
-    shortcuts) filled into the fields its block has and the spec leaves out — so that a plugin
-    sampler named alone (``sampler = {name = "my_sims"}``) gets them, as
-    :meth:`~infoblocks.blocks.recipe.Recipe.build_model` fills ``in_dim``."""
-    params = {"name": spec} if isinstance(spec, str) else spec
-    if not isinstance(params, dict) or not isinstance(params.get("name"), str):
-        return spec
-    cls = get_registry().get("sampler", params["name"])
-    fields = {f.alias or f.name for f in attrs.fields(cls) if f.init} if attrs.has(cls) \
-        else set()
-    return {**params, **{k: v for k, v in context.items()
-                         if k != "name" and k in fields and k not in params and v is not None}}
-
-
 def build_phases(recipe: Any, spec: dict[str, Any]) -> list[TrainingPhase]:
-    """``recipe.build_phases(spec)`` with the samplers' settings filled from the shortcuts
-    (:func:`fill_sampler`) and each phase's ``validation`` built here: the core's
-    ``build_phase`` cannot yet structure a phase whose validation is already built."""
-    plain = [{k: v for k, v in p.items() if k != "validation"} for p in spec["phases"]]
-    for p in plain:
-        if "sampler" in p:
-            p["sampler"] = fill_sampler(p["sampler"], recipe.sampler_spec(validation=False))
-    phases = recipe.build_phases({**spec, "phases": plain})
-    registry = get_registry()
-    for phase, given in zip(phases, spec["phases"]):
-        validation = given.get("validation")
-        if validation is None:
-            continue
-        path = f"{recipe.name}.phases.{phase.name}.validation"
-        if not isinstance(validation, dict):
-            raise ConfigError(f"{path} must be a table, got {validation!r}.")
-        validation = dict(validation)
-        if "sampler" in validation:
-            validation["sampler"] = fill_sampler(validation["sampler"],
-                                                 recipe.sampler_spec(validation=True))
-        for slot in ("sampler", "loss"):
-            if slot in validation:
-                validation[slot] = registry.build(slot, validation[slot], path=f"{path}.{slot}")
-        phase.validation = structure(validation, Validation, path)
-    return phases
+    """``recipe.build_phases(spec)`` with the samplers' settings (``theta_fid``, ``n_s`` ...)
+    filled from the shortcuts into the fields a sampler named alone leaves out."""
+    return recipe.build_phases(spec, sampler_context=recipe.sampler_spec(validation=False),
+                               validation_context=recipe.sampler_spec(validation=True))
 
 
 __all__ = ["SOURCE_KEYS", "FIT_KEYS", "take_source", "validation_source", "attach",
-           "fill_sampler", "build_phases"]
+           "build_phases"]

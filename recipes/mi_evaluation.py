@@ -149,30 +149,8 @@ def validate_input(recipe: NeuralMIEstimator, x: Any, y: Any
 
 
 def build_phases(recipe: NeuralMIEstimator, spec: dict[str, Any]) -> list[Any]:
-    """The phases of ``spec``; the validation table is built here (``build_phase`` of the core
-    re-structures an already built :class:`Validation` and fails on it)."""
-    from infoblocks.blocks.assembly import build_phase
-    from infoblocks.blocks.config import structure
-    from infoblocks.blocks.phases import Validation
-    from infoblocks.plugins.registry import get_registry
-
-    phases = []
-    for k, phase_spec in enumerate(spec["phases"]):
-        path = f"{recipe.name}.phases.{phase_spec.get('name', k)}"
-        phase_spec = dict(phase_spec)
-        validation = phase_spec.pop("validation", None)
-        phase = build_phase(phase_spec, path)
-        if isinstance(validation, dict):
-            validation = dict(validation)
-            for slot in ("sampler", "loss"):
-                if slot in validation:
-                    validation[slot] = get_registry().build(
-                        slot, validation[slot], path=f"{path}.validation.{slot}")
-            phase.validation = structure(validation, Validation, f"{path}.validation")
-        elif validation is not None:
-            raise ConfigError(f"{path}.validation must be a table, got {validation!r}.")
-        phases.append(phase)
-    return phases
+    """The phases of ``spec`` (validation included), through the base's builders."""
+    return recipe.build_phases(spec)
 
 
 # ---------------------------------------------------------------------------- pair sets

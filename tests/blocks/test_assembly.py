@@ -263,3 +263,16 @@ def test_block_lists_and_entries_a_shortcut_creates_are_not_conflicts():
     recipe = Projection(n_components=3, globals={"positions": {"transforms": [
         {"name": "pca_init", "n_components": 3, "scale": 2.0}]}})
     assert recipe.routine_spec()["globals"]["positions"]["transforms"][0]["scale"] == 2.0
+
+
+def test_a_shortcut_that_creates_an_entry_conflicts_only_on_the_keys_it_fills():
+    from infoblocks.recipes import ParametricUMAP
+
+    # layout_epochs = 300 creates the layout phase and fills its epochs ...
+    with pytest.raises(ConfigError, match=r"`layout_epochs` = 300 and `phases.layout.epochs`"):
+        ParametricUMAP.preset("quality", phases=[{"name": "layout", "epochs": 10}]
+                              ).routine_spec()
+    # ... but not its learning rate: tuning that is no conflict
+    spec = ParametricUMAP.preset("quality", phases=[{"name": "layout", "learning_rate": 0.2}]
+                                 ).routine_spec()
+    assert next(p for p in spec["phases"] if p["name"] == "layout")["learning_rate"] == 0.2

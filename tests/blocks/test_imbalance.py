@@ -381,7 +381,7 @@ def test_the_loss_owns_its_tables_and_resets_them_at_phase_start():
     assert loss._batch_tables is None and loss._epoch_tables is None
     again = loss({"rows": idx, "cols": idx}, state.models, state).value
     assert again.item() == first.item()
-    assert not hasattr(state, "scratch") or not state.scratch
+    assert not hasattr(state, "scratch")
 
 
 def test_a_distance_with_only_weighted_pairwise_gives_the_built_in_numbers():

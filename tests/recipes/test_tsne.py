@@ -60,8 +60,15 @@ def test_routine_as_data_and_clone():
     assert recipe_from_dict(recipe.to_dict(full=True)).to_dict(full=True) == \
         recipe.to_dict(full=True)
     assert ParametricTSNE(globals={"P": {"relation": {"n_neighbors": 12}}}).min_items() == 13
-    with pytest.raises(ConfigError, match=r"`perplexity` = 10.*`globals.P.transforms`"):
-        ParametricTSNE(perplexity=10, globals={"P": {"transforms": ["normalize"]}}).routine_spec()
+    # an explicit list of blocks wins over the shortcut that shaped the default list (the
+    # relation still follows perplexity: k = 3 x perplexity)
+    spec = ParametricTSNE(perplexity=10, globals={"P": {"transforms": ["normalize"]}}
+                          ).routine_spec()
+    assert spec["globals"]["P"]["transforms"] == ["normalize"]
+    assert spec["globals"]["P"]["relation"]["n_neighbors"] == 30
+    with pytest.raises(ConfigError, match=r"`perplexity` = 10.*`globals.P.relation.n_neighbors`"):
+        ParametricTSNE(perplexity=10, globals={"P": {"relation": {"n_neighbors": 12}}}
+                       ).routine_spec()
     base = pytest.importorskip("sklearn.base")
     twin = base.clone(recipe)
     assert twin is not recipe and twin.to_dict(full=True) == recipe.to_dict(full=True)
