@@ -111,10 +111,10 @@ def run_dadapy(module, label: str, data_a, data_b) -> dict:
     options = dict(num_epochs=500, point_adapt_lambda=True, learning_rate=1e-2)
     if label == "a":
         options.update(batches_per_epoch=1, k_init=1, k_final=1, optimizer_name="sgd",
-                       learning_rate_decay=None)
+                       lr_schedule="none")
     else:
         options.update(batches_per_epoch=5, k_init=5, k_final=5, optimizer_name="adam",
-                       learning_rate_decay="cos")
+                       lr_schedule="cos")
     # compile estimate: a fresh instance (DADApy jits per instance) trained for one epoch
     start = time.perf_counter()
     module.DiffImbalance(data_a, data_b, **{**options, "num_epochs": 1}).train(
@@ -188,7 +188,7 @@ def scale_child(n: int) -> dict:
     data_b = data_a * np.array([10.0, 3.0, 1.0, 30.0, 7.3])
     batches = n // SCALE_BATCH_POINTS
     model = DII(epochs=SCALE_EPOCHS, batches_per_epoch=batches, k_init=5, k_final=5,
-                optimizer="adam", learning_rate=1e-2, learning_rate_decay="cos")
+                optimizer="adam", learning_rate=1e-2, lr_schedule="cos")
     start = time.perf_counter()
     model.fit(data_a, data_b)
     train = time.perf_counter() - start

@@ -144,7 +144,7 @@ class DII(DIIEvaluation, Recipe):
     k_init, k_final : neighbour order setting λ = lambda_factor × d²_k, cosine schedule.
     lambda_init, lambda_final : a fixed global λ instead (cosine schedule); overrides k.
     params_init, params_groups : initial weights (default 0.1); group sizes sharing a weight.
-    optimizer, learning_rate, learning_rate_decay : "sgd" | "adam" | "adamw"; None | "cos" | "exp".
+    optimizer, learning_rate, lr_schedule : "sgd" | "adam" | "adamw"; "none" | "cos" | "exp".
     num_points_rows : full-batch rows subsampled (rows × all columns) / mini-batch pool size.
     threads : torch intra-op threads while fitting (None: leave torch's setting).
 
@@ -162,9 +162,9 @@ class DII(DIIEvaluation, Recipe):
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # the DADApy tutorial's configurations (a) and (b)
         "full_batch": dict(epochs=500, batches_per_epoch=1, k_init=1, k_final=1,
-                           optimizer="sgd", learning_rate=1e-2, learning_rate_decay=None),
+                           optimizer="sgd", learning_rate=1e-2, lr_schedule="none"),
         "mini_batch": dict(epochs=500, batches_per_epoch=5, k_init=5, k_final=5,
-                           optimizer="adam", learning_rate=1e-2, learning_rate_decay="cos"),
+                           optimizer="adam", learning_rate=1e-2, lr_schedule="cos"),
     }
     evaluation_kinds: ClassVar[dict[str, str]] = {
         "distance_A": "distance", "distance_B": "distance", "softmax": "transform"}
@@ -188,8 +188,7 @@ class DII(DIIEvaluation, Recipe):
     params_groups: list[int] | None = attrs.field(default=None, converter=_ints)
     optimizer: str = attrs.field(default="sgd", validator=one_of("sgd", "adam", "adamw"))
     learning_rate: float = attrs.field(default=1e-2, validator=positive)
-    learning_rate_decay: str | None = attrs.field(default=None,
-                                                  validator=one_of(None, "cos", "exp"))
+    lr_schedule: str = attrs.field(default="none", validator=one_of("none", "cos", "exp"))
     num_points_rows: int | None = attrs.field(default=None, validator=optional(positive_int))
     seed: int = attrs.field(default=0, validator=non_negative_int)
     device: str = attrs.field(default="cpu", validator=one_of("cpu", "cuda", "auto"))
@@ -239,7 +238,7 @@ class DII(DIIEvaluation, Recipe):
             loss["lambda_final"] = self.lambda_final
         return [{"name": "dii", "epochs": self.epochs, "sampler": sampler, "loss": loss,
                  "optimizer": self.optimizer, "learning_rate": self.learning_rate,
-                 "lr_schedule": self.learning_rate_decay or "none",
+                 "lr_schedule": self.lr_schedule,
                  "lr_decay_rate": EXP_DECAY_RATE, "lr_decay_steps": EXP_DECAY_STEPS,
                  "lr_decay_staircase": False, "trainable": ["weights"]}]
 

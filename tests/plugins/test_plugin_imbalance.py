@@ -25,7 +25,7 @@ recipe = "dii"
 epochs = 100
 optimizer = "adam"
 learning_rate = 0.01
-learning_rate_decay = "cos"
+lr_schedule = "cos"
 k_init = 5
 k_final = 1
 
@@ -43,7 +43,7 @@ recipe = "dii"
 distance_A = "weighted_l1"
 epochs = 10
 optimizer = "adam"
-learning_rate_decay = "cos"
+lr_schedule = "cos"
 """
 
 

@@ -102,7 +102,7 @@ def test_periodic_feature_is_handled():
     data_a = np.column_stack([theta, noise])
     rotated = np.column_stack([np.mod(theta + math.pi, two_pi), noise])
     data_b = theta[:, None]
-    options = dict(epochs=60, optimizer="adam", learning_rate=0.05, learning_rate_decay="cos",
+    options = dict(epochs=60, optimizer="adam", learning_rate=0.05, lr_schedule="cos",
                    k_init=3, k_final=1)
     periodic = DII(periods_A=[two_pi, None], periods_B=[two_pi], **options)
     first = attrs_copy(periodic).fit(data_a, data_b)
@@ -136,7 +136,7 @@ def test_l1_zeroes_the_uninformative_features():
     data_a = rng.normal(size=(300, 50))
     data_b = data_a[:, :5] * np.array([5.0, 4.0, 3.0, 2.0, 1.0])
     model = DII(epochs=150, k_init=5, k_final=1, optimizer="adam", learning_rate=0.05,
-                learning_rate_decay="cos", l1_strength=0.01).fit(data_a, data_b)
+                lr_schedule="cos", l1_strength=0.01).fit(data_a, data_b)
     w = model.weights_ / model.weights_.max()
     assert w[5:].max() < 0.05
     assert np.all(w[:5] > 0.1)
@@ -172,7 +172,7 @@ def test_groups_share_weights_and_rows_subsampling_runs():
     assert grouped.weights_.shape == (2,) and grouped.weights_history_.shape == (31, 2)
     assert grouped.feature_weights().shape == (5,)
     rows = DII(epochs=30, num_points_rows=100, optimizer="adam", learning_rate=0.02,
-               learning_rate_decay="exp").fit(data_a, data_b)
+               lr_schedule="exp").fit(data_a, data_b)
     assert np.argmax(rows.weights_) == 3  # the ×30 feature dominates
     assert rows.final_dii(num_points_rows=50)[0] < 0.2
 
@@ -186,7 +186,7 @@ def test_same_seed_same_numbers():
 
 
 def test_exp_decay_halves_every_ten_steps_continuously():
-    phase = DII(learning_rate_decay="exp")._build({"data_A": torch.zeros(4, 1),
+    phase = DII(lr_schedule="exp")._build({"data_A": torch.zeros(4, 1),
                                                    "data_B": torch.zeros(4, 1)}).phases[0]
     assert isinstance(phase, TrainingPhase)
     assert phase.lr_factor(10, 100) == pytest.approx(0.5)
@@ -252,8 +252,8 @@ def test_bad_inputs_get_clear_errors():
         DII().fit(data_a, distances_B=np.ones((50, 3)))
     with pytest.raises(ValidationError, match="`optimizer` must be one of"):
         DII(optimizer="lbfgs")
-    with pytest.raises(ValidationError, match="`learning_rate_decay` must be one of"):
-        DII(learning_rate_decay="linear")
+    with pytest.raises(ValidationError, match="`lr_schedule` must be one of"):
+        DII(lr_schedule="linear")
     with pytest.raises(NotFittedError, match="call fit"):
         DII().final_dii()
 
@@ -268,7 +268,7 @@ def test_too_strong_l1_reports_zero_weights():
 
 
 def test_config_round_trip_dict_and_toml(tmp_path):
-    model = DII(periods_A=[6.0, None, 0], params_groups=[1, 2], learning_rate_decay="cos",
+    model = DII(periods_A=[6.0, None, 0], params_groups=[1, 2], lr_schedule="cos",
                 lambda_init=0.5)
     data = model.to_dict()
     assert data["periods_A"] == [6.0, 0.0, 0.0]  # None -> 0 ("not periodic"), TOML-safe
