@@ -141,6 +141,42 @@ def structure(data: dict[str, Any], cls: type, path: str, label: str | None = No
         raise ConfigError(f"Invalid {label}: {exc}") from None
 
 
+def check_arguments(cls: type, kwargs: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
+    """Before ``cls(**kwargs)``: an unknown keyword is an
+    :class:`~infoblocks.blocks.errors.UnknownParameterError` with the close matches, and each
+    value of a typed field goes through the strict converter (``hidden_dims=16``,
+    ``standardize="no"``) — a :class:`~infoblocks.blocks.errors.ValidationError` naming it."""
+    import difflib
+
+    from .errors import UnknownParameterError, ValidationError
+
+    fields = {f.alias or f.name: f for f in attrs.fields(cls) if f.init}
+    for key in kwargs:
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.6)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise UnknownParameterError(
+                f"{cls.__name__} has no parameter {key!r}.{hint} Its parameters are "
+                f"{sorted(fields)}.")
+    types = _field_types(cls)
+    problems = []
+    for key, value in kwargs.items():
+        field = fields[key]
+        if key in skip or field.metadata.get("transient") or field.metadata.get("section"):
+            continue
+        try:
+            _check_value(value, types[key])
+        except cattrs.BaseValidationError as exc:
+            problems += [m.replace(" @ $", f" @ {key}") for m in
+                         cattrs.transform_error(exc, path="$", format_exception=_format_exception)]
+        except (ValueError, TypeError) as exc:
+            problems.append(f"`{key}`: {_format_exception(exc, types[key])}")
+        if problems and "expected" in problems[-1] and "got" not in problems[-1]:
+            problems[-1] += f" (got {value!r})"
+    if problems:
+        raise ValidationError(f"{cls.__name__}: {'; '.join(problems)}.")
+
+
 def check_types(obj: Any, label: str, fields: list[attrs.Attribute] | None = None) -> None:
     """Check the values of an attrs object's fields against their annotations with the strict
     converter (``standardize="no"`` for a bool field is refused, not read as True);
@@ -165,4 +201,4 @@ def check_types(obj: Any, label: str, fields: list[attrs.Attribute] | None = Non
         raise ValidationError(f"{label}: {'; '.join(problems)}.")
 
 
-__all__ = ["converter", "structure", "check_types"]
+__all__ = ["converter", "structure", "check_types", "check_arguments"]

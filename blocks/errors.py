@@ -21,6 +21,10 @@ class ConfigError(InfoblocksError, ValueError):
     """A recipe or block description (dict / TOML) cannot be turned into objects."""
 
 
+class UnknownParameterError(ConfigError, TypeError):
+    """A constructor keyword the recipe or block does not have (with the close matches)."""
+
+
 class RegistryError(InfoblocksError, LookupError):
     """A (kind, name) is unknown, or two plugins claim the same name."""
 
@@ -46,6 +50,7 @@ class NotFittedError(InfoblocksError, AttributeError):
 
 
 __all__ = [
+    "UnknownParameterError",
     "InfoblocksError",
     "ValidationError",
     "ConfigError",

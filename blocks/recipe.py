@@ -29,7 +29,7 @@ import numpy as np
 
 from .assembly import SECTIONS, expand_sections, section_field, shortcut_fields
 from .base import Block
-from .config import check_types, structure
+from .config import check_arguments, check_types, structure
 from .errors import ConfigError, NotFittedError
 
 #: key of the recipe name in dict / TOML form
@@ -56,8 +56,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class _CheckedConstructor(type):
+    """Recipes check their keyword arguments before attrs sees them: an unknown keyword gets
+    the close matches (as a TOML key does) and typed values go through the strict converter,
+    so ``MINE(standardize="no")`` or ``ParametricUMAP(hidden_dims=16)`` is a clear error at
+    construction rather than a silent coercion or a raw ``TypeError``."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if attrs.has(cls):
+            check_arguments(cls, kwargs)
+        return super().__call__(*args, **kwargs)
+
+
 @attrs.define(kw_only=True)
-class Recipe(Block):
+class Recipe(Block, metaclass=_CheckedConstructor):
     """Base of recipes.  Subclasses add hyperparameter fields and implement :meth:`build`
     plus a convenience API (``fit`` ...).  ``demo`` runs the embedded problem with a known
     answer and writes a figure; ``run`` is what ``infoblocks run`` calls."""

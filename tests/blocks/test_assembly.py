@@ -276,3 +276,21 @@ def test_a_shortcut_that_creates_an_entry_conflicts_only_on_the_keys_it_fills():
     spec = ParametricUMAP.preset("quality", phases=[{"name": "layout", "learning_rate": 0.2}]
                                  ).routine_spec()
     assert next(p for p in spec["phases"] if p["name"] == "layout")["learning_rate"] == 0.2
+
+
+def test_recipe_constructors_check_their_keywords():
+    from infoblocks.blocks.errors import UnknownParameterError, ValidationError
+
+    with pytest.raises(UnknownParameterError, match=r"no parameter 'epoch'. Did you mean "
+                                                    r"'epochs'\?"):
+        Projection(epoch=3)
+    with pytest.raises(TypeError):  # still a TypeError for code that expects one
+        Projection(epoch=3)
+    with pytest.raises(ValidationError, match=r"`verbose`: expected true or false, got 'no'"):
+        Projection(verbose="no")
+    from infoblocks.recipes import ParametricUMAP
+
+    with pytest.raises(ValidationError, match=r"`hidden_dims`.*got 16"):
+        ParametricUMAP(hidden_dims=16)
+    with pytest.raises(ValidationError, match=r"expected an integer, got 16.9 @ hidden_dims"):
+        ParametricUMAP(hidden_dims=[16.9, 8.2])
