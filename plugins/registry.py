@@ -128,7 +128,7 @@ class Registry:
         """A block from a name, a ``{"name": ..., **params}`` dict, or an instance.
 
         Parameters go through the strict converter (:mod:`infoblocks.blocks.config`): wrong
-        types and unknown keys are :class:`ConfigError`\ s naming ``path`` (the key's place in
+        types and unknown keys raise :class:`ConfigError` naming ``path`` (the key's place in
         a config, e.g. ``parametric_umap.globals.graph.relation``)."""
         base = BASE_FOR_KIND.get(kind)
         _check_kind(kind)
