@@ -28,7 +28,7 @@ from infoblocks.blocks.assembly import SECTIONS
 from infoblocks.blocks.data import as_tensor, check_same_length, intra_op_threads
 from infoblocks.blocks.errors import NotFittedError, NumericalError, ValidationError
 from infoblocks.blocks.imbalance import (CHUNK_ELEMENTS, LAMBDA_FACTOR, FeatureWeightsHistory,
-                                         periods_tensor)
+                                         data_unit, periods_tensor)
 from infoblocks.blocks.recipe import Recipe
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
@@ -65,27 +65,70 @@ def _periods(value: Any) -> list[float] | None:
         return None
     if isinstance(value, list) and all(type(v) is float for v in value):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if _is_real(value):
         return [float(value)]
-    try:
-        return [0.0 if v is None else float(v) for v in value]
-    except (TypeError, ValueError):
-        raise ValidationError(
+    entries = None
+    if not isinstance(value, (str, bytes, dict)) and hasattr(value, "__iter__"):
+        entries = list(value)
+    if entries is not None and all(v is None or _is_real(v) for v in entries):
+        return [0.0 if v is None else float(v) for v in entries]
+    raise ValidationError(
             f"`periods` must be None or a list with one period per feature (0 or None for a "
             f"non-periodic one), got {value!r}."
-        ) from None
+    )
 
 
-def _floats(value: Any) -> list[float] | None:
+def _is_real(value: Any) -> bool:
+    return not isinstance(value, (bool, np.bool_)) and isinstance(
+        value, (int, float, np.integer, np.floating))
+
+
+def _entries(value: Any, name: str, what: str) -> list[Any]:
+    """The entries of a list-like argument, or a ValidationError naming ``name``."""
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise ValidationError(f"`{name}` must be None or a list of {what}, got {value!r}.")
+    entries = list(np.asarray(value).ravel()) if isinstance(value, np.ndarray) else list(value)
+    if not entries:
+        raise ValidationError(f"`{name}` must be None or a non-empty list of {what}, got "
+                              f"{value!r}.")
+    return entries
+
+
+def _params_init(value: Any) -> list[float] | None:
+    """None or one initial weight per learned weight (finite numbers, not all zero)."""
     if value is None or (isinstance(value, list) and all(type(v) is float for v in value)):
         return value
-    return [float(v) for v in np.asarray(value, dtype=float).ravel()]
+    entries = _entries(value, "params_init", "numbers (one initial weight per feature)")
+    if not all(_is_real(v) for v in entries):
+        raise ValidationError(
+            f"`params_init` must be a list of numbers (one initial weight per feature, or per "
+            f"group of `params_groups`), got {value!r}.")
+    return [float(v) for v in entries]
 
 
-def _ints(value: Any) -> list[int] | None:
+def _params_groups(value: Any) -> list[int] | None:
+    """None or the sizes of consecutive feature groups (positive integers, never truncated:
+    1.5 is an error, not 1)."""
     if value is None or (isinstance(value, list) and all(type(v) is int for v in value)):
         return value
-    return [int(v) for v in value]
+    entries = _entries(value, "params_groups", "positive integers (group sizes)")
+    if not all(not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, np.integer))
+               for v in entries):
+        raise ValidationError(
+            f"`params_groups` must be a list of positive integers (the sizes of consecutive "
+            f"feature groups sharing a weight), got {value!r}.")
+    return [int(v) for v in entries]
+
+
+def _params_init_entries(instance, attribute, value) -> None:
+    if value is not None and (not all(math.isfinite(v) for v in value)
+                              or not any(v != 0 for v in value)):
+        raise ValidationError(f"`params_init` must be finite and not all zero, got {value}.")
+
+
+def _params_groups_entries(instance, attribute, value) -> None:
+    if value is not None and any(v < 1 for v in value):
+        raise ValidationError(f"`params_groups` entries must be positive integers, got {value}.")
 
 
 def _periods_entries(instance, attribute, value) -> None:
@@ -111,6 +154,73 @@ def _with_periods(spec: str | dict[str, Any], periods: list[float] | None) -> An
     out = {"name": spec} if isinstance(spec, str) else copy.deepcopy(spec)
     out.setdefault("periods", list(periods))
     return out
+
+
+def _in_unit(spec: Any, kind: str, unit: float) -> tuple[Any, float]:
+    """``spec`` with ``unit`` filled in where its block has a ``unit`` field and the spec
+    leaves it out, and the factor unit^−unit_power that converts a λ given in the data's
+    units into the block's (1 where no unit applies).  Blocks without the field (a plugin's
+    distance that does not opt in) see the data in the user's units."""
+    if not isinstance(spec, (str, dict)):
+        return spec, 1.0
+    params = {"name": spec} if isinstance(spec, str) else dict(spec)
+    try:
+        cls = get_registry().get(kind, params.get("name", ""))
+    except Exception:  # noqa: BLE001 - an unknown name is reported when the block is built
+        return spec, 1.0
+    if not attrs.has(cls) or "unit" not in {f.alias or f.name for f in attrs.fields(cls)
+                                            if f.init}:
+        return spec, 1.0
+    params.setdefault("unit", unit)
+    given = params["unit"]
+    if isinstance(given, bool) or not isinstance(given, (int, float)) or not given > 0:
+        return params, 1.0  # refused with its name when the block is built
+    return params, float(given) ** -float(getattr(cls, "unit_power", 0.0))
+
+
+def _softmax_in_unit(spec: Any, factor: float) -> Any:
+    """A softmax spec whose fixed ``lambda_value`` (data units) is converted by ``factor``."""
+    if factor == 1.0 or not isinstance(spec, dict) or spec.get("lambda_value") is None:
+        return spec
+    return {**spec, "lambda_value": spec["lambda_value"] * factor}
+
+
+def _loss_in_units(spec: Any, units: dict[str, float]) -> Any:
+    """A loss spec with distances ``distance_A`` / ``distance_B`` (the DII loss, or a
+    plugin's loss with those fields) whose distances measure the arrays ``input`` /
+    ``target`` in their units (``units``: dataset key -> :func:`data_unit`), its fixed λ
+    (``lambda_init`` / ``lambda_final``, the softmax's ``lambda_value``) converted to match."""
+    if not isinstance(spec, (str, dict)):
+        return spec
+    params = {"name": spec} if isinstance(spec, str) else dict(spec)
+    try:
+        cls = get_registry().get("loss", params.get("name", ""))
+    except Exception:  # noqa: BLE001 - an unknown name is reported when the block is built
+        return spec
+    fields = attrs.fields_dict(cls) if attrs.has(cls) else {}
+    if "distance_A" not in fields:
+        return spec
+
+    def given(key: str) -> Any:
+        if key in params:
+            return params[key]
+        default = fields[key].default if key in fields else None
+        return default if isinstance(default, (str, dict)) else None
+
+    factor = 1.0
+    if given("distance_A") is not None:
+        params["distance_A"], factor = _in_unit(given("distance_A"), "distance",
+                                                units.get(given("input"), 1.0))
+    if given("distance_B") is not None:
+        params["distance_B"], _ = _in_unit(given("distance_B"), "distance",
+                                           units.get(given("target"), 1.0))
+    for key in ("lambda_init", "lambda_final"):
+        value = params.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            params[key] = value * factor
+    if "softmax" in params:
+        params["softmax"] = _softmax_in_unit(params["softmax"], factor)
+    return params
 
 
 def _fill(spec: Any, kind: str, path: str, **context: Any) -> Any:
@@ -169,10 +279,10 @@ class DII(DIIEvaluation, Recipe):
     evaluation_kinds: ClassVar[dict[str, str]] = {
         "distance_A": "distance", "distance_B": "distance", "softmax": "transform"}
 
-    periods_A: list[float] | None = attrs.field(default=None, converter=_periods,
-                                                validator=_periods_entries)
-    periods_B: list[float] | None = attrs.field(default=None, converter=_periods,
-                                                validator=_periods_entries)
+    periods_A: list[float | None] | float | None = attrs.field(
+        default=None, converter=_periods, validator=_periods_entries)
+    periods_B: list[float | None] | float | None = attrs.field(
+        default=None, converter=_periods, validator=_periods_entries)
     distance_A: str | dict[str, Any] = attrs.field(default=DISTANCE, validator=_block_spec)
     distance_B: str | dict[str, Any] = attrs.field(default=DISTANCE, validator=_block_spec)
     epochs: int = attrs.field(default=200, validator=positive_int)
@@ -184,8 +294,10 @@ class DII(DIIEvaluation, Recipe):
     lambda_factor: float = attrs.field(default=LAMBDA_FACTOR, validator=positive)
     lambda_init: float | None = attrs.field(default=None, validator=optional(positive))
     lambda_final: float | None = attrs.field(default=None, validator=optional(positive))
-    params_init: list[float] | None = attrs.field(default=None, converter=_floats)
-    params_groups: list[int] | None = attrs.field(default=None, converter=_ints)
+    params_init: list[float] | None = attrs.field(default=None, converter=_params_init,
+                                                  validator=_params_init_entries)
+    params_groups: list[int] | None = attrs.field(default=None, converter=_params_groups,
+                                                  validator=_params_groups_entries)
     optimizer: str = attrs.field(default="sgd", validator=one_of("sgd", "adam", "adamw"))
     learning_rate: float = attrs.field(default=1e-2, validator=positive)
     lr_schedule: str = attrs.field(default="none", validator=one_of("none", "cos", "exp"))
@@ -332,6 +444,13 @@ class DII(DIIEvaluation, Recipe):
                 if "loss" in phase:
                     phase["loss"] = _fill(phase["loss"], "loss", f"{self.name}.phases",
                                           distances_key=DISTANCES_B_KEY)
+        # distances in the data's own unit (a power of two): the same weights and DII
+        # whether A came in metres or nanometres (the λ floor, the self-distance sentinel
+        # and float32's range are then never reached by the data's scale)
+        units = {key: data_unit(value) for key, value in data.items() if key != "distances_B"}
+        for phase in spec["phases"]:
+            if "loss" in phase:
+                phase["loss"] = _loss_in_units(phase["loss"], units)
         d = data["data_A"].shape[1]
         models = {name: self.build_model(name, spec, n_features=d) for name in spec["models"]}
         dataset = {k: v for k, v in data.items() if k != "distances_B"}
@@ -340,10 +459,27 @@ class DII(DIIEvaluation, Recipe):
                        phases=self.build_phases(spec), constants=constants, device=self.device,
                        seed=int(self.seed), verbose=self.verbose)
 
-    def _evaluation_blocks(self) -> dict[str, Any]:
+    def _evaluation_blocks(self, data: dict[str, torch.Tensor] | None = None
+                           ) -> dict[str, Any]:
+        """The evaluation section's blocks; with ``data``, the distances measure A and B in
+        their units (as in training) and ``"lambda_factor"`` is the factor that converts a
+        fixed λ in the data's units into the distance's."""
         spec = self.routine_spec()
-        return {slot: self.build_evaluation(slot, spec) for slot in self.evaluation_kinds
-                if slot in spec["evaluation"]}
+        factor = 1.0
+        evaluation = spec["evaluation"]
+        if data is not None:
+            if "distance_A" in evaluation:
+                evaluation["distance_A"], factor = _in_unit(
+                    evaluation["distance_A"], "distance", data_unit(data["data_A"]))
+            if "distance_B" in evaluation and "data_B" in data:
+                evaluation["distance_B"], _ = _in_unit(
+                    evaluation["distance_B"], "distance", data_unit(data["data_B"]))
+            if "softmax" in evaluation:
+                evaluation["softmax"] = _softmax_in_unit(evaluation["softmax"], factor)
+        blocks = {slot: self.build_evaluation(slot, spec) for slot in self.evaluation_kinds
+                  if slot in evaluation}
+        blocks["lambda_factor"] = factor
+        return blocks
 
     # ------------------------------------------------------------------ training
 
@@ -392,11 +528,20 @@ class DII(DIIEvaluation, Recipe):
 
     def _raise_if_zero_weights(self, routine: Routine, cause: Exception | None) -> None:
         w = routine.models["weights"].weights.detach()
-        if not bool(torch.isfinite(w).all()) or not bool((w != 0).any()):
+        if bool(torch.isfinite(w).all()) and bool((w != 0).any()):
+            return
+        if self.l1_strength > 0:
             raise NumericalError(
                 f"All weights were set to zero during training (l1_strength = "
                 f"{self.l1_strength}); lower `l1_strength` or `learning_rate`."
             ) from cause
+        dataset = routine.dataset
+        scale = (f" data_A's typical spread is about {data_unit(dataset['data_A']):.3g};"
+                 if dataset is not None and "data_A" in dataset else "")
+        raise NumericalError(
+            f"The weights became non-finite or all zero during training (l1_strength = 0):"
+            f"{scale} lower `learning_rate`, or check `params_init` and the data."
+        ) from cause
 
     def _require_fitted(self, data: bool = True) -> None:
         if self.routine_ is None:

@@ -28,6 +28,29 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dii import DII
 
 
+def _is_int(value: Any) -> bool:
+    return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer))
+
+
+def _is_number(value: Any) -> bool:
+    return (not isinstance(value, (bool, np.bool_))
+            and isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value))
+
+
+def _check_bool(value: Any, name: str) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValidationError(f"`{name}` must be True or False, got {value!r}.")
+
+
+def _check_int(value: Any, name: str, low: int, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not (_is_int(value) and value >= low):
+        what = "a positive integer" if low == 1 else "a non-negative integer"
+        raise ValidationError(f"`{name}` must be {what}{' or None' if optional else ''}, "
+                              f"got {value!r}.")
+
+
 class DIIEvaluation:
     """``final_dii``, ``information_imbalance``, ``select_features`` and ``plot`` of a DII."""
 
@@ -47,33 +70,47 @@ class DIIEvaluation:
         ``num_points_rows`` evaluates only that many random rows (against all columns).
         """
         self._require_fitted()
-        blocks = self._evaluation_blocks()
-        if isinstance(discard_close_ind, bool) or not isinstance(discard_close_ind, int) \
-                or discard_close_ind < 0:
+        _check_bool(compute_error, "compute_error")
+        if ratio_rows_columns is not None and not (_is_number(ratio_rows_columns)
+                                                   and ratio_rows_columns > 0):
             raise ValidationError(
-                f"`discard_close_ind` must be a non-negative integer, got {discard_close_ind!r}.")
+                f"`ratio_rows_columns` must be a positive number (rows / columns) or None, got "
+                f"{ratio_rows_columns!r}.")
+        _check_int(seed, "seed", 0)
+        _check_int(discard_close_ind, "discard_close_ind", 0)
+        _check_int(num_points_rows, "num_points_rows", 1, optional=True)
+        n = self._data["data_A"].shape[0]
+        if not compute_error and 2 * discard_close_ind + 2 > n:
+            raise ValidationError(
+                f"`discard_close_ind` = {discard_close_ind} excludes every neighbour of the "
+                f"middle points of the {n}: each point keeps the points more than "
+                f"discard_close_ind away in the data order, so it must be at most "
+                f"{(n - 2) // 2} ((n - 2) / 2) here.")
+        blocks = self._evaluation_blocks(self._data)
         data = self._data
         dev = resolve_device(self.device)
         a = data["data_A"].to(dev)
         b = data["data_B"].to(dev) if "data_B" in data else None
         dist_b = data["distances_B"].to(dev) if "distances_B" in data else None
-        n = a.shape[0]
         generator = torch.Generator(device=dev).manual_seed(int(seed))
         if compute_error:
-            if ratio_rows_columns is None or not ratio_rows_columns > 0:
+            if ratio_rows_columns is None:
                 raise ValidationError(
-                    "`compute_error=True` needs a positive `ratio_rows_columns` (rows / columns), "
-                    f"got {ratio_rows_columns!r}.")
+                    "`compute_error=True` needs a positive `ratio_rows_columns` (rows / "
+                    "columns), got None.")
             keep = torch.arange(0, n, discard_close_ind + 1, device=dev)
             a = a[keep]
             b = None if b is None else b[keep]
             dist_b = None if dist_b is None else dist_b[keep][:, keep]
             m = a.shape[0]
             n_rows = int(ratio_rows_columns / (ratio_rows_columns + 1) * m)
-            if not 1 <= n_rows < m:
+            if not 2 <= n_rows < m:
+                kept = (f" (every {discard_close_ind + 1}-th of the {n} points, "
+                        f"discard_close_ind = {discard_close_ind})" if discard_close_ind else "")
                 raise ValidationError(
-                    f"`ratio_rows_columns` = {ratio_rows_columns} leaves {n_rows} rows of {m} "
-                    "points; choose a ratio that gives both rows and columns.")
+                    f"`ratio_rows_columns` = {ratio_rows_columns} leaves {n_rows} rows of the "
+                    f"{m} points{kept}; the error needs at least 2 rows and 1 column: choose "
+                    "a ratio that gives both, or a smaller `discard_close_ind`.")
             perm = torch.randperm(m, generator=generator, device=dev)
             rows = perm[:n_rows]
             cols = perm[n_rows:].sort().values
@@ -85,15 +122,18 @@ class DIIEvaluation:
             k = math.ceil(self.k_final * self.batches_per_epoch * (1 - 2 * discard_close_ind / n))
             discard, norm = discard_close_ind, n - 2 * discard_close_ind
         if num_points_rows is not None:
-            if not 1 <= num_points_rows <= rows.numel():
+            low = 2 if compute_error else 1  # a standard error needs two rows
+            if not low <= num_points_rows <= rows.numel():
                 raise ValidationError(
-                    f"`num_points_rows` must be in [1, {rows.numel()}], got {num_points_rows!r}.")
+                    f"`num_points_rows` must be in [{low}, {rows.numel()}], got "
+                    f"{num_points_rows!r}.")
             pick = torch.randperm(rows.numel(), generator=generator, device=dev)[:num_points_rows]
             rows = rows[pick]
         k = max(1, min(k, cols.numel() - 2 * discard - 1))
         lam = None
-        if self.lambda_init is not None:
+        if self.lambda_init is not None:  # in the data's units; the distance's are its unit's
             lam = self.lambda_final if self.lambda_final is not None else self.lambda_init
+            lam = lam * blocks["lambda_factor"]
         with intra_op_threads(self.threads):
             values = chunked_dii(
                 a, self._signed_feature_weights().to(dev), rows, cols, k=k, data_B=b,
@@ -114,14 +154,21 @@ class DIIEvaluation:
         if "data_B" not in self._data:
             raise ValidationError("The classic information imbalance needs data_B features; "
                                   "this DII was fitted with distances_B.")
+        _check_bool(weighted, "weighted")
         a = self._data["data_A"]
+        if features is not None and (isinstance(features, (str, bytes))
+                                     or not hasattr(features, "__iter__")
+                                     or not all(_is_int(f) for f in features)):
+            raise ValidationError(
+                f"`features` must be a list of feature indices in [0, {a.shape[1]}) or None, "
+                f"got {features!r}.")
         cols = list(range(a.shape[1])) if features is None else [int(f) for f in features]
         if not cols or any(not 0 <= f < a.shape[1] for f in cols):
             raise ValidationError(
                 f"`features` must be indices in [0, {a.shape[1]}), got {features!r}.")
         # the evaluation's distances; a feature subset is A's distance with the other
         # features at weight 0 (periodic conventions stay those of the full feature set)
-        blocks = self._evaluation_blocks()
+        blocks = self._evaluation_blocks(self._data)
         mask = np.zeros(a.shape[1])
         mask[cols] = 1.0
         weights = mask * (self.feature_weights().cpu().numpy() if weighted else 1.0)
@@ -136,7 +183,8 @@ class DIIEvaluation:
     def _subset_fit(self, keep: Sequence[int], epochs: int | None) -> DII:
         init = self.params_init or [WEIGHT_INIT] * len(self.weights_)
         masked = [v if i in keep else 0.0 for i, v in enumerate(init)]
-        clone = attrs.evolve(self, l1_strength=0.0, verbose=False, epochs=epochs or self.epochs)
+        clone = attrs.evolve(self, l1_strength=0.0, verbose=False,
+                             epochs=self.epochs if epochs is None else epochs)
         return clone._fit(self._data, l1_strength=0.0, params_init=masked)
 
     def select_features(self, method: str = "backward", n_best: int = 1, n_features_min: int = 1,
@@ -156,8 +204,19 @@ class DIIEvaluation:
         self._require_fitted()
         if method not in ("backward", "l1"):
             raise ValidationError(f"`method` must be 'backward' or 'l1', got {method!r}.")
-        if isinstance(n_best, bool) or not isinstance(n_best, int) or n_best < 1:
-            raise ValidationError(f"`n_best` must be a positive integer, got {n_best!r}.")
+        _check_int(n_best, "n_best", 1)
+        _check_int(n_features_min, "n_features_min", 1)
+        _check_int(epochs, "epochs", 1, optional=True)  # 0 is an error, not "the default"
+        _check_bool(compute_error, "compute_error")
+        if l1_strengths is not None:
+            given = l1_strengths
+            l1_strengths = [] if isinstance(given, (str, bytes)) \
+                or not hasattr(given, "__iter__") else list(given)
+            if not l1_strengths or not all(_is_number(v) and v >= 0 for v in l1_strengths):
+                l1_strengths = given
+                raise ValidationError(
+                    f"`l1_strengths` must be a non-empty list of non-negative numbers or None, "
+                    f"got {l1_strengths!r}.")
         n_params = len(self.weights_)
         if not 1 <= n_features_min <= n_params:
             raise ValidationError(
@@ -185,7 +244,7 @@ class DIIEvaluation:
             best: dict[int, dict[str, Any]] = {}
             for s in strengths:
                 clone = attrs.evolve(self, l1_strength=float(s), verbose=False,
-                                     epochs=epochs or self.epochs)
+                                     epochs=self.epochs if epochs is None else epochs)
                 try:
                     clone._fit(self._data)
                 except NumericalError:  # every weight thresholded away: past the path's end

@@ -38,7 +38,7 @@ final DII and the classic imbalance work through row chunks whose size is set by
 """
 
 from .distances import (CHUNK_ELEMENTS, SELF_DISTANCE, FeatureWeightedDistance,
-                        WeightedSquaredEuclidean, check_feature_weighted,
+                        WeightedSquaredEuclidean, check_feature_weighted, data_unit,
                         feature_major_squared_differences, is_feature_weighted,
                         periods_tensor, squared_differences, squared_distances,
                         weighted_squared_distances)
@@ -56,7 +56,7 @@ __all__ = [
     "FeatureWeightedDistance", "WeightedSquaredEuclidean", "Ranks", "GaussianSoftmax",
     "DIILoss", "FeatureWeights", "FeatureWeightsModule", "FeatureWeightsHistory",
     "RowsColumnsSampler", "check_feature_weighted", "check_weights_finite", "chunked_dii",
-    "cosine_schedule", "diagonal_mask", "exclusion_logits", "expected_ranks",
+    "cosine_schedule", "data_unit", "diagonal_mask", "exclusion_logits", "expected_ranks",
     "feature_major_squared_differences", "information_imbalance", "is_feature_weighted",
     "nearest_neighbour_ranks", "neighbour_index", "neighbour_lambdas", "periods_tensor",
     "rank_rows", "softmax_coefficients", "squared_differences", "squared_distances",

@@ -49,11 +49,33 @@ from ..data import DEFAULT_DTYPE
 from ..distances import Distance, _check_pair
 from ..errors import ValidationError
 from ..numerics import CHUNK_ELEMENTS, rows_per_chunk, wrap_periodic
+from ..validators import positive
 
 #: distance stored for "a point and itself" in the training tables: far beyond any neighbour,
 #: so the k-th-neighbour search and the softmax skip it without a mask pass (DADApy sets
 #: max + 1e6); finite, so that 0 × it stays 0 in the backward pass
 SELF_DISTANCE = 1e20
+
+
+# ----------------------------------------------------------------------------- units
+
+
+def data_unit(x: Any) -> float:
+    """The length unit of a data set: the power of two nearest the root mean square of its
+    per-feature standard deviations (1.0 for constant or empty data).
+
+    Distances measured in this unit are of order one whatever the unit the data came in
+    (1e-6 or 1e30), so that no absolute floor, sentinel or float32 range decides the result;
+    a power of two rescales exactly, so data already near unit scale give the same numbers
+    bit for bit.  ``(n, D) -> float``.
+    """
+    t = torch.as_tensor(x).detach()
+    if t.ndim != 2 or t.shape[0] < 2 or t.numel() == 0:
+        return 1.0
+    spread = t.to(torch.float64).std(dim=0, correction=0).square().mean().sqrt().item()
+    if not math.isfinite(spread) or spread <= 0:
+        return 1.0
+    return float(2.0 ** round(math.log2(spread)))
 
 
 # ----------------------------------------------------------------------------- periods, differences
@@ -270,21 +292,37 @@ class WeightedSquaredEuclidean(FeatureWeightedDistance):
     own, used by ``pairwise`` / ``paired``; the DII passes its learnt weights to
     :meth:`weighted_pairwise` / :meth:`combine` / :meth:`pairwise_into` instead.  Pairwise works
     in row chunks of at most ``max_elements`` entries.  ``(n, D), (m, D) -> (n, m)``.
+
+    ``unit`` (default 1): differences are measured in this unit of the data (the DII sets it
+    to :func:`data_unit` of the data), d = Σ_f w_f² (Δ_f / unit)², so that the values stay of
+    order one at any scale of the data; ``periods`` stay in the data's own units.  A distance
+    of another block may opt in the same way: an attrs field ``unit`` and the class variable
+    ``unit_power`` (its values scale as unit^−unit_power; a fixed λ is converted with it).
     """
+
+    #: d scales as unit^−2: a λ given in the data's units is divided by unit² (the DII)
+    unit_power: ClassVar[float] = 2.0
 
     name: ClassVar[str] = "weighted_sqeuclidean"
     weights: tuple | None = attrs.field(default=None, converter=_as_tuple_or_none)
     periods: tuple | None = attrs.field(default=None, converter=_as_tuple_or_none)
     max_elements: int = CHUNK_ELEMENTS
+    unit: float = attrs.field(default=1.0, validator=positive)
 
     def _periods(self, a: torch.Tensor) -> torch.Tensor | None:
         if self.periods is None:
             return None
-        return periods_tensor(self.periods, a.shape[-1], "periods", a.device)
+        periods = periods_tensor(self.periods, a.shape[-1], "periods", a.device)
+        return periods if periods is None or self.unit == 1.0 else periods / self.unit
+
+    def _in_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in units of ``unit`` (unchanged, not copied, at unit 1)."""
+        return x if self.unit == 1.0 else x / self.unit
 
     def weighted_pairwise(self, a, b, weights):
         _check_pair(a, b)
         periods = self._periods(a)
+        a, b = self._in_unit(a), self._in_unit(b)
         if weights is None or not weights.requires_grad:  # no gradient: in row chunks
             w2 = None if weights is None else weights * weights
             if not (a.requires_grad or b.requires_grad):
@@ -298,7 +336,8 @@ class WeightedSquaredEuclidean(FeatureWeightedDistance):
         """Per-feature squared differences laid out (D, n·m), excluded entries at
         :data:`SELF_DISTANCE`: one matrix-vector product per step."""
         _check_pair(a, b)
-        sq = feature_major_squared_differences(a, b, self._periods(a))
+        sq = feature_major_squared_differences(self._in_unit(a), self._in_unit(b),
+                                               self._periods(a))
         if exclude is not None:
             sq = sq.masked_fill_(exclude, SELF_DISTANCE)
         return sq.view(a.shape[1], -1), (a.shape[0], b.shape[0])
@@ -309,12 +348,13 @@ class WeightedSquaredEuclidean(FeatureWeightedDistance):
 
     def pairwise_into(self, a, b, weights, out, work):
         w2 = None if weights is None else weights * weights
-        return weighted_squared_distances(a, b, w2, self._periods(a), out=out, work=work)
+        return weighted_squared_distances(self._in_unit(a), self._in_unit(b), w2,
+                                          self._periods(a), out=out, work=work)
 
     def prepare_batches(self, a, exclude):
         """All batches' feature-major tables in a few batched operations."""
         n_parts, size, d = a.shape
-        xt = a.transpose(1, 2)  # (P, D, b)
+        xt = self._in_unit(a).transpose(1, 2)  # (P, D, b)
         diff = xt[:, :, :, None] - xt[:, :, None, :]
         periods = self._periods(a)
         if periods is not None:
@@ -330,6 +370,7 @@ class WeightedSquaredEuclidean(FeatureWeightedDistance):
         """Feature by feature, as :func:`weighted_squared_distances` (the same rounding)."""
         periods = self._periods(a)
         w = self._own_weights(a)
+        a = self._in_unit(a)
         out = None
         for f in range(a.shape[-1]):
             diff = a[:, :, None, f] - a[:, None, :, f]
@@ -344,5 +385,5 @@ class WeightedSquaredEuclidean(FeatureWeightedDistance):
     def paired(self, a, b):
         _check_pair(a, b)
         w = self._own_weights(a)
-        sq = _paired_sq(a, b, self._periods(a))
+        sq = _paired_sq(self._in_unit(a), self._in_unit(b), self._periods(a))
         return sq.sum(-1) if w is None else sq @ (w * w)

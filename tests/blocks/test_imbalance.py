@@ -14,7 +14,8 @@ from infoblocks.blocks.data import Dataset
 from infoblocks.blocks.errors import ValidationError
 from infoblocks.blocks.imbalance import (DIILoss, FeatureWeightedDistance, FeatureWeights, GaussianSoftmax, Ranks,
                                          RowsColumnsSampler, WeightedSquaredEuclidean,
-                                         chunked_dii, diagonal_mask, exclusion_logits,
+                                         chunked_dii, data_unit, diagonal_mask,
+                                         exclusion_logits,
                                          expected_ranks, information_imbalance, neighbour_index,
                                          periods_tensor, rank_rows, softmax_coefficients,
                                          squared_differences)
@@ -95,6 +96,46 @@ def test_weighted_distance_matches_formula_and_chunks():
     small = WeightedSquaredEuclidean(weights=w, periods=[None, 3.0, None], max_elements=1)
     np.testing.assert_allclose(small.pairwise(a, b).numpy(), d.numpy(), rtol=1e-6)
     np.testing.assert_allclose(dist.paired(a[:7], b).numpy(), np.diag(expected[:7]), rtol=1e-5)
+
+
+def test_data_unit_is_the_power_of_two_nearest_the_spread():
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.normal(size=(300, 4)), dtype=torch.float32)
+    assert data_unit(x) == 1.0                       # unit-scale data: left exactly as it is
+    assert data_unit(x * 1e-6) == 2.0 ** -20
+    assert data_unit(x * 1e30) == 2.0 ** 100
+    assert data_unit(x * 1e30) < float("inf")        # the spread of 1e30 data, no overflow
+    assert data_unit(torch.ones(10, 3)) == 1.0       # constant data: nothing to scale by
+    assert data_unit(torch.zeros(1, 3)) == 1.0
+
+
+def test_a_unit_divides_the_differences_exactly_in_every_path():
+    # d = Σ w² (Δ / unit)², periods in the data's units; a power-of-two unit rescales exactly,
+    # so the data at 2^40 × their scale with unit 2^40 give the unit-scale numbers bit for bit
+    rng = np.random.default_rng(0)
+    a = torch.tensor(rng.uniform(0, TWO_PI, size=(12, 3)), dtype=torch.float32)
+    w = torch.tensor([0.5, 1.0, 2.0])
+    unit = 2.0 ** 40
+    plain = WeightedSquaredEuclidean(periods=[TWO_PI, None, None])
+    scaled = WeightedSquaredEuclidean(periods=[TWO_PI * unit, None, None], unit=unit)
+    big = a * unit
+    exclude = diagonal_mask(12, 12)
+    assert torch.equal(scaled.weighted_pairwise(big, big, w), plain.weighted_pairwise(a, a, w))
+    assert torch.equal(scaled.pairwise(big), plain.pairwise(a))
+    assert torch.equal(scaled.paired(big, big.flip(0)), plain.paired(a, a.flip(0)))
+    assert torch.equal(scaled.combine(scaled.prepare(big, big, exclude), w),
+                       plain.combine(plain.prepare(a, a, exclude), w))
+    out, work = torch.empty(12, 12), torch.empty(12, 12)
+    assert torch.equal(scaled.pairwise_into(big, big, w, out.clone(), work),
+                       plain.pairwise_into(a, a, w, out.clone(), work))
+    parts = big.view(3, 4, 3)
+    assert torch.equal(scaled.pairwise_batches(parts), plain.pairwise_batches(a.view(3, 4, 3)))
+    batched = scaled.prepare_batches(parts, diagonal_mask(4, 4))
+    reference = plain.prepare_batches(a.view(3, 4, 3), diagonal_mask(4, 4))
+    assert all(torch.equal(scaled.combine(t, w), plain.combine(r, w))
+               for t, r in zip(batched, reference))
+    with pytest.raises(ValidationError, match="`unit` must be a positive number"):
+        WeightedSquaredEuclidean(unit=0.0)
 
 
 def test_periods_of_wrong_length_are_rejected():

@@ -143,6 +143,51 @@ def test_l1_zeroes_the_uninformative_features():
     np.testing.assert_allclose(w[:5], [1.0, 0.8, 0.6, 0.4, 0.2], atol=0.05)  # the true scales
 
 
+# ----------------------------------------------------------------------------- units
+
+
+@pytest.mark.parametrize("config", ["a", "b"])
+def test_weights_and_dii_do_not_depend_on_the_unit_of_the_data(config):
+    # The DII depends on the weights only through w ⊙ A up to a common factor (λ follows
+    # the k-th neighbour), so A in nanometres or in light years must give the same relative
+    # weights and final DII.  Before, 1e-6 hit the λ floor (near-uniform weights, DII ≈ 0.95),
+    # 1e12 put real distances beyond the self-distance sentinel (weights never moved) and
+    # 1e30 overflowed float32 (an "l1_strength" error without any l1).
+    data_a, data_b = demo_data(n=200)
+    results = {}
+    for scale_a, scale_b in [(1.0, 1.0), (1e-6, 1.0), (1e12, 1.0), (1e30, 1e-20)]:
+        model = demo_config(config, epochs=60).fit(data_a * scale_a, data_b * scale_b)
+        results[scale_a] = (model.weights_ / model.weights_.max(), model.final_dii()[0],
+                            model.final_dii(compute_error=True)[0])
+    reference = results[1.0]
+    assert reference[0][3] == 1.0 and reference[1] < 0.05  # the ×30 feature leads, DII small
+    for scale, (relative, dii, dii_halves) in results.items():
+        np.testing.assert_allclose(relative, reference[0], rtol=0.03, atol=3e-3,
+                                   err_msg=f"A × {scale:g}")
+        assert dii == pytest.approx(reference[1], rel=0.05), scale
+        assert dii_halves == pytest.approx(reference[2], rel=0.05), scale
+
+
+def test_a_fixed_lambda_and_periods_are_in_the_units_of_the_data():
+    # lambda_init / lambda_final and periods are given in the user's units: scaling the data
+    # and them together changes nothing (λ scales as a squared distance)
+    rng = np.random.default_rng(0)
+    theta = rng.uniform(0, 2 * math.pi, 150)
+    data_a = np.column_stack([theta, rng.normal(size=150)])
+    data_b = theta[:, None]
+    results = []
+    for scale in (1.0, 1e-5, 1e9):
+        model = DII(epochs=30, optimizer="adam", learning_rate=0.05, lambda_init=0.05 * scale ** 2,
+                    periods_A=[2 * math.pi * scale, None], periods_B=[2 * math.pi * scale])
+        model.fit(data_a * scale, data_b * scale)
+        results.append((model.weights_ / model.weights_.max(), model.final_dii()[0],
+                        model.information_imbalance()))
+    for relative, dii, imbalance in results[1:]:
+        np.testing.assert_allclose(relative, results[0][0], rtol=0.03, atol=3e-3)
+        assert dii == pytest.approx(results[0][1], rel=0.05)
+        assert imbalance == pytest.approx(results[0][2], rel=1e-6)
+
+
 def test_dii_limits_identity_and_permutation():
     rng = np.random.default_rng(0)
     data_b = rng.normal(size=(400, 3))
@@ -256,6 +301,70 @@ def test_bad_inputs_get_clear_errors():
         DII(lr_schedule="linear")
     with pytest.raises(NotFittedError, match="call fit"):
         DII().final_dii()
+
+
+def test_discard_close_ind_beyond_half_the_points_is_a_clear_error():
+    # n = 100, discard_close_ind = 60 left the middle points no neighbour: (nan, None) before
+    data_a, data_b = demo_data(n=100)
+    model = DII(epochs=3).fit(data_a, data_b)
+    with pytest.raises(ValidationError, match=r"`discard_close_ind` = 60 .*at most 49"):
+        model.final_dii(discard_close_ind=60)
+    dii, _ = model.final_dii(discard_close_ind=49)  # the limit: one neighbour left
+    assert math.isfinite(dii)
+    # with compute_error every (discard_close_ind + 1)-th point is kept: 2 points of 100
+    with pytest.raises(ValidationError, match=r"`ratio_rows_columns`.*discard_close_ind = 60"):
+        model.final_dii(compute_error=True, discard_close_ind=60)
+    dii, error = model.final_dii(compute_error=True, discard_close_ind=9)
+    assert math.isfinite(dii) and math.isfinite(error)
+    with pytest.raises(ValidationError, match=r"`num_points_rows` must be in \[2, "):
+        model.final_dii(compute_error=True, num_points_rows=1)  # one row has no spread
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(params_init="abc"), "params_init"),
+    (dict(params_init=[0.1, None, 0.1]), "params_init"),
+    (dict(params_init=[0.1, True, 0.1]), "params_init"),
+    (dict(params_groups="ab"), "params_groups"),
+    (dict(params_groups=[1.5, 1.5]), "params_groups"),   # was truncated to [1, 1]
+    (dict(params_groups=[1, 0, 2]), "params_groups"),
+    (dict(params_groups=7), "params_groups"),
+    (dict(periods_A="ab"), "periods"),
+    (dict(periods_A=[True, None]), "periods"),
+])
+def test_bad_constructor_arguments_name_the_argument(kwargs, name):
+    with pytest.raises(ValidationError, match=name):
+        DII(**kwargs)
+
+
+@pytest.mark.parametrize("method, kwargs, name", [
+    ("final_dii", dict(ratio_rows_columns="x", compute_error=True), "ratio_rows_columns"),
+    ("final_dii", dict(ratio_rows_columns=float("nan"), compute_error=True),
+     "ratio_rows_columns"),
+    ("final_dii", dict(seed="a"), "seed"),
+    ("final_dii", dict(seed=1.5), "seed"),
+    ("final_dii", dict(discard_close_ind="3"), "discard_close_ind"),
+    ("final_dii", dict(num_points_rows="10"), "num_points_rows"),
+    ("final_dii", dict(num_points_rows=2.5), "num_points_rows"),
+    ("final_dii", dict(compute_error="yes"), "compute_error"),
+    ("select_features", dict(epochs=0), "epochs"),           # was: silently the fit's epochs
+    ("select_features", dict(epochs=2.5), "epochs"),
+    ("select_features", dict(n_features_min="1"), "n_features_min"),
+    ("select_features", dict(method="l1", l1_strengths=["a"]), "l1_strengths"),
+    ("select_features", dict(method="l1", l1_strengths=0.1), "l1_strengths"),
+    ("select_features", dict(compute_error="no"), "compute_error"),
+    ("information_imbalance", dict(features=["a"]), "features"),
+    ("information_imbalance", dict(features=[1.5]), "features"),  # was truncated to [1]
+    ("information_imbalance", dict(weighted="yes"), "weighted"),
+])
+def test_bad_evaluation_arguments_name_the_argument(fitted_small, method, kwargs, name):
+    with pytest.raises(ValidationError, match=f"`{name}`"):
+        getattr(fitted_small, method)(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def fitted_small():
+    data_a, data_b = demo_data(n=40)
+    return DII(epochs=2).fit(data_a, data_b)
 
 
 def test_too_strong_l1_reports_zero_weights():
