@@ -137,6 +137,15 @@ class EarlyStopping(Callback):
         if self.restore_best and self._best_state is not None:
             state.models.load_state_dict(self._best_state)
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a resumed run needs: best value and epoch, the wait and the best weights."""
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self._wait,
+                "best_state": self._best_state}
+
+    def restore_state(self, saved: dict[str, Any]) -> None:
+        self.best, self.best_epoch = float(saved["best"]), int(saved["best_epoch"])
+        self._wait, self._best_state = int(saved["wait"]), saved["best_state"]
+
 
 @attrs.define
 class Checkpoint(Callback):

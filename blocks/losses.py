@@ -54,6 +54,14 @@ class Loss(Block):
     def on_phase_start(self, state: TrainState) -> None:
         """Reset the loss's own state (moving averages, caches) at the start of a phase."""
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The state this loss owns that a resumed run needs (tensors and plain data; caches
+        that are recomputed need not be included).  Default: none."""
+        return {}
+
+    def restore_state(self, saved: dict[str, Any]) -> None:
+        """Put back what :meth:`checkpoint_state` returned (after ``on_phase_start``)."""
+
     def __call__(self, batch: dict[str, torch.Tensor], models: torch.nn.ModuleDict,
                  state: TrainState) -> LossOutput:
         raise NotImplementedError
@@ -134,6 +142,13 @@ class CompoundLoss(Loss):
     def on_phase_start(self, state):
         for loss in self.losses:
             loss.on_phase_start(state)
+
+    def checkpoint_state(self):
+        return {str(k): loss.checkpoint_state() for k, loss in enumerate(self.losses)}
+
+    def restore_state(self, saved):
+        for k, loss in enumerate(self.losses):
+            loss.restore_state(saved.get(str(k), {}))
 
     def __call__(self, batch, models, state):
         weights = self.weights or [1.0] * len(self.losses)

@@ -14,7 +14,7 @@ loss is reported as an error rather than trained on.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -155,8 +155,15 @@ class TrainingPhase:
                              patience=self.patience, min_epochs=self.min_epochs,
                              restore_best=self.restore_best, skip_missing=True)
 
-    def run(self, state: TrainState, callbacks: Sequence[Callback]) -> None:
-        """Train ``state.models`` for this phase."""
+    def run(self, state: TrainState, callbacks: Sequence[Callback],
+            checkpoint: Callable[[dict[str, Any], bool], None] | None = None,
+            resume: dict[str, Any] | None = None) -> None:
+        """Train ``state.models`` for this phase.
+
+        ``checkpoint(payload, final)`` is called at the end of every epoch with this phase's
+        training state (optimizer, scheduler, early stopping, loss, step; see
+        :mod:`infoblocks.blocks.resume`); ``resume`` is such a payload: the phase continues
+        after its epoch with everything put back."""
         models = state.models
         trained = list(models.keys()) if self.trainable is None else list(self.trainable)
         for module in _declaring(models, trained, "on_phase_start"):
@@ -181,8 +188,11 @@ class TrainingPhase:
             self.validation.loss.on_phase_start(state)
         for cb in every:
             cb.on_phase_start(state, self)
+        start = 0
+        if resume is not None:
+            start = self._restore(resume, state, optimizer, scheduler, stopper)
         models.train()
-        for epoch in range(self.epochs):
+        for epoch in range(start, self.epochs if not state.stop else start):
             state.epoch = epoch
             for cb in every:
                 cb.on_epoch_start(state)
@@ -217,10 +227,43 @@ class TrainingPhase:
                 metrics.update(self.validation.evaluate(state))
             for cb in every:
                 cb.on_epoch_end(state, metrics)
+            if checkpoint is not None:
+                checkpoint(self._payload(state, epoch, optimizer, scheduler, stopper),
+                           state.stop or epoch + 1 == self.epochs)
             if state.stop:
                 break
         for cb in every:
             cb.on_phase_end(state, self)
+
+
+    def _payload(self, state: TrainState, epoch: int, optimizer: Any, scheduler: Any,
+                 stopper: EarlyStopping | None) -> dict[str, Any]:
+        from .resume import rng_states
+
+        return {"phase": self.name, "epoch": epoch, "step": state.step, "stop": state.stop,
+                "models": state.models.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": None if scheduler is None else scheduler.state_dict(),
+                "stopper": None if stopper is None else stopper.checkpoint_state(),
+                "loss": self.loss.checkpoint_state(), **rng_states(state)}
+
+    def _restore(self, saved: dict[str, Any], state: TrainState, optimizer: Any, scheduler: Any,
+                 stopper: EarlyStopping | None) -> int:
+        """Put a checkpoint of this phase back; the epoch to continue from."""
+        from .resume import restore_rng_states
+
+        if saved.get("phase") != self.name:
+            raise ValidationError(f"The checkpoint is of phase {saved.get('phase')!r}, not "
+                                  f"{self.name!r}: it was written by another routine.")
+        state.models.load_state_dict(saved["models"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None and saved.get("scheduler") is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        if stopper is not None and saved.get("stopper") is not None:
+            stopper.restore_state(saved["stopper"])
+        self.loss.restore_state(saved.get("loss") or {})
+        restore_rng_states(state, saved)
+        state.step, state.stop = int(saved["step"]), bool(saved["stop"])
+        return int(saved["epoch"]) + 1
 
 
 def _declaring(models: torch.nn.ModuleDict, names: Sequence[str], method: str) -> list[Any]:

@@ -175,26 +175,86 @@ class Routine:
 
     # ------------------------------------------------------------------ training
 
-    def train(self, phases: Sequence[str] | None = None) -> Routine:
-        """Run the phases (all, or those named) in order; returns ``self``."""
+    def train(self, phases: Sequence[str] | None = None, checkpoint: str | Path | None = None,
+              checkpoint_every: int = 1, resume: bool = False) -> Routine:
+        """Run the phases (all, or those named) in order; returns ``self``.
+
+        ``checkpoint``: a directory where the whole training state is written (atomically)
+        every ``checkpoint_every`` epochs and at the end of each phase
+        (:mod:`infoblocks.blocks.resume`).  With ``resume=True`` training continues from the
+        checkpoint there (if any): phases already done are skipped, the interrupted one goes
+        on after its last saved epoch — bit-identical to an uninterrupted run on the CPU.
+        """
         if not self.phases and self.unrestored:
             raise ValidationError(f"This routine was loaded without its phases ({self.unrestored});"
                                   " pass phases=[...] to a new Routine to train it further.")
+        if resume and checkpoint is None:
+            raise ValidationError("`resume=True` needs the `checkpoint` directory to resume from.")
+        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
+                or checkpoint_every < 1:
+            raise ValidationError(f"`checkpoint_every` must be a positive integer, got "
+                                  f"{checkpoint_every!r}.")
         self.compute_global_relations()
         assert self.state is not None
         chosen = self.phases if phases is None else [self._phase(n) for n in phases]
         self.check(chosen)
+        saved = None
+        if resume:
+            from .resume import read_checkpoint
+
+            saved = read_checkpoint(checkpoint)
+        first, resumed_phase = 0, None
+        if saved is not None:
+            names = [p.name for p in chosen]
+            if saved.get("phase") not in names:
+                raise ValidationError(f"The checkpoint in {checkpoint} is of phase "
+                                      f"{saved.get('phase')!r}; this routine runs {names}.")
+            first = names.index(saved["phase"])
+            self.history = History(json.loads(saved["history"]))
+            if saved["complete"]:
+                from .resume import restore_rng_states
+
+                self.models.load_state_dict(saved["models"])
+                restore_rng_states(self.state, saved)
+                first += 1
+            else:
+                resumed_phase = saved
         callbacks = [self.history, ProgressBar(self.verbose), *self.callbacks]
         for cb in callbacks:
             cb.on_train_start(self.state)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             for k, phase in enumerate(chosen):
+                if k < first:
+                    continue
                 torch.manual_seed(self.seed + 1 + k)  # dropout etc.: reproducible per phase
-                phase.run(self.state, callbacks)
+                writer = None if checkpoint is None else self._checkpoint_writer(
+                    Path(checkpoint), checkpoint_every)
+                phase.run(self.state, callbacks, checkpoint=writer,
+                          resume=resumed_phase if k == first else None)
+                if checkpoint is not None:  # the phase's end state (best weights restored)
+                    self._write_phase_end(Path(checkpoint), phase)
         for cb in callbacks:
             cb.on_train_end(self.state)
         self.models.eval()
         return self
+
+    def _checkpoint_writer(self, directory: Path, every: int) -> Any:
+        from .resume import write_checkpoint
+
+        def write(payload: dict[str, Any], final: bool) -> None:
+            if not final and (payload["epoch"] + 1) % every == 0:
+                write_checkpoint(directory, {**payload, "complete": False,
+                                             "history": json.dumps(self.history.rows,
+                                                                   default=_json_default)})
+        return write
+
+    def _write_phase_end(self, directory: Path, phase: TrainingPhase) -> None:
+        from .resume import rng_states, write_checkpoint
+
+        write_checkpoint(directory, {
+            "phase": phase.name, "complete": True, "models": self.models.state_dict(),
+            "history": json.dumps(self.history.rows, default=_json_default),
+            **rng_states(self.state)})
 
     def check(self, phases: Sequence[TrainingPhase] | None = None) -> None:
         """Check every phase's declared contracts (sampler ↔ loss ↔ globals ↔ models) before

@@ -1,0 +1,93 @@
+"""A run killed mid-phase (a real SIGKILL of the child process) resumes from its checkpoint
+and ends bit-identical to an uninterrupted run with the same seed (CPU, one process)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from infoblocks.blocks.errors import ValidationError
+
+BUILD = textwrap.dedent('''
+    import numpy as np
+    from infoblocks.blocks import Routine, TrainingPhase, Validation
+    from infoblocks.blocks.callbacks import Callback
+    from infoblocks.blocks.models import MLP
+
+    class KillAt(Callback):
+        def __init__(self, phase, epoch):
+            self.phase, self.epoch = phase, epoch
+        def on_epoch_end(self, state, metrics):
+            if (state.phase, state.epoch) == (self.phase, self.epoch):
+                import os, signal
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def build(kill=None):
+        rng = np.random.default_rng(0)
+        x = (rng.normal(size=(300, 5)) * [3, 2, 1, .5, .1]).astype(np.float32)
+        target = np.tanh(x[:, :2]).astype(np.float32)
+        data = {"data": x, "positions": target}
+        phases = [
+            TrainingPhase(name="warm", epochs=3, loss="position", learning_rate=1e-2,
+                          sampler={"name": "items", "batch_size": 64}),
+            TrainingPhase(name="main", epochs=8, loss="position", learning_rate=1e-2,
+                          lr_schedule="cos", optimizer="adamw", weight_decay=1e-3,
+                          sampler={"name": "items", "batch_size": 32, "batches_per_epoch": 4,
+                                   "replacement": True},
+                          validation=Validation(sampler={"name": "items"}, loss="position",
+                                                metric="position"),
+                          patience=100)]
+        return Routine(dataset=data, phases=phases, seed=3,
+                       models={"main": MLP(in_dim=5, out_dim=2, hidden_dims=(16, 16),
+                                           dropout=0.1)},
+                       callbacks=[] if kill is None else [KillAt(*kill)])
+''')
+
+
+def _build(kill=None):
+    namespace = {}
+    exec(BUILD, namespace)  # noqa: S102 - the same routine here and in the child process
+    return namespace["build"](kill)
+
+
+def _weights(routine):
+    return {k: v.clone() for k, v in routine.models.state_dict().items()}
+
+
+def _killed_run(tmp_path: Path, phase: str, epoch: int) -> Path:
+    directory = tmp_path / "ckpt"
+    script = BUILD + f"\nbuild(kill=({phase!r}, {epoch})).train(checkpoint={str(directory)!r})\n"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    return directory
+
+
+@pytest.mark.parametrize("phase, epoch", [("main", 4), ("warm", 2)])
+def test_a_killed_run_resumes_bit_identically(tmp_path, phase, epoch):
+    torch.set_num_threads(1)
+    reference = _build().train()
+    directory = _killed_run(tmp_path, phase, epoch)
+    resumed = _build().train(checkpoint=directory, resume=True)
+    expected, got = _weights(reference), _weights(resumed)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert resumed.history.rows == reference.history.rows
+
+
+def test_resume_without_a_checkpoint_starts_afresh_and_checks_its_arguments(tmp_path):
+    torch.set_num_threads(1)
+    fresh = _weights(_build().train(checkpoint=tmp_path / "none", resume=True))
+    plain = _weights(_build().train())
+    assert all(torch.equal(fresh[k], plain[k]) for k in plain)
+    assert (tmp_path / "none" / "train_state.pt").exists()
+    with pytest.raises(ValidationError, match="needs the `checkpoint` directory"):
+        _build().train(resume=True)
+    with pytest.raises(ValidationError, match="`checkpoint_every` must be a positive integer"):
+        _build().train(checkpoint=tmp_path / "c", checkpoint_every=0)
