@@ -111,7 +111,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
     """Map ``"auto"`` to CUDA when available, else CPU; validate explicit devices."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValidationError(f"`device` = {device!r} is not a device; use 'cpu', 'cuda', "
+                              "'cuda:N' or 'auto'.") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValidationError(f"`device` = {device!r}: infoblocks runs on 'cpu', 'cuda' "
+                              "('cuda:N') or 'auto'.")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValidationError(
             f"`device` is {str(device)!r} but torch reports no CUDA device here; "

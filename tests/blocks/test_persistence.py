@@ -84,3 +84,11 @@ def test_apply_refuses_a_bad_batch_size(size):
 def test_complex_input_is_refused(x):
     with pytest.raises(ValidationError, match=r"`X` is complex.*x.real and x.imag"):
         as_tensor(x, "X")
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", 3.5, "meta"])
+def test_an_unknown_device_is_named(device):
+    from infoblocks.blocks.data import resolve_device
+
+    with pytest.raises(ValidationError, match=r"`device` = .*'cpu', 'cuda'"):
+        resolve_device(device)
