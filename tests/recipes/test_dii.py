@@ -117,7 +117,17 @@ def test_periodic_feature_is_handled():
         assert w[0] == 1.0 and w[1] < 0.01
         assert model.final_dii()[0] < 0.012
     assert second.weights_[0] == pytest.approx(first.weights_[0], rel=1e-4)
-    assert second.final_dii()[0] == pytest.approx(first.final_dii()[0], rel=0.02)
+    # the final DII is that of the angle alone (the optimum; the same for both to float
+    # rounding) raised by the residual noise weight: by < 15 % for a ratio below 1 %.  The two
+    # runs' values are not compared with each other: with torch's scalar kernels
+    # (ATEN_CPU_CAPABILITY=default) the rotated run's noise ratio was 0.0035 against 0.0001,
+    # and its DII 3 % higher.
+    angle_only = dict(options, epochs=1, learning_rate=1e-9, params_init=[0.1, 0.0])
+    alone = [DII(periods_A=[two_pi, None], periods_B=[two_pi], **angle_only).fit(
+        data, data_b).final_dii()[0] for data in (data_a, rotated)]
+    assert alone[1] == pytest.approx(alone[0], rel=1e-5)
+    for model in (first, second):
+        assert alone[0] * (1 - 1e-4) <= model.final_dii()[0] <= alone[0] * 1.15
     # without periods_A the seam of A's angle moves with the rotation
     plain = DII(periods_B=[two_pi], **{**options, "epochs": 1})
     plain_first = attrs_copy(plain).fit(data_a, data_b)
