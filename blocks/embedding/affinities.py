@@ -26,6 +26,8 @@ log = logging.getLogger("infoblocks.blocks.embedding")
 #: umap-learn's tolerance on |Σ_j p_{j|i} − log2 k| and its floor on σ_i (× mean distance)
 SMOOTH_K_TOLERANCE = 1e-5
 MIN_K_DIST_SCALE = 1e-3
+#: largest ln β of the perplexity search (exp stays finite in float64, so 0 · β is 0, not NaN)
+LOG_BETA_MAX = 700.0
 
 
 def _check(condition: bool, message: str) -> None:
@@ -84,6 +86,21 @@ def _as_row_matrix(relations: RelationData, who: str) -> tuple[RowMatrix | None,
     return None, dense
 
 
+def _check_informative(dists: torch.Tensor, who: str) -> None:
+    """Refuse a distance graph whose every entry is 0: X is constant (or every point has at
+    least as many exact duplicates as neighbours), so the graph is an arbitrary choice among
+    ties and an embedding of it would show nothing of the data."""
+    finite = torch.isfinite(dists)
+    if bool(finite.any()) and not bool((dists[finite] > 0).any()):
+        width = int(finite.sum(1).max())
+        raise ValidationError(
+            f"{who}: every point's {width} nearest neighbours are at distance 0 (`X` is "
+            f"constant, or each row has at least {width} exact duplicates), so the neighbour "
+            "graph carries no information to embed. Remove the duplicate rows (fit on "
+            "np.unique(X, axis=0), then transform(X) maps every copy to the same point) or "
+            "check the data.")
+
+
 def _back_to_relation(layout: RowMatrix | None, values: torch.Tensor,
                       relations: RelationData) -> RelationData:
     if layout is None:
@@ -103,7 +120,8 @@ class ConnectivityBasedRescale(Transform):
     p_{j|i} = exp(−max(0, d_ij − ρ_i) / σ_i), with ρ_i the distance to the
     ``local_connectivity``-th nearest neighbour (interpolated) and σ_i found by a binary search,
     vectorised over all rows, so that Σ_j p_{j|i} = bandwidth · log2(k), k = the number of
-    neighbours per row (``n_neighbors`` overrides it).
+    neighbours per row (``n_neighbors`` overrides it).  Zero distances (duplicates) get
+    membership 1; a graph whose every distance is 0 is refused (ValidationError).
     """
 
     name: ClassVar[str] = "connectivity_rescale"
@@ -171,6 +189,7 @@ class ConnectivityBasedRescale(Transform):
 
     def apply(self, relations):
         layout, dists = _as_row_matrix(relations, "ConnectivityBasedRescale")
+        _check_informative(dists, "ConnectivityBasedRescale")
         rho, sigma = self.calibrate(dists)
         weights = torch.exp(-(dists - rho[:, None]).clamp_min(0.0) / sigma[:, None])
         return _back_to_relation(layout, weights, relations)
@@ -187,6 +206,8 @@ class PerplexityBasedRescale(Transform):
     of d_ij²), with β_i from a binary search on all rows at once so that the entropy
     −Σ_j p_{j|i} ln p_{j|i} equals ln(perplexity).  Rows sum to 1; the diagonal is excluded.
     A row with no more than ``perplexity`` entries uses (entries − 1) instead, with a warning.
+    A row whose distances are all equal (a point with at least k exact duplicates) is uniform;
+    a graph whose every distance is 0 is refused (ValidationError).
     """
 
     name: ClassVar[str] = "perplexity_rescale"
@@ -210,18 +231,22 @@ class PerplexityBasedRescale(Transform):
         d = d - torch.where(finite, d, torch.full_like(d, math.inf)).min(1, keepdim=True).values
         target = torch.log(perplexity)
         scale = torch.where(finite, d, torch.zeros_like(d)).sum(1) / counts.clamp_min(1)
-        log_beta = -torch.log(scale.clamp_min(1e-300))  # β ~ 1 / typical distance
+        # a row whose distances are all equal (e.g. a point with >= k exact duplicates: all 0)
+        # has the uniform distribution at every β; it is calibrated as it stands (β = 1)
+        flat = ~(scale > 0)
+        log_beta = torch.where(flat, torch.zeros_like(scale),
+                               -torch.log(scale.clamp_min(1e-300)))  # β ~ 1 / typical distance
         lo = torch.full_like(log_beta, -math.inf)
         hi = torch.full_like(log_beta, math.inf)
         d_inf = torch.where(finite, d, math.inf)  # exp(−β·inf) = 0 for missing entries
         d_zero = torch.where(finite, d, 0.0)
         for _ in range(self.n_iter):
-            beta = torch.exp(log_beta)
+            beta = torch.exp(log_beta.clamp(max=LOG_BETA_MAX))
             logits = d_inf * -beta[:, None]
             log_z = torch.logsumexp(logits, 1)
             p = torch.exp(logits - log_z[:, None])
             entropy = log_z + beta * (d_zero * p).sum(1)
-            done = (entropy - target).abs() < self.tolerance
+            done = flat | ((entropy - target).abs() < self.tolerance)
             if bool(done.all()):
                 break
             too_flat = (entropy > target) & ~done  # too spread out: increase β
@@ -230,12 +255,13 @@ class PerplexityBasedRescale(Transform):
             step = torch.where(torch.isinf(hi), log_beta + 1.0,
                                torch.where(torch.isinf(lo), log_beta - 1.0, 0.5 * (lo + hi)))
             log_beta = torch.where(done, log_beta, step)
-        return torch.exp(log_beta), p
+        return torch.exp(log_beta.clamp(max=LOG_BETA_MAX)), p
 
     accepts: ClassVar[tuple[type, ...]] = (SparseRelations, DenseRelations)
 
     def apply(self, relations):
         layout, dists = _as_row_matrix(relations, "PerplexityBasedRescale")
+        _check_informative(dists, "PerplexityBasedRescale")
         _, p = self.calibrate(dists)
         return _back_to_relation(layout, p, relations)
 

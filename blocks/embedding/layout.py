@@ -142,6 +142,10 @@ class SpectralInit(Transform):
         dim = self.n_components
         count, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
         if count == 1:
+            _check(graph.shape[0] > dim,
+                   f"SpectralInit: a connected graph of {graph.shape[0]} nodes has "
+                   f"{graph.shape[0] - 1} non-trivial eigenvectors; n_components = {dim} needs "
+                   f"at least {dim + 1} nodes.")
             y = _spectral_component(graph, dim, rng)
         else:
             y = self._per_component(graph, labels, count, rng)

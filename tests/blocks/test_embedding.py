@@ -137,6 +137,43 @@ def test_perplexity_too_large_for_the_graph(caplog):
         PerplexityBasedRescale(perplexity=0)
 
 
+def test_perplexity_calibration_with_a_block_of_duplicates():
+    # 40 copies of one point among 160 others, k = 15: each copy's 15 neighbours are at
+    # distance 0, and a point whose 15 nearest are copies sees them all at one distance; such
+    # rows are uniform (every β gives the same row); the others are calibrated
+    x = torch.tensor(np.random.default_rng(3).normal(size=(160, 5))).float()
+    x = torch.cat([x, x[:1].repeat(40, 1)])
+    knn = NeighborBasedPDist(n_neighbors=15).compute(x)
+    dists = RowMatrix.from_sparse(knn).values
+    beta, p = PerplexityBasedRescale(perplexity=5).calibrate(dists)
+    assert torch.isfinite(beta).all() and torch.isfinite(p).all()
+    assert torch.allclose(p.sum(1), torch.ones(200, dtype=p.dtype), atol=1e-6)
+    tied = dists.max(1).values == dists.min(1).values
+    assert tied[0] and tied[160:].all() and int(tied.sum()) < 50
+    assert torch.allclose(p[tied], torch.full_like(p[tied], 1 / 15))
+    others = ~tied
+    entropy = -(p[others] * torch.log(p[others].clamp_min(1e-300))).sum(1)
+    assert torch.allclose(entropy, torch.full_like(entropy, math.log(5)), atol=1e-3)
+    # points at equal non-zero distances (a simplex): uniform too, and finite
+    dense = DenseRelations(torch.ones(6, 6) - torch.eye(6))
+    q = PerplexityBasedRescale(perplexity=2)(dense).values
+    assert torch.allclose(q, (torch.ones(6, 6) - torch.eye(6)) / 5)
+
+
+@pytest.mark.parametrize("rescale", [ConnectivityBasedRescale(), PerplexityBasedRescale(5)])
+def test_a_graph_of_zero_distances_is_refused(rescale):
+    # constant data: every k-NN distance is 0, the graph is an arbitrary choice among ties
+    knn = NeighborBasedPDist(n_neighbors=10).compute(torch.ones(30, 4))
+    with pytest.raises(ValidationError, match=r"distance 0 .*np.unique"):
+        rescale(knn)
+    with pytest.raises(ValidationError, match="distance 0"):
+        rescale(DenseRelations(torch.zeros(8, 8)))
+    # two distinct points each repeated more than k times: also nothing but ties
+    two = torch.cat([torch.zeros(15, 4), torch.ones(15, 4)])
+    with pytest.raises(ValidationError, match="distance 0"):
+        rescale(NeighborBasedPDist(n_neighbors=10).compute(two))
+
+
 # ----------------------------------------------------------------------------- kernels
 
 
@@ -287,6 +324,13 @@ def test_spectral_init_of_a_disconnected_graph():
     centre_1, centre_2 = y[:60].mean(0), y[60:100].mean(0)
     spread_1 = (y[:60] - centre_1).norm(dim=1).max()
     assert (centre_1 - centre_2).norm() > spread_1  # components do not overlap
+
+
+def test_spectral_init_needs_more_nodes_than_components():
+    pair = SparseRelations(torch.tensor([0, 1]), torch.tensor([1, 0]), torch.ones(2), (2, 2))
+    with pytest.raises(ValidationError, match=r"n_components = 2 needs at least 3 nodes"):
+        SpectralInit(n_components=2)(pair)  # was a (2, 1) layout
+    assert SpectralInit(n_components=1)(pair).shape == (2, 1)
 
 
 def test_pca_init_matches_svd():
