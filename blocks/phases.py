@@ -53,21 +53,25 @@ class Validation:
         try:
             with torch.set_grad_enabled(not self.no_grad):
                 for batch in self.sampler.batches(state):
+                    if state.dist.active:
+                        batch = self.sampler.shard(batch, state.dist.rank, state.dist.world_size)
                     out = self.loss(batch, state.models, state)
                     collected.append({"loss": out.value.detach(),
                                       **{k: v.detach() for k, v in out.metrics.items()}})
         finally:
             for k, m in state.models.items():
                 m.train(was_training[k])
-        return {f"val_{k}": v for k, v in _mean_metrics(collected).items()}
+        return {f"val_{k}": v for k, v in _mean_metrics(collected, state).items()}
 
 
-def _mean_metrics(collected: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+def _mean_metrics(collected: list[dict[str, torch.Tensor]], state: TrainState
+                  ) -> dict[str, float]:
     if not collected:
         return {}
     names = list(collected[0])
     stacked = torch.stack([torch.stack([c[n].float().reshape(()) for n in names])
-                           for c in collected]).mean(0).cpu()  # one host transfer
+                           for c in collected]).mean(0)
+    stacked = state.dist.mean(stacked).cpu()  # averaged over the ranks; one host transfer
     return dict(zip(names, stacked.tolist()))
 
 
@@ -191,6 +195,7 @@ class TrainingPhase:
         start = 0
         if resume is not None:
             start = self._restore(resume, state, optimizer, scheduler, stopper)
+        sharded = state.dist.active
         models.train()
         for epoch in range(start, self.epochs if not state.stop else start):
             state.epoch = epoch
@@ -198,12 +203,16 @@ class TrainingPhase:
                 cb.on_epoch_start(state)
             collected = []
             for batch in self.sampler.batches(state):
+                if sharded:
+                    batch = self.sampler.shard(batch, state.dist.rank, state.dist.world_size)
                 out = self.loss(batch, models, state)
                 value = out.value
                 if self.l1_strength > 0:
                     value = value + self.l1_strength * sum(p.abs().sum() for p in params)
                 optimizer.zero_grad(set_to_none=True)
                 value.backward()
+                if sharded:  # the mean gradient of the whole batch, on every rank
+                    state.dist.average_gradients(params)
                 if self.grad_clip:
                     torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
                 optimizer.step()
@@ -216,7 +225,7 @@ class TrainingPhase:
                         module.after_optimizer_step(lr=lr, state=state)
                 collected.append({"loss": out.value.detach(),
                                   **{k: v.detach() for k, v in out.metrics.items()}})
-            metrics = _mean_metrics(collected)
+            metrics = _mean_metrics(collected, state)
             if collected and not math.isfinite(metrics["loss"]):
                 raise NumericalError(
                     f"Phase {self.name!r}, epoch {epoch}: the loss became {metrics['loss']}. "
@@ -227,6 +236,8 @@ class TrainingPhase:
                 metrics.update(self.validation.evaluate(state))
             for cb in every:
                 cb.on_epoch_end(state, metrics)
+            if sharded:
+                state.stop = bool(state.dist.broadcast(state.stop))
             if checkpoint is not None:
                 checkpoint(self._payload(state, epoch, optimizer, scheduler, stopper),
                            state.stop or epoch + 1 == self.epochs)

@@ -111,12 +111,17 @@ class Routine:
         seed: int = 0,
         verbose: bool = False,
         callbacks: Sequence[Callback] = (),
+        distributed: bool | str = "auto",
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValidationError(f"`seed` must be a non-negative integer, got {seed!r}.")
         if not models:
             raise ValidationError("A Routine needs at least one model, e.g. models={'main': MLP(...)}.")
         self.device = resolve_device(device)
+        from .distributed import from_environment
+
+        #: rank / world size under torchrun ("auto": torchrun's environment decides)
+        self.dist = from_environment(distributed, self.device)
         self.seed = int(seed)
         self.verbose = verbose
         self.dataset = dataset if isinstance(dataset, Dataset) or dataset is None \
@@ -158,7 +163,8 @@ class Routine:
         generator.manual_seed(self.seed)
         dataset = self.dataset.to(self.device) if self.dataset is not None else None
         return TrainState(models=self.models, dataset=dataset, globals={}, device=self.device,
-                          generator=generator, rng=np.random.default_rng(self.seed))
+                          generator=generator, rng=np.random.default_rng(self.seed),
+                          dist=self.dist)
 
     def compute_global_relations(self) -> dict[str, Any]:
         """Constants and global relations, computed once (cached) in declaration order."""
@@ -167,8 +173,17 @@ class Routine:
             state.globals.update({k: move_to(torch.as_tensor(v) if isinstance(v, np.ndarray)
                                              else v, self.device)
                                   for k, v in self.constants.items()})
-            for name, relation in self.global_relations.items():
-                state.globals[name] = move_to(relation.compute(state), self.device)
+            if self.dist.active:  # computed once, on rank 0, and broadcast
+                computed = {}
+                if self.dist.is_main:
+                    for name, relation in self.global_relations.items():
+                        state.globals[name] = relation.compute(state)
+                        computed[name] = move_to(state.globals[name], torch.device("cpu"))
+                computed = self.dist.broadcast(computed)
+                state.globals.update({k: move_to(v, self.device) for k, v in computed.items()})
+            else:
+                for name, relation in self.global_relations.items():
+                    state.globals[name] = move_to(relation.compute(state), self.device)
             self.state = state
             self._globals = state.globals
         return self._globals
@@ -242,7 +257,7 @@ class Routine:
         from .resume import write_checkpoint
 
         def write(payload: dict[str, Any], final: bool) -> None:
-            if not final and (payload["epoch"] + 1) % every == 0:
+            if self.dist.is_main and not final and (payload["epoch"] + 1) % every == 0:
                 write_checkpoint(directory, {**payload, "complete": False,
                                              "history": json.dumps(self.history.rows,
                                                                    default=_json_default)})
@@ -251,6 +266,8 @@ class Routine:
     def _write_phase_end(self, directory: Path, phase: TrainingPhase) -> None:
         from .resume import rng_states, write_checkpoint
 
+        if not self.dist.is_main:
+            return
         write_checkpoint(directory, {
             "phase": phase.name, "complete": True, "models": self.models.state_dict(),
             "history": json.dumps(self.history.rows, default=_json_default),
@@ -301,6 +318,8 @@ class Routine:
         Atomic: both files are written into a temporary directory beside ``path`` that then
         replaces it, so an interrupted save never leaves a half-written model that loads."""
         path = Path(path)
+        if not self.dist.is_main:  # under torchrun, rank 0 writes
+            return path
         if path.exists() and not path.is_dir():
             raise ValidationError(f"Cannot save into {str(path)!r}: it is a file; give a "
                                   "directory path.")

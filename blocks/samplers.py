@@ -45,6 +45,14 @@ class Sampler(Block):
         """Names of the globals (or dataset arrays) this sampler reads."""
         return frozenset()
 
+    def shard(self, batch: dict[str, torch.Tensor], rank: int, world_size: int
+              ) -> dict[str, torch.Tensor]:
+        """This rank's part of a batch that every rank drew alike (torch.distributed).  A
+        sampler that cannot be split says so; override to make it shardable."""
+        raise ValidationError(
+            f"Sampler {self.name!r} cannot be sharded across {world_size} processes yet; run "
+            "this phase in one process, or use a shardable sampler (items).")
+
     def num_batches(self, state: TrainState) -> int:
         raise NotImplementedError
 
@@ -79,6 +87,13 @@ class ItemSampler(Sampler):
     index_key: str | None = None
     #: per-item globals gathered into each batch at ``index``
     gather: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    def shard(self, batch, rank, world_size):
+        """Items ``rank::world_size`` and their rows (equal shards when the batch size is a
+        multiple of the world size)."""
+        n = batch["index"].shape[0]
+        return {k: v[rank::world_size] if isinstance(v, torch.Tensor) and v.ndim and
+                v.shape[0] == n else v for k, v in batch.items()}
 
     def batch_fields(self, state):
         data = set()

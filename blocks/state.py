@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .data import Dataset
+from .distributed import Distributed
 
 
 @attrs.define(eq=False)
@@ -34,6 +35,8 @@ class TrainState:
     total_steps: int = 0
     step: int = 0
     stop: bool = False
+    #: rank and world size under torch.distributed (one process: rank 0 of 1)
+    dist: Distributed = attrs.field(factory=Distributed)
 
     def lookup(self, key: str) -> Any:
         """A global value by name, else a dataset array by name (clear error otherwise)."""

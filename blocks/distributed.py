@@ -1,0 +1,113 @@
+"""Training under torch.distributed (``torchrun``): one process per device, the engine's
+reductions on the standard collectives — no home-made transport.
+
+What the engine does when a routine runs with ``world_size > 1``:
+
+- the process group is initialised from torchrun's environment (``gloo`` on the CPU,
+  ``nccl`` on CUDA) unless the caller already did;
+- global relations are computed on rank 0 and broadcast (``broadcast_object_list``);
+- every rank draws the *same* batch from the shared seeded generator and keeps its shard
+  (``Sampler.shard``: items ``rank::world_size``), so ranks see disjoint data with no
+  communication and the union is the single-process batch;
+- after ``backward`` the gradients of the trained parameters are averaged over the ranks
+  (``all_reduce`` of one flattened buffer, what DistributedDataParallel does without the
+  overlap) — the models stay plain modules, so attribute access (DII's ``weights``), the
+  declared ``after_optimizer_step`` constraints and ``state_dict`` keys are unchanged;
+- epoch metrics are averaged over the ranks before the one host transfer per epoch, so early
+  stopping sees the same numbers everywhere (its stop flag is broadcast from rank 0);
+- saving and checkpoints are written by rank 0 only.
+
+With equal shards (a batch size divisible by the world size) the averaged gradient is the
+gradient of the full batch's mean loss: a 2-process run follows the 1-process run with the same
+total batch up to floating-point reduction order.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import attrs
+import torch
+import torch.distributed as dist
+
+from .errors import ValidationError
+
+
+@attrs.define
+class Distributed:
+    """The rank and world size of this process (1 and 0 when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # ------------------------------------------------------------------ collectives
+
+    def broadcast(self, value: Any) -> Any:
+        """``value`` of rank 0 on every rank (any picklable object)."""
+        if not self.active:
+            return value
+        box = [value if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Mean of each parameter's gradient over the ranks, in one flattened all-reduce."""
+        if not self.active:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for p, g in zip(params, grads):
+            n = g.numel()
+            chunk = flat[offset:offset + n].view_as(g)
+            if p.grad is None:
+                p.grad = chunk.clone()
+            else:
+                p.grad.copy_(chunk)
+            offset += n
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean of a tensor over the ranks."""
+        if not self.active:
+            return values
+        values = values.clone()
+        dist.all_reduce(values)
+        return values / self.world_size
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+def from_environment(mode: bool | str, device: torch.device) -> Distributed:
+    """The :class:`Distributed` of this process for ``distributed`` = ``"auto"`` (torchrun's
+    environment decides), ``True`` (required) or ``False``; initialises the process group when
+    torchrun started the process and nobody did yet."""
+    if mode not in (True, False, "auto"):
+        raise ValidationError(f"`distributed` must be True, False or 'auto', got {mode!r}.")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if mode is False or (mode == "auto" and world <= 1 and not dist.is_initialized()):
+        return Distributed()
+    if not dist.is_available():
+        raise ValidationError("`distributed=True` but this torch build has no torch.distributed.")
+    if not dist.is_initialized():
+        if "RANK" not in os.environ or world <= 1:
+            raise ValidationError(
+                "`distributed=True` needs a process group: launch with `torchrun "
+                "--nproc_per_node=N ...` (or call torch.distributed.init_process_group first).")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Distributed(rank=dist.get_rank(), world_size=dist.get_world_size())
+
+
+__all__ = ["Distributed", "from_environment"]

@@ -1,0 +1,82 @@
+"""Under torchrun (gloo, 2 processes on this CPU) a routine follows the one-process run with
+the same total batch: the same weights up to reduction order, the same history, one save."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from infoblocks.blocks.distributed import Distributed, from_environment
+from infoblocks.blocks.errors import ValidationError
+
+SCRIPT = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import torch
+    from infoblocks.blocks import Routine, TrainingPhase, Validation
+    from infoblocks.blocks.models import MLP
+
+    def build(**options):
+        rng = np.random.default_rng(0)
+        x = (rng.normal(size=(256, 5)) * [3, 2, 1, .5, .1]).astype(np.float32)
+        data = {"data": x, "positions": np.tanh(x[:, :2]).astype(np.float32)}
+        phase = TrainingPhase(name="fit", epochs=6, loss="position", learning_rate=1e-2,
+                              lr_schedule="cos", sampler={"name": "items", "batch_size": 64},
+                              validation=Validation(sampler={"name": "items"}, loss="position",
+                                                    metric="position"), patience=50)
+        return Routine(dataset=data, phases=[phase], seed=1,
+                       models={"main": MLP(in_dim=5, out_dim=2, hidden_dims=(16,))}, **options)
+
+    if __name__ == "__main__":
+        torch.set_num_threads(1)
+        routine = build().train()
+        routine.save(sys.argv[1])
+        print(json.dumps({"rank": routine.dist.rank, "world": routine.dist.world_size}))
+''')
+
+
+def _namespace():
+    namespace = {"__name__": "infoblocks_test_distributed"}
+    exec(SCRIPT, namespace)  # noqa: S102 - the same routine in both runs
+    return namespace
+
+
+def test_two_processes_follow_one_process_with_the_same_total_batch(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", str(script), str(tmp_path / "model")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ranks = sorted(json.loads(line)["rank"] for line in out.stdout.splitlines()
+                   if line.startswith("{"))
+    assert ranks == [0, 1]
+    torch.set_num_threads(1)
+    single = _namespace()["build"]().train()
+    from infoblocks.blocks import Routine
+
+    both = Routine.load(tmp_path / "model")
+    for key, value in single.models.state_dict().items():
+        other = both.models.state_dict()[key]
+        assert torch.allclose(value, other, rtol=1e-4, atol=1e-6), key
+    saved = json.loads((tmp_path / "model" / "routine.json").read_text())["history"]
+    assert [r["epoch"] for r in saved] == list(range(6))
+    np.testing.assert_allclose([r["val_position"] for r in saved],
+                               single.history.column("val_position"), rtol=1e-4)
+
+
+def test_one_process_is_not_distributed_and_asking_for_it_says_how(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert from_environment("auto", torch.device("cpu")) == Distributed()
+    with pytest.raises(ValidationError, match="launch with `torchrun"):
+        from_environment(True, torch.device("cpu"))
+    with pytest.raises(ValidationError, match="`distributed` must be True, False or 'auto'"):
+        from_environment("yes", torch.device("cpu"))
