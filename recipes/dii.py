@@ -28,7 +28,7 @@ from infoblocks.blocks.assembly import SECTIONS
 from infoblocks.blocks.data import as_tensor, check_same_length, intra_op_threads
 from infoblocks.blocks.errors import NotFittedError, NumericalError, ValidationError
 from infoblocks.blocks.imbalance import (CHUNK_ELEMENTS, LAMBDA_FACTOR, FeatureWeightsHistory,
-                                         data_unit, periods_tensor)
+                                         data_unit, periods_tensor, weights_unit)
 from infoblocks.blocks.recipe import Recipe
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
@@ -447,30 +447,39 @@ class DII(DIIEvaluation, Recipe):
         # distances in the data's own unit (a power of two): the same weights and DII
         # whether A came in metres or nanometres (the λ floor, the self-distance sentinel
         # and float32's range are then never reached by the data's scale)
+        d = data["data_A"].shape[1]
+        models = {name: self.build_model(name, spec, n_features=d) for name in spec["models"]}
+        # ... and, A's weights entering only up to a common factor, in the unit of the
+        # initial weights too (params_init = 1e-8 trains as 0.1 does)
         units = {key: data_unit(value) for key, value in data.items() if key != "distances_B"}
+        weights = models.get("weights")
+        initial = weights.initial_weights() if callable(
+            getattr(weights, "initial_weights", None)) else getattr(weights, "weights", None)
+        units["data_A"] *= weights_unit(initial if isinstance(initial, torch.Tensor) else None)
         for phase in spec["phases"]:
             if "loss" in phase:
                 phase["loss"] = _loss_in_units(phase["loss"], units)
-        d = data["data_A"].shape[1]
-        models = {name: self.build_model(name, spec, n_features=d) for name in spec["models"]}
         dataset = {k: v for k, v in data.items() if k != "distances_B"}
         constants = {DISTANCES_B_KEY: data["distances_B"]} if uses_distances else None
         return Routine(dataset=dataset, models=models, global_relations=self.build_globals(spec),
                        phases=self.build_phases(spec), constants=constants, device=self.device,
                        seed=int(self.seed), verbose=self.verbose)
 
-    def _evaluation_blocks(self, data: dict[str, torch.Tensor] | None = None
-                           ) -> dict[str, Any]:
+    def _evaluation_blocks(self, data: dict[str, torch.Tensor] | None = None,
+                           with_weights: bool = True) -> dict[str, Any]:
         """The evaluation section's blocks; with ``data``, the distances measure A and B in
-        their units (as in training) and ``"lambda_factor"`` is the factor that converts a
-        fixed λ in the data's units into the distance's."""
+        their units (as in training; A's with the learnt weights' unit ``with_weights``) and
+        ``"lambda_factor"`` is the factor that converts a fixed λ in the data's units into the
+        distance's."""
         spec = self.routine_spec()
         factor = 1.0
         evaluation = spec["evaluation"]
         if data is not None:
             if "distance_A" in evaluation:
-                evaluation["distance_A"], factor = _in_unit(
-                    evaluation["distance_A"], "distance", data_unit(data["data_A"]))
+                unit = data_unit(data["data_A"]) * (
+                    weights_unit(self._signed_feature_weights()) if with_weights else 1.0)
+                evaluation["distance_A"], factor = _in_unit(evaluation["distance_A"],
+                                                            "distance", unit)
             if "distance_B" in evaluation and "data_B" in data:
                 evaluation["distance_B"], _ = _in_unit(
                     evaluation["distance_B"], "distance", data_unit(data["data_B"]))

@@ -168,7 +168,7 @@ class DIIEvaluation:
                 f"`features` must be indices in [0, {a.shape[1]}), got {features!r}.")
         # the evaluation's distances; a feature subset is A's distance with the other
         # features at weight 0 (periodic conventions stay those of the full feature set)
-        blocks = self._evaluation_blocks(self._data)
+        blocks = self._evaluation_blocks(self._data, with_weights=weighted)
         mask = np.zeros(a.shape[1])
         mask[cols] = 1.0
         weights = mask * (self.feature_weights().cpu().numpy() if weighted else 1.0)

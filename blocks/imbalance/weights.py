@@ -29,6 +29,20 @@ from ..validators import non_negative, positive_int
 #: default initial weight of every feature (DADApy's default params_init)
 WEIGHT_INIT = 0.1
 
+def weights_unit(weights: torch.Tensor | None) -> float:
+    """The power of two nearest rms(weights) / :data:`WEIGHT_INIT` (1.0 for the default
+    weights, all-zero or non-finite ones).  The DII depends on the weights only up to a common
+    factor, so the recipe folds this into the unit of A's distance: initial weights of 1e-8
+    then train as the default 0.1 do (exactly, by a power of two) instead of sinking the
+    distances under the λ floor."""
+    if weights is None or weights.numel() == 0:
+        return 1.0
+    rms = weights.detach().to(torch.float64).square().mean().sqrt().item()
+    if not math.isfinite(rms) or rms <= 0:
+        return 1.0
+    return float(2.0 ** round(math.log2(rms / WEIGHT_INIT)))
+
+
 class FeatureWeightsModule(nn.Module):
     """Learnable weights ``w`` (n_params,) expanded to the D features by ``groups``.
 

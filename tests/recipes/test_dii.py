@@ -178,6 +178,23 @@ def test_weights_and_dii_do_not_depend_on_the_unit_of_the_data(config):
         assert dii_halves == pytest.approx(reference[2], rel=0.05), scale
 
 
+def test_the_scale_of_the_initial_weights_does_not_matter_either():
+    # only w ⊙ A up to a common factor enters: params_init = 1e-8 or 1e3 per feature (the norm
+    # training keeps) must train as the default 0.1 does, given the learning rate of that
+    # scale (the gradient of a scale-free loss goes as 1/w: SGD's rate as w²); 1e-8 sank the
+    # distances under the λ floor before (near-uniform coefficients)
+    data_a, data_b = demo_data(n=200)
+    results = []
+    for init in (0.1, 1e-8, 1e3):
+        model = demo_config("a", epochs=60, params_init=[init] * 5,
+                            learning_rate=1e-2 * (init / 0.1) ** 2).fit(data_a, data_b)
+        results.append((model.weights_ / model.weights_.max(), model.final_dii()[0]))
+        assert np.linalg.norm(model.weights_) == pytest.approx(init * math.sqrt(5), rel=1e-4)
+    for relative, dii in results[1:]:
+        np.testing.assert_allclose(relative, results[0][0], rtol=0.03, atol=3e-3)
+        assert dii == pytest.approx(results[0][1], rel=0.05)
+
+
 def test_a_fixed_lambda_and_periods_are_in_the_units_of_the_data():
     # lambda_init / lambda_final and periods are given in the user's units: scaling the data
     # and them together changes nothing (λ scales as a squared distance)
