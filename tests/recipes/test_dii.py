@@ -330,6 +330,23 @@ def test_bad_inputs_get_clear_errors():
         DII().final_dii()
 
 
+def test_non_finite_weights_without_l1_do_not_blame_l1(fitted_small):
+    # before, any NaN in the weights read "lower `l1_strength`", also with l1_strength = 0
+    # (data at 1e30, where the distances overflowed float32)
+    routine = fitted_small.routine_
+    weights = routine.models["weights"].weights
+    saved = weights.detach().clone()
+    try:
+        with torch.no_grad():
+            weights.fill_(float("nan"))
+        with pytest.raises(NumericalError, match="non-finite") as info:
+            fitted_small._raise_if_zero_weights(routine, None)
+        assert "l1_strength`" not in str(info.value) and "learning_rate" in str(info.value)
+    finally:
+        with torch.no_grad():
+            weights.copy_(saved)
+
+
 def test_discard_close_ind_beyond_half_the_points_is_a_clear_error():
     # n = 100, discard_close_ind = 60 left the middle points no neighbour: (nan, None) before
     data_a, data_b = demo_data(n=100)
