@@ -234,6 +234,25 @@ def scale(sizes: list[int]) -> list[dict]:
     return results
 
 
+def units(scales: list[float]) -> list[dict]:
+    """The tutorial's configurations with A in other units (A × scale): the relative weights
+    and the final DII must not move (issue 11: 1e-6 gave near-uniform weights, 1e12 never
+    moved, 1e30 overflowed)."""
+    from infoblocks.recipes.dii import demo_config
+
+    data_a, data_b = tutorial_data()
+    rows = []
+    print(f"{'config':>6} {'A ×':>8} {'weights (max 30)':>44} {'final DII':>10}")
+    for label in ("a", "b"):
+        for factor in scales:
+            model = demo_config(label).fit(data_a * factor, data_b)
+            row = {"config": label, "scale": factor, "weights": rescale(model.weights_),
+                   "final_dii": model.final_dii()[0]}
+            rows.append(row)
+            print(f"{label:>6} {factor:>8.0e} {str(row['weights']):>44} {row['final_dii']:>10.5f}")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-scale", action="store_true", help="skip the scale run")
@@ -243,7 +262,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--distance", default=None,
                         help="registry name of the distance of space A (default: "
                              "weighted_sqeuclidean), e.g. a plugin's")
+    parser.add_argument("--units", type=float, nargs="*",
+                        help="only the unit check: the tutorial with A × each factor "
+                             "(default 1e-6 1 1e12 1e30)")
     args = parser.parse_args(argv)
+    if args.units is not None:
+        units(args.units or [1e-6, 1.0, 1e12, 1e30])
+        return
     if args.scale_child:
         print(json.dumps(scale_child(args.scale_child)))
         return
