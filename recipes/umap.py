@@ -19,6 +19,8 @@ the defaults; every block is a registry name that a plugin can replace from TOML
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,7 +33,7 @@ import torch
 from infoblocks.blocks.data import Dataset, as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
 from infoblocks.blocks.recipe import Recipe, transient_field
-from infoblocks.blocks.routine import Routine
+from infoblocks.blocks.routine import SPEC_FILE, Routine
 from infoblocks.blocks.samplers import ItemSampler
 from infoblocks.blocks.validators import non_negative, non_negative_int, one_of, positive, positive_int
 from infoblocks.plugins.registry import get_registry
@@ -63,6 +65,41 @@ def _module_or_none(instance, attribute, value) -> None:
            f"default), got {type(value).__name__}.")
 
 
+#: the accepted ``device`` strings
+_DEVICE = re.compile(r"cpu|cuda|cuda:\d+|auto")
+
+
+def _check_device(value: Any) -> None:
+    _check(isinstance(value, str) and _DEVICE.fullmatch(value) is not None,
+           f"`device` must be \"cpu\", \"cuda\", \"cuda:N\" (N = a GPU index) or \"auto\", "
+           f"got {value!r}.")
+
+
+def _device(instance, attribute, value) -> None:
+    _check_device(value)
+
+
+def _resolve(device: str) -> torch.device:
+    """The torch device of a checked ``device`` string (CUDA must exist, with that index)."""
+    _check_device(device)
+    dev = resolve_device(device)
+    if dev.type == "cuda" and dev.index is not None:
+        count = torch.cuda.device_count()
+        _check(dev.index < count, f"`device` is {device!r} but torch sees {count} CUDA "
+                                  f"device(s) (cuda:0 .. cuda:{count - 1}).")
+    return dev
+
+
+def _saved_extra(path: Path) -> dict[str, Any] | None:
+    """The recipe's ``extra`` of a save directory, or None where it cannot be read (then
+    :meth:`Routine.load` says why)."""
+    try:
+        extra = json.loads((path / SPEC_FILE).read_text()).get("extra")
+    except Exception:  # noqa: BLE001 - any damage is reported by Routine.load
+        return None
+    return extra if isinstance(extra, dict) else None
+
+
 def _without_none(spec: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if v is not None}
 
@@ -91,7 +128,8 @@ class EmbeddingRecipe(Recipe):
     pca_dims: int | None = attrs.field(default=None, validator=optional(positive_int))
     exact_neighbors_threshold: int = attrs.field(default=20_000, validator=positive_int)
     seed: int = attrs.field(default=0, validator=non_negative_int)
-    device: str = "cpu"
+    #: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available)
+    device: str = attrs.field(default="cpu", validator=_device)
     #: torch intra-op threads while training (small networks on CPU train fastest on one
     #: thread; two threads ran 3x slower on a loaded 2-core machine); None keeps torch's setting
     threads: int | None = attrs.field(default=1, validator=optional(positive_int))
@@ -137,26 +175,44 @@ class EmbeddingRecipe(Recipe):
             "name": "mlp", "hidden_dims": list(self.hidden_dims), "activation": self.activation,
             "pca_dims": self.pca_dims})}
 
-    def min_items(self, spec: dict[str, Any] | None = None) -> int:
-        """Smallest data set the routine accepts: k + 1 for the k-NN relation of the graph."""
+    def _size_needs(self, spec: dict[str, Any] | None = None) -> list[tuple[int, str]]:
+        """(smallest number of items, why) of every constraint on the data set's size."""
         spec = self.routine_spec() if spec is None else spec
         relation = (spec["globals"].get(self.graph_name) or {}).get("relation")
         k = relation.get("n_neighbors") if isinstance(relation, dict) else None
-        return k + 1 if isinstance(k, int) else 2
+        needs = [(self.n_components + 1, f"n_components = {self.n_components} needs more "
+                                         "points than dimensions")]
+        if isinstance(k, int):
+            needs.append((k + 1, f"n_neighbors = {k} needs k + 1 points for the k-NN graph"))
+        return needs
+
+    def min_items(self, spec: dict[str, Any] | None = None) -> int:
+        """Smallest data set the routine accepts: k + 1 for the k-NN relation of the graph and
+        ``n_components`` + 1 (more points than dimensions, as the spectral init needs)."""
+        return max(need for need, _ in self._size_needs(spec))
 
     # ------------------------------------------------------------------ building
 
-    def _encoder_module(self, in_dim: int) -> torch.nn.Module:
-        with torch.no_grad():  # check the user's module once, with a clear message
-            try:
-                out = self.encoder(torch.zeros(2, in_dim))
-            except Exception as exc:  # noqa: BLE001 - any failure of user code
-                raise ValidationError(f"`encoder` failed on a (2, {in_dim}) input: {exc}. It must "
-                                      f"map (n, {in_dim}) to (n, {self.n_components}).") from None
+    def _encoder_module(self, in_dim: int, context: str = "") -> torch.nn.Module:
+        """``encoder``, checked once on a (2, ``in_dim``) input (in eval mode, so that batch
+        statistics are not touched): it must return (2, ``n_components``)."""
+        module = self.encoder
+        param = next(module.parameters(), None)
+        probe = torch.zeros(2, in_dim, device=param.device if param is not None else "cpu")
+        training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():  # check the user's module once, with a clear message
+                out = module(probe)
+        except Exception as exc:  # noqa: BLE001 - any failure of user code
+            raise ValidationError(f"`encoder` failed on a (2, {in_dim}) input{context}: {exc}. It "
+                                  f"must map (n, {in_dim}) to (n, {self.n_components}).") from None
+        finally:
+            module.train(training)
         _check(isinstance(out, torch.Tensor) and tuple(out.shape) == (2, self.n_components),
-               f"`encoder` must map (n, {in_dim}) to (n, {self.n_components}); on a (2, {in_dim}) "
-               f"input it returned {tuple(getattr(out, 'shape', ()))}.")
-        return self.encoder
+               f"`encoder` must map (n, {in_dim}) to (n, {self.n_components}){context}; on a "
+               f"(2, {in_dim}) input it returned {tuple(getattr(out, 'shape', ()))}.")
+        return module
 
     def build_models(self, spec: dict[str, Any], n_items: int, in_dim: int) -> dict[str, Any]:
         """Every model of ``spec["models"]`` with the data's sizes filled in (``encoder``, when
@@ -195,9 +251,11 @@ class EmbeddingRecipe(Recipe):
 
     def _validate(self, X: Any, spec: dict[str, Any] | None = None) -> torch.Tensor:
         x = as_tensor(X, "X", ndim=2)
-        need = self.min_items(spec)
+        needs = self._size_needs(spec)
+        need = max(n for n, _ in needs)
         _check(x.shape[0] >= need, f"`X` has {x.shape[0]} samples; {type(self).__name__} with "
-                                   f"these settings needs at least {need}.")
+                                   f"these settings needs at least {need} ("
+                                   + "; ".join(why for n, why in needs if n > x.shape[0]) + ").")
         return x
 
     # ------------------------------------------------------------------ scikit-learn API
@@ -205,7 +263,7 @@ class EmbeddingRecipe(Recipe):
     def fit(self, X: Any, y: Any = None) -> EmbeddingRecipe:
         """Learn the embedding of ``X`` ``(n, d)``; ``y`` is accepted for scikit-learn
         compatibility and ignored.  Returns ``self``."""
-        resolve_device(self.device)
+        _resolve(self.device)
         start = time.perf_counter()
         routine = self.build(X)
         routine.compute_global_relations()
@@ -246,7 +304,23 @@ class EmbeddingRecipe(Recipe):
     @classmethod
     def load(cls, path: str | Path, encoder: torch.nn.Module | None = None,
              device: str = "cpu") -> EmbeddingRecipe:
-        """A fitted recipe from :meth:`save` (pass ``encoder`` again if it was a custom module)."""
+        """A fitted recipe from :meth:`save` (pass ``encoder`` again if it was a custom module:
+        it is checked up front to map the saved number of features to ``n_components``)."""
+        path = Path(path)
+        _resolve(device)
+        _module_or_none(None, None, encoder)
+        extra = _saved_extra(path) if encoder is not None else None
+        if extra is not None and "recipe" in extra and "n_features_in" in extra:
+            try:
+                saved = cls.from_dict(extra["recipe"])
+                in_dim = int(extra["n_features_in"])
+            except Exception:  # noqa: BLE001 - a damaged save: reported below, as without encoder
+                saved = None
+            if saved is not None:
+                saved.encoder = encoder
+                saved._encoder_module(in_dim, context=f" (the model saved in {path} maps "
+                                                      f"{in_dim} features to "
+                                                      f"{saved.n_components})")
         routine = Routine.load(path, models=None if encoder is None else {"main": encoder},
                                device=device)
         extra = getattr(routine, "saved_extra", {})
@@ -390,7 +464,7 @@ class ParametricUMAP(EmbeddingRecipe):
     negatives: str = attrs.field(default="batch", validator=one_of("batch", "uniform"))
     repulsion_strength: float = attrs.field(default=1.0, validator=non_negative)
     #: 3e-3 with cosine decay: digits seeds 0-2 gave trust@15 0.979 / 0.975 / 0.976 (1e-2:
-    #: 0.979 / 0.969 / 0.972)
+    #: 0.979 / 0.969 / 0.972); re-measured for seeds 0-5: 0.975-0.980 (docs/umap.md)
     learning_rate: float = attrs.field(default=3e-3, validator=positive)
     lr_schedule: str = attrs.field(default="cos", validator=one_of("none", "cos", "exp"))
 

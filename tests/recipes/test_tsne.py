@@ -15,9 +15,10 @@ def test_digits_quality_and_round_trip(tmp_path):
     model = ParametricTSNE(epochs=60).fit(x)
     y = model.embedding_
     # exact t-SNE reaches ~0.99 / 0.98 on this set; parametric t-SNE with 1,000-point batches
-    # and 60 epochs measured 0.96 / 0.95 (seeds 0-2)
+    # and 60 epochs measured 0.951-0.958 / 0.921-0.947 (seeds 0-4): the bounds sit below that
+    # spread (another machine's rounding moves a fit like another seed)
     assert trustworthiness(x, y, k=15) >= 0.94
-    assert knn_accuracy(y, labels, k=10) >= 0.92
+    assert knn_accuracy(y, labels, k=10) >= 0.90
     assert [r["phase"] for r in model.history_][-1] == "main"
     kl = [r["kl"] for r in model.history_ if r["phase"] == "main"]
     assert kl[-1] < kl[0]  # KL decreases during the main phase
@@ -88,3 +89,32 @@ def test_kl_loss_needs_item_batches_and_its_relation():
                             phases=[{"name": "main", "loss": {"relation": "Q"}}])
     with pytest.raises(ContractError, match=r"loss 'kl' needs the global\(s\) \['Q'\]"):
         recipe.fit(x)
+
+
+# ----------------------------------------------------------------------------- reliability (issue 11)
+
+
+def test_a_block_of_duplicates_gives_a_finite_p_and_a_good_fit():
+    # 40 copies of one digit: its 41 copies have all k = 15 neighbours at distance 0 (every
+    # entry of P was NaN, then "the loss became nan. Lower `learning_rate`")
+    d = get_registry().build("dataset", "digits").load()
+    x = d["data"][:300].astype(np.float32)
+    x = np.concatenate([x, np.repeat(x[:1], 40, axis=0)])
+    model = ParametricTSNE(perplexity=5, init_epochs=5, exaggeration_epochs=5, epochs=20,
+                           batch_size=200).fit(x)
+    p = model.graph_["P"].values
+    assert np.isfinite(p.numpy()).all() and float(p.sum()) == pytest.approx(1.0, abs=1e-5)
+    y = model.embedding_
+    assert np.isfinite(y).all() and np.allclose(y[300:], y[0], atol=1e-5)  # copies coincide
+    # measured 0.953-0.965 (seeds 0-7; 0.92-0.95 for the 300 digits alone)
+    assert trustworthiness(x, y, k=5) >= 0.9
+
+
+def test_constant_data_and_invalid_devices_get_clear_errors():
+    # was: "the loss became nan. Lower `learning_rate` ..." after the whole init phase
+    with pytest.raises(ValidationError, match=r"distance 0 \(`X` is constant"):
+        ParametricTSNE(perplexity=5).fit(np.ones((50, 4)))
+    with pytest.raises(ValidationError, match=r'`device` must be "cpu", "cuda", "cuda:N"'):
+        ParametricTSNE(device="gpu")
+    with pytest.raises(ValidationError, match="at least 3 \\(n_components = 2"):
+        ParametricTSNE(n_neighbors=1, perplexity=0.5).fit(np.eye(2))
