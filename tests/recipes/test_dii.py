@@ -378,6 +378,8 @@ def test_discard_close_ind_beyond_half_the_points_is_a_clear_error():
 def test_bad_constructor_arguments_name_the_argument(kwargs, name):
     with pytest.raises(ValidationError, match=name):
         DII(**kwargs)
+    with pytest.raises(ValidationError, match=name):  # the fields' own converters
+        DII().set_params(**kwargs)
 
 
 @pytest.mark.parametrize("method, kwargs, name", [
