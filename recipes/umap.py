@@ -303,11 +303,11 @@ class EmbeddingRecipe(Recipe):
 
     @classmethod
     def load(cls, path: str | Path, encoder: torch.nn.Module | None = None,
-             device: str = "cpu") -> EmbeddingRecipe:
+             device: str | torch.device = "cpu") -> EmbeddingRecipe:
         """A fitted recipe from :meth:`save` (pass ``encoder`` again if it was a custom module:
         it is checked up front to map the saved number of features to ``n_components``)."""
         path = Path(path)
-        _resolve(device)
+        _resolve(str(device) if isinstance(device, torch.device) else device)
         _module_or_none(None, None, encoder)
         extra = _saved_extra(path) if encoder is not None else None
         if extra is not None and "recipe" in extra and "n_features_in" in extra:
