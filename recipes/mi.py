@@ -1,7 +1,7 @@
 """Neural mutual-information estimators: MINE, MI-NEE, InfoNCE, NWJ and SMILE.
 
 Each recipe is ``fit(x, y)`` -> ``estimate()`` (an :class:`MIEstimate`: a float in nats, or
-``units="bits"``, with its bootstrap interval), ``history_``, ``plot()``, ``save`` / ``load``.
+``units="bits"``, with its half-sampling interval), ``history_``, ``plot()``, ``save`` / ``load``.
 The routine is data (``to_dict(full=True)``), assembled from registry slots that a plugin can
 fill by name from TOML:
 
@@ -21,6 +21,7 @@ See ``docs/mi.md`` (the bounds, the measurements) and ``docs/plugins.md`` (the s
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -93,7 +94,8 @@ class NeuralMIEstimator(Recipe):
     replacement: bool = False
     evaluate_on: str = attrs.field(default="test", validator=one_of("test", "all"))
     max_pairs: int = attrs.field(default=MAX_PAIRS, validator=positive_int)
-    n_bootstrap: int = attrs.field(default=200, validator=positive_int)
+    #: half-size subsamples (without replacement) behind ``estimate(ci=...)``'s interval
+    n_subsamples: int = attrs.field(default=200, validator=positive_int)
     split_at: int | None = attrs.field(default=None, validator=optional(positive_int))
     seed: int = attrs.field(default=0, validator=non_negative_int)
     device: str = attrs.field(default="cpu")
@@ -118,8 +120,9 @@ class NeuralMIEstimator(Recipe):
 
     @device.validator
     def _check_device(self, attribute, value):
-        if value not in ("cpu", "cuda", "auto") and not str(value).startswith("cuda:"):
-            raise ValidationError(f"`device` must be 'cpu', 'cuda' or 'auto', got {value!r}.")
+        if not isinstance(value, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", value):
+            raise ValidationError(f"`device` must be 'cpu', 'cuda', 'cuda:N' (N = a GPU index) or "
+                                  f"'auto', got {value!r}.")
 
     # ------------------------------------------------------------------ the assembly
 
@@ -207,6 +210,8 @@ class NeuralMIEstimator(Recipe):
         _, n_test = split_sizes(len(x), self.test_fraction)
         self._complete_phases(spec, n_test)
         evaluation.check_pairs(self, spec["evaluation"].get("pairs"), self.pair_keys)
+        if self.critic_module is not None:
+            evaluation.check_critic_module(self.critic_module, x, y)
         models = {}
         for name in spec["models"]:
             context = self.model_context(name, x.shape[1], y.shape[1])
@@ -261,8 +266,10 @@ class NeuralMIEstimator(Recipe):
 
     def estimate(self, units: str = "nats", ci: float = 0.95) -> MIEstimate:
         """The final estimate in ``units`` ("nats" or "bits"), always an :class:`MIEstimate`:
-        a ``float`` with the percentile bootstrap interval at level ``ci`` over the evaluation
-        items (``.low``, ``.high``; the critic held fixed)."""
+        a ``float`` with its interval at level ``ci`` (``.low``, ``.high``): the sampling
+        uncertainty of the evaluation items, the critic held fixed, from ``n_subsamples``
+        half-size subsets drawn without replacement (:meth:`PairScores.interval`); it always
+        contains the estimate."""
         self._check_fitted()
         scale = evaluation.units_scale(units)
         if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1:

@@ -1,5 +1,5 @@
 """What the MI recipes do after training: the final estimate (through the evaluation bound
-block's own ``bound``), its bootstrap interval, convergence diagnostics, the training plot,
+block's own ``bound``), its half-sampling interval, convergence diagnostics, the training plot,
 save / load, and the seed problem.  No recipe classes here (see :mod:`infoblocks.recipes.mi`).
 """
 
@@ -17,9 +17,9 @@ import torch
 
 from infoblocks.blocks.data import as_tensor, check_same_length
 from infoblocks.blocks.errors import ConfigError, ValidationError
-from infoblocks.blocks.mutual_information import (MAX_PAIRS, ReferenceScores, pair_scores,
-                                                  quantile_interval, reference_scores,
-                                                  split_sizes)
+from infoblocks.blocks.mutual_information import (MAX_PAIRS, ReferenceScores,
+                                                  centred_interval, pair_scores,
+                                                  reference_scores, scalar_output, split_sizes)
 from infoblocks.plugins.registry import get_registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,7 +32,7 @@ FINAL_REFERENCE_FACTOR = 20
 MIN_FINAL_REFERENCE = 20_000
 #: the held-out estimate counts as "still rising" when its best is in the last 10 % of epochs
 RISING_TAIL = 0.1
-#: the file beside the routine that keeps the final scores (bootstrap after load)
+#: the file beside the routine that keeps the final scores (intervals after load)
 SCORES_FILE = "mi_scores.pt"
 
 
@@ -42,8 +42,8 @@ class MIConvergenceWarning(UserWarning):
 
 class MIEstimate(float):
     """What ``estimate()`` always returns: the estimate as a ``float`` (arithmetic, ``float()``,
-    JSON and comparisons see the value) carrying its percentile bootstrap interval
-    ``low``, ``high`` at ``level``, and its ``units`` ("nats" or "bits")."""
+    JSON and comparisons see the value) carrying its interval ``low``, ``high`` at ``level``
+    (half-sampling, see :meth:`PairScores.interval`), and its ``units`` ("nats" or "bits")."""
 
     def __new__(cls, value: float, low: float, high: float, level: float, units: str
                 ) -> MIEstimate:
@@ -145,6 +145,54 @@ def validate_input(recipe: NeuralMIEstimator, x: Any, y: Any
     return x, y
 
 
+def check_critic_module(module: Any, x: torch.Tensor, y: torch.Tensor) -> None:
+    """A custom critic (``critic_module``), called once on three items before training: it
+    must be a torch module with trainable parameters mapping x (b, d_x), y (b, d_y) to scores
+    (b,) or (b, 1) (and, when it has them, ``pairwise`` -> (b, b), ``embed`` -> two (b, k)).
+    Anything else is a ValidationError naming ``critic_module`` and the shapes."""
+    if not isinstance(module, torch.nn.Module):
+        raise ValidationError(f"`critic_module` must be a torch.nn.Module t(x, y) -> scores, got "
+                              f"{type(module).__name__}.")
+    b = min(3, len(x))
+    dx, dy = x.shape[1], y.shape[1]
+    expected = (f"it must map x ({b}, {dx}) and y ({b}, {dy}) (the standardised columns of "
+                f"fit's x and y) to scores ({b},) or ({b}, 1)")
+    params = list(module.parameters())
+    if not any(p.requires_grad for p in params):
+        raise ValidationError(f"`critic_module` has no trainable parameters; {expected}.")
+    device = params[0].device
+    xb, yb = x[:b].to(device), y[:b].to(device)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            checks = [("critic_module(x, y)", module(xb, yb), (b,))]
+            if callable(getattr(module, "pairwise", None)):
+                checks.append(("critic_module.pairwise(x, y)", module.pairwise(xb, yb), (b, b)))
+            if callable(getattr(module, "embed", None)):
+                hx, gy = module.embed(xb, yb)
+                k = hx.shape[-1] if isinstance(hx, torch.Tensor) else None
+                checks += [("critic_module.embed(x, y)[0]", hx, (b, k)),
+                           ("critic_module.embed(x, y)[1]", gy, (b, k))]
+    except Exception as error:  # noqa: BLE001 - reported with the shapes, chained
+        raise ValidationError(f"`critic_module` failed on x of shape ({b}, {dx}) and y of shape "
+                              f"({b}, {dy}) ({type(error).__name__}: {error}); {expected}."
+                              ) from error
+    finally:
+        module.train(was_training)
+    for call, out, shape in checks:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if call == "critic_module(x, y)" and isinstance(out, torch.Tensor):
+            out = scalar_output(out)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != shape \
+                or not out.is_floating_point():
+            dtype = f" of dtype {out.dtype}" if isinstance(out, torch.Tensor) \
+                and not out.is_floating_point() else ""
+            raise ValidationError(f"`critic_module`: {call} returned {got}{dtype} for {b} "
+                                  f"items; {expected}" + ("" if len(shape) == 1 else
+                                                          f", and {call} must be {shape}") + ".")
+
+
 # ---------------------------------------------------------------------------- assembly
 
 
@@ -200,8 +248,9 @@ def pair_estimate(recipe: NeuralMIEstimator, critic: torch.nn.Module, x: torch.T
 
 
 def pair_interval(recipe: NeuralMIEstimator, level: float) -> tuple[float, float]:
-    return recipe.scores_.bootstrap(recipe.bound_, level=level, n_boot=recipe.n_bootstrap,
-                                    seed=recipe.seed)
+    """Half-sampling interval of the all-pairs estimate (:meth:`PairScores.interval`)."""
+    return recipe.scores_.interval(recipe.bound_, level=level,
+                                   n_subsamples=recipe.n_subsamples, seed=recipe.seed)
 
 
 def minee_estimate(recipe: MINEE, routine: Any, x: torch.Tensor, y: torch.Tensor,
@@ -234,16 +283,22 @@ def minee_estimate(recipe: MINEE, routine: Any, x: torch.Tensor, y: torch.Tensor
 
 
 def minee_interval(recipe: MINEE, level: float) -> tuple[float, float]:
-    """Bootstrap of I = D_xy − D_x − D_y: data and reference rows resampled, the same rows for
-    the three divergences."""
+    """Half-sampling interval of I = D_xy − D_x − D_y: half of the data rows and half of the
+    reference rows, drawn without replacement, the same rows for the three divergences; the
+    spread of the subsample values placed around the estimate (:func:`centred_interval`)."""
     generator = torch.Generator().manual_seed(recipe.seed)
     s = recipe.scores_
     n, m = s["d_x"].data.numel(), s["d_x"].reference.numel()
-    i = torch.randint(n, (recipe.n_bootstrap, n), generator=generator)
-    j = torch.randint(m, (recipe.n_bootstrap, m), generator=generator)
+    if n < 4 or m < 4:
+        return math.nan, math.nan
+    b = recipe.n_subsamples
+    i = torch.rand(b, n, generator=generator).argsort(1)[:, :n // 2]
+    j = torch.rand(b, m, generator=generator).argsort(1)[:, :m // 2]
     values = sum(sign * recipe.bound_.bound(s[key].scores(i, j))
                  for sign, key in ((1, "d_xy"), (-1, "d_x"), (-1, "d_y")))
-    return quantile_interval(values, level)
+    half = n // 2
+    return centred_interval(values, recipe.estimate_nats_, level,
+                            scale=math.sqrt(half / (n - half)))
 
 
 # ---------------------------------------------------------------------------- diagnostics, plot
@@ -311,7 +366,7 @@ _RESULTS = ("estimate_nats_", "best_epoch_", "n_train_", "n_eval_", "divergences
 
 def save_estimator(recipe: NeuralMIEstimator, path: str | Path) -> Path:
     """The routine (weights, history) with ``recipe.to_dict(full=True)`` and the results in
-    ``routine.json``; the final scores in ``mi_scores.pt`` (so a loaded estimator bootstraps)."""
+    ``routine.json``; the final scores in ``mi_scores.pt`` (so a loaded estimator gives intervals)."""
     path = Path(path)
     extra = {"recipe_config": recipe.to_dict(full=True),
              "results": {k: getattr(recipe, k, None) for k in _RESULTS}}

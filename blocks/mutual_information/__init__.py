@@ -10,7 +10,7 @@
 * :mod:`.minee` — ``minee_loss`` (three reference divergences) and its final scores;
 * :mod:`.scores` — the reductions bounds are written in, for batches (:class:`BatchScores`) and
   for the deterministic all-pairs final estimate (:func:`pair_scores` -> :class:`PairScores`,
-  with a bootstrap over item weights);
+  with a half-sampling interval over item weights, :meth:`PairScores.interval`);
 * :mod:`.split` — ``random_split``, the recipes' train / test split as a global.
 
 Every ``exp`` of a critic value is taken inside a logsumexp (or after subtracting a maximum),
@@ -24,9 +24,9 @@ from .critics import JointCritic, JointCriticNet, SeparableCritic, SeparableCrit
 from .minee import MINEELoss, ReferenceScores, reference_scores
 from .samplers import (JOINT_PAIRS, REFERENCE_PAIRS, InBatchSampler, MarginalSampler,
                        ReferenceDistribution, ReferenceSampler, draw_positions)
-from .scores import (CHUNK_PAIRS, MAX_PAIRS, BatchScores, PairScores, critic_pairwise,
-                     log_mean_exp, off_diagonal, pair_scores, quantile_interval, scalar_output,
-                     shifts_for)
+from .scores import (CHUNK_PAIRS, MAX_PAIRS, BatchScores, PairScores, centred_interval,
+                     critic_pairwise, log_mean_exp, off_diagonal, pair_scores, quantile_interval,
+                     scalar_output, shifts_for)
 from .split import RandomSplit, split_sizes
 
 #: names of the built-in bound functions the final estimator knows by name
@@ -40,5 +40,6 @@ __all__ = [
     "ReferenceDistribution", "JOINT_PAIRS", "REFERENCE_PAIRS", "draw_positions",
     "BatchScores", "PairScores", "ReferenceScores", "pair_scores", "reference_scores",
     "shifts_for", "log_mean_exp", "off_diagonal", "critic_pairwise", "scalar_output",
-    "quantile_interval", "CHUNK_PAIRS", "MAX_PAIRS", "RandomSplit", "split_sizes",
+    "quantile_interval", "centred_interval", "CHUNK_PAIRS", "MAX_PAIRS", "RandomSplit",
+    "split_sizes",
 ]

@@ -8,8 +8,9 @@ it calls the reductions of a scores object, so that **one definition** of a boun
   the sampler's explicit pairs or all off-diagonal pairs of the batch), float32, with grad;
 * the final estimate — :class:`PairScores`: all n(n − 1) off-diagonal pairs of the evaluation
   set (or evenly spaced shifted pairs), float64, without grad;
-* the bootstrap — :meth:`PairScores.weighted`: the same reductions with item weights
-  ``(B, n)``, one bound value per row.
+* the interval — :meth:`PairScores.weighted`: the same reductions with item weights
+  ``(B, n)``, one bound value per row; :meth:`PairScores.interval` uses 0/1 weights (half-size
+  subsamples drawn without replacement, see :func:`centred_interval`).
 
 The reductions (all return a scalar, or ``(B,)`` with weights):
 
@@ -22,7 +23,10 @@ The reductions (all return a scalar, or ``(B,)`` with weights):
 ``joint``                      the joint scores t_ii ``(n,)``
 
 Every ``exp`` is taken after subtracting a maximum (or inside a logsumexp): a drifting critic
-offset cannot overflow.
+offset cannot overflow.  The all-pairs reductions subtract the maximum *of each row* (one item's
+partners), so a critic whose scores span thousands of nats (a separable critic at high MI)
+cannot underflow a row to log 0 either; a weighted row whose kept partners all lie far below
+that maximum is recomputed by an exact logsumexp.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from ..errors import NumericalError, ValidationError
 CHUNK_PAIRS = 262_144
 #: above this many off-diagonal pairs the final estimator uses evenly spaced shifted pairs
 MAX_PAIRS = 4_000_000
+#: a shifted row sum below this lost its digits to exp's underflow: recomputed exactly
+_TINY = 1e-290
 
 Fn = Callable[[torch.Tensor], torch.Tensor] | None
 
@@ -131,7 +137,7 @@ class PairScores:
         return self.joint.numel()
 
     def weighted(self, weights: torch.Tensor) -> PairScores:
-        """The same scores with item weights ``(B, n)`` (a bootstrap: resampling counts)."""
+        """The same scores with item weights ``(B, n)`` (0/1: a subsample of the items)."""
         return attrs.evolve(self, weights=weights.to(self.joint.device, torch.float64))
 
     # ------------------------------------------------------------------ reductions
@@ -168,6 +174,33 @@ class PairScores:
             return w.sum(1, keepdim=True) - w
         return self._pair_sum(w, torch.ones_like(self.marginal, dtype=torch.float64))
 
+    def _partners(self) -> torch.Tensor:
+        """``(K, n)``: the partner j = (i + s_k) mod n of item i under shift k."""
+        rows = torch.arange(self.n, device=self.joint.device)
+        return (rows[None, :] + self.shifts.to(rows.device)[:, None]) % self.n
+
+    def _log_row_sums(self, w: torch.Tensor, values: torch.Tensor,
+                      extra: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, n)``: log(Σ_k w_b[(i + s_k) mod n] e^{values[k, i]} [+ w_bi e^{extra_i}]),
+        −inf for an empty sum.  Each row is shifted by its own maximum (one dense product);
+        rows of kept weight whose shifted sum underflowed are recomputed by a logsumexp."""
+        shift = values.max(0).values
+        if extra is not None:
+            shift = torch.maximum(shift, extra)
+        sums = self._pair_sum(w, torch.exp(values - shift))
+        if extra is not None:
+            sums = sums + w * torch.exp(extra - shift)
+        out = torch.log(sums) + shift
+        lost = (w > 0) & ~(sums > _TINY)
+        if bool(lost.any()):
+            b, i = lost.nonzero(as_tuple=True)
+            log_w = torch.log(w)
+            terms = log_w[b[None, :], self._partners()[:, i]] + values[:, i]  # (K, F)
+            if extra is not None:
+                terms = torch.cat([terms, (log_w[b, i] + extra[i])[None]])
+            out[b, i] = torch.logsumexp(terms, 0)
+        return out
+
     def mean_joint(self, fn: Fn = None) -> torch.Tensor:
         w = self._w()
         joint = self.joint.double()
@@ -186,21 +219,22 @@ class PairScores:
         marginal = self.marginal.double()
         if clip is not None:
             marginal = marginal.clamp(-clip, clip)
-        shift = float(marginal.max())  # exp never overflows
-        num = (w * self._pair_sum(w, torch.exp(marginal - shift))).sum(1)
+        rows = self._log_row_sums(w, marginal)
+        num = torch.logsumexp(torch.log(w) + rows, 1)
         den = (w * self._row_weights(w)).sum(1)
-        return self._out(torch.log(num / den) + shift)
+        return self._out(num - torch.log(den))
 
     def row_log_mean_exp(self) -> torch.Tensor:
         w = self._w()
         joint, marginal = self.joint.double(), self.marginal.double()
-        shift = float(torch.maximum(marginal.max(), joint.max()))
-        row = self._pair_sum(w, torch.exp(marginal - shift)) + w * torch.exp(joint - shift)
-        return self._out(torch.log(row / (self._row_weights(w) + w)) + shift)
+        rows = self._log_row_sums(w, marginal, extra=joint)
+        value = rows - torch.log(self._row_weights(w) + w)
+        return self._out(torch.where(w > 0, value, 0.0))  # a dropped item's row is unused
 
     def mean_items(self, values: torch.Tensor) -> torch.Tensor:
         w = self._w()
-        return self._out((w * values).sum(-1) / w.sum(1))
+        weighted = torch.where(w > 0, w * values, 0.0)  # a dropped item never makes a NaN
+        return self._out(weighted.sum(-1) / w.sum(1))
 
     # ------------------------------------------------------------------ bounds
 
@@ -210,23 +244,61 @@ class PairScores:
         ``options`` such as ``clip`` are passed to it)."""
         return float(_evaluate(bound, self, options))
 
-    def bootstrap(self, bound: Any = "dv", level: float = 0.95, n_boot: int = 200,
-                  seed: int = 0, **options: Any) -> tuple[float, float]:
-        """Percentile bootstrap interval over the evaluation items (resampled with replacement;
-        the critic is held fixed, so this is the sampling uncertainty of the evaluation set)."""
-        if isinstance(level, bool) or not 0 < level < 1:
-            raise ValidationError(f"`ci` must be a level in (0, 1), e.g. 0.95, got {level!r}.")
+    def interval(self, bound: Any = "dv", level: float = 0.95, n_subsamples: int = 200,
+                 seed: int = 0, **options: Any) -> tuple[float, float]:
+        """Interval at ``level`` for the bound's value on these scores (the critic held fixed:
+        the sampling uncertainty of the evaluation set).
+
+        Half-sampling: ``n_subsamples`` subsets of m = ⌊n/2⌋ items drawn *without
+        replacement*, the bound evaluated on the pairs inside each subset (so every subset is
+        a set of distinct items, as the estimator expects: no duplicated row becomes a
+        high-scoring negative, the flaw of resampling items with replacement).  The spread
+        of the subset values around their mean, scaled by √(m / (n − m)) (= 1 for even n: the
+        variance of a mean over half the items, drawn without replacement, equals the
+        variance of the full-sample mean), is placed around the estimate — see
+        :func:`centred_interval`.  Fewer than 4 items: no interval, ``(nan, nan)``."""
+        _check_level(level)
+        n = self.n
+        estimate = float(_evaluate(bound, self, options))
+        if n < 4:
+            return math.nan, math.nan
+        m = n // 2
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        counts = torch.multinomial(torch.full((self.n,), 1.0 / self.n), self.n * n_boot,
-                                   replacement=True, generator=generator).view(n_boot, self.n)
-        weights = torch.zeros(n_boot, self.n, dtype=torch.float64)
-        weights.scatter_add_(1, counts, torch.ones_like(counts, dtype=torch.float64))
+        keep = torch.rand(n_subsamples, n, generator=generator).argsort(1)[:, :m]
+        weights = torch.zeros(n_subsamples, n, dtype=torch.float64)
+        weights.scatter_(1, keep, 1.0)
         values = _evaluate(bound, self.weighted(weights), options).reshape(-1)
-        return quantile_interval(values, level)
+        return centred_interval(values, estimate, level, scale=math.sqrt(m / (n - m)))
+
+
+def _check_level(level: Any) -> None:
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ValidationError(f"`ci` must be a level in (0, 1), e.g. 0.95, got {level!r}.")
+
+
+def centred_interval(values: torch.Tensor, estimate: float, level: float,
+                     scale: float = 1.0) -> tuple[float, float]:
+    """The central ``level`` interval of the subsample ``values`` around their own mean,
+    scaled by ``scale`` and placed at ``estimate``: [θ̂ + s·q_{α/2}, θ̂ + s·q_{1−α/2}] of
+    the deviations d_b = θ_b − mean θ.
+
+    Centring on the subsamples' mean (not on θ̂, as plain m-out-of-n subsampling does) keeps
+    only their *spread*: a bound's value on m items differs systematically from its value on n
+    (InfoNCE is capped at log m), and that shift is no sampling error.  The interval contains
+    the estimate by construction (an end that would exclude it is moved to it)."""
+    values = values.double().cpu()
+    if not bool(torch.isfinite(values).all()):
+        raise NumericalError("A subsample of the evaluation scores gave a non-finite bound; "
+                             "the critic's scores are too extreme for an interval.")
+    alpha = (1 - level) / 2
+    deviations = (values - values.mean()) * scale
+    lo, hi = torch.quantile(deviations, torch.tensor([alpha, 1 - alpha], dtype=values.dtype))
+    return min(estimate + float(lo), estimate), max(estimate + float(hi), estimate)
 
 
 def quantile_interval(values: torch.Tensor, level: float) -> tuple[float, float]:
     """The central ``level`` percentile interval of ``values``."""
+    _check_level(level)
     alpha = (1 - level) / 2
     values = values.double().cpu()
     lo, hi = torch.quantile(values, torch.tensor([alpha, 1 - alpha], dtype=values.dtype))
@@ -306,4 +378,5 @@ def pair_scores(critic: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
 __all__ = ["BatchScores", "PairScores", "pair_scores", "shifts_for", "log_mean_exp",
            "off_diagonal", "critic_pairwise", "scalar_output", "quantile_interval",
+           "centred_interval",
            "CHUNK_PAIRS", "MAX_PAIRS"]
