@@ -24,6 +24,7 @@ docs/imnn.md (the slots and their contracts) and docs/plugins.md.
 from __future__ import annotations
 
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -64,6 +65,14 @@ FRESH_SIMULATIONS_PRESET = PRESETS["fresh"]
 FRESH_SIMULATIONS_2K_PRESET = PRESETS["fresh_2k"]
 
 HISTORY_KEYS = ("det_F", "det_C", "det_invC", "Lambda2", "r")
+
+
+def _device(instance, attribute, value) -> None:
+    """``device``: "cpu", "cuda", "cuda:N" or "auto" (as the MI recipes accept), checked at
+    construction; whether CUDA exists is checked by ``resolve_device`` when fitting."""
+    if not isinstance(value, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", value):
+        raise ValidationError(f"`device` must be 'cpu', 'cuda', 'cuda:N' (N = a GPU index) or "
+                              f"'auto', got {value!r}.")
 
 
 def _listed(value: tuple[float, ...] | None) -> list[float] | None:
@@ -125,7 +134,7 @@ class IMNN(Recipe):
     patience: int = attrs.field(default=10, validator=positive_int)
     threads: int | None = attrs.field(default=1, validator=optional(positive_int))
     seed: int = attrs.field(default=0, validator=non_negative)
-    device: str = "cpu"
+    device: str = attrs.field(default="cpu", validator=_device)
     verbose: bool = False
 
     routine_: Routine | None = attrs.field(init=False, default=None, repr=False)
@@ -270,7 +279,9 @@ class IMNN(Recipe):
             "numerical_derivative": numerical_derivative,
             "validation_fiducial": validation_fiducial,
             "validation_derivative": validation_derivative,
-            "validation_numerical_derivative": validation_numerical_derivative}, self._source)
+            "validation_numerical_derivative": validation_numerical_derivative}, self._source,
+            loaded=self.routine_ is not None)
+        resolve_device(self.device)  # CUDA asked for but absent: a ValidationError first
         with intra_op_threads(self.threads):
             spec = self.routine_spec()
             phases = self._phases(spec, source)
@@ -328,18 +339,38 @@ class IMNN(Recipe):
             state.globals[FIDUCIAL_SAMPLE] = self._first_batch(phase.sampler, state)[FIDUCIAL]
 
     def _check_width(self, model: torch.nn.Module, x: torch.Tensor) -> None:
+        """One call of the summary network on two validation simulations, before training:
+        a network that cannot take them, or returns anything but ``(n, n_summaries)``, is a
+        ValidationError naming the argument (``network`` or ``models.main``)."""
+        width = self.summaries_dim()
+        what = "`network`" if self.network is not None else "The summary network (models.main)"
+        shape = tuple(x.shape[1:])
+        expected = (f"it must map simulations (n, {', '.join(map(str, shape))}) to summaries "
+                    f"(n, {width})")
+        if self.network is not None and not any(p.requires_grad for p in model.parameters()):
+            raise ValidationError(f"`network` has no trainable parameters; {expected}.")
         was_training = model.training
         model.eval()
-        with torch.no_grad():
-            out = model(x)
-        model.train(was_training)
-        width = self.summaries_dim()
-        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != width:
-            got = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
+        try:
+            with torch.no_grad():
+                out = model(x)
+        except Exception as error:  # noqa: BLE001 - reported with the shapes, chained
             raise ValidationError(
-                f"The summary network (models.main) maps a simulation of shape "
-                f"{tuple(x.shape[1:])} to {got}, but n_summaries = {width}: it must return "
-                f"(n, {width}). Set the network's out_dim (or n_summaries) so that they agree.")
+                f"{what} failed on two simulations of shape {shape} "
+                f"({type(error).__name__}: {error}); {expected}.") from error
+        finally:
+            model.train(was_training)
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != width \
+                or out.shape[0] != len(x) or not out.is_floating_point():
+            got = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
+            if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] != len(x):
+                got = f"{tuple(out.shape)} for {len(x)} simulations"
+            elif isinstance(out, torch.Tensor) and not out.is_floating_point():
+                got = f"{got} of dtype {out.dtype}"
+            raise ValidationError(
+                f"{what} maps a simulation of shape {shape} to {got}, but n_summaries = "
+                f"{width}: {expected}. Set the network's out_dim (or n_summaries) so that "
+                "they agree.")
 
     def _collect(self, routine: Routine, phase: TrainingPhase, evaluation: Any,
                  names: list[str]) -> None:
@@ -434,7 +465,8 @@ class IMNN(Recipe):
     @classmethod
     def load(cls, path: str | Path, network: torch.nn.Module | None = None) -> IMNN:
         """A fitted IMNN from :meth:`save` (pass ``network`` again if it was a custom module).
-        ``fit`` on it continues training (pass the simulations again)."""
+        ``fit`` on it continues training; the save holds no simulations, so pass them again
+        (``fit()`` without them says so)."""
         routine = Routine.load(path, models=None if network is None else {"main": network})
         extra = routine.saved_extra
         recipe = cls.from_dict(extra["recipe"])

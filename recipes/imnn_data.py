@@ -23,9 +23,17 @@ FIT_KEYS = (*SOURCE_KEYS, "validation_fiducial", "validation_derivative",
             "validation_numerical_derivative")
 
 
-def take_source(given: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
-    """The simulations of this fit: ``given``, or the previous fit's when none are given."""
+def take_source(given: dict[str, Any], previous: dict[str, Any] | None,
+                loaded: bool = False) -> dict[str, Any]:
+    """The simulations of this fit: ``given``, or the previous fit's when none are given
+    (``loaded``: the recipe has trained weights but no simulations — it came from a file)."""
     if all(v is None for v in given.values()):
+        if previous is None and loaded:
+            raise ValidationError(
+                "This IMNN was loaded from a file: a save keeps the weights and the fitted "
+                "statistics, not the simulations. To continue training, pass them to fit "
+                "again — fit(fiducial, derivative, ...) or fit(simulator=fn(generator, theta)) "
+                "— and set the budget with set_params(epochs=...).")
         if previous is None:
             raise ValidationError(
                 "IMNN needs simulations: fit(simulator=fn(generator, theta)) or the arrays "

@@ -269,6 +269,68 @@ def test_output_width_is_checked_before_training(arrays):
         custom.fit(arrays[0][:200], arrays[1][:200])
 
 
+
+class _Constant(torch.nn.Module):
+    def forward(self, x):
+        return torch.zeros(len(x), 2)
+
+
+class _Integer(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(10, 2)
+
+    def forward(self, x):
+        return self.lin(x).long()
+
+
+@pytest.mark.parametrize("network, fragment", [
+    # expects 7 values per simulation: torch's "mat1 and mat2 shapes cannot be multiplied" came
+    # from the first training step
+    (torch.nn.Linear(7, 2), r"`network` failed on two simulations of shape \(10,\) "
+                            r"\(RuntimeError: .*\); it must map simulations \(n, 10\) to "
+                            r"summaries \(n, 2\)"),
+    (torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.Unflatten(1, (2, 5))),
+     r"`network` maps a simulation of shape \(10,\) to \(2, 5\), but n_summaries = 2"),
+    (_Constant(), r"`network` has no trainable parameters"),
+    (_Integer(), r"`network` maps .* to \(2,\) of dtype torch.int64"),
+])
+def test_custom_network_is_checked_once_up_front(arrays, network, fragment):
+    imnn = IMNN(n_summaries=2, theta_fid=(0, 1), network=network, epochs=3, min_epochs=3)
+    with pytest.raises(ValidationError, match=fragment):
+        imnn.fit(arrays[0][:200], arrays[1][:200])
+    assert imnn.routine_ is None  # nothing trained
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cuda:", "CPU", ""])
+def test_invalid_device_is_named_at_construction(device):
+    # "gpu" reached torch.device at fit time: "Expected one of cpu, cuda, ipu, xpu, ..."
+    with pytest.raises(ValidationError, match=r"`device` must be 'cpu', 'cuda', 'cuda:N' .*"
+                                              r"or 'auto', got"):
+        IMNN(n_summaries=2, theta_fid=(0, 1), device=device)
+    with pytest.raises(ConfigError, match="device"):
+        recipe_from_dict({"recipe": "imnn", "theta_fid": [0, 1], "device": device})
+    imnn = IMNN(theta_fid=(0, 1))
+    with pytest.raises(ValidationError, match="`device` must be"):
+        imnn.set_params(device=device)
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(arrays):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValidationError, match="`device` is 'cuda' but torch reports no CUDA"):
+        IMNN(theta_fid=(0, 1), device="cuda", epochs=2, min_epochs=2).fit(arrays[0][:100],
+                                                                           arrays[1][:100])
+
+
+def test_fit_after_load_without_simulations_says_what_to_pass(fitted, tmp_path):
+    fitted.save(tmp_path / "model")
+    again = IMNN.load(tmp_path / "model")
+    with pytest.raises(ValidationError, match="loaded from a file: a save keeps the weights "
+                                              "and the fitted statistics, not the simulations"):
+        again.fit()
+    assert again.n_epochs_ == fitted.n_epochs_  # untouched
+
 # ---------------------------------------------------------------------- the routine as data
 
 def test_config_prints_a_usable_routine(capsys):
