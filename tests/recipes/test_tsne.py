@@ -91,7 +91,7 @@ def test_kl_loss_needs_item_batches_and_its_relation():
         recipe.fit(x)
 
 
-# ----------------------------------------------------------------------------- reliability (issue 11)
+# ------------------------------------------------------------------------- reliability (issue 11)
 
 
 def test_a_block_of_duplicates_gives_a_finite_p_and_a_good_fit():

@@ -312,7 +312,7 @@ def test_encoder_module_and_models_main_are_exclusive():
     assert "main" not in ParametricUMAP(encoder=torch.nn.Linear(4, 2)).routine_spec()["models"]
 
 
-# ----------------------------------------------------------------------------- reliability (issue 11)
+# ------------------------------------------------------------------------- reliability (issue 11)
 
 
 def test_constant_data_is_refused_before_training():
