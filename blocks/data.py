@@ -63,6 +63,14 @@ def as_tensor(
             )
         t = torch.from_numpy(np.ascontiguousarray(arr))
     if dtype is not None and t.dtype != dtype:
+        if (t.is_floating_point() and dtype.is_floating_point and t.numel()
+                and torch.finfo(t.dtype).max > torch.finfo(dtype).max):
+            finite = t[torch.isfinite(t)]
+            if finite.numel() and float(finite.abs().max()) > torch.finfo(dtype).max:
+                raise ValidationError(
+                    f"`{name}` holds values up to {float(finite.abs().max()):.3g}, beyond the "
+                    f"range of {dtype} (about {torch.finfo(dtype).max:.3g}); rescale it (e.g. "
+                    "divide by its standard deviation) before fitting.")
         t = t.to(dtype)
     accepted = (ndim,) if isinstance(ndim, int) else ndim
     if accepted is not None and t.ndim not in accepted:

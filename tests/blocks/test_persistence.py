@@ -92,3 +92,10 @@ def test_an_unknown_device_is_named(device):
 
     with pytest.raises(ValidationError, match=r"`device` = .*'cpu', 'cuda'"):
         resolve_device(device)
+
+
+def test_values_beyond_float32_are_named_not_called_non_finite():
+    x = np.ones((4, 2)) * 1e40
+    with pytest.raises(ValidationError, match=r"`X` holds values up to 1e\+40, beyond the range "
+                                              r"of torch.float32.*rescale"):
+        as_tensor(x, "X")
