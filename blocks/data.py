@@ -65,10 +65,10 @@ def as_tensor(
     if dtype is not None and t.dtype != dtype:
         if (t.is_floating_point() and dtype.is_floating_point and t.numel()
                 and torch.finfo(t.dtype).max > torch.finfo(dtype).max):
-            finite = t[torch.isfinite(t)]
-            if finite.numel() and float(finite.abs().max()) > torch.finfo(dtype).max:
+            values = t[torch.isfinite(t)]
+            if values.numel() and float(values.abs().max()) > torch.finfo(dtype).max:
                 raise ValidationError(
-                    f"`{name}` holds values up to {float(finite.abs().max()):.3g}, beyond the "
+                    f"`{name}` holds values up to {float(values.abs().max()):.3g}, beyond the "
                     f"range of {dtype} (about {torch.finfo(dtype).max:.3g}); rescale it (e.g. "
                     "divide by its standard deviation) before fitting.")
         t = t.to(dtype)
