@@ -391,7 +391,7 @@ class Routine:
         routine.unrestored = unrestored
         weights = _read_weights(weights_file, routine.device)
         for name, module in routine.models.items():
-            _load_state(module, weights, name, weights_file)
+            _load_state(module, weights, name, weights_file, given=name in given)
         routine.history = History(spec.get("history"))
         routine.saved_extra = spec.get("extra", {})
         routine.models.eval()
@@ -459,7 +459,7 @@ def _read_weights(weights_file: Path, device: torch.device) -> dict[str, Any]:
 
 
 def _load_state(module: torch.nn.Module, weights: dict[str, Any], name: str,
-                weights_file: Path) -> None:
+                weights_file: Path, given: bool = False) -> None:
     """Load model ``name``'s weights, refusing missing, mis-shaped and non-finite ones."""
     spec_file = weights_file.with_name(SPEC_FILE)
     state = weights.get(name)
@@ -474,6 +474,11 @@ def _load_state(module: torch.nn.Module, weights: dict[str, Any], name: str,
         module.load_state_dict(state)
     except RuntimeError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][1:3]
+        if given:
+            raise ValidationError(
+                f"The module passed for model {name!r} does not have the architecture saved in "
+                f"{weights_file.parent} ({' '.join(lines)[:300]}); pass the module the routine "
+                "was trained with.") from None
         raise _not_saved(spec_file, f"the weights of model {name!r} do not fit its "
                                     f"architecture ({' '.join(lines)[:300]})") from None
 

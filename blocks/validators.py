@@ -46,6 +46,20 @@ def non_negative(instance: Any, attribute: Any, value: Any) -> None:
         raise ValidationError(f"`{attribute.name}` must be a non-negative number, got {value!r}.")
 
 
+def device(instance: Any, attribute: Any, value: Any) -> None:
+    """A device name: "cpu", "cuda", "cuda:N" or "auto" (a torch.device is accepted too);
+    whether CUDA is present is checked when training starts."""
+    import re
+
+    import torch
+
+    if isinstance(value, torch.device):
+        value = str(value)
+    if not isinstance(value, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", value):
+        raise ValidationError(f"`{attribute.name}` = {value!r} is not a device; use 'cpu', "
+                              "'cuda', 'cuda:N' or 'auto'.")
+
+
 def one_of(*options: Any) -> Validator:
     """The value must be one of ``options`` (compared with ``in``)."""
 
@@ -57,4 +71,4 @@ def one_of(*options: Any) -> Validator:
     return check
 
 
-__all__ = ["non_negative", "non_negative_int", "one_of", "positive", "positive_int"]
+__all__ = ["device", "non_negative", "non_negative_int", "one_of", "positive", "positive_int"]

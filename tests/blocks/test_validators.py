@@ -57,3 +57,17 @@ def test_intra_op_threads_restores_the_previous_setting():
     assert torch.get_num_threads() == before
     with intra_op_threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_device_names():
+    import attrs
+    import torch
+
+    from infoblocks.blocks.validators import device
+
+    attribute = attrs.fields(attrs.make_class("D", {"device": attrs.field()})).device
+    for good in ("cpu", "cuda", "cuda:1", "auto", torch.device("cpu")):
+        device(None, attribute, good)
+    for bad in ("gpu", "cuda:-1", "mps", 3, None):
+        with pytest.raises(ValidationError, match=r"`device` = .* is not a device"):
+            device(None, attribute, bad)
