@@ -31,6 +31,7 @@ from infoblocks.blocks.imbalance import (CHUNK_ELEMENTS, LAMBDA_FACTOR, FeatureW
                                          data_unit, periods_tensor, weights_unit)
 from infoblocks.blocks.recipe import Recipe
 from infoblocks.blocks.routine import Routine
+from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
                                           positive_int)
 from infoblocks.plugins.registry import get_registry
@@ -303,7 +304,7 @@ class DII(DIIEvaluation, Recipe):
     lr_schedule: str = attrs.field(default="none", validator=one_of("none", "cos", "exp"))
     num_points_rows: int | None = attrs.field(default=None, validator=optional(positive_int))
     seed: int = attrs.field(default=0, validator=non_negative_int)
-    device: str = attrs.field(default="cpu", validator=one_of("cpu", "cuda", "auto"))
+    device: str = attrs.field(default="cpu", validator=valid_device)
     threads: int | None = attrs.field(default=1, validator=optional(positive_int))
     max_elements: int = attrs.field(default=CHUNK_ELEMENTS, validator=positive_int)
     verbose: bool = False
