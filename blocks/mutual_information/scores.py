@@ -165,14 +165,17 @@ class PairScores:
             return weights @ dense.T
         out = weights.new_zeros(weights.shape)
         for k, s in enumerate(self.shifts.tolist()):
-            out += weights.roll(-s, 1) * values[k]
+            _add_shifted(out, weights, s, values[k])
         return out
 
     def _row_weights(self, w: torch.Tensor) -> torch.Tensor:
         """``(B, n)``: Σ of w_j over the evaluated partners j of item i."""
         if self._all_pairs():
             return w.sum(1, keepdim=True) - w
-        return self._pair_sum(w, torch.ones_like(self.marginal, dtype=torch.float64))
+        out = w.new_zeros(w.shape)
+        for s in self.shifts.tolist():
+            _add_shifted(out, w, s)
+        return out
 
     def _partners(self) -> torch.Tensor:
         """``(K, n)``: the partner j = (i + s_k) mod n of item i under shift k."""
@@ -269,6 +272,19 @@ class PairScores:
         weights.scatter_(1, keep, 1.0)
         values = _evaluate(bound, self.weighted(weights), options).reshape(-1)
         return centred_interval(values, estimate, level, scale=math.sqrt(m / (n - m)))
+
+
+def _add_shifted(out: torch.Tensor, w: torch.Tensor, s: int,
+                 values: torch.Tensor | None = None) -> None:
+    """In place: out[:, i] += w[:, (i + s) mod n] (· values[i]) — a roll without a copy."""
+    n = w.shape[1]
+    head, tail = w[:, s:], w[:, :s]
+    if values is None:
+        out[:, :n - s] += head
+        out[:, n - s:] += tail
+    else:
+        out[:, :n - s] += head * values[:n - s]
+        out[:, n - s:] += tail * values[n - s:]
 
 
 def _check_level(level: Any) -> None:
