@@ -24,7 +24,6 @@ docs/imnn.md (the slots and their contracts) and docs/plugins.md.
 from __future__ import annotations
 
 import math
-import re
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,6 +41,7 @@ from infoblocks.blocks.fisher import (FIDUCIAL, FIDUCIAL_SAMPLE, FisherStatistic
 from infoblocks.blocks.phases import TrainingPhase
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
+from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import non_negative, one_of, positive, positive_int
 
 from .imnn_data import attach, build_phases, take_source, validation_source
@@ -65,14 +65,6 @@ FRESH_SIMULATIONS_PRESET = PRESETS["fresh"]
 FRESH_SIMULATIONS_2K_PRESET = PRESETS["fresh_2k"]
 
 HISTORY_KEYS = ("det_F", "det_C", "det_invC", "Lambda2", "r")
-
-
-def _device(instance, attribute, value) -> None:
-    """``device``: "cpu", "cuda", "cuda:N" or "auto" (as the MI recipes accept), checked at
-    construction; whether CUDA exists is checked by ``resolve_device`` when fitting."""
-    if not isinstance(value, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", value):
-        raise ValidationError(f"`device` must be 'cpu', 'cuda', 'cuda:N' (N = a GPU index) or "
-                              f"'auto', got {value!r}.")
 
 
 def _listed(value: tuple[float, ...] | None) -> list[float] | None:
@@ -134,7 +126,7 @@ class IMNN(Recipe):
     patience: int = attrs.field(default=10, validator=positive_int)
     threads: int | None = attrs.field(default=1, validator=optional(positive_int))
     seed: int = attrs.field(default=0, validator=non_negative)
-    device: str = attrs.field(default="cpu", validator=_device)
+    device: str = attrs.field(default="cpu", validator=valid_device)
     verbose: bool = False
 
     routine_: Routine | None = attrs.field(init=False, default=None, repr=False)

@@ -21,7 +21,6 @@ See ``docs/mi.md`` (the bounds, the measurements) and ``docs/plugins.md`` (the s
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,6 +38,7 @@ from infoblocks.blocks.mutual_information.split import _fraction
 from infoblocks.blocks.phases import LR_SCHEDULES, OPTIMIZERS
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
+from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import non_negative_int, one_of, positive, positive_int
 
 # (the submodule first: ``from . import`` would ask the package's lazy __getattr__, which
@@ -98,7 +98,7 @@ class NeuralMIEstimator(Recipe):
     n_subsamples: int = attrs.field(default=200, validator=positive_int)
     split_at: int | None = attrs.field(default=None, validator=optional(positive_int))
     seed: int = attrs.field(default=0, validator=non_negative_int)
-    device: str = attrs.field(default="cpu")
+    device: str = attrs.field(default="cpu", validator=valid_device)
     threads: int | None = attrs.field(default=1, validator=optional(positive_int))
     verbose: bool = False
     critic_module: Any = transient_field(default=None)
@@ -117,12 +117,6 @@ class NeuralMIEstimator(Recipe):
                                                                repr=False)
     #: the expanded routine spec of the last build (data-dependent context filled in)
     spec_: dict[str, Any] | None = attrs.field(init=False, default=None, repr=False)
-
-    @device.validator
-    def _check_device(self, attribute, value):
-        if not isinstance(value, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", value):
-            raise ValidationError(f"`device` must be 'cpu', 'cuda', 'cuda:N' (N = a GPU index) or "
-                                  f"'auto', got {value!r}.")
 
     # ------------------------------------------------------------------ the assembly
 
