@@ -172,6 +172,12 @@ class MINELoss(DVLoss):
     def on_phase_start(self, state):
         self.log_average = None
 
+    def checkpoint_state(self):
+        return {} if self.log_average is None else {"log_average": self.log_average}
+
+    def restore_state(self, saved):
+        self.log_average = saved.get("log_average")
+
     def objective(self, scores, mi, state):
         current = scores.log_mean_exp()
         log_ma = log_average_step(self.log_average, current, self.ma_rate)

@@ -47,6 +47,12 @@ class MINEELoss(Loss):
     def on_phase_start(self, state: TrainState) -> None:
         self.log_averages = {}
 
+    def checkpoint_state(self) -> dict:
+        return {"log_averages": dict(self.log_averages)}
+
+    def restore_state(self, saved: dict) -> None:
+        self.log_averages = dict(saved.get("log_averages", {}))
+
     def _divergence(self, model: nn.Module, data: tuple[torch.Tensor, ...],
                     reference: tuple[torch.Tensor, ...], key: str):
         b = len(data[0])

@@ -91,3 +91,21 @@ def test_resume_without_a_checkpoint_starts_afresh_and_checks_its_arguments(tmp_
         _build().train(resume=True)
     with pytest.raises(ValidationError, match="`checkpoint_every` must be a positive integer"):
         _build().train(checkpoint=tmp_path / "c", checkpoint_every=0)
+
+
+def test_moving_averages_are_part_of_the_checkpoint():
+    """MINE's log moving average (and MI-NEE's three) travel with the checkpoint."""
+    from infoblocks.plugins.registry import get_registry
+
+    registry = get_registry()
+    mine = registry.build("loss", "mine_loss")
+    assert mine.checkpoint_state() == {}
+    mine.log_average = torch.tensor(0.25)
+    again = registry.build("loss", "mine_loss")
+    again.restore_state(mine.checkpoint_state())
+    assert torch.equal(again.log_average, torch.tensor(0.25))
+    minee = registry.build("loss", "minee_loss")
+    minee.log_averages = {"xy": torch.tensor(1.5)}
+    other = registry.build("loss", "minee_loss")
+    other.restore_state(minee.checkpoint_state())
+    assert torch.equal(other.log_averages["xy"], torch.tensor(1.5))

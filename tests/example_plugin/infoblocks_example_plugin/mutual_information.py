@@ -5,7 +5,7 @@
   density ratio log p/(p_X p_Y); its ``bound`` (what the recipe reports as ``mi``, validates
   and evaluates over all pairs for the final estimate) is the Donsker–Varadhan value of those
   scores.  Written only with the reductions of the scores protocol, so the same method serves
-  batches, the all-pairs final estimate and its bootstrap.
+  batches, the all-pairs final estimate and its interval.
 * ``shifted`` — a negative sampler: joint batches of the training split, and as negatives each
   x_i paired with y_{(i + s) mod b} for one random shift s ∈ [1, b − 1] per batch (b negative
   pairs, no resampling of the marginals).
@@ -42,7 +42,7 @@ class JSBound(MIBound):
 
     name: ClassVar[str] = "js"
     reports: ClassVar[frozenset[str]] = frozenset({"mi", "js"})
-    #: calls of :meth:`bound` (training batches, validation, final estimate, bootstrap)
+    #: calls of :meth:`bound` (training batches, validation, final estimate, interval)
     calls: ClassVar[int] = 0
 
     def bound(self, scores):
