@@ -24,6 +24,7 @@ total batch up to floating-point reduction order.
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -107,7 +108,18 @@ def from_environment(mode: bool | str, device: torch.device) -> Distributed:
                 "`distributed=True` needs a process group: launch with `torchrun "
                 "--nproc_per_node=N ...` (or call torch.distributed.init_process_group first).")
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # the group we opened is closed before the interpreter exits (a gloo group still open
+        # at exit can abort the process: "terminate called without an active exception")
+        atexit.register(_close)
     return Distributed(rank=dist.get_rank(), world_size=dist.get_world_size())
+
+
+def _close() -> None:
+    if dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 __all__ = ["Distributed", "from_environment"]
