@@ -86,6 +86,29 @@ def _check_value(value: Any, type_: Any) -> Any:
         return value
 
 
+def _check_values(values: dict[str, Any], types: dict[str, Any], path: str | None = None
+                  ) -> tuple[dict[str, Any], list[str]]:
+    """Each value structured as its field's type: ``(structured values, problems)``.  With
+    ``path`` (a config) a problem ends ``@ path.key``; without (Python arguments) it names
+    the argument (`` `key`: ...``)."""
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in values.items():
+        try:
+            out[key] = _check_value(value, types[key])
+            continue
+        except cattrs.BaseValidationError as exc:
+            found = cattrs.transform_error(exc, path=f"{path}.{key}" if path else "$",
+                                           format_exception=_format_exception)
+            problems += found if path else [m.replace(" @ $", f" @ {key}") for m in found]
+        except (ValueError, TypeError) as exc:
+            message = _format_exception(exc, types[key])
+            problems.append(f"{message} @ {path}.{key}" if path else f"`{key}`: {message}")
+        if "got" not in problems[-1]:
+            problems[-1] += f" (got {value!r})"
+    return out, problems
+
+
 def _format_exception(exc: BaseException, type_: Any) -> str:
     """cattrs' message for a field, except that our validators' messages are kept whole."""
     from cattrs.v import format_exception
@@ -116,15 +139,7 @@ def structure(data: dict[str, Any], cls: type, path: str, label: str | None = No
     if extra:
         raise ConfigError(f"Invalid {label}: extra fields found ({', '.join(map(str, extra))}); "
                           f"the known keys are {sorted(types)}.")
-    values, problems = {}, []
-    for key, value in data.items():
-        try:
-            values[key] = _check_value(value, types[key])
-        except cattrs.BaseValidationError as exc:
-            problems += cattrs.transform_error(exc, path=f"{path}.{key}",
-                                               format_exception=_format_exception)
-        except (ValueError, TypeError) as exc:
-            problems.append(f"{_format_exception(exc, types[key])} @ {path}.{key}")
+    values, problems = _check_values(data, types, path)
     if problems:
         raise ConfigError(f"Invalid {label}: {'; '.join(problems)}")
     try:
@@ -158,21 +173,9 @@ def check_arguments(cls: type, kwargs: dict[str, Any], skip: tuple[str, ...] = (
             raise UnknownParameterError(
                 f"{cls.__name__} has no parameter {key!r}.{hint} Its parameters are "
                 f"{sorted(fields)}.")
-    types = _field_types(cls)
-    problems = []
-    for key, value in kwargs.items():
-        field = fields[key]
-        if key in skip or field.metadata.get("transient") or field.metadata.get("section"):
-            continue
-        try:
-            _check_value(value, types[key])
-        except cattrs.BaseValidationError as exc:
-            problems += [m.replace(" @ $", f" @ {key}") for m in
-                         cattrs.transform_error(exc, path="$", format_exception=_format_exception)]
-        except (ValueError, TypeError) as exc:
-            problems.append(f"`{key}`: {_format_exception(exc, types[key])}")
-        if problems and "expected" in problems[-1] and "got" not in problems[-1]:
-            problems[-1] += f" (got {value!r})"
+    checked = {k: v for k, v in kwargs.items() if k not in skip
+               and not fields[k].metadata.get("transient") and not fields[k].metadata.get("section")}
+    _, problems = _check_values(checked, _field_types(cls))
     if problems:
         raise ValidationError(f"{cls.__name__}: {'; '.join(problems)}.")
 
@@ -184,19 +187,10 @@ def check_types(obj: Any, label: str, fields: list[attrs.Attribute] | None = Non
     from .errors import ValidationError
 
     types = _field_types(type(obj))
-    problems = []
-    for field in fields if fields is not None else attrs.fields(type(obj)):
-        key = field.alias or field.name
-        if key not in types or field.metadata.get("transient"):
-            continue
-        value = getattr(obj, field.name)
-        try:
-            _check_value(value, types[key])
-        except cattrs.BaseValidationError as exc:
-            problems += [m.replace(" @ $", f" @ {key}") for m in
-                         cattrs.transform_error(exc, path="$", format_exception=_format_exception)]
-        except (ValueError, TypeError) as exc:
-            problems.append(f"`{key}`: {_format_exception(exc, types[key])}")
+    values = {f.alias or f.name: getattr(obj, f.name)
+              for f in (fields if fields is not None else attrs.fields(type(obj)))
+              if (f.alias or f.name) in types and not f.metadata.get("transient")}
+    _, problems = _check_values(values, types)
     if problems:
         raise ValidationError(f"{label}: {'; '.join(problems)}.")
 
