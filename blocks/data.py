@@ -132,6 +132,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
             f"`device` is {str(device)!r} but torch reports no CUDA device here; "
             "use device='cpu' or device='auto'."
         )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValidationError(f"`device` is {str(device)!r} but torch sees {count} CUDA "
+                              f"device(s) (cuda:0 .. cuda:{count - 1}).")
     return dev
 
 

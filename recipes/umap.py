@@ -20,7 +20,6 @@ the defaults; every block is a registry name that a plugin can replace from TOML
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +34,7 @@ from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationErro
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import SPEC_FILE, Routine
 from infoblocks.blocks.samplers import ItemSampler
+from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import non_negative, non_negative_int, one_of, positive, positive_int
 from infoblocks.plugins.registry import get_registry
 
@@ -63,31 +63,6 @@ def _module_or_none(instance, attribute, value) -> None:
     _check(value is None or isinstance(value, torch.nn.Module),
            f"`encoder` must be a torch.nn.Module (or None for the `models.main` block, an MLP by "
            f"default), got {type(value).__name__}.")
-
-
-#: the accepted ``device`` strings
-_DEVICE = re.compile(r"cpu|cuda|cuda:\d+|auto")
-
-
-def _check_device(value: Any) -> None:
-    _check(isinstance(value, str) and _DEVICE.fullmatch(value) is not None,
-           f"`device` must be \"cpu\", \"cuda\", \"cuda:N\" (N = a GPU index) or \"auto\", "
-           f"got {value!r}.")
-
-
-def _device(instance, attribute, value) -> None:
-    _check_device(value)
-
-
-def _resolve(device: str) -> torch.device:
-    """The torch device of a checked ``device`` string (CUDA must exist, with that index)."""
-    _check_device(device)
-    dev = resolve_device(device)
-    if dev.type == "cuda" and dev.index is not None:
-        count = torch.cuda.device_count()
-        _check(dev.index < count, f"`device` is {device!r} but torch sees {count} CUDA "
-                                  f"device(s) (cuda:0 .. cuda:{count - 1}).")
-    return dev
 
 
 def _saved_extra(path: Path) -> dict[str, Any] | None:
@@ -129,7 +104,7 @@ class EmbeddingRecipe(Recipe):
     exact_neighbors_threshold: int = attrs.field(default=20_000, validator=positive_int)
     seed: int = attrs.field(default=0, validator=non_negative_int)
     #: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available)
-    device: str = attrs.field(default="cpu", validator=_device)
+    device: str = attrs.field(default="cpu", validator=valid_device)
     #: torch intra-op threads while training (small networks on CPU train fastest on one
     #: thread; two threads ran 3x slower on a loaded 2-core machine); None keeps torch's setting
     threads: int | None = attrs.field(default=1, validator=optional(positive_int))
@@ -263,7 +238,7 @@ class EmbeddingRecipe(Recipe):
     def fit(self, X: Any, y: Any = None) -> EmbeddingRecipe:
         """Learn the embedding of ``X`` ``(n, d)``; ``y`` is accepted for scikit-learn
         compatibility and ignored.  Returns ``self``."""
-        _resolve(self.device)
+        resolve_device(self.device)
         start = time.perf_counter()
         routine = self.build(X)
         routine.compute_global_relations()
@@ -307,7 +282,7 @@ class EmbeddingRecipe(Recipe):
         """A fitted recipe from :meth:`save` (pass ``encoder`` again if it was a custom module:
         it is checked up front to map the saved number of features to ``n_components``)."""
         path = Path(path)
-        _resolve(str(device) if isinstance(device, torch.device) else device)
+        resolve_device(device)
         _module_or_none(None, None, encoder)
         extra = _saved_extra(path) if encoder is not None else None
         if extra is not None and "recipe" in extra and "n_features_in" in extra:

@@ -114,7 +114,7 @@ def test_constant_data_and_invalid_devices_get_clear_errors():
     # was: "the loss became nan. Lower `learning_rate` ..." after the whole init phase
     with pytest.raises(ValidationError, match=r"distance 0 \(`X` is constant"):
         ParametricTSNE(perplexity=5).fit(np.ones((50, 4)))
-    with pytest.raises(ValidationError, match=r'`device` must be "cpu", "cuda", "cuda:N"'):
+    with pytest.raises(ValidationError, match=r"`device` = 'gpu' is not a device; use 'cpu', 'cuda', 'cuda:N'"):
         ParametricTSNE(device="gpu")
     with pytest.raises(ValidationError, match="at least 3 \\(n_components = 2"):
         ParametricTSNE(n_neighbors=1, perplexity=0.5).fit(np.eye(2))
