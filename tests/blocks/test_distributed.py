@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from infoblocks.blocks.data import intra_op_threads
 from infoblocks.blocks.distributed import Distributed, from_environment
 from infoblocks.blocks.errors import ValidationError
 
@@ -62,8 +63,8 @@ def test_two_processes_follow_one_process_with_the_same_total_batch(tmp_path):
     ranks = sorted(json.loads(line)["rank"] for line in out.stdout.splitlines()
                    if line.startswith("{"))
     assert ranks == [0, 1]
-    torch.set_num_threads(1)
-    single = _namespace()["build"]().train()
+    with intra_op_threads(1):
+        single = _namespace()["build"]().train()
     from infoblocks.blocks import Routine
 
     both = Routine.load(tmp_path / "model")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from infoblocks.blocks.data import intra_op_threads
 from infoblocks.blocks.errors import ValidationError
 
 BUILD = textwrap.dedent('''
@@ -70,9 +71,15 @@ def _killed_run(tmp_path: Path, phase: str, epoch: int) -> Path:
     return directory
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The child processes run on one thread (OMP_NUM_THREADS=1): so does the comparison."""
+    with intra_op_threads(1):
+        yield
+
+
 @pytest.mark.parametrize("phase, epoch", [("main", 4), ("warm", 2)])
 def test_a_killed_run_resumes_bit_identically(tmp_path, phase, epoch):
-    torch.set_num_threads(1)
     reference = _build().train()
     directory = _killed_run(tmp_path, phase, epoch)
     resumed = _build().train(checkpoint=directory, resume=True)
@@ -82,7 +89,6 @@ def test_a_killed_run_resumes_bit_identically(tmp_path, phase, epoch):
 
 
 def test_resume_without_a_checkpoint_starts_afresh_and_checks_its_arguments(tmp_path):
-    torch.set_num_threads(1)
     fresh = _weights(_build().train(checkpoint=tmp_path / "none", resume=True))
     plain = _weights(_build().train())
     assert all(torch.equal(fresh[k], plain[k]) for k in plain)
