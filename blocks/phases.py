@@ -197,7 +197,7 @@ class TrainingPhase:
             start = self._restore(resume, state, optimizer, scheduler, stopper)
         sharded = state.dist.active
         models.train()
-        for epoch in range(start, self.epochs if not state.stop else start):
+        for epoch in range(start, self.epochs):
             state.epoch = epoch
             for cb in every:
                 cb.on_epoch_start(state)
@@ -251,7 +251,7 @@ class TrainingPhase:
                  stopper: EarlyStopping | None) -> dict[str, Any]:
         from .resume import rng_states
 
-        return {"phase": self.name, "epoch": epoch, "step": state.step, "stop": state.stop,
+        return {"phase": self.name, "epoch": epoch, "step": state.step,
                 "models": state.models.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": None if scheduler is None else scheduler.state_dict(),
                 "stopper": None if stopper is None else stopper.checkpoint_state(),
@@ -273,7 +273,7 @@ class TrainingPhase:
             stopper.restore_state(saved["stopper"])
         self.loss.restore_state(saved.get("loss") or {})
         restore_rng_states(state, saved)
-        state.step, state.stop = int(saved["step"]), bool(saved["stop"])
+        state.step = int(saved["step"])  # a stopped phase is saved as complete, never here
         return int(saved["epoch"]) + 1
 
 

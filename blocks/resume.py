@@ -3,8 +3,8 @@
 A checkpoint (``train_state.pt`` in its directory, written atomically: a temporary file then
 ``os.replace``) holds, at the end of an epoch: the phase index and epoch, the models'
 weights, the optimizer and learning-rate scheduler state, the routine's torch generator (every
-sampler draws from it), the global torch RNG (dropout) and numpy RNG states, the step counter
-and stop flag, the early-stopping state (best value, epoch, weights, wait) and the state that
+sampler draws from it), the global torch RNG (dropout) and numpy RNG states, the step counter,
+the early-stopping state (best value, epoch, weights, wait) and the state that
 the loss owns (``Loss.checkpoint_state``), plus the history so far.  Everything is tensors and
 plain data, read back with ``torch.load(..., weights_only=True)``.
 
