@@ -260,12 +260,12 @@ class TrainingPhase:
     def _restore(self, saved: dict[str, Any], state: TrainState, optimizer: Any, scheduler: Any,
                  stopper: EarlyStopping | None) -> int:
         """Put a checkpoint of this phase back; the epoch to continue from."""
-        from .resume import restore_rng_states
+        from .resume import load_models, restore_rng_states
 
         if saved.get("phase") != self.name:
             raise ValidationError(f"The checkpoint is of phase {saved.get('phase')!r}, not "
                                   f"{self.name!r}: it was written by another routine.")
-        state.models.load_state_dict(saved["models"])
+        load_models(state.models, saved["models"])
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None and saved.get("scheduler") is not None:
             scheduler.load_state_dict(saved["scheduler"])

@@ -64,6 +64,17 @@ def read_checkpoint(directory: str | Path) -> dict[str, Any] | None:
     return payload
 
 
+def load_models(models: torch.nn.Module, saved: dict[str, Any]) -> None:
+    """The checkpoint's weights into ``models``, with a clear error when they do not fit."""
+    try:
+        models.load_state_dict(saved)
+    except RuntimeError as exc:
+        first = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][1:2]
+        raise ValidationError(f"The training checkpoint was written by a routine with other "
+                              f"models ({' '.join(first)[:200]}); resume with the same "
+                              "configuration, or delete the checkpoint to start afresh.") from None
+
+
 def rng_states(state: Any) -> dict[str, Any]:
     """The generator states of a running routine (torch generator, global torch, numpy)."""
     return {"generator": state.generator.get_state(), "torch_rng": torch.get_rng_state(),
@@ -76,5 +87,5 @@ def restore_rng_states(state: Any, payload: dict[str, Any]) -> None:
     state.rng.bit_generator.state = json.loads(payload["numpy_rng"])
 
 
-__all__ = ["TRAIN_STATE_FILE", "write_checkpoint", "read_checkpoint", "rng_states",
+__all__ = ["TRAIN_STATE_FILE", "write_checkpoint", "read_checkpoint", "load_models", "rng_states",
            "restore_rng_states"]

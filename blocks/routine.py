@@ -227,9 +227,9 @@ class Routine:
             first = names.index(saved["phase"])
             self.history = History(json.loads(saved["history"]))
             if saved["complete"]:
-                from .resume import restore_rng_states
+                from .resume import load_models, restore_rng_states
 
-                self.models.load_state_dict(saved["models"])
+                load_models(self.models, saved["models"])
                 restore_rng_states(self.state, saved)
                 first += 1
             else:

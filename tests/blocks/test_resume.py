@@ -115,3 +115,16 @@ def test_moving_averages_are_part_of_the_checkpoint():
     other = registry.build("loss", "minee_loss")
     other.restore_state(minee.checkpoint_state())
     assert torch.equal(other.log_averages["xy"], torch.tensor(1.5))
+
+
+def test_a_checkpoint_of_other_models_is_named(tmp_path):
+    from infoblocks.blocks import Routine
+    from infoblocks.blocks.models import MLP
+
+    _build().train(checkpoint=tmp_path / "c")
+    other = _build()
+    other = Routine(dataset={"data": other.dataset["data"], "positions": other.dataset["positions"]},
+                    phases=other.phases, seed=3,
+                    models={"main": MLP(in_dim=5, out_dim=2, hidden_dims=(8,))})
+    with pytest.raises(ValidationError, match="written by a routine with other models"):
+        other.train(checkpoint=tmp_path / "c", resume=True)
