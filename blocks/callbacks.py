@@ -37,7 +37,8 @@ class History(Callback):
         self.rows: list[dict[str, Any]] = list(rows or [])
 
     def on_epoch_end(self, state, metrics):
-        self.rows.append({"phase": state.phase, "epoch": state.epoch, **metrics})
+        self.rows.append({"phase": state.phase, "epoch": state.epoch_offset + state.epoch,
+                          **metrics})
 
     def column(self, metric: str, phase: str | None = None) -> list[float]:
         """The values of ``metric`` over epochs (of one phase, or all)."""
@@ -124,7 +125,7 @@ class EarlyStopping(Callback):
             )
         value = float(metrics[self.monitor])
         if self._improved(value):
-            self.best, self.best_epoch, self._wait = value, state.epoch, 0
+            self.best, self.best_epoch, self._wait = value, state.epoch_offset + state.epoch, 0
             if self.restore_best:
                 self._best_state = copy.deepcopy(state.models.state_dict())
         else:

@@ -86,6 +86,29 @@ class Distributed:
         dist.all_reduce(values)
         return values / self.world_size
 
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """The sum of a tensor over the ranks (no gradient; a copy, ``values`` is untouched)."""
+        if not self.active:
+            return values
+        values = values.detach().clone()
+        dist.all_reduce(values)
+        return values
+
+    def differentiable_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """The sum of a tensor over the ranks, through which autograd flows back to every
+        rank's ``values`` (``torch.distributed.nn.functional.all_reduce``).
+
+        A loss built from such sums is the loss of the whole batch and identical on every
+        rank; its backward sums the ranks' identical upstream gradients, so each rank's
+        local gradient comes out ``world_size`` times the one-process gradient of its own
+        contributions — the engine's gradient *averaging* over ranks then gives exactly the
+        one-process gradient of the full batch."""
+        if not self.active:
+            return values
+        from torch.distributed.nn.functional import all_reduce
+
+        return all_reduce(values)
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()

@@ -112,6 +112,10 @@ class TrainingPhase:
     restore_best: bool = True
     report_every: int = 1
     callbacks: list[Callback] = attrs.field(factory=list, metadata={"transient": True})
+    #: what a warm-started run continues from: the optimizer and loss state at the end of this
+    #: phase's last run and its epochs so far (in memory only; not data, not saved)
+    last_run: dict[str, Any] | None = attrs.field(default=None, init=False, eq=False,
+                                                  repr=False, metadata={"transient": True})
 
     def describe(self) -> dict[str, Any]:
         """The phase as data (blocks by name; callbacks, which are live objects, left out);
@@ -161,17 +165,25 @@ class TrainingPhase:
 
     def run(self, state: TrainState, callbacks: Sequence[Callback],
             checkpoint: Callable[[dict[str, Any], bool], None] | None = None,
-            resume: dict[str, Any] | None = None) -> None:
+            resume: dict[str, Any] | None = None, warm_start: bool = False) -> None:
         """Train ``state.models`` for this phase.
 
         ``checkpoint(payload, final)`` is called at the end of every epoch with this phase's
         training state (optimizer, scheduler, early stopping, loss, step; see
         :mod:`infoblocks.blocks.resume`); ``resume`` is such a payload: the phase continues
-        after its epoch with everything put back."""
+        after its epoch with everything put back.
+
+        ``warm_start``: continue from this phase's previous run in this process — the current
+        weights (the models' data-dependent ``on_phase_start`` initialisation is skipped), the
+        optimizer's state (Adam's moments and step count), the loss's own state (e.g. MINE's
+        moving average) — for ``epochs`` more epochs, numbered after the earlier ones; the
+        learning-rate schedule and early stopping start afresh over the new epochs."""
         models = state.models
         trained = list(models.keys()) if self.trainable is None else list(self.trainable)
-        for module in _declaring(models, trained, "on_phase_start"):
-            module.on_phase_start(state)  # e.g. free coordinates that start from a layout
+        warm = self.last_run if warm_start else None
+        if warm is None:
+            for module in _declaring(models, trained, "on_phase_start"):
+                module.on_phase_start(state)  # e.g. free coordinates that start from a layout
         constrained = _declaring(models, trained, "after_optimizer_step")
         params = self._parameters(models)
         optimizer = self.make_optimizer(params)
@@ -193,6 +205,11 @@ class TrainingPhase:
         for cb in every:
             cb.on_phase_start(state, self)
         start = 0
+        state.epoch_offset = 0
+        if warm is not None:
+            optimizer.load_state_dict(warm["optimizer"])
+            self.loss.restore_state(warm["loss"])
+            state.epoch_offset = warm["epochs"]
         if resume is not None:
             start = self._restore(resume, state, optimizer, scheduler, stopper)
         sharded = state.dist.active
@@ -245,13 +262,15 @@ class TrainingPhase:
                 break
         for cb in every:
             cb.on_phase_end(state, self)
-
+        self.last_run = {"optimizer": optimizer.state_dict(), "loss": self.loss.checkpoint_state(),
+                         "epochs": state.epoch_offset + state.epoch + 1}
 
     def _payload(self, state: TrainState, epoch: int, optimizer: Any, scheduler: Any,
                  stopper: EarlyStopping | None) -> dict[str, Any]:
         from .resume import rng_states
 
         return {"phase": self.name, "epoch": epoch, "step": state.step,
+                "epoch_offset": state.epoch_offset,
                 "models": state.models.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": None if scheduler is None else scheduler.state_dict(),
                 "stopper": None if stopper is None else stopper.checkpoint_state(),
@@ -274,6 +293,7 @@ class TrainingPhase:
         self.loss.restore_state(saved.get("loss") or {})
         restore_rng_states(state, saved)
         state.step = int(saved["step"])  # a stopped phase is saved as complete, never here
+        state.epoch_offset = int(saved.get("epoch_offset", 0))
         return int(saved["epoch"]) + 1
 
 

@@ -94,6 +94,29 @@ class Recipe(Block, metaclass=_CheckedConstructor):
     def build(self, *data: Any) -> Any:
         raise NotImplementedError
 
+    def train_routine(self, routine: Any, *, checkpoint: str | Path | None = None,
+                      resume: bool | str | Path = False, warm_start: bool = False,
+                      checkpoint_every: int = 1, phases: Any = None) -> Any:
+        """Train ``routine`` the way every recipe's ``fit`` does, with the run options of
+        ``fit(..., checkpoint=DIR, resume=...)``.
+
+        ``checkpoint``: a directory where the whole training state is written atomically
+        (every ``checkpoint_every`` epochs and at each phase's end); ``resume=True`` continues
+        from the checkpoint there, and ``resume=DIR`` is short for ``checkpoint=DIR,
+        resume=True``.  ``warm_start=True`` continues this process's previous run of the
+        routine (weights, optimizer and loss state).  Returns the routine."""
+        if isinstance(resume, (str, Path)):
+            if checkpoint is not None and Path(checkpoint) != Path(resume):
+                raise ConfigError(f"`resume` = {str(resume)!r} and `checkpoint` = "
+                                  f"{str(checkpoint)!r} name different directories; pass "
+                                  "`resume=True` with `checkpoint`, or `resume=DIR` alone.")
+            checkpoint, resume = resume, True
+        elif not isinstance(resume, bool):
+            raise ConfigError(f"`resume` must be True, False or a checkpoint directory, got "
+                              f"{resume!r}.")
+        return routine.train(phases=phases, checkpoint=checkpoint, resume=resume,
+                             warm_start=warm_start, checkpoint_every=checkpoint_every)
+
     # ------------------------------------------------------------------ the assembly
 
     def default_globals(self) -> dict[str, dict[str, Any]]:

@@ -151,6 +151,7 @@ class Routine:
                     )
         self.models = torch.nn.ModuleDict(built).to(self.device)
         self.history = History()
+        self._runs = 0  # completed train() calls (warm starts seed dropout afresh)
         self._globals: dict[str, Any] | None = None
         self.state: TrainState | None = None
         #: why :meth:`load` could not rebuild the phases (None: it could)
@@ -191,8 +192,15 @@ class Routine:
     # ------------------------------------------------------------------ training
 
     def train(self, phases: Sequence[str] | None = None, checkpoint: str | Path | None = None,
-              checkpoint_every: int = 1, resume: bool = False) -> Routine:
+              checkpoint_every: int = 1, resume: bool = False, warm_start: bool = False
+              ) -> Routine:
         """Run the phases (all, or those named) in order; returns ``self``.
+
+        ``warm_start=True`` continues an earlier ``train`` of this routine (scikit-learn's
+        convention): each phase starts from the current weights and its optimizer and loss
+        state at the end of its previous run, for its ``epochs`` more epochs; the samplers
+        draw on from the same generator and the history is appended (epochs numbered on).
+        Two warm runs of E epochs at a constant learning rate equal one run of 2E epochs.
 
         ``checkpoint``: a directory where the whole training state is written (atomically)
         every ``checkpoint_every`` epochs and at the end of each phase
@@ -203,6 +211,11 @@ class Routine:
         if not self.phases and self.unrestored:
             raise ValidationError(f"This routine was loaded without its phases ({self.unrestored});"
                                   " pass phases=[...] to a new Routine to train it further.")
+        if not isinstance(warm_start, bool):
+            raise ValidationError(f"`warm_start` must be True or False, got {warm_start!r}.")
+        if warm_start and resume:
+            raise ValidationError("`warm_start` continues this process's run and `resume` a run "
+                                  "from its checkpoint; pass one of them.")
         if resume and checkpoint is None:
             raise ValidationError("`resume=True` needs the `checkpoint` directory to resume from.")
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
@@ -241,15 +254,17 @@ class Routine:
             for k, phase in enumerate(chosen):
                 if k < first:
                     continue
-                torch.manual_seed(self.seed + 1 + k)  # dropout etc.: reproducible per phase
+                # dropout etc.: reproducible per phase (and per warm-started run)
+                torch.manual_seed(self.seed + 1 + k + (7919 * self._runs if warm_start else 0))
                 writer = None if checkpoint is None else self._checkpoint_writer(
                     Path(checkpoint), checkpoint_every)
-                phase.run(self.state, callbacks, checkpoint=writer,
+                phase.run(self.state, callbacks, checkpoint=writer, warm_start=warm_start,
                           resume=resumed_phase if k == first else None)
                 if checkpoint is not None:  # the phase's end state (best weights restored)
                     self._write_phase_end(Path(checkpoint), phase)
         for cb in callbacks:
             cb.on_train_end(self.state)
+        self._runs += 1
         self.models.eval()
         return self
 

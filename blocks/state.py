@@ -30,6 +30,8 @@ class TrainState:
     rng: np.random.Generator
     phase: str = ""
     epoch: int = 0
+    #: epochs of this phase run before (warm start): history numbers epochs from here
+    epoch_offset: int = 0
     n_epochs: int = 0
     #: optimizer steps of the running phase (epochs × batches per epoch), for schedules
     total_steps: int = 0
