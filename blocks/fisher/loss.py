@@ -11,6 +11,7 @@ the block in its ``evaluation.statistics`` slot.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import attrs
@@ -67,11 +68,13 @@ class FisherLoss(Loss):
     def __attrs_post_init__(self) -> None:
         self.alpha = regularisation_rate(self.lambda_reg, self.epsilon)
 
-    def objective(self, summaries: torch.Tensor, derivatives: torch.Tensor
+    def objective(self, summaries: torch.Tensor, derivatives: torch.Tensor,
+                  reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Loss and metrics from summaries ``(n_s, m)`` and derivatives ``(n_d, p, m)``."""
-        return imnn_objective(fisher_statistics(summaries, derivatives), self.lambda_reg,
-                              self.alpha)
+        """Loss and metrics from summaries ``(n_s, m)`` and derivatives ``(n_d, p, m)``
+        (``reduce``: the differentiable sum over processes, see :func:`fisher_statistics`)."""
+        return imnn_objective(fisher_statistics(summaries, derivatives, reduce),
+                              self.lambda_reg, self.alpha)
 
     @torch.no_grad()
     def statistics(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
@@ -87,18 +90,28 @@ class FisherLoss(Loss):
         return fisher_statistics(s.double(), ds.double())
 
     def __call__(self, batch, models, state):
+        """Under torch.distributed ``batch`` is this process's shard of the simulations (the
+        sampler's ``shard``): the statistics are sums reduced over the processes before the
+        loss (:func:`fisher_statistics`), so every process computes the loss of the whole set;
+        the backward of the reduction sums the processes' identical upstream gradients, and
+        the engine's average over processes gives the one-process gradient."""
         model = get_model(models, self.model)
+        reduce = None
+        if state is not None and state.dist.active:
+            reduce = state.dist.differentiable_sum
         if self.chunk_size is None or not torch.is_grad_enabled():
-            value, metrics = self.objective(*network_summaries(model, batch, self.chunk_size))
+            value, metrics = self.objective(*network_summaries(model, batch, self.chunk_size),
+                                            reduce)
             return LossOutput(value, metrics)
-        return self._chunked(model, batch)
+        return self._chunked(model, batch, reduce)
 
-    def _chunked(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> LossOutput:
+    def _chunked(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> LossOutput:
         with torch.no_grad():
             s, ds = network_summaries(model, batch, self.chunk_size)
         s.requires_grad_(True)
         ds.requires_grad_(True)
-        value, metrics = self.objective(s, ds)
+        value, metrics = self.objective(s, ds, reduce)
         grad_s, grad_ds = torch.autograd.grad(value, (s, ds))
         params = [p for p in model.parameters() if p.requires_grad]
         pieces = _plan(batch, self.chunk_size)

@@ -296,6 +296,26 @@ class SimulationSampler(Sampler):
     def num_batches(self, state: TrainState) -> int:
         return 1
 
+    def shard(self, batch: dict[str, torch.Tensor], rank: int, world_size: int
+              ) -> dict[str, torch.Tensor]:
+        """This process's simulations (torch.distributed): rows ``rank::world_size`` of the
+        ``n_d`` fiducial simulations that have derivatives, with their derivative rows (so
+        the shard's first rows are again the ones its derivatives belong to, and numerical
+        derivatives stay seed-matched), then of the other ``n_s − n_d``.  The Fisher loss
+        sums its statistics over the processes, so any split gives the loss of the whole
+        set; ``delta_theta`` is shared."""
+        out = dict(batch)
+        fiducial = batch[FIDUCIAL]
+        if DERIVATIVE in batch:
+            n_d = batch[DERIVATIVE].shape[0]
+            out[DERIVATIVE] = batch[DERIVATIVE][rank::world_size]
+            out[FIDUCIAL] = torch.cat([fiducial[:n_d][rank::world_size],
+                                       fiducial[n_d:][rank::world_size]])
+        else:
+            out[FIDUCIAL] = fiducial[rank::world_size]
+            out[NUMERICAL] = batch[NUMERICAL][rank::world_size]
+        return out
+
     def batches(self, state: TrainState) -> Iterator[dict[str, torch.Tensor]]:
         self._require_source()
         if self._fixed is not None and (self.simulator is None or not self.fresh):

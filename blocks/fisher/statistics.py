@@ -12,6 +12,7 @@ The batch keys of simulation batches are named here (``FIDUCIAL`` ...), see
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -102,14 +103,32 @@ class FisherStatistics:
                 "simulations are not zero and that n_summaries ≥ number of parameters.")
 
 
-def fisher_statistics(summaries: torch.Tensor, derivatives: torch.Tensor) -> FisherStatistics:
-    """Statistics from summaries ``(n_s, m)`` and summary derivatives ``(n_d, p, m)``."""
-    n_s = summaries.shape[0]
-    mu = summaries.mean(0)
-    centred = summaries - mu
-    C = centred.T @ centred / (n_s - 1)
+def fisher_statistics(summaries: torch.Tensor, derivatives: torch.Tensor,
+                      reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+                      ) -> FisherStatistics:
+    """Statistics from summaries ``(n_s, m)`` and summary derivatives ``(n_d, p, m)``.
+
+    ``reduce`` (under torch.distributed, ``state.dist.differentiable_sum``): each process
+    holds a shard of the simulations; the counts, sums Σs and Σ∂s/∂θ and then the centred
+    sum Σ(s − μ)(s − μ)ᵀ are summed over the processes (two all-reduces, autograd flowing back)
+    before they are combined, so F is the Fisher matrix of the whole set — two passes, as in
+    one process, rather than Σssᵀ − nμμᵀ, which loses digits when |μ| ≫ σ."""
+    if reduce is None:
+        n_s = summaries.shape[0]
+        mu = summaries.mean(0)
+        centred = summaries - mu
+        C = centred.T @ centred / (n_s - 1)
+        dmu_dtheta = derivatives.mean(0).T  # (m, p)
+    else:
+        m, p = summaries.shape[1], derivatives.shape[1]
+        counts = summaries.new_tensor([summaries.shape[0], derivatives.shape[0]])
+        sums = reduce(torch.cat([counts, summaries.sum(0), derivatives.sum(0).reshape(-1)]))
+        n_s, n_d = sums[0], sums[1]
+        mu = sums[2:2 + m] / n_s
+        dmu_dtheta = (sums[2 + m:] / n_d).reshape(p, m).T  # (m, p)
+        centred = summaries - mu
+        C = reduce(centred.T @ centred) / (n_s - 1)
     invC = torch.linalg.inv_ex(C)[0]  # no raise: a singular C surfaces as non-finite metrics
-    dmu_dtheta = derivatives.mean(0).T  # (m, p)
     F = dmu_dtheta.T @ invC @ dmu_dtheta
     return FisherStatistics(mu=mu, C=C, invC=invC, dmu_dtheta=dmu_dtheta, F=F)
 
