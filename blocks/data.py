@@ -139,18 +139,189 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+#: rows read per chunk when :class:`LazyRows` scans a whole array (finite check, moments)
+LAZY_CHUNK_ROWS = 65_536
+
+
+def is_lazy(x: Any) -> bool:
+    """Whether ``x`` is read on demand rather than held in memory: :class:`LazyRows`, a
+    memory-mapped numpy array (``np.load(path, mmap_mode="r")``, ``np.memmap``) or a torch
+    ``Dataset`` that is not a tensor."""
+    if isinstance(x, LazyRows | np.memmap):
+        return True
+    from torch.utils.data import Dataset as TorchDataset
+
+    return isinstance(x, TorchDataset)
+
+
+class LazyRows:
+    """Rows of an array larger than memory, read only when a batch needs them.
+
+    ``source`` is a memory-mapped numpy array (``np.load(path, mmap_mode="r")``) or a torch
+    ``Dataset`` whose item ``i`` is row ``i`` (an array or tensor).  ``rows[index]`` /
+    :meth:`take` read the rows at ``index`` (a tensor, array or slice) as ``float32`` on
+    :attr:`device`; :meth:`chunks` and :meth:`moments` scan the whole array in bounded memory.
+    :attr:`rows_read` counts the rows read so far (what a test checks to show the array was
+    never loaded whole).
+    """
+
+    def __init__(self, source: Any, name: str = "data", device: torch.device | str = "cpu",
+                 check_finite: bool = True) -> None:
+        if isinstance(source, LazyRows):
+            source = source.source
+        self.source, self.name, self.device = source, name, torch.device(device)
+        self._read = [0]  # shared by the copies :meth:`to` makes
+        if isinstance(source, np.ndarray):
+            if not (np.issubdtype(source.dtype, np.number) or np.issubdtype(source.dtype, np.bool_)) \
+                    or np.iscomplexobj(source):
+                raise ValidationError(f"`{name}` must hold real numbers, got dtype {source.dtype} "
+                                      f"({_describe(source)}).")
+            self.shape = tuple(source.shape)
+        else:
+            try:
+                n = len(source)
+            except TypeError:
+                raise ValidationError(f"`{name}`: a torch Dataset read row by row needs __len__; "
+                                      f"{type(source).__name__} has none.") from None
+            if n == 0:
+                raise ValidationError(f"`{name}` is empty (a Dataset of length 0).")
+            first = self._row(0)
+            self.shape = (n, *first.shape)
+        if len(self.shape) == 0:
+            raise ValidationError(f"`{name}` is a scalar; pass an array with one row per item.")
+        if self.shape[0] == 0:
+            raise ValidationError(f"`{name}` is empty ({_describe(self)}); pass at least one sample.")
+        if check_finite:
+            self.check_finite()
+
+    # ------------------------------------------------------------------ reading rows
+
+    def _row(self, i: int) -> torch.Tensor:
+        item = self.source[i]
+        if isinstance(item, tuple | list) and len(item) == 1:
+            item = item[0]
+        try:
+            return torch.as_tensor(np.asarray(item) if not isinstance(item, torch.Tensor) else item)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValidationError(f"`{self.name}`: item {i} of the Dataset is a "
+                                  f"{type(item).__name__}, not a row of numbers; its "
+                                  "__getitem__ must return one array or tensor.") from None
+
+    def take(self, index: Any) -> torch.Tensor:
+        """The rows at ``index`` (integer tensor / array, or a slice), ``float32`` on
+        :attr:`device`; only those rows are read."""
+        if isinstance(index, slice):
+            index = np.arange(self.shape[0])[index]
+        idx = np.asarray(index.detach().cpu() if isinstance(index, torch.Tensor) else index)
+        idx = idx.astype(np.int64, copy=False).reshape(-1)
+        if isinstance(self.source, np.ndarray):
+            rows = torch.from_numpy(np.asarray(self.source[idx], dtype=np.float32))
+        else:
+            rows = torch.stack([self._row(int(i)) for i in idx]).to(torch.float32) if idx.size \
+                else torch.empty((0, *self.shape[1:]))
+            if rows.shape[1:] != self.shape[1:]:
+                raise ValidationError(f"`{self.name}`: the Dataset's rows have different shapes "
+                                      f"({tuple(rows.shape[1:])} and {self.shape[1:]}).")
+        self._read[0] += int(idx.size)
+        return rows.to(self.device)
+
+    __getitem__ = take
+
+    def chunks(self, rows: int | None = None) -> Iterator[torch.Tensor]:
+        """The whole array, ``rows`` (default :data:`LAZY_CHUNK_ROWS`) rows at a time."""
+        rows = rows or LAZY_CHUNK_ROWS
+        for start in range(0, self.shape[0], rows):
+            yield self.take(slice(start, min(start + rows, self.shape[0])))
+
+    def check_finite(self) -> None:
+        """Raise a :class:`ValidationError` naming the first non-finite value (chunked scan)."""
+        for k, chunk in enumerate(self.chunks()):
+            if chunk.is_floating_point() and not bool(torch.isfinite(chunk).all()):
+                bad = (~torch.isfinite(chunk)).nonzero()[0].tolist()
+                bad[0] += k * LAZY_CHUNK_ROWS
+                raise ValidationError(
+                    f"`{self.name}` contains non-finite values (NaN or inf), the first at index "
+                    f"{tuple(bad)}. Remove or impute them before fitting.")
+        self._read[0] = 0  # the scan is not what a batch read
+
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-feature mean and standard deviation (population), from a chunked float64 scan."""
+        total = torch.zeros(self.shape[1:], dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        for chunk in self.chunks():
+            chunk = chunk.to("cpu", torch.float64)
+            total += chunk.sum(0)
+            squares += (chunk * chunk).sum(0)
+        n = self.shape[0]
+        mean = total / n
+        var = (squares / n - mean * mean).clamp_min(0)
+        return mean.float(), var.sqrt().float()
+
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``n`` rows drawn without replacement (all rows if fewer), for statistics that a
+        subsample estimates well (a PCA front end, a bandwidth)."""
+        if n >= self.shape[0]:
+            return self.take(slice(None))
+        idx = np.sort(np.random.default_rng(seed).choice(self.shape[0], n, replace=False))
+        return self.take(idx)
+
+    # ------------------------------------------------------------------ array-like
+
+    @property
+    def rows_read(self) -> int:
+        """Rows read by :meth:`take` so far (by this object and the copies :meth:`to` made)."""
+        return self._read[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def to(self, device: torch.device | str) -> LazyRows:
+        """The same rows, delivered on ``device`` (nothing is read)."""
+        other = object.__new__(LazyRows)
+        other.__dict__.update(self.__dict__)
+        other.device = torch.device(device)
+        return other
+
+    def __repr__(self) -> str:
+        return f"LazyRows({self.name!r}, shape={self.shape}, source={type(self.source).__name__})"
+
+
+def as_rows(x: Any, name: str, *, ndim: int | tuple[int, ...] | None = 2) -> torch.Tensor | LazyRows:
+    """A memory-mapped array or torch ``Dataset`` as :class:`LazyRows` (checked in chunks,
+    never loaded whole); anything else through :func:`as_tensor`."""
+    if not is_lazy(x):
+        return as_tensor(x, name, ndim=ndim)
+    rows = x if isinstance(x, LazyRows) else LazyRows(x, name)
+    accepted = (ndim,) if isinstance(ndim, int) else ndim
+    if accepted is not None and rows.ndim not in accepted:
+        hint = f" For one feature save it as `x.reshape(-1, 1)`." if rows.ndim == 1 else ""
+        raise ValidationError(f"`{name}` must have {' or '.join(map(str, accepted))} "
+                              f"dimension(s), got {rows.ndim} ({_describe(rows)}).{hint}")
+    return rows
+
+
 class Dataset(Mapping[str, torch.Tensor]):
     """Named tensors that share an item axis (axis 0).
 
     ``Dataset(data=X)`` or ``Dataset(x=X, y=Y)``: every tensor has ``n_items`` rows.  Indexing
-    by a name returns the tensor; :meth:`take` gathers rows of every tensor.
+    by a name returns the tensor; :meth:`take` gathers rows of every tensor.  A memory-mapped
+    array or a torch ``Dataset`` stays on disk as :class:`LazyRows`: :meth:`take` reads only
+    the rows asked for, so item and pair samplers never load it whole.
     """
 
     def __init__(self, **tensors: Any) -> None:
         if not tensors:
             raise ValidationError("A Dataset needs at least one named array, e.g. Dataset(data=X).")
         converted = {
-            name: as_tensor(value, name, ndim=None) if not isinstance(value, torch.Tensor)
+            name: as_rows(value, name, ndim=None) if not isinstance(value, torch.Tensor)
             else as_tensor(value, name, ndim=None, dtype=None if not value.is_floating_point()
                            else value.dtype)
             for name, value in tensors.items()
@@ -184,12 +355,21 @@ class Dataset(Mapping[str, torch.Tensor]):
 
     def to(self, device: torch.device | str) -> Dataset:
         """A copy with every tensor on ``device``."""
-        return Dataset(**{k: v.to(device) for k, v in self._tensors.items()})
+        out = object.__new__(Dataset)
+        out.n_items = self.n_items
+        out._tensors = {k: v.to(device) for k, v in self._tensors.items()}
+        return out
 
     def take(self, index: torch.Tensor, names: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
         """Rows ``index`` of the named tensors (all by default), as a batch dict."""
         chosen = self._tensors if names is None else {n: self[n] for n in names}
-        return {k: v[index.to(v.device)] for k, v in chosen.items()}
+        return {k: v.take(index) if isinstance(v, LazyRows) else v[index.to(v.device)]
+                for k, v in chosen.items()}
+
+    @property
+    def lazy(self) -> bool:
+        """Whether any array is read on demand (:class:`LazyRows`)."""
+        return any(isinstance(v, LazyRows) for v in self._tensors.values())
 
     def subset(self, index: torch.Tensor | np.ndarray) -> Dataset:
         """A new Dataset of the selected rows."""
@@ -216,5 +396,5 @@ def intra_op_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-__all__ = ["DEFAULT_DTYPE", "Dataset", "as_tensor", "check_same_length", "check_positive",
+__all__ = ["DEFAULT_DTYPE", "Dataset", "LazyRows", "as_rows", "as_tensor", "is_lazy", "check_same_length", "check_positive",
            "intra_op_threads", "resolve_device"]

@@ -13,8 +13,12 @@ import torch
 from torch import nn
 
 from .base import Block
+from .data import LazyRows
 from .errors import ValidationError
 from .numerics import pca_axes
+
+#: rows a PCA front end reads from data that stays on disk (LazyRows) to fit its axes
+PCA_SAMPLE_ROWS = 65_536
 
 #: activations accepted by name
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -77,7 +81,9 @@ class PCAProjection(nn.Module):
                 f"`pca_dims`: the PCA front end is fitted on the dataset array {self.key!r}, "
                 "which this routine does not have; name the network's input 'data' or drop "
                 "pca_dims.")
-        x = state.dataset[self.key].to(self.mean)
+        x = state.dataset[self.key]
+        # data read on demand: the axes from a subsample (bounded memory)
+        x = (x.sample(PCA_SAMPLE_ROWS) if isinstance(x, LazyRows) else x).to(self.mean)
         mean, axes = pca_axes(x, self.axes.shape[1])
         self.mean.copy_(mean)
         self.axes.copy_(axes)
