@@ -30,6 +30,27 @@ from .state import TrainState
 from .validators import non_negative, non_negative_int, one_of, positive
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+#: torch.optim classes the engine cannot step (LBFGS needs a closure, SparseAdam sparse grads)
+UNSTEPPABLE_OPTIMIZERS = ("LBFGS", "SparseAdam")
+
+
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """The torch optimizer of ``name``: ``sgd`` / ``adam`` / ``adamw`` or any ``torch.optim``
+    class by its name, case-insensitive (``"RAdam"``, ``"nadam"``, ``"Adagrad"`` ...)."""
+    classes = {n.lower(): c for n, c in vars(torch.optim).items() if isinstance(c, type)
+               and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer
+               and n not in UNSTEPPABLE_OPTIMIZERS}
+    if not isinstance(name, str) or name.lower() not in classes:
+        raise ValidationError(
+            f"`optimizer` must be the name of a torch.optim optimizer, got {name!r}; known: "
+            f"{sorted(c.__name__ for c in classes.values())} (any case).")
+    return classes[name.lower()]
+
+
+def _optimizer_name(instance: Any, attribute: Any, value: Any) -> None:
+    optimizer_class(value)
+
+
 LR_SCHEDULES = ("none", "cos", "exp")
 
 
@@ -92,7 +113,8 @@ class TrainingPhase:
     epochs: int = attrs.field(validator=non_negative_int)
     sampler: Any = block_field("sampler")
     loss: Any = block_field("loss")
-    optimizer: str = attrs.field(default="adam", validator=one_of(*OPTIMIZERS))
+    #: "sgd", "adam", "adamw" or any torch.optim class name (``optimizer_options``: its keywords)
+    optimizer: str = attrs.field(default="adam", validator=_optimizer_name)
     learning_rate: float = attrs.field(default=1e-3, validator=positive)
     momentum: float = 0.0
     lr_schedule: str = attrs.field(default="none", validator=one_of(*LR_SCHEDULES))
@@ -138,12 +160,23 @@ class TrainingPhase:
         return params
 
     def make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        if self.optimizer == "sgd":
+        name = self.optimizer.lower()
+        if name == "sgd":
             return torch.optim.SGD(params, lr=self.learning_rate, momentum=self.momentum,
                                    weight_decay=self.weight_decay, **self.optimizer_options)
-        cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
-        return cls(params, lr=self.learning_rate, weight_decay=self.weight_decay,
-                   **self.optimizer_options)
+        if name in OPTIMIZERS:
+            cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+            return cls(params, lr=self.learning_rate, weight_decay=self.weight_decay,
+                       **self.optimizer_options)
+        cls = optimizer_class(self.optimizer)  # any torch.optim class, with its own keywords
+        decay = {"weight_decay": self.weight_decay} if self.weight_decay else {}
+        try:
+            return cls(params, lr=self.learning_rate, **decay, **self.optimizer_options)
+        except TypeError as error:
+            raise ValidationError(
+                f"Phase {self.name!r}: torch.optim.{cls.__name__} does not take the options "
+                f"{sorted({**decay, **self.optimizer_options})}: {error}. Set "
+                "`optimizer_options` to keywords it accepts.") from None
 
     def lr_factor(self, step: int, total_steps: int) -> float:
         """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
@@ -310,4 +343,4 @@ def _declaring(models: torch.nn.ModuleDict, names: Sequence[str], method: str) -
     return found
 
 
-__all__ = ["TrainingPhase", "Validation", "OPTIMIZERS", "LR_SCHEDULES"]
+__all__ = ["TrainingPhase", "Validation", "OPTIMIZERS", "LR_SCHEDULES", "optimizer_class"]
