@@ -42,8 +42,9 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
                and n not in UNSTEPPABLE_OPTIMIZERS}
     if not isinstance(name, str) or name.lower() not in classes:
         raise ValidationError(
-            f"`optimizer` must be the name of a torch.optim optimizer, got {name!r}; known: "
-            f"{sorted(c.__name__ for c in classes.values())} (any case).")
+            f"`optimizer` must be one of {list(OPTIMIZERS)} or the name of a torch.optim "
+            f"optimizer, got {name!r}; known: {sorted(c.__name__ for c in classes.values())} "
+            "(any case; LBFGS needs a closure the engine does not give).")
     return classes[name.lower()]
 
 
