@@ -176,9 +176,15 @@ class _ExpectedRanks(torch.autograd.Function):
 def expected_ranks(sq_dist: torch.Tensor, ranks: torch.Tensor,
                    excluded_logits: torch.Tensor | None, *, k: int | None = None,
                    lambda_value: float | None = None, lambda_factor: float = LAMBDA_FACTOR,
-                   point_adaptive: bool = True) -> torch.Tensor:
+                   point_adaptive: bool = True, lambdas: torch.Tensor | None = None
+                   ) -> torch.Tensor:
     """Σ_j c_ij r_ij per row (n,), c the Gaussian softmax of ``sq_dist`` (see
-    :class:`GaussianSoftmax`); differentiable in ``sq_dist`` (through λ too)."""
+    :class:`GaussianSoftmax`); differentiable in ``sq_dist`` (through λ too).  ``lambdas``
+    (n,): λ computed by the caller (e.g. a mean over processes), the gradient flowing back
+    through it."""
+    if lambdas is not None:
+        return _ExpectedRanks.apply(sq_dist, ranks, excluded_logits, None, lambdas,
+                                    lambda_factor, point_adaptive)
     if lambda_value is not None:
         lam = torch.full((sq_dist.shape[0],), float(lambda_value), dtype=sq_dist.dtype,
                          device=sq_dist.device)

@@ -28,11 +28,21 @@ from ..validators import positive, positive_int
 from .distances import check_feature_weighted, is_feature_weighted
 from .ranks import diagonal_mask
 from ..numerics import cosine_schedule
-from .softmax import GaussianSoftmax, exclusion_logits, expected_ranks
+from .softmax import (GaussianSoftmax, exclusion_logits, expected_ranks,
+                      neighbour_index)
 
 #: largest epoch (batches × b × b × (D_A + 2) numbers) whose tables are prepared in one go;
 #: beyond it each batch prepares its own, so that memory stays one batch's (16 MB float32)
 EPOCH_TABLE_ELEMENTS = 4_000_000
+
+
+def rows_of(array: Any, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` (any shape) of a tensor, or of lazily read rows (a memory-mapped array
+    or a torch Dataset behind ``LazyRows.take``): only those rows are read."""
+    if isinstance(array, torch.Tensor):
+        return array[index]
+    flat = array.take(index.reshape(-1))
+    return flat.to(index.device).reshape(*index.shape, *flat.shape[1:])
 
 
 @attrs.define
@@ -51,7 +61,10 @@ class RowsColumnsSampler(Sampler):
       it is ``cols[i]`` (rows first), so (i, i) is "a point and itself";
     - only with equal mini-batches (N divisible by ``batches_per_epoch``): ``epoch_parts``
       (batches, r), every batch of the epoch, and ``part`` (int), this batch's row of it — a
-      loss may prepare the whole epoch's tables at once.  Not declared: not in every batch.
+      loss may prepare the whole epoch's tables at once.  Not declared: not in every batch;
+    - only in a shard (torch.distributed, :meth:`shard`): ``rows_total`` (int), the rows of
+      the whole batch, of which this rank holds every ``world_size``-th (the columns are
+      all the batch's, this rank's rows first).
 
     The same index tensors come back every step of a static (full) batch, so a loss may cache
     per-batch tables by identity.
@@ -63,6 +76,7 @@ class RowsColumnsSampler(Sampler):
     num_points_rows: int | None = attrs.field(default=None, validator=optional(positive_int))
     _rows: torch.Tensor | None = attrs.field(init=False, default=None, repr=False, eq=False)
     _cols: torch.Tensor | None = attrs.field(init=False, default=None, repr=False, eq=False)
+    _shard: tuple | None = attrs.field(init=False, default=None, repr=False, eq=False)
 
     def setup(self, state):
         if state.dataset is None:
@@ -81,11 +95,38 @@ class RowsColumnsSampler(Sampler):
         else:
             self._rows = torch.arange(n, device=dev)
             self._cols = self._rows
+        self._shard = None
         if self.batches_per_epoch > self._rows.numel():
             raise ValidationError(
                 f"`batches_per_epoch` = {self.batches_per_epoch} exceeds the {self._rows.numel()} "
                 "rows available; use fewer batches."
             )
+
+    def shard(self, batch: dict[str, Any], rank: int, world_size: int) -> dict[str, Any]:
+        """This rank's rows ``rows[rank::world_size]`` against all the batch's columns (its
+        rows first), with
+        ``rows_total`` (the batch's row count) so that the loss normalises by the whole batch.
+
+        The DII is a mean over rows of per-row terms (a row's λ, softmax and B-ranks need only
+        its own row of the table), so the ranks' losses scaled by ``world_size`` average to the
+        full batch's loss, and the engine's gradient average is the full batch's gradient —
+        exactly, even for unequal shards.  The epoch's equal parts are dropped (the loss then
+        prepares each shard's own tables); a static batch's shard is the same tensor every
+        step, so the loss's per-batch cache still holds."""
+        rows, cols = batch["rows"], batch["cols"]
+        cached = self._shard
+        if cached is not None and cached[0] is rows and cached[1] == (rank, world_size):
+            return cached[2]
+        # rows first again: the shard's rows, then the other columns (their order is free,
+        # the DII sums over them), so that (i, i) stays "a point and itself" for any block
+        mine = torch.arange(rank, rows.numel(), world_size, device=rows.device)
+        others = torch.ones(cols.numel(), dtype=torch.bool, device=cols.device)
+        others[mine] = False
+        part = {"rows": rows[mine], "cols": torch.cat([cols[mine], cols[others]]),
+                "rows_total": int(rows.numel())}
+        if self.batches_per_epoch == 1:
+            self._shard = (rows, (rank, world_size), part)
+        return part
 
     def points_per_batch(self) -> int:
         """Rows of the smallest batch (after :meth:`setup`)."""
@@ -180,7 +221,7 @@ class DIILoss(Loss):
             return dist[rows][:, cols]
         y = state.lookup(self.target)
         with torch.no_grad():
-            return self.distance_B.pairwise(y[rows], y[cols])
+            return self.distance_B.pairwise(rows_of(y, rows), rows_of(y, cols))
 
     def target_ranks(self, dist: torch.Tensor, excluded_logits: torch.Tensor) -> torch.Tensor:
         """``ranks`` of B's distances, excluded pairs at +inf; (r, c) or (batches, r, c)."""
@@ -200,8 +241,8 @@ class DIILoss(Loss):
         exclude = rows[:, None] == cols[None, :]
         excluded_logits = exclusion_logits(exclude)
         ranks = self.target_ranks(self.target_distances(rows, cols, state), excluded_logits)
-        tables = (self.distance_A.prepare(x[rows], x[cols], exclude), ranks, exclude,
-                  excluded_logits)
+        prepared = self.distance_A.prepare(rows_of(x, rows), rows_of(x, cols), exclude)
+        tables = (prepared, ranks, exclude, excluded_logits)
         self._batch_tables = (rows, cols, tables)
         return tables
 
@@ -215,11 +256,11 @@ class DIILoss(Loss):
         exclude = diagonal_mask(parts.shape[1], parts.shape[1], device=x.device)
         excluded_logits = exclusion_logits(exclude)
         if self.distances_key is None and is_feature_weighted(self.distance_B):
-            dist = self.distance_B.pairwise_batches(state.lookup(self.target)[parts])
+            dist = self.distance_B.pairwise_batches(rows_of(state.lookup(self.target), parts))
         else:
             dist = torch.stack([self.target_distances(p, p, state) for p in parts])
         ranks = self.target_ranks(dist, excluded_logits)
-        prepared = self.distance_A.prepare_batches(x[parts], exclude)
+        prepared = self.distance_A.prepare_batches(rows_of(x, parts), exclude)
         tables = [(prepared[i], ranks[i], exclude, excluded_logits)
                   for i in range(parts.shape[0])]
         self._epoch_tables = (parts, tables)
@@ -229,6 +270,12 @@ class DIILoss(Loss):
 
     def __call__(self, batch, models, state):
         rows, cols = batch["rows"], batch["cols"]
+        # a shard of the batch (torch.distributed): normalised by the whole batch's rows and
+        # scaled by the world size, so that the ranks' mean is the batch's DII (and the
+        # engine's mean gradient the batch's gradient)
+        sharded = "rows_total" in batch
+        n_rows = int(batch["rows_total"]) if sharded else rows.numel()
+        scale = state.dist.world_size if sharded else 1
         parts = batch.get("epoch_parts")
         if parts is not None and parts.numel() * parts.shape[1] * (
                 state.lookup(self.input).shape[1] + 2) <= EPOCH_TABLE_ELEMENTS:
@@ -239,14 +286,28 @@ class DIILoss(Loss):
         dist = self.distance_A.combine(table, w)
         k, lam = self.current_k(state), self.current_lambda(state)
         if type(self.softmax) is GaussianSoftmax:  # the fused path (same numbers, fewer passes)
+            softmax = self.softmax
+            lam = lam if lam is not None else softmax.lambda_value
+            lambdas = None
+            if sharded and lam is None and not softmax.point_adaptive:
+                lambdas = self.global_lambdas(dist, k, n_rows, state)
             # excluded entries hold SELF_DISTANCE: no mask needed (c = 0 there, never k-th)
-            total = expected_ranks(dist, ranks, None, k=k, lambda_value=(
-                lam if lam is not None else self.softmax.lambda_value),
-                lambda_factor=self.softmax.lambda_factor,
-                point_adaptive=self.softmax.point_adaptive).sum()
+            total = expected_ranks(dist, ranks, None, k=k, lambda_value=lam, lambdas=lambdas,
+                                   lambda_factor=softmax.lambda_factor,
+                                   point_adaptive=softmax.point_adaptive).sum()
         else:  # any block with the coefficients(...) protocol, e.g. from a plugin
             c = self.softmax.coefficients(dist, exclude, k=k, lambda_value=lam,
                                           excluded_logits=excluded_logits)
             total = torch.dot(c.reshape(-1), ranks.reshape(-1))
-        value = 2.0 / (rows.numel() * cols.numel()) * total
+        value = 2.0 * scale / (n_rows * cols.numel()) * total
         return LossOutput(value, {"dii": value.detach()})
+
+    def global_lambdas(self, dist: torch.Tensor, k: int, n_rows: int, state: TrainState
+                       ) -> torch.Tensor:
+        """λ = factor × mean over *all* ranks' rows of the k-th neighbour's distance, (r,):
+        the rows' sum is all-reduced differentiably, so that the gradient through λ reaches
+        every rank's rows as in one process (``point_adaptive=False`` under sharding)."""
+        index = neighbour_index(dist, None, k)
+        raw = dist.gather(1, index).sum()
+        mean = state.dist.differentiable_sum(raw) / n_rows
+        return (self.softmax.lambda_factor * mean).expand(dist.shape[0])
