@@ -6,15 +6,25 @@
     infoblocks config RECIPE [--full] [--preset NAME]
                                          print a recipe's configuration as TOML (--full: the
                                          expanded routine: globals, models, phases, evaluation)
-    infoblocks run CONFIG.toml --data X.npy [--data Y.npy] --out DIR
+    infoblocks run CONFIG.toml --data X.npy [--data Y.npy] --out DIR [--nproc N] [--resume]
                                          fit the recipe of a config file on the given arrays
+                                         (.npy files are opened memory-mapped; --nproc N runs
+                                         N processes under torch.distributed.run; the whole
+                                         training state is checkpointed in DIR/checkpoint and
+                                         --resume continues from it)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +116,8 @@ def _load_array(path: str) -> list[np.ndarray]:
     if p.suffix not in (".npy", ".npz", ".csv", ".txt"):
         raise ConfigError(f"--data {path!r}: use a .npy, .npz, .csv or .txt file.")
     try:
-        if p.suffix == ".npy":
-            arrays = [np.load(p, allow_pickle=False)]
+        if p.suffix == ".npy":  # memory-mapped: recipes that read rows lazily never load it
+            arrays = [np.load(p, allow_pickle=False, mmap_mode="r")]
         elif p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as archive:
                 arrays = [archive[k] for k in archive.files]
@@ -115,7 +125,7 @@ def _load_array(path: str) -> list[np.ndarray]:
             arrays = [np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)]
     except ValueError as exc:
         why = ("it holds Python objects (object dtype), which are never unpickled; save a "
-               "numeric array" if "allow_pickle" in str(exc) else
+               "numeric array" if "allow_pickle" in str(exc) or "Python objects" in str(exc) else
                f"it is not a numeric table ({str(exc).splitlines()[0][:120]})")
         raise ConfigError(f"--data {path!r} cannot be read: {why}.") from None
     except (OSError, EOFError) as exc:
@@ -127,19 +137,65 @@ def _load_array(path: str) -> list[np.ndarray]:
     return arrays
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+#: the folder inside ``--out`` that holds the training checkpoint (``--resume`` reads it)
+CHECKPOINT_DIR = "checkpoint"
+
+
+def _launch(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run this same command in ``--nproc`` processes under ``torch.distributed.run`` (what a
+    user would type as ``torchrun --nproc_per_node=N -m infoblocks.recipes.cli run ...``)."""
+    if isinstance(args.nproc, int) and args.nproc < 1:
+        raise ConfigError(f"--nproc must be a positive number of processes, got {args.nproc}.")
+    inner = [a for a in argv if a != f"--nproc={args.nproc}"]
+    if "--nproc" in inner:
+        at = inner.index("--nproc")
+        del inner[at:at + 2]
+    if args.max_restarts > 0 and not args.resume:
+        # restarted workers must continue from the checkpoint, not from a stale one
+        shutil.rmtree(Path(args.out) / CHECKPOINT_DIR, ignore_errors=True)
+        inner.append("--resume")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={args.nproc}", f"--max-restarts={args.max_restarts}",
+               "-m", "infoblocks.recipes.cli", *inner]
+    return subprocess.run(command, check=False).returncode
+
+
+def _fit_options(recipe: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """``checkpoint`` / ``resume`` for ``recipe.run`` when it takes them (a plugin recipe
+    written before they existed runs without; asking it to resume is an error)."""
+    accepts = inspect.signature(recipe.run).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in accepts.values()) or "checkpoint" in accepts:
+        return {"checkpoint": Path(args.out) / CHECKPOINT_DIR, "resume": args.resume}
+    if args.resume:
+        raise ConfigError(f"Recipe {recipe.name!r} cannot resume: its run() takes no "
+                          "checkpoint options; run it without --resume.")
+    return {}
+
+
+def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     config = read_toml(args.config)
     recipe = recipe_from_dict(config)
     arrays = [a for path in args.data for a in _load_array(path)]
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {args.out!r} is a file; give a directory for the results.")
+    if args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _launch(args, list(sys.argv[1:] if argv is None else argv))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    main = int(os.environ.get("RANK", "0")) == 0
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = recipe.run(arrays, out_dir)
+    options = _fit_options(recipe, args)
+    # under torchrun every rank trains; rank 0 writes the results (the others a scratch folder)
+    with tempfile.TemporaryDirectory() if not main else contextlib.nullcontext() as scratch:
+        summary = recipe.run(arrays, out_dir if main else Path(scratch), **options)
+    if not main:
+        return 0
+    summary = {**summary, "world_size": world}
     recipe.to_toml(out_dir / "recipe.toml", full=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _print_result(summary)
     return 0
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data", action="append", required=True,
                      help="input array (.npy/.npz/.csv); repeat for recipes with two inputs")
     run.add_argument("--out", required=True, help="output folder (model, summary.json)")
+    run.add_argument("--nproc", type=int, default=1,
+                     help="processes to train in (torch.distributed.run, gloo on CPU / nccl on "
+                          "CUDA); each takes a shard of every batch")
+    run.add_argument("--max-restarts", type=int, default=0,
+                     help="with --nproc: restarts of failed workers (they resume from the "
+                          "checkpoint)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the checkpoint in OUT/checkpoint (after a kill)")
     run.set_defaults(func=cmd_run)
     return parser
 
@@ -172,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.func is cmd_run:
+            return cmd_run(args, argv)
         return args.func(args)
     except InfoblocksError as exc:
         print(f"infoblocks: error: {exc}", file=sys.stderr)

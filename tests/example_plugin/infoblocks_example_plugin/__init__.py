@@ -83,8 +83,9 @@ class PCARegression(Recipe):
                        models={"main": self.build_model("main", spec, in_dim=x.shape[1])},
                        phases=self.build_phases(spec), seed=self.seed)
 
-    def fit(self, x):
-        self.routine_ = self.build(x).train()
+    def fit(self, x, *, checkpoint=None, resume=False):
+        # train_routine: the run options every recipe's fit takes (checkpoint / resume)
+        self.routine_ = self.train_routine(self.build(x), checkpoint=checkpoint, resume=resume)
         return self
 
     def relative_error(self, x) -> float:
@@ -94,8 +95,8 @@ class PCARegression(Recipe):
         pred = routine.apply(x)
         return float(((pred - target) ** 2).sum() / (target ** 2).sum())
 
-    def run(self, data, out_dir: Path):
-        self.fit(data[0])
+    def run(self, data, out_dir: Path, **fit_options):
+        self.fit(data[0], **fit_options)
         self.routine_.save(Path(out_dir) / "model", extra=self.to_dict(full=True))
         return {"relative_error": self.relative_error(data[0])}
 
