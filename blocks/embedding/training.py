@@ -103,6 +103,31 @@ class NegativeEdgeSampler(Sampler):
                    f"one row per item of the graph (got {type(value).__name__} "
                    f"{tuple(getattr(value, 'shape', ()))}).")
 
+    def shard(self, batch, rank, world_size):
+        """Edges ``rank::world_size`` of a batch every rank drew alike, with their negatives
+        (negative j belongs to edge j mod B) and only the items those pairs use, positions
+        renumbered.  The union over the ranks is the one-process batch and, with equal shards
+        (``batch_size`` a multiple of ``world_size``), the mean of the ranks' losses — each a
+        sum over its pairs divided by its number of edges — is the one-process loss."""
+        size = batch["pos_source"].shape[0]
+        m = batch["items"].shape[0]
+        dev = batch["items"].device
+        edges = torch.arange(rank, size, world_size, device=dev)
+        rate = batch["neg_source"].shape[0] // max(size, 1)
+        negatives = (edges[None, :] + size * torch.arange(rate, device=dev)[:, None]).reshape(-1)
+        pairs = {k: batch[k].index_select(0, edges) for k in ("pos_source", "pos_target")}
+        pairs.update({k: batch[k].index_select(0, negatives) for k in ("neg_source", "neg_target")})
+        used = torch.zeros(m, dtype=torch.bool, device=dev)
+        for value in pairs.values():
+            used[value] = True
+        keep = used.nonzero().squeeze(1)  # ascending: this rank's items in the batch's order
+        renumber = torch.full((m,), -1, dtype=torch.long, device=dev)
+        renumber[keep] = torch.arange(keep.numel(), device=dev)
+        out = {k: v.index_select(0, keep) if isinstance(v, torch.Tensor) and v.ndim and
+               v.shape[0] == m and k not in pairs else v for k, v in batch.items()}
+        out.update({k: renumber[v] for k, v in pairs.items()})
+        return out
+
     def num_batches(self, state):
         if self.batches_per_epoch is not None:
             return self.batches_per_epoch
@@ -195,6 +220,22 @@ class RelationLoss(Loss):
                                   "repulsion": repulsion.detach()})
 
 
+def _whole_batch(index: torch.Tensor, y: torch.Tensor, state: TrainState
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch every rank drew, from this rank's shard ``rank::world_size`` (an item
+    sampler's): its indices ``(B,)`` and embedding ``(B, d)``, the latter through a
+    differentiable sum over the ranks.  The KL of the whole batch is then the same on every
+    rank, and the engine's gradient average over the ranks is its one-process gradient (see
+    :meth:`~infoblocks.blocks.distributed.Distributed.differentiable_sum`)."""
+    dist = state.dist
+    size = int(dist.sum(torch.tensor([index.numel()], device=index.device))[0])
+    slots = torch.arange(dist.rank, size, dist.world_size, device=index.device)
+    whole = dist.sum(torch.zeros(size, dtype=torch.long, device=index.device)
+                     .index_copy(0, slots, index.long()))
+    y = dist.differentiable_sum(y.new_zeros(size, y.shape[1]).index_copy(0, slots, y))
+    return whole, y
+
+
 @attrs.define
 class KLLoss(Loss):
     """t-SNE's KL(P‖Q) on a batch of items (from an item sampler with ``index``).
@@ -256,7 +297,10 @@ class KLLoss(Loss):
 
     def __call__(self, batch, models, state):
         y = get_model(models, self.model)(batch[self.input])
-        p = self.batch_p(batch["index"].to(y.device), state).to(y.dtype)
+        index = batch["index"].to(y.device)
+        if state.dist.active:  # each rank embedded its shard: the loss is the whole batch's
+            index, y = _whole_batch(index, y, state)
+        p = self.batch_p(index, state).to(y.dtype)
         sq = (y[:, None, :] - y[None, :, :]).pow(2).sum(-1)
         log_w = self.kernel.log_kernel(sq)
         diagonal = torch.eye(len(y), dtype=torch.bool, device=y.device)
