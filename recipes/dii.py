@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from infoblocks.blocks.assembly import SECTIONS
-from infoblocks.blocks.data import as_tensor, check_same_length, intra_op_threads
+from infoblocks.blocks.data import (as_rows, as_tensor, check_same_length,
+                                    intra_op_threads)
 from infoblocks.blocks.errors import NotFittedError, NumericalError, ValidationError
 from infoblocks.blocks.imbalance import (CHUNK_ELEMENTS, LAMBDA_FACTOR, FeatureWeightsHistory,
                                          data_unit, periods_tensor, weights_unit)
@@ -36,6 +37,7 @@ from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of
 from .dii_arguments import (_block_spec, _fill, _in_unit, _loss_in_units, _params_groups,
                             _params_groups_entries, _params_init, _params_init_entries,
                             _periods, _periods_entries, _softmax_in_unit, _with_periods)
+from .dii_continuation import check_warm_start_shapes, continue_routine, weights_history
 from .dii_evaluation import DIIEvaluation
 
 #: the DADApy tutorial problem: B = SCALES ⊙ A, A standard normal (N = 500, seed 0)
@@ -77,6 +79,9 @@ class DII(DIIEvaluation, Recipe):
     optimizer, learning_rate, lr_schedule : "sgd" | "adam" | "adamw"; "none" | "cos" | "exp".
     num_points_rows : full-batch rows subsampled (rows × all columns) / mini-batch pool size.
     threads : torch intra-op threads while fitting (None: leave torch's setting).
+    dii_per_epoch : "mean" (the epoch's mean over its batches) or "last_batch" (the last
+        mini-batch's DII, DADApy's convention) in ``dii_history_``.
+    warm_start : a second ``fit`` continues the weights and optimizer state (scikit-learn).
 
     The routine (``to_dict(full=True)``): model ``weights`` (``feature_weights``); phase
     ``dii`` (sampler ``rows_columns``, loss ``dii`` with ``distance_A``, ``distance_B``,
@@ -126,6 +131,8 @@ class DII(DIIEvaluation, Recipe):
     device: str = attrs.field(default="cpu", validator=valid_device)
     threads: int | None = attrs.field(default=1, validator=optional(positive_int))
     max_elements: int = attrs.field(default=CHUNK_ELEMENTS, validator=positive_int)
+    dii_per_epoch: str = attrs.field(default="mean", validator=one_of("mean", "last_batch"))
+    warm_start: bool = False
     verbose: bool = False
 
     # fitted state
@@ -182,7 +189,7 @@ class DII(DIIEvaluation, Recipe):
     # ------------------------------------------------------------------ input checks
 
     def _validate(self, data_A: Any, data_B: Any, distances_B: Any) -> dict[str, torch.Tensor]:
-        a = as_tensor(data_A, "data_A", ndim=2)
+        a = as_rows(data_A, "data_A", ndim=2)  # memory-mapped / torch Dataset: read by rows
         if (data_B is None) == (distances_B is None):
             raise ValidationError(
                 "Pass exactly one of `data_B` (features of space B, shape (N, D_B)) and "
@@ -190,7 +197,7 @@ class DII(DIIEvaluation, Recipe):
             )
         data: dict[str, torch.Tensor] = {"data_A": a}
         if data_B is not None:
-            data["data_B"] = as_tensor(data_B, "data_B", ndim=2)
+            data["data_B"] = as_rows(data_B, "data_B", ndim=2)
             check_same_length(data_A=a, data_B=data["data_B"])
             periods_tensor(self.periods_B, data["data_B"].shape[1], "periods_B")
         else:
@@ -312,33 +319,49 @@ class DII(DIIEvaluation, Recipe):
 
     # ------------------------------------------------------------------ training
 
-    def fit(self, data_A: Any, data_B: Any = None, *, distances_B: Any = None) -> DII:
+    def fit(self, data_A: Any, data_B: Any = None, *, distances_B: Any = None,
+            checkpoint: str | Path | None = None, resume: bool | str | Path = False) -> DII:
         """Learn the weights; sets ``weights_`` (|w|, (n_params,)), ``weights_history_``
         ((epochs + 1, n_params), the initial weights first) and ``dii_history_``
-        ((epochs + 1,), the DII at the initial weights, then each epoch's mean)."""
+        ((epochs + 1,), the DII at the initial weights, then each epoch's, see
+        ``dii_per_epoch``).  ``data_A`` / ``data_B`` may be memory-mapped ``.npy`` arrays or
+        torch Datasets (rows read per batch).  ``checkpoint=DIR`` writes the whole training
+        state every epoch; ``resume=True`` (or ``resume=DIR``) continues a killed run from it.
+        With ``warm_start`` a second fit continues from the current weights and optimizer
+        state for ``epochs`` more epochs (histories appended)."""
         data = self._validate(data_A, data_B, distances_B)
-        return self._fit(data)
+        warm = self.warm_start and self.routine_ is not None
+        if warm and self._data is not None:
+            check_warm_start_shapes(self._data, data)
+        return self._fit(data, checkpoint=checkpoint, resume=resume, warm=warm)
 
     def _fit(self, data: dict[str, torch.Tensor], l1_strength: float | None = None,
-             params_init: list[float] | None = None) -> DII:
+             params_init: list[float] | None = None, *, checkpoint: Any = None,
+             resume: Any = False, warm: bool = False) -> DII:
         start = time.perf_counter()
         with intra_op_threads(self.threads):
             routine = self._build(data, l1_strength, params_init)
+            if warm:  # the fitted routine, with this fit's phases and data
+                routine = continue_routine(self.routine_, routine)
             recorder = FeatureWeightsHistory("weights")
-            routine.callbacks.append(recorder)
+            routine.callbacks = [cb for cb in routine.callbacks
+                                 if not isinstance(cb, FeatureWeightsHistory)] + [recorder]
             routine.check()  # declared contracts, before the first loss call
-            initial = self._initial_dii(routine)
+            initial = float(self.dii_history_[0]) if warm else self._initial_dii(routine)
             try:
-                routine.train()
+                self.train_routine(routine, checkpoint=checkpoint, resume=resume,
+                                   warm_start=warm)
             except NumericalError as exc:
                 self._raise_if_zero_weights(routine, exc)
                 raise
             self._raise_if_zero_weights(routine, None)
         self.routine_ = routine
         self._data = data
-        self.weights_ = recorder.rows[-1]
-        self.weights_history_ = np.stack(recorder.rows)
-        self.dii_history_ = np.array([initial, *routine.history.column("dii")])
+        column = "dii" if self.dii_per_epoch == "mean" else "dii_last_batch"
+        self.dii_history_ = np.array([initial, *routine.history.column(column)])
+        self.weights_history_ = weights_history(
+            recorder.rows, len(self.dii_history_), self.weights_history_ if warm else None)
+        self.weights_ = self.weights_history_[-1]
         self.final_dii_ = self.final_dii_error_ = None
         self.fit_seconds_ = time.perf_counter() - start
         return self
@@ -398,10 +421,13 @@ class DII(DIIEvaluation, Recipe):
         need).  :meth:`load` reads it back."""
         self._require_fitted(data=False)
         path = self.routine_.save(path, extra=self.to_dict(full=True))
+        if not self.routine_.dist.is_main:  # under torchrun, rank 0 writes
+            return path
         fitted = {"weights_history": torch.as_tensor(self.weights_history_),
                   "dii_history": torch.as_tensor(self.dii_history_)}
-        if data and self._data is not None:
-            fitted.update({k: v.detach().cpu() for k, v in self._data.items()})
+        if data and self._data is not None:  # arrays read lazily stay in their files
+            fitted.update({k: v.detach().cpu() for k, v in self._data.items()
+                           if isinstance(v, torch.Tensor)})
         torch.save(fitted, path / FITTED_FILE)
         return path
 
@@ -432,15 +458,16 @@ class DII(DIIEvaluation, Recipe):
 
     # ------------------------------------------------------------------ command line
 
-    def run(self, data: list[np.ndarray], out_dir: Path) -> dict[str, Any]:
+    def run(self, data: list[np.ndarray], out_dir: Path, **fit_options: Any) -> dict[str, Any]:
         """``infoblocks run``: data = [data_A, data_B]; saves the routine, weights.npy,
-        histories and the figure into ``out_dir``; returns the weights and final DII."""
+        histories and the figure into ``out_dir``; returns the weights and final DII.
+        ``fit_options`` go to :meth:`fit` (the CLI's ``--resume``: ``checkpoint``, ``resume``)."""
         if len(data) != 2:
             raise ValidationError(
                 f"The dii recipe needs two arrays (--data A.npy --data B.npy), got {len(data)}.")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.fit(data[0], data[1])
+        self.fit(data[0], data[1], **fit_options)
         dii, _ = self.final_dii(compute_error=False)
         self.save(out_dir / "routine")
         np.save(out_dir / "weights.npy", self.weights_)

@@ -51,6 +51,17 @@ def _check_int(value: Any, name: str, low: int, optional: bool = False) -> None:
                               f"got {value!r}.")
 
 
+def _reduced_mean_and_error(values: torch.Tensor, processes: Any) -> tuple[float, float]:
+    """Mean and standard error of per-row values spread over the ranks (one all-reduce)."""
+    v = values.to(torch.float64)
+    n, total, squares = processes.sum(torch.stack([
+        torch.tensor(float(v.numel()), dtype=torch.float64, device=v.device), v.sum(),
+        (v * v).sum()])).tolist()
+    mean = total / n
+    variance = max(squares - n * mean * mean, 0.0) / max(n - 1, 1)
+    return mean, math.sqrt(variance / n)
+
+
 class DIIEvaluation:
     """``final_dii``, ``information_imbalance``, ``select_features`` and ``plot`` of a DII."""
 
@@ -130,6 +141,9 @@ class DIIEvaluation:
             pick = torch.randperm(rows.numel(), generator=generator, device=dev)[:num_points_rows]
             rows = rows[pick]
         k = max(1, min(k, cols.numel() - 2 * discard - 1))
+        processes = self.routine_.dist
+        if processes.active:  # under torchrun each rank takes every world_size-th row
+            rows = rows[processes.rank::processes.world_size]
         lam = None
         if self.lambda_init is not None:  # in the data's units; the distance's are its unit's
             lam = self.lambda_final if self.lambda_final is not None else self.lambda_init
@@ -141,8 +155,12 @@ class DIIEvaluation:
                 distance_B=blocks.get("distance_B"), softmax=blocks["softmax"],
                 lambda_value=lam, discard_close_ind=discard, normalization=norm,
                 max_elements=self.max_elements)
-        dii = float(values.mean())
-        error = float(values.std() / math.sqrt(values.numel())) if compute_error else None
+        if processes.active:
+            dii, error = _reduced_mean_and_error(values, processes)
+            error = error if compute_error else None
+        else:
+            dii = float(values.mean())
+            error = float(values.std() / math.sqrt(values.numel())) if compute_error else None
         self.final_dii_, self.final_dii_error_ = dii, error
         return dii, error
 
@@ -155,7 +173,8 @@ class DIIEvaluation:
             raise ValidationError("The classic information imbalance needs data_B features; "
                                   "this DII was fitted with distances_B.")
         _check_bool(weighted, "weighted")
-        a = self._data["data_A"]
+        a, b = (v if isinstance(v, torch.Tensor) else v.take(slice(None))  # lazy: read whole
+                for v in (self._data["data_A"], self._data["data_B"]))
         if features is not None and (isinstance(features, (str, bytes))
                                      or not hasattr(features, "__iter__")
                                      or not all(_is_int(f) for f in features)):
@@ -173,7 +192,7 @@ class DIIEvaluation:
         mask[cols] = 1.0
         weights = mask * (self.feature_weights().cpu().numpy() if weighted else 1.0)
         with intra_op_threads(self.threads):
-            return information_imbalance(a, self._data["data_B"], k=k, weights_A=weights,
+            return information_imbalance(a, b, k=k, weights_A=weights,
                                          distance_A=blocks["distance_A"],
                                          distance_B=blocks["distance_B"],
                                          max_elements=self.max_elements)
@@ -189,12 +208,16 @@ class DIIEvaluation:
 
     def select_features(self, method: str = "backward", n_best: int = 1, n_features_min: int = 1,
                         l1_strengths: Sequence[float] | None = None, compute_error: bool = False,
-                        epochs: int | None = None) -> list[dict[str, Any]]:
+                        epochs: int | None = None, n_features_max: int | None = None
+                        ) -> list[dict[str, Any]]:
         """DII for each subset size; returns and stores ``selection_`` (largest subset first).
 
         ``method="backward"``: greedy backward elimination from all weights: at each size the
         ``n_best`` best subsets (beam) each lose one weight; every candidate is retrained from
         its initial weights with the others at 0 (``epochs``, default the fit's).
+        ``method="forward"``: greedy forward selection from single weights up to
+        ``n_features_max`` (default all): at each size the ``n_best`` best subsets each gain
+        one weight, candidates retrained as above (the full set is the fitted model itself).
         ``method="l1"``: retrain with each of ``l1_strengths`` (default: 8 values, geometric
         from 1e-3 to 1 × ‖params_init‖ / learning_rate, where one step's threshold equals the
         initial norm) and keep, per number of non-zero weights, the lowest final DII.
@@ -202,8 +225,9 @@ class DIIEvaluation:
         Weights are groups when ``params_groups`` is set.
         """
         self._require_fitted()
-        if method not in ("backward", "l1"):
-            raise ValidationError(f"`method` must be 'backward' or 'l1', got {method!r}.")
+        if method not in ("backward", "forward", "l1"):
+            raise ValidationError(
+                f"`method` must be 'backward', 'forward' or 'l1', got {method!r}.")
         _check_int(n_best, "n_best", 1)
         _check_int(n_features_min, "n_features_min", 1)
         _check_int(epochs, "epochs", 1, optional=True)  # 0 is an error, not "the default"
@@ -221,6 +245,10 @@ class DIIEvaluation:
         if not 1 <= n_features_min <= n_params:
             raise ValidationError(
                 f"`n_features_min` must be in [1, {n_params}], got {n_features_min!r}.")
+        _check_int(n_features_max, "n_features_max", 1, optional=True)
+        if n_features_max is not None and n_features_max > n_params:
+            raise ValidationError(
+                f"`n_features_max` must be in [1, {n_params}] or None, got {n_features_max!r}.")
 
         def entry(model: DII, keep: Sequence[int]) -> dict[str, Any]:
             dii, err = model.final_dii(compute_error=compute_error)
@@ -238,6 +266,17 @@ class DIIEvaluation:
                 scored.sort(key=lambda e: e["dii"])
                 beam = [tuple(e["features"]) for e in scored[:n_best]]
                 results.append(scored[0])
+        elif method == "forward":
+            largest = n_params if n_features_max is None else n_features_max
+            beam = [()]
+            while len(beam[0]) < largest:
+                candidates = sorted({tuple(sorted((*subset, add))) for subset in beam
+                                     for add in range(n_params) if add not in subset})
+                scored = [entry(self, c) if len(c) == n_params else
+                          entry(self._subset_fit(c, epochs), c) for c in candidates]
+                scored.sort(key=lambda e: e["dii"])
+                beam = [tuple(e["features"]) for e in scored[:n_best]]
+                results.insert(0, scored[0])
         else:
             strengths = l1_strengths if l1_strengths is not None else \
                 list(np.geomspace(1e-3, 1.0, 8) * self._default_l1_scale())

@@ -45,7 +45,7 @@ import attrs
 import numpy as np
 import torch
 
-from ..data import DEFAULT_DTYPE
+from ..data import DEFAULT_DTYPE, is_lazy
 from ..distances import Distance, _check_pair
 from ..errors import ValidationError
 from ..numerics import CHUNK_ELEMENTS, rows_per_chunk, wrap_periodic
@@ -69,10 +69,15 @@ def data_unit(x: Any) -> float:
     a power of two rescales exactly, so data already near unit scale give the same numbers
     bit for bit.  ``(n, D) -> float``.
     """
-    t = torch.as_tensor(x).detach()
-    if t.ndim != 2 or t.shape[0] < 2 or t.numel() == 0:
-        return 1.0
-    spread = t.to(torch.float64).std(dim=0, correction=0).square().mean().sqrt().item()
+    if is_lazy(x):  # rows read on demand: a chunked scan
+        if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] == 0:
+            return 1.0
+        spread = x.moments()[1].to(torch.float64).square().mean().sqrt().item()
+    else:
+        t = torch.as_tensor(x).detach()
+        if t.ndim != 2 or t.shape[0] < 2 or t.numel() == 0:
+            return 1.0
+        spread = t.to(torch.float64).std(dim=0, correction=0).square().mean().sqrt().item()
     if not math.isfinite(spread) or spread <= 0:
         return 1.0
     return float(2.0 ** round(math.log2(spread)))

@@ -171,12 +171,14 @@ class DIILoss(Loss):
 
     Contract: consumes ``rows``, ``cols`` (:data:`~infoblocks.blocks.contracts.ROWS_COLS`);
     needs ``input`` and ``target`` (or ``distances_key``) among the dataset arrays / globals
-    and the model ``model``; reports ``dii``.
+    and the model ``model``; reports ``dii`` (the batch's DII: its epoch mean is the
+    history's ``dii``) and ``dii_last_batch`` (b × the DII on the epoch's last of b batches,
+    0 on the others: its epoch mean is the last batch's DII, DADApy's per-epoch value).
     """
 
     name: ClassVar[str] = "dii"
     consumes: ClassVar[frozenset[str]] = frozenset({"rows", "cols"})
-    reports: ClassVar[frozenset[str]] = frozenset({"dii"})
+    reports: ClassVar[frozenset[str]] = frozenset({"dii", "dii_last_batch"})
     model: str = "weights"
     input: str = "data_A"
     target: str = "data_B"
@@ -300,7 +302,10 @@ class DIILoss(Loss):
                                           excluded_logits=excluded_logits)
             total = torch.dot(c.reshape(-1), ranks.reshape(-1))
         value = 2.0 * scale / (n_rows * cols.numel()) * total
-        return LossOutput(value, {"dii": value.detach()})
+        dii = value.detach()
+        per_epoch = max(state.total_steps // max(state.n_epochs, 1), 1)
+        last = dii * per_epoch if state.step % per_epoch == per_epoch - 1 else torch.zeros_like(dii)
+        return LossOutput(value, {"dii": dii, "dii_last_batch": last})
 
     def global_lambdas(self, dist: torch.Tensor, k: int, n_rows: int, state: TrainState
                        ) -> torch.Tensor:

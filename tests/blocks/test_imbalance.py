@@ -402,7 +402,7 @@ def test_sampler_and_loss_declare_their_contracts():
     state = make_state(data_A=np.zeros((6, 2)), data_B=np.zeros((6, 1)))
     assert RowsColumnsSampler(batches_per_epoch=2).batch_fields(state) == {"rows", "cols"}
     loss = DIILoss()
-    assert loss.required_fields() == {"rows", "cols"} and loss.reports == {"dii"}
+    assert loss.required_fields() == {"rows", "cols"} and loss.reports == {"dii", "dii_last_batch"}
     assert loss.required_globals() == {"data_A", "data_B"}
     assert DIILoss(distances_key="dist").required_globals() == {"data_A", "dist"}
     assert loss.required_models() == {"weights"}
