@@ -38,7 +38,7 @@ from infoblocks.blocks.data import as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
 from infoblocks.blocks.fisher import (FIDUCIAL, FIDUCIAL_SAMPLE, FisherStatistics,
                                       optional_theta)
-from infoblocks.blocks.phases import TrainingPhase
+from infoblocks.blocks.phases import TrainingPhase, optimizer_class
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
@@ -65,6 +65,10 @@ FRESH_SIMULATIONS_PRESET = PRESETS["fresh"]
 FRESH_SIMULATIONS_2K_PRESET = PRESETS["fresh_2k"]
 
 HISTORY_KEYS = ("det_F", "det_C", "det_invC", "Lambda2", "r")
+
+
+def _optimizer_name(instance: Any, attribute: Any, value: Any) -> None:
+    optimizer_class(value)  # "adam", "sgd", "adamw" or any torch.optim class name
 
 
 def _listed(value: tuple[float, ...] | None) -> list[float] | None:
@@ -114,7 +118,8 @@ class IMNN(Recipe):
     hidden_dims: tuple[int, ...] = attrs.field(default=(128, 128, 128), converter=tuple)
     activation: str = "leaky_relu"
     whiten_init: bool = True
-    optimizer: str = attrs.field(default="adam", validator=one_of("sgd", "adam", "adamw"))
+    optimizer: str = attrs.field(default="adam", validator=_optimizer_name)
+    optimizer_options: dict[str, Any] = attrs.field(factory=dict)
     learning_rate: float = attrs.field(default=1e-3, validator=positive)
     weight_decay: float = attrs.field(default=0.0, validator=non_negative)
     lr_schedule: str = attrs.field(default="none", validator=one_of("none", "cos"))
@@ -124,6 +129,8 @@ class IMNN(Recipe):
     epochs: int = attrs.field(default=1000, validator=positive_int)
     min_epochs: int = attrs.field(default=100, validator=non_negative)
     patience: int = attrs.field(default=10, validator=positive_int)
+    restore_best: bool = True
+    warm_start: bool = False
     threads: int | None = attrs.field(default=1, validator=optional(positive_int))
     seed: int = attrs.field(default=0, validator=non_negative)
     device: str = attrs.field(default="cpu", validator=valid_device)
@@ -142,6 +149,8 @@ class IMNN(Recipe):
     fit_seconds_: float | None = attrs.field(init=False, default=None, repr=False)
     input_shape_: tuple[int, ...] | None = attrs.field(init=False, default=None, repr=False)
     _source: dict[str, Any] | None = attrs.field(init=False, default=None, repr=False)
+    _network_start: tuple[torch.nn.Module, dict[str, torch.Tensor]] | None = attrs.field(
+        init=False, default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.theta_fid is not None and self.n_summaries is not None \
@@ -191,12 +200,13 @@ class IMNN(Recipe):
     def default_phases(self) -> list[dict[str, Any]]:
         return [{"name": "fit", "epochs": self.epochs, "sampler": self.sampler_spec(False),
                  "loss": self._loss_spec(), "optimizer": self.optimizer,
+                 "optimizer_options": dict(self.optimizer_options),
                  "learning_rate": self.learning_rate, "weight_decay": self.weight_decay,
                  "lr_schedule": self.lr_schedule,
                  "validation": {"sampler": self.sampler_spec(True), "loss": self._loss_spec(),
                                 "metric": "det_F", "mode": "max"},
                  "patience": self.patience, "min_epochs": self.min_epochs,
-                 "restore_best": True}]
+                 "restore_best": self.restore_best}]
 
     def default_evaluation(self) -> dict[str, Any]:
         return {"statistics": {"name": "fisher", "chunk_size": self.chunk_size}}
@@ -250,6 +260,12 @@ class IMNN(Recipe):
         if not isinstance(self.network, torch.nn.Module):
             raise ValidationError(f"`network` must be a torch.nn.Module, got "
                                   f"{type(self.network).__name__}.")
+        # a fit that starts afresh starts the module from the weights it was given with
+        if self._network_start is None or self._network_start[0] is not self.network:
+            self._network_start = (self.network, {k: v.detach().clone() for k, v
+                                                  in self.network.state_dict().items()})
+        else:
+            self.network.load_state_dict(self._network_start[1])
         return self.network
 
     # ------------------------------------------------------------------ fitting
@@ -257,14 +273,17 @@ class IMNN(Recipe):
     def fit(self, fiducial: Any = None, derivative: Any = None, *,
             numerical_derivative: Any = None, simulator: Any = None,
             validation_fiducial: Any = None, validation_derivative: Any = None,
-            validation_numerical_derivative: Any = None) -> IMNN:
+            validation_numerical_derivative: Any = None,
+            checkpoint: str | Path | None = None, resume: bool | str | Path = False) -> IMNN:
         """Train until validation det F has not improved for ``patience`` epochs (after at
-        least ``min_epochs``, at most ``epochs``); keep the best weights.
+        least ``min_epochs``, at most ``epochs``); keep the best weights (``restore_best``).
 
         Simulations: ``simulator=fn(generator, theta)``, or ``fiducial`` with ``derivative``
         (or ``numerical_derivative``); optional ``validation_*`` arrays.  A second call
-        continues from the current weights (fresh optimizer state), on new data if given, else
-        on the same simulations; change the budget with ``set_params(epochs=...)``.
+        starts afresh (scikit-learn's convention) unless ``warm_start=True``: then it continues
+        from the current weights and optimizer state for ``epochs`` more epochs, on new data
+        if given, else on the same simulations.  ``checkpoint=DIR`` writes the whole training
+        state every epoch; ``resume=True`` (or ``resume=DIR``) continues a killed run from it.
         """
         source = take_source({
             "simulator": simulator, "fiducial": fiducial, "derivative": derivative,
@@ -274,12 +293,13 @@ class IMNN(Recipe):
             "validation_numerical_derivative": validation_numerical_derivative}, self._source,
             loaded=self.routine_ is not None)
         resolve_device(self.device)  # CUDA asked for but absent: a ValidationError first
+        warm = self.warm_start and self.routine_ is not None
         with intra_op_threads(self.threads):
             spec = self.routine_spec()
             phases = self._phases(spec, source)
             main = self._main_phase(phases)
             shape = self._input_shape(main, source)
-            if self.routine_ is None:
+            if not warm:
                 routine = Routine(models={"main": self._model(spec, shape)}, phases=phases,
                                   device=self.device, seed=self.seed, verbose=self.verbose)
             else:
@@ -287,11 +307,14 @@ class IMNN(Recipe):
                     raise ValidationError(f"This IMNN was fitted on simulations of shape "
                                           f"{self.input_shape_}; these have shape {shape}.")
                 routine = self.routine_
+                previous = {p.name: p.last_run for p in routine.phases}
+                for phase in phases:  # the optimizer state each phase continues from
+                    phase.last_run = previous.get(phase.name)
                 routine.phases = phases
             evaluation = self._evaluation(spec)
-            self._check_start(routine, main, evaluation, first=self.routine_ is None)
+            self._check_start(routine, main, evaluation, first=not warm)
             start = time.perf_counter()
-            routine.train()
+            self.train_routine(routine, checkpoint=checkpoint, resume=resume, warm_start=warm)
             self.fit_seconds_ = time.perf_counter() - start
             self.routine_, self._source, self.input_shape_ = routine, source, tuple(shape)
             self._collect(routine, main, evaluation, [p.name for p in phases])
@@ -481,9 +504,10 @@ class IMNN(Recipe):
 
     # ------------------------------------------------------------------ command line
 
-    def run(self, data: list[np.ndarray], out_dir: Path) -> dict[str, Any]:
+    def run(self, data: list[np.ndarray], out_dir: Path, **fit_options: Any) -> dict[str, Any]:
         """``--data FIDUCIAL --data DERIVATIVE [--data VAL_FIDUCIAL --data VAL_DERIVATIVE]``;
-        the derivative arrays are numerical (n_d, 2, p, ...) when ``delta_theta`` is set."""
+        the derivative arrays are numerical (n_d, 2, p, ...) when ``delta_theta`` is set.
+        ``fit_options`` go to :meth:`fit` (the CLI's ``--resume``: ``checkpoint``, ``resume``)."""
         if len(data) not in (2, 4):
             raise ValidationError(
                 f"imnn run takes 2 or 4 arrays (fiducial, derivative[, validation fiducial, "
@@ -492,7 +516,7 @@ class IMNN(Recipe):
         arrays = {"fiducial": data[0], key: data[1]}
         if len(data) == 4:
             arrays.update({"validation_fiducial": data[2], f"validation_{key}": data[3]})
-        self.fit(**arrays)
+        self.fit(**arrays, **fit_options)
         out_dir = Path(out_dir)
         self.save(out_dir)
         self.plot(path=out_dir / "imnn_history.png")

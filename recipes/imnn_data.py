@@ -33,13 +33,13 @@ def take_source(given: dict[str, Any], previous: dict[str, Any] | None,
                 "This IMNN was loaded from a file: a save keeps the weights and the fitted "
                 "statistics, not the simulations. To continue training, pass them to fit "
                 "again — fit(fiducial, derivative, ...) or fit(simulator=fn(generator, theta)) "
-                "— and set the budget with set_params(epochs=...).")
+                "— with set_params(warm_start=True, epochs=...).")
         if previous is None:
             raise ValidationError(
                 "IMNN needs simulations: fit(simulator=fn(generator, theta)) or the arrays "
                 "fit(fiducial (n_s, ...), derivative (n_d, p, ...)) or fit(fiducial, "
                 "numerical_derivative=(n_d, 2, p, ...)) with delta_theta set.")
-        return previous  # a second fit continues on the same simulations
+        return previous  # a second fit trains on the same simulations
     if given["simulator"] is not None and given["fiducial"] is not None:
         raise ValidationError("Pass either `simulator` or `fiducial`/`derivative` arrays, "
                               "not both.")

@@ -96,14 +96,15 @@ class FisherLoss(Loss):
         the backward of the reduction sums the processes' identical upstream gradients, and
         the engine's average over processes gives the one-process gradient."""
         model = get_model(models, self.model)
-        reduce = None
-        if state is not None and state.dist.active:
-            reduce = state.dist.differentiable_sum
+        # (passed only when reducing, so that an objective(summaries, derivatives) override
+        # written for one process keeps working there)
+        reduce = (state.dist.differentiable_sum,) if state is not None and state.dist.active \
+            else ()
         if self.chunk_size is None or not torch.is_grad_enabled():
             value, metrics = self.objective(*network_summaries(model, batch, self.chunk_size),
-                                            reduce)
+                                            *reduce)
             return LossOutput(value, metrics)
-        return self._chunked(model, batch, reduce)
+        return self._chunked(model, batch, *reduce)
 
     def _chunked(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
                  reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> LossOutput:
@@ -111,7 +112,7 @@ class FisherLoss(Loss):
             s, ds = network_summaries(model, batch, self.chunk_size)
         s.requires_grad_(True)
         ds.requires_grad_(True)
-        value, metrics = self.objective(s, ds, reduce)
+        value, metrics = self.objective(s, ds, *([reduce] if reduce is not None else []))
         grad_s, grad_ds = torch.autograd.grad(value, (s, ds))
         params = [p for p in model.parameters() if p.requires_grad]
         pieces = _plan(batch, self.chunk_size)

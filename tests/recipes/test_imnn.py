@@ -18,6 +18,7 @@ from infoblocks.blocks.errors import (ConfigError, ContractError, NotFittedError
                                       NumericalError, ValidationError)
 from infoblocks.blocks.fisher import (FisherLoss, SimulationSampler, fisher_statistics,
                                       network_summaries)
+from infoblocks.blocks.resume import read_checkpoint
 from infoblocks.plugins import hookimpl
 from infoblocks.plugins.registry import get_registry, recipe_from_dict
 from infoblocks.plugins.testing import check_block
@@ -148,14 +149,54 @@ def test_chunked_training_matches_unchunked(arrays):
     np.testing.assert_allclose(runs[0].history_["det_F"], runs[1].history_["det_F"], rtol=1e-3)
 
 
-def test_second_fit_continues(arrays):
+def test_warm_start_continues_as_one_longer_run(arrays):
+    # warm_start=True: a second fit continues the weights and Adam's state (issue 15 item 2);
+    # 4 + 3 epochs at a constant rate on fixed simulations = one run of 7, bit for bit
     fid, der = arrays[0][:300], arrays[1][:300]
-    imnn = IMNN(n_summaries=2, theta_fid=(0, 1), epochs=4, min_epochs=4)
-    imnn.fit(fid, der)
-    first = imnn.history_["det_F"][-1]
+    options = dict(n_summaries=2, theta_fid=(0, 1), restore_best=False, hidden_dims=(32, 32))
+    once = IMNN(epochs=7, min_epochs=7, **options).fit(fid, der)
+    imnn = IMNN(epochs=4, min_epochs=4, warm_start=True, **options).fit(fid, der)
     imnn.set_params(epochs=3, min_epochs=3).fit()  # the same simulations, a new budget
-    assert imnn.n_epochs_ == 7 and imnn.history_["epoch"][-1] == 6
-    assert imnn.history_["det_F"][4] > 0.5 * first  # continued from trained weights
+    assert imnn.n_epochs_ == 7 and imnn.history_["epoch"] == list(range(7))
+    assert imnn.history_["det_F"] == once.history_["det_F"]
+    for key, value in once.routine_.models.state_dict().items():
+        assert torch.equal(value, imnn.routine_.models.state_dict()[key]), key
+    # warm_start=False (scikit-learn's convention): a second fit starts afresh
+    cold = IMNN(epochs=4, min_epochs=4, **options).fit(fid, der)
+    first = list(cold.history_["det_F"])
+    assert cold.fit(fid, der).history_["det_F"] == first
+
+
+def test_restore_best_false_keeps_the_final_weights(arrays):
+    fid, der, val_fid, val_der = (a[:300] for a in arrays)
+    runs = {best: IMNN(n_summaries=2, theta_fid=(0, 1), epochs=30, min_epochs=30,
+                       learning_rate=2e-2, restore_best=best).fit(
+        fid, der, validation_fiducial=val_fid, validation_derivative=val_der)
+        for best in (True, False)}
+    history = runs[False].history_["val_det_F"]
+    assert history == runs[True].history_["val_det_F"]  # the same run; only the end differs
+    assert int(np.argmax(history)) < len(history) - 1  # the last epoch is not the best here
+    # F_ is measured on the validation set at the returned weights: the last, or the best
+    assert np.linalg.det(runs[False].F_) == pytest.approx(history[-1], rel=1e-3)
+    assert np.linalg.det(runs[True].F_) == pytest.approx(max(history), rel=1e-3)
+
+
+def test_custom_torch_optimizer_from_the_data_form(arrays):
+    fid, der = arrays[0][:300], arrays[1][:300]
+    data = {"recipe": "imnn", "theta_fid": [0.0, 1.0], "epochs": 3, "min_epochs": 3,
+            "optimizer": "RAdam", "optimizer_options": {"betas": [0.8, 0.99]}}
+    imnn = recipe_from_dict(data)
+    assert imnn.to_dict()["optimizer_options"] == {"betas": [0.8, 0.99]}
+    imnn.fit(fid, der)
+    optimizer = imnn.routine_.phases[0].make_optimizer(list(imnn.routine_.models.parameters()))
+    assert type(optimizer) is torch.optim.RAdam and tuple(optimizer.defaults["betas"]) == (0.8, 0.99)
+    adam = IMNN(theta_fid=(0, 1), epochs=3, min_epochs=3).fit(fid, der)
+    assert imnn.history_["det_F"][-1] != adam.history_["det_F"][-1]  # another optimizer ran
+    with pytest.raises(ValidationError, match="`optimizer` must be one of"):
+        IMNN(theta_fid=(0, 1), optimizer="lbfgs")
+    with pytest.raises(ValidationError, match="Adagrad does not take the options"):
+        IMNN(theta_fid=(0, 1), epochs=1, optimizer="Adagrad",
+             optimizer_options={"betas": [0.9, 0.9]}).fit(fid, der)
 
 
 def test_save_load_round_trip(fitted, arrays, tmp_path):
@@ -169,10 +210,10 @@ def test_save_load_round_trip(fitted, arrays, tmp_path):
     assert saved == fitted.to_dict(full=True)  # the full routine, every block by name
     assert saved["models"]["main"]["name"] == "summary_mlp" and saved["phases"][0]["loss"]
     assert again.to_dict(full=True) == fitted.to_dict(full=True)
-    # fit on the loaded model continues training (the simulations are passed again)
+    # a warm fit on the loaded model continues training (the simulations are passed again)
     fid, der, val_fid, val_der = arrays
-    again.set_params(epochs=2, min_epochs=2).fit(fid, der, validation_fiducial=val_fid,
-                                                  validation_derivative=val_der)
+    again.set_params(epochs=2, min_epochs=2, warm_start=True).fit(
+        fid, der, validation_fiducial=val_fid, validation_derivative=val_der)
     assert again.n_epochs_ == fitted.n_epochs_ + 2
     assert again.history_["val_det_F"][-2] > 0.9 * fitted.history_["val_det_F"][-1]
 
@@ -548,3 +589,34 @@ def test_custom_network_fit_save_load(arrays, tmp_path):
     again = IMNN.load(tmp_path / "custom", network=PointwiseNet())
     np.testing.assert_allclose(again.estimate(fid[:10]), imnn.estimate(fid[:10]), rtol=1e-5,
                                atol=1e-6)
+
+
+class _FailingSimulator:
+    """The tutorial simulator that fails on call ``fail_at`` (a run that dies mid-phase)."""
+
+    def __init__(self, fail_at: int | None = None):
+        self.calls, self.fail_at = 0, fail_at
+
+    def __call__(self, generator, theta):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("node lost")
+        return gaussian_simulator(generator, theta)
+
+
+def test_fit_resumes_from_its_checkpoint_as_if_never_stopped(tmp_path):
+    # fresh simulations every epoch, drawn from the routine's generator: the checkpoint keeps
+    # its state, so the resumed run draws what the uninterrupted one drew (issue 12 item 5)
+    options = dict(theta_fid=(0, 1), n_s=200, n_d=200, hidden_dims=(16,), epochs=8,
+                   min_epochs=8, lr_schedule="cos")
+    whole = IMNN(**options).fit(simulator=gaussian_simulator)
+    with pytest.raises(ValidationError, match="node lost"):
+        # 2 calls (one per parameter) per draw: it dies in the 4th of the 8 epochs
+        IMNN(**options).fit(simulator=_FailingSimulator(fail_at=14),
+                            checkpoint=tmp_path / "ckpt")
+    saved = read_checkpoint(tmp_path / "ckpt")
+    assert (saved["phase"], saved["epoch"], saved["complete"]) == ("fit", 2, False)
+    again = IMNN(**options).fit(simulator=gaussian_simulator, resume=tmp_path / "ckpt")
+    assert again.history_["det_F"] == whole.history_["det_F"]
+    for key, value in whole.routine_.models.state_dict().items():
+        assert torch.equal(value, again.routine_.models.state_dict()[key]), key
