@@ -51,6 +51,15 @@ def _check_int(value: Any, name: str, low: int, optional: bool = False) -> None:
                               f"got {value!r}.")
 
 
+def _reduced_mean(processes: Any) -> Any:
+    """The mean of per-row values spread over the ranks (a global λ's k-th distances)."""
+    def mean(values: torch.Tensor) -> torch.Tensor:
+        count = torch.tensor(float(values.numel()), dtype=values.dtype, device=values.device)
+        total, n = processes.sum(torch.stack([values.sum(), count]))
+        return total / n
+    return mean
+
+
 def _reduced_mean_and_error(values: torch.Tensor, processes: Any) -> tuple[float, float]:
     """Mean and standard error of per-row values spread over the ranks (one all-reduce)."""
     v = values.to(torch.float64)
@@ -154,7 +163,8 @@ class DIIEvaluation:
                 distances_B=dist_b, distance_A=blocks["distance_A"],
                 distance_B=blocks.get("distance_B"), softmax=blocks["softmax"],
                 lambda_value=lam, discard_close_ind=discard, normalization=norm,
-                max_elements=self.max_elements)
+                max_elements=self.max_elements,
+                row_mean=_reduced_mean(processes) if processes.active else None)
         if processes.active:
             dii, error = _reduced_mean_and_error(values, processes)
             error = error if compute_error else None

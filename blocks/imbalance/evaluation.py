@@ -42,6 +42,7 @@ def chunked_dii(
     discard_close_ind: int = 0,
     normalization: float | None = None,
     max_elements: int = CHUNK_ELEMENTS,
+    row_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Per-row DII terms 2/norm · Σ_j c_ij r_ij over ``rows`` × ``cols``, in row chunks: (r,).
 
@@ -53,7 +54,8 @@ def chunked_dii(
     ``distances_B`` the ranks.  Pairs with |i − j| ≤ ``discard_close_ind`` (item indices) and
     i = j are excluded from both the softmax and the ranking.  ``normalization`` defaults to
     the number of columns.  No (n, n) matrix is formed: a chunk holds at most
-    ``max_elements`` numbers.
+    ``max_elements`` numbers.  ``row_mean`` (default ``Tensor.mean``) averages the rows'
+    k-th neighbour distances for a global λ; rows spread over processes pass a reduction.
     """
     if (data_B is None) == (distances_B is None):
         raise ValidationError("chunked_dii needs exactly one of `data_B` and `distances_B`.")
@@ -88,8 +90,8 @@ def chunked_dii(
 
     lam_global = None
     if fused and lambda_value is None and not point_adaptive:  # first pass: mean k-th distance
-        lam_global = lambda_factor * torch.cat(
-            [kth_distance(chunk(s)[1]) for s in range(0, rows.numel(), step)]).mean()
+        kth = torch.cat([kth_distance(chunk(s)[1]) for s in range(0, rows.numel(), step)])
+        lam_global = lambda_factor * (kth.mean() if row_mean is None else row_mean(kth))
     out = []
     for s in range(0, rows.numel(), step):
         r, buf = chunk(s)

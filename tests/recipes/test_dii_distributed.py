@@ -1,6 +1,7 @@
 """DII under torchrun (gloo, 2 processes on this CPU): each rank takes every other row of the
 batch against all its columns, and the learnt weights equal the one-process run with the same
-total batch (issue 12) — with unequal shards and with a λ averaged over all rows."""
+total batch (issue 12) — with unequal shards and with a λ averaged over all rows; the final
+DII's rows are split over the ranks and reduced."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ SCRIPT = textwrap.dedent('''
             model = fit(name)
             out[name] = {"weights": model.weights_.tolist(),
                          "dii": model.dii_history_.tolist(),
+                         "final": model.final_dii(compute_error=True),
                          "world": model.routine_.dist.world_size}
         if model.routine_.dist.rank == 0:
             print(json.dumps(out))
@@ -80,6 +82,9 @@ def test_two_processes_learn_the_weights_of_one_process_with_the_same_total_batc
             # the epoch DII is the whole batch's (ranks' values averaged), not one shard's
             np.testing.assert_allclose(both[name]["dii"], single.dii_history_, rtol=1e-4,
                                        err_msg=name)
+            # the final DII's rows split over the ranks, reduced: the one-process value
+            np.testing.assert_allclose(both[name]["final"], single.final_dii(compute_error=True),
+                                       rtol=1e-4, err_msg=name)
 
 
 @pytest.mark.parametrize("rows, world", [(10, 2), (7, 2), (7, 3)])
