@@ -19,7 +19,7 @@ import scipy.sparse
 import torch
 
 from .base import Block, block_field
-from .data import Dataset, as_tensor
+from .data import Dataset, LazyRows, as_tensor
 from .errors import SizeLimitError, ValidationError
 
 #: largest number of elements a sparse relation is densified to without an explicit limit
@@ -184,7 +184,9 @@ class Relation(Block):
 
 def _data_tensor(data: torch.Tensor | Dataset, key: str) -> torch.Tensor:
     if isinstance(data, Dataset):
-        return data[key]
+        data = data[key]
+    if isinstance(data, LazyRows):  # rows on disk: a relation of all items reads them whole
+        return data.take(slice(None))
     return as_tensor(data, "data", ndim=2) if not isinstance(data, torch.Tensor) else data
 
 

@@ -29,7 +29,8 @@ from attrs.validators import optional
 import numpy as np
 import torch
 
-from infoblocks.blocks.data import Dataset, as_tensor, intra_op_threads, resolve_device
+from infoblocks.blocks.data import (Dataset, LazyRows, as_rows, as_tensor, intra_op_threads,
+                                    resolve_device)
 from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import SPEC_FILE, Routine
@@ -40,6 +41,8 @@ from infoblocks.plugins.registry import get_registry
 
 #: sub-directory of ``run``'s output that holds the saved model
 MODEL_DIR = "model"
+#: largest data set read from disk whole for ``run``'s trustworthiness (n² ranks in blocks)
+TRUSTWORTHINESS_MAX_ITEMS = 50_000
 #: optimizer steps per epoch of the free-coordinate ``layout`` phase
 LAYOUT_BATCHES_PER_EPOCH = 10
 
@@ -109,6 +112,9 @@ class EmbeddingRecipe(Recipe):
     #: thread; two threads ran 3x slower on a loaded 2-core machine); None keeps torch's setting
     threads: int | None = attrs.field(default=1, validator=optional(positive_int))
     verbose: bool = False
+    #: a second ``fit`` on data of the same shape continues the fitted network and each
+    #: phase's optimizer state for the phases' epochs again (scikit-learn's convention)
+    warm_start: bool = False
     #: any ``torch.nn.Module`` mapping (n, d) -> (n, n_components), used instead of the
     #: ``models.main`` block (Python only: not part of the data form)
     encoder: Any = transient_field(default=None, validator=_module_or_none)
@@ -224,8 +230,8 @@ class EmbeddingRecipe(Recipe):
             global_relations=self.build_globals(spec), phases=phases, device=self.device,
             seed=self.seed, verbose=self.verbose)
 
-    def _validate(self, X: Any, spec: dict[str, Any] | None = None) -> torch.Tensor:
-        x = as_tensor(X, "X", ndim=2)
+    def _validate(self, X: Any, spec: dict[str, Any] | None = None) -> torch.Tensor | LazyRows:
+        x = as_rows(X, "X", ndim=2)  # a memory-mapped array / torch Dataset stays on disk
         needs = self._size_needs(spec)
         need = max(n for n, _ in needs)
         _check(x.shape[0] >= need, f"`X` has {x.shape[0]} samples; {type(self).__name__} with "
@@ -235,33 +241,71 @@ class EmbeddingRecipe(Recipe):
 
     # ------------------------------------------------------------------ scikit-learn API
 
-    def fit(self, X: Any, y: Any = None) -> EmbeddingRecipe:
+    def fit(self, X: Any, y: Any = None, *, checkpoint: str | Path | None = None,
+            resume: bool | str | Path = False) -> EmbeddingRecipe:
         """Learn the embedding of ``X`` ``(n, d)``; ``y`` is accepted for scikit-learn
-        compatibility and ignored.  Returns ``self``."""
+        compatibility and ignored.  Returns ``self``.
+
+        ``X`` may be a memory-mapped array (``np.load(path, mmap_mode="r")``) or a torch
+        ``Dataset`` of rows: training batches read only their rows (the k-NN graph reads it
+        whole once).  ``checkpoint``: a directory that keeps the whole training state
+        (written atomically every epoch); ``resume=True`` (or ``resume=DIR``) continues a
+        killed fit from it.  ``warm_start=True``: a second fit on data of the same shape
+        continues the network with the last phase (``main``) for its epochs again."""
         resolve_device(self.device)
         start = time.perf_counter()
-        routine = self.build(X)
+        warm = self.warm_start and self.routine_ is not None
+        routine = self._continued(X) if warm else self.build(X)
         routine.compute_global_relations()
         relations_done = time.perf_counter()
         with intra_op_threads(self.threads):
-            routine.train()
+            # a warm start continues the last phase (the UMAP / KL loss), not the init ones
+            self.train_routine(routine, checkpoint=checkpoint, resume=resume, warm_start=warm,
+                               phases=[routine.phases[-1].name] if warm else None)
         trained = time.perf_counter()
         self.routine_ = routine
         self.n_features_in_ = int(routine.dataset["data"].shape[1])
-        self.embedding_ = routine.apply(routine.dataset["data"]).numpy()
+        self.embedding_ = self._embed(routine.dataset["data"]).numpy()
         self.history_ = routine.history.rows
         self.timings_ = {"relations_s": relations_done - start, "train_s": trained - relations_done,
                          "total_s": time.perf_counter() - start}
         return self
 
+    def _continued(self, X: Any) -> Routine:
+        """The fitted routine on ``X`` (warm start): same shape required; the global relations
+        are recomputed when ``X`` is other data than the fitted one."""
+        routine = self.routine_
+        x = self._validate(X)
+        before = routine.dataset["data"]
+        _check(tuple(x.shape) == tuple(before.shape),
+               f"warm_start=True continues the fitted network on data of the same shape: it was "
+               f"fitted on {tuple(before.shape)}, now `X` is {tuple(x.shape)}. Set "
+               "warm_start=False for a new fit.")
+        same = x is before or (isinstance(x, torch.Tensor) and isinstance(before, torch.Tensor)
+                               and torch.equal(x, before))
+        if not same:
+            routine.dataset = Dataset(data=x)
+            if routine.state is not None:
+                routine.state.dataset = routine.dataset.to(routine.device)
+            routine._globals = None  # the graph of the new data  # noqa: SLF001
+        return routine
+
+    def _embed(self, x: torch.Tensor | LazyRows, batch_size: int = 4096) -> torch.Tensor:
+        """The trained network on ``x`` in batches (lazily read rows a chunk at a time)."""
+        if isinstance(x, LazyRows):
+            return torch.cat([self.routine_.apply(chunk, batch_size=batch_size)
+                              for chunk in x.chunks()])
+        return self.routine_.apply(x, batch_size=batch_size)
+
     def transform(self, X: Any, batch_size: int = 4096) -> np.ndarray:
-        """Embed new data ``(m, d) -> (m, n_components)`` with the trained network, in batches."""
+        """Embed new data ``(m, d) -> (m, n_components)`` with the trained network, in batches
+        (a memory-mapped array or torch Dataset is read a chunk at a time)."""
         self._check_fitted()
-        x = as_tensor(X, "X", ndim=2)
+        x = as_rows(X, "X", ndim=2)
         _check(x.shape[1] == self.n_features_in_,
                f"`X` has {x.shape[1]} features but the model was fitted on "
                f"{self.n_features_in_}; pass data with the same columns.")
-        return self.routine_.apply(x, batch_size=batch_size).numpy()
+        return self._embed(x, batch_size).numpy()
 
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
         """:meth:`fit` then the embedding of ``X`` ``(n, n_components)``."""
@@ -343,9 +387,10 @@ class EmbeddingRecipe(Recipe):
 
     # ------------------------------------------------------------------ command line
 
-    def run(self, data: list[np.ndarray], out_dir: Path) -> dict[str, Any]:
+    def run(self, data: list[np.ndarray], out_dir: Path, **fit_options: Any) -> dict[str, Any]:
         """Fit on ``data[0]`` (``data[1]``, if given, are labels for the figure and the k-NN
-        accuracy); save the model, ``embedding.npy`` and ``embedding.png`` into ``out_dir``."""
+        accuracy); save the model, ``embedding.npy`` and ``embedding.png`` into ``out_dir``.
+        ``fit_options`` (``checkpoint``, ``resume``) go to :meth:`fit`."""
         from infoblocks.blocks.embedding_quality import knn_accuracy, trustworthiness
 
         _check(1 <= len(data) <= 2, f"{self.name} takes one array (X) and optionally labels, "
@@ -353,15 +398,18 @@ class EmbeddingRecipe(Recipe):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         labels = None if len(data) < 2 else np.asarray(data[1]).reshape(-1)
-        self.fit(data[0])
+        self.fit(data[0], **fit_options)
         self.save(out_dir / MODEL_DIR)
         np.save(out_dir / "embedding.npy", self.embedding_)
         self.plot(out_dir / "embedding.png", labels=labels)
-        x = as_tensor(data[0], "X", ndim=2)
+        x = as_rows(data[0], "X", ndim=2)
         summary = {"n_items": int(x.shape[0]), "n_features": int(x.shape[1]),
-                   "trustworthiness_15": trustworthiness(x, self.embedding_, k=15),
                    "fit_seconds": round(self.timings_["total_s"], 2),
                    "model": str(out_dir / MODEL_DIR), "embedding": str(out_dir / "embedding.npy")}
+        if not isinstance(x, LazyRows) or x.shape[0] <= TRUSTWORTHINESS_MAX_ITEMS:
+            # all-pairs ranks: read whole, so only for data of a size that fits
+            x = x.take(slice(None)) if isinstance(x, LazyRows) else x
+            summary["trustworthiness_15"] = trustworthiness(x, self.embedding_, k=15)
         if labels is not None:
             summary["knn_accuracy_10"] = knn_accuracy(self.embedding_, labels, k=10)
         return summary

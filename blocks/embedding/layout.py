@@ -14,7 +14,8 @@ import torch
 from typing import ClassVar
 
 from ..errors import ValidationError
-from ..models import Model
+from ..data import LazyRows
+from ..models import PCA_SAMPLE_ROWS, Model
 from ..numerics import pca_axes
 from ..relations import SparseRelations
 from ..state import TrainState
@@ -184,13 +185,17 @@ class PCAInit(Transform):
     n_components: int = attrs.field(default=2, validator=positive_int)
     scale: float = attrs.field(default=1.0, validator=positive)
 
-    accepts: ClassVar[tuple[type, ...]] = (torch.Tensor,)  # data, not a relation
+    accepts: ClassVar[tuple[type, ...]] = (torch.Tensor, LazyRows)  # data, not a relation
 
     def apply(self, relations):
-        x = relations.detach().double()
-        _check(x.ndim == 2 and x.shape[1] >= self.n_components,
+        _check(len(relations.shape) == 2 and relations.shape[1] >= self.n_components,
                f"PCAInit needs (n, d) data with d >= n_components = {self.n_components}, got "
-               f"shape {tuple(x.shape)}.")
+               f"shape {tuple(relations.shape)}.")
+        if isinstance(relations, LazyRows):  # rows on disk: axes from a sample, chunked projection
+            mean, axes = pca_axes(relations.sample(PCA_SAMPLE_ROWS).double(), self.n_components)
+            y = torch.cat([(c.double() - mean) @ axes for c in relations.chunks()]).cpu().numpy()
+            return torch.from_numpy(_standardize(y, self.scale)).float()
+        x = relations.detach().double()
         mean, axes = pca_axes(x, self.n_components)  # the shared PCA (signs fixed)
         y = ((x - mean) @ axes).cpu().numpy()  # (n, n_components)
         return torch.from_numpy(_standardize(y, self.scale)).float()

@@ -1,0 +1,78 @@
+"""ParametricUMAP / ParametricTSNE run options: data read from disk by rows, checkpoints that a
+killed fit resumes from, warm starts."""
+
+import numpy as np
+import pytest
+import torch
+
+from infoblocks.blocks import resume as resume_module
+from infoblocks.blocks.data import LazyRows
+from infoblocks.blocks.errors import ValidationError
+from infoblocks.plugins.registry import get_registry
+from infoblocks.recipes.tsne import ParametricTSNE
+from infoblocks.recipes.umap import ParametricUMAP
+
+SMALL = dict(epochs=6, init_epochs=2, batches_per_epoch=4, seed=3)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return get_registry().build("dataset", "digits").load()["data"][:600].astype(np.float32)
+
+
+def test_memory_mapped_data_is_read_by_rows_and_fits_as_in_memory(digits, tmp_path):
+    np.save(tmp_path / "x.npy", digits)
+    on_disk = np.load(tmp_path / "x.npy", mmap_mode="r")
+    lazy = ParametricUMAP(**SMALL).fit(on_disk)
+    data = lazy.routine_.dataset["data"]
+    assert isinstance(data, LazyRows)  # never converted to an in-memory tensor
+    memory = ParametricUMAP(**SMALL).fit(digits)
+    # the same rows in the same order: the same fit, bit for bit on the CPU
+    np.testing.assert_array_equal(lazy.embedding_, memory.embedding_)
+    np.testing.assert_array_equal(lazy.transform(on_disk[:50]), memory.embedding_[:50])
+
+
+def test_a_torch_dataset_of_rows_fits_tsne(digits):
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(digits)
+
+        def __getitem__(self, i):
+            return torch.from_numpy(digits[i])
+
+    options = dict(epochs=2, exaggeration_epochs=1, init_epochs=1, batch_size=200, seed=0)
+    lazy = ParametricTSNE(**options).fit(Rows())
+    np.testing.assert_array_equal(lazy.embedding_, ParametricTSNE(**options).fit(digits).embedding_)
+
+
+def test_a_killed_fit_resumes_from_its_checkpoint_to_the_same_result(digits, tmp_path,
+                                                                     monkeypatch):
+    whole = ParametricUMAP(**SMALL).fit(digits)
+    writes, real = [], resume_module.write_checkpoint
+
+    def killed_after_five(directory, payload):  # the process dies after the 5th checkpoint
+        real(directory, payload)
+        writes.append(payload["phase"])
+        if len(writes) == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(resume_module, "write_checkpoint", killed_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        ParametricUMAP(**SMALL).fit(digits, checkpoint=tmp_path / "ckpt")
+    monkeypatch.setattr(resume_module, "write_checkpoint", real)
+    assert "main" in writes  # killed inside the main phase
+    resumed = ParametricUMAP(**SMALL).fit(digits, resume=tmp_path / "ckpt")
+    np.testing.assert_array_equal(resumed.embedding_, whole.embedding_)
+    assert [r["epoch"] for r in resumed.history_] == [r["epoch"] for r in whole.history_]
+
+
+def test_warm_start_continues_the_main_phase(digits):
+    model = ParametricUMAP(**SMALL, warm_start=True).fit(digits)
+    first = model.embedding_.copy()
+    model.fit(digits)
+    main = [r["epoch"] for r in model.history_ if r["phase"] == "main"]
+    assert main == list(range(2 * SMALL["epochs"]))  # epochs numbered on, init not repeated
+    assert [r["phase"] for r in model.history_].count("init") == SMALL["init_epochs"]
+    assert not np.array_equal(first, model.embedding_)
+    with pytest.raises(ValidationError, match="same shape"):
+        model.fit(digits[:500])
