@@ -15,6 +15,7 @@ import attrs
 #: the kinds of blocks, in the order the registry lists them
 BLOCK_KINDS: tuple[str, ...] = (
     "distance", "relation", "transform", "sampler", "loss", "model", "dataset", "recipe",
+    "callback",
 )
 
 

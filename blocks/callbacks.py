@@ -9,18 +9,22 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import torch
 from tqdm.auto import tqdm
 
+from .base import Block
 from .errors import ValidationError
 from .state import TrainState
 
 
-class Callback:
-    """Base with no-op hooks."""
+class Callback(Block):
+    """Base with no-op hooks.  A callback with a ``name`` (an attrs class, like every block)
+    is registered (kind ``callback``) and can be named in a recipe's ``callbacks = [...]``."""
+
+    kind: ClassVar[str] = "callback"
 
     def on_train_start(self, state: TrainState) -> None: ...
     def on_train_end(self, state: TrainState) -> None: ...
@@ -162,4 +166,45 @@ class Checkpoint(Callback):
                        self.directory / f"{state.phase}-epoch{state.epoch + 1}.pt")
 
 
-__all__ = ["Callback", "History", "ProgressBar", "EarlyStopping", "Checkpoint"]
+@attrs.define
+class TensorBoard(Callback):
+    """Write every metric of each epoch (the ``history_`` row: loss, validation metrics, lr,
+    the recipe's own figures) to TensorBoard as ``PHASE/METRIC`` against the epoch — what the
+    MINE notebook logs.  ``log_dir``: the run's folder (None: ``runs/DATE_HOST``, TensorBoard's
+    default).  Needs the ``tensorboard`` package (``pip install "infoblocks[tensorboard]"``);
+    under torchrun rank 0 writes.  From TOML: ``callbacks = ["tensorboard"]`` or
+    ``callbacks = [{name = "tensorboard", log_dir = "runs/mine"}]``."""
+
+    name: ClassVar[str] = "tensorboard"
+    log_dir: str | None = None
+    #: also write the learning rate
+    lr: bool = True
+    _writer: Any = attrs.field(init=False, default=None, repr=False, eq=False)
+
+    def on_train_start(self, state):
+        if not state.dist.is_main or self._writer is not None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ValidationError(
+                "The `tensorboard` callback needs the tensorboard package: pip install "
+                "tensorboard (or infoblocks[tensorboard]); or drop it from `callbacks`.") from None
+        self._writer = SummaryWriter(log_dir=self.log_dir)
+
+    def on_epoch_end(self, state, metrics):
+        if self._writer is None:
+            return
+        step = state.epoch_offset + state.epoch
+        for key, value in metrics.items():
+            if (key != "lr" or self.lr) and isinstance(value, int | float) and \
+                    not isinstance(value, bool):
+                self._writer.add_scalar(f"{state.phase}/{key}", value, step)
+
+    def on_train_end(self, state):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+__all__ = ["Callback", "History", "ProgressBar", "EarlyStopping", "Checkpoint", "TensorBoard"]

@@ -61,7 +61,10 @@ def as_tensor(
             raise ValidationError(
                 f"`{name}` must hold numbers, got dtype {arr.dtype} ({_describe(arr)})."
             )
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        arr = np.ascontiguousarray(arr)
+        if not arr.flags.writeable:  # a read-only (e.g. memory-mapped) array: torch copies
+            arr = arr.copy()
+        t = torch.from_numpy(arr)
     if dtype is not None and t.dtype != dtype:
         if (t.is_floating_point() and dtype.is_floating_point and t.numel()
                 and torch.finfo(t.dtype).max > torch.finfo(dtype).max):
@@ -302,7 +305,7 @@ def as_rows(x: Any, name: str, *, ndim: int | tuple[int, ...] | None = 2) -> tor
     rows = x if isinstance(x, LazyRows) else LazyRows(x, name)
     accepted = (ndim,) if isinstance(ndim, int) else ndim
     if accepted is not None and rows.ndim not in accepted:
-        hint = f" For one feature save it as `x.reshape(-1, 1)`." if rows.ndim == 1 else ""
+        hint = " For one feature save it as `x.reshape(-1, 1)`." if rows.ndim == 1 else ""
         raise ValidationError(f"`{name}` must have {' or '.join(map(str, accepted))} "
                               f"dimension(s), got {rows.ndim} ({_describe(rows)}).{hint}")
     return rows

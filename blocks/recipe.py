@@ -90,6 +90,9 @@ class Recipe(Block, metaclass=_CheckedConstructor):
     phases: list[dict[str, Any]] | None = section_field()
     #: slot -> block spec: the blocks used after training
     evaluation: dict[str, Any] | None = section_field()
+    #: training observers by registry name or ``{name = ..., **options}`` (kind
+    #: ``callback``), e.g. ``["tensorboard"]``; called in every ``fit``
+    callbacks: list[Any] | None = None
 
     def build(self, *data: Any) -> Any:
         raise NotImplementedError
@@ -114,8 +117,25 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         elif not isinstance(resume, bool):
             raise ConfigError(f"`resume` must be True, False or a checkpoint directory, got "
                               f"{resume!r}.")
-        return routine.train(phases=phases, checkpoint=checkpoint, resume=resume,
-                             warm_start=warm_start, checkpoint_every=checkpoint_every)
+        observers = self.build_callbacks()
+        routine.callbacks.extend(observers)
+        try:
+            return routine.train(phases=phases, checkpoint=checkpoint, resume=resume,
+                                 warm_start=warm_start, checkpoint_every=checkpoint_every)
+        finally:  # a later fit builds its own: none is left behind on the routine
+            routine.callbacks = [cb for cb in routine.callbacks if cb not in observers]
+
+    def build_callbacks(self) -> list[Any]:
+        """The ``callbacks`` named by this recipe, built through the registry."""
+        from infoblocks.plugins.registry import get_registry
+
+        if self.callbacks is None:
+            return []
+        if not isinstance(self.callbacks, list | tuple):
+            raise ConfigError(f"{self.name}.callbacks must be a list of callback names or "
+                              f"tables, e.g. [\"tensorboard\"]; got {self.callbacks!r}.")
+        return [get_registry().build("callback", spec, path=f"{self.name}.callbacks[{k}]")
+                for k, spec in enumerate(self.callbacks)]
 
     # ------------------------------------------------------------------ the assembly
 

@@ -70,3 +70,8 @@ def register_models():
 @hookimpl
 def register_datasets():
     return blocks_of("dataset")
+
+
+@hookimpl
+def register_callbacks():
+    return blocks_of("callback")

@@ -87,6 +87,13 @@ def register_recipes() -> list[type]:
     a recipe is then usable by name from Python, TOML configs and ``infoblocks demo``."""
 
 
+@hookspec
+def register_callbacks() -> list[type]:
+    """Callback classes (``infoblocks.blocks.callbacks.Callback``) with a ``name``: training
+    observers (``on_epoch_end(state, metrics)`` ...) that a recipe's ``callbacks = [...]``
+    names, e.g. the built-in ``"tensorboard"``.  Called when the registry is built."""
+
+
 #: hook name for each block kind
 HOOK_FOR_KIND: dict[str, str] = {
     "distance": "register_distances",
@@ -97,4 +104,5 @@ HOOK_FOR_KIND: dict[str, str] = {
     "model": "register_models",
     "dataset": "register_datasets",
     "recipe": "register_recipes",
+    "callback": "register_callbacks",
 }

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from infoblocks.blocks.base import BLOCK_KINDS, Block
+from infoblocks.blocks.callbacks import Callback
 from infoblocks.blocks.config import structure
 from infoblocks.blocks.datasets import DatasetSource
 from infoblocks.blocks.distances import Distance
@@ -27,6 +28,7 @@ from infoblocks.blocks.transforms import Transform
 BASE_FOR_KIND: dict[str, type] = {
     "distance": Distance, "relation": Relation, "transform": Transform, "sampler": Sampler,
     "loss": Loss, "model": Model, "dataset": DatasetSource, "recipe": Recipe,
+    "callback": Callback,
 }
 
 

@@ -49,7 +49,7 @@ class _Misspelt:
 
 def test_misspelt_hook_is_an_error_not_a_silent_no_op():
     manager = InfoblocksPlugins(strict=True).load(entry_points=False)
-    with pytest.raises(PluginError, match="register_lossess.*known hooks: register_datasets"):
+    with pytest.raises(PluginError, match="register_lossess.*known hooks: register_callbacks, register_datasets"):
         manager.register(_Misspelt(), "typo")
     lenient = InfoblocksPlugins(strict=False).load(entry_points=False)
     with pytest.warns(PluginFailureWarning, match="plugin 'typo'"):
