@@ -7,7 +7,9 @@ end of an epoch, that epoch's metrics as host floats — moved once per epoch).
 from __future__ import annotations
 
 import copy
+import json
 import math
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -207,4 +209,49 @@ class TensorBoard(Callback):
             self._writer = None
 
 
-__all__ = ["Callback", "History", "ProgressBar", "EarlyStopping", "Checkpoint", "TensorBoard"]
+@attrs.define
+class EpochTimer(Callback):
+    """Append one JSON line per epoch to ``path``: phase, epoch, wall seconds of the epoch
+    (training and validation) and the process's peak resident memory so far (MiB) — for
+    profiling and the scaling benchmark.  Under torchrun every rank writes its own file
+    (``path`` with ``.rankN`` before the suffix) when ``all_ranks``, else rank 0 only."""
+
+    name: ClassVar[str] = "epoch_timer"
+    path: str = "epoch_times.jsonl"
+    all_ranks: bool = False
+    _start: float = attrs.field(init=False, default=0.0, repr=False, eq=False)
+
+    def _file(self, state) -> Path | None:
+        if not state.dist.active:
+            return Path(self.path)
+        if not self.all_ranks and not state.dist.is_main:
+            return None
+        p = Path(self.path)
+        return p.with_name(f"{p.stem}.rank{state.dist.rank}{p.suffix}")
+
+    def on_epoch_start(self, state):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, state, metrics):
+        target = self._file(state)
+        if target is None:
+            return
+        row = {"phase": state.phase, "epoch": state.epoch_offset + state.epoch,
+               "seconds": time.perf_counter() - self._start, "rank": state.dist.rank,
+               "world_size": state.dist.world_size, "peak_rss_mib": peak_rss_mib()}
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux / macOS units)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+__all__ = ["Callback", "History", "ProgressBar", "EarlyStopping", "Checkpoint", "TensorBoard",
+           "EpochTimer", "peak_rss_mib"]

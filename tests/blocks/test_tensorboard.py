@@ -40,3 +40,15 @@ def test_unknown_callbacks_and_wrong_forms_are_named():
     with pytest.raises(RegistryError, match=r"callbacks\[0\].*Did you mean 'tensorboard'"):
         recipe_from_dict({"recipe": "pca_regression", "callbacks": ["tensorbord"]}).fit(_data())
     assert get_registry().build("callback", "tensorboard") == TensorBoard()
+
+
+def test_the_epoch_timer_writes_one_line_per_epoch(tmp_path):
+    import json
+
+    recipe = recipe_from_dict({"recipe": "pca_regression", "epochs": 4, "callbacks": [
+        {"name": "epoch_timer", "path": str(tmp_path / "t.jsonl")}]})
+    recipe.fit(_data())
+    rows = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    assert all(r["seconds"] > 0 and r["peak_rss_mib"] > 10 and r["world_size"] == 1
+               for r in rows)
