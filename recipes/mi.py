@@ -30,7 +30,7 @@ from attrs.validators import optional
 import numpy as np
 import torch
 
-from infoblocks.blocks.data import intra_op_threads, resolve_device
+from infoblocks.blocks.data import Dataset, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import NotFittedError, ValidationError
 from infoblocks.blocks.mutual_information import MAX_PAIRS, split_sizes
 from infoblocks.blocks.mutual_information.bounds import _rate
@@ -101,6 +101,9 @@ class NeuralMIEstimator(Recipe):
     device: str = attrs.field(default="cpu", validator=valid_device)
     threads: int | None = attrs.field(default=1, validator=optional(positive_int))
     verbose: bool = False
+    #: scikit-learn's convention: a second ``fit`` continues the trained critic, its optimizer
+    #: and loss state (MINE's moving average) for ``epochs`` more epochs
+    warm_start: bool = False
     critic_module: Any = transient_field(default=None)
 
     routine_: Routine | None = attrs.field(init=False, default=None, repr=False)
@@ -117,11 +120,18 @@ class NeuralMIEstimator(Recipe):
                                                                repr=False)
     #: the expanded routine spec of the last build (data-dependent context filled in)
     spec_: dict[str, Any] | None = attrs.field(init=False, default=None, repr=False)
+    x_mean_: torch.Tensor | None = attrs.field(init=False, default=None, repr=False)
+    y_mean_: torch.Tensor | None = attrs.field(init=False, default=None, repr=False)
+    #: fresh-sample mode (``fit(sampler=fn)``): fn, and the held-out share of the fixed draw
+    sampler_: Any = attrs.field(init=False, default=None, repr=False)
+    fresh_test_fraction_: float | None = attrs.field(init=False, default=None, repr=False)
 
     # ------------------------------------------------------------------ the assembly
 
     def default_globals(self) -> dict[str, dict[str, Any]]:
-        split = {"name": "random_split", "test_fraction": self.test_fraction, "seed": self.seed}
+        fraction = self.test_fraction if self.fresh_test_fraction_ is None \
+            else self.fresh_test_fraction_
+        split = {"name": "random_split", "test_fraction": fraction, "seed": self.seed}
         parts = ["train", "test"] + (["all"] if self.evaluate_on == "all" else [])
         return {f"{part}_index": {"input": "x", "relation": {**split, "part": part}}
                 for part in parts}
@@ -173,8 +183,13 @@ class NeuralMIEstimator(Recipe):
                                    "metric": "mi", "mode": "max", "every": self.validate_every}
         return [phase]
 
+    def _evaluation_index(self) -> str:
+        if self.sampler_ is not None:  # fresh samples: the evaluation draw is never trained on
+            return "train_index"
+        return "all_index" if self.evaluate_on == "all" else "test_index"
+
     def default_evaluation(self) -> dict[str, Any]:
-        index = "all_index" if self.evaluate_on == "all" else "test_index"
+        index = self._evaluation_index()
         return {"bound": self._bound(self.final_bound),
                 "pairs": {"index": index, "max_pairs": self.max_pairs}}
 
@@ -201,7 +216,9 @@ class NeuralMIEstimator(Recipe):
         """The routine on ``x`` (n, d_x), ``y`` (n, d_y): the globals (split), the critic
         model(s), the training phase with held-out validation, from :meth:`routine_spec`."""
         spec = self.routine_spec()
-        _, n_test = split_sizes(len(x), self.test_fraction)
+        fraction = self.test_fraction if self.fresh_test_fraction_ is None \
+            else self.fresh_test_fraction_
+        _, n_test = split_sizes(len(x), fraction)
         self._complete_phases(spec, n_test)
         evaluation.check_pairs(self, spec["evaluation"].get("pairs"), self.pair_keys)
         if self.critic_module is not None:
@@ -219,29 +236,71 @@ class NeuralMIEstimator(Recipe):
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, x: Any, y: Any) -> NeuralMIEstimator:
-        """Train the critic on ``x`` (n, d_x) and ``y`` (n, d_y) (1-D: one feature) and compute
-        the final estimate; returns ``self``."""
-        x, y = evaluation.validate_input(self, x, y)
-        resolve_device(self.device)
-        with intra_op_threads(self.threads):  # small critics: one thread is fastest (docs/mi.md)
-            return self._fit(x, y)
+    def fit(self, x: Any = None, y: Any = None, *, sampler: Any = None, n_eval: int | None = None,
+            checkpoint: str | Path | None = None, resume: bool | str | Path = False
+            ) -> NeuralMIEstimator:
+        """Train the critic and compute the final estimate; returns ``self``.
 
-    def _fit(self, x: torch.Tensor, y: torch.Tensor) -> NeuralMIEstimator:
-        if self.standardize:
-            x, _, self.x_scale_ = _standardize(x, "x")
-            y, _, self.y_scale_ = _standardize(y, "y")
+        Data: ``x`` (n, d_x) and ``y`` (n, d_y) (1-D: one feature; a memory-mapped ``.npy`` or
+        a torch ``Dataset`` is read by the rows each batch needs), or fresh samples:
+        ``sampler=fn``, ``fn(generator, n) -> (x, y)`` (a torch generator, the number of
+        pairs): every epoch trains on a new draw, validation and the final estimate use one
+        fixed draw of ``n_eval`` pairs (default 10,000) plus a validation draw.
+        ``checkpoint=DIR`` writes the whole training state; ``resume=True`` (or ``resume=DIR``)
+        continues a killed run from it.  With ``warm_start=True`` a second ``fit`` on data of
+        the same shape continues the trained critic (weights, optimizer, moving average)."""
+        fresh = sampler is not None
+        if fresh:
+            if x is not None or y is not None:
+                raise ValidationError("Pass either the data `x`, `y` or a fresh-sample `sampler`, "
+                                      "not both.")
+            x, y, fraction = evaluation.fresh_draw(self, sampler, n_eval)
+        elif x is None or y is None:
+            raise ValidationError(f"`{'x' if x is None else 'y'}` is None: fit needs the paired "
+                                  "samples `x` and `y` (or `sampler=fn(generator, n) -> (x, y)` "
+                                  "for fresh samples).")
+        elif n_eval is not None:
+            raise ValidationError("`n_eval` sizes the evaluation draw of a fresh-sample `sampler`;"
+                                  " with data `x`, `y` leave it out.")
+        x, y = evaluation.validate_input(self, x, y, fresh=fresh)
+        resolve_device(self.device)
+        warm = self.warm_start and self.routine_ is not None
+        if warm:
+            evaluation.check_warm_start(self, x, y, fresh)
         else:
-            self.x_scale_, self.y_scale_ = torch.ones(x.shape[1]), torch.ones(y.shape[1])
-        routine = self.build(x, y)
+            self.sampler_ = sampler
+            self.fresh_test_fraction_ = fraction if fresh else None
+        with intra_op_threads(self.threads):  # small critics: one thread is fastest (docs/mi.md)
+            return self._fit(x, y, sampler, warm, checkpoint, resume)
+
+    def _fit(self, x: Any, y: Any, sampler: Any, warm: bool, checkpoint: Any, resume: Any
+             ) -> NeuralMIEstimator:
+        if not warm:
+            self.x_mean_, self.x_scale_ = evaluation.scaling(x, "x", self.standardize)
+            self.y_mean_, self.y_scale_ = evaluation.scaling(y, "y", self.standardize)
+        x = evaluation.standardized(x, self.x_mean_, self.x_scale_)
+        y = evaluation.standardized(y, self.y_mean_, self.y_scale_)
+        if warm:
+            routine = self.routine_
+            routine.dataset = Dataset(x=x, y=y)
+            routine.state.dataset = routine.dataset.to(routine.device)
+        else:
+            routine = self.build(x, y)
+        if sampler is not None:
+            evaluation.attach_fresh_sampler(self, routine, sampler)
         spec = self.spec_
-        routine.train()
+        self.train_routine(routine, checkpoint=checkpoint, resume=resume, warm_start=warm)
         self.routine_, self.intervals_ = routine, {}
         self.history_ = [dict(row) for row in routine.history.rows]
         pairs = spec["evaluation"]["pairs"]
         index = evaluation.evaluation_index(routine, pairs)
-        self.n_train_ = int(routine.phases[0].sampler.pool(routine.state).numel()) \
-            if hasattr(routine.phases[0].sampler, "pool") else None
+        train_sampler = routine.phases[0].sampler
+        if sampler is not None:  # fresh pairs drawn in all
+            self.n_train_ = len(self.history_) * train_sampler.batch_size * \
+                train_sampler.batches_per_epoch
+        else:
+            self.n_train_ = int(train_sampler.pool(routine.state).numel()) \
+                if hasattr(train_sampler, "pool") else None
         self.n_eval_ = int(index.numel())
         self.bound_ = self.build_evaluation("bound", spec)
         device = routine.device
@@ -251,7 +310,7 @@ class NeuralMIEstimator(Recipe):
 
     def _final_estimate(self, routine: Routine, x: torch.Tensor, y: torch.Tensor,
                         pairs: dict[str, Any]) -> None:
-        evaluation.pair_estimate(self, routine.models["main"], x, y, pairs)
+        evaluation.pair_estimate(self, routine.models["main"], x, y, pairs, dist=routine.dist)
 
     def _interval(self, level: float) -> tuple[float, float]:
         return evaluation.pair_interval(self, level)
@@ -310,10 +369,11 @@ class NeuralMIEstimator(Recipe):
 
     # ------------------------------------------------------------------ command line / demo
 
-    def run(self, data: list[np.ndarray], out_dir: Path) -> dict[str, Any]:
-        """``infoblocks run``: ``--data X.npy --data Y.npy`` (or one array split at column
-        ``split_at``); saves the estimator, ``mi_training.png`` and returns the summary."""
-        return evaluation.run_cli(self, data, out_dir)
+    def run(self, data: list[np.ndarray], out_dir: Path, **fit_options: Any) -> dict[str, Any]:
+        """``infoblocks run``: ``--data X.npy --data Y.npy`` (memory-mapped, read by rows; or
+        one array split at column ``split_at``); ``fit_options`` (``checkpoint``, ``resume``)
+        go to :meth:`fit`; saves the estimator, ``mi_training.png`` and returns the summary."""
+        return evaluation.run_cli(self, data, out_dir, **fit_options)
 
     @classmethod
     def demo(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:
@@ -374,8 +434,8 @@ class InfoNCE(NeuralMIEstimator):
     batch_size: int = attrs.field(default=128, validator=positive_int)
     negatives: str = attrs.field(default="all_pairs", validator=_sampler_name)
 
-    def fit(self, x, y):
-        super().fit(x, y)
+    def fit(self, x=None, y=None, **options):
+        super().fit(x, y, **options)
         cap = math.log(self.batch_size)
         if self.estimate_nats_ > INFONCE_CAP_WARNING * cap:
             warnings.warn(
@@ -470,7 +530,7 @@ class MINEE(NeuralMIEstimator):
                 if sampler is not None and hasattr(sampler, "reference"):
                     sampler.reference = self.reference_fn
         if hasattr(phase.sampler, "fit_reference"):
-            phase.sampler.fit_reference(x, y)
+            phase.sampler.fit_reference(*evaluation.in_memory_sample(x, y, self.seed))
             if phase.validation is not None and hasattr(phase.validation.sampler, "reference_x"):
                 phase.validation.sampler.reference_x = phase.sampler.reference_x
                 phase.validation.sampler.reference_y = phase.sampler.reference_y

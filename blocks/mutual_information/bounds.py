@@ -114,23 +114,29 @@ class MIBound(Loss):
     def objective(self, scores: Any, mi: torch.Tensor, state: TrainState) -> Any:
         return -mi
 
-    def scores(self, batch: dict[str, torch.Tensor], models: nn.ModuleDict) -> BatchScores:
+    def scores(self, batch: dict[str, torch.Tensor], models: nn.ModuleDict,
+               state: TrainState | None = None) -> BatchScores:
         """Critic scores of the batch: explicit negative pairs when the batch has them (one
-        critic call on ``x_all``/``y_all`` when present), else all pairs of the batch."""
+        critic call on ``x_all``/``y_all`` when present), else all pairs of the batch.  A
+        sharded batch (torch.distributed) holds this rank's rows and, for in-batch negatives,
+        every column of the batch (``y_columns``, the joint column of each row in
+        ``columns``); the reductions then run over the whole batch (:class:`BatchScores`)."""
         critic = get_model(models, self.critic)
+        dist = None if state is None else state.dist
         x, y = batch["x"], batch["y"]
         if self.rows or "x_marginal" not in batch:
-            return BatchScores.from_matrix(critic_pairwise(critic, x, y))
+            matrix = critic_pairwise(critic, x, batch.get("y_columns", y))
+            return BatchScores.from_matrix(matrix, batch.get("columns"), dist=dist)
         b = len(x)
         if "x_all" in batch:  # joint and negative rows already side by side
             t = scalar_output(critic(batch["x_all"], batch["y_all"]))
         else:
             t = scalar_output(critic(torch.cat([x, batch["x_marginal"]]),
                                      torch.cat([y, batch["y_marginal"]])))
-        return BatchScores(t[:b], t[b:])
+        return BatchScores(t[:b], t[b:], dist=dist)
 
     def __call__(self, batch, models, state):
-        scores = self.scores(batch, models)
+        scores = self.scores(batch, models, state)
         mi = self.bound(scores)
         out = self.objective(scores, mi, state)
         value, extra = out if isinstance(out, tuple) else (out, {})
@@ -219,7 +225,7 @@ class InfoNCELoss(MIBound):
         return infonce_bound(scores)
 
     def objective(self, scores, mi, state):
-        cap = torch.tensor(math.log(len(scores.joint)))
+        cap = torch.tensor(math.log(scores.matrix.shape[1]))
         return -mi, {"log_batch_cap": cap}
 
 

@@ -54,10 +54,10 @@ class MINEELoss(Loss):
         self.log_averages = dict(saved.get("log_averages", {}))
 
     def _divergence(self, model: nn.Module, data: tuple[torch.Tensor, ...],
-                    reference: tuple[torch.Tensor, ...], key: str):
+                    reference: tuple[torch.Tensor, ...], key: str, dist: Any = None):
         b = len(data[0])
         t = scalar_output(model(*[torch.cat([d, r]) for d, r in zip(data, reference)]))
-        scores = BatchScores(t[:b], t[b:])
+        scores = BatchScores(t[:b], t[b:], dist=dist)  # whole-batch reductions when sharded
         estimate = dv_bound(scores)
         if self.ma_rate >= 1:
             return -estimate, estimate.detach()
@@ -70,9 +70,11 @@ class MINEELoss(Loss):
     def __call__(self, batch, models, state):
         x, y = batch["x"], batch["y"]
         xr, yr = batch["x_reference"], batch["y_reference"]
-        loss_xy, d_xy = self._divergence(get_model(models, self.critic), (x, y), (xr, yr), "xy")
-        loss_x, d_x = self._divergence(get_model(models, self.critic_x), (x,), (xr,), "x")
-        loss_y, d_y = self._divergence(get_model(models, self.critic_y), (y,), (yr,), "y")
+        dist = state.dist
+        loss_xy, d_xy = self._divergence(get_model(models, self.critic), (x, y), (xr, yr), "xy",
+                                         dist)
+        loss_x, d_x = self._divergence(get_model(models, self.critic_x), (x,), (xr,), "x", dist)
+        loss_y, d_y = self._divergence(get_model(models, self.critic_y), (y,), (yr,), "y", dist)
         mi = d_xy - d_x - d_y
         return LossOutput(loss_xy + loss_x + loss_y,
                           {"mi": mi, "d_xy": d_xy, "d_x": d_x, "d_y": d_y})

@@ -57,6 +57,19 @@ def draw_positions(n: int, size: int, replacement: bool, generator: torch.Genera
                       for _ in range(reps)])[:size]
 
 
+def gather_rows(state: TrainState, key: str, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` (any shape) of dataset array ``key``, shaped ``index.shape + row``,
+    through :meth:`Dataset.take`: a memory-mapped or torch-Dataset array (``LazyRows``) reads
+    only these rows."""
+    rows = state.dataset.take(index.reshape(-1), (key,))[key]
+    return rows.to(state.device).view(*index.shape, *rows.shape[1:])
+
+
+def _shard_rows(batch: dict[str, torch.Tensor], keys: tuple[str, ...], rank: int,
+                world_size: int) -> dict[str, torch.Tensor]:
+    return {k: batch[k][rank::world_size] for k in keys if k in batch}
+
+
 @attrs.define
 class InBatchSampler(Sampler):
     """Joint batches of ``batch_size`` items of the pool; the negatives of a bound are then all
@@ -66,6 +79,11 @@ class InBatchSampler(Sampler):
     pass, pool // batch_size); ``replacement`` draws uniformly, else slices of random
     permutations (each item at most once per slice); ``fixed=True`` draws the batches once from
     ``fixed_seed`` and yields the same ones every epoch (a stable validation set).
+
+    **Fresh samples.** With ``simulator`` (a callable ``fn(generator, n) -> (x, y)``, arrays of
+    n rows; transient: set by the recipes' ``fit(sampler=fn)``, not part of the data form) the
+    pool of every epoch is a new draw of ``batches_per_epoch · batch_size`` pairs from it, made
+    with the routine's generator; the dataset is then not read (no pair is ever seen twice).
     """
 
     name: ClassVar[str] = "all_pairs"
@@ -78,12 +96,28 @@ class InBatchSampler(Sampler):
     y_key: str = "y"
     fixed: bool = False
     fixed_seed: int = 0
+    simulator: Any = attrs.field(default=None, repr=False, eq=False,
+                                 metadata={"transient": True})
     _pool: torch.Tensor | None = attrs.field(init=False, default=None, repr=False, eq=False)
+    _fresh: dict[str, torch.Tensor] | None = attrs.field(init=False, default=None, repr=False,
+                                                         eq=False)
     _cache: list[dict[str, torch.Tensor]] | None = attrs.field(init=False, default=None,
                                                                repr=False, eq=False)
 
     def required_globals(self) -> frozenset[str]:
         return frozenset({self.x_key, self.y_key, *([self.index_key] if self.index_key else [])})
+
+    def shard(self, batch, rank, world_size):
+        """torch.distributed: this rank's joint pairs ``rank::world_size``; the in-batch
+        negatives stay those of the whole batch (``y_columns``: every y of the batch,
+        ``columns``: the joint column of each kept row), so a bound sees the rows of the
+        one-process batch and its reductions sum over the ranks (:class:`BatchScores`)."""
+        b = batch["index"].shape[0]
+        out = dict(batch)
+        out.update(_shard_rows(batch, ("index", "x", "y"), rank, world_size))
+        out["y_columns"] = batch["y"]
+        out["columns"] = torch.arange(b, device=batch["index"].device)[rank::world_size]
+        return out
 
     def batch_fields(self, state: TrainState) -> frozenset[str]:
         return self.batch_type.fields
@@ -97,12 +131,53 @@ class InBatchSampler(Sampler):
         return self._pool
 
     def _resolve_pool(self, state: TrainState) -> torch.Tensor:
+        if self.simulator is not None:
+            return torch.arange(self._fresh_size(), device=state.device)
         if state.dataset is None:
             raise ValidationError(f"{type(self).__name__} needs a dataset with arrays "
                                   f"{self.x_key!r} and {self.y_key!r}.")
         if self.index_key is None:
             return torch.arange(state.dataset.n_items, device=state.device)
         return torch.as_tensor(state.lookup(self.index_key), device=state.device).long()
+
+    def _fresh_size(self) -> int:
+        if self.batch_size is None or self.batches_per_epoch is None:
+            raise ValidationError(
+                f"{type(self).__name__} with a `simulator` (fresh samples) needs `batch_size` and "
+                f"`batches_per_epoch`, got {self.batch_size!r} and {self.batches_per_epoch!r}.")
+        return self.batch_size * self.batches_per_epoch
+
+    def draw_fresh(self, state: TrainState, generator: torch.Generator) -> None:
+        """A new pool from :attr:`simulator`: ``batches_per_epoch · batch_size`` pairs drawn
+        with ``generator``, checked (shapes, finite values), on the state's device."""
+        n = self._fresh_size()
+        out = self.simulator(generator, n)
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise ValidationError(f"The fresh-sample `sampler` must return a pair (x, y) of "
+                                  f"arrays with {n} rows, got {type(out).__name__}.")
+        rows = {}
+        for key, name, value in ((self.x_key, "x", out[0]), (self.y_key, "y", out[1])):
+            t = torch.as_tensor(value, dtype=torch.float32, device=state.device)
+            t = t.reshape(-1, 1) if t.ndim == 1 else t
+            if t.ndim != 2 or len(t) != n or not bool(torch.isfinite(t).all()):
+                raise ValidationError(
+                    f"The fresh-sample `sampler` must return finite arrays of {n} rows (1-D: one "
+                    f"feature); its {name} has shape {tuple(t.shape)}"
+                    + ("" if t.ndim != 2 or len(t) != n else " and non-finite values") + ".")
+            if state.dataset is not None and key in state.dataset and \
+                    tuple(state.dataset[key].shape[1:]) != tuple(t.shape[1:]):
+                raise ValidationError(
+                    f"The fresh-sample `sampler`'s {name} has {t.shape[1]} column(s), the "
+                    f"evaluation draw {tuple(state.dataset[key].shape[1:])}; return the same "
+                    "shape for every n.")
+            rows[key] = t
+        self._fresh = rows
+
+    def rows(self, state: TrainState, key: str, index: torch.Tensor) -> torch.Tensor:
+        """Rows ``index`` of array ``key``: of this epoch's fresh draw, else of the dataset."""
+        if self.simulator is not None:
+            return self._fresh[key][index]
+        return gather_rows(state, key, index)
 
     def sizes(self, state: TrainState) -> tuple[torch.Tensor, int, int]:
         """``(pool, pool size n, batch size)``."""
@@ -126,6 +201,8 @@ class InBatchSampler(Sampler):
         self._cache = None
         if self.fixed:
             generator = torch.Generator(device=state.device).manual_seed(self.fixed_seed)
+            if self.simulator is not None:
+                self.draw_fresh(state, generator)
             self._cache = list(self.generate(state, generator))
 
     def prepare(self, state: TrainState, pool: torch.Tensor, n: int) -> None:
@@ -141,6 +218,8 @@ class InBatchSampler(Sampler):
         if self._cache is not None:
             yield from self._cache
             return
+        if self.simulator is not None:
+            self.draw_fresh(state, state.generator)
         yield from self.generate(state, state.generator)
 
     def joint_indices(self, state: TrainState, generator: torch.Generator) -> torch.Tensor:
@@ -154,7 +233,7 @@ class InBatchSampler(Sampler):
                  ) -> Iterator[dict[str, torch.Tensor]]:
         """The batches of one epoch, drawn with ``generator``."""
         joint = self.joint_indices(state, generator)
-        x, y = state.dataset[self.x_key][joint], state.dataset[self.y_key][joint]
+        x, y = self.rows(state, self.x_key, joint), self.rows(state, self.y_key, joint)
         for b in range(len(joint)):
             yield {"index": joint[b], "x": x[b], "y": y[b]}
 
@@ -177,6 +256,16 @@ class MarginalSampler(InBatchSampler):
     def batch_fields(self, state):
         return MARGINAL_PAIRS.fields | {"index", "x_all", "y_all"}
 
+    def shard(self, batch, rank, world_size):
+        """torch.distributed: joint pairs and product-of-marginals pairs ``rank::world_size``
+        (``x_all`` / ``y_all`` rebuilt from them); a bound's reductions then sum over the
+        ranks, so every rank sees the whole batch's value."""
+        out = super().shard(batch, rank, world_size)
+        out.update(_shard_rows(batch, ("x_marginal", "y_marginal"), rank, world_size))
+        out["x_all"] = torch.cat([out["x"], out["x_marginal"]])
+        out["y_all"] = torch.cat([out["y"], out["y_marginal"]])
+        return out
+
     def generate(self, state, generator):
         pool, n, size = self.sizes(state)
         count = self.num_batches(state)
@@ -193,12 +282,11 @@ class MarginalSampler(InBatchSampler):
         offset = torch.randint(1, n, second.shape, generator=generator, device=dev)
         second = torch.where(second == first, (first + offset) % n, second)
         joint = pool[joint]
-        x, y = state.dataset[self.x_key], state.dataset[self.y_key]
         # gather the whole epoch at once, joint rows then marginal rows of each batch side by
         # side: a batch is a view, and ``x_all`` / ``y_all`` feed the critic in one call
         rows_x = torch.cat([joint, pool[first].view(count, n_marg)], 1)
         rows_y = torch.cat([joint, pool[second].view(count, n_marg)], 1)
-        x_all, y_all = x[rows_x], y[rows_y]
+        x_all, y_all = self.rows(state, self.x_key, rows_x), self.rows(state, self.y_key, rows_y)
         for b in range(count):
             yield {"index": joint[b], "x": x_all[b, :size], "y": y_all[b, :size],
                    "x_marginal": x_all[b, size:], "y_marginal": y_all[b, size:],
@@ -290,7 +378,17 @@ class ReferenceSampler(InBatchSampler):
 
     def prepare(self, state, pool, n):
         if self.reference_x is None:
-            self.fit_reference(state.dataset[self.x_key][pool], state.dataset[self.y_key][pool])
+            if self.simulator is not None:
+                raise ValidationError("The reference sampler with fresh samples needs its "
+                                      "reference fitted first (fit_reference); MINEE.fit does it.")
+            self.fit_reference(gather_rows(state, self.x_key, pool),
+                               gather_rows(state, self.y_key, pool))
+
+    def shard(self, batch, rank, world_size):
+        """torch.distributed: joint pairs and reference draws ``rank::world_size``."""
+        out = super().shard(batch, rank, world_size)
+        out.update(_shard_rows(batch, ("x_reference", "y_reference"), rank, world_size))
+        return out
 
     def fit_reference(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Fit the reference distributions to ``x`` (n, d_x) and ``y`` (n, d_y)."""
@@ -328,7 +426,7 @@ class ReferenceSampler(InBatchSampler):
             n_ref = min(n_ref, self.max_reference)
         joint = self.joint_indices(state, generator)
         xr, yr = self.draw(count * n_ref, generator, state.device)
-        x, y = state.dataset[self.x_key][joint], state.dataset[self.y_key][joint]
+        x, y = self.rows(state, self.x_key, joint), self.rows(state, self.y_key, joint)
         for b in range(count):
             part = slice(b * n_ref, (b + 1) * n_ref)
             yield {"index": joint[b], "x": x[b], "y": y[b],
@@ -336,4 +434,4 @@ class ReferenceSampler(InBatchSampler):
 
 
 __all__ = ["InBatchSampler", "MarginalSampler", "ReferenceSampler", "ReferenceDistribution",
-           "JOINT_PAIRS", "REFERENCE_PAIRS", "draw_positions"]
+           "JOINT_PAIRS", "REFERENCE_PAIRS", "draw_positions", "gather_rows"]

@@ -71,30 +71,67 @@ def _rows_error() -> ValidationError:
 
 class BatchScores:
     """Critic scores of one batch: ``joint`` (..., b) and flat ``negatives`` (..., m); with
-    ``matrix`` (b, b) (in-batch negatives) the rows are known too.  Reductions run over the
-    last axis, so leading axes (a bootstrap over resampled rows) give one value each."""
+    ``matrix`` (b, c) (in-batch negatives: row i holds t(x_i, y_j) for the c columns of the
+    batch, its joint pair at column ``columns[i]``) the rows are known too.  Reductions run over
+    the last axis, so leading axes (a bootstrap over resampled rows) give one value each.
+
+    Under torch.distributed (``dist`` active: each rank holds a shard of the batch) every
+    reduction is the one of the *whole* batch: local sums are summed over the ranks through
+    :meth:`~infoblocks.blocks.distributed.Distributed.differentiable_sum`, so a bound has the
+    same value on every rank as in one process and its gradient, averaged by the engine, is the
+    one-process gradient (1-D scores only)."""
 
     def __init__(self, joint: torch.Tensor, negatives: torch.Tensor,
-                 matrix: torch.Tensor | None = None) -> None:
+                 matrix: torch.Tensor | None = None, dist: Any = None) -> None:
         self.joint, self.negatives, self.matrix = joint, negatives, matrix
+        self.dist = dist if dist is not None and getattr(dist, "active", False) else None
         self._lme: torch.Tensor | None = None
+        self._mean_joint: torch.Tensor | None = None
 
     @classmethod
-    def from_matrix(cls, matrix: torch.Tensor) -> BatchScores:
-        """In-batch negatives: entry (i, j) of ``matrix`` is t(x_i, y_j)."""
-        return cls(torch.diagonal(matrix), off_diagonal(matrix), matrix)
+    def from_matrix(cls, matrix: torch.Tensor, columns: torch.Tensor | None = None,
+                    dist: Any = None) -> BatchScores:
+        """In-batch negatives: entry (i, j) of ``matrix`` is t(x_i, y_j); the joint pair of row
+        i is column ``columns[i]`` (default: the diagonal of a square matrix)."""
+        if columns is None:
+            return cls(torch.diagonal(matrix), off_diagonal(matrix), matrix, dist)
+        rows = torch.arange(len(matrix), device=matrix.device)
+        mask = torch.ones_like(matrix, dtype=torch.bool)
+        mask[rows, columns] = False
+        return cls(matrix[rows, columns], matrix[mask], matrix, dist)
+
+    def _global_mean(self, values: torch.Tensor) -> torch.Tensor:
+        """Mean over the last axis, over every rank's values when distributed."""
+        if self.dist is None:
+            return values.mean(-1)
+        total = self.dist.differentiable_sum(torch.stack(
+            [values.sum(-1), values.new_tensor(float(values.shape[-1]))]))
+        return total[0] / total[1]
 
     def mean_joint(self, fn: Fn = None) -> torch.Tensor:
-        return (self.joint if fn is None else fn(self.joint)).mean(-1)
+        if fn is not None:
+            return self._global_mean(fn(self.joint))
+        if self._mean_joint is None:  # a bound and its objective share it
+            self._mean_joint = self._global_mean(self.joint)
+        return self._mean_joint
 
     def mean_negatives(self, fn: Fn = None) -> torch.Tensor:
-        return (self.negatives if fn is None else fn(self.negatives)).mean(-1)
+        return self._global_mean(self.negatives if fn is None else fn(self.negatives))
 
     def log_mean_exp(self, clip: float | None = None) -> torch.Tensor:
         if clip is None and self._lme is not None:  # a bound and its objective share it
             return self._lme
         t = self.negatives if clip is None else self.negatives.clamp(-clip, clip)
-        value = torch.logsumexp(t, -1) - math.log(t.shape[-1])
+        if self.dist is None:
+            value = torch.logsumexp(t, -1) - math.log(t.shape[-1])
+        else:  # every rank's logsumexp and count, gathered by one (differentiable) sum
+            world, rank = self.dist.world_size, self.dist.rank
+            one_hot = torch.zeros(world, dtype=t.dtype, device=t.device)
+            one_hot[rank] = 1.0
+            local = torch.cat([one_hot * torch.logsumexp(t, -1),
+                               t.new_tensor([float(t.shape[-1])])])
+            gathered = self.dist.differentiable_sum(local)
+            value = torch.logsumexp(gathered[:world], 0) - torch.log(gathered[world])
         if clip is None:
             self._lme = value
         return value
@@ -105,7 +142,7 @@ class BatchScores:
         return torch.logsumexp(self.matrix, 1) - math.log(self.matrix.shape[1])
 
     def mean_items(self, values: torch.Tensor) -> torch.Tensor:
-        return values.mean(-1)
+        return self._global_mean(values)
 
 
 def shifts_for(n: int, max_pairs: int = MAX_PAIRS) -> torch.Tensor:
@@ -350,15 +387,22 @@ def critic_pairwise(critic: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torc
 
 @torch.no_grad()
 def pair_scores(critic: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                max_pairs: int = MAX_PAIRS, chunk_pairs: int = CHUNK_PAIRS) -> PairScores:
+                max_pairs: int = MAX_PAIRS, chunk_pairs: int = CHUNK_PAIRS,
+                dist: Any = None) -> PairScores:
     """Evaluate ``critic`` on the n joint pairs and on off-diagonal pairs of ``x`` (n, d_x),
     ``y`` (n, d_y), at most ``chunk_pairs`` at a time (never an n×n block for large n).
 
     Deterministic: all n(n − 1) pairs when they are at most ``max_pairs``, else evenly spaced
-    shifted pairs (i, i + s_k mod n).  Raises :class:`NumericalError` on a non-finite output.
+    shifted pairs (i, i + s_k mod n).  Under torch.distributed (``dist`` active) each rank
+    scores a contiguous block of the items (rows) with every shift and the blocks are summed
+    over the ranks (the others' entries are zeros), so every rank holds all the scores.
+    Raises :class:`NumericalError` on a non-finite output.
     """
     n = len(x)
     shifts = shifts_for(n, max_pairs).to(x.device)
+    rows_all = torch.arange(n, device=x.device)
+    active = dist is not None and getattr(dist, "active", False)
+    items = rows_all.tensor_split(dist.world_size)[dist.rank] if active else rows_all
     was_training = critic.training
     critic.eval()
     try:
@@ -368,24 +412,29 @@ def pair_scores(critic: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             paired = lambda rows, cols: (hx[rows] * gy[cols]).sum(-1)  # noqa: E731
         else:
             paired = lambda rows, cols: scalar_output(critic(x[rows], y[cols]))  # noqa: E731
-        rows_all = torch.arange(n, device=x.device)
-        joint = torch.cat([paired(rows_all[i:i + chunk_pairs], rows_all[i:i + chunk_pairs])
-                           for i in range(0, n, chunk_pairs)])
-        per_chunk = max(1, chunk_pairs // n)
-        parts = []
+        m = len(items)
+        joint = torch.cat([paired(items[i:i + chunk_pairs], items[i:i + chunk_pairs])
+                           for i in range(0, m, chunk_pairs)] or [x.new_zeros(0)])
+        per_chunk = max(1, chunk_pairs // max(m, 1))
+        parts = [x.new_zeros(0)]
         for k in range(0, len(shifts), per_chunk):
             s = shifts[k:k + per_chunk]
-            if n > chunk_pairs:  # one shift is larger than a chunk: split the rows too
-                for i in range(0, n, chunk_pairs):
-                    rows = rows_all[i:i + chunk_pairs]
+            if m > chunk_pairs:  # one shift is larger than a chunk: split the rows too
+                for i in range(0, m, chunk_pairs):
+                    rows = items[i:i + chunk_pairs]
                     parts.append(paired(rows, (rows + s[0]) % n))
                 continue
-            rows = rows_all.repeat(len(s))
-            cols = (rows_all[None, :] + s[:, None]).reshape(-1) % n
+            rows = items.repeat(len(s))
+            cols = (items[None, :] + s[:, None]).reshape(-1) % n
             parts.append(paired(rows, cols))
-        marginal = torch.cat(parts).view(len(shifts), n)
+        marginal = torch.cat(parts).view(len(shifts), m)
     finally:
         critic.train(was_training)
+    if active:  # every rank's block in place, zeros elsewhere: one sum gives all scores
+        full = x.new_zeros(len(shifts) + 1, n)
+        full[0, items], full[1:, items] = joint.to(full.dtype), marginal.to(full.dtype)
+        full = dist.sum(full)
+        joint, marginal = full[0], full[1:]
     if not (bool(torch.isfinite(joint).all()) and bool(torch.isfinite(marginal).all())):
         raise NumericalError("The critic returned non-finite values on the evaluation data; "
                              "lower the learning rate or check the inputs for extreme values.")

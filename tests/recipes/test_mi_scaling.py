@@ -1,0 +1,157 @@
+"""MI recipes past one process and one fit: torchrun (pairs sharded, whole-batch reductions,
+the final all-pairs estimate in row blocks across ranks), memory-mapped inputs read by rows,
+checkpoint / resume through ``fit``, and ``warm_start``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from infoblocks.blocks.data import LazyRows, intra_op_threads
+from infoblocks.blocks.errors import ValidationError
+from infoblocks.recipes.mi import MINE, InfoNCE
+
+SCRIPT = textwrap.dedent('''
+    import json
+    import numpy as np
+    from infoblocks.recipes.mi import MINE, InfoNCE
+
+    def data():
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(600, 1))
+        return x, 0.8 * x + 0.6 * rng.normal(size=(600, 1))   # rho = 0.8, I = 0.511 nats
+
+    def fit(cls):
+        # SGD: Adam divides by sqrt(v) and turns the reduction-order rounding of the two runs
+        # into full-size steps on near-zero gradient components (tests/blocks/test_distributed)
+        options = dict(hidden_dims=(32, 32), epochs=12, batch_size=100, seed=3,
+                       optimizer="sgd", learning_rate=0.3 if cls is MINE else 0.1)
+        return cls(**options).fit(*data())
+
+    if __name__ == "__main__":
+        for cls in (MINE, InfoNCE):
+            est = fit(cls)
+            print(json.dumps({"recipe": cls.name, "rank": est.routine_.dist.rank,
+                              "world": est.routine_.dist.world_size,
+                              "estimate": est.estimate_nats_,
+                              "val_mi": [r["val_mi"] for r in est.history_]}))
+''')
+
+
+def test_two_processes_give_the_one_process_estimate(tmp_path):
+    """A 2-process run (gloo) with the same total batch: the same held-out curve and final
+    estimate as one process (the bounds reduce over the whole batch on every rank; MINE's
+    moving average is the whole batch's), to 1e-3 relative (measured: ~1e-7)."""
+    script = tmp_path / "mi_torchrun.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", str(script)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert sorted((r["recipe"], r["rank"]) for r in runs) == [
+        ("infonce", 0), ("infonce", 1), ("mine", 0), ("mine", 1)]
+    assert all(r["world"] == 2 for r in runs)
+    namespace = {"__name__": "mi_torchrun"}
+    exec(SCRIPT, namespace)  # noqa: S102 - the same fits in one process
+    for cls in (MINE, InfoNCE):
+        with intra_op_threads(1):
+            single = namespace["fit"](cls)
+        for run in (r for r in runs if r["recipe"] == cls.name):
+            # ranks agree with each other exactly (they share every reduction)
+            np.testing.assert_allclose(run["estimate"], single.estimate_nats_, rtol=1e-3)
+            np.testing.assert_allclose(run["val_mi"], [r["val_mi"] for r in single.history_],
+                                       rtol=1e-3)
+        assert 0.2 < single.estimate_nats_ < 0.6  # it learned (truth 0.511 nats)
+
+
+class CountingDataset(torch.utils.data.Dataset):
+    """A torch Dataset over a memory-mapped array that counts the rows it served."""
+
+    def __init__(self, array):
+        self.array, self.served = array, 0
+
+    def __len__(self):
+        return len(self.array)
+
+    def __getitem__(self, i):
+        self.served += 1
+        return self.array[i]
+
+
+def _gaussian_files(tmp_path, n):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, 2)).astype(np.float32)
+    y = (0.7 * x + 0.7 * rng.normal(size=(n, 2))).astype(np.float32) * 3.0 + 5.0
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    return x, y
+
+
+def test_mine_trains_on_a_memory_mapped_file_without_loading_it(tmp_path):
+    """n = 40,000 memory-mapped rows: beside one chunked scan for the moments (the
+    standardisation), training, validation and the final estimate read the rows they need (the
+    held-out 2 %, its fixed validation pairs, the batches) — a fraction of the file — and the
+    estimate is the in-memory fit's (the same standardisation, the same batches)."""
+    n = 40_000
+    x, y = _gaussian_files(tmp_path, n)
+    options = dict(hidden_dims=(16,), epochs=3, batches_per_epoch=5, test_fraction=0.02,
+                   patience=None, seed=0)
+    xs = LazyRows(np.load(tmp_path / "x.npy", mmap_mode="r"), "x")
+    ys = LazyRows(np.load(tmp_path / "y.npy", mmap_mode="r"), "y")
+    lazy = MINE(**options).fit(xs, ys)
+    # measured: 12,600 rows of each beside the scan (2 x 1,300 batch rows + 800 held-out rows
+    # + 8,000 fixed validation pairs + the 800 evaluation rows)
+    assert 0 < xs.rows_read - n < 0.5 * n and 0 < ys.rows_read - n < 0.5 * n
+    in_memory = MINE(**options).fit(x, y)
+    np.testing.assert_allclose(lazy.estimate_nats_, in_memory.estimate_nats_, rtol=1e-4)
+    # the scales are the data's (y was multiplied by 3): entropies and plots stay in its units
+    np.testing.assert_allclose(lazy.y_scale_.numpy(), in_memory.y_scale_.numpy(), rtol=1e-3)
+    # a torch Dataset is read row by row, also only where a batch needs it
+    m = 6_000
+    counted = CountingDataset(np.load(tmp_path / "x.npy", mmap_mode="r")[:m])
+    MINE(**{**options, "epochs": 1}).fit(counted, np.load(tmp_path / "y.npy", mmap_mode="r")[:m])
+    served_by_batches = counted.served - 2 * m  # minus the finite check and the moments scan
+    assert 0 < served_by_batches < 0.5 * m
+
+
+def test_fit_resumes_from_its_checkpoint(tmp_path):
+    """``fit(checkpoint=DIR)`` then ``fit(resume=DIR)`` on a finished run: the same estimate;
+    a resumed run continues from the checkpointed training state (moving average included)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(400, 1))
+    y = x + rng.normal(size=(400, 1))
+    options = dict(hidden_dims=(16,), epochs=4, seed=1)
+    full = MINE(**options).fit(x, y, checkpoint=tmp_path / "ckpt")
+    assert (tmp_path / "ckpt").is_dir()
+    again = MINE(**options).fit(x, y, resume=tmp_path / "ckpt")
+    assert again.estimate_nats_ == full.estimate_nats_
+    assert [r["epoch"] for r in again.history_] == [r["epoch"] for r in full.history_]
+
+
+def test_warm_start_continues_the_critic_and_its_moving_average():
+    """Two warm fits of 3 epochs = one fit of 6 at a constant rate (the optimizer's moments,
+    the generator and MINE's moving average carry on); history epochs run on."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 1))
+    y = x + rng.normal(size=(300, 1))
+    options = dict(hidden_dims=(16,), test_fraction=0.0, patience=None, seed=2)
+    once = MINE(epochs=6, **options).fit(x, y)
+    warm = MINE(epochs=3, warm_start=True, **options).fit(x, y)
+    first_average = warm.routine_.phases[0].loss.log_average.clone()
+    warm.fit(x, y)
+    assert [r["epoch"] for r in warm.history_] == list(range(6))
+    assert warm.estimate_nats_ == pytest.approx(once.estimate_nats_, rel=1e-6)
+    assert not torch.equal(warm.routine_.phases[0].loss.log_average, first_average)
+    cold = MINE(epochs=3, **options).fit(x, y).fit(x, y)  # warm_start=False: afresh
+    assert [r["epoch"] for r in cold.history_] == [0, 1, 2]
+    with pytest.raises(ValidationError, match="same shape"):
+        warm.fit(x[:200], y[:200])
