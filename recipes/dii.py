@@ -22,7 +22,6 @@ from attrs.validators import optional
 import numpy as np
 import torch
 
-from infoblocks.blocks.assembly import SECTIONS
 from infoblocks.blocks.data import (as_rows, as_tensor, check_same_length,
                                     intra_op_threads)
 from infoblocks.blocks.errors import NotFittedError, NumericalError, ValidationError
@@ -39,6 +38,7 @@ from .dii_arguments import (_block_spec, _fill, _in_unit, _loss_in_units, _param
                             _periods, _periods_entries, _softmax_in_unit, _with_periods)
 from .dii_continuation import check_warm_start_shapes, continue_routine, weights_history
 from .dii_evaluation import DIIEvaluation
+from .dii_persistence import DIIPersistence
 
 #: the DADApy tutorial problem: B = SCALES ⊙ A, A standard normal (N = 500, seed 0)
 DEMO_SCALES = (10.0, 3.0, 1.0, 30.0, 7.3)
@@ -52,8 +52,6 @@ DEMO_TARGETS = {
 DISTANCES_B_KEY = "distances_B"
 #: the default distance of both spaces: weighted squared Euclidean, periodic-aware
 DISTANCE = "weighted_sqeuclidean"
-#: fitted arrays (histories, and the data unless save(data=False)) next to the routine
-FITTED_FILE = "dii_fitted.pt"
 #: the "exp" learning-rate decay of the reference implementation: halve every 10 steps
 EXP_DECAY_RATE, EXP_DECAY_STEPS = 0.5, 10
 
@@ -62,7 +60,7 @@ EXP_DECAY_RATE, EXP_DECAY_STEPS = 0.5, 10
 
 
 @attrs.define(kw_only=True)
-class DII(DIIEvaluation, Recipe):
+class DII(DIIEvaluation, DIIPersistence, Recipe):
     """Differentiable Information Imbalance: weights of A's features that best predict B.
 
     Parameters (DADApy ``DiffImbalance`` names where they exist):
@@ -411,50 +409,6 @@ class DII(DIIEvaluation, Recipe):
     def _signed_feature_weights(self) -> torch.Tensor:
         with torch.no_grad():
             return self.routine_.models["weights"].feature_weights().detach()
-
-    # ------------------------------------------------------------------ persistence
-
-    def save(self, path: str | Path, data: bool = True) -> Path:
-        """Write the fitted DII into directory ``path``: the routine (weights, history) with
-        the full recipe (``to_dict(full=True)``) as its extra, and ``dii_fitted.pt`` (the
-        histories and, with ``data``, the arrays that ``final_dii`` and ``select_features``
-        need).  :meth:`load` reads it back."""
-        self._require_fitted(data=False)
-        path = self.routine_.save(path, extra=self.to_dict(full=True))
-        if not self.routine_.dist.is_main:  # under torchrun, rank 0 writes
-            return path
-        fitted = {"weights_history": torch.as_tensor(self.weights_history_),
-                  "dii_history": torch.as_tensor(self.dii_history_)}
-        if data and self._data is not None:  # arrays read lazily stay in their files
-            fitted.update({k: v.detach().cpu() for k, v in self._data.items()
-                           if isinstance(v, torch.Tensor)})
-        torch.save(fitted, path / FITTED_FILE)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> DII:
-        """A DII saved with :meth:`save`, with working ``weights_``, histories and (when the
-        data was saved) ``final_dii`` / ``select_features`` / ``information_imbalance``."""
-        path = Path(path)
-        routine = Routine.load(path, device=device)
-        extra = dict(getattr(routine, "saved_extra", {}) or {})
-        recipe = cls.from_dict(extra)
-        # sections identical to what the shortcuts give are dropped again, so that
-        # set_params(...) on the loaded recipe keeps working
-        plain = cls.from_dict({k: v for k, v in extra.items() if k not in SECTIONS})
-        if plain.to_dict(full=True) == recipe.to_dict(full=True):
-            recipe = plain
-        recipe.device = device
-        fitted = torch.load(path / FITTED_FILE, map_location="cpu", weights_only=True) \
-            if (path / FITTED_FILE).exists() else {}
-        recipe.routine_ = routine
-        recipe.weights_ = routine.models["weights"].weights.detach().abs().cpu().numpy().copy()
-        if "weights_history" in fitted:
-            recipe.weights_history_ = fitted["weights_history"].numpy()
-            recipe.dii_history_ = fitted["dii_history"].numpy()
-        data = {k: fitted[k] for k in ("data_A", "data_B", "distances_B") if k in fitted}
-        recipe._data = data if "data_A" in data else None
-        return recipe
 
     # ------------------------------------------------------------------ command line
 
