@@ -94,18 +94,19 @@ def epoch_seconds(n: int = 50_000, world_size: int = 1, epochs: int = 2,
     (training and overall).  Raises RuntimeError when the run fails."""
     with tempfile.TemporaryDirectory() as tmp:
         path_a, path_b = _write_data(n, Path(tmp))
-        args = [str(path_a), str(path_b), str(epochs), device, str(final_rows)]
+        args = [str(path_a), str(path_b), str(epochs), device, str(final_rows), tmp]
         launcher = [sys.executable] if world_size == 1 else [
             sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc_per_node={world_size}"]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.run([*launcher, __file__, "--child", *args], capture_output=True,
                               text=True, env=env, timeout=timeout, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"DII scaling run (n = {n}, world size {world_size}) failed:\n"
-                           f"{proc.stderr[-3000:]}")
-    records = sorted((json.loads(line) for line in proc.stdout.splitlines()
-                      if line.startswith("{")), key=lambda r: r["rank"])
+        if proc.returncode != 0:
+            raise RuntimeError(f"DII scaling run (n = {n}, world size {world_size}) failed:\n"
+                               f"{proc.stderr[-3000:]}")
+        # one file per rank (the ranks' lines on a shared stdout can interleave)
+        records = sorted((json.loads(f.read_text()) for f in Path(tmp).glob("rank*.json")),
+                         key=lambda r: r["rank"])
     result = dict(records[0])
     result.pop("rank")
     result["peak_rss_mb_per_rank"] = [round(r["peak_rss_mb"]) for r in records]
@@ -120,12 +121,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--final-rows", type=int, default=0)
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        path_a, path_b, epochs, device, final_rows = args.child
-        print(json.dumps(_child(path_a, path_b, int(epochs), device, int(final_rows))),
-              flush=True)
+        path_a, path_b, epochs, device, final_rows, out = args.child
+        record = _child(path_a, path_b, int(epochs), device, int(final_rows))
+        (Path(out) / f"rank{record['rank']}.json").write_text(json.dumps(record))
         return
     results = [epoch_seconds(args.n, w, args.epochs, args.device, args.final_rows)
                for w in args.world_sizes]
