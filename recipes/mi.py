@@ -33,7 +33,7 @@ import torch
 from infoblocks.blocks.data import Dataset, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import NotFittedError, ValidationError
 from infoblocks.blocks.mutual_information import MAX_PAIRS, split_sizes
-from infoblocks.blocks.mutual_information.bounds import _rate
+from infoblocks.blocks.mutual_information.bounds import _optional_positive, _rate
 from infoblocks.blocks.mutual_information.split import _fraction
 from infoblocks.blocks.phases import LR_SCHEDULES, OPTIMIZERS
 from infoblocks.blocks.recipe import Recipe, transient_field
@@ -55,6 +55,8 @@ VALIDATION_MAX_PAIRS = 10_000
 VALIDATION_REFERENCE_FACTOR = 4
 #: an InfoNCE estimate above this fraction of log(batch) is reported as capped
 INFONCE_CAP_WARNING = 0.8
+#: the ``critic`` shortcut: joint MLP([x, y]), separable h(x)ᵀg(y), linear xᵀWy + aᵀx + bᵀy
+CRITICS = ("joint", "separable", "linear")
 
 
 @attrs.define(kw_only=True)
@@ -73,7 +75,7 @@ class NeuralMIEstimator(Recipe):
     #: keys of the ``evaluation.pairs`` table
     pair_keys: ClassVar[tuple[str, ...]] = ("index", "max_pairs")
 
-    critic: str = attrs.field(default="joint", validator=one_of("joint", "separable"))
+    critic: str = attrs.field(default="joint", validator=one_of(*CRITICS))
     hidden_dims: tuple[int, ...] = attrs.field(default=(100, 100), converter=tuple)
     activation: str = "elu"
     embed_dim: int = attrs.field(default=32, validator=positive_int)
@@ -125,6 +127,7 @@ class NeuralMIEstimator(Recipe):
     #: fresh-sample mode (``fit(sampler=fn)``): fn, and the held-out share of the fixed draw
     sampler_: Any = attrs.field(init=False, default=None, repr=False)
     fresh_test_fraction_: float | None = attrs.field(init=False, default=None, repr=False)
+    fresh_n_eval_: int | None = attrs.field(init=False, default=None, repr=False)
 
     # ------------------------------------------------------------------ the assembly
 
@@ -141,6 +144,10 @@ class NeuralMIEstimator(Recipe):
                   "init_std": self.init_std}
         if self.critic == "separable":
             return {"main": {"name": "separable_critic", "embed_dim": self.embed_dim, **common}}
+        if self.critic == "linear" or not self.hidden_dims:
+            # a joint MLP without hidden layers is linear in [x, y]: blind to any dependence
+            # (its DV bound is <= 0); no hidden layers means the linear discriminator instead
+            return {"main": {"name": "linear_critic", "init_std": self.init_std}}
         return {"main": {"name": "joint_critic", **common}}
 
     def bound_options(self) -> dict[str, Any]:
@@ -190,8 +197,11 @@ class NeuralMIEstimator(Recipe):
 
     def default_evaluation(self) -> dict[str, Any]:
         index = self._evaluation_index()
+        max_pairs = self.max_pairs
+        if self.fresh_n_eval_ is not None:  # a large draw: its size, not pairs, sets precision
+            max_pairs = min(max_pairs, evaluation.FRESH_PAIRS_PER_ITEM * self.fresh_n_eval_)
         return {"bound": self._bound(self.final_bound),
-                "pairs": {"index": index, "max_pairs": self.max_pairs}}
+                "pairs": {"index": index, "max_pairs": max_pairs}}
 
     # ------------------------------------------------------------------ building
 
@@ -254,7 +264,7 @@ class NeuralMIEstimator(Recipe):
             if x is not None or y is not None:
                 raise ValidationError("Pass either the data `x`, `y` or a fresh-sample `sampler`, "
                                       "not both.")
-            x, y, fraction = evaluation.fresh_draw(self, sampler, n_eval)
+            x, y, fraction, n_eval = evaluation.fresh_draw(self, sampler, n_eval)
         elif x is None or y is None:
             raise ValidationError(f"`{'x' if x is None else 'y'}` is None: fit needs the paired "
                                   "samples `x` and `y` (or `sampler=fn(generator, n) -> (x, y)` "
@@ -270,6 +280,7 @@ class NeuralMIEstimator(Recipe):
         else:
             self.sampler_ = sampler
             self.fresh_test_fraction_ = fraction if fresh else None
+            self.fresh_n_eval_ = n_eval if fresh else None
         with intra_op_threads(self.threads):  # small critics: one thread is fastest (docs/mi.md)
             return self._fit(x, y, sampler, warm, checkpoint, resume)
 
@@ -340,6 +351,20 @@ class NeuralMIEstimator(Recipe):
         self._check_fitted()
         return evaluation.plot_training(self, truth, path)
 
+    def plot_critic(self, path: str | Path | None = None, resolution: int = 120,
+                    max_points: int = 1000) -> Any:
+        """2-D problems (one column of x, one of y): the learned critic t(x, y) as a heat map
+        over the data's range (in the data's units), with up to ``max_points`` samples on
+        top — the notebook's figure.  Returns the Figure; writes a PNG to ``path``."""
+        self._check_fitted()
+        return evaluation.plot_critic(self, path, resolution, max_points)
+
+    def plot_samples(self, path: str | Path | None = None, max_points: int = 1000) -> Any:
+        """2-D problems: the joint sample (x_i, y_i) beside the product-of-marginals sample
+        (x_i, y_π(i)) that the critic learns to tell apart.  Returns the Figure."""
+        self._check_fitted()
+        return evaluation.plot_samples(self, path, max_points)
+
     def _check_fitted(self, attribute: str = "estimate_nats_") -> None:
         if getattr(self, attribute, None) is None:
             raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit(x, y) "
@@ -403,11 +428,25 @@ class MINE(NeuralMIEstimator):
     #: N(0, 0.02²) weights) — for comparisons, not the better estimate
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "notebook": {"init_std": 0.02, "epochs": 100, "batches_per_epoch": 10,
-                     "test_fraction": 0.0, "patience": None}}
+                     "test_fraction": 0.0, "patience": None, "ma_init": 1.0}}
+    #: ``infoblocks demo mi-sweep`` (every estimator against the truth over ρ)
+    extra_demos: ClassVar[dict[str, tuple[str, str]]] = {
+        "mi-sweep": ("demo_sweep", "every MI estimator vs the truth over rho, fresh samples")}
     ma_rate: float = attrs.field(default=0.01, validator=_rate)
+    #: the moving average before the first batch (None: the first batch's; notebook: 1.0)
+    ma_init: float | None = attrs.field(default=None, validator=_optional_positive)
 
     def bound_options(self):
-        return {"ma_rate": self.ma_rate}
+        return {"ma_rate": self.ma_rate, "ma_init": self.ma_init}
+
+    @classmethod
+    def demo_sweep(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:
+        """Every MI recipe on fresh samples of the 1-D correlated Gaussian for ρ = 0, 0.2, …,
+        0.8, 0.9, 0.99 (three ρ and a short budget when ``quick``): ``mi_sweep.png``, one
+        panel per estimator (:func:`~infoblocks.recipes.mi_problems.mi_sweep`)."""
+        from .mi_problems import mi_sweep
+
+        return mi_sweep(out_dir, quick=quick)
 
 
 @attrs.define(kw_only=True)
@@ -430,7 +469,7 @@ class InfoNCE(NeuralMIEstimator):
     training_bound: ClassVar[str] = "infonce_loss"
     validation_bound: ClassVar[str] = "infonce_loss"
     final_bound: ClassVar[str] = "infonce_loss"
-    critic: str = attrs.field(default="separable", validator=one_of("joint", "separable"))
+    critic: str = attrs.field(default="separable", validator=one_of(*CRITICS))
     batch_size: int = attrs.field(default=128, validator=positive_int)
     negatives: str = attrs.field(default="all_pairs", validator=_sampler_name)
 
@@ -547,5 +586,8 @@ class MINEE(NeuralMIEstimator):
                 "entropies_nats": self.entropies_}
 
 
+from .mi_problems import CorrelatedGaussian, correlated_gaussian  # noqa: E402 - public here too
+
 __all__ = ["NeuralMIEstimator", "MINE", "MINEE", "InfoNCE", "NWJ", "SMILE", "MIEstimate",
-           "MIConvergenceWarning", "seed_problem", "SEED_PROBLEM_N"]
+           "MIConvergenceWarning", "seed_problem", "SEED_PROBLEM_N", "CorrelatedGaussian",
+           "correlated_gaussian"]

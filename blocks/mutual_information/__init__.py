@@ -2,8 +2,8 @@
 
 * :mod:`.samplers` — negative samplers: ``all_pairs`` (in-batch negatives), ``marginal_pairs``
   (product-of-marginals index pairs (J, K)), ``reference`` (i.i.d. draws from P_X' × P_Y');
-* :mod:`.critics` — ``joint_critic`` t(x, y) = MLP([x, y]) and ``separable_critic``
-  t(x, y) = h(x)ᵀg(y);
+* :mod:`.critics` — ``joint_critic`` t(x, y) = MLP([x, y]), ``separable_critic``
+  t(x, y) = h(x)ᵀg(y) and ``linear_critic`` t(x, y) = xᵀWy + aᵀx + bᵀy + c;
 * :mod:`.bounds` — the bound functions (DV, NWJ, InfoNCE, SMILE), each defined once, and the
   bound blocks (``dv``, ``mine_loss``, ``nwj_loss``, ``infonce_loss``, ``smile_loss``) that
   train with them; :class:`MIBound` documents the protocol a plugin bound implements;
@@ -20,7 +20,8 @@ so a drifting critic offset (the DV bound is invariant to t → t + c) cannot ov
 from .bounds import (BOUND_FUNCTIONS, DVLoss, InfoNCELoss, MIBound, MINELoss, NWJLoss,
                      SMILELoss, dv_bound, infonce_bound, js_value, log_average_step, nwj_bound,
                      smile_bound)
-from .critics import JointCritic, JointCriticNet, SeparableCritic, SeparableCriticNet
+from .critics import (JointCritic, JointCriticNet, LinearCritic, LinearCriticNet,
+                      SeparableCritic, SeparableCriticNet)
 from .minee import MINEELoss, ReferenceScores, reference_scores
 from .samplers import (JOINT_PAIRS, REFERENCE_PAIRS, InBatchSampler, MarginalSampler,
                        ReferenceDistribution, ReferenceSampler, draw_positions)
@@ -36,7 +37,7 @@ __all__ = [
     "MIBound", "DVLoss", "MINELoss", "NWJLoss", "InfoNCELoss", "SMILELoss", "MINEELoss",
     "dv_bound", "nwj_bound", "smile_bound", "infonce_bound", "js_value", "log_average_step",
     "BOUND_FUNCTIONS", "BOUNDS", "JointCritic", "SeparableCritic", "JointCriticNet",
-    "SeparableCriticNet", "InBatchSampler", "MarginalSampler", "ReferenceSampler",
+    "SeparableCriticNet", "LinearCritic", "LinearCriticNet", "InBatchSampler", "MarginalSampler", "ReferenceSampler",
     "ReferenceDistribution", "JOINT_PAIRS", "REFERENCE_PAIRS", "draw_positions",
     "BatchScores", "PairScores", "ReferenceScores", "pair_scores", "reference_scores",
     "shifts_for", "log_mean_exp", "off_diagonal", "critic_pairwise", "scalar_output",

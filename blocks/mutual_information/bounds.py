@@ -79,6 +79,13 @@ def _rate(instance, attribute, value) -> None:
             f"average; 1 = no averaging), got {value!r}.")
 
 
+def _optional_positive(instance, attribute, value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not 0 < value < math.inf):
+        raise ValidationError(f"`{attribute.name}` must be a positive number or None, got "
+                              f"{value!r}.")
+
+
 def log_average_step(previous: torch.Tensor | None, current: torch.Tensor,
                      rate: float) -> torch.Tensor:
     """log of the moving average of e^{current}: logaddexp(log(1 − rate) + previous,
@@ -163,7 +170,9 @@ class MINELoss(DVLoss):
     With a_j = logmeanexp t(negatives) of batch j, the moving average of E[e^t] is tracked as
     log m̄_j = logaddexp(log(1 − ma_rate) + log m̄_{j−1}, log(ma_rate) + a_j), log m̄_0 = a_0.
     **Convention:** ``ma_rate`` weights the *newest* batch (the notebook's β = 1 − ma_rate
-    weights the old average).  Loss L_j = −mean t(joint) + exp(a_j − log m̄_j) with m̄ held
+    weights the old average); ``ma_init`` is m̄ before the first batch (the notebook's 1.0;
+    None: the first batch's value).  Under torch.distributed a_j is the whole batch's (one
+    reduction over the ranks), so the average is the same on every rank.  Loss L_j = −mean t(joint) + exp(a_j − log m̄_j) with m̄ held
     constant: its gradient is −∇E_P[t] + ∇E_Q[e^t] / m̄_j, never an ``exp`` of a raw critic
     value.  Metric ``mi`` is the plain DV value of the batch (its bound is DV).  The average is
     this block's own attribute :attr:`log_average`, reset by :meth:`on_phase_start` and not
@@ -172,6 +181,9 @@ class MINELoss(DVLoss):
 
     name: ClassVar[str] = "mine_loss"
     ma_rate: float = attrs.field(default=0.01, validator=_rate)
+    #: the average before the first batch, m̄_{−1} (None: start at the first batch's value,
+    #: log m̄_0 = a_0; the MINE notebook starts at 1.0)
+    ma_init: float | None = attrs.field(default=None, validator=_optional_positive)
     log_average: torch.Tensor | None = attrs.field(init=False, default=None, eq=False,
                                                    repr=False)
 
@@ -185,8 +197,11 @@ class MINELoss(DVLoss):
         self.log_average = saved.get("log_average")
 
     def objective(self, scores, mi, state):
-        current = scores.log_mean_exp()
-        log_ma = log_average_step(self.log_average, current, self.ma_rate)
+        current = scores.log_mean_exp()  # the whole batch's, on every rank (torch.distributed)
+        previous = self.log_average
+        if previous is None and self.ma_init is not None:
+            previous = current.new_tensor(math.log(self.ma_init))
+        log_ma = log_average_step(previous, current, self.ma_rate)
         if torch.is_grad_enabled():
             self.log_average = log_ma
         return torch.exp(current - log_ma) - scores.mean_joint()
