@@ -47,7 +47,15 @@ def _demo_recipes() -> dict[str, type]:
         short = name.split("_", 1)[1] if "_" in name else None
         if short and short not in demos:
             demos[short] = cls
+    for entry in get_registry().entries("recipe"):  # further demos a recipe names (mi-sweep)
+        for name in _extra_demos(entry.block):
+            demos.setdefault(name, entry.block)
     return demos
+
+
+def _extra_demos(cls: type) -> dict[str, tuple[str, str]]:
+    """``extra_demos`` of a recipe class: demo name -> (classmethod name, summary)."""
+    return getattr(cls, "extra_demos", None) or {}
 
 
 def _print_demos(demos: dict[str, type]) -> None:
@@ -57,9 +65,12 @@ def _print_demos(demos: dict[str, type]) -> None:
         if cls in seen:
             continue
         seen.add(cls)
-        aliases = [n for n, c in demos.items() if c is cls and n != cls.name]
+        extra = _extra_demos(cls)
+        aliases = [n for n, c in demos.items() if c is cls and n != cls.name and n not in extra]
         label = cls.name + (f" (or {', '.join(aliases)})" if aliases else "")
         print(f"  {label:<34} {cls.summary}")
+        for name, (_, summary) in extra.items():
+            print(f"  {name:<34} {summary}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -76,7 +87,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out_dir = Path(args.out) / cls.name if args.name == "all" else Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         print(f"== demo {cls.name}: {cls.summary}")
-        result = cls.demo(out_dir, quick=args.quick)
+        extra = _extra_demos(cls).get(name) if args.name != "all" else None
+        result = (getattr(cls, extra[0]) if extra else cls.demo)(out_dir, quick=args.quick)
         _print_result(result)
         (out_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
         print(f"   results and figure in {out_dir}/")
