@@ -104,8 +104,8 @@ class RowsColumnsSampler(Sampler):
 
     def shard(self, batch: dict[str, Any], rank: int, world_size: int) -> dict[str, Any]:
         """This rank's rows ``rows[rank::world_size]`` against all the batch's columns (its
-        rows first), with
-        ``rows_total`` (the batch's row count) so that the loss normalises by the whole batch.
+        rows first), with ``rows_total`` (the batch's row count) so that the loss normalises
+        by the whole batch.
 
         The DII is a mean over rows of per-row terms (a row's λ, softmax and B-ranks need only
         its own row of the table), so the ranks' losses scaled by ``world_size`` average to the
@@ -223,7 +223,8 @@ class DIILoss(Loss):
             return dist[rows][:, cols]
         y = state.lookup(self.target)
         with torch.no_grad():
-            return self.distance_B.pairwise(rows_of(y, rows), rows_of(y, cols))
+            y_rows = rows_of(y, rows)  # a mini-batch is its own columns: read once
+            return self.distance_B.pairwise(y_rows, y_rows if cols is rows else rows_of(y, cols))
 
     def target_ranks(self, dist: torch.Tensor, excluded_logits: torch.Tensor) -> torch.Tensor:
         """``ranks`` of B's distances, excluded pairs at +inf; (r, c) or (batches, r, c)."""
@@ -243,7 +244,9 @@ class DIILoss(Loss):
         exclude = rows[:, None] == cols[None, :]
         excluded_logits = exclusion_logits(exclude)
         ranks = self.target_ranks(self.target_distances(rows, cols, state), excluded_logits)
-        prepared = self.distance_A.prepare(rows_of(x, rows), rows_of(x, cols), exclude)
+        x_rows = rows_of(x, rows)
+        prepared = self.distance_A.prepare(x_rows, x_rows if cols is rows else rows_of(x, cols),
+                                           exclude)
         tables = (prepared, ranks, exclude, excluded_logits)
         self._batch_tables = (rows, cols, tables)
         return tables

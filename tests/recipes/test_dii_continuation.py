@@ -102,9 +102,9 @@ def test_rows_from_a_memory_mapped_file_or_a_torch_dataset_train_the_same_weight
     in_memory = DII(epochs=6, **MINI).fit(data_a, data_b)
     lazy = DII(epochs=6, **MINI).fit(mapped, Rows())
     np.testing.assert_array_equal(lazy.weights_, in_memory.weights_)
-    read = lazy.routine_.dataset["data_A"].rows_read
-    # batches of 50 rows: 4 per epoch, rows and columns, plus the initial DII's batch
-    assert read <= 6 * 4 * 2 * 50 + 2 * 50
+    # one chunked scan for the data's unit, then per step only the batch's 50 rows (a
+    # mini-batch is its own columns): 4 steps × 6 epochs, and the initial DII's batch
+    assert lazy.routine_.dataset["data_A"].rows_read == 200 + 6 * 4 * 50 + 50
     assert lazy.final_dii()[0] == pytest.approx(in_memory.final_dii()[0], rel=1e-6)
 
 
