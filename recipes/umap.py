@@ -31,6 +31,7 @@ import torch
 
 from infoblocks.blocks.data import (Dataset, LazyRows, as_rows, as_tensor, intra_op_threads,
                                     resolve_device)
+from infoblocks.blocks.embedding.training import NegativeEdgeSampler, RelationLoss, front_end_of
 from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import SPEC_FILE, Routine
@@ -153,8 +154,8 @@ class EmbeddingRecipe(Recipe):
         if self.encoder is not None:
             return {}
         return {"main": _without_none({
-            "name": "mlp", "hidden_dims": list(self.hidden_dims), "activation": self.activation,
-            "pca_dims": self.pca_dims})}
+            "name": "standardized_mlp", "hidden_dims": list(self.hidden_dims),
+            "activation": self.activation, "pca_dims": self.pca_dims})}
 
     def _size_needs(self, spec: dict[str, Any] | None = None) -> list[tuple[int, str]]:
         """(smallest number of items, why) of every constraint on the data set's size."""
@@ -205,7 +206,7 @@ class EmbeddingRecipe(Recipe):
                                   "both set the encoder; remove one of them.")
             models["main"] = self._encoder_module(in_dim)
         for name, model in spec["models"].items():
-            if isinstance(model, dict) and model.get("name") == "mlp" and \
+            if isinstance(model, dict) and model.get("name") in ("mlp", "standardized_mlp") and \
                     isinstance(model.get("pca_dims"), int) and model["pca_dims"] > in_dim:
                 model = {**model, "pca_dims": in_dim}  # fewer features than pca_dims: all of them
             models[name] = self.build_model(name, {"models": {name: model}}, in_dim=in_dim,
@@ -225,10 +226,17 @@ class EmbeddingRecipe(Recipe):
             size = getattr(phase.sampler, "batch_size", None)
             if isinstance(phase.sampler, ItemSampler) and size and size > x.shape[0]:
                 phase.sampler.batch_size = x.shape[0]
-        return Routine(
+        routine = Routine(
             dataset=Dataset(data=x), models=self.build_models(spec, x.shape[0], x.shape[1]),
             global_relations=self.build_globals(spec), phases=phases, device=self.device,
             seed=self.seed, verbose=self.verbose)
+        for phase in phases:  # a loss that embeds cached front-end outputs needs no data rows
+            loss, sampler = phase.loss, phase.sampler
+            if isinstance(loss, RelationLoss) and isinstance(sampler, NegativeEdgeSampler) \
+                    and sampler.keys is None and loss.model in routine.models \
+                    and loss.cache_front_end and front_end_of(routine.models[loss.model]):
+                sampler.keys = ()
+        return routine
 
     def _validate(self, X: Any, spec: dict[str, Any] | None = None) -> torch.Tensor | LazyRows:
         x = as_rows(X, "X", ndim=2)  # a memory-mapped array / torch Dataset stays on disk

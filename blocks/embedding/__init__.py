@@ -6,7 +6,8 @@ Global side (computed once): affinities of a k-NN distance graph
 :mod:`.layout`).  Training side: the embedding kernels (:class:`ModifiedCauchyTransform`,
 :class:`StudentTTransform`, in :mod:`.kernels`; their protocol in :class:`EmbeddingKernel`), the
 edge sampler (:class:`NegativeEdgeSampler`) and the losses (:class:`RelationLoss`,
-:class:`KLLoss`) in :mod:`.training`, and free coordinates (:class:`FreePositions`).
+:class:`KLLoss`) in :mod:`.training`, free coordinates (:class:`FreePositions`) and the
+encoder on standardised inputs (:class:`StandardizedMLP`, in :mod:`.encoder`).
 Everything is vectorised over points; binary searches run on all rows at once.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from .affinities import (MIN_K_DIST_SCALE, SMOOTH_K_TOLERANCE, ConnectivityBasedRescale,
                          PerplexityBasedRescale, RowMatrix)
+from .encoder import StandardizedInput, StandardizedMLP
 from .kernels import (SQ_DIST_FLOOR, EmbeddingKernel, ModifiedCauchyTransform,
                       StudentTTransform, fit_ab)
 from .layout import FreePositions, PCAInit, SpectralInit
@@ -23,5 +25,6 @@ __all__ = [
     "ConnectivityBasedRescale", "PerplexityBasedRescale", "EmbeddingKernel",
     "ModifiedCauchyTransform", "StudentTTransform", "NegativeEdgeSampler", "RelationLoss",
     "KLLoss", "SpectralInit", "PCAInit", "FreePositions", "RowMatrix", "fit_ab", "ITEM_EDGES",
-    "SQ_DIST_FLOOR", "SMOOTH_K_TOLERANCE", "MIN_K_DIST_SCALE",
+    "SQ_DIST_FLOOR", "SMOOTH_K_TOLERANCE", "MIN_K_DIST_SCALE", "StandardizedMLP",
+    "StandardizedInput",
 ]

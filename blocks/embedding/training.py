@@ -181,6 +181,34 @@ def _pair_sq(y: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (y.index_select(0, a) - y.index_select(0, b)).pow(2).sum(-1)
 
 
+#: largest cache of front-end outputs (n × width float32) a RelationLoss keeps per phase
+FRONT_END_CACHE_BYTES = 1 << 30
+
+
+def front_end_of(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The fixed front end of a model that declares one (``front_end`` and ``network``
+    attributes, e.g. :class:`~infoblocks.blocks.embedding.StandardizedMLP`'s), else None."""
+    front = getattr(model, "front_end", None)
+    if front is None or getattr(model, "network", None) is None:
+        return None
+    if any(p.requires_grad for p in front.parameters()):
+        return None  # a trained front end cannot be cached
+    return front
+
+
+@torch.no_grad()
+def _front_end_outputs(front: torch.nn.Module, data: Any) -> torch.Tensor | None:
+    """``front(data)`` for every item ``(n, width)``, in chunks (rows on disk are read once),
+    or None where it would exceed :data:`FRONT_END_CACHE_BYTES`."""
+    n = data.shape[0]
+    first = front(data[:1] if isinstance(data, torch.Tensor) else data.take([0]))
+    if n * first.shape[1] * first.element_size() > FRONT_END_CACHE_BYTES:
+        return None
+    if isinstance(data, torch.Tensor):
+        return front(data)
+    return torch.cat([front(chunk) for chunk in data.chunks()])
+
+
 @attrs.define
 class RelationLoss(Loss):
     """UMAP's fuzzy-set cross-entropy on sampled edges (batches of :class:`NegativeEdgeSampler`).
@@ -195,6 +223,12 @@ class RelationLoss(Loss):
     model ``model``; calls ``kernel.logit`` (see
     :class:`~infoblocks.blocks.embedding.EmbeddingKernel`); reports ``attraction`` and
     ``repulsion``.
+
+    ``cache_front_end``: when the model has a fixed front end (:func:`front_end_of`, e.g. the
+    standardisation and PCA projection of ``standardized_mlp``) and ``input`` is a dataset
+    array, the front end's outputs for all items are computed once per phase and a step embeds
+    ``network(cached[items])`` — the model's function without projecting every batch again;
+    ``batch[input]`` is then not read (a sampler with ``keys = []`` need not gather it).
     """
 
     name: ClassVar[str] = "relation"
@@ -204,12 +238,36 @@ class RelationLoss(Loss):
     kernel: Any = block_field("transform", default="modified_cauchy",
                               validator=lambda s, a, v: _kernel_has(v, "logit", "relation"))
     repulsion_strength: float = attrs.field(default=1.0, validator=non_negative)
+    cache_front_end: bool = True
+    _cache: Any = attrs.field(init=False, default=None, repr=False, eq=False)
 
     def required_fields(self):
-        return frozenset({self.input, "pos_source", "pos_target", "neg_source", "neg_target"})
+        pairs = {"pos_source", "pos_target", "neg_source", "neg_target"}
+        return frozenset({*pairs, "items"} if self.cache_front_end else {*pairs, self.input})
+
+    def caches_inputs(self, model: torch.nn.Module, state: TrainState) -> bool:
+        """Whether this loss embeds cached front-end outputs of ``model`` on ``state``."""
+        return (self.cache_front_end and front_end_of(model) is not None
+                and state.dataset is not None and self.input in state.dataset)
+
+    def on_phase_start(self, state: TrainState) -> None:
+        self._cache = None
+        model = state.models[self.model] if self.model in state.models else None
+        if model is not None and self.caches_inputs(model, state):
+            self._cache = _front_end_outputs(front_end_of(model), state.dataset[self.input])
+
+    def _embed(self, batch, model):
+        if self._cache is not None:
+            return model.network(self._cache.index_select(0, batch["items"]))
+        if self.input not in batch:
+            raise ValidationError(
+                f"RelationLoss embeds batch[{self.input!r}], which the sampler did not gather "
+                "(no front-end cache for this model); let the sampler gather it (keys = None) "
+                "or set cache_front_end = false.")
+        return model(batch[self.input])
 
     def __call__(self, batch, models, state):
-        y = get_model(models, self.model)(batch[self.input])
+        y = self._embed(batch, get_model(models, self.model))
         z_pos = self.kernel.logit(_pair_sq(y, batch["pos_source"], batch["pos_target"]))
         z_neg = self.kernel.logit(_pair_sq(y, batch["neg_source"], batch["neg_target"]))
         size = z_pos.numel()
