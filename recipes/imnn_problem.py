@@ -60,6 +60,24 @@ def oracle_det_F(fiducial: Any, derivative: Any) -> float:
     return float(torch.linalg.det(fisher_statistics(s, ds).F))
 
 
+def exact_posterior(target: Any, low: tuple[float, float], high: tuple[float, float],
+                    grid: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the exact posterior of (μ, Σ) given one simulation
+    ``target`` (10 points) under a uniform prior on the box [low, high] (a grid of
+    ``grid`` × ``grid`` values): what ABC on the reference problem should find."""
+    d = np.asarray(target, dtype=np.float64).reshape(-1)
+    mu = np.linspace(low[0], high[0], grid)[:, None]
+    sigma = np.linspace(max(low[1], 1e-9), high[1], grid)[None, :]
+    squares = ((d[None, None, :] - mu[..., None]) ** 2).sum(-1)  # (grid, 1)
+    log_post = -0.5 * len(d) * np.log(sigma) - squares / (2 * sigma)
+    post = np.exp(log_post - log_post.max())
+    post /= post.sum()
+    mu_marginal, sigma_marginal = post.sum(1), post.sum(0)
+    mean = np.array([mu_marginal @ mu[:, 0], sigma_marginal @ sigma[0]])
+    var = np.array([mu_marginal @ mu[:, 0] ** 2, sigma_marginal @ sigma[0] ** 2]) - mean ** 2
+    return mean, np.sqrt(var)
+
+
 def plot_history(imnn: IMNN, expected_detF: float | None = None,
                  path: str | Path | None = None, label: str = "") -> Figure:
     """det F (train and validation), det C / det C⁻¹, Λ₂ and r per epoch of a fitted IMNN."""
@@ -70,7 +88,9 @@ def plot_history(imnn: IMNN, expected_detF: float | None = None,
     ax = fig.subplots(3, 1, sharex=True)
     it = h["epoch"]
     ax[0].plot(it, h["det_F"], color="C0", alpha=0.6, label=f"{label} train".strip())
-    ax[0].plot(it, h["val_det_F"], color="C1", label=f"{label} validation".strip())
+    val = np.asarray(h["val_det_F"], dtype=float)
+    seen = np.isfinite(val)  # validated every `validation_every` epochs
+    ax[0].plot(np.asarray(it)[seen], val[seen], color="C1", label=f"{label} validation".strip())
     if expected_detF is not None:
         ax[0].axhline(expected_detF, color="k", ls="--", lw=1, label="expected")
     if imnn.best_epoch_ is not None:
@@ -93,4 +113,5 @@ def plot_history(imnn: IMNN, expected_detF: float | None = None,
 
 
 __all__ = ["DEMO_POINTS", "DEMO_THETA_FID", "DEMO_EXACT_DET_F", "gaussian_simulator",
-           "gaussian_simulations", "OracleSummaries", "oracle_det_F", "plot_history"]
+           "gaussian_simulations", "OracleSummaries", "oracle_det_F", "exact_posterior",
+           "plot_history"]

@@ -20,11 +20,16 @@ The family, one module per concern:
   SIMULATIONS batches ``fiducial`` ``(n_s, *S)`` + ``derivative`` ``(n_d, p, *S)``, or
   ``numerical_derivative`` ``(n_d, 2, p, *S)`` + ``delta_theta`` ``(p,)``;
 * :mod:`.networks` — :class:`SummaryMLP` (model ``"summary_mlp"``) and its declared
-  whitening step.
+  whitening step;
+* :mod:`.inference` — likelihood-free inference with the summaries: the Gaussian
+  approximation, rejection ABC, population Monte Carlo, :class:`PosteriorSamples` and the
+  corner plot :func:`posterior_plot`.
 """
 
 from __future__ import annotations
 
+from .inference import (PosteriorSamples, abc_rejection, gaussian_posterior,
+                        population_monte_carlo, posterior_plot)
 from .loss import FisherLoss, _ChunkedGradient
 from .networks import FIDUCIAL_SAMPLE, SummaryMLP, SummaryNetwork, whiten_output_layer
 from .sampler import SimulationSampler
@@ -40,4 +45,6 @@ __all__ = [
     "as_theta", "optional_theta", "fisher_statistics", "imnn_objective", "network_summaries",
     "regularisation_rate", "whiten_output_layer", "SINGULAR_RCOND", "DERIVATIVE_MODES",
     "FIDUCIAL", "DERIVATIVE", "NUMERICAL", "DELTA_THETA", "FIDUCIAL_SAMPLE", "FISHER_METRICS",
+    "PosteriorSamples", "gaussian_posterior", "abc_rejection", "population_monte_carlo",
+    "posterior_plot",
 ]

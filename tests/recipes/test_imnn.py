@@ -26,6 +26,7 @@ from infoblocks.recipes.imnn import (DEMO_EXACT_DET_F, FRESH_SIMULATIONS_2K_PRES
                                      FRESH_SIMULATIONS_PRESET, IMNN, OracleSummaries,
                                      gaussian_simulations, gaussian_simulator, intra_op_threads,
                                      oracle_det_F)
+from infoblocks.recipes.imnn_problem import exact_posterior
 
 #: reduced budget of the default tests (the benchmark runs the tutorial's 1000 / patience 10)
 QUICK = dict(learning_rate=5e-3, min_epochs=150, epochs=300, patience=10)
@@ -216,6 +217,44 @@ def test_save_load_round_trip(fitted, arrays, tmp_path):
         fid, der, validation_fiducial=val_fid, validation_derivative=val_der)
     assert again.n_epochs_ == fitted.n_epochs_ + 2
     assert again.history_["val_det_F"][-2] > 0.9 * fitted.history_["val_det_F"][-1]
+
+
+def test_abc_posterior_covers_the_truth_with_the_exact_width(fitted, tmp_path):
+    # issue 15 item 5: a target drawn at θ = (0, 1) (seed 7: mean d 0.06, mean d² 1.09), a
+    # uniform prior; ABC with the trained summaries against the exact posterior on a grid
+    target = gaussian_simulator(torch.Generator().manual_seed(7), torch.tensor([[0.0, 1.0]]))[0]
+    low, high = (-1.5, 0.1), (1.5, 3.0)
+    prior = torch.distributions.Uniform(torch.tensor(low), torch.tensor(high))
+    # N(θ̂, F⁻¹): centred on the quasi-ML estimate (4 SE of 10,000 draws: 0.02)
+    np.testing.assert_allclose(fitted.gaussian_posterior(target).mean(),
+                               fitted.estimate(target.numpy()), atol=0.02)
+    gauss = fitted.gaussian_posterior(target, prior)  # × the prior
+    abc = fitted.abc(target, prior, gaussian_simulator, n_simulations=50_000,
+                     accept_fraction=0.02)
+    lower, upper = abc.interval(0.95).T
+    assert np.all(lower < [0.0, 1.0]) and np.all(upper > [0.0, 1.0])  # covers the truth
+    mean, std = exact_posterior(target.numpy(), low, high)  # std (0.40, 0.60)
+    np.testing.assert_allclose(abc.std(), std, rtol=0.2)
+    # the summaries hold ~0.84 of the information (det F 42 of 50), not the exact statistics:
+    # the mean within a third of a posterior std (measured Σ: 1.49 against 1.60)
+    assert np.all(np.abs(abc.mean() - mean) < std / 3)
+    # μ: the Gaussian approximation's width within 20 % of ABC's (measured 0.33 vs 0.39);
+    # Σ: the posterior of a variance from 10 points is skewed (exact std 0.60 against
+    # F⁻¹'s 0.45), which N(θ̂, F⁻¹) cannot show and ABC does
+    assert abc.std()[0] == pytest.approx(gauss.std()[0], rel=0.2)
+    assert gauss.std()[1] < 0.85 * std[1] < abc.std()[1]
+    pmc = fitted.pmc(target, prior, gaussian_simulator, n_points=300, n_initial=3000,
+                     max_simulations=30_000)
+    assert pmc.rounds >= 2 and pmc.epsilons[-1] < pmc.epsilons[0]
+    fig = fitted.posterior_plot({"Gaussian": gauss, "ABC": abc, "PMC": pmc}, truth=(0, 1),
+                                labels=["μ", "Σ"], path=tmp_path / "posterior.png")
+    assert (tmp_path / "posterior.png").stat().st_size > 10_000 and len(fig.axes) == 4
+    with pytest.raises(ValidationError, match="pass `simulator=fn"):
+        fitted.abc(target, prior)  # fitted on arrays: no simulator of its own
+    with pytest.raises(ValidationError, match="`prior` must be a torch.distributions"):
+        fitted.abc(target, (0, 1), gaussian_simulator)
+    with pytest.raises(ValidationError, match="`target` must be one simulation of shape"):
+        fitted.gaussian_posterior(target[:5])
 
 
 def test_plot_writes_png(fitted, tmp_path):
