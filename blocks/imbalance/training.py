@@ -240,6 +240,7 @@ class DIILoss(Loss):
         cached = self._batch_tables
         if cached is not None and cached[0] is rows and cached[1] is cols:
             return cached[2]
+        self._batch_tables = cached = None  # freed before the next batch's are built
         x = state.lookup(self.input)
         exclude = rows[:, None] == cols[None, :]
         excluded_logits = exclusion_logits(exclude)
