@@ -358,7 +358,9 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
         column = "dii" if self.dii_per_epoch == "mean" else "dii_last_batch"
         self.dii_history_ = np.array([initial, *routine.history.column(column)])
         self.weights_history_ = weights_history(
-            recorder.rows, len(self.dii_history_), self.weights_history_ if warm else None)
+            recorder.rows, len(self.dii_history_),
+            routine.models["weights"].weights.detach().abs().cpu().numpy(),
+            self.weights_history_ if warm else None)
         self.weights_ = self.weights_history_[-1]
         self.final_dii_ = self.final_dii_error_ = None
         self.fit_seconds_ = time.perf_counter() - start

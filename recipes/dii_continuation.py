@@ -48,12 +48,17 @@ def continue_routine(previous: Routine, fresh: Routine) -> Routine:
     return previous
 
 
-def weights_history(rows: list[np.ndarray], length: int,
+def weights_history(rows: list[np.ndarray], length: int, final: np.ndarray,
                     before: np.ndarray | None = None) -> np.ndarray:
     """(length, n_params) weights per epoch from a recorder's ``rows`` (the phase start, then
     each epoch): after ``before`` (a warm start: the start row repeats its last), or, for a
     run resumed at a later epoch, with NaN rows for the epochs trained before the restart
-    (their weights were not kept; the DII history has them)."""
+    (their weights were not kept; the DII history has them).  A run resumed from a complete
+    checkpoint trains nothing: NaN rows, then the ``final`` weights."""
+    if not rows:
+        table = np.full((length, len(final)), np.nan)
+        table[-1] = final
+        return table
     if before is not None:
         return np.concatenate([before, np.stack(rows[1:])]) if len(rows) > 1 else before
     table = np.stack(rows)

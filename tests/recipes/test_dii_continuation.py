@@ -149,3 +149,14 @@ def test_forward_selection_adds_the_features_in_the_order_of_their_scales():
         model.select_features("forward", n_features_max=6)
     with pytest.raises(ValidationError, match="'backward', 'forward' or 'l1'"):
         model.select_features("sideways")
+
+
+def test_run_passes_the_checkpoint_options_to_fit(tmp_path, data):
+    # what `infoblocks run ... --resume` does: a finished run's checkpoint is complete, so
+    # resuming it trains nothing more and returns the same weights
+    options = dict(MINI, epochs=3)
+    first = DII(**options).run(list(data), tmp_path / "out", checkpoint=tmp_path / "ckpt")
+    assert read_checkpoint(tmp_path / "ckpt")["complete"]
+    again = DII(**options).run(list(data), tmp_path / "again", checkpoint=tmp_path / "ckpt",
+                               resume=True)
+    assert again["weights"] == first["weights"]
