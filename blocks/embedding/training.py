@@ -67,13 +67,23 @@ class NegativeEdgeSampler(Sampler):
         default=None, converter=lambda k: None if k is None else tuple(k))
     #: per-item globals gathered into each batch at ``items``
     gather: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: > 0: each edge's source is moved toward its target by a fraction drawn uniformly from
+    #: [0, interpolation] (batch field ``pos_mix``; the loss interpolates the network inputs):
+    #: points between neighbours, so the network learns the map between the training points
+    interpolation: float = attrs.field(default=0.0)
     _table: Any = attrs.field(init=False, default=None, repr=False)
+
+    @interpolation.validator
+    def _check_interpolation(self, attribute, value):
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1,
+               f"`interpolation` must be a fraction in [0, 1], got {value!r}.")
 
     def batch_fields(self, state):
         data = set()
         if state.dataset is not None:
             data = set(state.dataset) if self.keys is None else set(self.keys)
-        return frozenset({*ITEM_EDGES.fields, *data, *self.gather})
+        mix = {"pos_mix"} if self.interpolation > 0 else set()
+        return frozenset({*ITEM_EDGES.fields, *data, *self.gather, *mix})
 
     def required_globals(self):
         return frozenset({self.relation, *self.gather})
@@ -117,6 +127,8 @@ class NegativeEdgeSampler(Sampler):
         negatives = (edges[None, :] + size * torch.arange(rate, device=dev)[:, None]).reshape(-1)
         pairs = {k: batch[k].index_select(0, edges) for k in ("pos_source", "pos_target")}
         pairs.update({k: batch[k].index_select(0, negatives) for k in ("neg_source", "neg_target")})
+        per_edge = {"pos_mix": batch["pos_mix"].index_select(0, edges)} if "pos_mix" in batch \
+            else {}
         used = torch.zeros(m, dtype=torch.bool, device=dev)
         for value in pairs.values():
             used[value] = True
@@ -124,8 +136,10 @@ class NegativeEdgeSampler(Sampler):
         renumber = torch.full((m,), -1, dtype=torch.long, device=dev)
         renumber[keep] = torch.arange(keep.numel(), device=dev)
         out = {k: v.index_select(0, keep) if isinstance(v, torch.Tensor) and v.ndim and
-               v.shape[0] == m and k not in pairs else v for k, v in batch.items()}
+               v.shape[0] == m and k not in pairs and k not in per_edge else v
+               for k, v in batch.items()}
         out.update({k: renumber[v] for k, v in pairs.items()})
+        out.update(per_edge)
         return out
 
     def num_batches(self, state):
@@ -154,11 +168,15 @@ class NegativeEdgeSampler(Sampler):
         else:
             extra = torch.randint(n, (count, size * rate), generator=state.generator, device=dev)
             partners = (2 * size + torch.arange(size * rate, device=dev)).expand(count, -1)
+        mix = None if self.interpolation == 0 else self.interpolation * torch.rand(
+            count, size, generator=state.generator, device=dev)
         for b in range(count):
             parts = [src[b], tgt[b]] + ([extra[b]] if extra is not None else [])
             items = torch.cat(parts)
             batch = {"items": items, "pos_source": positions, "pos_target": positions + size,
                      "neg_source": neg_source, "neg_target": partners[b]}
+            if mix is not None:
+                batch["pos_mix"] = mix[b]
             if state.dataset is not None:
                 batch.update(state.dataset.take(items, self.keys))
             for key in self.gather:
@@ -207,6 +225,18 @@ def _front_end_outputs(front: torch.nn.Module, data: Any) -> torch.Tensor | None
     if isinstance(data, torch.Tensor):
         return front(data)
     return torch.cat([front(chunk) for chunk in data.chunks()])
+
+
+def _interpolated(inputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``inputs`` with each edge's source row moved toward its target's by ``pos_mix`` (when
+    the sampler interpolates; the front end is affine, so mixing its outputs mixes the data)."""
+    mix = batch.get("pos_mix")
+    if mix is None or not inputs.is_floating_point():
+        return inputs
+    source, target = batch["pos_source"], batch["pos_target"]
+    start = inputs.index_select(0, source)
+    moved = start + mix.to(inputs.dtype)[:, None] * (inputs.index_select(0, target) - start)
+    return inputs.index_copy(0, source, moved)
 
 
 @attrs.define
@@ -258,13 +288,13 @@ class RelationLoss(Loss):
 
     def _embed(self, batch, model):
         if self._cache is not None:
-            return model.network(self._cache.index_select(0, batch["items"]))
+            return model.network(_interpolated(self._cache.index_select(0, batch["items"]), batch))
         if self.input not in batch:
             raise ValidationError(
                 f"RelationLoss embeds batch[{self.input!r}], which the sampler did not gather "
                 "(no front-end cache for this model); let the sampler gather it (keys = None) "
                 "or set cache_front_end = false.")
-        return model(batch[self.input])
+        return model(_interpolated(batch[self.input], batch))
 
     def __call__(self, batch, models, state):
         y = self._embed(batch, get_model(models, self.model))
