@@ -90,7 +90,12 @@ class NeuralMIEstimator(Recipe):
     test_fraction: float = attrs.field(default=0.5, validator=_fraction)
     patience: int | None = attrs.field(default=50, validator=optional(positive_int))
     validate_every: int = attrs.field(default=1, validator=positive_int)
-    standardize: bool = True
+    #: "rank": rank-Gaussian (copula) map per column — the estimate is invariant to monotone
+    #: transforms of the marginals, as MI is (NWJ lost 36 % of the truth on y -> y³ with the
+    #: moments, 0 with ranks; on Gaussian tasks the two agree within 0.006 nats, docs/mi.md);
+    #: True: zero mean, unit variance; False: the raw values
+    standardize: bool | str = attrs.field(default="rank",
+                                          validator=evaluation.check_standardize)
     negatives: str = attrs.field(default="marginal_pairs", validator=_sampler_name)
     marginal_factor: float = attrs.field(default=1.0, validator=positive)
     replacement: bool = False
@@ -124,6 +129,9 @@ class NeuralMIEstimator(Recipe):
     spec_: dict[str, Any] | None = attrs.field(init=False, default=None, repr=False)
     x_mean_: torch.Tensor | None = attrs.field(init=False, default=None, repr=False)
     y_mean_: torch.Tensor | None = attrs.field(init=False, default=None, repr=False)
+    #: the maps from the data to the critic's inputs (standardisation or rank-Gaussian)
+    x_transform_: Any = attrs.field(init=False, default=None, repr=False)
+    y_transform_: Any = attrs.field(init=False, default=None, repr=False)
     #: fresh-sample mode (``fit(sampler=fn)``): fn, and the held-out share of the fixed draw
     sampler_: Any = attrs.field(init=False, default=None, repr=False)
     fresh_test_fraction_: float | None = attrs.field(init=False, default=None, repr=False)
@@ -287,10 +295,12 @@ class NeuralMIEstimator(Recipe):
     def _fit(self, x: Any, y: Any, sampler: Any, warm: bool, checkpoint: Any, resume: Any
              ) -> NeuralMIEstimator:
         if not warm:
-            self.x_mean_, self.x_scale_ = evaluation.scaling(x, "x", self.standardize)
-            self.y_mean_, self.y_scale_ = evaluation.scaling(y, "y", self.standardize)
-        x = evaluation.standardized(x, self.x_mean_, self.x_scale_)
-        y = evaluation.standardized(y, self.y_mean_, self.y_scale_)
+            self.x_mean_, self.x_scale_, self.x_transform_ = evaluation.scaling(
+                x, "x", self.standardize, self.seed)
+            self.y_mean_, self.y_scale_, self.y_transform_ = evaluation.scaling(
+                y, "y", self.standardize, self.seed)
+        x = evaluation.standardized(x, self.x_transform_)
+        y = evaluation.standardized(y, self.y_transform_)
         if warm:
             routine = self.routine_
             routine.dataset = Dataset(x=x, y=y)
@@ -437,7 +447,8 @@ class MINE(NeuralMIEstimator):
     ma_init: float | None = attrs.field(default=None, validator=_optional_positive)
 
     def bound_options(self):
-        return {"ma_rate": self.ma_rate, "ma_init": self.ma_init}
+        return {"ma_rate": self.ma_rate,
+                **({} if self.ma_init is None else {"ma_init": self.ma_init})}
 
     @classmethod
     def demo_sweep(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:
@@ -524,6 +535,8 @@ class MINEE(NeuralMIEstimator):
     ma_rate: float = attrs.field(default=0.01, validator=_rate)
     patience: int | None = attrs.field(default=100, validator=optional(positive_int))
     reference_fn: Any = transient_field(default=None)
+    #: the moments, not ranks: the entropies are reported in the data's units
+    standardize: bool | str = attrs.field(default=True, validator=evaluation.check_standardize)
 
     divergences_: dict[str, float] | None = attrs.field(init=False, default=None, repr=False)
     entropies_: dict[str, float | None] | None = attrs.field(init=False, default=None,
