@@ -167,8 +167,8 @@ class RankGaussian:
         return out.T.to(z.device, torch.float32)
 
 
-#: rows of lazy input sampled to fit the rank-Gaussian map
-RANK_SAMPLE_ROWS = 100_000
+#: rows of lazy input sampled to fit the rank-Gaussian map (its quantiles to ~1/√10,000)
+RANK_SAMPLE_ROWS = 10_000
 
 
 def scaling(t: torch.Tensor | LazyRows, name: str, standardize: bool | str, seed: int = 0
