@@ -1,0 +1,256 @@
+"""InfoMax (issue 14) beside the reference form and PCA: the issue's experiments, 5 seeds.
+
+    python benchmarks/infomax_bench.py                      # every table (long: ~1 h on 1 core)
+    python benchmarks/infomax_bench.py --tables rows --seeds 2 --quick
+    python benchmarks/infomax_bench.py --tables bounds      # InfoNCE vs JSD vs DV (our channel)
+    python benchmarks/infomax_bench.py --tables digits      # linear probe, 10 % labels
+
+Data (the issue's): x ~ U(−1, 1), x̃ = g(x) (+ Gaussian noise); the task is to recover x from
+the code y by linear regression (var x = 1/3).  Rows:
+
+* ``sanity``: x̃ = [x − x², …, x⁵ − x⁶, x⁶], 3,000 points, dim 1, in-sample LR-MSE;
+* ``ten dK``: x̃ = [x^k − x^{k+1}], k = 1..10, 3,000 points, dim K = 1, 2, 3, 5, LR-MSE;
+* ``semi F/σ``: 1,000 points, 90 % unlabelled (the encoder / PCA are fitted on them), 5 %
+  labelled (the regression), 5 % test (the MSE); F = 19 functions x^{i−1} − x^i or those and
+  28 more (sign(f)·|f|^{1/(i+1)}, i = 1..4, f in sin, cos, log(2+x), x², sinh, cosh, tanh);
+  noise σ = 0.05 / 0.2; dim 3;
+* ``shift F/σ``: the same, each unlabelled row scaled by U(1, 1.5) and shifted by 0.5 ± 0.05.
+
+Systems: the reference form (encoder and DV critic both 2×10 ReLU MLPs on the raw inputs, the
+critic on (x̃, y) against in-batch shuffled y, full batch, Adam 0.01, 2,000 steps), PCA with
+the same dimension (on the raw inputs, as the issue measured it), and ``InfoMax()`` with its
+defaults.  Every cell is the mean ± sd over seeds 0..4 (data and initialisation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from infoblocks.recipes.infomax import InfoMax, linear_regression_mse, sanity_problem
+
+#: the issue's reference numbers (mean of 3 seeds, measured by its author) per row
+ISSUE_REFERENCE = {"sanity": 0.083, "ten d1": 0.145, "ten d2": 0.050, "ten d3": 0.045,
+                   "ten d5": 0.069, "semi 19/0.05": 0.237, "semi 19/0.2": 0.143,
+                   "semi 47/0.05": 0.019, "semi 47/0.2": 0.019}
+
+
+# ---------------------------------------------------------------------------- the data
+
+
+def ten_functions(seed: int, n: int = 3000) -> tuple[np.ndarray, np.ndarray]:
+    x = np.random.default_rng(seed).uniform(-1, 1, n)
+    return x, np.stack([x ** k - x ** (k + 1) for k in range(1, 11)], 1)
+
+
+def functions(x: np.ndarray, many: bool) -> np.ndarray:
+    out = [x ** (i - 1) - x ** i for i in range(1, 20)]
+    if many:
+        for f in (np.sin, np.cos, lambda t: np.log(2 + t), np.square, np.sinh, np.cosh,
+                  np.tanh):
+            v = f(x)
+            out += [np.sign(v) * np.abs(v) ** (1 / (i + 1)) for i in range(1, 5)]
+    return np.stack(out, 1)
+
+
+def semi_supervised(seed: int, many: bool, noise: float, shift: bool = False, n: int = 1000):
+    """x, x̃, and the unlabelled / labelled / test indices (90 / 5 / 5 %)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, n)
+    features = functions(x, many)
+    features = features + noise * rng.standard_normal(features.shape)
+    order = rng.permutation(n)
+    parts = order[:int(0.9 * n)], order[int(0.9 * n):int(0.95 * n)], order[int(0.95 * n):]
+    if shift:
+        u = parts[0]
+        features[u] = features[u] * rng.uniform(1, 1.5, (len(u), 1)) \
+            + rng.uniform(0.45, 0.55, (len(u), 1))
+    return x, features, parts
+
+
+# ---------------------------------------------------------------------------- the systems
+
+
+def reference_form(features: np.ndarray, dim: int, seed: int, steps: int = 2000
+                   ) -> np.ndarray:
+    """The issue's reference: 2×10 ReLU encoder and DV critic, full batch, Adam 0.01."""
+    torch.manual_seed(seed)
+    x = torch.as_tensor(features, dtype=torch.float32)
+
+    def mlp(i, o):
+        return torch.nn.Sequential(torch.nn.Linear(i, 10), torch.nn.ReLU(),
+                                   torch.nn.Linear(10, 10), torch.nn.ReLU(),
+                                   torch.nn.Linear(10, o))
+
+    encoder, critic = mlp(x.shape[1], dim), mlp(x.shape[1] + dim, 1)
+    opt = torch.optim.Adam([*encoder.parameters(), *critic.parameters()], lr=0.01)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        y = encoder(x)
+        joint = critic(torch.cat([x, y], 1)).squeeze(1)
+        marginal = critic(torch.cat([x, y[torch.randperm(len(y), generator=gen)]], 1)).squeeze(1)
+        dv = joint.mean() - (torch.logsumexp(marginal, 0) - math.log(len(marginal)))
+        opt.zero_grad()
+        (-dv).backward()
+        opt.step()
+    return lambda a: encoder(torch.as_tensor(a, dtype=torch.float32)).detach().numpy()
+
+
+def pca_form(features: np.ndarray, dim: int, seed: int):
+    mean = features.mean(0)
+    _, _, vt = np.linalg.svd(features - mean, full_matrices=False)
+    return lambda a: (a - mean) @ vt[:dim].T
+
+
+def infomax_form(features: np.ndarray, dim: int, seed: int, **options):
+    model = InfoMax(n_components=dim, seed=seed, **options).fit(features)
+    return model.transform
+
+
+# ---------------------------------------------------------------------------- the rows
+
+
+def rows(quick: bool):
+    out = [("sanity", None), *[(f"ten d{d}", d) for d in (1, 2, 3, 5)]]
+    for kind in ("semi", "shift"):
+        out += [(f"{kind} {f}/{s}", None) for f in (19, 47) for s in (0.05, 0.2)]
+    return out[:3] + out[5:7] if quick else out
+
+
+def score(row: str, system, seed: int) -> float:
+    if row == "sanity":
+        x, feats = sanity_problem(seed)
+        return linear_regression_mse(system(feats, 1, seed)(feats), x)
+    if row.startswith("ten"):
+        x, feats = ten_functions(seed)
+        dim = int(row.split("d")[1])
+        return linear_regression_mse(system(feats, dim, seed)(feats), x)
+    kind, spec = row.split()
+    many, noise = spec.split("/")
+    x, feats, (u, lab, test) = semi_supervised(seed, many == "47", float(noise), kind == "shift")
+    encode = system(feats[u], 3, seed)
+    return linear_regression_mse(encode(feats[lab]), x[lab], encode(feats[test]), x[test])
+
+
+def table_rows(seeds: int, quick: bool, options: dict) -> dict:
+    systems = {"reference": reference_form, "PCA": pca_form,
+               "InfoMax": lambda f, d, s: infomax_form(f, d, s, **options)}
+    results = {}
+    print("| experiment | reference form | PCA | InfoMax (ours) | issue's reference |")
+    print("|---|---|---|---|---|")
+    for row, _ in rows(quick):
+        cells = {}
+        for name, system in systems.items():
+            values = [score(row, system, s) for s in range(seeds)]
+            cells[name] = (float(np.mean(values)), float(np.std(values)), values)
+        results[row] = cells
+        fmt = " | ".join(f"{cells[k][0]:.4f} ± {cells[k][1]:.4f}" for k in systems)
+        print(f"| {row} | {fmt} | {ISSUE_REFERENCE.get(row, '—')} |", flush=True)
+    return results
+
+
+def table_bounds(seeds: int, quick: bool, options: dict) -> dict:
+    """Our channel with each bound (and the learnt joint critic with JSD, Deep InfoMax's form)."""
+    variants = {"InfoNCE": {"bound": "infonce"}, "JSD": {"bound": "jsd"},
+                "DV (MINE)": {"bound": "dv"},
+                "JSD, joint critic": {"bound": "jsd", "critic": "joint"}}
+    chosen = ["sanity", "ten d2", "semi 19/0.05", "semi 47/0.2"]
+    results = {}
+    print("| bound | " + " | ".join(chosen) + " |")
+    print("|---|" + "---|" * len(chosen))
+    for label, extra in variants.items():
+        cells = []
+        for row in chosen[:2] if quick else chosen:
+            system = lambda f, d, s: infomax_form(f, d, s, **{**options, **extra})  # noqa: E731
+            values = [score(row, system, s) for s in range(seeds)]
+            cells.append((float(np.mean(values)), float(np.std(values))))
+        results[label] = cells
+        print(f"| {label} | " + " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in cells) + " |",
+              flush=True)
+    return results
+
+
+def table_digits(seeds: int, quick: bool, options: dict) -> dict:
+    """Logistic-regression probe on 16-D codes, 10 % labels, against PCA-16 and raw pixels."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from infoblocks.plugins.registry import get_registry
+
+    data = get_registry().build("dataset", "digits").load()
+    pixels, labels = data["data"], data["target"]
+    results = {"raw pixels": [], "PCA-16": [], "InfoMax-16": []}
+    for seed in range(seeds):
+        order = np.random.default_rng(seed).permutation(len(labels))
+        lab, test = order[:len(labels) // 10], order[len(labels) // 10:]
+        features = {"raw pixels": pixels, "PCA-16": pca_form(pixels, 16, seed)(pixels),
+                    "InfoMax-16": infomax_form(pixels, 16, seed, **options)(pixels)}
+        for name, f in features.items():
+            scaler = StandardScaler().fit(f[lab])
+            probe = LogisticRegression(max_iter=5000).fit(scaler.transform(f[lab]), labels[lab])
+            results[name].append(float(probe.score(scaler.transform(f[test]), labels[test])))
+        if quick:
+            break
+    print("| features | probe accuracy (10 % labels) |")
+    print("|---|---|")
+    for name, values in results.items():
+        print(f"| {name} | {np.mean(values):.4f} ± {np.std(values):.4f} |")
+    return results
+
+
+def figure(results: dict, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    names = list(results)
+    fig = Figure(figsize=(10, 4), dpi=100)
+    ax = fig.add_subplot()
+    width = 0.27
+    for k, system in enumerate(("reference", "PCA", "InfoMax")):
+        means = [results[r][system][0] for r in names]
+        sds = [results[r][system][1] for r in names]
+        ax.bar(np.arange(len(names)) + (k - 1) * width, means, width, yerr=sds, capsize=2,
+               label=system)
+    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("LR-MSE / test MSE (log)")
+    ax.set_title("InfoMax vs the reference form and PCA (mean ± sd, 5 seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tables", nargs="+", default=["rows", "bounds", "digits"],
+                        choices=["rows", "bounds", "digits"])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="fewer rows, one digits split")
+    parser.add_argument("--options", default="{}", help="InfoMax keyword arguments as JSON")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--figure", help="write the rows figure here (PNG)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    options = json.loads(args.options)
+    out = {}
+    start = time.perf_counter()
+    for table in args.tables:
+        print(f"\n## {table}\n")
+        out[table] = {"rows": table_rows, "bounds": table_bounds,
+                      "digits": table_digits}[table](args.seeds, args.quick, options)
+    print(f"\n{time.perf_counter() - start:.0f} s", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    if args.figure and "rows" in out:
+        figure(out["rows"], Path(args.figure))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,309 @@
+"""Blocks of the InfoMax recipe: an encoder x̃ -> y trained to raise a lower bound on I(X̃; Y).
+
+The MI of x̃ and a *deterministic* code y = f(x̃) is unbounded: any bound on it saturates
+(InfoNCE at log b) or grows without limit (DV), and the code drifts.  These blocks make the
+objective well posed with the same critics, negative samplers and bounds as the estimators:
+
+* :class:`InfoMaxLoss` (``infomax``) — encodes the batch with model ``encoder``, puts the
+  code through a Gaussian channel z = w(f(x̃ + ε_in)) + ε_out (``input_noise``, ``output_noise``;
+  w = ``whitening`` of the batch) and evaluates any MI bound block (``bound``: ``infonce_loss``,
+  ``mine_loss``, ``dv``, ``js_divergence``, a plugin's bound) on pairs (z, u) where u is the
+  critic's view of the item: the clean code (``critic_input = "code"``) or the input
+  (``"data"``).  With ``nested`` the bound is averaged over the code's prefixes y_{1:k},
+  k = 1..d, so the leading components carry the most information (as PCA's do);
+* :class:`GaussianChannelCritic` (``gaussian_channel_critic``) — t(z, u) = −‖z − u‖² / (2τ),
+  one learnt scale τ: for a code sent through the Gaussian channel it is log p(z | x̃) up to a
+  constant, the optimal InfoNCE critic, so no critic network has to be learnt;
+* :class:`JSDivergenceBound` (``js_divergence``) — Deep InfoMax's Jensen–Shannon objective
+  −E_P softplus(−t) − E_{P_X×P_Y} softplus(t), reported as the DV value of the same scores.
+
+Bounds written with the scores protocol (:mod:`.scores`) work unchanged; see ``docs/infomax.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import attrs
+import torch
+from torch import nn
+
+from ..base import block_field
+from ..errors import ValidationError
+from ..losses import Loss, LossOutput, get_model
+from ..models import Model
+from ..state import TrainState
+from ..validators import non_negative, non_negative_int, one_of, positive, positive_int
+from .bounds import MIBound, dv_bound, js_value
+from .scores import BatchScores, critic_pairwise, scalar_output
+
+#: ridge added to the batch covariance before its Cholesky factor (codes are O(1) after the
+#: encoder's bounded output; 1e-4 keeps a nearly collinear batch invertible in float32)
+WHITENING_RIDGE = 1e-4
+#: whitening modes of :class:`InfoMaxLoss`
+WHITENING = ("none", "standardize", "cholesky")
+
+
+# ====================================================================== the critic
+
+
+class GaussianChannelNet(nn.Module):
+    """t(z, u) = −‖z − u‖² / (2τ), τ = exp(log_tau) learnt:  ``(n, d), (n, d) -> (n,)``.
+
+    ``pairwise(z, u) -> (n, m)`` for in-batch negatives; ``prefix_pairwise(z, u) -> (d, n, m)``
+    the scores of every prefix of the coordinates (the nested bound), one scale per prefix."""
+
+    def __init__(self, dim: int, init_scale: float) -> None:
+        super().__init__()
+        self.dim = dim
+        self.log_tau = nn.Parameter(torch.full((dim,), math.log(init_scale)))
+
+    def forward(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return -(z - u).pow(2).sum(-1) / (2 * self.log_tau[-1].exp())
+
+    def pairwise(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        d2 = (z.pow(2).sum(-1)[:, None] + u.pow(2).sum(-1)[None, :] - 2 * z @ u.T).clamp_min(0)
+        return -d2 / (2 * self.log_tau[-1].exp())
+
+    def prefix_pairwise(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        squares = (z[None, :, :] - u[:, None, :]).pow(2).permute(2, 1, 0)  # (d, n, m)
+        return -squares.cumsum(0) / (2 * self.log_tau.exp()[:, None, None])
+
+
+@attrs.define
+class GaussianChannelCritic(Model):
+    """The Gaussian-channel critic t(z, u) = −‖z − u‖² / (2τ) (one learnt scale τ per prefix).
+
+    ``(n, x_dim), (n, y_dim) -> (n,)`` with ``x_dim == y_dim`` (the code and the clean code);
+    ``init_scale`` is τ at the start (InfoMax sets it to the channel's noise variance)."""
+
+    name: ClassVar[str] = "gaussian_channel_critic"
+    x_dim: int = attrs.field(validator=positive_int)
+    y_dim: int = attrs.field(validator=positive_int)
+    init_scale: float = attrs.field(default=0.1, validator=positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.x_dim != self.y_dim:
+            raise ValidationError(
+                f"gaussian_channel_critic compares a code with a code: x_dim ({self.x_dim}) must "
+                f"equal y_dim ({self.y_dim}); with critic_input = 'data' use joint_critic or "
+                "separable_critic.")
+
+    def build(self) -> nn.Module:
+        return GaussianChannelNet(self.x_dim, self.init_scale)
+
+
+# ====================================================================== the JSD bound
+
+
+@attrs.define
+class JSDivergenceBound(MIBound):
+    """Deep InfoMax's Jensen–Shannon objective; its reported bound is the DV value.
+
+    Trained on JS = −mean softplus(−t(joint)) − mean softplus(t(negatives)) (bounded scores
+    gradients: the stable choice of Hjelm et al.); ``mi`` = mean t(joint) − log mean e^{t(neg)}
+    of the same scores, so validation and early stopping track a true lower bound.  Reports
+    ``mi`` and ``js``."""
+
+    name: ClassVar[str] = "js_divergence"
+    reports: ClassVar[frozenset[str]] = frozenset({"mi", "js"})
+
+    def bound(self, scores):
+        return dv_bound(scores)
+
+    def objective(self, scores, mi, state):
+        js = js_value(scores)
+        return -js, {"js": js.detach()}
+
+
+# ====================================================================== the InfoMax loss
+
+
+def _whitener(codes: torch.Tensor, mode: str) -> Any:
+    """z -> the ``mode`` whitening of z with the batch statistics of ``codes`` (b, d)."""
+    if mode == "none":
+        return lambda z: z
+    mean = codes.mean(0)
+    centred = codes - mean
+    if mode == "standardize":
+        std = centred.pow(2).mean(0).add(WHITENING_RIDGE).sqrt()
+        return lambda z: (z - mean) / std
+    cov = centred.T @ centred / max(len(codes) - 1, 1)
+    factor = torch.linalg.cholesky(cov + WHITENING_RIDGE * torch.eye(len(cov), device=cov.device,
+                                                                    dtype=cov.dtype))
+    return lambda z: torch.linalg.solve_triangular(factor, (z - mean).T, upper=False).T
+
+
+@attrs.define
+class InfoMaxLoss(Loss):
+    """−(MI bound) of an encoder and a critic, through a bounded Gaussian channel.
+
+    For the batch rows x̃ (``batch[x_key]``): clean codes c = f(x̃), channel codes
+    z = w(f(x̃ + ε_in)) + ε_out with ε_in ~ N(0, input_noise²), ε_out ~ N(0, output_noise²) and w
+    the ``whitening`` fitted to c (``"cholesky"``: cov = I, ``"standardize"``: unit variance per
+    component, ``"none"``).  The critic sees (z, u), u = w(c) (``critic_input = "code"``) or
+    x̃ (``"data"``); ``bound`` (an :class:`MIBound` block, its ``critic`` = this loss's
+    ``critic``) gives the value and the training objective.  Negatives: in-batch, or the
+    sampler's explicit pairs (``x_marginal`` encoded as z, ``y_marginal`` as u).
+
+    ``nested``: the objective is the mean over the prefixes k = 1..d of the bound on
+    (z_{1:k}, u_{1:k}) (the other coordinates zeroed; the Gaussian critic has a fast path);
+    the reported ``mi`` is the bound of the whole code.  ``decorrelation`` adds that weight
+    times the mean squared off-diagonal correlation of c.  Validation (no grad) draws the
+    noise from a generator seeded with ``noise_seed`` on every call, so the held-out bound is
+    comparable from epoch to epoch.  Reports ``mi`` (nats), ``nested_mi`` and the bound's own
+    metrics.
+    """
+
+    name: ClassVar[str] = "infomax"
+    reports: ClassVar[frozenset[str]] = frozenset({"mi", "nested_mi", "js", "log_batch_cap"})
+    bound: Any = block_field("loss", default="infonce_loss")
+    encoder: str = "encoder"
+    critic: str = "critic"
+    critic_input: str = attrs.field(default="code", validator=one_of("code", "data"))
+    whitening: str = attrs.field(default="cholesky", validator=one_of(*WHITENING))
+    input_noise: float = attrs.field(default=0.0, validator=non_negative)
+    output_noise: float = attrs.field(default=0.3, validator=non_negative)
+    nested: bool = True
+    decorrelation: float = attrs.field(default=0.0, validator=non_negative)
+    x_key: str = "x"
+    noise_seed: int = attrs.field(default=0, validator=non_negative_int)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.bound, MIBound):
+            raise ValidationError(
+                f"infomax: `bound` must be an MI bound block (infonce_loss, mine_loss, dv, "
+                f"js_divergence, or a plugin's MIBound), got {type(self.bound).__name__}.")
+        if self.bound.critic != self.critic:  # one critic: the bound scores with this loss's
+            self.bound = attrs.evolve(self.bound, critic=self.critic)
+
+    def required_fields(self):
+        return frozenset({self.x_key})
+
+    def required_models(self):
+        return frozenset({self.encoder, self.critic})
+
+    def on_phase_start(self, state):
+        self.bound.on_phase_start(state)
+
+    def checkpoint_state(self):
+        return self.bound.checkpoint_state()
+
+    def restore_state(self, saved):
+        self.bound.restore_state(saved)
+
+    # ------------------------------------------------------------------ the channel
+
+    def _noise(self, like: torch.Tensor, std: float, generator: torch.Generator | None
+               ) -> torch.Tensor:
+        return std * torch.randn(like.shape, generator=generator, device=like.device,
+                                 dtype=like.dtype)
+
+    def _generator(self, state: TrainState) -> torch.Generator:
+        if torch.is_grad_enabled():
+            return state.generator
+        fixed = torch.Generator(device=state.device)  # validation: the same noise every call
+        return fixed.manual_seed(self.noise_seed)
+
+    def encode(self, x: torch.Tensor, encoder: nn.Module, whiten: Any,
+               generator: torch.Generator) -> torch.Tensor:
+        """Channel codes z = w(f(x + ε_in)) + ε_out of rows ``x`` (n, D) -> (n, d)."""
+        noisy = x + self._noise(x, self.input_noise, generator) if self.input_noise else x
+        z = whiten(encoder(noisy))
+        return z + self._noise(z, self.output_noise, generator) if self.output_noise else z
+
+    # ------------------------------------------------------------------ the loss
+
+    def __call__(self, batch, models, state):
+        encoder = get_model(models, self.encoder)
+        generator = self._generator(state)
+        x = batch[self.x_key]
+        clean = encoder(x)
+        whiten = _whitener(clean, self.whitening)
+        u = whiten(clean) if self.critic_input == "code" else x
+        z = clean if not (self.input_noise or self.output_noise) and self.whitening == "none" \
+            else None
+        z = self.encode(x, encoder, whiten, generator) if z is None else z
+        pairs = {"x": z, "y": u}
+        if "x_marginal" in batch and not self.bound.rows:
+            xm, ym = batch["x_marginal"], batch["y_marginal"]
+            pairs["x_marginal"] = self.encode(xm, encoder, whiten, generator)
+            pairs["y_marginal"] = whiten(encoder(ym)) if self.critic_input == "code" else ym
+        scores = self.bound.scores(pairs, models)
+        mi = self.bound.bound(scores)
+        metrics: dict[str, torch.Tensor] = {}
+        if self.nested and z.shape[1] > 1:
+            prefix = self._prefix_bounds(pairs, models)
+            nested_mi = prefix.mean()
+            out = self._objective(prefix, pairs, models, state, metrics)
+            metrics["nested_mi"] = nested_mi.detach()
+        else:
+            out = self._call_objective(scores, mi, state, metrics)
+            metrics["nested_mi"] = mi.detach()
+        if self.decorrelation > 0:
+            out = out + self.decorrelation * _off_diagonal_correlation(clean)
+        return LossOutput(out, {"mi": mi.detach(), **metrics})
+
+    def _call_objective(self, scores: Any, mi: torch.Tensor, state: TrainState,
+                        metrics: dict[str, torch.Tensor]) -> torch.Tensor:
+        result = self.bound.objective(scores, mi, state)
+        value, extra = result if isinstance(result, tuple) else (result, {})
+        metrics.update(extra)
+        return value
+
+    def _prefix_scores(self, pairs: dict[str, torch.Tensor], models: nn.ModuleDict
+                       ) -> list[BatchScores]:
+        """The scores of every prefix z_{1:k} (and u_{1:k} for a code critic), k = 1..d."""
+        critic = get_model(models, self.critic)
+        z, u = pairs["x"], pairs["y"]
+        d = z.shape[1]
+        explicit = "x_marginal" in pairs
+        if not explicit and hasattr(critic, "prefix_pairwise") and self.critic_input == "code":
+            return [BatchScores.from_matrix(m) for m in critic.prefix_pairwise(z, u)]
+        masks = torch.tril(torch.ones(d, d, device=z.device, dtype=z.dtype))  # row k: 1..k+1
+        out = []
+        for k in range(d):
+            mask = masks[k]
+            code_u = self.critic_input == "code"
+            zk, uk = z * mask, (u * mask if code_u else u)
+            if explicit:
+                zm = pairs["x_marginal"] * mask
+                um = pairs["y_marginal"] * mask if code_u else pairs["y_marginal"]
+                t = scalar_output(critic(torch.cat([zk, zm]), torch.cat([uk, um])))
+                out.append(BatchScores(t[:len(zk)], t[len(zk):]))
+            else:
+                out.append(BatchScores.from_matrix(critic_pairwise(critic, zk, uk)))
+        return out
+
+    def _prefix_bounds(self, pairs, models) -> torch.Tensor:
+        self._prefix_cache = self._prefix_scores(pairs, models)
+        return torch.stack([self.bound.bound(s) for s in self._prefix_cache])
+
+    def _objective(self, prefix: torch.Tensor, pairs, models, state, metrics) -> torch.Tensor:
+        # the bound's own objective (MINE's corrected gradient, JS) of each prefix, averaged;
+        # a bound with state (MINE's moving average) sees the whole code only, last
+        scores = self._prefix_cache
+        values = []
+        for k, s in enumerate(scores):
+            if k < len(scores) - 1 and hasattr(self.bound, "log_average"):
+                values.append(-prefix[k])
+            else:
+                values.append(self._call_objective(s, prefix[k], state, metrics))
+        self._prefix_cache = None
+        return torch.stack(values).mean()
+
+
+def _off_diagonal_correlation(codes: torch.Tensor) -> torch.Tensor:
+    """Mean squared off-diagonal entry of the correlation matrix of ``codes`` (b, d)."""
+    d = codes.shape[1]
+    if d < 2:
+        return codes.new_zeros(())
+    centred = codes - codes.mean(0)
+    normed = centred / centred.pow(2).sum(0).add(1e-8).sqrt()
+    corr = normed.T @ normed
+    return (corr - torch.diag(torch.diagonal(corr))).pow(2).sum() / (d * (d - 1))
+
+
+__all__ = ["InfoMaxLoss", "GaussianChannelCritic", "GaussianChannelNet", "JSDivergenceBound",
+           "WHITENING"]

@@ -1,0 +1,493 @@
+"""InfoMax: learn a representation y = f(x̃) by maximising a lower bound on I(X̃; Y).
+
+A scikit-learn transformer (``fit(X)`` unsupervised, ``transform``, ``fit_transform``; works
+in a ``Pipeline``) assembled from the MI family's registered blocks plus the InfoMax blocks of
+:mod:`infoblocks.blocks.mutual_information.infomax`:
+
+- ``globals.train_index`` / ``test_index`` — the held-out split (``random_split``);
+- ``models.encoder`` — the encoder (``mlp`` with a bounded ``tanh`` output by default; any
+  registered model with ``in_dim`` / ``out_dim``, or a torch module as ``encoder_module``);
+- ``models.critic`` — the critic: ``gaussian_channel_critic`` (the channel's log-likelihood,
+  scores codes against codes), or ``joint_critic`` / ``separable_critic`` (``critic_input =
+  "data"``: scores codes against inputs);
+- ``phases`` ``train``: ``sampler`` (the negative sampler: ``all_pairs`` in-batch, or
+  ``marginal_pairs``), ``loss`` = ``infomax`` holding the ``bound`` block (``infonce_loss``,
+  ``mine_loss`` (DV with MINE's log-domain moving average), ``js_divergence`` (Deep
+  InfoMax), ``dv``, a plugin's bound) and the channel (noise, whitening, nesting); validation
+  on the held-out items (the bound, maximised; best weights restored).
+
+Why it is stable where the reference form (a DV critic on a deterministic code) is not: the
+code goes through a noisy channel after whitening, so the MI it can carry is bounded; the
+inputs are standardised; the held-out bound stops training; the nested bound orders the
+components.  The measurements behind the defaults are in ``docs/infomax.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+from attrs.validators import optional
+import numpy as np
+import torch
+
+from infoblocks.blocks.data import Dataset, as_tensor, intra_op_threads, resolve_device
+from infoblocks.blocks.errors import ConfigError, ValidationError
+from infoblocks.blocks.mutual_information import split_sizes
+from infoblocks.blocks.mutual_information.infomax import WHITENING
+from infoblocks.blocks.mutual_information.split import _fraction
+from infoblocks.blocks.phases import LR_SCHEDULES, OPTIMIZERS
+from infoblocks.blocks.recipe import Recipe, transient_field
+from infoblocks.blocks.routine import Routine
+from infoblocks.blocks.validators import device as valid_device
+from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
+                                          positive_int)
+
+#: the sub-directory of ``run``'s output that holds the saved model
+MODEL_DIR = "model"
+#: critic shortcut -> model block (and what the critic scores the code against)
+CRITICS = {"gaussian": ("gaussian_channel_critic", "code"),
+           "joint": ("joint_critic", "data"), "separable": ("separable_critic", "data")}
+#: bound shortcut -> loss block: DV with MINE's moving average, Deep InfoMax's JSD, InfoNCE
+BOUNDS = {"infonce": "infonce_loss", "dv": "mine_loss", "jsd": "js_divergence",
+          "nwj": "nwj_loss"}
+#: held-out batches of the validation bound (fixed: epoch-to-epoch changes are the model's)
+VALIDATION_BATCHES = 4
+#: a column whose standard deviation is below this (relative) is constant: scaled by 1
+CONSTANT_COLUMN = 1e-12
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValidationError(message)
+
+
+def _module_or_none(instance, attribute, value) -> None:
+    _check(value is None or isinstance(value, torch.nn.Module),
+           f"`encoder_module` must be a torch.nn.Module mapping (n, d) to (n, n_components), or "
+           f"None for the `models.encoder` block, got {type(value).__name__}.")
+
+
+@attrs.define(kw_only=True)
+class InfoMax(Recipe):
+    """InfoMax representation learning (see the module docstring).
+
+    ``n_components`` = d of the code; the encoder is an MLP (``hidden_dims``, ``activation``,
+    ``output_activation``) on standardised inputs; ``bound`` (``infonce`` | ``dv`` | ``jsd``
+    | ``nwj``) and ``critic`` (``gaussian`` | ``joint`` | ``separable``) pick the registry
+    blocks; ``output_noise`` / ``input_noise`` are the channel's noise (in whitened code / in
+    standardised input units), ``whitening`` (``cholesky`` | ``standardize`` | ``none``) how
+    the batch's codes are normalised before it, ``nested`` the prefix-averaged bound,
+    ``decorrelation`` an extra penalty on correlated components.  ``test_fraction`` of the
+    items are held out: training stops when their bound has not improved for ``patience``
+    epochs and the best weights are restored.
+
+    ``fit(X)`` -> ``self``; ``transform(X)`` -> (n, n_components); ``history_`` holds the
+    bound per epoch (``mi``, ``val_mi``); ``plot(path)``; ``save`` / ``load``.
+    """
+
+    name: ClassVar[str] = "infomax"
+    summary: ClassVar[str] = "InfoMax: an encoder trained to maximise a bound on I(X; f(X))"
+
+    n_components: int = attrs.field(default=2, validator=positive_int)
+    hidden_dims: tuple[int, ...] = attrs.field(default=(64, 64), converter=tuple)
+    activation: str = "elu"
+    output_activation: str | None = "tanh"
+    bound: str = attrs.field(default="infonce", validator=one_of(*BOUNDS))
+    critic: str = attrs.field(default="gaussian", validator=one_of(*CRITICS))
+    critic_hidden_dims: tuple[int, ...] = attrs.field(default=(64, 64), converter=tuple)
+    negatives: str = attrs.field(default="all_pairs",
+                                 validator=one_of("all_pairs", "marginal_pairs"))
+    output_noise: float = attrs.field(default=0.1, validator=non_negative)
+    #: std of the noise added to the (scaled) input, in units of ``noise_unit``
+    input_noise: float = attrs.field(default=3.0, validator=non_negative)
+    #: "floor": the data's noise floor, the RMS of the trailing half of its principal
+    #: components after scaling (measured, docs/infomax.md: the code must not resolve the data's
+    #: own noise); "scale": 1 (the scaled input's RMS column scale)
+    noise_unit: str = attrs.field(default="floor", validator=one_of("floor", "scale"))
+    whitening: str = attrs.field(default="none", validator=one_of(*WHITENING))
+    nested: bool = True
+    decorrelation: float = attrs.field(default=0.0, validator=non_negative)
+    batch_size: int = attrs.field(default=256, validator=positive_int)
+    epochs: int = attrs.field(default=100, validator=positive_int)
+    batches_per_epoch: int | None = attrs.field(default=10, validator=optional(positive_int))
+    learning_rate: float = attrs.field(default=3e-3, validator=positive)
+    optimizer: str = attrs.field(default="adam", validator=one_of(*OPTIMIZERS))
+    lr_schedule: str = attrs.field(default="none", validator=one_of(*LR_SCHEDULES))
+    weight_decay: float = attrs.field(default=0.0, validator=non_negative)
+    test_fraction: float = attrs.field(default=0.1, validator=_fraction)
+    patience: int | None = attrs.field(default=20, validator=optional(positive_int))
+    #: "global": centre and divide every column by one scale, the root mean variance (the
+    #: geometry is kept: isotropic noise stays isotropic, weak columns stay weak); "features":
+    #: per-column z-scores (weak noisy columns are amplified to unit variance); "none"
+    scaling: str = attrs.field(default="global", validator=one_of("global", "features", "none"))
+    #: scikit-learn's convention: a second ``fit`` on data of the same width continues training
+    warm_start: bool = False
+    seed: int = attrs.field(default=0, validator=non_negative_int)
+    device: str = attrs.field(default="cpu", validator=valid_device)
+    threads: int | None = attrs.field(default=1, validator=optional(positive_int))
+    verbose: bool = False
+    #: any torch module mapping (n, d) -> (n, n_components), used instead of ``models.encoder``
+    encoder_module: Any = transient_field(default=None, validator=_module_or_none)
+
+    routine_: Routine | None = attrs.field(init=False, default=None, repr=False)
+    history_: list[dict[str, Any]] | None = attrs.field(init=False, default=None, repr=False)
+    n_features_in_: int | None = attrs.field(init=False, default=None, repr=False)
+    mean_: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
+    scale_: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
+    best_epoch_: int | None = attrs.field(init=False, default=None, repr=False)
+    #: the input noise's std in scaled input units (``input_noise`` × the unit, at ``fit``)
+    input_noise_: float | None = attrs.field(init=False, default=None, repr=False)
+    #: the held-out bound (nats) at the restored weights (None without a held-out set)
+    bound_nats_: float | None = attrs.field(init=False, default=None, repr=False)
+
+    # ------------------------------------------------------------------ the assembly
+
+    def default_globals(self) -> dict[str, dict[str, Any]]:
+        split = {"name": "random_split", "test_fraction": self.test_fraction, "seed": self.seed}
+        return {f"{part}_index": {"input": "x", "relation": {**split, "part": part}}
+                for part in ("train", "test")}
+
+    def default_models(self) -> dict[str, Any]:
+        models: dict[str, Any] = {}
+        if self.encoder_module is None:
+            models["encoder"] = {"name": "mlp", "hidden_dims": list(self.hidden_dims),
+                                 "activation": self.activation,
+                                 **({"output_activation": self.output_activation}
+                                    if self.output_activation else {})}
+        critic, _ = CRITICS[self.critic]
+        if critic == "gaussian_channel_critic":
+            models["critic"] = {"name": critic,
+                                "init_scale": 1.0}
+        else:
+            models["critic"] = {"name": critic, "hidden_dims": list(self.critic_hidden_dims),
+                                "activation": "elu"}
+        return models
+
+    def _loss(self) -> dict[str, Any]:
+        return {"name": "infomax", "bound": {"name": BOUNDS[self.bound], "critic": "critic"},
+                "encoder": "encoder", "critic": "critic",
+                "critic_input": CRITICS[self.critic][1], "whitening": self.whitening,
+                "input_noise": self.input_noise, "output_noise": self.output_noise,
+                "nested": self.nested, "decorrelation": self.decorrelation,
+                "noise_seed": self.seed}
+
+    def _sampler(self, **extra: Any) -> dict[str, Any]:
+        return {"name": self.negatives, "x_key": "x", "y_key": "x", **extra}
+
+    def default_phases(self) -> list[dict[str, Any]]:
+        phase: dict[str, Any] = {
+            "name": "train", "epochs": self.epochs,
+            "sampler": self._sampler(batch_size=self.batch_size,
+                                     batches_per_epoch=self.batches_per_epoch,
+                                     index_key="train_index"),
+            "loss": self._loss(), "optimizer": self.optimizer,
+            "learning_rate": self.learning_rate, "lr_schedule": self.lr_schedule,
+            "weight_decay": self.weight_decay, "restore_best": True}
+        if self.test_fraction > 0:
+            phase["patience"] = self.patience
+            phase["validation"] = {
+                "sampler": self._sampler(batch_size=self.batch_size, index_key="test_index",
+                                         batches_per_epoch=VALIDATION_BATCHES, fixed=True,
+                                         fixed_seed=self.seed, replacement=True),
+                "loss": self._loss(), "metric": "mi", "mode": "max"}
+        return [phase]
+
+    # ------------------------------------------------------------------ building
+
+    def _encoder(self, in_dim: int) -> torch.nn.Module:
+        module = self.encoder_module
+        try:
+            with torch.no_grad():
+                out = module(torch.zeros(2, in_dim))
+        except Exception as exc:  # noqa: BLE001 - any failure of user code
+            raise ValidationError(f"`encoder_module` failed on a (2, {in_dim}) input: {exc}. It "
+                                  f"must map (n, {in_dim}) to (n, {self.n_components}).") from None
+        _check(isinstance(out, torch.Tensor) and tuple(out.shape) == (2, self.n_components),
+               f"`encoder_module` must map (n, {in_dim}) to (n, {self.n_components}); on a "
+               f"(2, {in_dim}) input it returned {tuple(getattr(out, 'shape', ()))}.")
+        return module
+
+    def build(self, X: Any) -> Routine:
+        """The routine on standardised ``X`` (n, d): split, encoder and critic, the training
+        phase with held-out validation — every block through the registry."""
+        x = torch.as_tensor(X, dtype=torch.float32)
+        spec = self.routine_spec()
+        default_loss = self._loss()
+        for phase in spec["phases"]:  # validation scores the bound the phase trains, unless set
+            validation = phase.get("validation")
+            if isinstance(validation, dict) and validation.get("loss") == default_loss:
+                validation["loss"] = copy.deepcopy(phase.get("loss", default_loss))
+        unit = noise_floor(x) if self.noise_unit == "floor" else 1.0
+        self.input_noise_ = self.input_noise * unit
+        for phase in spec["phases"]:  # the channel's input noise in scaled input units
+            for loss in (phase.get("loss"), (phase.get("validation") or {}).get("loss")):
+                if isinstance(loss, dict) and loss.get("name") == "infomax":
+                    loss["input_noise"] = float(loss.get("input_noise", 0.0)) * unit
+        n_train, n_test = split_sizes(len(x), self.test_fraction)
+        d, in_dim = self.n_components, x.shape[1]
+        models: dict[str, Any] = {}
+        if self.encoder_module is not None:
+            if "encoder" in spec["models"]:
+                raise ConfigError("infomax: `encoder_module` (a torch module) and "
+                                  "`models.encoder` both set the encoder; remove one of them.")
+            models["encoder"] = self._encoder(in_dim)
+        for name in spec["models"]:
+            context = {"in_dim": in_dim, "out_dim": d} if name == "encoder" else \
+                {"x_dim": d, "y_dim": d if self._critic_input(spec) == "code" else in_dim}
+            models[name] = self.build_model(name, spec, **context)
+        _check("encoder" in models, "infomax: the routine needs `models.encoder` (a model "
+                                    "block such as \"mlp\") or `encoder_module`.")
+        # a sampler named in a section (another negative sampler) still draws x from the split
+        phases = self.build_phases(
+            spec, sampler_context={"x_key": "x", "y_key": "x", "index_key": "train_index"},
+            validation_context={"x_key": "x", "y_key": "x", "index_key": "test_index",
+                                "fixed": True, "fixed_seed": self.seed})
+        for phase in phases:  # batches larger than a split: the whole split
+            for sampler, n in ((phase.sampler, n_train),
+                               (getattr(phase.validation, "sampler", None), n_test)):
+                size = getattr(sampler, "batch_size", None)
+                if size is not None and n >= 2 and size > n:
+                    sampler.batch_size = n
+        return Routine(dataset={"x": x}, models=models,
+                       global_relations=self.build_globals(spec), phases=phases,
+                       device=self.device, seed=self.seed, verbose=self.verbose)
+
+    @staticmethod
+    def _critic_input(spec: dict[str, Any]) -> str:
+        loss = spec["phases"][0].get("loss") if spec["phases"] else None
+        return loss.get("critic_input", "code") if isinstance(loss, dict) else "code"
+
+    # ------------------------------------------------------------------ scikit-learn API
+
+    def _validate(self, X: Any) -> torch.Tensor:
+        x = as_tensor(X, "X", ndim=2)
+        n_train, n_test = split_sizes(len(x), self.test_fraction)
+        _check(n_train >= 2 * self.n_components and n_train >= 4 and
+               (self.test_fraction == 0 or n_test >= 2),
+               f"`X` has {len(x)} samples: too few for a training set of {n_train} and a "
+               f"held-out set of {n_test} (test_fraction={self.test_fraction}) with "
+               f"n_components={self.n_components}; pass more samples or lower test_fraction.")
+        return x
+
+    def fit(self, X: Any, y: Any = None, *, checkpoint: str | Path | None = None,
+            resume: bool | str | Path = False) -> InfoMax:
+        """Train the encoder on ``X`` (n, d) (``y`` is ignored: unsupervised); ``self``.
+
+        ``checkpoint``: a directory the training state is written to every epoch;
+        ``resume=True`` continues from it.  With ``warm_start`` and a fitted model for data
+        of the same width, training continues from the current weights."""
+        x = self._validate(X)
+        resolve_device(self.device)
+        warm = self.warm_start and self.routine_ is not None
+        if warm:
+            before = tuple(self.routine_.dataset["x"].shape)
+            _check(before == tuple(x.shape),
+                   f"warm_start=True continues the fitted encoder on data of the same shape: it "
+                   f"was fitted on X {before}, now X {tuple(x.shape)}. Set warm_start=False for "
+                   "a new fit.")
+        else:
+            self.mean_, self.scale_ = _scaling(x, self.scaling)
+        xs = (x - torch.as_tensor(self.mean_)) / torch.as_tensor(self.scale_)
+        with intra_op_threads(self.threads):  # small networks: one thread is fastest
+            if warm:
+                routine = self.routine_
+                routine.dataset = Dataset(x=xs)
+                routine.state.dataset = routine.dataset.to(routine.device)
+            else:
+                routine = self.build(xs)
+            self.train_routine(routine, checkpoint=checkpoint, resume=resume, warm_start=warm)
+        self.routine_ = routine
+        self.n_features_in_ = int(x.shape[1])
+        self.history_ = [dict(r) for r in routine.history.rows]
+        self._record_best()
+        return self
+
+    def _record_best(self) -> None:
+        val = [(r["epoch"], r["val_mi"]) for r in self.history_ if "val_mi" in r]
+        if val:
+            epoch, best = max(val, key=lambda p: p[1])
+            self.best_epoch_, self.bound_nats_ = int(epoch), float(best)
+        else:
+            self.best_epoch_, self.bound_nats_ = None, None
+
+    def transform(self, X: Any, batch_size: int = 4096) -> np.ndarray:
+        """The code of ``X`` (m, d) -> (m, n_components), with the trained encoder."""
+        self._check_fitted()
+        x = as_tensor(X, "X", ndim=2)
+        _check(x.shape[1] == self.n_features_in_,
+               f"`X` has {x.shape[1]} features but the model was fitted on "
+               f"{self.n_features_in_}; pass data with the same columns.")
+        x = (x - torch.as_tensor(self.mean_)) / torch.as_tensor(self.scale_)
+        return self.routine_.apply(x, model="encoder", batch_size=batch_size).numpy()
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_options: Any) -> np.ndarray:
+        """:meth:`fit` then :meth:`transform` of ``X``."""
+        return self.fit(X, y, **fit_options).transform(X)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | Path) -> Path:
+        """Write the encoder, critic, history and the expanded recipe into directory ``path``."""
+        self._check_fitted()
+        return self.routine_.save(path, extra={
+            "recipe": self.to_dict(full=True), "n_features_in": self.n_features_in_,
+            "mean": self.mean_.tolist(), "scale": self.scale_.tolist()})
+
+    @classmethod
+    def load(cls, path: str | Path, encoder_module: torch.nn.Module | None = None,
+             device: str = "cpu") -> InfoMax:
+        """A fitted recipe from :meth:`save` (pass ``encoder_module`` again if it was one)."""
+        path = Path(path)
+        resolve_device(device)
+        _module_or_none(None, None, encoder_module)
+        routine = Routine.load(path, models=None if encoder_module is None
+                               else {"encoder": encoder_module}, device=device)
+        extra = getattr(routine, "saved_extra", {})
+        if not all(k in extra for k in ("recipe", "n_features_in", "mean", "scale")):
+            raise ValidationError(f"{path} holds a routine but no {cls.name!r} settings; was it "
+                                  f"written by {cls.__name__}.save?")
+        recipe = cls.from_dict(extra["recipe"])
+        recipe.encoder_module = encoder_module
+        recipe.routine_ = routine
+        recipe.history_ = routine.history.rows
+        recipe.n_features_in_ = int(extra["n_features_in"])
+        recipe.mean_ = np.asarray(extra["mean"], dtype=np.float32)
+        recipe.scale_ = np.asarray(extra["scale"], dtype=np.float32)
+        recipe._record_best()
+        return recipe
+
+    # ------------------------------------------------------------------ figures
+
+    def plot(self, path: str | Path | None = None) -> Any:
+        """The bound per epoch (training batches and held-out); returns the matplotlib Figure
+        and writes a PNG to ``path`` when given."""
+        from matplotlib.figure import Figure
+
+        self._check_fitted()
+        fig = Figure(figsize=(6.4, 4.0), dpi=100)
+        ax = fig.add_subplot()
+        rows = self.history_
+        ax.plot([r["epoch"] for r in rows], [r["mi"] for r in rows], lw=0.8,
+                label="training batches")
+        val = [(r["epoch"], r["val_mi"]) for r in rows if "val_mi" in r]
+        if val:
+            ax.plot(*zip(*val), lw=1.2, label="held-out")
+        if self.best_epoch_ is not None:
+            ax.axvline(self.best_epoch_, color="0.6", ls=":", lw=1.0, label="restored epoch")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{self.bound} bound on I(X; Y) (nats)")
+        ax.set_title(f"InfoMax, {self.n_components} components")
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path)
+        return fig
+
+    # ------------------------------------------------------------------ command line / demo
+
+    def run(self, data: list[np.ndarray], out_dir: Path, **fit_options: Any) -> dict[str, Any]:
+        """``infoblocks run``: fit on ``--data X.npy``; save the model, ``codes.npy`` and
+        ``infomax_training.png``; return the summary."""
+        _check(len(data) == 1, f"infomax takes one array (X), got {len(data)} arrays.")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        codes = self.fit(data[0], **fit_options).transform(data[0])
+        self.save(out_dir / MODEL_DIR)
+        np.save(out_dir / "codes.npy", codes)
+        self.plot(out_dir / "infomax_training.png")
+        return {"n_items": int(len(codes)), "n_features": self.n_features_in_,
+                "n_components": self.n_components, "heldout_bound_nats": self.bound_nats_,
+                "best_epoch": self.best_epoch_, "epochs_run": len(self.history_),
+                "model": str(out_dir / MODEL_DIR), "codes": str(out_dir / "codes.npy")}
+
+    @classmethod
+    def demo(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:
+        """The sanity problem of issue 14: x ~ U(−1, 1), x̃ = [x − x², …, x⁵ − x⁶, x⁶]
+        (3,000 points); a 1-D code; x recovered from it by linear regression (LR-MSE; var x =
+        1/3, PCA-1 gives 0.135, the reference form 0.083).  Writes ``infomax_demo.png``."""
+        x, features = sanity_problem(0)
+        recipe = cls(n_components=1, epochs=30 if quick else 100)
+        codes = recipe.fit_transform(features)
+        mse = linear_regression_mse(codes, x)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = _demo_figure(recipe, codes, x, mse, out_dir / "infomax_demo.png")
+        return {"lr_mse": round(mse, 4), "var_x": round(float(np.var(x)), 4),
+                "heldout_bound_nats": recipe.bound_nats_, "epochs_run": len(recipe.history_),
+                "figure": str(path)}
+
+
+def noise_floor(x: torch.Tensor) -> float:
+    """The RMS of the trailing half of the principal components of ``x`` (n, D) (its
+    isotropic noise when the signal lies in fewer than D/2 directions; at least one)."""
+    centred = x - x.mean(0)
+    values = torch.linalg.eigvalsh(centred.T.double() @ centred.double() / max(len(x) - 1, 1))
+    trailing = values[:max(1, len(values) // 2)].clamp_min(0)
+    return float(trailing.mean().sqrt())
+
+
+def _scaling(x: torch.Tensor, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, scale)`` per column of ``x`` for ``scaling`` = ``mode`` (constant columns:
+    scale 1, they carry nothing and stay constant)."""
+    d = x.shape[1]
+    if mode == "none":
+        return np.zeros(d, np.float32), np.ones(d, np.float32)
+    mean, std = x.mean(0), x.std(0)
+    if mode == "global":
+        total = float(std.pow(2).mean().sqrt())
+        _check(total > 0, "`X` is constant (every column); there is nothing to encode.")
+        return mean.numpy(), np.full(d, total, np.float32)
+    std = torch.where(std > CONSTANT_COLUMN * (1 + mean.abs()), std, torch.ones_like(std))
+    return mean.numpy(), std.numpy()
+
+
+# ====================================================================== the issue's problems
+
+
+def sanity_problem(seed: int, n: int = 3000) -> tuple[np.ndarray, np.ndarray]:
+    """x ~ U(−1, 1) from ``default_rng(seed)``; x̃ = [x − x², x² − x³, …, x⁵ − x⁶, x⁶] (n, 6)."""
+    x = np.random.default_rng(seed).uniform(-1, 1, n)
+    features = [x ** k - x ** (k + 1) for k in range(1, 6)] + [x ** 6]
+    return x, np.stack(features, 1)
+
+
+def linear_regression_mse(codes: np.ndarray, target: np.ndarray,
+                          test_codes: np.ndarray | None = None,
+                          test_target: np.ndarray | None = None) -> float:
+    """Mean squared error of the least-squares fit (with intercept) of ``target`` on
+    ``codes``; on (``test_codes``, ``test_target``) when given, else in-sample."""
+    design = np.c_[codes, np.ones(len(codes))]
+    coef = np.linalg.lstsq(design, target, rcond=None)[0]
+    if test_codes is None:
+        test_codes, test_target = codes, target
+    return float(np.mean((np.c_[test_codes, np.ones(len(test_codes))] @ coef - test_target) ** 2))
+
+
+def _demo_figure(recipe: InfoMax, codes: np.ndarray, x: np.ndarray, mse: float,
+                 path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.8), dpi=100)
+    left, right = fig.subplots(1, 2)
+    left.scatter(x, codes[:, 0], s=2, alpha=0.5)
+    left.set_xlabel("x (hidden)")
+    left.set_ylabel("code y")
+    left.set_title(f"code against the hidden x (LR-MSE {mse:.4f})")
+    rows = recipe.history_
+    right.plot([r["epoch"] for r in rows], [r["mi"] for r in rows], lw=0.8, label="training")
+    val = [(r["epoch"], r["val_mi"]) for r in rows if "val_mi" in r]
+    if val:
+        right.plot(*zip(*val), lw=1.2, label="held-out")
+    right.set_xlabel("epoch")
+    right.set_ylabel("bound (nats)")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+__all__ = ["InfoMax", "noise_floor", "sanity_problem", "linear_regression_mse", "CRITICS", "BOUNDS"]
