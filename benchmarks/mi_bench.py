@@ -14,6 +14,13 @@
    (n = 5000) of three tasks; without it this part is skipped with a note.
 4. MI-NEE on X, Y ∈ R⁶ with 6 independent pairs of ρ = 0.9 (truth 4.982, n = 1000): held-out
    early stopping must keep the estimate below 1.1 × truth (the reference code reaches 8.86).
+5. ``--only floor``: where the step time goes — the critic's forward + backward alone, the
+   loss, torch's fused Adam, and a hand-rolled fused Adam (``torch._fused_adam_`` without
+   ``Optimizer.step``'s wrappers), in a bare loop beside the notebook trainer: the ceiling of
+   the speed-up at equal threads.
+6. ``--only invariance``: benchmark-mi's dense task (multinormal-dense-25-25-0.5, generated
+   here from its covariance) and a 3-D Gaussian with y → y³, MINE / NWJ / InfoNCE with the
+   moments (``standardize=True``) and the ranks (``"rank"``, the default).
 
 The machine is shared: compare ratios measured in the same run, not absolute times.
 """
@@ -230,6 +237,87 @@ def section_minee_r6(epochs: int) -> dict:
     return {"truth": truth, "estimate": value, "ratio": value / truth}
 
 
+def section_floor(steps: int = 500) -> dict:
+    """The parts of one MINE step at the notebook's batch and network, in a bare loop."""
+    from infoblocks.blocks.mutual_information import JointCritic, MINELoss
+    from infoblocks.blocks.mutual_information.scores import BatchScores
+
+    print("\n## 5. One step's parts (batch 100 + 100 marginal, 2-100-100-1 ELU, 1 thread)")
+    torch.set_num_threads(1)
+    x, y, _ = seed_problem(0)
+    data = np.c_[x, y]
+    xa, ya = torch.randn(100, 200, 1), torch.randn(100, 200, 1)
+
+    def loop(hand: bool) -> list[float]:
+        critic = JointCritic(x_dim=1, y_dim=1, init_std=0.02).build()
+        params = list(critic.parameters())
+        optimizer = torch.optim.Adam(params, lr=1e-3, fused=True)
+        state = [[torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params],
+                 [torch.zeros(()) for _ in params]]
+        loss, parts = MINELoss(ma_rate=0.01), [0.0] * 4
+        for i in range(steps):
+            t0 = time.perf_counter()
+            t = critic(xa[i % 100], ya[i % 100])
+            t1 = time.perf_counter()
+            scores = BatchScores(t[:100], t[100:])
+            value = loss.objective(scores, None, None)
+            t2 = time.perf_counter()
+            for p in params:
+                p.grad = None
+            value.backward()
+            t3 = time.perf_counter()
+            if hand:  # Adam's update in one fused kernel, no per-step grouping or hooks
+                torch._foreach_add_(state[2], 1)
+                torch._fused_adam_(params, [p.grad for p in params], state[0], state[1], [],
+                                   state[2], lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=0.0,
+                                   eps=1e-8, amsgrad=False, maximize=False)
+            else:
+                optimizer.step()
+            t4 = time.perf_counter()
+            for k, d in enumerate((t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                parts[k] += d * 1e3 / steps
+        return parts
+
+    notebook = notebook_train(data, steps, 0)[1] * 1e3
+    fused, hand = loop(False), loop(True)
+    print(f"notebook step {notebook:.3f} ms; bare loop: forward {fused[0]:.3f}, loss "
+          f"{fused[1]:.3f}, backward {fused[2]:.3f}, torch fused Adam {fused[3]:.3f}, "
+          f"hand-rolled fused Adam {hand[3]:.3f} ms")
+    floor = fused[0] + fused[1] + fused[2]
+    print(f"critic + loss + backward alone: {floor:.3f} ms = {notebook / floor:.2f}x below the "
+          f"notebook step (the ceiling of any speed-up at equal threads); with torch's Adam "
+          f"{notebook / (floor + fused[3]):.2f}x, hand-rolled {notebook / (floor + hand[3]):.2f}x")
+    return {"notebook": notebook, "fused": fused, "hand": hand}
+
+
+def section_invariance() -> dict:
+    """Ranks vs moments on benchmark-mi's dense task and on y -> y³."""
+    from infoblocks.recipes.mi import NWJ, correlated_gaussian
+
+    print("\n## 6. Standardisation: moments vs ranks (rank-Gaussian, the default)")
+    d = 25
+    cov = np.full((2 * d, 2 * d), 0.5)
+    np.fill_diagonal(cov, 1.0)
+    dense_truth = 0.5 * (2 * np.linalg.slogdet(cov[:d, :d])[1] - np.linalg.slogdet(cov)[1])
+    z = np.random.default_rng(0).multivariate_normal(np.zeros(2 * d), cov, size=5000)
+    x3, y3, truth3 = correlated_gaussian(0.8, 2000, seed=0, dim=3)
+    cases = [("dense 25x25 (MINE, batch 256)", MINE, dict(batch_size=256), z[:, :d], z[:, d:],
+              dense_truth)]
+    cases += [(f"3-D Gaussian, y^3 ({cls.name})", cls, {}, x3, y3 ** 3, truth3)
+              for cls in (MINE, NWJ, InfoNCE)]
+    out = {}
+    for label, cls, options, x, y, truth in cases:
+        values = []
+        for standardize in (True, "rank"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", MIConvergenceWarning)
+                values.append(cls(seed=0, standardize=standardize, **options).fit(x, y)
+                              .estimate_nats_)
+        out[label] = values
+        print(f"{label:34s} truth {truth:.3f}  moments {values[0]:.3f}  ranks {values[1]:.3f}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and epochs")
@@ -237,7 +325,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="python interpreter where `import bmi` works")
     parser.add_argument("--no-minee", action="store_true", help="skip the R^6 MI-NEE case")
     parser.add_argument("--only", default="speed,bias,bmi,minee",
-                        help="comma-separated sections to run (speed, bias, bmi, minee)")
+                        help="comma-separated sections to run (speed, bias, bmi, minee, floor, "
+                             "invariance)")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} default threads; machine shared, "
@@ -250,6 +339,10 @@ def main(argv: list[str] | None = None) -> None:
         section_benchmark_mi(args.benchmark_mi_python)
     if "minee" in only and not args.no_minee:
         section_minee_r6(epochs=200 if args.quick else 1000)
+    if "floor" in only:
+        section_floor(steps=200 if args.quick else 500)
+    if "invariance" in only:
+        section_invariance()
 
 
 if __name__ == "__main__":
