@@ -38,6 +38,7 @@ from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.blocks.mutual_information import split_sizes
 from infoblocks.blocks.mutual_information.infomax import WHITENING
 from infoblocks.blocks.mutual_information.split import _fraction
+from infoblocks.blocks.models import ACTIVATIONS
 from infoblocks.blocks.phases import LR_SCHEDULES, OPTIMIZERS
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
@@ -94,7 +95,9 @@ class InfoMax(Recipe):
     n_components: int = attrs.field(default=2, validator=positive_int)
     hidden_dims: tuple[int, ...] = attrs.field(default=(64, 64), converter=tuple)
     activation: str = "elu"
-    output_activation: str | None = "tanh"
+    #: "tanh" bounds the code (the channel's power limit); "identity" leaves it unbounded
+    #: (then use ``whitening = "cholesky"``)
+    output_activation: str = attrs.field(default="tanh", validator=one_of(*ACTIVATIONS))
     bound: str = attrs.field(default="infonce", validator=one_of(*BOUNDS))
     critic: str = attrs.field(default="gaussian", validator=one_of(*CRITICS))
     critic_hidden_dims: tuple[int, ...] = attrs.field(default=(64, 64), converter=tuple)
@@ -155,8 +158,7 @@ class InfoMax(Recipe):
         if self.encoder_module is None:
             models["encoder"] = {"name": "mlp", "hidden_dims": list(self.hidden_dims),
                                  "activation": self.activation,
-                                 **({"output_activation": self.output_activation}
-                                    if self.output_activation else {})}
+                                 "output_activation": self.output_activation}
         critic, _ = CRITICS[self.critic]
         if critic == "gaussian_channel_critic":
             models["critic"] = {"name": critic,
