@@ -23,6 +23,10 @@ if TYPE_CHECKING:  # pragma: no cover
 DEMO_POINTS = 10
 DEMO_THETA_FID = (0.0, 1.0)
 DEMO_EXACT_DET_F = 50.0
+#: the demo's inference: a target drawn at θ_fid with this seed (mean d 0.06, mean d² 1.09)
+#: and a uniform prior on [low, high]
+DEMO_TARGET_SEED = 7
+DEMO_PRIOR = ((-1.5, 0.1), (1.5, 3.0))
 
 
 def gaussian_simulator(generator: torch.Generator, theta: torch.Tensor) -> torch.Tensor:
@@ -112,6 +116,6 @@ def plot_history(imnn: IMNN, expected_detF: float | None = None,
     return fig
 
 
-__all__ = ["DEMO_POINTS", "DEMO_THETA_FID", "DEMO_EXACT_DET_F", "gaussian_simulator",
+__all__ = ["DEMO_POINTS", "DEMO_THETA_FID", "DEMO_EXACT_DET_F", "DEMO_TARGET_SEED", "DEMO_PRIOR", "gaussian_simulator",
            "gaussian_simulations", "OracleSummaries", "oracle_det_F", "exact_posterior",
            "plot_history"]
