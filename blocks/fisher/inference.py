@@ -309,7 +309,7 @@ POSTERIOR_COLOURS = ("C0", "C1", "C2", "C3", "C4")
 
 def posterior_plot(posteriors: Sequence[PosteriorSamples] | dict[str, PosteriorSamples],
                    truth: Sequence[float] | None = None, labels: Sequence[str] | None = None,
-                   path: str | Path | None = None, bins: int = 40) -> Figure:
+                   path: str | Path | None = None, bins: int = 30) -> Figure:
     """Corner plot: weighted histograms of each parameter on the diagonal, the 68 % and 95 %
     regions of each pair below it (weighted 2-D histograms), one colour per posterior, the
     true values as lines.  ``posteriors``: a list, or a dict ``{legend name: samples}``."""
@@ -321,7 +321,7 @@ def posterior_plot(posteriors: Sequence[PosteriorSamples] | dict[str, PosteriorS
         raise ValidationError("posterior_plot needs at least one PosteriorSamples.")
     p = next(iter(named.values())).samples.shape[1]
     labels = list(labels) if labels is not None else [f"θ{i}" for i in range(p)]
-    stacked = np.concatenate([s.samples for s in named.values()])
+    stacked = np.concatenate([s.samples[s.weights > 0] for s in named.values()])
     low, high = np.percentile(stacked, 0.5, 0), np.percentile(stacked, 99.5, 0)
     pad = 0.05 * (high - low)
     ranges = list(zip(low - pad, high + pad))
@@ -361,8 +361,12 @@ def posterior_plot(posteriors: Sequence[PosteriorSamples] | dict[str, PosteriorS
 
 def _contours(ax: Any, x: np.ndarray, y: np.ndarray, weights: np.ndarray, ranges: Any,
               bins: int, colour: str) -> None:
-    """The 68 % and 95 % highest-density regions of a weighted 2-D histogram."""
-    hist, xe, ye = np.histogram2d(x, y, bins=bins // 2, range=ranges, weights=weights)
+    """The 68 % and 95 % highest-density regions of a weighted 2-D histogram, smoothed by a
+    one-bin Gaussian (a thousand samples give ragged contours otherwise)."""
+    from scipy.ndimage import gaussian_filter
+
+    hist, xe, ye = np.histogram2d(x, y, bins=bins, range=ranges, weights=weights)
+    hist = gaussian_filter(hist, sigma=1.0)
     flat = np.sort(hist.ravel())[::-1]
     cumulative = np.cumsum(flat) / max(flat.sum(), 1e-300)
     levels = sorted({flat[min(np.searchsorted(cumulative, q), len(flat) - 1)]

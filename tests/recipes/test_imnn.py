@@ -587,8 +587,8 @@ def test_demo_quick(tmp_path):
 def test_defaults_with_a_simulator_reach_095_of_the_information():
     # issue 13 item 3: IMNN(...).fit(simulator) with nothing else set — SiLU, cosine decay over
     # 3000 epochs, fresh simulations, 50,000 validation simulations every 50 epochs.  Measured
-    # best validation det F 49.13 / 49.26 / 48.4 and det F on 100,000 independent simulations
-    # 48.69 / 49.45 / 48.88 on seeds 0 / 1 / 2 (docs/imnn.md).  15-20 min on 2 loaded cores.
+    # best validation det F 49.14 / 49.23 / 48.34 and det F on 100,000 independent simulations
+    # 48.70 / 49.45 / 48.88 on seeds 0 / 1 / 2 (docs/imnn.md); ~17 min on 2 loaded cores.
     imnn = IMNN(n_summaries=2, theta_fid=(0.0, 1.0)).fit(simulator=gaussian_simulator)
     assert imnn.best_val_det_F_ >= 0.95 * DEMO_EXACT_DET_F
     fid, der = gaussian_simulations(100_000, seed=10 ** 6)  # never seen in training
