@@ -480,3 +480,36 @@ def test_batched_epoch_tables_match_the_protocol_defaults():
     assert generic[exclude].min() > 1e15 and reference[exclude].min() > 1e15
     assert torch.isfinite(generic).all() and torch.isfinite(fast).all()
     assert plain.pairwise_batches(a).shape == (3, 8, 8)
+
+
+@pytest.mark.parametrize("batches, rows", [(1, None), (1, 23), (3, None)])
+def test_shards_average_to_the_batch_loss_and_gradient(batches, rows):
+    # what the engine does under torchrun, in one process: each rank's shard (rows
+    # rank::world against all columns) scaled by the world size; their mean must be the
+    # whole batch's DII and gradient (point-adaptive λ: no collective is needed)
+    from infoblocks.blocks.distributed import Distributed
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(61, 3))
+    state = make_state(data_A=a, data_B=a * [4.0, 1.0, 0.2])
+    sampler = RowsColumnsSampler(batches_per_epoch=batches, num_points_rows=rows)
+    sampler.setup(state)
+    state.total_steps, state.n_epochs = batches, 1
+    loss = DIILoss(k_init=3, k_final=3)
+    w = state.models["weights"].weights
+    batch = next(iter(sampler.batches(state)))
+    whole = loss(batch, state.models, state).value
+    (grad_whole,) = torch.autograd.grad(whole, w)
+    for world in (2, 3):  # 61 rows (or 23, or 20): unequal shards
+        values, grads = [], []
+        for rank in range(world):
+            state.dist = Distributed(rank=rank, world_size=world)
+            value = loss(sampler.shard(batch, rank, world), state.models, state).value
+            values.append(value)
+            grads.append(torch.autograd.grad(value, w)[0])
+        state.dist = Distributed()
+        assert float(torch.stack(values).mean().detach()) == pytest.approx(float(whole.detach()),
+                                                                      rel=1e-5)
+        torch.testing.assert_close(torch.stack(grads).mean(0), grad_whole, rtol=1e-4,
+                                   atol=1e-7)
+    assert float(grad_whole.abs().max()) > 1e-3  # a gradient that can disagree
