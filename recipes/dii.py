@@ -345,7 +345,8 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
             routine.callbacks = [cb for cb in routine.callbacks
                                  if not isinstance(cb, FeatureWeightsHistory)] + [recorder]
             routine.check()  # declared contracts, before the first loss call
-            initial = float(self.dii_history_[0]) if warm else self._initial_dii(routine)
+            initial = float(self.dii_history_[0]) if warm and self.dii_history_ is not None \
+                else self._initial_dii(routine)
             try:
                 self.train_routine(routine, checkpoint=checkpoint, resume=resume,
                                    warm_start=warm)
@@ -360,7 +361,7 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
         self.weights_history_ = weights_history(
             recorder.rows, len(self.dii_history_),
             routine.models["weights"].weights.detach().abs().cpu().numpy(),
-            self.weights_history_ if warm else None)
+            self.weights_history_ if warm and self.weights_history_ is not None else None)
         self.weights_ = self.weights_history_[-1]
         self.final_dii_ = self.final_dii_error_ = None
         self.fit_seconds_ = time.perf_counter() - start
