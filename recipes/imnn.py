@@ -53,6 +53,9 @@ from .imnn_problem import (DEMO_EXACT_DET_F, DEMO_PRIOR, DEMO_TARGET_SEED,  # no
                            DEMO_THETA_FID, OracleSummaries, exact_posterior,
                            gaussian_simulations, gaussian_simulator, oracle_det_F, plot_history)
 
+#: the folder inside ``run``'s output directory that holds the saved model (``IMNN.load``)
+MODEL_DIR = "model"
+
 #: seed offset of the validation simulations drawn from a simulator (fixed, drawn once)
 VALIDATION_SEED_OFFSET = 7919
 
@@ -596,7 +599,9 @@ class IMNN(PosteriorInference, Recipe):
             arrays.update({"validation_fiducial": data[2], f"validation_{key}": data[3]})
         self.fit(**arrays, **fit_options)
         out_dir = Path(out_dir)
-        self.save(out_dir)
+        # a folder of its own: the save replaces its directory whole, and out_dir also holds
+        # the CLI's checkpoint (--resume)
+        self.save(out_dir / MODEL_DIR)
         self.plot(path=out_dir / "imnn_history.png")
         return {"best_val_det_F": self.best_val_det_F_, "det_F": float(np.linalg.det(self.F_)),
                 "F": self.F_.tolist(), "n_epochs": self.n_epochs_,

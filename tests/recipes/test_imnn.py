@@ -278,8 +278,10 @@ def test_recipe_is_data():
 
 def test_run_from_arrays(arrays, tmp_path):
     recipe = IMNN(n_summaries=2, theta_fid=(0, 1), epochs=3, min_epochs=0)
-    summary = recipe.run([a[:200] for a in arrays], tmp_path)
+    summary = recipe.run([a[:200] for a in arrays], tmp_path, checkpoint=tmp_path / "ckpt")
     assert summary["n_epochs"] == 3 and (tmp_path / "imnn_history.png").exists()
+    # the model in its own folder: the checkpoint beside it survives the save
+    assert IMNN.load(tmp_path / "model").n_epochs_ == 3 and (tmp_path / "ckpt").exists()
     json.dumps(summary)
     with pytest.raises(ValidationError, match="2 or 4 arrays"):
         recipe.run([arrays[0]], tmp_path)
