@@ -44,9 +44,7 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np

@@ -645,6 +645,7 @@ class IMNN(PosteriorInference, Recipe):
                 "posterior_figure": str(out_dir / "imnn_posterior.png")}
 
 
-__all__ = ["IMNN", "PRESETS", "MODE_DEFAULTS", "PosteriorSamples", "FRESH_SIMULATIONS_PRESET", "FRESH_SIMULATIONS_2K_PRESET",
+__all__ = ["IMNN", "PRESETS", "MODE_DEFAULTS", "MODEL_DIR", "PosteriorSamples",
+           "FRESH_SIMULATIONS_PRESET", "FRESH_SIMULATIONS_2K_PRESET",
            "gaussian_simulator", "gaussian_simulations", "oracle_det_F", "OracleSummaries",
            "DEMO_EXACT_DET_F", "DEMO_THETA_FID", "VALIDATION_SEED_OFFSET"]

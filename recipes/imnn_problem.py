@@ -116,6 +116,7 @@ def plot_history(imnn: IMNN, expected_detF: float | None = None,
     return fig
 
 
-__all__ = ["DEMO_POINTS", "DEMO_THETA_FID", "DEMO_EXACT_DET_F", "DEMO_TARGET_SEED", "DEMO_PRIOR", "gaussian_simulator",
+__all__ = ["DEMO_POINTS", "DEMO_THETA_FID", "DEMO_EXACT_DET_F", "DEMO_TARGET_SEED", "DEMO_PRIOR",
+           "gaussian_simulator",
            "gaussian_simulations", "OracleSummaries", "oracle_det_F", "exact_posterior",
            "plot_history"]

@@ -193,7 +193,8 @@ def test_custom_torch_optimizer_from_the_data_form(arrays):
     assert imnn.to_dict()["optimizer_options"] == {"betas": [0.8, 0.99]}
     imnn.fit(fid, der)
     optimizer = imnn.routine_.phases[0].make_optimizer(list(imnn.routine_.models.parameters()))
-    assert type(optimizer) is torch.optim.RAdam and tuple(optimizer.defaults["betas"]) == (0.8, 0.99)
+    assert type(optimizer) is torch.optim.RAdam
+    assert tuple(optimizer.defaults["betas"]) == (0.8, 0.99)
     adam = IMNN(theta_fid=(0, 1), epochs=3, min_epochs=3).fit(fid, der)
     assert imnn.history_["det_F"][-1] != adam.history_["det_F"][-1]  # another optimizer ran
     with pytest.raises(ValidationError, match="`optimizer` must be one of"):
