@@ -40,12 +40,14 @@ from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import non_negative_int, one_of, positive, positive_int
+from infoblocks.plugins.registry import get_registry
 
 # (the submodule first: ``from . import`` would ask the package's lazy __getattr__, which
 # scans the recipes while this module is half-imported)
 from .mi_evaluation import (SEED_PROBLEM_N, MIConvergenceWarning, MIEstimate, _complete,
-                            _only_fields, _sampler_name, _standardize, seed_problem)
+                            _only_fields, _sampler_name, seed_problem)
 from . import mi_evaluation as evaluation  # noqa: E402 - after the line above, on purpose
+from . import mi_inputs as inputs  # noqa: E402
 
 #: validation pairs per held-out item (a fixed set: epoch-to-epoch changes are the critic's)
 VALIDATION_PAIRS_FACTOR = 10
@@ -95,7 +97,7 @@ class NeuralMIEstimator(Recipe):
     #: moments, 0 with ranks; on Gaussian tasks the two agree within 0.006 nats, docs/mi.md);
     #: True: zero mean, unit variance; False: the raw values
     standardize: bool | str = attrs.field(default="rank",
-                                          validator=evaluation.check_standardize)
+                                          validator=inputs.check_standardize)
     negatives: str = attrs.field(default="marginal_pairs", validator=_sampler_name)
     marginal_factor: float = attrs.field(default=1.0, validator=positive)
     replacement: bool = False
@@ -206,8 +208,11 @@ class NeuralMIEstimator(Recipe):
     def default_evaluation(self) -> dict[str, Any]:
         index = self._evaluation_index()
         max_pairs = self.max_pairs
-        if self.fresh_n_eval_ is not None:  # a large draw: its size, not pairs, sets precision
-            max_pairs = min(max_pairs, evaluation.FRESH_PAIRS_PER_ITEM * self.fresh_n_eval_)
+        rows = getattr(get_registry().get("loss", self.final_bound), "rows", False)
+        if self.fresh_n_eval_ is not None and not rows:
+            # a large draw: its size, not the pairs, sets the precision of a pair bound; a row
+            # bound (InfoNCE) depends on the partners per row: it keeps the pair budget
+            max_pairs = min(max_pairs, inputs.FRESH_PAIRS_PER_ITEM * self.fresh_n_eval_)
         return {"bound": self._bound(self.final_bound),
                 "pairs": {"index": index, "max_pairs": max_pairs}}
 
@@ -272,7 +277,7 @@ class NeuralMIEstimator(Recipe):
             if x is not None or y is not None:
                 raise ValidationError("Pass either the data `x`, `y` or a fresh-sample `sampler`, "
                                       "not both.")
-            x, y, fraction, n_eval = evaluation.fresh_draw(self, sampler, n_eval)
+            x, y, fraction, n_eval = inputs.fresh_draw(self, sampler, n_eval)
         elif x is None or y is None:
             raise ValidationError(f"`{'x' if x is None else 'y'}` is None: fit needs the paired "
                                   "samples `x` and `y` (or `sampler=fn(generator, n) -> (x, y)` "
@@ -280,11 +285,11 @@ class NeuralMIEstimator(Recipe):
         elif n_eval is not None:
             raise ValidationError("`n_eval` sizes the evaluation draw of a fresh-sample `sampler`;"
                                   " with data `x`, `y` leave it out.")
-        x, y = evaluation.validate_input(self, x, y, fresh=fresh)
+        x, y = inputs.validate_input(self, x, y, fresh=fresh)
         resolve_device(self.device)
         warm = self.warm_start and self.routine_ is not None
         if warm:
-            evaluation.check_warm_start(self, x, y, fresh)
+            inputs.check_warm_start(self, x, y, fresh)
         else:
             self.sampler_ = sampler
             self.fresh_test_fraction_ = fraction if fresh else None
@@ -295,12 +300,12 @@ class NeuralMIEstimator(Recipe):
     def _fit(self, x: Any, y: Any, sampler: Any, warm: bool, checkpoint: Any, resume: Any
              ) -> NeuralMIEstimator:
         if not warm:
-            self.x_mean_, self.x_scale_, self.x_transform_ = evaluation.scaling(
+            self.x_mean_, self.x_scale_, self.x_transform_ = inputs.scaling(
                 x, "x", self.standardize, self.seed)
-            self.y_mean_, self.y_scale_, self.y_transform_ = evaluation.scaling(
+            self.y_mean_, self.y_scale_, self.y_transform_ = inputs.scaling(
                 y, "y", self.standardize, self.seed)
-        x = evaluation.standardized(x, self.x_transform_)
-        y = evaluation.standardized(y, self.y_transform_)
+        x = inputs.standardized(x, self.x_transform_)
+        y = inputs.standardized(y, self.y_transform_)
         if warm:
             routine = self.routine_
             routine.dataset = Dataset(x=x, y=y)
@@ -308,7 +313,7 @@ class NeuralMIEstimator(Recipe):
         else:
             routine = self.build(x, y)
         if sampler is not None:
-            evaluation.attach_fresh_sampler(self, routine, sampler)
+            inputs.attach_fresh_sampler(self, routine, sampler)
         spec = self.spec_
         self.train_routine(routine, checkpoint=checkpoint, resume=resume, warm_start=warm)
         self.routine_, self.intervals_ = routine, {}
@@ -536,7 +541,7 @@ class MINEE(NeuralMIEstimator):
     patience: int | None = attrs.field(default=100, validator=optional(positive_int))
     reference_fn: Any = transient_field(default=None)
     #: the moments, not ranks: the entropies are reported in the data's units
-    standardize: bool | str = attrs.field(default=True, validator=evaluation.check_standardize)
+    standardize: bool | str = attrs.field(default=True, validator=inputs.check_standardize)
 
     divergences_: dict[str, float] | None = attrs.field(init=False, default=None, repr=False)
     entropies_: dict[str, float | None] | None = attrs.field(init=False, default=None,
@@ -582,7 +587,7 @@ class MINEE(NeuralMIEstimator):
                 if sampler is not None and hasattr(sampler, "reference"):
                     sampler.reference = self.reference_fn
         if hasattr(phase.sampler, "fit_reference"):
-            phase.sampler.fit_reference(*evaluation.in_memory_sample(x, y, self.seed))
+            phase.sampler.fit_reference(*inputs.in_memory_sample(x, y, self.seed))
             if phase.validation is not None and hasattr(phase.validation.sampler, "reference_x"):
                 phase.validation.sampler.reference_x = phase.sampler.reference_x
                 phase.validation.sampler.reference_y = phase.sampler.reference_y

@@ -172,10 +172,11 @@ class MINELoss(DVLoss):
     **Convention:** ``ma_rate`` weights the *newest* batch (the notebook's β = 1 − ma_rate
     weights the old average); ``ma_init`` is m̄ before the first batch (the notebook's 1.0;
     None: the first batch's value).  Under torch.distributed a_j is the whole batch's (one
-    reduction over the ranks), so the average is the same on every rank.  Loss L_j = −mean t(joint) + exp(a_j − log m̄_j) with m̄ held
-    constant: its gradient is −∇E_P[t] + ∇E_Q[e^t] / m̄_j, never an ``exp`` of a raw critic
-    value.  Metric ``mi`` is the plain DV value of the batch (its bound is DV).  The average is
-    this block's own attribute :attr:`log_average`, reset by :meth:`on_phase_start` and not
+    reduction over the ranks), so the average is the same on every rank.
+    Loss L_j = −mean t(joint) + exp(a_j − log m̄_j) with m̄ held constant: its gradient is
+    −∇E_P[t] + ∇E_Q[e^t] / m̄_j, never an ``exp`` of a raw critic value.  Metric ``mi`` is
+    the plain DV value of the batch (its bound is DV).  The average is this block's own
+    attribute :attr:`log_average`, reset by :meth:`on_phase_start` and not
     updated without grad (validation).
     """
 

@@ -194,7 +194,7 @@ def test_rank_gaussian_standardisation_is_invariant_to_monotone_marginal_maps():
 
 
 def test_the_rank_map_sends_order_statistics_to_normal_scores():
-    from infoblocks.recipes.mi_evaluation import RankGaussian
+    from infoblocks.recipes.mi_inputs import RankGaussian
 
     sample = torch.tensor([[3.0], [1.0], [2.0], [2.0]])
     rank = RankGaussian(sample)
