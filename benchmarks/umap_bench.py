@@ -124,12 +124,12 @@ class _TorchDR:
 
 class _OpenTSNE:
     def fit(self, x, seed):
+        import numpy as np
         import openTSNE
 
         start = time.perf_counter()
-        self.model = openTSNE.TSNE(random_state=seed).fit(x)
-        return self.model.view("ndarray") if hasattr(self.model, "view") else \
-            __import__("numpy").asarray(self.model), {"fit": time.perf_counter() - start}
+        self.model = openTSNE.TSNE(random_state=seed).fit(x)  # an ndarray subclass
+        return np.array(self.model), {"fit": time.perf_counter() - start}
 
     def transform(self, x):
         import numpy as np

@@ -129,8 +129,9 @@ def test_layout_phase_is_present_and_overridable(tmp_path, digits):
     assert {s["name"]: s for s in tuned.phase_specs()}["main"]["learning_rate"] == 1e-3
     with pytest.raises(ValidationError, match="layout_epochs"):
         ParametricUMAP(layout_epochs=5, init="none")
-    with pytest.raises(ConfigError, match="quality"):
-        ParametricUMAP.preset("fast")
+    with pytest.raises(ConfigError, match="fast, quality"):
+        ParametricUMAP.preset("fastest")
+    assert ParametricUMAP.preset("fast").pca_dims == 64
     assert ParametricUMAP.preset("quality", seed=3).seed == 3
     assert ParametricUMAP.presets["quality"]["layout_epochs"] == 300
 
@@ -215,7 +216,7 @@ def test_full_config_shows_every_slot_and_round_trips(tmp_path):
     assert [t["name"] for t in graph["transforms"]] == ["connectivity_rescale", "symmetrize"]
     assert spec["globals"]["positions"] == {"input": "graph", "transforms": [
         {"name": "spectral_init", "n_components": 2, "scale": 1.0, "seed": 0}]}
-    assert spec["models"]["main"]["name"] == "mlp" and "in_dim" not in spec["models"]["main"]
+    assert spec["models"]["main"]["name"] == "standardized_mlp" and "in_dim" not in spec["models"]["main"]
     assert spec["models"]["layout"]["name"] == "free_positions"
     main_phase = spec["phases"][-1]
     assert main_phase["loss"]["kernel"] == {"name": "modified_cauchy", "min_dist": 0.2,
@@ -239,7 +240,8 @@ def test_explicit_section_wins_over_a_default_shortcut():
     assert routine.global_relations["graph"].relation.n_neighbors == 7
     assert routine.phases[-1].sampler.neg_sampling_rate == 2
     assert routine.phases[-1].sampler.batch_size == recipe.batch_size
-    assert [m.out_features for m in routine.models["main"] if hasattr(m, "out_features")] == [16, 2]
+    assert [m.out_features for m in routine.models["main"].modules()
+            if hasattr(m, "out_features")] == [16, 2]
     assert recipe.min_items() == 8  # the smallest data set follows the relation actually used
     with pytest.raises(ValidationError, match="at least 8"):
         recipe.fit(x[:6])
@@ -276,7 +278,7 @@ def test_a_contract_error_names_both_blocks_before_the_first_step():
     recipe = ParametricUMAP(n_neighbors=5, init_epochs=1,
                             phases=[{"name": "main", "sampler": {"name": "items"}}])
     with pytest.raises(ContractError, match=r"loss 'relation' consumes the batch field\(s\) "
-                                            r"\['neg_source'.*sampler 'items'") as info:
+                                            r"\['items', 'neg_source'.*sampler 'items'") as info:
         recipe.fit(x)
     assert "epoch" not in str(info.value)
     assert recipe.routine_ is None
