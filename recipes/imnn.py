@@ -374,7 +374,7 @@ class IMNN(PosteriorInference, Recipe):
         resolve_device(self.device)  # CUDA asked for but absent: a ValidationError first
         warm = self.warm_start and self.routine_ is not None
         self._mode = "simulator" if source["simulator"] is not None else "arrays"
-        with intra_op_threads(self.threads):
+        with intra_op_threads(self.threads), _fit_mode(self._mode):
             spec = self.routine_spec()
             phases = self._phases(spec, source)
             main = self._main_phase(phases)

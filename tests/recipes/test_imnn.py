@@ -185,6 +185,24 @@ def test_restore_best_false_keeps_the_final_weights(arrays):
     assert np.linalg.det(runs[True].F_) == pytest.approx(max(history), rel=1e-3)
 
 
+def test_defaults_follow_the_source_of_the_simulations(arrays):
+    # issue 13 item 3: the shortcuts left at None take MODE_DEFAULTS of the fit's source
+    fid, der = arrays[0][:200], arrays[1][:200]
+    simulated = IMNN(theta_fid=(0, 1), epochs=3, n_validation=500, n_s=200, n_d=200).fit(
+        simulator=gaussian_simulator)
+    spec = simulated.to_dict(full=True)
+    phase = spec["phases"][0]
+    assert spec["models"]["main"]["activation"] == "silu" and phase["lr_schedule"] == "cos"
+    assert phase["patience"] == 3000 and phase["validation"]["every"] == 3  # ≤ epochs
+    assert phase["validation"]["sampler"]["n_s"] == 500
+    assert np.isfinite(simulated.history_["val_det_F"][-1])  # validated at the last epoch
+    fixed = IMNN(theta_fid=(0, 1), epochs=3).fit(fid, der).to_dict(full=True)
+    assert fixed["models"]["main"]["activation"] == "leaky_relu"
+    assert fixed["phases"][0]["lr_schedule"] == "none" and fixed["phases"][0]["patience"] == 10
+    assert "activation" not in IMNN(theta_fid=(0, 1)).to_dict()  # None: left to the source
+    assert IMNN(theta_fid=(0, 1), activation="tanh").to_dict()["activation"] == "tanh"
+
+
 def test_custom_torch_optimizer_from_the_data_form(arrays):
     fid, der = arrays[0][:300], arrays[1][:300]
     data = {"recipe": "imnn", "theta_fid": [0.0, 1.0], "epochs": 3, "min_epochs": 3,
