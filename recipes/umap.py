@@ -29,6 +29,7 @@ from attrs.validators import optional
 import numpy as np
 import torch
 
+from infoblocks.blocks.callbacks import Callback
 from infoblocks.blocks.data import (Dataset, LazyRows, as_rows, as_tensor, intra_op_threads,
                                     resolve_device)
 from infoblocks.blocks.embedding.training import NegativeEdgeSampler, RelationLoss, front_end_of
@@ -46,6 +47,20 @@ MODEL_DIR = "model"
 TRUSTWORTHINESS_MAX_ITEMS = 50_000
 #: optimizer steps per epoch of the free-coordinate ``layout`` phase
 LAYOUT_BATCHES_PER_EPOCH = 10
+
+
+class _PhaseTimer(Callback):
+    """Wall seconds of every phase of the last ``train`` (the fit's ``timings_``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start = 0.0
+
+    def on_phase_start(self, state, phase) -> None:
+        self._start = time.perf_counter()
+
+    def on_phase_end(self, state, phase) -> None:
+        self.seconds[phase.name] = time.perf_counter() - self._start
 
 
 def _check(condition: bool, message: str) -> None:
@@ -266,6 +281,9 @@ class EmbeddingRecipe(Recipe):
         routine = self._continued(X) if warm else self.build(X)
         routine.compute_global_relations()
         relations_done = time.perf_counter()
+        timer = _PhaseTimer()
+        routine.callbacks = [c for c in routine.callbacks if not isinstance(c, _PhaseTimer)]
+        routine.callbacks.append(timer)
         with intra_op_threads(self.threads):
             # a warm start continues the last phase (the UMAP / KL loss), not the init ones
             self.train_routine(routine, checkpoint=checkpoint, resume=resume, warm_start=warm,
@@ -276,6 +294,7 @@ class EmbeddingRecipe(Recipe):
         self.embedding_ = self._embed(routine.dataset["data"]).numpy()
         self.history_ = routine.history.rows
         self.timings_ = {"relations_s": relations_done - start, "train_s": trained - relations_done,
+                         **{f"{name}_s": value for name, value in timer.seconds.items()},
                          "total_s": time.perf_counter() - start}
         return self
 
