@@ -139,13 +139,17 @@ def score(row: str, system, seed: int) -> float:
     return linear_regression_mse(encode(feats[lab]), x[lab], encode(feats[test]), x[test])
 
 
-def table_rows(seeds: int, quick: bool, options: dict) -> dict:
+def table_rows(seeds: int, quick: bool, options: dict, only_rows=None, only_systems=None
+               ) -> dict:
     systems = {"reference": reference_form, "PCA": pca_form,
                "InfoMax": lambda f, d, s: infomax_form(f, d, s, **options)}
+    systems = {k: v for k, v in systems.items() if not only_systems or k in only_systems}
     results = {}
-    print("| experiment | reference form | PCA | InfoMax (ours) | issue's reference |")
-    print("|---|---|---|---|---|")
+    print("| experiment | " + " | ".join(systems) + " | issue's reference |")
+    print("|---|" + "---|" * len(systems) + "---|")
     for row, _ in rows(quick):
+        if only_rows and row not in only_rows:
+            continue
         cells = {}
         for name, system in systems.items():
             values = [score(row, system, s) for s in range(seeds)]
@@ -213,8 +217,8 @@ def figure(results: dict, path: Path) -> None:
     ax = fig.add_subplot()
     width = 0.27
     for k, system in enumerate(("reference", "PCA", "InfoMax")):
-        means = [results[r][system][0] for r in names]
-        sds = [results[r][system][1] for r in names]
+        means = [results[r].get(system, (np.nan,))[0] for r in names]
+        sds = [results[r].get(system, (0, 0))[1] for r in names]
         ax.bar(np.arange(len(names)) + (k - 1) * width, means, width, yerr=sds, capsize=2,
                label=system)
     ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right", fontsize=8)
@@ -233,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer rows, one digits split")
     parser.add_argument("--options", default="{}", help="InfoMax keyword arguments as JSON")
+    parser.add_argument("--rows", nargs="+", help="only these rows (e.g. 'ten d5')")
+    parser.add_argument("--systems", nargs="+", choices=["reference", "PCA", "InfoMax"],
+                        help="only these systems")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--figure", help="write the rows figure here (PNG)")
     args = parser.parse_args(argv)
@@ -242,8 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     for table in args.tables:
         print(f"\n## {table}\n")
-        out[table] = {"rows": table_rows, "bounds": table_bounds,
-                      "digits": table_digits}[table](args.seeds, args.quick, options)
+        if table == "rows":
+            out[table] = table_rows(args.seeds, args.quick, options, args.rows, args.systems)
+        else:
+            out[table] = {"bounds": table_bounds, "digits": table_digits}[table](
+                args.seeds, args.quick, options)
     print(f"\n{time.perf_counter() - start:.0f} s", file=sys.stderr)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

@@ -98,7 +98,7 @@ class InfoMax(Recipe):
     #: "tanh" bounds the code (the channel's power limit); "identity" leaves it unbounded
     #: (then use ``whitening = "cholesky"``)
     output_activation: str = attrs.field(default="tanh", validator=one_of(*ACTIVATIONS))
-    bound: str = attrs.field(default="infonce", validator=one_of(*BOUNDS))
+    bound: str = attrs.field(default="jsd", validator=one_of(*BOUNDS))
     critic: str = attrs.field(default="gaussian", validator=one_of(*CRITICS))
     critic_hidden_dims: tuple[int, ...] = attrs.field(default=(64, 64), converter=tuple)
     negatives: str = attrs.field(default="all_pairs",
