@@ -117,10 +117,10 @@ def test_every_slot_is_a_registry_name_in_the_full_config():
     phase = spec["phases"][0]
     assert phase["sampler"]["name"] == "all_pairs"
     assert phase["loss"]["name"] == "infomax"
-    assert phase["loss"]["bound"]["name"] == "infonce_loss"
+    assert phase["loss"]["bound"]["name"] == "js_divergence"
     assert phase["validation"]["metric"] == "mi"
-    text = InfoMax(bound="jsd", critic="joint").to_toml(full=True)
-    assert 'name = "js_divergence"' in text and 'name = "joint_critic"' in text
+    text = InfoMax(bound="infonce", critic="joint").to_toml(full=True)
+    assert 'name = "infonce_loss"' in text and 'name = "joint_critic"' in text
 
 
 def test_a_critic_and_bound_swapped_from_the_sections():
