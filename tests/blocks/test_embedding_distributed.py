@@ -39,10 +39,18 @@ def test_edge_shards_partition_the_batch_and_average_to_its_loss_and_gradient(ne
     cols = torch.as_tensor(rng.integers(0, n, 400))
     graph = SparseRelations(rows, cols, torch.as_tensor(rng.random(400)).float(), (n, n))
     dataset = Dataset(data=torch.as_tensor(rng.normal(size=(n, 4))).float())
+    # the uniform case also interpolates sources toward their targets (a per-edge field)
     sampler = NegativeEdgeSampler(batch_size=12, neg_sampling_rate=3, batches_per_epoch=1,
-                                  negatives=negatives)
+                                  negatives=negatives,
+                                  interpolation=0.5 if negatives == "uniform" else 0.0)
     batch = next(iter(sampler.batches(_state(dataset, graph))))
     shards = [sampler.shard(batch, r, world) for r in range(world)]
+    if negatives == "uniform":
+        assert 0 <= float(batch["pos_mix"].min()) and float(batch["pos_mix"].max()) <= 0.5
+        mixes = torch.cat([torch.cat([_pairs(s, "pos").double(), s["pos_mix"][:, None].double()], 1)
+                           for s in shards])
+        whole = torch.cat([_pairs(batch, "pos").double(), batch["pos_mix"][:, None].double()], 1)
+        assert sorted(map(tuple, mixes.tolist())) == sorted(map(tuple, whole.tolist()))
     for kind in ("pos", "neg"):  # rank r holds edges r::world and those edges' negatives
         union = torch.cat([_pairs(s, kind) for s in shards])
         whole = _pairs(batch, kind)

@@ -67,3 +67,15 @@ def test_cached_front_end_outputs_give_the_models_loss_and_gradient():
     loss = RelationLoss(cache_front_end=False)
     with pytest.raises(ValidationError, match="keys = None"):
         loss(bare, state.models, state)
+
+
+def test_interpolation_moves_each_source_toward_its_target():
+    from infoblocks.blocks.embedding.training import _interpolated
+
+    x = torch.tensor([[0.0, 0.0], [4.0, 8.0], [1.0, 1.0], [9.0, 9.0]])
+    batch = {"pos_source": torch.tensor([0, 2]), "pos_target": torch.tensor([1, 3]),
+             "pos_mix": torch.tensor([0.25, 0.0])}
+    moved = _interpolated(x, batch)
+    # source 0 a quarter of the way to 1; source 2 stays (mix 0); targets untouched
+    assert torch.equal(moved, torch.tensor([[1.0, 2.0], [4.0, 8.0], [1.0, 1.0], [9.0, 9.0]]))
+    assert _interpolated(x, {}) is x
