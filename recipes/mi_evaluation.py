@@ -230,10 +230,11 @@ def minee_estimate(recipe: MINEE, routine: Any, x: torch.Tensor, y: torch.Tensor
     m = max(int(round(factor * len(x))), int(pairs.get("min_reference") or MIN_FINAL_REFERENCE))
     xr, yr = sampler.draw(m, generator, routine.device)
     models = routine.models
+    dist = routine.dist  # (torch.distributed: row blocks across the ranks, summed)
     recipe.scores_ = {
-        "d_xy": reference_scores(models["main"], (x, y), (xr, yr)),
-        "d_x": reference_scores(models["critic_x"], (x,), (xr,)),
-        "d_y": reference_scores(models["critic_y"], (y,), (yr,)),
+        "d_xy": reference_scores(models["main"], (x, y), (xr, yr), dist=dist),
+        "d_x": reference_scores(models["critic_x"], (x,), (xr,), dist=dist),
+        "d_y": reference_scores(models["critic_y"], (y,), (yr,), dist=dist),
     }
     d = {k: s.divergence(recipe.bound_) for k, s in recipe.scores_.items()}
     recipe.divergences_ = d

@@ -105,16 +105,32 @@ class ReferenceScores:
 @torch.no_grad()
 def reference_scores(model: nn.Module, data: tuple[torch.Tensor, ...],
                      reference: tuple[torch.Tensor, ...],
-                     chunk: int = CHUNK_PAIRS) -> ReferenceScores:
-    """Evaluate a divergence critic on data rows and reference rows, in chunks."""
+                     chunk: int = CHUNK_PAIRS, dist: Any = None) -> ReferenceScores:
+    """Evaluate a divergence critic on data rows and reference rows, in chunks.  Under
+    torch.distributed (``dist`` active) each rank scores a contiguous block of the data rows
+    and of the reference rows, and one all-reduce of the blocks (zeros elsewhere) gives every
+    rank all the scores."""
+    active = dist is not None and getattr(dist, "active", False)
     was_training = model.training
     model.eval()
     try:
         def run(arrays):
             n = len(arrays[0])
-            return torch.cat([scalar_output(model(*[a[i:i + chunk] for a in arrays]))
-                              for i in range(0, n, chunk)])
+            rows = torch.arange(n, device=arrays[0].device)
+            if active:
+                rows = rows.tensor_split(dist.world_size)[dist.rank]
+            parts = [scalar_output(model(*[a[rows[i:i + chunk]] for a in arrays]))
+                     for i in range(0, len(rows), chunk)]
+            scores = torch.cat(parts) if parts else arrays[0].new_zeros(0)
+            if not active:
+                return scores
+            full = arrays[0].new_zeros(n)
+            full[rows] = scores.to(full.dtype)
+            return full
         on_data, on_ref = run(data), run(reference)
+        if active:
+            both = dist.sum(torch.cat([on_data, on_ref]))
+            on_data, on_ref = both[:len(on_data)], both[len(on_data):]
     finally:
         model.train(was_training)
     if not (bool(torch.isfinite(on_data).all()) and bool(torch.isfinite(on_ref).all())):
