@@ -132,6 +132,11 @@ class MIBound(Loss):
         dist = None if state is None else state.dist
         x, y = batch["x"], batch["y"]
         if self.rows or "x_marginal" not in batch:
+            if dist is not None and dist.active and "y_columns" not in batch:
+                raise ValidationError(
+                    f"{type(self).__name__} needs every column of the batch under "
+                    "torch.distributed, but the sampler's shard holds only its own pairs; use "
+                    "the in-batch sampler (negatives = \"all_pairs\").")
             matrix = critic_pairwise(critic, x, batch.get("y_columns", y))
             return BatchScores.from_matrix(matrix, batch.get("columns"), dist=dist)
         b = len(x)

@@ -103,6 +103,10 @@ class InBatchSampler(Sampler):
                                                          eq=False)
     _cache: list[dict[str, torch.Tensor]] | None = attrs.field(init=False, default=None,
                                                                repr=False, eq=False)
+    #: (rank, world size) under torch.distributed, set in :meth:`setup`: a sampler that reads
+    #: only its own shard's rows uses it (then :meth:`shard` has nothing left to split)
+    _local: tuple[int, int] | None = attrs.field(init=False, default=None, repr=False,
+                                                 eq=False)
 
     def required_globals(self) -> frozenset[str]:
         return frozenset({self.x_key, self.y_key, *([self.index_key] if self.index_key else [])})
@@ -188,6 +192,7 @@ class InBatchSampler(Sampler):
     # ------------------------------------------------------------------ the sampler protocol
 
     def setup(self, state):
+        self._local = (state.dist.rank, state.dist.world_size) if state.dist.active else None
         self._pool = self._resolve_pool(state)
         pool, n, size = self.sizes(state)
         if n < 2:
@@ -257,9 +262,14 @@ class MarginalSampler(InBatchSampler):
         return MARGINAL_PAIRS.fields | {"index", "x_all", "y_all"}
 
     def shard(self, batch, rank, world_size):
-        """torch.distributed: joint pairs and product-of-marginals pairs ``rank::world_size``
-        (``x_all`` / ``y_all`` rebuilt from them); a bound's reductions then sum over the
-        ranks, so every rank sees the whole batch's value."""
+        """torch.distributed: joint pairs and product-of-marginals pairs ``rank::world_size``;
+        a bound's reductions then sum over the ranks, so every rank sees the whole batch's
+        value.  Under torch.distributed :meth:`generate` already drew every batch whole (the
+        same generator draws on every rank) and read only this rank's rows — a memory-mapped
+        input is read, and standardised, once per pair across the ranks — so nothing is left
+        to split here; a batch made outside (whole) is split as the in-batch sampler does."""
+        if self._local == (rank, world_size) and batch.get("shard") is not None:
+            return batch
         out = super().shard(batch, rank, world_size)
         out.update(_shard_rows(batch, ("x_marginal", "y_marginal"), rank, world_size))
         out["x_all"] = torch.cat([out["x"], out["x_marginal"]])
@@ -282,15 +292,23 @@ class MarginalSampler(InBatchSampler):
         offset = torch.randint(1, n, second.shape, generator=generator, device=dev)
         second = torch.where(second == first, (first + offset) % n, second)
         joint = pool[joint]
+        marginal_x, marginal_y = pool[first].view(count, n_marg), pool[second].view(count, n_marg)
+        extra = {}
+        if self._local is not None:  # torch.distributed: read only this rank's pairs
+            rank, world = self._local
+            joint, marginal_x, marginal_y = (t[:, rank::world]
+                                             for t in (joint, marginal_x, marginal_y))
+            extra = {"shard": torch.tensor([rank, world], device=dev)}
+        size = joint.shape[1]
         # gather the whole epoch at once, joint rows then marginal rows of each batch side by
         # side: a batch is a view, and ``x_all`` / ``y_all`` feed the critic in one call
-        rows_x = torch.cat([joint, pool[first].view(count, n_marg)], 1)
-        rows_y = torch.cat([joint, pool[second].view(count, n_marg)], 1)
+        rows_x = torch.cat([joint, marginal_x], 1)
+        rows_y = torch.cat([joint, marginal_y], 1)
         x_all, y_all = self.rows(state, self.x_key, rows_x), self.rows(state, self.y_key, rows_y)
         for b in range(count):
             yield {"index": joint[b], "x": x_all[b, :size], "y": y_all[b, :size],
                    "x_marginal": x_all[b, size:], "y_marginal": y_all[b, size:],
-                   "x_all": x_all[b], "y_all": y_all[b]}
+                   "x_all": x_all[b], "y_all": y_all[b], **extra}
 
 
 class ReferenceDistribution:
