@@ -233,6 +233,17 @@ def test_sanity_and_ten_d1_rows_over_five_seeds():
 
 
 @pytest.mark.slow
+def test_digits_probe_beats_pca16_on_the_mean_of_three_splits():
+    # benchmarks/infomax_bench.py --tables digits: PCA-16 0.900 / 0.896 / 0.918, InfoMax-16
+    # 0.856 / 0.944 / 0.946 (the first split is lost: not yet reliable, docs/infomax.md)
+    pytest.importorskip("sklearn")
+    from infomax_bench import table_digits
+
+    results = table_digits(3, False, {})
+    assert np.mean(results["InfoMax-16"]) > np.mean(results["PCA-16"])
+
+
+@pytest.mark.slow
 def test_demo_quick(tmp_path):
     result = InfoMax.demo(tmp_path, quick=True)
     assert result["lr_mse"] <= 0.05 and Path(result["figure"]).exists()
