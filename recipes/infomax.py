@@ -11,15 +11,15 @@ in a ``Pipeline``) assembled from the MI family's registered blocks plus the Inf
   scores codes against codes), or ``joint_critic`` / ``separable_critic`` (``critic_input =
   "data"``: scores codes against inputs);
 - ``phases`` ``train``: ``sampler`` (the negative sampler: ``all_pairs`` in-batch, or
-  ``marginal_pairs``), ``loss`` = ``infomax`` holding the ``bound`` block (``infonce_loss``,
-  ``mine_loss`` (DV with MINE's log-domain moving average), ``js_divergence`` (Deep
-  InfoMax), ``dv``, a plugin's bound) and the channel (noise, whitening, nesting); validation
+  ``marginal_pairs``), ``loss`` = ``infomax`` holding the ``bound`` block (``js_divergence``
+  (Deep InfoMax's JSD, the default), ``infonce_loss``, ``mine_loss`` (DV with MINE's
+  log-domain moving average), ``dv``, a plugin's bound) and the channel (noise, whitening, nesting); validation
   on the held-out items (the bound, maximised; best weights restored).
 
 Why it is stable where the reference form (a DV critic on a deterministic code) is not: the
-code goes through a noisy channel after whitening, so the MI it can carry is bounded; the
-inputs are standardised; the held-out bound stops training; the nested bound orders the
-components.  The measurements behind the defaults are in ``docs/infomax.md``.
+bounded (tanh) code goes through a noisy channel — input noise at the data's noise floor,
+output noise — so the MI it can carry is bounded; the inputs are scaled; the held-out bound
+stops training; the nested bound orders the components.  The measurements behind the defaults are in ``docs/infomax.md``.
 """
 
 from __future__ import annotations
@@ -76,10 +76,10 @@ class InfoMax(Recipe):
     """InfoMax representation learning (see the module docstring).
 
     ``n_components`` = d of the code; the encoder is an MLP (``hidden_dims``, ``activation``,
-    ``output_activation``) on standardised inputs; ``bound`` (``infonce`` | ``dv`` | ``jsd``
-    | ``nwj``) and ``critic`` (``gaussian`` | ``joint`` | ``separable``) pick the registry
-    blocks; ``output_noise`` / ``input_noise`` are the channel's noise (in whitened code / in
-    standardised input units), ``whitening`` (``cholesky`` | ``standardize`` | ``none``) how
+    ``output_activation``) on scaled inputs (``scaling``); ``bound`` (``jsd`` | ``infonce`` |
+    ``dv`` | ``nwj``) and ``critic`` (``gaussian`` | ``joint`` | ``separable``) pick the registry
+    blocks; ``output_noise`` / ``input_noise`` are the channel's noise (in code units / in
+    units of ``noise_unit``, the data's noise floor by default), ``whitening`` (``cholesky`` | ``standardize`` | ``none``) how
     the batch's codes are normalised before it, ``nested`` the prefix-averaged bound,
     ``decorrelation`` an extra penalty on correlated components.  ``test_fraction`` of the
     items are held out: training stops when their bound has not improved for ``patience``
