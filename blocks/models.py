@@ -56,6 +56,19 @@ def _activation_name(instance, attribute, value) -> None:
         )
 
 
+def training_rows(state, key: str, who: str, fix: str = "") -> torch.Tensor:
+    """The dataset array ``key`` that a fixed front end (PCA axes, a standardisation) is
+    fitted on: in memory as it is, from disk (:class:`LazyRows`) a subsample of
+    :data:`PCA_SAMPLE_ROWS` rows (bounded memory).  ``who`` and ``fix`` word the error when
+    the routine has no such array."""
+    if state.dataset is None or key not in state.dataset:
+        raise ValidationError(f"{who} is fitted on the dataset array {key!r}, which this "
+                              f"routine does not have; name the network's input 'data' {fix}"
+                              .rstrip() + ".")
+    x = state.dataset[key]
+    return x.sample(PCA_SAMPLE_ROWS) if isinstance(x, LazyRows) else x
+
+
 class PCAProjection(nn.Module):
     """Fixed projection ``(n, in_dim) -> (n, dims)`` on the leading principal axes of the
     training data: x ↦ (x − mean) V.  Not trained; ``on_phase_start(state)`` fits it once from
@@ -76,14 +89,8 @@ class PCAProjection(nn.Module):
     def on_phase_start(self, state) -> None:
         if bool(self.fitted):
             return
-        if state.dataset is None or self.key not in state.dataset:
-            raise ValidationError(
-                f"`pca_dims`: the PCA front end is fitted on the dataset array {self.key!r}, "
-                "which this routine does not have; name the network's input 'data' or drop "
-                "pca_dims.")
-        x = state.dataset[self.key]
-        # data read on demand: the axes from a subsample (bounded memory)
-        x = (x.sample(PCA_SAMPLE_ROWS) if isinstance(x, LazyRows) else x).to(self.mean)
+        x = training_rows(state, self.key, "`pca_dims`: the PCA front end",
+                          "or drop pca_dims").to(self.mean)
         mean, axes = pca_axes(x, self.axes.shape[1])
         self.mean.copy_(mean)
         self.axes.copy_(axes)

@@ -11,12 +11,18 @@ it is opt-in (installing infoblocks does not make every pytest run import torch)
         registry = infoblocks_plugin(my_plugin_module)
         assert registry.get("loss", "my_loss")
 
-``check_block`` needs no pytest.
+``check_block`` needs no pytest.  ``torchrun(script_text, *args)`` runs a script in 2
+processes (``torch.distributed.run``, gloo, one thread each) — how a plugin sampler's
+``shard`` or a loss's reduction is tested against the one-process run.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -122,4 +128,24 @@ def infoblocks_plugin() -> Iterator[Callable[..., Registry]]:
         reset_plugin_manager(previous)
 
 
-__all__ = ["check_block", "infoblocks_plugin"]
+def torchrun(script: str, *args: Any, directory: str | Path, nproc: int = 2,
+             timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the Python source ``script`` (written to ``directory/script.py``) with ``args``
+    under ``python -m torch.distributed.run --standalone --nproc_per_node=nproc`` (gloo on the
+    CPU, ``OMP_NUM_THREADS=1``).  With ``check`` a non-zero exit raises ``AssertionError``
+    with the end of its stderr.  The ranks share stdout: write per-rank results to files
+    (or parse records, not lines)."""
+    path = Path(directory) / "script.py"
+    path.write_text(script)
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         f"--nproc_per_node={nproc}", str(path), *map(str, args)],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=timeout)
+    if check and run.returncode != 0:
+        raise AssertionError(f"torchrun of {path} failed (exit {run.returncode}):\n"
+                             f"{run.stderr[-3000:]}")
+    return run
+
+
+__all__ = ["check_block", "infoblocks_plugin", "torchrun"]

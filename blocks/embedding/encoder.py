@@ -10,9 +10,8 @@ from attrs.validators import optional
 import torch
 from torch import nn
 
-from ..data import LazyRows
 from ..errors import ValidationError
-from ..models import MLP, PCA_SAMPLE_ROWS, Model, _activation_name, _hidden, _positive_dim
+from ..models import MLP, Model, _activation_name, _hidden, _positive_dim, training_rows
 from ..numerics import pca_axes
 
 
@@ -41,13 +40,8 @@ class StandardizedInput(nn.Module):
     def on_phase_start(self, state) -> None:
         if bool(self.fitted):
             return
-        if state.dataset is None or self.key not in state.dataset:
-            raise ValidationError(
-                f"standardized_mlp fits its input standardisation on the dataset array "
-                f"{self.key!r}, which this routine does not have; name the network's input "
-                "'data'.")
-        x = state.dataset[self.key]
-        x = (x.sample(PCA_SAMPLE_ROWS) if isinstance(x, LazyRows) else x).to(self.mean)
+        x = training_rows(state, self.key, "standardized_mlp's input standardisation"
+                          ).to(self.mean)
         if self.project:
             mean, axes = pca_axes(x, self.axes.shape[1])
             self.axes.copy_(axes)

@@ -4,10 +4,7 @@ the same total batch: the same weights up to reduction order, the same history, 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -17,6 +14,7 @@ import torch
 from infoblocks.blocks.data import intra_op_threads
 from infoblocks.blocks.distributed import Distributed, from_environment
 from infoblocks.blocks.errors import ValidationError
+from infoblocks.plugins.testing import torchrun
 
 SCRIPT = textwrap.dedent('''
     import json, sys
@@ -54,13 +52,7 @@ def _namespace():
 
 
 def test_two_processes_follow_one_process_with_the_same_total_batch(tmp_path):
-    script = tmp_path / "train.py"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node=2", str(script), str(tmp_path / "model")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = torchrun(SCRIPT, tmp_path / "model", directory=tmp_path)
     # the ranks share stdout: their lines may interleave, so find the records, not lines
     ranks = sorted(int(r) for r in re.findall(r'"rank": (\d+)', out.stdout))
     assert ranks == [0, 1]

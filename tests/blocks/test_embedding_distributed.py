@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -17,6 +14,7 @@ from infoblocks.blocks.data import Dataset, intra_op_threads
 from infoblocks.blocks.embedding import ModifiedCauchyTransform, NegativeEdgeSampler, RelationLoss
 from infoblocks.blocks.relations import SparseRelations
 from infoblocks.blocks.state import TrainState
+from infoblocks.plugins.testing import torchrun
 
 
 def _state(dataset, graph):
@@ -106,13 +104,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_two_process_fits_follow_one_process_on_the_digits(tmp_path):
-    script = tmp_path / "fit.py"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node=2", str(script)],
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = torchrun(SCRIPT, directory=tmp_path)
     two = json.loads([line for line in run.stdout.splitlines() if line.startswith("{")][-1])
     namespace = {"__name__": "infoblocks_test_embedding_distributed"}
     exec(SCRIPT, namespace)  # noqa: S102 - the same fits in this process

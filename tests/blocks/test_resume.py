@@ -15,6 +15,7 @@ import torch
 
 from infoblocks.blocks.data import intra_op_threads
 from infoblocks.blocks.errors import ValidationError
+from infoblocks.plugins.testing import torchrun
 
 BUILD = textwrap.dedent('''
     import numpy as np
@@ -149,15 +150,9 @@ def test_two_processes_killed_mid_phase_resume_from_rank_0s_checkpoint(tmp_path)
     uninterrupted 2-process run (1e-6 relative)."""
     from infoblocks.blocks import Routine
 
-    script = tmp_path / "train.py"
-    script.write_text(TORCHRUN)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-
     def launch(name, marker):
-        return subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-             str(script), str(tmp_path / f"{name}-ckpt"), str(tmp_path / name), marker],
-            capture_output=True, text=True, env=env, timeout=600)
+        return torchrun(TORCHRUN, tmp_path / f"{name}-ckpt", tmp_path / name, marker,
+                        directory=tmp_path, check=False)
 
     whole = launch("whole", "-")
     assert whole.returncode == 0, whole.stderr[-3000:]

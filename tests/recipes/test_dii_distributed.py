@@ -6,15 +6,13 @@ DII's rows are split over the ranks and reduced."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
 from infoblocks.blocks.data import intra_op_threads
+from infoblocks.plugins.testing import torchrun
 
 SCRIPT = textwrap.dedent('''
     import json, sys
@@ -60,13 +58,7 @@ def _namespace():
 
 
 def test_two_processes_learn_the_weights_of_one_process_with_the_same_total_batch(tmp_path):
-    script = tmp_path / "fit.py"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node=2", str(script)],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = torchrun(SCRIPT, directory=tmp_path)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1  # rank 0 reports
     both = json.loads(lines[0])

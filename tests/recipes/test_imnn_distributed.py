@@ -6,9 +6,6 @@ one-process fit on a fixed budget."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -17,6 +14,7 @@ import torch
 from infoblocks.blocks.data import intra_op_threads
 from infoblocks.blocks.fisher import SimulationSampler
 from infoblocks.recipes.imnn import gaussian_simulations
+from infoblocks.plugins.testing import torchrun
 
 SCRIPT = textwrap.dedent('''
     import json, sys
@@ -96,13 +94,7 @@ def test_sharded_simulations_keep_derivatives_with_their_rows():
 
 
 def test_two_processes_give_the_one_process_gradient_and_det_F(tmp_path):
-    script = tmp_path / "imnn_torchrun.py"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node=2", str(script), str(tmp_path)],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    torchrun(SCRIPT, tmp_path, directory=tmp_path)
     rows = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert sorted(r["rank"] for r in rows) == [0, 1] and rows[0]["world"] == 2
     for row in rows:  # the reduced loss's gradient, averaged over ranks = the whole set's

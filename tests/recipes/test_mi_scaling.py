@@ -5,9 +5,6 @@ checkpoint / resume through ``fit``, and ``warm_start``."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -17,6 +14,7 @@ import torch
 from infoblocks.blocks.data import LazyRows, intra_op_threads
 from infoblocks.blocks.errors import ValidationError
 from infoblocks.recipes.mi import MINE, MINEE, InfoNCE
+from infoblocks.plugins.testing import torchrun
 
 SCRIPT = textwrap.dedent('''
     import json, sys
@@ -54,13 +52,7 @@ def test_two_processes_give_the_one_process_estimate(tmp_path):
     moving average is the whole batch's; the final scores are computed in row blocks across
     the ranks), to 1e-3 relative (measured: ~1e-7) — MINE, InfoNCE (in-batch negatives) and
     MI-NEE (reference draws, three critics)."""
-    script = tmp_path / "mi_torchrun.py"
-    script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node=2", str(script), str(tmp_path)],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    torchrun(SCRIPT, tmp_path, directory=tmp_path)
     runs = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*-*.json"))]
     assert sorted((r["recipe"], r["rank"]) for r in runs) == [
         ("infonce", 0), ("infonce", 1), ("mine", 0), ("mine", 1), ("minee", 0), ("minee", 1)]
