@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from infoblocks.plugins.testing import EXIT_ABORT
 from infoblocks.recipes.cli import main
 
 
@@ -90,6 +91,8 @@ def test_run_with_nproc_trains_in_two_processes_like_one(tmp_path):
     config, data = _example_config(tmp_path)
     one = _run_cli("run", config, "--data", data, "--out", tmp_path / "one")
     two = _run_cli("run", config, "--data", data, "--out", tmp_path / "two", "--nproc", "2")
+    if two.returncode != 0 and EXIT_ABORT in two.stderr:  # gloo's rare teardown abort
+        two = _run_cli("run", config, "--data", data, "--out", tmp_path / "two", "--nproc", "2")
     assert one.returncode == 0, one.stderr[-2000:]
     assert two.returncode == 0, two.stderr[-2000:]
     first = json.loads((tmp_path / "one" / "summary.json").read_text())
