@@ -53,15 +53,12 @@ class JointCriticNet(nn.Module):
         return self.net(torch.cat([xx, yy], -1).reshape(n * m, -1)).view(n, m)
 
 
-class SeparableCriticNet(nn.Module):
-    """t(x, y) = h(x)ᵀ g(y) / temperature:  ``(n, d_x), (n, d_y) -> (n,)``."""
-
-    def __init__(self, h: nn.Module, g: nn.Module, temperature: float = 1.0) -> None:
-        super().__init__()
-        self.h, self.g, self.temperature = h, g, temperature
+class _InnerProductCritic(nn.Module):
+    """A critic t(x, y) = h(x)ᵀ g(y) given by ``embed(x, y) -> (h(x), g(y))``: the paired
+    scores are row-wise inner products and all pairs are one matrix product."""
 
     def embed(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.h(x) / self.temperature, self.g(y)
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         hx, gy = self.embed(x, y)
@@ -72,7 +69,18 @@ class SeparableCriticNet(nn.Module):
         return hx @ gy.T
 
 
-class LinearCriticNet(nn.Module):
+class SeparableCriticNet(_InnerProductCritic):
+    """t(x, y) = h(x)ᵀ g(y) / temperature:  ``(n, d_x), (n, d_y) -> (n,)``."""
+
+    def __init__(self, h: nn.Module, g: nn.Module, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.h, self.g, self.temperature = h, g, temperature
+
+    def embed(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.h(x) / self.temperature, self.g(y)
+
+
+class LinearCriticNet(_InnerProductCritic):
     """t(x, y) = xᵀ W y + aᵀx + bᵀy + c:  ``(n, d_x), (n, d_y) -> (n,)``; ``embed`` gives
     h(x) = [W ᵀx, aᵀx + c, 1] and g(y) = [y, 1, bᵀy], so all pairs are one matrix product."""
 
@@ -91,14 +99,6 @@ class LinearCriticNet(nn.Module):
         hx = torch.cat([x @ self.weight, (x @ self.x_weight + self.bias)[:, None], ones_x], 1)
         gy = torch.cat([y, ones_y, (y @ self.y_weight)[:, None]], 1)
         return hx, gy
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        hx, gy = self.embed(x, y)
-        return (hx * gy).sum(-1)
-
-    def pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        hx, gy = self.embed(x, y)
-        return hx @ gy.T
 
 
 def _activation(instance, attribute, value) -> None:
