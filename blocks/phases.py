@@ -26,6 +26,7 @@ from .callbacks import Callback, EarlyStopping
 from .contracts import check_phase
 from .errors import NumericalError, ValidationError
 from .numerics import cosine_factor
+from .optim import make_adam
 from .state import TrainState
 from .validators import non_negative, non_negative_int, one_of, positive
 
@@ -165,10 +166,9 @@ class TrainingPhase:
         if name == "sgd":
             return torch.optim.SGD(params, lr=self.learning_rate, momentum=self.momentum,
                                    weight_decay=self.weight_decay, **self.optimizer_options)
-        if name in OPTIMIZERS:
-            cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-            return cls(params, lr=self.learning_rate, weight_decay=self.weight_decay,
-                       **self.optimizer_options)
+        if name in OPTIMIZERS:  # the lean fused step where it is exact (blocks/optim.py)
+            return make_adam(params, lr=self.learning_rate, weight_decay=self.weight_decay,
+                             decoupled=name == "adamw", options=self.optimizer_options)
         cls = optimizer_class(self.optimizer)  # any torch.optim class, with its own keywords
         decay = {"weight_decay": self.weight_decay} if self.weight_decay else {}
         try:

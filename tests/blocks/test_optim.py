@@ -1,0 +1,122 @@
+"""LeanAdam: torch's fused Adam / AdamW to the last bit, without the per-step wrappers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from infoblocks.blocks.optim import LeanAdam, lean_applies, make_adam
+from infoblocks.blocks.phases import TrainingPhase
+
+
+def _net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 16), nn.ELU(), nn.Linear(16, 16), nn.ELU(),
+                         nn.Linear(16, 1))
+
+
+def _batches(n: int, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(32, 3, generator=g), torch.randn(32, 1, generator=g)) for _ in range(n)]
+
+
+def _train(net: nn.Module, optimizer: torch.optim.Optimizer, batches, lr_factors=None) -> None:
+    for i, (x, y) in enumerate(batches):
+        if lr_factors is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = 1e-2 * lr_factors[i]
+        optimizer.zero_grad(set_to_none=True)
+        ((net(x) - y) ** 2).mean().backward()
+        optimizer.step()
+
+
+def _same(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("decoupled, weight_decay", [(False, 0.0), (False, 0.05), (True, 0.05)])
+def test_steps_are_bit_identical_to_torch_fused_adam(decoupled, weight_decay):
+    batches = _batches(60)
+    ours, theirs = _net(), _net()
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    reference = cls(theirs.parameters(), lr=1e-2, weight_decay=weight_decay, fused=True)
+    lean = LeanAdam(ours.parameters(), lr=1e-2, weight_decay=weight_decay,
+                    decoupled_weight_decay=decoupled)
+    _train(ours, lean, batches)
+    _train(theirs, reference, batches)
+    assert _same(ours, theirs)  # the weights, to the last bit
+    assert lean._plans is not None  # ... by the lean step, not torch's fallback
+    moved = [(p - q).detach() for p, q in zip(ours.parameters(), _net().parameters())]
+    assert max(float(d.abs().max()) for d in moved) > 1e-2  # the steps did move the weights
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(lean.state[p][key], reference.state[q][key])
+
+
+def test_a_learning_rate_schedule_written_into_param_groups_is_honoured():
+    batches = _batches(40)
+    factors = [0.5 ** (i // 10) for i in range(40)]
+    ours, theirs, constant = _net(), _net(), _net()
+    _train(ours, LeanAdam(ours.parameters(), lr=1e-2), batches, factors)
+    _train(theirs, torch.optim.Adam(theirs.parameters(), lr=1e-2, fused=True), batches, factors)
+    _train(constant, LeanAdam(constant.parameters(), lr=1e-2), batches)
+    assert _same(ours, theirs)
+    assert not _same(ours, constant)
+
+
+def test_checkpoints_load_into_torch_adam_and_back():
+    batches = _batches(30)
+    straight = _net()
+    _train(straight, torch.optim.Adam(straight.parameters(), lr=1e-2, fused=True), batches)
+    # 10 steps lean -> torch's Adam for 10 -> lean again for 10: the same run
+    net = _net()
+    lean = LeanAdam(net.parameters(), lr=1e-2)
+    _train(net, lean, batches[:10])
+    torch_adam = torch.optim.Adam(net.parameters(), lr=1e-2, fused=True)
+    torch_adam.load_state_dict(lean.state_dict())
+    _train(net, torch_adam, batches[10:20])
+    lean = LeanAdam(net.parameters(), lr=1e-2)
+    lean.load_state_dict(torch_adam.state_dict())
+    _train(net, lean, batches[20:])
+    assert _same(net, straight)
+    assert float(lean.state[next(net.parameters())]["step"]) == 30.0
+
+
+def test_a_parameter_without_gradient_takes_torch_step_and_stays_exact():
+    ours, theirs = _net(), _net()
+    lean = LeanAdam(ours.parameters(), lr=1e-2)
+    reference = torch.optim.Adam(theirs.parameters(), lr=1e-2, fused=True)
+    for net, opt in ((ours, lean), (theirs, reference)):
+        for i, (x, y) in enumerate(_batches(12)):
+            opt.zero_grad()
+            out = net[:2](x).sum() if i % 3 == 0 else ((net(x) - y) ** 2).mean()
+            out.backward()
+            opt.step()
+    assert _same(ours, theirs)
+    assert len(lean.state) == len(reference.state)
+
+
+def test_step_hooks_are_still_called():
+    net = _net()
+    lean = LeanAdam(net.parameters(), lr=1e-2)
+    calls = []
+    lean.register_step_post_hook(lambda opt, args, kwargs: calls.append(1))
+    _train(net, lean, _batches(3))
+    assert len(calls) == 3
+
+
+def test_the_engine_uses_the_lean_step_only_where_it_is_exact():
+    params = list(_net().parameters())
+    assert isinstance(make_adam(params, lr=1e-3, weight_decay=0.0, decoupled=False,
+                                options={"fused": True}), LeanAdam)
+    for options in ({}, {"fused": True, "amsgrad": True}, {"foreach": True}):
+        opt = make_adam(params, lr=1e-3, weight_decay=0.0, decoupled=False, options=options)
+        assert type(opt) is torch.optim.Adam
+    assert not lean_applies(params + [torch.zeros(2, dtype=torch.float64, requires_grad=True)],
+                            {"fused": True})
+    phase = TrainingPhase(name="p", epochs=1, sampler=None, loss=None, optimizer="adamw",
+                          weight_decay=0.1, optimizer_options={"fused": True})
+    opt = phase.make_optimizer(params)
+    assert isinstance(opt, LeanAdam) and opt.param_groups[0]["decoupled_weight_decay"]
+    assert opt.param_groups[0]["weight_decay"] == 0.1
