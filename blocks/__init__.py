@@ -3,11 +3,12 @@
 from .data import Dataset
 from .errors import (ConfigError, InfoblocksError, NotFittedError, NumericalError, PluginError,
                      RegistryError, SizeLimitError, ValidationError)
+from .optim import LeanAdam
 from .phases import TrainingPhase, Validation
 from .routine import GlobalRelation, Routine
 
 __all__ = [
     "Dataset", "Routine", "GlobalRelation", "TrainingPhase", "Validation", "InfoblocksError",
     "ValidationError", "ConfigError", "RegistryError", "PluginError", "SizeLimitError",
-    "NumericalError", "NotFittedError",
+    "NumericalError", "NotFittedError", "LeanAdam",
 ]
