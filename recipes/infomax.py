@@ -93,6 +93,16 @@ class InfoMax(Recipe):
     summary: ClassVar[str] = "InfoMax: an encoder trained to maximise a bound on I(X; f(X))"
 
     n_components: int = attrs.field(default=2, validator=positive_int)
+    #: "mlp": a random-init MLP; "linear_residual_mlp": a linear path started at the whitened
+    #: PCA projection (Linsker's linear InfoMax code) plus a near-zero residual MLP
+    encoder: str = attrs.field(default="mlp", validator=one_of("mlp", "linear_residual_mlp"))
+    #: linear_residual_mlp: the std of each PCA component before the output activation, and the
+    #: residual's starting scale
+    pca_gain: float = attrs.field(default=0.5, validator=positive)
+    residual_init: float = attrs.field(default=0.01, validator=non_negative)
+    #: the Gaussian critic's scale τ at the start: "channel" (the first batch's measured
+    #: channel noise variance) or "one" (τ = 1)
+    critic_init: str = attrs.field(default="one", validator=one_of("one", "channel"))
     hidden_dims: tuple[int, ...] = attrs.field(default=(64, 64), converter=tuple)
     activation: str = "elu"
     #: "tanh" bounds the code (the channel's power limit); "identity" leaves it unbounded
@@ -156,13 +166,16 @@ class InfoMax(Recipe):
     def default_models(self) -> dict[str, Any]:
         models: dict[str, Any] = {}
         if self.encoder_module is None:
-            models["encoder"] = {"name": "mlp", "hidden_dims": list(self.hidden_dims),
+            models["encoder"] = {"name": self.encoder, "hidden_dims": list(self.hidden_dims),
                                  "activation": self.activation,
                                  "output_activation": self.output_activation}
+            if self.encoder == "linear_residual_mlp":
+                models["encoder"].update(gain=self.pca_gain, residual_init=self.residual_init,
+                                         key="x")
         critic, _ = CRITICS[self.critic]
         if critic == "gaussian_channel_critic":
-            models["critic"] = {"name": critic,
-                                "init_scale": 1.0}
+            models["critic"] = {"name": critic, "init_scale": 1.0,
+                                "init_from_data": self.critic_init == "channel"}
         else:
             models["critic"] = {"name": critic, "hidden_dims": list(self.critic_hidden_dims),
                                 "activation": "elu"}

@@ -32,7 +32,8 @@ from torch import nn
 from ..base import block_field
 from ..errors import ValidationError
 from ..losses import Loss, LossOutput, get_model
-from ..models import Model
+from ..models import ACTIVATIONS, MLP, Model, training_rows
+from ..numerics import pca_axes
 from ..state import TrainState
 from ..validators import non_negative, non_negative_int, one_of, positive, positive_int
 from .bounds import MIBound, dv_bound, js_value
@@ -54,10 +55,22 @@ class GaussianChannelNet(nn.Module):
     ``pairwise(z, u) -> (n, m)`` for in-batch negatives; ``prefix_pairwise(z, u) -> (d, n, m)``
     the scores of every prefix of the coordinates (the nested bound), one scale per prefix."""
 
-    def __init__(self, dim: int, init_scale: float) -> None:
+    def __init__(self, dim: int, init_scale: float, from_data: bool = False) -> None:
         super().__init__()
         self.dim = dim
         self.log_tau = nn.Parameter(torch.full((dim,), math.log(init_scale)))
+        #: False until :meth:`fit_scale` has set τ from the channel (``from_data``)
+        self.register_buffer("fitted", torch.tensor(not from_data))
+
+    @torch.no_grad()
+    def fit_scale(self, z: torch.Tensor, u: torch.Tensor) -> None:
+        """τ_k = the channel's noise variance per coordinate of the prefix 1..k, measured on
+        the joint pairs (z, u) (the maximum-likelihood scale of a Gaussian channel)."""
+        per_coord = (z - u).pow(2).mean(0).double()  # (d,)
+        k = torch.arange(1, len(per_coord) + 1, dtype=per_coord.dtype, device=per_coord.device)
+        tau = (per_coord.cumsum(0) / k).clamp_min(1e-8)
+        self.log_tau.copy_(tau.log().to(self.log_tau))
+        self.fitted.fill_(True)
 
     def forward(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return -(z - u).pow(2).sum(-1) / (2 * self.log_tau[-1].exp())
@@ -82,6 +95,8 @@ class GaussianChannelCritic(Model):
     x_dim: int = attrs.field(validator=positive_int)
     y_dim: int = attrs.field(validator=positive_int)
     init_scale: float = attrs.field(default=0.1, validator=positive)
+    #: True: τ is set from the first training batch's channel (its measured noise variance)
+    init_from_data: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.x_dim != self.y_dim:
@@ -91,7 +106,76 @@ class GaussianChannelCritic(Model):
                 "separable_critic.")
 
     def build(self) -> nn.Module:
-        return GaussianChannelNet(self.x_dim, self.init_scale)
+        return GaussianChannelNet(self.x_dim, self.init_scale, self.init_from_data)
+
+
+# ====================================================================== the Linsker encoder
+
+
+class LinearResidualNet(nn.Module):
+    """y = a(L x + r(x)): a linear path L started at the whitened PCA projection of the
+    training data (each component's std = ``gain``), plus a residual network r whose last
+    layer starts at ``residual_init`` × its default initialisation (near zero), then the output
+    activation a.  ``on_phase_start(state)`` fits L once from ``state.dataset[key]`` (the flag
+    is saved with the weights, so a resumed or warm-started fit keeps the trained L)."""
+
+    def __init__(self, in_dim: int, out_dim: int, residual: nn.Module, output: nn.Module,
+                 gain: float, key: str) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim)
+        self.residual = residual
+        self.output = output
+        self.gain = gain
+        self.key = key
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.linear(x) + self.residual(x))
+
+    @torch.no_grad()
+    def on_phase_start(self, state) -> None:
+        if bool(self.fitted):
+            return
+        x = training_rows(state, self.key, "the linear path of `linear_residual_mlp`",
+                          f"(key = {self.key!r})")
+        d = min(self.linear.out_features, x.shape[1])
+        mean, axes = pca_axes(x, d)
+        proj = (x.double() - mean) @ axes
+        std = proj.std(0).clamp_min(1e-12)
+        weight = (axes / std).T * self.gain  # (d, in_dim): whitened PCA, std = gain
+        self.linear.weight[:d].copy_(weight.to(self.linear.weight))
+        self.linear.bias[:d].copy_((-(mean @ axes) / std * self.gain).to(self.linear.bias))
+        self.fitted.fill_(True)
+
+
+@attrs.define
+class LinearResidualMLP(Model):
+    """The InfoMax encoder that starts at Linsker's linear InfoMax code (PCA):
+    ``(n, in_dim) -> (n, out_dim)``, y = a(L x + r(x)).
+
+    L (trained) starts at the whitened projection on the ``out_dim`` leading principal axes of
+    the dataset array ``key`` (component std ``gain``); r is an MLP (``hidden_dims``,
+    ``activation``) whose last layer starts ``residual_init`` × its usual scale, so the code
+    starts at PCA and the bound moves it only where it gains; a = ``output_activation``."""
+
+    name: ClassVar[str] = "linear_residual_mlp"
+    in_dim: int = attrs.field(validator=positive_int)
+    out_dim: int = attrs.field(validator=positive_int)
+    hidden_dims: tuple[int, ...] = attrs.field(default=(64, 64), converter=tuple)
+    activation: str = attrs.field(default="elu", validator=one_of(*ACTIVATIONS))
+    output_activation: str = attrs.field(default="tanh", validator=one_of(*ACTIVATIONS))
+    gain: float = attrs.field(default=0.5, validator=positive)
+    residual_init: float = attrs.field(default=0.01, validator=non_negative)
+    key: str = "x"
+
+    def build(self) -> nn.Module:
+        residual = MLP(in_dim=self.in_dim, out_dim=self.out_dim, hidden_dims=self.hidden_dims,
+                       activation=self.activation).build()
+        with torch.no_grad():
+            residual[-1].weight.mul_(self.residual_init)
+            residual[-1].bias.mul_(self.residual_init)
+        return LinearResidualNet(self.in_dim, self.out_dim, residual,
+                                 ACTIVATIONS[self.output_activation](), self.gain, self.key)
 
 
 # ====================================================================== the JSD bound
@@ -225,6 +309,9 @@ class InfoMaxLoss(Loss):
         z = clean if not (self.input_noise or self.output_noise) and self.whitening == "none" \
             else None
         z = self.encode(x, encoder, whiten, generator) if z is None else z
+        critic = get_model(models, self.critic)
+        if torch.is_grad_enabled() and not bool(getattr(critic, "fitted", True)):
+            critic.fit_scale(z.detach(), u.detach())  # τ from the channel's measured noise
         pairs = {"x": z, "y": u}
         if "x_marginal" in batch and not self.bound.rows:
             xm, ym = batch["x_marginal"], batch["y_marginal"]
@@ -305,5 +392,5 @@ def _off_diagonal_correlation(codes: torch.Tensor) -> torch.Tensor:
     return (corr - torch.diag(torch.diagonal(corr))).pow(2).sum() / (d * (d - 1))
 
 
-__all__ = ["InfoMaxLoss", "GaussianChannelCritic", "GaussianChannelNet", "JSDivergenceBound",
+__all__ = ["InfoMaxLoss", "GaussianChannelCritic", "LinearResidualMLP", "LinearResidualNet", "GaussianChannelNet", "JSDivergenceBound",
            "WHITENING"]
