@@ -219,6 +219,25 @@ try:
     from jax.example_libraries import stax, optimizers
 except ImportError:
     from jax.experimental import stax, optimizers
+import jax._src.api as jax_api
+if not hasattr(jax_api, "_check_callable"):
+    # imnn 0.3.2 uses jax names that jax 0.4.13+ moved or removed; the only jax on the package
+    # index for Python 3.11 is that new, so put them back where imnn looks
+    import jax.experimental, jax.interpreters.xla, jax.example_libraries
+    from jax._src import api_util, dispatch
+    jax_api._check_callable = api_util.check_callable
+    jax_api._check_arg = dispatch.check_arg
+    jax.interpreters.xla.device_array = jax.Array
+    jax.experimental.optimizers = optimizers
+    jax.experimental.stax = stax
+
+    class _Index:  # jax.ops.index[...] -> the index itself
+        def __getitem__(self, index):
+            return index
+
+    jax.ops.index = _Index()
+    jax.ops.index_update = lambda x, index, y: x.at[index].set(y)
+    jax.ops.index_add = lambda x, index, y: x.at[index].add(y)
 from imnn import GradientIMNN
 args = json.loads(sys.argv[1])
 d = onp.load(args["file"])
