@@ -604,8 +604,9 @@ class MINEE(NeuralMIEstimator):
                 "entropies_nats": self.entropies_}
 
 
-from .mi_problems import CorrelatedGaussian, correlated_gaussian  # noqa: E402 - public here too
+from .mi_problems import (CorrelatedGaussian, correlated_gaussian,  # noqa: E402 - public here too
+                          dense_gaussian)
 
 __all__ = ["NeuralMIEstimator", "MINE", "MINEE", "InfoNCE", "NWJ", "SMILE", "MIEstimate",
            "MIConvergenceWarning", "seed_problem", "SEED_PROBLEM_N", "CorrelatedGaussian",
-           "correlated_gaussian"]
+           "correlated_gaussian", "dense_gaussian"]

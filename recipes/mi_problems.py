@@ -4,6 +4,8 @@
   ``fit(sampler=fn)``: each coordinate pair (x_k, y_k) a standard 2-D Gaussian with correlation
   ρ, pairs independent across k, so I(X; Y) = −(d/2) ln(1 − ρ²) nats;
 * :func:`correlated_gaussian` — one draw of it as arrays, with the true MI;
+* :func:`dense_gaussian` — benchmark-mi's ``multinormal-dense`` task (every pair of the
+  2·dim coordinates correlated alike), as arrays with the true MI;
 * :func:`mi_sweep` — every estimator against the truth over ρ, from fresh samples
   (``infoblocks demo mi-sweep``: a figure with a panel per estimator and a table).
 """
@@ -68,6 +70,25 @@ def correlated_gaussian(rho: float, n: int, seed: int = 0, dim: int = 1
     source = CorrelatedGaussian(rho, dim)
     x, y = source(torch.Generator().manual_seed(int(seed)), n)
     return x.numpy(), y.numpy(), source.mi
+
+
+def dense_gaussian(dim: int = 25, correlation: float = 0.5, n: int = 5000, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, float]:
+    """benchmark-mi's ``multinormal-dense-{dim}-{dim}-{correlation}`` task: (x, y) ∈ R^dim ×
+    R^dim jointly Gaussian with unit variances and every off-diagonal correlation equal to
+    ``correlation``; ``n`` pairs drawn with numpy's ``default_rng(seed)`` (not benchmark-mi's
+    JAX draws), as float64 arrays ``(n, dim)``, and the true MI ½ (2 ln det Σ_x − ln det Σ)
+    nats (1.292 for the default 25 × 25, 0.5)."""
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValidationError(f"`dim` must be a positive integer, got {dim!r}.")
+    if not -1 / (2 * dim - 1) < correlation < 1:
+        raise ValidationError(f"`correlation` must be in (−1/(2·dim − 1), 1) for a valid "
+                              f"covariance, got {correlation!r}.")
+    cov = np.full((2 * dim, 2 * dim), float(correlation))
+    np.fill_diagonal(cov, 1.0)
+    truth = 0.5 * (2 * np.linalg.slogdet(cov[:dim, :dim])[1] - np.linalg.slogdet(cov)[1])
+    z = np.random.default_rng(seed).multivariate_normal(np.zeros(2 * dim), cov, size=n)
+    return z[:, :dim], z[:, dim:], float(truth)
 
 
 def mi_sweep(out_dir: str | Path, quick: bool = False, seed: int = 0,
@@ -138,5 +159,5 @@ def plot_sweep(rows: list[dict[str, Any]], path: str | Path | None = None) -> An
     return fig
 
 
-__all__ = ["CorrelatedGaussian", "correlated_gaussian", "mi_sweep", "plot_sweep",
+__all__ = ["CorrelatedGaussian", "correlated_gaussian", "dense_gaussian", "mi_sweep", "plot_sweep",
            "SWEEP_RHOS", "QUICK_RHOS"]

@@ -14,7 +14,7 @@ from infoblocks.blocks.errors import ConfigError, ContractError, NotFittedError,
 from infoblocks.blocks.mutual_information import DVLoss, MINELoss, NWJLoss
 from infoblocks.plugins.registry import get_registry, recipe_from_dict
 from infoblocks.recipes.mi import (MINE, MINEE, NWJ, SMILE, InfoNCE, MIConvergenceWarning,
-                                   MIEstimate, seed_problem)
+                                   MIEstimate, dense_gaussian, seed_problem)
 
 RHO = 0.6
 TRUE_MI = -0.5 * math.log(1 - RHO ** 2)  # 0.2231 nats
@@ -545,6 +545,19 @@ def test_minee_r6_no_overshoot():
     est = quiet_fit(MINEE(seed=0, epochs=1000), x, y)
     assert est.estimate() < 1.1 * truth  # measured 4.964 (1.00x)
     assert est.estimate() > 0.8 * truth
+
+
+@pytest.mark.slow
+def test_mine_on_benchmark_mi_dense_task_is_within_0_06_of_the_truth():
+    # issue 13: benchmark-mi's multinormal-dense-25-25-0.5 (n = 5,000, truth 1.292), at its
+    # batch of 256; benchmark-mi's MINE reached 1.234 (−0.058) on its own draw.  Measured with
+    # the defaults (joint critic, rank standardisation), draws 0 / 1 / 2: 1.251 / 1.246 / 1.269
+    # (−0.041 / −0.046 / −0.023); weight decay, a narrower critic, more negatives did not
+    # help and the separable critic lost 0.5 nats (docs/mi.md).  ~25-35 s.
+    x, y, truth = dense_gaussian(25, 0.5, n=5000, seed=0)
+    assert truth == pytest.approx(1.2922, abs=1e-4)
+    est = quiet_fit(MINE(seed=0, batch_size=256), x, y)
+    assert abs(est.estimate_nats_ - truth) <= 0.06, est.estimate_nats_
 
 
 @pytest.mark.slow
