@@ -19,7 +19,7 @@ from ..samplers import Sampler
 from ..state import TrainState
 from ..validators import non_negative, positive, positive_int
 from .kernels import StudentTTransform
-from .tsne_loss import batch_edges, student_t_kl
+from .tsne_loss import batch_rows, row_index, student_t_kl
 
 #: batches of :class:`NegativeEdgeSampler`: ``items`` (long, the item indices embedded once per
 #: step) and four long tensors of *positions in* ``items``: ``pos_source`` / ``pos_target``
@@ -354,6 +354,7 @@ class KLLoss(Loss):
     #: dense formulas; the same value and gradient to float rounding, several times faster
     fused: bool = True
     _p: Any = attrs.field(init=False, default=None, repr=False, eq=False)
+    _csr: Any = attrs.field(init=False, default=None, repr=False, eq=False)
 
     def required_fields(self):
         return frozenset({self.input, "index"})
@@ -409,8 +410,10 @@ class KLLoss(Loss):
         return LossOutput(value, {"kl": kl})
 
     def _fused(self, index: torch.Tensor, y: torch.Tensor, state: TrainState) -> LossOutput:
-        rows, cols, values, n = self._edges(state)
-        src, dst, p = batch_edges(rows, cols, values, n, index)
+        edges = self._edges(state)
+        if self._csr is None or self._csr[0] is not edges:  # P by rows, once per phase
+            self._csr = (edges, row_index(*edges))
+        src, dst, p = batch_rows(*self._csr[1], index)
         value, cross = student_t_kl(y, src, dst, p, self.exaggeration, self.kernel.dof)
         with torch.no_grad():
             entropy = -(p * torch.log(p.clamp_min(1e-30))).sum()

@@ -33,6 +33,36 @@ def batch_edges(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n:
     return r.index_select(0, inside), c.index_select(0, inside), p / p.sum().clamp_min(1e-12)
 
 
+def row_index(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A sparse (n × n) P sorted by row: ``(indptr (n + 1,), cols, values)`` (CSR), so that a
+    batch reads only its own rows (:func:`batch_rows`)."""
+    order = torch.argsort(rows, stable=True)
+    counts = torch.bincount(rows, minlength=n)
+    indptr = torch.zeros(n + 1, dtype=torch.long, device=rows.device)
+    indptr[1:] = torch.cumsum(counts, 0)
+    return indptr, cols.index_select(0, order), values.index_select(0, order)
+
+
+def batch_rows(indptr: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
+               index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`batch_edges` from the CSR of :func:`row_index`: O(B × row length) instead of
+    O(nnz) (a batch of 1,000 of 5,000 items reads a fifth of P)."""
+    size = index.numel()
+    dev = index.device
+    slot = torch.full((indptr.numel() - 1,), -1, dtype=torch.long, device=dev)
+    slot[index] = torch.arange(size, device=dev)
+    starts = indptr.index_select(0, index)
+    counts = indptr.index_select(0, index + 1) - starts
+    src = torch.repeat_interleave(torch.arange(size, device=dev), counts)
+    first = torch.cumsum(counts, 0) - counts  # where each row starts in the gathered entries
+    entries = torch.arange(src.numel(), device=dev) + (starts - first).index_select(0, src)
+    dst = slot.index_select(0, cols.index_select(0, entries))
+    inside = ((dst >= 0) & (dst != src)).nonzero().squeeze(1)
+    p = values.index_select(0, entries.index_select(0, inside))
+    return src.index_select(0, inside), dst.index_select(0, inside), p / p.sum().clamp_min(1e-12)
+
+
 class _StudentKL(torch.autograd.Function):
     """(y, src, dst, p, α, ν) -> L = −α Σ_e p_e log w_e + log Σ_{k≠l} w_kl (see the module)."""
 
@@ -84,4 +114,4 @@ def student_t_kl(y: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, p: torch
     return _StudentKL.apply(y, src, dst, p.to(y.dtype), float(exaggeration), float(dof))
 
 
-__all__ = ["batch_edges", "student_t_kl"]
+__all__ = ["batch_edges", "batch_rows", "row_index", "student_t_kl"]

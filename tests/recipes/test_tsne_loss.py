@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from infoblocks.blocks.embedding import KLLoss, StudentTTransform
-from infoblocks.blocks.embedding.tsne_loss import batch_edges, student_t_kl
+from infoblocks.blocks.embedding.tsne_loss import batch_edges, batch_rows, row_index, student_t_kl
 from infoblocks.blocks.relations import DenseRelations
 from infoblocks.blocks.state import TrainState
 
@@ -59,6 +59,10 @@ def test_batch_edges_are_p_restricted_to_the_batch():
     dense = torch.zeros(n, n, dtype=torch.float64).index_put_((rows, cols), values,
                                                               accumulate=True)
     expected = dense[index][:, index]
+    got = torch.zeros(4, 4, dtype=torch.float64).index_put_((src, dst), p, accumulate=True)
+    torch.testing.assert_close(got, expected / expected.sum())
+    # the same entries read by rows (CSR): only the batch's rows are visited
+    src, dst, p = batch_rows(*row_index(rows, cols, values, n), index)
     got = torch.zeros(4, 4, dtype=torch.float64).index_put_((src, dst), p, accumulate=True)
     torch.testing.assert_close(got, expected / expected.sum())
 
