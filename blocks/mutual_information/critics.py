@@ -107,6 +107,11 @@ def _activation(instance, attribute, value) -> None:
                               f"{sorted(ACTIVATIONS)}.")
 
 
+def _dropout(instance, attribute, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValidationError(f"`dropout` must be a probability in [0, 1), got {value!r}.")
+
+
 def _optional_std(instance, attribute, value) -> None:
     if value is not None:
         positive(instance, attribute, value)
@@ -126,10 +131,12 @@ class JointCritic(Model):
     hidden_dims: tuple[int, ...] = attrs.field(default=(100, 100), converter=tuple)
     activation: str = attrs.field(default="elu", validator=_activation)
     init_std: float | None = attrs.field(default=None, validator=_optional_std)
+    #: dropout after each hidden layer while training (off in validation and evaluation)
+    dropout: float = attrs.field(default=0.0, validator=_dropout)
 
     def build(self) -> nn.Module:
         net = MLP(in_dim=self.x_dim + self.y_dim, out_dim=1, hidden_dims=self.hidden_dims,
-                  activation=self.activation).build()
+                  activation=self.activation, dropout=self.dropout).build()
         _init_normal(net, self.init_std)
         return JointCriticNet(net)
 

@@ -224,6 +224,19 @@ def test_joint_critic_init_std():
         JointCritic(x_dim=0, y_dim=1)
 
 
+def test_joint_critic_dropout_acts_in_training_only():
+    critic = JointCritic(x_dim=2, y_dim=2, hidden_dims=(64,), dropout=0.5).build()
+    x, y = torch.randn(50, 2), torch.randn(50, 2)
+    torch.manual_seed(0)
+    critic.train()
+    assert not torch.equal(critic(x, y), critic(x, y))  # a new mask per call
+    critic.eval()  # validation and the final estimate
+    assert torch.equal(critic(x, y), critic(x, y))
+    for bad in (1.0, -0.1, "0.1"):
+        with pytest.raises(ValidationError, match="dropout"):
+            JointCritic(x_dim=1, y_dim=1, dropout=bad)
+
+
 # ---------------------------------------------------------------- losses
 
 
