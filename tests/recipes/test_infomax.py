@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.blocks.mutual_information.infomax import (GaussianChannelCritic, InfoMaxLoss,
-                                                          JSDivergenceBound)
+                                                          JSDivergenceBound, LinearResidualMLP)
 from infoblocks.plugins.testing import check_block
 from infoblocks.recipes.infomax import InfoMax, linear_regression_mse, noise_floor, sanity_problem
 
@@ -170,6 +171,41 @@ def test_new_blocks_pass_the_plugin_conformance_check():
     check_block(InfoMaxLoss)
     check_block(JSDivergenceBound)
     check_block(GaussianChannelCritic, {"x_dim": 3, "y_dim": 3})
+    check_block(LinearResidualMLP, {"in_dim": 5, "out_dim": 2})
+
+
+def test_channel_critic_scale_is_the_measured_noise_variance():
+    # z = u + N(0, diag(0.1², 0.3²)): τ of prefix k is the mean noise variance of coords 1..k
+    net = GaussianChannelCritic(x_dim=2, y_dim=2, init_from_data=True).build()
+    assert not bool(net.fitted)
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(20000, 2, generator=gen)
+    z = u + torch.randn(20000, 2, generator=gen) * torch.tensor([0.1, 0.3])
+    net.fit_scale(z, u)
+    torch.testing.assert_close(net.log_tau.exp(), torch.tensor([0.01, (0.01 + 0.09) / 2]),
+                               rtol=0.03, atol=0)
+    assert bool(net.fitted)
+
+
+def test_linear_residual_encoder_starts_at_the_whitened_pca_code():
+    # Linsker's linear InfoMax code: the linear path starts at the PCA projection, each
+    # component with std = gain, and the residual starts near zero
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((2000, 5)) @ np.diag([3.0, 2.0, 1.0, 0.5, 0.1])
+    x = torch.as_tensor(data @ np.linalg.qr(rng.standard_normal((5, 5)))[0], dtype=torch.float32)
+    net = LinearResidualMLP(in_dim=5, out_dim=2, gain=0.5, output_activation="identity").build()
+    net.on_phase_start(SimpleNamespace(dataset={"x": x}))
+    with torch.no_grad():
+        linear, code = net.linear(x), net(x)
+    np.testing.assert_allclose(linear.std(0).numpy(), [0.5, 0.5], rtol=1e-3)
+    pca = (x.numpy() - x.numpy().mean(0)) @ np.linalg.svd(
+        x.numpy() - x.numpy().mean(0), full_matrices=False)[2][:2].T
+    corr = np.corrcoef(linear.numpy().T, pca.T)[:2, 2:]
+    np.testing.assert_allclose(np.abs(np.diag(corr)), [1, 1], atol=1e-4)
+    assert float((code - linear).abs().max()) < 0.05  # the residual: near zero at the start
+    weight = net.linear.weight.clone()
+    net.on_phase_start(SimpleNamespace(dataset={"x": 2 * x}))  # fitted once: kept on resume
+    torch.testing.assert_close(net.linear.weight, weight)
 
 
 def test_gaussian_channel_critic_prefix_scores():
