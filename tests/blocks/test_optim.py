@@ -35,10 +35,14 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
     return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("decoupled, weight_decay", [(False, 0.0), (False, 0.05), (True, 0.05)])
-def test_steps_are_bit_identical_to_torch_fused_adam(decoupled, weight_decay):
-    batches = _batches(60)
-    ours, theirs = _net(), _net()
+def test_steps_are_bit_identical_to_torch_fused_adam(decoupled, weight_decay, device):
+    batches = [(x.to(device), y.to(device)) for x, y in _batches(60)]
+    ours, theirs = _net().to(device), _net().to(device)
     cls = torch.optim.AdamW if decoupled else torch.optim.Adam
     reference = cls(theirs.parameters(), lr=1e-2, weight_decay=weight_decay, fused=True)
     lean = LeanAdam(ours.parameters(), lr=1e-2, weight_decay=weight_decay,
@@ -47,7 +51,8 @@ def test_steps_are_bit_identical_to_torch_fused_adam(decoupled, weight_decay):
     _train(theirs, reference, batches)
     assert _same(ours, theirs)  # the weights, to the last bit
     assert lean._plans is not None  # ... by the lean step, not torch's fallback
-    moved = [(p - q).detach() for p, q in zip(ours.parameters(), _net().parameters())]
+    start = _net().to(device)
+    moved = [(p - q).detach() for p, q in zip(ours.parameters(), start.parameters())]
     assert max(float(d.abs().max()) for d in moved) > 1e-2  # the steps did move the weights
     for p, q in zip(ours.parameters(), theirs.parameters()):
         for key in ("step", "exp_avg", "exp_avg_sq"):
