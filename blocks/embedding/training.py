@@ -264,18 +264,29 @@ class RelationLoss(Loss):
     """
 
     name: ClassVar[str] = "relation"
-    reports: ClassVar[frozenset[str]] = frozenset({"attraction", "repulsion"})
+    reports: ClassVar[frozenset[str]] = frozenset({"attraction", "repulsion", "anchoring"})
     model: str = "main"
     input: str = "data"
     kernel: Any = block_field("transform", default="modified_cauchy",
                               validator=lambda s, a, v: _kernel_has(v, "logit", "relation"))
     repulsion_strength: float = attrs.field(default=1.0, validator=non_negative)
     cache_front_end: bool = True
+    #: a model of fixed positions (e.g. the ``layout`` phase's free coordinates): the loss adds
+    #: ``anchor_strength`` × the same cross-entropy of each edge's source y_i against the FIXED
+    #: positions Y_j of its partner and Y_k of its negatives (umap-learn's ``transform``
+    #: objective; :class:`~infoblocks.blocks.embedding.anchored.AnchoredRelationLoss`),
+    #: reported as ``anchoring``.  None: UMAP's loss alone
+    anchor_model: str | None = None
+    anchor_strength: float = attrs.field(default=0.5, validator=non_negative)
     _cache: Any = attrs.field(init=False, default=None, repr=False, eq=False)
 
     def required_fields(self):
         pairs = {"pos_source", "pos_target", "neg_source", "neg_target"}
-        return frozenset({*pairs, "items"} if self.cache_front_end else {*pairs, self.input})
+        fields = {*pairs, "items"} if self.cache_front_end else {*pairs, self.input}
+        return frozenset(fields | ({"items"} if self.anchor_model else set()))
+
+    def required_models(self):
+        return frozenset({self.model} | ({self.anchor_model} if self.anchor_model else set()))
 
     def caches_inputs(self, model: torch.nn.Module, state: TrainState) -> bool:
         """Whether this loss embeds cached front-end outputs of ``model`` on ``state``."""
@@ -306,8 +317,23 @@ class RelationLoss(Loss):
         attraction = F.softplus(-z_pos).sum() / size
         repulsion = F.softplus(z_neg).sum() / size
         value = attraction + self.repulsion_strength * repulsion
-        return LossOutput(value, {"attraction": attraction.detach(),
-                                  "repulsion": repulsion.detach()})
+        metrics = {"attraction": attraction.detach(), "repulsion": repulsion.detach()}
+        if self.anchor_model is not None:
+            anchoring = self._anchoring(y, batch, models)
+            value = value + self.anchor_strength * anchoring
+            metrics["anchoring"] = anchoring.detach()
+        return LossOutput(value, metrics)
+
+    def _anchoring(self, y, batch, models):
+        """The cross-entropy of the sources y_i against the fixed positions of their partners."""
+        with torch.no_grad():
+            fixed = get_model(models, self.anchor_model)(batch["items"])
+        z_pos = self.kernel.logit((y.index_select(0, batch["pos_source"])
+                                   - fixed.index_select(0, batch["pos_target"])).pow(2).sum(-1))
+        z_neg = self.kernel.logit((y.index_select(0, batch["neg_source"])
+                                   - fixed.index_select(0, batch["neg_target"])).pow(2).sum(-1))
+        return (F.softplus(-z_pos).sum()
+                + self.repulsion_strength * F.softplus(z_neg).sum()) / z_pos.numel()
 
 
 def _whole_batch(index: torch.Tensor, y: torch.Tensor, state: TrainState

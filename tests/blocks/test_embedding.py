@@ -485,7 +485,7 @@ def test_declared_contracts_of_the_sampler_and_losses():
     assert relation.required_fields() == {"items", "pos_source", "pos_target", "neg_source",
                                           "neg_target"}
     assert relation.required_models() == {"layout"}
-    assert relation.reports == {"attraction", "repulsion"}
+    assert relation.reports == {"attraction", "repulsion", "anchoring"}
     kl = KLLoss(relation="P2")
     assert kl.required_fields() == {"data", "index"} and kl.required_globals() == {"P2"}
     assert kl.reports == {"kl"}

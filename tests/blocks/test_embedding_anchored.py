@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from infoblocks.blocks.embedding import (ConnectivityBasedRescale, FreePositions,
                                          ModifiedCauchyTransform)
 from infoblocks.blocks.embedding.anchored import AnchoredRelationLoss, KNNPlacementLoss
+from infoblocks.blocks.embedding.training import RelationLoss
 from infoblocks.blocks.relations import SparseRelations
 from infoblocks.blocks.state import TrainState
 from infoblocks.plugins.registry import get_registry
@@ -51,6 +52,17 @@ def test_anchored_loss_is_the_transform_objective_with_fixed_partners():
     out.value.backward()
     assert layout.positions.grad is None  # the partners are constants
     assert main.weight.grad is not None and float(main.weight.grad.abs().sum()) > 0
+    # the same term inside UMAP's loss (`relation` with `anchor_model`, the recipe's default
+    # with a layout phase): L = L_umap + anchor_strength × L_anchored
+    combined = RelationLoss(kernel=kernel, repulsion_strength=0.7, cache_front_end=False,
+                            anchor_model="layout", anchor_strength=0.25)
+    plain = RelationLoss(kernel=kernel, repulsion_strength=0.7, cache_front_end=False)
+    both = combined(batch, models, _state(models))
+    assert float(both.metrics["anchoring"]) == pytest.approx(float(out.value.detach()), rel=1e-5)
+    assert float(both.value.detach()) == pytest.approx(
+        float(plain(batch, models, _state(models)).value.detach())
+        + 0.25 * float(out.value.detach()), rel=1e-5)
+    assert combined.required_models() == {"main", "layout"}
 
 
 def test_anchored_training_places_new_points_among_their_neighbours_positions():
@@ -74,7 +86,7 @@ def test_anchored_training_places_new_points_among_their_neighbours_positions():
             relation={"name": "neighbor_pdist", "n_neighbors": 10},
             transforms=["connectivity_rescale", "symmetrize"])},
         phases=[TrainingPhase(
-            name="main", epochs=30, trainable=["main"], learning_rate=1e-2,
+            name="main", epochs=20, trainable=["main"], learning_rate=1e-2,
             sampler={"name": "negative_edges", "batch_size": 128, "batches_per_epoch": 10,
                      "negatives": "uniform"},
             loss={"name": "anchored_relation", "anchor_model": "layout"})],
