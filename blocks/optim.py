@@ -58,15 +58,22 @@ class LeanAdam(torch.optim.Adam):
     def _patch_step_function(self) -> None:
         self._zero_grad_profile_name = f"Optimizer.zero_grad#{type(self).__name__}.zero_grad"
 
+    # torch's ``add_param_group``, ``state_dict`` and ``load_state_dict`` are wrapped in
+    # ``torch._disable_dynamo``, whose first call in a process imports ``torch._dynamo``: 1.5-4 s
+    # on this machine, more than a whole small fit.  This optimizer runs eagerly, so it calls
+    # the methods underneath the wrapper (the same code).
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
+        _eager(torch.optim.Optimizer.add_param_group)(self, param_group)
         self._plans = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return _eager(torch.optim.Optimizer.state_dict)(self)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """torch's ``load_state_dict`` (a checkpoint of ``torch.optim.Adam`` / ``AdamW``, fused
         or not, or of this class); the groups stay fused and the step counts are moved to the
         parameters' device as float32, as the fused kernel needs."""
-        super().load_state_dict(state_dict)
+        _eager(torch.optim.Optimizer.load_state_dict)(self, state_dict)
         for group in self.param_groups:
             group["fused"], group["foreach"] = True, None
             for p in group["params"]:
@@ -154,6 +161,11 @@ class LeanAdam(torch.optim.Adam):
         finally:
             torch._C._set_grad_enabled(grad_enabled)
         return loss
+
+
+def _eager(method: Any) -> Any:
+    """``method`` without its ``torch._disable_dynamo`` wrapper (functools' ``__wrapped__``)."""
+    return getattr(method, "__wrapped__", method)
 
 
 def _torch_step(optimizer: LeanAdam, closure: Any = None) -> Any:

@@ -102,7 +102,9 @@ class NeuralMIEstimator(Recipe):
     marginal_factor: float = attrs.field(default=1.0, validator=positive)
     replacement: bool = False
     evaluate_on: str = attrs.field(default="test", validator=one_of("test", "all"))
-    max_pairs: int = attrs.field(default=MAX_PAIRS, validator=positive_int)
+    #: the final estimator's pair budget; None: 4·10⁶ for a critic with ``embed`` (separable,
+    #: linear: a pair is a dot product), 10⁶ for the joint critic (a pair is a network call)
+    max_pairs: int | None = attrs.field(default=None, validator=optional(positive_int))
     #: half-size subsamples (without replacement) behind ``estimate(ci=...)``'s interval
     n_subsamples: int = attrs.field(default=200, validator=positive_int)
     split_at: int | None = attrs.field(default=None, validator=optional(positive_int))
@@ -212,7 +214,8 @@ class NeuralMIEstimator(Recipe):
         if self.fresh_n_eval_ is not None and not rows:
             # a large draw: its size, not the pairs, sets the precision of a pair bound; a row
             # bound (InfoNCE) depends on the partners per row: it keeps the pair budget
-            max_pairs = min(max_pairs, inputs.FRESH_PAIRS_PER_ITEM * self.fresh_n_eval_)
+            max_pairs = min(MAX_PAIRS if max_pairs is None else max_pairs,
+                            inputs.FRESH_PAIRS_PER_ITEM * self.fresh_n_eval_)
         return {"bound": self._bound(self.final_bound),
                 "pairs": {"index": index, "max_pairs": max_pairs}}
 

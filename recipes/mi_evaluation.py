@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from infoblocks.blocks.errors import ConfigError, ValidationError
-from infoblocks.blocks.mutual_information import (MAX_PAIRS, ReferenceScores,
-                                                  centred_interval, pair_scores,
+from infoblocks.blocks.mutual_information import (ReferenceScores, centred_interval,
+                                                  default_max_pairs, pair_scores,
                                                   reference_scores, scalar_output)
 from infoblocks.plugins.registry import get_registry
 
@@ -209,8 +209,8 @@ def pair_estimate(recipe: NeuralMIEstimator, critic: torch.nn.Module, x: torch.T
                   y: torch.Tensor, pairs: dict, dist: Any = None) -> None:
     """All-pairs final estimate with the evaluation bound block (``recipe.bound_``); under
     torch.distributed the scores are computed in row blocks across the ranks and summed."""
-    recipe.scores_ = pair_scores(critic, x, y, max_pairs=int(pairs.get("max_pairs") or MAX_PAIRS),
-                                 dist=dist)
+    budget = pairs.get("max_pairs") or default_max_pairs(critic)  # None: by the critic's cost
+    recipe.scores_ = pair_scores(critic, x, y, max_pairs=int(budget), dist=dist)
     recipe.estimate_nats_ = recipe.scores_.bound(recipe.bound_)
 
 

@@ -25,9 +25,9 @@ from .critics import (JointCritic, JointCriticNet, LinearCritic, LinearCriticNet
 from .minee import MINEELoss, ReferenceScores, reference_scores
 from .samplers import (JOINT_PAIRS, REFERENCE_PAIRS, InBatchSampler, MarginalSampler,
                        ReferenceDistribution, ReferenceSampler, draw_positions)
-from .scores import (CHUNK_PAIRS, MAX_PAIRS, BatchScores, PairScores, centred_interval,
-                     critic_pairwise, log_mean_exp, off_diagonal, pair_scores, quantile_interval,
-                     scalar_output, shifts_for)
+from .scores import (CHUNK_PAIRS, MAX_PAIRS, NETWORK_MAX_PAIRS, BatchScores, PairScores,
+                     centred_interval, critic_pairwise, default_max_pairs, log_mean_exp,
+                     off_diagonal, pair_scores, quantile_interval, scalar_output, shifts_for)
 from .split import RandomSplit, split_sizes
 
 #: names of the built-in bound functions the final estimator knows by name
@@ -42,6 +42,6 @@ __all__ = [
     "ReferenceDistribution", "JOINT_PAIRS", "REFERENCE_PAIRS", "draw_positions",
     "BatchScores", "PairScores", "ReferenceScores", "pair_scores", "reference_scores",
     "shifts_for", "log_mean_exp", "off_diagonal", "critic_pairwise", "scalar_output",
-    "quantile_interval", "centred_interval", "CHUNK_PAIRS", "MAX_PAIRS", "RandomSplit",
+    "quantile_interval", "centred_interval", "CHUNK_PAIRS", "MAX_PAIRS", "NETWORK_MAX_PAIRS", "default_max_pairs", "RandomSplit",
     "split_sizes",
 ]
