@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -125,3 +128,20 @@ def test_the_engine_uses_the_lean_step_only_where_it_is_exact():
     opt = phase.make_optimizer(params)
     assert isinstance(opt, LeanAdam) and opt.param_groups[0]["decoupled_weight_decay"]
     assert opt.param_groups[0]["weight_decay"] == 0.1
+
+
+def test_a_fit_step_and_checkpoint_do_not_import_torch_dynamo():
+    # torch's add_param_group / state_dict / load_state_dict sit behind torch._disable_dynamo,
+    # whose first call imports torch._dynamo: 1.5-4 s per process on the test machine, more
+    # than a small MI fit.  LeanAdam runs the methods underneath (a fresh interpreter checks).
+    code = ("import sys, torch\n"
+            "from infoblocks.blocks.optim import LeanAdam\n"
+            "net = torch.nn.Linear(3, 1)\n"
+            "opt = LeanAdam(net.parameters(), lr=1e-2)\n"
+            "net(torch.randn(4, 3)).sum().backward()\n"
+            "opt.step(); opt.load_state_dict(opt.state_dict()); opt.zero_grad()\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
