@@ -145,7 +145,8 @@ class MIBound(Loss):
         else:
             t = scalar_output(critic(torch.cat([x, batch["x_marginal"]]),
                                      torch.cat([y, batch["y_marginal"]])))
-        return BatchScores(t[:b], t[b:], dist=dist)
+        joint, negatives = t.split([b, len(t) - b])  # one backward node, not two slices
+        return BatchScores(joint, negatives, dist=dist)
 
     def __call__(self, batch, models, state):
         scores = self.scores(batch, models, state)
