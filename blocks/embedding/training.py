@@ -277,7 +277,7 @@ class RelationLoss(Loss):
     #: objective; :class:`~infoblocks.blocks.embedding.anchored.AnchoredRelationLoss`),
     #: reported as ``anchoring``.  None: UMAP's loss alone
     anchor_model: str | None = None
-    anchor_strength: float = attrs.field(default=0.5, validator=non_negative)
+    anchor_strength: float = attrs.field(default=0.25, validator=non_negative)
     _cache: Any = attrs.field(init=False, default=None, repr=False, eq=False)
 
     def required_fields(self):

@@ -268,10 +268,10 @@ def test_block_lists_and_entries_a_shortcut_creates_are_not_conflicts():
 def test_a_shortcut_that_creates_an_entry_conflicts_only_on_the_keys_it_fills():
     from infoblocks.recipes import ParametricUMAP
 
-    # layout_epochs = 300 creates the layout phase and fills its epochs ...
-    with pytest.raises(ConfigError, match=r"`layout_epochs` = 300 and `phases.layout.epochs`"):
-        ParametricUMAP.preset("quality", phases=[{"name": "layout", "epochs": 10}]
-                              ).routine_spec()
+    # layout_epochs = 100 (not the default) fills the layout phase's epochs ...
+    with pytest.raises(ConfigError, match=r"`layout_epochs` = 100 and `phases.layout.epochs`"):
+        ParametricUMAP(layout_epochs=100, phases=[{"name": "layout", "epochs": 10}]
+                       ).routine_spec()
     # ... but not its learning rate: tuning that is no conflict
     spec = ParametricUMAP.preset("quality", phases=[{"name": "layout", "learning_rate": 0.2}]
                                  ).routine_spec()

@@ -78,7 +78,7 @@ def test_the_docs_huber_loss_runs_in_umaps_init_phase():
     step) and learns the spectral layout."""
     digits = get_registry().build("dataset", "digits").load()
     x = digits["data"][:400]
-    text = ('recipe = "parametric_umap"\nepochs = 1\ninit_epochs = 40\n'
+    text = ('recipe = "parametric_umap"\nepochs = 1\ninit_epochs = 40\nlayout_epochs = 0\n'
             '[[phases]]\nname = "init"\nloss = { name = "huber_position", delta = 0.5 }\n')
     recipe = recipe_from_dict(tomllib.loads(text))
     recipe.fit(x)

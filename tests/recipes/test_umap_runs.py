@@ -12,7 +12,7 @@ from infoblocks.plugins.registry import get_registry
 from infoblocks.recipes.tsne import ParametricTSNE
 from infoblocks.recipes.umap import ParametricUMAP
 
-SMALL = dict(epochs=6, init_epochs=2, batches_per_epoch=4, seed=3)
+SMALL = dict(epochs=6, init_epochs=2, batches_per_epoch=4, layout_epochs=1, seed=3)
 
 
 @pytest.fixture(scope="module")
