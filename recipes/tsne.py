@@ -23,7 +23,7 @@ from attrs.validators import optional
 
 from infoblocks.blocks.validators import non_negative_int, one_of, positive, positive_int
 
-from .umap import EmbeddingRecipe
+from .umap import EmbeddingRecipe, _hidden
 
 
 @attrs.define(kw_only=True)
@@ -33,6 +33,10 @@ class ParametricTSNE(EmbeddingRecipe):
     ``perplexity`` sets the effective number of neighbours; ``n_neighbors`` (default
     3 × perplexity) the sparse graph it is computed on.  The ``exaggerate`` phase multiplies
     the attraction by ``early_exaggeration`` for ``exaggeration_epochs`` epochs.
+
+    Defaults (measured on MNIST-5k, a second MNIST subset and the digits, docs/umap.md): a
+    deeper and wider encoder than UMAP's (3 × 256 behind a PCA-64 front end), openTSNE's
+    exaggeration α = 12 for 50 epochs, then 300 epochs of batches of 1,000.
     """
 
     name: ClassVar[str] = "parametric_tsne"
@@ -41,15 +45,25 @@ class ParametricTSNE(EmbeddingRecipe):
 
     perplexity: float = attrs.field(default=30.0, validator=positive)
     n_neighbors: int | None = attrs.field(default=None, validator=optional(positive_int))
+    #: the encoder's hidden layers: 3 × 256 (UMAP's 3 × 100 underfits t-SNE's map: MNIST-5k
+    #: trust@15 0.956 -> 0.964 at 200 epochs; 2 × 512 reached 0.957)
+    hidden_dims: tuple[int, ...] = attrs.field(default=(256, 256, 256), converter=tuple,
+                                              validator=_hidden)
+    #: the encoder's fixed PCA front end (k leading axes; None: the raw features): the same
+    #: quality as the raw 784 pixels on MNIST-5k at a cheaper first layer
+    pca_dims: int | None = attrs.field(default=64, validator=optional(positive_int))
     dof: float = attrs.field(default=1.0, validator=positive)
     init: str = attrs.field(default="pca", validator=one_of("pca", "spectral", "none"))
     init_scale: float = attrs.field(default=5.0, validator=positive)
     init_epochs: int = attrs.field(default=10, validator=non_negative_int)
     init_batch_size: int = attrs.field(default=500, validator=positive_int)
     init_learning_rate: float = attrs.field(default=1e-3, validator=positive)
-    early_exaggeration: float = attrs.field(default=4.0, validator=positive)
-    exaggeration_epochs: int = attrs.field(default=20, validator=non_negative_int)
-    epochs: int = attrs.field(default=100, validator=non_negative_int)
+    #: openTSNE's / scikit-learn's α = 12, for 50 epochs (α = 4 for 20: MNIST-5k 10-NN 0.917
+    #: instead of 0.928 with the encoder above)
+    early_exaggeration: float = attrs.field(default=12.0, validator=positive)
+    exaggeration_epochs: int = attrs.field(default=50, validator=non_negative_int)
+    #: 300 epochs (1,500 steps on 5,000 items): quality still rose from 100 to 400 epochs
+    epochs: int = attrs.field(default=300, validator=non_negative_int)
     batch_size: int = attrs.field(default=1000, validator=positive_int)
     learning_rate: float = attrs.field(default=1e-2, validator=positive)
     lr_schedule: str = attrs.field(default="cos", validator=one_of("none", "cos", "exp"))
@@ -99,7 +113,7 @@ class ParametricTSNE(EmbeddingRecipe):
     @classmethod
     def demo(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:
         """Embed the shipped 8×8 digits; print trustworthiness@15 and 10-NN accuracy."""
-        recipe = cls(epochs=40 if quick else 100)
+        recipe = cls(epochs=60) if quick else cls()
         return cls._demo(recipe, out_dir, "tsne_digits.png")
 
 

@@ -14,11 +14,12 @@ def test_digits_quality_and_round_trip(tmp_path):
     x, labels = d["data"], d["target"]
     model = ParametricTSNE(epochs=60).fit(x)
     y = model.embedding_
-    # exact t-SNE reaches ~0.99 / 0.98 on this set; parametric t-SNE with 1,000-point batches
-    # and 60 epochs measured 0.951-0.958 / 0.921-0.947 (seeds 0-4): the bounds sit below that
-    # spread (another machine's rounding moves a fit like another seed)
-    assert trustworthiness(x, y, k=15) >= 0.94
-    assert knn_accuracy(y, labels, k=10) >= 0.90
+    # exact t-SNE reaches ~0.99 / 0.98 on this set; the defaults shortened to 60 epochs
+    # measured 0.9761-0.9806 / 0.9588-0.9694 (seeds 0-2; the previous defaults 0.951-0.958 /
+    # 0.921-0.947): the bounds sit below that spread (another machine's rounding moves a fit
+    # like another seed)
+    assert trustworthiness(x, y, k=15) >= 0.965
+    assert knn_accuracy(y, labels, k=10) >= 0.94
     assert [r["phase"] for r in model.history_][-1] == "main"
     kl = [r["kl"] for r in model.history_ if r["phase"] == "main"]
     assert kl[-1] < kl[0]  # KL decreases during the main phase
@@ -118,3 +119,22 @@ def test_constant_data_and_invalid_devices_get_clear_errors():
         ParametricTSNE(device="gpu")
     with pytest.raises(ValidationError, match="at least 3 \\(n_components = 2"):
         ParametricTSNE(n_neighbors=1, perplexity=0.5).fit(np.eye(2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_defaults_on_the_digits_at_open_tsne_quality(seed):
+    # scikit-learn's measures (the digits / 16, float32 as in the bench), the defaults (3 x 256
+    # encoder behind PCA-64, alpha = 12 for 50 epochs, 300 epochs): seeds 0-2 measured trust@15
+    # 0.9868 / 0.9859 / 0.9867 and 10-NN 0.9722 / 0.9655 / 0.9661 (openTSNE 0.989 / 0.966; the
+    # previous defaults 0.969-0.976 / 0.952-0.955); the bounds leave the spread of a seed
+    pytest.importorskip("sklearn")
+    from sklearn.manifold import trustworthiness as sk_trust
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    d = get_registry().build("dataset", "digits").load()
+    x, labels = (d["data"] / 16.0).astype(np.float32), d["target"]
+    y = ParametricTSNE(seed=seed).fit(x).embedding_
+    assert sk_trust(x, y, n_neighbors=15) >= 0.98
+    assert cross_val_score(KNeighborsClassifier(10), y, labels, cv=5).mean() >= 0.955
