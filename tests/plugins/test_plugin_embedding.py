@@ -18,6 +18,7 @@ plugin = pytest.importorskip("infoblocks_example_plugin.embedding",
 CONFIG = """
 recipe = "parametric_umap"
 epochs = 60
+layout_epochs = 50
 
 [globals.graph]
 transforms = [{ name = "gaussian_membership", bandwidth = 1.0 }, { name = "symmetrize" }]
@@ -31,7 +32,7 @@ width = 64
 @pytest.fixture(scope="module")
 def digits():
     x = get_registry().build("dataset", "digits").load()["data"].astype(np.float32)
-    return x[:1000]  # a subset keeps the fit near 5 s on one thread
+    return x[:1000]  # a subset and a short layout keep the fit near 5 s on one thread
 
 
 def test_the_blocks_are_registered_by_the_plugin():
