@@ -549,12 +549,11 @@ def test_minee_r6_no_overshoot():
 
 @pytest.mark.slow
 def test_mine_on_benchmark_mi_dense_task_is_within_0_06_of_the_truth():
-    # issue 13: benchmark-mi's multinormal-dense-25-25-0.5 (n = 5,000, truth 1.292), at its
-    # batch of 256; benchmark-mi's MINE reached 1.234 (−0.058) on its own draw.  Measured with
-    # the defaults (joint critic, rank standardisation, 10⁶ pairs), draws 0 / 1 / 2 (recipe
-    # seed = draw): 1.253 / 1.244 / 1.265 (−0.039 / −0.048 / −0.027); weight decay, dropout, a
-    # narrower critic, more negatives did not help and the separable critic lost 0.5 nats
-    # (docs/mi.md).  ~15-20 s.
+    # issue 13: benchmark-mi's multinormal-dense-25-25-0.5 (n = 5,000, truth 1.292) at its
+    # batch of 256, on numpy's draw 0 (benchmark-mi's own draws need JAX).  Measured with the
+    # defaults (joint critic, rank standardisation, 10⁶ final pairs), numpy draws 0 / 1 / 2:
+    # −0.039 / −0.048 / −0.027; on benchmark-mi's draws −0.079 / −0.050 / −0.080, where its own
+    # MINE gives −0.067 / −0.101 / −0.110 (docs/mi.md).  ~15-20 s.
     x, y, truth = dense_gaussian(25, 0.5, n=5000, seed=0)
     assert truth == pytest.approx(1.2922, abs=1e-4)
     est = quiet_fit(MINE(seed=0, batch_size=256), x, y)
