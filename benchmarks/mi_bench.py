@@ -9,7 +9,9 @@
 2. Bias on the seed problem (seeds 0, 1, 2): the notebook trainer (100 epochs × 10 batches,
    final value on the whole sample with one random permutation) vs ``MINE`` with defaults.
 3. With ``--benchmark-mi-python`` (an interpreter where ``import bmi`` works; it needs
-   jax==0.4.30 and numpy<2, so it lives in its own environment): benchmark-mi's MINE and
+   jax==0.4.30 and numpy<2, so it lives in its own environment: ``python3.11 -m venv bmi-env
+   && bmi-env/bin/pip install benchmark-mi==0.1.3 jax==0.4.30 jaxlib==0.4.30``, two
+   minutes; XLA is held to one thread like ours): benchmark-mi's MINE and
    InfoNCE (critic MLP (10, 5), Adam 0.1, batch 256, 50/50 split) and ours on the same samples
    (n = 5000) of three tasks; without it, ours on draws made here of the two tasks we can draw
    exactly (1v1-normal, dense 25 × 25) beside benchmark-mi's recorded figures.
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -190,6 +193,10 @@ print(json.dumps(results))
 """
 
 
+#: XLA's flags for one intra-op thread (benchmark-mi runs on JAX)
+BMI_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
 def section_benchmark_mi(python: str | None) -> list | None:
     print("\n## 3. benchmark-mi tasks (n = 5000): estimate (truth) and wall time")
     if not python:
@@ -198,7 +205,10 @@ def section_benchmark_mi(python: str | None) -> list | None:
               "its own draws (docs/mi.md)")
         return section_benchmark_mi_local()
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run([python, "-c", BMI_SCRIPT, tmp], capture_output=True, text=True)
+        # XLA held to one thread, as ours runs (docs/mi.md); a caller's XLA_FLAGS win
+        env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", BMI_ONE_THREAD)}
+        proc = subprocess.run([python, "-c", BMI_SCRIPT, tmp], capture_output=True, text=True,
+                              env=env)
         if proc.returncode != 0:
             print(f"skipped: benchmark-mi failed in {python}: {proc.stderr.strip()[-400:]}")
             return None
