@@ -231,11 +231,11 @@ def section_benchmark_mi(python: str | None) -> list | None:
 
 
 #: benchmark-mi 0.1.3's estimates and seconds on its own seed-0 draws (n = 5000), recorded with
-#: --benchmark-mi-python on this machine under load (docs/mi.md)
-BMI_RECORDED = {("1v1-normal-0.75", "MINE"): (0.399, 57.7),
-                ("1v1-normal-0.75", "InfoNCE"): (0.402, 30.3),
-                ("multinormal-dense-25-25-0.5", "MINE"): (1.234, 12.5),
-                ("multinormal-dense-25-25-0.5", "InfoNCE"): (1.138, 52.6)}
+#: --benchmark-mi-python on this machine (30 Nov, XLA at one thread, load 4.6-7.3; docs/mi.md)
+BMI_RECORDED = {("1v1-normal-0.75", "MINE"): (0.398, 17.8),
+                ("1v1-normal-0.75", "InfoNCE"): (0.403, 73.3),
+                ("multinormal-dense-25-25-0.5", "MINE"): (1.225, 9.1),
+                ("multinormal-dense-25-25-0.5", "InfoNCE"): (1.111, 32.0)}
 
 
 def gaussian_plugin_mi(x: np.ndarray, y: np.ndarray) -> float:
