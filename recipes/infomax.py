@@ -19,7 +19,9 @@ in a ``Pipeline``) assembled from the MI family's registered blocks plus the Inf
 Why it is stable where the reference form (a DV critic on a deterministic code) is not: the
 bounded (tanh) code goes through a noisy channel — input noise at the data's noise floor,
 output noise — so the MI it can carry is bounded; the inputs are scaled; the held-out bound
-stops training; the nested bound orders the components.  The measurements behind the defaults are in ``docs/infomax.md``.
+stops training; the nested bound orders the components; the Gaussian critic's scale starts at
+the channel's measured noise (``critic_init = "channel"``), so the first epochs' gradients do
+not reshape a code the critic cannot yet score.  The measurements behind the defaults are in ``docs/infomax.md``.
 """
 
 from __future__ import annotations
@@ -81,7 +83,10 @@ class InfoMax(Recipe):
     blocks; ``output_noise`` / ``input_noise`` are the channel's noise (in code units / in
     units of ``noise_unit``, the data's noise floor by default), ``whitening`` (``cholesky`` | ``standardize`` | ``none``) how
     the batch's codes are normalised before it, ``nested`` the prefix-averaged bound,
-    ``decorrelation`` an extra penalty on correlated components.  ``test_fraction`` of the
+    ``decorrelation`` an extra penalty on correlated components, ``critic_init`` where the
+    Gaussian critic's scale starts (``channel``: the measured noise of the first batch),
+    ``encoder`` (``mlp`` | ``linear_residual_mlp``: PCA-started linear path + residual,
+    ``pca_gain``, ``residual_init``).  ``test_fraction`` of the
     items are held out: training stops when their bound has not improved for ``patience``
     epochs and the best weights are restored.
 
@@ -102,7 +107,7 @@ class InfoMax(Recipe):
     residual_init: float = attrs.field(default=0.01, validator=non_negative)
     #: the Gaussian critic's scale τ at the start: "channel" (the first batch's measured
     #: channel noise variance) or "one" (τ = 1)
-    critic_init: str = attrs.field(default="one", validator=one_of("one", "channel"))
+    critic_init: str = attrs.field(default="channel", validator=one_of("channel", "one"))
     hidden_dims: tuple[int, ...] = attrs.field(default=(64, 64), converter=tuple)
     activation: str = "elu"
     #: "tanh" bounds the code (the channel's power limit); "identity" leaves it unbounded
