@@ -59,6 +59,8 @@ BOUNDS = {"infonce": "infonce_loss", "dv": "mine_loss", "jsd": "js_divergence",
 #: held-out batches of the validation bound (fixed: epoch-to-epoch changes are the model's)
 VALIDATION_BATCHES = 4
 #: a column whose standard deviation is below this (relative) is constant: scaled by 1
+#: restart k of ``n_init`` initialises the networks with seed ``seed + RESTART_SEED_STEP * k``
+RESTART_SEED_STEP = 7919
 CONSTANT_COLUMN = 1e-12
 
 
@@ -143,6 +145,9 @@ class InfoMax(Recipe):
     scaling: str = attrs.field(default="global", validator=one_of("global", "features", "none"))
     #: scikit-learn's convention: a second ``fit`` on data of the same width continues training
     warm_start: bool = False
+    #: fits from this many initialisations (the split and the held-out noise stay the same);
+    #: the one with the best held-out bound is kept
+    n_init: int = attrs.field(default=1, validator=positive_int)
     seed: int = attrs.field(default=0, validator=non_negative_int)
     device: str = attrs.field(default="cpu", validator=valid_device)
     threads: int | None = attrs.field(default=1, validator=optional(positive_int))
@@ -230,7 +235,7 @@ class InfoMax(Recipe):
                f"(2, {in_dim}) input it returned {tuple(getattr(out, 'shape', ()))}.")
         return module
 
-    def build(self, X: Any) -> Routine:
+    def build(self, X: Any, init_seed: int | None = None) -> Routine:
         """The routine on standardised ``X`` (n, d): split, encoder and critic, the training
         phase with held-out validation — every block through the registry."""
         x = torch.as_tensor(X, dtype=torch.float32)
@@ -273,7 +278,8 @@ class InfoMax(Recipe):
                     sampler.batch_size = n
         return Routine(dataset={"x": x}, models=models,
                        global_relations=self.build_globals(spec), phases=phases,
-                       device=self.device, seed=self.seed, verbose=self.verbose)
+                       device=self.device, seed=self.seed if init_seed is None else init_seed,
+                       verbose=self.verbose)
 
     @staticmethod
     def _critic_input(spec: dict[str, Any]) -> str:
@@ -302,6 +308,13 @@ class InfoMax(Recipe):
         x = self._validate(X)
         resolve_device(self.device)
         warm = self.warm_start and self.routine_ is not None
+        restarts = 1 if warm else self.n_init
+        _check(restarts == 1 or (checkpoint is None and resume is False),
+               f"`n_init` = {self.n_init} restarts cannot be checkpointed or resumed; fit with "
+               "n_init=1 to use `checkpoint` / `resume`.")
+        _check(restarts == 1 or self.test_fraction > 0,
+               f"`n_init` = {self.n_init} keeps the restart with the best held-out bound: set "
+               "test_fraction > 0, or n_init=1.")
         if warm:
             before = tuple(self.routine_.dataset["x"].shape)
             _check(before == tuple(x.shape),
@@ -316,9 +329,17 @@ class InfoMax(Recipe):
                 routine = self.routine_
                 routine.dataset = Dataset(x=xs)
                 routine.state.dataset = routine.dataset.to(routine.device)
+                self.train_routine(routine, checkpoint=checkpoint, resume=resume,
+                                   warm_start=True)
             else:
-                routine = self.build(xs)
-            self.train_routine(routine, checkpoint=checkpoint, resume=resume, warm_start=warm)
+                routine, best = None, -float("inf")
+                for k in range(restarts):
+                    candidate = self.build(xs, init_seed=self.seed + RESTART_SEED_STEP * k)
+                    self.train_routine(candidate, checkpoint=checkpoint, resume=resume)
+                    bound = max((r["val_mi"] for r in candidate.history.rows if "val_mi" in r),
+                                default=-float("inf"))
+                    if routine is None or bound > best:
+                        routine, best = candidate, bound
         self.routine_ = routine
         self.n_features_in_ = int(x.shape[1])
         self.history_ = [dict(r) for r in routine.history.rows]
