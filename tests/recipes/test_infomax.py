@@ -118,6 +118,27 @@ def test_warm_start_continues_the_epochs():
         model.fit(features[:300])
 
 
+def test_linear_residual_encoder_in_the_recipe_starts_at_pca():
+    # encoder = "linear_residual_mlp" untrained (learning rate 1e-7): the code is tanh of the
+    # whitened PCA-3 code, and the probe scores as PCA-3 does (semi 19/0.05, seed 0: 0.0029)
+    x, features, (unlabelled, labelled, test) = semi_supervised(0, False, 0.05)
+
+    def score(encode):
+        return linear_regression_mse(encode(features[labelled]), x[labelled],
+                                     encode(features[test]), x[test])
+
+    model = InfoMax(n_components=3, encoder="linear_residual_mlp", epochs=1, learning_rate=1e-7,
+                    batches_per_epoch=1).fit(features[unlabelled])
+    assert model.routine_spec()["models"]["encoder"]["name"] == "linear_residual_mlp"
+    pca = score(pca_form(features[unlabelled], 3, 0))
+    assert abs(score(model.transform) - pca) <= 0.1 * pca
+    net = model.routine_.models["encoder"]
+    scaled = (features[unlabelled] - model.mean_) / model.scale_
+    with torch.no_grad():
+        linear = net.linear(torch.as_tensor(scaled, dtype=torch.float32)).numpy()
+    assert np.std(linear, 0) == pytest.approx([0.5] * 3, rel=0.01)  # pca_gain
+
+
 def test_restarts_keep_the_best_heldout_bound():
     # ten d1, seed 3 (defaults): one initialisation ends in a folded code, LR-MSE 0.31, held-out
     # bound 1.465 nats; with n_init = 2 the second start (1.495 nats) is kept: 0.042.  Here a
