@@ -4,6 +4,7 @@
     python benchmarks/infomax_bench.py --tables rows --seeds 2 --quick
     python benchmarks/infomax_bench.py --tables bounds      # InfoNCE vs JSD vs DV (our channel)
     python benchmarks/infomax_bench.py --tables digits      # linear probe, 10 % labels
+    python benchmarks/infomax_bench.py --tables rows --systems InfoMax --options '{"n_init": 2}'
 
 Data (the issue's): x ~ U(−1, 1), x̃ = g(x) (+ Gaussian noise); the task is to recover x from
 the code y by linear regression (var x = 1/3).  Rows:

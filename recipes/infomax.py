@@ -21,7 +21,8 @@ bounded (tanh) code goes through a noisy channel — input noise at the data's n
 output noise — so the MI it can carry is bounded; the inputs are scaled; the held-out bound
 stops training; the nested bound orders the components; the Gaussian critic's scale starts at
 the channel's measured noise (``critic_init = "channel"``), so the first epochs' gradients do
-not reshape a code the critic cannot yet score.  The measurements behind the defaults are in ``docs/infomax.md``.
+not reshape a code the critic cannot yet score.  The measurements behind the defaults are in
+``docs/infomax.md``.
 """
 
 from __future__ import annotations

@@ -392,5 +392,6 @@ def _off_diagonal_correlation(codes: torch.Tensor) -> torch.Tensor:
     return (corr - torch.diag(torch.diagonal(corr))).pow(2).sum() / (d * (d - 1))
 
 
-__all__ = ["InfoMaxLoss", "GaussianChannelCritic", "LinearResidualMLP", "LinearResidualNet", "GaussianChannelNet", "JSDivergenceBound",
+__all__ = ["InfoMaxLoss", "GaussianChannelCritic", "LinearResidualMLP", "LinearResidualNet",
+           "GaussianChannelNet", "JSDivergenceBound",
            "WHITENING"]
