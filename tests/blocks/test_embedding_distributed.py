@@ -111,9 +111,10 @@ def test_two_process_fits_follow_one_process_on_the_digits(tmp_path):
     with intra_op_threads(1):
         one = namespace["fits"]()
     # UMAP (layout, then the network anchored to it; edges and their negatives sharded; the
-    # loss and gradient of each step are the one-process ones, test above): Adam over 300
-    # steps turns reduction-order rounding into a drift as large as another seed's (final epoch loss 1.22 vs 1.30; seeds 0-2: 1.23-1.30),
-    # so the maps are compared by their quality, issue 12's measure
+    # loss and gradient of each step are the one-process ones, test above): Adam turns
+    # reduction-order rounding into a drift as large as another seed's (previous defaults:
+    # final epoch loss 1.22 vs 1.30; seeds 0-2: 1.23-1.30), so the maps are compared by their
+    # quality, issue 12's measure
     assert abs(two["umap_trust"] - one["umap_trust"]) <= 0.005
     # t-SNE (items sharded, the KL of the whole batch on every rank): the same optimisation,
     # epoch by epoch (measured: within 3e-5 relative; weights are not compared, Adam turns the
