@@ -452,7 +452,7 @@ class InfoMax(Recipe):
         (3,000 points); a 1-D code; x recovered from it by linear regression (LR-MSE; var x =
         1/3, PCA-1 gives 0.135, the reference form 0.083).  Writes ``infomax_demo.png``."""
         x, features = sanity_problem(0)
-        recipe = cls(n_components=1, epochs=30 if quick else 100)
+        recipe = cls(n_components=1, epochs=50 if quick else 100)
         codes = recipe.fit_transform(features)
         mse = linear_regression_mse(codes, x)
         out_dir = Path(out_dir)
