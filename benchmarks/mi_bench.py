@@ -20,7 +20,9 @@
 5. ``--only floor``: where the step time goes — the critic's forward + backward alone, the
    loss, torch's fused Adam, and :class:`~infoblocks.blocks.optim.LeanAdam` (the same kernel
    without ``Optimizer.step``'s wrappers; what the engine uses), in a bare loop beside the
-   notebook trainer and our whole in-engine step: the ceiling of the speed-up at equal threads.
+   notebook trainer and our whole in-engine step: the ceiling of the speed-up at equal threads;
+   then the critic's forward + backward as modules, as ``plan_forward`` (the engine's) and as
+   one autograd node (``MLPFunction``).
 6. ``--only invariance``: benchmark-mi's dense task (multinormal-dense-25-25-0.5, generated
    here from its covariance) and a 3-D Gaussian with y → y³, MINE / NWJ / InfoNCE with the
    moments (``standardize=True``) and the ranks (``"rank"``, the default).
@@ -297,8 +299,13 @@ def section_minee_r6(epochs: int) -> dict:
 
 
 def section_floor(steps: int = 500) -> dict:
-    """The parts of one MINE step at the notebook's batch and network, in a bare loop."""
+    """The parts of one MINE step at the notebook's batch and network, in a bare loop; and the
+    critic's forward + backward three ways: the modules (``net(z)``), the same ops without
+    ``Module.__call__`` (``plan_forward``, what ``JointCriticNet`` runs) and one autograd node
+    with a hand-written backward (``MLPFunction``)."""
     from infoblocks.blocks.mutual_information import JointCritic, MINELoss
+    from infoblocks.blocks.mutual_information.fast_mlp import (mlp_plan, one_node_forward,
+                                                                plan_forward)
     from infoblocks.blocks.mutual_information.scores import BatchScores
     from infoblocks.blocks.optim import LeanAdam
 
@@ -330,6 +337,29 @@ def section_floor(steps: int = 500) -> dict:
                 parts[k] += d * 1e3 / steps
         return parts
 
+    def critic_ways(repeats: int = 5) -> dict[str, tuple[float, float]]:
+        """ms of forward and backward (of t.sum()) per way, interleaved, median of repeats."""
+        net = JointCritic(x_dim=1, y_dim=1, init_std=0.02).build().net
+        plan, params = mlp_plan(net), list(net.parameters())
+        ways = {"modules": net, "plan_forward": lambda z: plan_forward(plan, z),
+                "one node": lambda z: one_node_forward(plan, z)}
+        zs = torch.cat([xa, ya], -1)
+        times: dict[str, list] = {k: [] for k in ways}
+        for _ in range(repeats):
+            for name, fn in ways.items():
+                fwd = bwd = 0.0
+                for i in range(steps):
+                    t0 = time.perf_counter()
+                    out = fn(zs[i % 100]).sum()
+                    t1 = time.perf_counter()
+                    for p in params:
+                        p.grad = None
+                    out.backward()
+                    fwd, bwd = fwd + t1 - t0, bwd + time.perf_counter() - t1
+                times[name].append((fwd * 1e3 / steps, bwd * 1e3 / steps))
+        return {k: (statistics.median(f for f, _ in v), statistics.median(b for _, b in v))
+                for k, v in times.items()}
+
     notebook = notebook_train(data, steps, 0)[1] * 1e3
     fused, lean = loop(False), loop(True)
     ours = ours_step_time(x, y, steps // 10) * 1e3
@@ -341,7 +371,11 @@ def section_floor(steps: int = 500) -> dict:
           f"notebook step (the ceiling of any speed-up at equal threads); with torch's Adam "
           f"{notebook / (floor + fused[3]):.2f}x, LeanAdam {notebook / (floor + lean[3]):.2f}x; "
           f"ours in the engine {notebook / ours:.2f}x")
-    return {"notebook": notebook, "fused": fused, "lean": lean, "ours": ours}
+    ways = critic_ways()
+    print("critic forward + backward on 200 rows (ms, interleaved, median of 5): " + "; ".join(
+        f"{k} {f:.3f} + {b:.3f} = {f + b:.3f}" for k, (f, b) in ways.items()))
+    return {"notebook": notebook, "fused": fused, "lean": lean, "ours": ours,
+            "critic_ways": ways}
 
 
 def section_invariance() -> dict:

@@ -145,7 +145,8 @@ class MIBound(Loss):
         else:
             t = scalar_output(critic(torch.cat([x, batch["x_marginal"]]),
                                      torch.cat([y, batch["y_marginal"]])))
-        joint, negatives = t.split([b, len(t) - b])  # one backward node, not two slices
+        # one backward node, not two slices; split_with_sizes skips Tensor.split's Python wrapper
+        joint, negatives = t.split_with_sizes([b, len(t) - b])
         return BatchScores(joint, negatives, dist=dist)
 
     def __call__(self, batch, models, state):

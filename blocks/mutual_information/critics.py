@@ -23,6 +23,7 @@ from torch import nn
 from ..errors import ValidationError
 from ..models import ACTIVATIONS, MLP, Model
 from ..validators import positive, positive_int
+from .fast_mlp import MLPPlan, mlp_plan, plan_forward, plan_usable
 
 
 def _init_normal(module: nn.Module, std: float | None) -> None:
@@ -36,21 +37,40 @@ def _init_normal(module: nn.Module, std: float | None) -> None:
 
 
 class JointCriticNet(nn.Module):
-    """t(x, y) = net([x, y]):  ``(n, d_x), (n, d_y) -> (n,)``."""
+    """t(x, y) = net([x, y]):  ``(n, d_x), (n, d_y) -> (n,)``.
 
-    def __init__(self, net: nn.Module) -> None:
+    A plain MLP ``net`` (Linear and activation layers) runs through
+    :func:`~.fast_mlp.plan_forward`: the modules' own ops without their ``__call__``, the same
+    values and gradients (``fast=False``, or anything else in ``net``, calls ``net``).  The
+    parameters and ``state_dict`` are ``net``'s either way."""
+
+    def __init__(self, net: nn.Module, fast: bool = True) -> None:
         super().__init__()
         self.net = net
+        self.fast = fast
+        self._plan: tuple[nn.Module, tuple, MLPPlan | None] | None = None
+
+    def _net_forward(self, z: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        plan = self._plan_of(net) if self.fast else None
+        return plan_forward(plan, z) if plan_usable(plan) else net(z)
+
+    def _plan_of(self, net: nn.Module) -> MLPPlan | None:
+        """The plan of ``net``, read again when ``net`` or one of its layers was replaced."""
+        layers = tuple(net._modules.values())
+        if self._plan is None or self._plan[0] is not net or self._plan[1] != layers:
+            self._plan = (net, layers, mlp_plan(net))
+        return self._plan[2]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([x, y], -1)).squeeze(-1)
+        return self._net_forward(torch.cat([x, y], -1)).squeeze(-1)
 
     def pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """All pairs ``(n, d_x), (m, d_y) -> (n, m)`` with entry (i, j) = t(x_i, y_j)."""
         n, m = len(x), len(y)
         xx = x[:, None, :].expand(n, m, x.shape[1])
         yy = y[None, :, :].expand(n, m, y.shape[1])
-        return self.net(torch.cat([xx, yy], -1).reshape(n * m, -1)).view(n, m)
+        return self._net_forward(torch.cat([xx, yy], -1).reshape(n * m, -1)).view(n, m)
 
 
 class _InnerProductCritic(nn.Module):

@@ -308,8 +308,8 @@ class MarginalSampler(InBatchSampler):
         parts = [size, x_all.shape[1] - size]
         # the views of every batch from few calls (a step of a small critic is ~2 ms)
         for index, xb, yb in zip(joint.unbind(0), x_all.unbind(0), y_all.unbind(0)):
-            x, x_marginal = xb.split(parts)
-            y, y_marginal = yb.split(parts)
+            x, x_marginal = xb.split_with_sizes(parts)  # no Tensor.split wrapper
+            y, y_marginal = yb.split_with_sizes(parts)
             yield {"index": index, "x": x, "y": y, "x_marginal": x_marginal,
                    "y_marginal": y_marginal, "x_all": xb, "y_all": yb, **extra}
 

@@ -1,0 +1,205 @@
+"""A plain MLP (``Linear`` and elementwise activations, as :class:`~infoblocks.models.MLP`
+builds it) run without ``nn.Module.__call__``: :func:`mlp_plan` reads the layers once,
+:func:`plan_forward` runs them.
+
+A MINE step evaluates a 2 → 100 → 100 → 1 critic on 200 rows; the arithmetic is small, so the
+five modules' ``__call__`` (hooks, tracing and dispatch in Python) is a visible share of the
+forward.  :func:`plan_forward` calls the same aten ops the modules call (``linear`` and the
+activation's own kernel), so autograd records the same graph and the values and gradients are
+the module's bit for bit; only the first layer of a narrow input (≤ :data:`NARROW_INPUT`
+features) multiplies by a contiguous copy of ``Wᵀ``, which makes autograd take MKL's fast
+``hᵀg`` kernel for that weight's gradient (the same dot products).  :func:`plan_usable`
+declines what the shortcut would get wrong: forward hooks and dropout while training.
+
+:class:`MLPFunction` runs the whole MLP as ONE autograd node with a hand-written backward.  It
+is exact (to float rounding, ``gradcheck`` in float64) but not faster here: its Python
+``forward`` / ``backward`` cost as much as the autograd nodes they replace (docs/mi.md, "Where
+a step's time goes"); ``benchmarks/mi_bench.py --only floor`` measures it beside the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+from torch import nn
+
+aten = torch.ops.aten
+
+
+class _Activation(NamedTuple):
+    """forward(z) -> a, and backward(grad_a, z, a) -> grad_z with autograd's own kernel."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    backward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None
+
+
+def _activation(module: nn.Module) -> _Activation | None:
+    """The fast forward / backward of an activation module (None: not supported)."""
+    kind = type(module)
+    if kind is nn.ELU:
+        alpha = float(module.alpha)
+        return _Activation(lambda z: torch._C._nn.elu(z, alpha),
+                           lambda g, z, a: aten.elu_backward(g, alpha, 1.0, 1.0, True, a))
+    if kind is nn.ReLU:
+        return _Activation(torch.relu, lambda g, z, a: aten.threshold_backward(g, a, 0))
+    if kind is nn.LeakyReLU:
+        slope = float(module.negative_slope)
+        return _Activation(lambda z: torch._C._nn.leaky_relu(z, slope),
+                           lambda g, z, a: aten.leaky_relu_backward(g, z, slope, False))
+    if kind is nn.SiLU:
+        return _Activation(torch._C._nn.silu, lambda g, z, a: aten.silu_backward(g, z))
+    if kind is nn.Tanh:
+        return _Activation(torch.tanh, lambda g, z, a: aten.tanh_backward(g, a))
+    if kind is nn.Sigmoid:
+        return _Activation(torch.sigmoid, lambda g, z, a: aten.sigmoid_backward(g, a))
+    if kind is nn.GELU:
+        approx = module.approximate
+        return _Activation(lambda z: torch._C._nn.gelu(z, approximate=approx),
+                           lambda g, z, a: aten.gelu_backward(g, z, approximate=approx))
+    if kind is nn.Softplus:
+        beta, threshold = module.beta, module.threshold
+        return _Activation(lambda z: torch._C._nn.softplus(z, beta, threshold),
+                           lambda g, z, a: aten.softplus_backward(g, z, beta, threshold))
+    if kind is nn.Identity:
+        return _Activation(lambda z: z, None)
+    return None
+
+
+#: a first layer with at most this many inputs multiplies by a contiguous Wᵀ: autograd then
+#: forms its weight gradient as (hᵀg)ᵀ, 8 µs instead of 25 µs for (200, 2) × (200, 100) with
+#: MKL on one thread (gᵀh with a narrow h takes a slow kernel); a wide layer gains nothing
+NARROW_INPUT = 8
+
+
+class MLPPlan(NamedTuple):
+    """A Sequential read as ``[(linear, activation or None), ...]``; ``modules`` all of its
+    layers (for the hook check), ``dropouts`` its Dropout layers (identity in eval mode)."""
+
+    layers: tuple[tuple[nn.Linear, _Activation | None], ...]
+    modules: tuple[nn.Module, ...]
+    dropouts: tuple[nn.Dropout, ...]
+
+
+def mlp_plan(net: nn.Module) -> MLPPlan | None:
+    """Read ``net`` as Linear (activation) (Dropout) ... Linear (activation); None when it is
+    anything else (another layer, an in-place activation, a subclass of a known layer)."""
+    if type(net) is not nn.Sequential or len(net) == 0 or type(net[0]) is not nn.Linear:
+        return None
+    layers: list[list] = []
+    dropouts = []
+    for module in net:
+        if type(module) is nn.Linear:
+            layers.append([module, None])
+        elif type(module) is nn.Dropout:
+            dropouts.append(module)
+        elif layers[-1][1] is None and not getattr(module, "inplace", False) \
+                and (act := _activation(module)) is not None:
+            layers[-1][1] = act
+        else:
+            return None
+    return MLPPlan(tuple(map(tuple, layers)), tuple(net), tuple(dropouts))
+
+
+def plan_usable(plan: MLPPlan | None) -> bool:
+    """The plan computes ``net(x)`` now: no hooks (module or global, forward or backward) that
+    the modules' ``__call__`` would run, and no dropout that is active (training with p > 0)."""
+    if plan is None or any(_GLOBAL_HOOKS):
+        return False
+    for module in plan.modules:
+        if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks \
+                or module._backward_pre_hooks:
+            return False
+    return not any(d.training and d.p > 0 for d in plan.dropouts)
+
+
+def plan_forward(plan: MLPPlan, x: torch.Tensor) -> torch.Tensor:
+    """``net(x)`` for ``(..., in_dim) -> (..., out_dim)`` by the ops the modules call (check
+    :func:`plan_usable` first)."""
+    h = x
+    for i, (layer, act) in enumerate(plan.layers):
+        if i == 0 and layer.in_features <= NARROW_INPUT and h.dim() == 2:
+            h = torch.addmm(layer.bias, h, layer.weight.t().contiguous()) \
+                if layer.bias is not None else torch.mm(h, layer.weight.t().contiguous())
+        else:
+            h = _linear(h, layer.weight, layer.bias)
+        if act is not None:
+            h = act.forward(h)
+    return h
+
+
+_linear = torch._C._nn.linear
+#: torch's registries of global module hooks (mutated in place, never rebound)
+_GLOBAL_HOOKS = tuple(getattr(nn.modules.module, name) for name in (
+    "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+    "_global_backward_pre_hooks"))
+
+
+# ====================================================================== one autograd node
+
+
+class MLPFunction(torch.autograd.Function):
+    """The MLP as one autograd node: ``apply(x, acts, w_1, b_1, ..., w_L, b_L)`` with ``acts``
+    the plan's activations and ``b`` possibly None; ``(n, d_in) -> (n, d_out)``.
+
+    The forward keeps each layer's input, pre-activation and output on ``ctx`` (they are
+    neither inputs nor outputs) and the weights in ``save_for_backward`` (an in-place change
+    between forward and backward is an error, as with autograd's own nodes); the backward
+    calls the kernels autograd would (``mm``, ``sum``, ``elu_backward``, ...).  Differentiable
+    once: a gradient of its gradient raises."""
+
+    @staticmethod
+    def forward(ctx, x, acts, *params):
+        saved, h = [], x
+        for i, act in enumerate(acts):
+            w, b = params[2 * i], params[2 * i + 1]
+            z = torch.mm(h, w.t()) if b is None else torch.addmm(b, h, w.t())
+            a = z if act is None else act.forward(z)
+            saved.append([h, z, a])
+            h = a
+        saved[-1][2] = None  # the output goes through save_for_backward: no reference cycle
+        ctx.acts, ctx.saved = acts, saved
+        ctx.has_bias = [b is not None for b in params[1::2]]
+        ctx.save_for_backward(h, *params[0::2])
+        return h
+
+    @staticmethod
+    def backward(ctx, grad):
+        if torch.is_grad_enabled():
+            raise RuntimeError(SECOND_ORDER_ERROR)
+        acts, saved, has_bias = ctx.acts, ctx.saved, ctx.has_bias
+        out, *weights = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grads: list[torch.Tensor | None] = [None] * (2 * len(acts))
+        for i in range(len(acts) - 1, -1, -1):
+            h, z, a = saved[i]
+            act = acts[i]
+            if act is not None and act.backward is not None:
+                grad = act.backward(grad, z, out if a is None else a)
+            if needs[2 + 2 * i]:  # see NARROW_INPUT: the fast orientation for a narrow h
+                grads[2 * i] = torch.mm(h.t(), grad).t().contiguous() \
+                    if h.shape[1] <= NARROW_INPUT else torch.mm(grad.t(), h)
+            if has_bias[i] and needs[3 + 2 * i]:
+                grads[2 * i + 1] = grad.sum(0)
+            if i == 0 and not needs[0]:
+                break
+            grad = torch.mm(grad, weights[i])
+        return (grad if needs[0] else None, None, *grads)
+
+
+SECOND_ORDER_ERROR = ("MLPFunction is differentiable once: a gradient of its gradient "
+                      "(create_graph=True, a gradient penalty) needs the module itself.")
+
+
+def one_node_forward(plan: MLPPlan, x: torch.Tensor) -> torch.Tensor:
+    """``net(x)`` for ``(n, in_dim)`` as one :class:`MLPFunction` node (check
+    :func:`plan_usable` first)."""
+    acts = tuple(act for _, act in plan.layers)
+    params = []
+    for layer, _ in plan.layers:
+        params += [layer.weight, layer.bias]
+    return MLPFunction.apply(x, acts, *params)
+
+
+__all__ = ["MLPPlan", "mlp_plan", "plan_usable", "plan_forward", "MLPFunction",
+           "one_node_forward", "NARROW_INPUT"]
