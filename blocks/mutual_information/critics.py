@@ -36,41 +36,49 @@ def _init_normal(module: nn.Module, std: float | None) -> None:
             nn.init.zeros_(layer.bias)
 
 
-class JointCriticNet(nn.Module):
-    """t(x, y) = net([x, y]):  ``(n, d_x), (n, d_y) -> (n,)``.
+class _PlainMLPRunner(nn.Module):
+    """Runs its MLP submodules through :func:`~.fast_mlp.plan_forward` when they are plain
+    (Linear and activation layers): the modules' own ops without their ``__call__``, the same
+    values and gradients (to float rounding where the first layer is narrow, see
+    :data:`~.fast_mlp.NARROW_INPUT`); ``fast=False``, or anything else, calls the module.  The parameters
+    and ``state_dict`` are the submodules' either way."""
 
-    A plain MLP ``net`` (Linear and activation layers) runs through
-    :func:`~.fast_mlp.plan_forward`: the modules' own ops without their ``__call__``, the same
-    values and gradients (``fast=False``, or anything else in ``net``, calls ``net``).  The
-    parameters and ``state_dict`` are ``net``'s either way."""
-
-    def __init__(self, net: nn.Module, fast: bool = True) -> None:
+    def __init__(self, fast: bool = True) -> None:
         super().__init__()
-        self.net = net
         self.fast = fast
-        self._plan: tuple[nn.Module, tuple, MLPPlan | None] | None = None
+        self._plans: dict[str, tuple[nn.Module, tuple, MLPPlan | None]] = {}
 
-    def _net_forward(self, z: torch.Tensor) -> torch.Tensor:
-        net = self.net
-        plan = self._plan_of(net) if self.fast else None
+    def _run(self, name: str, z: torch.Tensor) -> torch.Tensor:
+        net = self._modules[name]
+        plan = self._plan_of(name, net) if self.fast else None
         return plan_forward(plan, z) if plan_usable(plan) else net(z)
 
-    def _plan_of(self, net: nn.Module) -> MLPPlan | None:
+    def _plan_of(self, name: str, net: nn.Module) -> MLPPlan | None:
         """The plan of ``net``, read again when ``net`` or one of its layers was replaced."""
         layers = tuple(net._modules.values())
-        if self._plan is None or self._plan[0] is not net or self._plan[1] != layers:
-            self._plan = (net, layers, mlp_plan(net))
-        return self._plan[2]
+        cached = self._plans.get(name)
+        if cached is None or cached[0] is not net or cached[1] != layers:
+            cached = self._plans[name] = (net, layers, mlp_plan(net))
+        return cached[2]
+
+
+class JointCriticNet(_PlainMLPRunner):
+    """t(x, y) = net([x, y]):  ``(n, d_x), (n, d_y) -> (n,)``; a plain MLP ``net`` runs
+    without ``Module.__call__`` (see :class:`_PlainMLPRunner`)."""
+
+    def __init__(self, net: nn.Module, fast: bool = True) -> None:
+        super().__init__(fast)
+        self.net = net
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self._net_forward(torch.cat([x, y], -1)).squeeze(-1)
+        return self._run("net", torch.cat([x, y], -1)).squeeze(-1)
 
     def pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """All pairs ``(n, d_x), (m, d_y) -> (n, m)`` with entry (i, j) = t(x_i, y_j)."""
         n, m = len(x), len(y)
         xx = x[:, None, :].expand(n, m, x.shape[1])
         yy = y[None, :, :].expand(n, m, y.shape[1])
-        return self._net_forward(torch.cat([xx, yy], -1).reshape(n * m, -1)).view(n, m)
+        return self._run("net", torch.cat([xx, yy], -1).reshape(n * m, -1)).view(n, m)
 
 
 class _InnerProductCritic(nn.Module):
@@ -89,15 +97,16 @@ class _InnerProductCritic(nn.Module):
         return hx @ gy.T
 
 
-class SeparableCriticNet(_InnerProductCritic):
+class SeparableCriticNet(_InnerProductCritic, _PlainMLPRunner):
     """t(x, y) = h(x)ᵀ g(y) / temperature:  ``(n, d_x), (n, d_y) -> (n,)``."""
 
-    def __init__(self, h: nn.Module, g: nn.Module, temperature: float = 1.0) -> None:
-        super().__init__()
+    def __init__(self, h: nn.Module, g: nn.Module, temperature: float = 1.0,
+                 fast: bool = True) -> None:
+        _PlainMLPRunner.__init__(self, fast)
         self.h, self.g, self.temperature = h, g, temperature
 
     def embed(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.h(x) / self.temperature, self.g(y)
+        return self._run("h", x) / self.temperature, self._run("g", y)
 
 
 class LinearCriticNet(_InnerProductCritic):

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from infoblocks.blocks.mutual_information import JointCritic
+from infoblocks.blocks.mutual_information import JointCritic, SeparableCritic, SeparableCriticNet
 from infoblocks.blocks.mutual_information.fast_mlp import (
-    MLPFunction, mlp_plan, one_node_forward, plan_forward, plan_usable)
+    NARROW_INPUT, MLPFunction, mlp_plan, one_node_forward, plan_forward, plan_usable)
 from infoblocks.blocks.models import ACTIVATIONS, MLP
 
 ACTIVATION_NAMES = sorted(ACTIVATIONS)
@@ -53,6 +53,17 @@ def test_plan_forward_and_one_node_match_the_module(activation, bias, dtype):
         out, grads = _grads(net, forward, x)
         _assert_same([out], [ref_out], dtype)
         _assert_same(grads, ref_grads, dtype)
+
+
+@pytest.mark.parametrize("activation", ["elu", "relu", "tanh"])
+def test_plan_forward_of_a_wide_input_is_the_module_bit_for_bit(activation):
+    """Above NARROW_INPUT inputs plan_forward calls exactly the modules' ops."""
+    net = _net(activation, dtype=torch.float32, in_dim=NARROW_INPUT + 1)
+    x = torch.randn(11, NARROW_INPUT + 1)
+    ref = _grads(net, net, x)
+    fast = _grads(net, lambda z: plan_forward(mlp_plan(net), z), x)
+    for u, v in zip([fast[0], *fast[1]], [ref[0], *ref[1]]):
+        torch.testing.assert_close(u, v, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("activation", ACTIVATION_NAMES)
@@ -129,7 +140,7 @@ def test_joint_critic_state_dict_and_values_unchanged():
     critic.zero_grad(set_to_none=True)
     ref = critic.net(torch.cat([x, y], -1)).squeeze(-1)
     ref.sum().backward()
-    torch.testing.assert_close(t, ref, rtol=0, atol=0)
+    torch.testing.assert_close(t, ref)  # a narrow first layer: equal to float rounding
     for a, p in zip(fast_grads, critic.parameters()):
         torch.testing.assert_close(a, p.grad)
     torch.testing.assert_close(critic.pairwise(x, y).diagonal(), t)
@@ -145,3 +156,21 @@ def test_joint_critic_reads_a_replaced_layer_and_honours_hooks():
     critic.net[0].register_forward_hook(lambda *args: calls.append(1))
     critic(x, y)
     assert calls == [1]
+
+
+def test_separable_critic_state_dict_and_values_unchanged():
+    critic = SeparableCritic(x_dim=1, y_dim=2, embed_dim=3, hidden_dims=(5,)).build()
+    assert list(critic.state_dict()) == [f"{m}.{i}.{p}" for m in "hg" for i in (0, 2)
+                                         for p in ("weight", "bias")]
+    x, y = torch.randn(9, 1), torch.randn(9, 2)
+    t = critic(x, y)
+    ref = (critic.h(x) / critic.temperature * critic.g(y)).sum(-1)
+    torch.testing.assert_close(t, ref)
+    slow = SeparableCriticNet(critic.h, critic.g, critic.temperature, fast=False)
+    grads = []
+    for net in (critic, slow):
+        net.zero_grad(set_to_none=True)
+        net.pairwise(x, y).square().sum().backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
