@@ -15,7 +15,7 @@ from ..relations import RelationData
 from ..state import TrainState
 from ..validators import non_negative, one_of, positive_int
 from .affinities import ConnectivityBasedRescale, RowMatrix
-from .training import RelationLoss
+from .training import RelationLoss, anchored_terms
 
 
 def _check(condition: bool, message: str) -> None:
@@ -78,17 +78,13 @@ class AnchoredRelationLoss(RelationLoss):
         slot = torch.empty(items.numel(), dtype=torch.long, device=items.device)
         slot[sources] = torch.arange(size, device=items.device)  # item position -> row of y
         source_row = slot.index_select(0, batch["neg_source"])
-        z_pos = self.kernel.logit(
-            (y - anchors.index_select(0, batch["pos_target"])).pow(2).sum(-1))
-        z_neg = self.kernel.logit(
-            (y.index_select(0, source_row) - anchors.index_select(0, batch["neg_target"]))
-            .pow(2).sum(-1))
-        attraction = F.softplus(-z_pos).sum() / size
+        attraction, repulsion = anchored_terms(self.kernel, y, y.index_select(0, source_row),
+                                               anchors, batch)
+        attraction, repulsion = attraction / size, repulsion / size
         if self.self_weight:
             z_self = self.kernel.logit(
                 (y - anchors.index_select(0, sources)).pow(2).sum(-1))
             attraction = attraction + self.self_weight * F.softplus(-z_self).sum() / size
-        repulsion = F.softplus(z_neg).sum() / size
         value = attraction + self.repulsion_strength * repulsion
         return LossOutput(value, {"attraction": attraction.detach(),
                                   "repulsion": repulsion.detach()})

@@ -19,7 +19,7 @@ from ..samplers import Sampler
 from ..state import TrainState
 from ..validators import non_negative, positive, positive_int
 from .kernels import StudentTTransform
-from .tsne_loss import batch_rows, row_index, student_t_kl
+from .tsne_loss import batch_edges, batch_rows, row_index, student_t_kl
 
 #: batches of :class:`NegativeEdgeSampler`: ``items`` (long, the item indices embedded once per
 #: step) and four long tensors of *positions in* ``items``: ``pos_source`` / ``pos_target``
@@ -328,12 +328,24 @@ class RelationLoss(Loss):
         """The cross-entropy of the sources y_i against the fixed positions of their partners."""
         with torch.no_grad():
             fixed = get_model(models, self.anchor_model)(batch["items"])
-        z_pos = self.kernel.logit((y.index_select(0, batch["pos_source"])
-                                   - fixed.index_select(0, batch["pos_target"])).pow(2).sum(-1))
-        z_neg = self.kernel.logit((y.index_select(0, batch["neg_source"])
-                                   - fixed.index_select(0, batch["neg_target"])).pow(2).sum(-1))
-        return (F.softplus(-z_pos).sum()
-                + self.repulsion_strength * F.softplus(z_neg).sum()) / z_pos.numel()
+        attraction, repulsion = anchored_terms(
+            self.kernel, y.index_select(0, batch["pos_source"]),
+            y.index_select(0, batch["neg_source"]), fixed, batch)
+        return (attraction + self.repulsion_strength * repulsion) / batch["pos_source"].numel()
+
+
+def anchored_terms(kernel: Any, sources: torch.Tensor, negative_sources: torch.Tensor,
+                   fixed: torch.Tensor, batch: dict[str, torch.Tensor]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """umap-learn's ``transform`` objective of a :class:`NegativeEdgeSampler` batch, summed:
+    Σ_e softplus(−z(‖s_e − Y_{pos_target e}‖²)) and Σ_k softplus(z(‖s'_k − Y_{neg_target k}‖²))
+    with ``sources`` (B, d) the embedded sources of the edges, ``negative_sources`` those of
+    the negatives, ``fixed`` the FIXED positions of the batch's items and z the kernel's
+    logit (shared by ``relation``'s anchoring and ``anchored_relation``)."""
+    z_pos = kernel.logit((sources - fixed.index_select(0, batch["pos_target"])).pow(2).sum(-1))
+    z_neg = kernel.logit((negative_sources - fixed.index_select(0, batch["neg_target"]))
+                         .pow(2).sum(-1))
+    return F.softplus(-z_pos).sum(), F.softplus(z_neg).sum()
 
 
 def _whole_batch(index: torch.Tensor, y: torch.Tensor, state: TrainState
@@ -405,16 +417,10 @@ class KLLoss(Loss):
 
     def batch_p(self, index: torch.Tensor, state: TrainState) -> torch.Tensor:
         """P restricted to ``index`` and renormalised: ``(B,) -> (B, B)``; O(nnz) gathers."""
-        rows, cols, values, n = self._edges(state)
+        src, dst, values = batch_edges(*self._edges(state), index)
         size = len(index)
-        slot = torch.full((n,), -1, dtype=torch.long, device=index.device)
-        slot[index] = torch.arange(size, device=index.device)
-        r, c = slot[rows], slot[cols]
-        inside = (r >= 0) & (c >= 0) & (r != c)
         p = torch.zeros(size * size, dtype=values.dtype, device=values.device)
-        p.index_add_(0, (r * size + c)[inside], values[inside])
-        p = p.view(size, size)
-        return p / p.sum().clamp_min(1e-12)
+        return p.index_add_(0, src * size + dst, values).view(size, size)
 
     def __call__(self, batch, models, state):
         y = get_model(models, self.model)(batch[self.input])
@@ -447,4 +453,4 @@ class KLLoss(Loss):
         return LossOutput(value, {"kl": kl})
 
 
-__all__ = ["NegativeEdgeSampler", "RelationLoss", "KLLoss"]
+__all__ = ["NegativeEdgeSampler", "RelationLoss", "KLLoss", "anchored_terms"]

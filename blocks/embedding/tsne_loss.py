@@ -81,7 +81,7 @@ class _StudentKL(torch.autograd.Function):
         if dof == 1.0:  # M = c q / (ν + d²) = q w for ν = 1
             m = w.mul_(w).div_(z.to(w.dtype))
         else:  # c w / (Z ν (1 + d²/ν))
-            m = w.div_(base).mul_(c / (dof * float(z)))
+            m = w.div_(base).mul_(c / dof).div_(z.to(w.dtype))  # no host sync on Z
         diff = y.index_select(0, src) - y.index_select(0, dst)
         e2 = diff.pow(2).sum(1)
         log_w = -c * torch.log1p(e2 / dof)
