@@ -253,6 +253,10 @@ class InfoMaxLoss(Loss):
     decorrelation: float = attrs.field(default=0.0, validator=non_negative)
     x_key: str = "x"
     noise_seed: int = attrs.field(default=0, validator=non_negative_int)
+    #: whether the critic still waits for its scale from the channel: read from the critic's
+    #: ``fitted`` buffer at the phase's first training step (after a resume has put it back),
+    #: then kept here, so a step does not read a device flag back to the host
+    _scale_pending: bool | None = attrs.field(init=False, default=None, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.bound, MIBound):
@@ -270,6 +274,7 @@ class InfoMaxLoss(Loss):
 
     def on_phase_start(self, state):
         self.bound.on_phase_start(state)
+        self._scale_pending = None
 
     def checkpoint_state(self):
         return self.bound.checkpoint_state()
@@ -310,8 +315,12 @@ class InfoMaxLoss(Loss):
             else None
         z = self.encode(x, encoder, whiten, generator) if z is None else z
         critic = get_model(models, self.critic)
-        if torch.is_grad_enabled() and not bool(getattr(critic, "fitted", True)):
-            critic.fit_scale(z.detach(), u.detach())  # τ from the channel's measured noise
+        if torch.is_grad_enabled() and self._scale_pending is not False:
+            if self._scale_pending is None:
+                self._scale_pending = not bool(getattr(critic, "fitted", True))
+            if self._scale_pending:
+                critic.fit_scale(z.detach(), u.detach())  # τ from the channel's measured noise
+                self._scale_pending = False
         pairs = {"x": z, "y": u}
         if "x_marginal" in batch and not self.bound.rows:
             xm, ym = batch["x_marginal"], batch["y_marginal"]
