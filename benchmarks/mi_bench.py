@@ -174,23 +174,24 @@ def section_bias(seeds=(0, 1, 2)) -> dict:
 
 BMI_SCRIPT = r"""
 import json, sys, time, numpy as np, bmi
-out = sys.argv[1]
+out, draws = sys.argv[1], [int(d) for d in sys.argv[2].split(",")]
 tasks = ["1v1-normal-0.75", "multinormal-sparse-5-5-2-2.0", "multinormal-dense-25-25-0.5"]
 results = []
 for name in tasks:
     task = bmi.benchmark.BENCHMARK_TASKS[name]
     truth = task.mutual_information
     truth = float(truth() if callable(truth) else truth)
-    x, y = task.sample(5000, seed=0)
-    np.savez(f"{out}/{name}.npz", x=np.asarray(x), y=np.asarray(y))
-    for label, cls in (("MINE", bmi.estimators.MINEEstimator),
-                       ("InfoNCE", bmi.estimators.InfoNCEEstimator)):
-        est = cls(hidden_layers=(10, 5), learning_rate=0.1, batch_size=256,
-                  train_test_split=0.5, verbose=False, seed=0)
-        t0 = time.perf_counter()
-        value = float(est.estimate(x, y))
-        results.append({"task": name, "truth": truth, "estimator": label, "estimate": value,
-                        "seconds": time.perf_counter() - t0})
+    for draw in draws:
+        x, y = task.sample(5000, seed=draw)
+        np.savez(f"{out}/{name}_{draw}.npz", x=np.asarray(x), y=np.asarray(y))
+        for label, cls in (("MINE", bmi.estimators.MINEEstimator),
+                           ("InfoNCE", bmi.estimators.InfoNCEEstimator)):
+            est = cls(hidden_layers=(10, 5), learning_rate=0.1, batch_size=256,
+                      train_test_split=0.5, verbose=False, seed=0)
+            t0 = time.perf_counter()
+            value = float(est.estimate(x, y))
+            results.append({"task": name, "draw": draw, "truth": truth, "estimator": label,
+                            "estimate": value, "seconds": time.perf_counter() - t0})
 print(json.dumps(results))
 """
 
@@ -199,7 +200,7 @@ print(json.dumps(results))
 BMI_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
-def section_benchmark_mi(python: str | None) -> list | None:
+def section_benchmark_mi(python: str | None, draws=(0, 1, 2)) -> list | None:
     print("\n## 3. benchmark-mi tasks (n = 5000): estimate (truth) and wall time")
     if not python:
         print("no --benchmark-mi-python PATH (an interpreter with benchmark-mi, jax==0.4.30, "
@@ -209,26 +210,40 @@ def section_benchmark_mi(python: str | None) -> list | None:
     with tempfile.TemporaryDirectory() as tmp:
         # XLA held to one thread, as ours runs (docs/mi.md); a caller's XLA_FLAGS win
         env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", BMI_ONE_THREAD)}
-        proc = subprocess.run([python, "-c", BMI_SCRIPT, tmp], capture_output=True, text=True,
-                              env=env)
+        proc = subprocess.run([python, "-c", BMI_SCRIPT, tmp, ",".join(map(str, draws))],
+                              capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             print(f"skipped: benchmark-mi failed in {python}: {proc.stderr.strip()[-400:]}")
             return None
         theirs = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"{'task':32s} {'est.':8s} {'truth':>6s} {'bmi':>7s} {'ours':>7s} "
+        print(f"{'task':32s} {'est.':8s} {'draw':>4s} {'truth':>6s} {'bmi':>7s} {'ours':>7s} "
               f"{'bmi s':>6s} {'ours s':>7s}")
         rows = []
         for r in theirs:
-            data = np.load(f"{tmp}/{r['task']}.npz")
+            data = np.load(f"{tmp}/{r['task']}_{r['draw']}.npz")
             cls = MINE if r["estimator"] == "MINE" else InfoNCE
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", MIConvergenceWarning)
                 ours = cls(seed=0, batch_size=256).fit(data["x"], data["y"]).estimate()
             secs = time.perf_counter() - t0
-            rows.append({**r, "ours": ours, "ours_seconds": secs})
-            print(f"{r['task']:32s} {r['estimator']:8s} {r['truth']:6.3f} {r['estimate']:7.3f} "
-                  f"{ours:7.3f} {r['seconds']:6.1f} {secs:7.1f}")
+            rows.append({**r, "ours": float(ours), "ours_seconds": secs})
+            print(f"{r['task']:32s} {r['estimator']:8s} {r['draw']:4d} {r['truth']:6.3f} "
+                  f"{r['estimate']:7.3f} {ours:7.3f} {r['seconds']:6.1f} {secs:7.1f}", flush=True)
+        print(f"\nover draws {', '.join(map(str, draws))}: mean |error| (nats) and mean seconds")
+        print(f"{'task':32s} {'est.':8s} {'|err| bmi':>9s} {'ours':>7s} {'bmi s':>6s} "
+              f"{'ours s':>7s}  closer / faster draws")
+        for task in dict.fromkeys(r["task"] for r in rows):
+            for label in ("MINE", "InfoNCE"):
+                sel = [r for r in rows if r["task"] == task and r["estimator"] == label]
+                err_b = [abs(r["estimate"] - r["truth"]) for r in sel]
+                err_o = [abs(r["ours"] - r["truth"]) for r in sel]
+                closer = sum(o <= b for o, b in zip(err_o, err_b))
+                faster = sum(r["ours_seconds"] < r["seconds"] for r in sel)
+                print(f"{task:32s} {label:8s} {np.mean(err_b):9.3f} {np.mean(err_o):7.3f} "
+                      f"{np.mean([r['seconds'] for r in sel]):6.1f} "
+                      f"{np.mean([r['ours_seconds'] for r in sel]):7.1f}  "
+                      f"{closer}/{len(sel)} {faster}/{len(sel)}")
         return rows
 
 
@@ -378,6 +393,75 @@ def section_floor(steps: int = 500) -> dict:
             "critic_ways": ways}
 
 
+def section_compile(steps: int = 500, repeats: int = 5) -> dict:
+    """``torch.compile`` (inductor's C++ backend) of the MINE critic forward + loss as one
+    graph, the backward compiled by AOTAutograd, ``LeanAdam`` after it; beside the same step in
+    eager mode and the notebook trainer, interleaved, 1 thread; the one-off compile seconds
+    (the first two steps: cold, or from inductor's on-disk cache when a previous process
+    compiled the same graph) and how far the weights drift from eager after 200 steps."""
+    from infoblocks.blocks.mutual_information import JointCritic
+    from infoblocks.blocks.optim import LeanAdam
+
+    print("\n## 7. torch.compile of the MINE step (batch 100 + 100, 2-100-100-1 ELU, 1 thread)")
+    torch.set_num_threads(1)
+    x, y, _ = seed_problem(0)
+    data = np.c_[x, y]
+    gen = torch.Generator().manual_seed(0)
+    xa, ya = torch.randn(100, 200, 1, generator=gen), torch.randn(100, 200, 1, generator=gen)
+    rate = 0.01
+
+    def step(critic, xb, yb, log_ma):  # MINE's loss as mine_loss computes it
+        t = critic(xb, yb)
+        current = torch.logsumexp(t[100:], 0) - math.log(100)
+        log_ma = torch.logaddexp(log_ma + math.log1p(-rate), current.detach() + math.log(rate))
+        return torch.exp(current - log_ma) - t[:100].mean(), log_ma
+
+    def make(compiled: bool):
+        torch.manual_seed(0)
+        critic = JointCritic(x_dim=1, y_dim=1, init_std=0.02).build()
+        return critic, LeanAdam(list(critic.parameters()), lr=1e-3), \
+            torch.compile(step, dynamic=False) if compiled else step
+
+    def loop(critic, optimizer, fn, n):
+        log_ma, params = torch.tensor(0.0), list(critic.parameters())
+        start = time.perf_counter()
+        for i in range(n):
+            loss, log_ma = fn(critic, xa[i % 100], ya[i % 100], log_ma)
+            for p in params:
+                p.grad = None
+            loss.backward()
+            optimizer.step()
+        return (time.perf_counter() - start) * 1e3 / n
+
+    try:
+        start = time.perf_counter()
+        compiled = make(True)
+        loop(*compiled, 2)
+        compile_s = time.perf_counter() - start
+    except Exception as exc:  # no C++ compiler, no inductor: nothing to compare
+        print(f"skipped: torch.compile failed ({type(exc).__name__}: {str(exc)[:200]})")
+        return {}
+    a, b = make(False), make(True)
+    loop(*a, 200)
+    loop(*b, 200)
+    drift = max(float((p - q).detach().abs().max()) for p, q in zip(a[0].parameters(),
+                                                            b[0].parameters()))
+    eager = make(False)
+    times: dict[str, list] = {"notebook": [], "eager": [], "compiled": []}
+    for _ in range(repeats):
+        times["notebook"].append(notebook_train(data, steps, 0)[1] * 1e3)
+        times["eager"].append(loop(*eager, steps))
+        times["compiled"].append(loop(*compiled, steps))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"compile (first two steps, incl. importing dynamo) {compile_s:.1f} s; ms/step "
+          f"(median of {repeats} x {steps}): notebook {med['notebook']:.3f}, eager "
+          f"{med['eager']:.3f} ({med['notebook'] / med['eager']:.2f}x), compiled "
+          f"{med['compiled']:.3f} ({med['notebook'] / med['compiled']:.2f}x); max |w_eager - "
+          f"w_compiled| after 200 steps {drift:.1e}; compile repaid after "
+          f"{compile_s / max(med['eager'] - med['compiled'], 1e-9) * 1e3:,.0f} steps")
+    return {**med, "compile_s": compile_s, "drift": drift}
+
+
 def section_invariance() -> dict:
     """Ranks vs moments on benchmark-mi's dense task and on y -> y³."""
     from infoblocks.recipes.mi import NWJ, correlated_gaussian, dense_gaussian
@@ -407,10 +491,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and epochs")
     parser.add_argument("--benchmark-mi-python", default=None,
                         help="python interpreter where `import bmi` works")
+    parser.add_argument("--draws", default="0,1,2",
+                        help="benchmark-mi draws (task.sample(5000, seed=draw)) for --only bmi")
     parser.add_argument("--no-minee", action="store_true", help="skip the R^6 MI-NEE case")
     parser.add_argument("--only", default="speed,bias,bmi,minee",
                         help="comma-separated sections to run (speed, bias, bmi, minee, floor, "
-                             "invariance)")
+                             "invariance, compile)")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} default threads; machine shared, "
@@ -420,13 +506,16 @@ def main(argv: list[str] | None = None) -> None:
     if "bias" in only:
         section_bias(seeds=(0,) if args.quick else (0, 1, 2))
     if "bmi" in only:
-        section_benchmark_mi(args.benchmark_mi_python)
+        section_benchmark_mi(args.benchmark_mi_python,
+                             draws=tuple(int(d) for d in args.draws.split(",")))
     if "minee" in only and not args.no_minee:
         section_minee_r6(epochs=200 if args.quick else 1000)
     if "floor" in only:
         section_floor(steps=200 if args.quick else 500)
     if "invariance" in only:
         section_invariance()
+    if "compile" in only:
+        section_compile(steps=200 if args.quick else 500)
 
 
 if __name__ == "__main__":
