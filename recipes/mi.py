@@ -609,7 +609,8 @@ class MINEE(NeuralMIEstimator):
 
 from .mi_problems import (CorrelatedGaussian, correlated_gaussian,  # noqa: E402 - public here too
                           dense_gaussian)
+from .mi_crossfit import CrossFit, cross_fit  # noqa: E402 - public here too
 
 __all__ = ["NeuralMIEstimator", "MINE", "MINEE", "InfoNCE", "NWJ", "SMILE", "MIEstimate",
            "MIConvergenceWarning", "seed_problem", "SEED_PROBLEM_N", "CorrelatedGaussian",
-           "correlated_gaussian", "dense_gaussian"]
+           "correlated_gaussian", "dense_gaussian", "CrossFit", "cross_fit"]
