@@ -85,6 +85,25 @@ def approximate_knn(x: torch.Tensor, k: int, metric_name: str,
     return idx[keep].reshape(n, k).to(x.device), dist[keep].reshape(n, k).to(x.device)
 
 
+@torch.no_grad()
+def query_knn(queries: torch.Tensor, reference: torch.Tensor, k: int, metric: Any,
+              chunk_elements: int = CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k nearest rows of ``reference`` for every row of ``queries`` (new points: nothing
+    is left out), in blocks of query rows: ``(m, d), (n, d) -> indices (m, k), distances (m, k)``
+    sorted by distance.  ``metric`` is a distance block, as for :func:`exact_knn`."""
+    if k > reference.shape[0]:
+        raise ValidationError(f"{k} neighbours asked among {reference.shape[0]} reference rows; "
+                              "lower n_neighbors or fit on more data.")
+    scores = None if isinstance(metric, (Euclidean, SquaredEuclidean)) else metric.pairwise
+    indices = chunked_topk(queries, reference, k, scores, chunk_elements)
+    pair_rows = max(1, chunk_elements // max(k * reference.shape[1], 1))
+    dists = torch.cat([_pair_distances(metric, queries[s:s + pair_rows], reference,
+                                       indices[s:s + pair_rows])
+                       for s in range(0, queries.shape[0], pair_rows)])
+    dists, order = torch.sort(dists, dim=1)
+    return torch.gather(indices, 1, order), dists
+
+
 @attrs.define
 class NeighborBasedPDist(Relation):
     """Distances to the k nearest neighbours: ``(n, d) -> SparseRelations (n, n)``, k per row.
@@ -126,4 +145,4 @@ class NeighborBasedPDist(Relation):
         return SparseRelations(rows, idx.reshape(-1), dist.reshape(-1), (n, n))
 
 
-__all__ = ["NeighborBasedPDist", "exact_knn", "approximate_knn", "EXACT_THRESHOLD"]
+__all__ = ["NeighborBasedPDist", "exact_knn", "approximate_knn", "query_knn", "EXACT_THRESHOLD"]

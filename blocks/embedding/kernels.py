@@ -42,6 +42,9 @@ class EmbeddingKernel(Transform):
       softplus(logit) for a negative, so it never takes the log of a rounded 0 or 1.  The
       default derives it from :meth:`log_kernel`; override it where a closed form is stabler
       (UMAP's kernel: −log a − b log d²).
+    - optional ``logit_log_form() -> (c, b) | None``: where logit(d²) = c − b log max(d², 1e-8)
+      exactly, :class:`~infoblocks.blocks.embedding.RelationLoss` computes its gradient in
+      closed form (:mod:`~infoblocks.blocks.embedding.umap_loss`; the same numbers, faster).
     - ``apply(relations)``: as a transform, maps relation values that are distances d (not
       squared) to q(d), so a kernel can also sit in a ``globals`` transform list.
 
@@ -106,6 +109,10 @@ class ModifiedCauchyTransform(EmbeddingKernel):
     def logit(self, sq_dist):
         return -math.log(self.a) - self.b * torch.log(sq_dist.clamp_min(SQ_DIST_FLOOR))
 
+    def logit_log_form(self) -> tuple[float, float]:
+        """(c, b) of logit = c − b log max(d², floor): the losses' closed-form gradients."""
+        return -math.log(self.a), float(self.b)
+
     def log_kernel(self, sq_dist):
         return -F.softplus(-self.logit(sq_dist))
 
@@ -124,6 +131,10 @@ class StudentTTransform(EmbeddingKernel):
         if self.dof == 1.0:  # exact: q / (1 − q) = 1 / d²
             return -torch.log(sq_dist.clamp_min(SQ_DIST_FLOOR))
         return super().logit(sq_dist)
+
+    def logit_log_form(self) -> tuple[float, float] | None:
+        """(0, 1) for ν = 1 (logit = −log d²); None otherwise (no such closed form)."""
+        return (0.0, 1.0) if self.dof == 1.0 else None
 
 
 __all__ = ["EmbeddingKernel", "ModifiedCauchyTransform", "StudentTTransform", "fit_ab",

@@ -1,0 +1,154 @@
+"""New points among fixed training positions (``placement``), the closed-form UMAP edge loss
+(``umap_loss``), the cross k-NN search and the layout sampler's per-epoch edge schedule."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from infoblocks.blocks.distances import Euclidean
+from infoblocks.blocks.embedding import ModifiedCauchyTransform, StudentTTransform
+from infoblocks.blocks.embedding.placement import memberships, place
+from infoblocks.blocks.embedding.training import NegativeEdgeSampler, RelationLoss
+from infoblocks.blocks.embedding.umap_loss import edge_cross_entropy, log_form
+from infoblocks.blocks.errors import ValidationError
+from infoblocks.blocks.neighbors import query_knn
+from infoblocks.blocks.relations import SparseRelations
+from infoblocks.blocks.state import TrainState
+
+
+def _batch(n, edges, negatives, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"pos_source": torch.randint(0, n, (edges,), generator=g),
+            "pos_target": torch.randint(0, n, (edges,), generator=g),
+            "neg_source": torch.randint(0, n, (negatives,), generator=g),
+            "neg_target": torch.randint(0, n, (negatives,), generator=g)}
+
+
+@pytest.mark.parametrize("kernel", [ModifiedCauchyTransform(min_dist=0.05),
+                                    ModifiedCauchyTransform(min_dist=0.5, spread=2.0),
+                                    StudentTTransform()])
+def test_closed_form_edge_loss_is_autograd_of_the_dense_formula(kernel):
+    torch.manual_seed(0)
+    y0 = torch.randn(200, 3, dtype=torch.float64) * 2
+    y0[7] = y0[8]  # a coinciding pair: below the floor, no gradient
+    batch = _batch(200, 80, 400)
+    batch["pos_source"][0], batch["pos_target"][0] = 7, 8
+    gamma = 0.7
+    fused = y0.clone().requires_grad_()
+    value, attraction, repulsion = edge_cross_entropy(fused, batch, *log_form(kernel), gamma)
+    value.backward(torch.tensor(1.3, dtype=torch.float64))
+    dense = y0.clone().requires_grad_()
+    z_pos = kernel.logit((dense[batch["pos_source"]] - dense[batch["pos_target"]]).pow(2).sum(1))
+    z_neg = kernel.logit((dense[batch["neg_source"]] - dense[batch["neg_target"]]).pow(2).sum(1))
+    a, r = F.softplus(-z_pos).sum() / 80, F.softplus(z_neg).sum() / 80
+    (a + gamma * r).backward(torch.tensor(1.3, dtype=torch.float64))
+    assert math.isclose(float(value.detach()), float(a + gamma * r), rel_tol=1e-12)
+    assert math.isclose(float(attraction), float(a), rel_tol=1e-12)
+    assert math.isclose(float(repulsion), float(r), rel_tol=1e-12)
+    torch.testing.assert_close(fused.grad, dense.grad, rtol=1e-10, atol=1e-14)
+    assert float(fused.grad.abs().sum()) > 0
+
+
+def test_relation_loss_takes_the_closed_form_only_where_the_kernel_states_it():
+    assert log_form(ModifiedCauchyTransform(a=2.0, b=0.8)) == (-math.log(2.0), 0.8)
+    assert log_form(StudentTTransform()) == (0.0, 1.0)
+    assert log_form(StudentTTransform(dof=2.0)) is None  # autograd path
+    assert log_form(object()) is None  # a plugin kernel without the method
+    y = torch.randn(50, 2, requires_grad=True)
+    batch = {**_batch(50, 20, 100), "items": torch.arange(50)}
+    models = {"layout": lambda items: y.index_select(0, items)}
+    out = {}
+    for fused in (True, False):
+        loss = RelationLoss(model="layout", input="items", kernel="modified_cauchy",
+                            fused=fused, cache_front_end=False)
+        state = TrainState(models=models, dataset=None, globals={}, device=torch.device("cpu"),
+                           generator=torch.Generator().manual_seed(0),
+                           rng=np.random.default_rng(0))
+        loss.on_phase_start(state)
+        result = loss(batch, models, state)
+        (grad,) = torch.autograd.grad(result.value, y)
+        out[fused] = (float(result.value), grad, float(result.metrics["attraction"]))
+    assert math.isclose(out[True][0], out[False][0], rel_tol=1e-5)
+    assert math.isclose(out[True][2], out[False][2], rel_tol=1e-5)
+    torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-4, atol=1e-6)
+
+
+def test_query_knn_finds_the_nearest_reference_rows():
+    rng = np.random.default_rng(0)
+    reference = torch.tensor(rng.normal(size=(300, 6)), dtype=torch.float32)
+    queries = torch.tensor(rng.normal(size=(40, 6)), dtype=torch.float32)
+    queries[0] = reference[17]  # a copy of a reference row: its own nearest, at distance 0
+    index, dist = query_knn(queries, reference, 5, Euclidean(), chunk_elements=2_000)
+    full = torch.cdist(queries.double(), reference.double())
+    expected = full.topk(5, largest=False)
+    assert torch.equal(index, expected.indices)
+    torch.testing.assert_close(dist.double(), expected.values, rtol=1e-5, atol=1e-5)
+    assert int(index[0, 0]) == 17 and float(dist[0, 0]) < 1e-3
+    with pytest.raises(ValidationError, match="lower n_neighbors"):
+        query_knn(queries, reference[:3], 5, Euclidean())
+
+
+def test_memberships_are_umaps_calibration_normalised():
+    d = torch.tensor([[0.5, 1.0, 2.0, 4.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
+    w = memberships(d, local_connectivity=1.0)
+    torch.testing.assert_close(w.sum(1), torch.ones(2), rtol=0, atol=1e-6)
+    assert float(w[0, 0]) > float(w[0, 1]) > float(w[0, 2]) > float(w[0, 3])  # nearer: more
+    torch.testing.assert_close(w[1], torch.full((4,), 0.25))  # ties: equal
+    # local_connectivity 0 (umap-learn's transform): the nearest is not pinned at membership 1
+    assert float(memberships(d, 0.0)[0, 0]) < float(w[0, 0])
+
+
+def test_place_moves_new_points_to_their_neighbours_positions():
+    """Two clusters of training positions at (−6, 0) and (6, 0); new points started at the
+    origin, each with neighbours in one cluster, end in their cluster, and a point's place does
+    not depend on the other rows of the call."""
+    rng = np.random.default_rng(0)
+    positions = torch.tensor(np.concatenate([rng.normal(size=(50, 2)) + [-6, 0],
+                                             rng.normal(size=(50, 2)) + [6, 0]]),
+                             dtype=torch.float32)
+    neighbours = torch.tensor(np.concatenate([rng.integers(0, 50, (10, 8)),
+                                              rng.integers(50, 100, (10, 8))]))
+    weights = torch.full((20, 8), 1 / 8)
+    start = torch.zeros(20, 2)
+    kernel = ModifiedCauchyTransform(min_dist=0.1)
+    y = place(start, neighbours, weights, positions, kernel, epochs=100, learning_rate=0.2)
+    assert bool((y[:10, 0] < -3).all()) and bool((y[10:, 0] > 3).all())
+    centre = positions[neighbours].mean(1)
+    off = (y - centre).norm(dim=1)  # measured: median 1.3, max 2.2 (clusters of sd 1, 12 apart)
+    assert float(off.median()) < 1.8 and float(off.max()) < 3.0
+    alone = place(start[13:14], neighbours[13:14], weights[13:14], positions, kernel,
+                  epochs=100, learning_rate=0.2)
+    torch.testing.assert_close(alone[0], y[13])
+    assert torch.equal(place(start, neighbours, weights, positions, kernel, epochs=0), start)
+    with pytest.raises(ValidationError, match="one row per new point"):
+        place(start, neighbours[:5], weights[:5], positions, kernel)
+
+
+def _sampler_state(weights):
+    n = len(weights)
+    rows = torch.arange(n)
+    graph = SparseRelations(rows, (rows + 1) % n, torch.tensor(weights, dtype=torch.float32),
+                            (n, n))
+    return TrainState(models={}, dataset=None, globals={"graph": graph},
+                      device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+                      rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("batch_size", [4096, 64])  # per-epoch schedule; independent draws
+def test_edge_draws_follow_the_weights(batch_size):
+    weights = [1.0, 2.0, 3.0, 4.0] * 50  # 200 edges
+    state = _sampler_state(weights)
+    sampler = NegativeEdgeSampler(batch_size=batch_size, batches_per_epoch=2,
+                                  negatives="batch", keys=[])
+    sampler.setup(state)
+    counts = torch.zeros(200)
+    epochs = 40 if batch_size == 4096 else 400
+    for _ in range(epochs):
+        for batch in sampler.batches(state):
+            assert batch["pos_source"].numel() == batch_size
+            counts += torch.bincount(batch["items"][:batch_size], minlength=200)
+    share = counts.view(50, 4).sum(0) / counts.sum()
+    torch.testing.assert_close(share, torch.tensor([0.1, 0.2, 0.3, 0.4]), rtol=0, atol=0.01)
