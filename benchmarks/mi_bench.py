@@ -13,8 +13,10 @@
    && bmi-env/bin/pip install benchmark-mi==0.1.3 jax==0.4.30 jaxlib==0.4.30``, two
    minutes; XLA is held to one thread like ours): benchmark-mi's MINE and
    InfoNCE (critic MLP (10, 5), Adam 0.1, batch 256, 50/50 split) and ours on the same samples
-   (n = 5000) of three tasks; without it, ours on draws made here of the two tasks we can draw
-   exactly (1v1-normal, dense 25 × 25) beside benchmark-mi's recorded figures.
+   (n = 5000) of three tasks, draw by draw (``--draws 0,1,2``: ``task.sample(5000, seed=d)``),
+   then mean |error| and mean seconds per task; ``--cross-fit`` adds ``cross_fit(MINE(...))``.
+   Without it, ours on draws made here of the two tasks we can draw exactly (1v1-normal,
+   dense 25 × 25) beside benchmark-mi's recorded figures.
 4. MI-NEE on X, Y ∈ R⁶ with 6 independent pairs of ρ = 0.9 (truth 4.982, n = 1000): held-out
    early stopping must keep the estimate below 1.1 × truth (the reference code reaches 8.86).
 5. ``--only floor``: where the step time goes — the critic's forward + backward alone, the
@@ -26,6 +28,8 @@
 6. ``--only invariance``: benchmark-mi's dense task (multinormal-dense-25-25-0.5, generated
    here from its covariance) and a 3-D Gaussian with y → y³, MINE / NWJ / InfoNCE with the
    moments (``standardize=True``) and the ranks (``"rank"``, the default).
+7. ``--only compile``: ``torch.compile`` of the MINE step (critic + loss in one graph) beside
+   eager and the notebook trainer: ms per step, the compile seconds, the drift from eager.
 
 The machine is shared: compare ratios measured in the same run, not absolute times.
 """
@@ -200,59 +204,73 @@ print(json.dumps(results))
 BMI_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
-def section_benchmark_mi(python: str | None, draws=(0, 1, 2)) -> list | None:
+def section_benchmark_mi(python: str | None, draws=(0, 1, 2), cross: bool = False
+                         ) -> list | None:
+    """benchmark-mi's MINE and InfoNCE against ours, draw by draw (benchmark-mi's six fits of
+    a draw, then ours on the same samples: the load is shared alike); with ``cross`` also
+    ``cross_fit(MINE(...))`` beside benchmark-mi's MINE."""
+    from infoblocks.recipes.mi import cross_fit
+
     print("\n## 3. benchmark-mi tasks (n = 5000): estimate (truth) and wall time")
     if not python:
         print("no --benchmark-mi-python PATH (an interpreter with benchmark-mi, jax==0.4.30, "
               "numpy<2): ours on draws made here, beside benchmark-mi's figures recorded on "
               "its own draws (docs/mi.md)")
         return section_benchmark_mi_local()
-    with tempfile.TemporaryDirectory() as tmp:
-        # XLA held to one thread, as ours runs (docs/mi.md); a caller's XLA_FLAGS win
-        env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", BMI_ONE_THREAD)}
-        proc = subprocess.run([python, "-c", BMI_SCRIPT, tmp, ",".join(map(str, draws))],
-                              capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            print(f"skipped: benchmark-mi failed in {python}: {proc.stderr.strip()[-400:]}")
-            return None
-        theirs = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"{'task':32s} {'est.':8s} {'draw':>4s} {'truth':>6s} {'bmi':>7s} {'ours':>7s} "
-              f"{'bmi s':>6s} {'ours s':>7s}")
-        rows = []
-        for r in theirs:
-            data = np.load(f"{tmp}/{r['task']}_{r['draw']}.npz")
-            cls = MINE if r["estimator"] == "MINE" else InfoNCE
-            t0 = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", MIConvergenceWarning)
-                ours = cls(seed=0, batch_size=256).fit(data["x"], data["y"]).estimate()
-            secs = time.perf_counter() - t0
-            rows.append({**r, "ours": float(ours), "ours_seconds": secs})
-            print(f"{r['task']:32s} {r['estimator']:8s} {r['draw']:4d} {r['truth']:6.3f} "
-                  f"{r['estimate']:7.3f} {ours:7.3f} {r['seconds']:6.1f} {secs:7.1f}", flush=True)
-        print(f"\nover draws {', '.join(map(str, draws))}: mean |error| (nats) and mean seconds")
-        print(f"{'task':32s} {'est.':8s} {'|err| bmi':>9s} {'ours':>7s} {'bmi s':>6s} "
-              f"{'ours s':>7s}  closer / faster draws")
-        for task in dict.fromkeys(r["task"] for r in rows):
-            for label in ("MINE", "InfoNCE"):
-                sel = [r for r in rows if r["task"] == task and r["estimator"] == label]
-                err_b = [abs(r["estimate"] - r["truth"]) for r in sel]
-                err_o = [abs(r["ours"] - r["truth"]) for r in sel]
-                closer = sum(o <= b for o, b in zip(err_o, err_b))
-                faster = sum(r["ours_seconds"] < r["seconds"] for r in sel)
-                print(f"{task:32s} {label:8s} {np.mean(err_b):9.3f} {np.mean(err_o):7.3f} "
-                      f"{np.mean([r['seconds'] for r in sel]):6.1f} "
-                      f"{np.mean([r['ours_seconds'] for r in sel]):7.1f}  "
-                      f"{closer}/{len(sel)} {faster}/{len(sel)}")
-        return rows
+    print(f"{'task':32s} {'est.':12s} {'draw':>4s} {'truth':>6s} {'bmi':>7s} {'ours':>7s} "
+          f"{'bmi s':>6s} {'ours s':>7s}")
+    rows = []
+    # XLA held to one thread, as ours runs (docs/mi.md); a caller's XLA_FLAGS win
+    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", BMI_ONE_THREAD)}
+    for draw in draws:
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = subprocess.run([python, "-c", BMI_SCRIPT, tmp, str(draw)],
+                                  capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                print(f"skipped: benchmark-mi failed in {python}: {proc.stderr.strip()[-400:]}")
+                return None
+            theirs = json.loads(proc.stdout.strip().splitlines()[-1])
+            for r in theirs:
+                data = np.load(f"{tmp}/{r['task']}_{r['draw']}.npz")
+                cases = [(r["estimator"], None)]
+                if cross and r["estimator"] == "MINE":
+                    cases.append(("MINE cross", cross_fit))
+                for label, wrap in cases:
+                    est = (MINE if r["estimator"] == "MINE" else InfoNCE)(seed=0, batch_size=256)
+                    t0 = time.perf_counter()
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", MIConvergenceWarning)
+                        fitted = wrap(est, data["x"], data["y"]) if wrap else \
+                            est.fit(data["x"], data["y"])
+                    ours, secs = float(fitted.estimate_nats_), time.perf_counter() - t0
+                    rows.append({**r, "label": label, "ours": ours, "ours_seconds": secs})
+                    print(f"{r['task']:32s} {label:12s} {draw:4d} {r['truth']:6.3f} "
+                          f"{r['estimate']:7.3f} {ours:7.3f} {r['seconds']:6.1f} {secs:7.1f}",
+                          flush=True)
+    print(f"\nover draws {', '.join(map(str, draws))}: mean |error| (nats) and mean seconds")
+    print(f"{'task':32s} {'est.':12s} {'|err| bmi':>9s} {'ours':>7s} {'bmi s':>6s} "
+          f"{'ours s':>7s}  closer / faster draws")
+    for task in dict.fromkeys(r["task"] for r in rows):
+        for label in dict.fromkeys(r["label"] for r in rows):
+            sel = [r for r in rows if r["task"] == task and r["label"] == label]
+            err_b = [abs(r["estimate"] - r["truth"]) for r in sel]
+            err_o = [abs(r["ours"] - r["truth"]) for r in sel]
+            closer = sum(o <= b for o, b in zip(err_o, err_b))
+            faster = sum(r["ours_seconds"] < r["seconds"] for r in sel)
+            print(f"{task:32s} {label:12s} {np.mean(err_b):9.3f} {np.mean(err_o):7.3f} "
+                  f"{np.mean([r['seconds'] for r in sel]):6.1f} "
+                  f"{np.mean([r['ours_seconds'] for r in sel]):7.1f}  "
+                  f"{closer}/{len(sel)} {faster}/{len(sel)}")
+    return rows
 
 
 #: benchmark-mi 0.1.3's estimates and seconds on its own seed-0 draws (n = 5000), recorded with
-#: --benchmark-mi-python on this machine (30 Nov, XLA at one thread, load 4.6-7.3; docs/mi.md)
-BMI_RECORDED = {("1v1-normal-0.75", "MINE"): (0.398, 17.8),
-                ("1v1-normal-0.75", "InfoNCE"): (0.403, 73.3),
-                ("multinormal-dense-25-25-0.5", "MINE"): (1.225, 9.1),
-                ("multinormal-dense-25-25-0.5", "InfoNCE"): (1.111, 32.0)}
+#: --benchmark-mi-python on this machine (30 Nov 10:41, XLA at one thread, load 2.4-3.0;
+#: docs/mi.md)
+BMI_RECORDED = {("1v1-normal-0.75", "MINE"): (0.398, 12.8),
+                ("1v1-normal-0.75", "InfoNCE"): (0.403, 83.0),
+                ("multinormal-dense-25-25-0.5", "MINE"): (1.225, 6.1),
+                ("multinormal-dense-25-25-0.5", "InfoNCE"): (1.111, 29.2)}
 
 
 def gaussian_plugin_mi(x: np.ndarray, y: np.ndarray) -> float:
@@ -493,6 +511,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="python interpreter where `import bmi` works")
     parser.add_argument("--draws", default="0,1,2",
                         help="benchmark-mi draws (task.sample(5000, seed=draw)) for --only bmi")
+    parser.add_argument("--cross-fit", action="store_true",
+                        help="--only bmi: also cross_fit(MINE(...)) beside benchmark-mi's MINE")
     parser.add_argument("--no-minee", action="store_true", help="skip the R^6 MI-NEE case")
     parser.add_argument("--only", default="speed,bias,bmi,minee",
                         help="comma-separated sections to run (speed, bias, bmi, minee, floor, "
@@ -507,7 +527,8 @@ def main(argv: list[str] | None = None) -> None:
         section_bias(seeds=(0,) if args.quick else (0, 1, 2))
     if "bmi" in only:
         section_benchmark_mi(args.benchmark_mi_python,
-                             draws=tuple(int(d) for d in args.draws.split(",")))
+                             draws=tuple(int(d) for d in args.draws.split(",")),
+                             cross=args.cross_fit)
     if "minee" in only and not args.no_minee:
         section_minee_r6(epochs=200 if args.quick else 1000)
     if "floor" in only:
