@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from infoblocks.blocks.errors import ValidationError
-from infoblocks.recipes.mi import MINE, CrossFit, InfoNCE, correlated_gaussian, cross_fit
+from infoblocks.recipes.mi import (MINE, MINEE, CrossFit, InfoNCE, correlated_gaussian,
+                                   cross_fit)
 from infoblocks.recipes.mi_evaluation import evaluation_index
 
 SMALL = dict(hidden_dims=(32, 32), learning_rate=3e-3, batch_size=100, patience=15, seed=0)
@@ -52,11 +53,15 @@ def test_the_folds_swap_the_halves_and_the_estimate_is_their_mean():
     assert float(bits) == pytest.approx(float(result.estimate()) / math.log(2), rel=1e-12)
 
 
-def test_cross_fit_works_for_a_row_bound_too():
+@pytest.mark.parametrize("cls", [InfoNCE, MINEE])  # a row bound; three critics, references
+def test_cross_fit_works_for_other_recipes(cls):
     x, y, truth = correlated_gaussian(0.7, 600, seed=2)
-    result = quiet_cross_fit(InfoNCE(hidden_dims=(32, 32), learning_rate=3e-3, patience=10,
-                                     epochs=60, seed=0), x, y)
-    assert len(result.folds) == 2 and abs(result.estimate_nats_ - truth) < 0.05  # 0.016
+    result = quiet_cross_fit(cls(hidden_dims=(32, 32), learning_rate=3e-3, patience=10,
+                                 epochs=60, seed=0), x, y)
+    first, second = result.folds
+    assert torch.equal(index_of(first, "test"), index_of(second, "train"))
+    # measured: InfoNCE folds 0.351 / 0.292 -> 0.321, MI-NEE 0.362 / 0.310 -> 0.336 (truth 0.337)
+    assert abs(result.estimate_nats_ - truth) < 0.05
 
 
 @pytest.mark.parametrize("options, match", [
