@@ -103,7 +103,7 @@ class NeuralMIEstimator(Recipe):
     replacement: bool = False
     evaluate_on: str = attrs.field(default="test", validator=one_of("test", "all"))
     #: the final estimator's pair budget; None: 4·10⁶ for a critic with ``embed`` (separable,
-    #: linear: a pair is a dot product), 10⁶ for the joint critic (a pair is a network call)
+    #: linear: a pair is a dot product), 5·10⁵ for the joint critic (a pair is a network call)
     max_pairs: int | None = attrs.field(default=None, validator=optional(positive_int))
     #: half-size subsamples (without replacement) behind ``estimate(ci=...)``'s interval
     n_subsamples: int = attrs.field(default=200, validator=positive_int)

@@ -46,10 +46,11 @@ CHUNK_PAIRS = 262_144
 #: above this many off-diagonal pairs the final estimator uses evenly spaced shifted pairs
 MAX_PAIRS = 4_000_000
 #: ... for a critic without ``embed`` (a pair costs a network call, not a dot product): on
-#: benchmark-mi's dense 25 × 25 task (2,500 evaluation items, joint critic) 10⁶ pairs moved the
-#: DV estimate by ≤ 0.003 nats against 4·10⁶ on three draws and a 2-D task, in a quarter of
-#: the time (15.8 → 3.7 s of a 28 s fit)
-NETWORK_MAX_PAIRS = 1_000_000
+#: benchmark-mi's three tasks (draws 0-2) and numpy's dense and 1-D draws (13 trained critics,
+#: 2,500 evaluation items each) 5·10⁵ pairs stayed within 0.005 nats of the 4·10⁶-pair value
+#: (mean 0.002), as 10⁶ did (0.006, mean 0.002), in half the time (1.1-1.5 s instead of
+#: 2.3-2.9 s of a 5-15 s fit at load 3.5); 2.5·10⁵ moved it by up to 0.013 (docs/mi.md)
+NETWORK_MAX_PAIRS = 500_000
 #: a shifted row sum below this lost its digits to exp's underflow: recomputed exactly
 _TINY = 1e-290
 

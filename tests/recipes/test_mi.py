@@ -552,7 +552,8 @@ def test_mine_on_benchmark_mi_dense_task_is_within_0_06_of_the_truth():
     # issue 13: benchmark-mi's multinormal-dense-25-25-0.5 (n = 5,000, truth 1.292) at its
     # batch of 256, on numpy's draw 0 (benchmark-mi's own draws need JAX).  Measured with the
     # defaults (joint critic, rank standardisation, 10⁶ final pairs), numpy draws 0 / 1 / 2:
-    # −0.039 / −0.048 / −0.027; on benchmark-mi's draws −0.079 / −0.050 / −0.080, where its own
+    # −0.039 / −0.048 / −0.027 (recipe seed = draw; with seed 0 on every draw, 10⁶ / 5·10⁵ final
+    # pairs, today's default: −0.040 / −0.044, −0.056 / −0.054, −0.034 / −0.034); on benchmark-mi's draws −0.079 / −0.050 / −0.080, where its own
     # MINE gives −0.067 / −0.101 / −0.110 (docs/mi.md).  ~15-20 s.
     x, y, truth = dense_gaussian(25, 0.5, n=5000, seed=0)
     assert truth == pytest.approx(1.2922, abs=1e-4)

@@ -224,13 +224,13 @@ def test_mine_on_benchmark_mi_dense_task_is_within_0_06_nats():
 
 def test_the_pair_budget_follows_the_critic_cost():
     # 1,200 evaluation items: 1.44·10⁶ off-diagonal pairs.  The joint critic (a network call
-    # per pair) gets 10⁶ by default -> 10⁶ // 1200 = 833 shifts; the separable critic (a dot
+    # per pair) gets 5·10⁵ by default -> 5·10⁵ // 1200 = 416 shifts; the separable critic (a dot
     # product per pair) all 1,199; an explicit max_pairs wins
     x, y, _ = correlated_gaussian(0.6, 2400, seed=0)
     tiny = dict(hidden_dims=(8,), epochs=1, batch_size=400)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MIConvergenceWarning)
-        assert len(MINE(**tiny).fit(x, y).scores_.shifts) == 833
+        assert len(MINE(**tiny).fit(x, y).scores_.shifts) == 416
         assert len(MINE(critic="separable", **tiny).fit(x, y).scores_.shifts) == 1199
         assert len(MINE(max_pairs=600_000, **tiny).fit(x, y).scores_.shifts) == 500
     assert "max_pairs" not in MINE().to_dict(full=True)["evaluation"]["pairs"]
