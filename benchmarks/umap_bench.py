@@ -92,6 +92,12 @@ class _Ours:
     def transform(self, x):
         return self.model.transform(x)
 
+    def transform_network(self, x):
+        """The network alone (UMAP's ``transform`` refines its points among the layout)."""
+        if getattr(self.model, "refines", False):
+            return self.model.transform(x, refine=False)
+        return None
+
 
 class _UmapLearn:
     def fit(self, x, seed):
@@ -221,10 +227,18 @@ def held_out(system: str, x, labels, seed: int) -> dict:
     train, test = order[:cut], order[cut:]
     runner = SYSTEMS[system]()
     y_train, _ = runner.fit(x[train], seed)
+    start = time.perf_counter()
     y_test = runner.transform(x[test])
-    accuracy = KNeighborsClassifier(10).fit(y_train, labels[train]).score(y_test, labels[test])
-    return {"heldout_knn10": float(accuracy),
-            "heldout_trust15": float(trustworthiness(x[test], y_test, n_neighbors=15))}
+    seconds = time.perf_counter() - start
+    classifier = KNeighborsClassifier(10).fit(y_train, labels[train])
+    out = {"heldout_knn10": float(classifier.score(y_test, labels[test])),
+           "heldout_trust15": float(trustworthiness(x[test], y_test, n_neighbors=15)),
+           "transform_s": seconds}
+    alone = getattr(runner, "transform_network", lambda _: None)(x[test])
+    if alone is not None:
+        out.update(heldout_net_knn10=float(classifier.score(alone, labels[test])),
+                   heldout_net_trust15=float(trustworthiness(x[test], alone, n_neighbors=15)))
+    return out
 
 
 def worker(system: str, args) -> None:
@@ -389,6 +403,12 @@ def report(rows: list[dict], args) -> None:
         print(f"| {system} | {_mean(rs, 'whole_s'):.1f} | {_mean(rs, 'warm_fit_s'):.1f} | "
               f"{stages} | {_mean(rs, 'peak_rss_gb'):.2f} | {_mean(rs, 'trust15'):.3f} | "
               f"{_mean(rs, 'knn10'):.3f} | {held[0]} | {held[1]} |")
+    for system, rs in by_system.items():
+        if any("heldout_net_knn10" in r for r in rs):
+            print(f"{system}: held out by the network alone (transform(refine=False)) "
+                  f"{_mean(rs, 'heldout_net_knn10'):.3f} / {_mean(rs, 'heldout_net_trust15'):.3f}")
+        if any("transform_s" in r for r in rs):
+            print(f"{system}: transform of the held-out points {_mean(rs, 'transform_s'):.2f} s")
     for mine, refs in (("ours UMAP (defaults)", ("TorchDR UMAP", "umap-learn UMAP")),
                        ("ours UMAP (fast preset)", ("TorchDR UMAP", "umap-learn UMAP")),
                        ("ours t-SNE (defaults)", ("openTSNE",))):

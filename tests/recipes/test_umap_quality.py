@@ -39,11 +39,13 @@ def test_umap_defaults_on_the_digits(digits, unit, threads):
     x, labels = digits
     with intra_op_threads(threads):
         y = ParametricUMAP(threads=threads).fit(x * unit).embedding_
-    # the defaults (layout phase, network anchored to it) measured 0.983-0.985 / 0.980-0.983
-    # on seeds 0-2 (x / 16); rounding moves a fit by ~0.005 as another seed does, hence
-    # 0.975 / 0.97 (the previous defaults: 0.975-0.980 / 0.969-0.983; umap-learn 0.987 / 0.978)
-    assert trustworthiness(x, y, k=15) >= 0.975
-    assert knn_accuracy(y, labels, k=10) >= 0.97
+    # embedding_ = the layout (500 epochs): measured 0.9885-0.9893 / 0.976-0.983 on seeds 0-2
+    # and 0.9886 / 0.968 for 1000 · X (the same graph to float rounding, which the layout's
+    # 3,000 steps amplify as another seed would: its 10-NN on the digits spreads 0.968-0.983),
+    # hence 0.98 / 0.965 (umap-learn 0.987 / 0.978; the network alone, transform(refine=False):
+    # 0.978-0.981 / 0.968-0.978)
+    assert trustworthiness(x, y, k=15) >= 0.98
+    assert knn_accuracy(y, labels, k=10) >= 0.965
 
 
 @pytest.mark.slow
@@ -58,11 +60,12 @@ def test_umap_defaults_place_held_out_digits(digits):
     d = ((new[:, None, :] - model.embedding_[None, :, :]) ** 2).sum(-1)
     votes = labels[train][np.argsort(d, 1)[:, :10]]
     predicted = np.array([np.bincount(v, minlength=10).argmax() for v in votes])
-    # measured on seeds 0-2: 10-NN 0.936-0.953, trust@15 0.943-0.953 (the previous defaults:
-    # 0.928-0.939 / 0.949-0.953; umap-learn's transform 0.978 / 0.965); 359 points give the
-    # 10-NN figure a sampling sd of ~0.012
-    assert (predicted == labels[test]).mean() >= 0.915
-    assert trustworthiness(x[test], new, k=15) >= 0.935
+    # measured on seeds 0-2 (x raw): 10-NN 0.972-0.981, trust@15 0.964-0.970 — umap-learn's
+    # transform 0.978 / 0.965; the network alone (refine=False) 0.930-0.933 / 0.945-0.948, the
+    # previous defaults 0.936-0.953 / 0.943-0.953); 359 points give the 10-NN figure a sampling
+    # sd of ~0.008
+    assert (predicted == labels[test]).mean() >= 0.95
+    assert trustworthiness(x[test], new, k=15) >= 0.95
 
 
 @pytest.mark.slow
