@@ -79,9 +79,9 @@ def test_misuse_is_a_clear_error(options, match):
 @pytest.mark.slow
 def test_cross_fit_mine_on_benchmark_mi_dense_task_is_within_0_06_of_the_truth():
     # issue 13: multinormal-dense-25-25-0.5 (n = 5,000, truth 1.292), batch 256, numpy's draw 0
-    # (benchmark-mi's own draws need JAX; there cross_fit gave -0.054 / -0.045 / -0.048 where
-    # one fit gives -0.079 / -0.055 / -0.052 and benchmark-mi's MINE -0.067 / -0.101 / -0.110,
-    # docs/mi.md).  Measured here: folds 1.2527 / 1.2560, mean 1.2544 (-0.038).  Two fits:
+    # (benchmark-mi's own draws need JAX; there cross_fit gave -0.053 / -0.043 / -0.045 where
+    # one fit gives -0.078 / -0.052 / -0.047 and benchmark-mi's MINE -0.067 / -0.101 / -0.110,
+    # docs/mi.md).  Measured here: folds 1.2485 / 1.2519, mean 1.2502 (-0.042).  Two fits:
     # ~12-20 s.
     from infoblocks.recipes.mi import dense_gaussian
 
