@@ -98,7 +98,8 @@ class InfoMax(Recipe):
     ``decorrelation`` an extra penalty on correlated components, ``critic_init`` where the
     Gaussian critic's scale starts (``channel``: the measured noise of the first batch),
     ``encoder`` (``mlp`` | ``linear_residual_mlp``: PCA-started linear path + residual,
-    ``pca_gain``, ``residual_init``).  ``test_fraction`` of the
+    ``pca_gain``, ``residual_init``; :data:`LINSKER_OPTIONS` is that start with an identity
+    output under a power constraint).  ``test_fraction`` of the
     items are held out: training stops when their bound has not improved for ``patience``
     epochs and the best weights are restored.
 
