@@ -542,4 +542,5 @@ def _demo_figure(recipe: InfoMax, codes: np.ndarray, x: np.ndarray, mse: float,
     return path
 
 
-__all__ = ["InfoMax", "LINSKER_OPTIONS", "noise_floor", "sanity_problem", "linear_regression_mse", "CRITICS", "BOUNDS"]
+__all__ = ["InfoMax", "LINSKER_OPTIONS", "noise_floor", "sanity_problem", "linear_regression_mse",
+           "CRITICS", "BOUNDS"]
