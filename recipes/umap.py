@@ -158,6 +158,9 @@ class EmbeddingRecipe(Recipe):
     #: among (recipes that refine new points; kept with :meth:`save`)
     _reference: tuple[Any, torch.Tensor] | None = attrs.field(init=False, default=None,
                                                               repr=False, eq=False)
+    #: since a warm start on other data (same shape): phases before the last one (e.g. a
+    #: layout of free coordinates) were not rerun, so what they learnt belongs to earlier data
+    _other_data: bool = attrs.field(init=False, default=False, repr=False, eq=False)
 
     # ------------------------------------------------------------------ the assembly
 
@@ -297,6 +300,8 @@ class EmbeddingRecipe(Recipe):
         resolve_device(self.device)
         start = time.perf_counter()
         warm = self.warm_start and self.routine_ is not None
+        if not warm:
+            self._other_data = False
         routine = self._continued(X) if warm else self.build(X)
         routine.compute_global_relations()
         relations_done = time.perf_counter()
@@ -332,6 +337,7 @@ class EmbeddingRecipe(Recipe):
         same = x is before or (isinstance(x, torch.Tensor) and isinstance(before, torch.Tensor)
                                and torch.equal(x, before))
         if not same:
+            self._other_data = True  # until a fresh fit
             routine.dataset = Dataset(data=x)
             if routine.state is not None:
                 routine.state.dataset = routine.dataset.to(routine.device)
@@ -686,9 +692,11 @@ class ParametricUMAP(EmbeddingRecipe):
 
     def _training_positions(self, routine: Routine) -> torch.Tensor:
         """With a layout phase, its free coordinates (the map the network was anchored to and
-        new points are placed among, as umap-learn's ``embedding_``); else the network's."""
+        new points are placed among, as umap-learn's ``embedding_``); else — and after a warm
+        start on other data, whose layout was not rerun — the network's."""
         layout = routine.models["layout"] if "layout" in routine.models else None
-        if self.layout_epochs and layout is not None and hasattr(layout, "positions"):
+        if self.layout_epochs and layout is not None and hasattr(layout, "positions") \
+                and not self._other_data:  # a warm start on other data: the layout is stale
             return layout.positions.detach().cpu().clone()
         return super()._training_positions(routine)
 

@@ -66,6 +66,19 @@ def test_a_killed_fit_resumes_from_its_checkpoint_to_the_same_result(digits, tmp
     assert [r["epoch"] for r in resumed.history_] == [r["epoch"] for r in whole.history_]
 
 
+def test_warm_start_on_other_data_embeds_it_with_the_network(digits):
+    # the warm start reruns the main phase only: the layout of the first data would be stale,
+    # so the new data's embedding_ (and the positions new points are placed among) is f(X)
+    model = ParametricUMAP(**SMALL, warm_start=True).fit(digits[:300])
+    layout = model.routine_.models["layout"].positions.detach().numpy().copy()
+    model.fit(digits[300:])
+    np.testing.assert_allclose(model.embedding_, model.transform(digits[300:], refine=False),
+                               atol=1e-5)
+    assert not np.allclose(model.embedding_, layout)
+    again = model.fit(digits[300:]).embedding_  # the same data again: still the network's
+    np.testing.assert_allclose(again, model.transform(digits[300:], refine=False), atol=1e-5)
+
+
 def test_warm_start_continues_the_main_phase(digits):
     model = ParametricUMAP(**SMALL, warm_start=True).fit(digits)
     first = model.transform(digits, refine=False)
