@@ -429,9 +429,17 @@ class EmbeddingRecipe(Recipe):
         recipe.history_ = routine.history.rows
         recipe.n_features_in_ = int(extra["n_features_in"])
         if recipe.refines and (path / REFERENCE_FILE).exists():
-            saved = torch.load(path / REFERENCE_FILE, map_location="cpu", weights_only=True)
-            recipe._reference = (saved["rows"], saved["positions"])
-            recipe.embedding_ = saved["positions"].numpy()
+            try:
+                saved = torch.load(path / REFERENCE_FILE, map_location="cpu", weights_only=True)
+                rows, positions = saved["rows"], saved["positions"]
+            except Exception as exc:  # noqa: BLE001 - any damage: one clear message
+                why = (str(exc).splitlines() or [type(exc).__name__])[0]
+                raise ValidationError(f"{path / REFERENCE_FILE} (the training rows and positions "
+                                      f"that transform places new points among) cannot be read "
+                                      f"({why}). Save the model again, or delete the file to "
+                                      "load the network alone (transform then warns).") from None
+            recipe._reference = (rows, positions)
+            recipe.embedding_ = positions.numpy()
         return recipe
 
     # ------------------------------------------------------------------ figures

@@ -77,6 +77,17 @@ def test_save_load_round_trip(fitted, digits, tmp_path):
     saved = json.loads((tmp_path / "m" / "routine.json").read_text())
     assert saved["extra"]["recipe"]["recipe"] == "parametric_umap"
     assert saved["extra"]["recipe"]["globals"]["graph"]["relation"]["n_neighbors"] == 15
+    # the training rows and positions of the placement: without them the network alone, with a
+    # warning; damaged: a clear error
+    reference = tmp_path / "m" / "reference.pt"
+    reference.write_bytes(b"not a torch file")
+    with pytest.raises(ValidationError, match="reference.pt.*Save the model again"):
+        ParametricUMAP.load(tmp_path / "m")
+    reference.unlink()
+    alone = ParametricUMAP.load(tmp_path / "m")
+    with pytest.warns(UserWarning, match="unrefined"):
+        y = alone.transform(x[:50])
+    assert np.allclose(y, fitted.transform(x[:50], refine=False), atol=1e-6)
 
 
 def test_plot_writes_png(fitted, digits, tmp_path):
