@@ -664,7 +664,7 @@ class ParametricUMAP(EmbeddingRecipe):
                             "batch_size": self.layout_batch_size,
                             "neg_sampling_rate": self.neg_sampling_rate,
                             "batches_per_epoch": LAYOUT_BATCHES_PER_EPOCH,
-                            "negatives": "uniform", "keys": []},
+                            "negatives": "uniform", "keys": [], "epoch_draws": "edges"},
                 "loss": {"name": "relation", "model": "layout", "input": "items",
                          "kernel": self._kernel(),
                          "repulsion_strength": self.repulsion_strength},

@@ -74,7 +74,16 @@ class NegativeEdgeSampler(Sampler):
     #: [0, interpolation] (batch field ``pos_mix``; the loss interpolates the network inputs):
     #: points between neighbours, so the network learns the map between the training points
     interpolation: float = attrs.field(default=0.0)
+    #: "fixed": ``batch_size`` edges per batch; "edges": at most that, and per epoch no more
+    #: draws than the graph has undirected edges (half its stored entries), spread evenly over
+    #: the epoch's batches — a small graph then takes smaller steps, not more passes
+    epoch_draws: str = attrs.field(default="fixed")
     _table: Any = attrs.field(init=False, default=None, repr=False)
+
+    @epoch_draws.validator
+    def _check_epoch_draws(self, attribute, value):
+        _check(value in ("fixed", "edges"),
+               f"`epoch_draws` must be 'fixed' or 'edges', got {value!r}.")
 
     @interpolation.validator
     def _check_interpolation(self, attribute, value):
@@ -185,6 +194,8 @@ class NegativeEdgeSampler(Sampler):
         source, target, cumulative, n = self._table
         count, size, rate, dev = self.num_batches(state), self.batch_size, self.neg_sampling_rate, \
             state.device
+        if self.epoch_draws == "edges":  # ⌈E / 2⌉ draws per epoch at most
+            size = min(size, max(1, -(-cumulative.numel() // (2 * count))))
         edges = self._draw_edges(count * size, state)
         src, tgt = source[edges].view(count, size), target[edges].view(count, size)
         positions = torch.arange(size, device=dev)

@@ -152,3 +152,19 @@ def test_edge_draws_follow_the_weights(batch_size):
             counts += torch.bincount(batch["items"][:batch_size], minlength=200)
     share = counts.view(50, 4).sum(0) / counts.sum()
     torch.testing.assert_close(share, torch.tensor([0.1, 0.2, 0.3, 0.4]), rtol=0, atol=0.01)
+
+
+def test_epoch_draws_edges_caps_an_epoch_at_the_graphs_undirected_edges():
+    state = _sampler_state([1.0] * 60)  # 60 stored edges: 30 draws per epoch at most
+    capped = NegativeEdgeSampler(batch_size=4096, batches_per_epoch=4, negatives="batch",
+                                 keys=[], epoch_draws="edges")
+    capped.setup(state)
+    sizes = [b["pos_source"].numel() for b in capped.batches(state)]
+    assert sizes == [8, 8, 8, 8]  # ⌈60 / (2 · 4)⌉ per batch
+    big = _sampler_state([1.0] * 100_000)  # a large graph: the batch size binds
+    wide = NegativeEdgeSampler(batch_size=64, batches_per_epoch=2, negatives="batch", keys=[],
+                               epoch_draws="edges")
+    wide.setup(big)
+    assert [b["pos_source"].numel() for b in wide.batches(big)] == [64, 64]
+    with pytest.raises(ValidationError, match="epoch_draws"):
+        NegativeEdgeSampler(epoch_draws="all")
