@@ -109,6 +109,9 @@ class InfoMax(Recipe):
 
     name: ClassVar[str] = "infomax"
     summary: ClassVar[str] = "InfoMax: an encoder trained to maximise a bound on I(X; f(X))"
+    #: ``preset("linsker")``: :data:`LINSKER_OPTIONS` (a different trade-off, not the default:
+    #: better on the linear rows of issue 14, worse on sanity and the digits probe)
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"linsker": LINSKER_OPTIONS}
 
     n_components: int = attrs.field(default=2, validator=positive_int)
     #: "mlp": a random-init MLP; "linear_residual_mlp": a linear path started at the whitened

@@ -78,7 +78,8 @@ def test_linsker_options_beat_pca_on_the_linear_19_function_row():
         return linear_regression_mse(encode(features[labelled]), x[labelled],
                                      encode(features[test]), x[test])
 
-    model = InfoMax(n_components=3, **LINSKER_OPTIONS).fit(features[unlabelled])
+    assert InfoMax.preset("linsker", n_components=3) == InfoMax(n_components=3, **LINSKER_OPTIONS)
+    model = InfoMax.preset("linsker", n_components=3).fit(features[unlabelled])
     assert type(model.routine_.models["encoder"]).__name__ == "LinearResidualNet"
     assert score(model.transform) <= 0.85 * score(pca_form(features[unlabelled], 3, 0))
 
