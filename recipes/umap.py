@@ -550,7 +550,7 @@ class ParametricUMAP(EmbeddingRecipe):
         #: the network alone on UMAP's loss (no layout phase) behind the cached PCA-64 front
         #: end; new points placed among its training embedding: about half the fit time on
         #: MNIST-5k, for 0.929 / 0.842 instead of 0.968 / 0.916 (trust@15 / 10-NN; fit on
-        #: 4,000, held out 0.845 / 0.930 instead of 0.885 / 0.934, seeds 0-1; docs/umap.md)
+        #: 4,000, held out 0.845 / 0.930 instead of 0.887 / 0.935, seeds 0-1; docs/umap.md)
         "fast": dict(pca_dims=64, min_dist=0.1, layout_epochs=0, init_epochs=10,
                      init_learning_rate=1e-3, epochs=200, learning_rate=3e-3),
         "quality": dict(n_neighbors=15, min_dist=0.05, layout_epochs=300, layout_batch_size=4096,
