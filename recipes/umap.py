@@ -148,6 +148,12 @@ class EmbeddingRecipe(Recipe):
     #: any ``torch.nn.Module`` mapping (n, d) -> (n, n_components), used instead of the
     #: ``models.main`` block (Python only: not part of the data form)
     encoder: Any = transient_field(default=None, validator=_module_or_none)
+    #: Adam steps of :meth:`transform`'s placement: each new point, started at the network's
+    #: f(x'), moves among the fixed training positions of its nearest training rows (umap-learn's
+    #: ``transform`` objective; blocks/embedding/placement.py).  0: the network's points as they
+    #: are (then no training rows are kept)
+    transform_epochs: int = attrs.field(default=100, validator=non_negative_int)
+    transform_learning_rate: float = attrs.field(default=0.2, validator=positive)
 
     routine_: Routine | None = attrs.field(init=False, default=None, repr=False)
     embedding_: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
@@ -351,16 +357,66 @@ class EmbeddingRecipe(Recipe):
                               for chunk in x.chunks()])
         return self.routine_.apply(x, batch_size=batch_size)
 
-    #: whether :meth:`transform` refines the network's points among the training positions
-    refines: ClassVar[bool] = False
+    #: neighbours of a new point in the placement: None = the graph relation's k
+    placement_neighbors: ClassVar[int | None] = None
+    #: local connectivity of the placement's memberships (umap-learn's transform: the fit's − 1)
+    placement_connectivity: ClassVar[float] = 0.0
+
+    @property
+    def refines(self) -> bool:
+        """Whether :meth:`transform` places the network's points among the training ones."""
+        return self.transform_epochs > 0
 
     def _training_positions(self, routine: Routine) -> torch.Tensor:
         """The in-sample embedding ``embedding_``: the network on the training data."""
         return self._embed(routine.dataset["data"])
 
+    def _default_kernel(self) -> Any:
+        """The kernel spec of the placement when the fit's last phase has none with a logit."""
+        return "student_t"
+
+    def _placement_blocks(self) -> tuple[Any, int, Any]:
+        """(distance block, k, kernel) of the fit: the graph's k-NN relation and the main
+        phase's kernel (plugins' blocks included), else those of the recipe's settings."""
+        graph = (self.routine_.global_relations or {}).get(self.graph_name)
+        relation = getattr(graph, "relation", None)
+        metric, k = getattr(relation, "metric", None), getattr(relation, "n_neighbors", None)
+        registry = get_registry()
+        if metric is None or not isinstance(k, int):
+            metric = registry.build("distance", self._metric_spec())
+            k = self.placement_neighbors or getattr(self, "n_neighbors", None) or 15
+        if self.placement_neighbors is not None:
+            k = min(k, self.placement_neighbors)
+        kernels = [loss.kernel for phase in self.routine_.phases[-1:]
+                   for loss in _parts(phase.loss)
+                   if callable(getattr(getattr(loss, "kernel", None), "logit", None))]
+        kernel = kernels[0] if kernels else registry.build("transform", self._default_kernel())
+        return metric, k, kernel
+
     def _refine(self, x: torch.Tensor | LazyRows, y: torch.Tensor) -> torch.Tensor:
-        """New points ``y = f(x)`` refined among the training positions (none here)."""
-        return y
+        """New points ``y = f(x)`` placed among the training positions: their k nearest
+        training rows (the fit's distance), memberships calibrated as UMAP's, and the
+        cross-entropy with the fit's kernel (:func:`~infoblocks.blocks.embedding.placement.place`)."""
+        if not self.transform_epochs:
+            return y
+        if self._reference is None:
+            warnings.warn(f"{type(self).__name__}.transform: this model keeps no training rows "
+                          "(saved without them), so new points are the network's, unrefined; "
+                          "refit to refine them, or pass refine=False to silence this.",
+                          stacklevel=3)
+            return y
+        rows, positions = self._reference
+        rows = rows.take(slice(None)) if isinstance(rows, LazyRows) else rows
+        x = x.take(slice(None)) if isinstance(x, LazyRows) else x
+        metric, k, kernel = self._placement_blocks()
+        k = min(k, rows.shape[0])
+        neighbours, distances = query_knn(x.float().cpu(), rows.float().cpu(), k, metric)
+        weights = memberships(distances, self.placement_connectivity)
+        return place(y.float(), neighbours, weights,
+                     positions.float(), kernel, epochs=self.transform_epochs,
+                     learning_rate=self.transform_learning_rate,
+                     neg_sampling_rate=getattr(self, "neg_sampling_rate", 5),
+                     repulsion_strength=getattr(self, "repulsion_strength", 1.0), seed=self.seed)
 
     def transform(self, X: Any, batch_size: int = 4096, refine: bool | None = None
                   ) -> np.ndarray:
@@ -602,16 +658,6 @@ class ParametricUMAP(EmbeddingRecipe):
     #: 3e-3, preset "fast"; docs/umap.md)
     learning_rate: float = attrs.field(default=1e-2, validator=positive)
     lr_schedule: str = attrs.field(default="cos", validator=one_of("none", "cos", "exp"))
-    #: Adam steps of :meth:`transform`'s refinement: each new point, started at the network's
-    #: f(x'), moves among the fixed training positions of its ``n_neighbors`` nearest training
-    #: points (umap-learn's ``transform`` objective; blocks/embedding/placement.py).  0: the
-    #: network's points as they are (then no training rows are kept)
-    transform_epochs: int = attrs.field(default=100, validator=non_negative_int)
-    transform_learning_rate: float = attrs.field(default=0.2, validator=positive)
-
-    @property
-    def refines(self) -> bool:  # type: ignore[override]
-        return self.transform_epochs > 0
 
     def __attrs_post_init__(self) -> None:
         _check(self.min_dist <= self.spread, f"`min_dist` ({self.min_dist}) must not exceed "
@@ -644,6 +690,16 @@ class ParametricUMAP(EmbeddingRecipe):
 
     def _kernel(self) -> dict[str, Any]:
         return {"name": "modified_cauchy", "min_dist": self.min_dist, "spread": self.spread}
+
+    def _default_kernel(self) -> Any:
+        return self._kernel()
+
+    @property
+    def placement_connectivity(self) -> float:  # type: ignore[override]
+        """umap-learn's transform calibrates with local_connectivity − 1 (0 by default): the
+        nearest training point does not get membership 1, the point settles among its
+        neighbours (held-out trust@15 on MNIST-5k 0.935 against 0.930; docs/umap.md)."""
+        return max(0.0, self.local_connectivity - 1.0)
 
     def _main_loss(self, layout: bool) -> dict[str, Any]:
         """UMAP's loss of the network (``relation``), plus ``anchor_strength`` × the network's
@@ -707,44 +763,6 @@ class ParametricUMAP(EmbeddingRecipe):
                 and not self._other_data:  # a warm start on other data: the layout is stale
             return layout.positions.detach().cpu().clone()
         return super()._training_positions(routine)
-
-    def _placement_blocks(self) -> tuple[Any, int, Any]:
-        """(distance block, k, kernel) of the fit: the graph's k-NN relation and the main
-        phase's kernel (plugins' blocks included), else those of the recipe's settings."""
-        graph = (self.routine_.global_relations or {}).get(self.graph_name)
-        relation = getattr(graph, "relation", None)
-        metric, k = getattr(relation, "metric", None), getattr(relation, "n_neighbors", None)
-        registry = get_registry()
-        if metric is None or not isinstance(k, int):
-            metric, k = registry.build("distance", self._metric_spec()), self.n_neighbors
-        kernels = [loss.kernel for phase in self.routine_.phases[-1:]
-                   for loss in _parts(phase.loss) if getattr(loss, "kernel", None) is not None]
-        kernel = kernels[0] if kernels else registry.build("transform", self._kernel())
-        return metric, k, kernel
-
-    def _refine(self, x: torch.Tensor | LazyRows, y: torch.Tensor) -> torch.Tensor:
-        if not self.transform_epochs:
-            return y
-        if self._reference is None:
-            warnings.warn("ParametricUMAP.transform: this model keeps no training rows (saved "
-                          "without them), so new points are the network's, unrefined; refit to "
-                          "refine them, or pass refine=False to silence this.", stacklevel=3)
-            return y
-        rows, positions = self._reference
-        rows = rows.take(slice(None)) if isinstance(rows, LazyRows) else rows
-        x = x.take(slice(None)) if isinstance(x, LazyRows) else x
-        metric, k, kernel = self._placement_blocks()
-        k = min(k, rows.shape[0])
-        neighbours, distances = query_knn(x.float().cpu(), rows.float().cpu(), k, metric)
-        # umap-learn's transform calibrates with local_connectivity − 1 (0 by default): the
-        # nearest training point does not get membership 1, the point settles among its
-        # neighbours (held-out trust@15 on MNIST-5k 0.935 against 0.930; docs/umap.md)
-        weights = memberships(distances, max(0.0, self.local_connectivity - 1.0))
-        return place(y.float(), neighbours, weights,
-                     positions.float(), kernel, epochs=self.transform_epochs,
-                     learning_rate=self.transform_learning_rate,
-                     neg_sampling_rate=self.neg_sampling_rate,
-                     repulsion_strength=self.repulsion_strength, seed=self.seed)
 
     @classmethod
     def demo(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:

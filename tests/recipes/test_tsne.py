@@ -25,8 +25,14 @@ def test_digits_quality_and_round_trip(tmp_path):
     assert kl[-1] < kl[0]  # KL decreases during the main phase
     model.save(tmp_path / "m")
     loaded = ParametricTSNE.load(tmp_path / "m")
-    assert np.allclose(loaded.transform(x[:20]), y[:20], atol=1e-5)
+    assert np.allclose(loaded.transform(x[:20], refine=False), y[:20], atol=1e-5)  # f(x)
+    assert np.allclose(loaded.transform(x[:20]), model.transform(x[:20]), atol=1e-5)
+    assert np.array_equal(loaded.embedding_, y)
     assert loaded.to_dict(full=True) == model.to_dict(full=True)
+    # transform places new points among the training ones (here training rows again: each
+    # lands next to its own place: measured median 0.32, 90th percentile 0.75, sd of y 22.6)
+    moved = np.linalg.norm(model.transform(x[:200]) - y[:200], axis=1)
+    assert np.median(moved) < 0.05 * y.std()
 
 
 def test_phases_and_data_form(tmp_path):
