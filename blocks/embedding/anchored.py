@@ -14,7 +14,8 @@ from ..losses import LossOutput, get_model
 from ..relations import RelationData
 from ..state import TrainState
 from ..validators import non_negative, one_of, positive_int
-from .affinities import ConnectivityBasedRescale, RowMatrix
+from .affinities import RowMatrix
+from .placement import memberships
 from .training import RelationLoss, anchored_terms
 
 
@@ -90,7 +91,6 @@ class AnchoredRelationLoss(RelationLoss):
                                   "repulsion": repulsion.detach()})
 
 
-
 @attrs.define
 class KNNPlacementLoss(RelationLoss):
     """Distil umap-learn's placement of a new point: f(x') regressed onto the membership-weighted
@@ -123,10 +123,10 @@ class KNNPlacementLoss(RelationLoss):
     #: with w̄ = w / Σ w and the sampler's negatives Y_k
     objective: str = attrs.field(default="regression",
                                  validator=one_of("regression", "cross_entropy"))
+    #: of the memberships' calibration (UMAP's: the nearest candidate gets membership 1)
+    local_connectivity: float = attrs.field(default=1.0, validator=non_negative)
     _neighbours: Any = attrs.field(init=False, default=None, repr=False, eq=False)
     _features: Any = attrs.field(init=False, default=None, repr=False, eq=False)
-    _rescale: Any = attrs.field(init=False, factory=ConnectivityBasedRescale, repr=False,
-                                eq=False)
 
     def required_fields(self):
         return frozenset({"items", "pos_source", "pos_target", "neg_source", "neg_target"})
@@ -181,10 +181,7 @@ class KNNPlacementLoss(RelationLoss):
             d = d.masked_fill(repeated, math.inf)
             d, nearest = d.topk(min(self.n_neighbors, cand.shape[1]), dim=1, largest=False)
             chosen = cand.gather(1, nearest)
-            rho, sigma = self._rescale.calibrate(d)
-            w = torch.exp(-(d - rho[:, None]).clamp_min(0.0) / sigma[:, None])
-            w = torch.where(torch.isfinite(d), w, torch.zeros_like(w))
-            w = (w / w.sum(1, keepdim=True).clamp_min(1e-12)).float()
+            w = memberships(d, self.local_connectivity)  # repeated candidates (inf): 0
             anchors = get_model(models, self.anchor_model)(chosen.reshape(-1)).view(
                 *chosen.shape, -1)
         return x, anchors, w

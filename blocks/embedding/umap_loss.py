@@ -60,8 +60,9 @@ class EdgeCrossEntropy(torch.autograd.Function):
                               slope_pos, diff_neg, slope_neg)
         ctx.scale = (2.0 / size, 2.0 * gamma / size)
         ctx.rows = y.shape[0]
-        ctx.mark_non_differentiable(attraction, repulsion)
-        return attraction + gamma * repulsion, attraction.detach(), repulsion.detach()
+        value = attraction + gamma * repulsion
+        ctx.mark_non_differentiable(attraction, repulsion)  # the reported parts
+        return value, attraction, repulsion
 
     @staticmethod
     def backward(ctx, grad, _grad_attraction, _grad_repulsion):
