@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import ValidationError
 from ..models import ACTIVATIONS, MLP, Model
 from ..validators import positive, positive_int
-from .fast_mlp import MLPPlan, mlp_plan, plan_forward, plan_usable
+from .fast_mlp import MLPPlan, hand_parameters, mlp_plan, plan_forward, plan_usable
 
 
 def _init_normal(module: nn.Module, std: float | None) -> None:
@@ -72,6 +72,26 @@ class JointCriticNet(_PlainMLPRunner):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self._run("net", torch.cat([x, y], -1)).squeeze(-1)
+
+    def hand_plan(self, x: torch.Tensor, y: torch.Tensor
+                  ) -> tuple[MLPPlan, list[torch.Tensor | None]] | None:
+        """``(plan, parameters)`` of ``net`` when ``forward(x, y)``'s gradients may be computed
+        by hand (:func:`~.fast_mlp.hand_forward` / :func:`~.fast_mlp.hand_backward`): on the
+        CPU (the bounds read their scalars on the host), a plain MLP with no hooks or active
+        dropout, every parameter trained and of the inputs' dtype, and inputs that need no
+        gradient themselves; else None (use autograd)."""
+        if not self.fast or x.requires_grad or y.requires_grad or x.dim() != 2 \
+                or y.dim() != 2 or x.device.type != "cpu":
+            return None
+        plan = self._plan_of("net", self.net)
+        if not plan_usable(plan):
+            return None
+        params = hand_parameters(plan)
+        for p in params:
+            if p is not None and (not p.requires_grad or p.dtype != x.dtype
+                                  or p.dtype != y.dtype or p.device.type != "cpu"):
+                return None
+        return plan, params
 
     def pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """All pairs ``(n, d_x), (m, d_y) -> (n, m)`` with entry (i, j) = t(x_i, y_j)."""

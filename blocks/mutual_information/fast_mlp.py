@@ -29,10 +29,13 @@ aten = torch.ops.aten
 
 
 class _Activation(NamedTuple):
-    """forward(z) -> a, and backward(grad_a, z, a) -> grad_z with autograd's own kernel."""
+    """forward(z) -> a, and backward(grad_a, z, a) -> grad_z with autograd's own kernel;
+    ``inplace(z) -> a`` overwrites z where the backward needs only the result a (None: it
+    needs z, or the activation has no in-place kernel)."""
 
     forward: Callable[[torch.Tensor], torch.Tensor]
     backward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None
+    inplace: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def _activation(module: nn.Module) -> _Activation | None:
@@ -40,10 +43,15 @@ def _activation(module: nn.Module) -> _Activation | None:
     kind = type(module)
     if kind is nn.ELU:
         alpha = float(module.alpha)
+        if alpha < 0:  # the backward from the result needs alpha >= 0
+            return _Activation(lambda z: torch._C._nn.elu(z, alpha),
+                               lambda g, z, a: aten.elu_backward(g, alpha, 1.0, 1.0, False, z))
         return _Activation(lambda z: torch._C._nn.elu(z, alpha),
-                           lambda g, z, a: aten.elu_backward(g, alpha, 1.0, 1.0, True, a))
+                           lambda g, z, a: aten.elu_backward(g, alpha, 1.0, 1.0, True, a),
+                           lambda z: torch._C._nn.elu_(z, alpha))
     if kind is nn.ReLU:
-        return _Activation(torch.relu, lambda g, z, a: aten.threshold_backward(g, a, 0))
+        return _Activation(torch.relu, lambda g, z, a: aten.threshold_backward(g, a, 0),
+                           torch.relu_)
     if kind is nn.LeakyReLU:
         slope = float(module.negative_slope)
         return _Activation(lambda z: torch._C._nn.leaky_relu(z, slope),
@@ -51,9 +59,10 @@ def _activation(module: nn.Module) -> _Activation | None:
     if kind is nn.SiLU:
         return _Activation(torch._C._nn.silu, lambda g, z, a: aten.silu_backward(g, z))
     if kind is nn.Tanh:
-        return _Activation(torch.tanh, lambda g, z, a: aten.tanh_backward(g, a))
+        return _Activation(torch.tanh, lambda g, z, a: aten.tanh_backward(g, a), torch.tanh_)
     if kind is nn.Sigmoid:
-        return _Activation(torch.sigmoid, lambda g, z, a: aten.sigmoid_backward(g, a))
+        return _Activation(torch.sigmoid, lambda g, z, a: aten.sigmoid_backward(g, a),
+                           torch.sigmoid_)
     if kind is nn.GELU:
         approx = module.approximate
         return _Activation(lambda z: torch._C._nn.gelu(z, approximate=approx),
@@ -194,6 +203,12 @@ SECOND_ORDER_ERROR = ("MLPFunction is differentiable once: a gradient of its gra
                       "(create_graph=True, a gradient penalty) needs the module itself.")
 
 
+HAND_SECOND_ORDER_ERROR = (
+    "This loss value carries hand-computed gradients (the MI bounds' fast path): a gradient of "
+    "its gradient (create_graph=True) needs autograd's path; call the bound's `scores` and "
+    "`objective` instead of the block.")
+
+
 def one_node_forward(plan: MLPPlan, x: torch.Tensor) -> torch.Tensor:
     """``net(x)`` for ``(n, in_dim)`` as one :class:`MLPFunction` node (check
     :func:`plan_usable` first)."""
@@ -204,5 +219,90 @@ def one_node_forward(plan: MLPPlan, x: torch.Tensor) -> torch.Tensor:
     return MLPFunction.apply(x, acts, *params)
 
 
+# ====================================================================== no autograd at all
+
+
+def hand_parameters(plan: MLPPlan) -> list[torch.Tensor | None]:
+    """``[w_1, b_1, ..., w_L, b_L]`` of the plan's layers as they are now (None: no bias), the
+    order :func:`hand_forward` and :func:`hand_backward` take and give."""
+    out = []
+    for layer, _ in plan.layers:
+        params = layer._parameters
+        out += [params["weight"], params["bias"]]
+    return out
+
+
+def hand_forward(plan: MLPPlan, params: list, z: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """``net(z)`` for ``(n, in_dim)`` without recording a graph (``params`` from
+    :func:`hand_parameters`), and what :func:`hand_backward` needs: each layer's input,
+    pre-activation (kept only where the activation's backward reads it) and output.  An
+    activation whose backward needs only its result overwrites the pre-activation in place.
+    Call it with grad mode off (check :func:`plan_usable` first)."""
+    saved, h = [], z
+    for i, (_, act) in enumerate(plan.layers):
+        w, b = params[2 * i], params[2 * i + 1]
+        w_t = w.t().contiguous() if i == 0 and w.shape[1] <= NARROW_INPUT else w.t()
+        pre = torch.mm(h, w_t) if b is None else torch.addmm(b, h, w_t)
+        if act is None:
+            out, pre = pre, None
+        elif act.backward is None:
+            out, pre = act.forward(pre), None
+        elif act.inplace is not None:
+            out, pre = act.inplace(pre), None
+        else:
+            out = act.forward(pre)
+        saved.append((h, pre, out))
+        h = out
+    return h, saved
+
+
+def hand_backward(plan: MLPPlan, params: list, saved: list,
+                  grad: torch.Tensor) -> list[torch.Tensor | None]:
+    """The gradients ``[∂w_1, ∂b_1, ..., ∂w_L, ∂b_L]`` (None for a layer without bias) of
+    Σ grad ⊙ net(z), from :func:`hand_forward`'s ``saved``, by the kernels autograd calls
+    (``mm``, ``sum``, the activation's backward); the input's gradient is not formed.  Equal to
+    autograd's gradients to float rounding (``tests/blocks/test_fast_mlp.py``: float64)."""
+    layers = plan.layers
+    grads: list[torch.Tensor | None] = [None] * (2 * len(layers))
+    for i in range(len(layers) - 1, -1, -1):
+        act = layers[i][1]
+        h, pre, out = saved[i]
+        if act is not None and act.backward is not None:
+            grad = act.backward(grad, pre, out)
+        # see NARROW_INPUT: the fast orientation for a narrow h
+        grads[2 * i] = torch.mm(h.t(), grad).t().contiguous() \
+            if h.shape[1] <= NARROW_INPUT else torch.mm(grad.t(), h)
+        if params[2 * i + 1] is not None:
+            grads[2 * i + 1] = grad.sum(0)
+        if i > 0:
+            grad = torch.mm(grad, params[2 * i])
+    return grads
+
+
+class HandGradients(torch.autograd.Function):
+    """``apply(value, grads, *params)``: ``value`` as a node of the graph whose backward hands
+    ``grads`` (already computed, one per param, in order; no None) to the parameters, times
+    the incoming gradient; so ``value.backward()`` fills ``p.grad`` as if autograd had traced
+    the whole computation.  One backward only: the grads are released by it."""
+
+    @staticmethod
+    def forward(ctx, value, grads, *params):
+        ctx.grads = grads
+        return value
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.grads is None:
+            raise RuntimeError("These hand-computed gradients were handed over already: "
+                               "backward through this value runs once (no retain_graph).")
+        if torch.is_grad_enabled():
+            raise RuntimeError(HAND_SECOND_ORDER_ERROR)
+        grads, ctx.grads = ctx.grads, None
+        if grad.numel() != 1 or float(grad) != 1.0:
+            grads = [g * grad for g in grads]
+        return (None, None, *grads)
+
+
 __all__ = ["MLPPlan", "mlp_plan", "plan_usable", "plan_forward", "MLPFunction",
-           "one_node_forward", "NARROW_INPUT"]
+           "one_node_forward", "hand_forward", "hand_backward", "hand_parameters",
+           "HandGradients", "NARROW_INPUT"]
