@@ -19,10 +19,16 @@ from .state import TrainState
 
 @attrs.define(frozen=True)
 class LossOutput:
-    """A scalar loss ``value`` (with graph) and named detached scalar ``metrics``."""
+    """A scalar loss ``value`` (with graph) and named detached scalar ``metrics``.
+
+    ``gradients`` (optional): ``[(parameter, ∂value/∂parameter), ...]`` already computed by the
+    loss (the MI bounds' hand-written step).  ``value``'s graph hands the same gradients to
+    the parameters; the engine assigns them directly instead, skipping autograd's backward
+    (~0.09 ms of a 0.6 ms step), when it adds nothing to ``value``."""
 
     value: torch.Tensor
     metrics: dict[str, torch.Tensor] = attrs.field(factory=dict)
+    gradients: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 class Loss(Block):

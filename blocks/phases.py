@@ -261,7 +261,11 @@ class TrainingPhase:
                 if self.l1_strength > 0:
                     value = value + self.l1_strength * sum(p.abs().sum() for p in params)
                 optimizer.zero_grad(set_to_none=True)
-                value.backward()
+                if out.gradients is not None and value is out.value:  # computed by the loss
+                    for p, g in out.gradients:
+                        p.grad = g if p.grad is None else p.grad + g
+                else:
+                    value.backward()
                 if sharded:  # the mean gradient of the whole batch, on every rank
                     state.dist.average_gradients(params)
                 if self.grad_clip:
