@@ -163,6 +163,69 @@ class LeanAdam(torch.optim.Adam):
         return loss
 
 
+class DeltaBarDelta(torch.optim.Optimizer):
+    """Gradient descent with momentum and per-coordinate gains (Jacobs, 1988), t-SNE's update
+    (van der Maaten, 2008; FIt-SNE, openTSNE).
+
+    Per coordinate: the gain g grows by ``gain_increase`` where the gradient's sign differs
+    from the last update's (the step still runs downhill), else shrinks by the factor
+    ``gain_decay`` (floored at ``min_gain``); the update u ← μ u − lr · g · ∇ (μ =
+    ``momentum``), then θ ← θ + u.  ``max_step_norm``: a row's update (the step of one point
+    of a (n, d) embedding) is shrunk to that Euclidean norm (openTSNE's safeguard against
+    points thrown far away by a close pair; None: no limit).  State per parameter: ``gains``
+    and ``update`` (checkpointed with ``state_dict``).
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float = 1.0, momentum: float = 0.8,
+                 gain_increase: float = 0.2, gain_decay: float = 0.8, min_gain: float = 0.01,
+                 max_step_norm: float | None = 5.0) -> None:
+        for name, value in (("lr", lr), ("gain_increase", gain_increase), ("min_gain", min_gain)):
+            if not value > 0:
+                raise ValueError(f"DeltaBarDelta: `{name}` must be positive, got {value!r}.")
+        if not 0 <= momentum < 1 or not 0 < gain_decay <= 1:
+            raise ValueError(f"DeltaBarDelta: `momentum` must lie in [0, 1) and `gain_decay` in "
+                             f"(0, 1], got {momentum!r} and {gain_decay!r}.")
+        if max_step_norm is not None and not max_step_norm > 0:
+            raise ValueError(f"DeltaBarDelta: `max_step_norm` must be positive or None, got "
+                             f"{max_step_norm!r}.")
+        super().__init__(params, dict(lr=lr, momentum=momentum, gain_increase=gain_increase,
+                                      gain_decay=gain_decay, min_gain=min_gain,
+                                      max_step_norm=max_step_norm))
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                state = self.state[p]
+                if not state:
+                    state["gains"] = torch.ones_like(p)
+                    state["update"] = torch.zeros_like(p)
+                gains, update = state["gains"], state["update"]
+                same = torch.sign(grad) == torch.sign(update)  # uphill: the last step overshot
+                gains.copy_(torch.where(same, gains * group["gain_decay"],
+                                        gains + group["gain_increase"]))
+                gains.clamp_(min=group["min_gain"])
+                update.mul_(group["momentum"]).addcmul_(gains, grad, value=-group["lr"])
+                if group["max_step_norm"] is not None and p.ndim >= 1:
+                    rows = update.reshape(update.shape[0], -1) if p.ndim > 1 else update[:, None]
+                    norms = rows.norm(dim=1, keepdim=True)
+                    rows.mul_((group["max_step_norm"] / norms.clamp_min(1e-30)).clamp_(max=1.0))
+                p.add_(update)
+        return loss
+
+
+#: the optimizers of this module that a phase names (``optimizer = "delta_bar_delta"``), beside
+#: torch.optim's
+OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {"delta_bar_delta": DeltaBarDelta}
+
+
 def _eager(method: Any) -> Any:
     """``method`` without its ``torch._disable_dynamo`` wrapper (functools' ``__wrapped__``)."""
     return getattr(method, "__wrapped__", method)
@@ -200,4 +263,5 @@ def make_adam(params: list[torch.Tensor], *, lr: float, weight_decay: float, dec
     return cls(params, lr=lr, weight_decay=weight_decay, **options)
 
 
-__all__ = ["LeanAdam", "make_adam", "lean_applies", "LEAN_OPTIONS"]
+__all__ = ["LeanAdam", "DeltaBarDelta", "OPTIMIZER_CLASSES", "make_adam", "lean_applies",
+           "LEAN_OPTIONS"]

@@ -26,7 +26,7 @@ from .callbacks import Callback, EarlyStopping
 from .contracts import check_phase
 from .errors import NumericalError, ValidationError
 from .numerics import cosine_factor
-from .optim import make_adam
+from .optim import OPTIMIZER_CLASSES, make_adam
 from .state import TrainState
 from .validators import non_negative, non_negative_int, one_of, positive
 
@@ -36,11 +36,13 @@ UNSTEPPABLE_OPTIMIZERS = ("LBFGS", "SparseAdam")
 
 
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    """The torch optimizer of ``name``: ``sgd`` / ``adam`` / ``adamw`` or any ``torch.optim``
-    class by its name, case-insensitive (``"RAdam"``, ``"nadam"``, ``"Adagrad"`` ...)."""
+    """The torch optimizer of ``name``: ``sgd`` / ``adam`` / ``adamw``, any ``torch.optim``
+    class by its name, case-insensitive (``"RAdam"``, ``"nadam"``, ``"Adagrad"`` ...), or one
+    of :data:`~infoblocks.blocks.optim.OPTIMIZER_CLASSES` (``"delta_bar_delta"``)."""
     classes = {n.lower(): c for n, c in vars(torch.optim).items() if isinstance(c, type)
                and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer
                and n not in UNSTEPPABLE_OPTIMIZERS}
+    classes.update(OPTIMIZER_CLASSES)  # infoblocks' own (blocks/optim.py)
     if not isinstance(name, str) or name.lower() not in classes:
         raise ValidationError(
             f"`optimizer` must be one of {list(OPTIMIZERS)} or the name of a torch.optim "

@@ -21,9 +21,16 @@ from typing import Any, ClassVar
 import attrs
 from attrs.validators import optional
 
+import torch
+
+from infoblocks.blocks.errors import ValidationError
 from infoblocks.blocks.validators import non_negative_int, one_of, positive, positive_int
 
 from .umap import EmbeddingRecipe, _hidden
+
+#: full-gradient steps per epoch of the ``layout`` phases (fewer per-epoch costs; as UMAP's
+#: layout phase)
+LAYOUT_STEPS_PER_EPOCH = 10
 
 
 @attrs.define(kw_only=True)
@@ -65,12 +72,43 @@ class ParametricTSNE(EmbeddingRecipe):
     #: openTSNE's / scikit-learn's α = 12, for 50 epochs (α = 4 for 20: MNIST-5k 10-NN 0.917
     #: instead of 0.928 with the encoder above)
     early_exaggeration: float = attrs.field(default=12.0, validator=positive)
+    #: epochs of the network's ``exaggerate`` phase; only without a layout phase (with one,
+    #: the layout is exaggerated: ``layout_exaggeration_epochs``)
     exaggeration_epochs: int = attrs.field(default=50, validator=non_negative_int)
+    #: epochs of the ``layout`` phase: free coordinates (no network) started from the init,
+    #: each epoch LAYOUT_STEPS_PER_EPOCH full-gradient steps of t-SNE's KL over ALL pairs
+    #: (``all_pairs_kl``: exact repulsion up to 2,000 items, FFT interpolation above; FIt-SNE /
+    #: openTSNE's non-parametric t-SNE); the network is then regressed onto the layout, which
+    #: is ``embedding_`` and what ``transform`` places new points among.  0: no layout (the
+    #: network alone on mini-batch KL)
+    layout_epochs: int = attrs.field(default=30, validator=non_negative_int)
+    #: the first epochs of the layout: the attraction × ``early_exaggeration``
+    layout_exaggeration_epochs: int = attrs.field(default=10, validator=non_negative_int)
+    #: the layout's step: t-SNE's gradient descent with momentum 0.8 and gains
+    #: (``delta_bar_delta``, one optimizer through the exaggeration's end: resetting its
+    #: state there cost MNIST-5k trust@15 0.001); 0.25 is openTSNE's "auto" N/α (the loss's
+    #: gradient is n × KL's, 4 × openTSNE's, and divided by α while exaggerated)
+    layout_learning_rate: float = attrs.field(default=0.25, validator=positive)
+    #: standard deviation of the first coordinate of the layout's start (openTSNE's 1e-4)
+    layout_scale: float = attrs.field(default=1e-4, validator=positive)
+    #: the layout's repulsion over all pairs: "auto" (exact up to 2,000 items), "exact", "fft"
+    repulsion: str = attrs.field(default="auto", validator=one_of("auto", "exact", "fft"))
     #: 300 epochs (1,500 steps on 5,000 items): quality still rose from 100 to 400 epochs
     epochs: int = attrs.field(default=300, validator=non_negative_int)
     batch_size: int = attrs.field(default=1000, validator=positive_int)
     learning_rate: float = attrs.field(default=1e-2, validator=positive)
     lr_schedule: str = attrs.field(default="cos", validator=one_of("none", "cos", "exp"))
+
+    def __attrs_post_init__(self) -> None:
+        if self.layout_epochs and self.init == "none":
+            raise ValidationError(
+                "`layout_epochs` > 0 (the default) starts the layout from the init positions; "
+                "use init='pca' or 'spectral', or layout_epochs=0 with init='none'.")
+
+    @property
+    def has_layout(self) -> bool:
+        """Whether the fit optimises a free-coordinate layout before the network."""
+        return bool(self.layout_epochs)
 
     def neighbors(self) -> int:
         """k of the sparse P: ``n_neighbors`` or 3 × perplexity (as in Barnes-Hut t-SNE)."""
@@ -90,6 +128,26 @@ class ParametricTSNE(EmbeddingRecipe):
             out["positions"] = positions
         return out
 
+    def default_models(self) -> dict[str, Any]:
+        models = super().default_models()
+        if self.has_layout:  # n_items is filled from the data
+            models["layout"] = {"name": "free_positions", "n_components": self.n_components,
+                                "init": "positions", "scale": self.layout_scale}
+        return models
+
+    def _layout_phase(self) -> dict[str, Any]:
+        """Full-gradient steps of the free coordinates (every item in every batch), the
+        first ``layout_exaggeration_epochs`` exaggerated."""
+        return {"name": "layout", "epochs": self.layout_epochs, "trainable": ["layout"],
+                "sampler": {"name": "items", "shuffle": False, "keys": [],
+                            "batches_per_epoch": LAYOUT_STEPS_PER_EPOCH},
+                "loss": {"name": "all_pairs_kl", "relation": "P",
+                         "exaggeration": self.early_exaggeration,
+                         "exaggeration_steps": min(self.layout_exaggeration_epochs,
+                                                   self.layout_epochs) * LAYOUT_STEPS_PER_EPOCH,
+                         "repulsion": self.repulsion},
+                "optimizer": "delta_bar_delta", "learning_rate": self.layout_learning_rate}
+
     def _kl_phase(self, name: str, epochs: int, exaggeration: float) -> dict[str, Any]:
         return {"name": name, "epochs": epochs,
                 "sampler": {"name": "items", "batch_size": self.batch_size, "drop_last": True},
@@ -99,20 +157,37 @@ class ParametricTSNE(EmbeddingRecipe):
 
     def default_phases(self) -> list[dict[str, Any]]:
         phases = []
+        layout = self.has_layout
+        if layout:
+            phases.append(self._layout_phase())
         if self.init != "none":
             phases.append({
                 "name": "init", "epochs": self.init_epochs,
                 "sampler": {"name": "items", "batch_size": self.init_batch_size,
                             "gather": ["positions"]},
-                "loss": {"name": "position", "target": "positions"},
-                "optimizer": "adam", "learning_rate": self.init_learning_rate})
-        if self.exaggeration_epochs > 0:
+                "loss": ({"name": "position", "target_model": "layout"} if layout
+                         else {"name": "position", "target": "positions"}),
+                "optimizer": "adam", "learning_rate": self.init_learning_rate,
+                **({"trainable": ["main"], "lr_schedule": "cos"} if layout else {})})
+        if self.exaggeration_epochs > 0 and not layout:
             phases.append(self._kl_phase("exaggerate", self.exaggeration_epochs,
                                          self.early_exaggeration))
         main = self._kl_phase("main", self.epochs, 1.0)
         main["lr_schedule"] = self.lr_schedule
+        if layout:
+            main["trainable"] = ["main"]
         phases.append(main)
         return phases
+
+    def _training_positions(self, routine: Any) -> torch.Tensor:
+        """With a layout phase, its free coordinates (the map the network was regressed onto
+        and new points are placed among, as openTSNE's embedding); else — and after a warm
+        start on other data, whose layout was not rerun — the network's."""
+        layout = routine.models["layout"] if "layout" in routine.models else None
+        if self.has_layout and layout is not None and hasattr(layout, "positions") \
+                and not self._other_data:
+            return layout.positions.detach().cpu().clone()
+        return super()._training_positions(routine)
 
     @classmethod
     def demo(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:

@@ -1,0 +1,188 @@
+"""t-SNE's KL(P‖Q) over the whole data set at every step: the loss of a non-parametric layout.
+
+For an embedding of ALL n items (free coordinates, :class:`~.layout.FreePositions`, or a
+network on the whole data), P the global joint probabilities (sparse, summing to 1) and the
+Cauchy kernel w_ij = 1 / (1 + ‖y_i − y_j‖²), q_ij = w_ij / Z, Z = Σ_{k≠l} w_kl:
+
+    L = −α Σ_{ij} P_ij log w_ij + log Z,
+    ∂L/∂y_i = 4 α Σ_j P_ij w_ij (y_i − y_j) − (4 / Z) Σ_j w_ij² (y_i − y_j)
+
+(α: early exaggeration; the loss minimises L / α, see :class:`AllPairsKLLoss`),
+
+the attraction over P's non-zero entries, the repulsion over all pairs — exact in chunks of
+rows for small n, interpolated on an FFT grid above (FIt-SNE; :mod:`.tsne_repulsion`).  The
+gradient is computed in the forward pass (one autograd node, no n × n graph).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+import torch
+
+from ..errors import ValidationError
+from ..losses import Loss, LossOutput, get_model
+from ..relations import RelationData
+from ..state import TrainState
+from attrs.validators import optional
+
+from ..validators import non_negative_int, one_of, positive, positive_int
+from .tsne_repulsion import BOX_WIDTH, MIN_BOXES, NODES_PER_BOX, exact_repulsion, fft_repulsion
+
+#: at most this many items: the exact all-pairs repulsion (``repulsion="auto"``); above, the
+#: FFT interpolation.  Measured on one CPU thread (docs/umap.md): exact 17 ms per step at 1,797
+#: items, FFT ~13 ms at 5,000 (grid of a span of ~100) and exact ~300 ms
+EXACT_REPULSION_MAX_ITEMS = 2_000
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValidationError(message)
+
+
+class _AllPairsKL(torch.autograd.Function):
+    """(y, src, dst, p, α, repulsion) -> (cross + log Z / α, cross, log Z), the gradient of
+    the first from the module's formula (divided by α)."""
+
+    @staticmethod
+    def forward(ctx, y, src, dst, p, alpha: float, repulsion):
+        with torch.no_grad():
+            diff = y.index_select(0, src) - y.index_select(0, dst)
+            d2 = diff.pow(2).sum(1)
+            w = d2.add(1.0).reciprocal_()
+            force, z = repulsion(y.detach())
+            attraction = torch.zeros_like(y).index_add_(0, src, diff.mul_((p * w)[:, None]))
+            grad = attraction.mul_(4.0).sub_(force, alpha=4.0 / (alpha * float(z)))
+            cross = (p * torch.log1p(d2)).sum()
+            log_z = torch.log(z).to(y.dtype)
+            value = cross + log_z / alpha
+        ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(cross, log_z)
+        return value, cross, log_z
+
+    @staticmethod
+    def backward(ctx, grad_value, grad_cross, grad_log_z):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_value, None, None, None, None, None
+
+
+@attrs.define
+class AllPairsKLLoss(Loss):
+    """t-SNE's KL(P‖Q) of the embedding of every item, repulsion over all pairs (module
+    docstring): the full gradient of (FIt-SNE / openTSNE's) non-parametric t-SNE.
+
+    Contract: consumes ``batch[input]`` and ``index`` — a batch of the whole data set (an item
+    sampler with ``batch_size`` unset); needs the global ``relation`` (joint probabilities
+    summing to 1, e.g. ``P``); embeds 2-D for ``repulsion="fft"``; reports ``kl``.
+    ``repulsion``: ``"exact"`` (chunks of rows, O(n²)), ``"fft"`` (grid interpolation, O(n)),
+    ``"auto"`` (exact up to ``exact_max_items`` items).  The FFT grid: boxes of
+    ``box_width`` (at least ``min_boxes`` per axis), ``nodes_per_box`` nodes per axis each.
+    With ``scale="items"`` (the default) the value is n × L (``kl`` reports KL(P‖Q) itself).
+    """
+
+    name: ClassVar[str] = "all_pairs_kl"
+    reports: ClassVar[frozenset[str]] = frozenset({"kl"})
+    model: str = "layout"
+    #: the model's input: ``index`` for free coordinates, a dataset array for a network
+    input: str = "index"
+    relation: str = "P"
+    #: α: the attraction × α for the first ``exaggeration_steps`` steps of a phase (all
+    #: steps when None), t-SNE's early exaggeration.  The exaggerated objective is divided
+    #: by α — value cross + log Z / α, gradient 4 (att − R / (α Z)) — so the step keeps the
+    #: scale of the plain loss's (openTSNE's learning rate N/α) and one optimizer, its
+    #: momentum and gains, runs through the switch to α = 1
+    exaggeration: float = attrs.field(default=1.0, validator=positive)
+    exaggeration_steps: int | None = attrs.field(default=None, validator=optional(non_negative_int))
+    repulsion: str = attrs.field(default="auto", validator=one_of("auto", "exact", "fft"))
+    exact_max_items: int = attrs.field(default=EXACT_REPULSION_MAX_ITEMS, validator=positive_int)
+    nodes_per_box: int = attrs.field(default=NODES_PER_BOX, validator=positive_int)
+    min_boxes: int = attrs.field(default=MIN_BOXES, validator=positive_int)
+    box_width: float = attrs.field(default=BOX_WIDTH, validator=positive)
+    #: "items": the value (and gradient) × n, so that a point's gradient does not shrink with
+    #: the data set and one learning rate fits every n (openTSNE's N/α is 1/(4α) here: its
+    #: gradient omits the factor 4); "none": the KL objective itself
+    scale: str = attrs.field(default="items", validator=one_of("items", "none"))
+    _p: Any = attrs.field(init=False, default=None, repr=False, eq=False)
+    _spectra: dict = attrs.field(init=False, factory=dict, repr=False, eq=False)
+    _steps: int = attrs.field(init=False, default=0, repr=False, eq=False)
+
+    def required_fields(self):
+        return frozenset({self.input, "index"})
+
+    def required_globals(self):
+        return frozenset({self.relation})
+
+    def on_phase_start(self, state: TrainState) -> None:
+        self._p = None
+        self._spectra = {}
+        self._steps = 0
+        self._entries(state)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"steps": self._steps}
+
+    def restore_state(self, saved: dict[str, Any]) -> None:
+        self._steps = int(saved.get("steps", 0))
+
+    def current_exaggeration(self) -> float:
+        """α at the next step (1 once ``exaggeration_steps`` steps have run)."""
+        if self.exaggeration_steps is not None and self._steps >= self.exaggeration_steps:
+            return 1.0
+        return float(self.exaggeration)
+
+    def _entries(self, state: TrainState) -> tuple[torch.Tensor, ...]:
+        """(rows, cols, values, entropy of P, n) on the training device, once per phase."""
+        if self._p is None:
+            p = state.lookup(self.relation)
+            _check(isinstance(p, RelationData),
+                   f"AllPairsKLLoss: global {self.relation!r} is a {type(p).__name__}, not a "
+                   "relation; point `relation` at the joint probabilities (e.g. 'P').")
+            p = p.to_sparse()
+            keep = p.rows != p.cols  # the diagonal is not a pair
+            rows, cols = p.rows[keep].long(), p.cols[keep].long()
+            values = p.values[keep].float()
+            values = values / values.sum().clamp_min(1e-30)
+            entropy = -(values * torch.log(values.clamp_min(1e-30))).sum()
+            self._p = (rows.to(state.device), cols.to(state.device), values.to(state.device),
+                       entropy.to(state.device), p.shape[0])
+        return self._p
+
+    def _repulsion(self, n: int, dims: int):
+        method = self.repulsion
+        if method == "auto":
+            method = "exact" if n <= self.exact_max_items or dims != 2 else "fft"
+        if method == "exact":
+            return exact_repulsion
+        _check(dims == 2, f"AllPairsKLLoss: repulsion='fft' interpolates 2-D embeddings, this "
+                          f"one has {dims} dimensions; use repulsion='exact' (or 'auto').")
+        return lambda y: fft_repulsion(y, self.nodes_per_box, self.min_boxes, self.box_width,
+                                       cache=self._spectra)
+
+    def __call__(self, batch, models, state):
+        _check(not state.dist.active,
+               "AllPairsKLLoss embeds the whole data set in one process; it does not shard "
+               "over ranks. Run the layout phase in one process.")
+        rows, cols, values, entropy, n = self._entries(state)
+        index = batch["index"]
+        _check(index.numel() == n,
+               f"AllPairsKLLoss needs every item in each batch (its repulsion runs over all "
+               f"pairs): the batch holds {index.numel()} of {n} items. Use an item sampler "
+               "without batch_size (the whole data set).")
+        y = get_model(models, self.model)(batch[self.input])
+        index = index.to(y.device).long()
+        slot = torch.empty_like(index)  # row of y that embeds each item
+        slot[index] = torch.arange(n, device=y.device)
+        src, dst = slot.index_select(0, rows), slot.index_select(0, cols)
+        if torch.is_grad_enabled():  # a training step (not an evaluation)
+            alpha = self.current_exaggeration()
+            self._steps += 1
+        else:
+            alpha = self.current_exaggeration()
+        value, cross, log_z = _AllPairsKL.apply(y, src, dst, values.to(y.dtype), alpha,
+                                               self._repulsion(n, y.shape[1]))
+        kl = (cross + log_z - entropy).detach()
+        return LossOutput(value * n if self.scale == "items" else value, {"kl": kl})
+
+
+__all__ = ["AllPairsKLLoss", "EXACT_REPULSION_MAX_ITEMS"]
