@@ -51,7 +51,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from infoblocks.recipes.mi import MINE, MINEE, InfoNCE, MIConvergenceWarning, seed_problem
+from infoblocks.recipes.mi import (MINE, MINEE, NWJ, InfoNCE, MIConvergenceWarning,
+                                   seed_problem)
 
 # ====================================================================== the notebook trainer
 
@@ -178,6 +179,9 @@ def section_bias(seeds=(0, 1, 2)) -> dict:
 BMI_SCRIPT = r"""
 import json, sys, time, numpy as np, bmi
 out, draws = sys.argv[1], [int(d) for d in sys.argv[2].split(",")]
+labels = sys.argv[3].split(",")
+classes = {"MINE": "MINEEstimator", "InfoNCE": "InfoNCEEstimator", "NWJ": "NWJEstimator",
+           "DV": "DonskerVaradhanEstimator"}
 tasks = ["1v1-normal-0.75", "multinormal-sparse-5-5-2-2.0", "multinormal-dense-25-25-0.5"]
 results = []
 for name in tasks:
@@ -187,10 +191,10 @@ for name in tasks:
     for draw in draws:
         x, y = task.sample(5000, seed=draw)
         np.savez(f"{out}/{name}_{draw}.npz", x=np.asarray(x), y=np.asarray(y))
-        for label, cls in (("MINE", bmi.estimators.MINEEstimator),
-                           ("InfoNCE", bmi.estimators.InfoNCEEstimator)):
-            est = cls(hidden_layers=(10, 5), learning_rate=0.1, batch_size=256,
-                      train_test_split=0.5, verbose=False, seed=0)
+        for label in labels:
+            est = getattr(bmi.estimators.neural, classes[label])(
+                hidden_layers=(10, 5), learning_rate=0.1, batch_size=256,
+                train_test_split=0.5, verbose=False, seed=0)
             t0 = time.perf_counter()
             value = float(est.estimate(x, y))
             results.append({"task": name, "draw": draw, "truth": truth, "estimator": label,
@@ -203,11 +207,19 @@ print(json.dumps(results))
 BMI_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
-def section_benchmark_mi(python: str | None, draws=(0, 1, 2), cross: bool = False
-                         ) -> list | None:
-    """benchmark-mi's MINE and InfoNCE against ours, draw by draw (benchmark-mi's six fits of
-    a draw, then ours on the same samples: the load is shared alike); with ``cross`` also
-    ``cross_fit(MINE(...))`` beside benchmark-mi's MINE."""
+#: benchmark-mi's estimator (label) -> ours with the same bound and training gradient: DV is
+#: MINE without the moving average (``ma_rate=1``: the plain DV gradient)
+OURS_FOR_BMI = {"MINE": lambda: MINE(seed=0, batch_size=256),
+                "InfoNCE": lambda: InfoNCE(seed=0, batch_size=256),
+                "NWJ": lambda: NWJ(seed=0, batch_size=256),
+                "DV": lambda: MINE(seed=0, batch_size=256, ma_rate=1.0)}
+
+
+def section_benchmark_mi(python: str | None, draws=(0, 1, 2), cross: bool = False,
+                         estimators=("MINE", "InfoNCE", "NWJ", "DV")) -> list | None:
+    """benchmark-mi's MINE, InfoNCE, NWJ and Donsker–Varadhan estimators against ours, draw by
+    draw (benchmark-mi's fits of a draw, then ours on the same samples: the load is shared
+    alike); with ``cross`` also ``cross_fit(MINE(...))`` beside benchmark-mi's MINE."""
     from infoblocks.recipes.mi import cross_fit
 
     print("\n## 3. benchmark-mi tasks (n = 5000): estimate (truth) and wall time")
@@ -223,7 +235,8 @@ def section_benchmark_mi(python: str | None, draws=(0, 1, 2), cross: bool = Fals
     env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", BMI_ONE_THREAD)}
     for draw in draws:
         with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run([python, "-c", BMI_SCRIPT, tmp, str(draw)],
+            proc = subprocess.run([python, "-c", BMI_SCRIPT, tmp, str(draw),
+                                   ",".join(estimators)],
                                   capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 print(f"skipped: benchmark-mi failed in {python}: {proc.stderr.strip()[-400:]}")
@@ -235,7 +248,7 @@ def section_benchmark_mi(python: str | None, draws=(0, 1, 2), cross: bool = Fals
                 if cross and r["estimator"] == "MINE":
                     cases.append(("MINE cross", cross_fit))
                 for label, wrap in cases:
-                    est = (MINE if r["estimator"] == "MINE" else InfoNCE)(seed=0, batch_size=256)
+                    est = OURS_FOR_BMI[r["estimator"]]()
                     t0 = time.perf_counter()
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", MIConvergenceWarning)
@@ -510,6 +523,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="python interpreter where `import bmi` works")
     parser.add_argument("--draws", default="0,1,2",
                         help="benchmark-mi draws (task.sample(5000, seed=draw)) for --only bmi")
+    parser.add_argument("--estimators", default="MINE,InfoNCE,NWJ,DV",
+                        help="--only bmi: benchmark-mi's estimators to compare (MINE, InfoNCE, "
+                             "NWJ, DV)")
     parser.add_argument("--cross-fit", action="store_true",
                         help="--only bmi: also cross_fit(MINE(...)) beside benchmark-mi's MINE")
     parser.add_argument("--no-minee", action="store_true", help="skip the R^6 MI-NEE case")
@@ -527,7 +543,7 @@ def main(argv: list[str] | None = None) -> None:
     if "bmi" in only:
         section_benchmark_mi(args.benchmark_mi_python,
                              draws=tuple(int(d) for d in args.draws.split(",")),
-                             cross=args.cross_fit)
+                             cross=args.cross_fit, estimators=tuple(args.estimators.split(",")))
     if "minee" in only and not args.no_minee:
         section_minee_r6(epochs=200 if args.quick else 1000)
     if "floor" in only:

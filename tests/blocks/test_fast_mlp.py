@@ -174,3 +174,186 @@ def test_separable_critic_state_dict_and_values_unchanged():
         grads.append([p.grad.clone() for p in net.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+# ---------------------------------------------------------------- the hand-written step
+
+
+from infoblocks.blocks.losses import LossOutput  # noqa: E402
+from infoblocks.blocks.mutual_information import (  # noqa: E402
+    DVLoss, MINELoss, NWJLoss, SMILELoss, MIBound)
+from infoblocks.blocks.mutual_information.fast_mlp import (  # noqa: E402
+    HandGradients, hand_backward, hand_forward, hand_parameters)
+
+HAND_BOUNDS = [MINELoss, DVLoss, NWJLoss, SMILELoss]
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("in_dim", [2, NARROW_INPUT + 3])
+def test_hand_forward_and_backward_equal_autograd_in_float64(activation, bias, in_dim):
+    net = _net(activation, bias, in_dim=in_dim, output_activation="tanh")
+    plan = mlp_plan(net)
+    x = torch.randn(11, in_dim, dtype=torch.float64)
+    cotangent = torch.linspace(-1, 2, 33, dtype=torch.float64).view(11, 3)
+    ref_out, ref_grads = _grads(net, net, x)
+    params = hand_parameters(plan)
+    with torch.no_grad():
+        out, saved = hand_forward(plan, params, x.clone())
+        grads = hand_backward(plan, params, saved, cotangent)
+    torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-14)
+    got = [g for g in grads if g is not None]
+    assert len(got) == len(ref_grads) - 1  # no gradient of the input
+    for g, r in zip(got, ref_grads[1:]):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-14)
+
+
+def _hand_setup(x_dim=1, y_dim=1, activation="elu", dtype=torch.float64, b=30, m=45, seed=0):
+    torch.manual_seed(seed)
+    critic = JointCritic(x_dim=x_dim, y_dim=y_dim, activation=activation, init_std=0.5,
+                         hidden_dims=(16, 8)).build().to(dtype)
+    x, y = torch.randn(b + m, x_dim, dtype=dtype), torch.randn(b + m, y_dim, dtype=dtype)
+    batch = {"x": x[:b], "y": y[:b], "x_marginal": x[b:], "y_marginal": y[b:],
+             "x_all": x, "y_all": y}
+    return critic, nn.ModuleDict({"main": critic}), batch
+
+
+def _step(loss, models, batch, hand: bool):
+    critic = models["main"]
+    critic.fast = hand  # fast=False: the module itself, through autograd
+    critic.zero_grad(set_to_none=True)
+    out = loss(batch, models, None)
+    out.value.backward()
+    critic.fast = True
+    return out, [p.grad.clone() for p in critic.parameters()]
+
+
+@pytest.mark.parametrize("bound", HAND_BOUNDS)
+@pytest.mark.parametrize("activation", ["elu", "relu", "tanh", "gelu"])
+@pytest.mark.parametrize("dims", [(1, 1), (5, 25)])
+def test_hand_step_of_each_bound_equals_autograd_in_float64(bound, activation, dims):
+    """value, metrics and every parameter's gradient of the hand path = autograd's path (the
+    module through autograd) to float64 rounding; MINE's moving average moves alike."""
+    critic, models, batch = _hand_setup(*dims, activation=activation)
+    results = []
+    for hand in (True, False):
+        loss = bound()
+        if bound is MINELoss:
+            loss.log_average = torch.tensor(0.3, dtype=torch.float64)
+        out, grads = _step(loss, models, batch, hand)
+        results.append((out, grads, loss))
+    (hand_out, hand_grads, hand_loss), (ref_out, ref_grads, ref_loss) = results
+    assert type(hand_out.value.grad_fn).__name__ == "HandGradientsBackward"
+    assert hand_out.gradients is not None and ref_out.gradients is None
+    assert float(hand_out.value.detach()) == pytest.approx(float(ref_out.value.detach()),
+                                                            rel=1e-12, abs=1e-12)
+    assert set(hand_out.metrics) == set(ref_out.metrics)
+    for key in ref_out.metrics:
+        assert float(hand_out.metrics[key]) == pytest.approx(float(ref_out.metrics[key]),
+                                                             rel=1e-12, abs=1e-12)
+    scale = max(float(g.abs().max()) for g in ref_grads)
+    assert scale > 1e-3  # a gradient that can be wrong
+    for g, r in zip(hand_grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12 * scale)
+    # the pairs the engine assigns are the same gradients
+    for (p, g), q in zip(hand_out.gradients, critic.parameters()):
+        assert p is q
+    if bound is MINELoss:
+        assert float(hand_loss.log_average) == pytest.approx(float(ref_loss.log_average),
+                                                             rel=1e-12)
+
+
+def test_hand_step_in_float32_is_autograd_to_rounding():
+    critic, models, batch = _hand_setup(dtype=torch.float32)
+    (a, ga), (b, gb) = (_step(MINELoss(), models, batch, hand) for hand in (True, False))
+    assert float(a.value.detach()) == pytest.approx(float(b.value.detach()), rel=1e-5)
+    for g, r in zip(ga, gb):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+
+
+def test_hand_step_declines_what_it_cannot_compute():
+    critic, models, batch = _hand_setup()
+    loss = MINELoss()
+    assert loss._hand_call(batch, models, None) is not None
+    with torch.no_grad():  # validation: autograd's (graph-free) path
+        assert loss._hand_call(batch, models, None) is None
+    assert loss._hand_call({k: v for k, v in batch.items() if k != "x_marginal"}, models,
+                           None) is None  # in-batch negatives
+    needs_grad = {**batch, "x_all": batch["x_all"].clone().requires_grad_()}
+    assert loss._hand_call(needs_grad, models, None) is None  # an encoder upstream
+    critic.net[0].weight.requires_grad_(False)
+    assert loss._hand_call(batch, models, None) is None  # a frozen layer
+    critic.net[0].weight.requires_grad_(True)
+    handle = critic.net[2].register_forward_hook(lambda *args: None)
+    assert loss._hand_call(batch, models, None) is None
+    handle.remove()
+    dropout = JointCritic(x_dim=1, y_dim=1, dropout=0.2).build().double()
+    assert loss._hand_call(batch, nn.ModuleDict({"main": dropout}), None) is None
+    dropout.eval()
+    assert loss._hand_call(batch, nn.ModuleDict({"main": dropout}), None) is not None
+
+    class Shifted(MINELoss):  # changes the objective, inherits hand_gradients: autograd's
+        def objective(self, scores, mi, state):
+            return super().objective(scores, mi, state) + scores.mean_joint() ** 2
+
+    out = Shifted()(batch, models, None)
+    assert out.gradients is None and type(out.value.grad_fn).__name__ != \
+        "HandGradientsBackward"
+    assert "hand_gradients" not in MIBound.__dict__  # a plugin bound opts in by defining it
+
+
+def test_hand_gradients_node_runs_once_and_scales():
+    critic, models, batch = _hand_setup()
+    out = MINELoss()(batch, models, None)
+    (2.5 * out.value).backward()  # the incoming gradient scales the hand gradients
+    scaled = [p.grad.clone() for p in critic.parameters()]
+    for (p, g), s in zip(out.gradients, scaled):
+        torch.testing.assert_close(s, 2.5 * g)
+    with pytest.raises(RuntimeError, match="runs once"):
+        out.value.backward()
+    out = MINELoss()(batch, models, None)
+    with pytest.raises(RuntimeError, match="gradient of its gradient"):
+        torch.autograd.grad(out.value, list(critic.parameters()), create_graph=True)
+    # autograd.grad gets the same gradients as the engine's assignment
+    out = MINELoss()(batch, models, None)
+    got = torch.autograd.grad(out.value, [p for p, _ in out.gradients])
+    for g, (_, h) in zip(got, out.gradients):
+        torch.testing.assert_close(g, h)
+
+
+def test_engine_takes_the_hand_path_and_an_l1_term_adds_to_it():
+    """A MINE fit takes the hand path on every step and ends where autograd's path ends (to
+    float32 rounding); an l1 term the engine adds goes through the hand node's backward."""
+    from infoblocks.blocks.mutual_information import bounds
+    from infoblocks.recipes.mi import MINE
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 1, generator=gen)
+    y = 0.8 * x + 0.6 * torch.randn(400, 1, generator=gen)
+    calls = {"hand": 0}
+    original = bounds.MIBound._hand_call
+
+    def counting(self, *args):
+        out = original(self, *args)
+        calls["hand"] += out is not None
+        return out
+
+    estimates = []
+    try:
+        for hand in (True, False):
+            bounds.MIBound._hand_call = counting if hand else (lambda self, *args: None)
+            est = MINE(epochs=60, seed=0, patience=None).fit(x, y)
+            estimates.append(float(est.estimate()))
+    finally:
+        bounds.MIBound._hand_call = original
+    assert calls["hand"] >= 60 * 2  # every training step of the first fit
+    assert abs(estimates[0] - 0.511) < 0.15  # near the truth (n = 400) ...
+    assert estimates[0] == pytest.approx(estimates[1], abs=2e-3)  # ... as autograd's path did
+    # an l1 term added by the engine: value.backward() through the hand node adds both parts
+    critic, models, batch = _hand_setup()
+    out = MINELoss()(batch, models, None)
+    params = [p for p, _ in out.gradients]
+    critic.zero_grad(set_to_none=True)
+    (out.value + 0.1 * sum(p.abs().sum() for p in params)).backward()
+    for p, g in out.gradients:
+        torch.testing.assert_close(p.grad, g + 0.1 * torch.sign(p.detach()))
