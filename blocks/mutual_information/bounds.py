@@ -204,8 +204,8 @@ class MIBound(Loss):
         finally:
             torch._C._set_grad_enabled(True)
         pairs = [(p, g) for p, g in zip(params, grads) if p is not None]
-        return LossOutput(HandGradients.apply(value, [g for _, g in pairs], *[p for p, _ in pairs]),
-                          {"mi": mi, **metrics}, gradients=pairs)
+        value = HandGradients.apply(value, [g for _, g in pairs], *[p for p, _ in pairs])
+        return LossOutput(value, {"mi": mi, **metrics}, gradients=pairs)
 
 
 @attrs.define
