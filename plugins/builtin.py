@@ -75,3 +75,8 @@ def register_datasets():
 @hookimpl
 def register_callbacks():
     return blocks_of("callback")
+
+
+@hookimpl
+def register_placements():
+    return blocks_of("placement")

@@ -94,6 +94,14 @@ def register_callbacks() -> list[type]:
     names, e.g. the built-in ``"tensorboard"``.  Called when the registry is built."""
 
 
+@hookspec
+def register_placements() -> list[type]:
+    """Placement classes (``infoblocks.blocks.embedding.placement.Placement``): how
+    ``transform`` of a parametric embedding puts new points among the fixed training
+    positions, ``place(start, neighbours, distances, positions, context) -> (m, d)``; a
+    recipe's ``[evaluation] placement`` names one.  Called when the registry is built."""
+
+
 #: hook name for each block kind
 HOOK_FOR_KIND: dict[str, str] = {
     "distance": "register_distances",
@@ -105,4 +113,5 @@ HOOK_FOR_KIND: dict[str, str] = {
     "dataset": "register_datasets",
     "recipe": "register_recipes",
     "callback": "register_callbacks",
+    "placement": "register_placements",
 }

@@ -16,6 +16,7 @@ from infoblocks.blocks.callbacks import Callback
 from infoblocks.blocks.config import structure
 from infoblocks.blocks.datasets import DatasetSource
 from infoblocks.blocks.distances import Distance
+from infoblocks.blocks.embedding.placement import Placement
 from infoblocks.blocks.errors import ConfigError, PluginError, RegistryError
 from infoblocks.blocks.losses import Loss
 from infoblocks.blocks.models import Model
@@ -28,7 +29,7 @@ from infoblocks.blocks.transforms import Transform
 BASE_FOR_KIND: dict[str, type] = {
     "distance": Distance, "relation": Relation, "transform": Transform, "sampler": Sampler,
     "loss": Loss, "model": Model, "dataset": DatasetSource, "recipe": Recipe,
-    "callback": Callback,
+    "callback": Callback, "placement": Placement,
 }
 
 

@@ -83,6 +83,19 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
         rel = DenseRelations(torch.rand(6, 6, generator=torch.Generator().manual_seed(0)))
         out = block(rel)
         assert out.shape[0] == 6 and torch.isfinite(out.to_dense().values).all()
+    elif kind == "placement":
+        from infoblocks.blocks.embedding.kernels import StudentTTransform
+        from infoblocks.blocks.embedding.placement import PlacementContext
+
+        gen = torch.Generator().manual_seed(0)
+        positions, start = torch.randn(30, 2, generator=gen), torch.randn(7, 2, generator=gen)
+        neighbours = torch.randint(0, 30, (7, 5), generator=gen)
+        distances = torch.rand(7, 5, generator=gen).sort(1).values + 0.1
+        out = block.place(start, neighbours, distances, positions,
+                          PlacementContext(kernel=StudentTTransform()))
+        assert isinstance(out, torch.Tensor) and tuple(out.shape) == (7, 2), \
+            f"place must return one position per new point (7, 2), got {out!r:.80}"
+        assert torch.isfinite(out).all(), "place must return finite positions"
     return block
 
 

@@ -35,9 +35,9 @@ import torch
 from infoblocks.blocks.callbacks import Callback
 from infoblocks.blocks.data import (Dataset, LazyRows, as_rows, intra_op_threads,
                                     resolve_device)
-from infoblocks.blocks.embedding.placement import memberships, place
+from infoblocks.blocks.embedding.placement import Placement, PlacementContext
 from infoblocks.blocks.embedding.training import NegativeEdgeSampler, RelationLoss, front_end_of
-from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
+from infoblocks.blocks.errors import ConfigError, NotFittedError, PluginError, ValidationError
 from infoblocks.blocks.losses import CompoundLoss
 from infoblocks.blocks.neighbors import query_knn
 from infoblocks.blocks.recipe import Recipe, transient_field
@@ -305,6 +305,7 @@ class EmbeddingRecipe(Recipe):
         continues the network with the last phase (``main``) for its epochs again."""
         resolve_device(self.device)
         start = time.perf_counter()
+        refines = self.refines  # the placement block is built (and checked) before training
         warm = self.warm_start and self.routine_ is not None
         if not warm:
             self._other_data = False
@@ -323,7 +324,7 @@ class EmbeddingRecipe(Recipe):
         self.n_features_in_ = int(routine.dataset["data"].shape[1])
         positions = self._training_positions(routine)
         self.embedding_ = positions.numpy()
-        self._reference = (routine.dataset["data"], positions) if self.refines else None
+        self._reference = (routine.dataset["data"], positions) if refines else None
         self.history_ = routine.history.rows
         self.timings_ = {"relations_s": relations_done - start, "train_s": trained - relations_done,
                          **{f"{name}_s": value for name, value in timer.seconds.items()},
@@ -361,11 +362,34 @@ class EmbeddingRecipe(Recipe):
     placement_neighbors: ClassVar[int | None] = None
     #: local connectivity of the placement's memberships (umap-learn's transform: the fit's − 1)
     placement_connectivity: ClassVar[float] = 0.0
+    #: ``[evaluation] placement``: the block (kind ``placement``) that :meth:`transform` places
+    #: new points with; a plugin's by name (docs/plugins.md)
+    evaluation_kinds: ClassVar[dict[str, str]] = {"placement": "placement"}
+
+    def default_evaluation(self) -> dict[str, Any]:
+        """``placement``: umap-learn's ``transform`` objective with the fit's kernel
+        (``cross_entropy``; ``transform_epochs`` / ``transform_learning_rate`` fill its steps);
+        none with ``transform_epochs=0`` (new points are the network's)."""
+        if not self.transform_epochs:
+            return {}
+        return {"placement": _without_none({
+            "name": "cross_entropy", "epochs": self.transform_epochs,
+            "learning_rate": self.transform_learning_rate,
+            "n_neighbors": self.placement_neighbors,
+            "local_connectivity": self.placement_connectivity})}
 
     @property
     def refines(self) -> bool:
-        """Whether :meth:`transform` places the network's points among the training ones."""
-        return self.transform_epochs > 0
+        """Whether :meth:`transform` places the network's points among the training ones
+        (an ``[evaluation] placement`` block: by default while ``transform_epochs`` > 0)."""
+        return self._placement() is not None
+
+    def _placement(self) -> Placement | None:
+        """The ``[evaluation] placement`` block, or None."""
+        spec = self.routine_spec()
+        if spec["evaluation"].get("placement") is None:
+            return None
+        return self.build_evaluation("placement", spec)
 
     def _training_positions(self, routine: Routine) -> torch.Tensor:
         """The in-sample embedding ``embedding_``: the network on the training data."""
@@ -375,18 +399,20 @@ class EmbeddingRecipe(Recipe):
         """The kernel spec of the placement when the fit's last phase has none with a logit."""
         return "student_t"
 
-    def _placement_blocks(self) -> tuple[Any, int, Any]:
-        """(distance block, k, kernel) of the fit: the graph's k-NN relation and the main
-        phase's kernel (plugins' blocks included), else those of the recipe's settings."""
+    def _placement_blocks(self, placement: Placement) -> tuple[Any, int, Any]:
+        """(distance block, k, kernel) of the fit: the graph's k-NN relation (k: the
+        placement's ``n_neighbors`` if it sets one) and the main phase's kernel (plugins'
+        blocks included), else those of the recipe's settings."""
         graph = (self.routine_.global_relations or {}).get(self.graph_name)
         relation = getattr(graph, "relation", None)
         metric, k = getattr(relation, "metric", None), getattr(relation, "n_neighbors", None)
         registry = get_registry()
         if metric is None or not isinstance(k, int):
             metric = registry.build("distance", self._metric_spec())
-            k = self.placement_neighbors or getattr(self, "n_neighbors", None) or 15
-        if self.placement_neighbors is not None:
-            k = min(k, self.placement_neighbors)
+            k = getattr(self, "n_neighbors", None) or 15
+        wanted = getattr(placement, "n_neighbors", None)
+        if wanted is not None:
+            k = wanted
         kernels = [loss.kernel for phase in self.routine_.phases[-1:]
                    for loss in _parts(phase.loss)
                    if callable(getattr(getattr(loss, "kernel", None), "logit", None))]
@@ -394,10 +420,12 @@ class EmbeddingRecipe(Recipe):
         return metric, k, kernel
 
     def _refine(self, x: torch.Tensor | LazyRows, y: torch.Tensor) -> torch.Tensor:
-        """New points ``y = f(x)`` placed among the training positions: their k nearest
-        training rows (the fit's distance), memberships calibrated as UMAP's, and the
-        cross-entropy with the fit's kernel (:func:`~infoblocks.blocks.embedding.placement.place`)."""
-        if not self.transform_epochs:
+        """New points ``y = f(x)`` placed among the training positions by the ``[evaluation]
+        placement`` block, given their k nearest training rows (the fit's distance) and
+        the fit's kernel (by default :class:`~infoblocks.blocks.embedding.placement.
+        CrossEntropyPlacement`: umap-learn's ``transform`` objective)."""
+        placement = self._placement()
+        if placement is None:
             return y
         if self._reference is None:
             warnings.warn(f"{type(self).__name__}.transform: this model keeps no training rows "
@@ -408,15 +436,32 @@ class EmbeddingRecipe(Recipe):
         rows, positions = self._reference
         rows = rows.take(slice(None)) if isinstance(rows, LazyRows) else rows
         x = x.take(slice(None)) if isinstance(x, LazyRows) else x
-        metric, k, kernel = self._placement_blocks()
+        metric, k, kernel = self._placement_blocks(placement)
         k = min(k, rows.shape[0])
         neighbours, distances = query_knn(x.float().cpu(), rows.float().cpu(), k, metric)
-        weights = memberships(distances, self.placement_connectivity)
-        return place(y.float(), neighbours, weights,
-                     positions.float(), kernel, epochs=self.transform_epochs,
-                     learning_rate=self.transform_learning_rate,
-                     neg_sampling_rate=getattr(self, "neg_sampling_rate", 5),
-                     repulsion_strength=getattr(self, "repulsion_strength", 1.0), seed=self.seed)
+        context = PlacementContext(kernel=kernel, seed=self.seed,
+                                   neg_sampling_rate=getattr(self, "neg_sampling_rate", 5),
+                                   repulsion_strength=getattr(self, "repulsion_strength", 1.0))
+        start = y.float()
+        try:
+            out = placement.place(start, neighbours, distances, positions.float(), context)
+        except (ValidationError, ConfigError):
+            raise
+        except Exception as exc:
+            raise PluginError(f"{self.name}.evaluation.placement: placement "
+                              f"{placement.name!r}.place failed ({type(exc).__name__}: {exc}); "
+                              "see docs/plugins.md for its arguments, or pass refine=False "
+                              "for the network's points.") from exc
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(start.shape):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise PluginError(f"{self.name}.evaluation.placement: placement {placement.name!r} "
+                              f"returned {shape} for {tuple(start.shape)} new points; place() "
+                              "must return one position per new point, (m, n_components).")
+        if not torch.isfinite(out).all():
+            raise PluginError(f"{self.name}.evaluation.placement: placement {placement.name!r} "
+                              "returned non-finite positions; check its arithmetic (or pass "
+                              "refine=False for the network's points).")
+        return out.detach().to(y.dtype)
 
     def transform(self, X: Any, batch_size: int = 4096, refine: bool | None = None
                   ) -> np.ndarray:

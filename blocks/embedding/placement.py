@@ -13,18 +13,28 @@ the FIXED training positions Y:
 shared by all new points —, R = the negative sampling rate), by Adam with a cosine-decayed step
 from y' = f(x').  Every new point moves alone (the training positions do not): a point's place
 depends on the seed and its own neighbours, not on the other rows of the call.
+
+The step is a block of its own kind, ``placement`` (:class:`Placement`): a recipe's
+``[evaluation] placement`` slot names it, so a plugin replaces how new points are placed by
+name, like any other block.  The recipe hands it what the fit determined — each new point's
+nearest training rows in the fit's distance, those distances, the fixed training positions and
+a :class:`PlacementContext` with the fit's kernel — and gets the positions back.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
+import attrs
 import torch
 import torch.nn.functional as F
+from attrs.validators import optional
 
+from ..base import Block
 from ..errors import ValidationError
 from ..optim import LeanAdam
+from ..validators import non_negative, non_negative_int, positive, positive_int
 from .affinities import ConnectivityBasedRescale
 
 #: new points refined at once (memory ~ rows × k × (R + 1) × d floats)
@@ -88,4 +98,60 @@ def _place_chunk(start, neighbours, weights, fixed, kernel, epochs, learning_rat
     return y.detach()
 
 
-__all__ = ["ROWS_PER_CHUNK", "memberships", "place"]
+@attrs.frozen
+class PlacementContext:
+    """What the fit determined, for a :class:`Placement`: the main phase's ``kernel`` (a block
+    with ``logit(d2)``: UMAP's modified Cauchy, t-SNE's Student-t, or a plugin's), the fit's
+    negative sampling rate and repulsion strength, and the recipe's seed."""
+
+    kernel: Any
+    seed: int = 0
+    neg_sampling_rate: int = 5
+    repulsion_strength: float = 1.0
+
+
+@attrs.define(kw_only=True)
+class Placement(Block):
+    """Base of the ``placement`` kind: how ``transform`` puts new points among the fixed
+    training positions of a parametric embedding (ParametricUMAP, ParametricTSNE).
+
+    :meth:`place` gets, for m new points, ``start`` ``(m, d)`` (the network's f(x')),
+    ``neighbours`` ``(m, k)`` (indices of each point's k nearest training rows in the fit's
+    distance, nearest first), their ``distances`` ``(m, k)``, the training ``positions``
+    ``(n, d)`` and a :class:`PlacementContext`; it returns the positions ``(m, d)``.
+    ``n_neighbors`` is the k it asks for (None: the fit's graph's k).
+    """
+
+    kind: ClassVar[str] = "placement"
+
+    n_neighbors: int | None = attrs.field(default=None, validator=optional(positive_int))
+
+    def place(self, start: torch.Tensor, neighbours: torch.Tensor, distances: torch.Tensor,
+              positions: torch.Tensor, context: PlacementContext) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@attrs.define(kw_only=True)
+class CrossEntropyPlacement(Placement):
+    """umap-learn's ``transform`` objective (module docstring): memberships to the k nearest
+    training rows calibrated as UMAP's (``local_connectivity``: umap-learn uses the fit's − 1),
+    then ``epochs`` Adam steps (cosine-decayed ``learning_rate``) on the cross-entropy with the
+    fit's kernel against the fixed positions of those rows and of uniform negatives."""
+
+    name: ClassVar[str] = "cross_entropy"
+
+    epochs: int = attrs.field(default=100, validator=non_negative_int)
+    learning_rate: float = attrs.field(default=0.2, validator=positive)
+    local_connectivity: float = attrs.field(default=0.0, validator=non_negative)
+
+    def place(self, start: torch.Tensor, neighbours: torch.Tensor, distances: torch.Tensor,
+              positions: torch.Tensor, context: PlacementContext) -> torch.Tensor:
+        weights = memberships(distances, self.local_connectivity)
+        return place(start, neighbours, weights, positions, context.kernel,
+                     epochs=self.epochs, learning_rate=self.learning_rate,
+                     neg_sampling_rate=context.neg_sampling_rate,
+                     repulsion_strength=context.repulsion_strength, seed=context.seed)
+
+
+__all__ = ["ROWS_PER_CHUNK", "CrossEntropyPlacement", "Placement", "PlacementContext",
+           "memberships", "place"]

@@ -1,14 +1,21 @@
 """The example plugin's embedding blocks, used by name inside the built-in parametric UMAP from
 a TOML config, with no subclass: an affinity (``gaussian_membership`` in place of
-``connectivity_rescale``) and an encoder model (``residual_mlp`` as ``models.main``)."""
+``connectivity_rescale``), an encoder model (``residual_mlp`` as ``models.main``) and a
+placement of new points (``neighbor_mean`` as ``evaluation.placement``)."""
 
+import copy
 import json
 import tomllib
+from typing import ClassVar
 
+import attrs
 import numpy as np
 import pytest
 
+from infoblocks.blocks.embedding.placement import Placement
 from infoblocks.blocks.embedding_quality import trustworthiness
+from infoblocks.blocks.errors import PluginError, RegistryError
+from infoblocks.plugins import hookimpl
 from infoblocks.plugins.registry import get_registry, recipe_from_dict
 from infoblocks.recipes.cli import main
 
@@ -81,3 +88,108 @@ def test_the_same_config_through_the_cli(digits, tmp_path):
     # new points (here the first 20 training rows again) are placed among those positions
     moved = np.linalg.norm(loaded.transform(digits[:20]) - embedding[:20], axis=1)
     assert np.median(moved) < 0.5 * embedding.std()
+
+
+# ---------------------------------------------------------------------- the placement slot
+
+PLACEMENT_CONFIG = """
+recipe = "parametric_umap"
+epochs = 20
+layout_epochs = 50
+
+[evaluation]
+placement = { name = "neighbor_mean", n_neighbors = 10 }
+"""
+
+
+@pytest.fixture(scope="module")
+def placed(digits):
+    recipe = recipe_from_dict(tomllib.loads(PLACEMENT_CONFIG))
+    return recipe.fit(digits[:800])
+
+
+def test_a_placement_plugin_places_new_points_by_name_from_toml(placed, digits):
+    from infoblocks.plugins.testing import check_block
+
+    check_block(plugin.NeighborMeanPlacement)
+    spec = placed.routine_spec()["evaluation"]["placement"]
+    assert spec == {"name": "neighbor_mean", "n_neighbors": 10}  # replaced whole
+    calls = plugin.NeighborMeanPlacement.calls
+    new = digits[800:]
+    y = placed.transform(new)
+    assert plugin.NeighborMeanPlacement.calls == calls + 1
+    # what the plugin computes, from the fit's graph distance (euclidean) and its 10 neighbours
+    d = np.linalg.norm(new[:, None, :] - digits[None, :800, :], axis=2)
+    order = np.argsort(d, axis=1, kind="stable")
+    nearest = order[:, :10]
+    w = 1.0 / (np.take_along_axis(d, nearest, axis=1) + 1e-6)
+    expected = (w[:, :, None] * placed.embedding_[nearest]).sum(1) / w.sum(1, keepdims=True)
+    # pixel counts tie: rows whose 10th and 11th distances are equal may take either neighbour
+    sorted_d = np.take_along_axis(d, order[:, 9:11], axis=1)
+    unique = ~np.isclose(sorted_d[:, 0], sorted_d[:, 1], rtol=1e-6)
+    assert unique.mean() > 0.8
+    assert np.allclose(y[unique], expected[unique], rtol=1e-4,
+                       atol=1e-4 * np.abs(expected).max())
+    # and the network alone is still there
+    assert not np.allclose(placed.transform(new, refine=False), y, atol=1e-3)
+
+
+def test_the_placement_slot_round_trips_and_is_off_without_transform_epochs(placed, tmp_path):
+    placed.save(tmp_path / "m")
+    from infoblocks.recipes.umap import ParametricUMAP
+
+    loaded = ParametricUMAP.load(tmp_path / "m")
+    assert loaded.routine_spec()["evaluation"]["placement"]["name"] == "neighbor_mean"
+    x = get_registry().build("dataset", "digits").load()["data"].astype(np.float32)[900:950]
+    assert np.allclose(loaded.transform(x), placed.transform(x), atol=1e-5)
+    # the defaults: umap-learn's objective, with the transform_* shortcuts filled in
+    assert ParametricUMAP(transform_learning_rate=0.1).routine_spec()["evaluation"] == {
+        "placement": {"name": "cross_entropy", "epochs": 100, "learning_rate": 0.1,
+                      "local_connectivity": 0.0}}
+    assert ParametricUMAP(transform_epochs=0).routine_spec()["evaluation"] == {}
+
+
+@attrs.define(kw_only=True)
+class _OneRowPlacement(Placement):
+    name: ClassVar[str] = "test_one_row"
+
+    def place(self, start, neighbours, distances, positions, context):
+        return positions[:1]
+
+
+@attrs.define(kw_only=True)
+class _FailingPlacement(Placement):
+    name: ClassVar[str] = "test_failing"
+
+    def place(self, start, neighbours, distances, positions, context):
+        raise RuntimeError("no luck")
+
+
+class _BrokenPlacements:
+    @hookimpl
+    def register_placements(self):
+        return [_OneRowPlacement, _FailingPlacement]
+
+
+def test_a_broken_placement_gets_a_clear_error(infoblocks_plugin, placed, digits):
+    infoblocks_plugin(_BrokenPlacements(), "test_broken_placements")
+    for name, match in [("test_one_row", r"returned \(1, 2\) for \(5, 2\) new points"),
+                        ("test_failing", r"'test_failing'.place failed \(RuntimeError: no luck")]:
+        broken = copy.copy(placed)  # the fitted model, another [evaluation] placement
+        broken.evaluation = {"placement": {"name": name}}
+        with pytest.raises(PluginError, match=match):
+            broken.transform(digits[:5])
+        assert broken.transform(digits[:5], refine=False).shape == (5, 2)
+    unknown = copy.copy(placed)
+    unknown.evaluation = {"placement": {"name": "neighbour_mean"}}
+    with pytest.raises(RegistryError, match="neighbour_mean.*neighbor_mean"):
+        unknown.transform(digits[:5])
+
+
+def test_an_unknown_placement_is_refused_before_training(digits):
+    from infoblocks.recipes.umap import ParametricUMAP
+
+    recipe = ParametricUMAP(evaluation={"placement": {"name": "neighbour_mean"}})
+    with pytest.raises(RegistryError, match="parametric_umap.evaluation.placement.*neighbor_mean"):
+        recipe.fit(digits[:100])
+    assert recipe.routine_ is None

@@ -141,3 +141,8 @@ def register_models():
 @hookimpl
 def register_recipes():
     return [PCARegression, *_family_blocks("recipes")]
+
+
+@hookimpl
+def register_placements():
+    return _family_blocks("placements")

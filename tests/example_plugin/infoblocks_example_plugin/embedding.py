@@ -7,8 +7,12 @@
 - :class:`ResidualMLP` (model ``residual_mlp``): an *encoder* for ``[models.main]``: a
   linear stem, ``blocks`` residual blocks x + W₂ σ(W₁ x), a linear head.  The recipe fills
   ``in_dim`` / ``out_dim`` from the data and ``n_components``.
+- :class:`NeighborMeanPlacement` (placement ``neighbor_mean``): how ``transform`` puts new
+  points among the training positions, for ``[evaluation] placement``: each new point at the
+  inverse-distance weighted mean of the positions of its k nearest training rows (no
+  optimisation; openTSNE's "weighted" initialisation of new points).
 
-Both count their calls in a class attribute (``calls``) so a test can prove that they ran.
+All count their calls in a class attribute (``calls``) so a test can prove that they ran.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import attrs
 import torch
 from torch import nn
 
+from infoblocks.blocks.embedding.placement import Placement
 from infoblocks.blocks.models import ACTIVATIONS, Model
 from infoblocks.blocks.relations import SparseRelations
 from infoblocks.blocks.transforms import Transform
@@ -94,5 +99,22 @@ class ResidualMLP(Model):
         return _ResidualNet(self.in_dim, self.out_dim, self.width, self.blocks, self.activation)
 
 
+@attrs.define(kw_only=True)
+class NeighborMeanPlacement(Placement):
+    """New point i at Σ_j w_ij Y_j / Σ_j w_ij over its k nearest training rows j, with
+    w_ij = 1 / (d_ij + ``eps``); the network's f(x') is not used."""
+
+    name: ClassVar[str] = "neighbor_mean"
+    #: how many times :meth:`place` ran
+    calls: ClassVar[int] = 0
+    eps: float = attrs.field(default=1e-6)
+
+    def place(self, start, neighbours, distances, positions, context):
+        NeighborMeanPlacement.calls += 1
+        w = 1.0 / (distances + self.eps)
+        return (w[:, :, None] * positions[neighbours]).sum(1) / w.sum(1, keepdim=True)
+
+
 #: hook name without ``register_`` -> block classes
-BLOCKS: dict[str, list[type]] = {"transforms": [GaussianMembership], "models": [ResidualMLP]}
+BLOCKS: dict[str, list[type]] = {"transforms": [GaussianMembership], "models": [ResidualMLP],
+                                 "placements": [NeighborMeanPlacement]}
