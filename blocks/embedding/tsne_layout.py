@@ -171,9 +171,13 @@ class AllPairsKLLoss(Loss):
                "without batch_size (the whole data set).")
         y = get_model(models, self.model)(batch[self.input])
         index = index.to(y.device).long()
-        slot = torch.empty_like(index)  # row of y that embeds each item
-        slot[index] = torch.arange(n, device=y.device)
-        src, dst = slot.index_select(0, rows), slot.index_select(0, cols)
+        order = torch.arange(n, device=y.device)
+        if torch.equal(index, order):  # the items in order (an unshuffled sampler)
+            src, dst = rows, cols
+        else:
+            slot = torch.empty_like(index)  # row of y that embeds each item
+            slot[index] = order
+            src, dst = slot.index_select(0, rows), slot.index_select(0, cols)
         if torch.is_grad_enabled():  # a training step (not an evaluation)
             alpha = self.current_exaggeration()
             self._steps += 1
