@@ -5,14 +5,16 @@
 1. Time per Adam step on the seed problem at the same batch (100) and network (2→100→100→1
    ELU, weights N(0, 0.02²)): a plain torch loop written like the MINE notebook vs our
    routine, run back-to-back and interleaved in this process (both with 1 torch thread, and the
-   notebook also with torch's default thread count), median over repeats.
+   notebook also with torch's default thread count), median over repeats; and our routine with
+   autograd's step (the bounds' hand-written step switched off: the A/B of that step).
 2. Bias on the seed problem (seeds 0, 1, 2): the notebook trainer (100 epochs × 10 batches,
    final value on the whole sample with one random permutation) vs ``MINE`` with defaults.
 3. With ``--benchmark-mi-python`` (an interpreter where ``import bmi`` works; it needs
    jax==0.4.30 and numpy<2, so it lives in its own environment: ``python3.11 -m venv bmi-env
    && bmi-env/bin/pip install benchmark-mi==0.1.3 jax==0.4.30 jaxlib==0.4.30``, two
-   minutes; XLA is held to one thread like ours): benchmark-mi's MINE and
-   InfoNCE (critic MLP (10, 5), Adam 0.1, batch 256, 50/50 split) and ours on the same samples
+   minutes; XLA is held to one thread like ours): benchmark-mi's MINE, InfoNCE, NWJ and
+   Donsker–Varadhan estimators (``--estimators``; critic MLP (10, 5), Adam 0.1, batch 256,
+   50/50 split) and ours (DV: ``MINE(ma_rate=1)``, the plain DV gradient) on the same samples
    (n = 5000) of three tasks, draw by draw (``--draws 0,1,2``: ``task.sample(5000, seed=d)``),
    then mean |error| and mean seconds per task; ``--cross-fit`` adds ``cross_fit(MINE(...))``.
    Without it, ours on draws made here of the two tasks we can draw exactly (1v1-normal,
@@ -22,9 +24,10 @@
 5. ``--only floor``: where the step time goes — the critic's forward + backward alone, the
    loss, torch's fused Adam, and :class:`~infoblocks.blocks.optim.LeanAdam` (the same kernel
    without ``Optimizer.step``'s wrappers; what the engine uses), in a bare loop beside the
-   notebook trainer and our whole in-engine step: the ceiling of the speed-up at equal threads;
-   then the critic's forward + backward as modules, as ``plan_forward`` (the engine's) and as
-   one autograd node (``MLPFunction``).
+   notebook trainer and our whole in-engine step: the ceiling of the speed-up at equal threads
+   through autograd; the hand-written step (forward, bound gradient and backward without
+   autograd, what the engine runs) in the same bare loop; then the critic's forward + backward
+   as modules, as ``plan_forward`` and as one autograd node (``MLPFunction``).
 6. ``--only invariance``: benchmark-mi's dense task (multinormal-dense-25-25-0.5, generated
    here from its covariance) and a 3-D Gaussian with y → y³, MINE / NWJ / InfoNCE with the
    moments (``standardize=True``) and the ranks (``"rank"``, the default).
@@ -111,13 +114,32 @@ def notebook_train(data: np.ndarray, steps: int, seed: int, batch: int = 100):
     return value, elapsed / steps
 
 
-def ours_step_time(x: np.ndarray, y: np.ndarray, epochs: int) -> float:
+class autograd_step:
+    """Within: the MI bounds take autograd's path (their hand-written step switched off), for
+    an A/B of the same routine."""
+
+    def __enter__(self):
+        from infoblocks.blocks.mutual_information import bounds
+
+        self._bounds, self._call = bounds, bounds.MIBound._hand_call
+        bounds.MIBound._hand_call = lambda self, *args: None
+        return self
+
+    def __exit__(self, *exc):
+        self._bounds.MIBound._hand_call = self._call
+
+
+def ours_step_time(x: np.ndarray, y: np.ndarray, epochs: int, hand: bool = True) -> float:
     """ms per step of our routine at the notebook's batch, network, optimiser, 10 batches per
-    epoch, no held-out set (so no validation cost)."""
+    epoch, no held-out set (so no validation cost); ``hand=False``: autograd's step."""
     est = MINE.preset("notebook", epochs=epochs, threads=None)  # no held-out set, 10 batches
     routine = est.build(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))
     start = time.perf_counter()
-    routine.train()
+    if hand:
+        routine.train()
+    else:
+        with autograd_step():
+            routine.train()
     return (time.perf_counter() - start) / (epochs * routine.phases[0].sampler.num_batches(
         routine.state))
 
@@ -129,8 +151,10 @@ def section_speed(repeats: int, steps: int) -> dict:
     x, y, _ = seed_problem(0)
     data = np.c_[x, y]
     default_threads = torch.get_num_threads()
-    times = {"notebook (default threads)": [], "notebook (1 thread)": [], "ours (1 thread)": []}
+    times = {"notebook (default threads)": [], "notebook (1 thread)": [], "ours (1 thread)": [],
+             "ours, autograd's step": []}
     ours_step_time(x, y, 2)  # warm-up (optimizer import, allocator)
+    ours_step_time(x, y, 2, hand=False)
     for _ in range(repeats):
         torch.set_num_threads(default_threads)
         # fewer steps: with 2 threads on a loaded 2-core machine a step can take 100 ms
@@ -138,6 +162,7 @@ def section_speed(repeats: int, steps: int) -> dict:
         torch.set_num_threads(1)
         times["notebook (1 thread)"].append(notebook_train(data, steps, 0)[1] * 1e3)
         times["ours (1 thread)"].append(ours_step_time(x, y, steps // 10) * 1e3)
+        times["ours, autograd's step"].append(ours_step_time(x, y, steps // 10, False) * 1e3)
     torch.set_num_threads(default_threads)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"\n## 1. Time per Adam step, seed problem, batch 100, 2-100-100-1 ELU "
@@ -405,22 +430,49 @@ def section_floor(steps: int = 500) -> dict:
         return {k: (statistics.median(f for f, _ in v), statistics.median(b for _, b in v))
                 for k, v in times.items()}
 
+    def hand_loop() -> list[float]:
+        """The bound's hand-written step (forward, gradient, backward; no autograd) and
+        LeanAdam on the gradients it hands over, as the engine runs them."""
+        critic = JointCritic(x_dim=1, y_dim=1, init_std=0.02).build()
+        models = nn.ModuleDict({"main": critic})
+        optimizer = LeanAdam(list(critic.parameters()), lr=1e-3)
+        loss, parts = MINELoss(ma_rate=0.01), [0.0] * 2
+        for i in range(steps):
+            batch = {"x": xa[i % 100][:100], "y": ya[i % 100][:100],
+                     "x_marginal": xa[i % 100][100:], "y_marginal": ya[i % 100][100:],
+                     "x_all": xa[i % 100], "y_all": ya[i % 100]}
+            t0 = time.perf_counter()
+            out = loss(batch, models, None)
+            optimizer.zero_grad(set_to_none=True)
+            for p, g in out.gradients:
+                p.grad = g
+            t1 = time.perf_counter()
+            optimizer.step()
+            t2 = time.perf_counter()
+            parts[0] += (t1 - t0) * 1e3 / steps
+            parts[1] += (t2 - t1) * 1e3 / steps
+        return parts
+
     notebook = notebook_train(data, steps, 0)[1] * 1e3
-    fused, lean = loop(False), loop(True)
+    fused, lean, hand = loop(False), loop(True), hand_loop()
     ours = ours_step_time(x, y, steps // 10) * 1e3
+    ours_autograd = ours_step_time(x, y, steps // 10, hand=False) * 1e3
     print(f"notebook step {notebook:.3f} ms; bare loop: forward {fused[0]:.3f}, loss "
           f"{fused[1]:.3f}, backward {fused[2]:.3f}, torch fused Adam {fused[3]:.3f}, "
-          f"LeanAdam {lean[3]:.3f} ms; ours in the engine {ours:.3f} ms")
+          f"LeanAdam {lean[3]:.3f} ms; ours in the engine {ours:.3f} ms (autograd's step "
+          f"{ours_autograd:.3f})")
     floor = fused[0] + fused[1] + fused[2]
-    print(f"critic + loss + backward alone: {floor:.3f} ms = {notebook / floor:.2f}x below the "
-          f"notebook step (the ceiling of any speed-up at equal threads); with torch's Adam "
-          f"{notebook / (floor + fused[3]):.2f}x, LeanAdam {notebook / (floor + lean[3]):.2f}x; "
-          f"ours in the engine {notebook / ours:.2f}x")
+    print(f"critic + loss + backward through autograd: {floor:.3f} ms = {notebook / floor:.2f}x "
+          f"below the notebook step (the ceiling through autograd); with torch's Adam "
+          f"{notebook / (floor + fused[3]):.2f}x, LeanAdam {notebook / (floor + lean[3]):.2f}x")
+    print(f"hand-written step (forward + bound gradient + backward, no autograd) {hand[0]:.3f} "
+          f"ms + LeanAdam {hand[1]:.3f} = {notebook / sum(hand):.2f}x; ours in the engine "
+          f"{notebook / ours:.2f}x (autograd's step {notebook / ours_autograd:.2f}x)")
     ways = critic_ways()
     print("critic forward + backward on 200 rows (ms, interleaved, median of 5): " + "; ".join(
         f"{k} {f:.3f} + {b:.3f} = {f + b:.3f}" for k, (f, b) in ways.items()))
-    return {"notebook": notebook, "fused": fused, "lean": lean, "ours": ours,
-            "critic_ways": ways}
+    return {"notebook": notebook, "fused": fused, "lean": lean, "hand": hand, "ours": ours,
+            "ours_autograd": ours_autograd, "critic_ways": ways}
 
 
 def section_compile(steps: int = 500, repeats: int = 5) -> dict:
