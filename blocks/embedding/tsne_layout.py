@@ -19,15 +19,15 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import attrs
+from attrs.validators import optional
 import torch
 
 from ..errors import ValidationError
 from ..losses import Loss, LossOutput, get_model
 from ..relations import RelationData
 from ..state import TrainState
-from attrs.validators import optional
-
 from ..validators import non_negative_int, one_of, positive, positive_int
+from .training import _whole_batch
 from .tsne_repulsion import BOX_WIDTH, MIN_BOXES, NODES_PER_BOX, exact_repulsion, fft_repulsion
 
 #: at most this many items: the exact all-pairs repulsion (``repulsion="auto"``); above, the
@@ -73,7 +73,8 @@ class AllPairsKLLoss(Loss):
     docstring): the full gradient of (FIt-SNE / openTSNE's) non-parametric t-SNE.
 
     Contract: consumes ``batch[input]`` and ``index`` — a batch of the whole data set (an item
-    sampler with ``batch_size`` unset); needs the global ``relation`` (joint probabilities
+    sampler with ``batch_size`` unset; in a distributed run the ranks' shards of it, summed
+    as for ``kl``); needs the global ``relation`` (joint probabilities
     summing to 1, e.g. ``P``); embeds 2-D for ``repulsion="fft"``; reports ``kl``.
     ``repulsion``: ``"exact"`` (chunks of rows, O(n²)), ``"fft"`` (grid interpolation, O(n)),
     ``"auto"`` (exact up to ``exact_max_items`` items).  The FFT grid: boxes of
@@ -160,17 +161,15 @@ class AllPairsKLLoss(Loss):
                                        cache=self._spectra)
 
     def __call__(self, batch, models, state):
-        _check(not state.dist.active,
-               "AllPairsKLLoss embeds the whole data set in one process; it does not shard "
-               "over ranks. Run the layout phase in one process.")
         rows, cols, values, entropy, n = self._entries(state)
-        index = batch["index"]
+        y = get_model(models, self.model)(batch[self.input])
+        index = batch["index"].to(y.device).long()
+        if state.dist.active:  # each rank embedded its shard: the loss is the whole batch's
+            index, y = _whole_batch(index, y, state)
         _check(index.numel() == n,
                f"AllPairsKLLoss needs every item in each batch (its repulsion runs over all "
                f"pairs): the batch holds {index.numel()} of {n} items. Use an item sampler "
                "without batch_size (the whole data set).")
-        y = get_model(models, self.model)(batch[self.input])
-        index = index.to(y.device).long()
         order = torch.arange(n, device=y.device)
         if torch.equal(index, order):  # the items in order (an unshuffled sampler)
             src, dst = rows, cols

@@ -165,12 +165,12 @@ def test_constant_data_and_invalid_devices_get_clear_errors():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
-def test_defaults_on_the_digits_at_open_tsne_quality(seed):
-    # scikit-learn's measures (the digits / 16, float32 as in the bench), the defaults (3 x 256
-    # encoder behind PCA-64, alpha = 12 for 50 epochs, 300 epochs): seeds 0-2 measured trust@15
-    # 0.9868 / 0.9859 / 0.9867 and 10-NN 0.9722 / 0.9655 / 0.9661 (openTSNE 0.989 / 0.966; the
-    # previous defaults 0.969-0.976 / 0.952-0.955); the bounds leave the spread of a seed
+def test_defaults_on_the_digits_at_open_tsne_quality():
+    # scikit-learn's measures (the digits / 16, float32 as in the bench), the defaults (the
+    # layout: 300 steps of the full gradient, exact repulsion at 1,797 items; it starts from
+    # the PCA, so seeds do not move it): measured trust@15 0.9902, 10-NN 0.9677 (openTSNE
+    # 0.989 / 0.966; the network-alone defaults before 0.9868-0.9859 / 0.9655-0.9722); held
+    # out (fit on 80 %, transform the rest) trust@15 0.967, 10-NN 0.983
     pytest.importorskip("sklearn")
     from sklearn.manifold import trustworthiness as sk_trust
     from sklearn.model_selection import cross_val_score
@@ -178,6 +178,13 @@ def test_defaults_on_the_digits_at_open_tsne_quality(seed):
 
     d = get_registry().build("dataset", "digits").load()
     x, labels = (d["data"] / 16.0).astype(np.float32), d["target"]
-    y = ParametricTSNE(seed=seed).fit(x).embedding_
-    assert sk_trust(x, y, n_neighbors=15) >= 0.98
-    assert cross_val_score(KNeighborsClassifier(10), y, labels, cv=5).mean() >= 0.955
+    y = ParametricTSNE().fit(x).embedding_
+    assert sk_trust(x, y, n_neighbors=15) >= 0.988
+    assert cross_val_score(KNeighborsClassifier(10), y, labels, cv=5).mean() >= 0.96
+    order = np.random.default_rng(0).permutation(len(x))
+    train, test = order[:1437], order[1437:]
+    model = ParametricTSNE().fit(x[train])
+    new = model.transform(x[test])
+    assert sk_trust(x[test], new, n_neighbors=15) >= 0.955
+    classifier = KNeighborsClassifier(10).fit(model.embedding_, labels[train])
+    assert classifier.score(new, labels[test]) >= 0.965

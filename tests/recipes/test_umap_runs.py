@@ -40,7 +40,7 @@ def test_a_torch_dataset_of_rows_fits_tsne(digits):
         def __getitem__(self, i):
             return torch.from_numpy(digits[i])
 
-    options = dict(epochs=2, exaggeration_epochs=1, init_epochs=1, batch_size=200, seed=0)
+    options = dict(epochs=2, layout_epochs=2, init_epochs=1, batch_size=200, seed=0)
     lazy = ParametricTSNE(**options).fit(Rows())
     np.testing.assert_array_equal(lazy.embedding_, ParametricTSNE(**options).fit(digits).embedding_)
 
