@@ -34,7 +34,7 @@ from attrs.validators import optional
 from ..base import Block
 from ..errors import ValidationError
 from ..optim import LeanAdam
-from ..validators import non_negative, non_negative_int, positive, positive_int
+from ..validators import non_negative, non_negative_int, one_of, positive, positive_int
 from .affinities import ConnectivityBasedRescale
 
 #: new points refined at once (memory ~ rows × k × (R + 1) × d floats)
@@ -136,17 +136,25 @@ class CrossEntropyPlacement(Placement):
     """umap-learn's ``transform`` objective (module docstring): memberships to the k nearest
     training rows calibrated as UMAP's (``local_connectivity``: umap-learn uses the fit's − 1),
     then ``epochs`` Adam steps (cosine-decayed ``learning_rate``) on the cross-entropy with the
-    fit's kernel against the fixed positions of those rows and of uniform negatives."""
+    fit's kernel against the fixed positions of those rows and of uniform negatives.
+
+    ``start``: ``"network"`` starts each point at the network's f(x'); ``"neighbors"`` at the
+    membership-weighted mean of its neighbours' positions (umap-learn's start: the network is
+    then not used).  MNIST-5k held out, seeds 0-2: 0.885 / 0.934 against 0.884 / 0.937
+    (10-NN / trust@15; docs/umap.md)."""
 
     name: ClassVar[str] = "cross_entropy"
 
     epochs: int = attrs.field(default=100, validator=non_negative_int)
     learning_rate: float = attrs.field(default=0.2, validator=positive)
     local_connectivity: float = attrs.field(default=0.0, validator=non_negative)
+    start: str = attrs.field(default="network", validator=one_of("network", "neighbors"))
 
     def place(self, start: torch.Tensor, neighbours: torch.Tensor, distances: torch.Tensor,
               positions: torch.Tensor, context: PlacementContext) -> torch.Tensor:
         weights = memberships(distances, self.local_connectivity)
+        if self.start == "neighbors":
+            start = (weights[:, :, None] * positions[neighbours]).sum(1)
         return place(start, neighbours, weights, positions, context.kernel,
                      epochs=self.epochs, learning_rate=self.learning_rate,
                      neg_sampling_rate=context.neg_sampling_rate,

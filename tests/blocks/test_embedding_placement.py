@@ -169,3 +169,27 @@ def test_epoch_draws_edges_caps_an_epoch_at_the_graphs_undirected_edges():
     assert [b["pos_source"].numel() for b in wide.batches(big)] == [64, 64]
     with pytest.raises(ValidationError, match="epoch_draws"):
         NegativeEdgeSampler(epoch_draws="all")
+
+
+def test_the_neighbors_start_ignores_the_network_and_lands_between_two_clusters_members():
+    """start = "neighbors": umap-learn's start, the membership-weighted mean of the neighbours'
+    positions; the network's guess does not matter, and a point whose neighbours all sit in
+    one cluster ends in that cluster wherever the network put it."""
+    from infoblocks.blocks.embedding.placement import CrossEntropyPlacement, PlacementContext
+
+    g = torch.Generator().manual_seed(0)
+    positions = torch.cat([torch.randn(50, 2, generator=g) * 0.3,
+                           torch.randn(50, 2, generator=g) * 0.3 + 10.0])
+    neighbours = torch.stack([torch.arange(50, 60), torch.arange(0, 10)])  # cluster 2, 1
+    distances = torch.linspace(0.5, 1.5, 10).expand(2, -1).contiguous()
+    far = torch.tensor([[-30.0, -30.0], [40.0, 40.0]])  # the network's (wrong) guesses
+    context = PlacementContext(kernel=ModifiedCauchyTransform(min_dist=0.05))
+    placed = CrossEntropyPlacement(start="neighbors").place(far, neighbours, distances,
+                                                            positions, context)
+    again = CrossEntropyPlacement(start="neighbors").place(far * 0, neighbours, distances,
+                                                           positions, context)
+    assert torch.equal(placed, again)
+    assert torch.linalg.norm(placed[0] - 10.0) < 2.0 and torch.linalg.norm(placed[1]) < 2.0
+    from_network = CrossEntropyPlacement(epochs=0).place(far, neighbours, distances,
+                                                         positions, context)
+    assert torch.equal(from_network, far)
