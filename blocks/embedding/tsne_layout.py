@@ -16,6 +16,7 @@ gradient is computed in the forward pass (one autograd node, no n × n graph).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import attrs
@@ -42,18 +43,35 @@ def _check(condition: bool, message: str) -> None:
         raise ValidationError(message)
 
 
+def _attraction(y: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, crow: torch.Tensor,
+                p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A (n, d), d² (nnz,)): A_i = Σ_j P_ij w_ij (y_i − y_j) over P's entries, sorted by row
+    (``crow``: their CSR row pointers).  Coordinates are gathered as rows of yᵀ (contiguous
+    vectors: the distance is a sum of d rows, not a reduction over a width-d axis) and the
+    sum runs as one sparse (CSR) product with [1, y]: 7 ms per step on MNIST-5k's 630,000
+    entries where gathers of (nnz, 2) and an index_add took 12 (one thread)."""
+    columns = y.T.contiguous()  # (d, n)
+    diff = columns.index_select(1, rows).sub_(columns.index_select(1, cols))  # (d, nnz)
+    d2 = diff.mul_(diff).sum(0)
+    weights = p * d2.add(1.0).reciprocal_()
+    with warnings.catch_warnings():  # torch's note that sparse CSR support is in beta
+        warnings.simplefilter("ignore", UserWarning)
+        matrix = torch.sparse_csr_tensor(crow, cols, weights, (y.shape[0], y.shape[0]),
+                                         check_invariants=False)
+        sums = matrix @ torch.cat([torch.ones_like(y[:, :1]), y], dim=1)  # (n, 1 + d)
+    return y * sums[:, :1] - sums[:, 1:], d2
+
+
 class _AllPairsKL(torch.autograd.Function):
-    """(y, src, dst, p, α, repulsion) -> (cross + log Z / α, cross, log Z), the gradient of
-    the first from the module's formula (divided by α)."""
+    """(y, rows, cols, crow, p, α, repulsion) -> (cross + log Z / α, cross, log Z), the
+    gradient of the first from the module's formula (divided by α); y holds the items in
+    order, P's entries are sorted by row."""
 
     @staticmethod
-    def forward(ctx, y, src, dst, p, alpha: float, repulsion):
+    def forward(ctx, y, rows, cols, crow, p, alpha: float, repulsion):
         with torch.no_grad():
-            diff = y.index_select(0, src) - y.index_select(0, dst)
-            d2 = diff.pow(2).sum(1)
-            w = d2.add(1.0).reciprocal_()
+            attraction, d2 = _attraction(y, rows, cols, crow, p)
             force, z = repulsion(y.detach())
-            attraction = torch.zeros_like(y).index_add_(0, src, diff.mul_((p * w)[:, None]))
             grad = attraction.mul_(4.0).sub_(force, alpha=4.0 / (alpha * float(z)))
             cross = (p * torch.log1p(d2)).sum()
             log_z = torch.log(z).to(y.dtype)
@@ -65,7 +83,7 @@ class _AllPairsKL(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_value, grad_cross, grad_log_z):
         (grad,) = ctx.saved_tensors
-        return grad * grad_value, None, None, None, None, None
+        return grad * grad_value, None, None, None, None, None, None
 
 
 @attrs.define
@@ -134,7 +152,8 @@ class AllPairsKLLoss(Loss):
         return float(self.exaggeration)
 
     def _entries(self, state: TrainState) -> tuple[torch.Tensor, ...]:
-        """(rows, cols, values, entropy of P, n) on the training device, once per phase."""
+        """(rows, cols, CSR row pointers, values, entropy of P, n) of P's off-diagonal
+        entries sorted by row, on the training device, once per phase."""
         if self._p is None:
             p = state.lookup(self.relation)
             _check(isinstance(p, RelationData),
@@ -144,10 +163,16 @@ class AllPairsKLLoss(Loss):
             keep = p.rows != p.cols  # the diagonal is not a pair
             rows, cols = p.rows[keep].long(), p.cols[keep].long()
             values = p.values[keep].float()
+            order = torch.argsort(rows, stable=True)  # by row: the CSR of the attraction
+            rows, cols, values = rows[order], cols[order], values[order]
             values = values / values.sum().clamp_min(1e-30)
             entropy = -(values * torch.log(values.clamp_min(1e-30))).sum()
-            self._p = (rows.to(state.device), cols.to(state.device), values.to(state.device),
-                       entropy.to(state.device), p.shape[0])
+            n = p.shape[0]
+            crow = torch.zeros(n + 1, dtype=torch.long)
+            crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
+            dev = state.device
+            self._p = (rows.to(dev), cols.to(dev), crow.to(dev), values.to(dev),
+                       entropy.to(dev), n)
         return self._p
 
     def _repulsion(self, n: int, dims: int):
@@ -162,7 +187,7 @@ class AllPairsKLLoss(Loss):
                                        cache=self._spectra)
 
     def __call__(self, batch, models, state):
-        rows, cols, values, entropy, n = self._entries(state)
+        rows, cols, crow, values, entropy, n = self._entries(state)
         y = get_model(models, self.model)(batch[self.input])
         index = batch["index"].to(y.device).long()
         if state.dist.active:  # each rank embedded its shard: the loss is the whole batch's
@@ -171,19 +196,14 @@ class AllPairsKLLoss(Loss):
                f"AllPairsKLLoss needs every item in each batch (its repulsion runs over all "
                f"pairs): the batch holds {index.numel()} of {n} items. Use an item sampler "
                "without batch_size (the whole data set).")
-        order = torch.arange(n, device=y.device)
-        if torch.equal(index, order):  # the items in order (an unshuffled sampler)
-            src, dst = rows, cols
-        else:
-            slot = torch.empty_like(index)  # row of y that embeds each item
-            slot[index] = order
-            src, dst = slot.index_select(0, rows), slot.index_select(0, cols)
+        if not torch.equal(index, torch.arange(n, device=y.device)):  # items in another order
+            y = torch.zeros_like(y).index_copy(0, index, y)  # row i embeds item i
         if torch.is_grad_enabled():  # a training step (not an evaluation)
             alpha = self.current_exaggeration()
             self._steps += 1
         else:
             alpha = self.current_exaggeration()
-        value, cross, log_z = _AllPairsKL.apply(y, src, dst, values.to(y.dtype), alpha,
+        value, cross, log_z = _AllPairsKL.apply(y, rows, cols, crow, values.to(y.dtype), alpha,
                                                self._repulsion(n, y.shape[1]))
         kl = (cross + log_z - entropy).detach()
         return LossOutput(value * n if self.scale == "items" else value, {"kl": kl})

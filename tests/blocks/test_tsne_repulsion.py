@@ -76,14 +76,16 @@ def test_all_pairs_kl_gradient_is_the_autograd_gradient_of_its_value():
     rows, cols = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
     keep = (rows != cols) & (torch.rand(n, n) < 0.2)
     keep = keep | keep.T  # symmetric support
-    src, dst = rows[keep], cols[keep]
+    src, dst = rows[keep], cols[keep]  # row-major: sorted by row
+    crow = torch.zeros(n + 1, dtype=torch.long)
+    crow[1:] = torch.cumsum(torch.bincount(src, minlength=n), 0)
     p = torch.rand(src.numel(), dtype=torch.float64)
     dense = torch.zeros(n, n, dtype=torch.float64).index_put_((src, dst), p)
     dense = dense + dense.T
     p = dense[src, dst] / dense[src, dst].sum()
     for alpha in (1.0, 12.0):
         leaf = y.clone().requires_grad_(True)
-        value, cross, log_z = _AllPairsKL.apply(leaf, src, dst, p, alpha, exact_repulsion)
+        value, cross, log_z = _AllPairsKL.apply(leaf, src, dst, crow, p, alpha, exact_repulsion)
         value.backward()
         ref = y.clone().requires_grad_(True)
         d2 = (ref[:, None] - ref[None]).pow(2).sum(-1)
