@@ -188,3 +188,15 @@ def test_defaults_on_the_digits_at_open_tsne_quality():
     assert sk_trust(x[test], new, n_neighbors=15) >= 0.955
     classifier = KNeighborsClassifier(10).fit(model.embedding_, labels[train])
     assert classifier.score(new, labels[test]) >= 0.965
+
+
+def test_layout_with_shuffled_items_is_the_ordered_one():
+    # all_pairs_kl puts the items of a batch in order before the sums: a shuffling sampler
+    # gives the same steps as the default unshuffled one
+    x = get_registry().build("dataset", "digits").load()["data"][:300]
+    fits = [ParametricTSNE(perplexity=10, layout_epochs=3, init_epochs=0,
+                           phases=[{"name": "layout", "sampler": {"shuffle": shuffle}}]).fit(x)
+            for shuffle in (False, True)]
+    assert fits[1].phase_specs()[0]["sampler"]["shuffle"] is True
+    assert np.allclose(fits[0].embedding_, fits[1].embedding_, rtol=1e-4, atol=1e-4)
+    assert np.abs(fits[0].embedding_).max() > 1.0  # it moved from the 1e-4 start
