@@ -95,7 +95,8 @@ class InfoMax(Recipe):
     blocks; ``output_noise`` / ``input_noise`` are the channel's noise (in code units / in
     units of ``noise_unit``, the data's noise floor by default), ``whitening`` (``cholesky`` | ``standardize`` | ``none``) how
     the batch's codes are normalised before it, ``nested`` the prefix-averaged bound,
-    ``decorrelation`` an extra penalty on correlated components, ``critic_init`` where the
+    ``decorrelation`` an extra penalty on correlated components, ``saturation`` /
+    ``saturation_bound`` a penalty on the code's pre-activation beyond an RMS bound, ``critic_init`` where the
     Gaussian critic's scale starts (``channel``: the measured noise of the first batch),
     ``encoder`` (``mlp`` | ``linear_residual_mlp``: PCA-started linear path + residual,
     ``pca_gain``, ``residual_init``; :data:`LINSKER_OPTIONS` is that start with an identity
@@ -121,6 +122,9 @@ class InfoMax(Recipe):
     #: residual's starting scale
     pca_gain: float = attrs.field(default=0.5, validator=positive)
     residual_init: float = attrs.field(default=0.01, validator=non_negative)
+    #: the PCA-started encoder's linear path: "full" (the whole projection trained) or "mix"
+    #: (the whitened PCA projection fixed, a d × d mixing of it trained from pca_gain·I)
+    linear_path: str = attrs.field(default="full", validator=one_of("full", "mix"))
     #: the Gaussian critic's scale τ at the start: "channel" (the first batch's measured
     #: channel noise variance) or "one" (τ = 1)
     critic_init: str = attrs.field(default="channel", validator=one_of("channel", "one"))
@@ -144,6 +148,11 @@ class InfoMax(Recipe):
     whitening: str = attrs.field(default="none", validator=one_of(*WHITENING))
     nested: bool = True
     decorrelation: float = attrs.field(default=0.0, validator=non_negative)
+    #: the saturation guard: ``saturation`` × Σ_k max(0, E[a_k²] − ``saturation_bound``²) on
+    #: the pre-activation a of the code (batch mean square per component), so a bounded code's
+    #: components stay off the flat ends of tanh (docs/infomax.md)
+    saturation: float = attrs.field(default=0.0, validator=non_negative)
+    saturation_bound: float = attrs.field(default=1.0, validator=positive)
     batch_size: int = attrs.field(default=256, validator=positive_int)
     epochs: int = attrs.field(default=100, validator=positive_int)
     batches_per_epoch: int | None = attrs.field(default=10, validator=optional(positive_int))
@@ -195,7 +204,7 @@ class InfoMax(Recipe):
                                  "output_activation": self.output_activation}
             if self.encoder == "linear_residual_mlp":
                 models["encoder"].update(gain=self.pca_gain, residual_init=self.residual_init,
-                                         key="x")
+                                         linear_path=self.linear_path, key="x")
         critic, _ = CRITICS[self.critic]
         if critic == "gaussian_channel_critic":
             models["critic"] = {"name": critic, "init_scale": 1.0,
@@ -211,6 +220,7 @@ class InfoMax(Recipe):
                 "critic_input": CRITICS[self.critic][1], "whitening": self.whitening,
                 "input_noise": self.input_noise, "output_noise": self.output_noise,
                 "nested": self.nested, "decorrelation": self.decorrelation,
+                "saturation": self.saturation, "saturation_bound": self.saturation_bound,
                 "noise_seed": self.seed}
 
     def _sampler(self, **extra: Any) -> dict[str, Any]:

@@ -272,6 +272,54 @@ def test_linear_residual_encoder_starts_at_the_whitened_pca_code():
     torch.testing.assert_close(net.linear.weight, weight)
 
 
+def test_linear_residual_mix_path_starts_at_the_same_code_with_a_fixed_projection():
+    # linear_path = "mix": L = M P, P the whitened PCA projection (a buffer, not trained), M
+    # starts at gain·I: the same start as the full path, the optimizer moves only M
+    rng = np.random.default_rng(1)
+    x = torch.as_tensor(rng.standard_normal((1000, 6)) * [4.0, 2.0, 1.0, 0.5, 0.2, 0.1],
+                        dtype=torch.float32)
+    codes = {}
+    for path in ("full", "mix"):
+        torch.manual_seed(0)
+        net = LinearResidualMLP(in_dim=6, out_dim=3, gain=0.5, linear_path=path,
+                                output_activation="identity").build()
+        net.on_phase_start(SimpleNamespace(dataset={"x": x}))
+        with torch.no_grad():
+            codes[path] = net.preactivation(x) - net.residual(x)
+        names = {name for name, _ in net.named_parameters()}
+    torch.testing.assert_close(codes["mix"], codes["full"], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(codes["mix"].std(0).numpy(), [0.5] * 3, rtol=1e-3)
+    assert "projection" not in names and "linear.weight" in names
+    torch.testing.assert_close(net.linear.weight, 0.5 * torch.eye(3))
+
+
+def test_saturation_guard_keeps_the_code_off_tanh_ends():
+    # a PCA start with gain 4 puts the tanh code deep in saturation (|y| > 0.99 wherever
+    # |a| > 2.65); the guard (penalty on E[a_k²] beyond 1) brings the pre-activation's RMS
+    # down to the bound, the run without it stays saturated (no held-out split: the final
+    # weights, not the epoch of the best bound)
+    x, features = sanity_problem(3, n=600)
+    rms, saturated = {}, {}
+    for weight in (0.0, 10.0):
+        model = _small(n_components=2, encoder="linear_residual_mlp", pca_gain=4.0, epochs=15,
+                       test_fraction=0, saturation=weight, saturation_bound=1.0).fit(features)
+        net = model.routine_.models["encoder"]
+        with torch.no_grad():
+            scaled = (features - model.mean_) / model.scale_
+            pre = net.preactivation(torch.as_tensor(scaled, dtype=torch.float32))
+        rms[weight] = pre.pow(2).mean(0).sqrt().max().item()
+        saturated[weight] = float((np.abs(model.transform(features)) > 0.99).mean())
+    assert rms[0.0] >= 3 and saturated[0.0] >= 0.3  # measured: 7.6, 0.49
+    assert rms[10.0] <= 1.1 and saturated[10.0] <= 0.02  # measured: 0.96, 0.002
+
+
+def test_saturation_guard_needs_an_encoder_that_ends_in_its_activation():
+    x, features = sanity_problem(7, n=300)
+    module = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    with pytest.raises(ValidationError, match="saturation"):
+        _small(n_components=1, epochs=1, saturation=1.0, encoder_module=module).fit(features)
+
+
 def test_gaussian_channel_critic_prefix_scores():
     net = GaussianChannelCritic(x_dim=3, y_dim=3, init_scale=0.5).build()
     gen = torch.Generator().manual_seed(0)
