@@ -74,7 +74,13 @@ def _phase_list(defaults: list[dict[str, Any]], overrides: list[Any] | None, pat
                               f"{list(by_name)} or a new phase), got {override!r}.")
         if override["name"] in by_name:
             index = by_name[override["name"]]
-            specs[index] = merge_entry(specs[index], override)
+            default = specs[index]
+            if "optimizer" in override and \
+                    str(override["optimizer"]).lower() != str(default.get("optimizer")).lower():
+                # ``optimizer`` names the phase's optimizer (its block), ``optimizer_options``
+                # are that block's fields: another optimizer does not inherit the default's
+                default = {k: v for k, v in default.items() if k != "optimizer_options"}
+            specs[index] = merge_entry(default, override)
         else:
             by_name[override["name"]] = len(specs)
             specs.append(copy.deepcopy(override))

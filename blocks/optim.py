@@ -21,10 +21,13 @@ type cpu or cuda and one floating dtype), torch's own optimizer otherwise.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
+import attrs
 import torch
 from torch.optim import optimizer as torch_optimizer
+
+from .base import Block
 
 #: the Adam keywords the lean step implements exactly (with ``fused=True``); anything else
 #: (``amsgrad=True``, ``maximize=True``, ``capturable``, ``differentiable``, ``foreach``) goes
@@ -221,9 +224,41 @@ class DeltaBarDelta(torch.optim.Optimizer):
         return loss
 
 
-#: the optimizers of this module that a phase names (``optimizer = "delta_bar_delta"``), beside
-#: torch.optim's
-OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {"delta_bar_delta": DeltaBarDelta}
+@attrs.define
+class OptimizerBlock(Block):
+    """Base of the ``optimizer`` kind: an optimizer a phase names (``optimizer = NAME``, its
+    ``optimizer_options`` the block's fields), registered like any block (hook
+    ``register_optimizers``).  ``build(params, lr, weight_decay)`` returns the torch optimizer;
+    by default the class ``optimizer`` called with the block's fields as keywords (and
+    ``weight_decay`` when the phase sets one).  ``adam`` / ``adamw`` / ``sgd`` (the engine's
+    own fast paths) and torch.optim's classes by name need no block."""
+
+    kind: ClassVar[str] = "optimizer"
+    #: the ``torch.optim.Optimizer`` subclass :meth:`build` makes (or override ``build``)
+    optimizer: ClassVar[type[torch.optim.Optimizer] | None] = None
+
+    def build(self, params: list[torch.nn.Parameter], lr: float,
+              weight_decay: float = 0.0) -> torch.optim.Optimizer:
+        cls = type(self).optimizer
+        if cls is None:
+            raise NotImplementedError(f"{type(self).__name__}: set the class attribute "
+                                      "`optimizer` or override build().")
+        decay = {"weight_decay": weight_decay} if weight_decay else {}
+        return cls(params, lr=lr, **decay, **attrs.asdict(self, recurse=False))
+
+
+@attrs.define
+class DeltaBarDeltaOptimizer(OptimizerBlock):
+    """t-SNE's gains-and-momentum update, :class:`DeltaBarDelta`, by name."""
+
+    name: ClassVar[str] = "delta_bar_delta"
+    optimizer: ClassVar[type[torch.optim.Optimizer]] = DeltaBarDelta
+
+    momentum: float = 0.8
+    gain_increase: float = 0.2
+    gain_decay: float = 0.8
+    min_gain: float = 0.01
+    max_step_norm: float | None = 5.0
 
 
 def _eager(method: Any) -> Any:
@@ -263,5 +298,6 @@ def make_adam(params: list[torch.Tensor], *, lr: float, weight_decay: float, dec
     return cls(params, lr=lr, weight_decay=weight_decay, **options)
 
 
-__all__ = ["LeanAdam", "DeltaBarDelta", "OPTIMIZER_CLASSES", "make_adam", "lean_applies",
+__all__ = ["LeanAdam", "DeltaBarDelta", "DeltaBarDeltaOptimizer", "OptimizerBlock", "make_adam",
+           "lean_applies",
            "LEAN_OPTIONS"]

@@ -26,7 +26,7 @@ from .callbacks import Callback, EarlyStopping
 from .contracts import check_phase
 from .errors import NumericalError, ValidationError
 from .numerics import cosine_factor
-from .optim import OPTIMIZER_CLASSES, make_adam
+from .optim import OptimizerBlock, make_adam
 from .state import TrainState
 from .validators import non_negative, non_negative_int, one_of, positive
 
@@ -35,19 +35,36 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 UNSTEPPABLE_OPTIMIZERS = ("LBFGS", "SparseAdam")
 
 
+def optimizer_block(name: str) -> type[OptimizerBlock] | None:
+    """The registered ``optimizer`` block of ``name`` (a plugin's, or ``delta_bar_delta``), or
+    None; ``sgd`` / ``adam`` / ``adamw`` are the engine's own and never looked up."""
+    if not isinstance(name, str) or name.lower() in OPTIMIZERS:
+        return None
+    from infoblocks.plugins.registry import get_registry  # lazily: blocks import no plugin
+
+    registry = get_registry()
+    return registry.get("optimizer", name) if ("optimizer", name) in registry else None
+
+
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    """The torch optimizer of ``name``: ``sgd`` / ``adam`` / ``adamw``, any ``torch.optim``
-    class by its name, case-insensitive (``"RAdam"``, ``"nadam"``, ``"Adagrad"`` ...), or one
-    of :data:`~infoblocks.blocks.optim.OPTIMIZER_CLASSES` (``"delta_bar_delta"``)."""
+    """The torch optimizer of ``name``: ``sgd`` / ``adam`` / ``adamw``, a registered
+    ``optimizer`` block's class (``"delta_bar_delta"``, a plugin's), or any ``torch.optim``
+    class by its name, case-insensitive (``"RAdam"``, ``"nadam"``, ``"Adagrad"`` ...)."""
     classes = {n.lower(): c for n, c in vars(torch.optim).items() if isinstance(c, type)
                and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer
                and n not in UNSTEPPABLE_OPTIMIZERS}
-    classes.update(OPTIMIZER_CLASSES)  # infoblocks' own (blocks/optim.py)
+    block = optimizer_block(name)
+    if block is not None:
+        return block.optimizer or torch.optim.Optimizer
     if not isinstance(name, str) or name.lower() not in classes:
+        from infoblocks.plugins.registry import get_registry
+
+        registered = get_registry().names("optimizer")
         raise ValidationError(
-            f"`optimizer` must be one of {list(OPTIMIZERS)} or the name of a torch.optim "
-            f"optimizer, got {name!r}; known: {sorted(c.__name__ for c in classes.values())} "
-            "(any case; LBFGS needs a closure the engine does not give).")
+            f"`optimizer` must be one of {list(OPTIMIZERS)}, a registered optimizer block "
+            f"{registered} or the name of a torch.optim optimizer, got {name!r}; torch.optim: "
+            f"{sorted(c.__name__ for c in classes.values())} (any case; LBFGS needs a closure "
+            "the engine does not give).")
     return classes[name.lower()]
 
 
@@ -117,7 +134,9 @@ class TrainingPhase:
     epochs: int = attrs.field(validator=non_negative_int)
     sampler: Any = block_field("sampler")
     loss: Any = block_field("loss")
-    #: "sgd", "adam", "adamw" or any torch.optim class name (``optimizer_options``: its keywords)
+    #: "sgd", "adam", "adamw", a registered optimizer block (kind ``optimizer``, e.g.
+    #: "delta_bar_delta"; ``optimizer_options``: its fields) or any torch.optim class name
+    #: (``optimizer_options``: its keywords)
     optimizer: str = attrs.field(default="adam", validator=_optimizer_name)
     learning_rate: float = attrs.field(default=1e-3, validator=positive)
     momentum: float = 0.0
@@ -171,6 +190,20 @@ class TrainingPhase:
         if name in OPTIMIZERS:  # the lean fused step where it is exact (blocks/optim.py)
             return make_adam(params, lr=self.learning_rate, weight_decay=self.weight_decay,
                              decoupled=name == "adamw", options=self.optimizer_options)
+        block = optimizer_block(self.optimizer)
+        if block is not None:  # a registered block: optimizer_options are its fields
+            from infoblocks.plugins.registry import get_registry
+
+            built = get_registry().build("optimizer", {"name": self.optimizer,
+                                                       **self.optimizer_options},
+                                         path=f"phases.{self.name}.optimizer_options")
+            try:
+                return built.build(params, lr=self.learning_rate,
+                                   weight_decay=self.weight_decay)
+            except (TypeError, ValueError) as error:
+                raise ValidationError(f"Phase {self.name!r}: optimizer {self.optimizer!r} "
+                                      f"cannot be built ({error}); check its options and "
+                                      "`weight_decay`.") from None
         cls = optimizer_class(self.optimizer)  # any torch.optim class, with its own keywords
         decay = {"weight_decay": self.weight_decay} if self.weight_decay else {}
         try:
@@ -350,4 +383,5 @@ def _declaring(models: torch.nn.ModuleDict, names: Sequence[str], method: str) -
     return found
 
 
-__all__ = ["TrainingPhase", "Validation", "OPTIMIZERS", "LR_SCHEDULES", "optimizer_class"]
+__all__ = ["TrainingPhase", "Validation", "OPTIMIZERS", "LR_SCHEDULES", "optimizer_block",
+           "optimizer_class"]

@@ -80,3 +80,8 @@ def register_callbacks():
 @hookimpl
 def register_placements():
     return blocks_of("placement")
+
+
+@hookimpl
+def register_optimizers():
+    return blocks_of("optimizer")

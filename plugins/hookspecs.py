@@ -102,6 +102,13 @@ def register_placements() -> list[type]:
     recipe's ``[evaluation] placement`` names one.  Called when the registry is built."""
 
 
+@hookspec
+def register_optimizers() -> list[type]:
+    """Optimizer classes (``infoblocks.blocks.optim.OptimizerBlock``): an optimizer a phase
+    names (``optimizer = "my_optimizer"``, ``optimizer_options`` its fields), ``build(params,
+    lr, weight_decay) -> torch.optim.Optimizer``.  Called when the registry is built."""
+
+
 #: hook name for each block kind
 HOOK_FOR_KIND: dict[str, str] = {
     "distance": "register_distances",
@@ -114,4 +121,5 @@ HOOK_FOR_KIND: dict[str, str] = {
     "recipe": "register_recipes",
     "callback": "register_callbacks",
     "placement": "register_placements",
+    "optimizer": "register_optimizers",
 }

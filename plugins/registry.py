@@ -20,6 +20,7 @@ from infoblocks.blocks.embedding.placement import Placement
 from infoblocks.blocks.errors import ConfigError, PluginError, RegistryError
 from infoblocks.blocks.losses import Loss
 from infoblocks.blocks.models import Model
+from infoblocks.blocks.optim import OptimizerBlock
 from infoblocks.blocks.recipe import RECIPE_KEY, Recipe
 from infoblocks.blocks.relations import Relation
 from infoblocks.blocks.samplers import Sampler
@@ -29,7 +30,7 @@ from infoblocks.blocks.transforms import Transform
 BASE_FOR_KIND: dict[str, type] = {
     "distance": Distance, "relation": Relation, "transform": Transform, "sampler": Sampler,
     "loss": Loss, "model": Model, "dataset": DatasetSource, "recipe": Recipe,
-    "callback": Callback, "placement": Placement,
+    "callback": Callback, "placement": Placement, "optimizer": OptimizerBlock,
 }
 
 
