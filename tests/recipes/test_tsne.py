@@ -201,3 +201,27 @@ def test_layout_with_shuffled_items_is_the_ordered_one():
     assert fits[1].phase_specs()[0]["sampler"]["shuffle"] is True
     assert np.allclose(fits[0].embedding_, fits[1].embedding_, rtol=1e-4, atol=1e-4)
     assert np.abs(fits[0].embedding_).max() > 1.0  # it moved from the 1e-4 start
+
+
+def test_a_layout_killed_while_exaggerated_resumes_to_the_same_map(tmp_path, monkeypatch):
+    # the checkpoint keeps the gains and momentum (the optimizer's state) and the loss's step
+    # count (where the exaggeration ends): a resumed fit is the uninterrupted one, bit for bit
+    from infoblocks.blocks import resume as resume_module
+
+    x = get_registry().build("dataset", "digits").load()["data"][:400]
+    options = dict(perplexity=10, layout_epochs=4, layout_exaggeration_epochs=2, init_epochs=1)
+    whole = ParametricTSNE(**options).fit(x)
+    writes, real = [], resume_module.write_checkpoint
+
+    def killed_after_first(directory, payload):  # dies after the layout's first epoch
+        real(directory, payload)
+        writes.append(payload["phase"])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resume_module, "write_checkpoint", killed_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        ParametricTSNE(**options).fit(x, checkpoint=tmp_path / "ckpt")
+    monkeypatch.setattr(resume_module, "write_checkpoint", real)
+    assert writes == ["layout"]
+    resumed = ParametricTSNE(**options).fit(x, resume=tmp_path / "ckpt")
+    np.testing.assert_array_equal(resumed.embedding_, whole.embedding_)
