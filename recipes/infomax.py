@@ -125,6 +125,9 @@ class InfoMax(Recipe):
     #: the PCA-started encoder's linear path: "full" (the whole projection trained) or "mix"
     #: (the whitened PCA projection fixed, a d × d mixing of it trained from pca_gain·I)
     linear_path: str = attrs.field(default="full", validator=one_of("full", "mix"))
+    #: the PCA start whitened (every component at std pca_gain) or not (the first at pca_gain,
+    #: the others in PCA's variance ratios)
+    pca_whiten: bool = True
     #: the Gaussian critic's scale τ at the start: "channel" (the first batch's measured
     #: channel noise variance) or "one" (τ = 1)
     critic_init: str = attrs.field(default="channel", validator=one_of("channel", "one"))
@@ -204,7 +207,8 @@ class InfoMax(Recipe):
                                  "output_activation": self.output_activation}
             if self.encoder == "linear_residual_mlp":
                 models["encoder"].update(gain=self.pca_gain, residual_init=self.residual_init,
-                                         linear_path=self.linear_path, key="x")
+                                         linear_path=self.linear_path,
+                                         whiten=self.pca_whiten, key="x")
         critic, _ = CRITICS[self.critic]
         if critic == "gaussian_channel_critic":
             models["critic"] = {"name": critic, "init_scale": 1.0,

@@ -120,9 +120,11 @@ class LinearResidualNet(nn.Module):
     is saved with the weights, so a resumed or warm-started fit keeps the trained L)."""
 
     def __init__(self, in_dim: int, out_dim: int, residual: nn.Module, output: nn.Module,
-                 gain: float, key: str, linear_path: str = "full") -> None:
+                 gain: float, key: str, linear_path: str = "full", whiten: bool = True
+                 ) -> None:
         super().__init__()
         self.linear_path = linear_path
+        self.whiten = whiten
         if linear_path == "full":
             self.linear = nn.Linear(in_dim, out_dim)
         else:  # "mix": L = M P, P the fixed whitened PCA projection, M (d, d) trained from gain·I
@@ -154,6 +156,8 @@ class LinearResidualNet(nn.Module):
         mean, axes = pca_axes(x, d)
         proj = (x.double() - mean) @ axes
         std = proj.std(0).clamp_min(1e-12)
+        if not self.whiten:  # every component divided by the first's std: variances kept
+            std = std[:1].expand_as(std)
         weight = (axes / std).T  # (d, in_dim): whitened PCA, unit std
         bias = -(mean @ axes) / std
         if self.linear_path == "full":
@@ -192,6 +196,9 @@ class LinearResidualMLP(Model):
     #: the optimizer's steps are relative to the start (on 64 pixels a full L's weights are
     #: ~0.02 and one epoch of Adam at 3e-3 moves each by ~0.03: the start is gone)
     linear_path: str = attrs.field(default="full", validator=one_of("full", "mix"))
+    #: True: every PCA component starts with std ``gain``; False: the first does, the others
+    #: keep their variance ratios (PCA's own scaling)
+    whiten: bool = True
     key: str = "x"
 
     def build(self) -> nn.Module:
@@ -202,7 +209,7 @@ class LinearResidualMLP(Model):
             residual[-1].bias.mul_(self.residual_init)
         return LinearResidualNet(self.in_dim, self.out_dim, residual,
                                  ACTIVATIONS[self.output_activation](), self.gain, self.key,
-                                 self.linear_path)
+                                 self.linear_path, self.whiten)
 
 
 # ====================================================================== the JSD bound
