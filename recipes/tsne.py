@@ -207,11 +207,9 @@ class ParametricTSNE(EmbeddingRecipe):
 
     def _training_positions(self, routine: Any) -> torch.Tensor:
         """With a layout phase, its free coordinates (the map the network was regressed onto
-        and new points are placed among, as openTSNE's embedding); else — and after a warm
-        start on other data, whose layout was not rerun — the network's."""
+        and new points are placed among, as openTSNE's embedding); else the network's."""
         layout = routine.models["layout"] if "layout" in routine.models else None
-        if self.has_layout and layout is not None and hasattr(layout, "positions") \
-                and not self._other_data:
+        if self.has_layout and layout is not None and hasattr(layout, "positions"):
             return layout.positions.detach().cpu().clone()
         return super()._training_positions(routine)
 

@@ -164,9 +164,6 @@ class EmbeddingRecipe(Recipe):
     #: among (recipes that refine new points; kept with :meth:`save`)
     _reference: tuple[Any, torch.Tensor] | None = attrs.field(init=False, default=None,
                                                               repr=False, eq=False)
-    #: since a warm start on other data (same shape): phases before the last one (e.g. a
-    #: layout of free coordinates) were not rerun, so what they learnt belongs to earlier data
-    _other_data: bool = attrs.field(init=False, default=False, repr=False, eq=False)
 
     # ------------------------------------------------------------------ the assembly
 
@@ -301,24 +298,31 @@ class EmbeddingRecipe(Recipe):
         ``Dataset`` of rows: training batches read only their rows (the k-NN graph reads it
         whole once).  ``checkpoint``: a directory that keeps the whole training state
         (written atomically every epoch); ``resume=True`` (or ``resume=DIR``) continues a
-        killed fit from it.  ``warm_start=True``: a second fit on data of the same shape
-        continues the network with the last phase (``main``) for its epochs again."""
+        killed fit from it.  ``warm_start=True``: a second fit on the same data continues the
+        network with its last training phase (UMAP's ``main``; t-SNE's network regression
+        onto the layout) and that phase's optimizer state, for its epochs again; on other data
+        of the same shape the data's graph and layout are computed afresh and every phase runs,
+        the network starting from its fitted weights."""
         resolve_device(self.device)
         start = time.perf_counter()
         refines = self.refines  # the placement block is built (and checked) before training
         warm = self.warm_start and self.routine_ is not None
-        if not warm:
-            self._other_data = False
-        routine = self._continued(X) if warm else self.build(X)
+        routine = self._continued(X) if warm else None
+        if routine is None:  # a new fit (or other data: the fitted network carried over)
+            previous = self.routine_ if warm else None
+            routine = self.build(X)
+            if previous is not None:
+                routine.models["main"].load_state_dict(previous.models["main"].state_dict())
+            warm = False
         routine.compute_global_relations()
         relations_done = time.perf_counter()
         timer = _PhaseTimer()
         routine.callbacks = [c for c in routine.callbacks if not isinstance(c, _PhaseTimer)]
         routine.callbacks.append(timer)
         with intra_op_threads(self.threads):
-            # a warm start continues the last phase (the UMAP / KL loss), not the init ones
+            # a warm start continues the network's last training phase, not the earlier ones
             self.train_routine(routine, checkpoint=checkpoint, resume=resume, warm_start=warm,
-                               phases=[routine.phases[-1].name] if warm else None)
+                               phases=[self._continued_phase(routine)] if warm else None)
         trained = time.perf_counter()
         self.routine_ = routine
         self.n_features_in_ = int(routine.dataset["data"].shape[1])
@@ -331,9 +335,9 @@ class EmbeddingRecipe(Recipe):
                          "total_s": time.perf_counter() - start}
         return self
 
-    def _continued(self, X: Any) -> Routine:
-        """The fitted routine on ``X`` (warm start): same shape required; the global relations
-        are recomputed when ``X`` is other data than the fitted one."""
+    def _continued(self, X: Any) -> Routine | None:
+        """The fitted routine (warm start on the same data), or None for other data of the
+        same shape (a new routine then starts from the fitted network)."""
         routine = self.routine_
         x = self._validate(X)
         before = routine.dataset["data"]
@@ -343,13 +347,17 @@ class EmbeddingRecipe(Recipe):
                "warm_start=False for a new fit.")
         same = x is before or (isinstance(x, torch.Tensor) and isinstance(before, torch.Tensor)
                                and torch.equal(x, before))
-        if not same:
-            self._other_data = True  # until a fresh fit
-            routine.dataset = Dataset(data=x)
-            if routine.state is not None:
-                routine.state.dataset = routine.dataset.to(routine.device)
-            routine._globals = None  # the graph of the new data  # noqa: SLF001
-        return routine
+        return routine if same else None
+
+    @staticmethod
+    def _continued_phase(routine: Routine) -> str:
+        """The last phase with epochs that trains the network (``main``)."""
+        for phase in reversed(routine.phases):
+            if phase.epochs > 0 and (phase.trainable is None or "main" in phase.trainable):
+                return phase.name
+        raise ValidationError("warm_start=True: no phase trains the network (every phase that "
+                              "trains `main` has 0 epochs); give one epochs, or set "
+                              "warm_start=False.")
 
     def _embed(self, x: torch.Tensor | LazyRows, batch_size: int = 4096) -> torch.Tensor:
         """The trained network on ``x`` in batches (lazily read rows a chunk at a time)."""
@@ -801,11 +809,9 @@ class ParametricUMAP(EmbeddingRecipe):
 
     def _training_positions(self, routine: Routine) -> torch.Tensor:
         """With a layout phase, its free coordinates (the map the network was anchored to and
-        new points are placed among, as umap-learn's ``embedding_``); else — and after a warm
-        start on other data, whose layout was not rerun — the network's."""
+        new points are placed among, as umap-learn's ``embedding_``); else the network's."""
         layout = routine.models["layout"] if "layout" in routine.models else None
-        if self.layout_epochs and layout is not None and hasattr(layout, "positions") \
-                and not self._other_data:  # a warm start on other data: the layout is stale
+        if self.layout_epochs and layout is not None and hasattr(layout, "positions"):
             return layout.positions.detach().cpu().clone()
         return super()._training_positions(routine)
 

@@ -7,6 +7,7 @@ import torch
 
 from infoblocks.blocks import resume as resume_module
 from infoblocks.blocks.data import LazyRows
+from infoblocks.blocks.embedding_quality import trustworthiness
 from infoblocks.blocks.errors import ValidationError
 from infoblocks.plugins.registry import get_registry
 from infoblocks.recipes.tsne import ParametricTSNE
@@ -66,17 +67,37 @@ def test_a_killed_fit_resumes_from_its_checkpoint_to_the_same_result(digits, tmp
     assert [r["epoch"] for r in resumed.history_] == [r["epoch"] for r in whole.history_]
 
 
-def test_warm_start_on_other_data_embeds_it_with_the_network(digits):
-    # the warm start reruns the main phase only: the layout of the first data would be stale,
-    # so the new data's embedding_ (and the positions new points are placed among) is f(X)
+def test_warm_start_on_other_data_lays_it_out_afresh_from_the_fitted_network(digits):
+    # other data of the same shape: its own graph and layout (the first data's layout would be
+    # stale: its rows are other points), every phase run, the network from its fitted weights
     model = ParametricUMAP(**SMALL, warm_start=True).fit(digits[:300])
-    layout = model.routine_.models["layout"].positions.detach().numpy().copy()
-    model.fit(digits[300:])
-    np.testing.assert_allclose(model.embedding_, model.transform(digits[300:], refine=False),
-                               atol=1e-5)
+    layout = model.embedding_.copy()
+    weights = {k: v.clone() for k, v in model.routine_.models["main"].state_dict().items()}
+    # no network phase in the second fit, so the network is left as it was fitted
+    model.set_params(init_epochs=0, epochs=0, layout_epochs=40)
+    model.fit(digits[300:600])
+    assert [r["phase"] for r in model.history_] == ["layout"] * 40
+    for key, value in model.routine_.models["main"].state_dict().items():
+        torch.testing.assert_close(value, weights[key])
     assert not np.allclose(model.embedding_, layout)
-    again = model.fit(digits[300:]).embedding_  # the same data again: still the network's
-    np.testing.assert_allclose(again, model.transform(digits[300:], refine=False), atol=1e-5)
+    # the new layout is the map of the new data (a fresh fit's quality, not the old rows')
+    assert trustworthiness(digits[300:600], model.embedding_, k=10) > 0.9
+
+
+def test_tsne_warm_start_continues_the_network_regression_onto_its_layout(digits):
+    # the t-SNE defaults train the network only in `init` (its regression onto the layout):
+    # a warm start on the same data continues that phase (it did nothing when the last
+    # phase, the batch KL, has 0 epochs)
+    model = ParametricTSNE(layout_epochs=3, init_epochs=2, warm_start=True, seed=0)
+    model.fit(digits[:400])
+    first = model.transform(digits[:400], refine=False)
+    model.fit(digits[:400])
+    assert [r["phase"] for r in model.history_].count("init") == 4
+    assert [r["phase"] for r in model.history_].count("layout") == 3
+    assert not np.allclose(first, model.transform(digits[:400], refine=False))
+    stuck = ParametricTSNE(layout_epochs=3, init_epochs=0, warm_start=True).fit(digits[:400])
+    with pytest.raises(ValidationError, match="no phase trains the network"):
+        stuck.fit(digits[:400])
 
 
 def test_warm_start_continues_the_main_phase(digits):
