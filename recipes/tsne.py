@@ -130,6 +130,12 @@ class ParametricTSNE(EmbeddingRecipe):
             raise ValidationError(
                 "`layout_epochs` > 0 (the default) starts the layout from the init positions; "
                 "use init='pca' or 'spectral', or layout_epochs=0 with init='none'.")
+        if self.layout_epochs and self.dof != 1.0:
+            raise ValidationError(
+                f"`dof` = {self.dof} sets the Student-t kernel of the batch KL, but the layout "
+                "phase (layout_epochs > 0, the default) minimises the all-pairs KL with the "
+                "Cauchy kernel (dof 1); use ParametricTSNE.preset('network', dof=...) "
+                "(layout_epochs=0) for another dof.")
 
     @property
     def has_layout(self) -> bool:

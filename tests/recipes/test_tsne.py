@@ -225,3 +225,10 @@ def test_a_layout_killed_while_exaggerated_resumes_to_the_same_map(tmp_path, mon
     assert writes == ["layout"]
     resumed = ParametricTSNE(**options).fit(x, resume=tmp_path / "ckpt")
     np.testing.assert_array_equal(resumed.embedding_, whole.embedding_)
+
+
+def test_dof_with_the_layout_is_refused_by_name():
+    # the layout's all-pairs KL uses the Cauchy kernel: another dof would be ignored silently
+    with pytest.raises(ValidationError, match=r"`dof` = 0.5 .*preset\('network', dof=...\)"):
+        ParametricTSNE(dof=0.5)
+    assert ParametricTSNE.preset("network", dof=0.5).dof == 0.5
