@@ -6,6 +6,7 @@
     python benchmarks/infomax_bench.py --tables digits      # linear probe, 10 % labels
     python benchmarks/infomax_bench.py --tables rows --systems InfoMax --options '{"n_init": 2}'
     python benchmarks/infomax_bench.py --tables rows digits --systems InfoMax --options linsker
+    python benchmarks/infomax_bench.py --tables rows digits --systems InfoMax --options pca_start
 
 Data (the issue's): x ~ U(−1, 1), x̃ = g(x) (+ Gaussian noise); the task is to recover x from
 the code y by linear regression (var x = 1/3).  Rows:
@@ -36,8 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from infoblocks.recipes.infomax import (LINSKER_OPTIONS, InfoMax, linear_regression_mse,
-                                        sanity_problem)
+from infoblocks.recipes.infomax import InfoMax, linear_regression_mse, sanity_problem
 
 #: the issue's reference numbers (mean of 3 seeds, measured by its author) per row
 ISSUE_REFERENCE = {"sanity": 0.083, "ten d1": 0.145, "ten d2": 0.050, "ten d3": 0.045,
@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer rows, one digits split")
     parser.add_argument("--options", default="{}",
-                        help="InfoMax keyword arguments as JSON, or 'linsker' (LINSKER_OPTIONS)")
+                        help="InfoMax keyword arguments as JSON, or a preset's name "
+                             "('linsker', 'pca_start')")
     parser.add_argument("--rows", nargs="+", help="only these rows (e.g. 'ten d5')")
     parser.add_argument("--systems", nargs="+", choices=["reference", "PCA", "InfoMax"],
                         help="only these systems")
@@ -248,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure", help="write the rows figure here (PNG)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    options = dict(LINSKER_OPTIONS) if args.options == "linsker" else json.loads(args.options)
+    options = dict(InfoMax.presets[args.options]) if args.options in InfoMax.presets \
+        else json.loads(args.options)
     out = {}
     start = time.perf_counter()
     for table in args.tables:

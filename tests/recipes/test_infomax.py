@@ -15,8 +15,8 @@ from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.blocks.mutual_information.infomax import (GaussianChannelCritic, InfoMaxLoss,
                                                           JSDivergenceBound, LinearResidualMLP)
 from infoblocks.plugins.testing import check_block
-from infoblocks.recipes.infomax import (LINSKER_OPTIONS, InfoMax, linear_regression_mse,
-                                        noise_floor, sanity_problem)
+from infoblocks.recipes.infomax import (LINSKER_OPTIONS, PCA_START_OPTIONS, InfoMax,
+                                        linear_regression_mse, noise_floor, sanity_problem)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from infomax_bench import pca_form, semi_supervised  # noqa: E402
@@ -291,6 +291,34 @@ def test_linear_residual_mix_path_starts_at_the_same_code_with_a_fixed_projectio
     np.testing.assert_allclose(codes["mix"].std(0).numpy(), [0.5] * 3, rtol=1e-3)
     assert "projection" not in names and "linear.weight" in names
     torch.testing.assert_close(net.linear.weight, 0.5 * torch.eye(3))
+
+
+def test_unwhitened_pca_start_keeps_the_variance_ratios():
+    # whiten = False: the first component starts at std = gain, the others in PCA's ratios
+    # (here 3 : 2 : 1), so the minor directions do not start as loud as the leading one
+    rng = np.random.default_rng(2)
+    x = torch.as_tensor(rng.standard_normal((4000, 5)) * [3.0, 2.0, 1.0, 0.1, 0.1],
+                        dtype=torch.float32)
+    net = LinearResidualMLP(in_dim=5, out_dim=3, gain=0.5, whiten=False,
+                            output_activation="identity").build()
+    net.on_phase_start(SimpleNamespace(dataset={"x": x}))
+    with torch.no_grad():
+        std = net.linear(x).std(0).numpy()
+    np.testing.assert_allclose(std, [0.5, 0.5 * 2 / 3, 0.5 / 3], rtol=0.05)
+
+
+@pytest.mark.slow
+def test_pca_start_preset_keeps_the_47_function_low_noise_row_off_saturation():
+    # semi 47/0.05, seed 3: the whitened PCA start (pca_whiten = True) saturates two of three
+    # tanh components on every row and the probe blows up (10.75); the preset's start in PCA's
+    # variance ratios gives 0.0072 (measured; PCA-3 on this split 0.037)
+    assert InfoMax.preset("pca_start", n_components=3) == InfoMax(n_components=3,
+                                                                   **PCA_START_OPTIONS)
+    x, features, (unlabelled, labelled, test) = semi_supervised(3, True, 0.05)
+    encode = InfoMax.preset("pca_start", n_components=3, seed=3).fit(features[unlabelled]).transform
+    ours = linear_regression_mse(encode(features[labelled]), x[labelled], encode(features[test]),
+                                 x[test])
+    assert ours <= 0.015
 
 
 def test_saturation_guard_keeps_the_code_off_tanh_ends():
