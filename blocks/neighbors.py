@@ -86,14 +86,31 @@ def approximate_knn(x: torch.Tensor, k: int, metric_name: str,
 
 
 @torch.no_grad()
-def query_knn(queries: torch.Tensor, reference: torch.Tensor, k: int, metric: Any,
+def query_knn(queries: torch.Tensor, reference: Any, k: int, metric: Any,
               chunk_elements: int = CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact k nearest rows of ``reference`` for every row of ``queries`` (new points: nothing
     is left out), in blocks of query rows: ``(m, d), (n, d) -> indices (m, k), distances (m, k)``
-    sorted by distance.  ``metric`` is a distance block, as for :func:`exact_knn`."""
+    sorted by distance.  ``metric`` is a distance block, as for :func:`exact_knn`.  A
+    ``reference`` on disk (:class:`~infoblocks.blocks.data.LazyRows`: a memory-mapped array, a
+    torch Dataset) is read a chunk of rows at a time, the running k best merged per chunk."""
     if k > reference.shape[0]:
         raise ValidationError(f"{k} neighbours asked among {reference.shape[0]} reference rows; "
                               "lower n_neighbors or fit on more data.")
+    if not isinstance(reference, torch.Tensor):  # rows on disk: one chunk in memory at a time
+        best_i = best_d = None
+        start = 0
+        for chunk in reference.chunks():
+            chunk = chunk.to(queries)
+            index, dist = query_knn(queries, chunk, min(k, chunk.shape[0]), metric,
+                                    chunk_elements)
+            index = index + start
+            start += chunk.shape[0]
+            if best_i is not None:
+                index, dist = torch.cat([best_i, index], 1), torch.cat([best_d, dist], 1)
+            # a stable sort: ties keep the earlier rows first (one chunk: its own order)
+            dist, order = torch.sort(dist, dim=1, stable=True)
+            best_i, best_d = torch.gather(index, 1, order[:, :k]), dist[:, :k]
+        return best_i, best_d
     scores = None if isinstance(metric, (Euclidean, SquaredEuclidean)) else metric.pairwise
     indices = chunked_topk(queries, reference, k, scores, chunk_elements)
     pair_rows = max(1, chunk_elements // max(k * reference.shape[1], 1))

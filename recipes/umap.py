@@ -441,12 +441,12 @@ class EmbeddingRecipe(Recipe):
                           "refit to refine them, or pass refine=False to silence this.",
                           stacklevel=3)
             return y
-        rows, positions = self._reference
-        rows = rows.take(slice(None)) if isinstance(rows, LazyRows) else rows
+        rows, positions = self._reference  # training rows on disk stay there (read in chunks)
+        rows = rows if isinstance(rows, LazyRows) else rows.float().cpu()
         x = x.take(slice(None)) if isinstance(x, LazyRows) else x
         metric, k, kernel = self._placement_blocks(placement)
         k = min(k, rows.shape[0])
-        neighbours, distances = query_knn(x.float().cpu(), rows.float().cpu(), k, metric)
+        neighbours, distances = query_knn(x.float().cpu(), rows, k, metric)
         context = PlacementContext(kernel=kernel, seed=self.seed,
                                    neg_sampling_rate=getattr(self, "neg_sampling_rate", 5),
                                    repulsion_strength=getattr(self, "repulsion_strength", 1.0))

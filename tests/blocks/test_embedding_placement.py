@@ -193,3 +193,26 @@ def test_the_neighbors_start_ignores_the_network_and_lands_between_two_clusters_
     from_network = CrossEntropyPlacement(epochs=0).place(far, neighbours, distances,
                                                          positions, context)
     assert torch.equal(from_network, far)
+
+
+@pytest.mark.parametrize("metric", [Euclidean(), "cosine"])
+def test_query_knn_reads_a_reference_on_disk_a_chunk_at_a_time(tmp_path, monkeypatch, metric):
+    from infoblocks.blocks import data as data_module
+    from infoblocks.blocks.data import LazyRows
+    from infoblocks.plugins.registry import get_registry
+
+    metric = get_registry().build("distance", metric) if isinstance(metric, str) else metric
+    g = torch.Generator().manual_seed(0)
+    reference, queries = torch.randn(500, 6, generator=g), torch.randn(40, 6, generator=g)
+    np.save(tmp_path / "r.npy", reference.numpy())
+    lazy = LazyRows(np.load(tmp_path / "r.npy", mmap_mode="r"))
+    taken = []
+    monkeypatch.setattr(data_module, "LAZY_CHUNK_ROWS", 37)  # 14 chunks, the last of 19 rows
+    original = LazyRows.take
+    monkeypatch.setattr(LazyRows, "take", lambda self, index: taken.append(index) or
+                        original(self, index))
+    index, dist = query_knn(queries, lazy, 15, metric)
+    expected_index, expected_dist = query_knn(queries, reference, 15, metric)
+    assert torch.equal(index, expected_index)
+    torch.testing.assert_close(dist, expected_dist)
+    assert len(taken) == 14 and all(i.stop - i.start <= 37 for i in taken)  # never all rows
