@@ -56,6 +56,8 @@ LAYOUT_BATCHES_PER_EPOCH = 10
 #: file of a save directory with the training rows and positions that new points are placed
 #: among (:meth:`ParametricUMAP.transform`)
 REFERENCE_FILE = "reference.pt"
+#: ... and the training rows when they were on disk (a memory-mapped ``.npy``, read lazily)
+REFERENCE_ROWS_FILE = "reference_rows.npy"
 
 
 class _PhaseTimer(Callback):
@@ -500,9 +502,23 @@ class EmbeddingRecipe(Recipe):
                                                "n_features_in": self.n_features_in_})
         if self._reference is not None and self.routine_.dist.is_main:
             rows, positions = self._reference
-            rows = rows.take(slice(None)) if isinstance(rows, LazyRows) else rows
+            saved = {"positions": positions.detach().cpu()}
+            if isinstance(rows, LazyRows):  # rows on disk: copied a chunk at a time, loaded mmap
+                tmp_rows = path / (REFERENCE_ROWS_FILE + ".tmp.npy")
+                out = np.lib.format.open_memmap(tmp_rows, mode="w+", dtype=np.float32,
+                                                shape=tuple(rows.shape))
+                start = 0
+                for chunk in rows.chunks():
+                    out[start:start + chunk.shape[0]] = chunk.float().numpy()
+                    start += chunk.shape[0]
+                out.flush()
+                del out
+                tmp_rows.replace(path / REFERENCE_ROWS_FILE)
+                saved["rows_file"] = REFERENCE_ROWS_FILE
+            else:
+                saved["rows"] = rows.detach().cpu()
             tmp = path / (REFERENCE_FILE + ".tmp")
-            torch.save({"rows": rows.detach().cpu(), "positions": positions.detach().cpu()}, tmp)
+            torch.save(saved, tmp)
             tmp.replace(path / REFERENCE_FILE)
         return path
 
@@ -540,7 +556,14 @@ class EmbeddingRecipe(Recipe):
         if recipe.refines and (path / REFERENCE_FILE).exists():
             try:
                 saved = torch.load(path / REFERENCE_FILE, map_location="cpu", weights_only=True)
-                rows, positions = saved["rows"], saved["positions"]
+                positions = saved["positions"]
+                if "rows_file" in saved:  # training rows that were on disk: read lazily again
+                    rows = LazyRows(np.load(path / str(saved["rows_file"]), mmap_mode="r"))
+                    _check(tuple(rows.shape[:1]) == tuple(positions.shape[:1]),
+                           f"{saved['rows_file']} has {rows.shape[0]} rows for "
+                           f"{positions.shape[0]} positions")
+                else:
+                    rows = saved["rows"]
             except Exception as exc:  # noqa: BLE001 - any damage: one clear message
                 why = (str(exc).splitlines() or [type(exc).__name__])[0]
                 raise ValidationError(f"{path / REFERENCE_FILE} (the training rows and positions "

@@ -31,6 +31,15 @@ def test_memory_mapped_data_is_read_by_rows_and_fits_as_in_memory(digits, tmp_pa
     # the same rows in the same order: the same fit, bit for bit on the CPU
     np.testing.assert_array_equal(lazy.embedding_, memory.embedding_)
     np.testing.assert_array_equal(lazy.transform(on_disk[:50]), memory.transform(digits[:50]))
+    # saved: the training rows copied to a .npy a chunk at a time, loaded memory-mapped again
+    lazy.save(tmp_path / "m")
+    loaded = ParametricUMAP.load(tmp_path / "m")
+    assert isinstance(loaded._reference[0], LazyRows)
+    assert np.load(tmp_path / "m" / "reference_rows.npy", mmap_mode="r").shape == digits.shape
+    np.testing.assert_array_equal(loaded.transform(on_disk[:50]), lazy.transform(on_disk[:50]))
+    (tmp_path / "m" / "reference_rows.npy").write_bytes(b"damaged")
+    with pytest.raises(ValidationError, match="cannot be read.*Save the model again"):
+        ParametricUMAP.load(tmp_path / "m")
 
 
 def test_a_torch_dataset_of_rows_fits_tsne(digits):
