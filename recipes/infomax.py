@@ -103,14 +103,15 @@ class InfoMax(Recipe):
     ``output_activation``) on scaled inputs (``scaling``); ``bound`` (``jsd`` | ``infonce`` |
     ``dv`` | ``nwj``) and ``critic`` (``gaussian`` | ``joint`` | ``separable``) pick the registry
     blocks; ``output_noise`` / ``input_noise`` are the channel's noise (in code units / in
-    units of ``noise_unit``, the data's noise floor by default), ``whitening`` (``cholesky`` | ``standardize`` | ``none``) how
-    the batch's codes are normalised before it, ``nested`` the prefix-averaged bound,
-    ``decorrelation`` an extra penalty on correlated components, ``saturation`` /
-    ``saturation_bound`` a penalty on the code's pre-activation beyond an RMS bound, ``critic_init`` where the
-    Gaussian critic's scale starts (``channel``: the measured noise of the first batch),
-    ``encoder`` (``mlp`` | ``linear_residual_mlp``: PCA-started linear path + residual,
-    ``pca_gain``, ``residual_init``; :data:`LINSKER_OPTIONS` is that start with an identity
-    output under a power constraint).  ``test_fraction`` of the
+    units of ``noise_unit``, the data's noise floor by default), ``whitening`` (``cholesky`` |
+    ``standardize`` | ``none``) how the batch's codes are normalised before it, ``nested`` the
+    prefix-averaged bound, ``decorrelation`` an extra penalty on correlated components,
+    ``saturation`` / ``saturation_bound`` a penalty on the code's pre-activation beyond an RMS
+    bound, ``critic_init`` where the Gaussian critic's scale starts (``channel``: the measured
+    noise of the first batch), ``encoder`` (``mlp`` | ``linear_residual_mlp``: PCA-started
+    linear path + residual, ``pca_gain``, ``pca_whiten``, ``residual_init``, ``linear_path``;
+    :data:`LINSKER_OPTIONS` is that start with an identity output under a power constraint,
+    :data:`PCA_START_OPTIONS` that start in the tanh channel).  ``test_fraction`` of the
     items are held out: training stops when their bound has not improved for ``patience``
     epochs and the best weights are restored.
 
@@ -572,5 +573,5 @@ def _demo_figure(recipe: InfoMax, codes: np.ndarray, x: np.ndarray, mse: float,
     return path
 
 
-__all__ = ["InfoMax", "LINSKER_OPTIONS", "PCA_START_OPTIONS", "noise_floor", "sanity_problem", "linear_regression_mse",
-           "CRITICS", "BOUNDS"]
+__all__ = ["InfoMax", "LINSKER_OPTIONS", "PCA_START_OPTIONS", "noise_floor", "sanity_problem",
+           "linear_regression_mse", "CRITICS", "BOUNDS"]
