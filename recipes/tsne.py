@@ -28,8 +28,6 @@ from typing import Any, ClassVar
 import attrs
 from attrs.validators import optional
 
-import torch
-
 from infoblocks.blocks.errors import ValidationError
 from infoblocks.blocks.validators import non_negative_int, one_of, positive, positive_int
 
@@ -210,14 +208,6 @@ class ParametricTSNE(EmbeddingRecipe):
             main["trainable"] = ["main"]
         phases.append(main)
         return phases
-
-    def _training_positions(self, routine: Any) -> torch.Tensor:
-        """With a layout phase, its free coordinates (the map the network was regressed onto
-        and new points are placed among, as openTSNE's embedding); else the network's."""
-        layout = routine.models["layout"] if "layout" in routine.models else None
-        if self.has_layout and layout is not None and hasattr(layout, "positions"):
-            return layout.positions.detach().cpu().clone()
-        return super()._training_positions(routine)
 
     @classmethod
     def demo(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:

@@ -402,7 +402,14 @@ class EmbeddingRecipe(Recipe):
         return self.build_evaluation("placement", spec)
 
     def _training_positions(self, routine: Routine) -> torch.Tensor:
-        """The in-sample embedding ``embedding_``: the network on the training data."""
+        """The in-sample embedding ``embedding_``, what new points are placed among: the free
+        coordinates of the ``layout`` model where a phase trained them (the layout phase:
+        umap-learn's / openTSNE's embedding), else the network on the training data."""
+        layout = routine.models["layout"] if "layout" in routine.models else None
+        trained = any(phase.epochs > 0 and "layout" in (phase.trainable or ())
+                      for phase in routine.phases)
+        if trained and hasattr(layout, "positions"):
+            return layout.positions.detach().cpu().clone()
         return self._embed(routine.dataset["data"])
 
     def _default_kernel(self) -> Any:
@@ -829,14 +836,6 @@ class ParametricUMAP(EmbeddingRecipe):
         return phases
 
     # ------------------------------------------------------------------ new points
-
-    def _training_positions(self, routine: Routine) -> torch.Tensor:
-        """With a layout phase, its free coordinates (the map the network was anchored to and
-        new points are placed among, as umap-learn's ``embedding_``); else the network's."""
-        layout = routine.models["layout"] if "layout" in routine.models else None
-        if self.layout_epochs and layout is not None and hasattr(layout, "positions"):
-            return layout.positions.detach().cpu().clone()
-        return super()._training_positions(routine)
 
     @classmethod
     def demo(cls, out_dir: Path, quick: bool = False) -> dict[str, Any]:
