@@ -90,7 +90,8 @@ def test_warm_start_on_other_data_lays_it_out_afresh_from_the_fitted_network(dig
         torch.testing.assert_close(value, weights[key])
     assert not np.allclose(model.embedding_, layout)
     # the new layout is the map of the new data (a fresh fit's quality, not the old rows')
-    assert trustworthiness(digits[300:600], model.embedding_, k=10) > 0.9
+    # (measured 0.982; a 1-epoch layout of the new data 0.914, the first data's layout 0.510)
+    assert trustworthiness(digits[300:600], model.embedding_, k=10) > 0.95
 
 
 def test_tsne_warm_start_continues_the_network_regression_onto_its_layout(digits):
