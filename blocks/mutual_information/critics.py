@@ -23,7 +23,8 @@ from torch import nn
 from ..errors import ValidationError
 from ..models import ACTIVATIONS, MLP, Model
 from ..validators import positive, positive_int
-from .fast_mlp import MLPPlan, hand_parameters, mlp_plan, plan_forward, plan_usable
+from .fast_mlp import (FORWARD_BLOCK_ROWS, MLPPlan, blocked_forward, hand_parameters,
+                       mlp_plan, plan_forward, plan_usable)
 
 
 def _init_normal(module: nn.Module, std: float | None) -> None:
@@ -51,7 +52,11 @@ class _PlainMLPRunner(nn.Module):
     def _run(self, name: str, z: torch.Tensor) -> torch.Tensor:
         net = self._modules[name]
         plan = self._plan_of(name, net) if self.fast else None
-        return plan_forward(plan, z) if plan_usable(plan) else net(z)
+        if not plan_usable(plan):
+            return net(z)
+        if len(z) > FORWARD_BLOCK_ROWS and z.dim() == 2 and not torch.is_grad_enabled():
+            return blocked_forward(plan, z)  # many rows, no graph: in cache-sized blocks
+        return plan_forward(plan, z)
 
     def _plan_of(self, name: str, net: nn.Module) -> MLPPlan | None:
         """The plan of ``net``, read again when ``net`` or one of its layers was replaced."""

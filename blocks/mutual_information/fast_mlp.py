@@ -140,6 +140,46 @@ def plan_forward(plan: MLPPlan, x: torch.Tensor) -> torch.Tensor:
     return h
 
 
+#: rows per block of :func:`blocked_forward`: a block's activations (rows × width floats) stay
+#: in the core's cache; 12,500 rows of the 2-100-100-1 critic run 1.7-1.8× faster in blocks of
+#: 512-2,048 than in one call (docs/mi.md, "Where a fit's time goes")
+FORWARD_BLOCK_ROWS = 1024
+
+
+def blocked_forward(plan: MLPPlan, x: torch.Tensor, rows: int = FORWARD_BLOCK_ROWS
+                    ) -> torch.Tensor:
+    """``net(x)`` for ``(n, in_dim)`` without a graph, ``rows`` rows at a time: each block runs
+    every layer before the next block starts, activations in place where the activation has an
+    in-place kernel.  The same kernels as :func:`plan_forward` on row blocks (each output row
+    is the same dot products; equal to it to float rounding, bit for bit with MKL here).  For
+    grad mode off (validation, final estimates); check :func:`plan_usable` first."""
+    n = len(x)
+    layers = plan.layers
+    weights = []
+    for i, (layer, _) in enumerate(layers):
+        w = layer.weight
+        weights.append((w.t().contiguous() if i == 0 and layer.in_features <= NARROW_INPUT
+                        else w.t(), layer.bias))
+    out = x.new_empty((n, layers[-1][0].out_features))
+    last = len(layers) - 1
+    for start in range(0, n, rows):
+        h = x[start:start + rows]
+        for i, (_, act) in enumerate(layers):
+            w_t, b = weights[i]
+            if i == last and act is None:
+                if b is None:
+                    torch.mm(h, w_t, out=out[start:start + rows])
+                else:
+                    torch.addmm(b, h, w_t, out=out[start:start + rows])
+                break
+            h = torch.mm(h, w_t) if b is None else torch.addmm(b, h, w_t)
+            if act is not None:
+                h = act.inplace(h) if act.inplace is not None else act.forward(h)
+        else:
+            out[start:start + rows] = h
+    return out
+
+
 _linear = torch._C._nn.linear
 #: torch's registries of global module hooks (mutated in place, never rebound)
 _GLOBAL_HOOKS = tuple(getattr(nn.modules.module, name) for name in (
@@ -303,6 +343,7 @@ class HandGradients(torch.autograd.Function):
         return (None, None, *grads)
 
 
-__all__ = ["MLPPlan", "mlp_plan", "plan_usable", "plan_forward", "MLPFunction",
+__all__ = ["MLPPlan", "mlp_plan", "plan_usable", "plan_forward", "blocked_forward",
+           "FORWARD_BLOCK_ROWS", "MLPFunction",
            "one_node_forward", "hand_forward", "hand_backward", "hand_parameters",
            "HandGradients", "NARROW_INPUT"]

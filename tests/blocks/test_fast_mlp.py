@@ -7,7 +7,8 @@ from torch import nn
 
 from infoblocks.blocks.mutual_information import JointCritic, SeparableCritic, SeparableCriticNet
 from infoblocks.blocks.mutual_information.fast_mlp import (
-    NARROW_INPUT, MLPFunction, mlp_plan, one_node_forward, plan_forward, plan_usable)
+    FORWARD_BLOCK_ROWS, NARROW_INPUT, MLPFunction, blocked_forward, mlp_plan, one_node_forward,
+    plan_forward, plan_usable)
 from infoblocks.blocks.models import ACTIVATIONS, MLP
 
 ACTIVATION_NAMES = sorted(ACTIVATIONS)
@@ -64,6 +65,44 @@ def test_plan_forward_of_a_wide_input_is_the_module_bit_for_bit(activation):
     fast = _grads(net, lambda z: plan_forward(mlp_plan(net), z), x)
     for u, v in zip([fast[0], *fast[1]], [ref[0], *ref[1]]):
         torch.testing.assert_close(u, v, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+@pytest.mark.parametrize("output_activation", [None, "tanh"])
+@pytest.mark.parametrize("in_dim", [2, NARROW_INPUT + 3])
+def test_blocked_forward_is_plan_forward_on_every_row(activation, output_activation, in_dim):
+    """The validation / final-estimate forward in row blocks: the same rows as one call (a
+    last block shorter than the others included), in float64 to rounding and in float32 to
+    the float32 rounding of the same dot products; the input is left untouched."""
+    for dtype in (torch.float64, torch.float32):
+        net = _net(activation, dtype=dtype, in_dim=in_dim, output_activation=output_activation)
+        plan = mlp_plan(net)
+        x = torch.randn(2 * 7 + 3, in_dim, dtype=dtype)
+        before = x.clone()
+        with torch.no_grad():
+            ref = plan_forward(plan, x)
+            for rows in (1, 7, 100):
+                out = blocked_forward(plan, x, rows=rows)
+                assert out.shape == ref.shape == (17, 3) and out.dtype == dtype
+                _assert_same([out], [ref], dtype)
+        assert torch.equal(x, before)
+
+
+def test_critic_runs_many_rows_in_blocks_without_a_graph_only():
+    """The joint critic takes the blocked path for more than FORWARD_BLOCK_ROWS rows with grad
+    mode off (validation, the final estimate): the values of the module, a bound's held-out
+    value unchanged; with grad mode on it keeps the one-call graph (gradients flow)."""
+    critic = JointCritic(x_dim=1, y_dim=1).build()
+    n = 2 * FORWARD_BLOCK_ROWS + 5
+    x, y = torch.randn(n, 1), torch.randn(n, 1)
+    with torch.no_grad():
+        fast = critic(x, y)
+        ref = critic.net(torch.cat([x, y], -1)).squeeze(-1)
+    assert fast.shape == (n,) and not fast.requires_grad
+    torch.testing.assert_close(fast, ref)
+    t = critic(x, y)
+    assert t.requires_grad
+    torch.testing.assert_close(t.detach(), fast)
 
 
 @pytest.mark.parametrize("activation", ACTIVATION_NAMES)
