@@ -130,24 +130,36 @@ def test_estimate_units_and_interval(fitted):
 
 
 def test_history_and_plot(fitted, tmp_path):
-    row = fitted.history_[0]
-    assert {"epoch", "loss", "mi", "val_mi"} <= set(row)
+    rows = fitted.history_
+    assert all({"epoch", "loss", "mi"} <= set(row) for row in rows)
+    # the held-out bound every 5th epoch (the fixed product-of-marginals pairs)
+    assert [r["epoch"] for r in rows if "val_mi" in r][:3] == [4, 9, 14]
     fig = fitted.plot(truth=TRUE_MI, path=tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 1000
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any("truth" in t for t in labels) and any("held-out" in t for t in labels)
 
 
-def test_early_stopping_restores_best_epoch():
+@pytest.mark.parametrize("every", [1, None])
+def test_early_stopping_restores_best_epoch(every):
+    """``patience`` counts epochs whatever ``validate_every`` is (default: every 5th epoch with
+    the fixed product-of-marginals pairs): training stops ⌈patience / every⌉ validations after
+    the best one, and the restored epoch is the held-out best among the validated epochs."""
     x, y = gaussian_1d(400, 4)
     # (the moments: with normal scores (the default ranks) this small critic keeps improving
     # for all 500 epochs — no early stop to test)
-    est = quiet_fit(MINE(seed=0, patience=5, epochs=500, hidden_dims=(16,), standardize=True),
-                    x, y)
-    vals = [r["val_mi"] for r in est.history_]
-    assert len(vals) < 500  # stopped early
-    assert est.best_epoch_ == int(np.argmax(vals))  # the restored epoch is the held-out best
-    assert len(vals) - 1 - est.best_epoch_ >= 5
+    est = quiet_fit(MINE(seed=0, patience=10, epochs=500, hidden_dims=(16,), standardize=True,
+                         learning_rate=1e-2, validate_every=every), x, y)
+    step = 1 if every == 1 else 5
+    assert est.routine_.phases[0].validation.every == step
+    assert est.routine_.phases[0].patience == 10 // step
+    epochs, vals = zip(*[(r["epoch"], r["val_mi"]) for r in est.history_ if "val_mi" in r])
+    assert all((e + 1) % step == 0 for e in epochs) and len(epochs) >= 3
+    last = len(est.history_) - 1
+    assert last < 499 and last == epochs[-1]  # stopped early, at a validation
+    assert est.best_epoch_ == epochs[int(np.argmax(vals))]  # the restored epoch is the best
+    assert last - est.best_epoch_ == 10  # patience: 10 epochs = 10 // step validations
+    assert max(vals[-10 // step:]) < max(vals)
 
 
 def test_one_dimensional_input_equals_column_input():
@@ -175,7 +187,7 @@ def test_standardisation_makes_estimate_scale_free():
 def test_warns_when_still_rising():
     x, y = gaussian_1d(400, 7)
     with pytest.warns(MIConvergenceWarning, match="still rising"):
-        MINE(epochs=6, learning_rate=1e-4, patience=None).fit(x, y)
+        MINE(epochs=6, learning_rate=1e-4, patience=None, validate_every=1).fit(x, y)
 
 
 def test_infonce_cap_warning():
