@@ -153,9 +153,12 @@ class EmbeddingRecipe(Recipe):
     #: Adam steps of :meth:`transform`'s placement: each new point, started at the network's
     #: f(x'), moves among the fixed training positions of its nearest training rows (umap-learn's
     #: ``transform`` objective; blocks/embedding/placement.py).  0: the network's points as they
-    #: are (then no training rows are kept)
-    transform_epochs: int = attrs.field(default=100, validator=non_negative_int)
-    transform_learning_rate: float = attrs.field(default=0.2, validator=positive)
+    #: are (then no training rows are kept).  300 instead of 100: held-out trust@15 +0.002
+    #: (UMAP) and +0.013 (t-SNE) on MNIST-5k (docs/umap.md)
+    transform_epochs: int = attrs.field(default=300, validator=non_negative_int)
+    #: the placement's Adam step in units of the training positions' spread (RMS of the axes'
+    #: standard deviations): 0.05 is ~0.2 on a UMAP map of MNIST and ~1 on a t-SNE map
+    transform_learning_rate: float = attrs.field(default=0.05, validator=positive)
 
     routine_: Routine | None = attrs.field(init=False, default=None, repr=False)
     embedding_: np.ndarray | None = attrs.field(init=False, default=None, repr=False)

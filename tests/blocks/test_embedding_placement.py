@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from infoblocks.blocks.distances import Euclidean
 from infoblocks.blocks.embedding import ModifiedCauchyTransform, StudentTTransform
-from infoblocks.blocks.embedding.placement import memberships, place
+from infoblocks.blocks.embedding.placement import (CrossEntropyPlacement, PlacementContext,
+                                                   memberships, place, spread)
 from infoblocks.blocks.embedding.training import NegativeEdgeSampler, RelationLoss
 from infoblocks.blocks.embedding.umap_loss import edge_cross_entropy, log_form
 from infoblocks.blocks.errors import ValidationError
@@ -126,6 +127,33 @@ def test_place_moves_new_points_to_their_neighbours_positions():
     assert torch.equal(place(start, neighbours, weights, positions, kernel, epochs=0), start)
     with pytest.raises(ValidationError, match="one row per new point"):
         place(start, neighbours[:5], weights[:5], positions, kernel)
+
+
+def test_the_cross_entropy_placement_steps_in_units_of_the_maps_spread():
+    """A t-SNE-sized map (clusters of sd 10 at x = ±60): the default placement (300 steps of
+    0.05 × the spread) brings points started at the origin into their cluster, as it does on a
+    map 10 times smaller; 300 steps of 0.05 kernel units do not."""
+    rng = np.random.default_rng(1)
+    base = np.concatenate([rng.normal(size=(50, 2)) + [-6, 0], rng.normal(size=(50, 2)) + [6, 0]])
+    neighbours = torch.tensor(np.concatenate([rng.integers(0, 50, (10, 8)),
+                                              rng.integers(50, 100, (10, 8))]))
+    distances = torch.linspace(1.0, 2.0, 8).repeat(20, 1)
+    start = torch.zeros(20, 2)
+    context = PlacementContext(kernel=StudentTTransform(), seed=0)
+    assert spread(torch.zeros(1, 2)) == 1.0 and spread(torch.zeros(5, 2)) == 1.0
+    for scale in (1.0, 10.0):
+        positions = torch.tensor(base * scale, dtype=torch.float32)
+        assert spread(positions) == pytest.approx(float(positions.double().var(0, unbiased=False)
+                                                        .mean().sqrt()))
+        y = CrossEntropyPlacement().place(start, neighbours, distances, positions, context)
+        centre = positions[neighbours].mean(1)
+        assert bool((y[:10, 0] < -3 * scale).all()) and bool((y[10:, 0] > 3 * scale).all())
+        # measured: median 0.41 (scale 1) and 0.12 (scale 10) spreads from the neighbours'
+        # centre; with steps of 0.05 kernel units (below) 1.2 at scale 10
+        assert float((y - centre).norm(dim=1).median()) < 0.6 * spread(positions)
+    fixed = CrossEntropyPlacement(learning_rate=0.05 / spread(positions))  # 0.05 kernel units
+    y = fixed.place(start, neighbours, distances, positions, context)
+    assert float(y[:, 0].abs().max()) < 30.0  # measured 7.8: not even halfway to its cluster
 
 
 def _sampler_state(weights):

@@ -144,7 +144,7 @@ def test_the_placement_slot_round_trips_and_is_off_without_transform_epochs(plac
     assert np.allclose(loaded.transform(x), placed.transform(x), atol=1e-5)
     # the defaults: umap-learn's objective, with the transform_* shortcuts filled in
     assert ParametricUMAP(transform_learning_rate=0.1).routine_spec()["evaluation"] == {
-        "placement": {"name": "cross_entropy", "epochs": 100, "learning_rate": 0.1,
+        "placement": {"name": "cross_entropy", "epochs": 300, "learning_rate": 0.1,
                       "local_connectivity": 0.0}}
     assert ParametricUMAP(transform_epochs=0).routine_spec()["evaluation"] == {}
 
