@@ -259,6 +259,8 @@ def section_benchmark_mi(python: str | None, draws=(0, 1, 2), cross: bool = Fals
     # XLA held to one thread, as ours runs (docs/mi.md); a caller's XLA_FLAGS win
     env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", BMI_ONE_THREAD)}
     for draw in draws:
+        print(f"(draw {draw}: {time.strftime('%H:%M:%S')}, load average "
+              f"{os.getloadavg()[0]:.1f})", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             proc = subprocess.run([python, "-c", BMI_SCRIPT, tmp, str(draw),
                                    ",".join(estimators)],
@@ -284,6 +286,7 @@ def section_benchmark_mi(python: str | None, draws=(0, 1, 2), cross: bool = Fals
                     print(f"{r['task']:32s} {label:12s} {draw:4d} {r['truth']:6.3f} "
                           f"{r['estimate']:7.3f} {ours:7.3f} {r['seconds']:6.1f} {secs:7.1f}",
                           flush=True)
+    print(f"(end: {time.strftime('%H:%M:%S')}, load average {os.getloadavg()[0]:.1f})")
     print(f"\nover draws {', '.join(map(str, draws))}: mean |error| (nats) and mean seconds")
     print(f"{'task':32s} {'est.':12s} {'|err| bmi':>9s} {'ours':>7s} {'bmi s':>6s} "
           f"{'ours s':>7s}  closer / faster draws")
