@@ -42,7 +42,9 @@ class _PlainMLPRunner(nn.Module):
     (Linear and activation layers): the modules' own ops without their ``__call__``, the same
     values and gradients (to float rounding where the first layer is narrow, see
     :data:`~.fast_mlp.NARROW_INPUT`); ``fast=False``, or anything else, calls the module.  The parameters
-    and ``state_dict`` are the submodules' either way."""
+    and ``state_dict`` are the submodules' either way.  Without a graph (grad mode off) and with
+    more than :data:`~.fast_mlp.FORWARD_BLOCK_ROWS` rows on the CPU — validation, the final
+    estimate — in row blocks (:func:`~.fast_mlp.blocked_forward`: the same values, faster)."""
 
     def __init__(self, fast: bool = True) -> None:
         super().__init__()
@@ -54,8 +56,9 @@ class _PlainMLPRunner(nn.Module):
         plan = self._plan_of(name, net) if self.fast else None
         if not plan_usable(plan):
             return net(z)
-        if len(z) > FORWARD_BLOCK_ROWS and z.dim() == 2 and not torch.is_grad_enabled():
-            return blocked_forward(plan, z)  # many rows, no graph: in cache-sized blocks
+        if len(z) > FORWARD_BLOCK_ROWS and z.dim() == 2 and z.device.type == "cpu" \
+                and not torch.is_grad_enabled():
+            return blocked_forward(plan, z)  # many rows, no graph: in the core's cache
         return plan_forward(plan, z)
 
     def _plan_of(self, name: str, net: nn.Module) -> MLPPlan | None:
