@@ -142,6 +142,10 @@ class InfoMax(Recipe):
     #: the PCA start whitened (every component at std pca_gain) or not (the first at pca_gain,
     #: the others in PCA's variance ratios)
     pca_whiten: bool = True
+    #: the PCA-started linear path's learning-rate multiplier (a trust region around the PCA
+    #: start: the path moves this many times as far per Adam step as the residual; 0 keeps it
+    #: at the start and trains the residual only)
+    linear_lr: float = attrs.field(default=1.0, validator=non_negative)
     #: the Gaussian critic's scale τ at the start: "channel" (the first batch's measured
     #: channel noise variance) or "one" (τ = 1)
     critic_init: str = attrs.field(default="channel", validator=one_of("channel", "one"))
@@ -223,6 +227,8 @@ class InfoMax(Recipe):
                 models["encoder"].update(gain=self.pca_gain, residual_init=self.residual_init,
                                          linear_path=self.linear_path,
                                          whiten=self.pca_whiten, key="x")
+                if self.linear_lr != 1.0:
+                    models["encoder"]["linear_lr"] = self.linear_lr
         critic, _ = CRITICS[self.critic]
         if critic == "gaussian_channel_critic":
             models["critic"] = {"name": critic, "init_scale": 1.0,

@@ -120,28 +120,45 @@ class LinearResidualNet(nn.Module):
     is saved with the weights, so a resumed or warm-started fit keeps the trained L)."""
 
     def __init__(self, in_dim: int, out_dim: int, residual: nn.Module, output: nn.Module,
-                 gain: float, key: str, linear_path: str = "full", whiten: bool = True
-                 ) -> None:
+                 gain: float, key: str, linear_path: str = "full", whiten: bool = True,
+                 linear_lr: float = 1.0) -> None:
         super().__init__()
         self.linear_path = linear_path
         self.whiten = whiten
+        #: the linear path's step relative to the rest (1: plain; else L = L₀ + m·Δ, Δ from 0)
+        self.linear_lr = linear_lr
         if linear_path == "full":
             self.linear = nn.Linear(in_dim, out_dim)
         else:  # "mix": L = M P, P the fixed whitened PCA projection, M (d, d) trained from gain·I
             self.linear = nn.Linear(out_dim, out_dim)
             self.register_buffer("projection", torch.zeros(out_dim, in_dim))
             self.register_buffer("offset", torch.zeros(out_dim))
+        if linear_lr != 1.0:  # the start as buffers, the trained offset from zero
+            self.register_buffer("start_weight", self.linear.weight.detach().clone())
+            self.register_buffer("start_bias", self.linear.bias.detach().clone())
+            with torch.no_grad():
+                self.linear.weight.zero_()
+                self.linear.bias.zero_()
+            if linear_lr == 0:
+                self.linear.requires_grad_(False)
         self.residual = residual
         self.output = output
         self.gain = gain
         self.key = key
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
+    def _linear(self, x: torch.Tensor) -> torch.Tensor:
+        if self.linear_lr == 1.0:
+            return self.linear(x)
+        m = self.linear_lr
+        return nn.functional.linear(x, self.start_weight + m * self.linear.weight,
+                                    self.start_bias + m * self.linear.bias)
+
     def preactivation(self, x: torch.Tensor) -> torch.Tensor:
         """L x + r(x): the code before the output activation."""
         if self.linear_path == "full":
-            return self.linear(x) + self.residual(x)
-        return self.linear(x @ self.projection.T + self.offset) + self.residual(x)
+            return self._linear(x) + self.residual(x)
+        return self._linear(x @ self.projection.T + self.offset) + self.residual(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(self.preactivation(x))
@@ -160,16 +177,20 @@ class LinearResidualNet(nn.Module):
             std = std[:1].expand_as(std)
         weight = (axes / std).T  # (d, in_dim): whitened PCA, unit std
         bias = -(mean @ axes) / std
+        if self.linear_lr != 1.0:  # the start is the buffers (the projection's rows, or gain·I)
+            start_w, start_b = self.start_weight, self.start_bias
+        else:
+            start_w, start_b = self.linear.weight, self.linear.bias
         if self.linear_path == "full":
-            self.linear.weight[:d].copy_((weight * self.gain).to(self.linear.weight))
-            self.linear.bias[:d].copy_((bias * self.gain).to(self.linear.bias))
+            start_w[:d].copy_((weight * self.gain).to(start_w))
+            start_b[:d].copy_((bias * self.gain).to(start_b))
         else:
             self.projection.zero_()
             self.projection[:d].copy_(weight.to(self.projection))
             self.offset.zero_()
             self.offset[:d].copy_(bias.to(self.offset))
-            self.linear.weight.copy_(self.gain * torch.eye(len(self.linear.weight)))
-            self.linear.bias.zero_()
+            start_w.copy_(self.gain * torch.eye(len(start_w)))
+            start_b.zero_()
         self.fitted.fill_(True)
 
 
@@ -199,6 +220,10 @@ class LinearResidualMLP(Model):
     #: True: every PCA component starts with std ``gain``; False: the first does, the others
     #: keep their variance ratios (PCA's own scaling)
     whiten: bool = True
+    #: the linear path's learning-rate multiplier m (a trust region around the PCA start):
+    #: L = L₀ + m·Δ with L₀ the start (kept) and Δ trained from 0, so Adam moves L m times as
+    #: far per step as the residual's weights; 0 keeps L at the PCA start (only r is trained)
+    linear_lr: float = attrs.field(default=1.0, validator=non_negative)
     key: str = "x"
 
     def build(self) -> nn.Module:
@@ -209,7 +234,7 @@ class LinearResidualMLP(Model):
             residual[-1].bias.mul_(self.residual_init)
         return LinearResidualNet(self.in_dim, self.out_dim, residual,
                                  ACTIVATIONS[self.output_activation](), self.gain, self.key,
-                                 self.linear_path, self.whiten)
+                                 self.linear_path, self.whiten, self.linear_lr)
 
 
 # ====================================================================== the JSD bound

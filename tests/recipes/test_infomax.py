@@ -307,6 +307,40 @@ def test_unwhitened_pca_start_keeps_the_variance_ratios():
     np.testing.assert_allclose(std, [0.5, 0.5 * 2 / 3, 0.5 / 3], rtol=0.05)
 
 
+def test_linear_lr_is_a_trust_region_around_the_pca_start():
+    # linear_lr = m: L = L₀ + m·Δ, Δ trained from 0, so Adam moves the PCA-started linear path
+    # m times as far per step as the residual (m = 0: L stays at L₀, only the residual trains);
+    # the code starts at the same place for every m
+    rng = np.random.default_rng(3)
+    x = torch.as_tensor(rng.standard_normal((500, 6)) * [3.0, 2.0, 1.0, 0.5, 0.2, 0.1],
+                        dtype=torch.float32)
+    target = torch.as_tensor(rng.standard_normal((500, 2)), dtype=torch.float32)
+    moved, starts = {}, {}
+    for m in (1.0, 0.1, 0.0):
+        torch.manual_seed(0)
+        net = LinearResidualMLP(in_dim=6, out_dim=2, whiten=False, residual_init=1.0,
+                                linear_lr=m).build()
+        net.on_phase_start(SimpleNamespace(dataset={"x": x}))
+        with torch.no_grad():
+            starts[m] = net(x)
+            before = net.preactivation(x) - net.residual(x)
+        params = [p for p in net.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=3e-3)
+        for _ in range(20):
+            optimizer.zero_grad()
+            (net(x) - target).pow(2).mean().backward()
+            optimizer.step()
+        with torch.no_grad():
+            moved[m] = float((net.preactivation(x) - net.residual(x) - before).norm())
+    torch.testing.assert_close(starts[0.1], starts[1.0])
+    torch.testing.assert_close(starts[0.0], starts[1.0])
+    assert moved[0.0] < 1e-5 < moved[0.1] < 0.3 * moved[1.0]  # (0: float rounding only)
+    recipe = InfoMax(n_components=2, encoder="linear_residual_mlp", linear_lr=0.1)
+    assert recipe.routine_spec()["models"]["encoder"]["linear_lr"] == 0.1
+    with pytest.raises(ValidationError, match="linear_lr"):
+        InfoMax(linear_lr=-1.0)
+
+
 @pytest.mark.slow
 def test_pca_start_preset_keeps_the_47_function_low_noise_row_off_saturation():
     # semi 47/0.05, seed 3: the whitened PCA start (pca_whiten = True) saturates two of three
