@@ -250,9 +250,11 @@ class EmbeddingRecipe(Recipe):
                                   "both set the encoder; remove one of them.")
             models["main"] = self._encoder_module(in_dim)
         for name, model in spec["models"].items():
-            if isinstance(model, dict) and model.get("name") in ("mlp", "standardized_mlp") and \
-                    isinstance(model.get("pca_dims"), int) and model["pca_dims"] > in_dim:
-                model = {**model, "pca_dims": in_dim}  # fewer features than pca_dims: all of them
+            # fewer features than pca_dims: all of them (any model block with that field: a
+            # plugin's model, or a subclass of the built-in, is treated as the built-in is)
+            if isinstance(model, dict) and isinstance(model.get("pca_dims"), int) and \
+                    model["pca_dims"] > in_dim:
+                model = {**model, "pca_dims": in_dim}
             models[name] = self.build_model(name, {"models": {name: model}}, in_dim=in_dim,
                                             out_dim=self.n_components, n_items=n_items)
         if "main" not in models:
