@@ -41,10 +41,11 @@ class _PlainMLPRunner(nn.Module):
     """Runs its MLP submodules through :func:`~.fast_mlp.plan_forward` when they are plain
     (Linear and activation layers): the modules' own ops without their ``__call__``, the same
     values and gradients (to float rounding where the first layer is narrow, see
-    :data:`~.fast_mlp.NARROW_INPUT`); ``fast=False``, or anything else, calls the module.  The parameters
-    and ``state_dict`` are the submodules' either way.  Without a graph (grad mode off) and with
-    more than :data:`~.fast_mlp.FORWARD_BLOCK_ROWS` rows on the CPU — validation, the final
-    estimate — in row blocks (:func:`~.fast_mlp.blocked_forward`: the same values, faster)."""
+    :data:`~.fast_mlp.NARROW_INPUT`); ``fast=False``, or anything else, calls the module.  The
+    parameters and ``state_dict`` are the submodules' either way.  Without a graph (grad mode
+    off) and with more than :data:`~.fast_mlp.FORWARD_BLOCK_ROWS` rows on the CPU — validation,
+    the final estimate — in row blocks (:func:`~.fast_mlp.blocked_forward`: the same values,
+    faster)."""
 
     def __init__(self, fast: bool = True) -> None:
         super().__init__()
