@@ -204,7 +204,11 @@ class LazyRows:
         if isinstance(item, tuple | list) and len(item) == 1:
             item = item[0]
         try:
-            return torch.as_tensor(np.asarray(item) if not isinstance(item, torch.Tensor) else item)
+            if isinstance(item, torch.Tensor):
+                return item
+            row = np.asarray(item)
+            # a read-only row (a memory-mapped file): torch refuses to share it without a copy
+            return torch.as_tensor(row if row.flags.writeable else row.copy())
         except (TypeError, ValueError, RuntimeError):
             raise ValidationError(f"`{self.name}`: item {i} of the Dataset is a "
                                   f"{type(item).__name__}, not a row of numbers; its "
