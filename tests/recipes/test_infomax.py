@@ -33,8 +33,9 @@ def _small(**kw):
 
 
 def test_sanity_case_recovers_x_linearly():
-    # issue 14's sanity row: reference form 0.083, PCA-1 0.135; pinned at 0.05 (defaults,
-    # 100 epochs: 0.035 on seed 0, 0.030 ± 0.003 over seeds 0-4; 50 epochs: 0.043)
+    # issue 14's sanity row: reference form 0.083, PCA-1 0.135; pinned at 0.05 (defaults, the
+    # PCA start: 0.030 on seed 0, best epoch 68, stopped at 169; 0.029 ± 0.004 over seeds 0-4;
+    # the previous MLP defaults 0.035 on seed 0)
     x, features = sanity_problem(0)
     codes = InfoMax(n_components=1).fit_transform(features)
     assert codes.shape == (3000, 1)
@@ -43,8 +44,9 @@ def test_sanity_case_recovers_x_linearly():
 
 def test_47_functions_noise_02_test_mse():
     # issue 14's 47-function row at noise 0.2, dim 3: test MSE <= 0.02 (issue: reference 0.019,
-    # PCA 0.025, raw regression 0.597).  Measured with the defaults over seeds 0-4 (100 epochs):
-    # 0.0076 / 0.0158 / 0.0162 / 0.0105 / 0.0141; PCA-3 on this split (seed 0) scores 0.029
+    # PCA 0.025, raw regression 0.597).  Measured with the defaults over seeds 0-4 (200 epochs):
+    # 0.0042 / 0.0074 / 0.0068 / 0.0084 / 0.0044; here, 60 epochs, seed 0: 0.0132; PCA-3 on
+    # this split (seed 0) scores 0.029
     x, features, (unlabelled, labelled, test) = semi_supervised(0, True, 0.2)
 
     def score(encode):
@@ -59,7 +61,8 @@ def test_47_functions_noise_02_test_mse():
 
 def test_47_functions_noise_005_no_longer_codes_the_jump():
     # the row that lost most before the critic's scale was set from the channel (0.096 ± 0.027
-    # over 5 seeds, critic_init = "one"): 0.0016 on seed 0 now (PCA-3 0.027)
+    # over 5 seeds, critic_init = "one"): 0.0030 on seed 0 with the defaults' PCA start and 60
+    # epochs (the previous MLP defaults 0.0016; PCA-3 0.027)
     x, features, (unlabelled, labelled, test) = semi_supervised(0, True, 0.05)
     encode = InfoMax(n_components=3, epochs=60).fit(features[unlabelled]).transform
     ours = linear_regression_mse(encode(features[labelled]), x[labelled], encode(features[test]),
@@ -146,7 +149,8 @@ def test_linear_residual_encoder_in_the_recipe_starts_at_pca():
                                      encode(features[test]), x[test])
 
     model = InfoMax(n_components=3, encoder="linear_residual_mlp", epochs=1, learning_rate=1e-7,
-                    batches_per_epoch=1).fit(features[unlabelled])
+                    batches_per_epoch=1, pca_whiten=True, residual_init=0.01
+                    ).fit(features[unlabelled])
     assert model.routine_spec()["models"]["encoder"]["name"] == "linear_residual_mlp"
     pca = score(pca_form(features[unlabelled], 3, 0))
     assert abs(score(model.transform) - pca) <= 0.1 * pca
@@ -177,7 +181,9 @@ def test_restarts_keep_the_best_heldout_bound():
 
 def test_every_slot_is_a_registry_name_in_the_full_config():
     spec = InfoMax().routine_spec()
-    assert spec["models"]["encoder"]["name"] == "mlp"
+    assert spec["models"]["encoder"]["name"] == "linear_residual_mlp"
+    assert spec["models"]["encoder"]["whiten"] is False
+    assert InfoMax.preset("mlp").routine_spec()["models"]["encoder"]["name"] == "mlp"
     assert spec["models"]["critic"]["name"] == "gaussian_channel_critic"
     phase = spec["phases"][0]
     assert phase["sampler"]["name"] == "all_pairs"
@@ -364,6 +370,7 @@ def test_saturation_guard_keeps_the_code_off_tanh_ends():
     rms, saturated = {}, {}
     for weight in (0.0, 10.0):
         model = _small(n_components=2, encoder="linear_residual_mlp", pca_gain=4.0, epochs=15,
+                       pca_whiten=True, residual_init=0.01,
                        test_fraction=0, saturation=weight, saturation_bound=1.0).fit(features)
         net = model.routine_.models["encoder"]
         with torch.no_grad():
@@ -429,9 +436,9 @@ def test_semi_supervised_19_functions_beats_the_reference():
 @pytest.mark.slow
 def test_sanity_and_ten_d1_rows_over_five_seeds():
     # benchmarks/infomax_bench.py, reference form re-run here: sanity 0.119 ± 0.035,
-    # ten d1 0.150 ± 0.003; PCA 0.134 / 0.160.  Measured with the defaults: sanity
-    # 0.030 ± 0.003; ten d1 0.042 / 0.040 / 0.045 / 0.308 / 0.043 (seed 3 ends in a folded,
-    # non-monotone code with a lower held-out bound, 1.47 against 1.53 nats: docs/infomax.md)
+    # ten d1 0.150 ± 0.003; PCA 0.134 / 0.160.  Measured with the defaults (the PCA start):
+    # sanity 0.029 ± 0.004; ten d1 0.038 / 0.040 / 0.044 / 0.040 / 0.040 (the previous MLP
+    # defaults folded seed 3's code: 0.308)
     sanity = [linear_regression_mse(InfoMax(n_components=1, seed=s).fit_transform(f), x)
               for s in range(5) for x, f in [sanity_problem(s)]]
     assert np.mean(sanity) <= 0.05 and np.std(sanity) <= 0.035 / 2
@@ -439,7 +446,7 @@ def test_sanity_and_ten_d1_rows_over_five_seeds():
 
     ten = [linear_regression_mse(InfoMax(n_components=1, seed=s).fit_transform(f), x)
            for s in range(5) for x, f in [ten_functions(s)]]
-    assert np.mean(ten) <= 0.145 and np.median(ten) <= 0.05
+    assert np.mean(ten) <= 0.145 and max(ten) <= 0.05
 
 
 @pytest.mark.slow
@@ -460,12 +467,14 @@ def test_linsker_options_meet_the_19_function_low_noise_row_over_five_seeds():
 @pytest.mark.slow
 def test_digits_probe_beats_pca16_on_the_mean_of_three_splits():
     # benchmarks/infomax_bench.py --tables digits: PCA-16 0.900 / 0.896 / 0.918, InfoMax-16
-    # 0.912 / 0.918 / 0.912 (mean 0.914 ± 0.003; the third split is lost by 0.007)
+    # (defaults: the PCA start, 200 epochs) 0.920 / 0.935 / 0.928 (the previous MLP defaults
+    # 0.912 / 0.918 / 0.912, the 100-epoch PCA start 0.9085 / 0.907 / 0.900)
     pytest.importorskip("sklearn")
     from infomax_bench import table_digits
 
     results = table_digits(3, False, {})
-    assert np.mean(results["InfoMax-16"]) > np.mean(results["PCA-16"])
+    assert np.mean(results["InfoMax-16"]) >= np.mean(results["PCA-16"]) + 0.01
+    assert all(o > p for o, p in zip(results["InfoMax-16"], results["PCA-16"]))
 
 
 @pytest.mark.slow
