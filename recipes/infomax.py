@@ -47,6 +47,7 @@ from infoblocks.blocks.phases import LR_SCHEDULES, OPTIMIZERS
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
+from infoblocks.plugins.registry import get_registry
 from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
                                           positive_int)
 
@@ -95,6 +96,18 @@ def _module_or_none(instance, attribute, value) -> None:
     _check(value is None or isinstance(value, torch.nn.Module),
            f"`encoder_module` must be a torch.nn.Module mapping (n, d) to (n, n_components), or "
            f"None for the `models.encoder` block, got {type(value).__name__}.")
+
+
+def _has_field(kind: str, spec: Any, field: str) -> bool:
+    """Whether ``spec`` (a table) names a registered block of ``kind`` with ``field``: a
+    setting the recipe fills by field, so a plugin's block in the slot is treated as the
+    built-in one is (not keyed on the built-in's name)."""
+    name = spec.get("name") if isinstance(spec, dict) else None
+    registry = get_registry()
+    if not isinstance(name, str) or (kind, name) not in registry:
+        return False
+    cls = registry.get(kind, name)
+    return attrs.has(cls) and field in {f.name for f in attrs.fields(cls)}
 
 
 @attrs.define(kw_only=True)
@@ -305,7 +318,7 @@ class InfoMax(Recipe):
         self.input_noise_ = self.input_noise * unit
         for phase in spec["phases"]:  # the channel's input noise in scaled input units
             for loss in (phase.get("loss"), (phase.get("validation") or {}).get("loss")):
-                if isinstance(loss, dict) and loss.get("name") == "infomax":
+                if _has_field("loss", loss, "input_noise"):  # the built-in's or a plugin's
                     loss["input_noise"] = float(loss.get("input_noise", 0.0)) * unit
         n_train, n_test = split_sizes(len(x), self.test_fraction)
         d, in_dim = self.n_components, x.shape[1]
