@@ -24,7 +24,8 @@ the code y by linear regression (var x = 1/3).  Rows:
 Systems: the reference form (encoder and DV critic both 2×10 ReLU MLPs on the raw inputs, the
 critic on (x̃, y) against in-batch shuffled y, full batch, Adam 0.01, 2,000 steps), PCA with
 the same dimension (on the raw inputs, as the issue measured it), and ``InfoMax()`` with its
-defaults (the PCA-started encoder, 200 epochs; ``--options mlp`` for the previous ones).  Every cell is the mean ± sd over seeds 0..4 (data and initialisation).
+defaults (the PCA-started encoder, 200 epochs; ``--options mlp`` for the previous ones).
+Every cell is the mean ± sd over seeds 0..4 (data and initialisation).
 """
 
 from __future__ import annotations

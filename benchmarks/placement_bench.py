@@ -1,8 +1,8 @@
 """New points placed by ``transform``: held-out quality of placements of one fit, side by side.
 
 Fits ``ParametricUMAP`` or ``ParametricTSNE`` once per split and seed (MNIST-5k: 4,000 fitted,
-1,000 placed; ``mnist49``, its digits 4-9: 2,400 and 600; the digits / 16: 1,437 and 360), then places the held-out rows with each
-``[evaluation] placement`` and prints scikit-learn's measures: the held-out 10-NN accuracy
+1,000 placed; ``mnist49``, its digits 4-9: 2,400 and 600; the digits / 16: 1,437 and 360),
+then places the held-out rows with each ``[evaluation] placement`` and prints scikit-learn's measures: the held-out 10-NN accuracy
 (a ``KNeighborsClassifier(10)`` trained on ``embedding_``) and the held-out trustworthiness@15.
 Split s is ``numpy.random.default_rng(s).permutation`` (split 0 is ``umap_bench.py``'s).
 

@@ -1,8 +1,8 @@
 """The root of every block: a small attrs class with a registry ``name`` and a ``kind``.
 
 Each kind (distance, relation, transform, sampler, loss, model, recipe, dataset, callback,
-placement, optimizer) has one abstract base in its own module.  A concrete block declares ``name`` on its class; that is the
-key it is registered under.  Blocks are plain data (attrs fields) plus one main method, so that
+placement, optimizer) has one abstract base in its own module.  A concrete block declares
+``name`` on its class; that is the key it is registered under.  Blocks are plain data (attrs fields) plus one main method, so that
 they can be described as ``{"name": ..., **fields}`` and rebuilt by the registry.
 """
 

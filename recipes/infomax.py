@@ -47,9 +47,10 @@ from infoblocks.blocks.phases import LR_SCHEDULES, OPTIMIZERS
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
-from infoblocks.plugins.registry import get_registry
 from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
                                           positive_int)
+
+from .mi_evaluation import _fields_of
 
 #: the sub-directory of ``run``'s output that holds the saved model
 MODEL_DIR = "model"
@@ -98,26 +99,14 @@ def _module_or_none(instance, attribute, value) -> None:
            f"None for the `models.encoder` block, got {type(value).__name__}.")
 
 
-def _has_field(kind: str, spec: Any, field: str) -> bool:
-    """Whether ``spec`` (a table) names a registered block of ``kind`` with ``field``: a
-    setting the recipe fills by field, so a plugin's block in the slot is treated as the
-    built-in one is (not keyed on the built-in's name)."""
-    name = spec.get("name") if isinstance(spec, dict) else None
-    registry = get_registry()
-    if not isinstance(name, str) or (kind, name) not in registry:
-        return False
-    cls = registry.get(kind, name)
-    return attrs.has(cls) and field in {f.name for f in attrs.fields(cls)}
-
-
 @attrs.define(kw_only=True)
 class InfoMax(Recipe):
     """InfoMax representation learning (see the module docstring).
 
     ``n_components`` = d of the code; the encoder (``encoder``: ``linear_residual_mlp``, the
     default, a PCA-started linear path plus a residual MLP, or ``mlp``; ``hidden_dims``,
-    ``activation``, ``output_activation``) works on scaled inputs (``scaling``); ``bound`` (``jsd`` | ``infonce`` |
-    ``dv`` | ``nwj``) and ``critic`` (``gaussian`` | ``joint`` | ``separable``) pick the registry
+    ``activation``, ``output_activation``) works on scaled inputs (``scaling``); ``bound``
+    (``jsd`` | ``infonce`` | ``dv`` | ``nwj``) and ``critic`` (``gaussian`` | ``joint`` | ``separable``) pick the registry
     blocks; ``output_noise`` / ``input_noise`` are the channel's noise (in code units / in
     units of ``noise_unit``, the data's noise floor by default), ``whitening`` (``cholesky`` |
     ``standardize`` | ``none``) how the batch's codes are normalised before it, ``nested`` the
@@ -318,7 +307,9 @@ class InfoMax(Recipe):
         self.input_noise_ = self.input_noise * unit
         for phase in spec["phases"]:  # the channel's input noise in scaled input units
             for loss in (phase.get("loss"), (phase.get("validation") or {}).get("loss")):
-                if _has_field("loss", loss, "input_noise"):  # the built-in's or a plugin's
+                # any loss block with the field (the built-in's or a plugin's), not a name
+                if isinstance(loss, dict) and "input_noise" in (
+                        _fields_of("loss", loss.get("name")) or ()):
                     loss["input_noise"] = float(loss.get("input_noise", 0.0)) * unit
         n_train, n_test = split_sizes(len(x), self.test_fraction)
         d, in_dim = self.n_components, x.shape[1]
@@ -600,5 +591,5 @@ def _demo_figure(recipe: InfoMax, codes: np.ndarray, x: np.ndarray, mse: float,
     return path
 
 
-__all__ = ["InfoMax", "LINSKER_OPTIONS", "PCA_START_OPTIONS", "MLP_OPTIONS", "noise_floor", "sanity_problem",
-           "linear_regression_mse", "CRITICS", "BOUNDS"]
+__all__ = ["InfoMax", "LINSKER_OPTIONS", "PCA_START_OPTIONS", "MLP_OPTIONS", "noise_floor",
+           "sanity_problem", "linear_regression_mse", "CRITICS", "BOUNDS"]

@@ -651,5 +651,6 @@ from .mi_problems import (CorrelatedGaussian, correlated_gaussian,  # noqa: E402
 from .mi_crossfit import CrossFit, cross_fit  # noqa: E402 - public here too
 
 __all__ = ["NeuralMIEstimator", "MINE", "MINEE", "InfoNCE", "NWJ", "SMILE", "MIEstimate",
-           "MIConvergenceWarning", "MIDimensionWarning", "MINEE_MAX_FEATURES", "seed_problem", "SEED_PROBLEM_N", "CorrelatedGaussian",
+           "MIConvergenceWarning", "MIDimensionWarning", "MINEE_MAX_FEATURES", "seed_problem",
+           "SEED_PROBLEM_N", "CorrelatedGaussian",
            "correlated_gaussian", "dense_gaussian", "CrossFit", "cross_fit"]

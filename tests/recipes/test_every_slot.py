@@ -1,12 +1,12 @@
 """Any slot of any built-in recipe takes a plugin's block by name.
 
 For every built-in recipe, a tiny fit records each block the recipe builds through the
-registry.  Then, slot by slot, the recipe's full routine spec is handed back — through its
-full TOML config — with that one block renamed to a plugin's — a subclass of the built-in block, registered under a new name
-by a plugin object — and the fit must build the plugin's block in that slot and reach the
-same result (the subclass behaves as the built-in).  Nested blocks (a loss's kernel, a
-relation's metric) are slots too.  A recipe that ignored its spec, or built a slot's block
-directly instead of through the registry, fails here.
+registry.  Then, slot by slot, the recipe's full routine spec is handed back (through its full
+TOML config) with that one block renamed to a plugin's: a subclass of the built-in block,
+registered under a new name by a plugin object.  The fit must build the plugin's block in that
+slot and reach the same result (the subclass behaves as the built-in).  Nested blocks (a
+loss's kernel, a relation's metric) are slots too.  A recipe that ignored its spec, or built a
+slot's block directly instead of through the registry, fails here.
 """
 
 from __future__ import annotations
