@@ -281,6 +281,35 @@ def fill_context(kind: str, spec: Any, context: dict[str, Any] | None) -> Any:
     return params
 
 
+def cap_fields(kind: str, spec: Any, caps: dict[str, int],
+               batch_types: tuple[Any, ...] | None = None) -> Any:
+    """``spec`` with each integer field named in ``caps`` at most its cap — the value the spec
+    sets, else the block's default — for the fields the block has (only for a sampler whose
+    ``batch_type`` is in ``batch_types``, when given).  A recipe caps a sampler's
+    ``batch_size`` at the rows it draws from this way, in the spec and before the build, so
+    a plugin's sampler gets what the built-in gets and no block is changed after it is
+    built.  Instances and unknown names are returned as they are."""
+    if not isinstance(spec, (str, dict)):
+        return spec
+    params = {"name": spec} if isinstance(spec, str) else dict(spec)
+    name = params.get("name")
+    registry = _registry()
+    if not isinstance(name, str) or (kind, name) not in registry:
+        return spec
+    cls = registry.get(kind, name)
+    if not attrs.has(cls) or (batch_types is not None
+                              and getattr(cls, "batch_type", None) not in batch_types):
+        return spec
+    fields = {f.alias or f.name: f for f in attrs.fields(cls) if f.init}
+    for key, cap in caps.items():
+        if key not in fields:
+            continue
+        value = params.get(key, fields[key].default)
+        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+            params[key] = cap
+    return params
+
+
 def build_model(spec: Any, path: str, context: dict[str, Any]) -> Any:
     """A model block from ``spec``, with the data-dependent ``context`` (``in_dim``,
     ``out_dim``, ``n_items`` ...) filled into the fields the block has and the spec leaves
@@ -329,4 +358,5 @@ def build_phase(spec: Any, path: str, sampler_context: dict[str, Any] | None = N
 
 
 __all__ = ["SECTIONS", "section_field", "merge_entry", "merge_sections", "expand_sections",
-           "shortcut_fields", "fill_context", "build_global", "build_model", "build_phase"]
+           "shortcut_fields", "fill_context", "cap_fields", "build_global", "build_model",
+           "build_phase"]

@@ -37,6 +37,7 @@ from attrs.validators import optional
 import numpy as np
 import torch
 
+from infoblocks.blocks.assembly import cap_fields
 from infoblocks.blocks.data import Dataset, as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.blocks.mutual_information import split_sizes
@@ -51,6 +52,25 @@ from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of
                                           positive_int)
 
 from .mi_evaluation import _fields_of
+
+
+def _capped(spec: dict[str, Any], n_train: int, n_test: int) -> dict[str, Any]:
+    """``spec`` with each phase's (validation's) sampler ``batch_size`` at most the training
+    (held-out) split: a larger batch is the whole split.  Capped in the spec before the build,
+    so a plugin's sampler with that field gets the same."""
+    def cap(sampler: Any, n: int) -> Any:
+        return cap_fields("sampler", sampler, {"batch_size": n}) if n >= 2 else sampler
+
+    phases = []
+    for phase in spec["phases"]:
+        phase = dict(phase)
+        if "sampler" in phase:
+            phase["sampler"] = cap(phase["sampler"], n_train)
+        if isinstance(phase.get("validation"), dict) and "sampler" in phase["validation"]:
+            phase["validation"] = {**phase["validation"],
+                                   "sampler": cap(phase["validation"]["sampler"], n_test)}
+        phases.append(phase)
+    return {**spec, "phases": phases}
 
 #: the sub-directory of ``run``'s output that holds the saved model
 MODEL_DIR = "model"
@@ -327,15 +347,10 @@ class InfoMax(Recipe):
                                     "block such as \"mlp\") or `encoder_module`.")
         # a sampler named in a section (another negative sampler) still draws x from the split
         phases = self.build_phases(
-            spec, sampler_context={"x_key": "x", "y_key": "x", "index_key": "train_index"},
+            _capped(spec, n_train, n_test),
+            sampler_context={"x_key": "x", "y_key": "x", "index_key": "train_index"},
             validation_context={"x_key": "x", "y_key": "x", "index_key": "test_index",
                                 "fixed": True, "fixed_seed": self.seed})
-        for phase in phases:  # batches larger than a split: the whole split
-            for sampler, n in ((phase.sampler, n_train),
-                               (getattr(phase.validation, "sampler", None), n_test)):
-                size = getattr(sampler, "batch_size", None)
-                if size is not None and n >= 2 and size > n:
-                    sampler.batch_size = n
         return Routine(dataset={"x": x}, models=models,
                        global_relations=self.build_globals(spec), phases=phases,
                        device=self.device, seed=self.seed if init_seed is None else init_seed,

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from infoblocks.blocks.data import Dataset, intra_op_threads, resolve_device
-from infoblocks.blocks.errors import NotFittedError, ValidationError
+from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
 from infoblocks.blocks.mutual_information import MAX_PAIRS, split_sizes
 from infoblocks.blocks.mutual_information.bounds import _optional_positive, _rate
 from infoblocks.blocks.mutual_information.split import _fraction
@@ -45,7 +45,7 @@ from infoblocks.plugins.registry import get_registry
 # (the submodule first: ``from . import`` would ask the package's lazy __getattr__, which
 # scans the recipes while this module is half-imported)
 from .mi_evaluation import (SEED_PROBLEM_N, MIConvergenceWarning, MIEstimate, _complete,
-                            _only_fields, _sampler_name, seed_problem)
+                            _fields_of, _only_fields, _sampler_name, seed_problem)
 from . import mi_evaluation as evaluation  # noqa: E402 - after the line above, on purpose
 from . import mi_inputs as inputs  # noqa: E402
 
@@ -621,19 +621,38 @@ class MINEE(NeuralMIEstimator):
                 "Gaussian data: +0.12 nats at 10 + 10 features, +1.0 at 25 + 25; docs/mi.md). "
                 "Use MINE or SMILE for high-dimensional data.", MIDimensionWarning, stacklevel=4)
         routine = super().build(x, y)
-        # one reference for every sampler (fitted to all data), so the divergences agree; a
-        # live ``reference_fn`` replaces the data form's string reference here
         phase = routine.phases[0]
-        if self.reference_fn is not None:
-            for sampler in (phase.sampler, getattr(phase.validation, "sampler", None)):
-                if sampler is not None and hasattr(sampler, "reference"):
-                    sampler.reference = self.reference_fn
-        if hasattr(phase.sampler, "fit_reference"):
-            phase.sampler.fit_reference(*inputs.in_memory_sample(x, y, self.seed))
-            if phase.validation is not None and hasattr(phase.validation.sampler, "reference_x"):
-                phase.validation.sampler.reference_x = phase.sampler.reference_x
-                phase.validation.sampler.reference_y = phase.sampler.reference_y
+        missing = [m for m in ("fit_reference", "draw", "reference_entropies")
+                   if not callable(getattr(phase.sampler, m, None))]
+        yields = getattr(getattr(phase.sampler, "batch_type", None), "fields", ())
+        if missing and "x_reference" in yields:  # (else the contract check names the field)
+            raise ConfigError(
+                f"minee.phases.train.sampler: MI-NEE's training sampler "
+                f"{getattr(phase.sampler, 'name', phase.sampler)!r} has no "
+                f"{', '.join(m + '(...)' for m in missing)}: the final estimate draws its "
+                "reference pairs through them. Use the sampler \"reference\", or implement "
+                "MI-NEE's reference protocol (docs/plugins.md, \"The batches of the MI "
+                "samplers\").")
+        # one reference for every sampler (fitted to all data), so the divergences agree
+        sample = None
+        for sampler in (phase.sampler, getattr(phase.validation, "sampler", None)):
+            if hasattr(sampler, "fit_reference"):
+                sample = sample or inputs.in_memory_sample(x, y, self.seed)
+                sampler.fit_reference(*sample)
         return routine
+
+    def _complete_phases(self, spec, n_test):
+        super()._complete_phases(spec, n_test)
+        if self.reference_fn is None:
+            return
+        # a live ``reference_fn`` replaces the data form's string reference in the spec of
+        # every sampler with a ``reference`` field, before the build
+        for phase in spec["phases"]:
+            for holder in (phase, phase.get("validation")):
+                sampler = holder.get("sampler") if isinstance(holder, dict) else None
+                if isinstance(sampler, dict) and "reference" in (
+                        _fields_of("sampler", sampler.get("name")) or ()):
+                    holder["sampler"] = {**sampler, "reference": self.reference_fn}
 
     def _final_estimate(self, routine, x, y, pairs):
         evaluation.minee_estimate(self, routine, x, y, pairs)

@@ -241,7 +241,7 @@ def minee_estimate(recipe: MINEE, routine: Any, x: torch.Tensor, y: torch.Tensor
     recipe.estimate_nats_ = d["d_xy"] - d["d_x"] - d["d_y"]
     log_scale_x = float(torch.log(recipe.x_scale_.double()).sum())
     log_scale_y = float(torch.log(recipe.y_scale_.double()).sum())
-    hx_ref, hy_ref = sampler.reference_x.entropy(), sampler.reference_y.entropy()
+    hx_ref, hy_ref = sampler.reference_entropies()
     ent: dict[str, float | None] = {"h_x": None, "h_y": None, "h_xy": None}
     # (after the rank-Gaussian map the entropies are those of the mapped variables: unknown)
     if hx_ref is not None and hy_ref is not None and recipe.standardize != "rank":

@@ -32,7 +32,9 @@ from attrs.validators import optional
 import numpy as np
 import torch
 
+from infoblocks.blocks.assembly import cap_fields
 from infoblocks.blocks.callbacks import Callback
+from infoblocks.blocks.contracts import ITEMS
 from infoblocks.blocks.data import (Dataset, LazyRows, as_rows, intra_op_threads,
                                     resolve_device)
 from infoblocks.blocks.embedding.placement import Placement, PlacementContext
@@ -42,7 +44,6 @@ from infoblocks.blocks.losses import CompoundLoss
 from infoblocks.blocks.neighbors import query_knn
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import SPEC_FILE, Routine
-from infoblocks.blocks.samplers import ItemSampler
 from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import non_negative, non_negative_int, one_of, positive, positive_int
 from infoblocks.plugins.registry import get_registry
@@ -267,11 +268,13 @@ class EmbeddingRecipe(Recipe):
         :meth:`routine_spec` built through the registry."""
         spec = self.routine_spec()
         x = self._validate(X, spec)
+        # item batches larger than the data set: the whole data set (capped in the spec, so a
+        # plugin's items sampler with a `batch_size` field gets the same)
+        spec = {**spec, "phases": [
+            {**p, "sampler": cap_fields("sampler", p["sampler"], {"batch_size": x.shape[0]},
+                                        batch_types=(ITEMS,))} if "sampler" in p else p
+            for p in spec["phases"]]}
         phases = self.build_phases(spec)
-        for phase in phases:  # item batches larger than the data set: the whole data set
-            size = getattr(phase.sampler, "batch_size", None)
-            if isinstance(phase.sampler, ItemSampler) and size and size > x.shape[0]:
-                phase.sampler.batch_size = x.shape[0]
         routine = Routine(
             dataset=Dataset(data=x), models=self.build_models(spec, x.shape[0], x.shape[1]),
             global_relations=self.build_globals(spec), phases=phases, device=self.device,

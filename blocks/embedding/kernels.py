@@ -45,6 +45,10 @@ class EmbeddingKernel(Transform):
     - optional ``logit_log_form() -> (c, b) | None``: where logit(d²) = c − b log max(d², 1e-8)
       exactly, :class:`~infoblocks.blocks.embedding.RelationLoss` computes its gradient in
       closed form (:mod:`~infoblocks.blocks.embedding.umap_loss`; the same numbers, faster).
+    - optional ``student_t_dof() -> ν | None``: where log_kernel(d²) = −(ν + 1)/2 ·
+      log(1 + d²/ν) exactly, :class:`~infoblocks.blocks.embedding.KLLoss` computes the batch KL
+      and its gradient in closed form (:mod:`~infoblocks.blocks.embedding.tsne_loss`; the same
+      numbers, faster).
     - ``apply(relations)``: as a transform, maps relation values that are distances d (not
       squared) to q(d), so a kernel can also sit in a ``globals`` transform list.
 
@@ -135,6 +139,10 @@ class StudentTTransform(EmbeddingKernel):
     def logit_log_form(self) -> tuple[float, float] | None:
         """(0, 1) for ν = 1 (logit = −log d²); None otherwise (no such closed form)."""
         return (0.0, 1.0) if self.dof == 1.0 else None
+
+    def student_t_dof(self) -> float:
+        """ν: the batch KL's closed form applies (:meth:`EmbeddingKernel` protocol)."""
+        return self.dof
 
 
 __all__ = ["EmbeddingKernel", "ModifiedCauchyTransform", "StudentTTransform", "fit_ab",

@@ -18,7 +18,6 @@ from ..relations import RelationData
 from ..samplers import Sampler
 from ..state import TrainState
 from ..validators import non_negative, positive, positive_int
-from .kernels import StudentTTransform
 from .tsne_loss import batch_edges, batch_rows, row_index, student_t_kl
 from .umap_loss import edge_cross_entropy, log_form
 
@@ -473,8 +472,10 @@ class KLLoss(Loss):
         index = batch["index"].to(y.device)
         if state.dist.active:  # each rank embedded its shard: the loss is the whole batch's
             index, y = _whole_batch(index, y, state)
-        if self.fused and isinstance(self.kernel, StudentTTransform):
-            return self._fused(index, y, state)
+        dof = getattr(self.kernel, "student_t_dof", None) if self.fused else None
+        dof = dof() if callable(dof) else None
+        if dof is not None:  # a kernel that states it is Student-t's: the closed form
+            return self._fused(index, y, state, dof)
         p = self.batch_p(index, state).to(y.dtype)
         sq = (y[:, None, :] - y[None, :, :]).pow(2).sum(-1)
         log_w = self.kernel.log_kernel(sq)
@@ -487,12 +488,13 @@ class KLLoss(Loss):
             kl = cross + log_z - entropy
         return LossOutput(value, {"kl": kl})
 
-    def _fused(self, index: torch.Tensor, y: torch.Tensor, state: TrainState) -> LossOutput:
+    def _fused(self, index: torch.Tensor, y: torch.Tensor, state: TrainState, dof: float
+               ) -> LossOutput:
         edges = self._edges(state)
         if self._csr is None or self._csr[0] is not edges:  # P by rows, once per phase
             self._csr = (edges, row_index(*edges))
         src, dst, p = batch_rows(*self._csr[1], index)
-        value, cross = student_t_kl(y, src, dst, p, self.exaggeration, self.kernel.dof)
+        value, cross = student_t_kl(y, src, dst, p, self.exaggeration, float(dof))
         with torch.no_grad():
             entropy = -(p * torch.log(p.clamp_min(1e-30))).sum()
             kl = cross + (value.detach() - self.exaggeration * cross) - entropy

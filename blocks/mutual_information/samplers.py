@@ -422,6 +422,11 @@ class ReferenceSampler(InBatchSampler):
             self.reference_x = ReferenceDistribution(self.reference, x, self.margin)
             self.reference_y = ReferenceDistribution(self.reference, y, self.margin)
 
+    def reference_entropies(self) -> tuple[float | None, float | None]:
+        """The differential entropies (nats) of the fitted P_X' and P_Y' (None: unknown, e.g.
+        for a callable reference)."""
+        return self.reference_x.entropy(), self.reference_y.entropy()
+
     def draw(self, n: int, generator: torch.Generator, device: torch.device
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` reference pairs ``(x', y')``, each ``(n, d)``."""

@@ -294,3 +294,23 @@ def test_recipe_constructors_check_their_keywords():
         ParametricUMAP(hidden_dims=16)
     with pytest.raises(ValidationError, match=r"expected an integer, got 16.9 @ hidden_dims"):
         ParametricUMAP(hidden_dims=[16.9, 8.2])
+
+
+def test_cap_fields_caps_the_default_or_the_set_value_before_the_build():
+    from infoblocks.blocks.assembly import cap_fields
+    from infoblocks.blocks.contracts import EDGES, ITEMS
+
+    # the block's default (None: the whole data set) is kept; a set value above the cap is cut
+    assert cap_fields("sampler", "items", {"batch_size": 30}) == {"name": "items"}
+    assert cap_fields("sampler", {"name": "items", "batch_size": 500},
+                      {"batch_size": 30}) == {"name": "items", "batch_size": 30}
+    assert cap_fields("sampler", {"name": "items", "batch_size": 20},
+                      {"batch_size": 30}) == {"name": "items", "batch_size": 20}
+    # only samplers of the given batch types; a field the block lacks is left alone
+    spec = {"name": "items", "batch_size": 500}
+    assert cap_fields("sampler", spec, {"batch_size": 30}, batch_types=(EDGES,)) == spec
+    assert cap_fields("sampler", spec, {"batch_size": 30, "no_such": 1},
+                      batch_types=(ITEMS,))["batch_size"] == 30
+    # the default of a sampler that has one is capped too (marginal pairs: 100 rows)
+    assert cap_fields("sampler", "marginal_pairs", {"batch_size": 30})["batch_size"] == 30
+    assert cap_fields("sampler", "no_such_sampler", {"batch_size": 30}) == "no_such_sampler"

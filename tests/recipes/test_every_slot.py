@@ -7,12 +7,20 @@ registered under a new name by a plugin object.  The fit must build the plugin's
 slot and reach the same result (the subclass behaves as the built-in).  Nested blocks (a
 loss's kernel, a relation's metric) are slots too.  A recipe that ignored its spec, or built a
 slot's block directly instead of through the registry, fails here.
+
+The second test puts a block written against the documented protocol only in each slot: it
+derives from the kind's abstract base, not from the built-in, and forwards to a built-in it
+holds just the base's methods and the ones docs/plugins.md names; its fields cannot be set
+after it is built.  A recipe that type-checks for its built-in block, calls an undocumented
+method, or changes a block after building it fails there.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
+from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
@@ -23,6 +31,8 @@ import torch
 from infoblocks.blocks.base import BLOCK_KINDS
 from infoblocks.plugins import hookimpl
 from infoblocks.plugins.registry import Registry, get_registry, recipe_from_dict
+
+ROOT = Path(__file__).resolve().parents[2]
 
 #: the hook of each kind a spy is registered through
 HOOKS = {"distance": "register_distances", "relation": "register_relations",
@@ -186,4 +196,96 @@ def test_a_plugin_block_fills_the_slot(recipe_name, path, kind, block, monkeypat
         f"{recipe_name}: the plugin's {kind} {spy.name!r} at {path} was never built")
     # the same numbers (to rounding: the MI recipes' hand-written step serves their exact
     # built-in bounds only; a subclass trains through autograd)
+    np.testing.assert_allclose(result, baselines[recipe_name], rtol=1e-3, atol=1e-5)
+
+
+def _base(cls: type) -> type:
+    """The abstract base a plugin derives from: the nearest ancestor without a ``name``."""
+    return next(c for c in cls.__mro__[1:] if not c.__dict__.get("name"))
+
+
+def _protocol(base: type) -> dict[str, Any]:
+    """The public methods and properties ``base`` (and its bases) define: the protocol."""
+    names: dict[str, Any] = {}
+    for c in reversed(base.__mro__[:-1]):
+        for key, value in c.__dict__.items():
+            if (key.startswith("_") and key != "__call__") or isinstance(
+                    value, (staticmethod, classmethod)):
+                continue
+            if callable(value) or isinstance(value, property):
+                names[key] = value
+    return names
+
+
+#: the methods docs/plugins.md names (``name(``): a slot's documented protocol beyond the base
+DOCUMENTED = frozenset(re.findall(r"(\w+)\(", (ROOT / "docs" / "plugins.md").read_text()))
+
+
+def _delegate(cls: type) -> type:
+    """A plugin's block written against the documented protocol only: it derives from the
+    abstract base (not from ``cls``), has ``cls``'s fields (read-only after construction) and
+    class declarations, and forwards to a ``cls`` it holds exactly the base's public methods and
+    those of ``cls`` that docs/plugins.md names.  A recipe that type-checks for the built-in,
+    calls anything undocumented, or sets a block's field after building it fails with it (or
+    gives other numbers)."""
+    base = _base(cls)
+    attrs.resolve_types(cls)
+    fields = {f.name: attrs.field(default=f.default, validator=f.validator,
+                                  converter=f.converter, type=f.type, alias=f.alias,
+                                  kw_only=True, on_setattr=attrs.setters.frozen,
+                                  metadata=f.metadata)
+              for f in attrs.fields(cls) if f.init}
+    body: dict[str, Any] = {"__module__": __name__}
+    for key in dir(cls):  # class-level declarations: batch_type, consumes, reports, accepts ...
+        value = getattr(cls, key)
+        if key.startswith("_") or key in fields or key == "name" or callable(value) or any(
+                isinstance(c.__dict__.get(key), property) for c in cls.__mro__):
+            continue
+        body[key] = value
+    documented = {key: getattr(cls, key) for key in DOCUMENTED
+                  if not key.startswith("_") and callable(getattr(cls, key, None))}
+    for key, value in {**documented, **_protocol(base)}.items():
+        if key in fields:
+            continue
+        body[key] = (property(lambda self, key=key: getattr(self._inner, key))
+                     if isinstance(value, property) else
+                     (lambda self, *args, key=key, **kwargs:
+                      getattr(self._inner, key)(*args, **kwargs)))
+
+    def __attrs_post_init__(self) -> None:
+        inner = cls(**{f.alias or f.name: getattr(self, f.name)
+                       for f in attrs.fields(cls) if f.init})
+        object.__setattr__(self, "_inner", inner)
+
+    body["__attrs_post_init__"] = __attrs_post_init__
+    shell = type(f"Delegate{cls.__name__}", (base,), body)
+    shell.__annotations__ = {"name": ClassVar[str]}
+    made = attrs.make_class(shell.__name__, fields, bases=(shell,), slots=False, kw_only=True)
+    made.name = f"delegate_{cls.name}"
+    made.__module__ = __name__
+    return made
+
+
+@pytest.mark.parametrize("recipe_name, path, kind, block", _cases())
+def test_a_protocol_only_block_fills_the_slot(recipe_name, path, kind, block, monkeypatch,
+                                              infoblocks_plugin, baselines):
+    registry = get_registry()
+    recipe_cls = registry.get("recipe", recipe_name)
+    if recipe_name not in baselines:
+        torch.manual_seed(0)
+        baselines[recipe_name] = _fit(recipe_name, recipe_cls(**TINY[recipe_name]))
+    plugin_block = _delegate(registry.get(kind, block))
+
+    class _Plugin:
+        pass
+
+    setattr(_Plugin, HOOKS[kind], hookimpl(lambda self: [plugin_block]))
+    infoblocks_plugin(_Plugin(), f"delegate_{kind}_{block}")
+    spec = _renamed(recipe_cls(**TINY[recipe_name]).routine_spec(), path, plugin_block.name)
+    recipe = recipe_cls(**TINY[recipe_name], **{section: spec[section] for section in spec})
+    recipe = recipe_from_dict(tomllib.loads(recipe.to_toml(full=True)))
+    recorder = _Recorder(monkeypatch)
+    torch.manual_seed(0)
+    result = _fit(recipe_name, recipe)
+    assert any(k == kind and n == plugin_block.name for k, n, _ in recorder.calls)
     np.testing.assert_allclose(result, baselines[recipe_name], rtol=1e-3, atol=1e-5)

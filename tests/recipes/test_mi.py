@@ -472,6 +472,35 @@ def test_a_contract_error_names_both_blocks():
         MINE(negatives="no_such_sampler")
 
 
+def test_minee_names_the_reference_protocol_a_plugin_sampler_lacks(infoblocks_plugin):
+    # a sampler that yields reference pairs but cannot draw the final estimate's reference
+    import attrs
+    from typing import ClassVar
+
+    from infoblocks.blocks.mutual_information.samplers import REFERENCE_PAIRS, InBatchSampler
+    from infoblocks.plugins import hookimpl
+
+    @attrs.define(kw_only=True)
+    class Halfway(InBatchSampler):
+        name: ClassVar[str] = "halfway_reference"
+        batch_type: ClassVar = REFERENCE_PAIRS
+
+        def fit_reference(self, x, y):
+            pass
+
+    class _Plugin:
+        @hookimpl
+        def register_samplers(self):
+            return [Halfway]
+
+    infoblocks_plugin(_Plugin(), "test_minee_protocol")
+    x, y = gaussian_1d(200, 1)
+    with pytest.raises(ConfigError, match=r"minee.phases.train.sampler: .*'halfway_reference' "
+                                          r"has no draw\(\.\.\.\), reference_entropies\(\.\.\.\)"):
+        MINEE(epochs=2, hidden_dims=(8,),
+              phases=[{"name": "train", "sampler": {"name": "halfway_reference"}}]).fit(x, y)
+
+
 @pytest.mark.parametrize("cls", [MINE, MINEE, InfoNCE, NWJ, SMILE])
 def test_sklearn_clone(cls):
     base = pytest.importorskip("sklearn.base")
