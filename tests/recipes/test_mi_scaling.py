@@ -27,19 +27,24 @@ SCRIPT = textwrap.dedent('''
         x = rng.normal(size=(600, 1))
         return x, 0.8 * x + 0.6 * rng.normal(size=(600, 1))   # rho = 0.8, I = 0.511 nats
 
-    def fit(cls):
+    #: the example plugin's bound and negative sampler (tests/example_plugin) in every MI slot
+    PLUGIN = dict(negatives="shifted", evaluation={"bound": "js"},
+                  phases=[{"name": "train", "loss": "js", "validation": {"loss": "js"}}])
+
+    def fit(cls, plugin=False):
         # SGD: Adam divides by sqrt(v) and turns the reduction-order rounding of the two runs
         # into full-size steps on near-zero gradient components (tests/blocks/test_distributed)
         options = dict(hidden_dims=(32, 32), epochs=12, batch_size=100, seed=3,
                        optimizer="sgd", learning_rate=0.3 if cls is MINE else 0.1)
-        return cls(**options).fit(*data())
+        return cls(**options, **(PLUGIN if plugin else {})).fit(*data())
 
     if __name__ == "__main__":
-        for cls in (MINE, InfoNCE, MINEE):
-            est = fit(cls)
+        for cls, plugin in ((MINE, False), (InfoNCE, False), (MINEE, False), (MINE, True)):
+            est = fit(cls, plugin)
             rank = est.routine_.dist.rank  # one file per rank: lines on a shared stdout mix
-            with open(Path(sys.argv[1]) / f"{cls.name}-{rank}.json", "w") as out:
-                out.write(json.dumps({"recipe": cls.name, "rank": rank,
+            name = "plugin" if plugin else cls.name
+            with open(Path(sys.argv[1]) / f"{name}-{rank}.json", "w") as out:
+                out.write(json.dumps({"recipe": name, "rank": rank,
                                       "world": est.routine_.dist.world_size,
                                       "estimate": est.estimate_nats_,
                                       "val_mi": [r["val_mi"] for r in est.history_
@@ -52,18 +57,22 @@ def test_two_processes_give_the_one_process_estimate(tmp_path):
     estimate as one process (the bounds reduce over the whole batch on every rank; MINE's
     moving average is the whole batch's; the final scores are computed in row blocks across
     the ranks), to 1e-3 relative (measured: ~1e-7) — MINE, InfoNCE (in-batch negatives) and
-    MI-NEE (reference draws, three critics)."""
+    MI-NEE (reference draws, three critics) — and a plugin's bound and negative sampler (the
+    example plugin's `js` and `shifted`, in every MI slot): they are sharded and reduced
+    through the same contracts, with no code of their own for it."""
     torchrun(SCRIPT, tmp_path, directory=tmp_path)
     runs = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*-*.json"))]
     assert sorted((r["recipe"], r["rank"]) for r in runs) == [
-        ("infonce", 0), ("infonce", 1), ("mine", 0), ("mine", 1), ("minee", 0), ("minee", 1)]
+        ("infonce", 0), ("infonce", 1), ("mine", 0), ("mine", 1), ("minee", 0), ("minee", 1),
+        ("plugin", 0), ("plugin", 1)]
     assert all(r["world"] == 2 for r in runs)
     namespace = {"__name__": "mi_torchrun"}
     exec(SCRIPT, namespace)  # noqa: S102 - the same fits in one process
-    for cls in (MINE, InfoNCE, MINEE):
+    for cls, name, plugin in ((MINE, "mine", False), (InfoNCE, "infonce", False),
+                              (MINEE, "minee", False), (MINE, "plugin", True)):
         with intra_op_threads(1):
-            single = namespace["fit"](cls)
-        for run in (r for r in runs if r["recipe"] == cls.name):
+            single = namespace["fit"](cls, plugin)
+        for run in (r for r in runs if r["recipe"] == name):
             # ranks agree with each other exactly (they share every reduction)
             np.testing.assert_allclose(run["estimate"], single.estimate_nats_, rtol=1e-3)
             np.testing.assert_allclose(run["val_mi"], [r["val_mi"] for r in single.history_
