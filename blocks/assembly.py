@@ -7,8 +7,11 @@ Merge rules (the same for every recipe):
 - ``globals``, ``models``, ``evaluation`` are tables keyed by name; ``phases`` is a list keyed
   by each phase's ``name`` (a new name appends a phase);
 - inside an entry, a table updates the default key by key when it names the same block (or no
-  block: ``relation = {n_neighbors = 10}`` tunes the default relation); a different ``name``
-  replaces the default block whole; lists (``transforms``) and scalars replace.
+  block: ``relation = {n_neighbors = 10}`` tunes the default relation), and the default
+  block's name alone keeps it as it is; a different ``name`` replaces the default block whole,
+  except that the values a shortcut the user set gave the default block reach the new block
+  where it has the field and leaves it out (``seed`` a validation sampler of one's own,
+  ``n_neighbors`` a k-NN relation of one's own); lists (``transforms``) and scalars replace.
 
 Lists of blocks are never in conflict: an explicit ``transforms = [...]`` replaces the default
 list even when a shortcut (``seed``) shaped it.  A key that a shortcut's default would not
@@ -55,6 +58,9 @@ def merge_entry(default: Any, override: Any) -> Any:
     """``default`` updated by ``override`` (see the module docstring)."""
     if isinstance(default, str) and isinstance(override, dict) and "name" not in override:
         default = {"name": default}  # tune the default block: {n_neighbors = 10}
+    if isinstance(default, dict) and isinstance(override, str) and \
+            override == default.get("name"):
+        return copy.deepcopy(default)  # the default block named again: kept as it is
     if isinstance(default, dict) and isinstance(override, dict) and \
             override.get("name", default.get("name")) == default.get("name"):
         out = copy.deepcopy(default)
@@ -200,6 +206,15 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
                if (old := _at(defaults, p)) is not _MISSING and not _same(old, v)]
     if not changed:
         return merged
+    # default blocks replaced by another name (`sampler = "mine"`, `{name = "mine", ...}`):
+    # their leaf in ``changed`` -> the path of the block
+    replaced = {}
+    for leaf, value in changed:
+        block = leaf[:-1] if leaf[-1] == "name" else leaf
+        current = _at(defaults, block)
+        if isinstance(current, dict) and isinstance(current.get("name"), str) and \
+                isinstance(value, str):
+            replaced[leaf] = block
     for field in shortcut_fields(type(recipe)):
         if field.default is attrs.NOTHING:
             continue
@@ -212,18 +227,50 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
             continue
         nearby = None  # the sections with the shortcut moved a little, where it creates keys
         for leaf, value in changed:
-            other = _at(alternative, leaf)
+            other, current = _at(alternative, leaf), _at(defaults, leaf)
             if other is _MISSING:  # the shortcut creates this entry (layout_epochs > 0)
                 if nearby is None:
                     nearby = _nearby_sections(recipe, field)
                 other = _at(nearby, leaf) if nearby else _MISSING
-            if other is not _MISSING and not _same(other, _at(defaults, leaf)):
+            if leaf in replaced:  # another block: the shortcut conflicts only by choosing one
+                other, current = _block_name(other), _block_name(current)
+            if other is not _MISSING and not _same(other, current):
                 raise ConfigError(
                     f"{path}: `{field.name}` = {getattr(recipe, field.name)!r} and "
                     f"`{_dotted(leaf)}` = {value!r} both set this value. Remove one of them "
                     f"(the shortcut `{field.name}` fills `{_dotted(leaf)}` = "
                     f"{_at(defaults, leaf)!r}).")
+        for block in set(replaced.values()):
+            _carry(merged, block, _at(defaults, block), _at(alternative, block))
     return merged
+
+
+def _carry(merged: dict[str, Any], path: tuple[Any, ...], default: dict[str, Any],
+           alternative: Any) -> None:
+    """A set shortcut's values in the default block at ``path`` (the keys where it differs
+    from the shortcut's default) go to the block that replaced it, where that block has the
+    field and its spec leaves it out: ``seed`` reaches a validation sampler of one's own,
+    ``n_neighbors`` a k-NN relation of one's own."""
+    if not isinstance(alternative, dict):
+        return
+    tuned = {k: v for k, v in default.items() if k != "name"
+             and not _same(v, alternative.get(k, _MISSING))}
+    parent = _at(merged, path[:-1])
+    spec = parent.get(path[-1]) if isinstance(parent, dict) else None
+    name = _block_name(spec)
+    if not tuned or not isinstance(name, str):
+        return
+    from .base import BLOCK_KINDS
+
+    registry = _registry()
+    classes = [registry.get(kind, name) for kind in BLOCK_KINDS if (kind, name) in registry]
+    if len(classes) != 1 or not attrs.has(classes[0]):
+        return
+    fields = {f.alias or f.name for f in attrs.fields(classes[0]) if f.init}
+    params = {"name": spec} if isinstance(spec, str) else dict(spec)
+    params.update({k: copy.deepcopy(v) for k, v in tuned.items()
+                   if k in fields and k not in params})
+    parent[path[-1]] = params if len(params) > 1 else spec
 
 
 # ---------------------------------------------------------------------------- building

@@ -570,9 +570,11 @@ sampler = { name = "test_counting_simulations" }
 """
     imnn = recipe_from_dict(tomllib.loads(text))
     phase = imnn.routine_spec()["phases"][0]
-    # a new block by name replaces the default whole; theta_fid, n_s ... are filled from the
-    # shortcuts at fit time into the fields it has
-    assert phase["sampler"] == {"name": "test_counting_simulations"}
+    # a new block by name replaces the default whole, but the shortcuts set here (theta_fid,
+    # n_s; not n_d, left at its default) reach the fields it has; the rest are filled from the
+    # recipe at fit time
+    assert phase["sampler"] == {"name": "test_counting_simulations", "theta_fid": [0.0, 1.0],
+                                "n_s": 300}
     LogDetLoss.calls = CountingSimulations.draws = 0
     imnn.fit(simulator=gaussian_simulator)
     assert LogDetLoss.calls >= 5 and CountingSimulations.draws >= 5
