@@ -11,7 +11,9 @@ Merge rules (the same for every recipe):
   block's name alone keeps it as it is; a different ``name`` replaces the default block whole,
   except that the values a shortcut the user set gave the default block reach the new block
   where it has the field and leaves it out (``seed`` a validation sampler of one's own,
-  ``n_neighbors`` a k-NN relation of one's own); lists (``transforms``) and scalars replace.
+  ``n_neighbors`` a k-NN relation of one's own); lists (``transforms``) and scalars replace
+  (a replaced list's entry that names a default entry's block gets that entry's shortcut
+  values the same way).
 
 Lists of blocks are never in conflict: an explicit ``transforms = [...]`` replaces the default
 list even when a shortcut (``seed``) shaped it.  A key that a shortcut's default would not
@@ -25,6 +27,7 @@ both keys are named in the error.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -195,7 +198,11 @@ def _nearby_sections(recipe: Recipe, field: attrs.Attribute) -> dict[str, Any] |
 
 
 def expand_sections(recipe: Recipe) -> dict[str, Any]:
-    """The recipe's expanded sections; :class:`ConfigError` on a shortcut/section conflict."""
+    """The recipe's expanded sections; :class:`ConfigError` on a shortcut/section conflict.
+
+    A block (or a list of blocks) the sections replace receives what a shortcut the user set
+    gave its default, where it has the field (:func:`_carry`); a shortcut whose every value
+    is lost that way is a :class:`ShortcutWarning`."""
     path = recipe.name or type(recipe).__name__
     explicit = {k: getattr(recipe, k) for k in SECTIONS}
     defaults = recipe.default_sections()
@@ -204,10 +211,12 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
         return merged
     changed = [(p, v) for p, v in _explicit_leaves(explicit)
                if (old := _at(defaults, p)) is not _MISSING and not _same(old, v)]
-    if not changed:
+    lists = [p for p, v in _explicit_lists(explicit)
+             if isinstance(old := _at(defaults, p), list) and not _same(old, v)]
+    if not changed and not lists:
         return merged
-    # default blocks replaced by another name (`sampler = "mine"`, `{name = "mine", ...}`):
-    # their leaf in ``changed`` -> the path of the block
+    # default blocks replaced by a name (`sampler = "mine"`, `{name = "mine", ...}`): their
+    # leaf in ``changed`` -> the path of the block
     replaced = {}
     for leaf, value in changed:
         block = leaf[:-1] if leaf[-1] == "name" else leaf
@@ -240,37 +249,143 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
                     f"`{_dotted(leaf)}` = {value!r} both set this value. Remove one of them "
                     f"(the shortcut `{field.name}` fills `{_dotted(leaf)}` = "
                     f"{_at(defaults, leaf)!r}).")
+        lost = []
         for block in set(replaced.values()):
-            _carry(merged, block, _at(defaults, block), _at(alternative, block))
+            lost += _carry(merged, block, _at(defaults, block), _at(alternative, block))
+        for where in lists:
+            lost += _carry_list(merged, where, _at(defaults, where), _at(alternative, where))
+        if lost and not _reaches(merged, defaults, alternative):
+            warnings.warn(
+                f"{path}: `{field.name}` = {getattr(recipe, field.name)!r} reaches no block: "
+                + "; ".join(lost) + ". Set the value in the block's own table, or remove "
+                f"`{field.name}`.", ShortcutWarning, stacklevel=4)
     return merged
 
 
-def _carry(merged: dict[str, Any], path: tuple[Any, ...], default: dict[str, Any],
-           alternative: Any) -> None:
-    """A set shortcut's values in the default block at ``path`` (the keys where it differs
-    from the shortcut's default) go to the block that replaced it, where that block has the
-    field and its spec leaves it out: ``seed`` reaches a validation sampler of one's own,
-    ``n_neighbors`` a k-NN relation of one's own."""
-    if not isinstance(alternative, dict):
-        return
-    tuned = {k: v for k, v in default.items() if k != "name"
-             and not _same(v, alternative.get(k, _MISSING))}
-    parent = _at(merged, path[:-1])
-    spec = parent.get(path[-1]) if isinstance(parent, dict) else None
-    name = _block_name(spec)
-    if not tuned or not isinstance(name, str):
-        return
+class ShortcutWarning(UserWarning):
+    """A shortcut the user set reaches no block: the sections replaced every block it fills
+    with blocks that do not have the field."""
+
+
+def _explicit_lists(explicit: dict[str, Any]) -> list[tuple[tuple[Any, ...], Any]]:
+    """(path, list) of every list of blocks in the explicit sections (``transforms``)."""
+    found: list[tuple[tuple[Any, ...], Any]] = []
+
+    def walk(value: Any, prefix: tuple[Any, ...]) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, (*prefix, k))
+        elif isinstance(value, list) and any(isinstance(v, (dict, str)) for v in value):
+            found.append((prefix, value))
+
+    for key in SECTIONS:
+        given = explicit.get(key)
+        if key == "phases":
+            for phase in given or []:
+                if isinstance(phase, dict):
+                    walk({k: v for k, v in phase.items() if k != "name"},
+                         ("phases", phase.get("name")))
+        elif given:
+            walk(given, (key,))
+    return found
+
+
+def _tuned(default: Any, alternative: Any) -> dict[str, Any]:
+    """The keys of the default block a shortcut set (where it differs from the block the
+    shortcut's default gives)."""
+    if not isinstance(default, dict) or not isinstance(alternative, dict):
+        return {}
+    return {k: v for k, v in default.items() if k != "name"
+            and not _same(v, alternative.get(k, _MISSING))}
+
+
+def _block_fields(name: Any) -> set[str] | None:
+    """Init fields of the block registered as ``name`` in exactly one kind (None: unknown)."""
     from .base import BLOCK_KINDS
 
+    if not isinstance(name, str):
+        return None
     registry = _registry()
     classes = [registry.get(kind, name) for kind in BLOCK_KINDS if (kind, name) in registry]
     if len(classes) != 1 or not attrs.has(classes[0]):
-        return
-    fields = {f.alias or f.name for f in attrs.fields(classes[0]) if f.init}
+        return None
+    return {f.alias or f.name for f in attrs.fields(classes[0]) if f.init}
+
+
+def _filled(spec: Any, tuned: dict[str, Any], where: str) -> tuple[Any, list[str]]:
+    """``spec`` with the ``tuned`` keys its block has and leaves out; the keys it lacks (an
+    empty list also when some key went across: the shortcut reached this block)."""
+    fields = _block_fields(_block_name(spec))
+    if fields is None:
+        return spec, []
     params = {"name": spec} if isinstance(spec, str) else dict(spec)
     params.update({k: copy.deepcopy(v) for k, v in tuned.items()
                    if k in fields and k not in params})
-    parent[path[-1]] = params if len(params) > 1 else spec
+    lost = [f"`{where}` is now {_block_name(spec)!r}, which has no field `{k}`"
+            for k in tuned if k not in fields]
+    return (params if len(params) > 1 else spec), ([] if len(lost) < len(tuned) else lost)
+
+
+def _carry(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alternative: Any
+           ) -> list[str]:
+    """What a set shortcut gave the default block at ``path`` goes to the block that replaced
+    it, where that block has the field and its spec leaves it out (``seed`` reaches a
+    validation sampler of one's own, ``n_neighbors`` a k-NN relation of one's own); returns
+    what could not go (the new block lacks the field)."""
+    tuned = _tuned(default, alternative)
+    parent = _at(merged, path[:-1])
+    if not tuned or not isinstance(parent, dict) or path[-1] not in parent:
+        return []
+    parent[path[-1]], lost = _filled(parent[path[-1]], tuned, _dotted(path))
+    return lost
+
+
+def _carry_list(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alternative: Any
+                ) -> list[str]:
+    """:func:`_carry` for a list of blocks the sections replaced (``transforms``): what a set
+    shortcut gave a default entry goes to the new list's first entry of the same name."""
+    parent = _at(merged, path[:-1])
+    if not isinstance(parent, dict) or not isinstance(parent.get(path[-1]), list) or \
+            not isinstance(alternative, list) or len(alternative) != len(default):
+        return []
+    entries, lost = list(parent[path[-1]]), []
+    for k, (entry, other) in enumerate(zip(default, alternative)):
+        tuned = _tuned(entry, other)
+        if not tuned:
+            continue
+        same = [i for i, e in enumerate(entries) if _block_name(e) == _block_name(entry)]
+        if not same:
+            lost.append(f"`{_dotted(path)}` no longer has {_block_name(entry)!r}")
+            continue
+        entries[same[0]], missing = _filled(entries[same[0]], tuned,
+                                            f"{_dotted(path)}[{same[0]}]")
+        lost += missing
+    parent[path[-1]] = entries
+    return lost
+
+
+def _reaches(merged: dict[str, Any], defaults: dict[str, Any], alternative: dict[str, Any]
+             ) -> bool:
+    """Whether some value a shortcut set (where ``defaults`` and ``alternative`` differ)
+    survives in ``merged``."""
+    def walk(d: Any, a: Any, m: Any) -> bool:
+        if isinstance(d, dict) and isinstance(a, dict):
+            return any(walk(v, a.get(k, _MISSING), m.get(k, _MISSING) if isinstance(m, dict)
+                            else _MISSING) for k, v in d.items())
+        return not _same(d, a) and _same(d, m)
+
+    for key in SECTIONS:
+        d, a, m = defaults.get(key), alternative.get(key), merged.get(key)
+        if key == "phases":
+            for phase in d or []:
+                name = phase.get("name")
+                other = next((p for p in a or [] if p.get("name") == name), _MISSING)
+                mine = next((p for p in m or [] if p.get("name") == name), _MISSING)
+                if walk(phase, other, mine):
+                    return True
+        elif walk(d, a, m):
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------- building
@@ -404,6 +519,6 @@ def build_phase(spec: Any, path: str, sampler_context: dict[str, Any] | None = N
     return structure(spec, TrainingPhase, path)
 
 
-__all__ = ["SECTIONS", "section_field", "merge_entry", "merge_sections", "expand_sections",
+__all__ = ["SECTIONS", "ShortcutWarning", "section_field", "merge_entry", "merge_sections", "expand_sections",
            "shortcut_fields", "fill_context", "cap_fields", "build_global", "build_model",
            "build_phase"]

@@ -314,3 +314,33 @@ def test_cap_fields_caps_the_default_or_the_set_value_before_the_build():
     # the default of a sampler that has one is capped too (marginal pairs: 100 rows)
     assert cap_fields("sampler", "marginal_pairs", {"batch_size": 30})["batch_size"] == 30
     assert cap_fields("sampler", "no_such_sampler", {"batch_size": 30}) == "no_such_sampler"
+
+
+def test_a_shortcut_you_set_reaches_the_block_that_replaced_its_default():
+    from infoblocks.blocks.assembly import ShortcutWarning
+    from infoblocks.recipes import ParametricUMAP
+    from infoblocks.recipes.mi import MINE
+
+    # seed = 3 and a validation sampler of one's own: no conflict; the seed reaches its field
+    phase = MINE(seed=3, batch_size=64, phases=[
+        {"name": "train", "sampler": "all_pairs", "validation": {"sampler": "all_pairs"}}]
+    ).routine_spec()["phases"][0]
+    assert phase["sampler"] == {"name": "all_pairs", "batch_size": 64}
+    assert phase["validation"]["sampler"] == {"name": "all_pairs", "fixed_seed": 3}
+    # the default block named again is kept as it is (not reduced to its bare defaults)
+    kept = MINE(seed=3, phases=[{"name": "train", "validation": {"sampler": "marginal_pairs"}}]
+                ).routine_spec()["phases"][0]["validation"]["sampler"]
+    assert kept == MINE(seed=3).routine_spec()["phases"][0]["validation"]["sampler"]
+    # a replaced list of blocks: the entry of the same name gets the shortcut's value
+    graph = ParametricUMAP(local_connectivity=2.0, globals={"graph": {"transforms": [
+        "connectivity_rescale", {"name": "symmetrize"}]}}).routine_spec()["globals"]["graph"]
+    assert graph["transforms"][0] == {"name": "connectivity_rescale", "local_connectivity": 2.0}
+    # an explicit value still conflicts with the shortcut, naming both
+    with pytest.raises(ConfigError, match=r"`seed` = 3 and `phases.train.validation.sampler"
+                                          r".fixed_seed` = 9 both set this value"):
+        MINE(seed=3, phases=[{"name": "train", "validation": {
+            "sampler": {"name": "all_pairs", "fixed_seed": 9}}}]).routine_spec()
+    # a shortcut whose every block was replaced by one without the field: a warning naming it
+    with pytest.warns(ShortcutWarning, match=r"`n_neighbors` = 30 reaches no block: "
+                                             r"`globals.graph.relation` is now 'pdist'"):
+        ParametricUMAP(n_neighbors=30, globals={"graph": {"relation": "pdist"}}).routine_spec()
