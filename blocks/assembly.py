@@ -519,6 +519,6 @@ def build_phase(spec: Any, path: str, sampler_context: dict[str, Any] | None = N
     return structure(spec, TrainingPhase, path)
 
 
-__all__ = ["SECTIONS", "ShortcutWarning", "section_field", "merge_entry", "merge_sections", "expand_sections",
-           "shortcut_fields", "fill_context", "cap_fields", "build_global", "build_model",
+__all__ = ["SECTIONS", "ShortcutWarning", "section_field", "merge_entry", "merge_sections",
+           "expand_sections", "shortcut_fields", "fill_context", "cap_fields", "build_global", "build_model",
            "build_phase"]
