@@ -25,6 +25,13 @@ class Block:
     kind: ClassVar[str] = "block"
     #: registry key; concrete blocks override it
     name: ClassVar[str] = ""
+    #: whether the block's main method takes rows on disk
+    #: (:class:`~infoblocks.blocks.data.LazyRows`: a memory-mapped ``--data`` array, a torch
+    #: Dataset) as they are.  False (the default, every plugin block unless it says so): the
+    #: engine reads such an input whole into a tensor before handing it to the block, so a
+    #: relation's ``compute`` or an init transform sees the same type under ``infoblocks run``
+    #: as under a Python ``fit``.  True: the block reads them itself (``take``, ``chunks``).
+    lazy_rows: ClassVar[bool] = False
 
     def describe(self) -> dict[str, Any]:
         """``{"name": ..., **fields}``; nested blocks are described recursively."""
@@ -88,9 +95,59 @@ def is_abstract(cls: type) -> bool:
     return not cls.__dict__.get("name")
 
 
+def _provider(block: Block) -> str:
+    """`` (plugin 'x')`` for a block a plugin other than the built-ins registered, else ''."""
+    try:
+        from infoblocks.plugins.registry import get_registry
+
+        entry = get_registry().entry(block.kind, block.name)
+    except Exception:  # noqa: BLE001 - informative only (an unregistered block)
+        return ""
+    return "" if entry.block is not type(block) or entry.plugin == "builtin" \
+        else f" (plugin {entry.plugin!r})"
+
+
+def _blocks_in(traceback: Any) -> list[Block]:
+    """The blocks whose methods the traceback passes through, outermost first."""
+    found: list[Block] = []
+    while traceback is not None:
+        owner = traceback.tb_frame.f_locals.get("self")
+        if isinstance(owner, Block) and owner.kind != "recipe" and \
+                (not found or owner is not found[-1]):
+            found.append(owner)
+        traceback = traceback.tb_next
+    return found
+
+
+def block_failure(exc: BaseException, where: str) -> Exception | None:
+    """A :class:`~infoblocks.blocks.errors.PluginError` naming the block that raised ``exc``
+    (a non-infoblocks exception) and ``where`` it ran (``"phase 'main'"``), or None when
+    ``exc`` is infoblocks' own error or no block's method is on its traceback.
+
+    Called only once an exception was caught (no cost while nothing raises): the block is the
+    outermost one whose method the traceback passes through (the slot the engine called),
+    and the innermost one too when they differ (a loss's distance, a relation's metric)."""
+    from .errors import InfoblocksError, PluginError
+
+    if isinstance(exc, InfoblocksError) or not isinstance(exc, Exception):
+        return None
+    found = _blocks_in(exc.__traceback__)
+    if not found:
+        return None
+    outer, inner = found[0], found[-1]
+    inside = f", inside its {inner.kind} {inner.name!r}" if inner is not outer else ""
+    hint = ""
+    if isinstance(exc, KeyError) and outer.kind == "loss":
+        hint = (" A loss that reads a batch field declares it in required_fields(), so that "
+                "the phase checks the sampler yields it before the first step.")
+    text = str(exc) or "(no message)"
+    return PluginError(f"{where}: {outer.kind} {outer.name!r}{_provider(outer)}{inside} raised "
+                       f"{type(exc).__name__}: {text}.{hint} The traceback above shows where.")
+
+
 def as_data(value: Any) -> Any:
     """The data form of a block, an attrs object (fields), a list or a dict."""
     return _as_data(value)
 
 
-__all__ = ["BLOCK_KINDS", "Block", "as_data", "block_field", "is_abstract", "resolve_block"]
+__all__ = ["BLOCK_KINDS", "Block", "as_data", "block_failure", "block_field", "is_abstract", "resolve_block"]

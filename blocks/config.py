@@ -142,6 +142,13 @@ def structure(data: dict[str, Any], cls: type, path: str, label: str | None = No
     values, problems = _check_values(data, types, path)
     if problems:
         raise ConfigError(f"Invalid {label}: {'; '.join(problems)}")
+    missing = _missing_required(cls, data)
+    if missing:  # said before cls(**values): Python's TypeError text names no TOML key
+        fields = ", ".join(f"`{k}`" for k in missing)
+        adds = "; ".join(f"`{k} = ...`" for k in missing)
+        raise ConfigError(f"Invalid {label}: field{'s' if len(missing) > 1 else ''} {fields} "
+                          f"{'are' if len(missing) > 1 else 'is'} required: add {adds} to "
+                          + (f"the table at {path}." if path != label else "its settings."))
     try:
         return cls(**values)
     except cattrs.BaseValidationError as exc:
@@ -154,6 +161,12 @@ def structure(data: dict[str, Any], cls: type, path: str, label: str | None = No
         raise ConfigError(f"Invalid {label}: {exc}") from None
     except (ValueError, TypeError) as exc:  # raised by field validators
         raise ConfigError(f"Invalid {label}: {exc}") from None
+
+
+def _missing_required(cls: type, data: dict[str, Any]) -> list[str]:
+    """Init parameters of attrs class ``cls`` without a default that ``data`` does not set."""
+    return [f.alias or f.name for f in attrs.fields(cls)
+            if f.init and f.default is attrs.NOTHING and (f.alias or f.name) not in data]
 
 
 def check_arguments(cls: type, kwargs: dict[str, Any], skip: tuple[str, ...] = ()) -> None:

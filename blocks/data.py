@@ -301,6 +301,14 @@ class LazyRows:
         return f"LazyRows({self.name!r}, shape={self.shape}, source={type(self.source).__name__})"
 
 
+def rows_for(block: Any, value: Any) -> Any:
+    """``value`` as ``block`` takes it: :class:`LazyRows` read whole into a tensor unless the
+    block declares ``lazy_rows = True``; anything else unchanged."""
+    if isinstance(value, LazyRows) and not getattr(block, "lazy_rows", False):
+        return value.take(slice(None))
+    return value
+
+
 def as_rows(x: Any, name: str, *, ndim: int | tuple[int, ...] | None = 2) -> torch.Tensor | LazyRows:
     """A memory-mapped array or torch ``Dataset`` as :class:`LazyRows` (checked in chunks,
     never loaded whole); anything else through :func:`as_tensor`."""
@@ -403,5 +411,5 @@ def intra_op_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-__all__ = ["DEFAULT_DTYPE", "Dataset", "LazyRows", "as_rows", "as_tensor", "is_lazy", "check_same_length", "check_positive",
+__all__ = ["DEFAULT_DTYPE", "Dataset", "LazyRows", "as_rows", "rows_for", "as_tensor", "is_lazy", "check_same_length", "check_positive",
            "intra_op_threads", "resolve_device"]

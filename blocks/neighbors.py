@@ -131,6 +131,7 @@ class NeighborBasedPDist(Relation):
     """
 
     name: ClassVar[str] = "neighbor_pdist"
+    lazy_rows: ClassVar[bool] = True  # rows on disk: read whole (the k-NN search needs all)
     n_neighbors: int = attrs.field(default=15, validator=positive_int)
     metric: Any = block_field("distance", default="euclidean")
     exact_threshold: int = attrs.field(default=EXACT_THRESHOLD, validator=positive_int)

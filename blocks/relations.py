@@ -195,6 +195,7 @@ class PDist(Relation):
     """All pairwise distances: ``(n, d) -> DenseRelations (n, n)``.  Small n only."""
 
     name: ClassVar[str] = "pdist"
+    lazy_rows: ClassVar[bool] = True  # rows on disk: read whole (an n x n relation needs all)
     metric: Any = block_field("distance", default="euclidean")
     key: str = "data"
     max_elements: int = DENSE_LIMIT
@@ -216,6 +217,7 @@ class DistsFromTo(Relation):
     """Distances between given pairs: ``(n, d)`` + pairs ``(source, target)`` -> EdgeRelations."""
 
     name: ClassVar[str] = "dists_from_to"
+    lazy_rows: ClassVar[bool] = True  # rows on disk: read whole by _data_tensor
     metric: Any = block_field("distance", default="euclidean")
     key: str = "data"
 

@@ -17,9 +17,9 @@ import attrs
 import numpy as np
 import torch
 
-from .base import Block, block_field
+from .base import Block, block_failure, block_field
 from .callbacks import Callback, History, ProgressBar
-from .data import Dataset, as_tensor, resolve_device
+from .data import Dataset, as_tensor, resolve_device, rows_for
 from .errors import InfoblocksError, NotFittedError, ValidationError
 from .models import Model
 from .phases import TrainingPhase
@@ -44,12 +44,23 @@ class GlobalRelation:
     transforms: list[Any] = block_field("transform", many=True, factory=list)
     input: str = "data"
 
-    def compute(self, state: TrainState) -> Any:
-        value = state.lookup(self.input)
-        if self.relation is not None:
-            value = self.relation.compute(value)
-        for transform in self.transforms:
-            value = transform(value)
+    def compute(self, state: TrainState, name: str = "") -> Any:
+        """The value; ``name`` (the global's) is what an error inside a block names.
+
+        An input on disk (:class:`~infoblocks.blocks.data.LazyRows`) reaches the relation (or
+        first transform) as it is only if the block declares ``lazy_rows``; otherwise it is
+        read whole into a tensor first (:func:`~infoblocks.blocks.data.rows_for`)."""
+        value = state.lookup(self.input, lazy=True)
+        try:
+            if self.relation is not None:
+                value = self.relation.compute(rows_for(self.relation, value))
+            for transform in self.transforms:
+                value = transform(rows_for(transform, value))
+        except Exception as exc:
+            failure = block_failure(exc, f"globals.{name or self.input}")
+            if failure is None:
+                raise
+            raise failure from exc
         return value
 
     def describe(self) -> dict[str, Any]:
@@ -178,13 +189,13 @@ class Routine:
                 computed = {}
                 if self.dist.is_main:
                     for name, relation in self.global_relations.items():
-                        state.globals[name] = relation.compute(state)
+                        state.globals[name] = relation.compute(state, name)
                         computed[name] = move_to(state.globals[name], torch.device("cpu"))
                 computed = self.dist.broadcast(computed)
                 state.globals.update({k: move_to(v, self.device) for k, v in computed.items()})
             else:
                 for name, relation in self.global_relations.items():
-                    state.globals[name] = move_to(relation.compute(state), self.device)
+                    state.globals[name] = move_to(relation.compute(state, name), self.device)
             self.state = state
             self._globals = state.globals
         return self._globals
@@ -258,8 +269,14 @@ class Routine:
                 torch.manual_seed(self.seed + 1 + k + (7919 * self._runs if warm_start else 0))
                 writer = None if checkpoint is None else self._checkpoint_writer(
                     Path(checkpoint), checkpoint_every)
-                phase.run(self.state, callbacks, checkpoint=writer, warm_start=warm_start,
-                          resume=resumed_phase if k == first else None)
+                try:  # free while nothing raises; an error inside a block names it
+                    phase.run(self.state, callbacks, checkpoint=writer, warm_start=warm_start,
+                              resume=resumed_phase if k == first else None)
+                except Exception as exc:
+                    failure = block_failure(exc, f"phase {phase.name!r}")
+                    if failure is None:
+                        raise
+                    raise failure from exc
                 if checkpoint is not None:  # the phase's end state (best weights restored)
                     self._write_phase_end(Path(checkpoint), phase)
         for cb in callbacks:

@@ -8,7 +8,7 @@ import attrs
 import numpy as np
 import torch
 
-from .data import Dataset
+from .data import Dataset, LazyRows
 from .distributed import Distributed
 
 
@@ -20,6 +20,15 @@ class TrainState:
     positions, index splits).  There is no shared scratch memory: a block that keeps state
     (MINE's moving average, a loss's cached tables) owns it and resets it in its
     ``on_phase_start``.
+
+    What a plugin block may use (the rest is the engine's): :meth:`lookup` (a global or a
+    dataset array by name, a tensor), ``dataset.take(index, keys)`` (rows ``index`` of the
+    named dataset arrays as tensors: the way a sampler reads rows, only those rows are read
+    from disk), ``dataset.n_items``, ``globals`` (read only), ``generator`` (a
+    ``torch.Generator`` on ``device``: every random draw, so that one seed gives the same
+    batches), ``rng`` (its numpy twin), ``device``, ``phase``, ``epoch``, ``n_epochs``,
+    ``step``, ``total_steps``, ``models`` (read in a loss) and ``dist`` (rank, world size
+    and reductions under torchrun).
     """
 
     models: torch.nn.ModuleDict
@@ -39,19 +48,33 @@ class TrainState:
     stop: bool = False
     #: rank and world size under torch.distributed (one process: rank 0 of 1)
     dist: Distributed = attrs.field(factory=Distributed)
+    #: arrays on disk that :meth:`lookup` read whole (once) for a block that wants a tensor
+    _whole: dict[str, torch.Tensor] = attrs.field(init=False, factory=dict, repr=False)
 
-    def lookup(self, key: str) -> Any:
-        """A global value by name, else a dataset array by name (clear error otherwise)."""
+    def lookup(self, key: str, lazy: bool = False) -> Any:
+        """A global value by name, else a dataset array by name (clear error otherwise).
+
+        An array held on disk (:class:`~infoblocks.blocks.data.LazyRows`: a memory-mapped
+        ``--data`` file, a torch Dataset) is read whole into a tensor, once, unless ``lazy``:
+        a block that reads rows on disk itself (``take``, ``chunks``) passes ``lazy=True``.
+        To read only some rows use ``dataset.take(index, keys)``."""
         if key in self.globals:
-            return self.globals[key]
-        if self.dataset is not None and key in self.dataset:
-            return self.dataset[key]
-        from .errors import ValidationError
+            value = self.globals[key]
+        elif self.dataset is not None and key in self.dataset:
+            value = self.dataset[key]
+        else:
+            from .errors import ValidationError
 
-        have = sorted(self.globals) + (sorted(self.dataset) if self.dataset is not None else [])
-        raise ValidationError(
-            f"No global relation or dataset array named {key!r}; available: {have}."
-        )
+            have = sorted(self.globals) + (sorted(self.dataset) if self.dataset is not None
+                                           else [])
+            raise ValidationError(
+                f"No global relation or dataset array named {key!r}; available: {have}."
+            )
+        if lazy or not isinstance(value, LazyRows):
+            return value
+        if key not in self._whole:
+            self._whole[key] = value.take(slice(None))
+        return self._whole[key]
 
 
 __all__ = ["TrainState"]

@@ -29,10 +29,13 @@ class Transform(Block):
     def __call__(self, relations: RelationData) -> RelationData:
         if not isinstance(relations, self.accepts):
             forms = ", ".join(t.__name__ for t in self.accepts)
+            fix = "Convert first (e.g. `.to_sparse()`)."
+            if not isinstance(relations, RelationData):  # data (input = "data"), not a relation
+                fix = ("A transform that takes data (e.g. an init with input = \"data\") "
+                       "declares it: `accepts: ClassVar[tuple[type, ...]] = (torch.Tensor,)`.")
             raise ValidationError(
                 f"Transform {self.name!r} accepts {forms}, got {type(relations).__name__}. "
-                "Convert first (e.g. `.to_sparse()`)."
-            )
+                + fix)
         return self.apply(relations)
 
     def apply(self, relations: RelationData) -> RelationData:

@@ -38,6 +38,10 @@ class PluginFailure:
         return f"plugin {self.name!r} (package {self.package}) failed: {self.error}"
 
 
+class _HookFailed(Exception):
+    """A plugin's hook raised (its own bug); the message says which hook and what."""
+
+
 class PluginFailureWarning(UserWarning):
     """Issued for each plugin that is skipped in non-strict mode."""
 
@@ -116,24 +120,39 @@ class InfoblocksPlugins:
 
     def _build_registry(self) -> Registry:
         registry = Registry()
-        for kind in BLOCK_KINDS:
-            hook = getattr(self.pm.hook, hookspecs.HOOK_FOR_KIND[kind])
-            # get_hookimpls() lists plugins in registration order: built-ins first
-            for impl in hook.get_hookimpls():
-                try:
-                    blocks = impl.function() or []
-                    for block in blocks:
-                        registry.add(kind, block, impl.plugin_name)
-                except InfoblocksError as exc:
-                    if impl.plugin_name == BUILTIN_NAME:
+        # plugin by plugin (built-ins first, then in registration order), so that a plugin
+        # whose hook raises is skipped whole: none of its hooks' blocks stay registered
+        for plugin, hooks in self._hooks_by_plugin().items():
+            before = dict(registry._entries)
+            try:
+                for kind, impl in hooks:
+                    try:
+                        blocks = impl.function() or []
+                    except InfoblocksError:
                         raise
-                    self._fail(impl.plugin_name,
-                               self.packages.get(impl.plugin_name, ("?",))[0], str(exc))
-                except Exception as exc:  # noqa: BLE001 - a plugin's own bug
-                    self._fail(impl.plugin_name, self.packages.get(impl.plugin_name, ("?",))[0],
-                               f"{hookspecs.HOOK_FOR_KIND[kind]} raised "
-                               f"{type(exc).__name__}: {exc}")
+                    except Exception as exc:  # noqa: BLE001 - a plugin's own bug
+                        raise _HookFailed(f"{hookspecs.HOOK_FOR_KIND[kind]} raised "
+                                          f"{type(exc).__name__}: {exc}") from exc
+                    for block in blocks:
+                        registry.add(kind, block, plugin)
+            except (InfoblocksError, _HookFailed) as exc:
+                if plugin == BUILTIN_NAME:  # infoblocks' own bug: never skipped silently
+                    raise
+                registry._entries = before
+                self._fail(plugin, self.packages.get(plugin, ("?",))[0],
+                           f"{exc}; none of its blocks are registered")
+        registry.failures = self.failures  # the same list: later failures show too
         return registry
+
+    def _hooks_by_plugin(self) -> dict[str, list[tuple[str, Any]]]:
+        """``plugin name -> [(kind, hook implementation), ...]``, plugins in registration
+        order (built-ins first), kinds in :data:`BLOCK_KINDS` order."""
+        order = {name: k for k, name in enumerate(self.packages)}
+        hooks: dict[str, list[tuple[str, Any]]] = {}
+        for kind in BLOCK_KINDS:
+            for impl in getattr(self.pm.hook, hookspecs.HOOK_FOR_KIND[kind]).get_hookimpls():
+                hooks.setdefault(impl.plugin_name, []).append((kind, impl))
+        return dict(sorted(hooks.items(), key=lambda item: order.get(item[0], len(order))))
 
     def plugin_versions(self) -> dict[str, str]:
         return {name: f"{dist}=={version}" for name, (dist, version) in self.packages.items()}

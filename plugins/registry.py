@@ -66,6 +66,8 @@ class Registry:
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], Entry] = {}
+        #: plugins that failed to load when this registry was built (named by "No X named")
+        self.failures: list[Any] = []
 
     # ------------------------------------------------------------------ registration
 
@@ -117,8 +119,18 @@ class Registry:
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             raise RegistryError(
                 f"No {kind} named {name!r}.{hint} Known ({kind}): {', '.join(known) or 'none'}. "
-                "A plugin may add more (see `infoblocks list`)."
+                "A plugin may add more (see `infoblocks list`)." + self._failed_hint()
             ) from None
+
+    def _failed_hint(self) -> str:
+        """The plugins that failed to load: one of them may be what provides a missing name."""
+        if not self.failures:
+            return ""
+        listed = "; ".join(str(f) for f in self.failures[:3])
+        more = f" (and {len(self.failures) - 3} more)" if len(self.failures) > 3 else ""
+        return (f" {len(self.failures)} plugin(s) failed to load and may provide it: "
+                f"{listed}{more}. Fix the plugin, or set INFOBLOCKS_STRICT_PLUGINS=1 to stop "
+                "at the failure.")
 
     def get(self, kind: str, name: str) -> type:
         return self.entry(kind, name).block

@@ -34,8 +34,9 @@ except ImportError:  # pragma: no cover - exercised without pytest installed
     pytest = None
 
 from infoblocks.blocks.contracts import BatchType
-from infoblocks.blocks.errors import PluginError
-from infoblocks.blocks.relations import DenseRelations
+from infoblocks.blocks.data import LazyRows, rows_for
+from infoblocks.blocks.errors import InfoblocksError, PluginError
+from infoblocks.blocks.relations import DenseRelations, RelationData
 
 from .manager import InfoblocksPlugins, get_plugin_manager, reset_plugin_manager
 from .registry import BASE_FOR_KIND, Registry
@@ -54,7 +55,9 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
 
     ``example`` holds constructor arguments for blocks without defaults.  Checks: it derives
     from a kind base and declares ``name``; it is an attrs class; ``describe()`` round-trips
-    through a fresh registry; distances and transforms give correctly shaped finite output.
+    through a fresh registry; distances and transforms give correctly shaped finite output; a
+    relation's ``compute`` and a transform that takes data are run on a tensor and on rows on
+    disk (``LazyRows``) as the engine hands them (see :func:`_check_takes_data`).
     """
     kind = _kind_of(cls)
     assert cls.__dict__.get("name"), f"{cls.__qualname__} must declare a `name` class attribute"
@@ -79,6 +82,11 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
         p = block.paired(a[:4], b)
         assert p.shape == (4,), f"paired must return (n,), got {tuple(p.shape)}"
         assert torch.allclose(p, torch.diagonal(d[:4]), atol=1e-4), "paired != diag(pairwise)"
+    elif kind == "relation":
+        _check_takes_data(block, block.compute, "compute(data)")
+    elif kind == "transform" and any(issubclass(torch.Tensor, t) or issubclass(LazyRows, t)
+                                     for t in cls.accepts):  # takes data: an init
+        _check_takes_data(block, block, "__call__(data)")
     elif kind == "transform" and DenseRelations in cls.accepts:
         rel = DenseRelations(torch.rand(6, 6, generator=torch.Generator().manual_seed(0)))
         out = block(rel)
@@ -97,6 +105,45 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
             f"place must return one position per new point (7, 2), got {out!r:.80}"
         assert torch.isfinite(out).all(), "place must return finite positions"
     return block
+
+
+#: rows of the data a relation / data transform is exercised on (more than the default 15
+#: neighbours of a k-NN relation)
+CHECK_ROWS = 40
+
+
+def _check_takes_data(block: Any, method: Callable[[Any], Any], call: str) -> None:
+    """``method`` (a relation's compute, a data transform) on data as the engine hands it under
+    ``infoblocks run``: a memory-mapped file is :class:`LazyRows`, given as it is to a block
+    that declares ``lazy_rows = True`` and read into a tensor for any other
+    (:func:`~infoblocks.blocks.data.rows_for`), and as a tensor (a Python ``fit``).  Both must
+    give the same kind of finite output.  A block that refuses generic data with infoblocks'
+    own error (it needs more items, keyword arguments) is not exercised further."""
+    name = type(block).__qualname__
+    x = torch.randn(CHECK_ROWS, 3, generator=torch.Generator().manual_seed(0))
+    outputs = []
+    for data in (x, rows_for(block, LazyRows(x.numpy(), "data"))):
+        try:
+            outputs.append(method(data))
+        except InfoblocksError:
+            return
+        except Exception as exc:  # noqa: BLE001 - reported as the conformance failure
+            lazy = isinstance(data, LazyRows)
+            raise AssertionError(
+                f"{name}.{call} raised {type(exc).__name__}: {exc} on "
+                + ("LazyRows (it declares lazy_rows = True: read rows with data.take(index) / "
+                   "data.chunks(), or drop the declaration to get a tensor)" if lazy
+                   else f"a ({CHECK_ROWS}, 3) tensor")) from exc
+    for out in outputs:
+        values = out.to_dense().values if isinstance(out, RelationData) else out
+        assert isinstance(values, torch.Tensor), \
+            f"{name}.{call} must return RelationData or a tensor, got {type(out).__name__}"
+        assert not values.is_floating_point() or torch.isfinite(values).all(), \
+            f"{name}.{call} returned non-finite values"
+    assert type(outputs[0]) is type(outputs[1]) and \
+        tuple(outputs[0].shape) == tuple(outputs[1].shape), \
+        (f"{name}.{call} gives {type(outputs[0]).__name__} {tuple(outputs[0].shape)} for a "
+         f"tensor but {type(outputs[1]).__name__} {tuple(outputs[1].shape)} for rows on disk")
 
 
 def _check_contracts(kind: str, block: Any) -> None:

@@ -186,6 +186,7 @@ class PCAInit(Transform):
     scale: float = attrs.field(default=1.0, validator=positive)
 
     accepts: ClassVar[tuple[type, ...]] = (torch.Tensor, LazyRows)  # data, not a relation
+    lazy_rows: ClassVar[bool] = True  # rows on disk: axes from a sample, chunked projection
 
     def apply(self, relations):
         _check(len(relations.shape) == 2 and relations.shape[1] >= self.n_components,

@@ -221,7 +221,7 @@ class DIILoss(Loss):
             dist = state.lookup(self.distances_key)
             dist = dist.values if isinstance(dist, DenseRelations) else dist
             return dist[rows][:, cols]
-        y = state.lookup(self.target)
+        y = state.lookup(self.target, lazy=True)
         with torch.no_grad():
             y_rows = rows_of(y, rows)  # a mini-batch is its own columns: read once
             return self.distance_B.pairwise(y_rows, y_rows if cols is rows else rows_of(y, cols))
@@ -241,7 +241,7 @@ class DIILoss(Loss):
         if cached is not None and cached[0] is rows and cached[1] is cols:
             return cached[2]
         self._batch_tables = cached = None  # freed before the next batch's are built
-        x = state.lookup(self.input)
+        x = state.lookup(self.input, lazy=True)
         exclude = rows[:, None] == cols[None, :]
         excluded_logits = exclusion_logits(exclude)
         ranks = self.target_ranks(self.target_distances(rows, cols, state), excluded_logits)
@@ -258,11 +258,12 @@ class DIILoss(Loss):
         cached = self._epoch_tables
         if cached is not None and cached[0] is parts:
             return cached[1]
-        x = state.lookup(self.input)
+        x = state.lookup(self.input, lazy=True)
         exclude = diagonal_mask(parts.shape[1], parts.shape[1], device=x.device)
         excluded_logits = exclusion_logits(exclude)
         if self.distances_key is None and is_feature_weighted(self.distance_B):
-            dist = self.distance_B.pairwise_batches(rows_of(state.lookup(self.target), parts))
+            y = state.lookup(self.target, lazy=True)
+            dist = self.distance_B.pairwise_batches(rows_of(y, parts))
         else:
             dist = torch.stack([self.target_distances(p, p, state) for p in parts])
         ranks = self.target_ranks(dist, excluded_logits)
@@ -284,7 +285,7 @@ class DIILoss(Loss):
         scale = state.dist.world_size if sharded else 1
         parts = batch.get("epoch_parts")
         if parts is not None and parts.numel() * parts.shape[1] * (
-                state.lookup(self.input).shape[1] + 2) <= EPOCH_TABLE_ELEMENTS:
+                state.lookup(self.input, lazy=True).shape[1] + 2) <= EPOCH_TABLE_ELEMENTS:
             table, ranks, exclude, excluded_logits = self.epoch_tables(parts, state)[batch["part"]]
         else:
             table, ranks, exclude, excluded_logits = self.tables(rows, cols, state)

@@ -34,6 +34,7 @@ class RandomSplit(Relation):
     permutation.  Returns a long tensor (a per-item global, e.g. a sampler's ``index_key``)."""
 
     name: ClassVar[str] = "random_split"
+    lazy_rows: ClassVar[bool] = True  # reads only len(data): rows on disk stay there
     test_fraction: float = attrs.field(default=0.5, validator=_fraction)
     part: str = attrs.field(default="train", validator=one_of("train", "test", "all"))
     seed: int = attrs.field(default=0, validator=non_negative_int)
