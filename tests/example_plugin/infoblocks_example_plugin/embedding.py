@@ -12,6 +12,11 @@
   inverse-distance weighted mean of the positions of its k nearest training rows (no
   optimisation; openTSNE's "weighted" initialisation of new points).
 
+- :class:`EdgeInfoNCE` (loss ``edge_infonce``): a *loss* over UMAP's sampled edges, each edge
+  against its r negatives as an InfoNCE classification (docs/plugins.md, "Add a loss to
+  UMAP"); ``model`` / ``input`` say what it embeds, so it can train the layout (``"layout"``,
+  ``"items"``) or the network (``"main"``, ``"data"``).
+
 All count their calls in a class attribute (``calls``) so a test can prove that they ran.
 """
 
@@ -24,6 +29,7 @@ import torch
 from torch import nn
 
 from infoblocks.blocks.embedding.placement import Placement
+from infoblocks.blocks.losses import Loss, LossOutput
 from infoblocks.blocks.models import ACTIVATIONS, Model
 from infoblocks.blocks.relations import SparseRelations
 from infoblocks.blocks.transforms import Transform
@@ -115,6 +121,37 @@ class NeighborMeanPlacement(Placement):
         return (w[:, :, None] * positions[neighbours]).sum(1) / w.sum(1, keepdim=True)
 
 
+@attrs.define(kw_only=True)
+class EdgeInfoNCE(Loss):
+    """Each sampled edge's logit −‖y_s − y_t‖² / τ against those of its r negatives."""
+
+    name: ClassVar[str] = "edge_infonce"
+    reports: ClassVar[frozenset[str]] = frozenset({"accuracy"})
+    #: how many times the loss ran
+    calls: ClassVar[int] = 0
+    temperature: float = 1.0
+    model: str = "main"       # what it embeds: "layout" (free coordinates) or "main" (network)
+    input: str = "data"       # its batch key: "items" for the layout, "data" for the network
+
+    def required_fields(self):
+        return frozenset({self.input, "pos_source", "pos_target", "neg_source", "neg_target"})
+
+    def __call__(self, batch, models, state):
+        EdgeInfoNCE.calls += 1
+        y = models[self.model](batch[self.input])       # one row per entry of batch["items"]
+
+        def logits(a, b):
+            return -(y[a] - y[b]).pow(2).sum(-1) / self.temperature
+
+        pos = logits(batch["pos_source"], batch["pos_target"])                       # (B,)
+        neg = logits(batch["neg_source"], batch["neg_target"]).view(-1, pos.numel())  # (r, B)
+        scores = torch.cat([pos[None], neg]).T                                        # (B, 1 + r)
+        target = torch.zeros(len(scores), dtype=torch.long, device=scores.device)
+        value = torch.nn.functional.cross_entropy(scores, target)
+        accuracy = (scores.argmax(1) == 0).float().mean()
+        return LossOutput(value, {"accuracy": accuracy.detach()})
+
+
 #: hook name without ``register_`` -> block classes
 BLOCKS: dict[str, list[type]] = {"transforms": [GaussianMembership], "models": [ResidualMLP],
-                                 "placements": [NeighborMeanPlacement]}
+                                 "placements": [NeighborMeanPlacement], "losses": [EdgeInfoNCE]}
