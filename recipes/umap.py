@@ -432,8 +432,17 @@ class EmbeddingRecipe(Recipe):
         relation = getattr(graph, "relation", None)
         metric, k = getattr(relation, "metric", None), getattr(relation, "n_neighbors", None)
         registry = get_registry()
-        if metric is None or not isinstance(k, int):
+        if metric is None and relation is not None and not callable(
+                getattr(relation, "query", None)):
+            warnings.warn(
+                f"{type(self).__name__}.transform: the graph's relation "
+                f"{getattr(relation, 'name', relation)!r} has neither a `metric` field nor a "
+                "`query(x_new, rows, k)` method, so new points' neighbours are found by the "
+                f"recipe's metric ({self._metric_spec()!r}); give the relation one of them "
+                "(docs/plugins.md, the relation slot).", stacklevel=4)
+        if metric is None:
             metric = registry.build("distance", self._metric_spec())
+        if not isinstance(k, int):
             k = getattr(self, "n_neighbors", None) or 15
         wanted = getattr(placement, "n_neighbors", None)
         if wanted is not None:
@@ -443,6 +452,32 @@ class EmbeddingRecipe(Recipe):
                    if callable(getattr(getattr(loss, "kernel", None), "logit", None))]
         kernel = kernels[0] if kernels else registry.build("transform", self._default_kernel())
         return metric, k, kernel
+
+    def _neighbours(self, x: torch.Tensor, rows: torch.Tensor | LazyRows, k: int, metric: Any
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` nearest training rows of each new point: the graph relation's own
+        ``query(x_new, rows, k) -> (indices (m, k) long, distances (m, k))`` where it has one
+        (a plugin's k-NN search), else an exact or pynndescent search by ``metric``."""
+        graph = (self.routine_.global_relations or {}).get(self.graph_name)
+        relation = getattr(graph, "relation", None)
+        query = getattr(relation, "query", None)
+        if not callable(query):
+            return query_knn(x, rows, k, metric)
+        rows = rows.take(slice(None)) if isinstance(rows, LazyRows) else rows
+        where = f"{self.name}.globals.{self.graph_name}.relation"
+        try:
+            out = query(x, rows, k)
+        except (ValidationError, ConfigError):
+            raise
+        except Exception as exc:
+            raise PluginError(f"{where}: relation {relation.name!r}.query failed "
+                              f"({type(exc).__name__}: {exc}).") from exc
+        ok = isinstance(out, (tuple, list)) and len(out) == 2 and all(
+            isinstance(t, torch.Tensor) and tuple(t.shape) == (len(x), k) for t in out)
+        if not ok:
+            raise PluginError(f"{where}: relation {relation.name!r}.query(x_new, rows, k) must "
+                              f"return (indices, distances), each ({len(x)}, {k}).")
+        return out[0].long(), out[1].float()
 
     def _refine(self, x: torch.Tensor | LazyRows, y: torch.Tensor) -> torch.Tensor:
         """New points ``y = f(x)`` placed among the training positions by the ``[evaluation]
@@ -463,7 +498,7 @@ class EmbeddingRecipe(Recipe):
         x = x.take(slice(None)) if isinstance(x, LazyRows) else x
         metric, k, kernel = self._placement_blocks(placement)
         k = min(k, rows.shape[0])
-        neighbours, distances = query_knn(x.float().cpu(), rows, k, metric)
+        neighbours, distances = self._neighbours(x.float().cpu(), rows, k, metric)
         context = PlacementContext(kernel=kernel, seed=self.seed,
                                    neg_sampling_rate=getattr(self, "neg_sampling_rate", 5),
                                    repulsion_strength=getattr(self, "repulsion_strength", 1.0))

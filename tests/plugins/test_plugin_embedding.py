@@ -7,15 +7,18 @@ placement of new points (``neighbor_mean`` as ``evaluation.placement``) and a lo
 import copy
 import json
 import tomllib
+import warnings
 from typing import ClassVar
 
 import attrs
 import numpy as np
 import pytest
+import torch
 
 from infoblocks.blocks.embedding.placement import Placement
 from infoblocks.blocks.embedding_quality import trustworthiness
 from infoblocks.blocks.errors import PluginError, RegistryError
+from infoblocks.blocks.relations import Relation, SparseRelations
 from infoblocks.plugins import hookimpl
 from infoblocks.plugins.registry import get_registry, recipe_from_dict
 from infoblocks.recipes.cli import main
@@ -194,6 +197,68 @@ def test_an_unknown_placement_is_refused_before_training(digits):
     with pytest.raises(RegistryError, match="parametric_umap.evaluation.placement.*neighbor_mean"):
         recipe.fit(digits[:100])
     assert recipe.routine_ is None
+
+
+# ---------------------------------------------------------------------- a k-NN relation
+
+def _cosine_knn(a, b, k, self_excluded):
+    sim = torch.nn.functional.normalize(a, dim=1) @ torch.nn.functional.normalize(b, dim=1).T
+    if self_excluded:
+        sim.fill_diagonal_(-2.0)
+    top = sim.topk(k, dim=1)
+    return top.indices, (1.0 - top.values).clamp_min(0.0)
+
+
+@attrs.define(kw_only=True)
+class _CosineKNN(Relation):
+    """A k-NN relation of its own (no `metric` field); ``query`` finds new points' neighbours
+    the same way when ``queries`` (else transform must warn)."""
+
+    name: ClassVar[str] = "test_cosine_knn"
+    queried: ClassVar[int] = 0
+    n_neighbors: int = 15
+
+    def compute(self, data, **kwargs):
+        x = torch.as_tensor(data, dtype=torch.float32)
+        idx, dist = _cosine_knn(x, x, self.n_neighbors, True)
+        rows = torch.arange(len(x)).repeat_interleave(self.n_neighbors)
+        return SparseRelations(rows, idx.reshape(-1), dist.reshape(-1), (len(x), len(x)))
+
+
+@attrs.define(kw_only=True)
+class _QueryingCosineKNN(_CosineKNN):
+    name: ClassVar[str] = "test_querying_cosine_knn"
+
+    def query(self, x_new, rows, k):
+        _CosineKNN.queried += 1
+        return _cosine_knn(x_new, rows, k, False)
+
+
+class _Relations:
+    @hookimpl
+    def register_relations(self):
+        return [_CosineKNN, _QueryingCosineKNN]
+
+
+def test_transform_finds_new_points_neighbours_with_the_relations_query(infoblocks_plugin,
+                                                                        digits):
+    from infoblocks.recipes.umap import ParametricUMAP
+
+    infoblocks_plugin(_Relations(), "test_relations")
+    fit = dict(epochs=2, layout_epochs=20, init_epochs=2, transform_epochs=5, seed=0)
+    querying = ParametricUMAP(**fit, globals={"graph": {"relation": "test_querying_cosine_knn"}})
+    querying.fit(digits[:300])
+    queried = _CosineKNN.queried
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert querying.transform(digits[300:320]).shape == (20, 2)
+    assert _CosineKNN.queried == queried + 1
+    # neither `metric` nor `query`: the recipe's metric, with a warning that says so
+    plain = ParametricUMAP(**fit, globals={"graph": {"relation": "test_cosine_knn"}})
+    plain.fit(digits[:300])
+    with pytest.warns(UserWarning, match="'test_cosine_knn' has neither a `metric` field nor "
+                                         "a `query"):
+        plain.transform(digits[300:320])
 
 
 # ---------------------------------------------------------------------- a loss in both phases
