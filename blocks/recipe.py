@@ -81,6 +81,8 @@ class Recipe(Block, metaclass=_CheckedConstructor):
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     #: evaluation slot -> block kind (how the ``evaluation`` section's specs are built)
     evaluation_kinds: ClassVar[dict[str, str]] = {}
+    #: settings without a default that a run must set (``infoblocks config`` names them)
+    required_settings: ClassVar[tuple[str, ...]] = ()
 
     #: name -> {input, relation, transforms}: updates the default globals by name
     globals: dict[str, Any] | None = section_field()

@@ -117,7 +117,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     cls = get_registry().get("recipe", args.recipe)
     recipe = cls.preset(args.preset) if args.preset else cls()
-    print(recipe.to_toml(full=args.full), end="")
+    text = recipe.to_toml(full=args.full)
+    # unset settings are not written: name the ones a run must set (IMNN's theta_fid), so a
+    # config started from this output does not miss them
+    unset = [name for name in getattr(cls, "required_settings", ())
+             if getattr(recipe, name, None) is None]
+    if unset:
+        first, _, rest = text.partition("\n")
+        text = f"{first}\n" + "".join(f"# {name} = ...   (required: set it)\n"
+                                       for name in unset) + rest
+    print(text, end="")
     return 0
 
 

@@ -150,6 +150,7 @@ class IMNN(PosteriorInference, Recipe):
     fitting (1: fastest on small, busy CPUs; None: leave torch's setting).  See docs/imnn.md.
     """
 
+    required_settings: ClassVar[tuple[str, ...]] = ("theta_fid",)
     name: ClassVar[str] = "imnn"
     summary: ClassVar[str] = ("Information maximising neural network: summaries that maximise "
                               "the Fisher information (Charnock et al. 2018)")

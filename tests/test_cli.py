@@ -43,6 +43,15 @@ def test_config_prints_default_toml(capsys):
     assert 'recipe = "pca_regression"' in capsys.readouterr().out
 
 
+def test_config_names_a_required_setting_it_cannot_write(capsys):
+    import tomllib
+
+    assert main(["config", "imnn", "--full"]) == 0
+    out = capsys.readouterr().out
+    assert "# theta_fid = ...   (required: set it)" in out.splitlines()[1]
+    assert "theta_fid" not in tomllib.loads(out)  # a comment: the output still parses
+
+
 @pytest.mark.parametrize("name, write, message", [
     ("x.npy", lambda p: np.save(p, np.array([{"a": 1}, None], dtype=object)), "object dtype"),
     ("x.npz", lambda p: np.savez(p, a=np.array(["a", None], dtype=object)), "object dtype"),
