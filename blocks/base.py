@@ -8,6 +8,9 @@ they can be described as ``{"name": ..., **fields}`` and rebuilt by the registry
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import attrs
@@ -141,8 +144,48 @@ def block_failure(exc: BaseException, where: str) -> Exception | None:
         hint = (" A loss that reads a batch field declares it in required_fields(), so that "
                 "the phase checks the sampler yields it before the first step.")
     text = str(exc) or "(no message)"
-    return PluginError(f"{where}: {outer.kind} {outer.name!r}{_provider(outer)}{inside} raised "
-                       f"{type(exc).__name__}: {text}.{hint} The traceback above shows where.")
+    message = (f"{where}: {outer.kind} {outer.name!r}{_provider(outer)}{inside} raised "
+               f"{type(exc).__name__}: {text}.{hint} The traceback above shows where.")
+    cls = _failure_class(type(exc))
+    try:
+        failure = cls.__new__(cls, message)
+        BaseException.__init__(failure, message)
+    except Exception:  # noqa: BLE001 - an exception class with its own constructor rules
+        failure = PluginError(message)
+    return failure
+
+
+@functools.cache
+def _failure_class(original: type) -> type:
+    """:class:`~infoblocks.blocks.errors.PluginError` that is also an ``original`` (so that
+    ``except RuntimeError`` around a fit still catches a RuntimeError raised in a block), or
+    plain PluginError where the two cannot be combined."""
+    from .errors import PluginError
+
+    try:
+        return type("PluginError", (PluginError, original),
+                    {"__module__": PluginError.__module__, "__str__": _first_arg,
+                     "__doc__": PluginError.__doc__})
+    except TypeError:  # e.g. a final class, or an instance layout that does not combine
+        return PluginError
+
+
+def _first_arg(self: BaseException) -> str:  # KeyError's own __str__ would quote the message
+    return str(self.args[0]) if self.args else ""
+
+
+@contextlib.contextmanager
+def naming_blocks(where: str) -> Iterator[None]:
+    """Run the body; a non-infoblocks exception raised inside a block's method becomes the
+    :func:`block_failure` naming ``where`` and the block (``raise ... from`` the original).
+    Free while nothing raises: put it around a phase or a computation, not inside a step."""
+    try:
+        yield
+    except Exception as exc:
+        failure = block_failure(exc, where)
+        if failure is None:
+            raise
+        raise failure from exc
 
 
 def as_data(value: Any) -> Any:
@@ -150,4 +193,5 @@ def as_data(value: Any) -> Any:
     return _as_data(value)
 
 
-__all__ = ["BLOCK_KINDS", "Block", "as_data", "block_failure", "block_field", "is_abstract", "resolve_block"]
+__all__ = ["BLOCK_KINDS", "Block", "as_data", "block_failure", "block_field", "is_abstract",
+           "naming_blocks", "resolve_block"]

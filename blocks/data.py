@@ -411,5 +411,5 @@ def intra_op_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-__all__ = ["DEFAULT_DTYPE", "Dataset", "LazyRows", "as_rows", "rows_for", "as_tensor", "is_lazy", "check_same_length", "check_positive",
-           "intra_op_threads", "resolve_device"]
+__all__ = ["DEFAULT_DTYPE", "Dataset", "LazyRows", "as_rows", "as_tensor", "check_positive",
+           "check_same_length", "intra_op_threads", "is_lazy", "resolve_device", "rows_for"]

@@ -17,7 +17,7 @@ import attrs
 import numpy as np
 import torch
 
-from .base import Block, block_failure, block_field
+from .base import Block, block_field, naming_blocks
 from .callbacks import Callback, History, ProgressBar
 from .data import Dataset, as_tensor, resolve_device, rows_for
 from .errors import InfoblocksError, NotFittedError, ValidationError
@@ -51,16 +51,11 @@ class GlobalRelation:
         first transform) as it is only if the block declares ``lazy_rows``; otherwise it is
         read whole into a tensor first (:func:`~infoblocks.blocks.data.rows_for`)."""
         value = state.lookup(self.input, lazy=True)
-        try:
+        with naming_blocks(f"globals.{name or self.input}"):
             if self.relation is not None:
                 value = self.relation.compute(rows_for(self.relation, value))
             for transform in self.transforms:
                 value = transform(rows_for(transform, value))
-        except Exception as exc:
-            failure = block_failure(exc, f"globals.{name or self.input}")
-            if failure is None:
-                raise
-            raise failure from exc
         return value
 
     def describe(self) -> dict[str, Any]:
@@ -269,14 +264,9 @@ class Routine:
                 torch.manual_seed(self.seed + 1 + k + (7919 * self._runs if warm_start else 0))
                 writer = None if checkpoint is None else self._checkpoint_writer(
                     Path(checkpoint), checkpoint_every)
-                try:  # free while nothing raises; an error inside a block names it
+                with naming_blocks(f"phase {phase.name!r}"):  # an error in a block names it
                     phase.run(self.state, callbacks, checkpoint=writer, warm_start=warm_start,
                               resume=resumed_phase if k == first else None)
-                except Exception as exc:
-                    failure = block_failure(exc, f"phase {phase.name!r}")
-                    if failure is None:
-                        raise
-                    raise failure from exc
                 if checkpoint is not None:  # the phase's end state (best weights restored)
                     self._write_phase_end(Path(checkpoint), phase)
         for cb in callbacks:
