@@ -145,7 +145,7 @@ def block_failure(exc: BaseException, where: str) -> Exception | None:
                 "the phase checks the sampler yields it before the first step.")
     text = str(exc) or "(no message)"
     message = (f"{where}: {outer.kind} {outer.name!r}{_provider(outer)}{inside} raised "
-               f"{type(exc).__name__}: {text}.{hint} The traceback above shows where.")
+               f"{type(exc).__name__}: {text} ({_raised_at(exc.__traceback__)}).{hint}")
     cls = _failure_class(type(exc))
     try:
         failure = cls.__new__(cls, message)
@@ -153,6 +153,23 @@ def block_failure(exc: BaseException, where: str) -> Exception | None:
     except Exception:  # noqa: BLE001 - an exception class with its own constructor rules
         failure = PluginError(message)
     return failure
+
+
+def _raised_at(traceback: Any) -> str:
+    """``at FILE:LINE in FUNCTION``: the last frame outside torch (the command line prints
+    the message without the traceback, so the message says where)."""
+    import os
+
+    import torch
+
+    torch_dir = os.path.dirname(torch.__file__)
+    place = None
+    while traceback is not None:
+        code = traceback.tb_frame.f_code
+        if place is None or not code.co_filename.startswith(torch_dir):
+            place = f"at {code.co_filename}:{traceback.tb_lineno} in {code.co_name}"
+        traceback = traceback.tb_next
+    return place or "at an unknown place"
 
 
 @functools.cache

@@ -140,7 +140,7 @@ class InfoblocksPlugins:
                     raise
                 registry._entries = before
                 self._fail(plugin, self.packages.get(plugin, ("?",))[0],
-                           f"{exc}; none of its blocks are registered")
+                           f"{str(exc).rstrip('.')}; none of its blocks are registered")
         registry.failures = self.failures  # the same list: later failures show too
         return registry
 

@@ -184,9 +184,10 @@ def test_check_block_runs_a_relation_on_rows_on_disk_as_the_engine_hands_them():
      "phase 'fit': sampler 'lookup_items' .plugin 'robust'. raised IndexError: bug in my "
      "sampler"),
     ({"loss": {"name": "raising_loss"}},
-     "phase 'fit': loss 'raising_loss' .plugin 'robust'. raised ValueError: bug in my loss"),
+     "phase 'fit': loss 'raising_loss' .plugin 'robust'. raised ValueError: bug in my loss "
+     r"\(at \S+test_plugin_robustness.py:\d+ in __call__\)"),  # the CLI prints no traceback
     ({"loss": {"name": "raising_loss", "error": "key"}},
-     "raised KeyError: 'weights'. A loss that reads a batch field declares it in "
+     r"raised KeyError: 'weights' \(at .*\)\. A loss that reads a batch field declares it in "
      "required_fields"),
 ])
 def test_an_exception_inside_a_block_names_the_phase_and_the_block(infoblocks_plugin, spec,
