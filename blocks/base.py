@@ -122,6 +122,19 @@ def _blocks_in(traceback: Any) -> list[Block]:
     return found
 
 
+def _module_in(traceback: Any) -> str:
+    """The class name of the outermost torch module the traceback passes through (a model a
+    loss calls, where a shape mismatch is usually raised), else ''."""
+    import torch
+
+    while traceback is not None:
+        owner = traceback.tb_frame.f_locals.get("self")
+        if isinstance(owner, torch.nn.Module):
+            return type(owner).__name__
+        traceback = traceback.tb_next
+    return ""
+
+
 def block_failure(exc: BaseException, where: str) -> Exception | None:
     """A :class:`~infoblocks.blocks.errors.PluginError` naming the block that raised ``exc``
     (a non-infoblocks exception) and ``where`` it ran (``"phase 'main'"``), or None when
@@ -139,13 +152,15 @@ def block_failure(exc: BaseException, where: str) -> Exception | None:
         return None
     outer, inner = found[0], found[-1]
     inside = f", inside its {inner.kind} {inner.name!r}" if inner is not outer else ""
+    module = _module_in(exc.__traceback__)
+    module = f"; in the forward of the model module {module}" if module else ""
     hint = ""
     if isinstance(exc, KeyError) and outer.kind == "loss":
         hint = (" A loss that reads a batch field declares it in required_fields(), so that "
                 "the phase checks the sampler yields it before the first step.")
     text = str(exc) or "(no message)"
     message = (f"{where}: {outer.kind} {outer.name!r}{_provider(outer)}{inside} raised "
-               f"{type(exc).__name__}: {text} ({_raised_at(exc.__traceback__)}).{hint}")
+               f"{type(exc).__name__}: {text} ({_raised_at(exc.__traceback__)}{module}).{hint}")
     cls = _failure_class(type(exc))
     try:
         failure = cls.__new__(cls, message)

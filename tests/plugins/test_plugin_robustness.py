@@ -273,3 +273,12 @@ def test_a_plugin_whose_hook_raises_is_skipped_whole_and_named_when_its_block_is
     with pytest.raises(LookupError) as caught:
         healthy.get("loss", "half_registered_loss")
     assert "failed to load" not in str(caught.value)
+
+
+def test_a_shape_error_in_a_model_names_the_loss_and_the_model_module():
+    routine = _routine(np.zeros((40, 4), np.float32))  # the model takes 3 features
+    with pytest.raises(RuntimeError, match=r"phase 'fit': loss 'position' raised RuntimeError: "
+                                           r"mat1 and mat2 shapes .*; in the forward of the "
+                                           r"model module \w+\)") as caught:
+        routine.train()
+    assert isinstance(caught.value, PluginError)
