@@ -72,6 +72,7 @@ def _capped(spec: dict[str, Any], n_train: int, n_test: int) -> dict[str, Any]:
         phases.append(phase)
     return {**spec, "phases": phases}
 
+
 #: the sub-directory of ``run``'s output that holds the saved model
 MODEL_DIR = "model"
 #: critic shortcut -> model block (and what the critic scores the code against)
@@ -202,6 +203,13 @@ class InfoMax(Recipe):
     #: components stay off the flat ends of tanh (docs/infomax.md)
     saturation: float = attrs.field(default=0.0, validator=non_negative)
     saturation_bound: float = attrs.field(default=1.0, validator=positive)
+    #: the linear-reconstruction prior: this weight × the fraction of the batch's input
+    #: variance that a linear map of the code does not reconstruct (the loss block
+    #: ``linear_reconstruction`` in the ``infomax`` loss's ``penalties``; docs/infomax.md)
+    reconstruction: float = attrs.field(default=0.0, validator=non_negative)
+    #: the prior's scale: "fraction" (the unexplained fraction) or "log" (its logarithm)
+    reconstruction_scale: str = attrs.field(default="fraction",
+                                            validator=one_of("fraction", "log"))
     batch_size: int = attrs.field(default=256, validator=positive_int)
     epochs: int = attrs.field(default=200, validator=positive_int)
     batches_per_epoch: int | None = attrs.field(default=10, validator=optional(positive_int))
@@ -269,7 +277,11 @@ class InfoMax(Recipe):
         return models
 
     def _loss(self) -> dict[str, Any]:
-        return {"name": "infomax", "bound": {"name": BOUNDS[self.bound], "critic": "critic"},
+        penalties = [{"name": "linear_reconstruction", "weight": self.reconstruction,
+                      "scale": self.reconstruction_scale}] \
+            if self.reconstruction > 0 else []
+        return {"name": "infomax", "penalties": penalties,
+                "bound": {"name": BOUNDS[self.bound], "critic": "critic"},
                 "encoder": "encoder", "critic": "critic",
                 "critic_input": CRITICS[self.critic][1], "whitening": self.whitening,
                 "input_noise": self.input_noise, "output_noise": self.output_noise,

@@ -44,6 +44,8 @@ from .scores import BatchScores, critic_pairwise, scalar_output
 WHITENING_RIDGE = 1e-4
 #: whitening modes of :class:`InfoMaxLoss`
 WHITENING = ("none", "standardize", "cholesky")
+#: the batch key under which :class:`InfoMaxLoss` hands its clean code to its ``penalties``
+CODE_KEY = "code"
 
 
 # ====================================================================== the critic
@@ -300,8 +302,12 @@ class InfoMaxLoss(Loss):
     """
 
     name: ClassVar[str] = "infomax"
-    reports: ClassVar[frozenset[str]] = frozenset({"mi", "nested_mi", "js", "log_batch_cap"})
+    reports: ClassVar[frozenset[str]] = frozenset({"mi", "nested_mi", "js", "log_batch_cap",
+                                                   "reconstruction"})
     bound: Any = block_field("loss", default="infonce_loss")
+    #: loss blocks added to the objective (``linear_reconstruction``, a plugin's): each is
+    #: called with the batch plus the clean code under :data:`CODE_KEY`; their metrics are kept
+    penalties: list[Any] = block_field("loss", many=True, factory=list)
     encoder: str = "encoder"
     critic: str = "critic"
     critic_input: str = attrs.field(default="code", validator=one_of("code", "data"))
@@ -331,10 +337,13 @@ class InfoMaxLoss(Loss):
         return frozenset({self.x_key})
 
     def required_models(self):
-        return frozenset({self.encoder, self.critic})
+        return frozenset({self.encoder, self.critic}).union(
+            *(p.required_models() for p in self.penalties))
 
     def on_phase_start(self, state):
         self.bound.on_phase_start(state)
+        for penalty in self.penalties:
+            penalty.on_phase_start(state)
         self._scale_pending = None
 
     def checkpoint_state(self):
@@ -408,6 +417,12 @@ class InfoMaxLoss(Loss):
         if self.saturation > 0:
             excess = before.pow(2).mean(0) - self.saturation_bound ** 2
             out = out + self.saturation * torch.relu(excess).sum()
+        if self.penalties:
+            with_code = {**batch, CODE_KEY: clean}
+            for penalty in self.penalties:
+                part = penalty(with_code, models, state)
+                out = out + part.value
+                metrics.update(part.metrics)
         return LossOutput(out, {"mi": mi.detach(), **metrics})
 
     def _call_objective(self, scores: Any, mi: torch.Tensor, state: TrainState,
@@ -459,6 +474,60 @@ class InfoMaxLoss(Loss):
         return torch.stack(values).mean()
 
 
+@attrs.define
+class LinearReconstructionLoss(Loss):
+    """``weight`` × the fraction of the batch's variance of x̃ that a linear map of the code
+    does not reconstruct: min_D ‖x̃_c − c_c D‖² / ‖x̃_c‖² (centred; D in closed form by ridge
+    least squares on the batch, ``ridge`` relative to the code's mean variance).
+
+    A linear-reconstruction prior for InfoMax: with Gaussian data and channel noise the
+    max-MI linear code and the best linear reconstruction span the same (PCA) subspace
+    (Linsker), so this term keeps a code's linear content unless the bound pays for leaving
+    it.  The code is ``batch[code_key]`` when the caller put it there (the ``infomax`` loss's
+    ``penalties`` do), else model ``encoder`` of ``batch[x_key]``.  Reports
+    ``reconstruction`` (the fraction, 0..1)."""
+
+    name: ClassVar[str] = "linear_reconstruction"
+    reports: ClassVar[frozenset[str]] = frozenset({"reconstruction"})
+    weight: float = attrs.field(default=1.0, validator=non_negative)
+    encoder: str = "encoder"
+    x_key: str = "x"
+    code_key: str = CODE_KEY
+    ridge: float = attrs.field(default=1e-3, validator=non_negative)
+    #: "fraction": the unexplained fraction itself; "log": its logarithm (relative gains
+    #: count the same at any level: a code that already reconstructs 99.9 % is still pulled
+    #: towards 99.99 %)
+    scale: str = attrs.field(default="fraction", validator=one_of("fraction", "log"))
+
+    def required_fields(self):
+        return frozenset({self.x_key})
+
+    def required_models(self):
+        return frozenset({self.encoder})
+
+    def __call__(self, batch, models, state):
+        x = batch[self.x_key]
+        code = batch.get(self.code_key)
+        if code is None:
+            code = get_model(models, self.encoder)(x)
+        fraction = unexplained_fraction(code, x, self.ridge)
+        value = fraction if self.scale == "fraction" else fraction.clamp_min(1e-12).log()
+        return LossOutput(self.weight * value, {"reconstruction": fraction.detach()})
+
+
+def unexplained_fraction(code: torch.Tensor, x: torch.Tensor, ridge: float = 1e-3
+                         ) -> torch.Tensor:
+    """‖x_c − c_c D‖² / ‖x_c‖² with D the ridge least-squares map from the centred code
+    ``code`` (b, d) to the centred ``x`` (b, D); differentiable in both."""
+    c = code - code.mean(0)
+    xc = x - x.mean(0)
+    gram = c.T @ c
+    eye = torch.eye(len(gram), device=gram.device, dtype=gram.dtype)
+    scale = torch.diagonal(gram).mean().detach().clamp_min(1e-12)
+    decoder = torch.linalg.solve(gram + ridge * scale * eye, c.T @ xc)
+    return (xc - c @ decoder).pow(2).sum() / xc.pow(2).sum().clamp_min(1e-12)
+
+
 def _split_output(encoder: nn.Module) -> tuple[Any, nn.Module]:
     """(pre-activation map, output activation) of an encoder whose last step is a bounded
     activation: :class:`LinearResidualNet` or an ``nn.Sequential`` (the ``mlp`` model)."""
@@ -485,5 +554,5 @@ def _off_diagonal_correlation(codes: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["InfoMaxLoss", "GaussianChannelCritic", "LinearResidualMLP", "LinearResidualNet",
-           "GaussianChannelNet", "JSDivergenceBound",
-           "WHITENING"]
+           "GaussianChannelNet", "JSDivergenceBound", "LinearReconstructionLoss",
+           "unexplained_fraction", "WHITENING", "CODE_KEY"]
