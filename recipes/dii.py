@@ -24,6 +24,7 @@ import torch
 
 from infoblocks.blocks.data import (as_rows, as_tensor, check_same_length,
                                     intra_op_threads)
+from infoblocks.blocks.base import naming_blocks
 from infoblocks.blocks.errors import NotFittedError, NumericalError, ValidationError
 from infoblocks.blocks.imbalance import (CHUNK_ELEMENTS, LAMBDA_FACTOR, FeatureWeightsHistory,
                                          data_unit, periods_tensor, weights_unit)
@@ -375,7 +376,7 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
         idx = torch.arange(pool // self.batches_per_epoch, device=routine.device)
         phase = routine.phases[0]
         state.step, state.n_epochs = 0, phase.epochs
-        with torch.no_grad():  # the loss's cached tables are reset when the phase starts
+        with torch.no_grad(), naming_blocks(f"phase {phase.name!r}"):  # (tables reset at start)
             value = phase.loss({"rows": idx, "cols": idx}, routine.models, state).value
         return float(value)
 

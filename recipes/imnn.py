@@ -38,6 +38,7 @@ import torch
 
 from infoblocks.blocks.assembly import SECTIONS
 from infoblocks.blocks.data import as_tensor, intra_op_threads, resolve_device
+from infoblocks.blocks.base import naming_blocks
 from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
 from infoblocks.blocks.fisher import (FIDUCIAL, FIDUCIAL_SAMPLE, FisherStatistics,
                                       optional_theta)
@@ -411,8 +412,9 @@ class IMNN(PosteriorInference, Recipe):
 
     @staticmethod
     def _first_batch(sampler: Any, state: Any) -> dict[str, torch.Tensor]:
-        sampler.setup(state)
-        return next(iter(sampler.batches(state)))
+        with naming_blocks("imnn.evaluation"):  # a plugin sampler that raises is named
+            sampler.setup(state)
+            return next(iter(sampler.batches(state)))
 
     @staticmethod
     def _evaluation_sampler(phase: TrainingPhase) -> Any:

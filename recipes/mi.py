@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from infoblocks.blocks.data import Dataset, intra_op_threads, resolve_device
+from infoblocks.blocks.base import naming_blocks
 from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
 from infoblocks.blocks.mutual_information import MAX_PAIRS, split_sizes
 from infoblocks.blocks.mutual_information.bounds import _optional_positive, _rate
@@ -353,7 +354,8 @@ class NeuralMIEstimator(Recipe):
         self.n_eval_ = int(index.numel())
         self.bound_ = self.build_evaluation("bound", spec)
         device = routine.device
-        self._final_estimate(routine, x[index].to(device), y[index].to(device), pairs)
+        with naming_blocks(f"{self.name}.evaluation"):  # a plugin bound / critic that raises
+            self._final_estimate(routine, x[index].to(device), y[index].to(device), pairs)
         evaluation.diagnose(self)
         return self
 

@@ -282,3 +282,30 @@ def test_a_shape_error_in_a_model_names_the_loss_and_the_model_module():
                                            r"model module \w+\)") as caught:
         routine.train()
     assert isinstance(caught.value, PluginError)
+
+
+# ------------------------------------------------------- blocks a recipe calls after training
+
+def test_a_bound_that_raises_in_the_final_estimate_is_named(infoblocks_plugin):
+    from infoblocks.blocks.mutual_information import MIBound
+    from infoblocks.recipes.mi import MINE
+
+    @attrs.define
+    class FinalOnlyBound(MIBound):  # fine in training, broken on the all-pairs estimate
+        name: ClassVar[str] = "final_only_bound"
+
+        def bound(self, scores):
+            raise ArithmeticError("no final estimate here")
+
+    class _Plugin:
+        @hookimpl
+        def register_losses(self):
+            return [FinalOnlyBound]
+
+    infoblocks_plugin(_Plugin(), "final_bound")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 1))
+    with pytest.raises(PluginError, match=r"mine.evaluation: loss 'final_only_bound' .*raised "
+                                          r"ArithmeticError: no final estimate here"):
+        MINE(epochs=1, hidden_dims=(8,), evaluation={"bound": "final_only_bound"}).fit(
+            x, x + rng.normal(size=(200, 1)))
