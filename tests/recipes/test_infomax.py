@@ -211,6 +211,20 @@ def test_a_critic_and_bound_swapped_from_the_sections():
     assert "js" in model.history_[0] and np.isfinite(model.history_[-1]["mi"])
 
 
+def test_a_penalty_named_in_the_loss_section():
+    # the infomax loss's `penalties` slot takes loss blocks by name from a TOML section; the
+    # recipe's `reconstruction` option writes the same block there
+    x, features = sanity_problem(6, n=400)
+    model = InfoMax(n_components=2, epochs=2, phases=[{"name": "train", "loss": {
+        "penalties": [{"name": "linear_reconstruction", "weight": 0.5, "scale": "log"}]}}])
+    model.fit(features)
+    last = model.history_[-1]
+    assert 0 < last["reconstruction"] < 1 and 0 < last["val_reconstruction"] < 1
+    text = InfoMax(reconstruction=0.1).to_toml(full=True)
+    assert 'name = "linear_reconstruction"' in text
+    assert InfoMax.preset("mlp").routine_spec()["phases"][0]["loss"]["penalties"] == []
+
+
 def test_encoder_module_from_python():
     x, features = sanity_problem(7, n=400)
     module = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
