@@ -349,8 +349,10 @@ class NeuralMIEstimator(Recipe):
             self.n_train_ = len(self.history_) * train_sampler.batch_size * \
                 train_sampler.batches_per_epoch
         else:
+            split = routine.state.globals.get("train_index")  # any sampler draws from it
             self.n_train_ = int(train_sampler.pool(routine.state).numel()) \
-                if hasattr(train_sampler, "pool") else None
+                if hasattr(train_sampler, "pool") else \
+                (int(split.numel()) if isinstance(split, torch.Tensor) else None)
         self.n_eval_ = int(index.numel())
         self.bound_ = self.build_evaluation("bound", spec)
         device = routine.device
