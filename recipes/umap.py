@@ -681,6 +681,11 @@ class EmbeddingRecipe(Recipe):
             # all-pairs ranks: read whole, so only for data of a size that fits
             x = x.take(slice(None)) if isinstance(x, LazyRows) else x
             summary["trustworthiness_15"] = trustworthiness(x, self.embedding_, k=15)
+            network = self.transform(x, refine=False)
+            if not np.allclose(network, self.embedding_, atol=1e-5):
+                # a layout phase made embedding_: the network that embeds new points is scored
+                # too (a loss in phases.main changes only this one; docs/plugins.md)
+                summary["network_trustworthiness_15"] = trustworthiness(x, network, k=15)
         if labels is not None:
             summary["knn_accuracy_10"] = knn_accuracy(self.embedding_, labels, k=10)
         return summary

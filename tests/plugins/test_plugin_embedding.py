@@ -83,6 +83,8 @@ def test_the_same_config_through_the_cli(digits, tmp_path):
                  "--out", str(tmp_path / "out")]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["trustworthiness_15"] >= 0.94 and plugin.ResidualMLP.calls > calls
+    # the layout is embedding_; the plugin's network (what embeds new points) is scored too
+    assert summary["network_trustworthiness_15"] >= 0.92
     written = tomllib.loads((tmp_path / "out" / "recipe.toml").read_text())
     assert written["globals"]["graph"]["transforms"][0]["name"] == "gaussian_membership"
     assert written["models"]["main"]["name"] == "residual_mlp"
