@@ -303,7 +303,7 @@ class InfoMaxLoss(Loss):
 
     name: ClassVar[str] = "infomax"
     reports: ClassVar[frozenset[str]] = frozenset({"mi", "nested_mi", "js", "log_batch_cap",
-                                                   "reconstruction"})
+                                                   "reconstruction", "l2"})
     bound: Any = block_field("loss", default="infonce_loss")
     #: loss blocks added to the objective (``linear_reconstruction``, a plugin's): each is
     #: called with the batch plus the clean code under :data:`CODE_KEY`; their metrics are kept
@@ -515,6 +515,37 @@ class LinearReconstructionLoss(Loss):
         return LossOutput(self.weight * value, {"reconstruction": fraction.detach()})
 
 
+@attrs.define
+class ParameterL2Loss(Loss):
+    """``weight`` × Σ p² over the parameters of model ``model`` whose names start with
+    ``prefix`` (``"residual"``: the residual MLP of ``linear_residual_mlp``, so a non-linear
+    part of the code must pay for its weights; ``""``: every parameter).  Reports ``l2``."""
+
+    name: ClassVar[str] = "parameter_l2"
+    reports: ClassVar[frozenset[str]] = frozenset({"l2"})
+    weight: float = attrs.field(default=1e-3, validator=non_negative)
+    model: str = "encoder"
+    prefix: str = "residual"
+
+    def required_fields(self):
+        return frozenset()
+
+    def required_models(self):
+        return frozenset({self.model})
+
+    def __call__(self, batch, models, state):
+        module = get_model(models, self.model)
+        squares = [p.pow(2).sum() for name, p in module.named_parameters()
+                   if name.startswith(self.prefix) and p.requires_grad]
+        if not squares:
+            raise ValidationError(
+                f"parameter_l2: model {self.model!r} has no trained parameter named "
+                f"{self.prefix!r}...; its parameters: "
+                f"{sorted({n.split('.')[0] for n, _ in module.named_parameters()})}.")
+        total = torch.stack(squares).sum()
+        return LossOutput(self.weight * total, {"l2": total.detach()})
+
+
 def unexplained_fraction(code: torch.Tensor, x: torch.Tensor, ridge: float = 1e-3
                          ) -> torch.Tensor:
     """‖x_c − c_c D‖² / ‖x_c‖² with D the ridge least-squares map from the centred code
@@ -554,5 +585,5 @@ def _off_diagonal_correlation(codes: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["InfoMaxLoss", "GaussianChannelCritic", "LinearResidualMLP", "LinearResidualNet",
-           "GaussianChannelNet", "JSDivergenceBound", "LinearReconstructionLoss",
+           "GaussianChannelNet", "JSDivergenceBound", "LinearReconstructionLoss", "ParameterL2Loss",
            "unexplained_fraction", "WHITENING", "CODE_KEY"]

@@ -15,7 +15,7 @@ from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.blocks.mutual_information.infomax import (CODE_KEY, GaussianChannelCritic,
                                                           InfoMaxLoss, JSDivergenceBound,
                                                           LinearReconstructionLoss,
-                                                          LinearResidualMLP,
+                                                          LinearResidualMLP, ParameterL2Loss,
                                                           unexplained_fraction)
 from infoblocks.plugins.testing import check_block
 from infoblocks.recipes.infomax import (LINSKER_OPTIONS, PCA_START_OPTIONS, InfoMax,
@@ -260,6 +260,7 @@ def test_new_blocks_pass_the_plugin_conformance_check():
     check_block(GaussianChannelCritic, {"x_dim": 3, "y_dim": 3})
     check_block(LinearResidualMLP, {"in_dim": 5, "out_dim": 2})
     check_block(LinearReconstructionLoss)
+    check_block(ParameterL2Loss)
 
 
 def test_channel_critic_scale_is_the_measured_noise_variance():
@@ -399,6 +400,21 @@ def test_linear_reconstruction_loss_reads_the_code_or_encodes():
     torch.testing.assert_close(logged.value, 0.5 * fraction.log())
     with pytest.raises(ValidationError, match="scale"):
         LinearReconstructionLoss(scale="sqrt")
+
+
+def test_parameter_l2_sums_the_named_parameters_only():
+    torch.manual_seed(0)
+    net = LinearResidualMLP(in_dim=4, out_dim=2, hidden_dims=(8,)).build()
+    models = torch.nn.ModuleDict({"encoder": net})
+    out = ParameterL2Loss(weight=0.1)({}, models, None)  # the residual MLP by default
+    assert out.value.requires_grad
+    residual = sum(float(p.detach().pow(2).sum()) for p in net.residual.parameters())
+    assert float(out.metrics["l2"]) == pytest.approx(residual, rel=1e-6)
+    assert float(out.value.detach()) == pytest.approx(0.1 * residual, rel=1e-6)
+    everything = ParameterL2Loss(prefix="")({}, models, None).metrics["l2"]
+    assert float(everything) > residual  # the linear path's weights too
+    with pytest.raises(ValidationError, match="no trained parameter named 'decoder'"):
+        ParameterL2Loss(prefix="decoder")({}, models, None)
 
 
 def test_reconstruction_prior_keeps_the_codes_linear_content():
