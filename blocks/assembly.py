@@ -241,8 +241,8 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
                 if nearby is None:
                     nearby = _nearby_sections(recipe, field)
                 other = _at(nearby, leaf) if nearby else _MISSING
-            if leaf in replaced:  # another block: the shortcut conflicts only by choosing one
-                other, current = _block_name(other), _block_name(current)
+            if leaf in replaced and other is not _MISSING:  # another block: the shortcut
+                other, current = _block_name(other), _block_name(current)  # conflicts by name
             if other is not _MISSING and not _same(other, current):
                 raise ConfigError(
                     f"{path}: `{field.name}` = {getattr(recipe, field.name)!r} and "
