@@ -9,6 +9,8 @@
     python benchmarks/infomax_bench.py --tables rows digits --systems InfoMax --options pca_start
     python benchmarks/infomax_bench.py --tables rows digits --systems InfoMax --options mlp
     python benchmarks/infomax_bench.py --tables digits --options '{"linear_lr": 0}'
+    python benchmarks/infomax_bench.py --tables rows digits --systems InfoMax \
+        --options '{"reconstruction": 0.1, "reconstruction_scale": "log"}'
 
 Data (the issue's): x ~ U(−1, 1), x̃ = g(x) (+ Gaussian noise); the task is to recover x from
 the code y by linear regression (var x = 1/3).  Rows:

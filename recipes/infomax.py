@@ -14,7 +14,9 @@ in a ``Pipeline``) assembled from the MI family's registered blocks plus the Inf
 - ``phases`` ``train``: ``sampler`` (the negative sampler: ``all_pairs`` in-batch, or
   ``marginal_pairs``), ``loss`` = ``infomax`` holding the ``bound`` block (``js_divergence``
   (Deep InfoMax's JSD, the default), ``infonce_loss``, ``mine_loss`` (DV with MINE's
-  log-domain moving average), ``dv``, a plugin's bound) and the channel (noise, whitening, nesting); validation
+  log-domain moving average), ``dv``, a plugin's bound), the channel (noise, whitening, nesting)
+  and ``penalties`` (loss blocks added to the objective: ``linear_reconstruction`` with
+  ``reconstruction`` > 0, ``parameter_l2``, a plugin's); validation
   on the held-out items (the bound, maximised; best weights restored).
 
 Why it is stable where the reference form (a DV critic on a deterministic code) is not: the

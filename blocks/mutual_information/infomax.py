@@ -16,6 +16,10 @@ objective well posed with the same critics, negative samplers and bounds as the 
   constant, the optimal InfoNCE critic, so no critic network has to be learnt;
 * :class:`JSDivergenceBound` (``js_divergence``) — Deep InfoMax's Jensen–Shannon objective
   −E_P softplus(−t) − E_{P_X×P_Y} softplus(t), reported as the DV value of the same scores.
+* penalties for :class:`InfoMaxLoss`'s ``penalties`` slot (loss blocks given the batch plus
+  the clean code under :data:`CODE_KEY`): :class:`LinearReconstructionLoss`
+  (``linear_reconstruction``, the share of x̃'s variance a linear map of the code leaves) and
+  :class:`ParameterL2Loss` (``parameter_l2``, an L2 penalty on named parameters).
 
 Bounds written with the scores protocol (:mod:`.scores`) work unchanged; see ``docs/infomax.md``.
 """
