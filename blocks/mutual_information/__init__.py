@@ -24,7 +24,7 @@ from .critics import (JointCritic, JointCriticNet, LinearCritic, LinearCriticNet
                       SeparableCritic, SeparableCriticNet)
 from .minee import MINEELoss, ReferenceScores, reference_scores
 from .samplers import (JOINT_PAIRS, REFERENCE_PAIRS, InBatchSampler, MarginalSampler,
-                       ReferenceDistribution, ReferenceSampler, draw_positions)
+                       PairSampler, ReferenceDistribution, ReferenceSampler, draw_positions)
 from .scores import (CHUNK_PAIRS, MAX_PAIRS, NETWORK_MAX_PAIRS, BatchScores, PairScores,
                      centred_interval, critic_pairwise, default_max_pairs, log_mean_exp,
                      off_diagonal, pair_scores, quantile_interval, scalar_output, shifts_for)
@@ -37,7 +37,7 @@ __all__ = [
     "MIBound", "DVLoss", "MINELoss", "NWJLoss", "InfoNCELoss", "SMILELoss", "MINEELoss",
     "dv_bound", "nwj_bound", "smile_bound", "infonce_bound", "js_value", "log_average_step",
     "BOUND_FUNCTIONS", "BOUNDS", "JointCritic", "SeparableCritic", "JointCriticNet",
-    "SeparableCriticNet", "LinearCritic", "LinearCriticNet", "InBatchSampler",
+    "SeparableCriticNet", "LinearCritic", "LinearCriticNet", "InBatchSampler", "PairSampler",
     "MarginalSampler", "ReferenceSampler",
     "ReferenceDistribution", "JOINT_PAIRS", "REFERENCE_PAIRS", "draw_positions",
     "BatchScores", "PairScores", "ReferenceScores", "pair_scores", "reference_scores",

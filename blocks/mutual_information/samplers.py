@@ -17,7 +17,7 @@ registry name      batch type           fields of every batch
                                         from a known reference P_X' × P_Y'; MI-NEE)
 =================  ===================  =================================================
 
-A new negative sampler subclasses :class:`InBatchSampler` and overrides :meth:`generate`
+A new negative sampler subclasses :class:`PairSampler` and overrides :meth:`generate`
 (yield ``x_marginal`` / ``y_marginal`` for explicit negative pairs) and ``batch_type``.
 """
 
@@ -71,9 +71,11 @@ def _shard_rows(batch: dict[str, torch.Tensor], keys: tuple[str, ...], rank: int
 
 
 @attrs.define
-class InBatchSampler(Sampler):
-    """Joint batches of ``batch_size`` items of the pool; the negatives of a bound are then all
-    off-diagonal pairs of the batch (b(b − 1) critic evaluations: InfoNCE's negatives).
+class PairSampler(Sampler):
+    """Base of the MI samplers (not registered; a plugin's negative sampler derives from it):
+    joint batches of ``batch_size`` items of the pool, yielded by :meth:`generate`; as it
+    stands the negatives of a bound are all off-diagonal pairs of the batch (b(b − 1) critic
+    evaluations: InfoNCE's negatives), and a subclass adds explicit ones.
 
     ``batch_size=None`` is the whole pool (one batch); ``batches_per_epoch`` (default: one
     pass, pool // batch_size); ``replacement`` draws uniformly, else slices of random
@@ -86,7 +88,6 @@ class InBatchSampler(Sampler):
     with the routine's generator; the dataset is then not read (no pair is ever seen twice).
     """
 
-    name: ClassVar[str] = "all_pairs"
     batch_type: ClassVar[BatchType] = JOINT_PAIRS
     batch_size: int | None = attrs.field(default=100, validator=optional(positive_int))
     batches_per_epoch: int | None = attrs.field(default=None, validator=optional(positive_int))
@@ -244,13 +245,21 @@ class InBatchSampler(Sampler):
 
 
 @attrs.define
-class MarginalSampler(InBatchSampler):
+class InBatchSampler(PairSampler):
+    """``all_pairs``: the joint batches of :class:`PairSampler` alone, the negatives in-batch
+    (InfoNCE's default)."""
+
+    name: ClassVar[str] = "all_pairs"
+
+
+@attrs.define
+class MarginalSampler(PairSampler):
     """Joint batches plus product-of-marginals pairs drawn by resampling indices.
 
     Each batch: ``x``, ``y`` at joint indices I (b,) and ``x_marginal = x[J]``,
     ``y_marginal = y[K]`` (also side by side with the joint rows as ``x_all``, ``y_all``
     (b + n', d)) with n' = min(round(marginal_factor · b), max_marginal) index pairs (J, K),
-    J ≠ K, so that (x_J, y_K) ~ P_X × P_Y.  Otherwise as :class:`InBatchSampler`.
+    J ≠ K, so that (x_J, y_K) ~ P_X × P_Y.  Otherwise as :class:`PairSampler`.
     """
 
     name: ClassVar[str] = "marginal_pairs"
@@ -368,7 +377,7 @@ class ReferenceDistribution:
 
 
 @attrs.define
-class ReferenceSampler(InBatchSampler):
+class ReferenceSampler(PairSampler):
     """Joint batches plus i.i.d. reference draws ``x_reference ~ P_X'``, ``y_reference ~ P_Y'``
     (independent, so that (x', y') ~ P_X' × P_Y'); no resampling of the data.
 
@@ -459,5 +468,6 @@ class ReferenceSampler(InBatchSampler):
                    "x_reference": xr[part], "y_reference": yr[part]}
 
 
-__all__ = ["InBatchSampler", "MarginalSampler", "ReferenceSampler", "ReferenceDistribution",
-           "JOINT_PAIRS", "REFERENCE_PAIRS", "draw_positions", "gather_rows"]
+__all__ = ["PairSampler", "InBatchSampler", "MarginalSampler", "ReferenceSampler",
+           "ReferenceDistribution", "JOINT_PAIRS", "REFERENCE_PAIRS", "draw_positions",
+           "gather_rows"]

@@ -477,11 +477,11 @@ def test_minee_names_the_reference_protocol_a_plugin_sampler_lacks(infoblocks_pl
     import attrs
     from typing import ClassVar
 
-    from infoblocks.blocks.mutual_information.samplers import REFERENCE_PAIRS, InBatchSampler
+    from infoblocks.blocks.mutual_information.samplers import REFERENCE_PAIRS, PairSampler
     from infoblocks.plugins import hookimpl
 
     @attrs.define(kw_only=True)
-    class Halfway(InBatchSampler):
+    class Halfway(PairSampler):
         name: ClassVar[str] = "halfway_reference"
         batch_type: ClassVar = REFERENCE_PAIRS
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from infoblocks.blocks.contracts import MARGINAL_PAIRS
-from infoblocks.blocks.mutual_information import InBatchSampler, MIBound
+from infoblocks.blocks.mutual_information import MIBound, PairSampler
 
 
 @attrs.define
@@ -56,7 +56,7 @@ class JSBound(MIBound):
 
 
 @attrs.define
-class ShiftedSampler(InBatchSampler):
+class ShiftedSampler(PairSampler):
     """Joint batches; negatives (x_i, y_{(i + s) mod b}) with one random shift s per batch."""
 
     name: ClassVar[str] = "shifted"
