@@ -39,7 +39,7 @@ from attrs.validators import optional
 import numpy as np
 import torch
 
-from infoblocks.blocks.assembly import cap_fields
+from infoblocks.blocks.assembly import cap_fields, fill_context
 from infoblocks.blocks.data import Dataset, as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.blocks.mutual_information import split_sizes
@@ -53,24 +53,27 @@ from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
                                           positive_int)
 
-from .mi_evaluation import _fields_of
+from .mi_evaluation import _fields_of, _only_fields, _sampler_name
 
 
-def _capped(spec: dict[str, Any], n_train: int, n_test: int) -> dict[str, Any]:
-    """``spec`` with each phase's (validation's) sampler ``batch_size`` at most the training
-    (held-out) split: a larger batch is the whole split.  Capped in the spec before the build,
-    so a plugin's sampler with that field gets the same."""
-    def cap(sampler: Any, n: int) -> Any:
+def _capped(spec: dict[str, Any], n_train: int, n_test: int,
+            contexts: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+    """``spec`` with each phase's (validation's) sampler given the ``contexts`` values for the
+    fields it has and leaves out, then its ``batch_size`` at most the training (held-out)
+    split: a larger batch is the whole split.  Done in the spec before the build, so a
+    plugin's sampler with those fields gets the same."""
+    def cap(sampler: Any, n: int, context: dict[str, Any]) -> Any:
+        sampler = fill_context("sampler", sampler, context)
         return cap_fields("sampler", sampler, {"batch_size": n}) if n >= 2 else sampler
 
     phases = []
     for phase in spec["phases"]:
         phase = dict(phase)
         if "sampler" in phase:
-            phase["sampler"] = cap(phase["sampler"], n_train)
+            phase["sampler"] = cap(phase["sampler"], n_train, contexts[0])
         if isinstance(phase.get("validation"), dict) and "sampler" in phase["validation"]:
-            phase["validation"] = {**phase["validation"],
-                                   "sampler": cap(phase["validation"]["sampler"], n_test)}
+            phase["validation"] = {**phase["validation"], "sampler": cap(
+                phase["validation"]["sampler"], n_test, contexts[1])}
         phases.append(phase)
     return {**spec, "phases": phases}
 
@@ -188,8 +191,8 @@ class InfoMax(Recipe):
     bound: str = attrs.field(default="jsd", validator=one_of(*BOUNDS))
     critic: str = attrs.field(default="gaussian", validator=one_of(*CRITICS))
     critic_hidden_dims: tuple[int, ...] = attrs.field(default=(64, 64), converter=tuple)
-    negatives: str = attrs.field(default="all_pairs",
-                                 validator=one_of("all_pairs", "marginal_pairs"))
+    #: the negative sampler of training and validation: any registered one (a plugin's too)
+    negatives: str = attrs.field(default="all_pairs", validator=_sampler_name)
     output_noise: float = attrs.field(default=0.1, validator=non_negative)
     #: std of the noise added to the (scaled) input, in units of ``noise_unit``
     input_noise: float = attrs.field(default=3.0, validator=non_negative)
@@ -292,7 +295,9 @@ class InfoMax(Recipe):
                 "noise_seed": self.seed}
 
     def _sampler(self, **extra: Any) -> dict[str, Any]:
-        return {"name": self.negatives, "x_key": "x", "y_key": "x", **extra}
+        # the settings the named sampler has (a plugin's may lack some)
+        return _only_fields("sampler", {"name": self.negatives, "x_key": "x", "y_key": "x",
+                                        **extra})
 
     def default_phases(self) -> list[dict[str, Any]]:
         phase: dict[str, Any] = {
@@ -360,11 +365,12 @@ class InfoMax(Recipe):
         _check("encoder" in models, "infomax: the routine needs `models.encoder` (a model "
                                     "block such as \"mlp\") or `encoder_module`.")
         # a sampler named in a section (another negative sampler) still draws x from the split
-        phases = self.build_phases(
-            _capped(spec, n_train, n_test),
-            sampler_context={"x_key": "x", "y_key": "x", "index_key": "train_index"},
-            validation_context={"x_key": "x", "y_key": "x", "index_key": "test_index",
-                                "fixed": True, "fixed_seed": self.seed})
+        # and gets the recipe's batch settings where it has the fields
+        contexts = ({"x_key": "x", "y_key": "x", "index_key": "train_index",
+                     "batch_size": self.batch_size, "batches_per_epoch": self.batches_per_epoch},
+                    {"x_key": "x", "y_key": "x", "index_key": "test_index",
+                     "batch_size": self.batch_size, "fixed": True, "fixed_seed": self.seed})
+        phases = self.build_phases(_capped(spec, n_train, n_test, contexts))
         return Routine(dataset={"x": x}, models=models,
                        global_relations=self.build_globals(spec), phases=phases,
                        device=self.device, seed=self.seed if init_seed is None else init_seed,

@@ -211,6 +211,21 @@ def test_a_critic_and_bound_swapped_from_the_sections():
     assert "js" in model.history_[0] and np.isfinite(model.history_[-1]["mi"])
 
 
+def test_a_plugins_negative_sampler_by_the_shortcut_and_from_a_section():
+    pytest.importorskip("infoblocks_example_plugin")
+    x, features = sanity_problem(6, n=400)
+    # the shortcut takes any registered sampler, as MINE's does
+    shortcut = InfoMax(n_components=1, epochs=2, batch_size=64, negatives="shifted").fit(features)
+    sampler = shortcut.routine_.phases[0].sampler
+    assert sampler.name == "shifted" and sampler.batch_size == 64
+    assert np.isfinite(shortcut.history_[-1]["val_mi"])
+    # named in a section: the recipe's batch settings reach the fields it has, capped at the
+    # split (400 rows, test_fraction 0.1: 360 training rows)
+    section = InfoMax(n_components=1, epochs=2, batch_size=1000,
+                      phases=[{"name": "train", "sampler": "shifted"}]).fit(features)
+    assert section.routine_.phases[0].sampler.batch_size == 360
+
+
 def test_a_penalty_named_in_the_loss_section():
     # the infomax loss's `penalties` slot takes loss blocks by name from a TOML section; the
     # recipe's `reconstruction` option writes the same block there
