@@ -50,8 +50,9 @@ class Sampler(Block):
         """This rank's part of a batch that every rank drew alike (torch.distributed).  A
         sampler that cannot be split says so; override to make it shardable."""
         raise ValidationError(
-            f"Sampler {self.name!r} cannot be sharded across {world_size} processes yet; run "
-            "this phase in one process, or use a shardable sampler (items).")
+            f"Sampler {self.name!r} cannot be sharded across {world_size} processes: it has no "
+            "shard(batch, rank, world_size). Implement it (each rank's part of a batch every "
+            "rank drew alike; docs/plugins.md, 'Testing a plugin'), or run in one process.")
 
     def num_batches(self, state: TrainState) -> int:
         raise NotImplementedError
