@@ -224,6 +224,10 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
         if isinstance(current, dict) and isinstance(current.get("name"), str) and \
                 isinstance(value, str):
             replaced[leaf] = block
+    # the shortcuts' effects are measured against the same recipe rebuilt from its arguments:
+    # a default that depends on fit state (MI's evaluation index under fit(sampler=fn)) is
+    # not a shortcut's
+    rebuilt = attrs.evolve(recipe).default_sections()
     for field in shortcut_fields(type(recipe)):
         if field.default is attrs.NOTHING:
             continue
@@ -236,7 +240,7 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
             continue
         nearby = None  # the sections with the shortcut moved a little, where it creates keys
         for leaf, value in changed:
-            other, current = _at(alternative, leaf), _at(defaults, leaf)
+            other, current = _at(alternative, leaf), _at(rebuilt, leaf)
             if other is _MISSING:  # the shortcut creates this entry (layout_epochs > 0)
                 if nearby is None:
                     nearby = _nearby_sections(recipe, field)
@@ -251,10 +255,10 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
                     f"{_at(defaults, leaf)!r}).")
         lost = []
         for block in set(replaced.values()):
-            lost += _carry(merged, block, _at(defaults, block), _at(alternative, block))
+            lost += _carry(merged, block, _at(rebuilt, block), _at(alternative, block))
         for where in lists:
-            lost += _carry_list(merged, where, _at(defaults, where), _at(alternative, where))
-        if lost and not _reaches(merged, defaults, alternative):
+            lost += _carry_list(merged, where, _at(rebuilt, where), _at(alternative, where))
+        if lost and not _reaches(merged, rebuilt, alternative):
             warnings.warn(
                 f"{path}: `{field.name}` = {getattr(recipe, field.name)!r} reaches no block: "
                 + "; ".join(lost) + ". Set the value in the block's own table, or remove "

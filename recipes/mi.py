@@ -259,14 +259,17 @@ class NeuralMIEstimator(Recipe):
                     sampler["batch_size"] = n_test
                 validation["sampler"] = sampler
 
-    def build(self, x: torch.Tensor, y: torch.Tensor) -> Routine:
+    def build(self, x: torch.Tensor, y: torch.Tensor, fresh: Any = None) -> Routine:
         """The routine on ``x`` (n, d_x), ``y`` (n, d_y): the globals (split), the critic
-        model(s), the training phase with held-out validation, from :meth:`routine_spec`."""
+        model(s), the training phase with held-out validation, from :meth:`routine_spec`;
+        ``fresh`` (``fit(sampler=fn)``) goes into the training sampler's spec."""
         spec = self.routine_spec()
         fraction = self.test_fraction if self.fresh_test_fraction_ is None \
             else self.fresh_test_fraction_
         _, n_test = split_sizes(len(x), fraction)
         self._complete_phases(spec, n_test)
+        if fresh is not None:
+            inputs.fresh_sampler_spec(self, spec, fresh)
         evaluation.check_pairs(self, spec["evaluation"].get("pairs"), self.pair_keys)
         if self.critic_module is not None:
             evaluation.check_critic_module(self.critic_module, x, y)
@@ -335,8 +338,8 @@ class NeuralMIEstimator(Recipe):
             routine.dataset = Dataset(x=x, y=y)
             routine.state.dataset = routine.dataset.to(routine.device)
         else:
-            routine = self.build(x, y)
-        if sampler is not None:
+            routine = self.build(x, y, fresh=sampler)
+        if sampler is not None and warm:  # the built routine's sampler has it in its spec
             inputs.attach_fresh_sampler(self, routine, sampler)
         spec = self.spec_
         self.train_routine(routine, checkpoint=checkpoint, resume=resume, warm_start=warm)
@@ -616,7 +619,7 @@ class MINEE(NeuralMIEstimator):
                 "pairs": {"index": index, "reference_factor": evaluation.FINAL_REFERENCE_FACTOR,
                           "min_reference": evaluation.MIN_FINAL_REFERENCE}}
 
-    def build(self, x, y):
+    def build(self, x, y, fresh=None):
         features = int(x.shape[1]) + int(y.shape[1])
         if features > MINEE_MAX_FEATURES:
             warnings.warn(
@@ -624,7 +627,7 @@ class MINEE(NeuralMIEstimator):
                 "three divergences stop cancelling and the estimate runs high (measured on "
                 "Gaussian data: +0.12 nats at 10 + 10 features, +1.0 at 25 + 25; docs/mi.md). "
                 "Use MINE or SMILE for high-dimensional data.", MIDimensionWarning, stacklevel=4)
-        routine = super().build(x, y)
+        routine = super().build(x, y, fresh)
         phase = routine.phases[0]
         missing = [m for m in ("fit_reference", "draw", "reference_entropies")
                    if not callable(getattr(phase.sampler, m, None))]

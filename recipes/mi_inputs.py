@@ -218,8 +218,32 @@ def fresh_batches(fn: Any, transform_x: Any, transform_y: Any) -> Any:
     return draw
 
 
+def fresh_sampler_spec(recipe: NeuralMIEstimator, spec: dict[str, Any], fn: Any) -> None:
+    """The training sampler's spec with the standardised fresh-sample source ``simulator``
+    (and ``batch_size`` / ``batches_per_epoch`` where it leaves them unset), before the build:
+    a plugin's sampler with a ``simulator`` field gets it as the built-in does."""
+    from .mi_evaluation import _fields_of  # (mi_evaluation imports this module)
+
+    phase = spec["phases"][0]
+    sampler = phase.get("sampler")
+    sampler = {"name": sampler} if isinstance(sampler, str) else dict(sampler or {})
+    fields = _fields_of("sampler", sampler.get("name")) or set()
+    if "simulator" not in fields:
+        raise ValidationError(
+            f"The training sampler {sampler.get('name')!r} cannot draw fresh samples (it has no "
+            "`simulator` field); use a built-in negative sampler with fit(sampler=...), or "
+            "derive yours from PairSampler (docs/plugins.md).")
+    sampler["simulator"] = fresh_batches(fn, recipe.x_transform_, recipe.y_transform_)
+    if sampler.get("batch_size") is None and "batch_size" in fields:
+        sampler["batch_size"] = recipe.batch_size
+    if sampler.get("batches_per_epoch") is None and "batches_per_epoch" in fields:
+        sampler["batches_per_epoch"] = FRESH_BATCHES_PER_EPOCH
+    phase["sampler"] = sampler
+
+
 def attach_fresh_sampler(recipe: NeuralMIEstimator, routine: Any, fn: Any) -> None:
-    """Give the training sampler the standardised fresh-sample source."""
+    """Give the training sampler of a warm-started routine the standardised fresh-sample
+    source (a new fit's sampler gets it in its spec: :func:`fresh_sampler_spec`)."""
     sampler = routine.phases[0].sampler
     if not hasattr(sampler, "simulator"):
         raise ValidationError(
@@ -275,5 +299,5 @@ def validate_input(recipe: NeuralMIEstimator, x: Any, y: Any, fresh: bool = Fals
 
 
 __all__ = ["Moments", "RankGaussian", "StandardizedRows", "scaling", "standardized",
-           "validate_input", "fresh_draw", "fresh_batches", "attach_fresh_sampler",
-           "check_warm_start", "check_standardize", "in_memory_sample"]
+           "validate_input", "fresh_draw", "fresh_batches", "fresh_sampler_spec",
+           "attach_fresh_sampler", "check_warm_start", "check_standardize", "in_memory_sample"]

@@ -51,6 +51,11 @@ def _pairs(n: int = 400) -> tuple[np.ndarray, np.ndarray]:
     return x, (x + 0.5 * rng.normal(size=(n, 2))).astype(np.float32)
 
 
+def _fresh_pairs(generator: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(n, 2, generator=generator)
+    return x, x + 0.5 * torch.randn(n, 2, generator=generator)
+
+
 def _imnn_data():
     from infoblocks.recipes.imnn import gaussian_simulations
     return gaussian_simulations(300, seed=0)
@@ -58,7 +63,7 @@ def _imnn_data():
 
 def _fit(name: str, recipe: Any) -> Any:
     """A tiny fit of ``recipe``, then whatever it evaluates; returns numbers to compare."""
-    name = name.split("/")[0]
+    name, _, mode = name.partition("/")
     if name in ("parametric_umap", "parametric_tsne"):
         x = _digits(300)[:, 8:56]  # 48 features: fewer than the encoder's pca_dims (64)
         recipe.fit(x)
@@ -75,6 +80,9 @@ def _fit(name: str, recipe: Any) -> Any:
         fid, der = _imnn_data()
         recipe.fit(fid, der)
         return np.asarray(recipe.F_)
+    if mode == "fresh":  # fit(sampler=fn): a new draw every epoch, the sampler's spec has fn
+        recipe.fit(sampler=_fresh_pairs, n_eval=200)
+        return np.asarray(recipe.estimate().value)
     x, y = _pairs()
     recipe.fit(x, y)
     return np.asarray(recipe.estimate().value if hasattr(recipe.estimate(), "value")
@@ -95,7 +103,8 @@ TINY: dict[str, dict[str, Any]] = {
     "infomax": dict(n_components=2, epochs=2),
     "dii": dict(epochs=2),
     "imnn": dict(n_summaries=2, theta_fid=(0.0, 1.0), epochs=2, min_epochs=0),
-    "mine": dict(epochs=2), "minee": dict(epochs=2), "nwj": dict(epochs=2),
+    "mine": dict(epochs=2), "mine/fresh": dict(epochs=2, batch_size=50),
+    "minee": dict(epochs=2), "nwj": dict(epochs=2),
     "smile": dict(epochs=2), "infonce": dict(epochs=2),
 }
 
@@ -173,6 +182,15 @@ def _cases() -> list[tuple[str, tuple, str, str]]:
     return cases
 
 
+def _spec_of(case: str, recipe_cls: type) -> dict[str, Any]:
+    """The full routine spec of a case, as a user would save it after a fit (in fresh mode
+    the MI evaluation draw's index depends on the fit)."""
+    recipe = recipe_cls(**TINY[case])
+    if case.endswith("/fresh"):
+        recipe.sampler_ = _fresh_pairs
+    return recipe.routine_spec()
+
+
 @pytest.fixture(scope="module")
 def baselines():
     return {}
@@ -193,7 +211,7 @@ def test_a_plugin_block_fills_the_slot(recipe_name, path, kind, block, monkeypat
 
     setattr(_Plugin, HOOKS[kind], hookimpl(lambda self: [spy]))
     registry = infoblocks_plugin(_Plugin(), f"spy_{kind}_{block}")
-    spec = _renamed(recipe_cls(**TINY[recipe_name]).routine_spec(), path, spy.name)
+    spec = _renamed(_spec_of(recipe_name, recipe_cls), path, spy.name)
     recipe = recipe_cls(**TINY[recipe_name], **{section: spec[section] for section in spec})
     recipe = recipe_from_dict(tomllib.loads(recipe.to_toml(full=True)))  # by name, from TOML
     recorder = _Recorder(monkeypatch)
@@ -288,7 +306,7 @@ def test_a_protocol_only_block_fills_the_slot(recipe_name, path, kind, block, mo
 
     setattr(_Plugin, HOOKS[kind], hookimpl(lambda self: [plugin_block]))
     infoblocks_plugin(_Plugin(), f"delegate_{kind}_{block}")
-    spec = _renamed(recipe_cls(**TINY[recipe_name]).routine_spec(), path, plugin_block.name)
+    spec = _renamed(_spec_of(recipe_name, recipe_cls), path, plugin_block.name)
     recipe = recipe_cls(**TINY[recipe_name], **{section: spec[section] for section in spec})
     recipe = recipe_from_dict(tomllib.loads(recipe.to_toml(full=True)))
     recorder = _Recorder(monkeypatch)
