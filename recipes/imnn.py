@@ -253,7 +253,15 @@ class IMNN(PosteriorInference, Recipe):
 
     def to_dict(self, full: bool = False) -> dict[str, Any]:
         with _fit_mode(self._mode):
-            return super().to_dict(full)
+            out = super().to_dict(full)
+        if full and self._mode is not None:
+            # the settings left None took the fit mode's defaults: written out, so that the
+            # full config loads (unfitted, in no mode) with the same sections it was saved with
+            with _fit_mode(self._mode):
+                resolved = {name: self.setting(name) for name in MODE_DEFAULTS[self._mode]
+                            if getattr(self, name) is None}
+            out.update({k: v for k, v in resolved.items() if v is not None})
+        return out
 
     def default_models(self) -> dict[str, Any]:
         if self.network is not None:  # a torch module given from Python fills the slot

@@ -77,6 +77,10 @@ def _fit(name: str, recipe: Any) -> Any:
         recipe.fit(x, y)  # the evaluation's blocks: the final DII (softmax, both distances)
         return np.append(np.asarray(recipe.weights_), recipe.final_dii()[0])
     if name == "imnn":
+        if mode == "simulator":  # fresh simulations every epoch, through the samplers' with_source
+            from infoblocks.recipes.imnn_problem import gaussian_simulator
+            recipe.fit(simulator=gaussian_simulator)
+            return np.asarray(recipe.F_)
         fid, der = _imnn_data()
         recipe.fit(fid, der)
         return np.asarray(recipe.F_)
@@ -103,6 +107,10 @@ TINY: dict[str, dict[str, Any]] = {
     "infomax": dict(n_components=2, epochs=2),
     "dii": dict(epochs=2),
     "imnn": dict(n_summaries=2, theta_fid=(0.0, 1.0), epochs=2, min_epochs=0),
+    # (the settings a simulator fit would otherwise take from its mode, set: one config)
+    "imnn/simulator": dict(n_summaries=2, theta_fid=(0.0, 1.0), epochs=2, min_epochs=0,
+                           n_s=200, n_d=200, n_validation=400, validation_every=1,
+                           activation="silu", lr_schedule="cos", patience=2),
     "mine": dict(epochs=2), "mine/fresh": dict(epochs=2, batch_size=50),
     "minee": dict(epochs=2), "nwj": dict(epochs=2),
     "smile": dict(epochs=2), "infonce": dict(epochs=2),

@@ -692,3 +692,15 @@ def test_fit_resumes_from_its_checkpoint_as_if_never_stopped(tmp_path):
     assert again.history_["det_F"] == whole.history_["det_F"]
     for key, value in whole.routine_.models.state_dict().items():
         assert torch.equal(value, again.routine_.models.state_dict()[key]), key
+
+
+def test_the_full_config_of_a_simulator_fit_loads_and_refits_the_same():
+    # the settings left None took the simulator mode's defaults: the full config writes them,
+    # so that it loads unfitted (in no mode) with the sections it was saved with
+    fitted = IMNN(n_summaries=2, theta_fid=(0.0, 1.0), epochs=2, min_epochs=0, n_s=200,
+                  n_d=200).fit(simulator=gaussian_simulator)
+    text = fitted.to_toml(full=True)
+    again = recipe_from_dict(tomllib.loads(text))
+    assert again.validation_every == 2 and again.n_validation == 50_000  # written out
+    assert again.routine_spec() == fitted.routine_spec()
+    np.testing.assert_allclose(again.fit(simulator=gaussian_simulator).F_, fitted.F_, rtol=1e-6)
