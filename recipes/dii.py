@@ -29,6 +29,7 @@ from infoblocks.blocks.errors import NotFittedError, NumericalError, ValidationE
 from infoblocks.blocks.imbalance import (CHUNK_ELEMENTS, LAMBDA_FACTOR, FeatureWeightsHistory,
                                          data_unit, periods_tensor, weights_unit)
 from infoblocks.blocks.recipe import Recipe
+from infoblocks.blocks.phases import _optimizer_name
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
@@ -122,7 +123,7 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
                                                   validator=_params_init_entries)
     params_groups: list[int] | None = attrs.field(default=None, converter=_params_groups,
                                                   validator=_params_groups_entries)
-    optimizer: str = attrs.field(default="sgd", validator=one_of("sgd", "adam", "adamw"))
+    optimizer: str = attrs.field(default="sgd", validator=_optimizer_name)  # any phase optimizer
     learning_rate: float = attrs.field(default=1e-2, validator=positive)
     lr_schedule: str = attrs.field(default="none", validator=one_of("none", "cos", "exp"))
     num_points_rows: int | None = attrs.field(default=None, validator=optional(positive_int))

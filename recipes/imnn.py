@@ -330,6 +330,10 @@ class IMNN(PosteriorInference, Recipe):
         shape = getattr(phase.sampler, "simulation_shape", None)
         if shape is not None:
             return tuple(shape)
+        fiducial = source.get("fiducial")
+        if fiducial is not None:  # the arrays given to fit: (n_s, *shape)
+            return tuple(int(n) for n in (getattr(fiducial, "shape", None)
+                                          or np.shape(fiducial))[1:])
         if source.get("simulator") is not None and hasattr(phase.sampler, "_call"):
             device = resolve_device(self.device)
             generator = torch.Generator(device=device).manual_seed(self.seed)
@@ -337,7 +341,8 @@ class IMNN(PosteriorInference, Recipe):
             return tuple(phase.sampler._call(generator, theta).shape[1:])
         raise ValidationError(
             f"Cannot tell the shape of one simulation from sampler {phase.sampler.name!r}: give "
-            "it a `simulation_shape` property, or pass arrays or a simulator to fit.")
+            "it a `simulation_shape` property (the shape of one simulation; docs/plugins.md, "
+            "IMNN's sampler slot).")
 
     def _model(self, spec: dict[str, Any], shape: tuple[int, ...]) -> Any:
         if self.network is None:

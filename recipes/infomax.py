@@ -46,7 +46,7 @@ from infoblocks.blocks.mutual_information import split_sizes
 from infoblocks.blocks.mutual_information.infomax import WHITENING
 from infoblocks.blocks.mutual_information.split import _fraction
 from infoblocks.blocks.models import ACTIVATIONS
-from infoblocks.blocks.phases import LR_SCHEDULES, OPTIMIZERS
+from infoblocks.blocks.phases import LR_SCHEDULES, _optimizer_name
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
@@ -219,7 +219,7 @@ class InfoMax(Recipe):
     epochs: int = attrs.field(default=200, validator=positive_int)
     batches_per_epoch: int | None = attrs.field(default=10, validator=optional(positive_int))
     learning_rate: float = attrs.field(default=3e-3, validator=positive)
-    optimizer: str = attrs.field(default="adam", validator=one_of(*OPTIMIZERS))
+    optimizer: str = attrs.field(default="adam", validator=_optimizer_name)  # any phase optimizer
     lr_schedule: str = attrs.field(default="none", validator=one_of(*LR_SCHEDULES))
     weight_decay: float = attrs.field(default=0.0, validator=non_negative)
     test_fraction: float = attrs.field(default=0.1, validator=_fraction)

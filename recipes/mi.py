@@ -36,7 +36,7 @@ from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationErro
 from infoblocks.blocks.mutual_information import MAX_PAIRS, split_sizes
 from infoblocks.blocks.mutual_information.bounds import _optional_positive, _rate
 from infoblocks.blocks.mutual_information.split import _fraction
-from infoblocks.blocks.phases import LR_SCHEDULES, OPTIMIZERS
+from infoblocks.blocks.phases import LR_SCHEDULES, _optimizer_name
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
@@ -89,7 +89,7 @@ class NeuralMIEstimator(Recipe):
     epochs: int = attrs.field(default=400, validator=positive_int)
     batches_per_epoch: int | None = attrs.field(default=None, validator=optional(positive_int))
     learning_rate: float = attrs.field(default=1e-3, validator=positive)
-    optimizer: str = attrs.field(default="adam", validator=one_of(*OPTIMIZERS))
+    optimizer: str = attrs.field(default="adam", validator=_optimizer_name)  # any phase optimizer
     lr_schedule: str = attrs.field(default="none", validator=one_of(*LR_SCHEDULES))
     grad_clip: float | None = None
     test_fraction: float = attrs.field(default=0.5, validator=_fraction)
@@ -213,7 +213,9 @@ class NeuralMIEstimator(Recipe):
             "loss": self._bound(self.training_bound), "optimizer": self.optimizer,
             "learning_rate": self.learning_rate, "lr_schedule": self.lr_schedule,
             "grad_clip": self.grad_clip, "restore_best": True,
-            "optimizer_options": {"fused": True} if self.optimizer != "sgd" else {}}
+            # torch's fused Adam kernel where the optimizer is torch's Adam / AdamW
+            "optimizer_options": {"fused": True} if self.optimizer.lower() in ("adam", "adamw")
+            else {}}
         if self.test_fraction > 0:
             every = self.validation_interval()
             # the engine counts validations; ``patience`` counts epochs

@@ -100,3 +100,15 @@ def test_the_built_in_delta_bar_delta_is_a_block():
                             weight_decay=0.1)
     with pytest.raises(ValidationError, match="'delta_bar_delta' cannot be built.*weight_decay"):
         decayed.make_optimizer([torch.nn.Parameter(torch.zeros(3, 2))])
+
+
+@pytest.mark.parametrize("recipe", ["mine", "dii", "infomax", "imnn"])
+def test_every_recipes_optimizer_shortcut_takes_a_plugin_block(recipe, infoblocks_plugin):
+    infoblocks_plugin(_Plugin(), "test_optimizer")
+    cls = get_registry().get("recipe", recipe)
+    extra = {"theta_fid": (0.0, 1.0)} if recipe == "imnn" else {}
+    phase = cls(optimizer="test_sign_sgd", **extra).routine_spec()["phases"][0]
+    assert phase["optimizer"] == "test_sign_sgd" and not phase.get("optimizer_options")
+    assert cls(optimizer="RAdam", **extra).routine_spec()["phases"][0]["optimizer"] == "RAdam"
+    with pytest.raises(ValidationError, match="registered optimizer block"):
+        cls(optimizer="test_sign_sdg", **extra)

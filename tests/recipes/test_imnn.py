@@ -529,6 +529,17 @@ class CountingSimulations(SimulationSampler):
 
 
 @attrs.define
+class ShapelessSimulations(SimulationSampler):
+    """A replacement sampler that does not say the shape of one simulation."""
+
+    name: ClassVar[str] = "test_shapeless_simulations"
+
+    @property
+    def simulation_shape(self):
+        return None
+
+
+@attrs.define
 class NeedsTheta(FisherLoss):
     """A loss that needs a batch field simulation samplers do not yield."""
 
@@ -551,7 +562,7 @@ class _Plugin:
 
     @hookimpl
     def register_samplers(self):
-        return [CountingSimulations]
+        return [CountingSimulations, ShapelessSimulations]
 
 
 def test_loss_and_sampler_replaced_by_name_from_toml(infoblocks_plugin):
@@ -704,3 +715,11 @@ def test_the_full_config_of_a_simulator_fit_loads_and_refits_the_same():
     assert again.validation_every == 2 and again.n_validation == 50_000  # written out
     assert again.routine_spec() == fitted.routine_spec()
     np.testing.assert_allclose(again.fit(simulator=gaussian_simulator).F_, fitted.F_, rtol=1e-6)
+
+
+def test_a_sampler_without_simulation_shape_takes_it_from_the_arrays(infoblocks_plugin, arrays):
+    infoblocks_plugin(_Plugin(), "test_imnn")
+    phases = [{"name": "fit", "sampler": "test_shapeless_simulations"}]
+    imnn = IMNN(theta_fid=(0.0, 1.0), epochs=2, min_epochs=0, phases=phases)
+    imnn.fit(arrays[0][:200], arrays[1][:200])  # the shape of one simulation: fiducial[0]
+    assert np.isfinite(imnn.F_).all() and imnn.F_[0, 0] > 0
