@@ -87,6 +87,9 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
     elif kind == "transform" and any(issubclass(torch.Tensor, t) or issubclass(LazyRows, t)
                                      for t in cls.accepts):  # takes data: an init
         _check_takes_data(block, block, "__call__(data)")
+    elif kind == "transform" and callable(getattr(block, "coefficients", None)) and \
+            getattr(type(block), "apply", None) is getattr(_transform_base(), "apply"):
+        _check_coefficients(block)  # a DII softmax written to its protocol alone
     elif kind == "transform" and DenseRelations in cls.accepts:
         rel = DenseRelations(torch.rand(6, 6, generator=torch.Generator().manual_seed(0)))
         out = block(rel)
@@ -105,6 +108,33 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
             f"place must return one position per new point (7, 2), got {out!r:.80}"
         assert torch.isfinite(out).all(), "place must return finite positions"
     return block
+
+
+def _transform_base() -> type:
+    from infoblocks.blocks.transforms import Transform
+
+    return Transform
+
+
+def _check_coefficients(block: Any) -> None:
+    """DII's softmax protocol (docs/plugins.md): ``coefficients(d, exclude, k=, lambda_value=,
+    excluded_logits=) -> (n, m)``, rows summing to 1 over the columns not excluded, 0 where
+    excluded, finite, differentiable in ``d``."""
+    gen = torch.Generator().manual_seed(0)
+    d = (torch.rand(6, 8, generator=gen) * 4).requires_grad_(True)
+    exclude = torch.zeros(6, 8, dtype=torch.bool)
+    exclude[torch.arange(6), torch.arange(6)] = True
+    logits = torch.zeros(6, 8).masked_fill(exclude, float("-inf"))
+    for kwargs in ({}, {"k": 2}, {"k": 2, "excluded_logits": logits}, {"lambda_value": 0.5}):
+        c = block.coefficients(d, exclude, **kwargs)
+        assert isinstance(c, torch.Tensor) and tuple(c.shape) == (6, 8), \
+            f"coefficients must return (n, m) = (6, 8), got {getattr(c, 'shape', type(c))}"
+        assert torch.isfinite(c).all(), f"coefficients({kwargs}) are not finite"
+        assert torch.allclose(c.sum(1), torch.ones(6), atol=1e-4), \
+            f"coefficients({kwargs}): rows must sum to 1 over the columns not excluded"
+        assert (c[exclude] == 0).all(), f"coefficients({kwargs}) must be 0 where excluded"
+    (grad,) = torch.autograd.grad((c * d).sum(), d)
+    assert torch.isfinite(grad).all(), "coefficients must be differentiable in d"
 
 
 #: rows of the data a relation / data transform is exercised on (more than the default 15
