@@ -137,8 +137,13 @@ def structure(data: dict[str, Any], cls: type, path: str, label: str | None = No
     types = _field_types(cls)
     extra = [k for k in data if k not in types]
     if extra:
+        import difflib
+
+        close = [f"{k!r} -> {m[0]!r}" for k in extra
+                 if (m := difflib.get_close_matches(str(k), list(types), n=1, cutoff=0.6))]
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"Invalid {label}: extra fields found ({', '.join(map(str, extra))}); "
-                          f"the known keys are {sorted(types)}.")
+                          f"the known keys are {sorted(types)}.{hint}")
     values, problems = _check_values(data, types, path)
     if problems:
         raise ConfigError(f"Invalid {label}: {'; '.join(problems)}")

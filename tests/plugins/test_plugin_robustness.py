@@ -309,3 +309,21 @@ def test_a_bound_that_raises_in_the_final_estimate_is_named(infoblocks_plugin):
                                           r"ArithmeticError: no final estimate here"):
         MINE(epochs=1, hidden_dims=(8,), evaluation={"bound": "final_only_bound"}).fit(
             x, x + rng.normal(size=(200, 1)))
+
+
+def test_check_block_exercises_a_softmax_written_to_the_coefficients_protocol():
+    @attrs.define
+    class LaplaceSoftmax(Transform):  # DII's softmax slot: coefficients only, no apply
+        name: ClassVar[str] = "laplace_softmax"
+        normalise: bool = True
+
+        def coefficients(self, d, exclude, k=None, lambda_value=None, excluded_logits=None):
+            logits = -d / (lambda_value or d.detach().median())
+            if exclude is not None:
+                logits = logits.masked_fill(exclude, float("-inf"))
+            c = torch.softmax(logits, 1)
+            return c if self.normalise else 2 * c
+
+    check_block(LaplaceSoftmax)
+    with pytest.raises(AssertionError, match="rows must sum to 1"):
+        check_block(LaplaceSoftmax, {"normalise": False})
