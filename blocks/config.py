@@ -139,7 +139,7 @@ def structure(data: dict[str, Any], cls: type, path: str, label: str | None = No
     if extra:
         import difflib
 
-        close = [f"{k!r} -> {m[0]!r}" for k in extra
+        close = [f"{m[0]!r} for {k!r}" for k in extra
                  if (m := difflib.get_close_matches(str(k), list(types), n=1, cutoff=0.6))]
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"Invalid {label}: extra fields found ({', '.join(map(str, extra))}); "
