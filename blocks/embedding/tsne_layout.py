@@ -28,7 +28,8 @@ from ..losses import Loss, LossOutput, get_model
 from ..relations import RelationData
 from ..state import TrainState
 from ..validators import non_negative_int, one_of, positive, positive_int
-from .training import _whole_batch
+from ..base import block_field
+from .training import _kernel_has, _whole_batch
 from .tsne_repulsion import BOX_WIDTH, MIN_BOXES, NODES_PER_BOX, exact_repulsion, fft_repulsion
 
 #: at most this many items: the exact all-pairs repulsion (``repulsion="auto"``); above, the
@@ -107,6 +108,12 @@ class AllPairsKLLoss(Loss):
     #: the model's input: ``index`` for free coordinates, a dataset array for a network
     input: str = "index"
     relation: str = "P"
+    #: the embedding kernel: t-SNE's Cauchy kernel (``student_t``, ν = 1) runs the closed-form
+    #: gradient with the exact or FFT repulsion; any other kernel (a plugin's; the kernel
+    #: protocol's ``log_kernel``) runs autograd over all pairs, up to ``exact_max_items``
+    kernel: Any = block_field("transform", default="student_t",
+                              validator=lambda s, a, v: _kernel_has(v, "log_kernel",
+                                                                    "all_pairs_kl"))
     #: α: the attraction × α for the first ``exaggeration_steps`` steps of a phase (all
     #: steps when None), t-SNE's early exaggeration.  The exaggerated objective is divided
     #: by α — value cross + log Z / α, gradient 4 (att − R / (α Z)) — so the step keeps the
@@ -203,10 +210,31 @@ class AllPairsKLLoss(Loss):
             self._steps += 1
         else:
             alpha = self.current_exaggeration()
-        value, cross, log_z = _AllPairsKL.apply(y, rows, cols, crow, values.to(y.dtype), alpha,
-                                               self._repulsion(n, y.shape[1]))
+        dof = getattr(self.kernel, "student_t_dof", None)
+        if callable(dof) and dof() == 1.0:  # the Cauchy kernel: the closed form
+            value, cross, log_z = _AllPairsKL.apply(y, rows, cols, crow, values.to(y.dtype),
+                                                   alpha, self._repulsion(n, y.shape[1]))
+        else:
+            value, cross, log_z = self._any_kernel(y, rows, cols, values.to(y.dtype), alpha, n)
         kl = (cross + log_z - entropy).detach()
         return LossOutput(value * n if self.scale == "items" else value, {"kl": kl})
+
+
+    def _any_kernel(self, y: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                    values: torch.Tensor, alpha: float, n: int
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(value, cross, log Z) of another kernel by autograd over the n × n pairs: cross =
+        −Σ p_ij log w_ij, Z = Σ_{i≠j} w_ij, value = cross + log Z / α (the closed form's)."""
+        _check(n <= self.exact_max_items,
+               f"AllPairsKLLoss: the kernel {getattr(self.kernel, 'name', self.kernel)!r} is not "
+               f"t-SNE's Cauchy kernel, so its repulsion runs over all {n} × {n} pairs, above "
+               f"exact_max_items = {self.exact_max_items}; raise exact_max_items (memory: n² "
+               "floats) or use the kernel in the batch `kl` loss.")
+        log_w = self.kernel.log_kernel((y[:, None, :] - y[None, :, :]).pow(2).sum(-1))
+        diagonal = torch.eye(n, dtype=torch.bool, device=y.device)
+        log_z = torch.logsumexp(log_w.masked_fill(diagonal, -float("inf")).reshape(-1), 0)
+        cross = -(values * log_w[rows, cols]).sum()
+        return cross + log_z / alpha, cross.detach(), log_z.detach()
 
 
 __all__ = ["AllPairsKLLoss", "EXACT_REPULSION_MAX_ITEMS"]

@@ -127,3 +127,38 @@ def test_delta_bar_delta_is_named_by_phases_and_steps_like_t_sne():
     assert float(opt.state[p]["gains"][0, 1]) == pytest.approx(0.96)
     with pytest.raises(ValueError, match="momentum"):
         DeltaBarDelta([p], momentum=1.0)
+
+
+def test_all_pairs_kl_with_another_kernel_is_the_closed_forms_objective():
+    """A kernel that is not the Cauchy one (here Student-t's, not saying so) runs autograd
+    over all pairs: the same value and gradient as the closed form with exact repulsion, with
+    and without early exaggeration; above exact_max_items it is refused with the reason."""
+    import attrs
+
+    from infoblocks.blocks.embedding.kernels import StudentTTransform
+
+    @attrs.define
+    class Unsaid(StudentTTransform):  # the Cauchy kernel, but without student_t_dof
+        def student_t_dof(self):
+            return None
+
+    gen = torch.Generator().manual_seed(0)
+    n = 40
+    y = torch.randn(n, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    p = torch.rand(n, n, generator=gen, dtype=torch.float64).fill_diagonal_(0)
+    p = (p + p.T) / (p + p.T).sum()
+    rows, cols = torch.nonzero(p > 0, as_tuple=True)
+    crow = torch.zeros(n + 1, dtype=torch.long)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n), 0)
+    loss = AllPairsKLLoss(kernel=Unsaid())
+    for alpha in (1.0, 12.0):
+        closed = _AllPairsKL.apply(y, rows, cols, crow, p[rows, cols], alpha, exact_repulsion)
+        other = loss._any_kernel(y, rows, cols, p[rows, cols], alpha, n)
+        for a, b in zip(closed, other):
+            assert torch.allclose(a, b, rtol=1e-10)
+        (g1,) = torch.autograd.grad(closed[0], y)
+        (g2,) = torch.autograd.grad(other[0], y)
+        assert torch.allclose(g1, g2, rtol=1e-8, atol=1e-14)
+    with pytest.raises(ValidationError, match="exact_max_items = 10; raise exact_max_items"):
+        AllPairsKLLoss(kernel=Unsaid(), exact_max_items=10)._any_kernel(
+            y, rows, cols, p[rows, cols], 1.0, n)
