@@ -341,8 +341,10 @@ class NeuralMIEstimator(Recipe):
             routine.state.dataset = routine.dataset.to(routine.device)
         else:
             routine = self.build(x, y, fresh=sampler)
-        if sampler is not None and warm:  # the built routine's sampler has it in its spec
-            inputs.attach_fresh_sampler(self, routine, sampler)
+        if sampler is not None and warm:  # a new source: the training sampler rebuilt from its
+            inputs.fresh_sampler_spec(self, self.spec_, sampler)  # spec (never changed)
+            routine.phases[0].sampler = get_registry().build(
+                "sampler", self.spec_["phases"][0]["sampler"], path=f"{self.name}.phases.train")
         spec = self.spec_
         self.train_routine(routine, checkpoint=checkpoint, resume=resume, warm_start=warm)
         self.routine_, self.intervals_ = routine, {}

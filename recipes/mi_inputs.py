@@ -241,22 +241,6 @@ def fresh_sampler_spec(recipe: NeuralMIEstimator, spec: dict[str, Any], fn: Any)
     phase["sampler"] = sampler
 
 
-def attach_fresh_sampler(recipe: NeuralMIEstimator, routine: Any, fn: Any) -> None:
-    """Give the training sampler of a warm-started routine the standardised fresh-sample
-    source (a new fit's sampler gets it in its spec: :func:`fresh_sampler_spec`)."""
-    sampler = routine.phases[0].sampler
-    if not hasattr(sampler, "simulator"):
-        raise ValidationError(
-            f"The training sampler {getattr(sampler, 'name', sampler)!r} cannot draw fresh "
-            "samples (it has no `simulator`); use a built-in negative sampler with "
-            "fit(sampler=...).")
-    sampler.simulator = fresh_batches(fn, recipe.x_transform_, recipe.y_transform_)
-    if sampler.batch_size is None:
-        sampler.batch_size = recipe.batch_size
-    if sampler.batches_per_epoch is None:
-        sampler.batches_per_epoch = FRESH_BATCHES_PER_EPOCH
-
-
 def check_warm_start(recipe: NeuralMIEstimator, x: Any, y: Any, fresh: bool) -> None:
     """A warm start continues on data of the fitted shapes, in the same mode."""
     dataset = recipe.routine_.dataset
@@ -300,4 +284,4 @@ def validate_input(recipe: NeuralMIEstimator, x: Any, y: Any, fresh: bool = Fals
 
 __all__ = ["Moments", "RankGaussian", "StandardizedRows", "scaling", "standardized",
            "validate_input", "fresh_draw", "fresh_batches", "fresh_sampler_spec",
-           "attach_fresh_sampler", "check_warm_start", "check_standardize", "in_memory_sample"]
+           "check_warm_start", "check_standardize", "in_memory_sample"]

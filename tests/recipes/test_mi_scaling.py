@@ -163,3 +163,24 @@ def test_warm_start_continues_the_critic_and_its_moving_average():
     assert [r["epoch"] for r in cold.history_] == [0, 1, 2]
     with pytest.raises(ValidationError, match="same shape"):
         warm.fit(x[:200], y[:200])
+
+
+def test_a_warm_fresh_sample_fit_draws_from_the_new_source():
+    """fit(sampler=fn) twice with warm_start: the critic carries on, and the second fit's
+    training draws come from the second source (the sampler rebuilt from its spec)."""
+    calls = {"first": 0, "second": 0}
+
+    def source(key):
+        def draw(generator, n):
+            calls[key] += 1
+            x = torch.randn(n, 1, generator=generator)
+            return x, x + torch.randn(n, 1, generator=generator)
+        return draw
+
+    mine = MINE(epochs=2, warm_start=True, hidden_dims=(8,), batch_size=50, seed=0)
+    mine.fit(sampler=source("first"), n_eval=200)
+    before = dict(calls)
+    mine.fit(sampler=source("second"), n_eval=200)
+    assert calls["first"] == before["first"]  # the old source is not drawn from again
+    assert calls["second"] >= 2 + 1  # every epoch of the second fit, and its evaluation draw
+    assert [r["epoch"] for r in mine.history_] == [0, 1, 2, 3]  # the critic carried on
