@@ -307,13 +307,10 @@ def _block_fields(name: Any) -> set[str] | None:
     """Init fields of the block registered as ``name`` in exactly one kind (None: unknown)."""
     from .base import BLOCK_KINDS
 
-    if not isinstance(name, str):
-        return None
     registry = _registry()
-    classes = [registry.get(kind, name) for kind in BLOCK_KINDS if (kind, name) in registry]
-    if len(classes) != 1 or not attrs.has(classes[0]):
-        return None
-    return {f.alias or f.name for f in attrs.fields(classes[0]) if f.init}
+    kinds = [kind for kind in BLOCK_KINDS if isinstance(name, str) and (kind, name) in registry]
+    fields = block_fields(kinds[0], name) if len(kinds) == 1 else None
+    return None if fields is None else set(fields)
 
 
 def _filled(spec: Any, tuned: dict[str, Any], where: str) -> tuple[Any, list[str]]:
@@ -428,20 +425,34 @@ def build_global(spec: Any, path: str) -> Any:
         input=source)
 
 
+def block_fields(kind: str, name: Any) -> dict[str, attrs.Attribute] | None:
+    """Init fields (by their keyword) of the block registered as ``name`` of ``kind``; None
+    for an unknown name or a block that is not an attrs class."""
+    registry = _registry()
+    if not isinstance(name, str) or (kind, name) not in registry:
+        return None
+    cls = registry.get(kind, name)
+    return {f.alias or f.name: f for f in attrs.fields(cls) if f.init} \
+        if attrs.has(cls) else None
+
+
+def _as_table(spec: Any) -> dict[str, Any] | None:
+    """A block spec as a table (``"name"`` -> ``{"name": "name"}``); None for an instance."""
+    if isinstance(spec, str):
+        return {"name": spec}
+    return dict(spec) if isinstance(spec, dict) else None
+
+
 def fill_context(kind: str, spec: Any, context: dict[str, Any] | None) -> Any:
     """``spec`` (a name or a table) with the ``context`` values filled into the fields the
     block has and the spec leaves out (``None`` values are not filled): so a plugin block
     named alone (``sampler = "my_sims"``) receives the recipe's sizes and settings as the
-    built-in one does.  Instances and unknown names are returned as they are."""
-    if not context or not isinstance(spec, (str, dict)):
+    built-in one does.  Instances and unknown names are returned as they are (the build
+    reports an unknown name with its path)."""
+    params = _as_table(spec) if context else None
+    fields = block_fields(kind, params.get("name")) if params is not None else None
+    if fields is None:
         return spec
-    params = {"name": spec} if isinstance(spec, str) else dict(spec)
-    name = params.get("name")
-    registry = _registry()
-    if not isinstance(name, str) or (kind, name) not in registry:
-        return spec  # the build reports the unknown name with its path
-    cls = registry.get(kind, name)
-    fields = {f.alias or f.name for f in attrs.fields(cls) if f.init} if attrs.has(cls) else set()
     params.update({k: v for k, v in context.items()
                    if k in fields and k not in params and v is not None and k != "name"})
     return params
@@ -455,18 +466,11 @@ def cap_fields(kind: str, spec: Any, caps: dict[str, int],
     ``batch_size`` at the rows it draws from this way, in the spec and before the build, so
     a plugin's sampler gets what the built-in gets and no block is changed after it is
     built.  Instances and unknown names are returned as they are."""
-    if not isinstance(spec, (str, dict)):
+    params = _as_table(spec)
+    fields = block_fields(kind, params.get("name")) if params is not None else None
+    if fields is None or (batch_types is not None and getattr(
+            _registry().get(kind, params["name"]), "batch_type", None) not in batch_types):
         return spec
-    params = {"name": spec} if isinstance(spec, str) else dict(spec)
-    name = params.get("name")
-    registry = _registry()
-    if not isinstance(name, str) or (kind, name) not in registry:
-        return spec
-    cls = registry.get(kind, name)
-    if not attrs.has(cls) or (batch_types is not None
-                              and getattr(cls, "batch_type", None) not in batch_types):
-        return spec
-    fields = {f.alias or f.name: f for f in attrs.fields(cls) if f.init}
     for key, cap in caps.items():
         if key not in fields:
             continue
@@ -524,5 +528,5 @@ def build_phase(spec: Any, path: str, sampler_context: dict[str, Any] | None = N
 
 
 __all__ = ["SECTIONS", "ShortcutWarning", "section_field", "merge_entry", "merge_sections",
-           "expand_sections", "shortcut_fields", "fill_context", "cap_fields", "build_global", "build_model",
-           "build_phase"]
+           "expand_sections", "shortcut_fields", "block_fields", "fill_context", "cap_fields",
+           "build_global", "build_model", "build_phase"]

@@ -11,10 +11,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import numpy as np
 import torch
 
+from infoblocks.blocks.assembly import block_fields
 from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.blocks.mutual_information import (ReferenceScores, centred_interval,
                                                   default_max_pairs, pair_scores,
@@ -86,11 +86,8 @@ def _sampler_name(instance, attribute, value) -> None:
 
 def _fields_of(kind: str, name: Any) -> set[str] | None:
     """Init fields of the registered block ``name`` (None: not an attrs block / unknown)."""
-    try:
-        cls = get_registry().get(kind, name)
-    except Exception:  # noqa: BLE001 - reported when the block is built
-        return None
-    return {f.alias or f.name for f in attrs.fields(cls) if f.init} if attrs.has(cls) else None
+    fields = block_fields(kind, name)
+    return None if fields is None else set(fields)
 
 
 def _only_fields(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
