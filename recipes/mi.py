@@ -341,8 +341,9 @@ class NeuralMIEstimator(Recipe):
             routine.state.dataset = routine.dataset.to(routine.device)
         else:
             routine = self.build(x, y, fresh=sampler)
-        if sampler is not None and warm:  # a new source: the training sampler rebuilt from its
-            inputs.fresh_sampler_spec(self, self.spec_, sampler)  # spec (never changed)
+        if sampler is not None and warm:
+            # a new source: the training sampler is rebuilt from its spec, not changed
+            inputs.fresh_sampler_spec(self, self.spec_, sampler)
             routine.phases[0].sampler = get_registry().build(
                 "sampler", self.spec_["phases"][0]["sampler"], path=f"{self.name}.phases.train")
         spec = self.spec_
@@ -355,11 +356,11 @@ class NeuralMIEstimator(Recipe):
         if sampler is not None:  # fresh pairs drawn in all
             self.n_train_ = len(self.history_) * train_sampler.batch_size * \
                 train_sampler.batches_per_epoch
-        else:
-            split = routine.state.globals.get("train_index")  # any sampler draws from it
-            self.n_train_ = int(train_sampler.pool(routine.state).numel()) \
-                if hasattr(train_sampler, "pool") else \
-                (int(split.numel()) if isinstance(split, torch.Tensor) else None)
+        elif hasattr(train_sampler, "pool"):
+            self.n_train_ = int(train_sampler.pool(routine.state).numel())
+        else:  # a sampler of another base: the training split it draws from
+            split = routine.state.globals.get("train_index")
+            self.n_train_ = int(split.numel()) if isinstance(split, torch.Tensor) else None
         self.n_eval_ = int(index.numel())
         self.bound_ = self.build_evaluation("bound", spec)
         device = routine.device
@@ -645,10 +646,11 @@ class MINEE(NeuralMIEstimator):
                 "MI-NEE's reference protocol (docs/plugins.md, \"The batches of the MI "
                 "samplers\").")
         # one reference for every sampler (fitted to all data), so the divergences agree
-        sample = None
-        for sampler in (phase.sampler, getattr(phase.validation, "sampler", None)):
-            if hasattr(sampler, "fit_reference"):
-                sample = sample or inputs.in_memory_sample(x, y, self.seed)
+        samplers = [s for s in (phase.sampler, getattr(phase.validation, "sampler", None))
+                    if hasattr(s, "fit_reference")]
+        if samplers:
+            sample = inputs.in_memory_sample(x, y, self.seed)
+            for sampler in samplers:
                 sampler.fit_reference(*sample)
         return routine
 

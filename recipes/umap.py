@@ -33,10 +33,11 @@ import numpy as np
 import torch
 
 from infoblocks.blocks.assembly import cap_fields
+from infoblocks.blocks.base import naming_blocks
 from infoblocks.blocks.callbacks import Callback
 from infoblocks.blocks.contracts import ITEMS
 from infoblocks.blocks.data import (Dataset, LazyRows, as_rows, intra_op_threads,
-                                    resolve_device)
+                                    resolve_device, rows_for)
 from infoblocks.blocks.embedding.placement import Placement, PlacementContext
 from infoblocks.blocks.embedding.training import NegativeEdgeSampler, RelationLoss, front_end_of
 from infoblocks.blocks.errors import ConfigError, NotFittedError, PluginError, ValidationError
@@ -428,8 +429,7 @@ class EmbeddingRecipe(Recipe):
         """(distance block, k, kernel) of the fit: the graph's k-NN relation (k: the
         placement's ``n_neighbors`` if it sets one) and the main phase's kernel (plugins'
         blocks included), else those of the recipe's settings."""
-        graph = (self.routine_.global_relations or {}).get(self.graph_name)
-        relation = getattr(graph, "relation", None)
+        relation = self._graph_relation()
         metric, k = getattr(relation, "metric", None), getattr(relation, "n_neighbors", None)
         registry = get_registry()
         if metric is None and relation is not None and not callable(
@@ -453,25 +453,22 @@ class EmbeddingRecipe(Recipe):
         kernel = kernels[0] if kernels else registry.build("transform", self._default_kernel())
         return metric, k, kernel
 
+    def _graph_relation(self) -> Any:
+        """The fit's k-NN relation block (the ``graph`` global's), or None."""
+        graph = (self.routine_.global_relations or {}).get(self.graph_name)
+        return getattr(graph, "relation", None)
+
     def _neighbours(self, x: torch.Tensor, rows: torch.Tensor | LazyRows, k: int, metric: Any
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``k`` nearest training rows of each new point: the graph relation's own
         ``query(x_new, rows, k) -> (indices (m, k) long, distances (m, k))`` where it has one
         (a plugin's k-NN search), else an exact or pynndescent search by ``metric``."""
-        graph = (self.routine_.global_relations or {}).get(self.graph_name)
-        relation = getattr(graph, "relation", None)
-        query = getattr(relation, "query", None)
-        if not callable(query):
+        relation = self._graph_relation()
+        if not callable(getattr(relation, "query", None)):
             return query_knn(x, rows, k, metric)
-        rows = rows.take(slice(None)) if isinstance(rows, LazyRows) else rows
         where = f"{self.name}.globals.{self.graph_name}.relation"
-        try:
-            out = query(x, rows, k)
-        except (ValidationError, ConfigError):
-            raise
-        except Exception as exc:
-            raise PluginError(f"{where}: relation {relation.name!r}.query failed "
-                              f"({type(exc).__name__}: {exc}).") from exc
+        with naming_blocks(where):  # an error inside the plugin's query names it
+            out = relation.query(x, rows_for(relation, rows), k)
         ok = isinstance(out, (tuple, list)) and len(out) == 2 and all(
             isinstance(t, torch.Tensor) and tuple(t.shape) == (len(x), k) for t in out)
         if not ok:

@@ -236,10 +236,18 @@ class _QueryingCosineKNN(_CosineKNN):
         return _cosine_knn(x_new, rows, k, False)
 
 
+@attrs.define(kw_only=True)
+class _BrokenQueryKNN(_CosineKNN):
+    name: ClassVar[str] = "test_broken_query_knn"
+
+    def query(self, x_new, rows, k):
+        raise IndexError("no luck")
+
+
 class _Relations:
     @hookimpl
     def register_relations(self):
-        return [_CosineKNN, _QueryingCosineKNN]
+        return [_CosineKNN, _QueryingCosineKNN, _BrokenQueryKNN]
 
 
 def test_transform_finds_new_points_neighbours_with_the_relations_query(infoblocks_plugin,
@@ -261,6 +269,12 @@ def test_transform_finds_new_points_neighbours_with_the_relations_query(infobloc
     with pytest.warns(UserWarning, match="'test_cosine_knn' has neither a `metric` field nor "
                                          "a `query"):
         plain.transform(digits[300:320])
+    # a query that raises is named, with the slot it fills
+    broken = ParametricUMAP(**fit, globals={"graph": {"relation": "test_broken_query_knn"}})
+    broken.fit(digits[:300])
+    with pytest.raises(PluginError, match=r"parametric_umap.globals.graph.relation: relation "
+                                          r"'test_broken_query_knn' .*raised IndexError: no luck"):
+        broken.transform(digits[300:320])
 
 
 # ---------------------------------------------------------------------- a loss in both phases
