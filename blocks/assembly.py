@@ -453,9 +453,24 @@ def fill_context(kind: str, spec: Any, context: dict[str, Any] | None) -> Any:
     fields = block_fields(kind, params.get("name")) if params is not None else None
     if fields is None:
         return spec
-    params.update({k: v for k, v in context.items()
+    params.update({k: as_declared(fields[k], v) for k, v in context.items()
                    if k in fields and k not in params and v is not None and k != "name"})
     return params
+
+
+def as_declared(field: attrs.Attribute, value: Any) -> Any:
+    """A recipe's number as the type the block's field declares, where that loses nothing:
+    a whole float (MI-NEE's ``reference_factor = 4.0``) into an ``int`` field, an int into a
+    ``float`` field.  Anything else is returned as it is (the build checks it)."""
+    declared = field.type.__name__ if isinstance(field.type, type) else str(field.type)
+    declared = declared.replace(" ", "").replace("typing.", "").replace("|None", "")
+    declared = declared.removeprefix("Optional[").removesuffix("]") \
+        if declared.startswith("Optional[") else declared
+    if declared == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if declared == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def cap_fields(kind: str, spec: Any, caps: dict[str, int],
@@ -528,5 +543,5 @@ def build_phase(spec: Any, path: str, sampler_context: dict[str, Any] | None = N
 
 
 __all__ = ["SECTIONS", "ShortcutWarning", "section_field", "merge_entry", "merge_sections",
-           "expand_sections", "shortcut_fields", "block_fields", "fill_context", "cap_fields",
-           "build_global", "build_model", "build_phase"]
+           "expand_sections", "shortcut_fields", "block_fields", "as_declared", "fill_context",
+           "cap_fields", "build_global", "build_model", "build_phase"]

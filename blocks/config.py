@@ -9,6 +9,7 @@ int, ``"false"`` for a bool and ``true`` for an int are errors that name the pat
 from __future__ import annotations
 
 import functools
+import sys
 import types
 import typing
 from typing import Any
@@ -64,9 +65,20 @@ def _field_types(cls: type) -> dict[str, Any]:
     try:
         attrs.resolve_types(cls)
     except Exception:  # noqa: BLE001 - e.g. a name imported only for type checking
-        pass
-    return {f.alias or f.name: (f.type if not isinstance(f.type, str) else Any)
-            for f in attrs.fields(cls) if f.init}
+        pass  # (then each field on its own: one unresolvable annotation spoils only itself)
+    return {f.alias or f.name: _resolved(f.type, cls) for f in attrs.fields(cls) if f.init}
+
+
+def _resolved(annotation: Any, cls: type) -> Any:
+    """A field's string annotation evaluated in its class's module (``Any`` when it cannot be:
+    a class defined in a function that annotates with names local to it)."""
+    if not isinstance(annotation, str):
+        return annotation
+    module = sys.modules.get(cls.__module__)
+    try:
+        return eval(annotation, dict(vars(module)) if module else {}, dict(vars(cls)))  # noqa: S307
+    except Exception:  # noqa: BLE001
+        return Any
 
 
 def _check_value(value: Any, type_: Any) -> Any:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from infoblocks.blocks.assembly import block_fields
+from infoblocks.blocks.assembly import as_declared, block_fields
 from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.blocks.mutual_information import (ReferenceScores, centred_interval,
                                                   default_max_pairs, pair_scores,
@@ -92,9 +92,9 @@ def _fields_of(kind: str, name: Any) -> set[str] | None:
 
 def _only_fields(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     """``spec`` without the keys its block does not have (shortcuts shared by samplers)."""
-    fields = _fields_of(kind, spec["name"])
-    return spec if fields is None else {k: v for k, v in spec.items()
-                                        if k == "name" or k in fields}
+    fields = block_fields(kind, spec["name"])
+    return spec if fields is None else {k: v if k == "name" else as_declared(fields[k], v)
+                                        for k, v in spec.items() if k == "name" or k in fields}
 
 
 def _complete(spec: Any, context: dict[str, Any], kind: str = "sampler") -> Any:
@@ -103,8 +103,8 @@ def _complete(spec: Any, context: dict[str, Any], kind: str = "sampler") -> Any:
     spec = {"name": spec} if isinstance(spec, str) else spec
     if not isinstance(spec, dict):
         return spec
-    fields = _fields_of(kind, spec.get("name")) or set()
-    return {**{k: v for k, v in context.items() if k in fields}, **spec}
+    fields = block_fields(kind, spec.get("name")) or {}
+    return {**{k: as_declared(fields[k], v) for k, v in context.items() if k in fields}, **spec}
 
 
 def check_critic_module(module: Any, x: torch.Tensor, y: torch.Tensor) -> None:

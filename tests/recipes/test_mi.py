@@ -624,3 +624,35 @@ def test_mine_seed_problem_robust_to_recipe_seed():
 def test_default_configuration_on_larger_sample(cls):
     x, y = gaussian_1d(4000, 21)
     assert quiet_fit(cls(seed=0), x, y).estimate() == pytest.approx(TRUE_MI, abs=0.04)
+
+
+def test_a_recipe_number_reaches_a_plugin_field_as_the_type_it_declares(infoblocks_plugin):
+    # MI-NEE fills its reference_factor (4.0, a float) into a plugin sampler's same-named
+    # field; a field declared int gets 4, as a user writing `reference_factor = 4` would
+    import attrs
+    from typing import ClassVar
+
+    from infoblocks.blocks.mutual_information.samplers import ReferenceSampler
+    from infoblocks.plugins import hookimpl
+
+    @attrs.define(kw_only=True)
+    class WholeDraws(ReferenceSampler):
+        name: ClassVar[str] = "whole_draws_reference"
+        reference_factor: int = 1
+
+    class _Plugin:
+        @hookimpl
+        def register_samplers(self):
+            return [WholeDraws]
+
+    infoblocks_plugin(_Plugin(), "test_declared_type")
+    x, y = gaussian_1d(200, 1)
+    for options in ({"negatives": "whole_draws_reference"},
+                    {"phases": [{"name": "train", "sampler": "whole_draws_reference"}]}):
+        est = MINEE(epochs=1, hidden_dims=(8,), **options).fit(x, y)
+        sampler = est.routine_.phases[0].sampler
+        assert type(sampler) is WholeDraws and sampler.reference_factor == 4
+        assert type(sampler.reference_factor) is int
+    with pytest.raises(ConfigError, match=r"expected an integer, got 2.5 @ .*reference_factor"):
+        MINEE(epochs=1, hidden_dims=(8,), negatives="whole_draws_reference",
+              reference_factor=2.5).fit(x, y)
