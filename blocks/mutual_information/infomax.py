@@ -284,6 +284,87 @@ def _whitener(codes: torch.Tensor, mode: str) -> Any:
     return lambda z: torch.linalg.solve_triangular(factor, (z - mean).T, upper=False).T
 
 
+#: keys of a sharded batch that describe the split, not rows of the batch
+_SHARD_KEYS = frozenset({"y_columns", "columns", "shard", "x_all", "y_all"})
+
+
+@attrs.define(frozen=True)
+class _Shard:
+    """This process's rows of a batch that every rank drew alike (torch.distributed): rows
+    ``rank::world_size`` of the ``size`` rows of the whole batch, as the samplers' ``shard``
+    splits them.  :meth:`gather` puts the whole batch back together on every rank: each rank
+    writes its rows into zeros and the ranks' tensors are summed (x + 0 is exact, so the
+    whole batch is bitwise the one-process batch), through a differentiable all-reduce when
+    gradients flow through it (:meth:`Distributed.differentiable_sum`)."""
+
+    dist: Any
+    size: int
+
+    def keep(self, whole: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a tensor of the whole batch ``(size, ...)``."""
+        return whole[self.dist.rank::self.dist.world_size]
+
+    def gather(self, local: torch.Tensor, differentiable: bool = True) -> torch.Tensor:
+        """``(size, ...)``: every rank's rows in their place of the whole batch."""
+        slots = torch.arange(self.dist.rank, self.size, self.dist.world_size,
+                             device=local.device)
+        padded = local.new_zeros((self.size, *local.shape[1:])).index_copy(0, slots, local)
+        return self.dist.differentiable_sum(padded) if differentiable \
+            else self.dist.sum(padded)
+
+
+def _shards(batch: dict[str, torch.Tensor], x_key: str, state: Any, explicit: bool
+            ) -> tuple[_Shard | None, _Shard | None]:
+    """(joint rows, explicit negative rows) of this rank under torch.distributed; (None, None)
+    in one process.  The whole batch's size comes from the in-batch sampler's shard
+    (``y_columns``: every column of the batch) without communication; otherwise from one
+    all-reduce of the ranks' counts (a host read per step)."""
+    dist = getattr(state, "dist", None)
+    if dist is None or not dist.active:
+        return None, None
+    local = (len(batch[x_key]), len(batch["x_marginal"]) if explicit else 0)
+    if not explicit and "y_columns" in batch and "columns" in batch:
+        sizes = (len(batch["y_columns"]), 0)
+    else:
+        counts = torch.tensor(local, device=batch[x_key].device)
+        sizes = tuple(int(n) for n in dist.sum(counts).tolist())
+    for what, n, total in (("joint pairs", local[0], sizes[0]),
+                           ("negative pairs", local[1], sizes[1])):
+        if n != len(range(dist.rank, total, dist.world_size)):
+            raise ValidationError(
+                f"infomax under torchrun: rank {dist.rank} of {dist.world_size} holds {n} "
+                f"{what} of a batch of {total}, not its rows rank::world_size "
+                f"({len(range(dist.rank, total, dist.world_size))}); the sampler's "
+                "shard(batch, rank, world_size) must keep every world_size-th row, as the "
+                "built-in samplers do.")
+    return _Shard(dist, sizes[0]), (_Shard(dist, sizes[1]) if explicit else None)
+
+
+def _whole_batch(batch: dict[str, torch.Tensor], x_key: str, whole_x: torch.Tensor,
+                 shard: _Shard | None, marginal: _Shard | None) -> dict[str, torch.Tensor]:
+    """The one-process batch (what a penalty is given): this rank's ``batch`` with every
+    per-row tensor gathered from the ranks (no gradient: inputs), the split's keys dropped."""
+    if shard is None:
+        return dict(batch)
+    n = len(batch[x_key])
+    whole: dict[str, torch.Tensor] = {}
+    for key, value in batch.items():
+        if key in _SHARD_KEYS:
+            continue
+        if key == x_key:
+            whole[key] = whole_x
+        elif key in ("x_marginal", "y_marginal") and marginal is not None:
+            whole[key] = marginal.gather(value, differentiable=False)
+        elif isinstance(value, torch.Tensor) and value.ndim and len(value) == n:
+            whole[key] = shard.gather(value, differentiable=False)
+        else:
+            whole[key] = value
+    if "x_all" in batch and "x_marginal" in whole:  # joint rows, then the negatives
+        whole["x_all"] = torch.cat([whole[x_key], whole["x_marginal"]])
+        whole["y_all"] = torch.cat([whole.get("y", whole[x_key]), whole["y_marginal"]])
+    return whole
+
+
 @attrs.define
 class InfoMaxLoss(Loss):
     """−(MI bound) of an encoder and a critic, through a bounded Gaussian channel.
@@ -303,6 +384,14 @@ class InfoMaxLoss(Loss):
     noise from a generator seeded with ``noise_seed`` on every call, so the held-out bound is
     comparable from epoch to epoch.  Reports ``mi`` (nats), ``nested_mi`` and the bound's own
     metrics.
+
+    Under torch.distributed each rank encodes its shard of the batch (rows ``rank::world``,
+    clean and noisy, the input noise being its rows of the whole batch's draw from the shared
+    generator) and one differentiable all-reduce gathers the codes: the whitening, the output
+    noise, the critic's scale, the in-batch negatives, the nested bound, the decorrelation
+    and saturation terms and the ``penalties`` (given the whole batch) are then the one
+    process's, computed alike on every rank, and the engine's gradient average is the
+    one-process gradient.
     """
 
     name: ClassVar[str] = "infomax"
@@ -345,12 +434,6 @@ class InfoMaxLoss(Loss):
             *(p.required_models() for p in self.penalties))
 
     def on_phase_start(self, state):
-        if state.dist.active:  # measured: 1.816 against 1.733 nats held out after 10 epochs
-            raise ValidationError(
-                f"The infomax loss does not run under torchrun yet ({state.dist.world_size} "
-                "processes): its channel's whitening, noise scale and decorrelation use the "
-                "statistics of each rank's shard, not of the whole batch, so the result would "
-                "differ from one process. Run it in one process (no --nproc).")
         self.bound.on_phase_start(state)
         for penalty in self.penalties:
             penalty.on_phase_start(state)
@@ -364,10 +447,15 @@ class InfoMaxLoss(Loss):
 
     # ------------------------------------------------------------------ the channel
 
-    def _noise(self, like: torch.Tensor, std: float, generator: torch.Generator | None
-               ) -> torch.Tensor:
-        return std * torch.randn(like.shape, generator=generator, device=like.device,
-                                 dtype=like.dtype)
+    def _noise(self, like: torch.Tensor, std: float, generator: torch.Generator | None,
+               shard: _Shard | None = None) -> torch.Tensor:
+        """std × N(0, 1) noise shaped like ``like``; under torch.distributed (``shard``) the
+        whole batch's noise is drawn (the same draw on every rank, as in one process) and this
+        rank's rows are kept."""
+        shape = like.shape if shard is None else (shard.size, *like.shape[1:])
+        noise = std * torch.randn(shape, generator=generator, device=like.device,
+                                  dtype=like.dtype)
+        return noise if shard is None else shard.keep(noise)
 
     def _generator(self, state: TrainState) -> torch.Generator:
         if torch.is_grad_enabled():
@@ -377,28 +465,60 @@ class InfoMaxLoss(Loss):
 
     def encode(self, x: torch.Tensor, encoder: nn.Module, whiten: Any,
                generator: torch.Generator) -> torch.Tensor:
-        """Channel codes z = w(f(x + ε_in)) + ε_out of rows ``x`` (n, D) -> (n, d)."""
-        noisy = x + self._noise(x, self.input_noise, generator) if self.input_noise else x
-        z = whiten(encoder(noisy))
+        """Channel codes z = w(f(x + ε_in)) + ε_out of rows ``x`` (n, D) -> (n, d) (one
+        process: ``x`` is the whole batch)."""
+        return self._transmit(self._noisy_code(x, encoder, generator, None), whiten, generator)
+
+    def _noisy_code(self, x: torch.Tensor, encoder: nn.Module, generator: torch.Generator,
+                    shard: _Shard | None) -> torch.Tensor:
+        """f(x + ε_in) of this process's rows ``x`` (ε_in: their rows of the batch's noise)."""
+        return encoder(x + self._noise(x, self.input_noise, generator, shard)
+                       if self.input_noise else x)
+
+    def _transmit(self, coded: torch.Tensor, whiten: Any, generator: torch.Generator
+                  ) -> torch.Tensor:
+        """w(f(x̃ + ε_in)) + ε_out of the whole batch's noisy codes ``coded``."""
+        z = whiten(coded)
         return z + self._noise(z, self.output_noise, generator) if self.output_noise else z
+
+    def _whole_codes(self, x: torch.Tensor, encoder: nn.Module, generator: torch.Generator,
+                     shard: _Shard | None, noisy: bool
+                     ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """(pre-activation (``saturation`` > 0, else None), clean code c, noisy code
+        f(x̃ + ε_in) (``noisy``, else None)) of the whole batch, each (b, d).  Under
+        torch.distributed each rank encodes its rows and one differentiable all-reduce puts
+        the batch together (:class:`_Shard`), so every statistic of the channel below is the
+        whole batch's, as in one process."""
+        if self.saturation > 0:
+            pre, output = _split_output(encoder)
+            first = pre(x)
+        else:
+            output, first = None, encoder(x)
+        coded = self._noisy_code(x, encoder, generator, shard) if noisy else None
+        if shard is not None:
+            d = first.shape[1]
+            packed = first if coded is None else torch.cat([first, coded], 1)
+            packed = shard.gather(packed)
+            first, coded = packed[:, :d], (None if coded is None else packed[:, d:])
+        if output is None:
+            return None, first, coded
+        return first, output(first), coded
 
     # ------------------------------------------------------------------ the loss
 
     def __call__(self, batch, models, state):
         encoder = get_model(models, self.encoder)
         generator = self._generator(state)
+        explicit = "x_marginal" in batch and not self.bound.rows
+        shard, marginal_shard = _shards(batch, self.x_key, state, explicit)
         x = batch[self.x_key]
-        if self.saturation > 0:
-            pre, output = _split_output(encoder)
-            before = pre(x)
-            clean = output(before)
-        else:
-            clean = encoder(x)
+        noisy = bool(self.input_noise or self.output_noise) or self.whitening != "none"
+        before, clean, coded = self._whole_codes(x, encoder, generator, shard, noisy)
+        whole_x = x if shard is None or not (self.critic_input == "data" or self.penalties) \
+            else shard.gather(x, differentiable=False)
         whiten = _whitener(clean, self.whitening)
-        u = whiten(clean) if self.critic_input == "code" else x
-        z = clean if not (self.input_noise or self.output_noise) and self.whitening == "none" \
-            else None
-        z = self.encode(x, encoder, whiten, generator) if z is None else z
+        u = whiten(clean) if self.critic_input == "code" else whole_x
+        z = self._transmit(coded, whiten, generator) if noisy else clean
         critic = get_model(models, self.critic)
         if torch.is_grad_enabled() and self._scale_pending is not False:
             if self._scale_pending is None:
@@ -407,10 +527,9 @@ class InfoMaxLoss(Loss):
                 critic.fit_scale(z.detach(), u.detach())  # τ from the channel's measured noise
                 self._scale_pending = False
         pairs = {"x": z, "y": u}
-        if "x_marginal" in batch and not self.bound.rows:
-            xm, ym = batch["x_marginal"], batch["y_marginal"]
-            pairs["x_marginal"] = self.encode(xm, encoder, whiten, generator)
-            pairs["y_marginal"] = whiten(encoder(ym)) if self.critic_input == "code" else ym
+        if explicit:
+            pairs["x_marginal"], pairs["y_marginal"] = self._marginal_pairs(
+                batch, encoder, whiten, generator, marginal_shard)
         scores = self.bound.scores(pairs, models)
         mi = self.bound.bound(scores)
         metrics: dict[str, torch.Tensor] = {}
@@ -428,12 +547,28 @@ class InfoMaxLoss(Loss):
             excess = before.pow(2).mean(0) - self.saturation_bound ** 2
             out = out + self.saturation * torch.relu(excess).sum()
         if self.penalties:
-            with_code = {**batch, CODE_KEY: clean}
+            with_code = {**_whole_batch(batch, self.x_key, whole_x, shard, marginal_shard),
+                         CODE_KEY: clean}
             for penalty in self.penalties:
                 part = penalty(with_code, models, state)
                 out = out + part.value
                 metrics.update(part.metrics)
         return LossOutput(out, {"mi": mi.detach(), **metrics})
+
+    def _marginal_pairs(self, batch, encoder, whiten, generator, shard
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The explicit negatives of the whole batch: ``x_marginal`` as channel codes,
+        ``y_marginal`` as the critic's u (its clean code, or the rows for a data critic)."""
+        xm, ym = batch["x_marginal"], batch["y_marginal"]
+        coded = self._noisy_code(xm, encoder, generator, shard)
+        clean = encoder(ym) if self.critic_input == "code" else None
+        if shard is not None:
+            d = coded.shape[1]
+            packed = shard.gather(coded if clean is None else torch.cat([coded, clean], 1))
+            coded, clean = packed[:, :d], (None if clean is None else packed[:, d:])
+            ym = ym if clean is not None else shard.gather(ym, differentiable=False)
+        return self._transmit(coded, whiten, generator), (whiten(clean) if clean is not None
+                                                          else ym)
 
     def _call_objective(self, scores: Any, mi: torch.Tensor, state: TrainState,
                         metrics: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -519,6 +654,12 @@ class LinearReconstructionLoss(Loss):
         x = batch[self.x_key]
         code = batch.get(self.code_key)
         if code is None:
+            if state is not None and state.dist.active:
+                raise ValidationError(
+                    "linear_reconstruction as a phase's own loss does not run under torchrun: "
+                    "its least squares would be fitted to each rank's shard, not to the whole "
+                    "batch. Use it in the `penalties` of the `infomax` loss (which hands it "
+                    "the whole batch and its code), or run in one process.")
             code = get_model(models, self.encoder)(x)
         fraction = unexplained_fraction(code, x, self.ridge)
         value = fraction if self.scale == "fraction" else fraction.clamp_min(1e-12).log()
