@@ -611,14 +611,3 @@ def test_pca_helper_matches_the_issue_anchor():
     # the issue's PCA-1 anchor on the sanity problem (its table: 0.135 for dim 1)
     x, features = sanity_problem(0)
     assert abs(linear_regression_mse(pca_form(features, 1, 0)(features), x) - 0.135) < 0.005
-
-
-def test_the_infomax_loss_refuses_torchrun_with_a_reason():
-    # its channel's statistics are the shard's, not the batch's: not the one-process result
-    from infoblocks.blocks.distributed import Distributed
-    from infoblocks.plugins.registry import get_registry
-
-    loss = get_registry().build("loss", {"name": "infomax"})
-    state = SimpleNamespace(dist=Distributed(rank=0, world_size=2))
-    with pytest.raises(ValidationError, match="does not run under torchrun yet \\(2 processes\\)"):
-        loss.on_phase_start(state)
