@@ -1,16 +1,26 @@
 """t-SNE's KL(P‖Q) over the whole data set at every step: the loss of a non-parametric layout.
 
 For an embedding of ALL n items (free coordinates, :class:`~.layout.FreePositions`, or a
-network on the whole data), P the global joint probabilities (sparse, summing to 1) and the
-Cauchy kernel w_ij = 1 / (1 + ‖y_i − y_j‖²), q_ij = w_ij / Z, Z = Σ_{k≠l} w_kl:
+network on the whole data), P the global joint probabilities (sparse, symmetric, summing to 1)
+and a kernel w_ij = w(d²_ij), d²_ij = ‖y_i − y_j‖², q_ij = w_ij / Z, Z = Σ_{k≠l} w_kl:
 
     L = −α Σ_{ij} P_ij log w_ij + log Z,
-    ∂L/∂y_i = 4 α Σ_j P_ij w_ij (y_i − y_j) − (4 / Z) Σ_j w_ij² (y_i − y_j)
+    ∂L/∂y_i = 4 α Σ_j P_ij (−(log w)'(d²_ij)) (y_i − y_j) − (4 / Z) Σ_j −w'(d²_ij) (y_i − y_j)
 
-(α: early exaggeration; the loss minimises L / α, see :class:`AllPairsKLLoss`),
+(' = d/d(d²); α: early exaggeration; the loss minimises L / α, see :class:`AllPairsKLLoss`):
+each pair's d²_ij moves y_i by 2 (y_i − y_j) and appears twice (ij and ji, P symmetric), so
+the attraction −α Σ P_ij ∂ log w_ij / ∂y_i is 4 α Σ_j P_ij (−(log w)') (y_i − y_j) and
+∂ log Z / ∂y_i = (1/Z) Σ_{k≠l} w'_kl ∂d²_kl/∂y_i = (4/Z) Σ_j w'_ij (y_i − y_j).  For t-SNE's
+Cauchy kernel w = 1 / (1 + d²): −(log w)' = w, −w' = w², the familiar
 
-the attraction over P's non-zero entries, the repulsion over all pairs — exact in chunks of
-rows for small n, interpolated on an FFT grid above (FIt-SNE; :mod:`.tsne_repulsion`).  The
+    ∂L/∂y_i = 4 α Σ_j P_ij w_ij (y_i − y_j) − (4 / Z) Σ_j w_ij² (y_i − y_j),
+
+computed in closed form; any other kernel (Student-t with ν ≠ 1, a plugin's) from its
+``log_kernel`` and the slope of log_kernel by autograd, elementwise (the kernel protocol,
+:func:`~.tsne_repulsion.log_kernel_slope`): w = exp(log_kernel), −w' = −w · log_kernel'.
+The attraction runs over P's non-zero entries, the repulsion over all pairs — exact in chunks
+of rows for small n, interpolated on an FFT grid above (FIt-SNE; :mod:`.tsne_repulsion`; the
+grid holds the kernel's values at the node offsets, so any kernel runs there too).  The
 gradient is computed in the forward pass (one autograd node, no n × n graph).
 """
 
@@ -30,7 +40,8 @@ from ..state import TrainState
 from ..validators import non_negative_int, one_of, positive, positive_int
 from ..base import block_field
 from .training import _kernel_has, _whole_batch
-from .tsne_repulsion import BOX_WIDTH, MIN_BOXES, NODES_PER_BOX, exact_repulsion, fft_repulsion
+from .tsne_repulsion import (BOX_WIDTH, MIN_BOXES, NODES_PER_BOX, exact_repulsion, fft_repulsion,
+                             log_kernel_slope, student_t_dof)
 
 #: at most this many items: the exact all-pairs repulsion (``repulsion="auto"``); above, the
 #: FFT interpolation, whose cost follows the map's span, not n.  Measured on one CPU thread,
@@ -45,36 +56,43 @@ def _check(condition: bool, message: str) -> None:
 
 
 def _attraction(y: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, crow: torch.Tensor,
-                p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A (n, d), d² (nnz,)): A_i = Σ_j P_ij w_ij (y_i − y_j) over P's entries, sorted by row
-    (``crow``: their CSR row pointers).  Coordinates are gathered as rows of yᵀ (contiguous
+                p: torch.Tensor, kernel=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A (n, d), cross): A_i = Σ_j P_ij (−(log w)'(d²_ij)) (y_i − y_j) and cross =
+    −Σ P_ij log w_ij over P's entries, sorted by row (``crow``: their CSR row pointers);
+    ``kernel`` None: Cauchy, −(log w)' = w (closed form), else an embedding kernel.  Coordinates are gathered as rows of yᵀ (contiguous
     vectors: the distance is a sum of d rows, not a reduction over a width-d axis) and the
     sum runs as one sparse (CSR) product with [1, y]: 7 ms per step on MNIST-5k's 630,000
     entries where gathers of (nnz, 2) and an index_add took 12 (one thread)."""
     columns = y.T.contiguous()  # (d, n)
     diff = columns.index_select(1, rows).sub_(columns.index_select(1, cols))  # (d, nnz)
     d2 = diff.mul_(diff).sum(0)
-    weights = p * d2.add(1.0).reciprocal_()
+    if kernel is None:
+        weights = p * d2.add(1.0).reciprocal_()
+        cross = (p * torch.log1p(d2)).sum()
+    else:
+        log_w, slope = log_kernel_slope(kernel, d2)
+        weights = p * slope.neg_()
+        cross = -(p * log_w).sum()
     with warnings.catch_warnings():  # torch's note that sparse CSR support is in beta
         warnings.simplefilter("ignore", UserWarning)
         matrix = torch.sparse_csr_tensor(crow, cols, weights, (y.shape[0], y.shape[0]),
                                          check_invariants=False)
         sums = matrix @ torch.cat([torch.ones_like(y[:, :1]), y], dim=1)  # (n, 1 + d)
-    return y * sums[:, :1] - sums[:, 1:], d2
+    return y * sums[:, :1] - sums[:, 1:], cross
 
 
 class _AllPairsKL(torch.autograd.Function):
-    """(y, rows, cols, crow, p, α, repulsion) -> (cross + log Z / α, cross, log Z), the
-    gradient of the first from the module's formula (divided by α); y holds the items in
-    order, P's entries are sorted by row."""
+    """(y, rows, cols, crow, p, α, repulsion, kernel) -> (cross + log Z / α, cross, log Z),
+    the gradient of the first from the module's formula (divided by α); y holds the items in
+    order, P's entries are sorted by row; ``repulsion(y) -> (R, Z)`` of the same ``kernel``
+    (None: Cauchy's closed form)."""
 
     @staticmethod
-    def forward(ctx, y, rows, cols, crow, p, alpha: float, repulsion):
+    def forward(ctx, y, rows, cols, crow, p, alpha: float, repulsion, kernel):
         with torch.no_grad():
-            attraction, d2 = _attraction(y, rows, cols, crow, p)
+            attraction, cross = _attraction(y, rows, cols, crow, p, kernel)
             force, z = repulsion(y.detach())
             grad = attraction.mul_(4.0).sub_(force, alpha=4.0 / (alpha * float(z)))
-            cross = (p * torch.log1p(d2)).sum()
             log_z = torch.log(z).to(y.dtype)
             value = cross + log_z / alpha
         ctx.save_for_backward(grad)
@@ -84,7 +102,7 @@ class _AllPairsKL(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_value, grad_cross, grad_log_z):
         (grad,) = ctx.saved_tensors
-        return grad * grad_value, None, None, None, None, None, None
+        return grad * grad_value, None, None, None, None, None, None, None
 
 
 @attrs.define
@@ -109,8 +127,9 @@ class AllPairsKLLoss(Loss):
     input: str = "index"
     relation: str = "P"
     #: the embedding kernel: t-SNE's Cauchy kernel (``student_t``, ν = 1) runs the closed-form
-    #: gradient with the exact or FFT repulsion; any other kernel (a plugin's; the kernel
-    #: protocol's ``log_kernel``) runs autograd over all pairs, up to ``exact_max_items``
+    #: gradient; any other kernel (Student-t with ν ≠ 1, a plugin's: the kernel protocol's
+    #: ``log_kernel``) the same gradient from log_kernel and its slope by autograd,
+    #: elementwise — with the exact or FFT repulsion alike (module docstring)
     kernel: Any = block_field("transform", default="student_t",
                               validator=lambda s, a, v: _kernel_has(v, "log_kernel",
                                                                     "all_pairs_kl"))
@@ -182,16 +201,19 @@ class AllPairsKLLoss(Loss):
                        entropy.to(dev), n)
         return self._p
 
-    def _repulsion(self, n: int, dims: int):
+    def _repulsion(self, n: int, dims: int, kernel):
+        """(R, Z) of ``kernel`` (None: Cauchy) by the method for n items in ``dims``."""
         method = self.repulsion
         if method == "auto":
             method = "exact" if n <= self.exact_max_items or dims != 2 else "fft"
         if method == "exact":
-            return exact_repulsion
+            if kernel is None:
+                return exact_repulsion
+            return lambda y: exact_repulsion(y, kernel=kernel)
         _check(dims == 2, f"AllPairsKLLoss: repulsion='fft' interpolates 2-D embeddings, this "
                           f"one has {dims} dimensions; use repulsion='exact' (or 'auto').")
         return lambda y: fft_repulsion(y, self.nodes_per_box, self.min_boxes, self.box_width,
-                                       cache=self._spectra)
+                                       cache=self._spectra, kernel=kernel)
 
     def __call__(self, batch, models, state):
         rows, cols, crow, values, entropy, n = self._entries(state)
@@ -210,31 +232,11 @@ class AllPairsKLLoss(Loss):
             self._steps += 1
         else:
             alpha = self.current_exaggeration()
-        dof = getattr(self.kernel, "student_t_dof", None)
-        if callable(dof) and dof() == 1.0:  # the Cauchy kernel: the closed form
-            value, cross, log_z = _AllPairsKL.apply(y, rows, cols, crow, values.to(y.dtype),
-                                                   alpha, self._repulsion(n, y.shape[1]))
-        else:
-            value, cross, log_z = self._any_kernel(y, rows, cols, values.to(y.dtype), alpha, n)
+        kernel = None if student_t_dof(self.kernel) == 1.0 else self.kernel  # None: Cauchy
+        value, cross, log_z = _AllPairsKL.apply(y, rows, cols, crow, values.to(y.dtype), alpha,
+                                               self._repulsion(n, y.shape[1], kernel), kernel)
         kl = (cross + log_z - entropy).detach()
         return LossOutput(value * n if self.scale == "items" else value, {"kl": kl})
-
-
-    def _any_kernel(self, y: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-                    values: torch.Tensor, alpha: float, n: int
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(value, cross, log Z) of another kernel by autograd over the n × n pairs: cross =
-        −Σ p_ij log w_ij, Z = Σ_{i≠j} w_ij, value = cross + log Z / α (the closed form's)."""
-        _check(n <= self.exact_max_items,
-               f"AllPairsKLLoss: the kernel {getattr(self.kernel, 'name', self.kernel)!r} is not "
-               f"t-SNE's Cauchy kernel, so its repulsion runs over all {n} × {n} pairs, above "
-               f"exact_max_items = {self.exact_max_items}; raise exact_max_items (memory: n² "
-               "floats) or use the kernel in the batch `kl` loss.")
-        log_w = self.kernel.log_kernel((y[:, None, :] - y[None, :, :]).pow(2).sum(-1))
-        diagonal = torch.eye(n, dtype=torch.bool, device=y.device)
-        log_z = torch.logsumexp(log_w.masked_fill(diagonal, -float("inf")).reshape(-1), 0)
-        cross = -(values * log_w[rows, cols]).sum()
-        return cross + log_z / alpha, cross.detach(), log_z.detach()
 
 
 __all__ = ["AllPairsKLLoss", "EXACT_REPULSION_MAX_ITEMS"]
