@@ -90,10 +90,10 @@ SCRIPT = textwrap.dedent('''
         manager.register(Plugin, "infomax_distributed_test_plugin")
         reset_plugin_manager(manager)
 
-    #: (loss spec, encoder, critic, sampler, batch size): the recipe's defaults; an unbounded
-    #: code with Cholesky whitening, decorrelation, saturation, MINE's moving average and the
-    #: built-in penalties; standardisation with a plugin critic on the data, a plugin penalty
-    #: and explicit negatives, on uneven shards (25 rows: 13 and 12)
+    #: (loss spec, encoder, critic, sampler, batch size): the recipe's defaults (JSD, nested);
+    #: Cholesky whitening, decorrelation, saturation, MINE's moving average and the built-in
+    #: penalties; InfoNCE's rows, not nested; standardisation with a plugin critic on the data,
+    #: a plugin penalty and explicit negatives, on uneven shards (25 rows: 13 and 12)
     CASES = {
         "defaults": ({"name": "infomax", "bound": {"name": "js_divergence"},
                       "input_noise": 0.3, "output_noise": 0.1, "whitening": "none"},
@@ -104,6 +104,9 @@ SCRIPT = textwrap.dedent('''
                       "penalties": [{"name": "linear_reconstruction", "weight": 0.3},
                                     {"name": "parameter_l2", "weight": 0.01, "prefix": ""}]},
                      "mlp", "gaussian", "all_pairs", 24),
+        "infonce": ({"name": "infomax", "bound": {"name": "infonce_loss"}, "input_noise": 0.5,
+                     "output_noise": 0.2, "whitening": "none", "nested": False},
+                    "linear_residual", "gaussian", "all_pairs", 24),
         "plugin": ({"name": "infomax", "bound": {"name": "dv"}, "critic_input": "data",
                     "input_noise": 0.2, "output_noise": 0.2, "whitening": "standardize",
                     "penalties": [{"name": "code_variance_penalty"},
@@ -119,7 +122,8 @@ SCRIPT = textwrap.dedent('''
         set on the first) — one process (``dist`` inactive) or this rank's shard."""
         spec, encoder_kind, critic_kind, sampler_kind, b = CASES[case]
         rng = np.random.default_rng(0)
-        data = torch.as_tensor(rng.normal(size=(80, D)) * [3, 2, 1, .5, .3, .1], dtype=torch.float32)
+        scales = [3, 2, 1, .5, .3, .1]
+        data = torch.as_tensor(rng.normal(size=(80, D)) * scales, dtype=torch.float32)
         torch.manual_seed(0)
         if encoder_kind == "linear_residual":  # started at the data's PCA, as in a fit
             enc = LinearResidualMLP(in_dim=D, out_dim=DIM, hidden_dims=(8,), residual_init=1.0,
@@ -259,25 +263,20 @@ def test_linear_reconstruction_alone_refuses_torchrun():
         LinearReconstructionLoss()({"x": torch.randn(8, 3)}, models, state)
 
 
-def test_one_step_gradients_equal_one_process(tmp_path):
-    """Three channels (below), each two training steps and one validation call: the value,
-    the metrics and the averaged gradient of 2 processes against one."""
-    torchrun(SCRIPT, tmp_path, 0, directory=tmp_path)
-    two = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    assert [r["world"] for r in two] == [2, 2]
-    one, _ = _one_process(_namespace(), 0)
-    _check_cases(two, one)
-
-
-@pytest.mark.slow
-def test_two_process_fit_follows_one_process(tmp_path):
-    epochs = 10
+def test_two_processes_give_the_one_process_gradients_and_fit(tmp_path):
+    """Four channels (above), each two training steps and one validation call: the value, the
+    metrics and the averaged gradient of 2 processes against one; then a short fit of the
+    recipe (benchmarks/infomax_bench.py's semi 19/0.05 data): the held-out bound per epoch,
+    the restored epoch and the codes."""
+    epochs = 6
     torchrun(SCRIPT, tmp_path, epochs, directory=tmp_path)
     two = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world"] for r in two] == [2, 2]
     one, fit = _one_process(_namespace(), epochs)
     _check_cases(two, one)
-    for rank in two:
+    for rank in two:  # measured (10 epochs): 9.5e-7 relative on the bound, 7e-7 on the codes;
+        # Adam can turn reduction-order rounding into larger steps, hence the margin
         assert rank["fit"]["best_epoch"] == fit["best_epoch"]
-        np.testing.assert_allclose(rank["fit"]["val_mi"], fit["val_mi"], rtol=1e-3)
-        assert abs(rank["fit"]["bound"] - fit["bound"]) <= 1e-3 * abs(fit["bound"])
-        np.testing.assert_allclose(rank["fit"]["codes"], fit["codes"], atol=1e-3)
+        np.testing.assert_allclose(rank["fit"]["val_mi"], fit["val_mi"], rtol=1e-4)
+        assert abs(rank["fit"]["bound"] - fit["bound"]) <= 1e-4 * abs(fit["bound"])
+        np.testing.assert_allclose(rank["fit"]["codes"], fit["codes"], atol=1e-4)
