@@ -16,7 +16,8 @@ Cauchy kernel w = 1 / (1 + d²): −(log w)' = w, −w' = w², the familiar
     ∂L/∂y_i = 4 α Σ_j P_ij w_ij (y_i − y_j) − (4 / Z) Σ_j w_ij² (y_i − y_j),
 
 computed in closed form; any other kernel (Student-t with ν ≠ 1, a plugin's) from its
-``log_kernel`` and the slope of log_kernel by autograd, elementwise (the kernel protocol,
+``log_kernel`` and the slope of log_kernel by autograd, elementwise (the kernel protocol;
+closed form where the kernel states ``student_t_dof``;
 :func:`~.tsne_repulsion.log_kernel_slope`): w = exp(log_kernel), −w' = −w · log_kernel'.
 The attraction runs over P's non-zero entries, the repulsion over all pairs — exact in chunks
 of rows for small n, interpolated on an FFT grid above (FIt-SNE; :mod:`.tsne_repulsion`; the

@@ -78,9 +78,9 @@ def log_kernel_slope(kernel, sq_dist: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def _kernel_and_force(kernel, sq_dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(w, −w') of an embedding kernel at ``sq_dist`` (overwritten): Student-t's
-    r^c, c/ν · r^(c+1) with r = 1 / (1 + d²/ν) where the kernel states ν (4 passes over the
-    chunk against ~10 for autograd: 1,797 items 2.9× faster), else from
-    :func:`log_kernel_slope`: exp(log w), −w · (log w)'."""
+    r^c, c/ν · r^(c+1) with r = 1 / (1 + d²/ν) where the kernel states ν (fewer passes over
+    the chunk than autograd's: a step on 1,797 items 1.9× the Cauchy kernel's time instead of
+    2.4×, one thread), else from :func:`log_kernel_slope`: exp(log w), −w · (log w)'."""
     nu = student_t_dof(kernel)
     if nu is not None:
         c = 0.5 * (nu + 1.0)
@@ -113,13 +113,13 @@ def exact_repulsion(y: torch.Tensor, rows_per_chunk: int = EXACT_ROWS_PER_CHUNK,
             w = d2.add_(1.0).reciprocal_()
             w[:, lo:hi].fill_diagonal_(0.0)  # no self pairs
             z += w.sum(1).sum(dtype=torch.float64)  # row sums in the working precision
-            slope = w.mul_(w)
+            minus_dw = w.mul_(w)
         else:
-            w, slope = _kernel_and_force(kernel, d2)
+            w, minus_dw = _kernel_and_force(kernel, d2)
             w[:, lo:hi].fill_diagonal_(0.0)
-            slope[:, lo:hi].fill_diagonal_(0.0)
+            minus_dw[:, lo:hi].fill_diagonal_(0.0)
             z += w.sum(1).sum(dtype=torch.float64)
-        sums = slope @ ones_y  # (rows, 1 + d): Σ_j −w', Σ_j −w' y_j
+        sums = minus_dw @ ones_y  # (rows, 1 + d): Σ_j −w', Σ_j −w' y_j
         force[lo:hi] = block * sums[:, :1] - sums[:, 1:]
     return force, z
 
