@@ -41,7 +41,7 @@ from ..numerics import pca_axes
 from ..state import TrainState
 from ..validators import non_negative, non_negative_int, one_of, positive, positive_int
 from .bounds import MIBound, dv_bound, js_value
-from .scores import BatchScores, critic_pairwise, scalar_output
+from .scores import BatchScores, _rows_error, critic_pairwise, scalar_output
 
 #: ridge added to the batch covariance before its Cholesky factor (codes are O(1) after the
 #: encoder's bounded output; 1e-4 keeps a nearly collinear batch invertible in float32)
@@ -269,6 +269,16 @@ class JSDivergenceBound(MIBound):
 # ====================================================================== the InfoMax loss
 
 
+#: bound objectives written with the scores' reductions only, so they take the nested bound's
+#: prefixes stacked on a leading axis (one all-reduce per reduction under torch.distributed)
+_STACKED_OBJECTIVES = (MIBound.objective, JSDivergenceBound.objective)
+
+
+def _pair(result: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A bound objective's result as (value, extra metrics)."""
+    return result if isinstance(result, tuple) else (result, {})
+
+
 def _whitener(codes: torch.Tensor, mode: str) -> Any:
     """z -> the ``mode`` whitening of z with the batch statistics of ``codes`` (b, d)."""
     if mode == "none":
@@ -363,6 +373,56 @@ def _whole_batch(batch: dict[str, torch.Tensor], x_key: str, whole_x: torch.Tens
         whole["x_all"] = torch.cat([whole[x_key], whole["x_marginal"]])
         whole["y_all"] = torch.cat([whole.get("y", whole[x_key]), whole["y_marginal"]])
     return whole
+
+
+class _ShardScores(BatchScores):
+    """The scores of this rank's rows of the batch (torch.distributed) against every column,
+    with leading axes (one per prefix of the nested bound): each reduction is the whole
+    batch's, one differentiable all-reduce for all the leading entries at once (the base
+    class's distributed reductions take 1-D scores, one all-reduce each)."""
+
+    def _global_mean(self, values: torch.Tensor) -> torch.Tensor:
+        count = values.new_tensor([float(values.shape[-1])])
+        total = self.dist.differentiable_sum(torch.cat([values.sum(-1).reshape(-1), count]))
+        return (total[:-1] / total[-1]).view(values.shape[:-1])
+
+    def log_mean_exp(self, clip: float | None = None) -> torch.Tensor:
+        if clip is None and self._lme is not None:
+            return self._lme
+        t = self.negatives if clip is None else self.negatives.clamp(-clip, clip)
+        world, rank = self.dist.world_size, self.dist.rank
+        lse = torch.logsumexp(t, -1).reshape(1, -1)  # this rank's, every leading entry
+        slots = torch.tensor([rank], device=t.device)
+        local = t.new_zeros((world, lse.shape[1])).index_copy(0, slots, lse)
+        gathered = self.dist.differentiable_sum(
+            torch.cat([local.reshape(-1), t.new_tensor([float(t.shape[-1])])]))
+        value = (torch.logsumexp(gathered[:-1].view(world, -1), 0)
+                 - torch.log(gathered[-1])).view(t.shape[:-1])
+        if clip is None:
+            self._lme = value
+        return value
+
+    def row_log_mean_exp(self) -> torch.Tensor:
+        if self.matrix is None:
+            raise _rows_error()
+        return torch.logsumexp(self.matrix, -1) - math.log(self.matrix.shape[-1])
+
+    def prefix(self, k: int) -> _ShardScores:
+        """The scores of leading entry ``k`` (one prefix)."""
+        return _ShardScores(self.joint[k], self.negatives[k],
+                            None if self.matrix is None else self.matrix[k], self.dist)
+
+    @classmethod
+    def of_rows(cls, matrix: torch.Tensor, shard: _Shard) -> _ShardScores:
+        """In-batch negatives: ``matrix`` (..., n_rank, b) holds this rank's rows against all
+        b columns; row i's joint pair is column ``rank + i · world_size``."""
+        n = matrix.shape[-2]
+        rows = torch.arange(n, device=matrix.device)
+        columns = torch.arange(shard.dist.rank, shard.size, shard.dist.world_size,
+                               device=matrix.device)
+        mask = torch.ones(matrix.shape[-2:], dtype=torch.bool, device=matrix.device)
+        mask[rows, columns] = False
+        return cls(matrix[..., rows, columns], matrix[..., mask], matrix, shard.dist)
 
 
 @attrs.define
@@ -530,15 +590,20 @@ class InfoMaxLoss(Loss):
         if explicit:
             pairs["x_marginal"], pairs["y_marginal"] = self._marginal_pairs(
                 batch, encoder, whiten, generator, marginal_shard)
-        scores = self.bound.scores(pairs, models)
-        mi = self.bound.bound(scores)
         metrics: dict[str, torch.Tensor] = {}
-        if self.nested and z.shape[1] > 1:
+        nested = self.nested and z.shape[1] > 1
+        if shard is not None:  # this rank's rows of the scores, reduced over the ranks
+            out, mi = self._sharded_bound(pairs, models, state, metrics, shard, marginal_shard,
+                                          nested)
+        elif nested:
+            scores = self.bound.scores(pairs, models)
+            mi = self.bound.bound(scores)
             prefix = self._prefix_bounds(pairs, models)
-            nested_mi = prefix.mean()
             out = self._objective(prefix, pairs, models, state, metrics)
-            metrics["nested_mi"] = nested_mi.detach()
+            metrics["nested_mi"] = prefix.mean().detach()
         else:
+            scores = self.bound.scores(pairs, models)
+            mi = self.bound.bound(scores)
             out = self._call_objective(scores, mi, state, metrics)
             metrics["nested_mi"] = mi.detach()
         if self.decorrelation > 0:
@@ -569,6 +634,75 @@ class InfoMaxLoss(Loss):
             ym = ym if clean is not None else shard.gather(ym, differentiable=False)
         return self._transmit(coded, whiten, generator), (whiten(clean) if clean is not None
                                                           else ym)
+
+    def _sharded_bound(self, pairs, models, state, metrics, shard: _Shard,
+                       marginal: _Shard | None, nested: bool
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(objective, mi) under torch.distributed: the critic scores this rank's rows (its
+        joint pairs against every column, or its explicit negatives) — the pairwise work is
+        split, not repeated — and the bound's reductions sum over the ranks
+        (:class:`_ShardScores`), all prefixes of the nested bound in one all-reduce each."""
+        z, u = shard.keep(pairs["x"]), pairs["y"]
+        negatives = None
+        if marginal is not None:  # explicit negatives: the rank's joint and negative pairs
+            u = shard.keep(u)
+            negatives = (marginal.keep(pairs["x_marginal"]), marginal.keep(pairs["y_marginal"]))
+        scores = self._rank_scores(z, u, negatives, models, shard, nested)
+        if not nested:
+            mi = self.bound.bound(scores)
+            metrics["nested_mi"] = mi.detach()
+            return self._call_objective(scores, mi, state, metrics), mi
+        prefix = self.bound.bound(scores)
+        d = z.shape[1]
+        if prefix.shape != (d,):
+            raise ValidationError(
+                f"infomax under torchrun: the bound {type(self.bound).__name__} gave shape "
+                f"{tuple(prefix.shape)} for the {d} prefixes of the nested bound (expected "
+                f"({d},)): write its bound(scores) with the scores' reductions only, which run "
+                "over the last axis (docs/plugins.md, the bound protocol), or set nested = "
+                "false.")
+        metrics["nested_mi"] = prefix.mean().detach()
+        mi = prefix[-1]  # the whole code's bound (the last prefix is every coordinate)
+        if type(self.bound).objective in _STACKED_OBJECTIVES:  # one value per prefix at once
+            value, extra = _pair(self.bound.objective(scores, prefix, state))
+            metrics.update({k: v[-1] if v.ndim else v for k, v in extra.items()})
+            return value.mean(), mi
+        values = []
+        for k in range(d):  # the bound's own objective per prefix; a stateful one, last only
+            if k < d - 1 and hasattr(self.bound, "log_average"):
+                values.append(-prefix[k])
+            else:
+                values.append(self._call_objective(scores.prefix(k), prefix[k], state, metrics))
+        return torch.stack(values).mean(), mi
+
+    def _rank_scores(self, z, u, negatives, models, shard: _Shard, nested: bool
+                     ) -> _ShardScores:
+        """This rank's critic scores: rows ``z`` (its channel codes) against all columns ``u``
+        (or its joint pairs (z, u) and its explicit ``negatives`` pairs); with ``nested``, stacked over the prefixes
+        z_{1:k} (d, ...) as in one process (the other coordinates zeroed)."""
+        critic = get_model(models, self.critic)
+        d = z.shape[1]
+        code_u = self.critic_input == "code"
+        if negatives is None and not nested:
+            return _ShardScores.of_rows(critic_pairwise(critic, z, u), shard)
+        if negatives is None and hasattr(critic, "prefix_pairwise") and code_u:
+            return _ShardScores.of_rows(critic.prefix_pairwise(z, u), shard)
+        masks = torch.tril(torch.ones(d, d, device=z.device, dtype=z.dtype))
+        masks = masks if nested else masks[-1:]
+        parts = []
+        for mask in masks:
+            zk, uk = z * mask, (u * mask if code_u else u)
+            if negatives is None:
+                parts.append(critic_pairwise(critic, zk, uk))
+                continue
+            zm = negatives[0] * mask
+            um = negatives[1] * mask if code_u else negatives[1]
+            parts.append(scalar_output(critic(torch.cat([zk, zm]), torch.cat([uk, um]))))
+        if negatives is None:
+            return _ShardScores.of_rows(torch.stack(parts), shard)
+        t = torch.stack(parts) if nested else parts[0]
+        n = len(z)
+        return _ShardScores(t[..., :n], t[..., n:], None, shard.dist)
 
     def _call_objective(self, scores: Any, mi: torch.Tensor, state: TrainState,
                         metrics: dict[str, torch.Tensor]) -> torch.Tensor:

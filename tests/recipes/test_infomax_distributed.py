@@ -242,14 +242,77 @@ def _check_cases(two, one):
                                        err_msg=case)
             for g, e in zip(got["metrics"], expected["metrics"]):
                 assert g.keys() == e.keys()
-                np.testing.assert_allclose(list(g.values()), list(e.values()), rtol=1e-5,
-                                           atol=1e-7, err_msg=case)
+                np.testing.assert_allclose([g[k] for k in e], list(e.values()), rtol=1e-4,
+                                           atol=1e-7, err_msg=case)  # measured <= 2e-6
             # the averaged gradient is the one-process gradient (reduction order aside;
             # measured <= 1e-6 relative)
             for g, e in zip(got["grads"], expected["grads"]):
                 g, e = np.asarray(g), np.asarray(e)
                 assert np.linalg.norm(e) > 1e-3  # a gradient to compare
                 assert np.linalg.norm(g - e) <= 1e-5 * np.linalg.norm(e), case
+
+
+class OneRank(Distributed):
+    """A 'distributed' run of one rank (the collectives are the identity): the sharded code
+    path in this process."""
+
+    @property
+    def active(self) -> bool:
+        return True
+
+    def sum(self, values):
+        return values.detach().clone()
+
+    def differentiable_sum(self, values):
+        return values
+
+    def mean(self, values):
+        return values
+
+    def average_gradients(self, params):
+        pass
+
+
+def test_the_sharded_path_of_one_rank_is_the_one_process_loss():
+    # the rows-against-columns scores, the stacked prefixes and the reductions of _ShardScores
+    # against the one-process path (in-process: no launch)
+    namespace = _namespace()
+    one, _ = _one_process(namespace, 0)
+    from infoblocks.plugins.manager import get_plugin_manager, reset_plugin_manager
+
+    previous = get_plugin_manager()
+    namespace["register_plugin"]()
+    try:
+        sharded = {c: namespace["case_gradient"](c, OneRank(0, 1)) for c in namespace["CASES"]}
+    finally:
+        reset_plugin_manager(previous)
+    _check_cases([{"cases": sharded}], one)
+
+
+def test_a_bound_that_does_not_reduce_the_last_axis_is_named_under_torchrun():
+    from infoblocks.blocks.data import Dataset
+    from infoblocks.blocks.mutual_information import MIBound
+    from infoblocks.blocks.mutual_information.infomax import GaussianChannelCritic, InfoMaxLoss
+    from infoblocks.blocks.state import TrainState
+
+    class Flat(MIBound):  # breaks the protocol: a mean over every axis
+        name = "flat_test_bound"
+
+        def bound(self, scores):
+            return scores.joint.mean() - scores.log_mean_exp().mean()
+
+    x = torch.randn(16, 4)
+    models = torch.nn.ModuleDict({"encoder": torch.nn.Linear(4, 2), "critic":
+                                  GaussianChannelCritic(x_dim=2, y_dim=2).build()})
+    state = TrainState(models=models, dataset=Dataset(x=x), globals={},
+                       device=torch.device("cpu"), generator=torch.Generator(),
+                       rng=np.random.default_rng(0), dist=OneRank(0, 1))
+    batch = {"x": x, "index": torch.arange(16), "y_columns": x, "columns": torch.arange(16)}
+    loss = InfoMaxLoss(bound=Flat(), whitening="none")
+    with pytest.raises(ValidationError, match="Flat gave shape \\(\\) for the 2 prefixes"):
+        loss(batch, models, state)
+    loss = InfoMaxLoss(bound=Flat(), whitening="none", nested=False)  # one code: no prefixes
+    assert torch.isfinite(loss(batch, models, state).value)
 
 
 def test_linear_reconstruction_alone_refuses_torchrun():
@@ -263,18 +326,27 @@ def test_linear_reconstruction_alone_refuses_torchrun():
         LinearReconstructionLoss()({"x": torch.randn(8, 3)}, models, state)
 
 
-def test_two_processes_give_the_one_process_gradients_and_fit(tmp_path):
+def test_two_processes_give_the_one_process_gradients(tmp_path):
     """Four channels (above), each two training steps and one validation call: the value, the
-    metrics and the averaged gradient of 2 processes against one; then a short fit of the
-    recipe (benchmarks/infomax_bench.py's semi 19/0.05 data): the held-out bound per epoch,
-    the restored epoch and the codes."""
-    epochs = 6
-    torchrun(SCRIPT, tmp_path, epochs, directory=tmp_path)
+    metrics and the averaged gradient of 2 processes (real gloo collectives: a gradient off by
+    the world size or a shard's statistic fails here) against one."""
+    torchrun(SCRIPT, tmp_path, 0, directory=tmp_path)
     two = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world"] for r in two] == [2, 2]
+    one, _ = _one_process(_namespace(), 0)
+    _check_cases(two, one)
+
+
+@pytest.mark.slow
+def test_two_process_fit_follows_one_process(tmp_path):
+    """A short fit of the recipe on benchmarks/infomax_bench.py's semi 19/0.05 data: the
+    held-out bound per epoch, the restored epoch and the codes of 2 processes against one."""
+    epochs = 10
+    torchrun(SCRIPT, tmp_path, epochs, directory=tmp_path)
+    two = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     one, fit = _one_process(_namespace(), epochs)
     _check_cases(two, one)
-    for rank in two:  # measured (10 epochs): 9.5e-7 relative on the bound, 7e-7 on the codes;
+    for rank in two:  # measured: 1.7e-6 relative on the bound per epoch, 1.4e-6 on the codes;
         # Adam can turn reduction-order rounding into larger steps, hence the margin
         assert rank["fit"]["best_epoch"] == fit["best_epoch"]
         np.testing.assert_allclose(rank["fit"]["val_mi"], fit["val_mi"], rtol=1e-4)
