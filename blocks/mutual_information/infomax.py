@@ -448,9 +448,11 @@ class InfoMaxLoss(Loss):
     Under torch.distributed each rank encodes its shard of the batch (rows ``rank::world``,
     clean and noisy, the input noise being its rows of the whole batch's draw from the shared
     generator) and one differentiable all-reduce gathers the codes: the whitening, the output
-    noise, the critic's scale, the in-batch negatives, the nested bound, the decorrelation
-    and saturation terms and the ``penalties`` (given the whole batch) are then the one
-    process's, computed alike on every rank, and the engine's gradient average is the
+    noise, the critic's scale, the decorrelation and saturation terms and the ``penalties``
+    (given the whole batch) are the one process's, computed alike on every rank; the critic
+    scores the rank's rows against every column (the pairwise work is split) and the bound's
+    reductions sum over the ranks (:class:`_ShardScores`, the nested bound's prefixes stacked),
+    so the loss is the whole batch's on every rank and the engine's gradient average is the
     one-process gradient.
     """
 
