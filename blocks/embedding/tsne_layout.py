@@ -60,10 +60,11 @@ def _attraction(y: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, crow: t
                 p: torch.Tensor, kernel=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(A (n, d), cross): A_i = Σ_j P_ij (−(log w)'(d²_ij)) (y_i − y_j) and cross =
     −Σ P_ij log w_ij over P's entries, sorted by row (``crow``: their CSR row pointers);
-    ``kernel`` None: Cauchy, −(log w)' = w (closed form), else an embedding kernel.  Coordinates are gathered as rows of yᵀ (contiguous
-    vectors: the distance is a sum of d rows, not a reduction over a width-d axis) and the
-    sum runs as one sparse (CSR) product with [1, y]: 7 ms per step on MNIST-5k's 630,000
-    entries where gathers of (nnz, 2) and an index_add took 12 (one thread)."""
+    ``kernel`` None: Cauchy, −(log w)' = w (closed form), else an embedding kernel.
+    Coordinates are gathered as rows of yᵀ (contiguous vectors: the distance is a sum of d
+    rows, not a reduction over a width-d axis) and the sum runs as one sparse (CSR) product
+    with [1, y]: 7 ms per step on MNIST-5k's 630,000 entries where gathers of (nnz, 2) and an
+    index_add took 12 (one thread)."""
     columns = y.T.contiguous()  # (d, n)
     diff = columns.index_select(1, rows).sub_(columns.index_select(1, cols))  # (d, nnz)
     d2 = diff.mul_(diff).sum(0)

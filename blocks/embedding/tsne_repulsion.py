@@ -154,18 +154,18 @@ def _kernel_spectrum(kernel: torch.Tensor, dtype) -> torch.Tensor:
     return torch.fft.rfft2(kernel.to(dtype)).T.contiguous()  # (size + 1, 2 size)
 
 
-def kernel_half_width(kernel) -> float:
+def kernel_half_width(kernel, device: torch.device | str = "cpu") -> float:
     """The distance d at which w falls to half of w(0) (1 for the Cauchy kernel, ``None``):
     the unit of the FFT grid's box width, so that a narrower kernel gets finer boxes.
     Student-t: √(ν (2^{2/(ν+1)} − 1)) (ν = 0.5: 0.87, ν = 0.1: 0.50); another kernel: its
     ``log_kernel`` on a geometric grid of d² in [1e-8, 1e8], the crossing refined on a
-    linear one (two vectorised calls)."""
+    linear one (two vectorised calls, on ``device``: a kernel may hold tensors there)."""
     if kernel is None:
         return 1.0
     nu = student_t_dof(kernel)
     if nu is not None:
         return math.sqrt(nu * (2.0 ** (2.0 / (nu + 1.0)) - 1.0))
-    zero = torch.zeros(1, dtype=torch.float64)
+    zero = torch.zeros(1, dtype=torch.float64, device=device)
     with torch.no_grad():
         target = float(kernel.log_kernel(zero)) - math.log(2.0)
 
@@ -173,7 +173,7 @@ def kernel_half_width(kernel) -> float:
             below = (kernel.log_kernel(d2).double() <= target).nonzero()
             return int(below[0, 0]) if below.numel() else -1
 
-        coarse = torch.logspace(-8, 8, 1601, dtype=torch.float64)  # steps of 2.3 %
+        coarse = torch.logspace(-8, 8, 1601, dtype=torch.float64, device=device)  # 2.3 % steps
         i = first_below(coarse)
         if i < 0:
             raise ValidationError(
@@ -182,7 +182,8 @@ def kernel_half_width(kernel) -> float:
                 "box width (in units of that distance) is undefined; use repulsion='exact'.")
         if i == 0:
             return 1e-4
-        fine = torch.linspace(float(coarse[i - 1]), float(coarse[i]), 1001, dtype=torch.float64)
+        fine = torch.linspace(float(coarse[i - 1]), float(coarse[i]), 1001, dtype=torch.float64,
+                              device=device)
         return math.sqrt(float(fine[first_below(fine)]))
 
 
@@ -253,7 +254,7 @@ def fft_repulsion(y: torch.Tensor, nodes_per_box: int = NODES_PER_BOX,
     low = y.min(0).values
     x = y - low  # coordinates from the square's corner: small sums
     span = float(x.max()) * (1.0 + 1e-6) + 1e-9
-    box_width = box_width * kernel_half_width(kernel)
+    box_width = box_width * kernel_half_width(kernel, dev)
     boxes = fft_boxes(span, min_boxes, box_width)
     width = min(box_width, span / min_boxes)  # box_width wide once the span allows
     size = boxes * nodes_per_box  # nodes per axis
