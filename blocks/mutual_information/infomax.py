@@ -680,8 +680,9 @@ class InfoMaxLoss(Loss):
     def _rank_scores(self, z, u, negatives, models, shard: _Shard, nested: bool
                      ) -> _ShardScores:
         """This rank's critic scores: rows ``z`` (its channel codes) against all columns ``u``
-        (or its joint pairs (z, u) and its explicit ``negatives`` pairs); with ``nested``, stacked over the prefixes
-        z_{1:k} (d, ...) as in one process (the other coordinates zeroed)."""
+        (or its joint pairs (z, u) and its explicit ``negatives`` pairs); with ``nested``,
+        stacked over the prefixes z_{1:k} (d, ...) as in one process (the other coordinates
+        zeroed)."""
         critic = get_model(models, self.critic)
         d = z.shape[1]
         code_u = self.critic_input == "code"
@@ -790,7 +791,7 @@ class LinearReconstructionLoss(Loss):
         x = batch[self.x_key]
         code = batch.get(self.code_key)
         if code is None:
-            if state is not None and state.dist.active:
+            if getattr(getattr(state, "dist", None), "active", False):
                 raise ValidationError(
                     "linear_reconstruction as a phase's own loss does not run under torchrun: "
                     "its least squares would be fitted to each rank's shard, not to the whole "
