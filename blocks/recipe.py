@@ -30,7 +30,7 @@ import numpy as np
 from .assembly import SECTIONS, expand_sections, section_field, shortcut_fields
 from .base import Block
 from .config import check_arguments, check_types, structure
-from .errors import ConfigError, NotFittedError
+from .errors import ConfigError, NotFittedError, ValidationError
 
 #: key of the recipe name in dict / TOML form
 RECIPE_KEY = "recipe"
@@ -95,6 +95,8 @@ class Recipe(Block, metaclass=_CheckedConstructor):
     #: training observers by registry name or ``{name = ..., **options}`` (kind
     #: ``callback``), e.g. ``["tensorboard"]``; called in every ``fit``
     callbacks: list[Any] | None = None
+    #: the fitted routine (``fit`` sets it); :meth:`save` writes it, :meth:`load` reads it
+    routine_: Any = attrs.field(init=False, default=None, repr=False, eq=False)
 
     def build(self, *data: Any) -> Any:
         raise NotImplementedError
@@ -303,11 +305,38 @@ class Recipe(Block, metaclass=_CheckedConstructor):
     def from_toml(cls, path: str | Path) -> Recipe:
         return cls.from_dict(read_toml(path))
 
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | Path) -> Path:
+        """The fitted routine (weights, the routine's blocks by name, history) and this
+        recipe's settings into directory ``path``; :meth:`load` reads it back.  A recipe with
+        fitted results beyond its routine (the built-ins) saves those too."""
+        self._check_fitted()
+        return self.routine_.save(path, extra={RECIPE_KEY: self.to_dict(full=True)})
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> Recipe:
+        """A recipe saved with :meth:`save` (or a routine saved with the recipe's
+        ``to_dict(full=True)`` as its ``extra``), its ``routine_`` rebuilt with the weights."""
+        from .routine import Routine
+
+        routine = Routine.load(path, device=device)
+        extra = routine.saved_extra
+        settings = extra.get(RECIPE_KEY) if isinstance(extra.get(RECIPE_KEY), dict) else extra
+        if settings.get(RECIPE_KEY) != cls.name:
+            raise ValidationError(f"{path} holds no {cls.name!r} settings (its routine was "
+                                  f"saved by {settings.get(RECIPE_KEY) or 'no recipe'!r}); "
+                                  f"save one with {cls.__name__}(...).fit(...).save(path).")
+        recipe = cls.from_dict(settings)
+        recipe.routine_ = routine
+        return recipe
+
     # ------------------------------------------------------------------ command line
 
-    def run(self, data: list[np.ndarray], out_dir: Path) -> dict[str, Any]:
-        """Fit on ``data`` (the arrays given with ``--data``), save into ``out_dir``, and
-        return a summary dict (printed and written as JSON by the CLI)."""
+    def run(self, data: list[np.ndarray], out_dir: Path, **fit_options: Any) -> dict[str, Any]:
+        """Fit on ``data`` (the arrays given with ``--data``; ``fit_options`` are the command
+        line's ``checkpoint`` / ``resume``), save into ``out_dir``, and return a summary dict
+        (printed and written as JSON by the CLI)."""
         raise NotImplementedError(f"Recipe {self.name!r} cannot be run from a config file.")
 
     @classmethod

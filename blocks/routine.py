@@ -8,7 +8,7 @@ initialisation, every sampler and any dropout, without touching the user's globa
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,61 @@ def _library_versions() -> dict[str, str]:
     except Exception:  # noqa: BLE001 - versions are informative only
         pass
     return versions
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string value in a JSON-like tree (block names, recipe shortcuts)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
+def _plugin_blocks(spec: dict[str, Any]) -> dict[str, str]:
+    """``"kind 'name'" -> "plugin (dist==version)"`` for the third-party blocks a saved spec
+    names (a block of a package other than infoblocks whose name appears in it), so that
+    :meth:`Routine.load` can say which plugin to install when one is missing."""
+    try:
+        from infoblocks.plugins.manager import get_plugin_manager
+
+        manager = get_plugin_manager()
+    except Exception:  # noqa: BLE001 - informative only, as the versions are
+        return {}
+    named = set(_strings(spec))
+    found = {}
+    for entry in manager.registry.entries():
+        package = manager.packages.get(entry.plugin)
+        package = None if package is None or package[0] == "?" else package  # from Python
+        if entry.name in named and (package is None or package[0] != "infoblocks"):
+            found[f"{entry.kind} {entry.name!r}"] = entry.plugin + (
+                f" ({package[0]}=={package[1]})" if package else "")
+    return found
+
+
+def _require_plugin_blocks(spec: dict[str, Any], spec_file: Path) -> None:
+    """A :class:`ValidationError` naming the blocks, plugin and version to install when a
+    saved model names blocks of a plugin that this process does not have."""
+    from infoblocks.plugins.registry import get_registry
+
+    registry = get_registry()
+    missing: dict[str, list[str]] = {}
+    for block, plugin in (spec.get("plugin_blocks") or {}).items():
+        kind, _, name = block.partition(" ")
+        if (kind, name.strip("'")) not in registry:
+            missing.setdefault(plugin, []).append(block)
+    if missing:
+        listed = "; ".join(f"{', '.join(blocks)} from plugin {plugin}"
+                           for plugin, blocks in missing.items())
+        packages = [p.split(" (")[1].rstrip(")") for p in missing if " (" in p]
+        install = f"pip install {' '.join(packages)}" if packages else "register it"
+        raise ValidationError(
+            f"{spec_file.parent} was saved with plugin blocks this Python does not have: "
+            f"{listed}. Install the plugin ({install}) and load again."
+            + registry.failed_hint())
 
 
 class Routine:
@@ -357,6 +412,9 @@ class Routine:
             "extra": dict(extra or {}),
         }
         text = json.dumps(spec, indent=2, default=_json_default)
+        plugin_blocks = _plugin_blocks(json.loads(text))
+        if plugin_blocks:
+            text = json.dumps({**json.loads(text), "plugin_blocks": plugin_blocks}, indent=2)
         weights = {name: {k: v.detach().cpu() for k, v in m.state_dict().items()}
                    for name, m in self.models.items()}
         _write_atomically(path, lambda tmp: (torch.save(weights, tmp / WEIGHTS_FILE),
@@ -384,6 +442,7 @@ class Routine:
         if spec.get("format") != SAVE_FORMAT:
             raise ValidationError(f"{spec_file} has format {spec.get('format')!r}; this version "
                                   f"of infoblocks reads format {SAVE_FORMAT}.")
+        _require_plugin_blocks(spec, spec_file)
         given = dict(models or {})
         rebuilt: dict[str, Model | torch.nn.Module] = {}
         for name, model_spec in spec["models"].items():

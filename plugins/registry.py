@@ -119,10 +119,10 @@ class Registry:
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             raise RegistryError(
                 f"No {kind} named {name!r}.{hint} Known ({kind}): {', '.join(known) or 'none'}. "
-                "A plugin may add more (see `infoblocks list`)." + self._failed_hint()
+                "A plugin may add more (see `infoblocks list`)." + self.failed_hint()
             ) from None
 
-    def _failed_hint(self) -> str:
+    def failed_hint(self) -> str:
         """The plugins that failed to load: one of them may be what provides a missing name."""
         if not self.failures:
             return ""

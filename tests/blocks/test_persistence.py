@@ -99,3 +99,43 @@ def test_values_beyond_float32_are_named_not_called_non_finite():
     with pytest.raises(ValidationError, match=r"`X` holds values up to 1e\+40, beyond the range "
                                               r"of torch.float32.*rescale"):
         as_tensor(x, "X")
+
+
+def test_a_model_saved_with_a_plugin_block_names_the_plugin_when_it_is_missing(
+        tmp_path, infoblocks_plugin):
+    import attrs
+    from typing import ClassVar
+
+    from infoblocks.plugins import hookimpl
+    from infoblocks.plugins.manager import (InfoblocksPlugins, get_plugin_manager,
+                                            reset_plugin_manager)
+
+    @attrs.define(kw_only=True)
+    class WideMLP(MLP):
+        name: ClassVar[str] = "wide_mlp_of_a_plugin"
+
+    class _Plugin:
+        @hookimpl
+        def register_models(self):
+            return [WideMLP]
+
+    infoblocks_plugin(_Plugin(), "wide_models")
+    x = np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32)
+    routine = Routine(dataset={"data": x, "positions": x[:, :2]},
+                      models={"main": WideMLP(in_dim=3, out_dim=2, hidden_dims=(4,))},
+                      phases=[TrainingPhase(name="fit", epochs=1, loss="position",
+                                            sampler={"name": "items", "batch_size": 30})])
+    path = routine.train().save(tmp_path / "model")
+    assert json.loads((path / "routine.json").read_text())["plugin_blocks"] == {
+        "model 'wide_mlp_of_a_plugin'": "wide_models"}
+    loaded = Routine.load(path)  # the plugin is there
+    assert torch.equal(loaded.models["main"][0].weight, routine.models["main"][0].weight)
+    with_plugin = get_plugin_manager()
+    reset_plugin_manager(InfoblocksPlugins(strict=True).load())  # a Python without it
+    try:
+        with pytest.raises(ValidationError, match=r"saved with plugin blocks this Python does "
+                                                  r"not have: model 'wide_mlp_of_a_plugin' "
+                                                  r"from plugin wide_models\. Install"):
+            Routine.load(path)
+    finally:
+        reset_plugin_manager(with_plugin)

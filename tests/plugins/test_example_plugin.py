@@ -7,7 +7,7 @@ import tomllib
 import numpy as np
 import pytest
 
-from infoblocks.blocks.errors import ConfigError
+from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.plugins.registry import get_registry, recipe_from_dict
 from infoblocks.recipes.cli import main
 
@@ -44,6 +44,14 @@ def test_plugin_recipe_from_a_toml_config(tmp_path):
     assert summary["relative_error"] < 0.02
     assert (tmp_path / "out" / "model" / "weights.pt").exists()
     assert "loss = \"position\"" in (tmp_path / "out" / "recipe.toml").read_text()
+    # the base Recipe's load: the plugin recipe back, fitted, with its settings and weights
+    recipe_class = get_registry().get("recipe", "pca_regression")
+    loaded = recipe_class.load(tmp_path / "out" / "model")
+    assert type(loaded) is recipe_class and loaded.loss == "position" and loaded.epochs == 40
+    refit = recipe_class(epochs=40, loss="position").fit(_data())  # the same fit in-process
+    assert np.allclose(loaded.routine_.apply(_data()), refit.routine_.apply(_data()), atol=1e-5)
+    with pytest.raises((ConfigError, ValidationError), match="pca_regression"):
+        get_registry().get("recipe", "parametric_umap").load(tmp_path / "out" / "model")
 
 
 def test_recipe_dict_roundtrip_and_unknown_key_path():

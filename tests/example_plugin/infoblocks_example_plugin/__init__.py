@@ -60,7 +60,6 @@ class PCARegression(Recipe):
     batch_size: int = 50
     learning_rate: float = 1e-2
     seed: int = 0
-    routine_: Routine | None = attrs.field(init=False, default=None, repr=False)
 
     def default_globals(self):
         return {"positions": {"input": "data", "transforms": [
@@ -97,7 +96,7 @@ class PCARegression(Recipe):
 
     def run(self, data, out_dir: Path, **fit_options):
         self.fit(data[0], **fit_options)
-        self.routine_.save(Path(out_dir) / "model", extra=self.to_dict(full=True))
+        self.save(Path(out_dir) / "model")  # PCARegression.load(out_dir / "model") reads it
         return {"relative_error": self.relative_error(data[0])}
 
 
