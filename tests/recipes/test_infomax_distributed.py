@@ -92,8 +92,10 @@ SCRIPT = textwrap.dedent('''
 
     #: (loss spec, encoder, critic, sampler, batch size): the recipe's defaults (JSD, nested);
     #: Cholesky whitening, decorrelation, saturation, MINE's moving average and the built-in
-    #: penalties; InfoNCE's rows, not nested; standardisation with a plugin critic on the data,
-    #: a plugin penalty and explicit negatives, on uneven shards (25 rows: 13 and 12)
+    #: penalties; InfoNCE's rows, not nested; a joint critic network on the data with
+    #: InfoNCE, nested (prefix masks, the objective per prefix); standardisation with a plugin
+    #: critic on the data, a plugin penalty and explicit negatives, on uneven shards (25 rows:
+    #: 13 and 12)
     CASES = {
         "defaults": ({"name": "infomax", "bound": {"name": "js_divergence"},
                       "input_noise": 0.3, "output_noise": 0.1, "whitening": "none"},
@@ -107,6 +109,9 @@ SCRIPT = textwrap.dedent('''
         "infonce": ({"name": "infomax", "bound": {"name": "infonce_loss"}, "input_noise": 0.5,
                      "output_noise": 0.2, "whitening": "none", "nested": False},
                     "linear_residual", "gaussian", "all_pairs", 24),
+        "joint": ({"name": "infomax", "bound": {"name": "infonce_loss"}, "critic_input": "data",
+                   "input_noise": 0.2, "output_noise": 0.2, "whitening": "none"},
+                  "linear_residual", "joint_critic", "all_pairs", 24),
         "plugin": ({"name": "infomax", "bound": {"name": "dv"}, "critic_input": "data",
                     "input_noise": 0.2, "output_noise": 0.2, "whitening": "standardize",
                     "penalties": [{"name": "code_variance_penalty"},
@@ -139,7 +144,9 @@ SCRIPT = textwrap.dedent('''
                                            init_from_data=True).build()
         else:
             critic = get_registry().build("model", {"name": critic_kind, "x_dim": DIM,
-                                                    "y_dim": D}).build()
+                                                    "y_dim": D, **({"hidden_dims": [8]} if
+                                                    critic_kind == "joint_critic" else {})}
+                                          ).build()
         models = torch.nn.ModuleDict({"encoder": enc, "critic": critic})
         loss = get_registry().build("loss", spec)
         state = TrainState(models=models, dataset=None, globals={}, device=torch.device("cpu"),
@@ -327,7 +334,7 @@ def test_linear_reconstruction_alone_refuses_torchrun():
 
 
 def test_two_processes_give_the_one_process_gradients(tmp_path):
-    """Four channels (above), each two training steps and one validation call: the value, the
+    """Five channels (above), each two training steps and one validation call: the value, the
     metrics and the averaged gradient of 2 processes (real gloo collectives: a gradient off by
     the world size or a shard's statistic fails here) against one."""
     torchrun(SCRIPT, tmp_path, 0, directory=tmp_path)
