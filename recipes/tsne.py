@@ -128,12 +128,6 @@ class ParametricTSNE(EmbeddingRecipe):
             raise ValidationError(
                 "`layout_epochs` > 0 (the default) starts the layout from the init positions; "
                 "use init='pca' or 'spectral', or layout_epochs=0 with init='none'.")
-        if self.layout_epochs and self.dof != 1.0:
-            raise ValidationError(
-                f"`dof` = {self.dof} sets the Student-t kernel of the batch KL, but the layout "
-                "phase (layout_epochs > 0, the default) minimises the all-pairs KL with the "
-                "Cauchy kernel (dof 1); use ParametricTSNE.preset('network', dof=...) "
-                "(layout_epochs=0) for another dof.")
 
     @property
     def has_layout(self) -> bool:
@@ -175,7 +169,8 @@ class ParametricTSNE(EmbeddingRecipe):
                          "exaggeration": self.early_exaggeration,
                          "exaggeration_steps": min(self.layout_exaggeration_epochs,
                                                    self.layout_epochs) * LAYOUT_STEPS_PER_EPOCH,
-                         "repulsion": self.repulsion},
+                         "repulsion": self.repulsion,
+                         "kernel": {"name": "student_t", "dof": self.dof}},
                 "optimizer": "delta_bar_delta", "learning_rate": self.layout_learning_rate}
 
     def _kl_phase(self, name: str, epochs: int, exaggeration: float) -> dict[str, Any]:

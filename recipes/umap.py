@@ -427,8 +427,8 @@ class EmbeddingRecipe(Recipe):
 
     def _placement_blocks(self, placement: Placement) -> tuple[Any, int, Any]:
         """(distance block, k, kernel) of the fit: the graph's k-NN relation (k: the
-        placement's ``n_neighbors`` if it sets one) and the main phase's kernel (plugins'
-        blocks included), else those of the recipe's settings."""
+        placement's ``n_neighbors`` if it sets one) and the layout's kernel, else the last
+        phase's (plugins' blocks included), else those of the recipe's settings."""
         relation = self._graph_relation()
         metric, k = getattr(relation, "metric", None), getattr(relation, "n_neighbors", None)
         registry = get_registry()
@@ -447,8 +447,11 @@ class EmbeddingRecipe(Recipe):
         wanted = getattr(placement, "n_neighbors", None)
         if wanted is not None:
             k = wanted
-        kernels = [loss.kernel for phase in self.routine_.phases[-1:]
-                   for loss in _parts(phase.loss)
+        # the kernel the map was made with: the layout phase's (new points are placed among
+        # its positions), else the last phase's
+        phases = self.routine_.phases
+        kernels = [loss.kernel for phase in [p for p in phases if p.name == "layout"]
+                   + phases[-1:] for loss in _parts(phase.loss)
                    if callable(getattr(getattr(loss, "kernel", None), "logit", None))]
         kernel = kernels[0] if kernels else registry.build("transform", self._default_kernel())
         return metric, k, kernel
