@@ -98,6 +98,21 @@ def is_abstract(cls: type) -> bool:
     return not cls.__dict__.get("name")
 
 
+def not_implemented(obj: Any, method: str) -> NotImplementedError:
+    """The error of a base-class method a subclass must define: it names the class, the
+    block it registers as, the method and the base whose docstring says what it returns
+    (instead of a bare ``NotImplementedError`` with no message)."""
+    cls = type(obj)
+    base = next((c for c in cls.__mro__[1:] if method in c.__dict__), cls)
+    name = getattr(cls, "name", "")
+    label = cls.__qualname__ + (f" ({getattr(cls, 'kind', 'block')} {name!r})"
+                                if isinstance(name, str) and name else "")
+    return NotImplementedError(
+        f"{label} does not define {method}(), which its base {base.__qualname__} leaves to "
+        f"subclasses: define it (what it takes and returns: help({base.__qualname__}."
+        f"{method}); docs/plugins.md, the slot's row).")
+
+
 def _provider(block: Block) -> str:
     """`` (plugin 'x')`` for a block a plugin other than the built-ins registered, else ''."""
     try:
@@ -226,4 +241,4 @@ def as_data(value: Any) -> Any:
 
 
 __all__ = ["BLOCK_KINDS", "Block", "as_data", "block_failure", "block_field", "is_abstract",
-           "naming_blocks", "resolve_block"]
+           "naming_blocks", "not_implemented", "resolve_block"]

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Block
+from .base import Block, not_implemented
 
 
 class DatasetSource(Block):
@@ -20,7 +20,7 @@ class DatasetSource(Block):
     summary: ClassVar[str] = ""
 
     def load(self, **options: Any) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        raise not_implemented(self, "load")
 
 
 def shipped_file(filename: str):

@@ -11,7 +11,7 @@ from typing import ClassVar
 import attrs
 import torch
 
-from .base import Block
+from .base import Block, not_implemented
 from .errors import ValidationError
 from .numerics import wrap_periodic
 
@@ -26,11 +26,11 @@ class Distance(Block):
 
     def pairwise(self, a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
         """All pairs: ``(n, d), (m, d) -> (n, m)``; ``b=None`` means ``b = a``."""
-        raise NotImplementedError
+        raise not_implemented(self, "pairwise")
 
     def paired(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Row by row: ``(n, d), (n, d) -> (n,)``."""
-        raise NotImplementedError
+        raise not_implemented(self, "paired")
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import attrs
 import torch
 
-from .base import Block, block_field
+from .base import Block, block_field, not_implemented
 from .errors import ValidationError
 from .state import TrainState
 
@@ -70,7 +70,7 @@ class Loss(Block):
 
     def __call__(self, batch: dict[str, torch.Tensor], models: torch.nn.ModuleDict,
                  state: TrainState) -> LossOutput:
-        raise NotImplementedError
+        raise not_implemented(self, "__call__")
 
 
 def get_model(models: torch.nn.ModuleDict, name: str) -> torch.nn.Module:

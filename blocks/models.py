@@ -12,7 +12,7 @@ import attrs
 import torch
 from torch import nn
 
-from .base import Block
+from .base import Block, not_implemented
 from .data import LazyRows
 from .errors import ValidationError
 from .numerics import pca_axes
@@ -34,7 +34,7 @@ class Model(Block):
     kind: ClassVar[str] = "model"
 
     def build(self) -> nn.Module:
-        raise NotImplementedError
+        raise not_implemented(self, "build")
 
 
 def _positive_dim(instance, attribute, value) -> None:

@@ -28,7 +28,7 @@ import cattrs
 import numpy as np
 
 from .assembly import SECTIONS, expand_sections, section_field, shortcut_fields
-from .base import Block
+from .base import Block, not_implemented
 from .config import check_arguments, check_types, structure
 from .errors import ConfigError, NotFittedError, ValidationError
 
@@ -99,7 +99,7 @@ class Recipe(Block, metaclass=_CheckedConstructor):
     routine_: Any = attrs.field(init=False, default=None, repr=False, eq=False)
 
     def build(self, *data: Any) -> Any:
-        raise NotImplementedError
+        raise not_implemented(self, "build")
 
     def train_routine(self, routine: Any, *, checkpoint: str | Path | None = None,
                       resume: bool | str | Path = False, warm_start: bool = False,

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
-from .base import Block, block_field
+from .base import Block, block_field, not_implemented
 from .data import Dataset, LazyRows, as_tensor
 from .errors import SizeLimitError, ValidationError
 
@@ -33,10 +33,10 @@ class RelationData:
     shape: tuple[int, int]
 
     def to_dense(self, max_elements: int = DENSE_LIMIT) -> DenseRelations:
-        raise NotImplementedError
+        raise not_implemented(self, "to_dense")
 
     def to_sparse(self) -> SparseRelations:
-        raise NotImplementedError
+        raise not_implemented(self, "to_sparse")
 
     def to_edges(self) -> EdgeRelations:
         return self.to_sparse().to_edges()
@@ -179,7 +179,7 @@ class Relation(Block):
     kind: ClassVar[str] = "relation"
 
     def compute(self, data: torch.Tensor | Dataset, **kwargs: Any) -> RelationData:
-        raise NotImplementedError
+        raise not_implemented(self, "compute")
 
 
 def _data_tensor(data: torch.Tensor | Dataset, key: str) -> torch.Tensor:

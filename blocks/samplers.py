@@ -13,7 +13,7 @@ import attrs
 from attrs.validators import optional
 import torch
 
-from .base import Block
+from .base import Block, not_implemented
 from .contracts import ITEMS, BatchType
 from .errors import ValidationError
 from .state import TrainState
@@ -55,10 +55,10 @@ class Sampler(Block):
             "rank drew alike; docs/plugins.md, 'Testing a plugin'), or run in one process.")
 
     def num_batches(self, state: TrainState) -> int:
-        raise NotImplementedError
+        raise not_implemented(self, "num_batches")
 
     def batches(self, state: TrainState) -> Iterator[dict[str, torch.Tensor]]:
-        raise NotImplementedError
+        raise not_implemented(self, "batches")
 
 
 @attrs.define

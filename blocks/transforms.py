@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import attrs
 import torch
 
-from .base import Block
+from .base import Block, not_implemented
 from .errors import ValidationError
 from .relations import DenseRelations, EdgeRelations, RelationData, SparseRelations
 
@@ -39,7 +39,7 @@ class Transform(Block):
         return self.apply(relations)
 
     def apply(self, relations: RelationData) -> RelationData:
-        raise NotImplementedError
+        raise not_implemented(self, "apply")
 
 
 def _require_square(relations: RelationData, who: str) -> None:

@@ -57,7 +57,10 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
     from a kind base and declares ``name``; it is an attrs class; ``describe()`` round-trips
     through a fresh registry; distances and transforms give correctly shaped finite output; a
     relation's ``compute`` and a transform that takes data are run on a tensor and on rows on
-    disk (``LazyRows``) as the engine hands them (see :func:`_check_takes_data`).
+    disk (``LazyRows``) as the engine hands them (see :func:`_check_takes_data`); a model's
+    ``build()`` is a torch module mapping (4, in_dim) to (4, out_dim); an optimizer's
+    ``build(params, lr)`` is a torch optimizer whose steps descend.  A method the block must
+    define and does not raises ``NotImplementedError`` naming it.
     """
     kind = _kind_of(cls)
     assert cls.__dict__.get("name"), f"{cls.__qualname__} must declare a `name` class attribute"
@@ -94,6 +97,10 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
         rel = DenseRelations(torch.rand(6, 6, generator=torch.Generator().manual_seed(0)))
         out = block(rel)
         assert out.shape[0] == 6 and torch.isfinite(out.to_dense().values).all()
+    elif kind == "model":
+        _check_model(block)
+    elif kind == "optimizer":
+        _check_optimizer(block)
     elif kind == "placement":
         from infoblocks.blocks.embedding.kernels import StudentTTransform
         from infoblocks.blocks.embedding.placement import PlacementContext
@@ -108,6 +115,40 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
             f"place must return one position per new point (7, 2), got {out!r:.80}"
         assert torch.isfinite(out).all(), "place must return finite positions"
     return block
+
+
+def _check_model(block: Any) -> None:
+    """``build()`` gives a torch module; a block with ``in_dim`` / ``out_dim`` fields (the
+    ones recipes fill from the data) maps (4, in_dim) to (4, out_dim) finite outputs."""
+    name = type(block).__qualname__
+    module = block.build()
+    assert isinstance(module, torch.nn.Module), \
+        f"{name}.build() must return a torch.nn.Module, got {type(module).__name__}"
+    in_dim, out_dim = getattr(block, "in_dim", None), getattr(block, "out_dim", None)
+    if not isinstance(in_dim, int) or not isinstance(out_dim, int):
+        return  # not a (n, d) -> (n, k) network (a positions table, a critic of two inputs)
+    out = module(torch.randn(4, in_dim, generator=torch.Generator().manual_seed(0)))
+    assert isinstance(out, torch.Tensor) and tuple(out.shape) == (4, out_dim), \
+        (f"{name}: the built module maps (4, in_dim={in_dim}) to "
+         f"{tuple(getattr(out, 'shape', ()))}, not (4, out_dim={out_dim})")
+    assert torch.isfinite(out).all(), f"{name}: the built module's outputs are not finite"
+
+
+def _check_optimizer(block: Any) -> None:
+    """``build(params, lr)`` gives a ``torch.optim.Optimizer`` whose ``step`` moves a
+    parameter down a gradient and stays finite."""
+    name = type(block).__qualname__
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = block.build([weight], lr=0.1)
+    assert isinstance(optimizer, torch.optim.Optimizer), \
+        f"{name}.build(params, lr) must return a torch.optim.Optimizer, got " \
+        f"{type(optimizer).__name__}"
+    for _ in range(3):
+        optimizer.zero_grad()
+        (weight ** 2).sum().backward()
+        optimizer.step()
+    assert torch.isfinite(weight).all() and float((weight.detach() ** 2).sum()) < 3.0, \
+        f"{name}: three steps on |w|^2 from w = 1 did not lower it (w = {weight.tolist()})"
 
 
 def _transform_base() -> type:

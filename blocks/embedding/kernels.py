@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..base import not_implemented
 from ..errors import ValidationError
 from ..relations import DenseRelations, EdgeRelations, SparseRelations
 from ..transforms import Transform
@@ -59,7 +60,7 @@ class EmbeddingKernel(Transform):
     accepts: ClassVar[tuple[type, ...]] = (DenseRelations, SparseRelations, EdgeRelations)
 
     def log_kernel(self, sq_dist: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        raise not_implemented(self, "log_kernel")
 
     def logit(self, sq_dist: torch.Tensor) -> torch.Tensor:
         """log q − log(1 − q), so that −log q = softplus(−logit), −log(1−q) = softplus(logit)."""

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from attrs.validators import optional
 
-from ..base import Block
+from ..base import Block, not_implemented
 from ..errors import ValidationError
 from ..optim import LeanAdam
 from ..validators import non_negative, non_negative_int, one_of, positive, positive_int
@@ -139,7 +139,7 @@ class Placement(Block):
 
     def place(self, start: torch.Tensor, neighbours: torch.Tensor, distances: torch.Tensor,
               positions: torch.Tensor, context: PlacementContext) -> torch.Tensor:
-        raise NotImplementedError
+        raise not_implemented(self, "place")
 
 
 @attrs.define(kw_only=True)

@@ -45,6 +45,7 @@ import attrs
 import numpy as np
 import torch
 
+from ..base import not_implemented
 from ..data import DEFAULT_DTYPE, is_lazy
 from ..distances import Distance, _check_pair
 from ..errors import ValidationError
@@ -223,7 +224,7 @@ class FeatureWeightedDistance(Distance):
     def weighted_pairwise(self, a: torch.Tensor, b: torch.Tensor,
                           weights: torch.Tensor | None) -> torch.Tensor:
         """``(n, D), (m, D), (D,) | None -> (n, m)``, differentiable in ``weights``."""
-        raise NotImplementedError
+        raise not_implemented(self, "weighted_pairwise")
 
     def prepare(self, a: torch.Tensor, b: torch.Tensor, exclude: torch.Tensor | None) -> Any:
         """Weight-independent table of one (rows, cols) batch (default: the inputs)."""

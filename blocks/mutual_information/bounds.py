@@ -40,6 +40,7 @@ import attrs
 import torch
 from torch import nn
 
+from ..base import not_implemented
 from ..errors import ValidationError
 from ..losses import Loss, LossOutput, get_model
 from ..state import TrainState
@@ -133,7 +134,7 @@ class MIBound(Loss):
         return frozenset({self.critic})
 
     def bound(self, scores: Any) -> torch.Tensor:
-        raise NotImplementedError
+        raise not_implemented(self, "bound")
 
     def objective(self, scores: Any, mi: torch.Tensor, state: TrainState) -> Any:
         return -mi

@@ -20,6 +20,7 @@ import attrs
 import torch
 from torch import nn
 
+from ..base import not_implemented
 from ..errors import ValidationError
 from ..models import ACTIVATIONS, MLP, Model
 from ..validators import positive, positive_int
@@ -115,7 +116,7 @@ class _InnerProductCritic(nn.Module):
     scores are row-wise inner products and all pairs are one matrix product."""
 
     def embed(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        raise not_implemented(self, "embed")
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         hx, gy = self.embed(x, y)

@@ -38,3 +38,56 @@ class _BadContract(Loss):
 def test_conformance_checks_the_declared_contract():
     with pytest.raises(AssertionError, match="reports must be a frozenset"):
         check_block(_BadContract)
+
+
+def test_conformance_builds_models_and_optimizers_and_names_a_missing_method():
+    import torch
+
+    from infoblocks.blocks.distances import Distance
+    from infoblocks.blocks.models import MLP, Model
+    from infoblocks.blocks.optim import OptimizerBlock
+
+    @attrs.define
+    class Narrow(MLP):  # says out_dim but builds a network of another width
+        name: ClassVar[str] = "narrow_mlp"
+
+        def build(self):
+            return torch.nn.Linear(self.in_dim, self.out_dim + 1)
+
+    @attrs.define
+    class NoBuild(Model):
+        name: ClassVar[str] = "no_build"
+
+    @attrs.define
+    class NotTorch(OptimizerBlock):
+        name: ClassVar[str] = "not_torch"
+
+        def build(self, params, lr, weight_decay=0.0):
+            return {"params": params, "lr": lr}
+
+    @attrs.define
+    class Uphill(OptimizerBlock):  # ascends: a sign error in a hand-written step
+        name: ClassVar[str] = "uphill"
+        optimizer: ClassVar = torch.optim.SGD
+
+        def build(self, params, lr, weight_decay=0.0):
+            return torch.optim.SGD(params, lr=lr, maximize=True)
+
+    @attrs.define
+    class NoPairwise(Distance):
+        name: ClassVar[str] = "no_pairwise"
+
+    example = {"in_dim": 3, "out_dim": 2}
+    with pytest.raises(AssertionError, match=r"maps \(4, in_dim=3\) to \(4, 3\), not "
+                                             r"\(4, out_dim=2\)"):
+        check_block(Narrow, example)
+    check_block(MLP, example)  # the built-in passes
+    with pytest.raises(NotImplementedError, match=r"NoBuild \(model 'no_build'\) does not "
+                                                  r"define build\(\), which its base Model"):
+        check_block(NoBuild)
+    with pytest.raises(AssertionError, match=r"must return a torch.optim.Optimizer, got dict"):
+        check_block(NotTorch)
+    with pytest.raises(AssertionError, match=r"did not lower it"):
+        check_block(Uphill)
+    with pytest.raises(NotImplementedError, match=r"does not define pairwise\(\)"):
+        check_block(NoPairwise)
