@@ -4,6 +4,7 @@
     python benchmarks/infomax_bench.py --tables rows --seeds 2 --quick
     python benchmarks/infomax_bench.py --tables bounds      # InfoNCE vs JSD vs DV (our channel)
     python benchmarks/infomax_bench.py --tables digits      # linear probe, 10 % labels
+    python benchmarks/infomax_bench.py --tables sd --seeds 3  # sd: data draw vs initialisation
     python benchmarks/infomax_bench.py --tables rows --systems InfoMax --options '{"n_init": 2}'
     python benchmarks/infomax_bench.py --tables rows digits --systems InfoMax --options linsker
     python benchmarks/infomax_bench.py --tables rows digits --systems InfoMax --options pca_start
@@ -132,18 +133,21 @@ def rows(quick: bool):
     return out[:3] + out[5:7] if quick else out
 
 
-def score(row: str, system, seed: int) -> float:
+def score(row: str, system, seed: int, init_seed: int | None = None) -> float:
+    """The row's LR-MSE / test MSE of ``system`` on the data drawn with ``seed``; the system
+    is initialised with ``init_seed`` (the same as ``seed`` unless given: the main table)."""
+    init = seed if init_seed is None else init_seed
     if row == "sanity":
         x, feats = sanity_problem(seed)
-        return linear_regression_mse(system(feats, 1, seed)(feats), x)
+        return linear_regression_mse(system(feats, 1, init)(feats), x)
     if row.startswith("ten"):
         x, feats = ten_functions(seed)
         dim = int(row.split("d")[1])
-        return linear_regression_mse(system(feats, dim, seed)(feats), x)
+        return linear_regression_mse(system(feats, dim, init)(feats), x)
     kind, spec = row.split()
     many, noise = spec.split("/")
     x, feats, (u, lab, test) = semi_supervised(seed, many == "47", float(noise), kind == "shift")
-    encode = system(feats[u], 3, seed)
+    encode = system(feats[u], 3, init)
     return linear_regression_mse(encode(feats[lab]), x[lab], encode(feats[test]), x[test])
 
 
@@ -165,6 +169,52 @@ def table_rows(seeds: int, quick: bool, options: dict, only_rows=None, only_syst
         results[row] = cells
         fmt = " | ".join(f"{cells[k][0]:.4f} ± {cells[k][1]:.4f}" for k in systems)
         print(f"| {row} | {fmt} | {ISSUE_REFERENCE.get(row, '—')} |", flush=True)
+    return results
+
+
+#: the rows of the sd decomposition: the four whose mean is met but not the sd, the two unmet
+SD_ROWS = ["ten d1", "semi 47/0.05", "semi 47/0.2", "shift 47/0.2", "ten d5", "shift 19/0.05"]
+
+
+def sd_components(values: np.ndarray) -> dict:
+    """One-way random-effects decomposition of ``values`` (data draws × initialisations):
+    ``within`` = the pooled sd over initialisations for a fixed data draw; ``between`` = the
+    sd of the per-draw means; ``data`` = the data draw's own sd component, √(var of the
+    means − within² / n_init) (0 when negative); ``total`` = the sd of all cells (ddof 1)."""
+    values = np.asarray(values, float)
+    n_init = values.shape[1]
+    within = float(np.sqrt(values.var(1, ddof=1).mean())) if n_init > 1 else 0.0
+    means = values.mean(1)
+    between = float(means.std(ddof=1))
+    data = float(np.sqrt(max(0.0, between ** 2 - within ** 2 / n_init)))
+    return {"within": within, "between": between, "data": data,
+            "total": float(values.std(ddof=1)), "mean": float(values.mean()),
+            "values": values.tolist()}
+
+
+def table_sd(seeds: int, quick: bool, options: dict, only_rows=None, only_systems=None
+             ) -> dict:
+    """How much of each system's sd over seeds is the data draw: data seeds × init seeds
+    (``seeds`` of each; the main table moves both together), for the sd rows."""
+    systems = {"reference": reference_form, "PCA": pca_form,
+               "InfoMax": lambda f, d, s: infomax_form(f, d, s, **options)}
+    systems = {k: v for k, v in systems.items() if not only_systems or k in only_systems}
+    chosen = [r for r in SD_ROWS if not only_rows or r in only_rows]
+    results = {}
+    print("| experiment | system | mean | sd within data (init) | sd between data (means) "
+          "| data component | total sd |")
+    print("|---|---|---|---|---|---|---|")
+    for row in chosen[:2] if quick else chosen:
+        results[row] = {}
+        for name, system in systems.items():
+            inits = 1 if name == "PCA" else seeds  # PCA has no initialisation
+            values = [[score(row, system, d, i) for i in range(inits)] for d in range(seeds)]
+            if name == "PCA":
+                values = [v * seeds for v in values]
+            c = sd_components(values)
+            results[row][name] = c
+            print(f"| {row} | {name} | {c['mean']:.4f} | {c['within']:.4f} | "
+                  f"{c['between']:.4f} | {c['data']:.4f} | {c['total']:.4f} |", flush=True)
     return results
 
 
@@ -241,7 +291,7 @@ def figure(results: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", nargs="+", default=["rows", "bounds", "digits"],
-                        choices=["rows", "bounds", "digits"])
+                        choices=["rows", "bounds", "digits", "sd"])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer rows, one digits split")
     parser.add_argument("--options", default="{}",
@@ -262,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n## {table}\n")
         if table == "rows":
             out[table] = table_rows(args.seeds, args.quick, options, args.rows, args.systems)
+        elif table == "sd":
+            out[table] = table_sd(args.seeds, args.quick, options, args.rows, args.systems)
         else:
             out[table] = {"bounds": table_bounds, "digits": table_digits}[table](
                 args.seeds, args.quick, options)

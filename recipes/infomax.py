@@ -198,8 +198,12 @@ class InfoMax(Recipe):
     input_noise: float = attrs.field(default=3.0, validator=non_negative)
     #: "floor": the data's noise floor, the RMS of the trailing half of its principal
     #: components after scaling (measured, docs/infomax.md: the code must not resolve the data's
-    #: own noise); "scale": 1 (the scaled input's RMS column scale)
-    noise_unit: str = attrs.field(default="floor", validator=one_of("floor", "scale"))
+    #: own noise); "edge": the same floor at most the isotropic noise that the smallest
+    #: principal variance allows (Marchenko–Pastur's lower edge: noise of variance s² keeps
+    #: every sample eigenvalue above (1 − √(D/n))² s²), so noise-free data whose trailing
+    #: components are signal get a smaller unit (:func:`noise_floor`); "scale": 1 (the scaled
+    #: input's RMS column scale)
+    noise_unit: str = attrs.field(default="floor", validator=one_of("floor", "edge", "scale"))
     whitening: str = attrs.field(default="none", validator=one_of(*WHITENING))
     nested: bool = True
     decorrelation: float = attrs.field(default=0.0, validator=non_negative)
@@ -342,7 +346,7 @@ class InfoMax(Recipe):
             validation = phase.get("validation")
             if isinstance(validation, dict) and validation.get("loss") == default_loss:
                 validation["loss"] = copy.deepcopy(phase.get("loss", default_loss))
-        unit = noise_floor(x) if self.noise_unit == "floor" else 1.0
+        unit = 1.0 if self.noise_unit == "scale" else noise_floor(x, self.noise_unit)
         self.input_noise_ = self.input_noise * unit
         for phase in spec["phases"]:  # the channel's input noise in scaled input units
             for loss in (phase.get("loss"), (phase.get("validation") or {}).get("loss")):
@@ -557,13 +561,33 @@ class InfoMax(Recipe):
                 "figure": str(path)}
 
 
-def noise_floor(x: torch.Tensor) -> float:
+#: principal variances at most this fraction of the largest are the data's rank deficiency
+#: (constant or collinear columns), not noise: left out of the ``"edge"`` noise estimate
+RANK_TOLERANCE = 1e-12
+
+
+def noise_floor(x: torch.Tensor, mode: str = "floor") -> float:
     """The RMS of the trailing half of the principal components of ``x`` (n, D) (its
-    isotropic noise when the signal lies in fewer than D/2 directions; at least one)."""
+    isotropic noise when the signal lies in fewer than D/2 directions; at least one).
+
+    ``mode = "edge"``: at most the isotropic noise std that the smallest (non-degenerate)
+    principal variance λ_min allows, √(λ_min) / (1 − √(D/n)) (the Marchenko–Pastur lower edge
+    of the noise's sample eigenvalues; D the number of non-degenerate ones).  Where the data
+    have isotropic noise the two agree up to the sample spread (the trailing mean is the
+    smaller one on every noisy row of issue 14); on noise-free data whose trailing
+    components are signal (a smooth curve in D dimensions) the edge is far lower."""
     centred = x - x.mean(0)
     values = torch.linalg.eigvalsh(centred.T.double() @ centred.double() / max(len(x) - 1, 1))
     trailing = values[:max(1, len(values) // 2)].clamp_min(0)
-    return float(trailing.mean().sqrt())
+    floor = float(trailing.mean().sqrt())
+    if mode != "edge":
+        return floor
+    kept = values[values > RANK_TOLERANCE * values[-1].clamp_min(0)]
+    if len(kept) == 0:
+        return floor
+    ratio = min(len(kept) / max(len(x) - 1, 1), 0.99)
+    edge = float(kept[0].sqrt()) / (1 - ratio ** 0.5)
+    return min(floor, edge)
 
 
 def _scaling(x: torch.Tensor, mode: str) -> tuple[np.ndarray, np.ndarray]:

@@ -529,6 +529,26 @@ def test_noise_floor_of_isotropic_noise_around_a_line():
     assert abs(noise_floor(torch.as_tensor(data, dtype=torch.float32)) - 0.2) < 0.01
 
 
+def test_edge_noise_unit_keeps_real_noise_and_drops_a_curves_trailing_signal():
+    # noise_unit = "edge": the floor capped by the noise the smallest principal variance allows
+    # (Marchenko-Pastur lower edge).  Isotropic noise: the same floor (0.2).  Ten d5's
+    # noise-free curve x^k - x^(k+1): the trailing half of its components is signal (floor
+    # 0.0163 in scaled units, seed 0), the edge 0.00055 (30x lower); a constant column
+    # (rank deficiency) is not noise
+    rng = np.random.default_rng(0)
+    t = rng.uniform(-1, 1, (4000, 1))
+    noisy = torch.as_tensor(np.c_[t, np.zeros((4000, 9))] + 0.2 * rng.standard_normal((4000, 10)),
+                            dtype=torch.float32)
+    assert noise_floor(noisy, "edge") == pytest.approx(noise_floor(noisy), rel=1e-6)
+    _, features = ten_functions(0)
+    features = features / np.sqrt(features.var(0).mean())  # the recipe's "global" scaling
+    curve = torch.as_tensor(features, dtype=torch.float32)
+    assert noise_floor(curve) == pytest.approx(0.0163, abs=0.001)
+    assert noise_floor(curve, "edge") < noise_floor(curve) / 10
+    padded = torch.as_tensor(np.c_[features, np.zeros(3000)], dtype=torch.float32)
+    assert noise_floor(padded, "edge") == pytest.approx(noise_floor(curve, "edge"), rel=0.01)
+
+
 # ---------------------------------------------------------------------------- slow: the rows
 
 
