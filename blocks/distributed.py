@@ -96,7 +96,7 @@ class Distributed:
 
     def differentiable_sum(self, values: torch.Tensor) -> torch.Tensor:
         """The sum of a tensor over the ranks, through which autograd flows back to every
-        rank's ``values`` (``torch.distributed.nn.functional.all_reduce``).
+        rank's ``values`` (:class:`_SumOverRanks`).
 
         A loss built from such sums is the loss of the whole batch and identical on every
         rank; its backward sums the ranks' identical upstream gradients, so each rank's
@@ -105,13 +105,29 @@ class Distributed:
         one-process gradient of the full batch."""
         if not self.active:
             return values
-        from torch.distributed.nn.functional import all_reduce
-
-        return all_reduce(values)
+        return _SumOverRanks.apply(values)
 
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """y = Σ_ranks x, on every rank; ∂L/∂x = Σ_ranks ∂L/∂y (every rank's y depends on every
+    rank's x).  What ``torch.distributed.nn.functional.all_reduce`` did for a sum before
+    torch deprecated it in favour of a private module."""
+
+    @staticmethod
+    def forward(ctx: Any, values: torch.Tensor) -> torch.Tensor:
+        total = values.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 def from_environment(mode: bool | str, device: torch.device) -> Distributed:
