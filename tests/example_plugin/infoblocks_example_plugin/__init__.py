@@ -66,8 +66,7 @@ class PCARegression(Recipe):
             {"name": "pca_init", "n_components": self.n_components}]}}
 
     def default_models(self):
-        return {"main": {"name": "mlp", "hidden_dims": list(self.hidden_dims),
-                         "out_dim": self.n_components}}
+        return {"main": {"name": "mlp", "hidden_dims": list(self.hidden_dims)}}
 
     def default_phases(self):
         return [{"name": "regression", "epochs": self.epochs, "learning_rate": self.learning_rate,
@@ -79,7 +78,8 @@ class PCARegression(Recipe):
         x = as_tensor(x, "x", ndim=2)
         spec = self.routine_spec()
         return Routine(dataset={"data": x}, global_relations=self.build_globals(spec),
-                       models={"main": self.build_model("main", spec, in_dim=x.shape[1])},
+                       models={"main": self.build_model("main", spec, in_dim=x.shape[1],
+                                                        out_dim=self.n_components)},
                        phases=self.build_phases(spec), seed=self.seed)
 
     def fit(self, x, *, checkpoint=None, resume=False):
