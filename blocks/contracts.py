@@ -109,5 +109,18 @@ def check_phase(phase: TrainingPhase, state: TrainState) -> None:
                 f"{_label(phase.validation.loss)} reports only {_names(reports)} (and 'loss').")
 
 
-__all__ = ["BatchType", "ContractError", "check_phase", "ITEMS", "EDGES", "MARGINAL_PAIRS",
-           "ROWS_COLS", "SIMULATIONS"]
+def check_yields(phase: TrainingPhase, batch: dict[str, Any], state: TrainState) -> None:
+    """The phase's first batch holds every field its sampler declares (``batch_fields``):
+    otherwise the sampler, not the loss that reads the field, is named."""
+    sampler = phase.sampler
+    fields = sampler.batch_fields(state) if hasattr(sampler, "batch_fields") else None
+    missing = sorted(set(fields or ()) - set(batch))
+    if missing:
+        raise ContractError(
+            f"Phase {phase.name!r}: {_label(sampler)} declares the batch field(s) {missing} "
+            f"(its batch_type / batch_fields), but its batch holds only {_names(batch)}. "
+            "Yield them, or declare only the fields the sampler yields.")
+
+
+__all__ = ["BatchType", "ContractError", "check_phase", "check_yields", "ITEMS", "EDGES",
+           "MARGINAL_PAIRS", "ROWS_COLS", "SIMULATIONS"]

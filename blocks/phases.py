@@ -23,7 +23,7 @@ import torch
 
 from .base import as_data, block_field
 from .callbacks import Callback, EarlyStopping
-from .contracts import check_phase
+from .contracts import check_phase, check_yields
 from .errors import NumericalError, ValidationError
 from .numerics import cosine_factor
 from .optim import OptimizerBlock, make_adam
@@ -291,6 +291,8 @@ class TrainingPhase:
             for batch in self.sampler.batches(state):
                 if sharded:
                     batch = self.sampler.shard(batch, state.dist.rank, state.dist.world_size)
+                if epoch == start and not collected:  # the phase's first batch
+                    check_yields(self, batch, state)
                 out = self.loss(batch, models, state)
                 value = out.value
                 if self.l1_strength > 0:

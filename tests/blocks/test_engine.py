@@ -231,3 +231,30 @@ def test_a_loaded_routine_resumes_training_from_its_saved_spec(tmp_path):
     again.train()
     assert again.history.rows[-1]["position"] < first
     assert Routine.load(tmp_path / "r").apply(x).shape == (300, 2)
+
+
+def test_a_sampler_that_does_not_yield_a_declared_field_is_named():
+    # the loss that reads the field is not the culprit: the sampler declared it
+    from typing import ClassVar
+
+    import attrs
+
+    from infoblocks.blocks.contracts import ContractError
+    from infoblocks.blocks.samplers import ItemSampler
+
+    @attrs.define
+    class Forgetful(ItemSampler):
+        name: ClassVar[str] = "forgetful_items"
+
+        def batches(self, state):
+            for batch in super().batches(state):
+                yield {k: v for k, v in batch.items() if k != "positions"}
+
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    routine = Routine(dataset={"data": x, "positions": x[:, :2]},
+                      models={"main": MLP(in_dim=3, out_dim=2, hidden_dims=(4,))},
+                      phases=[TrainingPhase(name="fit", epochs=1, loss="position",
+                                            sampler=Forgetful(batch_size=20))])
+    with pytest.raises(ContractError, match=r"Phase 'fit': sampler 'forgetful_items' declares "
+                                            r"the batch field\(s\) \['positions'\]"):
+        routine.train()
