@@ -292,6 +292,13 @@ class Routine:
             from .resume import read_checkpoint
 
             saved = read_checkpoint(checkpoint)
+        fingerprint = None if checkpoint is None else self._fingerprint()
+        if saved is not None and saved.get("routine", fingerprint) != fingerprint:
+            raise ValidationError(
+                f"The checkpoint in {checkpoint} was written by a routine configured otherwise "
+                f"({_differences(json.loads(saved['routine']), json.loads(fingerprint))}); "
+                "resuming would mix the two. Resume with the configuration it was written "
+                "with, or delete the checkpoint to start afresh.")
         first, resumed_phase = 0, None
         if saved is not None:
             names = [p.name for p in chosen]
@@ -318,29 +325,38 @@ class Routine:
                 # dropout etc.: reproducible per phase (and per warm-started run)
                 torch.manual_seed(self.seed + 1 + k + (7919 * self._runs if warm_start else 0))
                 writer = None if checkpoint is None else self._checkpoint_writer(
-                    Path(checkpoint), checkpoint_every)
+                    Path(checkpoint), checkpoint_every, fingerprint)
                 with naming_blocks(f"phase {phase.name!r}"):  # an error in a block names it
                     phase.run(self.state, callbacks, checkpoint=writer, warm_start=warm_start,
                               resume=resumed_phase if k == first else None)
                 if checkpoint is not None:  # the phase's end state (best weights restored)
-                    self._write_phase_end(Path(checkpoint), phase)
+                    self._write_phase_end(Path(checkpoint), phase, fingerprint)
         for cb in callbacks:
             cb.on_train_end(self.state)
         self._runs += 1
         self.models.eval()
         return self
 
-    def _checkpoint_writer(self, directory: Path, every: int) -> Any:
+    def _fingerprint(self) -> str:
+        """The routine's configuration as a checkpoint records it (seed, models, phases; live
+        objects by type, arrays by shape), so that a resume with another one is refused."""
+        return json.dumps({"seed": self.seed, "models": self.model_specs,
+                           "phases": [p.describe() for p in self.phases]},
+                          default=_fingerprint_default, sort_keys=True)
+
+    def _checkpoint_writer(self, directory: Path, every: int, fingerprint: str | None) -> Any:
         from .resume import write_checkpoint
 
         def write(payload: dict[str, Any], final: bool) -> None:
             if self.dist.is_main and not final and (payload["epoch"] + 1) % every == 0:
                 write_checkpoint(directory, {**payload, "complete": False,
+                                             "routine": fingerprint,
                                              "history": json.dumps(self.history.rows,
                                                                    default=_json_default)})
         return write
 
-    def _write_phase_end(self, directory: Path, phase: TrainingPhase) -> None:
+    def _write_phase_end(self, directory: Path, phase: TrainingPhase,
+                         fingerprint: str | None) -> None:
         from .resume import rng_states, write_checkpoint
 
         if not self.dist.is_main:
@@ -348,7 +364,7 @@ class Routine:
         write_checkpoint(directory, {
             "phase": phase.name, "complete": True, "models": self.models.state_dict(),
             "history": json.dumps(self.history.rows, default=_json_default),
-            **rng_states(self.state)})
+            "routine": fingerprint, **rng_states(self.state)})
 
     def check(self, phases: Sequence[TrainingPhase] | None = None) -> None:
         """Check every phase's declared contracts (sampler ↔ loss ↔ globals ↔ models) before
@@ -562,6 +578,40 @@ def _load_state(module: torch.nn.Module, weights: dict[str, Any], name: str,
                 "was trained with.") from None
         raise _not_saved(spec_file, f"the weights of model {name!r} do not fit its "
                                     f"architecture ({' '.join(lines)[:300]})") from None
+
+
+def _fingerprint_default(value: Any) -> Any:
+    """A checkpoint's record of a value JSON cannot hold: a block by its description, an
+    array by its shape and type, anything else (a function, a simulator) by its type."""
+    if isinstance(value, Block):
+        return value.describe()
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return f"<{type(value).__name__} {tuple(value.shape)} {value.dtype}>"
+    if isinstance(value, (np.generic, Path)):
+        return _json_default(value)
+    return f"<{type(value).__qualname__}>"
+
+
+def _differences(saved: Any, now: Any, path: str = "", limit: int = 4) -> str:
+    """Where two records differ: ``path: saved -> now`` for the first few places."""
+    found: list[str] = []
+
+    def walk(a: Any, b: Any, where: str) -> None:
+        if len(found) >= limit or a == b:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                walk(a.get(key, "(unset)"), b.get(key, "(unset)"),
+                     f"{where}.{key}" if where else str(key))
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for k, (x, y) in enumerate(zip(a, b)):
+                name = x.get("name") if isinstance(x, dict) else None
+                walk(x, y, f"{where}[{name or k}]")
+        else:
+            found.append(f"{where or 'the routine'}: {str(a)[:60]} then, {str(b)[:60]} now")
+
+    walk(saved, now, path)
+    return "; ".join(found)
 
 
 def _json_default(value: Any) -> Any:

@@ -127,8 +127,25 @@ def test_a_checkpoint_of_other_models_is_named(tmp_path):
     other = Routine(dataset={"data": other.dataset["data"], "positions": other.dataset["positions"]},
                     phases=other.phases, seed=3,
                     models={"main": MLP(in_dim=5, out_dim=2, hidden_dims=(8,))})
-    with pytest.raises(ValidationError, match="written by a routine with other models"):
+    with pytest.raises(ValidationError, match=r"written by a routine configured otherwise "
+                                              r"\(.*models.main.hidden_dims: \[16, 16\] then, "
+                                              r"\[8\] now"):
         other.train(checkpoint=tmp_path / "c", resume=True)
+
+
+def test_a_resume_with_another_optimizer_or_sampler_is_refused_by_key(tmp_path):
+    # resuming would mix two configurations: a raw KeyError of torch's optimizer state, or
+    # (another sampler) silently a run of neither configuration
+    _build().train(checkpoint=tmp_path / "c")
+    import attrs
+
+    for change, key in (({"optimizer": "sgd"}, r"phases\[main\].optimizer: adamw then, sgd now"),
+                        ({"sampler": {"name": "items", "batch_size": 7}},
+                         r"phases\[main\].sampler.batch_size: 32 then, 7 now")):
+        other = _build()
+        other.phases[-1] = attrs.evolve(other.phases[-1], **change)
+        with pytest.raises(ValidationError, match=key):
+            other.train(checkpoint=tmp_path / "c", resume=True)
 
 
 TORCHRUN = BUILD + textwrap.dedent('''
