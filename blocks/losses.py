@@ -62,11 +62,26 @@ class Loss(Block):
 
     def checkpoint_state(self) -> dict[str, Any]:
         """The state this loss owns that a resumed run needs (tensors and plain data; caches
-        that are recomputed need not be included).  Default: none."""
-        return {}
+        that are recomputed need not be included).  Default: the block's public attrs fields
+        set after construction (``init=False``, no leading underscore) that hold a tensor or
+        a number — a moving average kept on the block — so a plugin loss that keeps one is
+        resumed with it; override to save other state."""
+        if not attrs.has(type(self)):
+            return {}
+        return {f.name: value for f in attrs.fields(type(self))
+                if not f.init and not f.name.startswith("_")
+                and isinstance(value := getattr(self, f.name), (torch.Tensor, int, float))}
 
     def restore_state(self, saved: dict[str, Any]) -> None:
-        """Put back what :meth:`checkpoint_state` returned (after ``on_phase_start``)."""
+        """Put back what :meth:`checkpoint_state` returned (after ``on_phase_start``);
+        default: the fields the default :meth:`checkpoint_state` saved."""
+        names = {f.name for f in attrs.fields(type(self))} if attrs.has(type(self)) else set()
+        for name, value in saved.items():
+            if name in names:
+                current = getattr(self, name)
+                if isinstance(current, torch.Tensor) and isinstance(value, torch.Tensor):
+                    value = value.to(current.device)
+                object.__setattr__(self, name, value)
 
     def __call__(self, batch: dict[str, torch.Tensor], models: torch.nn.ModuleDict,
                  state: TrainState) -> LossOutput:

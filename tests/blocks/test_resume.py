@@ -184,3 +184,30 @@ def test_two_processes_killed_mid_phase_resume_from_rank_0s_checkpoint(tmp_path)
     for key, value in a.models.state_dict().items():
         assert torch.allclose(value, b.models.state_dict()[key], rtol=1e-6, atol=1e-7), key
     assert [r["epoch"] for r in b.history.rows] == [r["epoch"] for r in a.history.rows]
+
+
+def test_a_loss_keeps_its_moving_average_through_a_checkpoint_by_default():
+    # a plugin loss that keeps a running statistic on the block, as the bound protocol
+    # describes, resumes with it without writing checkpoint_state (a cache stays out)
+    from typing import ClassVar
+
+    import attrs
+
+    from infoblocks.blocks.losses import Loss
+
+    @attrs.define
+    class Averaging(Loss):
+        name: ClassVar[str] = "averaging_test_loss"
+        rate: float = 0.1
+        running: torch.Tensor | None = attrs.field(init=False, default=None)
+        steps: int = attrs.field(init=False, default=0)
+        _cache: torch.Tensor | None = attrs.field(init=False, default=None)
+
+    loss = Averaging()
+    loss.running, loss.steps, loss._cache = torch.tensor([0.25]), 7, torch.ones(3)
+    saved = loss.checkpoint_state()
+    assert set(saved) == {"running", "steps"}  # not `rate` (a setting), not the cache
+    fresh = Averaging()
+    fresh.restore_state(saved)
+    assert torch.equal(fresh.running, torch.tensor([0.25])) and fresh.steps == 7
+    assert fresh._cache is None
