@@ -28,6 +28,7 @@ import torch
 from torch.optim import optimizer as torch_optimizer
 
 from .base import Block
+from .errors import ValidationError
 
 #: the Adam keywords the lean step implements exactly (with ``fused=True``); anything else
 #: (``amsgrad=True``, ``maximize=True``, ``capturable``, ``differentiable``, ``foreach``) goes
@@ -243,6 +244,11 @@ class OptimizerBlock(Block):
         if cls is None:
             raise NotImplementedError(f"{type(self).__name__}: set the class attribute "
                                       "`optimizer` or override build().")
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+            raise ValidationError(
+                f"{type(self).__name__} (optimizer {self.name!r}): its class attribute "
+                f"`optimizer` must be a torch.optim.Optimizer subclass, got {cls!r}; set it to "
+                "one, or override build(params, lr, weight_decay) to return an optimizer.")
         decay = {"weight_decay": weight_decay} if weight_decay else {}
         return cls(params, lr=lr, **decay, **attrs.asdict(self, recurse=False))
 

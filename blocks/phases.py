@@ -198,12 +198,17 @@ class TrainingPhase:
                                                        **self.optimizer_options},
                                          path=f"phases.{self.name}.optimizer_options")
             try:
-                return built.build(params, lr=self.learning_rate,
-                                   weight_decay=self.weight_decay)
+                optimizer = built.build(params, lr=self.learning_rate,
+                                        weight_decay=self.weight_decay)
             except (TypeError, ValueError) as error:
                 raise ValidationError(f"Phase {self.name!r}: optimizer {self.optimizer!r} "
                                       f"cannot be built ({error}); check its options and "
                                       "`weight_decay`.") from None
+            if not isinstance(optimizer, torch.optim.Optimizer):
+                raise ValidationError(f"Phase {self.name!r}: optimizer {self.optimizer!r}'s "
+                                      f"build() returned a {type(optimizer).__name__}, not a "
+                                      "torch.optim.Optimizer.")
+            return optimizer
         cls = optimizer_class(self.optimizer)  # any torch.optim class, with its own keywords
         decay = {"weight_decay": self.weight_decay} if self.weight_decay else {}
         try:

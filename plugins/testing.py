@@ -42,6 +42,12 @@ from .manager import InfoblocksPlugins, get_plugin_manager, reset_plugin_manager
 from .registry import BASE_FOR_KIND, Registry
 
 
+#: the methods each kind's base leaves to its subclasses (a block must define them)
+_LEFT_TO_SUBCLASSES = {"loss": ("__call__",), "relation": ("compute",), "model": ("build",),
+                       "sampler": ("num_batches", "batches"), "distance": ("pairwise", "paired"),
+                       "placement": ("place",)}
+
+
 def _kind_of(cls: type) -> str:
     for kind, base in BASE_FOR_KIND.items():
         if isinstance(cls, type) and issubclass(cls, base):
@@ -76,6 +82,11 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
     description = block.describe()
     assert description["name"] == cls.name
     _check_contracts(kind, block)
+    for method in _LEFT_TO_SUBCLASSES.get(kind, ()):
+        if getattr(cls, method) is getattr(BASE_FOR_KIND[kind], method):
+            from infoblocks.blocks.base import not_implemented
+
+            raise not_implemented(block, method)
     if kind == "distance":
         gen = torch.Generator().manual_seed(0)
         a, b = torch.randn(5, 3, generator=gen), torch.randn(4, 3, generator=gen)

@@ -91,3 +91,24 @@ def test_conformance_builds_models_and_optimizers_and_names_a_missing_method():
         check_block(Uphill)
     with pytest.raises(NotImplementedError, match=r"does not define pairwise\(\)"):
         check_block(NoPairwise)
+
+
+def test_conformance_names_a_loss_without_call_and_an_optimizer_class_that_is_not_torchs():
+    from infoblocks.blocks.errors import ValidationError
+    from infoblocks.blocks.optim import OptimizerBlock
+
+    @attrs.define
+    class Silent(Loss):
+        name: ClassVar[str] = "silent_loss"
+
+    @attrs.define
+    class Dictionary(OptimizerBlock):
+        name: ClassVar[str] = "dictionary_optimizer"
+        optimizer: ClassVar = dict
+
+    with pytest.raises(NotImplementedError, match=r"Silent \(loss 'silent_loss'\) does not "
+                                                  r"define __call__\(\)"):
+        check_block(Silent)
+    with pytest.raises(ValidationError, match=r"`optimizer` must be a torch.optim.Optimizer "
+                                              r"subclass, got <class 'dict'>"):
+        check_block(Dictionary)
