@@ -8,6 +8,7 @@ initialisation, every sampler and any dropout, without touching the user's globa
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -130,11 +131,17 @@ def _require_plugin_blocks(spec: dict[str, Any], spec_file: Path) -> None:
     from infoblocks.plugins.registry import get_registry
 
     registry = get_registry()
+    saved = spec.get("plugin_blocks") or {}
+    now = _plugin_blocks({"names": [b.partition(" ")[2].strip("'") for b in saved]})
     missing: dict[str, list[str]] = {}
-    for block, plugin in (spec.get("plugin_blocks") or {}).items():
+    for block, plugin in saved.items():
         kind, _, name = block.partition(" ")
         if (kind, name.strip("'")) not in registry:
             missing.setdefault(plugin, []).append(block)
+        elif now.get(block, plugin) != plugin:
+            warnings.warn(f"{spec_file.parent} was saved with {block} of {plugin}; this Python "
+                          f"has {now[block]}: a changed default or method of the plugin may "
+                          "change what the loaded model computes.", stacklevel=3)
     if missing:
         listed = "; ".join(f"{', '.join(blocks)} from plugin {plugin}"
                            for plugin, blocks in missing.items())

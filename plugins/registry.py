@@ -172,13 +172,7 @@ class Registry:
         if kind == "recipe":
             return cls.from_dict(params)
         label = f"{path} ({kind} {name!r})" if path else f"{kind} {name!r}"
-        try:
-            return structure(params, cls, path or f"{kind} {name!r}", label=label)
-        except ConfigError as exc:
-            if attrs.has(cls) and "extra fields" in str(exc):
-                valid = [f.name for f in attrs.fields(cls) if f.init]
-                raise ConfigError(f"{exc} Its parameters are {valid}.") from None
-            raise
+        return structure(params, cls, path or f"{kind} {name!r}", label=label)  # names the keys
 
 
 def get_registry() -> Registry:

@@ -38,15 +38,19 @@ from infoblocks.plugins.registry import get_registry, recipe_from_dict
 
 
 def _demo_recipes() -> dict[str, type]:
-    """Demo name -> recipe class; a recipe named ``parametric_umap`` is also ``umap``."""
+    """Demo name -> recipe class; a built-in recipe named ``parametric_umap`` is also
+    ``umap`` (a plugin's recipe only by its own name: no two plugins share an alias)."""
     demos: dict[str, type] = {}
+    builtin: set[str] = set()
     for entry in get_registry().entries("recipe"):
         if entry.block.has_demo():
             demos[entry.name] = entry.block
-    for name, cls in list(demos.items()):
+            if entry.plugin == "recipes":
+                builtin.add(entry.name)
+    for name in sorted(builtin):
         short = name.split("_", 1)[1] if "_" in name else None
         if short and short not in demos:
-            demos[short] = cls
+            demos[short] = demos[name]
     for entry in get_registry().entries("recipe"):  # further demos a recipe names (mi-sweep)
         for name in _extra_demos(entry.block):
             demos.setdefault(name, entry.block)

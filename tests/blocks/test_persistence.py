@@ -130,12 +130,21 @@ def test_a_model_saved_with_a_plugin_block_names_the_plugin_when_it_is_missing(
         "model 'wide_mlp_of_a_plugin'": "wide_models"}
     loaded = Routine.load(path)  # the plugin is there
     assert torch.equal(loaded.models["main"][0].weight, routine.models["main"][0].weight)
+    spec = json.loads((path / "routine.json").read_text())  # saved under another version
+    spec["plugin_blocks"]["model 'wide_mlp_of_a_plugin'"] = "wide_models (wide-models==0.1)"
+    (path / "routine.json").write_text(json.dumps(spec))
+    with pytest.warns(UserWarning, match=r"saved with model 'wide_mlp_of_a_plugin' of "
+                                         r"wide_models \(wide-models==0.1\); this Python has "
+                                         r"wide_models"):
+        Routine.load(path)
     with_plugin = get_plugin_manager()
     reset_plugin_manager(InfoblocksPlugins(strict=True).load())  # a Python without it
     try:
         with pytest.raises(ValidationError, match=r"saved with plugin blocks this Python does "
                                                   r"not have: model 'wide_mlp_of_a_plugin' "
-                                                  r"from plugin wide_models\. Install"):
+                                                  r"from plugin wide_models \(wide-models=="
+                                                  r"0\.1\)\. Install the plugin \(pip install "
+                                                  r"wide-models==0\.1\)"):
             Routine.load(path)
     finally:
         reset_plugin_manager(with_plugin)

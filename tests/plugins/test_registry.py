@@ -32,7 +32,8 @@ def test_build_from_name_dict_and_nested_dicts():
 
 
 def test_bad_parameters_list_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"Its parameters are \['model', 'input', 'target', 'target_model'\]"):
+    with pytest.raises(ConfigError, match=r"the known keys are \['input', 'model', 'target', "
+                                          r"'target_model'\]\. Did you mean 'target' for 'targte'"):
         get_registry().build("loss", {"name": "position", "targte": "pca"})
     with pytest.raises(ConfigError, match="needs a 'name' key"):
         get_registry().build("loss", {"target": "pca"})
