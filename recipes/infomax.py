@@ -201,8 +201,9 @@ class InfoMax(Recipe):
     #: own noise); "edge": the same floor at most the isotropic noise that the smallest
     #: principal variance allows (Marchenko–Pastur's lower edge: noise of variance s² keeps
     #: every sample eigenvalue above (1 − √(D/n))² s²), so noise-free data whose trailing
-    #: components are signal get a smaller unit (:func:`noise_floor`); "scale": 1 (the scaled
-    #: input's RMS column scale)
+    #: components are signal get a smaller unit (:func:`noise_floor`; measured, docs/infomax.md
+    #: round 4: the noisy rows unchanged, the noise-free ones fold — ten d5 0.053 against 0.024
+    #: — so "floor" stays the default); "scale": 1 (the scaled input's RMS column scale)
     noise_unit: str = attrs.field(default="floor", validator=one_of("floor", "edge", "scale"))
     whitening: str = attrs.field(default="none", validator=one_of(*WHITENING))
     nested: bool = True

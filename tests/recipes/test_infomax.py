@@ -22,7 +22,7 @@ from infoblocks.recipes.infomax import (LINSKER_OPTIONS, PCA_START_OPTIONS, Info
                                         linear_regression_mse, noise_floor, sanity_problem)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from infomax_bench import pca_form, semi_supervised, ten_functions  # noqa: E402
+from infomax_bench import pca_form, sd_components, semi_supervised, ten_functions  # noqa: E402
 
 #: var x of x ~ U(−1, 1): the LR-MSE of a code that carries nothing about x
 VAR_X = 1 / 3
@@ -625,6 +625,19 @@ def test_digits_probe_beats_pca16_on_the_mean_of_three_splits():
 def test_demo_quick(tmp_path):
     result = InfoMax.demo(tmp_path, quick=True)
     assert result["lr_mse"] <= 0.05 and Path(result["figure"]).exists()
+
+
+def test_sd_components_separate_the_data_draw_from_the_initialisation():
+    # the bench's --tables sd: rows = data draws, columns = initialisations
+    only_data = sd_components([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0], [3.0, 3.0, 3.0]])
+    assert only_data["within"] == 0 and only_data["data"] == pytest.approx(1.0)
+    only_init = sd_components([[1.0, 2.0, 3.0]] * 3)
+    assert only_init["within"] == pytest.approx(1.0) and only_init["data"] == 0
+    assert only_init["between"] == 0 and only_init["mean"] == pytest.approx(2.0)
+    # both: the data component is the between-draw sd less the initialisation's share
+    both = sd_components([[0.0, 2.0], [10.0, 12.0]])
+    assert both["within"] == pytest.approx(math.sqrt(2))
+    assert both["data"] == pytest.approx(math.sqrt(50 - 2 / 2))
 
 
 def test_pca_helper_matches_the_issue_anchor():
