@@ -41,7 +41,7 @@ from ..numerics import pca_axes
 from ..state import TrainState
 from ..validators import non_negative, non_negative_int, one_of, positive, positive_int
 from .bounds import MIBound, dv_bound, js_value
-from .scores import BatchScores, _rows_error, critic_pairwise, scalar_output
+from .scores import BatchScores, critic_pairwise, scalar_output
 
 #: ridge added to the batch covariance before its Cholesky factor (codes are O(1) after the
 #: encoder's bounded output; 1e-4 keeps a nearly collinear batch invertible in float32)
@@ -377,35 +377,8 @@ def _whole_batch(batch: dict[str, torch.Tensor], x_key: str, whole_x: torch.Tens
 
 class _ShardScores(BatchScores):
     """The scores of this rank's rows of the batch (torch.distributed) against every column,
-    with leading axes (one per prefix of the nested bound): each reduction is the whole
-    batch's, one differentiable all-reduce for all the leading entries at once (the base
-    class's distributed reductions take 1-D scores, one all-reduce each)."""
-
-    def _global_mean(self, values: torch.Tensor) -> torch.Tensor:
-        count = values.new_tensor([float(values.shape[-1])])
-        total = self.dist.differentiable_sum(torch.cat([values.sum(-1).reshape(-1), count]))
-        return (total[:-1] / total[-1]).view(values.shape[:-1])
-
-    def log_mean_exp(self, clip: float | None = None) -> torch.Tensor:
-        if clip is None and self._lme is not None:
-            return self._lme
-        t = self.negatives if clip is None else self.negatives.clamp(-clip, clip)
-        world, rank = self.dist.world_size, self.dist.rank
-        lse = torch.logsumexp(t, -1).reshape(1, -1)  # this rank's, every leading entry
-        slots = torch.tensor([rank], device=t.device)
-        local = t.new_zeros((world, lse.shape[1])).index_copy(0, slots, lse)
-        gathered = self.dist.differentiable_sum(
-            torch.cat([local.reshape(-1), t.new_tensor([float(t.shape[-1])])]))
-        value = (torch.logsumexp(gathered[:-1].view(world, -1), 0)
-                 - torch.log(gathered[-1])).view(t.shape[:-1])
-        if clip is None:
-            self._lme = value
-        return value
-
-    def row_log_mean_exp(self) -> torch.Tensor:
-        if self.matrix is None:
-            raise _rows_error()
-        return torch.logsumexp(self.matrix, -1) - math.log(self.matrix.shape[-1])
+    with leading axes (one per prefix of the nested bound): the base class's reductions, each
+    the whole batch's in one differentiable all-reduce for all the leading entries."""
 
     def prefix(self, k: int) -> _ShardScores:
         """The scores of leading entry ``k`` (one prefix)."""

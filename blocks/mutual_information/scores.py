@@ -85,7 +85,7 @@ class BatchScores:
     reduction is the one of the *whole* batch: local sums are summed over the ranks through
     :meth:`~infoblocks.blocks.distributed.Distributed.differentiable_sum`, so a bound has the
     same value on every rank as in one process and its gradient, averaged by the engine, is the
-    one-process gradient (1-D scores only)."""
+    one-process gradient (leading axes too: one all-reduce per reduction for all of them)."""
 
     def __init__(self, joint: torch.Tensor, negatives: torch.Tensor,
                  matrix: torch.Tensor | None = None, dist: Any = None) -> None:
@@ -107,12 +107,13 @@ class BatchScores:
         return cls(matrix[rows, columns], matrix[mask], matrix, dist)
 
     def _global_mean(self, values: torch.Tensor) -> torch.Tensor:
-        """Mean over the last axis, over every rank's values when distributed."""
+        """Mean over the last axis, over every rank's values when distributed (every leading
+        entry and the count in one all-reduce)."""
         if self.dist is None:
             return values.mean(-1)
-        total = self.dist.differentiable_sum(torch.stack(
-            [values.sum(-1), values.new_tensor(float(values.shape[-1]))]))
-        return total[0] / total[1]
+        count = values.new_tensor([float(values.shape[-1])])
+        total = self.dist.differentiable_sum(torch.cat([values.sum(-1).reshape(-1), count]))
+        return (total[:-1] / total[-1]).view(values.shape[:-1])
 
     def mean_joint(self, fn: Fn = None) -> torch.Tensor:
         if fn is not None:
@@ -130,14 +131,15 @@ class BatchScores:
         t = self.negatives if clip is None else self.negatives.clamp(-clip, clip)
         if self.dist is None:
             value = torch.logsumexp(t, -1) - math.log(t.shape[-1])
-        else:  # every rank's logsumexp and count, gathered by one (differentiable) sum
+        else:  # every rank's logsumexps (one per leading entry) and count, in one sum
             world, rank = self.dist.world_size, self.dist.rank
-            one_hot = torch.zeros(world, dtype=t.dtype, device=t.device)
-            one_hot[rank] = 1.0
-            local = torch.cat([one_hot * torch.logsumexp(t, -1),
-                               t.new_tensor([float(t.shape[-1])])])
-            gathered = self.dist.differentiable_sum(local)
-            value = torch.logsumexp(gathered[:world], 0) - torch.log(gathered[world])
+            lse = torch.logsumexp(t, -1).reshape(1, -1)
+            slots = torch.tensor([rank], device=t.device)
+            local = t.new_zeros((world, lse.shape[1])).index_copy(0, slots, lse)
+            gathered = self.dist.differentiable_sum(
+                torch.cat([local.reshape(-1), t.new_tensor([float(t.shape[-1])])]))
+            value = (torch.logsumexp(gathered[:-1].view(world, -1), 0)
+                     - torch.log(gathered[-1])).view(t.shape[:-1])
         if clip is None:
             self._lme = value
         return value
@@ -145,7 +147,7 @@ class BatchScores:
     def row_log_mean_exp(self) -> torch.Tensor:
         if self.matrix is None:
             raise _rows_error()
-        return torch.logsumexp(self.matrix, 1) - math.log(self.matrix.shape[1])
+        return torch.logsumexp(self.matrix, -1) - math.log(self.matrix.shape[-1])
 
     def mean_items(self, values: torch.Tensor) -> torch.Tensor:
         return self._global_mean(values)
