@@ -35,6 +35,18 @@ from .errors import ConfigError, NotFittedError, ValidationError
 #: key of the recipe name in dict / TOML form
 RECIPE_KEY = "recipe"
 
+
+def _phase_defaults() -> dict[str, Any]:
+    """The optimizer settings of a phase that leaves them out (:meth:`Recipe.routine_spec`
+    states them)."""
+    from .phases import TrainingPhase
+
+    fields = {f.name: f.default for f in attrs.fields(TrainingPhase)}
+    return {k: fields[k] for k in ("optimizer", "learning_rate", "lr_schedule", "weight_decay")}
+
+
+_PHASE_DEFAULTS = _phase_defaults()
+
 TRANSIENT = {"transient": True}
 
 
@@ -171,7 +183,12 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         set the same key to different values, and :class:`ValidationError` where a
         hyperparameter has the wrong type (``standardize="no"`` for a bool)."""
         check_types(self, type(self).__name__, shortcut_fields(type(self)))
-        return expand_sections(self)
+        spec = expand_sections(self)
+        # every phase's optimizer settings, the engine's defaults where the recipe leaves them
+        # out: a plugin recipe's full config says what runs, as the built-ins' do
+        spec["phases"] = [{**p, **{k: v for k, v in _PHASE_DEFAULTS.items() if k not in p}}
+                          if isinstance(p, dict) else p for p in spec.get("phases") or []]
+        return spec
 
     def phase_specs(self) -> list[dict[str, Any]]:
         """The phases that training runs, as dicts (defaults merged with ``phases``)."""

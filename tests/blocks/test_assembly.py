@@ -131,6 +131,9 @@ def test_full_dict_round_trips(tmp_path):
     recipe = Projection(epochs=12, models={"main": {"activation": "tanh"}})
     full = recipe.to_dict(full=True)
     assert full["phases"][0]["epochs"] == 12 and full["models"]["main"]["activation"] == "tanh"
+    # the full form also states the engine's optimizer defaults the recipe left out
+    assert {k: full["phases"][0][k] for k in ("optimizer", "lr_schedule", "weight_decay")} \
+        == {"optimizer": "adam", "lr_schedule": "none", "weight_decay": 0.0}
     again = recipe_from_dict(full)
     assert again.routine_spec() == recipe.routine_spec()
     text = recipe.to_toml(tmp_path / "r.toml", full=True)
