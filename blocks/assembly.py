@@ -200,9 +200,12 @@ def _nearby_sections(recipe: Recipe, field: attrs.Attribute) -> dict[str, Any] |
 def expand_sections(recipe: Recipe) -> dict[str, Any]:
     """The recipe's expanded sections; :class:`ConfigError` on a shortcut/section conflict.
 
-    A block (or a list of blocks) the sections replace receives what a shortcut the user set
-    gave its default, where it has the field (:func:`_carry`); a shortcut whose every value
-    is lost that way is a :class:`ShortcutWarning`."""
+    A block the sections name in place of a default receives what the shortcuts give the
+    default block, where it has the field and its table leaves it out: a shortcut the user set
+    (:func:`_carry`), and a numeric one at its default (a batch size, a start scale); a list of
+    blocks (``transforms``) what a shortcut the user set gave its entries of the same name
+    (:func:`_carry_list`).  A set shortcut whose every value is lost that way is a
+    :class:`ShortcutWarning`."""
     path = recipe.name or type(recipe).__name__
     explicit = {k: getattr(recipe, k) for k in SECTIONS}
     defaults = recipe.default_sections()
@@ -263,6 +266,22 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
                 f"{path}: `{field.name}` = {getattr(recipe, field.name)!r} reaches no block: "
                 + "; ".join(lost) + ". Set the value in the block's own table, or remove "
                 f"`{field.name}`.", ShortcutWarning, stacklevel=4)
+    # a numeric shortcut left at its default reaches a block named in place of the default
+    # too (a batch size, a start scale, a number of components): a drop-in replacement runs
+    # with the recipe's settings, as the built-in block would; its own table still wins
+    blocks = set(replaced.values())
+    for field in shortcut_fields(type(recipe)) if blocks else ():
+        if field.default is attrs.NOTHING or \
+                not _same(getattr(recipe, field.name), _field_default(field)):
+            continue  # a required setting, or one the user set (carried above)
+        nearby = _nearby_sections(recipe, field)
+        if not nearby:
+            continue
+        for block in blocks:
+            parent = _at(merged, block[:-1])
+            tuned = _tuned(_at(rebuilt, block), _at(nearby, block))
+            if tuned and isinstance(parent, dict) and block[-1] in parent:
+                parent[block[-1]], _ = _filled(parent[block[-1]], tuned, _dotted(block))
     return merged
 
 
@@ -303,24 +322,23 @@ def _tuned(default: Any, alternative: Any) -> dict[str, Any]:
             and not _same(v, alternative.get(k, _MISSING))}
 
 
-def _block_fields(name: Any) -> set[str] | None:
+def _block_attributes(name: Any) -> dict[str, attrs.Attribute] | None:
     """Init fields of the block registered as ``name`` in exactly one kind (None: unknown)."""
     from .base import BLOCK_KINDS
 
     registry = _registry()
     kinds = [kind for kind in BLOCK_KINDS if isinstance(name, str) and (kind, name) in registry]
-    fields = block_fields(kinds[0], name) if len(kinds) == 1 else None
-    return None if fields is None else set(fields)
+    return block_fields(kinds[0], name) if len(kinds) == 1 else None
 
 
 def _filled(spec: Any, tuned: dict[str, Any], where: str) -> tuple[Any, list[str]]:
     """``spec`` with the ``tuned`` keys its block has and leaves out; the keys it lacks (an
     empty list also when some key went across: the shortcut reached this block)."""
-    fields = _block_fields(_block_name(spec))
+    fields = _block_attributes(_block_name(spec))
     if fields is None:
         return spec, []
     params = {"name": spec} if isinstance(spec, str) else dict(spec)
-    params.update({k: copy.deepcopy(v) for k, v in tuned.items()
+    params.update({k: as_declared(fields[k], copy.deepcopy(v)) for k, v in tuned.items()
                    if k in fields and k not in params})
     lost = [f"`{where}` is now {_block_name(spec)!r}, which has no field `{k}`"
             for k in tuned if k not in fields]

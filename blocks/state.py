@@ -67,8 +67,12 @@ class TrainState:
 
             have = sorted(self.globals) + (sorted(self.dataset) if self.dataset is not None
                                            else [])
+            hint = "" if self.dataset is not None else (
+                " This routine holds no data (a loaded routine keeps the weights and the "
+                "blocks, not the rows): give it the data, Routine.load(path, dataset={...}), "
+                "or compute the value from the data in your own code.")
             raise ValidationError(
-                f"No global relation or dataset array named {key!r}; available: {have}."
+                f"No global relation or dataset array named {key!r}; available: {have}.{hint}"
             )
         if lazy or not isinstance(value, LazyRows):
             return value

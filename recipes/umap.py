@@ -417,9 +417,23 @@ class EmbeddingRecipe(Recipe):
         layout = routine.models["layout"] if "layout" in routine.models else None
         trained = any(phase.epochs > 0 and "layout" in (phase.trainable or ())
                       for phase in routine.phases)
-        if trained and hasattr(layout, "positions"):
+        if not trained or layout is None:
+            return self._embed(routine.dataset["data"])
+        if hasattr(layout, "positions"):  # the built-in free coordinates: the table itself
             return layout.positions.detach().cpu().clone()
-        return self._embed(routine.dataset["data"])
+        # any layout model (a plugin's): index (m,) -> (m, n_components), the slot's contract
+        n = routine.dataset.n_items
+        was_training = layout.training
+        layout.eval()
+        with torch.no_grad():
+            index = torch.arange(n, device=routine.device)
+            positions = torch.cat([layout(index[i:i + 65536]) for i in range(0, n, 65536)])
+        layout.train(was_training)
+        _check(tuple(positions.shape) == (n, self.n_components),
+               f"The layout model gives positions of shape {tuple(positions.shape)} for the "
+               f"{n} items; `models.layout` must map the item indices (m,) to (m, "
+               f"{self.n_components}) (docs/plugins.md, the layout slot).")
+        return positions.detach().cpu().float()
 
     def _default_kernel(self) -> Any:
         """The kernel spec of the placement when the fit's last phase has none with a logit."""

@@ -48,6 +48,9 @@ def test_plugin_recipe_from_a_toml_config(tmp_path):
     recipe_class = get_registry().get("recipe", "pca_regression")
     loaded = recipe_class.load(tmp_path / "out" / "model")
     assert type(loaded) is recipe_class and loaded.loss == "position" and loaded.epochs == 40
+    with pytest.raises(ValidationError, match=r"This routine holds no data \(a loaded "
+                                              r"routine keeps the weights"):
+        loaded.relative_error(_data())  # its globals need the rows: the message says so
     refit = recipe_class(epochs=40, loss="position").fit(_data())  # the same fit in-process
     assert np.allclose(loaded.routine_.apply(_data()), refit.routine_.apply(_data()), atol=1e-5)
     with pytest.raises((ConfigError, ValidationError), match="pca_regression"):

@@ -431,3 +431,53 @@ def test_a_wrong_encoder_on_load_is_refused_up_front(tmp_path):
     loaded = ParametricUMAP.load(tmp_path / "m", encoder=_Wrap(encoder()),
                                  device=torch.device("cpu"))
     assert np.allclose(loaded.transform(x), model.transform(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("recipe", ["parametric_umap", "parametric_tsne"])
+def test_a_plugin_layout_model_is_the_embedding(infoblocks_plugin, recipe):
+    # author4: a layout model without the built-in's `positions` table made embedding_ the
+    # network's f(X), silently; the slot's contract (index (m,) -> (m, n_components)) is what
+    # the recipe reads now
+    from typing import ClassVar
+
+    import attrs
+
+    from infoblocks.blocks.embedding.layout import FreePositions
+    from infoblocks.plugins import hookimpl
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, table):
+            super().__init__()
+            self.table = table  # its on_phase_start (the start from `positions`) still runs
+
+        def forward(self, index):
+            return self.table(index)
+
+    @attrs.define
+    class WrappedPositions(FreePositions):
+        name: ClassVar[str] = "wrapped_positions"
+
+        def build(self):
+            return Wrapped(super().build())
+
+    class _Plugin:
+        @hookimpl
+        def register_models(self):
+            return [WrappedPositions]
+
+    infoblocks_plugin(_Plugin(), "test_layout_model")
+    x = get_registry().build("dataset", "digits").load()["data"][:300].astype(np.float32)
+    options = ({"layout_epochs": 30, "epochs": 2, "init_epochs": 2} if recipe == "parametric_umap"
+               else {"layout_epochs": 15, "init_epochs": 2, "perplexity": 15})
+    fitted = recipe_from_dict({"recipe": recipe, "seed": 0, **options,
+                               "models": {"layout": {"name": "wrapped_positions"}}}).fit(x)
+    # the recipe's start scale (the numeric shortcut layout_scale, left at its default)
+    # reaches the replacement as it reached free_positions
+    scale = fitted.routine_spec()["models"]["layout"].get("scale")
+    assert scale == fitted.layout_scale
+    layout = fitted.routine_.models["layout"]
+    with torch.no_grad():
+        expected = layout(torch.arange(300)).numpy()
+    np.testing.assert_array_equal(fitted.embedding_, expected)
+    assert not np.allclose(fitted.embedding_, fitted.transform(x, refine=False), atol=1e-3)
+    assert trustworthiness(x, fitted.embedding_, k=15) >= 0.95
