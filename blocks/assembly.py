@@ -362,7 +362,8 @@ def _carry(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alternat
 def _carry_list(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alternative: Any
                 ) -> list[str]:
     """:func:`_carry` for a list of blocks the sections replaced (``transforms``): what a set
-    shortcut gave a default entry goes to the new list's first entry of the same name."""
+    shortcut gave a default entry goes to the new list's first entry of the same name, else,
+    in a list of the same length, to the entry in its place."""
     parent = _at(merged, path[:-1])
     if not isinstance(parent, dict) or not isinstance(parent.get(path[-1]), list) or \
             not isinstance(alternative, list) or len(alternative) != len(default):
@@ -373,6 +374,8 @@ def _carry_list(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alt
         if not tuned:
             continue
         same = [i for i, e in enumerate(entries) if _block_name(e) == _block_name(entry)]
+        if not same and len(entries) == len(default):
+            same = [k]  # the entry in its place (a plugin's init in place of pca_init)
         if not same:
             lost.append(f"`{_dotted(path)}` no longer has {_block_name(entry)!r}")
             continue

@@ -338,6 +338,13 @@ def test_a_shortcut_you_set_reaches_the_block_that_replaced_its_default():
     graph = ParametricUMAP(local_connectivity=2.0, globals={"graph": {"transforms": [
         "connectivity_rescale", {"name": "symmetrize"}]}}).routine_spec()["globals"]["graph"]
     assert graph["transforms"][0] == {"name": "connectivity_rescale", "local_connectivity": 2.0}
+    # ... and in a list of the same length, the entry in its place under another name (a
+    # plugin's init in place of pca_init gets n_components; author4)
+    from infoblocks.recipes import ParametricTSNE
+
+    positions = ParametricTSNE(n_components=3, globals={"positions": {"transforms": [
+        "spectral_init"]}}).routine_spec()["globals"]["positions"]
+    assert positions["transforms"] == [{"name": "spectral_init", "n_components": 3}]
     # an explicit value still conflicts with the shortcut, naming both
     with pytest.raises(ConfigError, match=r"`seed` = 3 and `phases.train.validation.sampler"
                                           r".fixed_seed` = 9 both set this value"):
