@@ -77,6 +77,7 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
         block = cls(**(example or {}))
         again = registry.build("recipe", block.to_dict())
         assert again.to_dict() == block.to_dict(), "to_dict/from_dict does not round-trip"
+        _check_recipe_names(block)
         return block
     block = registry.build(kind, {"name": cls.name, **(example or {})})
     description = block.describe()
@@ -126,6 +127,53 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
             f"place must return one position per new point (7, 2), got {out!r:.80}"
         assert torch.isfinite(out).all(), "place must return finite positions"
     return block
+
+
+def _check_recipe_names(recipe: Any) -> None:
+    """Every block the recipe's default routine names is registered (in some kind): the
+    globals' relations and transforms, the models, each phase's sampler, loss, optimizer and
+    validation blocks, the evaluation slots."""
+    from infoblocks.blocks.base import BLOCK_KINDS
+    from infoblocks.blocks.errors import ValidationError
+    from infoblocks.blocks.phases import optimizer_class
+
+    from .registry import get_registry
+
+    known = get_registry()
+    spec = recipe.routine_spec()
+
+    def check(value: Any, where: str) -> None:
+        name = value if isinstance(value, str) else (
+            value.get("name") if isinstance(value, dict) else None)
+        if isinstance(name, str) and not any((k, name) in known for k in BLOCK_KINDS):
+            raise AssertionError(f"{type(recipe).__qualname__}: its default routine names "
+                                 f"{name!r} at {where}, which no plugin registers")
+
+    for key, entry in (spec.get("globals") or {}).items():
+        if isinstance(entry, dict):
+            check(entry.get("relation"), f"globals.{key}.relation")
+            for k, t in enumerate(entry.get("transforms") or []):
+                check(t, f"globals.{key}.transforms[{k}]")
+    for key, entry in (spec.get("models") or {}).items():
+        check(entry, f"models.{key}")
+    for phase in spec.get("phases") or []:
+        where = f"phases.{phase.get('name')}"
+        for slot in ("sampler", "loss"):
+            check(phase.get(slot), f"{where}.{slot}")
+        optimizer = phase.get("optimizer")
+        if isinstance(optimizer, str):
+            try:  # the engine's own, a registered block, or a torch.optim name
+                optimizer_class(optimizer)
+            except ValidationError:
+                raise AssertionError(f"{type(recipe).__qualname__}: its default routine names "
+                                     f"the optimizer {optimizer!r} at {where}.optimizer, which "
+                                     "is neither registered nor in torch.optim") from None
+        validation = phase.get("validation") or {}
+        if isinstance(validation, dict):
+            for slot in ("sampler", "loss"):
+                check(validation.get(slot), f"{where}.validation.{slot}")
+    for key, entry in (spec.get("evaluation") or {}).items():
+        check(entry, f"evaluation.{key}")
 
 
 def _check_model(block: Any) -> None:

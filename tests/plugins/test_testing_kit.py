@@ -112,3 +112,19 @@ def test_conformance_names_a_loss_without_call_and_an_optimizer_class_that_is_no
     with pytest.raises(ValidationError, match=r"`optimizer` must be a torch.optim.Optimizer "
                                               r"subclass, got <class 'dict'>"):
         check_block(Dictionary)
+
+
+def test_conformance_names_a_block_a_recipe_names_but_nobody_registers():
+    from infoblocks.blocks.recipe import Recipe
+
+    @attrs.define(kw_only=True)
+    class Dangling(Recipe):
+        name: ClassVar[str] = "dangling_recipe"
+
+        def default_phases(self):
+            return [{"name": "fit", "epochs": 1, "sampler": {"name": "items"},
+                     "loss": {"name": "no_such_loss_anywhere"}}]
+
+    with pytest.raises(AssertionError, match=r"names 'no_such_loss_anywhere' at "
+                                             r"phases.fit.loss, which no plugin registers"):
+        check_block(Dangling)
