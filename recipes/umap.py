@@ -419,9 +419,7 @@ class EmbeddingRecipe(Recipe):
                       for phase in routine.phases)
         if not trained or layout is None:
             return self._embed(routine.dataset["data"])
-        if hasattr(layout, "positions"):  # the built-in free coordinates: the table itself
-            return layout.positions.detach().cpu().clone()
-        # any layout model (a plugin's): index (m,) -> (m, n_components), the slot's contract
+        # the layout model, built-in or a plugin's: index (m,) -> (m, n_components)
         n = routine.dataset.n_items
         was_training = layout.training
         layout.eval()

@@ -480,4 +480,4 @@ def test_a_plugin_layout_model_is_the_embedding(infoblocks_plugin, recipe):
         expected = layout(torch.arange(300)).numpy()
     np.testing.assert_array_equal(fitted.embedding_, expected)
     assert not np.allclose(fitted.embedding_, fitted.transform(x, refine=False), atol=1e-3)
-    assert trustworthiness(x, fitted.embedding_, k=15) >= 0.95
+    assert trustworthiness(x, fitted.embedding_, k=15) >= 0.95  # measured 0.969 / 0.987
