@@ -104,9 +104,9 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
-def _plugin_blocks(spec: dict[str, Any]) -> dict[str, str]:
-    """``"kind 'name'" -> "plugin (dist==version)"`` for the third-party blocks a saved spec
-    names (a block of a package other than infoblocks whose name appears in it), so that
+def _plugin_blocks(named: set[str]) -> dict[str, str]:
+    """``"kind 'name'" -> "plugin (dist==version)"`` for the third-party blocks among the
+    ``named`` strings (blocks of a package other than infoblocks), so that
     :meth:`Routine.load` can say which plugin to install when one is missing."""
     try:
         from infoblocks.plugins.manager import get_plugin_manager
@@ -114,7 +114,6 @@ def _plugin_blocks(spec: dict[str, Any]) -> dict[str, str]:
         manager = get_plugin_manager()
     except Exception:  # noqa: BLE001 - informative only, as the versions are
         return {}
-    named = set(_strings(spec))
     found = {}
     for entry in manager.registry.entries():
         package = manager.packages.get(entry.plugin)
@@ -132,7 +131,7 @@ def _require_plugin_blocks(spec: dict[str, Any], spec_file: Path) -> None:
 
     registry = get_registry()
     saved = spec.get("plugin_blocks") or {}
-    now = _plugin_blocks({"names": [b.partition(" ")[2].strip("'") for b in saved]})
+    now = _plugin_blocks({b.partition(" ")[2].strip("'") for b in saved})
     missing: dict[str, list[str]] = {}
     for block, plugin in saved.items():
         kind, _, name = block.partition(" ")
@@ -435,7 +434,7 @@ class Routine:
             "extra": dict(extra or {}),
         }
         text = json.dumps(spec, indent=2, default=_json_default)
-        plugin_blocks = _plugin_blocks(json.loads(text))
+        plugin_blocks = _plugin_blocks(set(_strings(json.loads(text))))
         if plugin_blocks:
             text = json.dumps({**json.loads(text), "plugin_blocks": plugin_blocks}, indent=2)
         weights = {name: {k: v.detach().cpu() for k, v in m.state_dict().items()}
