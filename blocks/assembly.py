@@ -114,6 +114,85 @@ def merge_sections(defaults: dict[str, Any], explicit: dict[str, Any], path: str
     return out
 
 
+def rebase_sections(explicit: dict[str, Any], before: dict[str, Any], after: dict[str, Any]
+                    ) -> dict[str, Any]:
+    """The sections of a file written by ``to_dict(full=True)`` (``config --full``), rebased
+    from the shortcut values it was written with onto the file's shortcuts now.
+
+    ``before`` / ``after``: the expanded routine of the shortcuts then / now, without
+    sections.  A value the file holds as the shortcuts then gave it is dropped (a table that
+    tunes the default block) or follows them (a block named in place of the default, an
+    entry of a list), so that a shortcut edited in the file reaches every key it fills; a
+    value that differs from what the shortcuts then gave (edited in the file, or a section
+    of the recipe that was written) stays, and conflicts with an edited shortcut as in any
+    config.  Returns the sections (None where nothing is left)."""
+    out: dict[str, Any] = {}
+    for key in SECTIONS:
+        given = explicit.get(key)
+        if given is None:
+            out[key] = None
+            continue
+        if key == "phases":
+            then = {p.get("name"): p for p in before.get(key) or [] if isinstance(p, dict)}
+            now = {p.get("name"): p for p in after.get(key) or [] if isinstance(p, dict)}
+            phases = []
+            for phase in given:
+                name = phase.get("name") if isinstance(phase, dict) else None
+                if name not in then:
+                    phases.append(phase)  # a phase of the file's own
+                    continue
+                rest = _rebase_table({k: v for k, v in phase.items() if k != "name"},
+                                     then[name], now.get(name, _MISSING))
+                if rest:
+                    phases.append({"name": name, **rest})
+            out[key] = phases or None
+        else:
+            out[key] = _rebase_table(given, before.get(key) or {}, after.get(key) or {}) or None
+    return out
+
+
+def _rebase_table(mine: dict[str, Any], before: Any, after: Any) -> dict[str, Any]:
+    """:func:`rebase_sections` for a table that tunes the block (or entry) of ``before``."""
+    out = {}
+    for key, value in mine.items():
+        then = before.get(key, _MISSING) if isinstance(before, dict) else _MISSING
+        now = after.get(key, _MISSING) if isinstance(after, dict) else _MISSING
+        if then is _MISSING:
+            out[key] = value  # not from the shortcuts
+        elif _same(value, then):
+            continue  # as the shortcuts gave it: the merge gives what they give now
+        elif isinstance(value, dict) and isinstance(then, dict) and \
+                value.get("name", then.get("name")) == then.get("name"):
+            rest = _rebase_table(value, then, now)
+            if rest:
+                out[key] = rest
+        else:
+            followed = _follow(value, then, now)
+            if followed is not _MISSING:
+                out[key] = followed
+    return out
+
+
+def _follow(mine: Any, before: Any, after: Any) -> Any:
+    """``mine`` (a block named in place of the default, a list of blocks) with the values it
+    holds as ``before`` held them replaced by what ``after`` holds (_MISSING: gone)."""
+    if _same(mine, before):
+        return _MISSING if after is _MISSING else copy.deepcopy(after)
+    if isinstance(mine, dict) and isinstance(before, dict):
+        out = {}
+        for key, value in mine.items():
+            then = before.get(key, _MISSING)
+            new = value if then is _MISSING else _follow(
+                value, then, after.get(key, _MISSING) if isinstance(after, dict) else _MISSING)
+            if new is not _MISSING:
+                out[key] = new
+        return out
+    if isinstance(mine, list) and isinstance(before, list) and isinstance(after, list) and \
+            len(mine) == len(before) == len(after):
+        return [_follow(m, b, a) for m, b, a in zip(mine, before, after)]
+    return mine
+
+
 # ---------------------------------------------------------------------------- conflicts
 
 
@@ -564,5 +643,5 @@ def build_phase(spec: Any, path: str, sampler_context: dict[str, Any] | None = N
 
 
 __all__ = ["SECTIONS", "ShortcutWarning", "section_field", "merge_entry", "merge_sections",
-           "expand_sections", "shortcut_fields", "block_fields", "as_declared", "fill_context",
+           "expand_sections", "rebase_sections", "shortcut_fields", "block_fields", "as_declared", "fill_context",
            "cap_fields", "build_global", "build_model", "build_phase"]

@@ -34,6 +34,8 @@ from .errors import ConfigError, NotFittedError, ValidationError
 
 #: key of the recipe name in dict / TOML form
 RECIPE_KEY = "recipe"
+#: key of a full form's table of the shortcut values its sections were expanded from
+EXPANDED_KEY = "expanded_from"
 
 
 def _phase_defaults() -> dict[str, Any]:
@@ -290,6 +292,9 @@ class Recipe(Block, metaclass=_CheckedConstructor):
             value = sections.get(key)
             if value or (key in sections and not full):
                 out[key] = _plain(cattrs.unstructure(value))
+        if full:  # what the sections were expanded from: an edited shortcut reaches them
+            out[EXPANDED_KEY] = {f.name: out[f.name] for f in shortcut_fields(type(self))
+                                 if f.name in out}
         return out
 
     @classmethod
@@ -306,9 +311,41 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         if transient:
             raise ConfigError(f"Invalid {cls.name}: {transient} cannot be given as data (live "
                               "objects or fitted results); pass them from Python.")
+        expanded = data.pop(EXPANDED_KEY, None)
         recipe = structure(data, cls, cls.name)
+        if expanded is not None:
+            recipe = recipe._rebased(expanded)
         recipe.routine_spec()  # a section that contradicts a shortcut fails here, by path
         return recipe
+
+    def _rebased(self, expanded: Any) -> Recipe:
+        """This recipe, read from a full form (``to_dict(full=True)``, ``config --full``)
+        written with the shortcut values ``expanded``, with its sections rebased onto the
+        shortcuts it has now (:func:`~infoblocks.blocks.assembly.rebase_sections`): a
+        shortcut edited in the file reaches every key it filled, and the sections keep what
+        differs from what the shortcuts gave (a block of one's own, an edited key)."""
+        from .assembly import rebase_sections
+
+        cls, path = type(self), f"{self.name}.{EXPANDED_KEY}"
+        if not isinstance(expanded, dict):
+            raise ConfigError(f"{path} must be the table of shortcut values that "
+                              f"`to_dict(full=True)` / `config --full` writes, got {expanded!r}; "
+                              "remove it to read the sections as they are.")
+        names = {f.name for f in shortcut_fields(cls)}
+        unknown = sorted(set(expanded) - names)
+        if unknown:
+            raise ConfigError(f"{path}: {unknown} are not settings of {cls.__name__}; the table "
+                              "holds the shortcut values the sections were written with "
+                              "(remove it to read the sections as they are).")
+        then = structure(dict(expanded), cls, path)
+        now = attrs.evolve(self, **{k: None for k in SECTIONS})
+
+        def expanded_routine(recipe: Recipe) -> dict[str, Any]:
+            return {k: _plain(cattrs.unstructure(v)) for k, v in recipe.routine_spec().items()}
+
+        before, after = expanded_routine(then), expanded_routine(now)
+        sections = rebase_sections({k: getattr(self, k) for k in SECTIONS}, before, after)
+        return attrs.evolve(self, **sections)
 
     def to_toml(self, path: str | Path | None = None, full: bool = False) -> str:
         import tomli_w
@@ -386,4 +423,4 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is a directory; give the config file.") from None
 
 
-__all__ = ["Recipe", "RECIPE_KEY", "read_toml", "transient_field"]
+__all__ = ["Recipe", "RECIPE_KEY", "EXPANDED_KEY", "read_toml", "transient_field"]

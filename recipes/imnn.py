@@ -43,7 +43,7 @@ from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationErro
 from infoblocks.blocks.fisher import (FIDUCIAL, FIDUCIAL_SAMPLE, FisherStatistics,
                                       optional_theta)
 from infoblocks.blocks.phases import TrainingPhase, optimizer_class
-from infoblocks.blocks.recipe import Recipe, transient_field
+from infoblocks.blocks.recipe import EXPANDED_KEY, Recipe, transient_field
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import non_negative, one_of, positive, positive_int
@@ -260,7 +260,9 @@ class IMNN(PosteriorInference, Recipe):
             with _fit_mode(self._mode):
                 resolved = {name: self.setting(name) for name in MODE_DEFAULTS[self._mode]
                             if getattr(self, name) is None}
-            out.update({k: v for k, v in resolved.items() if v is not None})
+            resolved = {k: v for k, v in resolved.items() if v is not None}
+            out.update(resolved)
+            out[EXPANDED_KEY] = {**out.get(EXPANDED_KEY, {}), **resolved}
         return out
 
     def default_models(self) -> dict[str, Any]:
