@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from infoblocks.blocks.assembly import SECTIONS
 from infoblocks.blocks.routine import Routine
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,12 +44,9 @@ class DIIPersistence:
         path = Path(path)
         routine = Routine.load(path, device=device)
         extra = dict(getattr(routine, "saved_extra", {}) or {})
-        recipe = cls.from_dict(extra)
-        # sections identical to what the shortcuts give are dropped again, so that
+        # the full form reads back without the sections the shortcuts give, so that
         # set_params(...) on the loaded recipe keeps working
-        plain = cls.from_dict({k: v for k, v in extra.items() if k not in SECTIONS})
-        if plain.to_dict(full=True) == recipe.to_dict(full=True):
-            recipe = plain
+        recipe = cls.from_dict(extra)
         recipe.device = device
         fitted = torch.load(path / FITTED_FILE, map_location="cpu", weights_only=True) \
             if (path / FITTED_FILE).exists() else {}

@@ -36,7 +36,6 @@ from attrs.validators import optional
 import numpy as np
 import torch
 
-from infoblocks.blocks.assembly import SECTIONS
 from infoblocks.blocks.data import as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.base import naming_blocks
 from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
@@ -583,12 +582,9 @@ class IMNN(PosteriorInference, Recipe):
         (``fit()`` without them says so)."""
         routine = Routine.load(path, models=None if network is None else {"main": network})
         extra = routine.saved_extra
-        recipe = cls.from_dict(extra["recipe"])
-        # sections that only repeat what the shortcuts give are dropped, so that set_params on
+        # the full form reads back without the sections the shortcuts give, so set_params on
         # a shortcut still reaches the routine
-        compact = cls.from_dict({k: v for k, v in extra["recipe"].items() if k not in SECTIONS})
-        if compact.routine_spec() == recipe.routine_spec():
-            recipe = compact
+        recipe = cls.from_dict(extra["recipe"])
         recipe.network = network
         fitted = extra["fitted"]
         recipe.routine_ = routine
