@@ -114,8 +114,8 @@ def merge_sections(defaults: dict[str, Any], explicit: dict[str, Any], path: str
     return out
 
 
-def rebase_sections(explicit: dict[str, Any], before: dict[str, Any], after: dict[str, Any]
-                    ) -> dict[str, Any]:
+def rebase_sections(explicit: dict[str, Any], before: dict[str, Any], after: dict[str, Any],
+                    compact: bool = True) -> dict[str, Any]:
     """The sections of a file written by ``to_dict(full=True)`` (``config --full``), rebased
     from the shortcut values it was written with onto the file's shortcuts now.
 
@@ -125,7 +125,9 @@ def rebase_sections(explicit: dict[str, Any], before: dict[str, Any], after: dic
     entry of a list), so that a shortcut edited in the file reaches every key it fills; a
     value that differs from what the shortcuts then gave (edited in the file, or a section
     of the recipe that was written) stays, and conflicts with an edited shortcut as in any
-    config.  Returns the sections (None where nothing is left)."""
+    config.  ``compact=False`` keeps every value (those the shortcuts gave, as they give them
+    now): for a recipe whose routine depends on whether a key is given at all.  Returns the
+    sections (None where nothing is left)."""
     out: dict[str, Any] = {}
     for key in SECTIONS:
         given = explicit.get(key)
@@ -142,16 +144,18 @@ def rebase_sections(explicit: dict[str, Any], before: dict[str, Any], after: dic
                     phases.append(phase)  # a phase of the file's own
                     continue
                 rest = _rebase_table({k: v for k, v in phase.items() if k != "name"},
-                                     then[name], now.get(name, _MISSING))
+                                     then[name], now.get(name, _MISSING), compact)
                 if rest:
                     phases.append({"name": name, **rest})
             out[key] = phases or None
         else:
-            out[key] = _rebase_table(given, before.get(key) or {}, after.get(key) or {}) or None
+            out[key] = _rebase_table(given, before.get(key) or {}, after.get(key) or {},
+                                     compact) or None
     return out
 
 
-def _rebase_table(mine: dict[str, Any], before: Any, after: Any) -> dict[str, Any]:
+def _rebase_table(mine: dict[str, Any], before: Any, after: Any, compact: bool
+                  ) -> dict[str, Any]:
     """:func:`rebase_sections` for a table that tunes the block (or entry) of ``before``."""
     out = {}
     for key, value in mine.items():
@@ -160,10 +164,12 @@ def _rebase_table(mine: dict[str, Any], before: Any, after: Any) -> dict[str, An
         if then is _MISSING:
             out[key] = value  # not from the shortcuts
         elif _same(value, then):
-            continue  # as the shortcuts gave it: the merge gives what they give now
+            # as the shortcuts gave it: the merge gives what they give now
+            if not compact and now is not _MISSING:
+                out[key] = copy.deepcopy(now)
         elif isinstance(value, dict) and isinstance(then, dict) and \
                 value.get("name", then.get("name")) == then.get("name"):
-            rest = _rebase_table(value, then, now)
+            rest = _rebase_table(value, then, now, compact)
             if rest:
                 out[key] = rest
         else:

@@ -343,8 +343,21 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         def expanded_routine(recipe: Recipe) -> dict[str, Any]:
             return {k: _plain(cattrs.unstructure(v)) for k, v in recipe.routine_spec().items()}
 
+        def meaning(sections: dict[str, Any]) -> dict[str, Any] | None:
+            """The routine of ``sections`` with the shortcuts the file was written with."""
+            try:
+                return expanded_routine(attrs.evolve(then, **sections))
+            except (ConfigError, ValidationError):
+                return None  # an edit that conflicts: reported by the caller's check
+
         before, after = expanded_routine(then), expanded_routine(now)
-        sections = rebase_sections({k: getattr(self, k) for k in SECTIONS}, before, after)
+        written = {k: getattr(self, k) for k in SECTIONS}
+        sections = rebase_sections(written, before, after)
+        if (meant := meaning(written)) is not None and meaning(sections) != meant:
+            # dropping a value changed the routine (a recipe that follows whether a key is
+            # given at all: InfoMax's validation loss): every value stays, following the
+            # shortcuts where they gave it
+            sections = rebase_sections(written, before, after, compact=False)
         return attrs.evolve(self, **sections)
 
     def to_toml(self, path: str | Path | None = None, full: bool = False) -> str:

@@ -322,6 +322,20 @@ class InfoMax(Recipe):
                 "loss": self._loss(), "metric": "mi", "mode": "max"}
         return [phase]
 
+    def routine_spec(self) -> dict[str, Any]:
+        """The expanded routine; a phase's validation scores the loss the phase trains (a
+        plugin's bound too) unless the sections give the validation a ``loss`` of its own —
+        in the spec, so that the saved and printed routine is the one that runs."""
+        spec = super().routine_spec()
+        given = {p.get("name"): p for p in self.phases or [] if isinstance(p, dict)}
+        for phase in spec["phases"]:
+            validation = phase.get("validation")
+            own = given.get(phase.get("name"), {}).get("validation")
+            if isinstance(validation, dict) and "loss" in phase and \
+                    not (isinstance(own, dict) and "loss" in own):
+                validation["loss"] = copy.deepcopy(phase["loss"])
+        return spec
+
     # ------------------------------------------------------------------ building
 
     def _encoder(self, in_dim: int) -> torch.nn.Module:
@@ -342,11 +356,6 @@ class InfoMax(Recipe):
         phase with held-out validation — every block through the registry."""
         x = torch.as_tensor(X, dtype=torch.float32)
         spec = self.routine_spec()
-        default_loss = self._loss()
-        for phase in spec["phases"]:  # validation scores the bound the phase trains, unless set
-            validation = phase.get("validation")
-            if isinstance(validation, dict) and validation.get("loss") == default_loss:
-                validation["loss"] = copy.deepcopy(phase.get("loss", default_loss))
         unit = 1.0 if self.noise_unit == "scale" else noise_floor(x, self.noise_unit)
         self.input_noise_ = self.input_noise * unit
         for phase in spec["phases"]:  # the channel's input noise in scaled input units

@@ -78,3 +78,21 @@ def test_a_broken_table_of_written_shortcuts_is_named():
     data[EXPANDED_KEY] = 3
     with pytest.raises(ConfigError, match="expanded_from must be the table"):
         ParametricUMAP.from_dict(data)
+
+
+BUILT_IN = ["parametric_umap", "parametric_tsne", "dii", "mine", "minee", "infonce", "nwj",
+            "smile", "infomax", "imnn"]
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_every_recipes_full_form_reads_back_to_its_routine(name):
+    from infoblocks.plugins.registry import get_registry
+
+    cls = get_registry().get("recipe", name)
+    settings = {"theta_fid": (0.0, 1.0)} if name == "imnn" else {}
+    recipe = cls(**settings, epochs=7)
+    again = cls.from_dict(written(recipe))
+    assert again.routine_spec() == recipe.routine_spec()
+    edited = written(recipe)
+    edited["epochs"] = 9  # every recipe has the shortcut; it reaches the phases it filled
+    assert cls.from_dict(edited).routine_spec() == cls(**settings, epochs=9).routine_spec()

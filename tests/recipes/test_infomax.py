@@ -197,12 +197,26 @@ def test_every_slot_is_a_registry_name_in_the_full_config():
     assert 'name = "infonce_loss"' in text and 'name = "joint_critic"' in text
 
 
+def test_validation_scores_the_trained_bound_unless_given_its_own_in_the_spec():
+    pytest.importorskip("infoblocks_example_plugin")
+    train = {"name": "train", "loss": {"bound": {"name": "js"}}}
+    phase = InfoMax(phases=[train]).routine_spec()["phases"][0]
+    assert phase["validation"]["loss"]["bound"]["name"] == "js"  # follows, and says so
+    # a validation loss of its own stays, even the default's (author5: it was replaced by
+    # the training loss while the saved routine said js_divergence)
+    own = {**train, "validation": {"loss": {"bound": {"name": "js_divergence"}}}}
+    phase = InfoMax(phases=[own]).routine_spec()["phases"][0]
+    assert phase["validation"]["loss"]["bound"]["name"] == "js_divergence"
+    assert phase["loss"]["bound"]["name"] == "js"
+    again = InfoMax.from_dict(InfoMax(phases=[own]).to_dict(full=True)).routine_spec()
+    assert again["phases"][0]["validation"]["loss"]["bound"]["name"] == "js_divergence"
+
+
 def test_a_critic_and_bound_swapped_from_the_sections():
     x, features = sanity_problem(6, n=400)
     model = InfoMax(n_components=2, epochs=2, models={"critic": {"name": "separable_critic",
                                                                   "embed_dim": 8}},
-                    phases=[{"name": "train", "negatives": None} if False else
-                            {"name": "train", "loss": {"critic_input": "data",
+                    phases=[{"name": "train", "loss": {"critic_input": "data",
                                                        "bound": {"name": "js_divergence"}},
                              "sampler": {"name": "marginal_pairs"}}])
     model.fit(features)
