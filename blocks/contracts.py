@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import torch
 
 from .errors import ContractError
 
@@ -34,6 +35,9 @@ class BatchType:
     name: str
     fields: frozenset[str] = attrs.field(converter=frozenset)
     doc: str = ""
+    #: (field, target) pairs: the field holds positions in the batch's ``target`` field
+    #: (``pos_source`` indexes ``items``); checked on a phase's first batch
+    positions: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=tuple)
 
 
 #: item batches: ``index`` (item indices, long) plus the dataset arrays and gathered globals
@@ -110,8 +114,9 @@ def check_phase(phase: TrainingPhase, state: TrainState) -> None:
 
 
 def check_yields(phase: TrainingPhase, batch: dict[str, Any], state: TrainState) -> None:
-    """The phase's first batch holds every field its sampler declares (``batch_fields``):
-    otherwise the sampler, not the loss that reads the field, is named."""
+    """The phase's first batch holds every field its sampler declares (``batch_fields``), and
+    its position fields (the batch type's ``positions``) index into their targets: otherwise
+    the sampler, not the loss that reads the field, is named."""
     sampler = phase.sampler
     fields = sampler.batch_fields(state) if hasattr(sampler, "batch_fields") else None
     missing = sorted(set(fields or ()) - set(batch))
@@ -120,7 +125,47 @@ def check_yields(phase: TrainingPhase, batch: dict[str, Any], state: TrainState)
             f"Phase {phase.name!r}: {_label(sampler)} declares the batch field(s) {missing} "
             f"(its batch_type / batch_fields), but its batch holds only {_names(batch)}. "
             "Yield them, or declare only the fields the sampler yields.")
+    sharded = " (this rank's shard)" if state.dist.active else ""
+    for field, target in getattr(getattr(sampler, "batch_type", None), "positions", ()):
+        index, into = batch.get(field), batch.get(target)
+        if not (torch.is_tensor(index) and hasattr(into, "__len__")) or index.numel() == 0:
+            continue
+        low, high = int(index.min()), int(index.max())
+        if low < 0 or high >= len(into):
+            raise ContractError(
+                f"Phase {phase.name!r}: {_label(sampler)}'s batch{sharded} holds `{field}` "
+                f"positions {low}..{high}, but `{target}` has {len(into)} entries. `{field}` "
+                f"holds positions in `{target}`"
+                + (": a `shard` that keeps part of the items must renumber the positions "
+                   "into its own `items`." if sharded else "."))
 
 
-__all__ = ["BatchType", "ContractError", "check_phase", "check_yields", "ITEMS", "EDGES",
+def check_shard(phase: TrainingPhase, part: dict[str, Any], state: TrainState) -> None:
+    """Under torchrun, the ranks' shards of the phase's first batch are not all the same: a
+    ``shard`` that keeps the whole batch on every rank trains each row ``world_size`` times
+    in a loss that sums over the ranks, and nothing else would say so.  Every rank takes part
+    (one all-reduce of each field's size, sum and sum of squares), so all ranks agree."""
+    if not state.dist.active:
+        return
+    names = sorted(k for k, v in part.items() if torch.is_tensor(v) and v.numel() > 0)
+    if not names or max(part[k].shape[0] if part[k].ndim else 1 for k in names) < 2:
+        return
+    rank, world = state.dist.rank, state.dist.world_size
+    stats = torch.zeros(world, len(names), 3, dtype=torch.float64, device=part[names[0]].device)
+    for j, k in enumerate(names):
+        v = part[k].detach().double()
+        stats[rank, j] = torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64,
+                                                   device=v.device), v.sum(), (v * v).sum()])
+    stats = state.dist.sum(stats)
+    if not bool((stats == stats[:1]).all()):
+        return
+    raise ContractError(
+        f"Phase {phase.name!r}: {_label(phase.sampler)}'s `shard(batch, rank, world_size)` "
+        f"gives all {world} ranks the same part of the first batch ({_names(names)}). Each "
+        "rank must keep its own part, the union over the ranks being the batch (e.g. rows "
+        "`rank::world_size`); the whole batch on every rank trains each row "
+        f"{world} times where a loss sums over the ranks.")
+
+
+__all__ = ["BatchType", "ContractError", "check_phase", "check_shard", "check_yields", "ITEMS", "EDGES",
            "MARGINAL_PAIRS", "ROWS_COLS", "SIMULATIONS"]

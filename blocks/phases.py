@@ -23,7 +23,7 @@ import torch
 
 from .base import as_data, block_field
 from .callbacks import Callback, EarlyStopping
-from .contracts import check_phase, check_yields
+from .contracts import check_phase, check_shard, check_yields
 from .errors import NumericalError, ValidationError
 from .numerics import cosine_factor
 from .optim import OptimizerBlock, make_adam
@@ -297,6 +297,7 @@ class TrainingPhase:
                 if sharded:
                     batch = self.sampler.shard(batch, state.dist.rank, state.dist.world_size)
                 if epoch == start and not collected:  # the phase's first batch
+                    check_shard(self, batch, state)
                     check_yields(self, batch, state)
                 out = self.loss(batch, models, state)
                 value = out.value

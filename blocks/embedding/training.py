@@ -27,7 +27,9 @@ from .umap_loss import edge_cross_entropy, log_form
 #: the dataset arrays at ``items`` (``data`` ...) and the per-item globals it gathers
 ITEM_EDGES = BatchType("item_edges", {"items", "pos_source", "pos_target", "neg_source",
                                       "neg_target"},
-                       "edges of a graph and negative pairs, as positions in the embedded items")
+                       "edges of a graph and negative pairs, as positions in the embedded items",
+                       positions=[(k, "items") for k in ("pos_source", "pos_target",
+                                                         "neg_source", "neg_target")])
 
 
 def _check(condition: bool, message: str) -> None:

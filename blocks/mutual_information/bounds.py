@@ -45,7 +45,7 @@ from ..errors import ValidationError
 from ..losses import Loss, LossOutput, get_model
 from ..state import TrainState
 from ..validators import positive
-from .fast_mlp import HandGradients, hand_backward, hand_forward, hand_parameters
+from .fast_mlp import HandGradients, hand_backward, hand_forward
 from .scores import BatchScores, critic_pairwise, scalar_output
 
 # ====================================================================== the bound functions
@@ -152,9 +152,13 @@ class MIBound(Loss):
         if self.rows or "x_marginal" not in batch:
             if dist is not None and dist.active and "y_columns" not in batch:
                 raise ValidationError(
-                    f"{type(self).__name__} needs every column of the batch under "
-                    "torch.distributed, but the sampler's shard holds only its own pairs; use "
-                    "the in-batch sampler (negatives = \"all_pairs\").")
+                    f"Bound {getattr(self, 'name', type(self).__name__)!r} scores in-batch "
+                    "negatives, which need every column of the batch under torch.distributed, "
+                    "but the sampler's shard holds only its own pairs (no `y_columns`). A "
+                    "sampler of your own: let its `shard` keep `y_columns` = every y of the "
+                    "batch and `columns` = the joint column of each kept row (docs/plugins.md, "
+                    "\"Under torchrun\" in the MI section); or use the built-in in-batch "
+                    "sampler (negatives = \"all_pairs\").")
             matrix = critic_pairwise(critic, x, batch.get("y_columns", y))
             return BatchScores.from_matrix(matrix, batch.get("columns"), dist=dist)
         b = len(x)

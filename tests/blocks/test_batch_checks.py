@@ -1,0 +1,79 @@
+"""The first batch of a phase names the sampler that breaks its contract: positions that do not
+index into the batch's items, and (under torchrun) a shard that is the same on every rank."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from infoblocks.blocks.contracts import check_yields
+from infoblocks.blocks.distributed import Distributed
+from infoblocks.blocks.embedding import ITEM_EDGES
+from infoblocks.blocks.errors import ContractError
+from infoblocks.plugins.testing import torchrun
+
+
+def edge_batch(n_items: int = 6) -> dict[str, torch.Tensor]:
+    return {"items": torch.arange(n_items), "pos_source": torch.tensor([0, 1, 2]),
+            "pos_target": torch.tensor([3, 4, 5]), "neg_source": torch.tensor([0, 1, 2]),
+            "neg_target": torch.tensor([5, 4, 3])}
+
+
+def phase_and_state(world_size: int = 1):
+    sampler = SimpleNamespace(kind="sampler", name="my_edges", batch_type=ITEM_EDGES,
+                              batch_fields=lambda state: ITEM_EDGES.fields)
+    return (SimpleNamespace(name="main", sampler=sampler),
+            SimpleNamespace(dist=Distributed(rank=0, world_size=world_size)))
+
+
+def test_edge_positions_that_leave_the_items_name_the_sampler():
+    phase, state = phase_and_state()
+    check_yields(phase, edge_batch(), state)  # in range: nothing to say
+    with pytest.raises(ContractError, match=r"sampler 'my_edges'.*`pos_target` positions "
+                                            r"3\.\.5, but `items` has 4 entries"):
+        check_yields(phase, {**edge_batch(), "items": torch.arange(4)}, state)
+    phase, state = phase_and_state(world_size=2)  # a shard that kept part of the items
+    with pytest.raises(ContractError, match="must renumber the positions into its own"):
+        check_yields(phase, {**edge_batch(), "items": torch.arange(4)}, state)
+
+
+SCRIPT = """
+import json, sys
+from types import SimpleNamespace
+import torch
+import torch.distributed as dist
+from infoblocks.blocks.contracts import check_shard
+from infoblocks.blocks.distributed import Distributed
+from infoblocks.blocks.errors import ContractError
+
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+state = SimpleNamespace(dist=Distributed(rank=rank, world_size=world))
+phase = SimpleNamespace(name="train", sampler=SimpleNamespace(kind="sampler", name="my_pairs"))
+torch.manual_seed(0)  # every rank draws the same batch
+whole = {"x": torch.randn(8, 3), "y_columns": torch.randn(8, 3), "rows_total": torch.tensor(8)}
+results = {}
+for label, part in [("own rows", {**whole, "x": whole["x"][rank::world]}),
+                    ("whole batch", whole)]:
+    try:
+        check_shard(phase, part, state)
+        results[label] = "ok"
+    except ContractError as exc:
+        results[label] = str(exc)
+with open(f"{sys.argv[1]}/rank{rank}.json", "w") as f:
+    json.dump(results, f)
+dist.destroy_process_group()
+"""
+
+
+def test_the_same_shard_on_every_rank_is_refused(tmp_path):
+    torchrun(SCRIPT, tmp_path, directory=tmp_path)
+    for rank in (0, 1):
+        results = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert results["own rows"] == "ok"  # rows split, columns whole: the MI samplers' shard
+        message = results["whole batch"]
+        assert "sampler 'my_pairs'" in message and "all 2 ranks the same part" in message
+        assert "trains each row 2 times" in message
