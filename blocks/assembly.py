@@ -269,15 +269,32 @@ def shortcut_fields(cls: type) -> list[attrs.Attribute]:
             and not f.metadata.get("transient")]
 
 
+def _moved(value: Any) -> Any:
+    """Another value of a shortcut's type, to see which keys it fills (_MISSING: none)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 1.25
+    if isinstance(value, str):
+        return value + "\u2032"  # a name no block has: it only marks where the value goes
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return type(value)([*value, value[-1]])  # one entry more (hidden sizes)
+    return _MISSING
+
+
 def _nearby_sections(recipe: Recipe, field: attrs.Attribute) -> dict[str, Any] | bool:
-    """The default sections with a numeric shortcut moved a little (False where it cannot
-    be): which keys of an entry the shortcut itself fills."""
-    value = getattr(recipe, field.name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """The default sections with a shortcut moved a little — a number, a flag, a name, a list
+    of sizes — (False where it cannot be): which keys of an entry the shortcut itself fills.
+    Validators are off for the moved value (another name is no registered block)."""
+    moved = _moved(getattr(recipe, field.name))
+    if moved is _MISSING:
         return False
     try:
-        return attrs.evolve(recipe, **{field.name: value + 1 if isinstance(value, int)
-                                       else value * 1.25}).default_sections()
+        with attrs.validators.disabled():
+            return attrs.evolve(recipe, **{field.name: moved}).default_sections()
     except Exception:  # noqa: BLE001
         return False
 
@@ -351,9 +368,11 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
                 f"{path}: `{field.name}` = {getattr(recipe, field.name)!r} reaches no block: "
                 + "; ".join(lost) + ". Set the value in the block's own table, or remove "
                 f"`{field.name}`.", ShortcutWarning, stacklevel=4)
-    # a numeric shortcut left at its default reaches a block named in place of the default
-    # too (a batch size, a start scale, a number of components): a drop-in replacement runs
-    # with the recipe's settings, as the built-in block would; its own table still wins
+    # a shortcut left at its default reaches a block named in place of the default too (a
+    # batch size, a start scale, a metric, an activation, hidden sizes): a drop-in
+    # replacement runs with the recipe's settings, as the built-in block would (UMAP's
+    # `transform` queries neighbours with the recipe's metric, so a k-NN relation of one's
+    # own must build the graph with it); its own table still wins
     blocks = set(replaced.values())
     for field in shortcut_fields(type(recipe)) if blocks else ():
         if field.default is attrs.NOTHING or \
@@ -401,8 +420,9 @@ def _explicit_lists(explicit: dict[str, Any]) -> list[tuple[tuple[Any, ...], Any
 def _tuned(default: Any, alternative: Any) -> dict[str, Any]:
     """The keys of the default block a shortcut set (where it differs from the block the
     shortcut's default gives)."""
-    if not isinstance(default, dict) or not isinstance(alternative, dict):
-        return {}
+    if not isinstance(default, dict) or not isinstance(alternative, dict) or \
+            default.get("name") != alternative.get("name"):
+        return {}  # (a shortcut that names the block chooses it; it fills no field of it)
     return {k: v for k, v in default.items() if k != "name"
             and not _same(v, alternative.get(k, _MISSING))}
 

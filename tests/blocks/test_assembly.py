@@ -328,7 +328,8 @@ def test_a_shortcut_you_set_reaches_the_block_that_replaced_its_default():
     phase = MINE(seed=3, batch_size=64, phases=[
         {"name": "train", "sampler": "all_pairs", "validation": {"sampler": "all_pairs"}}]
     ).routine_spec()["phases"][0]
-    assert phase["sampler"] == {"name": "all_pairs", "batch_size": 64}
+    # (and MINE's `replacement`, left at its default False, as the default sampler has it)
+    assert phase["sampler"] == {"name": "all_pairs", "batch_size": 64, "replacement": False}
     assert phase["validation"]["sampler"] == {"name": "all_pairs", "fixed_seed": 3}
     # the default block named again is kept as it is (not reduced to its bare defaults)
     kept = MINE(seed=3, phases=[{"name": "train", "validation": {"sampler": "marginal_pairs"}}]

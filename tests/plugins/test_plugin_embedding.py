@@ -61,7 +61,8 @@ def test_affinity_and_encoder_by_name_from_toml(digits):
     recipe = recipe_from_dict(tomllib.loads(CONFIG))
     spec = recipe.routine_spec()
     assert spec["globals"]["graph"]["relation"]["name"] == "neighbor_pdist"  # kept
-    assert spec["models"]["main"] == {"name": "residual_mlp", "width": 64}  # replaced whole
+    # replaced whole; the recipe's activation reaches the field it has
+    assert spec["models"]["main"] == {"name": "residual_mlp", "width": 64, "activation": "relu"}
     recipe.fit(digits)
     assert plugin.GaussianMembership.calls > affinity  # the graph was built with it
     assert plugin.ResidualMLP.calls > encoder  # the network that was trained

@@ -582,10 +582,12 @@ sampler = { name = "test_counting_simulations" }
     imnn = recipe_from_dict(tomllib.loads(text))
     phase = imnn.routine_spec()["phases"][0]
     # a new block by name replaces the default whole, but the shortcuts set here (theta_fid,
-    # n_s; not n_d, left at its default) reach the fields it has; the rest are filled from the
+    # n_s) and those left at their defaults (the flags and the derivative mode; not n_d,
+    # which has no default before fit) reach the fields it has; the rest are filled from the
     # recipe at fit time
     assert phase["sampler"] == {"name": "test_counting_simulations", "theta_fid": [0.0, 1.0],
-                                "n_s": 300}
+                                "n_s": 300, "batched": True, "derivative_mode": "autograd",
+                                "fresh": True}
     LogDetLoss.calls = CountingSimulations.draws = 0
     imnn.fit(simulator=gaussian_simulator)
     assert LogDetLoss.calls >= 5 and CountingSimulations.draws >= 5
