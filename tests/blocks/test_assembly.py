@@ -355,3 +355,18 @@ def test_a_shortcut_you_set_reaches_the_block_that_replaced_its_default():
     with pytest.warns(ShortcutWarning, match=r"`n_neighbors` = 30 reaches no block: "
                                              r"`globals.graph.relation` is now 'pdist'"):
         ParametricUMAP(n_neighbors=30, globals={"graph": {"relation": "pdist"}}).routine_spec()
+
+
+def test_a_name_flag_or_sizes_left_at_the_default_reach_a_drop_in_block():
+    from infoblocks.recipes import ParametricUMAP
+
+    # the metric transform queries neighbours with reaches a relation of one's own
+    spec = ParametricUMAP(globals={"graph": {"relation": "pdist"}}).routine_spec()
+    assert spec["globals"]["graph"]["relation"] == {"name": "pdist", "metric": "euclidean"}
+    # the encoder's activation and hidden sizes (a list) reach another model block
+    main = ParametricUMAP(models={"main": "mlp"}).routine_spec()["models"]["main"]
+    assert main["activation"] == "relu" and main["hidden_dims"] == [100, 100, 100]
+    # the block's own table still wins
+    main = ParametricUMAP(models={"main": {"name": "mlp", "activation": "tanh"}}
+                          ).routine_spec()["models"]["main"]
+    assert main["activation"] == "tanh"
