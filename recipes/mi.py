@@ -610,6 +610,14 @@ class MINEE(NeuralMIEstimator):
         return {**super().sampler_options(), "reference": self.reference,
                 "reference_factor": self.reference_factor}
 
+    def default_phases(self):
+        phases = super().default_phases()
+        for phase in phases:  # select on the sum of the critics' bounds, not on I (docs/mi.md)
+            loss = (phase.get("validation") or {}).get("loss")
+            if (loss.get("name") if isinstance(loss, dict) else loss) == self.validation_bound:
+                phase["validation"]["metric"] = "d_sum"
+        return phases
+
     def validation_sampler(self):
         if self.negatives != "reference":
             return super().validation_sampler()
@@ -645,6 +653,16 @@ class MINEE(NeuralMIEstimator):
                 "reference pairs through them. Use the sampler \"reference\", or implement "
                 "MI-NEE's reference protocol (docs/plugins.md, \"The batches of the MI "
                 "samplers\").")
+        # the final estimate reads all three critics: a training loss must train them all
+        trains = getattr(phase.loss, "required_models", lambda: frozenset())()
+        untrained = [m for m in ("critic_x", "critic_y") if m not in trains]
+        if untrained:
+            raise ConfigError(
+                f"minee.phases.train.loss: {getattr(phase.loss, 'name', phase.loss)!r} trains "
+                f"the model(s) {sorted(trains)}, but MI-NEE's estimate D_xy − D_x − D_y also "
+                f"reads {untrained}, which nothing would train. Use a loss that trains the "
+                "three critics (\"minee_loss\", or one of your own whose required_models() "
+                "names main, critic_x and critic_y; docs/plugins.md, MI-NEE).")
         # one reference for every sampler (fitted to all data), so the divergences agree
         samplers = [s for s in (phase.sampler, getattr(phase.validation, "sampler", None))
                     if hasattr(s, "fit_reference")]

@@ -217,6 +217,12 @@ def pair_interval(recipe: NeuralMIEstimator, level: float) -> tuple[float, float
                                    n_subsamples=recipe.n_subsamples, seed=recipe.seed)
 
 
+#: a final MI-NEE divergence below −this (nats) is reported: its critic did not converge
+NEGATIVE_DIVERGENCE = 0.02
+#: the critic of each MI-NEE divergence
+CRITICS_OF = {"d_xy": "main", "d_x": "critic_x", "d_y": "critic_y"}
+
+
 def minee_estimate(recipe: MINEE, routine: Any, x: torch.Tensor, y: torch.Tensor,
                    pairs: dict) -> None:
     """MI-NEE's three divergences on the evaluation items against fixed reference draws, each
@@ -236,6 +242,14 @@ def minee_estimate(recipe: MINEE, routine: Any, x: torch.Tensor, y: torch.Tensor
     d = {k: s.divergence(recipe.bound_) for k, s in recipe.scores_.items()}
     recipe.divergences_ = d
     recipe.estimate_nats_ = d["d_xy"] - d["d_x"] - d["d_y"]
+    negative = {k: round(v, 4) for k, v in d.items() if v < -NEGATIVE_DIVERGENCE}
+    if negative:  # a KL divergence is >= 0: that critic did not converge
+        warnings.warn(
+            f"MI-NEE: the divergence estimate(s) {negative} are negative, which a divergence "
+            f"cannot be: the critic(s) {[CRITICS_OF[k] for k in negative]} did not converge, and "
+            f"the estimate {recipe.estimate_nats_:.4f} nats is unreliable (a negative d_x or d_y "
+            "raises it, a negative d_xy lowers it). Lower `learning_rate`, train longer, or try standardize=\"rank\" for "
+            "skewed or heavy-tailed data.", MIConvergenceWarning, stacklevel=4)
     log_scale_x = float(torch.log(recipe.x_scale_.double()).sum())
     log_scale_y = float(torch.log(recipe.y_scale_.double()).sum())
     hx_ref, hy_ref = sampler.reference_entropies()

@@ -28,12 +28,14 @@ class MINEELoss(Loss):
     ``critic_y`` (on y).  The loss is −(D̂_xy + D̂_x + D̂_y) (each critic maximises its own
     bound), with MINE's log-domain moving average per term when ``ma_rate`` < 1 (kept on this
     block, reset at phase start).  Consumes ``x, y, x_reference, y_reference``; reports ``mi``,
-    ``d_xy``, ``d_x``, ``d_y``.
+    ``d_xy``, ``d_x``, ``d_y`` and ``d_sum`` = D̂_xy + D̂_x + D̂_y, the sum of the bounds the
+    critics maximise (what MI-NEE's validation selects on: ``mi`` is highest where a marginal
+    critic has collapsed, D̂_x < 0, and selecting on it keeps that critic).
     """
 
     name: ClassVar[str] = "minee_loss"
     consumes: ClassVar[frozenset[str]] = frozenset({"x", "y", "x_reference", "y_reference"})
-    reports: ClassVar[frozenset[str]] = frozenset({"mi", "d_xy", "d_x", "d_y"})
+    reports: ClassVar[frozenset[str]] = frozenset({"mi", "d_xy", "d_x", "d_y", "d_sum"})
     critic: str = "main"
     critic_x: str = "critic_x"
     critic_y: str = "critic_y"
@@ -77,7 +79,8 @@ class MINEELoss(Loss):
         loss_y, d_y = self._divergence(get_model(models, self.critic_y), (y,), (yr,), "y", dist)
         mi = d_xy - d_x - d_y
         return LossOutput(loss_xy + loss_x + loss_y,
-                          {"mi": mi, "d_xy": d_xy, "d_x": d_x, "d_y": d_y})
+                          {"mi": mi, "d_xy": d_xy, "d_x": d_x, "d_y": d_y,
+                           "d_sum": d_xy + d_x + d_y})
 
 
 @attrs.define(frozen=True, eq=False)
