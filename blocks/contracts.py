@@ -140,31 +140,60 @@ def check_yields(phase: TrainingPhase, batch: dict[str, Any], state: TrainState)
                    "into its own `items`." if sharded else "."))
 
 
-def check_shard(phase: TrainingPhase, part: dict[str, Any], state: TrainState) -> None:
-    """Under torchrun, the ranks' shards of the phase's first batch are not all the same: a
-    ``shard`` that keeps the whole batch on every rank trains each row ``world_size`` times
-    in a loss that sums over the ranks, and nothing else would say so.  Every rank takes part
-    (one all-reduce of each field's size, sum and sum of squares), so all ranks agree."""
+def _batch_stats(batch: dict[str, Any]) -> tuple[list[str], torch.Tensor | None]:
+    """Per tensor field with rows: its size, sum and sum of squares (float64)."""
+    names = sorted(k for k, v in batch.items() if torch.is_tensor(v) and v.numel() > 0)
+    if not names:
+        return names, None
+    rows = []
+    for k in names:
+        v = batch[k].detach().double()
+        rows.append(torch.stack([v.new_tensor(float(v.numel())), v.sum(), (v * v).sum()]))
+    return names, torch.stack(rows)
+
+
+def check_shard(phase: TrainingPhase, whole: dict[str, Any], part: dict[str, Any],
+                state: TrainState) -> None:
+    """Under torchrun, on the phase's first batch: every rank drew the same batch (from
+    ``state.generator``), and the ranks' shards of it are not all the same.  A sampler that
+    draws with a generator of its own gives each rank other rows, and a ``shard`` that keeps
+    the whole batch trains each row ``world_size`` times where a loss sums over the ranks;
+    nothing else would say so.  A batch the sampler drew as this rank's part already (it
+    holds a ``shard`` field, as the MI samplers' do) is not compared.  Every rank takes part
+    (one all-reduce), so all ranks agree."""
     if not state.dist.active:
         return
-    names = sorted(k for k, v in part.items() if torch.is_tensor(v) and v.numel() > 0)
-    if not names or max(part[k].shape[0] if part[k].ndim else 1 for k in names) < 2:
-        return
     rank, world = state.dist.rank, state.dist.world_size
-    stats = torch.zeros(world, len(names), 3, dtype=torch.float64, device=part[names[0]].device)
-    for j, k in enumerate(names):
-        v = part[k].detach().double()
-        stats[rank, j] = torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64,
-                                                   device=v.device), v.sum(), (v * v).sum()])
-    stats = state.dist.sum(stats)
-    if not bool((stats == stats[:1]).all()):
+    drawn = "shard" not in whole  # (else the sampler drew this rank's rows itself)
+    checks = [("part", *_batch_stats(part))] + ([("whole", *_batch_stats(whole))] if drawn else [])
+    checks = [(label, names, stats) for label, names, stats in checks if stats is not None]
+    if not checks:
         return
-    raise ContractError(
-        f"Phase {phase.name!r}: {_label(phase.sampler)}'s `shard(batch, rank, world_size)` "
-        f"gives all {world} ranks the same part of the first batch ({_names(names)}). Each "
-        "rank must keep its own part, the union over the ranks being the batch (e.g. rows "
-        "`rank::world_size`); the whole batch on every rank trains each row "
-        f"{world} times where a loss sums over the ranks.")
+    flat = torch.cat([stats.reshape(-1) for _, _, stats in checks])
+    table = torch.zeros(world, flat.numel(), dtype=torch.float64, device=flat.device)
+    table[rank] = flat
+    table = state.dist.sum(table)
+    offset = 0
+    for label, names, stats in checks:
+        block = table[:, offset:offset + stats.numel()].reshape(world, len(names), 3)
+        offset += stats.numel()
+        differ = [k for j, k in enumerate(names) if not bool((block[:, j] == block[:1, j]).all())]
+        same = not differ
+        if label == "whole" and not same:
+            raise ContractError(
+                f"Phase {phase.name!r}: {_label(phase.sampler)} drew different batches on the "
+                f"{world} ranks ({_names(differ)} differ). Under torchrun every rank draws the "
+                "same batch from `state.generator` (the shared seeded generator) and keeps its "
+                "part in `shard(batch, rank, world_size)`; draw with `state.generator`, not a "
+                "generator of your own or numpy's.")
+        if label == "part" and same and max(
+                part[k].shape[0] if part[k].ndim else 1 for k in names) > 1:
+            raise ContractError(
+                f"Phase {phase.name!r}: {_label(phase.sampler)}'s `shard(batch, rank, "
+                f"world_size)` gives all {world} ranks the same part of the first batch "
+                f"({_names(names)}). Each rank must keep its own part, the union over the "
+                "ranks being the batch (e.g. rows `rank::world_size`); the whole batch on every "
+                f"rank trains each row {world} times where a loss sums over the ranks.")
 
 
 __all__ = ["BatchType", "ContractError", "check_phase", "check_shard", "check_yields", "ITEMS", "EDGES",

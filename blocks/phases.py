@@ -293,11 +293,12 @@ class TrainingPhase:
             for cb in every:
                 cb.on_epoch_start(state)
             collected = []
-            for batch in self.sampler.batches(state):
+            for whole in self.sampler.batches(state):
+                batch = whole
                 if sharded:
-                    batch = self.sampler.shard(batch, state.dist.rank, state.dist.world_size)
+                    batch = self.sampler.shard(whole, state.dist.rank, state.dist.world_size)
                 if epoch == start and not collected:  # the phase's first batch
-                    check_shard(self, batch, state)
+                    check_shard(self, whole, batch, state)
                     check_yields(self, batch, state)
                 out = self.loss(batch, models, state)
                 value = out.value

@@ -1,5 +1,6 @@
 """The first batch of a phase names the sampler that breaks its contract: positions that do not
-index into the batch's items, and (under torchrun) a shard that is the same on every rank."""
+index into the batch's items, and (under torchrun) batches that differ between the ranks or a
+shard that is the same on every rank."""
 
 from __future__ import annotations
 
@@ -56,10 +57,14 @@ phase = SimpleNamespace(name="train", sampler=SimpleNamespace(kind="sampler", na
 torch.manual_seed(0)  # every rank draws the same batch
 whole = {"x": torch.randn(8, 3), "y_columns": torch.randn(8, 3), "rows_total": torch.tensor(8)}
 results = {}
-for label, part in [("own rows", {**whole, "x": whole["x"][rank::world]}),
-                    ("whole batch", whole)]:
+own = {**whole, "x": whole["x"][rank::world]}
+mine = {**whole, "x": whole["x"] + rank}  # a batch drawn with a generator of one's own
+for label, drawn, part in [("own rows", whole, own), ("whole batch", whole, whole),
+                           ("other draws", mine, {**mine, "x": mine["x"][rank::world]}),
+                           ("drawn as its part", {**own, "shard": torch.tensor([rank, world])},
+                            own)]:
     try:
-        check_shard(phase, part, state)
+        check_shard(phase, drawn, part, state)
         results[label] = "ok"
     except ContractError as exc:
         results[label] = str(exc)
@@ -69,7 +74,7 @@ dist.destroy_process_group()
 """
 
 
-def test_the_same_shard_on_every_rank_is_refused(tmp_path):
+def test_other_draws_on_the_ranks_or_the_same_shard_everywhere_are_refused(tmp_path):
     torchrun(SCRIPT, tmp_path, directory=tmp_path)
     for rank in (0, 1):
         results = json.loads((tmp_path / f"rank{rank}.json").read_text())
@@ -77,3 +82,6 @@ def test_the_same_shard_on_every_rank_is_refused(tmp_path):
         message = results["whole batch"]
         assert "sampler 'my_pairs'" in message and "all 2 ranks the same part" in message
         assert "trains each row 2 times" in message
+        assert "drew different batches on the 2 ranks (x differ" in results["other draws"]
+        assert "draw with `state.generator`" in results["other draws"]
+        assert results["drawn as its part"] == "ok"  # the MI samplers' own shards: not compared
