@@ -551,18 +551,6 @@ class SMILE(NeuralMIEstimator):
         return {"clip": self.clip}
 
 
-#: above this many input features (x and y together) MI-NEE's three divergences stop
-#: cancelling: on benchmark-mi's dense Gaussian task (ρ = 0.5, n = 5,000, seed 0) its error was
-#: −0.015 nats at 5 + 5 features, +0.12 at 10 + 10, +0.49 at 15 + 15 and +1.02 at 25 + 25,
-#: where MINE's was −0.04 to −0.07 (docs/mi.md); ``fit`` warns above it
-MINEE_MAX_FEATURES = 10
-
-
-class MIDimensionWarning(UserWarning):
-    """An estimator used where its estimate was measured to be far off (MI-NEE in high
-    dimension)."""
-
-
 @attrs.define(kw_only=True)
 class MINEE(NeuralMIEstimator):
     """MI-NEE: I = D(P_XY‖P_X'×P_Y') − D(P_X‖P_X') − D(P_Y‖P_Y') against i.i.d. draws from a
@@ -633,13 +621,6 @@ class MINEE(NeuralMIEstimator):
                           "min_reference": evaluation.MIN_FINAL_REFERENCE}}
 
     def build(self, x, y, fresh=None):
-        features = int(x.shape[1]) + int(y.shape[1])
-        if features > MINEE_MAX_FEATURES:
-            warnings.warn(
-                f"MI-NEE on {x.shape[1]} + {y.shape[1]} features: above {MINEE_MAX_FEATURES} its "
-                "three divergences stop cancelling and the estimate runs high (measured on "
-                "Gaussian data: +0.12 nats at 10 + 10 features, +1.0 at 25 + 25; docs/mi.md). "
-                "Use MINE or SMILE for high-dimensional data.", MIDimensionWarning, stacklevel=4)
         routine = super().build(x, y, fresh)
         phase = routine.phases[0]
         missing = [m for m in ("fit_reference", "draw", "reference_entropies")
@@ -701,6 +682,6 @@ from .mi_problems import (CorrelatedGaussian, correlated_gaussian,  # noqa: E402
 from .mi_crossfit import CrossFit, cross_fit  # noqa: E402 - public here too
 
 __all__ = ["NeuralMIEstimator", "MINE", "MINEE", "InfoNCE", "NWJ", "SMILE", "MIEstimate",
-           "MIConvergenceWarning", "MIDimensionWarning", "MINEE_MAX_FEATURES", "seed_problem",
+           "MIConvergenceWarning", "seed_problem",
            "SEED_PROBLEM_N", "CorrelatedGaussian",
            "correlated_gaussian", "dense_gaussian", "CrossFit", "cross_fit"]

@@ -236,17 +236,3 @@ def test_the_pair_budget_follows_the_critic_cost():
     assert "max_pairs" not in MINE().to_dict(full=True)["evaluation"]["pairs"]
 
 
-def test_minee_warns_where_its_divergences_stop_cancelling():
-    """MI-NEE above MINEE_MAX_FEATURES input features runs high (measured +0.12 nats at 10 + 10
-    features, +1.0 at 25 + 25 on Gaussian data): fit says so, naming the fix; not below."""
-    from infoblocks.recipes.mi import MINEE_MAX_FEATURES, MIDimensionWarning
-    from infoblocks.recipes.mi_problems import dense_gaussian
-
-    wide = MINEE_MAX_FEATURES // 2 + 1
-    x, y, _ = dense_gaussian(dim=wide, n=400, seed=0)
-    with pytest.warns(MIDimensionWarning, match=f"{wide} \\+ {wide} features.*MINE or SMILE"):
-        MINEE(epochs=1, hidden_dims=(8,)).fit(x, y)
-    x, y, _ = dense_gaussian(dim=MINEE_MAX_FEATURES // 2, n=400, seed=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", MIDimensionWarning)
-        MINEE(epochs=1, hidden_dims=(8,)).fit(x, y)
