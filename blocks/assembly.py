@@ -367,7 +367,10 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
             warnings.warn(
                 f"{path}: `{field.name}` = {getattr(recipe, field.name)!r} reaches no block: "
                 + "; ".join(lost) + ". Set the value in the block's own table, or remove "
-                f"`{field.name}`.", ShortcutWarning, stacklevel=4)
+                f"`{field.name}`.", ShortcutWarning,
+                # attributed to Recipe.routine_spec, one place: a fit expands the sections
+                # several times, and the warning filter shows the same message once
+                stacklevel=2)
     # a shortcut left at its default reaches a block named in place of the default too (a
     # batch size, a start scale, a metric, an activation, hidden sizes): a drop-in
     # replacement runs with the recipe's settings, as the built-in block would (UMAP's
