@@ -119,7 +119,9 @@ class AllPairsKLLoss(Loss):
     ``repulsion``: ``"exact"`` (chunks of rows, O(n²)), ``"fft"`` (grid interpolation, O(n)),
     ``"auto"`` (exact up to ``exact_max_items`` items).  The FFT grid: boxes of
     ``box_width`` (at least ``min_boxes`` per axis), ``nodes_per_box`` nodes per axis each.
-    With ``scale="items"`` (the default) the value is n × L (``kl`` reports KL(P‖Q) itself).
+    The value is n × (−Σ_{i≠j} p_ij log w_ij + log Z / α), Z = Σ_{i≠j} w_ij, α the
+    exaggeration while it lasts (the exaggerated objective divided by α; ``exaggeration``),
+    × n with ``scale="items"`` (the default); ``kl`` reports KL(P‖Q) itself.
     """
 
     name: ClassVar[str] = "all_pairs_kl"
