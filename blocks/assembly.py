@@ -276,7 +276,7 @@ def _moved(value: Any) -> Any:
     if isinstance(value, int):
         return value + 1
     if isinstance(value, float):
-        return value * 1.25
+        return value * 1.25 if value else 0.125  # (0.0: UMAP's min_dist)
     if isinstance(value, str):
         return value + "\u2032"  # a name no block has: it only marks where the value goes
     if isinstance(value, (list, tuple)) and value and all(
