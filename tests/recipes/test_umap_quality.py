@@ -39,13 +39,13 @@ def test_umap_defaults_on_the_digits(digits, unit, threads):
     x, labels = digits
     with intra_op_threads(threads):
         y = ParametricUMAP(threads=threads).fit(x * unit).embedding_
-    # embedding_ = the layout (500 epochs): measured 0.9885-0.9893 / 0.976-0.983 on seeds 0-2
-    # and 0.9886 / 0.968 for 1000 · X (the same graph to float rounding, which the layout's
-    # 3,000 steps amplify as another seed would: its 10-NN on the digits spreads 0.968-0.983),
-    # hence 0.98 / 0.965 (umap-learn 0.987 / 0.978; the network alone, transform(refine=False):
-    # 0.978-0.981 / 0.968-0.978)
-    assert trustworthiness(x, y, k=15) >= 0.98
-    assert knn_accuracy(y, labels, k=10) >= 0.965
+    # embedding_ = the layout (500 epochs, min_dist 0): measured 0.9880-0.9890 / 0.9755-0.9794
+    # on seeds 0-5 (raw and X / 16 bit-identical) and 0.9875 / 0.9861 for 1000 · X, 1 and 2
+    # threads alike (the same graph to float rounding, which the layout's steps amplify as
+    # another seed would), hence 0.985 / 0.97 (docs/umap.md, round 6; umap-learn's own runs
+    # 0.986-0.988 / 0.967-0.979; min_dist 0.05 before: 10-NN 0.968-0.983, pinned at 0.965)
+    assert trustworthiness(x, y, k=15) >= 0.985
+    assert knn_accuracy(y, labels, k=10) >= 0.97
 
 
 @pytest.mark.slow
@@ -60,11 +60,12 @@ def test_umap_defaults_place_held_out_digits(digits):
     d = ((new[:, None, :] - model.embedding_[None, :, :]) ** 2).sum(-1)
     votes = labels[train][np.argsort(d, 1)[:, :10]]
     predicted = np.array([np.bincount(v, minlength=10).argmax() for v in votes])
-    # measured on seeds 0-2 (x raw): 10-NN 0.972-0.981, trust@15 0.964-0.970 — umap-learn's
-    # transform 0.978 / 0.965; the network alone (refine=False) 0.930-0.933 / 0.945-0.948, the
-    # previous defaults 0.936-0.953 / 0.943-0.953); 359 points give the 10-NN figure a sampling
+    # measured on seeds 0-2 (x raw, min_dist 0): 10-NN 0.978-0.981, trust@15 0.962-0.966
+    # (min_dist 0.05: 0.972-0.981 / 0.964-0.970; 18 fits of placement_bench's digits splits:
+    # 0.967-0.981 / 0.959-0.969) — umap-learn's transform 0.978 / 0.965; the network alone
+    # (refine=False) 0.930-0.933 / 0.945-0.948; 359 points give the 10-NN figure a sampling
     # sd of ~0.008
-    assert (predicted == labels[test]).mean() >= 0.95
+    assert (predicted == labels[test]).mean() >= 0.96
     assert trustworthiness(x[test], new, k=15) >= 0.95
 
 
