@@ -297,10 +297,20 @@ class TrainingPhase:
                 batch = whole
                 if sharded:
                     batch = self.sampler.shard(whole, state.dist.rank, state.dist.world_size)
-                if epoch == start and not collected:  # the phase's first batch
+                first = epoch == start and not collected
+                if first:  # the phase's first batch
                     check_shard(self, whole, batch, state)
                     check_yields(self, batch, state)
-                out = self.loss(batch, models, state)
+                try:
+                    out = self.loss(batch, models, state)
+                except ValidationError as exc:
+                    if not (first and sharded):
+                        raise
+                    # a loss refusing a shard: name the sampler that cut it too
+                    raise ValidationError(
+                        f"Phase {self.name!r}, first batch (rank {state.dist.rank}'s shard from "
+                        f"sampler {getattr(self.sampler, 'name', type(self.sampler).__name__)!r})"
+                        f": {exc}") from None
                 value = out.value
                 if self.l1_strength > 0:
                     value = value + self.l1_strength * sum(p.abs().sum() for p in params)

@@ -85,3 +85,51 @@ def test_other_draws_on_the_ranks_or_the_same_shard_everywhere_are_refused(tmp_p
         assert "drew different batches on the 2 ranks (x differ" in results["other draws"]
         assert "draw with `state.generator`" in results["other draws"]
         assert results["drawn as its part"] == "ok"  # the MI samplers' own shards: not compared
+
+
+COLUMNS_SCRIPT = """
+import sys
+from typing import ClassVar
+import attrs
+import numpy as np
+from infoblocks.blocks.errors import ValidationError
+from infoblocks.blocks.mutual_information.samplers import InBatchSampler
+from infoblocks.plugins import hookimpl
+from infoblocks.plugins.manager import get_plugin_manager
+from infoblocks.recipes.mi import InfoNCE
+
+
+@attrs.define(kw_only=True)
+class OwnRowsOnly(InBatchSampler):  # a shard that keeps its rows and forgets the columns
+    name: ClassVar[str] = "own_rows_only"
+
+    def shard(self, batch, rank, world_size):
+        out = super().shard(batch, rank, world_size)
+        return {k: v for k, v in out.items() if k not in ("y_columns", "columns")}
+
+
+class _Plugin:
+    @hookimpl
+    def register_samplers(self):
+        return [OwnRowsOnly]
+
+
+get_plugin_manager().register(_Plugin(), "test_own_rows_only")
+rng = np.random.default_rng(0)
+x = rng.normal(size=(200, 1))
+try:
+    InfoNCE(epochs=1, hidden_dims=(8,), batch_size=32, negatives="own_rows_only").fit(x, x + rng.normal(size=(200, 1)))
+    message = "ran"
+except ValidationError as exc:
+    message = str(exc)
+open(f"{sys.argv[1]}/rank{InfoNCE.__name__}.txt", "w").write(message)
+"""
+
+
+def test_a_loss_refusing_a_shard_names_the_sampler_that_cut_it(tmp_path):
+    # author5 A5-3: the in-batch bound's error named the bound and suggested all_pairs; the
+    # first sharded batch's error now names the sampler and what its shard must keep
+    torchrun(COLUMNS_SCRIPT, tmp_path, directory=tmp_path)
+    message = (tmp_path / "rankInfoNCE.txt").read_text()
+    assert "shard from sampler 'own_rows_only'" in message
+    assert "`y_columns` = every y of the batch" in message
