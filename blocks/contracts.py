@@ -141,14 +141,19 @@ def check_yields(phase: TrainingPhase, batch: dict[str, Any], state: TrainState)
 
 
 def _batch_stats(batch: dict[str, Any]) -> tuple[list[str], torch.Tensor | None]:
-    """Per tensor field with rows: its size, sum and sum of squares (float64)."""
+    """Per tensor field with rows: its size, the sum and sum of squares of its finite entries
+    and the counts of NaN, +inf and −inf (float64; NaN ≠ NaN would make equal batches differ)."""
     names = sorted(k for k, v in batch.items() if torch.is_tensor(v) and v.numel() > 0)
     if not names:
         return names, None
     rows = []
     for k in names:
         v = batch[k].detach().double()
-        rows.append(torch.stack([v.new_tensor(float(v.numel())), v.sum(), (v * v).sum()]))
+        finite = torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
+        rows.append(torch.stack([v.new_tensor(float(v.numel())), finite.sum(),
+                                 (finite * finite).sum(), torch.isnan(v).sum().double(),
+                                 torch.isposinf(v).sum().double(),
+                                 torch.isneginf(v).sum().double()]))
     return names, torch.stack(rows)
 
 
@@ -175,7 +180,7 @@ def check_shard(phase: TrainingPhase, whole: dict[str, Any], part: dict[str, Any
     table = state.dist.sum(table)
     offset = 0
     for label, names, stats in checks:
-        block = table[:, offset:offset + stats.numel()].reshape(world, len(names), 3)
+        block = table[:, offset:offset + stats.numel()].reshape(world, *stats.shape)
         offset += stats.numel()
         differ = [k for j, k in enumerate(names) if not bool((block[:, j] == block[:1, j]).all())]
         same = not differ

@@ -444,6 +444,20 @@ class EmbeddingRecipe(Recipe):
         relation = self._graph_relation()
         metric, k = getattr(relation, "metric", None), getattr(relation, "n_neighbors", None)
         registry = get_registry()
+        if metric is not None and not callable(getattr(metric, "pairwise", None)):
+            # a relation's `metric` field holding a distance's name (the recipe fills its
+            # `metric` shortcut in as one) or its table: the block it names
+            where = f"{self.name}.globals.{self.graph_name}.relation.metric"
+            if isinstance(metric, (str, dict)) and (
+                    isinstance(metric, dict) or ("distance", metric) in registry):
+                metric = registry.build("distance", metric, path=where)
+            else:
+                warnings.warn(
+                    f"{type(self).__name__}.transform: `{where}` holds {metric!r}, not a "
+                    "distance block or a registered distance's name, so new points' "
+                    f"neighbours are found by the recipe's metric ({self._metric_spec()!r}).",
+                    stacklevel=4)
+                metric = None
         if metric is None and relation is not None and not callable(
                 getattr(relation, "query", None)):
             warnings.warn(

@@ -55,7 +55,8 @@ rank, world = dist.get_rank(), dist.get_world_size()
 state = SimpleNamespace(dist=Distributed(rank=rank, world_size=world))
 phase = SimpleNamespace(name="train", sampler=SimpleNamespace(kind="sampler", name="my_pairs"))
 torch.manual_seed(0)  # every rank draws the same batch
-whole = {"x": torch.randn(8, 3), "y_columns": torch.randn(8, 3), "rows_total": torch.tensor(8)}
+whole = {"x": torch.randn(8, 3), "y_columns": torch.randn(8, 3), "rows_total": torch.tensor(8),
+         "weight": torch.tensor([1.0, float("nan")] * 4)}  # NaN on every rank: the same batch
 results = {}
 own = {**whole, "x": whole["x"][rank::world]}
 mine = {**whole, "x": whole["x"] + rank}  # a batch drawn with a generator of one's own

@@ -481,3 +481,20 @@ def test_a_plugin_layout_model_is_the_embedding(infoblocks_plugin, recipe):
     np.testing.assert_array_equal(fitted.embedding_, expected)
     assert not np.allclose(fitted.embedding_, fitted.transform(x, refine=False), atol=1e-3)
     assert trustworthiness(x, fitted.embedding_, k=15) >= 0.95  # measured 0.969 / 0.987
+
+
+def test_transform_takes_a_relation_metric_given_by_name(fitted, digits):
+    # author6 A6-2: a plugin k-NN relation whose `metric` field holds a name (the recipe fills
+    # its `metric` shortcut in as "euclidean") crashed transform with a raw AttributeError;
+    # the name is built into its distance block, and anything else warns and uses the recipe's
+    import copy
+
+    x, _ = digits
+    expected = fitted.transform(x[:20] + 0.5)
+    recipe = copy.deepcopy(fitted)
+    relation = recipe._graph_relation()
+    object.__setattr__(relation, "metric", "euclidean")
+    np.testing.assert_array_equal(recipe.transform(x[:20] + 0.5), expected)
+    object.__setattr__(relation, "metric", 2.0)
+    with pytest.warns(UserWarning, match=r"relation.metric` holds 2.0, not a distance block"):
+        np.testing.assert_array_equal(recipe.transform(x[:20] + 0.5), expected)
