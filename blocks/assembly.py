@@ -114,89 +114,64 @@ def merge_sections(defaults: dict[str, Any], explicit: dict[str, Any], path: str
     return out
 
 
-def rebase_sections(explicit: dict[str, Any], before: dict[str, Any], after: dict[str, Any],
-                    compact: bool = True) -> dict[str, Any]:
-    """The sections of a file written by ``to_dict(full=True)`` (``config --full``), rebased
-    from the shortcut values it was written with onto the file's shortcuts now.
-
-    ``before`` / ``after``: the expanded routine of the shortcuts then / now, without
-    sections.  A value the file holds as the shortcuts then gave it is dropped (a table that
-    tunes the default block) or follows them (a block named in place of the default, an
-    entry of a list), so that a shortcut edited in the file reaches every key it fills; a
-    value that differs from what the shortcuts then gave (edited in the file, or a section
-    of the recipe that was written) stays, and conflicts with an edited shortcut as in any
-    config.  ``compact=False`` keeps every value (those the shortcuts gave, as they give them
-    now): for a recipe whose routine depends on whether a key is given at all.  Returns the
-    sections (None where nothing is left)."""
+def section_edits(written: dict[str, Any], dumped: dict[str, Any]) -> dict[str, Any]:
+    """The edits that turn the expanded sections ``dumped`` (what ``to_dict(full=True)``
+    wrote) into ``written`` (the file as it is now), as explicit sections: the keys whose
+    value differs, nested by entry (a block named otherwise, or a list, whole; a phase that
+    was not written, whole).  A key removed from the file is no edit."""
     out: dict[str, Any] = {}
     for key in SECTIONS:
-        given = explicit.get(key)
-        if given is None:
+        mine, then = written.get(key), dumped.get(key)
+        if mine is None:
             out[key] = None
-            continue
-        if key == "phases":
-            then = {p.get("name"): p for p in before.get(key) or [] if isinstance(p, dict)}
-            now = {p.get("name"): p for p in after.get(key) or [] if isinstance(p, dict)}
+        elif key == "phases":
+            by_name = {p.get("name"): p for p in then or [] if isinstance(p, dict)}
             phases = []
-            for phase in given:
+            for phase in mine:
                 name = phase.get("name") if isinstance(phase, dict) else None
-                if name not in then:
-                    phases.append(phase)  # a phase of the file's own
-                    continue
-                rest = _rebase_table({k: v for k, v in phase.items() if k != "name"},
-                                     then[name], now.get(name, _MISSING), compact)
-                if rest:
-                    phases.append({"name": name, **rest})
+                if name not in by_name:
+                    phases.append(copy.deepcopy(phase))  # a phase of the file's own
+                elif edits := _edits(phase, by_name[name]):
+                    phases.append({"name": name, **edits})
             out[key] = phases or None
         else:
-            out[key] = _rebase_table(given, before.get(key) or {}, after.get(key) or {},
-                                     compact) or None
+            out[key] = _edits(mine, then or {}) or None
     return out
 
 
-def _rebase_table(mine: dict[str, Any], before: Any, after: Any, compact: bool
-                  ) -> dict[str, Any]:
-    """:func:`rebase_sections` for a table that tunes the block (or entry) of ``before``."""
+def _edits(mine: dict[str, Any], then: Any) -> dict[str, Any]:
+    """:func:`section_edits` for one table: its keys that differ from ``then``'s."""
     out = {}
     for key, value in mine.items():
-        then = before.get(key, _MISSING) if isinstance(before, dict) else _MISSING
-        now = after.get(key, _MISSING) if isinstance(after, dict) else _MISSING
-        if then is _MISSING:
-            out[key] = value  # not from the shortcuts
-        elif _same(value, then):
-            # as the shortcuts gave it: the merge gives what they give now
-            if not compact and now is not _MISSING:
-                out[key] = copy.deepcopy(now)
-        elif isinstance(value, dict) and isinstance(then, dict) and \
-                value.get("name", then.get("name")) == then.get("name"):
-            rest = _rebase_table(value, then, now, compact)
-            if rest:
-                out[key] = rest
+        old = then.get(key, _MISSING) if isinstance(then, dict) else _MISSING
+        if old is not _MISSING and _same(value, old):
+            continue
+        if isinstance(value, dict) and isinstance(old, dict) and \
+                value.get("name", old.get("name")) == old.get("name"):
+            if inner := _edits(value, old):
+                out[key] = inner  # the same block, tuned
         else:
-            followed = _follow(value, then, now)
-            if followed is not _MISSING:
-                out[key] = followed
+            out[key] = copy.deepcopy(value)
     return out
 
 
-def _follow(mine: Any, before: Any, after: Any) -> Any:
-    """``mine`` (a block named in place of the default, a list of blocks) with the values it
-    holds as ``before`` held them replaced by what ``after`` holds (_MISSING: gone)."""
-    if _same(mine, before):
-        return _MISSING if after is _MISSING else copy.deepcopy(after)
-    if isinstance(mine, dict) and isinstance(before, dict):
-        out = {}
-        for key, value in mine.items():
-            then = before.get(key, _MISSING)
-            new = value if then is _MISSING else _follow(
-                value, then, after.get(key, _MISSING) if isinstance(after, dict) else _MISSING)
-            if new is not _MISSING:
-                out[key] = new
-        return out
-    if isinstance(mine, list) and isinstance(before, list) and isinstance(after, list) and \
-            len(mine) == len(before) == len(after):
-        return [_follow(m, b, a) for m, b, a in zip(mine, before, after)]
-    return mine
+def apply_edits(sections: dict[str, Any], edits: dict[str, Any], path: str) -> dict[str, Any]:
+    """Explicit ``sections`` updated by explicit ``edits`` (:func:`section_edits`), entry by
+    entry with the merge rules; None where both are empty."""
+    out: dict[str, Any] = {}
+    for key in SECTIONS:
+        base, given = sections.get(key), edits.get(key)
+        if given is None:
+            out[key] = copy.deepcopy(base)
+        elif key == "phases":
+            out[key] = _phase_list(list(base or []), given, path)
+        else:
+            merged = copy.deepcopy(base or {})
+            for name, value in given.items():
+                merged[name] = merge_entry(merged[name], value) if name in merged \
+                    else copy.deepcopy(value)
+            out[key] = merged
+    return out
 
 
 # ---------------------------------------------------------------------------- conflicts
@@ -388,7 +363,8 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
             parent = _at(merged, block[:-1])
             tuned = _tuned(_at(rebuilt, block), _at(nearby, block))
             if tuned and isinstance(parent, dict) and block[-1] in parent:
-                parent[block[-1]], _ = _filled(parent[block[-1]], tuned, _dotted(block))
+                parent[block[-1]], _ = _filled(parent[block[-1]], tuned, _dotted(block),
+                                               only_fitting=True)
     return merged
 
 
@@ -439,15 +415,38 @@ def _block_attributes(name: Any) -> dict[str, attrs.Attribute] | None:
     return block_fields(kinds[0], name) if len(kinds) == 1 else None
 
 
-def _filled(spec: Any, tuned: dict[str, Any], where: str) -> tuple[Any, list[str]]:
-    """``spec`` with the ``tuned`` keys its block has and leaves out; the keys it lacks (an
-    empty list also when some key went across: the shortcut reached this block)."""
+def _fits(name: Any, key: str, value: Any) -> bool:
+    """Whether ``value`` passes the strict check of field ``key`` of the block ``name`` (a
+    field that only shares a shortcut's name may mean something else: a Minkowski `metric`
+    number, an `int` of `hidden_dims`)."""
+    from .base import BLOCK_KINDS
+    from .config import _check_value, _field_types
+
+    registry = _registry()
+    kinds = [kind for kind in BLOCK_KINDS if isinstance(name, str) and (kind, name) in registry]
+    if len(kinds) != 1:
+        return True
+    declared = _field_types(registry.get(kinds[0], name)).get(key, Any)
+    try:
+        _check_value(value, declared)
+    except Exception:  # noqa: BLE001 - any refusal of the strict converter
+        return False
+    return True
+
+
+def _filled(spec: Any, tuned: dict[str, Any], where: str, only_fitting: bool = False
+            ) -> tuple[Any, list[str]]:
+    """``spec`` with the ``tuned`` keys its block has and leaves out (``only_fitting``: and
+    whose declared type takes the value — for a shortcut the user left at its default); the
+    keys it lacks (an empty list also when some key went across: the shortcut reached this
+    block)."""
     fields = _block_attributes(_block_name(spec))
     if fields is None:
         return spec, []
     params = {"name": spec} if isinstance(spec, str) else dict(spec)
     params.update({k: as_declared(fields[k], copy.deepcopy(v)) for k, v in tuned.items()
-                   if k in fields and k not in params})
+                   if k in fields and k not in params and (
+                       not only_fitting or _fits(params["name"], k, as_declared(fields[k], v)))})
     lost = [f"`{where}` is now {_block_name(spec)!r}, which has no field `{k}`"
             for k in tuned if k not in fields]
     return (params if len(params) > 1 else spec), ([] if len(lost) < len(tuned) else lost)
@@ -672,5 +671,5 @@ def build_phase(spec: Any, path: str, sampler_context: dict[str, Any] | None = N
 
 
 __all__ = ["SECTIONS", "ShortcutWarning", "section_field", "merge_entry", "merge_sections",
-           "expand_sections", "rebase_sections", "shortcut_fields", "block_fields", "as_declared", "fill_context",
+           "expand_sections", "section_edits", "apply_edits", "shortcut_fields", "block_fields", "as_declared", "fill_context",
            "cap_fields", "build_global", "build_model", "build_phase"]

@@ -36,6 +36,8 @@ from .errors import ConfigError, NotFittedError, ValidationError
 RECIPE_KEY = "recipe"
 #: key of a full form's table of the shortcut values its sections were expanded from
 EXPANDED_KEY = "expanded_from"
+#: key, in that table, of the recipe's own sections the full form was expanded from
+WRITTEN_SECTIONS_KEY = "sections"
 
 
 def _phase_defaults() -> dict[str, Any]:
@@ -295,6 +297,10 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         if full:  # what the sections were expanded from: an edited shortcut reaches them
             out[EXPANDED_KEY] = {f.name: out[f.name] for f in shortcut_fields(type(self))
                                  if f.name in out}
+            written = {k: _plain(cattrs.unstructure(getattr(self, k))) for k in SECTIONS
+                       if getattr(self, k)}
+            if written:
+                out[EXPANDED_KEY][WRITTEN_SECTIONS_KEY] = written
         return out
 
     @classmethod
@@ -320,45 +326,34 @@ class Recipe(Block, metaclass=_CheckedConstructor):
 
     def _rebased(self, expanded: Any) -> Recipe:
         """This recipe, read from a full form (``to_dict(full=True)``, ``config --full``)
-        written with the shortcut values ``expanded``, with its sections rebased onto the
-        shortcuts it has now (:func:`~infoblocks.blocks.assembly.rebase_sections`): a
-        shortcut edited in the file reaches every key it filled, and the sections keep what
-        differs from what the shortcuts gave (a block of one's own, an edited key)."""
-        from .assembly import rebase_sections
+        whose ``expanded`` table records the shortcut values and the explicit sections it was
+        written from: the recipe as written, with the shortcuts as the file has them now and
+        the file's edits to the sections (:func:`~infoblocks.blocks.assembly.section_edits`)
+        on top.  So a shortcut edited in the file reaches every key it filled, an edited key
+        stays (and conflicts with an edited shortcut that fills it), and what the recipe
+        derives from its sections (InfoMax's validation loss following the trained one) is
+        derived again."""
+        from .assembly import apply_edits, section_edits
 
         cls, path = type(self), f"{self.name}.{EXPANDED_KEY}"
         if not isinstance(expanded, dict):
             raise ConfigError(f"{path} must be the table of shortcut values that "
                               f"`to_dict(full=True)` / `config --full` writes, got {expanded!r}; "
                               "remove it to read the sections as they are.")
+        expanded = dict(expanded)
+        written_from = expanded.pop(WRITTEN_SECTIONS_KEY, None) or {}
         names = {f.name for f in shortcut_fields(cls)}
         unknown = sorted(set(expanded) - names)
-        if unknown:
-            raise ConfigError(f"{path}: {unknown} are not settings of {cls.__name__}; the table "
-                              "holds the shortcut values the sections were written with "
-                              "(remove it to read the sections as they are).")
-        then = structure(dict(expanded), cls, path)
-        now = attrs.evolve(self, **{k: None for k in SECTIONS})
-
-        def expanded_routine(recipe: Recipe) -> dict[str, Any]:
-            return {k: _plain(cattrs.unstructure(v)) for k, v in recipe.routine_spec().items()}
-
-        def meaning(sections: dict[str, Any]) -> dict[str, Any] | None:
-            """The routine of ``sections`` with the shortcuts the file was written with."""
-            try:
-                return expanded_routine(attrs.evolve(then, **sections))
-            except (ConfigError, ValidationError):
-                return None  # an edit that conflicts: reported by the caller's check
-
-        before, after = expanded_routine(then), expanded_routine(now)
-        written = {k: getattr(self, k) for k in SECTIONS}
-        sections = rebase_sections(written, before, after)
-        if (meant := meaning(written)) is not None and meaning(sections) != meant:
-            # dropping a value changed the routine (a recipe that follows whether a key is
-            # given at all: InfoMax's validation loss): every value stays, following the
-            # shortcuts where they gave it
-            sections = rebase_sections(written, before, after, compact=False)
-        return attrs.evolve(self, **sections)
+        if unknown or not isinstance(written_from, dict):
+            raise ConfigError(f"{path}: {unknown or [WRITTEN_SECTIONS_KEY]} are not settings of "
+                              f"{cls.__name__}; the table holds the shortcut values and sections "
+                              "the file was written from (remove it to read the sections as they "
+                              "are).")
+        then = structure({**expanded, **written_from}, cls, path)
+        dumped = {k: _plain(cattrs.unstructure(v)) for k, v in then.routine_spec().items()}
+        edits = section_edits({k: getattr(self, k) for k in SECTIONS}, dumped)
+        sections = apply_edits({k: getattr(then, k) for k in SECTIONS}, edits, self.name)
+        return attrs.evolve(self, **{k: v or None for k, v in sections.items()})
 
     def to_toml(self, path: str | Path | None = None, full: bool = False) -> str:
         import tomli_w

@@ -370,3 +370,34 @@ def test_a_name_flag_or_sizes_left_at_the_default_reach_a_drop_in_block():
     main = ParametricUMAP(models={"main": {"name": "mlp", "activation": "tanh"}}
                           ).routine_spec()["models"]["main"]
     assert main["activation"] == "tanh"
+
+
+def test_a_default_shortcut_value_reaches_only_a_field_that_takes_it(infoblocks_plugin):
+    # author6 A6-3: a relation whose `metric` is a Minkowski p (a number) was handed the
+    # recipe's "euclidean" and refused "expected a number" for a value nobody wrote
+    from infoblocks.blocks.relations import Relation
+    from infoblocks.plugins import hookimpl
+    from infoblocks.recipes import ParametricUMAP
+
+    @attrs.define
+    class Minkowski(Relation):
+        name: ClassVar[str] = "test_minkowski_knn"
+        metric: float = 2.0
+        n_neighbors: int = 5
+
+        def compute(self, data):  # pragma: no cover - the spec is what is tested
+            raise AssertionError
+
+    class _Plugin:
+        @hookimpl
+        def register_relations(self):
+            return [Minkowski]
+
+    infoblocks_plugin(_Plugin(), "test_minkowski")
+    relation = ParametricUMAP(globals={"graph": {"relation": "test_minkowski_knn"}}
+                              ).routine_spec()["globals"]["graph"]["relation"]
+    assert relation == {"name": "test_minkowski_knn", "n_neighbors": 15}  # no metric
+    # a value the user set still goes, and its type error names it
+    with pytest.raises(ConfigError, match="expected a number"):
+        ParametricUMAP(metric="cosine", globals={"graph": {"relation": "test_minkowski_knn"}}
+                       ).build_globals()

@@ -96,3 +96,25 @@ def test_every_recipes_full_form_reads_back_to_its_routine(name):
     edited = written(recipe)
     edited["epochs"] = 9  # every recipe has the shortcut; it reaches the phases it filled
     assert cls.from_dict(edited).routine_spec() == cls(**settings, epochs=9).routine_spec()
+
+
+def test_an_edited_key_is_applied_to_the_recipe_as_written():
+    # author6 F1: the full form writes InfoMax's validation loss out (it follows the trained
+    # loss); a key of the trained loss edited in the file must reach the validation loss as the
+    # same edit in a short config does, not leave the written copy behind
+    from infoblocks.recipes import InfoMax
+
+    data = written(InfoMax())
+    train = data["phases"][0]
+    assert train["validation"]["loss"]["input_noise"] == train["loss"]["input_noise"] == 3.0
+    train["loss"]["input_noise"] = 2.0
+    spec = InfoMax.from_dict(data).routine_spec()
+    assert spec == InfoMax(phases=[{"name": "train", "loss": {"input_noise": 2.0}}]
+                           ).routine_spec()
+    assert spec["phases"][0]["validation"]["loss"]["input_noise"] == 2.0
+    # the recipe's own sections are written with it and kept (a validation loss of its own)
+    own = InfoMax(phases=[{"name": "train", "validation": {"loss": {"input_noise": 1.0}}}])
+    data = written(own)
+    data["phases"][0]["loss"]["input_noise"] = 2.0
+    spec = InfoMax.from_dict(data).routine_spec()["phases"][0]
+    assert spec["loss"]["input_noise"] == 2.0 and spec["validation"]["loss"]["input_noise"] == 1.0
