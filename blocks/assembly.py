@@ -335,7 +335,8 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
                     f"{_at(defaults, leaf)!r}).")
         lost = []
         for block in set(replaced.values()):
-            lost += _carry(merged, block, _at(rebuilt, block), _at(alternative, block))
+            lost += _carry(merged, block, _at(rebuilt, block), _at(alternative, block),
+                           shortcut=(field.name, getattr(recipe, field.name)))
         for where in lists:
             lost += _carry_list(merged, where, _at(rebuilt, where), _at(alternative, where))
         if lost and not _reaches(merged, rebuilt, alternative):
@@ -434,16 +435,26 @@ def _fits(name: Any, key: str, value: Any) -> bool:
     return True
 
 
-def _filled(spec: Any, tuned: dict[str, Any], where: str, only_fitting: bool = False
-            ) -> tuple[Any, list[str]]:
+def _filled(spec: Any, tuned: dict[str, Any], where: str, only_fitting: bool = False,
+            shortcut: tuple[str, Any] | None = None) -> tuple[Any, list[str]]:
     """``spec`` with the ``tuned`` keys its block has and leaves out (``only_fitting``: and
     whose declared type takes the value — for a shortcut the user left at its default); the
     keys it lacks (an empty list also when some key went across: the shortcut reached this
-    block)."""
+    block).  A value of the ``shortcut`` the user set (name, value) that the field's type
+    refuses is a :class:`ConfigError` naming the shortcut."""
     fields = _block_attributes(_block_name(spec))
     if fields is None:
         return spec, []
     params = {"name": spec} if isinstance(spec, str) else dict(spec)
+    if shortcut is not None:
+        for k, v in tuned.items():
+            if k in fields and k not in params and \
+                    not _fits(params["name"], k, as_declared(fields[k], v)):
+                raise ConfigError(
+                    f"`{shortcut[0]}` = {shortcut[1]!r} fills `{where}.{k}` = {v!r}, but "
+                    f"`{where}` is now {params['name']!r}, whose field `{k}` does not take "
+                    f"it (declared {fields[k].type!s}). Set `{k}` in that block's table, or "
+                    f"remove `{shortcut[0]}`.")
     params.update({k: as_declared(fields[k], copy.deepcopy(v)) for k, v in tuned.items()
                    if k in fields and k not in params and (
                        not only_fitting or _fits(params["name"], k, as_declared(fields[k], v)))})
@@ -452,8 +463,8 @@ def _filled(spec: Any, tuned: dict[str, Any], where: str, only_fitting: bool = F
     return (params if len(params) > 1 else spec), ([] if len(lost) < len(tuned) else lost)
 
 
-def _carry(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alternative: Any
-           ) -> list[str]:
+def _carry(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alternative: Any,
+           shortcut: tuple[str, Any] | None = None) -> list[str]:
     """What a set shortcut gave the default block at ``path`` goes to the block that replaced
     it, where that block has the field and its spec leaves it out (``seed`` reaches a
     validation sampler of one's own, ``n_neighbors`` a k-NN relation of one's own); returns
@@ -462,7 +473,7 @@ def _carry(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alternat
     parent = _at(merged, path[:-1])
     if not tuned or not isinstance(parent, dict) or path[-1] not in parent:
         return []
-    parent[path[-1]], lost = _filled(parent[path[-1]], tuned, _dotted(path))
+    parent[path[-1]], lost = _filled(parent[path[-1]], tuned, _dotted(path), shortcut=shortcut)
     return lost
 
 

@@ -352,6 +352,23 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         then = structure({**expanded, **written_from}, cls, path)
         dumped = {k: _plain(cattrs.unstructure(v)) for k, v in then.routine_spec().items()}
         edits = section_edits({k: getattr(self, k) for k in SECTIONS}, dumped)
+        # an edit of a phase that the shortcuts as they are now do not make (t-SNE's
+        # `exaggerate`, which exists only without a layout) would read as a new phase
+        plain = attrs.evolve(self, **{k: None for k in SECTIONS})
+        phases_now = {p.get("name") for p in plain.default_sections()["phases"]} | {
+            p.get("name") for p in then.phases or [] if isinstance(p, dict)}
+        written_phases = {p.get("name") for p in dumped["phases"]}
+        gone = [p["name"] for p in edits["phases"] or []
+                if p["name"] in written_phases and p["name"] not in phases_now]
+        if gone:
+            changed = [f"`{f.name}` = {getattr(self, f.name)!r} (written {getattr(then, f.name)!r})"
+                       for f in shortcut_fields(cls) if f.name in expanded
+                       and _plain(getattr(self, f.name)) != _plain(getattr(then, f.name))]
+            raise ConfigError(
+                f"{self.name}.phases.{gone[0]}: the file edits this phase, which the recipe "
+                f"has with the settings it was written with but not with the file's now "
+                f"({', '.join(changed) or 'its shortcuts'}). Remove the edit of the phase, or "
+                "set those settings back.")
         sections = apply_edits({k: getattr(then, k) for k in SECTIONS}, edits, self.name)
         return attrs.evolve(self, **{k: v or None for k, v in sections.items()})
 

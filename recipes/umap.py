@@ -457,7 +457,7 @@ class EmbeddingRecipe(Recipe):
                     "distance block or a registered distance's name, so new points' "
                     f"neighbours are found by the recipe's metric ({self._metric_spec()!r}).",
                     stacklevel=4)
-                metric = None
+                metric = registry.build("distance", self._metric_spec())
         if metric is None and relation is not None and not callable(
                 getattr(relation, "query", None)):
             warnings.warn(

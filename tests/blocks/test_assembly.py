@@ -397,7 +397,9 @@ def test_a_default_shortcut_value_reaches_only_a_field_that_takes_it(infoblocks_
     relation = ParametricUMAP(globals={"graph": {"relation": "test_minkowski_knn"}}
                               ).routine_spec()["globals"]["graph"]["relation"]
     assert relation == {"name": "test_minkowski_knn", "n_neighbors": 15}  # no metric
-    # a value the user set still goes, and its type error names it
-    with pytest.raises(ConfigError, match="expected a number"):
+    # a value the user set that the field refuses names the setting (author6 A6-3b: the error
+    # named only `...relation.metric`, a key the user never wrote)
+    with pytest.raises(ConfigError, match=r"`metric` = 'cosine' fills `globals.graph.relation."
+                                          r"metric` = 'cosine', but .*'test_minkowski_knn'"):
         ParametricUMAP(metric="cosine", globals={"graph": {"relation": "test_minkowski_knn"}}
-                       ).build_globals()
+                       ).routine_spec()

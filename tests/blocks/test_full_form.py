@@ -118,3 +118,21 @@ def test_an_edited_key_is_applied_to_the_recipe_as_written():
     data["phases"][0]["loss"]["input_noise"] = 2.0
     spec = InfoMax.from_dict(data).routine_spec()["phases"][0]
     assert spec["loss"]["input_noise"] == 2.0 and spec["validation"]["loss"]["input_noise"] == 1.0
+
+
+def test_an_edit_of_a_phase_the_edited_shortcuts_remove_is_named():
+    # author6 A6-7: t-SNE's `network` preset has an `exaggerate` phase only without a layout;
+    # bringing the layout back at the top while that phase was edited read the edit as a new
+    # phase ("fields `sampler`, `loss` are required")
+    from infoblocks.recipes import ParametricTSNE
+
+    data = written(ParametricTSNE.preset("network"))
+    exaggerate = next(p for p in data["phases"] if p["name"] == "exaggerate")
+    written_epochs, exaggerate["epochs"] = exaggerate["epochs"], 3
+    data["layout_epochs"] = 20
+    with pytest.raises(ConfigError, match=r"phases.exaggerate: the file edits this phase.*"
+                                          r"`layout_epochs` = 20 \(written 0\)"):
+        ParametricTSNE.from_dict(data)
+    exaggerate["epochs"] = written_epochs  # the edit undone: the shortcut alone is fine
+    assert ParametricTSNE.from_dict(data).routine_spec() == ParametricTSNE.preset(
+        "network", layout_epochs=20).routine_spec()

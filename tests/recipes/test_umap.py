@@ -1,6 +1,7 @@
 """ParametricUMAP: accuracy on the shipped digits, the scikit-learn API, data form, errors."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -496,5 +497,8 @@ def test_transform_takes_a_relation_metric_given_by_name(fitted, digits):
     object.__setattr__(relation, "metric", "euclidean")
     np.testing.assert_array_equal(recipe.transform(x[:20] + 0.5), expected)
     object.__setattr__(relation, "metric", 2.0)
-    with pytest.warns(UserWarning, match=r"relation.metric` holds 2.0, not a distance block"):
+    with warnings.catch_warnings(record=True) as caught:  # one warning (author6 A6-5: two)
+        warnings.simplefilter("always")
         np.testing.assert_array_equal(recipe.transform(x[:20] + 0.5), expected)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "relation.metric` holds 2.0, not a distance block" in messages[0]
