@@ -427,11 +427,21 @@ def _fits(name: Any, key: str, value: Any) -> bool:
     kinds = [kind for kind in BLOCK_KINDS if isinstance(name, str) and (kind, name) in registry]
     if len(kinds) != 1:
         return True
-    declared = _field_types(registry.get(kinds[0], name)).get(key, Any)
+    cls = registry.get(kinds[0], name)
+    declared = _field_types(cls).get(key, Any)
     try:
-        _check_value(value, declared)
+        value = _check_value(value, declared)
     except Exception:  # noqa: BLE001 - any refusal of the strict converter
         return False
+    field = next((f for f in attrs.fields(cls) if (f.alias or f.name) == key), None) \
+        if attrs.has(cls) else None
+    if field is not None and field.validator is not None:
+        try:  # the field's own validator (a choice of names, a range)
+            field.validator(None, field, value)
+        except AttributeError:
+            pass  # a validator that reads the instance: left to the build
+        except Exception:  # noqa: BLE001 - the value is refused
+            return False
     return True
 
 

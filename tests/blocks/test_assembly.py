@@ -403,3 +403,30 @@ def test_a_default_shortcut_value_reaches_only_a_field_that_takes_it(infoblocks_
                                           r"metric` = 'cosine', but .*'test_minkowski_knn'"):
         ParametricUMAP(metric="cosine", globals={"graph": {"relation": "test_minkowski_knn"}}
                        ).routine_spec()
+
+
+def test_a_default_shortcut_value_a_fields_validator_refuses_is_not_filled(infoblocks_plugin):
+    # a plugin encoder whose `activation` is one of its own names keeps its default rather
+    # than fail on the recipe's "relu", which nobody wrote into its table
+    from infoblocks.blocks.models import Model
+    from infoblocks.blocks.validators import one_of
+    from infoblocks.plugins import hookimpl
+    from infoblocks.recipes import ParametricUMAP
+
+    @attrs.define
+    class Smooth(Model):
+        name: ClassVar[str] = "test_smooth_encoder"
+        activation: str = attrs.field(default="tanh", validator=one_of("tanh", "sigmoid"))
+        hidden_dims: tuple[int, ...] = (16,)
+
+        def build(self):  # pragma: no cover - the spec is what is tested
+            raise AssertionError
+
+    class _Plugin:
+        @hookimpl
+        def register_models(self):
+            return [Smooth]
+
+    infoblocks_plugin(_Plugin(), "test_smooth")
+    main = ParametricUMAP(models={"main": "test_smooth_encoder"}).routine_spec()["models"]["main"]
+    assert main == {"name": "test_smooth_encoder", "hidden_dims": [100, 100, 100]}
