@@ -279,7 +279,8 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
 
     A block the sections name in place of a default receives what the shortcuts give the
     default block, where it has the field and its table leaves it out: a shortcut the user set
-    (:func:`_carry`), and a numeric one at its default (a batch size, a start scale); a list of
+    (:func:`_carry`), and one at its default — a number, a flag, a name, a list of sizes —
+    where the field's type and validator take the value (:func:`_fits`); a list of
     blocks (``transforms``) what a shortcut the user set gave its entries of the same name
     (:func:`_carry_list`).  A set shortcut whose every value is lost that way is a
     :class:`ShortcutWarning`."""
@@ -407,27 +408,31 @@ def _tuned(default: Any, alternative: Any) -> dict[str, Any]:
             and not _same(v, alternative.get(k, _MISSING))}
 
 
-def _block_attributes(name: Any) -> dict[str, attrs.Attribute] | None:
-    """Init fields of the block registered as ``name`` in exactly one kind (None: unknown)."""
+def _block_kind(name: Any) -> str | None:
+    """The kind of the block registered as ``name`` in exactly one kind (None: unknown)."""
     from .base import BLOCK_KINDS
 
     registry = _registry()
     kinds = [kind for kind in BLOCK_KINDS if isinstance(name, str) and (kind, name) in registry]
-    return block_fields(kinds[0], name) if len(kinds) == 1 else None
+    return kinds[0] if len(kinds) == 1 else None
+
+
+def _block_attributes(name: Any) -> dict[str, attrs.Attribute] | None:
+    """Init fields of the block registered as ``name`` in exactly one kind (None: unknown)."""
+    kind = _block_kind(name)
+    return None if kind is None else block_fields(kind, name)
 
 
 def _fits(name: Any, key: str, value: Any) -> bool:
     """Whether ``value`` passes the strict check of field ``key`` of the block ``name`` (a
     field that only shares a shortcut's name may mean something else: a Minkowski `metric`
     number, an `int` of `hidden_dims`)."""
-    from .base import BLOCK_KINDS
     from .config import _check_value, _field_types
 
-    registry = _registry()
-    kinds = [kind for kind in BLOCK_KINDS if isinstance(name, str) and (kind, name) in registry]
-    if len(kinds) != 1:
+    kind = _block_kind(name)
+    if kind is None:
         return True
-    cls = registry.get(kinds[0], name)
+    cls = _registry().get(kind, name)
     declared = _field_types(cls).get(key, Any)
     try:
         value = _check_value(value, declared)
@@ -692,5 +697,6 @@ def build_phase(spec: Any, path: str, sampler_context: dict[str, Any] | None = N
 
 
 __all__ = ["SECTIONS", "ShortcutWarning", "section_field", "merge_entry", "merge_sections",
-           "expand_sections", "section_edits", "apply_edits", "shortcut_fields", "block_fields", "as_declared", "fill_context",
+           "expand_sections", "section_edits", "apply_edits", "shortcut_fields", "block_fields",
+           "as_declared", "fill_context",
            "cap_fields", "build_global", "build_model", "build_phase"]

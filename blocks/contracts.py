@@ -141,8 +141,8 @@ def check_yields(phase: TrainingPhase, batch: dict[str, Any], state: TrainState)
 
 
 def _batch_stats(batch: dict[str, Any]) -> tuple[list[str], torch.Tensor | None]:
-    """Per tensor field with rows: its size, the sum and sum of squares of its finite entries
-    and the counts of NaN, +inf and −inf (float64; NaN ≠ NaN would make equal batches differ)."""
+    """Per tensor field: its size, the sum and sum of squares of its finite entries and the
+    counts of NaN, +inf and −inf (float64; NaN ≠ NaN would make equal batches differ)."""
     names = sorted(k for k, v in batch.items() if torch.is_tensor(v) and v.numel() > 0)
     if not names:
         return names, None
@@ -201,5 +201,5 @@ def check_shard(phase: TrainingPhase, whole: dict[str, Any], part: dict[str, Any
                 f"rank trains each row {world} times where a loss sums over the ranks.")
 
 
-__all__ = ["BatchType", "ContractError", "check_phase", "check_shard", "check_yields", "ITEMS", "EDGES",
-           "MARGINAL_PAIRS", "ROWS_COLS", "SIMULATIONS"]
+__all__ = ["BatchType", "ContractError", "check_phase", "check_shard", "check_yields", "ITEMS",
+           "EDGES", "MARGINAL_PAIRS", "ROWS_COLS", "SIMULATIONS"]

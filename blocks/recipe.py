@@ -352,25 +352,32 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         then = structure({**expanded, **written_from}, cls, path)
         dumped = {k: _plain(cattrs.unstructure(v)) for k, v in then.routine_spec().items()}
         edits = section_edits({k: getattr(self, k) for k in SECTIONS}, dumped)
-        # an edit of a phase that the shortcuts as they are now do not make (t-SNE's
-        # `exaggerate`, which exists only without a layout) would read as a new phase
-        plain = attrs.evolve(self, **{k: None for k in SECTIONS})
-        phases_now = {p.get("name") for p in plain.default_sections()["phases"]} | {
-            p.get("name") for p in then.phases or [] if isinstance(p, dict)}
-        written_phases = {p.get("name") for p in dumped["phases"]}
-        gone = [p["name"] for p in edits["phases"] or []
-                if p["name"] in written_phases and p["name"] not in phases_now]
-        if gone:
-            changed = [f"`{f.name}` = {getattr(self, f.name)!r} (written {getattr(then, f.name)!r})"
-                       for f in shortcut_fields(cls) if f.name in expanded
-                       and _plain(getattr(self, f.name)) != _plain(getattr(then, f.name))]
-            raise ConfigError(
-                f"{self.name}.phases.{gone[0]}: the file edits this phase, which the recipe "
-                f"has with the settings it was written with but not with the file's now "
-                f"({', '.join(changed) or 'its shortcuts'}). Remove the edit of the phase, or "
-                "set those settings back.")
+        self._check_edited_phases(then, dumped, edits)
         sections = apply_edits({k: getattr(then, k) for k in SECTIONS}, edits, self.name)
         return attrs.evolve(self, **{k: v or None for k, v in sections.items()})
+
+    def _check_edited_phases(self, then: Recipe, dumped: dict[str, Any],
+                             edits: dict[str, Any]) -> None:
+        """An edit of a phase that the recipe ``then`` (as the file was written) has and the
+        shortcuts as they are now do not make (t-SNE's `exaggerate`, which exists only without
+        a layout) would read as a new phase: :class:`ConfigError` naming the changed
+        shortcuts."""
+        plain = attrs.evolve(self, **{k: None for k in SECTIONS})
+        now = {p.get("name") for p in plain.default_sections()["phases"]} | {
+            p.get("name") for p in then.phases or [] if isinstance(p, dict)}
+        written = {p.get("name") for p in dumped["phases"]}
+        gone = [p["name"] for p in edits["phases"] or []
+                if p["name"] in written and p["name"] not in now]
+        if not gone:
+            return
+        changed = [f"`{f.name}` = {getattr(self, f.name)!r} (written {getattr(then, f.name)!r})"
+                   for f in shortcut_fields(type(self))
+                   if _plain(getattr(self, f.name)) != _plain(getattr(then, f.name))]
+        raise ConfigError(
+            f"{self.name}.phases.{gone[0]}: the file edits this phase, which the recipe has "
+            f"with the settings it was written with but not with the file's now "
+            f"({', '.join(changed) or 'its shortcuts'}). Remove the edit of the phase, or set "
+            "those settings back.")
 
     def to_toml(self, path: str | Path | None = None, full: bool = False) -> str:
         import tomli_w

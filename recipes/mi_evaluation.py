@@ -248,8 +248,9 @@ def minee_estimate(recipe: MINEE, routine: Any, x: torch.Tensor, y: torch.Tensor
             f"MI-NEE: the divergence estimate(s) {negative} are negative, which a divergence "
             f"cannot be: the critic(s) {[CRITICS_OF[k] for k in negative]} did not converge, and "
             f"the estimate {recipe.estimate_nats_:.4f} nats is unreliable (a negative d_x or d_y "
-            "raises it, a negative d_xy lowers it). Lower `learning_rate`, train longer, or try standardize=\"rank\" for "
-            "skewed or heavy-tailed data.", MIConvergenceWarning, stacklevel=4)
+            "raises it, a negative d_xy lowers it). Lower `learning_rate`, train longer, or try "
+            "standardize=\"rank\" for skewed or heavy-tailed data.", MIConvergenceWarning,
+            stacklevel=4)
     log_scale_x = float(torch.log(recipe.x_scale_.double()).sum())
     log_scale_y = float(torch.log(recipe.y_scale_.double()).sum())
     hx_ref, hy_ref = sampler.reference_entropies()

@@ -448,8 +448,8 @@ class EmbeddingRecipe(Recipe):
             # a relation's `metric` field holding a distance's name (the recipe fills its
             # `metric` shortcut in as one) or its table: the block it names
             where = f"{self.name}.globals.{self.graph_name}.relation.metric"
-            if isinstance(metric, (str, dict)) and (
-                    isinstance(metric, dict) or ("distance", metric) in registry):
+            if isinstance(metric, dict) or (isinstance(metric, str)
+                                            and ("distance", metric) in registry):
                 metric = registry.build("distance", metric, path=where)
             else:
                 warnings.warn(

@@ -119,7 +119,8 @@ get_plugin_manager().register(_Plugin(), "test_own_rows_only")
 rng = np.random.default_rng(0)
 x = rng.normal(size=(200, 1))
 try:
-    InfoNCE(epochs=1, hidden_dims=(8,), batch_size=32, negatives="own_rows_only").fit(x, x + rng.normal(size=(200, 1)))
+    InfoNCE(epochs=1, hidden_dims=(8,), batch_size=32, negatives="own_rows_only").fit(
+        x, x + rng.normal(size=(200, 1)))
     message = "ran"
 except ValidationError as exc:
     message = str(exc)
