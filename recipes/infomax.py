@@ -53,7 +53,7 @@ from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
                                           positive_int)
 
-from .mi_evaluation import _fields_of, _only_fields, _sampler_name
+from .mi_evaluation import _fields_of, _only_fields, _sampler_name, negative_sampler
 
 
 def _capped(spec: dict[str, Any], n_train: int, n_test: int,
@@ -191,8 +191,9 @@ class InfoMax(Recipe):
     bound: str = attrs.field(default="jsd", validator=one_of(*BOUNDS))
     critic: str = attrs.field(default="gaussian", validator=one_of(*CRITICS))
     critic_hidden_dims: tuple[int, ...] = attrs.field(default=(64, 64), converter=tuple)
-    #: the negative sampler of training and validation: any registered one (a plugin's too)
-    negatives: str = attrs.field(default="all_pairs", validator=_sampler_name)
+    #: the negative sampler of training and validation: any registered one (a plugin's too),
+    #: by name or as a table with its options (``{name = "...", option = ...}``)
+    negatives: str | dict[str, Any] = attrs.field(default="all_pairs", validator=_sampler_name)
     output_noise: float = attrs.field(default=0.1, validator=non_negative)
     #: std of the noise added to the (scaled) input, in units of ``noise_unit``
     input_noise: float = attrs.field(default=3.0, validator=non_negative)
@@ -301,8 +302,7 @@ class InfoMax(Recipe):
 
     def _sampler(self, **extra: Any) -> dict[str, Any]:
         # the settings the named sampler has (a plugin's may lack some)
-        return _only_fields("sampler", {"name": self.negatives, "x_key": "x", "y_key": "x",
-                                        **extra})
+        return negative_sampler(self.negatives, self, x_key="x", y_key="x", **extra)
 
     def default_phases(self) -> list[dict[str, Any]]:
         phase: dict[str, Any] = {

@@ -46,7 +46,8 @@ from infoblocks.plugins.registry import get_registry
 # (the submodule first: ``from . import`` would ask the package's lazy __getattr__, which
 # scans the recipes while this module is half-imported)
 from .mi_evaluation import (SEED_PROBLEM_N, MIConvergenceWarning, MIEstimate, _complete,
-                            _fields_of, _only_fields, _sampler_name, seed_problem)
+                            _fields_of, _only_fields, _sampler_name, negative_sampler,
+                            sampler_name, seed_problem)
 from . import mi_evaluation as evaluation  # noqa: E402 - after the line above, on purpose
 from . import mi_inputs as inputs  # noqa: E402
 
@@ -110,7 +111,10 @@ class NeuralMIEstimator(Recipe):
     #: True: zero mean, unit variance; False: the raw values
     standardize: bool | str = attrs.field(default="rank",
                                           validator=inputs.check_standardize)
-    negatives: str = attrs.field(default="marginal_pairs", validator=_sampler_name)
+    #: the negative sampler: a registered sampler's name, or a table of it with its options
+    #: (``{name = "...", option = ...}``; its options win over the recipe's settings)
+    negatives: str | dict[str, Any] = attrs.field(default="marginal_pairs",
+                                                  validator=_sampler_name)
     marginal_factor: float = attrs.field(default=1.0, validator=positive)
     replacement: bool = False
     evaluate_on: str = attrs.field(default="test", validator=one_of("test", "all"))
@@ -191,25 +195,23 @@ class NeuralMIEstimator(Recipe):
         """The held-out set: a fixed set of min(10 n_test, 10,000) product-of-marginals pairs,
         or fixed in-batch batches for other negative samplers."""
         fixed = {"index_key": "test_index", "fixed": True, "fixed_seed": self.seed}
-        if self.negatives == "marginal_pairs":
+        if sampler_name(self.negatives) == "marginal_pairs":
             return {"name": "marginal_pairs", "batch_size": None, "replacement": True,
                     "marginal_factor": VALIDATION_PAIRS_FACTOR,
                     "max_marginal": VALIDATION_MAX_PAIRS, **fixed}
-        return _only_fields("sampler", {"name": self.negatives, "batch_size": self.batch_size,
-                                        **fixed})
+        return negative_sampler(self.negatives, self, batch_size=self.batch_size, **fixed)
 
     def validation_interval(self) -> int:
         """Epochs between held-out evaluations: ``validate_every``, or by default
         :data:`MARGINAL_VALIDATE_EVERY` with the fixed product-of-marginals pairs, else 1."""
         if self.validate_every is not None:
             return self.validate_every
-        return MARGINAL_VALIDATE_EVERY if self.negatives == "marginal_pairs" else 1
+        return MARGINAL_VALIDATE_EVERY if sampler_name(self.negatives) == "marginal_pairs" else 1
 
     def default_phases(self) -> list[dict[str, Any]]:
         phase: dict[str, Any] = {
             "name": "train", "epochs": self.epochs,
-            "sampler": _only_fields("sampler", {"name": self.negatives,
-                                                **self.sampler_options()}),
+            "sampler": negative_sampler(self.negatives, self, **self.sampler_options()),
             "loss": self._bound(self.training_bound), "optimizer": self.optimizer,
             "learning_rate": self.learning_rate, "lr_schedule": self.lr_schedule,
             "grad_clip": self.grad_clip, "restore_best": True,
@@ -522,7 +524,7 @@ class InfoNCE(NeuralMIEstimator):
     final_bound: ClassVar[str] = "infonce_loss"
     critic: str = attrs.field(default="separable", validator=one_of(*CRITICS))
     batch_size: int = attrs.field(default=128, validator=positive_int)
-    negatives: str = attrs.field(default="all_pairs", validator=_sampler_name)
+    negatives: str | dict[str, Any] = attrs.field(default="all_pairs", validator=_sampler_name)
 
     def fit(self, x=None, y=None, **options):
         super().fit(x, y, **options)
@@ -567,7 +569,7 @@ class MINEE(NeuralMIEstimator):
     validation_bound: ClassVar[str] = "minee_loss"
     final_bound: ClassVar[str] = "dv"
     pair_keys: ClassVar[tuple[str, ...]] = ("index", "reference_factor", "min_reference")
-    negatives: str = attrs.field(default="reference", validator=_sampler_name)
+    negatives: str | dict[str, Any] = attrs.field(default="reference", validator=_sampler_name)
     reference: str = attrs.field(default="gaussian", validator=one_of("gaussian", "uniform"))
     # measured on R⁶ (truth 4.98): ma_rate 1 / factor 1 / patience 50 stop at 0.37× the truth,
     # the moving average + 4 reference draws per row + patience 100 reach 1.00× (docs/mi.md)
@@ -607,7 +609,7 @@ class MINEE(NeuralMIEstimator):
         return phases
 
     def validation_sampler(self):
-        if self.negatives != "reference":
+        if sampler_name(self.negatives) != "reference":
             return super().validation_sampler()
         return {"name": "reference", "batch_size": None, "reference": self.reference,
                 "reference_factor": VALIDATION_REFERENCE_FACTOR,

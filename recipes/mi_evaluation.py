@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import numpy as np
 import torch
 
@@ -78,10 +79,32 @@ def seed_problem(seed: int, n: int = SEED_PROBLEM_N) -> tuple[np.ndarray, np.nda
 
 
 def _sampler_name(instance, attribute, value) -> None:
-    if not isinstance(value, str) or ("sampler", value) not in get_registry():
+    name = value.get("name") if isinstance(value, dict) else value
+    if not isinstance(name, str) or ("sampler", name) not in get_registry():
         raise ValidationError(
             f"`{attribute.name}` must name a registered negative sampler ('marginal_pairs', "
-            f"'all_pairs', 'reference' or a plugin's), got {value!r}.")
+            f"'all_pairs', 'reference' or a plugin's), or be a table of one with its options "
+            f"({{name = \"...\", option = ...}}), got {value!r}.")
+
+
+def sampler_name(spec: Any) -> str:
+    """The name of a ``negatives`` value: a sampler's name or a table ``{name = ..., ...}``."""
+    return spec["name"] if isinstance(spec, dict) else spec
+
+
+def negative_sampler(spec: Any, recipe: Any = None, **settings: Any) -> dict[str, Any]:
+    """The sampler a ``negatives`` value names, with the recipe's ``settings`` that it has
+    (shortcuts shared by samplers) under the table's own options (which win).  A table option
+    and a shortcut of ``recipe`` that the user set, with different values, is a conflict."""
+    options = {k: v for k, v in spec.items() if k != "name"} if isinstance(spec, dict) else {}
+    fields = attrs.fields_dict(type(recipe)) if attrs.has(type(recipe)) else {}
+    for key in sorted(set(options) & set(settings) & set(fields)):
+        default = fields[key].default
+        if settings[key] != default and options[key] != settings[key]:
+            raise ConfigError(
+                f"{recipe.name}: `negatives.{key}` = {options[key]!r} and the shortcut "
+                f"`{key}` = {settings[key]!r} disagree; set one of them.")
+    return {**_only_fields("sampler", {"name": sampler_name(spec), **settings}), **options}
 
 
 def _fields_of(kind: str, name: Any) -> set[str] | None:

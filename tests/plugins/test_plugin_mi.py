@@ -10,8 +10,10 @@ from __future__ import annotations
 import tomllib
 import warnings
 
+import numpy as np
 import pytest
 
+from infoblocks.blocks.errors import ConfigError
 from infoblocks.plugins.registry import get_registry, recipe_from_dict
 
 pytest.importorskip("infoblocks_example_plugin",
@@ -100,3 +102,27 @@ def test_the_negatives_shortcut_names_the_sampler_of_both_phases():
     assert validation["fixed"] is True
     again = recipe_from_dict(MINE(negatives="shifted").to_dict(full=True))
     assert again.routine_spec() == MINE(negatives="shifted").routine_spec()
+
+
+def test_the_negatives_shortcut_takes_a_table_of_the_sampler_and_its_options():
+    # the table's options win over the recipe's settings, in training and validation
+    recipe = recipe_from_dict({"recipe": "mine", "negatives": {"name": "shifted",
+                                                               "batch_size": 40}})
+    spec = recipe.routine_spec()["phases"][0]
+    assert spec["sampler"]["name"] == "shifted" and spec["sampler"]["batch_size"] == 40
+    assert spec["sampler"]["index_key"] == "train_index"  # the recipe's context still fills
+    assert spec["validation"]["sampler"]["batch_size"] == 40
+    assert recipe_from_dict(recipe.to_dict()).routine_spec() == recipe.routine_spec()
+    assert recipe_from_dict(recipe.to_dict(full=True)).routine_spec() == recipe.routine_spec()
+    # an option and the shortcut of the same key, both set to different values, conflict
+    with pytest.raises(ConfigError, match=r"negatives\.batch_size.*`batch_size` = 64"):
+        recipe_from_dict({"recipe": "mine", "batch_size": 64,
+                          "negatives": {"name": "shifted", "batch_size": 40}})
+    # an unknown sampler in the table is refused by name, before anything is built
+    with pytest.raises(ConfigError, match="negatives.*registered negative sampler"):
+        recipe_from_dict({"recipe": "infomax", "negatives": {"name": "shiftd"}})
+    # an option the sampler does not have is refused naming the sampler and its keys
+    bad = recipe_from_dict({"recipe": "infomax", "n_components": 1, "epochs": 1,
+                            "negatives": {"name": "shifted", "shift": 3}})
+    with pytest.raises(ConfigError, match="'shifted'.*shift"):
+        bad.fit(np.random.default_rng(0).normal(size=(100, 3)))
