@@ -460,6 +460,9 @@ def _filled(spec: Any, tuned: dict[str, Any], where: str, only_fitting: bool = F
     fields = _block_attributes(_block_name(spec))
     if fields is None:
         return spec, []
+    own = set(getattr(_registry().get(_block_kind(_block_name(spec)), _block_name(spec)),
+                      "own_fields", ()))
+    fields = {k: f for k, f in fields.items() if k not in own}  # the block's own meaning
     params = {"name": spec} if isinstance(spec, str) else dict(spec)
     if shortcut is not None:
         for k, v in tuned.items():
@@ -474,6 +477,7 @@ def _filled(spec: Any, tuned: dict[str, Any], where: str, only_fitting: bool = F
                    if k in fields and k not in params and (
                        not only_fitting or _fits(params["name"], k, as_declared(fields[k], v)))})
     lost = [f"`{where}` is now {_block_name(spec)!r}, which has no field `{k}`"
+            + (" it takes from the recipe (its `own_fields`)" if k in own else "")
             for k in tuned if k not in fields]
     return (params if len(params) > 1 else spec), ([] if len(lost) < len(tuned) else lost)
 
@@ -601,14 +605,16 @@ def fill_context(kind: str, spec: Any, context: dict[str, Any] | None) -> Any:
     """``spec`` (a name or a table) with the ``context`` values filled into the fields the
     block has and the spec leaves out (``None`` values are not filled): so a plugin block
     named alone (``sampler = "my_sims"``) receives the recipe's sizes and settings as the
-    built-in one does.  Instances and unknown names are returned as they are (the build
-    reports an unknown name with its path)."""
+    built-in one does; never the block's ``own_fields``.  Instances and unknown names are
+    returned as they are (the build reports an unknown name with its path)."""
     params = _as_table(spec) if context else None
     fields = block_fields(kind, params.get("name")) if params is not None else None
     if fields is None:
         return spec
+    own = set(getattr(_registry().get(kind, params["name"]), "own_fields", ()))
     params.update({k: as_declared(fields[k], v) for k, v in context.items()
-                   if k in fields and k not in params and v is not None and k != "name"})
+                   if k in fields and k not in params and v is not None and k != "name"
+                   and k not in own})
     return params
 
 

@@ -35,6 +35,10 @@ class Block:
     #: relation's ``compute`` or an init transform sees the same type under ``infoblocks run``
     #: as under a Python ``fit``.  True: the block reads them itself (``take``, ``chunks``).
     lazy_rows: ClassVar[bool] = False
+    #: fields a recipe's shortcuts never fill: names the block shares with a recipe setting
+    #: but gives its own meaning (a network's ``whiten`` flag beside IMNN's ``whiten_init``);
+    #: only the block's table sets them
+    own_fields: ClassVar[tuple[str, ...]] = ()
 
     def describe(self) -> dict[str, Any]:
         """``{"name": ..., **fields}``; nested blocks are described recursively."""

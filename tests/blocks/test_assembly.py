@@ -430,3 +430,43 @@ def test_a_default_shortcut_value_a_fields_validator_refuses_is_not_filled(infob
     infoblocks_plugin(_Plugin(), "test_smooth")
     main = ParametricUMAP(models={"main": "test_smooth_encoder"}).routine_spec()["models"]["main"]
     assert main == {"name": "test_smooth_encoder", "hidden_dims": [100, 100, 100]}
+
+
+def test_a_blocks_own_fields_are_never_filled_by_the_recipe(infoblocks_plugin):
+    # author6: IMNN's `whiten_init` (True) reached a plugin network's `whiten` flag, which
+    # means something else there; `own_fields` keeps such fields to the block's table
+    from infoblocks.blocks.models import Model
+    from infoblocks.plugins import hookimpl
+    from infoblocks.recipes import ParametricUMAP
+
+    def encoder(own):
+        @attrs.define
+        class Encoder(Model):
+            name: ClassVar[str] = f"test_own_encoder_{len(own)}"
+            own_fields: ClassVar[tuple[str, ...]] = own
+            activation: str = "tanh"
+            hidden_dims: tuple[int, ...] = (16,)
+
+            def build(self):  # pragma: no cover - the spec is what is tested
+                raise AssertionError
+        return Encoder
+
+    class _Plugin:
+        @hookimpl
+        def register_models(self):
+            return [encoder(()), encoder(("activation",))]
+
+    infoblocks_plugin(_Plugin(), "test_own")
+    models = ParametricUMAP(models={"main": "test_own_encoder_0"}).routine_spec()["models"]
+    assert models["main"]["activation"] == "relu"  # without own_fields: the recipe's value
+    models = ParametricUMAP(models={"main": "test_own_encoder_1"}).routine_spec()["models"]
+    assert models["main"] == {"name": "test_own_encoder_1", "hidden_dims": [100, 100, 100]}
+    # ... also from a shortcut the user set: it reaches no block, and the warning says why
+    with pytest.warns(UserWarning, match=r"own_fields"):
+        models = ParametricUMAP(activation="elu", models={"main": "test_own_encoder_1"}
+                                ).routine_spec()["models"]
+    assert "activation" not in models["main"]
+    # the block's table still sets it
+    models = ParametricUMAP(models={"main": {"name": "test_own_encoder_1",
+                                             "activation": "sigmoid"}}).routine_spec()["models"]
+    assert models["main"]["activation"] == "sigmoid"
