@@ -65,7 +65,8 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
     relation's ``compute`` and a transform that takes data are run on a tensor and on rows on
     disk (``LazyRows``) as the engine hands them (see :func:`_check_takes_data`); a model's
     ``build()`` is a torch module mapping (4, in_dim) to (4, out_dim); an optimizer's
-    ``build(params, lr)`` is a torch optimizer whose steps descend.  A method the block must
+    ``build(params, lr)`` is a torch optimizer whose steps descend; ``own_fields`` names
+    fields the block has.  A method the block must
     define and does not raises ``NotImplementedError`` naming it.
     """
     kind = _kind_of(cls)
@@ -79,6 +80,10 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
         assert again.to_dict() == block.to_dict(), "to_dict/from_dict does not round-trip"
         _check_recipe_names(block)
         return block
+    fields = {f.alias or f.name for f in attrs.fields(cls) if f.init}
+    unknown = sorted(set(getattr(cls, "own_fields", ())) - fields)
+    assert not unknown, (f"{cls.__qualname__}.own_fields names {unknown}, which are not fields "
+                         f"of the block (its fields: {sorted(fields)})")
     block = registry.build(kind, {"name": cls.name, **(example or {})})
     description = block.describe()
     assert description["name"] == cls.name

@@ -40,6 +40,21 @@ def test_conformance_checks_the_declared_contract():
         check_block(_BadContract)
 
 
+def test_conformance_names_own_fields_that_are_not_fields():
+    from infoblocks.blocks.distances import Euclidean
+
+    @attrs.define
+    class Typo(Euclidean):
+        name: ClassVar[str] = "typo_own_fields"
+        own_fields: ClassVar[tuple[str, ...]] = ("scael",)
+        scale: float = 1.0
+
+    with pytest.raises(AssertionError, match=r"own_fields names \['scael'\].*'scale'"):
+        check_block(Typo)
+    Typo.own_fields = ("scale",)
+    check_block(Typo)
+
+
 def test_conformance_builds_models_and_optimizers_and_names_a_missing_method():
     import torch
 
