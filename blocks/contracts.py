@@ -201,5 +201,32 @@ def check_shard(phase: TrainingPhase, whole: dict[str, Any], part: dict[str, Any
                 f"rank trains each row {world} times where a loss sums over the ranks.")
 
 
-__all__ = ["BatchType", "ContractError", "check_phase", "check_shard", "check_yields", "ITEMS",
+def check_whole_batch(phase: TrainingPhase, value: torch.Tensor, state: TrainState) -> None:
+    """Under torchrun, on the phase's first step: a loss that declares ``whole_batch`` has
+    the same value on every rank (it reduces its sums over the ranks, so the engine's gradient
+    average is the one-process gradient).  A value computed from the rank's shard alone
+    differs by rank; nothing else would say so.  Every rank takes part (one all-reduce)."""
+    if not state.dist.active or not getattr(phase.loss, "whole_batch", False):
+        return
+    rank, world = state.dist.rank, state.dist.world_size
+    table = torch.zeros(world, dtype=torch.float64, device=value.device)
+    table[rank] = float(value.detach())
+    table = state.dist.sum(table)
+    if not bool(torch.isfinite(table).all()):
+        return  # (a non-finite loss is reported by the phase)
+    spread = float((table - table[0]).abs().max())
+    if spread > 1e-5 * max(float(table.abs().max()), 1e-3):
+        values = ", ".join(f"{float(v):.7g}" for v in table)
+        raise ContractError(
+            f"Phase {phase.name!r}: {_label(phase.loss)} declares `whole_batch` (its value "
+            f"is the whole batch's on every rank) but the {world} ranks' first-step values "
+            f"differ ({values}). Sum the loss's statistics over the ranks before any "
+            "non-linear step (`state.dist.differentiable_sum`, or the `BatchScores` reductions "
+            "of an MI bound), check that the sampler's `shard` keeps what the loss reduces "
+            f"({_label(phase.sampler)}), or do not declare `whole_batch` if a per-rank value "
+            "whose mean over the ranks is the whole batch's is meant.")
+
+
+__all__ = ["BatchType", "ContractError", "check_phase", "check_shard", "check_whole_batch",
+           "check_yields", "ITEMS",
            "EDGES", "MARGINAL_PAIRS", "ROWS_COLS", "SIMULATIONS"]

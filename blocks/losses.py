@@ -46,6 +46,11 @@ class Loss(Block):
     consumes: ClassVar[frozenset[str] | None] = None
     #: metric names this loss reports (None: undeclared)
     reports: ClassVar[frozenset[str] | None] = None
+    #: the value is the whole batch's on every rank under torchrun (the loss reduces its sums
+    #: over the ranks itself, ``state.dist.differentiable_sum``); declared, the engine checks
+    #: on each phase's first step that every rank got the same value.  False: a per-rank
+    #: value whose mean over the ranks is the whole batch's (UMAP's mean over its edges)
+    whole_batch: ClassVar[bool] = False
 
     def required_fields(self) -> frozenset[str] | None:
         return self.consumes
@@ -159,6 +164,10 @@ class CompoundLoss(Loss):
 
     def required_models(self):
         return frozenset().union(*(loss.required_models() for loss in self.losses))
+
+    @property
+    def whole_batch(self) -> bool:  # the sum is the whole batch's where every part's is
+        return all(getattr(loss, "whole_batch", False) for loss in self.losses)
 
     def on_phase_start(self, state):
         for loss in self.losses:

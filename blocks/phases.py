@@ -23,7 +23,7 @@ import torch
 
 from .base import as_data, block_field
 from .callbacks import Callback, EarlyStopping
-from .contracts import check_phase, check_shard, check_yields
+from .contracts import check_phase, check_shard, check_whole_batch, check_yields
 from .errors import NumericalError, ValidationError
 from .numerics import cosine_factor
 from .optim import OptimizerBlock, make_adam
@@ -311,6 +311,8 @@ class TrainingPhase:
                         f"Phase {self.name!r}, first batch (rank {state.dist.rank}'s shard from "
                         f"sampler {getattr(self.sampler, 'name', type(self.sampler).__name__)!r})"
                         f": {exc}") from None
+                if first:
+                    check_whole_batch(self, out.value, state)
                 value = out.value
                 if self.l1_strength > 0:
                     value = value + self.l1_strength * sum(p.abs().sum() for p in params)

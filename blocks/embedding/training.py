@@ -427,6 +427,7 @@ class KLLoss(Loss):
     """
 
     name: ClassVar[str] = "kl"
+    whole_batch: ClassVar[bool] = True
     reports: ClassVar[frozenset[str]] = frozenset({"kl"})
     model: str = "main"
     input: str = "data"

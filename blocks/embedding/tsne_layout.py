@@ -125,6 +125,7 @@ class AllPairsKLLoss(Loss):
     """
 
     name: ClassVar[str] = "all_pairs_kl"
+    whole_batch: ClassVar[bool] = True
     reports: ClassVar[frozenset[str]] = frozenset({"kl"})
     model: str = "layout"
     #: the model's input: ``index`` for free coordinates, a dataset array for a network

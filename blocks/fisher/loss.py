@@ -55,6 +55,7 @@ class FisherLoss(Loss):
     """
 
     name: ClassVar[str] = "fisher"
+    whole_batch: ClassVar[bool] = True
     #: the derivative key is ``derivative`` or ``numerical_derivative`` + ``delta_theta``,
     #: whichever the sampler yields (checked when the first batch arrives)
     consumes: ClassVar[frozenset[str]] = frozenset({FIDUCIAL})

@@ -221,6 +221,7 @@ class DVLoss(MIBound):
     """
 
     name: ClassVar[str] = "dv"
+    whole_batch: ClassVar[bool] = True
 
     def bound(self, scores):
         return dv_bound(scores)
@@ -312,6 +313,7 @@ class NWJLoss(MIBound):
     """
 
     name: ClassVar[str] = "nwj_loss"
+    whole_batch: ClassVar[bool] = True
 
     def bound(self, scores):
         return nwj_bound(scores)
@@ -337,6 +339,7 @@ class InfoNCELoss(MIBound):
     """
 
     name: ClassVar[str] = "infonce_loss"
+    whole_batch: ClassVar[bool] = True
     reports: ClassVar[frozenset[str]] = frozenset({"mi", "log_batch_cap"})
     rows: ClassVar[bool] = True
 
@@ -360,6 +363,7 @@ class SMILELoss(MIBound):
     """
 
     name: ClassVar[str] = "smile_loss"
+    whole_batch: ClassVar[bool] = True
     reports: ClassVar[frozenset[str]] = frozenset({"mi", "js"})
     clip: float = attrs.field(default=5.0, validator=positive)
 

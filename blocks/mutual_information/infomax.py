@@ -256,6 +256,7 @@ class JSDivergenceBound(MIBound):
     ``mi`` and ``js``."""
 
     name: ClassVar[str] = "js_divergence"
+    whole_batch: ClassVar[bool] = True
     reports: ClassVar[frozenset[str]] = frozenset({"mi", "js"})
 
     def bound(self, scores):
@@ -430,6 +431,7 @@ class InfoMaxLoss(Loss):
     """
 
     name: ClassVar[str] = "infomax"
+    whole_batch: ClassVar[bool] = True
     reports: ClassVar[frozenset[str]] = frozenset({"mi", "nested_mi", "js", "log_batch_cap",
                                                    "reconstruction", "l2"})
     bound: Any = block_field("loss", default="infonce_loss")

@@ -34,6 +34,7 @@ class MINEELoss(Loss):
     """
 
     name: ClassVar[str] = "minee_loss"
+    whole_batch: ClassVar[bool] = True
     consumes: ClassVar[frozenset[str]] = frozenset({"x", "y", "x_reference", "y_reference"})
     reports: ClassVar[frozenset[str]] = frozenset({"mi", "d_xy", "d_x", "d_y", "d_sum"})
     critic: str = "main"
