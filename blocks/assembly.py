@@ -441,13 +441,38 @@ def _fits(name: Any, key: str, value: Any) -> bool:
     field = next((f for f in attrs.fields(cls) if (f.alias or f.name) == key), None) \
         if attrs.has(cls) else None
     if field is not None and field.validator is not None:
-        try:  # the field's own validator (a choice of names, a range)
+        try:  # the field's own validator (a choice of names, a range), after its converter
+            if field.converter is not None:  # (a block field builds its block first)
+                value = field.converter(value)
             field.validator(None, field, value)
         except AttributeError:
             pass  # a validator that reads the instance: left to the build
         except Exception:  # noqa: BLE001 - the value is refused
             return False
     return True
+
+
+def _default_block_name(field: attrs.Attribute) -> Any:
+    """The name of the block a field holds by default (None: not a block, or no default)."""
+    default = field.default
+    if isinstance(default, attrs.Factory) and not default.takes_self:
+        try:
+            default = default.factory()
+        except Exception:  # noqa: BLE001 - a factory that needs more: no name to compare
+            return None
+    if isinstance(default, dict) or isinstance(default, str):
+        return _block_name(default)
+    return getattr(default, "name", None)
+
+
+def _takes_table(field: attrs.Attribute, value: Any) -> bool:
+    """Whether a recipe's value may go into ``field``: anything but a block's table, which
+    goes only into a field that holds that same block by default (UMAP's `min_dist` gives
+    its kernel table `{name = "modified_cauchy", a, b}`; a plugin loss's own `kernel =
+    "student_t"` is another block, not that kernel's settings — author7 A7-1)."""
+    if not (isinstance(value, dict) and isinstance(value.get("name"), str)):
+        return True
+    return _default_block_name(field) == value["name"]
 
 
 def _filled(spec: Any, tuned: dict[str, Any], where: str, only_fitting: bool = False,
@@ -462,7 +487,8 @@ def _filled(spec: Any, tuned: dict[str, Any], where: str, only_fitting: bool = F
         return spec, []
     own = set(getattr(_registry().get(_block_kind(_block_name(spec)), _block_name(spec)),
                       "own_fields", ()))
-    fields = {k: f for k, f in fields.items() if k not in own}  # the block's own meaning
+    fields = {k: f for k, f in fields.items() if k not in own  # the block's own meaning
+              and (k not in tuned or _takes_table(f, tuned[k]))}
     params = {"name": spec} if isinstance(spec, str) else dict(spec)
     if shortcut is not None:
         for k, v in tuned.items():
@@ -476,9 +502,18 @@ def _filled(spec: Any, tuned: dict[str, Any], where: str, only_fitting: bool = F
     params.update({k: as_declared(fields[k], copy.deepcopy(v)) for k, v in tuned.items()
                    if k in fields and k not in params and (
                        not only_fitting or _fits(params["name"], k, as_declared(fields[k], v)))})
-    lost = [f"`{where}` is now {_block_name(spec)!r}, which has no field `{k}`"
-            + (" it takes from the recipe (its `own_fields`)" if k in own else "")
-            for k in tuned if k not in fields]
+    every = _block_attributes(_block_name(spec)) or {}
+
+    def why(k: str) -> str:
+        if k in own:
+            return f"which keeps its field `{k}` to its own table (`own_fields`)"
+        if k in every:
+            return (f"whose `{k}` holds another block by default than the recipe's "
+                    f"{_block_name(tuned[k])!r}")
+        return f"which has no field `{k}`"
+
+    lost = [f"`{where}` is now {_block_name(spec)!r}, {why(k)}" for k in tuned
+            if k not in fields]
     return (params if len(params) > 1 else spec), ([] if len(lost) < len(tuned) else lost)
 
 

@@ -470,3 +470,47 @@ def test_a_blocks_own_fields_are_never_filled_by_the_recipe(infoblocks_plugin):
     models = ParametricUMAP(models={"main": {"name": "test_own_encoder_1",
                                              "activation": "sigmoid"}}).routine_spec()["models"]
     assert models["main"]["activation"] == "sigmoid"
+
+
+def test_a_recipes_block_table_reaches_only_a_field_holding_that_block(infoblocks_plugin):
+    # author7 A7-1: a plugin UMAP loss whose own `kernel` is the Cauchy kernel (InfoNC-t-SNE)
+    # was handed the recipe's modified_cauchy table (from min_dist / spread) with no message
+    from infoblocks.blocks.base import block_field
+    from infoblocks.blocks.embedding.training import RelationLoss
+    from infoblocks.plugins import hookimpl
+    from infoblocks.recipes import ParametricUMAP
+
+    @attrs.define
+    class CauchyLoss(RelationLoss):
+        name: ClassVar[str] = "test_cauchy_edges"
+        kernel: Any = block_field("transform", default="student_t")
+
+    @attrs.define
+    class SameKernelLoss(RelationLoss):  # holds the recipe's kernel: its settings reach it
+        name: ClassVar[str] = "test_same_kernel_edges"
+
+    class _Plugin:
+        @hookimpl
+        def register_losses(self):
+            return [CauchyLoss, SameKernelLoss]
+
+    infoblocks_plugin(_Plugin(), "test_kernel_tables")
+
+    def main_loss(**options):
+        spec = ParametricUMAP(**options, phases=[{"name": "main", "loss": options.pop(
+            "loss", "test_cauchy_edges")}]).routine_spec()
+        return next(p["loss"] for p in spec["phases"] if p["name"] == "main")
+
+    loss = main_loss()
+    assert "kernel" not in loss and loss["repulsion_strength"] == 1.0  # numbers still reach it
+    loss = ParametricUMAP(phases=[{"name": "main", "loss": "test_same_kernel_edges"}]
+                          ).routine_spec()["phases"][2]["loss"]
+    assert loss["kernel"] == {"name": "modified_cauchy", "min_dist": 0.0, "spread": 1.0}
+    # a set min_dist reaches no kernel of the plugin loss: the warning says why
+    with pytest.warns(UserWarning, match=r"holds another block by default than the recipe's "
+                                         r"'modified_cauchy'"):
+        spec = ParametricUMAP(min_dist=0.1, phases=[
+            {"name": "layout", "loss": {"name": "test_cauchy_edges", "model": "layout",
+                                        "input": "items"}},
+            {"name": "main", "loss": "test_cauchy_edges"}]).routine_spec()
+    assert all("kernel" not in p["loss"] for p in spec["phases"] if p["name"] != "init")
