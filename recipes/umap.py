@@ -32,7 +32,7 @@ from attrs.validators import optional
 import numpy as np
 import torch
 
-from infoblocks.blocks.assembly import cap_fields
+from infoblocks.blocks.assembly import ShortcutWarning, cap_fields
 from infoblocks.blocks.base import naming_blocks
 from infoblocks.blocks.callbacks import Callback
 from infoblocks.blocks.contracts import ITEMS
@@ -280,6 +280,7 @@ class EmbeddingRecipe(Recipe):
             dataset=Dataset(data=x), models=self.build_models(spec, x.shape[0], x.shape[1]),
             global_relations=self.build_globals(spec), phases=phases, device=self.device,
             seed=self.seed, verbose=self.verbose)
+        self._check_anchor(phases)
         for phase in phases:  # losses that embed cached front-end outputs need no data rows
             losses, sampler = _parts(phase.loss), phase.sampler
             if isinstance(sampler, NegativeEdgeSampler) and sampler.keys is None and all(
@@ -288,6 +289,29 @@ class EmbeddingRecipe(Recipe):
                     for loss in losses):
                 sampler.keys = ()
         return routine
+
+    def _check_anchor(self, phases: list[Any]) -> None:
+        """A ``ShortcutWarning`` where the recipe anchors the network to the layout
+        (``anchor_strength`` > 0) but the main phase's loss reads no layout: f then learns a
+        map in a frame of its own, and ``transform`` (its start, and ``refine=False``) is not
+        comparable with ``embedding_`` (author7: held-out digits' 10-NN 0.650 against 0.937)."""
+        by_name = {phase.name: phase for phase in phases}
+        if getattr(self, "anchor_strength", 0) <= 0 or "layout" not in by_name or \
+                "main" not in by_name:
+            return
+        loss = by_name["main"].loss
+        if "layout" in loss.required_models():
+            return
+        name = getattr(loss, "name", type(loss).__name__)
+        warnings.warn(ShortcutWarning(
+            f"{self.name}: `anchor_strength` = {self.anchor_strength} reaches no block: the "
+            f"main phase's loss {name!r} does not read the layout, so the network f learns a "
+            "map in a frame of its own and `transform` (its start, and `refine=False`) is not "
+            "comparable with `embedding_`. Keep the anchor beside your loss: `loss = { name = "
+            f"\"compound\", losses = [{{ name = \"{name}\" }}, {{ name = \"anchored_relation\", "
+            f"anchor_model = \"layout\" }}], weights = [1.0, {self.anchor_strength}] }}`, or "
+            "set `anchor_strength = 0` to train f on its own (docs/plugins.md, \"Which phase\")."),
+            stacklevel=4)
 
     def _validate(self, X: Any, spec: dict[str, Any] | None = None) -> torch.Tensor | LazyRows:
         x = as_rows(X, "X", ndim=2)  # a memory-mapped array / torch Dataset stays on disk
