@@ -50,6 +50,7 @@ from infoblocks.blocks.phases import LR_SCHEDULES, _optimizer_name
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
+from infoblocks.plugins.registry import get_registry
 from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
                                           positive_int)
 
@@ -183,6 +184,10 @@ class InfoMax(Recipe):
     #: the Gaussian critic's scale τ at the start: "channel" (the first batch's measured
     #: channel noise variance) or "one" (τ = 1)
     critic_init: str = attrs.field(default="channel", validator=one_of("channel", "one"))
+    #: a learnt constant in the Gaussian critic (started at NWJ's best constant); None: where
+    #: the bound is not shift-invariant (``nwj``: without it the reported bound fell below
+    #: zero, −0.28 nats where JSD gave +1.64; DV, InfoNCE and JSD's reported DV value ignore it)
+    critic_offset: bool | None = None
     hidden_dims: tuple[int, ...] = attrs.field(default=(64, 64), converter=tuple)
     activation: str = "elu"
     #: "tanh" bounds the code (the channel's power limit); "identity" leaves it unbounded
@@ -281,11 +286,18 @@ class InfoMax(Recipe):
         critic, _ = CRITICS[self.critic]
         if critic == "gaussian_channel_critic":
             models["critic"] = {"name": critic, "init_scale": 1.0,
-                                "init_from_data": self.critic_init == "channel"}
+                                "init_from_data": self.critic_init == "channel",
+                                "offset": self._critic_offset()}
         else:
             models["critic"] = {"name": critic, "hidden_dims": list(self.critic_hidden_dims),
                                 "activation": "elu"}
         return models
+
+    def _critic_offset(self) -> bool:
+        if self.critic_offset is not None:
+            return self.critic_offset
+        bound = get_registry().get("loss", BOUNDS[self.bound])
+        return not getattr(bound, "shift_invariant", True)
 
     def _loss(self) -> dict[str, Any]:
         penalties = [{"name": "linear_reconstruction", "weight": self.reconstruction,

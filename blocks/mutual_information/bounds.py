@@ -128,6 +128,10 @@ class MIBound(Loss):
     reports: ClassVar[frozenset[str]] = frozenset({"mi"})
     #: the bound needs row-structured (in-batch) negatives
     rows: ClassVar[bool] = False
+    #: ``bound(scores)`` is unchanged when every score moves by one constant (DV, InfoNCE);
+    #: False (NWJ, SMILE's clip): a critic needs a free constant — a critic without one
+    #: (InfoMax's ``gaussian_channel_critic``) then gets a learnt offset
+    shift_invariant: ClassVar[bool] = False
     critic: str = "main"
 
     def required_models(self) -> frozenset[str]:
@@ -222,6 +226,7 @@ class DVLoss(MIBound):
 
     name: ClassVar[str] = "dv"
     whole_batch: ClassVar[bool] = True
+    shift_invariant: ClassVar[bool] = True
 
     def bound(self, scores):
         return dv_bound(scores)
@@ -340,6 +345,7 @@ class InfoNCELoss(MIBound):
 
     name: ClassVar[str] = "infonce_loss"
     whole_batch: ClassVar[bool] = True
+    shift_invariant: ClassVar[bool] = True
     reports: ClassVar[frozenset[str]] = frozenset({"mi", "log_batch_cap"})
     rows: ClassVar[bool] = True
 

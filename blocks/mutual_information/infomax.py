@@ -27,6 +27,7 @@ Bounds written with the scores protocol (:mod:`.scores`) work unchanged; see ``d
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, ClassVar
 
 import attrs
@@ -56,43 +57,62 @@ CODE_KEY = "code"
 
 
 class GaussianChannelNet(nn.Module):
-    """t(z, u) = −‖z − u‖² / (2τ), τ = exp(log_tau) learnt:  ``(n, d), (n, d) -> (n,)``.
+    """t(z, u) = c − ‖z − u‖² / (2τ), τ = exp(log_tau) learnt:  ``(n, d), (n, d) -> (n,)``.
 
     ``pairwise(z, u) -> (n, m)`` for in-batch negatives; ``prefix_pairwise(z, u) -> (d, n, m)``
-    the scores of every prefix of the coordinates (the nested bound), one scale per prefix."""
+    the scores of every prefix of the coordinates (the nested bound), one scale per prefix.
+    ``offset``: a learnt constant c per prefix (else c = 0), for bounds whose value changes
+    when every score moves by a constant (NWJ: its optimal critic is 1 + log p(z|u)/p(z))."""
 
-    def __init__(self, dim: int, init_scale: float, from_data: bool = False) -> None:
+    def __init__(self, dim: int, init_scale: float, from_data: bool = False,
+                 offset: bool = False) -> None:
         super().__init__()
         self.dim = dim
         self.log_tau = nn.Parameter(torch.full((dim,), math.log(init_scale)))
+        self.offset = nn.Parameter(torch.zeros(dim)) if offset else None
         #: False until :meth:`fit_scale` has set τ from the channel (``from_data``)
         self.register_buffer("fitted", torch.tensor(not from_data))
 
     @torch.no_grad()
     def fit_scale(self, z: torch.Tensor, u: torch.Tensor) -> None:
         """τ_k = the channel's noise variance per coordinate of the prefix 1..k, measured on
-        the joint pairs (z, u) (the maximum-likelihood scale of a Gaussian channel)."""
+        the joint pairs (z, u) (the maximum-likelihood scale of a Gaussian channel); with an
+        offset, c_k = 1 − log mean e^{t_k} over the off-diagonal pairs (NWJ's best constant
+        for those scores: its value then starts at the DV value)."""
         per_coord = (z - u).pow(2).mean(0).double()  # (d,)
         k = torch.arange(1, len(per_coord) + 1, dtype=per_coord.dtype, device=per_coord.device)
         tau = (per_coord.cumsum(0) / k).clamp_min(1e-8)
         self.log_tau.copy_(tau.log().to(self.log_tau))
+        if self.offset is not None:
+            self.offset.zero_()
+            m = min(len(z), 512)
+            scores = self.prefix_pairwise(z[:m], u[:m]).double()  # (d, m, m)
+            off = ~torch.eye(m, dtype=torch.bool, device=scores.device)
+            negatives = scores[:, off] if m > 1 else scores.reshape(len(scores), -1)
+            log_mean = torch.logsumexp(negatives, 1) - math.log(negatives.shape[1])
+            self.offset.copy_((1.0 - log_mean).to(self.offset))
         self.fitted.fill_(True)
 
+    def _offset(self, k: int | slice = -1) -> Any:
+        return 0.0 if self.offset is None else self.offset[k]
+
     def forward(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return -(z - u).pow(2).sum(-1) / (2 * self.log_tau[-1].exp())
+        return self._offset() - (z - u).pow(2).sum(-1) / (2 * self.log_tau[-1].exp())
 
     def pairwise(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         d2 = (z.pow(2).sum(-1)[:, None] + u.pow(2).sum(-1)[None, :] - 2 * z @ u.T).clamp_min(0)
-        return -d2 / (2 * self.log_tau[-1].exp())
+        return self._offset() - d2 / (2 * self.log_tau[-1].exp())
 
     def prefix_pairwise(self, z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         squares = (z[None, :, :] - u[:, None, :]).pow(2).permute(2, 1, 0)  # (d, n, m)
-        return -squares.cumsum(0) / (2 * self.log_tau.exp()[:, None, None])
+        scores = -squares.cumsum(0) / (2 * self.log_tau.exp()[:, None, None])
+        return scores if self.offset is None else scores + self.offset[:, None, None]
 
 
 @attrs.define
 class GaussianChannelCritic(Model):
-    """The Gaussian-channel critic t(z, u) = −‖z − u‖² / (2τ) (one learnt scale τ per prefix).
+    """The Gaussian-channel critic t(z, u) = c − ‖z − u‖² / (2τ) (one learnt scale τ, and with
+    ``offset`` one learnt constant c, per prefix; else c = 0).
 
     ``(n, x_dim), (n, y_dim) -> (n,)`` with ``x_dim == y_dim`` (the code and the clean code);
     ``init_scale`` is τ at the start (InfoMax sets it to the channel's noise variance)."""
@@ -103,6 +123,9 @@ class GaussianChannelCritic(Model):
     init_scale: float = attrs.field(default=0.1, validator=positive)
     #: True: τ is set from the first training batch's channel (its measured noise variance)
     init_from_data: bool = False
+    #: a learnt constant c (started, with ``init_from_data``, at NWJ's best constant): needed
+    #: by a bound that is not shift-invariant (``MIBound.shift_invariant``)
+    offset: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.x_dim != self.y_dim:
@@ -112,7 +135,7 @@ class GaussianChannelCritic(Model):
                 "separable_critic.")
 
     def build(self) -> nn.Module:
-        return GaussianChannelNet(self.x_dim, self.init_scale, self.init_from_data)
+        return GaussianChannelNet(self.x_dim, self.init_scale, self.init_from_data, self.offset)
 
 
 # ====================================================================== the Linsker encoder
@@ -257,6 +280,7 @@ class JSDivergenceBound(MIBound):
 
     name: ClassVar[str] = "js_divergence"
     whole_batch: ClassVar[bool] = True
+    shift_invariant: ClassVar[bool] = True  # (the reported bound is DV's)
     reports: ClassVar[frozenset[str]] = frozenset({"mi", "js"})
 
     def bound(self, scores):
@@ -543,6 +567,19 @@ class InfoMaxLoss(Loss):
 
     # ------------------------------------------------------------------ the loss
 
+    def _check_offset(self, critic: Any) -> None:
+        """A bound whose value moves with a constant added to the scores, with a Gaussian
+        critic that has no constant: the reported bound sits below the truth by that
+        constant's error (author7: NWJ reported −0.28 nats where JSD reported +1.64)."""
+        if isinstance(critic, GaussianChannelNet) and critic.offset is None and \
+                not getattr(self.bound, "shift_invariant", True):
+            warnings.warn(
+                f"infomax: the bound {getattr(self.bound, 'name', self.bound)!r} is not "
+                "shift-invariant (`shift_invariant = False`) but the critic "
+                "gaussian_channel_critic has no learnt constant, so the reported bound is "
+                "lowered by it; set `critic_offset = true` (or the critic's `offset = true`).",
+                UserWarning, stacklevel=2)
+
     def __call__(self, batch, models, state):
         encoder = get_model(models, self.encoder)
         generator = self._generator(state)
@@ -560,6 +597,7 @@ class InfoMaxLoss(Loss):
         if torch.is_grad_enabled() and self._scale_pending is not False:
             if self._scale_pending is None:
                 self._scale_pending = not bool(getattr(critic, "fitted", True))
+                self._check_offset(critic)
             if self._scale_pending:
                 critic.fit_scale(z.detach(), u.detach())  # τ from the channel's measured noise
                 self._scale_pending = False
