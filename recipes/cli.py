@@ -201,6 +201,9 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     config = read_toml(args.config)
     recipe = recipe_from_dict(config)
     arrays = [a for path in args.data for a in _load_array(path)]
+    if not arrays and not getattr(recipe, "draws_own_simulations", lambda: False)():
+        raise ConfigError(f"infoblocks run {recipe.name}: give its input with --data FILE "
+                          "(.npy, .npz, .csv or .txt).")
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {args.out!r} is a file; give a directory for the results.")
@@ -243,8 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.set_defaults(func=cmd_config)
     run = sub.add_parser("run", help="fit the recipe described by a TOML config")
     run.add_argument("config", help="TOML file with `recipe = NAME` and its hyperparameters")
-    run.add_argument("--data", action="append", required=True,
-                     help="input array (.npy/.npz/.csv); repeat for recipes with two inputs")
+    run.add_argument("--data", action="append", default=[],
+                     help="input array (.npy/.npz/.csv); repeat for recipes with two inputs "
+                          "(IMNN: none when its samplers draw their own simulations)")
     run.add_argument("--out", required=True, help="output folder (model, summary.json)")
     run.add_argument("--nproc", type=int, default=1,
                      help="processes to train in (torch.distributed.run, gloo on CPU / nccl on "

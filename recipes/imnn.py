@@ -47,7 +47,8 @@ from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import non_negative, one_of, positive, positive_int
 
-from .imnn_data import attach, build_phases, take_source, validation_source
+from .imnn_data import (attach, build_phases, draws_own_simulations, take_source,
+                         validation_source)
 from .imnn_inference import PosteriorInference, PosteriorSamples  # noqa: F401
 from .imnn_problem import (DEMO_EXACT_DET_F, DEMO_PRIOR, DEMO_TARGET_SEED,  # noqa: F401
                            DEMO_THETA_FID, OracleSummaries, exact_posterior,
@@ -386,10 +387,12 @@ class IMNN(PosteriorInference, Recipe):
             "validation_fiducial": validation_fiducial,
             "validation_derivative": validation_derivative,
             "validation_numerical_derivative": validation_numerical_derivative}, self._source,
-            loaded=self.routine_ is not None)
+            loaded=self.routine_ is not None, own_source=self.draws_own_simulations())
         resolve_device(self.device)  # CUDA asked for but absent: a ValidationError first
         warm = self.warm_start and self.routine_ is not None
-        self._mode = "simulator" if source["simulator"] is not None else "arrays"
+        # a sampler that draws its own simulations is a simulator
+        self._mode = "arrays" if source["simulator"] is None and source["fiducial"] is not None \
+            else "simulator"
         with intra_op_threads(self.threads), _fit_mode(self._mode):
             spec = self.routine_spec()
             phases = self._phases(spec, source)
@@ -415,6 +418,12 @@ class IMNN(PosteriorInference, Recipe):
             self.routine_, self._source, self.input_shape_ = routine, source, tuple(shape)
             self._collect(routine, main, evaluation, [p.name for p in phases])
         return self
+
+    def draws_own_simulations(self) -> bool:
+        """Whether every sampler of the routine draws its own simulations (a plugin sampler
+        without ``with_source``): then ``fit()`` and ``infoblocks run`` take no data."""
+        with _fit_mode("simulator"):
+            return draws_own_simulations(self.routine_spec())
 
     def _evaluation(self, spec: dict[str, Any]) -> Any:
         block = self.build_evaluation("statistics", spec)
@@ -603,16 +612,22 @@ class IMNN(PosteriorInference, Recipe):
         """``--data FIDUCIAL --data DERIVATIVE [--data VAL_FIDUCIAL --data VAL_DERIVATIVE]``;
         the derivative arrays are numerical (n_d, 2, p, ...) when ``delta_theta`` is set.
         ``fit_options`` go to :meth:`fit` (the CLI's ``--resume``: ``checkpoint``, ``resume``)."""
+        if not data and self.draws_own_simulations():
+            self.fit(**fit_options)
+            return self._run_outputs(Path(out_dir))
         if len(data) not in (2, 4):
             raise ValidationError(
                 f"imnn run takes 2 or 4 arrays (fiducial, derivative[, validation fiducial, "
-                f"validation derivative]), got {len(data)}.")
+                f"validation derivative]), or none with samplers that draw their own "
+                f"simulations (no `with_source`), got {len(data)}.")
         key = "numerical_derivative" if self.delta_theta is not None else "derivative"
         arrays = {"fiducial": data[0], key: data[1]}
         if len(data) == 4:
             arrays.update({"validation_fiducial": data[2], f"validation_{key}": data[3]})
         self.fit(**arrays, **fit_options)
-        out_dir = Path(out_dir)
+        return self._run_outputs(Path(out_dir))
+
+    def _run_outputs(self, out_dir: Path) -> dict[str, Any]:
         # a folder of its own: the save replaces its directory whole, and out_dir also holds
         # the CLI's checkpoint (--resume)
         self.save(out_dir / MODEL_DIR)

@@ -24,9 +24,12 @@ FIT_KEYS = (*SOURCE_KEYS, "validation_fiducial", "validation_derivative",
 
 
 def take_source(given: dict[str, Any], previous: dict[str, Any] | None,
-                loaded: bool = False) -> dict[str, Any]:
+                loaded: bool = False, own_source: bool = False) -> dict[str, Any]:
     """The simulations of this fit: ``given``, or the previous fit's when none are given
-    (``loaded``: the recipe has trained weights but no simulations — it came from a file)."""
+    (``loaded``: the recipe has trained weights but no simulations — it came from a file;
+    ``own_source``: every sampler draws its own, so none are needed)."""
+    if all(v is None for v in given.values()) and own_source and previous is None:
+        return dict(given)
     if all(v is None for v in given.values()):
         if previous is None and loaded:
             raise ValidationError(
@@ -64,8 +67,31 @@ def validation_source(source: dict[str, Any]) -> dict[str, Any]:
     return {k: source[k] for k in SOURCE_KEYS}  # monitor det F on the training arrays
 
 
+def draws_own_simulations(spec: dict[str, Any]) -> bool:
+    """Whether every training sampler of the phases in ``spec`` is a registered sampler
+    without ``with_source``: it simulates by itself, and ``fit`` takes no data (a validation
+    sampler must then draw its own too: :func:`attach` says so)."""
+    from infoblocks.blocks.assembly import _block_name
+    from infoblocks.plugins.registry import get_registry
+
+    registry = get_registry()
+    samplers = [phase["sampler"] for phase in spec.get("phases", [])
+                if phase.get("sampler") is not None]
+    names = [_block_name(s) for s in samplers]
+    return bool(names) and all(
+        isinstance(n, str) and ("sampler", n) in registry
+        and not hasattr(registry.get("sampler", n), "with_source") for n in names)
+
+
 def attach(sampler: Any, source: dict[str, Any], path: str) -> Any:
-    """``sampler.with_source(**source)``; a sampler without it must not be given data."""
+    """``sampler.with_source(**source)``; a sampler without it must not be given data, and
+    one with it must be given some."""
+    if hasattr(sampler, "with_source") and all(source.get(k) is None for k in SOURCE_KEYS):
+        raise ConfigError(
+            f"{path}: sampler {sampler.name!r} simulates from what fit is given, and fit was "
+            "given nothing (the training sampler draws its own simulations). Name a sampler "
+            "that draws its own here too, e.g. `validation = { sampler = { name = \"...\", "
+            "seed = 1 } }` in the phase, or pass simulations to fit.")
     if hasattr(sampler, "with_source"):
         return sampler.with_source(**{k: source.get(k) for k in SOURCE_KEYS})
     if any(source.get(k) is not None for k in SOURCE_KEYS):
@@ -83,4 +109,4 @@ def build_phases(recipe: Any, spec: dict[str, Any]) -> list[TrainingPhase]:
 
 
 __all__ = ["SOURCE_KEYS", "FIT_KEYS", "take_source", "validation_source", "attach",
-           "build_phases"]
+           "build_phases", "draws_own_simulations"]
