@@ -399,3 +399,23 @@ def test_mi_run_keeps_the_checkpoint(tmp_path, capsys):
     _cli(argv, capsys)
     assert (tmp_path / "run" / "notes.txt").exists()
     assert (tmp_path / "run" / "checkpoint").is_dir()
+
+
+# ======================================================== docs/architecture.md's training step
+
+
+def test_architecture_step_names_exist():
+    # docs/architecture.md's pseudo-code of one training step names the engine's functions and
+    # the blocks' contract methods: each is defined in the package (or is torch's)
+    import torch
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    step = re.search(r"### One training step.*?```\n(.*?)```", text, flags=re.S).group(1)
+    called = set(re.findall(r"(?<![\w#])([A-Za-z_]\w*)\(", step))
+    source = "\n".join(path.read_text() for folder in ("blocks", "plugins", "recipes")
+                       for path in (ROOT / folder).rglob("*.py"))
+    assert {"check_phase", "required_fields", "batch_fields", "after_optimizer_step"} <= called
+    missing = [name for name in called
+               if not re.search(rf"(def|class) {name}\b|\b{name}\s*[:=]", source)
+               and not any(hasattr(owner, name) for owner in
+                           (torch.Tensor, torch.nn.utils, torch.optim.Optimizer))]
+    assert not missing, f"docs/architecture.md names what the code does not define: {missing}"
