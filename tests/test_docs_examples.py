@@ -1,19 +1,20 @@
 """The examples of the recipe pages (README.md, docs/architecture.md, dii.md, imnn.md, mi.md,
 infomax.md, scaling.md) are what a reader copies: every TOML example parses and, where it names
-a built-in recipe, builds its routine; every Python example compiles, imports only names that
+a registered recipe, builds its routine and names only registered blocks; every Python example compiles, imports only names that
 exist and uses no name that neither the page nor the reader's own data defines; the Python
 examples run, on small data with the training budgets capped (`capped_budgets`), the cheap
 ones by default and the rest with ``-m slow``; a few numbers printed beside an example are
 checked at the example's own budget; cheap ``infoblocks`` commands run through the CLI's
-``main``.  (docs/plugins.md has its own test, tests/test_plugin_docs.py; docs/umap.md is
-checked by tests/recipes/test_umap_docs.py where present.)"""
+``main`` and every ``infoblocks`` command the pages show parses with its parser.
+(docs/plugins.md has its own test, tests/test_plugin_docs.py.)"""
 
 import ast
 import builtins
 import functools
-import json
 import importlib
+import json
 import re
+import shlex
 import symtable
 import textwrap
 import tomllib
@@ -349,14 +350,55 @@ def _cli(argv: list[str], capsys) -> str:
     return capsys.readouterr().out
 
 
+def _demo_names(capsys) -> set[str]:
+    shown, out = set(), _cli(["demo"], capsys)
+    for name, alias in re.findall(r"^  ([\w-]+)(?: \(or ([\w-]+)\))?", out, flags=re.M):
+        shown |= {name, alias} - {""}
+    return shown
+
+
+def _commands() -> list[tuple[str, list[str]]]:
+    """(page, argv) of every ``infoblocks`` command in a page's fenced examples (``[--x]`` an
+    optional part, kept) and of every inline `infoblocks demo|config name ...`."""
+    found = []
+    for page, fences in EXAMPLES.items():
+        lines = [line for lang, _, text in fences if lang in ("", "bash")
+                 for line in text.splitlines()]
+        text = (ROOT / page).read_text()
+        lines += re.findall(r"`(infoblocks (?:demo|config) [a-z][\w-]*[^`]*)`", text)
+        for line in lines:
+            line = line.split("#")[0].replace("[", "").replace("]", "")
+            if "infoblocks" not in line:
+                continue
+            words = shlex.split(line.split("&&")[-1])
+            at = (words.index("infoblocks") if "infoblocks" in words
+                  else words.index("infoblocks.recipes.cli"))
+            found.append((page, words[at + 1:]))
+    return found
+
+
+def test_page_commands_parse(capsys):
+    # a renamed subcommand, flag, demo, recipe or preset in a page's command fails here
+    from infoblocks.recipes.cli import build_parser
+    commands, demos = _commands(), _demo_names(capsys)
+    assert len(commands) >= 20, commands  # the pages show more than 20 (found the fences)
+    for page, argv in commands:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"{page}: `infoblocks {' '.join(argv)}` does not parse")
+        if args.command == "demo":
+            assert args.name in demos | {None, "all"}, f"{page}: no demo {args.name!r}"
+        elif args.command == "config":
+            _cli(argv, capsys)  # the recipe and preset exist: it prints their TOML
+
+
 def test_readme_lists_every_demo(capsys):
     # README: "`infoblocks demo` lists every demo (`umap`, `tsne`, ..., `infomax`)"
     listed = re.search(r"`infoblocks demo` lists every demo\s*\((.*?)\)",
                        (ROOT / "README.md").read_text(), flags=re.S).group(1)
     names = set(re.findall(r"`([\w-]+)`", listed))
-    shown, out = set(), _cli(["demo"], capsys)
-    for name, alias in re.findall(r"^  ([\w-]+)(?: \(or ([\w-]+)\))?", out, flags=re.M):
-        shown |= {name, alias} - {""}
+    shown = _demo_names(capsys)
     assert names <= shown, f"README names demos the CLI does not list: {names - shown}"
 
 
