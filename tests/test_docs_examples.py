@@ -430,11 +430,9 @@ def test_run_command_and_resume(tmp_path, capsys):
     assert first["estimate_nats"] == again["estimate_nats"]
 
 
-@pytest.mark.xfail(strict=True, reason="MI's run_cli saves the estimator into --out itself, and "
-                   "a save replaces its directory whole: the checkpoint (and any file the user "
-                   "had there) is deleted (docs7 notes, URGENT)")
 def test_mi_run_keeps_the_checkpoint(tmp_path, capsys):
-    # docs/scaling.md: "`--resume` of a finished run returns it unchanged" needs the checkpoint
+    # docs/scaling.md: "`--resume` of a finished run returns it unchanged" needs the checkpoint;
+    # a save into --out itself replaced the folder whole (the checkpoint and the user's files)
     argv = _mi_command(tmp_path, 'recipe = "mine"\nepochs = 3\n')
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("the user's file")
