@@ -96,6 +96,36 @@ def test_toml_examples_build(page, text):
         assert phase["name"] in [p["name"] for p in spec["phases"]]
 
 
+def _fit_data(recipe_name: str) -> tuple[tuple, dict]:
+    """Small data for a TOML example's recipe: fit's (args, kwargs)."""
+    if recipe_name == "dii":
+        from infoblocks.recipes.dii import demo_data
+        return demo_data(200), {}
+    if recipe_name == "imnn":
+        from infoblocks.recipes.imnn_problem import gaussian_simulator
+        return (), {"simulator": gaussian_simulator}
+    if recipe_name == "parametric_umap":
+        from sklearn.datasets import load_digits
+        return (load_digits().data[:300],), {}
+    from infoblocks.recipes.mi_evaluation import seed_problem
+    return seed_problem(0)[:2], {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page, text", _examples("toml"))
+def test_toml_examples_fit(page, text, tmp_path, monkeypatch, capped_budgets):
+    # the recipe a TOML example describes trains (a block's options are checked when it is
+    # built, at fit); examples with placeholder blocks (`my_...`) are only read
+    data = tomllib.loads(text)
+    if any(name.startswith("my_") for name in _block_names(data)):
+        pytest.skip("placeholder blocks")
+    monkeypatch.chdir(tmp_path)
+    recipe = recipe_from_dict(data)
+    args, kwargs = _fit_data(data["recipe"])
+    recipe.fit(*args, **kwargs)
+    assert recipe.routine_.history
+
+
 # ============================================================================= Python: static
 
 #: what the reader brings to a page's examples (their data, a fitted model from the text);
