@@ -511,6 +511,12 @@ def _write_atomically(path: Path, write: Any) -> None:
     import shutil
     import tempfile
 
+    if path.is_dir() and not (path / SPEC_FILE).exists() and any(path.iterdir()):
+        held = sorted(p.name for p in path.iterdir())
+        raise ValidationError(
+            f"save: {path} is a folder that is not a saved model (it holds "
+            f"{', '.join(held[:5])}{' ...' if len(held) > 5 else ''}); saving replaces the "
+            "folder whole, so save into a new or empty folder (e.g. a `model` folder inside it).")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         write(tmp)

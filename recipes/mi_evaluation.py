@@ -496,10 +496,15 @@ def load_estimator(cls: type, path: str | Path, critic_module: torch.nn.Module |
     return recipe
 
 
+#: the saved estimator's folder inside ``infoblocks run``'s ``--out``
+MODEL_DIR = "model"
+
+
 def run_cli(recipe: NeuralMIEstimator, data: list[np.ndarray], out_dir: Path,
             **fit_options: Any) -> dict[str, Any]:
     """``infoblocks run``: two arrays, or one split at column ``split_at``; saves the fitted
-    estimator, ``mi_training.png`` and ``estimate.json``; returns the summary."""
+    estimator in ``out_dir/model``, ``mi_training.png`` and ``estimate.json``; returns the
+    summary."""
     if len(data) == 2:
         x, y = data
     elif len(data) == 1 and recipe.split_at is not None:
@@ -514,9 +519,11 @@ def run_cli(recipe: NeuralMIEstimator, data: list[np.ndarray], out_dir: Path,
             f"`split_at` (the first column of Y); got {len(data)} array(s).")
     recipe.fit(x, y, **fit_options)
     out_dir = Path(out_dir)
-    recipe.save(out_dir)
+    # a folder of its own: a save replaces its folder whole, and out_dir also holds the
+    # CLI's checkpoint (--resume) and whatever else the user keeps there
+    recipe.save(out_dir / MODEL_DIR)
     recipe.plot(path=out_dir / "mi_training.png")
-    summary = recipe.summary_dict()
+    summary = {**recipe.summary_dict(), "model": str(out_dir / MODEL_DIR)}
     (out_dir / "estimate.json").write_text(json.dumps(summary, indent=2))
     return summary
 

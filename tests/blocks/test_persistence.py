@@ -74,6 +74,21 @@ def test_save_into_a_file_is_refused(tmp_path):
         _routine().save(tmp_path / "f")
 
 
+def test_save_never_replaces_a_folder_that_is_not_a_saved_model(tmp_path, saved):
+    # docs7: `infoblocks run` of an MI recipe saved into --out itself, and the atomic swap
+    # deleted what else the folder held (the CLI's checkpoint, the user's files)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "keep.txt").write_text("mine")
+    with pytest.raises(ValidationError, match=r"results is a folder that is not a saved model "
+                                              r"\(it holds keep.txt\).*new or empty folder"):
+        _routine().save(tmp_path / "results")
+    assert (tmp_path / "results" / "keep.txt").read_text() == "mine"
+    _routine().save(saved)  # a saved model is replaced, an empty folder is filled
+    (tmp_path / "empty").mkdir()
+    _routine().save(tmp_path / "empty")
+    assert (tmp_path / "empty" / "routine.json").exists()
+
+
 @pytest.mark.parametrize("size", [0, -1, 2.5, True])
 def test_apply_refuses_a_bad_batch_size(size):
     with pytest.raises(ValidationError, match="`batch_size` must be a positive integer"):

@@ -216,7 +216,8 @@ def test_run_writes_outputs(tmp_path):
     summary = MINEE(epochs=5, hidden_dims=(8,)).run([x[:, None], y[:, None]], tmp_path)
     assert json.loads((tmp_path / "estimate.json").read_text())["estimate_nats"] == \
         pytest.approx(summary["estimate_nats"])
-    assert (tmp_path / "mi_training.png").exists() and (tmp_path / "weights.pt").exists()
+    assert (tmp_path / "mi_training.png").exists() and (tmp_path / "model" / "weights.pt").exists()
+    assert MINEE.load(summary["model"]).estimate() == pytest.approx(summary["estimate_nats"])
     assert set(summary["entropies_nats"]) == {"h_x", "h_y", "h_xy"}
     json.dumps(summary)  # JSON-able
     split = MINE(epochs=3, hidden_dims=(8,), split_at=1).run([np.c_[x, y]], tmp_path / "b")
