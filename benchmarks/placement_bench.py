@@ -55,6 +55,8 @@ def main() -> None:
                         help="JSON list of [name, cross_entropy fields or null = default]")
     parser.add_argument("--options", type=json.loads, default={},
                         help="JSON object of recipe settings, e.g. '{\"dof\": 0.5}'")
+    parser.add_argument("--unit", type=float, default=1.0,
+                        help="multiply X by this (the fit should not depend on it)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from sklearn.manifold import trustworthiness
@@ -67,6 +69,7 @@ def main() -> None:
     else:
         from infoblocks.recipes.tsne import ParametricTSNE as Recipe
     x, labels, n_fit = load(args.dataset)
+    x = (x * args.unit).astype(np.float32) if args.unit != 1.0 else x
     sums: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in args.placements}
     print("dataset recipe split seed placement held-out-10NN held-out-trust@15 transform_s")
     for split in args.splits:

@@ -1,12 +1,14 @@
 """k-nearest-neighbour relations: the sparse graph behind parametric UMAP and t-SNE.
 
 Below ``exact_threshold`` items the k nearest neighbours are found exactly with torch, a block
-of rows at a time (no n × n array, no numba compilation); above it with pynndescent's
+of rows at a time (no n × n array, no numba compilation; candidates ranked in float32, chosen
+by their float64 distances, ties by index); above it with pynndescent's
 approximate search (which pays a one-off numba compilation of ~30 s per process).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import attrs
@@ -28,37 +30,126 @@ EXACT_THRESHOLD = 20_000
 _PYNNDESCENT_METRICS = {"euclidean": "euclidean", "sqeuclidean": "sqeuclidean", "cosine": "cosine"}
 
 
+#: candidates per row ranked by the fast scores beyond the k kept: their exact distances (float64)
+#: settle the order near the k-th, so rounding of the fast scores (‖r‖² − 2b·r in float32) does
+#: not decide which neighbours are kept
+CANDIDATE_MARGIN = 8
+#: gathered neighbour rows per block of the exact distances: small enough to stay in cache
+#: (MNIST-5k's pairs: 0.1 s in blocks of 262,144 elements, 0.6 s in blocks of 16 M)
+PAIR_CHUNK_ELEMENTS = 262_144
+
+
+def _is_euclidean(metric: Any) -> bool:
+    return isinstance(metric, (Euclidean, SquaredEuclidean))
+
+
 def _pair_distances(metric: Any, block: torch.Tensor, x: torch.Tensor,
                     indices: torch.Tensor) -> torch.Tensor:
-    """d(block_i, x_{indices[i, j]}): ``(c, d), (n, d), (c, k) -> (c, k)``."""
+    """d(block_i, x_{indices[i, j]}) as float64: ``(c, d), (n, d), (c, k) -> (c, k)``.
+
+    (Squared) Euclidean: the differences summed in float64, exact for integer-valued data at
+    any unit (X, X / 16 and 1000 · X give the same ties); the squared distance for both (the
+    caller takes the root).  Another distance: its own ``paired`` in the data's dtype."""
     neighbours = x[indices]  # (c, k, d)
-    if isinstance(metric, (Euclidean, SquaredEuclidean)):
-        sq = (neighbours - block[:, None, :]).pow_(2).sum(-1)
-        return sq if isinstance(metric, SquaredEuclidean) else sq.sqrt_()
+    if _is_euclidean(metric):
+        # float32 differences are exact for integer-valued data (and between close values)
+        return neighbours.sub_(block[:, None, :]).double().pow_(2).sum(-1)
     c, k = indices.shape
     return metric.paired(block[:, None, :].expand_as(neighbours).reshape(c * k, -1),
-                         neighbours.reshape(c * k, -1)).reshape(c, k)
+                         neighbours.reshape(c * k, -1)).reshape(c, k).double()
+
+
+def _smallest(dist: torch.Tensor, index: torch.Tensor, k: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k smallest (distance, index) pairs of each row, ascending: equal distances in the
+    order of their index, so that the choice among ties does not depend on rounding."""
+    by_index = torch.argsort(index, dim=1)
+    dist, index = dist.gather(1, by_index), index.gather(1, by_index)
+    order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
+    return index.gather(1, order), dist.gather(1, order)
+
+
+def _knn(queries: torch.Tensor, reference: torch.Tensor | None, k: int, metric: Any,
+         chunk_elements: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k nearest rows of ``reference`` (None: ``queries`` itself, self excluded):
+    indices ``(m, k)`` and float64 distances (squared for the Euclidean metrics), ordered by
+    (distance, index).
+
+    The fast scores rank ``k + CANDIDATE_MARGIN`` candidates per row.  The exact distances of
+    the first k + 1 choose the k where no point outside them can be as near as the k-th (for
+    the Euclidean scores: not within their float32 rounding bound); the other rows (near-ties,
+    exact ties at the k-th) are decided on all the candidates, and a row where even those do
+    not settle it (a tie reaching past them) on every reference row.  So the neighbours are the
+    exact ones, ties broken by index: the same graph at any unit of X.
+    """
+    self_search = reference is None
+    ref = queries if self_search else reference
+    n_ref = ref.shape[0] - (1 if self_search else 0)
+    m = min(k + CANDIDATE_MARGIN, n_ref)
+    euclidean = _is_euclidean(metric)
+    bound = torch.zeros(queries.shape[0], dtype=torch.float64, device=queries.device)
+    if euclidean:
+        # centred (any common shift keeps the distances): the fast scores ‖r‖² − 2b·r lose
+        # less to rounding
+        mean = ref.mean(0, dtype=torch.float64).to(ref.dtype)
+        r = ref - mean
+        q = r if self_search else queries - mean
+        candidates = chunked_topk(q, None if self_search else r, m, None, chunk_elements)
+        # |rounding of a float32 score| <= (d + 4) u (‖b‖ + max ‖r‖)² (the centred copies'
+        # rounding included): a point outside the candidates is at d² >= the largest
+        # candidate's − 2 × that
+        unit = torch.finfo(ref.dtype).eps / 2
+        r_max = torch.linalg.vector_norm(r, dim=1, dtype=torch.float64).max()
+        q_norm = torch.linalg.vector_norm(q, dim=1, dtype=torch.float64)
+        bound = 2 * (ref.shape[1] + 4) * unit * (q_norm + r_max) ** 2
+        del r, q
+    else:
+        candidates = chunked_topk(queries, reference, m, metric.pairwise, chunk_elements)
+
+    def choose(rows: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The k of ``columns`` (candidate indices of ``rows``) and which rows stay unsure."""
+        per_block = max(1, min(chunk_elements, PAIR_CHUNK_ELEMENTS)
+                        // max(columns.shape[1] * ref.shape[1], 1))
+        d = torch.cat([_pair_distances(metric, queries[rows[s:s + per_block]], ref,
+                                       columns[s:s + per_block])
+                       for s in range(0, rows.numel(), per_block)])
+        if self_search:  # a full row holds the point itself
+            d = torch.where(columns == rows[:, None], math.inf, d)
+        index, dist = _smallest(d, columns, k)
+        if columns.shape[1] >= n_ref:  # every reference row was a candidate
+            return index, dist, torch.zeros_like(rows, dtype=torch.bool)
+        return index, dist, d.max(1).values - dist[:, -1] <= bound[rows]
+
+    rows = torch.arange(queries.shape[0], device=queries.device)
+    index, dist, unsure = choose(rows, candidates[:, :k + 1])
+    rows = rows[unsure]
+    if rows.numel():
+        index[rows], dist[rows], unsure = choose(rows, candidates[rows])
+        rows = rows[unsure]
+    everything = torch.arange(ref.shape[0], device=queries.device)
+    per_block = max(1, chunk_elements // max(ref.shape[0] * ref.shape[1], 1))
+    for s in range(0, rows.numel(), per_block):
+        block = rows[s:s + per_block]
+        index[block], dist[block], _ = choose(block, everything.expand(block.numel(), -1))
+    return index, dist
+
+
+def _as_distances(metric: Any, dist: torch.Tensor) -> torch.Tensor:
+    """``_knn``'s float64 distances as the metric's (the root of the squared Euclidean)."""
+    return dist.sqrt() if isinstance(metric, Euclidean) else dist
 
 
 def exact_knn(x: torch.Tensor, k: int, metric: Any,
               chunk_elements: int = CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact k nearest neighbours of every row of ``x`` (self excluded), rows in blocks (the
-    shared :func:`~infoblocks.blocks.numerics.chunked_topk`).
+    shared :func:`~infoblocks.blocks.numerics.chunked_topk` ranks candidates, their exact
+    distances in float64 choose; ties in the order of the index: see :func:`_knn`).
 
-    ``(n, d) -> indices (n, k) int64, distances (n, k)`` sorted by distance.
+    ``(n, d) -> indices (n, k) int64, distances (n, k) float64`` sorted by distance (float64:
+    X and 1000 · X then give the graph's memberships to float rounding of float64).
     """
-    n = x.shape[0]
-    # (squared) Euclidean: the shared ranking scores ‖x‖² − 2 a·x of one matrix product; the
-    # exact distances of the chosen pairs are recomputed below
-    scores = None if isinstance(metric, (Euclidean, SquaredEuclidean)) else metric.pairwise
-    indices = chunked_topk(x, None, k, scores, chunk_elements)
-    # exact distances of the chosen pairs, one block of rows at a time
-    pair_rows = max(1, chunk_elements // max(k * x.shape[1], 1))
-    dists = torch.cat([_pair_distances(metric, x[s:s + pair_rows], x, indices[s:s + pair_rows])
-                       for s in range(0, n, pair_rows)])
-    # exact distances may reorder near-ties of the fast scores: sort each row again
-    dists, order = torch.sort(dists, dim=1)
-    return torch.gather(indices, 1, order), dists
+    index, dist = _knn(x, None, k, metric, chunk_elements)
+    return index, _as_distances(metric, dist)
 
 
 def approximate_knn(x: torch.Tensor, k: int, metric_name: str,
@@ -101,33 +192,28 @@ def query_knn(queries: torch.Tensor, reference: Any, k: int, metric: Any,
         start = 0
         for chunk in reference.chunks():
             chunk = chunk.to(queries)
-            index, dist = query_knn(queries, chunk, min(k, chunk.shape[0]), metric,
-                                    chunk_elements)
+            index, dist = _knn(queries, chunk, min(k, chunk.shape[0]), metric, chunk_elements)
             index = index + start
             start += chunk.shape[0]
             if best_i is not None:
                 index, dist = torch.cat([best_i, index], 1), torch.cat([best_d, dist], 1)
-            # a stable sort: ties keep the earlier rows first (one chunk: its own order)
+            # a stable sort: ties keep the earlier rows (the lower index) first
             dist, order = torch.sort(dist, dim=1, stable=True)
             best_i, best_d = torch.gather(index, 1, order[:, :k]), dist[:, :k]
-        return best_i, best_d
-    scores = None if isinstance(metric, (Euclidean, SquaredEuclidean)) else metric.pairwise
-    indices = chunked_topk(queries, reference, k, scores, chunk_elements)
-    pair_rows = max(1, chunk_elements // max(k * reference.shape[1], 1))
-    dists = torch.cat([_pair_distances(metric, queries[s:s + pair_rows], reference,
-                                       indices[s:s + pair_rows])
-                       for s in range(0, queries.shape[0], pair_rows)])
-    dists, order = torch.sort(dists, dim=1)
-    return torch.gather(indices, 1, order), dists
+        return best_i, _as_distances(metric, best_d).to(queries.dtype)
+    index, dist = _knn(queries, reference, k, metric, chunk_elements)
+    return index, _as_distances(metric, dist).to(queries.dtype)
 
 
 @attrs.define
 class NeighborBasedPDist(Relation):
     """Distances to the k nearest neighbours: ``(n, d) -> SparseRelations (n, n)``, k per row.
 
-    Entry (i, j) holds d(x_i, x_j) for the k nearest neighbours j ≠ i of i.  Exact (torch,
-    chunked) below ``exact_threshold`` items or for distances pynndescent does not know;
-    approximate (pynndescent) above.  Memory: O(n k) plus one block of ``chunk_elements``.
+    Entry (i, j) holds d(x_i, x_j) (float64) for the k nearest neighbours j ≠ i of i.  Exact
+    (torch, chunked; equal distances kept in the order of the index, so that the graph does
+    not depend on the unit of X) below ``exact_threshold`` items or for distances pynndescent
+    does not know; approximate (pynndescent) above.  Memory: O(n k) plus one block of
+    ``chunk_elements``.
     """
 
     name: ClassVar[str] = "neighbor_pdist"
@@ -160,7 +246,8 @@ class NeighborBasedPDist(Relation):
             idx, dist = self.neighbors(x)
         n, k = idx.shape
         rows = torch.arange(n, device=idx.device).repeat_interleave(k)
-        return SparseRelations(rows, idx.reshape(-1), dist.reshape(-1), (n, n))
+        # float64 either way (the exact search's own; pynndescent's float32 widened)
+        return SparseRelations(rows, idx.reshape(-1), dist.double().reshape(-1), (n, n))
 
 
 __all__ = ["NeighborBasedPDist", "exact_knn", "approximate_knn", "query_knn", "EXACT_THRESHOLD"]

@@ -139,9 +139,15 @@ class ConnectivityBasedRescale(Transform):
         target = math.log2(k) * self.bandwidth
         rho = self._rho(torch.sort(dists, 1).values, finite)  # rows in any order
         excess = (dists - rho[:, None]).clamp_min(0.0)  # inf stays inf -> exp(-inf) = 0
+        safe = torch.where(finite, dists, torch.zeros_like(dists))
+        row_mean = safe.sum(1) / counts.clamp_min(1)
+        all_mean = safe.sum() / counts.sum().clamp_min(1)
+        scale = torch.where(row_mean > 0, row_mean, all_mean)
         lo = torch.zeros_like(rho)
         hi = torch.full_like(rho, math.inf)
-        mid = torch.ones_like(rho)
+        # the search starts at the row's mean distance (umap-learn: at 1): every step is then
+        # in proportion to the unit of X, and X and 1000 · X find the same σ / unit
+        mid = torch.where(scale > 0, scale, torch.ones_like(scale))
         for _ in range(self.n_iter):
             psum = torch.exp(-excess / mid[:, None]).sum(1)
             done = (psum - target).abs() < self.tolerance
@@ -153,9 +159,6 @@ class ConnectivityBasedRescale(Transform):
             lo = torch.where(below, mid, lo)
             mid = torch.where(done, mid,
                               torch.where(torch.isinf(hi), mid * 2.0, 0.5 * (lo + hi)))
-        safe = torch.where(finite, dists, torch.zeros_like(dists))
-        row_mean = safe.sum(1) / counts.clamp_min(1)
-        all_mean = safe.sum() / counts.sum().clamp_min(1)
         floor = MIN_K_DIST_SCALE * torch.where(rho > 0, row_mean, all_mean)
         return rho, torch.maximum(mid, floor)
 

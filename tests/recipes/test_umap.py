@@ -502,3 +502,30 @@ def test_transform_takes_a_relation_metric_given_by_name(fitted, digits):
         np.testing.assert_array_equal(recipe.transform(x[:20] + 0.5), expected)
     messages = [str(w.message) for w in caught]
     assert len(messages) == 1 and "relation.metric` holds 2.0, not a distance block" in messages[0]
+
+
+@pytest.mark.parametrize("unit", [1.0, 1 / 16, 1000.0])
+def test_exact_neighbours_break_ties_by_index_at_any_unit(unit):
+    """Integer data have many equal distances: the exact k-NN keeps them in the order of the
+    index (a stable brute-force sort), whatever the unit and however the float32 ranking
+    scores round; rows whose ties reach past the candidates (heavy duplicates) too."""
+    import scipy.spatial.distance
+    from infoblocks.blocks.distances import Euclidean
+    from infoblocks.blocks.neighbors import exact_knn, query_knn
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 17, (300, 8))
+    dup = rng.integers(0, 2, (200, 8)) * 3  # 2^8 patterns: many exact copies
+    for data in (x, dup):
+        d = scipy.spatial.distance.cdist(data, data, "sqeuclidean")
+        np.fill_diagonal(d, np.inf)
+        expected = np.argsort(d, axis=1, kind="stable")[:, :15]
+        scaled = torch.tensor(data * unit, dtype=torch.float32)
+        index, dist = exact_knn(scaled, 15, Euclidean(), chunk_elements=5_000)
+        np.testing.assert_array_equal(index.numpy(), expected)
+        np.testing.assert_allclose(dist.numpy() ** 2 / unit**2,
+                                   np.take_along_axis(d, expected, 1), rtol=1e-12)
+        new, _ = query_knn(scaled[:20] + 0.0, scaled, 15, Euclidean())
+        d_new = scipy.spatial.distance.cdist(data[:20], data, "sqeuclidean")
+        np.testing.assert_array_equal(new.numpy(),
+                                      np.argsort(d_new, axis=1, kind="stable")[:, :15])

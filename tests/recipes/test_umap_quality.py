@@ -24,12 +24,34 @@ def test_the_unit_of_x_does_not_change_the_fit(digits):
     fits = {unit: ParametricUMAP(**short).fit(x * unit) for unit in (1, 1 / 16, 1000)}
     # a power-of-two unit is exact in floating point: the same graph, the same network inputs
     np.testing.assert_array_equal(fits[1 / 16].embedding_, fits[1].embedding_)
-    # 1000 x: the network's inputs agree to float32 rounding (training then amplifies rounding
-    # as another seed would, so the slow tests compare the quality of complete fits)
+    # 1000 x: the same neighbours (ties broken by index, not by rounding) and σ found in
+    # proportion to the unit, so the same graph and the same layout (embedding_)
+    graphs = {u: fits[u].graph_["graph"] for u in (1, 1000)}
+    assert torch.equal(graphs[1000].rows, graphs[1].rows)
+    assert torch.equal(graphs[1000].cols, graphs[1].cols)
+    torch.testing.assert_close(graphs[1000].values, graphs[1].values, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(fits[1000].embedding_, fits[1].embedding_, rtol=0, atol=1e-5)
+    # the network's inputs agree to float32 rounding (its training then amplifies rounding as
+    # another seed would: the slow tests compare the quality of complete fits)
     inputs = {u: fits[u].routine_.models["main"].front_end(torch.as_tensor(x * u))
               for u in (1, 1000)}
     assert float(inputs[1].pow(2).mean()) == pytest.approx(1.0, rel=1e-4)
     torch.testing.assert_close(inputs[1000], inputs[1], rtol=1e-4, atol=1e-5)
+
+
+def test_the_sigma_search_is_in_proportion_to_the_unit(digits):
+    """UMAP's σ_i: the search starts at the row's mean distance, so that 1000 · the distances
+    give 1000 · σ to float64 rounding (from a start at 1 the bisection stops elsewhere within
+    its tolerance: measured up to 1e-5 apart on the digits)."""
+    from infoblocks.blocks.embedding.affinities import ConnectivityBasedRescale
+    from infoblocks.blocks.neighbors import exact_knn
+    from infoblocks.blocks.distances import Euclidean
+    _, dist = exact_knn(torch.as_tensor(digits[0]), 15, Euclidean())
+    assert dist.dtype == torch.float64
+    rho, sigma = ConnectivityBasedRescale().calibrate(dist)
+    rho_k, sigma_k = ConnectivityBasedRescale().calibrate(dist * 1000.0)
+    torch.testing.assert_close(rho_k, rho * 1000.0, rtol=1e-12, atol=0)
+    torch.testing.assert_close(sigma_k, sigma * 1000.0, rtol=1e-12, atol=0)
 
 
 @pytest.mark.slow
