@@ -78,7 +78,8 @@ LR_SCHEDULES = ("none", "cos", "exp")
 @attrs.define
 class Validation:
     """How a phase is validated: a sampler over held-out data and a loss whose ``metric`` is
-    tracked (``mode`` min or max) every ``every`` epochs, recorded as ``val_<metric>``."""
+    tracked (``mode`` min or max) every ``every`` epochs, recorded as ``val_<metric>``; a
+    phase shorter than ``every`` epochs is validated once, at its last epoch."""
 
     sampler: Any = block_field("sampler")
     loss: Any = block_field("loss")
@@ -288,6 +289,8 @@ class TrainingPhase:
             start = self._restore(resume, state, optimizer, scheduler, stopper)
         sharded = state.dist.active
         models.train()
+        # (a resumed phase ran a validation before the interruption once it passed `every`)
+        validated = self.validation is not None and start >= self.validation.every
         for epoch in range(start, self.epochs):
             state.epoch = epoch
             for cb in every:
@@ -343,8 +346,10 @@ class TrainingPhase:
                     "Lower `learning_rate`, set `grad_clip`, or check the data for extreme values."
                 )
             metrics["lr"] = optimizer.param_groups[0]["lr"]
-            if self.validation is not None and (epoch + 1) % self.validation.every == 0:
+            if self.validation is not None and ((epoch + 1) % self.validation.every == 0 or (
+                    epoch + 1 == self.epochs and not validated)):  # at least once per phase
                 metrics.update(self.validation.evaluate(state))
+                validated = True
             for cb in every:
                 cb.on_epoch_end(state, metrics)
             if sharded:

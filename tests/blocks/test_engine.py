@@ -258,3 +258,15 @@ def test_a_sampler_that_does_not_yield_a_declared_field_is_named():
     with pytest.raises(ContractError, match=r"Phase 'fit': sampler 'forgetful_items' declares "
                                             r"the batch field\(s\) \['positions'\]"):
         routine.train()
+
+
+def test_a_phase_shorter_than_its_validation_interval_is_validated_at_its_end():
+    # author7 A7-7: IMNN validates every 50 epochs with a simulator; a phase of 30 epochs
+    # (set in its section) was never validated and reported best det F = NaN
+    from infoblocks.recipes.imnn import IMNN, gaussian_simulator
+
+    imnn = IMNN(theta_fid=[0.0, 1.0], hidden_dims=(8,), n_s=200, n_d=200, n_validation=500,
+                phases=[{"name": "fit", "epochs": 6}]).fit(simulator=gaussian_simulator)
+    values = imnn.history_["val_det_F"]
+    assert len(values) == 6 and np.isnan(values[:5]).all() and np.isfinite(values[5])
+    assert imnn.best_val_det_F_ == values[5] > 0
