@@ -306,6 +306,31 @@ EXTRA_PRELUDES = {
 }
 
 
+#: what an example's comments say it returns, checked after it runs: (page, first line) ->
+#: code run in its namespace
+COMMENT_CHECKS = {
+    ("docs/imnn.md", "from infoblocks.recipes import IMNN"): """
+import numpy as np
+assert imnn.summaries(data).shape == (len(data), 2)         # (n, ...) -> (n, n_summaries)
+assert np.shape(theta_hat) == (len(data), 2)                # (n, ...) -> (n, p)
+assert np.shape(imnn.estimate(data[0])) == (2,)             # (...) -> (p,)
+""",
+    ("docs/mi.md", "import numpy as np"): """
+from infoblocks.recipes.mi_evaluation import MIEstimate
+assert isinstance(v, MIEstimate) and v.low <= v <= v.high
+assert isinstance(est.estimate(units="bits", ci=0.9), MIEstimate)
+assert {"loss", "mi"} <= est.history_[0].keys()
+assert any("val_mi" in row for row in est.history_)
+assert set(m.divergences_) == {"d_xy", "d_x", "d_y"}
+assert set(m.entropies_) == {"h_x", "h_y", "h_xy"}
+""",
+    ("docs/infomax.md", "from infoblocks.recipes import InfoMax"): """
+assert Y.shape == (len(X_new), 3)
+assert {"loss", "mi", "nested_mi", "val_mi"} <= model.history_[-1].keys()
+""",
+}
+
+
 def _runnable() -> list:
     params = []
     for page, fences in EXAMPLES.items():
@@ -321,13 +346,14 @@ def _runnable() -> list:
 @pytest.mark.filterwarnings(CAPPED_WARNS)
 @pytest.mark.parametrize("page, text", _runnable())
 def test_python_examples_run(page, text, tmp_path, monkeypatch, capped_budgets):
-    _run(page, EXTRA_PRELUDES.get((page, text.splitlines()[0].strip()), "") + text,
-         tmp_path, monkeypatch)
+    key = (page, text.splitlines()[0].strip())
+    namespace = _run(page, EXTRA_PRELUDES.get(key, "") + text, tmp_path, monkeypatch)
+    exec(compile(COMMENT_CHECKS.get(key, ""), f"{page} comments", "exec"), namespace)
 
 
 def test_fast_examples_exist():
     # a FAST entry whose example was edited away would silently move nothing to the default run
-    for page, first_line in FAST | EXTRA_PRELUDES.keys():
+    for page, first_line in FAST | EXTRA_PRELUDES.keys() | COMMENT_CHECKS.keys():
         _example(page, first_line)
 
 
