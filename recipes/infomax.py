@@ -31,6 +31,7 @@ not reshape a code the critic cannot yet score.  The measurements behind the def
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -465,6 +466,15 @@ class InfoMax(Recipe):
         self.n_features_in_ = int(x.shape[1])
         self.history_ = [dict(r) for r in routine.history.rows]
         self._record_best()
+        if self.bound_nats_ is not None and self.bound_nats_ < 0:
+            trained = getattr(routine.phases[0].loss, "bound", None)
+            warnings.warn(
+                f"InfoMax: the best held-out bound is {self.bound_nats_:.3f} nats, below zero: "
+                f"the bound {getattr(trained, 'name', self.bound)!r} is too loose to select "
+                "the code here (NWJ's "
+                "variance grows with the MI: −0.58 nats on 16 components of the digits where "
+                "DV gave +3.53). Use bound = \"jsd\" (the default) or \"dv\".", UserWarning,
+                stacklevel=2)
         return self
 
     def _record_best(self) -> None:
