@@ -529,3 +529,19 @@ def test_exact_neighbours_break_ties_by_index_at_any_unit(unit):
         d_new = scipy.spatial.distance.cdist(data[:20], data, "sqeuclidean")
         np.testing.assert_array_equal(new.numpy(),
                                       np.argsort(d_new, axis=1, kind="stable")[:, :15])
+
+
+def test_a_bounded_encoder_that_cannot_reach_the_layout_is_named(digits):
+    # author7 A7-8: a tanh output cannot reach the layout's scale in the init phase; f(X) then
+    # started far from embedding_ (trust@15 0.817 against 0.954) with no message
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ParametricUMAP(epochs=2, layout_epochs=20, models={"main": {
+            "name": "mlp", "output_activation": "tanh"}}).fit(digits[0][:400])
+    assert any("cannot reach the layout" in str(w.message) for w in caught)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ParametricUMAP(epochs=2, layout_epochs=20).fit(digits[0][:400])
+    assert not any("cannot reach the layout" in str(w.message) for w in caught)
