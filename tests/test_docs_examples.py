@@ -393,6 +393,15 @@ def test_readme_tour_learns_the_pca_projection(tmp_path, monkeypatch):
     assert np.linalg.norm(embedding - pca) / np.linalg.norm(pca) < 0.05
 
 
+def test_dii_preset_is_the_example():
+    # docs/dii.md: `DII.preset("mini_batch")  # the same settings` as the page's first example
+    from infoblocks.recipes import DII
+    assignment = ast.parse(_example("docs/dii.md", "from infoblocks.recipes import DII")).body[1]
+    constructor = assignment.value.func.value  # model = DII(...).fit(data_A, data_B)
+    example = eval(compile(ast.Expression(constructor), "docs/dii.md", "eval"), {"DII": DII})
+    assert example.get_params() == DII.preset("mini_batch").get_params()
+
+
 @pytest.mark.slow
 def test_readme_dii_weights(tmp_path, monkeypatch):
     # README: the DII example on the DADApy tutorial gives "weights [9.99, 2.95, 0.89, 30,
