@@ -422,8 +422,10 @@ class IMNN(PosteriorInference, Recipe):
     def draws_own_simulations(self) -> bool:
         """Whether every sampler of the routine draws its own simulations (a plugin sampler
         without ``with_source``): then ``fit()`` and ``infoblocks run`` take no data."""
-        with _fit_mode("simulator"):
+        try:  # (the samplers' names do not depend on the fit's mode)
             return draws_own_simulations(self.routine_spec())
+        except (ConfigError, ValidationError):
+            return False  # the fit reports a bad config itself
 
     def _evaluation(self, spec: dict[str, Any]) -> Any:
         block = self.build_evaluation("statistics", spec)
