@@ -41,6 +41,9 @@ def test_full_config_round_trips(name):
 
 @pytest.mark.parametrize("name", _recipes())
 def test_every_phase_block_is_a_registry_name(name):
+    if name == "routine":
+        pytest.skip("the routine recipe has no default blocks: its sections are the routine "
+                    "(tests/recipes/test_routine_recipe.py)")
     recipe = get_registry().get("recipe", name)()
     spec = recipe.routine_spec()
     registry = get_registry()

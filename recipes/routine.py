@@ -1,0 +1,174 @@
+"""A routine of your own, written as data: the ``routine`` recipe.
+
+Every built-in recipe is an assembly of registered blocks that its shortcuts fill in. The
+``routine`` recipe has no shortcuts and no default blocks: its sections *are* the routine —
+``[globals.NAME]`` (input, relation, transforms), ``[models.NAME]``, ``[[phases]]`` (sampler,
+loss, optimizer, validation ...) — so a composition that no recipe offers (a UMAP loss and an
+MI bound in one ``compound``, a DII front end to a critic) is a TOML file, run by
+``infoblocks run``, saved and loaded like any recipe, with no plugin recipe to write::
+
+    recipe = "routine"
+    arrays = ["data"]                     # what fit(X) / --data X.npy names the array
+    [globals.graph]
+    input = "data"
+    relation = { name = "neighbor_pdist", n_neighbors = 15 }
+    transforms = ["connectivity_rescale", "symmetrize"]
+    [models.main]
+    name = "mlp"
+    out_dim = 2                           # in_dim: the first array's width, filled in
+    [[phases]]
+    name = "main"
+    epochs = 50
+    sampler = { name = "negative_edges", relation = "graph" }
+    loss = "relation"
+
+``fit(X)`` (or ``fit(x=..., y=...)`` by name) puts the arrays in the dataset, builds every
+block through the registry (a model gets ``in_dim`` = the width of the first array and
+``n_items`` = its rows where its table leaves them out) and trains; ``transform(X)`` applies
+``output_model``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+import torch
+from attrs.validators import optional
+
+from infoblocks.blocks.data import as_tensor, intra_op_threads, resolve_device
+from infoblocks.blocks.errors import ConfigError, ValidationError
+from infoblocks.blocks.recipe import Recipe
+from infoblocks.blocks.routine import Routine
+from infoblocks.blocks.validators import device as valid_device
+from infoblocks.blocks.validators import non_negative_int, positive_int
+
+#: the saved model's folder inside ``infoblocks run``'s ``--out``
+MODEL_DIR = "model"
+
+
+def _array_names(instance: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, list | tuple) or not value or not all(
+            isinstance(v, str) and v for v in value) or len(set(value)) != len(value):
+        raise ValidationError(f"`arrays` must be a non-empty list of distinct names (the "
+                              f"dataset keys of fit's arrays, in order), got {value!r}.")
+
+
+@attrs.define(kw_only=True)
+class RoutineRecipe(Recipe):
+    """A routine written block by block in its sections (module docstring): no shortcuts,
+    no defaults — what the sections name is what trains."""
+
+    name: ClassVar[str] = "routine"
+    summary: ClassVar[str] = ("a routine of your own: globals, models and phases named block "
+                              "by block in the config")
+
+    #: the dataset keys of the arrays ``fit(*arrays)`` / ``--data`` give, in order
+    arrays: list[str] = attrs.field(factory=lambda: ["data"], validator=_array_names)
+    #: the model :meth:`transform` applies
+    output_model: str = "main"
+    seed: int = attrs.field(default=0, validator=non_negative_int)
+    device: str = attrs.field(default="cpu", validator=valid_device)
+    #: torch threads during ``fit`` (restored after); None leaves torch's setting
+    threads: int | None = attrs.field(default=1, validator=optional(positive_int))
+    verbose: bool = False
+
+    history_: list[dict[str, Any]] | None = attrs.field(init=False, default=None, repr=False)
+    fit_seconds_: float | None = attrs.field(init=False, default=None, repr=False)
+
+    # ------------------------------------------------------------------ the assembly
+
+    def _dataset(self, arrays: tuple[Any, ...], named: dict[str, Any]) -> dict[str, Any]:
+        if len(arrays) > len(self.arrays):
+            raise ValidationError(
+                f"routine.fit got {len(arrays)} arrays but `arrays` names {len(self.arrays)} "
+                f"({self.arrays}); name the others in `arrays`, or pass them by keyword.")
+        given = dict(zip(self.arrays, arrays))
+        both = sorted(set(given) & set(named))
+        if both:
+            raise ValidationError(f"routine.fit got {both} both by position and by name.")
+        data = {**given, **named}
+        if not data:
+            raise ValidationError(f"routine.fit needs data: fit(X) (the array "
+                                  f"{self.arrays[0]!r}) or fit(name=array, ...).")
+        tensors = {k: as_tensor(v, k, ndim=None) for k, v in data.items()}
+        rows = {k: int(t.shape[0]) for k, t in tensors.items() if t.ndim}
+        if len(set(rows.values())) > 1:
+            raise ValidationError(f"routine.fit: the arrays must have one row per item, got "
+                                  f"{rows} rows.")
+        return tensors
+
+    def build(self, *arrays: Any, **named: Any) -> Routine:
+        """The :class:`Routine` of the sections, on the dataset of ``arrays`` (named by
+        ``arrays``) and the ``named`` ones."""
+        data = self._dataset(arrays, named)
+        spec = self.routine_spec()
+        if not spec.get("models") or not spec.get("phases"):
+            raise ConfigError(
+                "routine: the sections are the routine — write at least one model "
+                "([models.main] name = \"mlp\" ...) and one phase ([[phases]] name, sampler, "
+                "loss); `infoblocks config parametric_umap --full` shows a complete example.")
+        first = data.get(self.arrays[0], next(iter(data.values())))
+        context = {"n_items": int(first.shape[0])}
+        if first.ndim == 2:
+            context["in_dim"] = int(first.shape[1])
+        models = {name: self.build_model(name, spec, **context) for name in spec["models"]}
+        if self.output_model not in models:
+            raise ConfigError(f"routine: `output_model` = {self.output_model!r} is not among "
+                              f"the models {sorted(models)}.")
+        return Routine(dataset=data, models=models, global_relations=self.build_globals(spec),
+                       phases=self.build_phases(spec), device=self.device, seed=self.seed,
+                       verbose=self.verbose)
+
+    # ------------------------------------------------------------------ scikit-learn API
+
+    def fit(self, *arrays: Any, checkpoint: str | Path | None = None,
+            resume: bool | str | Path = False, **named: Any) -> RoutineRecipe:
+        """Train the routine on ``arrays`` (named by ``arrays``) and the ``named`` arrays.
+        ``checkpoint=DIR`` / ``resume=True`` as every recipe's ``fit``."""
+        resolve_device(self.device)
+        start = time.perf_counter()
+        with intra_op_threads(self.threads):
+            routine = self.build(*arrays, **named)
+            self.train_routine(routine, checkpoint=checkpoint, resume=resume)
+        self.routine_ = routine
+        self.history_ = [dict(r) for r in routine.history.rows]
+        self.fit_seconds_ = time.perf_counter() - start
+        return self
+
+    def transform(self, X: Any, batch_size: int = 4096) -> np.ndarray:
+        """``output_model`` applied to ``X``."""
+        self._check_fitted()
+        with intra_op_threads(self.threads), torch.no_grad():
+            return self.routine_.apply(X, model=self.output_model,
+                                       batch_size=batch_size).numpy()
+
+    def fit_transform(self, X: Any, y: Any = None, **named: Any) -> np.ndarray:
+        return self.fit(X, **named).transform(X)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> RoutineRecipe:
+        recipe = super().load(path, device=device)
+        recipe.history_ = [dict(r) for r in recipe.routine_.history.rows]
+        return recipe
+
+    # ------------------------------------------------------------------ command line
+
+    def run(self, data: list[np.ndarray], out_dir: Path, **fit_options: Any) -> dict[str, Any]:
+        """``--data`` arrays in the order of ``arrays``; saves into ``out_dir/model`` and
+        ``outputs.npy`` (``output_model`` on the first array)."""
+        self.fit(*data, **fit_options)
+        out_dir = Path(out_dir)
+        self.save(out_dir / MODEL_DIR)
+        np.save(out_dir / "outputs.npy", self.transform(data[0]))
+        last = {k: v for k, v in (self.history_[-1] if self.history_ else {}).items()
+                if isinstance(v, (int, float, str))}
+        return {"recipe": self.name, "model": str(out_dir / MODEL_DIR),
+                "outputs": str(out_dir / "outputs.npy"), "epochs_run": len(self.history_),
+                "last": last, "seconds": self.fit_seconds_}
+
+
+__all__ = ["RoutineRecipe", "MODEL_DIR"]

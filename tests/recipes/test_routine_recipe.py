@@ -1,0 +1,74 @@
+"""The ``routine`` recipe: a routine of one's own written block by block as data — trained,
+saved, loaded and run from the command line like any recipe, with no plugin recipe to write."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import numpy as np
+import pytest
+
+from infoblocks.blocks.embedding_quality import trustworthiness
+from infoblocks.blocks.errors import ConfigError, ValidationError
+from infoblocks.plugins.registry import get_registry, recipe_from_dict
+from infoblocks.recipes import ParametricUMAP
+from infoblocks.recipes.cli import main
+from infoblocks.recipes.routine import RoutineRecipe
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return get_registry().build("dataset", "digits").load()["data"].astype(np.float32)[:600]
+
+
+def _umap_as_data(epochs: int = 40) -> tuple[ParametricUMAP, dict]:
+    """The fast UMAP preset's routine, written out as a `routine` config."""
+    umap = ParametricUMAP.preset("fast", epochs=epochs)
+    spec = umap.routine_spec()
+    spec["models"]["main"]["out_dim"] = 2  # (the UMAP recipe fills it from n_components)
+    return umap, {"recipe": "routine", **{k: spec[k] for k in ("globals", "models", "phases")}}
+
+
+def test_a_recipe_written_out_as_a_routine_trains_to_the_same_network(digits):
+    umap, config = _umap_as_data()
+    routine = recipe_from_dict(tomllib.loads(recipe_from_dict(config).to_toml()))
+    codes = routine.fit(digits).transform(digits)
+    # the same blocks, seed and data: the recipe's network to the bit (measured 0.0)
+    np.testing.assert_array_equal(codes, umap.fit(digits).transform(digits, refine=False))
+    assert trustworthiness(digits, codes, k=15) > 0.95  # measured 0.976
+    assert [r["phase"] for r in routine.history_][-1] == "main"
+
+
+def test_save_load_and_the_command_line(digits, tmp_path):
+    _, config = _umap_as_data(epochs=5)
+    fitted = recipe_from_dict(config).fit(digits)
+    fitted.save(tmp_path / "m")
+    again = RoutineRecipe.load(tmp_path / "m")
+    np.testing.assert_array_equal(again.transform(digits), fitted.transform(digits))
+    np.save(tmp_path / "x.npy", digits)
+    (tmp_path / "r.toml").write_text(recipe_from_dict(config).to_toml())
+    assert main(["run", str(tmp_path / "r.toml"), "--data", str(tmp_path / "x.npy"),
+                 "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["epochs_run"] == len(fitted.history_)
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "outputs.npy"),
+                               fitted.transform(digits), rtol=0, atol=1e-6)
+
+
+def test_named_arrays_and_bad_input_are_named(digits):
+    _, config = _umap_as_data(epochs=1)
+    with pytest.raises(ConfigError, match="write at least one model"):
+        RoutineRecipe().fit(digits)
+    with pytest.raises(ValidationError, match="got 2 arrays but `arrays` names 1"):
+        recipe_from_dict(config).fit(digits, digits)
+    with pytest.raises(ValidationError, match="one row per item"):
+        recipe_from_dict({**config, "arrays": ["data", "y"]}).fit(digits, digits[:10])
+    with pytest.raises(ValidationError, match="distinct names"):
+        RoutineRecipe(arrays=["data", "data"])
+    with pytest.raises(ConfigError, match="`output_model` = 'encoder' is not among"):
+        recipe_from_dict({**config, "output_model": "encoder"}).fit(digits)
+    # a second array by name reaches the dataset (a loss may read it)
+    fitted = recipe_from_dict({**config, "arrays": ["data", "labels"]}).fit(
+        digits, np.arange(len(digits)) % 10)
+    assert fitted.routine_.dataset["labels"].shape == (len(digits),)
