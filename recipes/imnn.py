@@ -399,8 +399,14 @@ class IMNN(PosteriorInference, Recipe):
             main = self._main_phase(phases)
             shape = self._input_shape(main, source)
             if not warm:
-                routine = Routine(models={"main": self._model(spec, shape)}, phases=phases,
-                                  device=self.device, seed=self.seed, verbose=self.verbose)
+                # models besides the summary network (a critic of a compound loss): built
+                # from their tables, with the simulation's size where they leave it out
+                extra = {name: self.build_model(name, spec, in_dim=int(np.prod(shape)),
+                                                n_summaries=self.summaries_dim())
+                         for name in spec["models"] if name != "main"}
+                routine = Routine(models={"main": self._model(spec, shape), **extra},
+                                  phases=phases, device=self.device, seed=self.seed,
+                                  verbose=self.verbose)
             else:
                 if self.input_shape_ is not None and tuple(shape) != tuple(self.input_shape_):
                     raise ValidationError(f"This IMNN was fitted on simulations of shape "

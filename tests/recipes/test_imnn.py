@@ -725,3 +725,15 @@ def test_a_sampler_without_simulation_shape_takes_it_from_the_arrays(infoblocks_
     imnn = IMNN(theta_fid=(0.0, 1.0), epochs=2, min_epochs=0, phases=phases)
     imnn.fit(arrays[0][:200], arrays[1][:200])  # the shape of one simulation: fiducial[0]
     assert np.isfinite(imnn.F_).all() and imnn.F_[0, 0] > 0
+
+
+def test_a_model_besides_the_summary_network_is_built_from_its_table():
+    # author8 A8-1: an extra [models.critic] was dropped, and the loss that used it was told
+    # to add it under [models] (where it was)
+    from infoblocks.recipes.imnn import gaussian_simulations
+
+    fid, der = gaussian_simulations(200, seed=0)
+    imnn = IMNN(theta_fid=[0.0, 1.0], hidden_dims=(8,), epochs=2,
+                models={"extra": {"name": "mlp", "out_dim": 3}}).fit(fid, der)
+    extra = imnn.routine_.models["extra"]
+    assert extra(torch.zeros(4, 10)).shape == (4, 3)  # in_dim: the simulation's size
