@@ -18,7 +18,7 @@ import torch
 from .base import block_field
 from .distances import Euclidean, SquaredEuclidean
 from .errors import ValidationError
-from .numerics import CHUNK_ELEMENTS, chunked_topk
+from .numerics import CHUNK_ELEMENTS, chunked_topk, squared_euclidean_scores
 from .relations import Relation, SparseRelations, _data_tensor
 from .validators import positive_int
 
@@ -30,9 +30,9 @@ EXACT_THRESHOLD = 20_000
 _PYNNDESCENT_METRICS = {"euclidean": "euclidean", "sqeuclidean": "sqeuclidean", "cosine": "cosine"}
 
 
-#: candidates per row ranked by the fast scores beyond the k kept: their exact distances (float64)
-#: settle the order near the k-th, so rounding of the fast scores (‖r‖² − 2b·r in float32) does
-#: not decide which neighbours are kept
+#: candidates per row ranked by the fast scores beyond the k kept: their exact distances
+#: (float64) settle the order near the k-th, so rounding of the fast scores (‖r‖² − 2b·r in
+#: float32) does not decide which neighbours are kept
 CANDIDATE_MARGIN = 8
 #: gathered neighbour rows per block of the exact distances: small enough to stay in cache
 #: (MNIST-5k's pairs: 0.1 s in blocks of 262,144 elements, 0.6 s in blocks of 16 M)
@@ -79,8 +79,9 @@ def _knn(queries: torch.Tensor, reference: torch.Tensor | None, k: int, metric: 
     the first k + 1 choose the k where no point outside them can be as near as the k-th (for
     the Euclidean scores: not within their float32 rounding bound); the other rows (near-ties,
     exact ties at the k-th) are decided on all the candidates, and a row where even those do
-    not settle it (a tie reaching past them) on every reference row.  So the neighbours are the
-    exact ones, ties broken by index: the same graph at any unit of X.
+    not settle it (a tie reaching past them) on every reference row whose fast score is within
+    the bound of the k-th (a distance's own ``pairwise`` values for the other metrics).  So
+    the neighbours are the exact ones, ties broken by index: the same graph at any unit of X.
     """
     self_search = reference is None
     ref = queries if self_search else reference
@@ -102,21 +103,23 @@ def _knn(queries: torch.Tensor, reference: torch.Tensor | None, k: int, metric: 
         r_max = torch.linalg.vector_norm(r, dim=1, dtype=torch.float64).max()
         q_norm = torch.linalg.vector_norm(q, dim=1, dtype=torch.float64)
         bound = 2 * (ref.shape[1] + 4) * unit * (q_norm + r_max) ** 2
-        del r, q
+        r_sq = (r * r).sum(1)
     else:
         candidates = chunked_topk(queries, reference, m, metric.pairwise, chunk_elements)
 
-    def choose(rows: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The k of ``columns`` (candidate indices of ``rows``) and which rows stay unsure."""
+    def choose(rows: torch.Tensor, columns: torch.Tensor, valid: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, ...]:
+        """The k of ``columns`` (candidate indices of ``rows``; ``valid``: which of them count)
+        and which rows stay unsure."""
         per_block = max(1, min(chunk_elements, PAIR_CHUNK_ELEMENTS)
                         // max(columns.shape[1] * ref.shape[1], 1))
         d = torch.cat([_pair_distances(metric, queries[rows[s:s + per_block]], ref,
                                        columns[s:s + per_block])
                        for s in range(0, rows.numel(), per_block)])
-        if self_search:  # a full row holds the point itself
-            d = torch.where(columns == rows[:, None], math.inf, d)
+        if valid is not None:
+            d = torch.where(valid, d, math.inf)
         index, dist = _smallest(d, columns, k)
-        if columns.shape[1] >= n_ref:  # every reference row was a candidate
+        if valid is not None or columns.shape[1] >= n_ref:  # every possible neighbour seen
             return index, dist, torch.zeros_like(rows, dtype=torch.bool)
         return index, dist, d.max(1).values - dist[:, -1] <= bound[rows]
 
@@ -126,11 +129,29 @@ def _knn(queries: torch.Tensor, reference: torch.Tensor | None, k: int, metric: 
     if rows.numel():
         index[rows], dist[rows], unsure = choose(rows, candidates[rows])
         rows = rows[unsure]
+    # the rows still open (ties reaching past the candidates): a fresh pass over every
+    # reference row, a block of rows at a time
     everything = torch.arange(ref.shape[0], device=queries.device)
-    per_block = max(1, chunk_elements // max(ref.shape[0] * ref.shape[1], 1))
+    per_block = max(1, chunk_elements // max(ref.shape[0], 1))
     for s in range(0, rows.numel(), per_block):
         block = rows[s:s + per_block]
-        index[block], dist[block], _ = choose(block, everything.expand(block.numel(), -1))
+        if not euclidean:  # the distance's own pairwise values decide, ties by index
+            d = metric.pairwise(queries[block], ref).double()
+            if self_search:
+                d[torch.arange(block.numel()), block] = math.inf
+            index[block], dist[block] = _smallest(d, everything.expand(block.numel(), -1), k)
+            continue
+        # every row within the rounding bound of the k-th found so far (a true neighbour is
+        # no farther than it), then their exact distances
+        scores = squared_euclidean_scores(q[block], r, r_sq).double()
+        if self_search:
+            scores[torch.arange(block.numel()), block] = math.inf
+        b_sq = (q[block].double() ** 2).sum(1)
+        near = scores <= (dist[block, -1] - b_sq + bound[block])[:, None]
+        width = max(k, int(near.sum(1).max()))  # the k found so far are within the bound
+        columns = torch.topk(torch.where(near, scores, math.inf), width, dim=1,
+                             largest=False).indices
+        index[block], dist[block], _ = choose(block, columns, valid=near.gather(1, columns))
     return index, dist
 
 

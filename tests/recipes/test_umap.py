@@ -545,3 +545,18 @@ def test_a_bounded_encoder_that_cannot_reach_the_layout_is_named(digits):
         warnings.simplefilter("always")
         ParametricUMAP(epochs=2, layout_epochs=20).fit(digits[0][:400])
     assert not any("cannot reach the layout" in str(w.message) for w in caught)
+
+
+def test_exact_neighbours_of_data_far_from_the_origin():
+    """‖x‖² − 2x·y in float32 cancels catastrophically for data with a large common offset
+    (X + 1e4: round 6's search had a wrong neighbour set in every row); the ranking runs on
+    the centred data and the rounding bound sends near-ties to the exact distances."""
+    import scipy.spatial.distance
+    from infoblocks.blocks.distances import Euclidean
+    from infoblocks.blocks.neighbors import exact_knn
+
+    x = (np.random.default_rng(1).normal(size=(400, 20)) + 1e4).astype(np.float32)
+    d = scipy.spatial.distance.cdist(x.astype(np.float64), x.astype(np.float64), "sqeuclidean")
+    np.fill_diagonal(d, np.inf)
+    index, _ = exact_knn(torch.tensor(x), 15, Euclidean())
+    np.testing.assert_array_equal(index.numpy(), np.argsort(d, axis=1, kind="stable")[:, :15])
