@@ -72,3 +72,38 @@ def test_named_arrays_and_bad_input_are_named(digits):
     fitted = recipe_from_dict({**config, "arrays": ["data", "labels"]}).fit(
         digits, np.arange(len(digits)) % 10)
     assert fitted.routine_.dataset["labels"].shape == (len(digits),)
+
+
+def _with_label_mi(config: dict, weight: float) -> dict:
+    """UMAP's main loss plus `weight` × an InfoNCE term between the code and the labels."""
+    phases = [dict(p) for p in config["phases"]]
+    phases[-1]["loss"] = {"name": "compound", "weights": [1.0, weight], "losses": [
+        phases[-1]["loss"], {"name": "encoded_mi", "target": "labels", "classes": 10,
+                             "bound": {"name": "infonce_loss", "critic": "critic"}}]}
+    return {**config, "arrays": ["data", "labels"], "phases": phases, "models": {
+        **config["models"], "critic": {"name": "separable_critic", "x_dim": 2, "y_dim": 10}}}
+
+
+@pytest.mark.slow
+def test_a_umap_encoder_with_an_mi_term_towards_the_labels(digits):
+    # two families in one compound loss, from data (author8's composition, which had needed
+    # an adapter loss of their own): the MI term pulls the classes apart at equal trust
+    pytest.importorskip("sklearn")
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    labels = get_registry().build("dataset", "digits").load()["target"][:len(digits)]
+    _, config = _umap_as_data(epochs=30)
+    scores = {}
+    for weight in (0.0, 0.5):
+        cfg = _with_label_mi(config, weight) if weight else {**config, "arrays": ["data",
+                                                                              "labels"]}
+        fitted = recipe_from_dict(cfg).fit(digits, labels)
+        codes = fitted.transform(digits)
+        scores[weight] = (trustworthiness(digits, codes, k=15), cross_val_score(
+            KNeighborsClassifier(10), codes, labels, cv=5).mean(), fitted.history_[-1])
+    # measured: trust 0.966 -> 0.979, 10-NN 0.852 -> 0.953 (1,000 digits, 100 epochs:
+    # 0.981 -> 0.980, 0.946 -> 0.980)
+    assert scores[0.5][2]["1.encoded_mi.mi"] > 0.8 * np.log(10)  # the bound on the batch
+    assert scores[0.5][1] > scores[0.0][1] + 0.01  # 10-NN up
+    assert scores[0.5][0] > scores[0.0][0] - 0.01  # trust kept
