@@ -149,7 +149,9 @@ def _weights_match(instance, attribute, value) -> None:
 
 @attrs.define
 class CompoundLoss(Loss):
-    """L = Σ_k w_k L_k; metrics of every part are kept, prefixed with its name."""
+    """L = Σ_k w_k L_k; every part's value and metrics are kept, prefixed with its position
+    and name: ``"0.relation"``, ``"0.relation.attraction"``, ``"1.encoded_mi.mi"`` (what a
+    phase's ``validation.metric`` names)."""
 
     name: ClassVar[str] = "compound"
     losses: list[Any] = block_field("loss", many=True)

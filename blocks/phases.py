@@ -153,6 +153,8 @@ class TrainingPhase:
     trainable: list[str] | None = attrs.field(
         default=None, converter=lambda names: None if names is None else list(names))
     validation: Validation | None = None
+    #: validations (not epochs) without a better ``validation.metric`` before the phase stops
+    #: (a recipe's ``patience`` in epochs becomes ⌈patience / validation.every⌉ here)
     patience: int | None = None
     min_epochs: int = 0
     restore_best: bool = True
