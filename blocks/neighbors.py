@@ -49,14 +49,15 @@ def _pair_distances(metric: Any, block: torch.Tensor, x: torch.Tensor,
 
     (Squared) Euclidean: the differences summed in float64, exact for integer-valued data at
     any unit (X, X / 16 and 1000 · X give the same ties); the squared distance for both (the
-    caller takes the root).  Another distance: its own ``paired`` in the data's dtype."""
+    caller takes the root).  Another distance: its own ``paired`` on float64 rows (a plugin's
+    Euclidean distance then gives the built-in's values and ties)."""
     neighbours = x[indices]  # (c, k, d)
     if _is_euclidean(metric):
         # float32 differences are exact for integer-valued data (and between close values)
         return neighbours.sub_(block[:, None, :]).double().pow_(2).sum(-1)
     c, k = indices.shape
-    return metric.paired(block[:, None, :].expand_as(neighbours).reshape(c * k, -1),
-                         neighbours.reshape(c * k, -1)).reshape(c, k).double()
+    return metric.paired(block[:, None, :].expand_as(neighbours).reshape(c * k, -1).double(),
+                         neighbours.reshape(c * k, -1).double()).reshape(c, k).double()
 
 
 def _smallest(dist: torch.Tensor, index: torch.Tensor, k: int
@@ -106,6 +107,9 @@ def _knn(queries: torch.Tensor, reference: torch.Tensor | None, k: int, metric: 
         r_sq = (r * r).sum(1)
     else:
         candidates = chunked_topk(queries, reference, m, metric.pairwise, chunk_elements)
+        # the distance's own values in the data's dtype rank the candidates: a point outside
+        # them may be as near as the k-th within their rounding (relative, a few units of it)
+        relative_bound = 16 * torch.finfo(queries.dtype).eps
 
     def choose(rows: torch.Tensor, columns: torch.Tensor, valid: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, ...]:
@@ -121,7 +125,8 @@ def _knn(queries: torch.Tensor, reference: torch.Tensor | None, k: int, metric: 
         index, dist = _smallest(d, columns, k)
         if valid is not None or columns.shape[1] >= n_ref:  # every possible neighbour seen
             return index, dist, torch.zeros_like(rows, dtype=torch.bool)
-        return index, dist, d.max(1).values - dist[:, -1] <= bound[rows]
+        margin = bound[rows] if euclidean else relative_bound * dist[:, -1].abs()
+        return index, dist, d.max(1).values - dist[:, -1] <= margin
 
     rows = torch.arange(queries.shape[0], device=queries.device)
     index, dist, unsure = choose(rows, candidates[:, :k + 1])
@@ -135,8 +140,8 @@ def _knn(queries: torch.Tensor, reference: torch.Tensor | None, k: int, metric: 
     per_block = max(1, chunk_elements // max(ref.shape[0], 1))
     for s in range(0, rows.numel(), per_block):
         block = rows[s:s + per_block]
-        if not euclidean:  # the distance's own pairwise values decide, ties by index
-            d = metric.pairwise(queries[block], ref).double()
+        if not euclidean:  # the distance's own values in float64 decide, ties by index
+            d = metric.pairwise(queries[block].double(), ref.double()).double()
             if self_search:
                 d[torch.arange(block.numel()), block] = math.inf
             index[block], dist[block] = _smallest(d, everything.expand(block.numel(), -1), k)
