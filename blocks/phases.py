@@ -128,7 +128,9 @@ class TrainingPhase:
     ``lr_decay_staircase=False`` continuously, rate ** (step / lr_decay_steps)).
     ``l1_strength`` adds strength × Σ|θ| of the trained parameters to the loss.  A trained model
     with an ``on_phase_start(state)`` method has it called at the start of the phase (before its
-    parameters are collected).
+    parameters are collected).  ``patience`` counts *validations* (every ``validation.every``
+    epochs) without a better ``validation.metric``, not epochs; the best weights are restored
+    (``restore_best``).
     """
 
     name: str

@@ -22,7 +22,8 @@ MI bound in one ``compound``, a DII front end to a critic) is a TOML file, run b
     sampler = { name = "negative_edges", relation = "graph" }
     loss = "relation"
 
-``fit(X)`` (or ``fit(x=..., y=...)`` by name) puts the arrays in the dataset, builds every
+``fit(X)`` (or ``fit(data=..., labels=...)`` by name; every name of ``arrays`` must be
+given, and only those) puts the arrays in the dataset, builds every
 block through the registry (a model gets ``in_dim`` = the width of the first array and
 ``n_items`` = its rows where its table leaves them out) and trains; ``transform(X)`` applies
 ``output_model``.
@@ -90,10 +91,18 @@ class RoutineRecipe(Recipe):
         both = sorted(set(given) & set(named))
         if both:
             raise ValidationError(f"routine.fit got {both} both by position and by name.")
+        unknown = sorted(set(named) - set(self.arrays))
+        if unknown:
+            raise ValidationError(
+                f"routine.fit got {unknown} by name, which `arrays` = {self.arrays} does not "
+                "name; add them to `arrays` (the dataset keys the blocks read) or fix the name.")
         data = {**given, **named}
-        if not data:
-            raise ValidationError(f"routine.fit needs data: fit(X) (the array "
-                                  f"{self.arrays[0]!r}) or fit(name=array, ...).")
+        missing = [name for name in self.arrays if name not in data]
+        if missing:
+            raise ValidationError(
+                f"routine.fit: `arrays` = {self.arrays} but {missing} "
+                f"{'was' if len(missing) == 1 else 'were'} not given; pass them in that order "
+                f"(fit({', '.join(self.arrays)})) or by name.")
         tensors = {k: as_tensor(v, k, ndim=None) for k, v in data.items()}
         rows = {k: int(t.shape[0]) for k, t in tensors.items() if t.ndim}
         if len(set(rows.values())) > 1:

@@ -62,6 +62,11 @@ def test_named_arrays_and_bad_input_are_named(digits):
         RoutineRecipe().fit(digits)
     with pytest.raises(ValidationError, match="got 2 arrays but `arrays` names 1"):
         recipe_from_dict(config).fit(digits, digits)
+    two = {**config, "arrays": ["data", "labels"]}  # author8 A8-2: named in the error now
+    with pytest.raises(ValidationError, match=r"\['labels'\] was not given"):
+        recipe_from_dict(two).fit(digits)
+    with pytest.raises(ValidationError, match=r"got \['label'\] by name, which `arrays`"):
+        recipe_from_dict(two).fit(digits, label=np.zeros(len(digits)))
     with pytest.raises(ValidationError, match="one row per item"):
         recipe_from_dict({**config, "arrays": ["data", "y"]}).fit(digits, digits[:10])
     with pytest.raises(ValidationError, match="distinct names"):
