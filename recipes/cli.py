@@ -130,6 +130,10 @@ def cmd_config(args: argparse.Namespace) -> int:
         first, _, rest = text.partition("\n")
         text = f"{first}\n" + "".join(f"# {name} = ...   (required: set it)\n"
                                        for name in unset) + rest
+    notes = getattr(recipe, "config_notes", lambda full: [])(args.full)
+    if notes:  # what the printed values depend on (IMNN: the fit's mode)
+        first, _, rest = text.partition("\n")
+        text = f"{first}\n" + "".join(f"# {line}\n" for line in notes) + rest
     print(text, end="")
     return 0
 

@@ -425,6 +425,20 @@ class IMNN(PosteriorInference, Recipe):
             self._collect(routine, main, evaluation, [p.name for p in phases])
         return self
 
+    def config_notes(self, full: bool) -> list[str]:
+        """Comment lines for ``infoblocks config imnn --full``: the sections show the
+        settings left unset in one fit mode; the other mode expands them otherwise."""
+        unset = [name for name in MODE_DEFAULTS["simulator"] if getattr(self, name) is None]
+        if not full or self._mode is not None or not unset:
+            return []
+        shown, other = _FIT_MODE.get(), "simulator" if _FIT_MODE.get() == "arrays" else "arrays"
+        values = ", ".join(f"{name} = {MODE_DEFAULTS[other][name]!r}" for name in unset)
+        return [f"The sections below expand the settings left unset ({', '.join(unset)}) for "
+                f"a fit on {shown} ({'fit(fiducial, derivative)' if shown == 'arrays' else 'fit(simulator=...)'}).",
+                f"A fit in {other} mode expands them with MODE_DEFAULTS[{other!r}] instead: "
+                f"{values}.", "Loading this file keeps them unset, so each fit takes its "
+                "own mode's values; copy a value into a section to fix it."]
+
     def draws_own_simulations(self) -> bool:
         """Whether every sampler of the routine draws its own simulations (a plugin sampler
         without ``with_source``): then ``fit()`` and ``infoblocks run`` take no data."""

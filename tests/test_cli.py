@@ -48,8 +48,12 @@ def test_config_names_a_required_setting_it_cannot_write(capsys):
 
     assert main(["config", "imnn", "--full"]) == 0
     out = capsys.readouterr().out
-    assert "# theta_fid = ...   (required: set it)" in out.splitlines()[1]
+    assert "# theta_fid = ...   (required: set it)" in out
     assert "theta_fid" not in tomllib.loads(out)  # a comment: the output still parses
+    # the sections show one fit mode's values; the comment gives the other's (author8 copied
+    # the printed array-mode settings into a simulator fit: det F 37.7 against 44.6)
+    assert "# A fit in simulator mode expands them with MODE_DEFAULTS['simulator'] instead: " \
+           "activation = 'silu'" in out
 
 
 @pytest.mark.parametrize("name, write, message", [
