@@ -90,6 +90,7 @@ class BatchScores:
     def __init__(self, joint: torch.Tensor, negatives: torch.Tensor,
                  matrix: torch.Tensor | None = None, dist: Any = None) -> None:
         self.joint, self.negatives, self.matrix = joint, negatives, matrix
+        self.columns: torch.Tensor | None = None  # (from_matrix: each row's joint column)
         self.dist = dist if dist is not None and getattr(dist, "active", False) else None
         self._lme: torch.Tensor | None = None
         self._mean_joint: torch.Tensor | None = None
@@ -104,7 +105,9 @@ class BatchScores:
         rows = torch.arange(len(matrix), device=matrix.device)
         mask = torch.ones_like(matrix, dtype=torch.bool)
         mask[rows, columns] = False
-        return cls(matrix[rows, columns], matrix[mask], matrix, dist)
+        scores = cls(matrix[rows, columns], matrix[mask], matrix, dist)
+        scores.columns = columns  # the joint column of each row
+        return scores
 
     def _global_mean(self, values: torch.Tensor) -> torch.Tensor:
         """Mean over the last axis, over every rank's values when distributed (every leading
@@ -148,6 +151,26 @@ class BatchScores:
         if self.matrix is None:
             raise _rows_error()
         return torch.logsumexp(self.matrix, -1) - math.log(self.matrix.shape[-1])
+
+    def row_mean_negatives(self, fn: Fn = None) -> torch.Tensor:
+        """Per item (row), the mean of fn(t) over its negatives — the row's other columns
+        (in-batch negatives, ``rows = True``): ``(b,)``, for bounds whose per-item baseline
+        depends on the item's own negatives (Poole et al.'s interpolated α bound); average it
+        with :meth:`mean_items`.  Each rank holds every column of its rows, so no reduction
+        over ranks is needed here."""
+        if self.matrix is None:
+            raise _rows_error()
+        values = self.matrix if fn is None else fn(self.matrix)
+        b, c = values.shape
+        joint = self._joint_columns(b, values.device)
+        mask = torch.ones_like(values, dtype=torch.bool)
+        mask[torch.arange(b, device=values.device), joint] = False
+        return values.masked_fill(~mask, 0).sum(-1) / max(c - 1, 1)
+
+    def _joint_columns(self, b: int, device: torch.device) -> torch.Tensor:
+        if self.columns is not None:
+            return self.columns.to(device)
+        return torch.arange(b, device=device)
 
     def mean_items(self, values: torch.Tensor) -> torch.Tensor:
         return self._global_mean(values)

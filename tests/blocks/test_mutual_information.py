@@ -564,3 +564,17 @@ def test_encoded_mi_scores_each_item_once_against_its_target():
     with pytest.raises(ValidationError, match="`classes` = 3 but .* labels 0..3"):
         EncodedMILoss(classes=3, bound={"name": "infonce_loss", "critic": "critic"})(
             {"data": data, "labels": labels}, models, None)
+
+
+def test_row_mean_negatives_averages_each_rows_other_columns():
+    # author7 A7-4: Poole et al.'s interpolated bound needs each item's own negatives' mean
+    from infoblocks.blocks.mutual_information import BatchScores
+
+    matrix = torch.arange(9.0).reshape(3, 3)
+    torch.testing.assert_close(BatchScores.from_matrix(matrix).row_mean_negatives(),
+                               torch.tensor([1.5, 4.0, 6.5]))  # the diagonal left out
+    shifted = BatchScores.from_matrix(matrix, torch.tensor([1, 2, 0]))  # joint columns given
+    torch.testing.assert_close(shifted.row_mean_negatives(torch.exp),
+                               (matrix.exp().sum(1) - matrix.exp()[[0, 1, 2], [1, 2, 0]]) / 2)
+    with pytest.raises(ValidationError, match="needs row-structured negatives"):
+        BatchScores(torch.zeros(3), torch.zeros(6)).row_mean_negatives()
