@@ -302,13 +302,15 @@ class EmbeddingRecipe(Recipe):
         spread = float((layout - layout.mean(0)).pow(2).sum(1).mean())
         residual = float(rows[-1]["loss"])
         if spread > 0 and residual > 0.25 * spread:
+            spec = routine.model_specs.get("main") or {}
+            network = f"the network {spec['name']!r}" if spec.get("name") else "the network"
             warnings.warn(
-                f"{self.name}: after the init phase the network is {residual:.3g} (mean "
-                f"squared distance) from the layout, whose variance is {spread:.3g}: it cannot "
-                "reach the layout, and f(X) / `transform` start far from `embedding_`. A "
-                "bounded output (an encoder's `output_activation` tanh or sigmoid) cannot reach "
-                "the layout's scale: use the identity output, or give the init phase more "
-                "epochs.", UserWarning, stacklevel=3)
+                f"{self.name}: after the init phase {network} (models.main) is {residual:.3g} "
+                f"(mean squared distance) from the layout, whose variance is {spread:.3g}: it "
+                "cannot reach the layout, and f(X) / `transform` start far from `embedding_`. "
+                "A bounded output (an encoder's `output_activation` tanh or sigmoid) cannot "
+                "reach the layout's scale: use the identity output, or give the init phase "
+                "more epochs.", UserWarning, stacklevel=3)
 
     def _check_anchor(self, phases: list[Any]) -> None:
         """A ``ShortcutWarning`` where the recipe anchors the network to the layout

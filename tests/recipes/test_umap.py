@@ -540,7 +540,8 @@ def test_a_bounded_encoder_that_cannot_reach_the_layout_is_named(digits):
         warnings.simplefilter("always")
         ParametricUMAP(epochs=2, layout_epochs=20, models={"main": {
             "name": "mlp", "output_activation": "tanh"}}).fit(digits[0][:400])
-    assert any("cannot reach the layout" in str(w.message) for w in caught)
+    assert any("the network 'mlp' (models.main)" in str(w.message)
+               and "cannot reach the layout" in str(w.message) for w in caught)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ParametricUMAP(epochs=2, layout_epochs=20).fit(digits[0][:400])
