@@ -80,6 +80,15 @@ class RoutineRecipe(Recipe):
     history_: list[dict[str, Any]] | None = attrs.field(init=False, default=None, repr=False)
     fit_seconds_: float | None = attrs.field(init=False, default=None, repr=False)
 
+    def config_notes(self, full: bool) -> list[str]:
+        """Comment lines for ``infoblocks config routine``: where the sections come from."""
+        if self.models and self.phases:
+            return []
+        return ["The sections are the routine: write [globals.NAME] (input, relation, "
+                "transforms), [models.NAME] and [[phases]] (sampler, loss, optimizer ...).",
+                "`infoblocks config parametric_umap --full` (or any recipe's) prints complete "
+                "sections to start from; docs/plugins.md, \"A routine of your own\"."]
+
     # ------------------------------------------------------------------ the assembly
 
     def _dataset(self, arrays: tuple[Any, ...], named: dict[str, Any]) -> dict[str, Any]:

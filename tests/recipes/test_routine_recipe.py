@@ -112,3 +112,10 @@ def test_a_umap_encoder_with_an_mi_term_towards_the_labels(digits):
     assert scores[0.5][2]["1.encoded_mi.mi"] > 0.8 * np.log(10)  # the bound on the batch
     assert scores[0.5][1] > scores[0.0][1] + 0.01  # 10-NN up
     assert scores[0.5][0] > scores[0.0][0] - 0.01  # trust kept
+
+
+def test_config_says_where_the_sections_come_from(capsys):
+    assert main(["config", "routine"]) == 0
+    out = capsys.readouterr().out
+    assert "# The sections are the routine" in out and "config parametric_umap --full" in out
+    assert tomllib.loads(out)["recipe"] == "routine"  # comments: it still parses
