@@ -34,6 +34,9 @@ FINAL_REFERENCE_FACTOR = 20
 MIN_FINAL_REFERENCE = 20_000
 #: the held-out estimate counts as "still rising" when its best is in the last 10 % of epochs
 RISING_TAIL = 0.1
+#: a final estimate below −this (nats), its whole 95 % interval below zero, is reported as
+#: divergence (MI >= 0; on independent data an overfitted critic gives a few hundredths below)
+NEGATIVE_ESTIMATE = 0.1
 #: the file beside the routine that keeps the final scores (intervals after load)
 SCORES_FILE = "mi_scores.pt"
 
@@ -309,7 +312,10 @@ def minee_interval(recipe: MINEE, level: float) -> tuple[float, float]:
 
 
 def diagnose(recipe: NeuralMIEstimator) -> None:
-    """Convergence warnings from the held-out (else training) estimate per epoch."""
+    """Convergence warnings from the held-out (else training) estimate per epoch, and from
+    the final estimate: one that mutual information cannot be (its whole interval below zero)
+    or that its evaluation items cannot show (above log n_eval)."""
+    check_final_estimate(recipe)
     history = recipe.history_
     key = "val_mi" if any("val_mi" in r for r in history) else "mi"
     values = [r[key] for r in history if key in r]
@@ -320,7 +326,9 @@ def diagnose(recipe: NeuralMIEstimator) -> None:
     recipe.best_epoch_ = epochs[best]
     ran_out = len(history) >= recipe.epochs
     name = type(recipe).__name__
-    if ran_out and best >= (1 - RISING_TAIL) * (len(values) - 1):
+    if ran_out and best >= (1 - RISING_TAIL) * (len(values) - 1) and values[best] >= 0:
+        # (a negative best is divergence, reported by check_final_estimate: more epochs or a
+        # larger learning rate would not help it)
         warnings.warn(
             f"{name}: the {'held-out' if key == 'val_mi' else 'training'} estimate was still "
             f"rising at the last epoch ({recipe.epochs}); increase `epochs` (or the learning "
@@ -331,6 +339,41 @@ def diagnose(recipe: NeuralMIEstimator) -> None:
             f"{name}: the training estimate fell from its best {values[best]:.3f} to "
             f"{tail:.3f} nats; training is unstable: lower `learning_rate` or keep a held-out "
             "set (test_fraction > 0).", MIConvergenceWarning, stacklevel=4)
+
+
+def check_final_estimate(recipe: NeuralMIEstimator) -> None:
+    """Warn about a final estimate that is not a measurement: non-finite, below zero over its
+    whole 95 % interval (MI >= 0: the critic diverged or learnt nothing), or above log n_eval
+    (no lower bound computed from n evaluation items can show more than about log n —
+    McAllester & Stratos 2020 —: the critic overfits its evaluation pairs or diverged)."""
+    name, value = type(recipe).__name__, recipe.estimate_nats_
+    lr = getattr(recipe, "learning_rate", None)
+    fix = (f"lower `learning_rate` (now {lr:g}) or set `grad_clip`, and check the data "
+           "(`standardize`)" if isinstance(lr, (int, float)) else
+           "lower the learning rate or clip the gradients, and check the data")
+    if value is None:
+        return
+    if not math.isfinite(value):
+        warnings.warn(f"{name}: the final estimate is {value}: training diverged; {fix}.",
+                      MIConvergenceWarning, stacklevel=5)
+        return
+    if value < -NEGATIVE_ESTIMATE:  # (a few hundredths below zero: MI ~ 0, a critic fitting noise)
+        low, high = recipe.estimate(ci=0.95).low, recipe.estimate(ci=0.95).high
+        if high < 0:
+            warnings.warn(
+                f"{name}: the estimate {value:.4g} nats (95 % interval [{low:.4g}, "
+                f"{high:.4g}]) is below zero, which mutual information cannot be: the critic "
+                f"diverged or learnt nothing, and the number is not an estimate; {fix}.",
+                MIConvergenceWarning, stacklevel=5)
+        return
+    n = recipe.n_eval_
+    if n is not None and n > 1 and value > math.log(n):
+        warnings.warn(
+            f"{name}: the estimate {value:.4g} nats is above log(n_eval) = {math.log(n):.3f}, "
+            f"more than {n} evaluation items can show for any lower bound: the critic overfits "
+            f"or diverged, or the true MI is beyond what this sample size can measure; {fix}, "
+            "or use more data / a larger evaluation set (test_fraction).",
+            MIConvergenceWarning, stacklevel=5)
 
 
 def plot_training(recipe: NeuralMIEstimator, truth: float | None = None,

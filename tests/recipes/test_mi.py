@@ -197,6 +197,34 @@ def test_infonce_cap_warning():
         InfoNCE(batch_size=8, epochs=30, hidden_dims=(16,), learning_rate=1e-2).fit(x, y)
 
 
+@pytest.mark.parametrize("cls, lr, match", [
+    (MINE, 0.1, r"MINE: the estimate -\d.* is below zero.*`learning_rate` \(now 0.1\)"),
+    (InfoNCE, 1.0, r"InfoNCE: the estimate -\d.* is below zero"),
+    (SMILE, 1.0, r"SMILE: the estimate \d.* is above log\(n_eval\) = 5.011"),
+])
+def test_a_diverged_estimate_is_reported(cls, lr, match):
+    # user13: at a learning rate far too large the critic diverges; the estimates were -12.4
+    # (MINE), -37,888 (InfoNCE) and +29.0 nats from 150 evaluation pairs (SMILE), truth 1.61,
+    # returned without a word
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 2))
+    y = x + 0.5 * rng.normal(size=(300, 2))
+    with pytest.warns(MIConvergenceWarning, match=match):
+        estimate = cls(epochs=30, batch_size=50, learning_rate=lr, seed=0).fit(x, y).estimate()
+    assert not 0 <= estimate <= np.log(150)  # the warning is about this number
+
+
+def test_no_divergence_warning_near_zero_mi():
+    # independent data: an overfitted critic gives a few hundredths below zero; not divergence
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(400, 1)), rng.normal(size=(400, 1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        estimate = MINE(epochs=20, seed=0).fit(x, y).estimate()
+    assert abs(estimate) < 0.1
+    assert not [w for w in caught if "below zero" in str(w.message)]
+
+
 @pytest.mark.parametrize("cls", [MINE, MINEE, InfoNCE, NWJ, SMILE])
 def test_recipe_round_trips_as_data(cls, tmp_path):
     est = cls(seed=3, epochs=7, hidden_dims=(4, 5))
