@@ -144,6 +144,14 @@ def _load_array(path: str) -> list[np.ndarray]:
         raise ConfigError(f"--data file {path!r} does not exist.")
     if p.suffix not in (".npy", ".npz", ".csv", ".txt"):
         raise ConfigError(f"--data {path!r}: use a .npy, .npz, .csv or .txt file.")
+    if p.suffix in (".npy", ".npz"):
+        with open(p, "rb") as f:
+            head = f.read(6)
+        if not head.startswith(b"\x93NUMPY" if p.suffix == ".npy" else b"PK"):
+            raise ConfigError(f"--data {path!r} is not a {p.suffix} file (no "
+                              f"{'NPY' if p.suffix == '.npy' else 'zip'} header: a text file or "
+                              "a truncated copy?); save the array with "
+                              f"{'np.save' if p.suffix == '.npy' else 'np.savez'}.")
     try:
         if p.suffix == ".npy":  # memory-mapped: recipes that read rows lazily never load it
             arrays = [np.load(p, allow_pickle=False, mmap_mode="r")]

@@ -551,7 +551,9 @@ def run_cli(recipe: NeuralMIEstimator, data: list[np.ndarray], out_dir: Path,
     if len(data) == 2:
         x, y = data
     elif len(data) == 1 and recipe.split_at is not None:
-        arr = _as_columns(data[0], "data")
+        arr = data[0]
+        if not isinstance(arr, np.ndarray) or arr.ndim != 2:  # (a memory-mapped .npy stays one:
+            arr = _as_columns(arr, "data")                   # its column slices stay on disk)
         if not 0 < recipe.split_at < arr.shape[1]:
             raise ValidationError(f"`split_at` = {recipe.split_at} must lie inside the "
                                   f"{arr.shape[1]} columns of the data.")

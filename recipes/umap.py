@@ -741,7 +741,15 @@ class EmbeddingRecipe(Recipe):
                                     f"got {len(data)} arrays.")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        labels = None if len(data) < 2 else np.asarray(data[1]).reshape(-1)
+        labels = None if len(data) < 2 else np.asarray(data[1])
+        if labels is not None:  # checked before training, not after it
+            n = len(data[0])
+            if labels.ndim == 2 and labels.shape[1] == 1:
+                labels = labels.reshape(-1)
+            _check(labels.ndim == 1 and len(labels) == n,
+                   f"the second --data of {self.name} are labels for the figure and the 10-NN "
+                   f"accuracy, one per row of X ({n} rows); got shape {labels.shape}. Pass X "
+                   "alone, or one label per row.")
         self.fit(data[0], **fit_options)
         self.save(out_dir / MODEL_DIR)
         np.save(out_dir / "embedding.npy", self.embedding_)

@@ -61,6 +61,9 @@ def test_config_names_a_required_setting_it_cannot_write(capsys):
     ("x.npz", lambda p: np.savez(p, a=np.array(["a", None], dtype=object)), "object dtype"),
     ("x.csv", lambda p: p.write_text("a,b\nc,d\n"), "not a numeric table"),
     ("x.npy", lambda p: np.save(p, np.array(["a", "b"])), "<U1 array; give numbers"),
+    # user13: a text file named .npy was said to hold Python objects
+    ("x.npy", lambda p: p.write_text("1,2\n3,4\n"), "is not a .npy file (no NPY header"),
+    ("x.npz", lambda p: p.write_bytes(b"\x93NUMPY"), "is not a .npz file (no zip header"),
 ])
 def test_run_refuses_unreadable_data(tmp_path, capsys, name, write, message):
     config = tmp_path / "c.toml"
@@ -69,6 +72,32 @@ def test_run_refuses_unreadable_data(tmp_path, capsys, name, write, message):
     write(data)
     assert main(["run", str(config), "--data", str(data), "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_run_splits_a_memory_mapped_npy_at_split_at(tmp_path, capsys):
+    # user13: split_at on a .npy (memory-mapped by the CLI) crashed with a raw TypeError
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 2))
+    np.save(tmp_path / "xy.npy", np.hstack([x, x + 0.5 * rng.normal(size=(300, 2))]))
+    config = tmp_path / "c.toml"
+    config.write_text('recipe = "mine"\nepochs = 3\nbatch_size = 50\nsplit_at = 2\n')
+    assert main(["run", str(config), "--data", str(tmp_path / "xy.npy"), "--out",
+                 str(tmp_path / "o")]) == 0
+    summary = json.loads((tmp_path / "o" / "estimate.json").read_text())
+    assert summary["n_train"] + summary["n_eval"] == 300
+
+
+def test_umap_run_checks_labels_before_training(tmp_path, capsys):
+    # user13: a (60, 2) second array trained and saved a model, then was refused as 120 labels
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.normal(size=(60, 5)))
+    np.save(tmp_path / "y.npy", rng.normal(size=(60, 2)))
+    config = tmp_path / "c.toml"
+    config.write_text('recipe = "parametric_umap"\nn_neighbors = 5\n')
+    assert main(["run", str(config), "--data", str(tmp_path / "x.npy"), "--data",
+                 str(tmp_path / "y.npy"), "--out", str(tmp_path / "o")]) == 2
+    assert "one per row of X (60 rows); got shape (60, 2)" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "model").exists()
 
 
 def test_run_refuses_a_binary_config_and_an_out_file(tmp_path, capsys):
