@@ -493,6 +493,8 @@ def save_estimator(recipe: NeuralMIEstimator, path: str | Path) -> Path:
     extra = {"recipe_config": recipe.to_dict(full=True),
              "results": {k: getattr(recipe, k, None) for k in _RESULTS}}
     recipe.routine_.save(path, extra=extra)
+    if not recipe.routine_.dist.is_main:  # under torchrun rank 0 writes (routine.save did not)
+        return path
     scores = recipe.scores_
     if isinstance(scores, dict):  # MI-NEE
         tensors = {f"{k}.{part}": getattr(s, part) for k, s in scores.items()
