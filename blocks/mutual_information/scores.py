@@ -308,6 +308,16 @@ class PairScores:
         value = rows - torch.log(self._row_weights(w) + w)
         return self._out(torch.where(w > 0, value, 0.0))  # a dropped item's row is unused
 
+    def row_mean_negatives(self, fn: Fn = None) -> torch.Tensor:
+        """Per item, the (pair-weighted) mean of fn(t) over its evaluated partners (its
+        negatives): ``(B, n)``, 0 for a dropped item or one without partners."""
+        w = self._w()
+        marginal = self.marginal.double()
+        values = marginal if fn is None else fn(marginal)
+        den = self._row_weights(w)
+        value = self._pair_sum(w, values) / den.clamp_min(_TINY)
+        return self._out(torch.where((w > 0) & (den > 0), value, 0.0))
+
     def mean_items(self, values: torch.Tensor) -> torch.Tensor:
         w = self._w()
         weighted = torch.where(w > 0, w * values, 0.0)  # a dropped item never makes a NaN

@@ -578,3 +578,24 @@ def test_row_mean_negatives_averages_each_rows_other_columns():
                                (matrix.exp().sum(1) - matrix.exp()[[0, 1, 2], [1, 2, 0]]) / 2)
     with pytest.raises(ValidationError, match="needs row-structured negatives"):
         BatchScores(torch.zeros(3), torch.zeros(6)).row_mean_negatives()
+
+
+def test_row_mean_negatives_of_the_final_estimates_pairs():
+    # author11 A11-1: a bound written with row_mean_negatives trained, then failed in the
+    # final all-pairs estimate (PairScores had no such reduction)
+    from infoblocks.blocks.mutual_information import BatchScores, PairScores
+
+    n = 7
+    matrix = torch.randn(n, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    shifts = torch.arange(1, n)
+    rows = torch.arange(n)
+    marginal = matrix[rows[None, :], (rows[None, :] + shifts[:, None]) % n]  # (K, n)
+    pairs = PairScores(torch.diagonal(matrix), marginal, shifts)
+    torch.testing.assert_close(pairs.row_mean_negatives(torch.exp),
+                               BatchScores.from_matrix(matrix).row_mean_negatives(torch.exp))
+    keep = torch.tensor([1, 0, 1, 1, 0, 1, 1], dtype=torch.float64)  # a half-sample's items
+    sub = keep.bool()
+    weighted = pairs.weighted(keep[None]).row_mean_negatives()[0]
+    torch.testing.assert_close(weighted[sub],
+                               BatchScores.from_matrix(matrix[sub][:, sub]).row_mean_negatives())
+    assert bool((weighted[~sub] == 0).all())
