@@ -317,22 +317,33 @@ def diagnose(recipe: NeuralMIEstimator) -> None:
     or that its evaluation items cannot show (above log n_eval)."""
     check_final_estimate(recipe)
     history = recipe.history_
-    key = "val_mi" if any("val_mi" in r for r in history) else "mi"
+    # the epoch kept is the one the phase's early stopping restored: its validation metric in
+    # its direction (MI-NEE: val_d_sum; a plugin's phase may monitor another metric)
+    validation = ((getattr(recipe, "spec_", None) or {}).get("phases") or [{}])[0] \
+        .get("validation") or {}
+    key, mode = f"val_{validation.get('metric') or 'mi'}", validation.get("mode") or "max"
+    if not any(key in r for r in history):
+        key, mode = "mi", "max"
     values = [r[key] for r in history if key in r]
     epochs = [r["epoch"] for r in history if key in r]
+    if not values or all(math.isnan(v) for v in values):
+        return
+    best = int(np.nanargmax(values) if mode == "max" else np.nanargmin(values))
+    recipe.best_epoch_ = epochs[best]
     if len(values) < 5:
         return
-    best = int(np.nanargmax(values))
-    recipe.best_epoch_ = epochs[best]
     ran_out = len(history) >= recipe.epochs
     name = type(recipe).__name__
-    if ran_out and best >= (1 - RISING_TAIL) * (len(values) - 1) and values[best] >= 0:
+    what = ("held-out estimate" if key == "val_mi" else "training estimate" if key == "mi"
+            else f"held-out {key[4:]}")
+    if ran_out and best >= (1 - RISING_TAIL) * (len(values) - 1) and \
+            (key not in ("val_mi", "mi") or values[best] >= 0):
         # (a negative best is divergence, reported by check_final_estimate: more epochs or a
         # larger learning rate would not help it)
         warnings.warn(
-            f"{name}: the {'held-out' if key == 'val_mi' else 'training'} estimate was still "
-            f"rising at the last epoch ({recipe.epochs}); increase `epochs` (or the learning "
-            "rate) for a converged estimate.", MIConvergenceWarning, stacklevel=4)
+            f"{name}: the {what} was still {'rising' if mode == 'max' else 'falling'} at the "
+            f"last epoch ({recipe.epochs}); increase `epochs` (or the learning rate) for a "
+            "converged estimate.", MIConvergenceWarning, stacklevel=4)
     tail = float(np.mean(values[-max(1, len(values) // 10):]))
     if key == "mi" and values[best] - tail > max(0.1, 0.1 * abs(values[best])):
         warnings.warn(

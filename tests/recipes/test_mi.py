@@ -214,6 +214,16 @@ def test_a_diverged_estimate_is_reported(cls, lr, match):
     assert not 0 <= estimate <= np.log(150)  # the warning is about this number
 
 
+def test_best_epoch_is_the_epoch_the_phase_restored():
+    # author11 A11-2: best_epoch_ was the argmax of val_mi whatever the phase monitored
+    # (MI-NEE restores the best val_d_sum)
+    x, y = gaussian_1d(400, 3)
+    est = quiet_fit(MINEE(epochs=12, seed=0, hidden_dims=(8,)), x, y)
+    rows = [r for r in est.history_ if "val_d_sum" in r]
+    assert est.best_epoch_ == max(rows, key=lambda r: r["val_d_sum"])["epoch"]
+    assert est.best_epoch_ != max(rows, key=lambda r: r["val_mi"])["epoch"]  # the case
+
+
 def test_no_divergence_warning_near_zero_mi():
     # independent data: an overfitted critic gives a few hundredths below zero; not divergence
     rng = np.random.default_rng(1)
