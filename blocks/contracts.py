@@ -169,6 +169,14 @@ def check_shard(phase: TrainingPhase, whole: dict[str, Any], part: dict[str, Any
     if not state.dist.active:
         return
     rank, world = state.dist.rank, state.dist.world_size
+    missing = sorted(set(getattr(getattr(phase, "loss", None), "shard_fields", ())) - set(part))
+    if missing:  # (the same fields on every rank: all raise, before the collective below)
+        raise ContractError(
+            f"Phase {phase.name!r}: {_label(phase.sampler)}'s `shard(batch, rank, world_size)` "
+            f"returns no {_names(missing)}, which {_label(phase.loss)} needs in a "
+            f"shard (its `shard_fields`) to treat the rank's part as part of the whole batch; "
+            f"without it the part is normalised as a batch of its own and the ranks train on "
+            f"another objective. Add {_names(missing)} to the shard (docs/plugins.md).")
     drawn = "shard" not in whole  # (else the sampler drew this rank's rows itself)
     checks = [("part", *_batch_stats(part))] + ([("whole", *_batch_stats(whole))] if drawn else [])
     checks = [(label, names, stats) for label, names, stats in checks if stats is not None]

@@ -51,6 +51,10 @@ class Loss(Block):
     #: on each phase's first step that every rank got the same value.  False: a per-rank
     #: value whose mean over the ranks is the whole batch's (UMAP's mean over its edges)
     whole_batch: ClassVar[bool] = False
+    #: fields a shard of the batch must carry under torchrun beyond the consumed ones (DII's
+    #: ``rows_total``: the whole batch's row count, which its normalisation needs); the engine
+    #: checks them on each phase's first sharded batch and names the sampler otherwise
+    shard_fields: ClassVar[frozenset[str]] = frozenset()
 
     def required_fields(self) -> frozenset[str] | None:
         return self.consumes
@@ -170,6 +174,11 @@ class CompoundLoss(Loss):
     @property
     def whole_batch(self) -> bool:  # the sum is the whole batch's where every part's is
         return all(getattr(loss, "whole_batch", False) for loss in self.losses)
+
+    @property
+    def shard_fields(self) -> frozenset[str]:
+        return frozenset().union(*(getattr(loss, "shard_fields", frozenset())
+                                   for loss in self.losses))
 
     def on_phase_start(self, state):
         for loss in self.losses:

@@ -179,6 +179,8 @@ class DIILoss(Loss):
     name: ClassVar[str] = "dii"
     consumes: ClassVar[frozenset[str]] = frozenset({"rows", "cols"})
     reports: ClassVar[frozenset[str]] = frozenset({"dii", "dii_last_batch"})
+    #: a shard's rows are normalised by the whole batch's row count
+    shard_fields: ClassVar[frozenset[str]] = frozenset({"rows_total"})
     model: str = "weights"
     input: str = "data_A"
     target: str = "data_B"

@@ -41,6 +41,21 @@ def test_edge_positions_that_leave_the_items_name_the_sampler():
         check_yields(phase, {**edge_batch(), "items": torch.arange(4)}, state)
 
 
+def test_a_shard_without_the_losss_shard_fields_names_sampler_and_field():
+    # author12 A12-2: a plugin rows/cols sampler whose shard left out rows_total trained DII on
+    # the shards as batches of their own (w3 -12 % against one process), with no message
+    from infoblocks.blocks.contracts import check_shard
+    from infoblocks.blocks.imbalance import DIILoss
+
+    phase, state = phase_and_state(world_size=2)
+    phase.loss = DIILoss()
+    whole = {"rows": torch.arange(8), "cols": torch.arange(8)}
+    part = {"rows": torch.arange(0, 8, 2), "cols": torch.arange(8)}
+    with pytest.raises(ContractError, match=r"sampler 'my_edges'.*returns no rows_total, which "
+                                            r"loss 'dii' needs in a shard"):
+        check_shard(phase, whole, part, state)
+
+
 SCRIPT = """
 import json, sys
 from types import SimpleNamespace
