@@ -32,7 +32,7 @@ from attrs.validators import optional
 import torch
 
 from ..contracts import MARGINAL_PAIRS, BatchType
-from ..errors import ValidationError
+from ..errors import ContractError, ValidationError
 from ..samplers import Sampler
 from ..state import TrainState
 from ..validators import positive, positive_int
@@ -68,6 +68,11 @@ def gather_rows(state: TrainState, key: str, index: torch.Tensor) -> torch.Tenso
 def _shard_rows(batch: dict[str, torch.Tensor], keys: tuple[str, ...], rank: int,
                 world_size: int) -> dict[str, torch.Tensor]:
     return {k: batch[k][rank::world_size] for k in keys if k in batch}
+
+
+#: the fields :meth:`PairSampler.shard` splits, rebuilds or adds
+_PAIR_FIELDS = frozenset({"index", "x", "y", "x_marginal", "y_marginal", "x_reference",
+                          "y_reference", "x_all", "y_all", "y_columns", "columns", "shard"})
 
 
 @attrs.define
@@ -122,7 +127,35 @@ class PairSampler(Sampler):
         out.update(_shard_rows(batch, ("index", "x", "y"), rank, world_size))
         out["y_columns"] = batch["y"]
         out["columns"] = torch.arange(b, device=batch["index"].device)[rank::world_size]
+        # the documented explicit negatives (MARGINAL_PAIRS, MI-NEE's reference draws) are
+        # split alike, whichever sampler yields them
+        out.update(_shard_rows(batch, ("x_marginal", "y_marginal", "x_reference",
+                                       "y_reference"), rank, world_size))
+        if "x_all" in batch and "x_marginal" in batch:
+            out["x_all"] = torch.cat([out["x"], out["x_marginal"]])
+        if "y_all" in batch and "y_marginal" in batch:
+            out["y_all"] = torch.cat([out["y"], out["y_marginal"]])
+        if type(self).shard is PairSampler.shard:
+            self._refuse_unknown_pair_fields(batch, b)
         return out
+
+    def _refuse_unknown_pair_fields(self, batch: dict[str, Any], b: int) -> None:
+        """A field this shard does not know, sized like the batch's pairs, would stay whole
+        on every rank beside the rank's part of x and y: the loss would pair the wrong rows."""
+        sizes = {b, *(len(batch[k]) for k in ("x_marginal", "x_reference") if k in batch)}
+        if "x_marginal" in batch:
+            sizes.add(b + len(batch["x_marginal"]))
+        unknown = sorted(k for k, v in batch.items()
+                         if k not in _PAIR_FIELDS and isinstance(v, torch.Tensor)
+                         and v.ndim >= 1 and v.shape[0] in sizes)
+        if unknown:
+            raise ContractError(
+                f"sampler {getattr(self, 'name', type(self).__name__)!r} yields "
+                f"{', '.join(f'`{k}`' for k in unknown)}, sized like the batch's pairs, which "
+                "PairSampler.shard does not know how to split under torchrun (it splits index, "
+                "x, y, x_marginal, y_marginal, x_reference, y_reference and rebuilds x_all, "
+                "y_all). Override `shard(batch, rank, world_size)` to keep this rank's part of "
+                "them too (docs/plugins.md, 'The batches of the MI samplers').")
 
     def batch_fields(self, state: TrainState) -> frozenset[str]:
         return self.batch_type.fields
@@ -279,11 +312,7 @@ class MarginalSampler(PairSampler):
         to split here; a batch made outside (whole) is split as the in-batch sampler does."""
         if self._local == (rank, world_size) and batch.get("shard") is not None:
             return batch
-        out = super().shard(batch, rank, world_size)
-        out.update(_shard_rows(batch, ("x_marginal", "y_marginal"), rank, world_size))
-        out["x_all"] = torch.cat([out["x"], out["x_marginal"]])
-        out["y_all"] = torch.cat([out["y"], out["y_marginal"]])
-        return out
+        return super().shard(batch, rank, world_size)
 
     def generate(self, state, generator):
         pool, n, size = self.sizes(state)
@@ -416,9 +445,7 @@ class ReferenceSampler(PairSampler):
 
     def shard(self, batch, rank, world_size):
         """torch.distributed: joint pairs and reference draws ``rank::world_size``."""
-        out = super().shard(batch, rank, world_size)
-        out.update(_shard_rows(batch, ("x_reference", "y_reference"), rank, world_size))
-        return out
+        return super().shard(batch, rank, world_size)
 
     def fit_reference(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Fit the reference distributions to ``x`` (n, d_x) and ``y`` (n, d_y)."""
