@@ -61,6 +61,40 @@ EXP_DECAY_RATE, EXP_DECAY_STEPS = 0.5, 10
 # ----------------------------------------------------------------------------- field helpers
 
 
+def _check_distance_matrix(dist: torch.Tensor) -> None:
+    """Refuse a ``distances_B`` that is not a distance matrix: DII ranks B's neighbours by
+    increasing distance, so negated distances or a similarity / kernel matrix (larger = closer)
+    silently reverse every neighbourhood.  Round-off (tiny negative squared distances, a
+    diagonal of 1e-7) passes."""
+    scale = float(dist.abs().max()) if dist.numel() else 0.0
+    if scale == 0.0:
+        return
+    low = float(dist.min())
+    if low < -1e-4 * scale:
+        raise ValidationError(
+            f"`distances_B` has negative entries (down to {low:.3g}); it must be a distance "
+            "matrix: d(i, j) >= 0, 0 on the diagonal, larger = farther. Negated distances or "
+            "log-similarities reverse the neighbourhoods: pass the distances themselves."
+        )
+    diag = dist.diagonal()
+    if float(diag.max()) <= 1e-6 * scale:
+        return
+    # a point is at distance 0 from itself, below (almost) every other entry of its row; a
+    # similarity matrix has its largest entries there
+    above = 0
+    for start in range(0, dist.shape[0], 1024):
+        rows = dist[start:start + 1024]
+        above += int(((rows < diag[start:start + 1024, None]).sum(1)
+                      > (dist.shape[1] - 1) / 2).sum())
+    if above > dist.shape[0] / 2:
+        raise ValidationError(
+            f"`distances_B` is not a distance matrix: in {above} of its {dist.shape[0]} rows "
+            "the diagonal d(i, i) is larger than most of the row, but a point is at distance 0 "
+            "from itself. Is it a similarity / kernel matrix (larger = closer)? Pass distances, "
+            "e.g. sqrt(2 - 2 K) for a kernel K with K(i, i) = 1, or -log(K)."
+        )
+
+
 @attrs.define(kw_only=True)
 class DII(DIIEvaluation, DIIPersistence, Recipe):
     """Differentiable Information Imbalance: weights of A's features that best predict B.
@@ -207,6 +241,7 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
                     f"`distances_B` must be a square (N, N) matrix, got shape {tuple(dist.shape)}."
                 )
             check_same_length(data_A=a, distances_B=dist)
+            _check_distance_matrix(dist)
             if self.periods_B is not None:
                 raise ValidationError(
                     "`periods_B` has no effect with `distances_B`; set it to None.")

@@ -330,6 +330,21 @@ def test_bad_inputs_get_clear_errors():
         DII().final_dii()
 
 
+def test_distances_b_must_be_a_distance_matrix():
+    # user13 U13-5: -D or a kernel exp(-D²) trained silently and ranked the two irrelevant
+    # features highest (weights [0.046, 0.0003, 0.135, 0.140] instead of [0.189, 0.065, ~0, ~0])
+    data_a, data_b = demo_data(n=50)
+    dist = np.sqrt(((data_b[:, None] - data_b[None]) ** 2).sum(-1))
+    with pytest.raises(ValidationError, match="`distances_B` has negative entries"):
+        DII().fit(data_a, distances_B=-dist)
+    with pytest.raises(ValidationError, match="`distances_B` is not a distance matrix.*kernel"):
+        DII().fit(data_a, distances_B=np.exp(-dist ** 2))
+    # round-off passes: squared distances a little below 0, a diagonal of 1e-7
+    noisy = dist ** 2 + 1e-7
+    noisy[0, 1] = -1e-9
+    DII()._validate(data_a, None, noisy)
+
+
 def test_non_finite_weights_without_l1_do_not_blame_l1(fitted_small):
     # before, any NaN in the weights read "lower `l1_strength`", also with l1_strength = 0
     # (data at 1e30, where the distances overflowed float32)
