@@ -7,6 +7,7 @@ initialisation, every sampler and any dropout, without touching the user's globa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -344,10 +345,13 @@ class Routine:
         return self
 
     def _fingerprint(self) -> str:
-        """The routine's configuration as a checkpoint records it (seed, models, phases; live
-        objects by type, arrays by shape), so that a resume with another one is refused."""
+        """The routine's configuration as a checkpoint records it (seed, models, phases, the
+        global relations; live objects by type, arrays by shape) and its data (each array's
+        shape and a digest of a few rows), so that a resume with another one is refused."""
         return json.dumps({"seed": self.seed, "models": self.model_specs,
-                           "phases": [p.describe() for p in self.phases]},
+                           "phases": [p.describe() for p in self.phases],
+                           "globals": {k: g.describe() for k, g in self.global_relations.items()},
+                           "data": _data_fingerprint(self.dataset)},
                           default=_fingerprint_default, sort_keys=True)
 
     def _checkpoint_writer(self, directory: Path, every: int, fingerprint: str | None) -> Any:
@@ -590,6 +594,27 @@ def _load_state(module: torch.nn.Module, weights: dict[str, Any], name: str,
                 "was trained with.") from None
         raise _not_saved(spec_file, f"the weights of model {name!r} do not fit its "
                                     f"architecture ({' '.join(lines)[:300]})") from None
+
+
+#: rows of each dataset array that a checkpoint's data digest reads (evenly spaced)
+FINGERPRINT_ROWS = 8
+
+
+def _data_fingerprint(dataset: Any) -> dict[str, str] | None:
+    """Each array's shape and a digest of :data:`FINGERPRINT_ROWS` evenly spaced rows (read
+    through ``take``: an array on disk is not loaded): other data of the same shape is not the
+    data a checkpoint was trained on."""
+    if dataset is None:
+        return None
+    out = {}
+    for key in dataset:
+        array = dataset[key]
+        n = int(array.shape[0])
+        index = torch.linspace(0, max(n - 1, 0), min(n, FINGERPRINT_ROWS)).round().long()
+        rows = dataset.take(index, (key,))[key]
+        digest = hashlib.sha1(rows.detach().cpu().double().contiguous().numpy().tobytes())
+        out[key] = f"{tuple(array.shape)} {digest.hexdigest()[:16]}"
+    return out
 
 
 def _fingerprint_default(value: Any) -> Any:

@@ -133,6 +133,30 @@ def test_a_checkpoint_of_other_models_is_named(tmp_path):
         other.train(checkpoint=tmp_path / "c", resume=True)
 
 
+def test_a_resume_with_other_globals_or_other_data_is_refused(tmp_path):
+    # author10 A10-1: a UMAP resumed with n_neighbors 10 instead of 15 (the graph is a global
+    # relation, recomputed from the new configuration) or on other rows of the same shape ran
+    # to the end: an embedding of neither run, and recipe.toml recording the second
+    from infoblocks.blocks import GlobalRelation, Routine
+
+    def routine(n_neighbors, data=None):
+        base = _build()
+        data = data if data is not None else base.dataset["data"]
+        return Routine(dataset={"data": data, "positions": base.dataset["positions"]},
+                       phases=base.phases, seed=3, models=base.models,
+                       global_relations={"graph": GlobalRelation(relation={
+                           "name": "neighbor_pdist", "n_neighbors": n_neighbors})})
+
+    routine(15).train(checkpoint=tmp_path / "c")
+    with pytest.raises(ValidationError, match=r"configured otherwise \(.*globals.graph.relation"
+                                              r".n_neighbors: 15 then, 10 now"):
+        routine(10).train(checkpoint=tmp_path / "c", resume=True)
+    other = _build().dataset["data"].flip(0)  # the same shape, other rows first
+    with pytest.raises(ValidationError, match=r"configured otherwise \(data.data: "):
+        routine(15, other).train(checkpoint=tmp_path / "c", resume=True)
+    routine(15).train(checkpoint=tmp_path / "c", resume=True)  # the same: resumes
+
+
 def test_a_resume_with_another_optimizer_or_sampler_is_refused_by_key(tmp_path):
     # resuming would mix two configurations: a raw KeyError of torch's optimizer state, or
     # (another sampler) silently a run of neither configuration
