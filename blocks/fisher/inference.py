@@ -121,8 +121,14 @@ def check_prior(prior: Any, p: int) -> None:
     if tuple(draw.shape) != (2, p):
         raise ValidationError(
             f"`prior` draws have shape {tuple(draw.shape[1:])} per sample, but there are {p} "
-            "parameters: give it batch or event shape ({p},), e.g. Uniform(low, high) with "
+            f"parameters: give it batch or event shape ({p},), e.g. Uniform(low, high) with "
             f"tensors of {p} values.")
+
+
+def _check_count(value: Any, name: str, what: str) -> None:
+    """``value`` (the argument ``name``: ``what`` it counts) is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValidationError(f"`{name}` must be a positive integer ({what}), got {value!r}.")
 
 
 def _draw_prior(prior: Any, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -161,6 +167,7 @@ def gaussian_posterior(estimate: torch.Tensor, F: torch.Tensor, prior: Any = Non
                        n_samples: int = 10_000, generator: torch.Generator | None = None
                        ) -> PosteriorSamples:
     """Samples of N(θ̂, F⁻¹), weighted by the prior density (uniform weights without one)."""
+    _check_count(n_samples, "n_samples", "the number of posterior samples")
     generator = generator or torch.Generator().manual_seed(0)
     F = F.double()
     cov = torch.linalg.inv(F)
@@ -187,6 +194,7 @@ def abc_rejection(compress: Callable[[torch.Tensor], torch.Tensor],
                   ) -> PosteriorSamples:
     """Rejection ABC: ``n_simulations`` prior draws, simulated and compressed; the accepted
     ones are the ``accept_fraction`` closest to the target (or those within ``epsilon``)."""
+    _check_count(n_simulations, "n_simulations", "prior draws to simulate")
     generator = generator or torch.Generator().manual_seed(0)
     if (accept_fraction is None) == (epsilon is None):
         raise ValidationError("ABC needs exactly one of `accept_fraction` (keep the closest "
@@ -228,6 +236,10 @@ def population_monte_carlo(compress: Callable[[torch.Tensor], torch.Tensor],
     covariance), simulated, kept when ρ < ε and inside the prior; weights ∝ prior(θ) /
     Σ_j w_j N(θ; θ_j, 2 Σ_w).  Stops when a round's acceptance (kept / simulated) falls
     below ``min_acceptance``, after ``max_rounds``, or at ``max_simulations``."""
+    _check_count(n_points, "n_points", "particles per round")
+    _check_count(n_initial, "n_initial", "prior simulations of round 0")
+    _check_count(max_rounds, "max_rounds", "rounds at most")
+    _check_count(max_simulations, "max_simulations", "simulations at most")
     generator = generator or torch.Generator().manual_seed(0)
     if not 0 < quantile < 1:
         raise ValidationError(f"`quantile` must be in (0, 1), got {quantile!r}.")

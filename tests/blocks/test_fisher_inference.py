@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from infoblocks.blocks.errors import ValidationError
-from infoblocks.blocks.fisher.inference import (abc_rejection, fisher_distance,
+from infoblocks.blocks.fisher.inference import (abc_rejection, check_prior, fisher_distance,
                                                 gaussian_posterior, population_monte_carlo,
                                                 posterior_plot, prior_log_prob)
 from infoblocks.recipes.imnn_problem import exact_posterior, gaussian_simulator
@@ -97,3 +97,16 @@ def test_bad_inference_arguments_are_named(target):
                                n_points=100, n_initial=10)
     with pytest.raises(ValidationError, match="at least one PosteriorSamples"):
         posterior_plot([])
+    # user13 U13-7: n_simulations=0 was a raw IndexError, n_points=0 blamed
+    # `accept_fraction` (derived from it), n_samples=0 an empty sample; the prior-shape
+    # message printed a literal "{p}"
+    with pytest.raises(ValidationError, match="`n_simulations` must be a positive integer"):
+        abc_rejection(compress, gaussian_simulator, PRIOR, estimate, F_EXACT, n_simulations=0)
+    with pytest.raises(ValidationError, match="`n_points` must be a positive integer"):
+        population_monte_carlo(compress, gaussian_simulator, PRIOR, estimate, F_EXACT,
+                               n_points=0, n_initial=1000)
+    with pytest.raises(ValidationError, match="`n_samples` must be a positive integer"):
+        gaussian_posterior(estimate, F_EXACT, n_samples=0)
+    three = torch.distributions.Normal(torch.zeros(3), torch.ones(3))
+    with pytest.raises(ValidationError, match=r"batch or event shape \(2,\)"):
+        check_prior(three, 2)
