@@ -284,6 +284,13 @@ class InBatchSampler(PairSampler):
 
     name: ClassVar[str] = "all_pairs"
 
+    def __attrs_post_init__(self) -> None:
+        if self.batch_size is not None and self.batch_size < 2:
+            raise ValidationError(
+                f"`batch_size` = {self.batch_size}: all_pairs takes a batch's negatives from its "
+                "other rows (the b(b − 1) off-diagonal pairs), none in a batch of 1; use "
+                "batch_size >= 2 (or the negatives 'marginal_pairs').")
+
 
 @attrs.define
 class MarginalSampler(PairSampler):

@@ -159,6 +159,15 @@ def test_marginal_sampler_rejects_oversized_batch():
         MarginalSampler(marginal_factor=0)
 
 
+def test_all_pairs_refuses_a_batch_of_one():
+    # user13 U13-6: MINE(negatives="all_pairs", batch_size=1) and InfoMax(batch_size=1) failed
+    # in the first step with "loss 'mine_loss' raised ValueError: math domain error" (no
+    # off-diagonal pair to take the negatives from)
+    with pytest.raises(ValidationError, match="`batch_size` = 1: all_pairs"):
+        InBatchSampler(batch_size=1)
+    InBatchSampler(batch_size=2), InBatchSampler(batch_size=None)
+
+
 def test_reference_sampler_uniform_and_gaussian():
     state = make_state(2000)
     uniform = ReferenceSampler(batch_size=100, reference="uniform", reference_factor=2)

@@ -279,6 +279,10 @@ def test_bad_input_and_settings_are_named():
         model.transform(np.zeros((4, 5)))
     with pytest.raises(ConfigError):
         InfoMax.from_dict({"recipe": "infomax", "n_componets": 2})
+    # user13 U13-6: the default jsd bound's all-pairs negatives need 2 rows per batch (was
+    # "PluginError: ... js_divergence raised ValueError: math domain error" in the first step)
+    with pytest.raises(ConfigError, match="`batch_size` = 1: all_pairs"):
+        InfoMax(epochs=1, batch_size=1).fit(sanity_problem(8, n=200)[1])
 
 
 # ---------------------------------------------------------------------------- the blocks

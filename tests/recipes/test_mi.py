@@ -388,6 +388,15 @@ def test_bad_hyperparameters(kwargs, fragment):
         recipe_from_dict({"recipe": "mine", **kwargs})
 
 
+def test_all_pairs_with_a_batch_of_one_is_refused_before_training():
+    # user13 U13-6: was "PluginError: ... loss 'mine_loss' raised ValueError: math domain error"
+    x, y = gaussian_1d(100, 0)
+    est = MINE(epochs=2, batch_size=1, negatives="all_pairs")
+    with pytest.raises(ConfigError, match="`batch_size` = 1: all_pairs .* batch_size >= 2"):
+        est.fit(x, y)
+    assert est.routine_ is None
+
+
 def test_results_before_fit_and_bad_arguments(fitted):
     with pytest.raises(NotFittedError, match="call fit"):
         MINE().estimate()
