@@ -137,9 +137,12 @@ class PositionLoss(Loss):
             target = batch[self.target]
         if target.shape != out.shape:
             raise ValidationError(
-                f"PositionLoss: model output has shape {tuple(out.shape)} but target "
-                f"{self.target!r} has shape {tuple(target.shape)}."
-            )
+                f"PositionLoss: the output of models.{self.model} "
+                f"({type(models[self.model]).__name__}) has shape "
+                f"{tuple(out.shape)} but its target "
+                f"{self.target_model or self.target!r} has shape {tuple(target.shape)}: the "
+                f"model must map to {target.shape[-1]} columns (its `out_dim`; a recipe's "
+                "`n_components`).")
         value = ((out - target) ** 2).sum(-1).mean()
         return LossOutput(value, {"position": value.detach()})
 

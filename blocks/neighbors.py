@@ -17,7 +17,7 @@ import torch
 
 from .base import block_field
 from .distances import Euclidean, SquaredEuclidean
-from .errors import ValidationError
+from .errors import ContractError, ValidationError
 from .numerics import CHUNK_ELEMENTS, chunked_topk, squared_euclidean_scores
 from .relations import Relation, SparseRelations, _data_tensor
 from .validators import positive_int
@@ -43,6 +43,23 @@ def _is_euclidean(metric: Any) -> bool:
     return isinstance(metric, (Euclidean, SquaredEuclidean))
 
 
+def checked_distance(metric: Any, method: str, a: torch.Tensor, b: torch.Tensor
+                     ) -> torch.Tensor:
+    """``metric.pairwise(a, b)`` (n, m) or ``metric.paired(a, b)`` (n,), refused with a
+    :class:`ContractError` naming the distance and the method where the shape is another (a
+    plugin's distance that returns a row of sums would otherwise fail deep in the k-NN search,
+    naming the relation instead)."""
+    out = getattr(metric, method)(a, b)
+    want = (a.shape[0], b.shape[0]) if method == "pairwise" else (a.shape[0],)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ContractError(
+            f"distance {getattr(metric, 'name', type(metric).__name__)!r}: `{method}(a, b)` "
+            f"must return {'(n, m)' if method == 'pairwise' else '(n,)'} = {want} for a of "
+            f"{a.shape[0]} and b of {b.shape[0]} rows, got {got}.")
+    return out
+
+
 def _pair_distances(metric: Any, block: torch.Tensor, x: torch.Tensor,
                     indices: torch.Tensor) -> torch.Tensor:
     """d(block_i, x_{indices[i, j]}) as float64: ``(c, d), (n, d), (c, k) -> (c, k)``.
@@ -56,8 +73,9 @@ def _pair_distances(metric: Any, block: torch.Tensor, x: torch.Tensor,
         # float32 differences are exact for integer-valued data (and between close values)
         return neighbours.sub_(block[:, None, :]).double().pow_(2).sum(-1)
     c, k = indices.shape
-    return metric.paired(block[:, None, :].expand_as(neighbours).reshape(c * k, -1).double(),
-                         neighbours.reshape(c * k, -1).double()).reshape(c, k).double()
+    return checked_distance(metric, "paired",
+                            block[:, None, :].expand_as(neighbours).reshape(c * k, -1).double(),
+                            neighbours.reshape(c * k, -1).double()).reshape(c, k).double()
 
 
 def _smallest(dist: torch.Tensor, index: torch.Tensor, k: int
@@ -106,7 +124,9 @@ def _knn(queries: torch.Tensor, reference: torch.Tensor | None, k: int, metric: 
         bound = 2 * (ref.shape[1] + 4) * unit * (q_norm + r_max) ** 2
         r_sq = (r * r).sum(1)
     else:
-        candidates = chunked_topk(queries, reference, m, metric.pairwise, chunk_elements)
+        candidates = chunked_topk(queries, reference, m,
+                                  lambda a, b: checked_distance(metric, "pairwise", a, b),
+                                  chunk_elements)
         # the distance's own values in the data's dtype rank the candidates: a point outside
         # them may be as near as the k-th within their rounding (relative, a few units of it)
         relative_bound = 16 * torch.finfo(queries.dtype).eps
@@ -141,7 +161,8 @@ def _knn(queries: torch.Tensor, reference: torch.Tensor | None, k: int, metric: 
     for s in range(0, rows.numel(), per_block):
         block = rows[s:s + per_block]
         if not euclidean:  # the distance's own values in float64 decide, ties by index
-            d = metric.pairwise(queries[block].double(), ref.double()).double()
+            d = checked_distance(metric, "pairwise", queries[block].double(),
+                                 ref.double()).double()
             if self_search:
                 d[torch.arange(block.numel()), block] = math.inf
             index[block], dist[block] = _smallest(d, everything.expand(block.numel(), -1), k)

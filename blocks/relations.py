@@ -209,7 +209,9 @@ class PDist(Relation):
                 f"`max_elements` = {self.max_elements:,}. Use a neighbour-based relation "
                 "(NeighborBasedPDist) for large data."
             )
-        return DenseRelations(self.metric.pairwise(x, x))
+        from .neighbors import checked_distance
+
+        return DenseRelations(checked_distance(self.metric, "pairwise", x, x))
 
 
 @attrs.define

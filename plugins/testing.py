@@ -111,6 +111,10 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
             getattr(type(block), "apply", None) is getattr(_transform_base(), "apply"):
         _check_coefficients(block)  # a DII softmax written to its protocol alone
     elif kind == "transform" and DenseRelations in cls.accepts:
+        from infoblocks.blocks.embedding.kernels import EmbeddingKernel, check_kernel
+
+        if isinstance(block, EmbeddingKernel):  # its elementwise methods, named if not
+            check_kernel(block)
         rel = DenseRelations(torch.rand(6, 6, generator=torch.Generator().manual_seed(0)))
         out = block(rel)
         assert out.shape[0] == 6 and torch.isfinite(out.to_dense().values).all()

@@ -18,6 +18,7 @@ from ..relations import RelationData
 from ..samplers import Sampler
 from ..state import TrainState
 from ..validators import non_negative, positive, positive_int
+from .kernels import check_kernel
 from .tsne_loss import batch_edges, batch_rows, row_index, student_t_kl
 from .umap_loss import edge_cross_entropy, log_form
 
@@ -336,6 +337,7 @@ class RelationLoss(Loss):
                 and state.dataset is not None and self.input in state.dataset)
 
     def on_phase_start(self, state: TrainState) -> None:
+        check_kernel(self.kernel)
         self._cache = None
         model = state.models[self.model] if self.model in state.models else None
         if model is not None and self.caches_inputs(model, state):
@@ -449,6 +451,7 @@ class KLLoss(Loss):
         return frozenset({self.relation})
 
     def on_phase_start(self, state: TrainState) -> None:
+        check_kernel(self.kernel)
         self._p = None
         self._edges(state)
 

@@ -40,6 +40,7 @@ from ..relations import RelationData
 from ..state import TrainState
 from ..validators import non_negative_int, one_of, positive, positive_int
 from ..base import block_field
+from .kernels import check_kernel
 from .training import _kernel_has, _whole_batch
 from .tsne_repulsion import (BOX_WIDTH, MIN_BOXES, NODES_PER_BOX, exact_repulsion, fft_repulsion,
                              log_kernel_slope, student_t_dof)
@@ -165,6 +166,7 @@ class AllPairsKLLoss(Loss):
         return frozenset({self.relation})
 
     def on_phase_start(self, state: TrainState) -> None:
+        check_kernel(self.kernel)
         self._p = None
         self._spectra = {}
         self._steps = 0

@@ -19,7 +19,7 @@ import torch
 
 from ..base import block_field
 from ..contracts import ROWS_COLS, BatchType
-from ..errors import ValidationError
+from ..errors import ContractError, ValidationError
 from ..losses import Loss, LossOutput, get_model
 from ..relations import DenseRelations
 from ..samplers import Sampler
@@ -292,6 +292,14 @@ class DIILoss(Loss):
         else:
             table, ranks, exclude, excluded_logits = self.tables(rows, cols, state)
         w = get_model(models, self.model).feature_weights()
+        columns = state.lookup(self.input, lazy=True).shape[1]
+        if not isinstance(w, torch.Tensor) or tuple(w.shape) != (columns,):
+            # (a plugin's weights module: its length named, not a matmul error in the distance)
+            got = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
+            raise ContractError(
+                f"models.{self.model} ({type(get_model(models, self.model)).__name__}): "
+                f"`feature_weights()` must return one weight per column of {self.input!r} "
+                f"({columns},), got {got}.")
         dist = self.distance_A.combine(table, w)
         k, lam = self.current_k(state), self.current_lambda(state)
         if type(self.softmax) is GaussianSoftmax:  # the fused path (same numbers, fewer passes)

@@ -434,6 +434,12 @@ def test_position_loss_targets_another_models_output():
     assert float(out.value) == pytest.approx((4 + 9 + 36 + 49) / 2)
     out.value.requires_grad and out.value.backward()
     assert table.positions.grad is None  # targets are constants
+    # author10 A10-3: an encoder of the wrong width was named neither by slot nor by width
+    batch["data"] = torch.zeros(2, 3)
+    with pytest.raises(ValidationError, match=r"output of models.main \(Identity\) has shape "
+                                              r"\(2, 3\) but its target 'layout' has shape "
+                                              r"\(2, 2\): the model must map to 2 columns"):
+        PositionLoss(target_model="layout")(batch, models, _state())
 
 
 def test_mlp_pca_front_end_projects_on_the_principal_axes():

@@ -513,3 +513,23 @@ def test_shards_average_to_the_batch_loss_and_gradient(batches, rows):
         torch.testing.assert_close(torch.stack(grads).mean(0), grad_whole, rtol=1e-4,
                                    atol=1e-7)
     assert float(grad_whole.abs().max()) > 1e-3  # a gradient that can disagree
+
+
+def test_feature_weights_of_the_wrong_length_name_the_model():
+    # author10 A10-3: a plugin weights module with D - 1 weights failed as a matmul error
+    # "inside its distance 'weighted_sqeuclidean'" (blamed the built-in distance)
+    import numpy as np
+
+    from infoblocks.blocks.errors import ContractError, PluginError
+    from infoblocks.recipes.dii import DII
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(40, 5))
+    routine = DII(epochs=2).build(a, a)
+    weights = routine.models["weights"]
+    weights.feature_index = weights.feature_index[:4]
+    weights.grouped = True
+    with pytest.raises((ContractError, PluginError),
+                       match=r"models.weights \(FeatureWeightsModule\): `feature_weights\(\)` "
+                             r"must return one weight per column of 'data_A' \(5,\), got \(4,\)"):
+        routine.train()

@@ -77,3 +77,30 @@ def test_pynndescent_path_recall():
     assert (approx.rows != approx.cols).all()
     recall = (a[:, :, None] == e[:, None, :]).any(-1).float().mean()
     assert recall > 0.95  # pynndescent's typical recall at these settings is > 0.99
+
+
+def test_a_distance_of_the_wrong_shape_is_named_by_the_knn_search():
+    # author10 A10-3: a plugin metric whose pairwise returned (n,) failed with an IndexError
+    # inside chunked_topk, naming the relation 'neighbor_pdist', not the metric
+    from typing import ClassVar
+
+    import attrs
+
+    from infoblocks.blocks.errors import ContractError
+
+    from infoblocks.blocks.distances import Distance
+
+    @attrs.define
+    class RowSums(Distance):  # (not a Euclidean subclass: those take the built-in's path)
+        name: ClassVar[str] = "row_sums"
+
+        def pairwise(self, a, b):
+            return torch.cdist(a, b).sum(1)
+
+        def paired(self, a, b):
+            return (a - b).norm(dim=1)
+
+    x = torch.randn(30, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ContractError, match=r"distance 'row_sums': `pairwise\(a, b\)` must "
+                                            r"return \(n, m\) = \(30, 30\).*got \(30,\)"):
+        exact_knn(x, 5, RowSums())

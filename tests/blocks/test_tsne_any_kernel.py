@@ -12,9 +12,12 @@ from infoblocks.blocks.embedding.kernels import EmbeddingKernel, StudentTTransfo
 from infoblocks.blocks.embedding.tsne_layout import AllPairsKLLoss
 from infoblocks.blocks.embedding.tsne_repulsion import (exact_repulsion, fft_repulsion,
                                                         kernel_half_width)
-from infoblocks.blocks.errors import ValidationError
+from infoblocks.blocks.errors import ContractError, PluginError, ValidationError
 from infoblocks.blocks.relations import SparseRelations
 from infoblocks.blocks.state import TrainState
+from infoblocks.plugins import hookimpl
+from infoblocks.plugins.registry import recipe_from_dict
+from infoblocks.plugins.testing import check_block
 
 
 @attrs.define
@@ -174,3 +177,37 @@ def test_a_heavy_tailed_layout_of_5000_items_runs_on_the_fft_grid():
                                            y, p)
     assert float(out.value.detach()) == pytest.approx(float(exact.value.detach()), rel=0.01)
     assert float((grad - exact_grad).norm() / exact_grad.norm()) < 0.04
+
+
+
+@attrs.define
+class _SummedCauchy(EmbeddingKernel):  # a plugin's kernel that sums instead of elementwise
+    name: ClassVar[str] = "summed_cauchy"
+
+    def log_kernel(self, sq_dist):
+        return -torch.log1p(sq_dist).sum()
+
+
+class _SummedPlugin:
+    @hookimpl
+    def register_transforms(self):
+        return [_SummedCauchy]
+
+
+@pytest.mark.parametrize("recipe", ["parametric_umap", "parametric_tsne"])
+def test_a_kernel_that_is_not_elementwise_is_named_before_training(infoblocks_plugin, recipe):
+    # author10 A10-2/A10-3: a plugin kernel whose log_kernel summed its entries trained UMAP
+    # silently (digits trustworthiness 0.909 against 0.976) and broke t-SNE's layout with an
+    # IndexError naming the loss; the phase's start now names the kernel and the method
+    message = (r"kernel 'summed_cauchy': `log_kernel\(sq_dist\)` must be elementwise.*"
+               r"returned \(\)")
+    with pytest.raises(ContractError, match=message):
+        check_block(_SummedCauchy)
+    infoblocks_plugin(_SummedPlugin(), "test_summed_kernel")
+    x = np.random.default_rng(0).normal(size=(60, 4))
+    config = {"recipe": recipe, "n_neighbors": 5, "layout_epochs": 2, "transform_epochs": 0,
+              "phases": [{"name": "layout", "loss": {"kernel": {"name": "summed_cauchy"}}}]}
+    if recipe == "parametric_tsne":
+        config = {k: v for k, v in config.items() if k != "n_neighbors"} | {"perplexity": 5}
+    with pytest.raises((ContractError, PluginError), match=message):
+        recipe_from_dict(config).fit(x)
