@@ -398,6 +398,12 @@ class EmbeddingRecipe(Recipe):
         same shape (a new routine then starts from the fitted network)."""
         routine = self.routine_
         x = self._validate(X)
+        if routine.dataset is None:  # a loaded model keeps no training data: X is new data,
+            fitted = self.n_features_in_  # its graph and layout made afresh for the network
+            _check(fitted is None or x.shape[1] == fitted,
+                   f"warm_start=True continues the loaded network, fitted on {fitted} "
+                   f"features; `X` has {x.shape[1]}. Set warm_start=False for a new fit.")
+            return None
         before = routine.dataset["data"]
         _check(tuple(x.shape) == tuple(before.shape),
                f"warm_start=True continues the fitted network on data of the same shape: it was "

@@ -94,6 +94,24 @@ def test_warm_start_on_other_data_lays_it_out_afresh_from_the_fitted_network(dig
     assert trustworthiness(digits[300:600], model.embedding_, k=10) > 0.95
 
 
+@pytest.mark.parametrize("cls", [ParametricUMAP, ParametricTSNE])
+def test_warm_start_after_load_continues_the_loaded_network(digits, tmp_path, cls):
+    # author10 A10-5: warm_start on a loaded model crashed with a raw TypeError (a loaded
+    # routine keeps no training data); it now lays the data out afresh from the loaded network
+    options = dict(layout_epochs=20, init_epochs=20, transform_epochs=0, seed=0)
+    cls(**options).fit(digits[:300]).save(tmp_path / "m")
+    model = cls.load(tmp_path / "m")
+    weights = {k: v.clone() for k, v in model.routine_.models["main"].state_dict().items()}
+    model.set_params(warm_start=True, init_epochs=0, epochs=0)
+    model.fit(digits[:300])  # no phase trains the network: it stays the loaded one
+    for key, value in model.routine_.models["main"].state_dict().items():
+        torch.testing.assert_close(value, weights[key])
+    assert trustworthiness(digits[:300], model.embedding_, k=10) > 0.9
+    again = cls.load(tmp_path / "m").set_params(warm_start=True)
+    with pytest.raises(ValidationError, match="fitted on 64 features; `X` has 10"):
+        again.fit(digits[:300, :10])
+
+
 def test_tsne_warm_start_continues_the_network_regression_onto_its_layout(digits):
     # the t-SNE defaults train the network only in `init` (its regression onto the layout):
     # a warm start on the same data continues that phase (it did nothing when the last
