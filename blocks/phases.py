@@ -13,8 +13,10 @@ loss is reported as an error rather than trained on.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -70,6 +72,47 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
 
 def _optimizer_name(instance: Any, attribute: Any, value: Any) -> None:
     optimizer_class(value)
+
+
+#: optimizer keywords the phase passes itself, from its own fields: (field, optimizers it
+#: always passes it to; None: every torch optimizer)
+PHASE_OPTIMIZER_KEYWORDS = {"lr": ("learning_rate", None),
+                            "weight_decay": ("weight_decay", ("sgd", "adam", "adamw")),
+                            "momentum": ("momentum", ("sgd",))}
+
+
+def _optimizer_options(instance: Any, attribute: Any, value: Any) -> None:
+    """``optimizer_options`` is a table of keywords the phase's torch optimizer takes: not
+    the ones the phase passes from its own fields (``lr``: ``learning_rate`` ...), no unknown
+    one (a registered optimizer block's options are its fields, checked when it is built)."""
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"`optimizer_options` must be a table of optimizer keywords, "
+                              f"got {type(value).__name__}.")
+    name = instance.optimizer
+    if not isinstance(name, str) or optimizer_block(name) is not None:
+        return
+    lower = name.lower()
+    for key, (field, where) in PHASE_OPTIMIZER_KEYWORDS.items():
+        passed = where is None or lower in where or (key == "weight_decay"
+                                                     and instance.weight_decay)
+        if key in value and passed:
+            raise ValidationError(
+                f"`optimizer_options` sets {key!r}, which phase {instance.name!r} passes to "
+                f"the optimizer from its own `{field}`: set `{field}` = {value[key]!r} instead "
+                f"(the recipe's argument of that name, or phases.{instance.name}.{field}).")
+    cls = optimizer_class(name)
+    parameters = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = [k for k in parameters if k not in ("self", "params")]
+    unknown = [k for k in value if k not in known]
+    if unknown:
+        close = {k: m for k in unknown
+                 if (m := difflib.get_close_matches(str(k), known, n=1, cutoff=0.6))}
+        hint = "".join(f" (did you mean {m[0]!r} for {k!r}?)" for k, m in close.items())
+        raise ValidationError(
+            f"`optimizer_options`: torch.optim.{cls.__name__} (`optimizer` = {name!r}) does not "
+            f"take the options {unknown}{hint}; it takes {[k for k in known if k != 'lr']}.")
 
 
 LR_SCHEDULES = ("none", "cos", "exp")
@@ -151,7 +194,7 @@ class TrainingPhase:
     l1_strength: float = attrs.field(default=0.0, validator=non_negative)
     grad_clip: float | None = attrs.field(default=None, validator=optional(non_negative))
     #: extra keyword arguments of the torch optimizer, e.g. {"fused": True} for Adam
-    optimizer_options: dict[str, Any] = attrs.field(factory=dict)
+    optimizer_options: dict[str, Any] = attrs.field(factory=dict, validator=_optimizer_options)
     trainable: list[str] | None = attrs.field(
         default=None, converter=lambda names: None if names is None else list(names))
     validation: Validation | None = None
@@ -189,12 +232,18 @@ class TrainingPhase:
 
     def make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         name = self.optimizer.lower()
-        if name == "sgd":
-            return torch.optim.SGD(params, lr=self.learning_rate, momentum=self.momentum,
-                                   weight_decay=self.weight_decay, **self.optimizer_options)
-        if name in OPTIMIZERS:  # the lean fused step where it is exact (blocks/optim.py)
-            return make_adam(params, lr=self.learning_rate, weight_decay=self.weight_decay,
-                             decoupled=name == "adamw", options=self.optimizer_options)
+        try:
+            if name == "sgd":
+                return torch.optim.SGD(params, lr=self.learning_rate, momentum=self.momentum,
+                                       weight_decay=self.weight_decay, **self.optimizer_options)
+            if name in OPTIMIZERS:  # the lean fused step where it is exact (blocks/optim.py)
+                return make_adam(params, lr=self.learning_rate, weight_decay=self.weight_decay,
+                                 decoupled=name == "adamw", options=self.optimizer_options)
+        except (TypeError, ValueError) as error:  # a value torch refuses, e.g. betas (0.9, 2)
+            raise ValidationError(
+                f"Phase {self.name!r}: optimizer {self.optimizer!r} cannot be built with "
+                f"`optimizer_options` {self.optimizer_options}, `learning_rate` = "
+                f"{self.learning_rate}, `weight_decay` = {self.weight_decay}: {error}.") from None
         block = optimizer_block(self.optimizer)
         if block is not None:  # a registered block: optimizer_options are its fields
             from infoblocks.plugins.registry import get_registry

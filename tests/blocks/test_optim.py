@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from infoblocks.blocks.errors import ValidationError
 from infoblocks.blocks.optim import LeanAdam, lean_applies, make_adam
 from infoblocks.blocks.phases import TrainingPhase
 
@@ -128,6 +129,30 @@ def test_the_engine_uses_the_lean_step_only_where_it_is_exact():
     opt = phase.make_optimizer(params)
     assert isinstance(opt, LeanAdam) and opt.param_groups[0]["decoupled_weight_decay"]
     assert opt.param_groups[0]["weight_decay"] == 0.1
+
+
+def test_optimizer_options_are_checked_when_the_phase_is_built():
+    # user13 U13-8: with the default adam / sgd / adamw a misspelt option or `lr` failed at the
+    # first fit step with a raw TypeError from torch ("Adam.__init__() got an unexpected
+    # keyword argument 'betaz'", "got multiple values for keyword argument 'lr'")
+    blocks = {"name": "p", "epochs": 1, "sampler": None, "loss": None}
+    with pytest.raises(ValidationError, match=r"`optimizer_options`: torch.optim.Adam .*'betaz'"
+                       r".*did you mean 'betas'"):
+        TrainingPhase(**blocks, optimizer_options={"betaz": (0.9, 0.99)})
+    with pytest.raises(ValidationError, match="sets 'lr'.*set `learning_rate` = 1.0 instead"):
+        TrainingPhase(**blocks, optimizer_options={"lr": 1.0})
+    with pytest.raises(ValidationError, match="sets 'momentum'.*set `momentum`"):
+        TrainingPhase(**blocks, optimizer="sgd", optimizer_options={"momentum": 0.9})
+    with pytest.raises(ValidationError, match="sets 'weight_decay'"):
+        TrainingPhase(**blocks, optimizer="adamw", optimizer_options={"weight_decay": 0.1})
+    # a value torch refuses names the options; options the phase does not pass still work
+    phase = TrainingPhase(**blocks, optimizer_options={"betas": (0.9, 2.0)})
+    with pytest.raises(ValidationError, match="`optimizer_options`.*Invalid beta"):
+        phase.make_optimizer(list(_net().parameters()))
+    for optimizer, options in (("rmsprop", {"momentum": 0.9}), ("RAdam", {"weight_decay": 0.1})):
+        phase = TrainingPhase(**blocks, optimizer=optimizer, optimizer_options=options)
+        assert phase.make_optimizer(list(_net().parameters())).defaults[next(iter(options))] \
+            == next(iter(options.values()))
 
 
 def test_a_fit_step_and_checkpoint_do_not_import_torch_dynamo():

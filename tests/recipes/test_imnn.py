@@ -217,9 +217,16 @@ def test_custom_torch_optimizer_from_the_data_form(arrays):
     assert imnn.history_["det_F"][-1] != adam.history_["det_F"][-1]  # another optimizer ran
     with pytest.raises(ValidationError, match="`optimizer` must be one of"):
         IMNN(theta_fid=(0, 1), optimizer="lbfgs")
-    with pytest.raises(ValidationError, match="Adagrad does not take the options"):
+    # refused when the routine is built, before training (the phase's path named)
+    with pytest.raises(ConfigError, match="phases.fit: `optimizer_options`: torch.optim.Adagrad "
+                       ".*does not take the options"):
         IMNN(theta_fid=(0, 1), epochs=1, optimizer="Adagrad",
              optimizer_options={"betas": [0.9, 0.9]}).fit(fid, der)
+    # user13 U13-8: the default adam's misspelt option / `lr` were raw TypeErrors from torch
+    with pytest.raises(ConfigError, match="'betaz'.*did you mean 'betas'"):
+        IMNN(theta_fid=(0, 1), epochs=1, optimizer_options={"betaz": [0.9, 0.9]}).fit(fid, der)
+    with pytest.raises(ConfigError, match="set `learning_rate` = 1.0 instead"):
+        IMNN(theta_fid=(0, 1), epochs=1, optimizer_options={"lr": 1.0}).fit(fid, der)
 
 
 def test_save_load_round_trip(fitted, arrays, tmp_path):
