@@ -407,8 +407,10 @@ class _ShardScores(BatchScores):
 
     def prefix(self, k: int) -> _ShardScores:
         """The scores of leading entry ``k`` (one prefix)."""
-        return _ShardScores(self.joint[k], self.negatives[k],
-                            None if self.matrix is None else self.matrix[k], self.dist)
+        scores = _ShardScores(self.joint[k], self.negatives[k],
+                              None if self.matrix is None else self.matrix[k], self.dist)
+        scores.columns = self.columns
+        return scores
 
     @classmethod
     def of_rows(cls, matrix: torch.Tensor, shard: _Shard) -> _ShardScores:
@@ -420,7 +422,9 @@ class _ShardScores(BatchScores):
                                device=matrix.device)
         mask = torch.ones(matrix.shape[-2:], dtype=torch.bool, device=matrix.device)
         mask[rows, columns] = False
-        return cls(matrix[..., rows, columns], matrix[..., mask], matrix, shard.dist)
+        scores = cls(matrix[..., rows, columns], matrix[..., mask], matrix, shard.dist)
+        scores.columns = columns  # row_mean_negatives leaves each row's joint column out
+        return scores
 
 
 @attrs.define

@@ -161,9 +161,9 @@ class BatchScores:
         if self.matrix is None:
             raise _rows_error()
         values = self.matrix if fn is None else fn(self.matrix)
-        b, c = values.shape
+        b, c = values.shape[-2:]  # leading axes (InfoMax's stacked prefixes) broadcast
         joint = self._joint_columns(b, values.device)
-        mask = torch.ones_like(values, dtype=torch.bool)
+        mask = torch.ones((b, c), dtype=torch.bool, device=values.device)
         mask[torch.arange(b, device=values.device), joint] = False
         return values.masked_fill(~mask, 0).sum(-1) / max(c - 1, 1)
 

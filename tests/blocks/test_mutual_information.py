@@ -610,6 +610,29 @@ def test_row_mean_negatives_of_the_final_estimates_pairs():
     assert bool((weighted[~sub] == 0).all())
 
 
+def test_row_mean_negatives_over_leading_axes():
+    # author11 A11-7: InfoMax's nested bound hands a bound stacked prefixes (d, b, c) under
+    # torchrun; row_mean_negatives unpacked `b, c = values.shape` ('too many values to unpack')
+    from types import SimpleNamespace
+
+    from infoblocks.blocks.mutual_information import BatchScores
+    from infoblocks.blocks.mutual_information.infomax import _ShardScores
+
+    m = torch.randn(3, 5, 5, generator=torch.Generator().manual_seed(0))
+    stacked = BatchScores(torch.diagonal(m, dim1=-2, dim2=-1), m, m)
+    per = [BatchScores.from_matrix(m[k]).row_mean_negatives(torch.exp) for k in range(3)]
+    torch.testing.assert_close(stacked.row_mean_negatives(torch.exp), torch.stack(per))
+    # a rank's rows (rank 1 of 2: rows 1, 3 of a batch of 4): each row leaves out its own
+    # joint column 1 + 2 i, not the diagonal
+    full = torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(1))
+    shard = SimpleNamespace(size=4, dist=SimpleNamespace(rank=1, world_size=2, active=False))
+    rows = _ShardScores.of_rows(full[:, 1::2], shard)
+    want = torch.stack([BatchScores.from_matrix(full[k]).row_mean_negatives()[1::2]
+                        for k in range(3)])
+    torch.testing.assert_close(rows.row_mean_negatives(), want)
+    torch.testing.assert_close(rows.prefix(2).row_mean_negatives(), want[2])
+
+
 def test_pair_sampler_shard_splits_the_documented_negatives_of_any_subclass():
     # author12 A12-3: a plugin PairSampler yielding MARGINAL_PAIRS' fields, relying on the
     # base shard, kept x_marginal / y_marginal / x_all whole on each rank (0.679 -> 0.539 nats
