@@ -122,6 +122,7 @@ class MLP(Model):
     activation: str = attrs.field(default="relu", validator=_activation_name)
     output_activation: str | None = attrs.field(default=None, validator=_activation_name)
     dropout: float = 0.0
+    #: BatchNorm1d after each hidden layer (per-rank statistics under torchrun: a warning)
     batch_norm: bool = False
     pca_dims: int | None = attrs.field(default=None)
 

@@ -77,3 +77,23 @@ def test_one_process_is_not_distributed_and_asking_for_it_says_how(monkeypatch):
         from_environment(True, torch.device("cpu"))
     with pytest.raises(ValidationError, match="`distributed` must be True, False or 'auto'"):
         from_environment("yes", torch.device("cpu"))
+
+
+def test_a_batch_norm_model_under_torchrun_warns_naming_the_slot():
+    # author12 A12-5: batch norm trained silently on per-rank statistics under torchrun
+    # (UMAP with mlp's batch_norm = true: an embedding 110 % away from one process)
+    from infoblocks.blocks import Routine
+    from infoblocks.blocks.distributed import Distributed
+    from infoblocks.blocks.models import MLP
+
+    routine = Routine(dataset={"data": np.zeros((8, 3), np.float32)}, distributed=False,
+                      models={"main": MLP(in_dim=3, out_dim=2, hidden_dims=(4,),
+                                          batch_norm=True),
+                              "plain": MLP(in_dim=3, out_dim=2, hidden_dims=(4,))})
+    routine._warn_batch_statistics()  # one process: nothing to say
+    routine.dist = Distributed(rank=0, world_size=2)
+    with pytest.warns(UserWarning, match=r"models.main has batch normalisation "
+                                         r"\(BatchNorm1d\): under torchrun each of the 2 ranks"
+                      ) as caught:
+        routine._warn_batch_statistics()
+    assert not [w for w in caught if "models.plain" in str(w.message)]
