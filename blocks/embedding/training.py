@@ -154,6 +154,16 @@ class NegativeEdgeSampler(Sampler):
                for k, v in batch.items()}
         out.update({k: renumber[v] for k, v in pairs.items()})
         out.update(per_edge)
+        # the ranks' items overlap (an item of this rank's edges may be another's negative):
+        # each batch item is owned by the lowest rank that uses it, so that a whole-batch
+        # statistic over items sums over owned rows (one process: every item counts)
+        owner = torch.full((m,), world_size, dtype=torch.long, device=dev)
+        pos_rank = torch.arange(size, device=dev) % world_size
+        neg_rank = pos_rank.repeat(rate)
+        for key, ranks in (("pos_source", pos_rank), ("pos_target", pos_rank),
+                           ("neg_source", neg_rank), ("neg_target", neg_rank)):
+            owner.scatter_reduce_(0, batch[key], ranks, reduce="amin")
+        out["owned"] = owner.index_select(0, keep) == rank
         return out
 
     def num_batches(self, state):

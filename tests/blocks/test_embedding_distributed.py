@@ -57,6 +57,12 @@ def test_edge_shards_partition_the_batch_and_average_to_its_loss_and_gradient(ne
         used = torch.cat([s[k] for k in ("pos_source", "pos_target", "neg_source", "neg_target")])
         assert torch.equal(torch.unique(used), torch.arange(s["items"].numel()))
         assert torch.equal(s["data"], dataset["data"][s["items"]])
+    # the ranks' items overlap; `owned` gives each batch item to one rank (author12 A12-4: a
+    # whole-batch statistic over items, summed over the ranks, counted shared items twice)
+    owned = torch.cat([s["items"][s["owned"]] for s in shards])
+    assert sorted(owned.tolist()) == sorted(batch["items"].tolist())
+    assert sum(float(s["data"][s["owned"]].sum()) for s in shards) == \
+        pytest.approx(float(batch["data"].sum()), rel=1e-5)
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
     models = torch.nn.ModuleDict({"main": net})
