@@ -31,6 +31,12 @@ def positive_int(instance: Any, attribute: Any, value: Any) -> None:
         raise ValidationError(f"`{attribute.name}` must be a positive integer, got {value!r}.")
 
 
+def positive_ints(instance: Any, attribute: Any, value: Any) -> None:
+    """A sequence of positive integers (layer widths), the field named in the message."""
+    if not all(_is_int(h) and h > 0 for h in value):
+        raise ValidationError(f"`{attribute.name}` must hold positive integers, got {list(value)}.")
+
+
 def non_negative_int(instance: Any, attribute: Any, value: Any) -> None:
     if not (_is_int(value) and value >= 0):
         raise ValidationError(f"`{attribute.name}` must be a non-negative integer, got {value!r}.")
@@ -71,4 +77,5 @@ def one_of(*options: Any) -> Validator:
     return check
 
 
-__all__ = ["device", "non_negative", "non_negative_int", "one_of", "positive", "positive_int"]
+__all__ = ["device", "non_negative", "non_negative_int", "one_of", "positive", "positive_int",
+           "positive_ints"]

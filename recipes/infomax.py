@@ -53,7 +53,7 @@ from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
 from infoblocks.plugins.registry import get_registry
 from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
-                                          positive_int)
+                                          positive_int, positive_ints)
 
 from .mi_evaluation import _fields_of, _only_fields, _sampler_name, negative_sampler
 
@@ -189,14 +189,16 @@ class InfoMax(Recipe):
     #: the bound is not shift-invariant (``nwj``: without it the reported bound fell below
     #: zero, −0.28 nats where JSD gave +1.64; DV, InfoNCE and JSD's reported DV value ignore it)
     critic_offset: bool | None = None
-    hidden_dims: tuple[int, ...] = attrs.field(default=(64, 64), converter=tuple)
+    hidden_dims: tuple[int, ...] = attrs.field(default=(64, 64), converter=tuple,
+                                               validator=positive_ints)
     activation: str = "elu"
     #: "tanh" bounds the code (the channel's power limit); "identity" leaves it unbounded
     #: (then use ``whitening = "cholesky"``)
     output_activation: str = attrs.field(default="tanh", validator=one_of(*ACTIVATIONS))
     bound: str = attrs.field(default="jsd", validator=one_of(*BOUNDS))
     critic: str = attrs.field(default="gaussian", validator=one_of(*CRITICS))
-    critic_hidden_dims: tuple[int, ...] = attrs.field(default=(64, 64), converter=tuple)
+    critic_hidden_dims: tuple[int, ...] = attrs.field(default=(64, 64), converter=tuple,
+                                                      validator=positive_ints)
     #: the negative sampler of training and validation: any registered one (a plugin's too),
     #: by name or as a table with its options (``{name = "...", option = ...}``)
     negatives: str | dict[str, Any] = attrs.field(default="all_pairs", validator=_sampler_name)

@@ -40,7 +40,8 @@ from infoblocks.blocks.phases import LR_SCHEDULES, _optimizer_name
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
-from infoblocks.blocks.validators import non_negative_int, one_of, positive, positive_int
+from infoblocks.blocks.validators import (non_negative_int, one_of, positive, positive_int,
+                                          positive_ints)
 from infoblocks.plugins.registry import get_registry
 
 # (the submodule first: ``from . import`` would ask the package's lazy __getattr__, which
@@ -82,7 +83,8 @@ class NeuralMIEstimator(Recipe):
     pair_keys: ClassVar[tuple[str, ...]] = ("index", "max_pairs")
 
     critic: str = attrs.field(default="joint", validator=one_of(*CRITICS))
-    hidden_dims: tuple[int, ...] = attrs.field(default=(100, 100), converter=tuple)
+    hidden_dims: tuple[int, ...] = attrs.field(default=(100, 100), converter=tuple,
+                                               validator=positive_ints)
     activation: str = "elu"
     embed_dim: int = attrs.field(default=32, validator=positive_int)
     init_std: float | None = None

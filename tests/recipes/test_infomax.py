@@ -283,6 +283,11 @@ def test_bad_input_and_settings_are_named():
     # "PluginError: ... js_divergence raised ValueError: math domain error" in the first step)
     with pytest.raises(ConfigError, match="`batch_size` = 1: all_pairs"):
         InfoMax(epochs=1, batch_size=1).fit(sanity_problem(8, n=200)[1])
+    # user13 U13-9: was "`hidden_dims` must hold positive integers" from the critic's block
+    # (the user's hidden_dims was (64, 64)); with the default gaussian critic, accepted unused
+    for critic in ("joint", "gaussian"):
+        with pytest.raises(ValidationError, match="`critic_hidden_dims` must hold positive"):
+            InfoMax(critic=critic, critic_hidden_dims=(-1,))
 
 
 # ---------------------------------------------------------------------------- the blocks

@@ -380,6 +380,7 @@ def test_a_good_custom_critic_trains():
     ({"device": "gpu"}, "device"), ({"device": "cuda:x"}, "device"),
     ({"seed": -1}, "seed"), ({"negatives": "random"}, "negatives"),
     ({"optimizer": "lbfgs"}, "optimizer"), ({"evaluate_on": "train"}, "evaluate_on"),
+    ({"hidden_dims": [100, 0]}, "`hidden_dims` must hold positive integers"),
 ])
 def test_bad_hyperparameters(kwargs, fragment):
     with pytest.raises(ValidationError, match=fragment):
