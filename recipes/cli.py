@@ -194,7 +194,25 @@ def _launch(args: argparse.Namespace, argv: list[str]) -> int:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={args.nproc}", f"--max-restarts={args.max_restarts}",
                "-m", "infoblocks.recipes.cli", *inner]
-    return subprocess.run(command, check=False).returncode
+    return subprocess.run(command, check=False, preexec_fn=die_with_parent).returncode
+
+
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies.  torchrun's agent starts its
+    workers in sessions of their own, so a `kill -9` of `infoblocks run --nproc N` (or of its
+    process group) left the workers training and writing the checkpoint that a `--resume`
+    then raced with; the agent (a child of the command) and each worker (a child of the
+    agent) set this, so the whole tree goes with the command.  Elsewhere: nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl: the old behaviour
+        pass
 
 
 def _fit_options(recipe: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -222,6 +240,8 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return _launch(args, list(sys.argv[1:] if argv is None else argv))
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
+        die_with_parent()  # a torchrun worker: it goes when the agent goes
     main = int(os.environ.get("RANK", "0")) == 0
     out_dir.mkdir(parents=True, exist_ok=True)
     options = _fit_options(recipe, args)

@@ -197,3 +197,18 @@ def test_run_killed_mid_phase_resumes_bit_identical(tmp_path):
     a = torch.load(tmp_path / "full" / "model" / "weights.pt", weights_only=True)["main"]
     b = torch.load(tmp_path / "cut" / "model" / "weights.pt", weights_only=True)["main"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_run_nproc_processes_die_with_their_parent():
+    # author10 A10-4: after `kill -9` of `infoblocks run --nproc 2` both workers (in sessions
+    # of their own) kept training and writing the checkpoint a --resume then raced with
+    script = ("import ctypes, signal\n"
+              "from infoblocks.recipes.cli import die_with_parent\n"
+              "die_with_parent()\n"
+              "libc = ctypes.CDLL(None)\n"
+              "sig = ctypes.c_int()\n"
+              "libc.prctl(2, ctypes.byref(sig), 0, 0, 0)  # PR_GET_PDEATHSIG\n"
+              "print(sig.value == signal.SIGKILL)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr
