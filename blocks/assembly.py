@@ -284,18 +284,29 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
     blocks (``transforms``) what a shortcut the user set gave its entries of the same name
     (:func:`_carry_list`).  A set shortcut whose every value is lost that way is a
     :class:`ShortcutWarning`."""
+    return _expand(recipe, warn=True)[0]
+
+
+def unreached_shortcuts(recipe: Recipe) -> list[str]:
+    """The names of the shortcuts set on ``recipe`` whose value reaches no block of its
+    sections — those :func:`expand_sections` warns about — without warning."""
+    return _expand(recipe, warn=False)[1]
+
+
+def _expand(recipe: Recipe, warn: bool) -> tuple[dict[str, Any], list[str]]:
     path = recipe.name or type(recipe).__name__
+    unreached: list[str] = []
     explicit = {k: getattr(recipe, k) for k in SECTIONS}
     defaults = recipe.default_sections()
     merged = merge_sections(defaults, explicit, path)
     if not any(explicit.values()):
-        return merged
+        return merged, unreached
     changed = [(p, v) for p, v in _explicit_leaves(explicit)
                if (old := _at(defaults, p)) is not _MISSING and not _same(old, v)]
     lists = [p for p, v in _explicit_lists(explicit)
              if isinstance(old := _at(defaults, p), list) and not _same(old, v)]
     if not changed and not lists:
-        return merged
+        return merged, unreached
     # default blocks replaced by a name (`sampler = "mine"`, `{name = "mine", ...}`): their
     # leaf in ``changed`` -> the path of the block
     replaced = {}
@@ -341,13 +352,16 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
         for where in lists:
             lost += _carry_list(merged, where, _at(rebuilt, where), _at(alternative, where))
         if lost and not _reaches(merged, rebuilt, alternative):
+            unreached.append(field.name)
+            if not warn:
+                continue
             warnings.warn(
                 f"{path}: `{field.name}` = {getattr(recipe, field.name)!r} reaches no block: "
                 + "; ".join(lost) + ". Set the value in the block's own table, or remove "
                 f"`{field.name}`.", ShortcutWarning,
                 # attributed to Recipe.routine_spec, one place: a fit expands the sections
                 # several times, and the warning filter shows the same message once
-                stacklevel=2)
+                stacklevel=3)
     # a shortcut left at its default reaches a block named in place of the default too (a
     # batch size, a start scale, a metric, an activation, hidden sizes): a drop-in
     # replacement runs with the recipe's settings, as the built-in block would (UMAP's
@@ -367,7 +381,7 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
             if tuned and isinstance(parent, dict) and block[-1] in parent:
                 parent[block[-1]], _ = _filled(parent[block[-1]], tuned, _dotted(block),
                                                only_fitting=True)
-    return merged
+    return merged, unreached
 
 
 class ShortcutWarning(UserWarning):

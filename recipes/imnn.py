@@ -36,6 +36,7 @@ from attrs.validators import optional
 import numpy as np
 import torch
 
+from infoblocks.blocks.assembly import unreached_shortcuts
 from infoblocks.blocks.data import as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.base import naming_blocks
 from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
@@ -261,6 +262,11 @@ class IMNN(PosteriorInference, Recipe):
                 resolved = {name: self.setting(name) for name in MODE_DEFAULTS[self._mode]
                             if getattr(self, name) is None}
             resolved = {k: v for k, v in resolved.items() if v is not None}
+            # ... but only those that reach a block: a network of one's own without an
+            # `activation` field would read 'silu' back as a setting that reaches no block
+            # (author11 A11-3: a spurious ShortcutWarning on IMNN.load)
+            lost = unreached_shortcuts(attrs.evolve(self, **resolved)) if resolved else []
+            resolved = {k: v for k, v in resolved.items() if k not in lost}
             out.update(resolved)
             out[EXPANDED_KEY] = {**out.get(EXPANDED_KEY, {}), **resolved}
         return out

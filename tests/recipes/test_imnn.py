@@ -18,6 +18,7 @@ from infoblocks.blocks.errors import (ConfigError, ContractError, NotFittedError
                                       NumericalError, ValidationError)
 from infoblocks.blocks.fisher import (FisherLoss, SimulationSampler, fisher_statistics,
                                       network_summaries)
+from infoblocks.blocks.models import Model
 from infoblocks.blocks.resume import read_checkpoint
 from infoblocks.plugins import hookimpl
 from infoblocks.plugins.registry import get_registry, recipe_from_dict
@@ -744,3 +745,42 @@ def test_a_model_besides_the_summary_network_is_built_from_its_table():
                 models={"extra": {"name": "mlp", "out_dim": 3}}).fit(fid, der)
     extra = imnn.routine_.models["extra"]
     assert extra(torch.zeros(4, 10)).shape == (4, 3)  # in_dim: the simulation's size
+
+
+@attrs.define
+class PlainSummaries(Model):
+    """A summary network without an `activation` field (tanh inside)."""
+
+    name: ClassVar[str] = "test_plain_summaries"
+    in_dim: int = 0
+    out_dim: int = 2
+
+    def build(self):
+        return torch.nn.Sequential(torch.nn.Linear(self.in_dim, 8), torch.nn.Tanh(),
+                                   torch.nn.Linear(8, self.out_dim))
+
+
+def test_load_of_a_simulator_fit_with_a_network_without_activation(infoblocks_plugin, tmp_path):
+    # author11 A11-3: the full form wrote the simulator mode's `activation` = 'silu' as a
+    # setting, which IMNN.load then warned "reaches no block" (the user never set it)
+    import warnings
+
+    from infoblocks.blocks.assembly import ShortcutWarning
+
+    class Plugin:
+        @hookimpl
+        def register_models(self):
+            return [PlainSummaries]
+
+    infoblocks_plugin(Plugin(), "test_imnn_plain")
+    fitted = IMNN(theta_fid=(0.0, 1.0), epochs=2, min_epochs=0, n_s=100, n_d=100,
+                  n_validation=200, models={"main": {"name": "test_plain_summaries"}})
+    fitted.fit(simulator=gaussian_simulator)
+    full = fitted.to_dict(full=True)
+    assert "activation" not in full and full["lr_schedule"] == "cos"  # the ones that reach
+    fitted.save(tmp_path / "model")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ShortcutWarning)
+        again = IMNN.load(tmp_path / "model")
+        assert again.routine_spec() == fitted.routine_spec()
+    np.testing.assert_allclose(again.F_, fitted.F_)
