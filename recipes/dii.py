@@ -179,6 +179,8 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
     selection_: list[dict[str, Any]] | None = attrs.field(init=False, default=None, repr=False)
     fit_seconds_: float | None = attrs.field(init=False, default=None, repr=False)
     _data: dict[str, torch.Tensor] | None = attrs.field(init=False, default=None, repr=False)
+    #: why a loaded DII has no data (its arrays were files that cannot be opened again)
+    _data_missing: str | None = attrs.field(init=False, default=None, repr=False)
 
     # ------------------------------------------------------------------ the assembly
 
@@ -437,8 +439,8 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
         if self.routine_ is None:
             raise NotFittedError("This DII is not fitted yet; call fit(data_A, data_B) first.")
         if data and self._data is None:
-            raise NotFittedError("This DII was loaded without its data (saved with data=False); "
-                                 "fit it again to evaluate.")
+            why = self._data_missing or "saved with data=False; fit it again to evaluate"
+            raise NotFittedError(f"This DII was loaded without its data ({why}).")
 
     def feature_weights(self) -> torch.Tensor:
         """The learned weight of every feature of A (groups expanded): (D_A,) tensor."""

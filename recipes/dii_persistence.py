@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
+from infoblocks.blocks.data import as_rows
 from infoblocks.blocks.routine import Routine
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,9 +33,13 @@ class DIIPersistence:
             return path
         fitted = {"weights_history": torch.as_tensor(self.weights_history_),
                   "dii_history": torch.as_tensor(self.dii_history_)}
-        if data and self._data is not None:  # arrays read lazily stay in their files
-            fitted.update({k: v.detach().cpu() for k, v in self._data.items()
-                           if isinstance(v, torch.Tensor)})
+        if data and self._data is not None:  # arrays read lazily stay in their files:
+            fitted.update({k: v.detach().cpu() for k, v in self._data.items()  # their paths
+                           if isinstance(v, torch.Tensor)})                  # are recorded
+            files = {k: _file_of(v) for k, v in self._data.items()
+                     if not isinstance(v, torch.Tensor)}
+            fitted["files"] = {k: v for k, v in files.items() if v is not None}
+            fitted["not_saved"] = sorted(k for k, v in files.items() if v is None)
         torch.save(fitted, path / FITTED_FILE)
         return path
 
@@ -56,8 +62,49 @@ class DIIPersistence:
             recipe.weights_history_ = fitted["weights_history"].numpy()
             recipe.dii_history_ = fitted["dii_history"].numpy()
         data = {k: fitted[k] for k in ("data_A", "data_B", "distances_B") if k in fitted}
-        recipe._data = data if "data_A" in data else None
+        missing = list(fitted.get("not_saved", []))
+        for key, record in (fitted.get("files") or {}).items():
+            rows = _reopen(record)
+            if rows is None:
+                missing.append(f"{key} ({record['path']}, {tuple(record['shape'])})")
+            else:
+                data[key] = as_rows(rows, key)
+        recipe._data = data if "data_A" in data and not missing else None
+        if missing:
+            recipe._data_missing = (
+                f"it was fitted on arrays read from disk, which a save does not copy, and "
+                f"{', '.join(missing)} cannot be opened again with the shape it had; fit it "
+                "again, or keep the files where they were")
         return recipe
+
+
+def _file_of(rows: object) -> dict | None:
+    """Where a lazily read array lives: a memory-mapped ``.npy`` opened whole (its path,
+    shape and dtype), else None (a torch Dataset, or a slice of a file)."""
+    source = getattr(rows, "source", None)
+    filename = getattr(source, "filename", None)
+    if not isinstance(source, np.memmap) or filename is None:
+        return None
+    try:
+        whole = np.load(filename, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    if whole.shape != source.shape or whole.dtype != source.dtype or \
+            whole.strides != source.strides or source.offset != whole.offset:
+        return None
+    return {"path": str(Path(filename).resolve()), "shape": list(source.shape),
+            "dtype": str(source.dtype)}
+
+
+def _reopen(record: dict) -> np.ndarray | None:
+    """The recorded file memory-mapped again, or None when it is gone or changed shape."""
+    try:
+        array = np.load(record["path"], mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    if list(array.shape) != list(record["shape"]) or str(array.dtype) != record["dtype"]:
+        return None
+    return array
 
 
 __all__ = ["FITTED_FILE", "DIIPersistence"]

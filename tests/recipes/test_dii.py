@@ -467,6 +467,23 @@ def test_run_saves_and_reloads(tmp_path):
         model.run([data_a], tmp_path)
 
 
+def test_a_fit_on_files_loads_with_them_or_says_why_not(tmp_path):
+    # author10 A10-6: `infoblocks run` memory-maps its arrays, a save does not copy them, and
+    # the loaded DII said "saved with data=False" (no way back to final_dii); the files' paths
+    # are now recorded and reopened
+    data_a, data_b = demo_data(n=120)
+    np.save(tmp_path / "a.npy", data_a)
+    np.save(tmp_path / "b.npy", data_b)
+    model = DII(epochs=20).fit(np.load(tmp_path / "a.npy", mmap_mode="r"),
+                               np.load(tmp_path / "b.npy", mmap_mode="r"))
+    model.save(tmp_path / "m")
+    assert DII.load(tmp_path / "m").final_dii()[0] == pytest.approx(model.final_dii()[0])
+    (tmp_path / "a.npy").unlink()
+    with pytest.raises(NotFittedError, match=r"fitted on arrays read from disk.*data_A \(.*a.npy"
+                                             r", \(120, 5\)\) cannot be opened again"):
+        DII.load(tmp_path / "m").final_dii()
+
+
 def test_save_and_load_give_working_weights_and_final_dii(tmp_path):
     data_a, data_b = demo_data(n=150)
     model = DII(epochs=15, optimizer="adam", learning_rate=0.05, periods_A=[0, 0, 0, 0, 9.0])
