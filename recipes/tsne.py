@@ -138,6 +138,19 @@ class ParametricTSNE(EmbeddingRecipe):
         """k of the sparse P: ``n_neighbors`` or 3 × perplexity (as in Barnes-Hut t-SNE)."""
         return self.n_neighbors or int(math.ceil(3 * self.perplexity))
 
+    def _size_needs(self, spec: dict[str, Any] | None = None) -> list[tuple[int, str]]:
+        """As the embeddings', the k-NN graph's size said in terms of ``perplexity`` where k
+        is derived from it (``n_neighbors`` None and the graph's k left at 3 × perplexity)."""
+        needs = super()._size_needs(spec)
+        k = self.neighbors()
+        if self.n_neighbors is not None:
+            return needs
+        return [(need, f"perplexity = {self.perplexity:g} needs k = ⌈3 × perplexity⌉ = {k} "
+                       f"neighbours, and k + 1 points: lower perplexity to at most (samples − 1)"
+                       " / 3, or set n_neighbors")
+                if why.startswith(f"n_neighbors = {k} ") else (need, why)
+                for need, why in needs]
+
     def default_globals(self) -> dict[str, dict[str, Any]]:
         """``P``: k-NN distances -> conditional probabilities at the perplexity -> (P + Pᵀ)/2
         -> normalised to sum 1; ``positions``: the PCA of the data (or the spectral layout of

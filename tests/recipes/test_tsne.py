@@ -74,8 +74,13 @@ def test_layout_quality_on_small_data_against_exact_and_fft_repulsion():
 def test_bad_inputs():
     with pytest.raises(ValidationError, match="perplexity"):
         ParametricTSNE(perplexity=-1)
-    with pytest.raises(ValidationError, match="at least 91"):
+    # user13 U13-12: the k of the graph is 3 × perplexity: the message names perplexity (it
+    # said "n_neighbors = 90 needs k + 1 points", a setting the user never made)
+    with pytest.raises(ValidationError, match=r"at least 91 \(perplexity = 30 needs k = .* 90 "
+                       r"neighbours.*lower perplexity"):
         ParametricTSNE().fit(np.random.default_rng(0).normal(size=(50, 3)))
+    with pytest.raises(ValidationError, match="at least 61 \\(n_neighbors = 60 needs"):
+        ParametricTSNE(n_neighbors=60).fit(np.random.default_rng(0).normal(size=(50, 3)))
     with pytest.raises(ValidationError, match="non-finite"):
         ParametricTSNE().fit(np.full((200, 3), np.inf))
     with pytest.raises(ConfigError, match="perplexcity"):
