@@ -299,6 +299,7 @@ def _expand(recipe: Recipe, warn: bool) -> tuple[dict[str, Any], list[str]]:
     explicit = {k: getattr(recipe, k) for k in SECTIONS}
     defaults = recipe.default_sections()
     merged = merge_sections(defaults, explicit, path)
+    _chosen_away(recipe, path, warn, unreached)
     if not any(explicit.values()):
         return merged, unreached
     changed = [(p, v) for p, v in _explicit_leaves(explicit)
@@ -382,6 +383,61 @@ def _expand(recipe: Recipe, warn: bool) -> tuple[dict[str, Any], list[str]]:
                 parent[block[-1]], _ = _filled(parent[block[-1]], tuned, _dotted(block),
                                                only_fitting=True)
     return merged, unreached
+
+
+def _chosen_away(recipe: Recipe, path: str, warn: bool, unreached: list[str]) -> None:
+    """A set shortcut that fills a key of a default block which another set shortcut — one
+    that names the block itself (MI's `negatives`) — replaced by a block without that key
+    reaches no block either (author11 A11-6: `marginal_factor` = 2.0 with `negatives` =
+    "all_pairs" was dropped silently): a :class:`ShortcutWarning` naming both.  Only a
+    shortcut that changes nothing in the default sections is looked at, and only when it
+    would with the other shortcut at its default (settings that never fill a section — a
+    device, a thread count — are not warned about)."""
+    fields = [f for f in shortcut_fields(type(recipe)) if f.default is not attrs.NOTHING
+              and not _same(getattr(recipe, f.name), _field_default(f))]
+    if len(fields) < 2:
+        return
+    try:
+        base = attrs.evolve(recipe).default_sections()
+    except Exception:  # noqa: BLE001 - not comparable
+        return
+    for field in fields:
+        value = getattr(recipe, field.name)
+        try:
+            if not _same(attrs.evolve(recipe, **{field.name: _field_default(field)})
+                         .default_sections(), base):
+                continue  # it fills something
+        except Exception:  # noqa: BLE001 - e.g. cross-field validation: not comparable
+            continue
+        for other in fields:
+            if other is field:
+                continue
+            try:
+                without = attrs.evolve(recipe, **{other.name: _field_default(other)})
+                filled_sections = without.default_sections()
+                unfilled = attrs.evolve(without, **{field.name: _field_default(field)}
+                                        ).default_sections()
+            except Exception:  # noqa: BLE001
+                continue
+            filled = [leaf for leaf, v in _explicit_leaves(filled_sections)
+                      if not _same(v, _at(unfilled, leaf))]
+            if not filled:
+                continue
+            where = []
+            for leaf in filled:
+                block, now = _dotted(leaf[:-1]), _at(base, leaf[:-1])
+                where.append(f"`{block}` is now {_block_name(now)!r}, which has no field "
+                             f"`{leaf[-1]}`" if now is not _MISSING else
+                             f"there is no `{block}` now")
+            unreached.append(field.name)
+            if warn:
+                warnings.warn(
+                    f"{path}: `{field.name}` = {value!r} reaches no block: it fills "
+                    f"`{_dotted(filled[0])}`, but `{other.name}` = "
+                    f"{getattr(recipe, other.name)!r} chose another block: "
+                    + "; ".join(dict.fromkeys(where)) + ". Set the value in the block's own "
+                    f"table, or remove `{field.name}`.", ShortcutWarning, stacklevel=4)
+            break
 
 
 class ShortcutWarning(UserWarning):

@@ -514,3 +514,37 @@ def test_a_recipes_block_table_reaches_only_a_field_holding_that_block(infoblock
                                         "input": "items"}},
             {"name": "main", "loss": "test_cauchy_edges"}]).routine_spec()
     assert all("kernel" not in p["loss"] for p in spec["phases"] if p["name"] != "init")
+
+
+def test_a_shortcut_lost_through_a_shortcut_that_names_the_block_warns(infoblocks_plugin):
+    # author11 A11-6: `marginal_factor` = 2.0 with `negatives` = "all_pairs" (or a plugin
+    # sampler without the field) was dropped silently; the same sampler named in
+    # [[phases]] sampler = ... warned
+    import warnings
+
+    from infoblocks.blocks.assembly import ShortcutWarning
+    from infoblocks.blocks.mutual_information.samplers import PairSampler
+
+    @attrs.define
+    class Rolled(PairSampler):
+        name: ClassVar[str] = "test_rolled_pairs"
+
+    class Plugin:
+        @hookimpl
+        def register_samplers(self):
+            return [Rolled]
+
+    infoblocks_plugin(Plugin(), "test_rolled")
+    for negatives in ("all_pairs", "test_rolled_pairs"):
+        with pytest.warns(ShortcutWarning, match=(
+                r"`marginal_factor` = 2.0 reaches no block: it fills `phases.train.sampler."
+                rf"marginal_factor`, but `negatives` = '{negatives}' chose another block: "
+                rf"`phases.train.sampler` is now '{negatives}', which has no field")):
+            recipe_from_dict({"recipe": "mine", "marginal_factor": 2.0,
+                              "negatives": negatives, "epochs": 1}).to_dict(full=True)
+    # a shortcut that reaches the chosen block, and settings that fill no section: quiet
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ShortcutWarning)
+        spec = recipe_from_dict({"recipe": "mine", "replacement": True, "device": "cpu",
+                                 "threads": 1, "negatives": "test_rolled_pairs"}).routine_spec()
+    assert spec["phases"][0]["sampler"]["replacement"] is True
