@@ -203,8 +203,8 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
             sampler["num_points_rows"] = self.num_points_rows
         loss: dict[str, Any] = {
             "name": "dii", "model": "weights", "input": "data_A", "target": "data_B",
-            "distance_A": _with_periods(self.distance_A, self.periods_A),
-            "distance_B": _with_periods(self.distance_B, self.periods_B),
+            "distance_A": _with_periods(self.distance_A, self.periods_A, "periods_A"),
+            "distance_B": _with_periods(self.distance_B, self.periods_B, "periods_B"),
             "softmax": self._softmax_spec(), "ranks": "ranks",
             "k_init": self.k_init, "k_final": self.k_final}
         if self.lambda_init is not None:
@@ -218,8 +218,8 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
                  "lr_decay_staircase": False, "trainable": ["weights"]}]
 
     def default_evaluation(self) -> dict[str, Any]:
-        return {"distance_A": _with_periods(self.distance_A, self.periods_A),
-                "distance_B": _with_periods(self.distance_B, self.periods_B),
+        return {"distance_A": _with_periods(self.distance_A, self.periods_A, "periods_A"),
+                "distance_B": _with_periods(self.distance_B, self.periods_B, "periods_B"),
                 "softmax": self._softmax_spec()}
 
     # ------------------------------------------------------------------ input checks

@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from infoblocks.blocks.errors import ValidationError
+from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.plugins.registry import get_registry
 
 
@@ -106,12 +106,26 @@ def _block_spec(instance, attribute, value) -> None:
                           f"{{name = \"...\", ...}}), got {value!r}.")
 
 
-def _with_periods(spec: str | dict[str, Any], periods: list[float] | None) -> Any:
-    """A distance spec with the recipe's periods filled in (when any feature is periodic)."""
+def _with_periods(spec: str | dict[str, Any], periods: list[float] | None,
+                  shortcut: str = "periods") -> Any:
+    """A distance spec with the recipe's periods filled in (when any feature is periodic);
+    a distance without a ``periods`` field is refused naming the shortcut ``shortcut``."""
     if periods is None or not any(periods):
         return copy.deepcopy(spec)
     out = {"name": spec} if isinstance(spec, str) else copy.deepcopy(spec)
-    out.setdefault("periods", list(periods))
+    if isinstance(out, dict) and "periods" not in out:
+        try:
+            cls = get_registry().get("distance", out.get("name", ""))
+        except Exception:  # noqa: BLE001 - an unknown name is reported when the block is built
+            cls = None
+        if cls is not None and attrs.has(cls) and \
+                "periods" not in {f.alias or f.name for f in attrs.fields(cls)}:
+            slot = "distance_" + shortcut[-1] if shortcut.startswith("periods_") else "distance"
+            raise ConfigError(
+                f"`{shortcut}` fills the `periods` field of {slot} ({out.get('name')!r}), "
+                "which has none: give the distance a `periods` field (one period per "
+                f"feature, 0 = not periodic) or remove `{shortcut}`.")
+        out["periods"] = list(periods)
     return out
 
 

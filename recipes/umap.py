@@ -175,8 +175,20 @@ class EmbeddingRecipe(Recipe):
     # ------------------------------------------------------------------ the assembly
 
     def _metric_spec(self) -> Any:
-        return {"name": self.metric, **(self.metric_kwds or {})} if self.metric_kwds \
-            else self.metric
+        if not self.metric_kwds:
+            return self.metric
+        try:  # (an unknown metric name is reported where the block is built)
+            cls = get_registry().get("distance", self.metric)
+        except Exception:  # noqa: BLE001
+            cls = None
+        if cls is not None and attrs.has(cls):
+            fields = sorted(f.alias or f.name for f in attrs.fields(cls) if f.init)
+            unknown = sorted(set(self.metric_kwds) - set(fields))
+            _check(not unknown,
+                   f"`metric_kwds` key(s) {unknown} are not fields of distance "
+                   f"{self.metric!r} (its fields: {fields or 'none'}); remove them or use a "
+                   "distance that takes them.")
+        return {"name": self.metric, **self.metric_kwds}
 
     def _knn_spec(self, n_neighbors: int) -> dict[str, Any]:
         return {"name": "neighbor_pdist", "n_neighbors": n_neighbors,

@@ -694,3 +694,34 @@ def test_config_b_over_seeds_stays_within_tolerance():
         model = demo_config("b", seed=seed).fit(data_a, data_b)
         check_tutorial_weights(max30(model.weights_), list(DEMO_TARGETS["b"]["weights"]))
         assert model.final_dii()[0] == pytest.approx(DEMO_TARGETS["b"]["final_dii"], rel=0.10)
+
+
+
+def test_periods_on_a_distance_without_periods_names_the_shortcut(infoblocks_plugin):
+    # author10 A10-7: "Invalid distance 'x': extra fields found (periods)" for a `periods`
+    # the user never wrote (it came from the periods_A shortcut)
+    from typing import ClassVar
+
+    import attrs
+
+    from infoblocks.blocks.distances import Distance
+    from infoblocks.plugins import hookimpl
+
+    @attrs.define
+    class NoPeriods(Distance):
+        name: ClassVar[str] = "no_periods_distance"
+
+        def pairwise(self, a, b):
+            return torch.cdist(a, b)
+
+    class _Plugin:
+        @hookimpl
+        def register_distances(self):
+            return [NoPeriods]
+
+    infoblocks_plugin(_Plugin(), "test_no_periods")
+    data_a, data_b = demo_data(n=60)
+    with pytest.raises(ConfigError, match=r"`periods_A` fills the `periods` field of distance_A "
+                                          r"\('no_periods_distance'\), which has none"):
+        DII(epochs=2, distance_A="no_periods_distance",
+            periods_A=[0, 0, 0, 6.28, 0]).fit(data_a, data_b)

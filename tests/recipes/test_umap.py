@@ -561,3 +561,12 @@ def test_exact_neighbours_of_data_far_from_the_origin():
     np.fill_diagonal(d, np.inf)
     index, _ = exact_knn(torch.tensor(x), 15, Euclidean())
     np.testing.assert_array_equal(index.numpy(), np.argsort(d, axis=1, kind="stable")[:, :15])
+
+
+def test_metric_kwds_a_distance_does_not_take_are_named():
+    # author10 A10-7: "Invalid distance 'x': extra fields found (p); the known keys are []"
+    # named neither metric_kwds nor the fix
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    with pytest.raises(ValidationError, match=r"`metric_kwds` key\(s\) \['p'\] are not fields "
+                                              r"of distance 'euclidean' \(its fields: none\)"):
+        ParametricUMAP(metric="euclidean", metric_kwds={"p": 3}).fit(x)
