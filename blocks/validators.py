@@ -66,13 +66,17 @@ def device(instance: Any, attribute: Any, value: Any) -> None:
                               "'cuda', 'cuda:N' or 'auto'.")
 
 
-def one_of(*options: Any) -> Validator:
-    """The value must be one of ``options`` (compared with ``in``)."""
+def one_of(*options: Any, otherwise: str = "") -> Validator:
+    """The value must be one of ``options`` (compared with ``in``).  ``otherwise``: a
+    sentence added to the error, where what else the user may mean goes (``{value}`` is
+    the value given): a shortcut that chooses among built-in blocks names the section that
+    takes a registered block of one's own."""
 
     def check(instance: Any, attribute: Any, value: Any) -> None:
         if value not in options:
+            hint = f" {otherwise.format(value=value)}" if otherwise else ""
             raise ValidationError(f"`{attribute.name}` must be one of {list(options)}, "
-                                  f"got {value!r}.")
+                                  f"got {value!r}.{hint}")
 
     return check
 

@@ -167,7 +167,10 @@ class InfoMax(Recipe):
     #: "linear_residual_mlp" (the default): a linear path started at the PCA projection
     #: (Linsker's linear InfoMax code) plus a residual MLP; "mlp": a random-init MLP
     encoder: str = attrs.field(default="linear_residual_mlp",
-                               validator=one_of("mlp", "linear_residual_mlp"))
+                               validator=one_of("mlp", "linear_residual_mlp", otherwise=(
+                                   "An encoder of your own (a registered model) goes in its "
+                                   "section, not in `encoder`: `[models.encoder] name = "
+                                   "\"{value}\"`.")))
     #: linear_residual_mlp: the std of the (first) PCA component before the output activation,
     #: and the residual's starting scale (1: its usual initialisation)
     pca_gain: float = attrs.field(default=0.5, validator=positive)
@@ -195,8 +198,12 @@ class InfoMax(Recipe):
     #: "tanh" bounds the code (the channel's power limit); "identity" leaves it unbounded
     #: (then use ``whitening = "cholesky"``)
     output_activation: str = attrs.field(default="tanh", validator=one_of(*ACTIVATIONS))
-    bound: str = attrs.field(default="jsd", validator=one_of(*BOUNDS))
-    critic: str = attrs.field(default="gaussian", validator=one_of(*CRITICS))
+    bound: str = attrs.field(default="jsd", validator=one_of(*BOUNDS, otherwise=(
+        "A bound of your own (a registered MIBound loss) goes in the phase's loss, not in "
+        "`bound`: `[[phases]] name = \"train\"` with `loss = {{ bound = \"{value}\" }}`.")))
+    critic: str = attrs.field(default="gaussian", validator=one_of(*CRITICS, otherwise=(
+        "A critic of your own (a registered model) goes in its section, not in `critic`: "
+        "`[models.critic] name = \"{value}\"`.")))
     critic_hidden_dims: tuple[int, ...] = attrs.field(default=(64, 64), converter=tuple,
                                                       validator=positive_ints)
     #: the negative sampler of training and validation: any registered one (a plugin's too),

@@ -64,6 +64,9 @@ VALIDATION_REFERENCE_FACTOR = 4
 INFONCE_CAP_WARNING = 0.8
 #: the ``critic`` shortcut: joint MLP([x, y]), separable h(x)ᵀg(y), linear xᵀWy + aᵀx + bᵀy
 CRITICS = ("joint", "separable", "linear")
+#: where a critic of one's own goes (the `critic` shortcut chooses among the built-ins)
+OWN_CRITIC = ("A critic of your own (a registered model) goes in its section, not in "
+              "`critic`: `[models.main] name = \"{value}\"`.")
 
 
 @attrs.define(kw_only=True)
@@ -82,7 +85,7 @@ class NeuralMIEstimator(Recipe):
     #: keys of the ``evaluation.pairs`` table
     pair_keys: ClassVar[tuple[str, ...]] = ("index", "max_pairs")
 
-    critic: str = attrs.field(default="joint", validator=one_of(*CRITICS))
+    critic: str = attrs.field(default="joint", validator=one_of(*CRITICS, otherwise=OWN_CRITIC))
     hidden_dims: tuple[int, ...] = attrs.field(default=(100, 100), converter=tuple,
                                                validator=positive_ints)
     activation: str = "elu"
@@ -524,7 +527,8 @@ class InfoNCE(NeuralMIEstimator):
     training_bound: ClassVar[str] = "infonce_loss"
     validation_bound: ClassVar[str] = "infonce_loss"
     final_bound: ClassVar[str] = "infonce_loss"
-    critic: str = attrs.field(default="separable", validator=one_of(*CRITICS))
+    critic: str = attrs.field(default="separable",
+                              validator=one_of(*CRITICS, otherwise=OWN_CRITIC))
     batch_size: int = attrs.field(default=128, validator=positive_int)
     negatives: str | dict[str, Any] = attrs.field(default="all_pairs", validator=_sampler_name)
 

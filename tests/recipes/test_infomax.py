@@ -288,6 +288,15 @@ def test_bad_input_and_settings_are_named():
     for critic in ("joint", "gaussian"):
         with pytest.raises(ValidationError, match="`critic_hidden_dims` must hold positive"):
             InfoMax(critic=critic, critic_hidden_dims=(-1,))
+    # author11 A11-8: a block of one's own in the `critic` / `encoder` / `bound` shortcut was
+    # refused with the built-ins' names only, not where it goes
+    for key, where in (("critic", r"`\[models.critic\] name = \"my_block\"`"),
+                       ("encoder", r"`\[models.encoder\] name = \"my_block\"`"),
+                       ("bound", r"`\[\[phases\]\] name = \"train\"` with `loss = "
+                                 r"\{ bound = \"my_block\" \}`")):
+        with pytest.raises(ConfigError, match=rf"`{key}` must be one of .*got 'my_block'. .* "
+                                              rf"of your own .*{where}"):
+            InfoMax.from_dict({"recipe": "infomax", key: "my_block"})
 
 
 # ---------------------------------------------------------------------------- the blocks
