@@ -424,6 +424,7 @@ class Routine:
         x = as_tensor(x, "x", ndim=None)
         if x.ndim == 0:
             raise ValidationError("`x` must have a leading item axis, got a scalar.")
+        self.check_width(x, model)
         module = self.models[model]
         was_training = module.training
         module.eval()
@@ -431,6 +432,20 @@ class Routine:
                    for i in range(0, len(x), batch_size)]
         module.train(was_training)
         return torch.cat(outputs)
+
+    def check_width(self, x: Any, model: str = "main", name: str = "x") -> None:
+        """A 2-D ``x`` has the ``in_dim`` columns the block of ``model`` was built for (its
+        description's ``in_dim``, filled from the training data; not checked for a model
+        without one): a clear error instead of torch's matrix-shape one."""
+        spec = self.model_specs.get(model)
+        in_dim = spec.get("in_dim") if isinstance(spec, dict) else None
+        shape = tuple(getattr(x, "shape", ()))
+        if isinstance(in_dim, int) and not isinstance(in_dim, bool) and len(shape) == 2 \
+                and shape[1] != in_dim:
+            raise ValidationError(
+                f"`{name}` has {shape[1]} features (columns) but model {model!r} was built for "
+                f"{in_dim} (the width of the data it was trained on); pass the same columns, "
+                "in the same order.")
 
     # ------------------------------------------------------------------ persistence
 

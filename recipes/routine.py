@@ -160,6 +160,8 @@ class RoutineRecipe(Recipe):
     def transform(self, X: Any, batch_size: int = 4096) -> np.ndarray:
         """``output_model`` applied to ``X``."""
         self._check_fitted()
+        if hasattr(X, "shape") and self.output_model in self.routine_.models:
+            self.routine_.check_width(X, self.output_model, "X")  # (a list: apply checks it)
         with intra_op_threads(self.threads), torch.no_grad():
             return self.routine_.apply(X, model=self.output_model,
                                        batch_size=batch_size).numpy()

@@ -77,6 +77,12 @@ def test_named_arrays_and_bad_input_are_named(digits):
     fitted = recipe_from_dict({**config, "arrays": ["data", "labels"]}).fit(
         digits, np.arange(len(digits)) % 10)
     assert fitted.routine_.dataset["labels"].shape == (len(digits),)
+    # user13 U13-11: another number of columns was torch's "mat1 and mat2 shapes cannot be
+    # multiplied (100x63 and 64x100)"; the routine's own apply says it too (README's tour)
+    with pytest.raises(ValidationError, match="`X` has 63 features .* built for 64"):
+        fitted.transform(digits[:, :63])
+    with pytest.raises(ValidationError, match="`x` has 63 features .* built for 64"):
+        fitted.routine_.apply(digits[:, :63].tolist())
 
 
 def _with_label_mi(config: dict, weight: float) -> dict:
