@@ -316,13 +316,18 @@ class EmbeddingRecipe(Recipe):
         if spread > 0 and residual > 0.25 * spread:
             spec = routine.model_specs.get("main") or {}
             network = f"the network {spec['name']!r}" if spec.get("name") else "the network"
+            bounded = any(isinstance(m, (torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.Hardtanh))
+                          for m in list(routine.models["main"].modules())[-2:]) or \
+                spec.get("output_activation") in ("tanh", "sigmoid")
+            fix = ("Its bounded output (tanh / sigmoid) cannot reach the layout's scale: use "
+                   "the identity output." if bounded else
+                   "Give the init phase more epochs (`init_epochs`) or a larger "
+                   "`init_learning_rate`, or the network more capacity.")
             warnings.warn(
                 f"{self.name}: after the init phase {network} (models.main) is {residual:.3g} "
                 f"(mean squared distance) from the layout, whose variance is {spread:.3g}: it "
-                "cannot reach the layout, and f(X) / `transform` start far from `embedding_`. "
-                "A bounded output (an encoder's `output_activation` tanh or sigmoid) cannot "
-                "reach the layout's scale: use the identity output, or give the init phase "
-                "more epochs.", UserWarning, stacklevel=3)
+                f"cannot reach the layout, and f(X) / `transform` start far from `embedding_`. "
+                f"{fix}", UserWarning, stacklevel=3)
 
     def _check_anchor(self, phases: list[Any]) -> None:
         """A ``ShortcutWarning`` where the recipe anchors the network to the layout

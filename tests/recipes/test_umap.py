@@ -541,7 +541,14 @@ def test_a_bounded_encoder_that_cannot_reach_the_layout_is_named(digits):
         ParametricUMAP(epochs=2, layout_epochs=20, models={"main": {
             "name": "mlp", "output_activation": "tanh"}}).fit(digits[0][:400])
     assert any("the network 'mlp' (models.main)" in str(w.message)
-               and "cannot reach the layout" in str(w.message) for w in caught)
+               and "cannot reach the layout" in str(w.message)
+               and "Its bounded output (tanh / sigmoid)" in str(w.message) for w in caught)
+    with warnings.catch_warnings(record=True) as caught:  # a linear output: not blamed on it
+        warnings.simplefilter("always")                    # (author10)
+        ParametricUMAP(epochs=2, layout_epochs=20, init_epochs=1, init_learning_rate=1e-5
+                       ).fit(digits[0][:400])
+    assert any("cannot reach the layout" in str(w.message) and "`init_epochs`" in str(w.message)
+               and "bounded" not in str(w.message) for w in caught)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ParametricUMAP(epochs=2, layout_epochs=20).fit(digits[0][:400])
