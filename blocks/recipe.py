@@ -267,6 +267,20 @@ class Recipe(Block, metaclass=_CheckedConstructor):
             setattr(self, key, value)
         return self
 
+    def __sklearn_is_fitted__(self) -> bool:
+        """Fitted once ``fit`` set ``routine_`` (scikit-learn's ``check_is_fitted``; its
+        fallback would take the unfitted recipe's ``*_`` fields, None, for fitted)."""
+        return getattr(self, "routine_", None) is not None
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn >= 1.6 asks every step of a Pipeline for its tags (``transform`` calls
+        ``check_is_fitted``): an unsupervised estimator, a transformer where it has
+        ``transform``.  Older scikit-learn does not call it."""
+        from sklearn.utils import Tags, TargetTags, TransformerTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False),
+                    transformer_tags=TransformerTags() if hasattr(self, "transform") else None)
+
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Recipe:
         """A recipe with the named settings of :attr:`presets`, updated by ``overrides``."""

@@ -116,6 +116,17 @@ def test_pipeline_with_linear_regression():
     assert np.mean((pipe.predict(features) - x) ** 2) < VAR_X / 2
 
 
+def test_pipeline_ending_in_infomax_transforms():
+    # user13 U13-13: Pipeline.transform checks its last step is fitted through its tags:
+    # "AttributeError: 'InfoMax' object has no attribute '__sklearn_tags__'"
+    pipeline = pytest.importorskip("sklearn.pipeline")
+    preprocessing = pytest.importorskip("sklearn.preprocessing")
+    _, features = sanity_problem(2, n=200)
+    pipe = pipeline.make_pipeline(preprocessing.StandardScaler(),
+                                  _small(n_components=2, epochs=2)).fit(features)
+    assert pipe.transform(features[:10]).shape == (10, 2)
+
+
 def test_save_load_transform_and_history(tmp_path):
     x, features = sanity_problem(3, n=400)
     model = _small(n_components=2, epochs=3).fit(features)

@@ -66,3 +66,20 @@ def test_sklearn_clone(name):
     assert twin is not recipe
     assert set(twin.get_params()) >= set(SECTIONS)
     assert twin.to_dict(full=True) == recipe.to_dict(full=True)
+
+
+@pytest.mark.parametrize("name", _recipes())
+def test_sklearn_checks_fitted_and_reads_the_tags(name):
+    # user13 U13-13: with scikit-learn >= 1.6, check_is_fitted (and so Pipeline.transform with
+    # a recipe last) raised "AttributeError: 'InfoMax' object has no attribute
+    # '__sklearn_tags__'"; an unfitted recipe must be sklearn's NotFittedError
+    validation = pytest.importorskip("sklearn.utils.validation")
+    exceptions = pytest.importorskip("sklearn.exceptions")
+    recipe = get_registry().get("recipe", name)()
+    with pytest.raises(exceptions.NotFittedError):
+        validation.check_is_fitted(recipe)
+    utils = pytest.importorskip("sklearn.utils")
+    if hasattr(utils, "get_tags"):  # scikit-learn >= 1.6
+        tags = utils.get_tags(recipe)
+        assert (tags.transformer_tags is not None) == hasattr(recipe, "transform")
+        assert tags.requires_fit and not tags.target_tags.required
