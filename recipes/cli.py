@@ -119,8 +119,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    cls = get_registry().get("recipe", args.recipe)
-    recipe = cls.preset(args.preset) if args.preset else cls()
+    if args.recipe.endswith(".toml"):  # a config of one's own, plugin blocks included
+        if args.preset:
+            raise ConfigError("--preset names a recipe's preset; a config file is printed as "
+                              "it is written (drop --preset).")
+        recipe = recipe_from_dict(read_toml(args.recipe))
+        cls = type(recipe)
+    else:
+        cls = get_registry().get("recipe", args.recipe)
+        recipe = cls.preset(args.preset) if args.preset else cls()
     text = recipe.to_toml(full=args.full)
     # unset settings are not written: name the ones a run must set (IMNN's theta_fid), so a
     # config started from this output does not miss them
@@ -270,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list registered blocks")
     lst.add_argument("kind", nargs="?", choices=BLOCK_KINDS)
     lst.set_defaults(func=cmd_list)
-    cfg = sub.add_parser("config", help="print a recipe's default config as TOML")
-    cfg.add_argument("recipe")
+    cfg = sub.add_parser("config", help="print a recipe's default config as TOML (or a "
+                                        "config file's, expanded with --full)")
+    cfg.add_argument("recipe", help="a recipe's name, or a TOML config file (FILE.toml)")
     cfg.add_argument("--full", action="store_true",
                      help="the expanded routine: every block of every slot, by name")
     cfg.add_argument("--preset", help="the configuration of a named preset")

@@ -43,6 +43,18 @@ def test_config_prints_default_toml(capsys):
     assert 'recipe = "pca_regression"' in capsys.readouterr().out
 
 
+def test_config_expands_a_config_file(capsys, tmp_path):
+    # author10: the full form of one's own config (plugin blocks in it) needed Python
+    import tomllib
+
+    path = tmp_path / "mine.toml"
+    path.write_text('recipe = "mine"\nepochs = 7\n[models.main]\nname = "separable_critic"\n')
+    assert main(["config", str(path), "--full"]) == 0
+    full = tomllib.loads(capsys.readouterr().out)
+    assert full["epochs"] == 7 and full["models"]["main"]["name"] == "separable_critic"
+    assert "phases" in full  # every slot, by name
+
+
 def test_config_names_a_required_setting_it_cannot_write(capsys):
     import tomllib
 
