@@ -55,8 +55,8 @@ def weights_history(rows: list[np.ndarray], length: int, final: np.ndarray,
     run resumed at a later epoch, with NaN rows for the epochs trained before the restart
     (their weights were not kept; the DII history has them).  A run resumed from a complete
     checkpoint trains nothing: NaN rows, then the ``final`` weights."""
-    if not rows:
-        table = np.full((length, len(final)), np.nan)
+    if not rows:  # (NaN fits the weights' own dtype: a resumed fit keeps float32)
+        table = np.full((length, len(final)), np.nan, dtype=final.dtype)
         table[-1] = final
         return table
     if before is not None:
@@ -64,8 +64,8 @@ def weights_history(rows: list[np.ndarray], length: int, final: np.ndarray,
     table = np.stack(rows)
     missing = length - len(table)
     if missing > 0:
-        table = np.concatenate([table[:1], np.full((missing, table.shape[1]), np.nan),
-                                table[1:]])
+        table = np.concatenate([table[:1], np.full((missing, table.shape[1]), np.nan,
+                                                   dtype=table.dtype), table[1:]])
     return table
 
 

@@ -76,6 +76,7 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_as_if_never_stopped(tmp_
     assert (saved["epoch"], saved["complete"]) == (2, False)
     again = DII(**options).fit(*data, resume=tmp_path / "ckpt")
     np.testing.assert_array_equal(again.weights_, whole.weights_)
+    assert again.weights_.dtype == whole.weights_.dtype  # (author10: float64 after a resume)
     np.testing.assert_array_equal(again.dii_history_, whole.dii_history_)
     # the weights of the epochs before the restart were not kept: NaN rows, the rest equal
     assert np.isnan(again.weights_history_[1:4]).all()
