@@ -209,6 +209,22 @@ def check_shard(phase: TrainingPhase, whole: dict[str, Any], part: dict[str, Any
                 f"rank trains each row {world} times where a loss sums over the ranks.")
 
 
+def check_loss_value(phase: TrainingPhase, value: Any) -> None:
+    """On the phase's first step: the loss's ``LossOutput.value`` is a scalar (0-d tensor).
+    One value per item ended in torch's "grad can be implicitly created only for scalar
+    outputs" from the engine's backward, naming no block (author11 A11-5)."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0:
+        return
+    from .base import _provider
+
+    got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) \
+        else type(value).__name__
+    raise ContractError(
+        f"Phase {phase.name!r}: {_label(phase.loss)}{_provider(phase.loss)} returned a value "
+        f"(LossOutput.value) that is {got}; a loss's value is a scalar (a 0-d tensor): "
+        "reduce it over the batch (e.g. `.mean()`).")
+
+
 def check_whole_batch(phase: TrainingPhase, value: torch.Tensor, state: TrainState) -> None:
     """Under torchrun, on the phase's first step: a loss that declares ``whole_batch`` has
     the same value on every rank (it reduces its sums over the ranks, so the engine's gradient
@@ -235,6 +251,7 @@ def check_whole_batch(phase: TrainingPhase, value: torch.Tensor, state: TrainSta
             "whose mean over the ranks is the whole batch's is meant.")
 
 
-__all__ = ["BatchType", "ContractError", "check_phase", "check_shard", "check_whole_batch",
+__all__ = ["BatchType", "ContractError", "check_loss_value", "check_phase", "check_shard",
+           "check_whole_batch",
            "check_yields", "ITEMS",
            "EDGES", "MARGINAL_PAIRS", "ROWS_COLS", "SIMULATIONS"]

@@ -25,7 +25,8 @@ import torch
 
 from .base import as_data, block_field
 from .callbacks import Callback, EarlyStopping
-from .contracts import check_phase, check_shard, check_whole_batch, check_yields
+from .contracts import (check_loss_value, check_phase, check_shard, check_whole_batch,
+                        check_yields)
 from .errors import NumericalError, ValidationError
 from .numerics import cosine_factor
 from .optim import OptimizerBlock, make_adam
@@ -368,6 +369,7 @@ class TrainingPhase:
                         f"sampler {getattr(self.sampler, 'name', type(self.sampler).__name__)!r})"
                         f": {exc}") from None
                 if first:
+                    check_loss_value(self, out.value)
                     check_whole_batch(self, out.value, state)
                 value = out.value
                 if self.l1_strength > 0:

@@ -64,7 +64,9 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
     through a fresh registry; distances and transforms give correctly shaped finite output; a
     relation's ``compute`` and a transform that takes data are run on a tensor and on rows on
     disk (``LazyRows``) as the engine hands them (see :func:`_check_takes_data`); a model's
-    ``build()`` is a torch module mapping (4, in_dim) to (4, out_dim); an optimizer's
+    ``build()`` is a torch module mapping (4, in_dim) to (4, out_dim) — an MI critic's (with
+    ``x_dim`` / ``y_dim``) maps x (4, x_dim), y (4, y_dim) to (4,) scores, its ``pairwise``
+    to (4, 3) —; an MI bound's ``bound(scores)`` on a 5 × 5 batch is a scalar; an optimizer's
     ``build(params, lr)`` is a torch optimizer whose steps descend; ``own_fields`` names
     fields the block has.  A method the block must
     define and does not raises ``NotImplementedError`` naming it.
@@ -120,6 +122,13 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
         assert out.shape[0] == 6 and torch.isfinite(out.to_dense().values).all()
     elif kind == "model":
         _check_model(block)
+    elif kind == "loss" and callable(getattr(block, "bound", None)) and \
+            hasattr(block, "objective"):  # an MI bound: bound(scores) is one value
+        from infoblocks.blocks.mutual_information.scores import BatchScores, check_bound_value
+
+        scores = BatchScores.from_matrix(torch.randn(5, 5, generator=torch.Generator()
+                                                     .manual_seed(0)))
+        check_bound_value(block, block.bound(scores), (), "check_block's 5 x 5 batch")
     elif kind == "optimizer":
         _check_optimizer(block)
     elif kind == "placement":
@@ -192,6 +201,16 @@ def _check_model(block: Any) -> None:
     module = block.build()
     assert isinstance(module, torch.nn.Module), \
         f"{name}.build() must return a torch.nn.Module, got {type(module).__name__}"
+    x_dim, y_dim = getattr(block, "x_dim", None), getattr(block, "y_dim", None)
+    if isinstance(x_dim, int) and isinstance(y_dim, int):  # an MI critic: forward(x, y) -> (n,)
+        from infoblocks.blocks.mutual_information.scores import critic_output
+
+        gen = torch.Generator().manual_seed(0)
+        x, y = torch.randn(4, x_dim, generator=gen), torch.randn(4, y_dim, generator=gen)
+        critic_output(module, module(x, y), (4,), "forward(x, y)", f"model {block.name!r}")
+        if callable(getattr(module, "pairwise", None)):
+            critic_output(module, module.pairwise(x, y[:3]), (4, 3), "pairwise(x, y)",
+                          f"model {block.name!r}")
     in_dim, out_dim = getattr(block, "in_dim", None), getattr(block, "out_dim", None)
     if not isinstance(in_dim, int) or not isinstance(out_dim, int):
         return  # not a (n, d) -> (n, k) network (a positions table, a critic of two inputs)

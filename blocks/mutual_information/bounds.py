@@ -46,7 +46,7 @@ from ..losses import Loss, LossOutput, get_model
 from ..state import TrainState
 from ..validators import positive
 from .fast_mlp import HandGradients, hand_backward, hand_forward
-from .scores import BatchScores, critic_pairwise, scalar_output
+from .scores import BatchScores, check_bound_value, critic_output, critic_pairwise
 
 # ====================================================================== the bound functions
 
@@ -163,14 +163,16 @@ class MIBound(Loss):
                     "batch and `columns` = the joint column of each kept row (docs/plugins.md, "
                     "\"Under torchrun\" in the MI section); or use the built-in in-batch "
                     "sampler (negatives = \"all_pairs\").")
-            matrix = critic_pairwise(critic, x, batch.get("y_columns", y))
+            matrix = critic_pairwise(critic, x, batch.get("y_columns", y),
+                                     f"`models.{self.critic}`")
             return BatchScores.from_matrix(matrix, batch.get("columns"), dist=dist)
         b = len(x)
         if "x_all" in batch:  # joint and negative rows already side by side
-            t = scalar_output(critic(batch["x_all"], batch["y_all"]))
+            x_all, y_all = batch["x_all"], batch["y_all"]
         else:
-            t = scalar_output(critic(torch.cat([x, batch["x_marginal"]]),
-                                     torch.cat([y, batch["y_marginal"]])))
+            x_all, y_all = torch.cat([x, batch["x_marginal"]]), torch.cat([y, batch["y_marginal"]])
+        t = critic_output(critic, critic(x_all, y_all), (len(x_all),), "forward(x, y)",
+                          f"`models.{self.critic}`")
         # one backward node, not two slices; split_with_sizes skips Tensor.split's Python wrapper
         joint, negatives = t.split_with_sizes([b, len(t) - b])
         return BatchScores(joint, negatives, dist=dist)
@@ -181,6 +183,8 @@ class MIBound(Loss):
             return out
         scores = self.scores(batch, models, state)
         mi = self.bound(scores)
+        if not isinstance(mi, torch.Tensor) or mi.ndim:
+            check_bound_value(self, mi, (), "a training or validation batch")
         out = self.objective(scores, mi, state)
         value, extra = out if isinstance(out, tuple) else (out, {})
         return LossOutput(value, {"mi": mi.detach(), **extra})

@@ -39,7 +39,7 @@ import attrs
 import torch
 from torch import nn
 
-from ..errors import NumericalError, ValidationError
+from ..errors import ContractError, NumericalError, ValidationError
 
 #: pairs evaluated per critic call by the final estimator (bounds memory: 2^18 rows at a time)
 CHUNK_PAIRS = 262_144
@@ -415,21 +415,65 @@ def _evaluate(bound: Any, scores: Any, options: dict[str, Any]) -> torch.Tensor:
         return BOUND_FUNCTIONS[bound](scores, **options)
     if not callable(getattr(bound, "bound", None)):
         raise ValidationError(f"{bound!r} is not a bound: it has no bound(scores) method.")
-    return bound.bound(scores)
+    value = bound.bound(scores)
+    weights = getattr(scores, "weights", None)
+    check_bound_value(bound, value, () if weights is None else (len(weights),),
+                      "the final estimate" if weights is None else "the interval's subsamples")
+    return value
+
+
+def check_bound_value(bound: Any, value: Any, expected: tuple[int, ...], where: str) -> None:
+    """Raise :class:`ContractError` naming the bound when ``bound(scores)`` is not one value
+    (``expected`` = (): a scalar; (B,): one per weighted subsample) — a value per item ended in
+    torch's "grad can be implicitly created only for scalar outputs" (author11 A11-5)."""
+    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+    if shape == expected:
+        return
+    from ..base import _provider
+
+    name = getattr(bound, "name", type(bound).__name__)
+    got = f"a tensor of shape {shape}" if shape is not None else type(value).__name__
+    want = "a scalar (0-d tensor)" if not expected else f"shape {expected}"
+    raise ContractError(
+        f"loss {name!r}{_provider(bound)}: `bound(scores)` returned {got} in {where}, where "
+        f"an MI bound returns {want}: reduce the per-item values over the items "
+        "(`scores.mean_items(values)`, or `mean_joint` / `log_mean_exp`), over the last axis "
+        "only (docs/plugins.md, the bound protocol).")
 
 
 def scalar_output(t: torch.Tensor) -> torch.Tensor:
     return t.squeeze(-1) if t.ndim == 2 and t.shape[-1] == 1 else t
 
 
-def critic_pairwise(critic: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(n, m)`` scores t(x_i, y_j): the critic's ``pairwise`` when it has one."""
-    if hasattr(critic, "pairwise"):
-        return critic.pairwise(x, y)
+def critic_output(critic: nn.Module, t: Any, expected: tuple[int, ...], call: str,
+                  where: str = "") -> torch.Tensor:
+    """``t`` (a critic's output, (n, 1) squeezed) if it has the ``expected`` shape, else
+    :class:`ContractError` naming the critic (``where``: its model slot) and its contract:
+    scores of shape (n, n) for n pairs ran into torch's backward error (author11 A11-5)."""
+    if isinstance(t, torch.Tensor):
+        t = scalar_output(t)
+        if tuple(t.shape) == expected:
+            return t
+    got = f"shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+    slot = f"{where} " if where else ""
+    raise ContractError(
+        f"The critic {slot}({type(critic).__name__}) returned {got} from `{call}`, expected "
+        f"{expected}: an MI critic's forward(x, y) returns one score per pair (row), shape "
+        "(n,) (or (n, 1)), and its `pairwise(x, y)`, if any, (n, m) (docs/plugins.md, the MI "
+        "critic contract).")
+
+
+def critic_pairwise(critic: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    where: str = "") -> torch.Tensor:
+    """``(n, m)`` scores t(x_i, y_j): the critic's ``pairwise`` when it has one (``where``:
+    the critic's model slot, named in a shape error)."""
     n, m = len(x), len(y)
+    if hasattr(critic, "pairwise"):
+        return critic_output(critic, critic.pairwise(x, y), (n, m), "pairwise(x, y)", where)
     xx = x[:, None, :].expand(n, m, x.shape[1]).reshape(n * m, -1)
     yy = y[None, :, :].expand(n, m, y.shape[1]).reshape(n * m, -1)
-    return scalar_output(critic(xx, yy)).reshape(n, m)
+    return critic_output(critic, critic(xx, yy), (n * m,), "forward(x, y)",
+                         where).reshape(n, m)
 
 
 @torch.no_grad()
@@ -458,7 +502,8 @@ def pair_scores(critic: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             hx, gy = embed(x, y)
             paired = lambda rows, cols: (hx[rows] * gy[cols]).sum(-1)  # noqa: E731
         else:
-            paired = lambda rows, cols: scalar_output(critic(x[rows], y[cols]))  # noqa: E731
+            paired = lambda rows, cols: critic_output(  # noqa: E731
+                critic, critic(x[rows], y[cols]), (len(rows),), "forward(x, y)")
         m = len(items)
         joint = torch.cat([paired(items[i:i + chunk_pairs], items[i:i + chunk_pairs])
                            for i in range(0, m, chunk_pairs)] or [x.new_zeros(0)])
@@ -489,6 +534,7 @@ def pair_scores(critic: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
 
 __all__ = ["BatchScores", "PairScores", "pair_scores", "shifts_for", "log_mean_exp",
-           "off_diagonal", "critic_pairwise", "scalar_output", "quantile_interval",
+           "off_diagonal", "critic_pairwise", "critic_output", "check_bound_value",
+           "scalar_output", "quantile_interval",
            "centred_interval",
            "CHUNK_PAIRS", "MAX_PAIRS", "NETWORK_MAX_PAIRS", "default_max_pairs"]

@@ -91,6 +91,26 @@ class _Countdown(Loss):
         return LossOutput(value, {"distance_to_3": value.detach()})
 
 
+def test_a_loss_value_that_is_not_a_scalar_names_the_phase_and_loss():
+    # author11 A11-5: a per-item loss value ended in torch's "grad can be implicitly created
+    # only for scalar outputs" from the engine's backward, naming no block
+    from infoblocks.blocks.errors import ContractError
+
+    class PerRow(Loss):
+        name = "per_row_test"
+
+        def __call__(self, batch, models, state):
+            return LossOutput(models["main"](batch["data"]).pow(2).sum(-1))  # (b,)
+
+    x, pca = _pca_problem(n=100)
+    routine = _routine(x, pca, epochs=2)
+    routine.phases[0].loss = PerRow()
+    with pytest.raises(ContractError, match=r"Phase 'fit': loss 'per_row_test' returned a "
+                                            r"value \(LossOutput.value\) that is a tensor of "
+                                            r"shape \(\d+,\); a loss's value is a scalar"):
+        routine.train()
+
+
 def test_validation_patience_stops_early_and_restores_best_weights():
     x, pca = _pca_problem(n=100)
     routine = _routine(x, pca, epochs=50)

@@ -660,3 +660,79 @@ def test_pair_sampler_shard_splits_the_documented_negatives_of_any_subclass():
     with pytest.raises(ContractError, match=r"sampler 'shifted' yields `weight`, sized like "
                                             r"the batch's pairs.*Override `shard"):
         Shifted().shard({**batch, "weight": torch.ones(b)}, 0, 2)
+
+
+def test_a_bound_or_critic_of_the_wrong_shape_is_named(infoblocks_plugin):
+    # author11 A11-5: a bound returning one value per item, or a critic returning (n, n) for n
+    # pairs, ended in torch's "grad can be implicitly created only for scalar outputs" from
+    # the engine's backward (or "only one element tensors ..." in the final estimate),
+    # naming neither the block nor its contract; check_block passed both
+    from typing import ClassVar
+
+    import attrs
+
+    from infoblocks.blocks.errors import ContractError
+    from infoblocks.blocks.models import Model
+    from infoblocks.blocks.mutual_information import MIBound
+    from infoblocks.plugins import hookimpl
+    from infoblocks.plugins.registry import recipe_from_dict
+
+    @attrs.define
+    class PerItemBound(MIBound):
+        name: ClassVar[str] = "test_per_item_bound"
+
+        def bound(self, scores):
+            return scores.joint - scores.log_mean_exp()
+
+    class PairNet(nn.Module):
+        def __init__(self, x_dim, y_dim):
+            super().__init__()
+            self.lin = nn.Linear(x_dim + y_dim, 1)
+
+        def forward(self, x, y):
+            t = self.lin(torch.cat([x, y], -1))
+            return t + t.T  # (n, n)
+
+    @attrs.define(kw_only=True)
+    class PairCritic(Model):
+        name: ClassVar[str] = "test_pair_critic"
+        x_dim: int = 1
+        y_dim: int = 1
+
+        def build(self):
+            return PairNet(self.x_dim, self.y_dim)
+
+    class Plugin:
+        @hookimpl
+        def register_losses(self):
+            return [PerItemBound]
+
+        @hookimpl
+        def register_models(self):
+            return [PairCritic]
+
+    infoblocks_plugin(Plugin(), "test_shapes")
+    r = np.random.default_rng(0)
+    x = r.standard_normal((300, 2)).astype(np.float32)
+    y = (0.8 * x + 0.6 * r.standard_normal((300, 2))).astype(np.float32)
+    per_item = r"loss 'test_per_item_bound' \(plugin 'test_shapes'\): `bound\(scores\)` " \
+               r"returned a tensor of shape \((\d+),\) in {}, where an MI bound returns a scalar"
+    for recipe in ("mine", "infonce"):
+        with pytest.raises(ContractError, match=per_item.format("a training or validation "
+                                                                "batch")):
+            recipe_from_dict({"recipe": recipe, "epochs": 1, "phases": [
+                {"name": "train", "loss": "test_per_item_bound"}]}).fit(x, y)
+    with pytest.raises(ContractError, match=per_item.format("the final estimate")):
+        recipe_from_dict({"recipe": "mine", "epochs": 1,
+                          "evaluation": {"bound": "test_per_item_bound"}}).fit(x, y)
+    for recipe in ("mine", "infonce"):  # explicit negatives, then in-batch ones
+        with pytest.raises(ContractError, match=r"The critic `models.main` \(PairNet\) returned "
+                                                r"shape \((\d+), \1\) from `forward\(x, y\)`, "
+                                                r"expected \(\1,\): an MI critic's forward"):
+            recipe_from_dict({"recipe": recipe, "epochs": 1,
+                              "models": {"main": {"name": "test_pair_critic"}}}).fit(x, y)
+    with pytest.raises(ContractError, match=r"bound\(scores\)` returned a tensor of shape \(5,\)"):
+        check_block(PerItemBound)
+    with pytest.raises(ContractError, match=r"model 'test_pair_critic' \(PairNet\) returned "
+                                            r"shape \(4, 4\)"):
+        check_block(PairCritic, {"x_dim": 2, "y_dim": 2})
