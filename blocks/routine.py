@@ -290,6 +290,14 @@ class Routine:
                 or checkpoint_every < 1:
             raise ValidationError(f"`checkpoint_every` must be a positive integer, got "
                                   f"{checkpoint_every!r}.")
+        if checkpoint is not None:
+            if not isinstance(checkpoint, (str, Path)):
+                raise ValidationError(f"`checkpoint` must be a directory path (str or Path), "
+                                      f"got {checkpoint!r}; `resume=True` is the flag that "
+                                      "continues from it.")
+            if Path(checkpoint).exists() and not Path(checkpoint).is_dir():
+                raise ValidationError(f"`checkpoint` = {str(checkpoint)!r} is a file; give a "
+                                      "directory path (the training state is written into it).")
         self.compute_global_relations()
         assert self.state is not None
         chosen = self.phases if phases is None else [self._phase(n) for n in phases]

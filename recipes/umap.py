@@ -625,6 +625,8 @@ class EmbeddingRecipe(Recipe):
         (a memory-mapped array or torch Dataset is read a chunk at a time); recipes that
         refine new points among the training positions do so unless ``refine=False``."""
         self._check_fitted()
+        _check(refine is None or isinstance(refine, (bool, np.bool_)),
+               f"`refine` must be True, False or None (the recipe's default), got {refine!r}.")
         x = as_rows(X, "X", ndim=2)
         _check(x.shape[1] == self.n_features_in_,
                f"`X` has {x.shape[1]} features but the model was fitted on "

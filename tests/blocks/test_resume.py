@@ -98,6 +98,12 @@ def test_resume_without_a_checkpoint_starts_afresh_and_checks_its_arguments(tmp_
         _build().train(resume=True)
     with pytest.raises(ValidationError, match="`checkpoint_every` must be a positive integer"):
         _build().train(checkpoint=tmp_path / "c", checkpoint_every=0)
+    # user13 U13-14: a file was pathlib's raw FileExistsError, True a raw TypeError
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValidationError, match="`checkpoint` = .*afile' is a file"):
+        _build().train(checkpoint=tmp_path / "afile")
+    with pytest.raises(ValidationError, match="`checkpoint` must be a directory path.*resume=True"):
+        _build().train(checkpoint=True)
 
 
 def test_moving_averages_are_part_of_the_checkpoint():

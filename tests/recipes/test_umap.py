@@ -89,6 +89,9 @@ def test_save_load_round_trip(fitted, digits, tmp_path):
     with pytest.warns(UserWarning, match="unrefined"):
         y = alone.transform(x[:50])
     assert np.allclose(y, fitted.transform(x[:50], refine=False), atol=1e-6)
+    # user13 U13-14: refine="no" was truthy and refined
+    with pytest.raises(ValidationError, match="`refine` must be True, False or None"):
+        fitted.transform(x[:5], refine="no")
 
 
 def test_plot_writes_png(fitted, digits, tmp_path):
