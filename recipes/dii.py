@@ -273,6 +273,13 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
                 "available; use fewer mini-batches."
             )
         per_batch = pool // self.batches_per_epoch
+        if per_batch < 2:  # (with lambda_init the k check below is skipped)
+            raise ValidationError(
+                f"Each step sees only {per_batch} point ({pool} points / "
+                f"{self.batches_per_epoch} batches): a point needs neighbours to rank, so the "
+                "weights would not move; use fewer, larger batches (`batches_per_epoch`) or "
+                "more points."
+            )
         k_max = max(self.k_init, self.k_final)
         if self.lambda_init is None and k_max >= per_batch:
             raise ValidationError(

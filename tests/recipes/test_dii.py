@@ -310,6 +310,12 @@ def test_bad_inputs_get_clear_errors():
         DII(k_init=50).fit(data_a, data_b)
     with pytest.raises(ValidationError, match="each step sees only 10 points"):
         DII(k_init=10, batches_per_epoch=5).fit(data_a, data_b)
+    # user13 U13-25: with lambda_init (no k check) one point per step returned the initial
+    # weights silently
+    with pytest.raises(ValidationError, match="Each step sees only 1 point.*batches_per_epoch"):
+        DII(lambda_init=1.0, batches_per_epoch=50).fit(data_a, data_b)
+    with pytest.raises(ValidationError, match="Each step sees only 1 point"):
+        DII(lambda_init=1.0).fit(data_a[:1], data_b[:1])
     with pytest.raises(ValidationError, match="`periods_A` has 2 entries but the data has 5"):
         DII(periods_A=[1.0, None]).fit(data_a, data_b)
     with pytest.raises(ValidationError, match="`periods_B` has 1 entries"):
