@@ -125,6 +125,7 @@ def check_yields(phase: TrainingPhase, batch: dict[str, Any], state: TrainState)
             f"Phase {phase.name!r}: {_label(sampler)} declares the batch field(s) {missing} "
             f"(its batch_type / batch_fields), but its batch holds only {_names(batch)}. "
             "Yield them, or declare only the fields the sampler yields.")
+    _check_simulation_shapes(phase, batch)
     sharded = " (this rank's shard)" if state.dist.active else ""
     for field, target in getattr(getattr(sampler, "batch_type", None), "positions", ()):
         index, into = batch.get(field), batch.get(target)
@@ -138,6 +139,37 @@ def check_yields(phase: TrainingPhase, batch: dict[str, Any], state: TrainState)
                 f"holds positions in `{target}`"
                 + (": a `shard` that keeps part of the items must renumber the positions "
                    "into its own `items`." if sharded else "."))
+
+
+def _check_simulation_shapes(phase: TrainingPhase, batch: dict[str, Any]) -> None:
+    """A simulation batch's derivatives match its fiducial simulations: ``derivative``
+    (n_d, p, *S) and ``numerical_derivative`` (n_d, 2, p, *S) for ``fiducial`` (n_s, *S), p
+    the sampler's ``n_params`` where it has one.  Otherwise the built-in `fisher` loss failed
+    with an IndexError inside its Jacobian-vector product, the sampler unnamed (author11
+    A11-9)."""
+    fiducial = batch.get("fiducial")
+    if not torch.is_tensor(fiducial) or fiducial.ndim < 1:
+        return
+    sampler, shape = phase.sampler, tuple(fiducial.shape[1:])
+    p = getattr(sampler, "n_params", None)
+    p = p if isinstance(p, int) and not isinstance(p, bool) else None
+    for field, lead, form in (("derivative", (), "(n_d, p, *S)"),
+                              ("numerical_derivative", (2,), "(n_d, 2, p, *S)")):
+        value = batch.get(field)
+        if not torch.is_tensor(value):
+            continue
+        got = tuple(value.shape)
+        k = 1 + len(lead)  # the axis of the parameters
+        if len(got) == len(shape) + k + 1 and got[1:k] == lead and got[k + 1:] == shape \
+                and (p is None or got[k] == p):
+            continue
+        want = ", ".join(["n_d", *map(str, lead), str(p) if p is not None else "p",
+                          *map(str, shape)])
+        raise ContractError(
+            f"Phase {phase.name!r}: {_label(sampler)} yields `{field}` of shape {got} with "
+            f"`fiducial` of shape {tuple(fiducial.shape)}: `{field}` must be {form} = ({want}) "
+            "— the derivatives of the first n_d simulations with respect to each of the p "
+            "parameters (p = len(theta_fid)), each of one simulation's shape S.")
 
 
 def _batch_stats(batch: dict[str, Any]) -> tuple[list[str], torch.Tensor | None]:

@@ -784,3 +784,33 @@ def test_load_of_a_simulator_fit_with_a_network_without_activation(infoblocks_pl
         again = IMNN.load(tmp_path / "model")
         assert again.routine_spec() == fitted.routine_spec()
     np.testing.assert_allclose(again.F_, fitted.F_)
+
+
+@attrs.define
+class FlatDerivative(SimulationSampler):
+    """A simulation sampler whose `derivative` lost its parameter axis: (n_d, *S)."""
+
+    name: ClassVar[str] = "test_flat_derivative"
+
+    def simulate(self, generator, device):
+        out = super().simulate(generator, device)
+        out["derivative"] = out["derivative"][:, 0]
+        return out
+
+
+def test_a_derivative_of_the_wrong_shape_names_the_sampler(infoblocks_plugin):
+    # author11 A11-9: was "loss 'fisher' raised IndexError: Dimension out of range ... (at
+    # blocks/fisher/summaries.py in _mlp_jvp)", the sampler and the expected shape unnamed
+    class Plugin:
+        @hookimpl
+        def register_samplers(self):
+            return [FlatDerivative]
+
+    infoblocks_plugin(Plugin(), "test_imnn_flat")
+    imnn = IMNN(theta_fid=(0.0, 1.0), epochs=1, min_epochs=0, n_s=50, n_d=50,
+                n_validation=100, phases=[{"name": "fit", "sampler": "test_flat_derivative"}])
+    with pytest.raises(ContractError, match=r"Phase 'fit': sampler 'test_flat_derivative' "
+                                            r"yields `derivative` of shape \(50, 10\) with "
+                                            r"`fiducial` of shape \(50, 10\): `derivative` must "
+                                            r"be \(n_d, p, \*S\) = \(n_d, 2, 10\)"):
+        imnn.fit(simulator=gaussian_simulator)
