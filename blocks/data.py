@@ -42,6 +42,7 @@ def as_tensor(
     """
     if x is None:
         raise ValidationError(f"`{name}` is None; pass an array of numbers.")
+    _refuse_sparse_or_masked(x, name)
     if isinstance(x, torch.Tensor):
         t = x.detach()
         if t.is_complex():
@@ -80,6 +81,9 @@ def as_tensor(
         hint = ""
         if 2 in accepted and t.ndim == 1:
             hint = f" For one feature use `{name}.reshape(-1, 1)`; for one sample `.reshape(1, -1)`."
+        elif 2 in accepted and t.ndim > 2:
+            hint = (f" To use each sample's values as its features, flatten them: "
+                    f"`{name}.reshape(len({name}), -1)`.")
         raise ValidationError(
             f"`{name}` must have {' or '.join(map(str, accepted))} dimension(s), "
             f"got {t.ndim} ({_describe(t)}).{hint}"
@@ -144,6 +148,25 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 #: rows read per chunk when :class:`LazyRows` scans a whole array (finite check, moments)
 LAZY_CHUNK_ROWS = 65_536
+
+
+def _refuse_sparse_or_masked(x: Any, name: str) -> None:
+    """A sparse matrix (scipy's: np.asarray makes it a 0-d object array; torch's: no dense
+    kernels) or a masked array with masked entries (np.asarray drops the mask and the values
+    under it become data) is refused with the conversion that fixes it."""
+    if type(x).__module__.startswith("scipy.sparse"):
+        raise ValidationError(
+            f"`{name}` is a scipy sparse matrix ({type(x).__name__} of shape "
+            f"{getattr(x, 'shape', '?')}); infoblocks needs dense arrays: pass "
+            f"`{name}.toarray()` (N × D values in memory).")
+    if isinstance(x, torch.Tensor) and x.layout != torch.strided:
+        raise ValidationError(f"`{name}` is a sparse torch tensor ({x.layout}); infoblocks "
+                              f"needs dense tensors: pass `{name}.to_dense()`.")
+    if isinstance(x, np.ma.MaskedArray) and np.ma.is_masked(x):
+        raise ValidationError(
+            f"`{name}` is a masked array with {int(np.ma.count_masked(x))} masked entries, whose "
+            f"values would be used as data; fill them (`{name}.filled(np.nan)`, then impute) or "
+            "drop their rows.")
 
 
 def is_lazy(x: Any) -> bool:
@@ -318,6 +341,8 @@ def as_rows(x: Any, name: str, *, ndim: int | tuple[int, ...] | None = 2) -> tor
     accepted = (ndim,) if isinstance(ndim, int) else ndim
     if accepted is not None and rows.ndim not in accepted:
         hint = " For one feature save it as `x.reshape(-1, 1)`." if rows.ndim == 1 else ""
+        if rows.ndim > 2 and 2 in accepted:
+            hint = " To use each sample's values as its features, save `x.reshape(len(x), -1)`."
         raise ValidationError(f"`{name}` must have {' or '.join(map(str, accepted))} "
                               f"dimension(s), got {rows.ndim} ({_describe(rows)}).{hint}")
     return rows

@@ -31,6 +31,26 @@ def test_one_dimensional_input_gets_a_reshape_hint():
         as_tensor(np.ones(5), "x", ndim=2)
 
 
+def test_three_dimensional_input_gets_the_flattening_reshape():
+    # user13 U13-17: digits.images (n, 8, 8) was "must have 2 dimension(s), got 3", no reshape
+    with pytest.raises(ValidationError, match=r"`X`.*got 3 .*`X.reshape\(len\(X\), -1\)`"):
+        as_tensor(np.ones((5, 8, 8)), "X", ndim=2)
+
+
+def test_sparse_and_masked_inputs_say_how_to_convert():
+    # user13 U13-22: scipy sparse was "must hold numbers, got dtype object", torch sparse a raw
+    # NotImplementedError, a masked array's masked values (a -999 sentinel) used as data
+    sparse = pytest.importorskip("scipy.sparse")
+    dense = np.arange(12.0).reshape(4, 3)
+    with pytest.raises(ValidationError, match=r"`X` is a scipy sparse matrix.*X.toarray\(\)"):
+        as_tensor(sparse.csr_matrix(dense), "X")
+    with pytest.raises(ValidationError, match=r"`X` is a sparse torch tensor.*X.to_dense\(\)"):
+        as_tensor(torch.tensor(dense).to_sparse(), "X")
+    with pytest.raises(ValidationError, match="`X` is a masked array with 1 masked entries"):
+        as_tensor(np.ma.masked_equal(dense, 4.0), "X")
+    assert as_tensor(np.ma.masked_array(dense), "X").shape == (4, 3)  # nothing masked: fine
+
+
 def test_mismatched_lengths_name_both_arrays():
     with pytest.raises(ValidationError, match="`x` has 3, `y` has 4"):
         check_same_length(x=np.ones((3, 1)), y=np.ones((4, 1)))
