@@ -247,7 +247,14 @@ class LazyRows:
         if isinstance(self.source, np.ndarray):
             rows = torch.from_numpy(np.asarray(self.source[idx], dtype=np.float32))
         else:
-            rows = torch.stack([self._row(int(i)) for i in idx]).to(torch.float32) if idx.size \
+            read = [self._row(int(i)) for i in idx]
+            for i, row in zip(idx, read):
+                if tuple(row.shape) != tuple(self.shape[1:]):
+                    raise ValidationError(
+                        f"`{self.name}`: item {int(i)} of the Dataset has shape "
+                        f"{tuple(row.shape)}, but its first item has {tuple(self.shape[1:])}; "
+                        "every row must have the same shape (pad or drop the odd ones).")
+            rows = torch.stack(read).to(torch.float32) if idx.size \
                 else torch.empty((0, *self.shape[1:]))
             if rows.shape[1:] != self.shape[1:]:
                 raise ValidationError(f"`{self.name}`: the Dataset's rows have different shapes "

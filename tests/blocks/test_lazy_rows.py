@@ -69,6 +69,12 @@ def test_bad_lazy_inputs_are_named(tmp_path, mapped, monkeypatch):
     with pytest.raises(ValidationError, match="not a row of numbers"):
         as_rows(Words(x), "x")
 
+    class Ragged(Rows):  # user13 U13-17: was torch's raw "stack expects each tensor to be
+        def __getitem__(self, i):  # equal size, but got [4] at entry 0 and [3] at entry 5"
+            return torch.as_tensor(self.x[i][:3 if i == 5 else 4])
+    with pytest.raises(ValidationError, match=r"`x`: item 5 of the Dataset has shape \(3,\)"):
+        as_rows(Ragged(x), "x").take(np.arange(8))
+
 
 def _routine(data, pca=False) -> Routine:
     phase = TrainingPhase(name="fit", epochs=3, loss="position", learning_rate=1e-2,
