@@ -96,7 +96,26 @@ class InfoblocksPlugins:
             return False
         self.packages[name] = package
         self._registry = None
+        self._report_unmarked(plugin, name, package)
         return True
+
+    def _report_unmarked(self, plugin: Any, name: str, package: tuple[str, str]) -> None:
+        """A ``register_*`` function without ``@hookimpl`` is not a hook to pluggy: its blocks
+        would be missing with no word.  Reported (the plugin's marked hooks still count)."""
+        known = set(hookspecs.HOOK_FOR_KIND.values())
+        for attr in sorted(dir(plugin)):
+            if not attr.startswith("register_") or attr.startswith("register__"):
+                continue
+            function = getattr(plugin, attr, None)
+            if not callable(function) or isinstance(function, type) or \
+                    self.pm.parse_hookimpl_opts(plugin, attr) is not None:
+                continue
+            hint = "" if attr in known else \
+                f" (and it is not a known hook: {', '.join(sorted(known))})"
+            self._fail(name, package[0], f"`{attr}` is not marked with `@hookimpl` (from "
+                                         f"infoblocks.plugins import hookimpl){hint}, so "
+                                         "infoblocks never calls it and its blocks are not "
+                                         "registered")
 
     def unregister(self, name: str) -> None:
         self.pm.unregister(name=name)

@@ -327,3 +327,19 @@ def test_check_block_exercises_a_softmax_written_to_the_coefficients_protocol():
     check_block(LaplaceSoftmax)
     with pytest.raises(AssertionError, match="rows must sum to 1"):
         check_block(LaplaceSoftmax, {"normalise": False})
+
+
+def test_a_hook_without_hookimpl_is_reported_not_ignored():
+    # author11: a `register_losses` function without @hookimpl was ignored with no message,
+    # its blocks missing ("No loss named ...") with nothing pointing at the cause
+    import types
+
+    manager = InfoblocksPlugins(strict=False).load(entry_points=False)
+    unmarked = types.ModuleType("unmarked_only")
+    unmarked.register_losses = lambda: []
+    with pytest.warns(PluginFailureWarning, match=r"plugin 'unmarked_only'.*`register_losses` "
+                                                  r"is not marked with `@hookimpl`"):
+        assert manager.register(unmarked, "unmarked_only")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        manager.register(types.ModuleType("nothing_to_say"), "nothing_to_say")
