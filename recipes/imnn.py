@@ -113,6 +113,13 @@ def _optimizer_name(instance: Any, attribute: Any, value: Any) -> None:
     optimizer_class(value)  # "adam", "sgd", "adamw" or any torch.optim class name
 
 
+def _at_least_two(instance: Any, attribute: Any, value: Any) -> None:
+    positive_int(instance, attribute, value)
+    if value < 2:
+        raise ValidationError(f"`{attribute.name}` must be at least 2 (a covariance needs two "
+                              f"simulations), got {value!r}.")
+
+
 def _listed(value: tuple[float, ...] | None) -> list[float] | None:
     return None if value is None else list(value)
 
@@ -183,7 +190,7 @@ class IMNN(PosteriorInference, Recipe):
     epochs: int | None = attrs.field(default=None, validator=optional(positive_int))
     min_epochs: int = attrs.field(default=100, validator=non_negative)
     patience: int | None = attrs.field(default=None, validator=optional(positive_int))
-    n_validation: int | None = attrs.field(default=None, validator=optional(positive_int))
+    n_validation: int | None = attrs.field(default=None, validator=optional(_at_least_two))
     validation_every: int | None = attrs.field(default=None, validator=optional(positive_int))
     restore_best: bool = True
     warm_start: bool = False

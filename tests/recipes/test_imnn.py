@@ -126,6 +126,9 @@ def test_simulator_with_validation_arrays(arrays):
     assert IMNN.from_dict(imnn.to_dict()).lr_schedule == "cos"
     with pytest.raises(ValidationError, match="lr_schedule"):
         IMNN(n_summaries=2, theta_fid=(0, 1), lr_schedule="step")
+    # user13 U13-17: was "`n_s` must be an integer >= 2, got 1" (the validation sampler's)
+    with pytest.raises(ValidationError, match="`n_validation` must be at least 2"):
+        IMNN(n_summaries=2, theta_fid=(0, 1), n_validation=1)
 
 
 def test_numerical_derivative_arrays(arrays):
