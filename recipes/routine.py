@@ -69,7 +69,9 @@ class RoutineRecipe(Recipe):
 
     #: the dataset keys of the arrays ``fit(*arrays)`` / ``--data`` give, in order
     arrays: list[str] = attrs.field(factory=lambda: ["data"], validator=_array_names)
-    #: the model :meth:`transform` applies
+    #: the model :meth:`transform` applies (``infoblocks run`` writes it on the first array
+    #: into ``outputs.npy``); "" for none (a model that does not map one array: an MI
+    #: critic's ``forward(x, y)``)
     output_model: str = "main"
     seed: int = attrs.field(default=0, validator=non_negative_int)
     device: str = attrs.field(default="cpu", validator=valid_device)
@@ -134,7 +136,7 @@ class RoutineRecipe(Recipe):
         if first.ndim == 2:
             context["in_dim"] = int(first.shape[1])
         models = {name: self.build_model(name, spec, **context) for name in spec["models"]}
-        if self.output_model not in models:
+        if self.output_model and self.output_model not in models:
             raise ConfigError(f"routine: `output_model` = {self.output_model!r} is not among "
                               f"the models {sorted(models)}.")
         return Routine(dataset=data, models=models, global_relations=self.build_globals(spec),
@@ -160,6 +162,9 @@ class RoutineRecipe(Recipe):
     def transform(self, X: Any, batch_size: int = 4096) -> np.ndarray:
         """``output_model`` applied to ``X``."""
         self._check_fitted()
+        if not self.output_model:
+            raise ConfigError("routine: `output_model` = \"\" names no model to apply; set it "
+                              f"to one of the models {sorted(self.routine_.models)}.")
         if hasattr(X, "shape") and self.output_model in self.routine_.models:
             self.routine_.check_width(X, self.output_model, "X")  # (a list: apply checks it)
         with intra_op_threads(self.threads), torch.no_grad():
@@ -179,16 +184,31 @@ class RoutineRecipe(Recipe):
 
     def run(self, data: list[np.ndarray], out_dir: Path, **fit_options: Any) -> dict[str, Any]:
         """``--data`` arrays in the order of ``arrays``; saves into ``out_dir/model`` and
-        ``outputs.npy`` (``output_model`` on the first array)."""
+        ``outputs.npy`` (``output_model`` on the first array; none with ``output_model``
+        = "")."""
         self.fit(*data, **fit_options)
         out_dir = Path(out_dir)
         self.save(out_dir / MODEL_DIR)
-        np.save(out_dir / "outputs.npy", self.transform(data[0]))
+        outputs = None
+        if self.output_model:
+            try:
+                values = self.transform(data[0])
+            except Exception as exc:  # noqa: BLE001 - named below, the model saved
+                module = type(self.routine_.models[self.output_model]).__name__
+                raise ConfigError(
+                    f"routine: the trained routine is saved in {out_dir / MODEL_DIR}, but "
+                    f"`output_model` = {self.output_model!r} ({module}) could not be applied "
+                    f"to the first --data array {self.arrays[0]!r} for outputs.npy: "
+                    f"{type(exc).__name__}: {exc}. A model that does not map one array (an "
+                    "MI critic's forward(x, y)): set `output_model = \"\"` to write no "
+                    "outputs.") from exc
+            outputs = out_dir / "outputs.npy"
+            np.save(outputs, values)
         last = {k: v for k, v in (self.history_[-1] if self.history_ else {}).items()
                 if isinstance(v, (int, float, str))}
         return {"recipe": self.name, "model": str(out_dir / MODEL_DIR),
-                "outputs": str(out_dir / "outputs.npy"), "epochs_run": len(self.history_),
-                "last": last, "seconds": self.fit_seconds_}
+                "outputs": None if outputs is None else str(outputs),
+                "epochs_run": len(self.history_), "last": last, "seconds": self.fit_seconds_}
 
 
 __all__ = ["RoutineRecipe", "MODEL_DIR"]
