@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import inspect
 import json
 import os
@@ -85,11 +86,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     names = sorted({cls.name for cls in demos.values()}) if args.name == "all" else [args.name]
     for name in names:
         if name not in demos:
+            close = difflib.get_close_matches(name, sorted(demos), n=3, cutoff=0.6)
+            if close and ("recipe", name) not in get_registry():
+                raise ConfigError(f"No demo named {name!r}; did you mean "
+                                  f"{' or '.join(map(repr, close))}? Demos: {sorted(demos)}.")
             get_registry().entry("recipe", name)  # unknown: error with close matches
             raise ConfigError(f"Recipe {name!r} has no demo; demos: {sorted(demos)}.")
         cls = demos[name]
         out_dir = Path(args.out) / cls.name if args.name == "all" else Path(args.out)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        _make_dir(out_dir)
         print(f"== demo {cls.name}: {cls.summary}")
         extra = _extra_demos(cls).get(name) if args.name != "all" else None
         result = (getattr(cls, extra[0]) if extra else cls.demo)(out_dir, quick=args.quick)
@@ -234,7 +239,21 @@ def _fit_options(recipe: Any, args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
+def _make_dir(out_dir: Path) -> None:
+    """``out_dir`` and its parents, or a ConfigError naming ``--out`` (a file on the way, no
+    permission) instead of the OSError's traceback."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {str(out_dir)!r} cannot be made a directory "
+                          f"({exc.strerror or exc}); give a directory path you can write.") from None
+
+
 def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be a positive number of processes, got {args.nproc}.")
+    if args.max_restarts < 0:
+        raise ConfigError(f"--max-restarts must be 0 or more, got {args.max_restarts}.")
     config = read_toml(args.config)
     recipe = recipe_from_dict(config)
     arrays = [a for path in args.data for a in _load_array(path)]
@@ -250,7 +269,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if world > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
         die_with_parent()  # a torchrun worker: it goes when the agent goes
     main = int(os.environ.get("RANK", "0")) == 0
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _make_dir(out_dir)
     options = _fit_options(recipe, args)
     # under torchrun every rank trains; rank 0 writes the results (the others a scratch folder)
     with tempfile.TemporaryDirectory() if not main else contextlib.nullcontext() as scratch:

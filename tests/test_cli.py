@@ -22,8 +22,12 @@ def test_demo_without_a_name_lists_demos(capsys):
 
 
 def test_unknown_demo_and_missing_files_are_clear_errors(capsys, tmp_path):
+    # user13 U13-17: a misspelt demo is matched among the demos (was the recipe names only,
+    # "tsnee" suggesting 'minee', 'routine')
     assert main(["demo", "umpa", "--out", str(tmp_path)]) == 2
-    assert "No recipe named 'umpa'" in capsys.readouterr().err
+    assert "No demo named 'umpa'; did you mean 'umap'?" in capsys.readouterr().err
+    assert main(["demo", "nosuch", "--out", str(tmp_path)]) == 2
+    assert "No recipe named 'nosuch'" in capsys.readouterr().err
     assert main(["run", str(tmp_path / "none.toml"), "--data", "x.npy", "--out",
                  str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -123,6 +127,16 @@ def test_run_refuses_a_binary_config_and_an_out_file(tmp_path, capsys):
     assert main(["run", str(config), "--data", str(tmp_path / "x.npy"),
                  "--out", str(tmp_path / "out")]) == 2
     assert "is a file" in capsys.readouterr().err
+    # user13 U13-14 / U13-20: --out under a file was a raw NotADirectoryError traceback;
+    # --nproc 0 / -3 and --max-restarts -1 ran in one process with rc 0
+    for flags, message in ((["--out", str(tmp_path / "out" / "sub")], "cannot be made a "
+                            "directory"), (["--out", "o", "--nproc", "0"], "--nproc must be a "
+                            "positive"), (["--out", "o", "--max-restarts", "-1"],
+                                          "--max-restarts must be 0 or more")):
+        assert main(["run", str(config), "--data", str(tmp_path / "x.npy"), *flags]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["demo", "umap", "--out", str(tmp_path / "out" / "sub")]) == 2
+    assert "--out" in capsys.readouterr().err
 
 
 def _example_config(tmp_path):
