@@ -260,11 +260,22 @@ class Recipe(Block, metaclass=_CheckedConstructor):
     def set_params(self, **params: Any) -> Recipe:
         """Set constructor arguments by name (validated as in the constructor); ``self``."""
         valid = self.get_params()
-        for key, value in params.items():
-            if key not in valid:
-                raise ConfigError(f"{type(self).__name__} has no parameter {key!r}; its "
-                                  f"parameters are {sorted(valid)}.")
-            setattr(self, key, value)
+        unknown = [key for key in params if key not in valid]
+        if unknown:
+            raise ConfigError(f"{type(self).__name__} has no parameter {unknown[0]!r}; its "
+                              f"parameters are {sorted(valid)}.")
+        before = {key: getattr(self, key) for key in params}
+        try:
+            for key, value in params.items():
+                setattr(self, key, value)
+            # the constructor's checks across fields (UMAP's init "none" with a layout ...)
+            post_init = getattr(self, "__attrs_post_init__", None)
+            if post_init is not None:
+                post_init()
+        except Exception:
+            for key, value in before.items():  # all or nothing: the recipe stays valid
+                setattr(self, key, value)
+            raise
         return self
 
     def __sklearn_is_fitted__(self) -> bool:

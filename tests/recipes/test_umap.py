@@ -329,6 +329,12 @@ def test_sklearn_clone_and_params():
     assert twin.get_params()["phases"] == [{"name": "main", "epochs": 3}]
     twin.set_params(n_neighbors=12)
     assert twin.routine_spec()["globals"]["graph"]["relation"]["n_neighbors"] == 12
+    # user13 U13-18: set_params runs the constructor's cross-field checks, all or nothing (it
+    # took init="none" with layout_epochs 600 and fit failed on a missing 'positions')
+    with pytest.raises(ValidationError, match="`layout_epochs` > 0"):
+        twin.set_params(n_neighbors=20, init="none")
+    assert twin.init == "spectral" and twin.n_neighbors == 12
+    assert twin.set_params(init="none", layout_epochs=0).init == "none"
     with pytest.raises(ConfigError, match="train_threads"):
         ParametricUMAP.from_dict({"train_threads": 1})
     encoder = torch.nn.Linear(4, 2)
