@@ -175,12 +175,14 @@ def _check_simulation_shapes(phase: TrainingPhase, batch: dict[str, Any]) -> Non
 def _batch_stats(batch: dict[str, Any]) -> tuple[list[str], torch.Tensor | None]:
     """Per tensor field: its size, the sum and sum of squares of its finite entries and the
     counts of NaN, +inf and −inf (float64; NaN ≠ NaN would make equal batches differ)."""
-    names = sorted(k for k, v in batch.items() if torch.is_tensor(v) and v.numel() > 0)
+    # every tensor field, empty ones too: a rank whose part of a field is empty sends a table
+    # of the same size as the others (else the ranks' all-reduces would not match)
+    names = sorted(k for k, v in batch.items() if torch.is_tensor(v))
     if not names:
         return names, None
     rows = []
     for k in names:
-        v = batch[k].detach().double()
+        v = batch[k].detach().double().reshape(-1)
         finite = torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
         rows.append(torch.stack([v.new_tensor(float(v.numel())), finite.sum(),
                                  (finite * finite).sum(), torch.isnan(v).sum().double(),
@@ -224,6 +226,18 @@ def check_shard(phase: TrainingPhase, whole: dict[str, Any], part: dict[str, Any
         offset += stats.numel()
         differ = [k for j, k in enumerate(names) if not bool((block[:, j] == block[:1, j]).all())]
         same = not differ
+        if label == "part":
+            sizes = block[:, :, 0]  # (world, fields): the entries of each rank's part
+            empty = [(r, k) for j, k in enumerate(names) for r in range(world)
+                     if sizes[r, j] == 0 and bool((sizes[:, j] > 0).any())]
+            if empty:
+                ranks = sorted({r for r, _ in empty})
+                raise ContractError(
+                    f"Phase {phase.name!r}: rank(s) {ranks} of {world} get no rows of "
+                    f"{_names({k for _, k in empty})} from {_label(phase.sampler)}'s "
+                    f"`shard(batch, rank, world_size)`: its batch has fewer rows than there are "
+                    f"ranks. Raise `batch_size` to at least {world} (better a multiple of "
+                    f"{world}), or train in fewer processes.")
         if label == "whole" and not same:
             raise ContractError(
                 f"Phase {phase.name!r}: {_label(phase.sampler)} drew different batches on the "

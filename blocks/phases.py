@@ -355,8 +355,9 @@ class TrainingPhase:
                 if sharded:
                     batch = self.sampler.shard(whole, state.dist.rank, state.dist.world_size)
                 first = epoch == start and not collected
+                if sharded and not collected:  # each epoch's first batch: a sampler whose
+                    check_shard(self, whole, batch, state)  # ranks drift apart later is named
                 if first:  # the phase's first batch
-                    check_shard(self, whole, batch, state)
                     check_yields(self, batch, state)
                 try:
                     out = self.loss(batch, models, state)

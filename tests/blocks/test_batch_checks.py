@@ -78,7 +78,8 @@ mine = {**whole, "x": whole["x"] + rank}  # a batch drawn with a generator of on
 for label, drawn, part in [("own rows", whole, own), ("whole batch", whole, whole),
                            ("other draws", mine, {**mine, "x": mine["x"][rank::world]}),
                            ("drawn as its part", {**own, "shard": torch.tensor([rank, world])},
-                            own)]:
+                            own),
+                           ("empty part", whole, {**whole, "x": whole["x"][:1 - rank]})]:
     try:
         check_shard(phase, drawn, part, state)
         results[label] = "ok"
@@ -101,6 +102,10 @@ def test_other_draws_on_the_ranks_or_the_same_shard_everywhere_are_refused(tmp_p
         assert "drew different batches on the 2 ranks (x differ" in results["other draws"]
         assert "draw with `state.generator`" in results["other draws"]
         assert results["drawn as its part"] == "ok"  # the MI samplers' own shards: not compared
+        # author12 A12-8: a batch of fewer rows than ranks aborted in gloo ("collective
+        # mismatch"): both ranks now raise, naming batch_size
+        assert "rank(s) [1] of 2 get no rows of x" in results["empty part"]
+        assert "Raise `batch_size` to at least 2" in results["empty part"]
 
 
 COLUMNS_SCRIPT = """
