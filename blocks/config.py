@@ -106,6 +106,13 @@ def _check_values(values: dict[str, Any], types: dict[str, Any], path: str | Non
     out: dict[str, Any] = {}
     problems: list[str] = []
     for key, value in values.items():
+        if isinstance(value, dict) and _is_list_of_tables(types[key]):
+            # (cattrs would iterate the table's keys: "expected a mapping @ phases[0]" ...)
+            message = (f"`{key}` is one table, but it is a list of tables: write [[{key}]] "
+                       f"(double brackets) before each entry in TOML, or {key} = [{{...}}] in "
+                       "Python")
+            problems.append(f"{message} @ {path}.{key}" if path else message)
+            continue
         try:
             out[key] = _check_value(value, types[key])
             continue
@@ -119,6 +126,17 @@ def _check_values(values: dict[str, Any], types: dict[str, Any], path: str | Non
         if "got" not in problems[-1]:
             problems[-1] += f" (got {value!r})"
     return out, problems
+
+
+def _is_list_of_tables(type_: Any) -> bool:
+    """Whether ``type_`` is (optionally) a list of dicts, e.g. a recipe's ``phases``."""
+    origin = typing.get_origin(type_)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_list_of_tables(arg) for arg in typing.get_args(type_))
+    if origin is list:
+        args = typing.get_args(type_)
+        return bool(args) and typing.get_origin(args[0]) is dict or (bool(args) and args[0] is dict)
+    return False
 
 
 def _format_exception(exc: BaseException, type_: Any) -> str:

@@ -164,6 +164,16 @@ def test_the_converter_refuses_coercion_with_the_path(key, value, message):
         recipe_from_dict({"recipe": "test_projection", key: value})
 
 
+def test_phases_written_as_one_table_say_double_brackets():
+    # user13 U13-18: TOML [phases] (not [[phases]]) was "expected a mapping @
+    # routine.phases[0]; expected a mapping @ routine.phases[1] ...", Python phases={...}
+    # "phases[0] must be a table with a 'name' key ..., got 'name'"
+    phase = {"name": "fit", "epochs": 2}
+    with pytest.raises(ConfigError, match=r"`phases` is one table.*\[\[phases\]\] \(double "
+                       r"brackets\).* @ test_projection.phases"):
+        recipe_from_dict({"recipe": "test_projection", "phases": phase})
+
+
 def test_block_fields_inside_sections_are_strict_too():
     recipe = Projection(globals={"positions": {"transforms": [
         {"name": "pca_init", "n_components": 2.5}]}})
@@ -547,4 +557,7 @@ def test_a_shortcut_lost_through_a_shortcut_that_names_the_block_warns(infoblock
         warnings.simplefilter("error", ShortcutWarning)
         spec = recipe_from_dict({"recipe": "mine", "replacement": True, "device": "cpu",
                                  "threads": 1, "negatives": "test_rolled_pairs"}).routine_spec()
+        # a setting that turns a phase's part off (no validation) is no block chosen away
+        recipe_from_dict({"recipe": "mine", "patience": None, "test_fraction": 0.0}
+                         ).routine_spec()
     assert spec["phases"][0]["sampler"]["replacement"] is True
