@@ -51,8 +51,10 @@ def chunked_dii(
     :class:`GaussianSoftmax` with ``point_adaptive`` / ``lambda_factor``) the coefficients —
     another block's ``coefficients`` is called per row chunk, so it must act row by row;
     ``distance_B`` (default squared Euclidean with ``periods_B``) or the matrix
-    ``distances_B`` the ranks.  Pairs with |i − j| ≤ ``discard_close_ind`` (item indices) and
-    i = j are excluded from both the softmax and the ranking.  ``normalization`` defaults to
+    ``distances_B`` the ranks.  The pair i = j and, with ``discard_close_ind`` = t, the 2t + 1
+    items of the window [i − t, i + t] (item indices; moved inside [0, N − 1] at the ends, as
+    DADApy's mask does, so that every row keeps N − 2t − 1 candidates) are excluded from both
+    the softmax and the ranking.  ``normalization`` defaults to
     the number of columns.  No (n, n) matrix is formed: a chunk holds at most
     ``max_elements`` numbers.  ``row_mean`` (default ``Tensor.mean``) averages the rows'
     k-th neighbour distances for a global λ; rows spread over processes pass a reduction.
@@ -70,6 +72,7 @@ def chunked_dii(
         point_adaptive, lambda_factor = softmax.point_adaptive, softmax.lambda_factor
         lambda_value = softmax.lambda_value if lambda_value is None else lambda_value
     step = min(_chunk_rows(cols.numel(), max_elements), rows.numel())
+    n_items = int(max(int(rows.max()), int(cols.max()))) + 1 if rows.numel() else 0
     norm = float(cols.numel() if normalization is None else normalization)
     buffers = _ChunkBuffers(step, cols.numel(), data_A.device)
     a_cols = data_A[cols]
@@ -77,8 +80,15 @@ def chunked_dii(
     def chunk(s: int) -> tuple[torch.Tensor, _ChunkBuffers]:
         r = rows[s:s + step]
         buf = buffers.rows(r.numel())
-        torch.sub(r[:, None], cols[None, :], out=buf.index_gap)
-        torch.le(buf.index_gap.abs_(), discard_close_ind, out=buf.exclude)
+        if discard_close_ind > 0:  # DADApy's window: 2t + 1 columns of every row, [i − t, i + t]
+            # moved inside [0, N − 1] at the ends, so every row keeps N − 2t − 1 candidates
+            low = (r - discard_close_ind).clamp_(0, max(n_items - 2 * discard_close_ind - 1, 0))
+            torch.sub(cols[None, :], low[:, None], out=buf.index_gap)
+            torch.logical_and(buf.index_gap >= 0, buf.index_gap <= 2 * discard_close_ind,
+                              out=buf.exclude)
+        else:
+            torch.sub(r[:, None], cols[None, :], out=buf.index_gap)
+            torch.eq(buf.index_gap, 0, out=buf.exclude)
         distance_A.pairwise_into(data_A[r], a_cols, weights, out=buf.dist_a, work=buf.work)
         return r, buf
 

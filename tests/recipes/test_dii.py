@@ -368,6 +368,17 @@ def test_non_finite_weights_without_l1_do_not_blame_l1(fitted_small):
             weights.copy_(saved)
 
 
+def test_discard_close_ind_keeps_every_rows_candidates_as_dadapy_does():
+    # user13 U13-21: the first and last t rows kept up to N - t - 1 candidates but were
+    # normalised by N - 2t: independent data gave 7.68 at t = 97 of N = 200 (DADApy 1.015);
+    # DADApy's window moves inside the ends, every row keeps N - 2t - 1 candidates
+    rng = np.random.default_rng(0)
+    model = DII(epochs=5).fit(rng.normal(size=(200, 4)), rng.normal(size=(200, 2)))
+    values = [model.final_dii(discard_close_ind=t)[0] for t in (0, 50, 97, 99)]
+    # DADApy 0.3.4 on the same fit: 1.002, 0.918, 1.015, 1.0
+    np.testing.assert_allclose(values, [1.002, 0.918, 1.015, 1.0], atol=2e-3)
+
+
 def test_discard_close_ind_beyond_half_the_points_is_a_clear_error():
     # n = 100, discard_close_ind = 60 left the middle points no neighbour: (nan, None) before
     data_a, data_b = demo_data(n=100)
@@ -375,7 +386,7 @@ def test_discard_close_ind_beyond_half_the_points_is_a_clear_error():
     with pytest.raises(ValidationError, match=r"`discard_close_ind` = 60 .*at most 49"):
         model.final_dii(discard_close_ind=60)
     dii, _ = model.final_dii(discard_close_ind=49)  # the limit: one neighbour left
-    assert math.isfinite(dii)
+    assert dii == pytest.approx(1.0)  # one candidate per row: every rank is 1 (was 4.4)
     # with compute_error every (discard_close_ind + 1)-th point is kept: 2 points of 100
     with pytest.raises(ValidationError, match=r"`ratio_rows_columns`.*discard_close_ind = 60"):
         model.final_dii(compute_error=True, discard_close_ind=60)
