@@ -124,12 +124,13 @@ class DIIEvaluation:
             dist_b = None if dist_b is None else dist_b[keep][:, keep]
             m = a.shape[0]
             n_rows = int(ratio_rows_columns / (ratio_rows_columns + 1) * m)
-            if not 2 <= n_rows < m:
+            if not (n_rows >= 2 and m - n_rows >= 2):  # (one column: every rank is 1, a
+                # "DII = 1 ± 0" that says nothing; user13)
                 kept = (f" (every {discard_close_ind + 1}-th of the {n} points, "
                         f"discard_close_ind = {discard_close_ind})" if discard_close_ind else "")
                 raise ValidationError(
                     f"`ratio_rows_columns` = {ratio_rows_columns} leaves {n_rows} rows of the "
-                    f"{m} points{kept}; the error needs at least 2 rows and 1 column: choose "
+                    f"{m} points{kept}; the error needs at least 2 rows and 2 columns: choose "
                     "a ratio that gives both, or a smaller `discard_close_ind`.")
             perm = torch.randperm(m, generator=generator, device=dev)
             rows = perm[:n_rows]

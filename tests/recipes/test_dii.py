@@ -390,6 +390,8 @@ def test_discard_close_ind_beyond_half_the_points_is_a_clear_error():
     # with compute_error every (discard_close_ind + 1)-th point is kept: 2 points of 100
     with pytest.raises(ValidationError, match=r"`ratio_rows_columns`.*discard_close_ind = 60"):
         model.final_dii(compute_error=True, discard_close_ind=60)
+    with pytest.raises(ValidationError, match=r"at least 2 rows and 2 columns"):
+        model.final_dii(compute_error=True, ratio_rows_columns=99)  # 99 rows, 1 column
     dii, error = model.final_dii(compute_error=True, discard_close_ind=9)
     assert math.isfinite(dii) and math.isfinite(error)
     with pytest.raises(ValidationError, match=r"`num_points_rows` must be in \[2, "):
