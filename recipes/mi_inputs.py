@@ -43,6 +43,8 @@ REFERENCE_SAMPLE_ROWS = 100_000
 def _as_columns(a: Any, name: str) -> torch.Tensor | LazyRows:
     """A ``(n, d)`` float tensor; 1-D input is one feature (n,) -> (n, 1).  A memory-mapped
     array or torch ``Dataset`` (2-D) stays on disk as :class:`LazyRows`."""
+    if isinstance(a, np.memmap) and a.ndim == 1:  # one feature, as in memory (a view: lazy)
+        a = a.reshape(-1, 1)
     if is_lazy(a):
         return as_rows(a, name, ndim=2)
     t = as_tensor(a, name, ndim=(1, 2))

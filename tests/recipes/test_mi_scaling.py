@@ -131,6 +131,16 @@ def test_mine_trains_on_a_memory_mapped_file_without_loading_it(tmp_path):
     assert 0 < served_by_batches < 0.5 * m
 
 
+def test_a_one_dimensional_memory_mapped_x_is_one_feature(tmp_path):
+    # user13 U13-24: in memory a 1-D x is one feature; memory-mapped (`infoblocks run --data
+    # x1d.npy`) it was refused: "`x` must have 2 dimension(s), got 1"
+    x, y = _gaussian_files(tmp_path, 300)
+    np.save(tmp_path / "x1.npy", x[:, 0])
+    options = dict(hidden_dims=(8,), epochs=2, batch_size=50, seed=0)
+    lazy = MINE(**options).fit(np.load(tmp_path / "x1.npy", mmap_mode="r"), y)
+    assert lazy.estimate_nats_ == pytest.approx(MINE(**options).fit(x[:, 0], y).estimate_nats_)
+
+
 def test_fit_resumes_from_its_checkpoint(tmp_path):
     """``fit(checkpoint=DIR)`` then ``fit(resume=DIR)`` on a finished run: the same estimate;
     a resumed run continues from the checkpointed training state (moving average included)."""
