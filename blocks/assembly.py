@@ -419,16 +419,15 @@ def _chosen_away(recipe: Recipe, path: str, warn: bool, unreached: list[str]) ->
                                         ).default_sections()
             except Exception:  # noqa: BLE001
                 continue
+            # only where `other` put another block in place (by name): a setting that
+            # turns a phase off (test_fraction = 0: no validation) loses its keys knowingly
             filled = [leaf for leaf, v in _explicit_leaves(filled_sections)
-                      if not _same(v, _at(unfilled, leaf))]
+                      if not _same(v, _at(unfilled, leaf))
+                      and _renamed(_at(filled_sections, leaf[:-1]), _at(base, leaf[:-1]))]
             if not filled:
                 continue
-            where = []
-            for leaf in filled:
-                block, now = _dotted(leaf[:-1]), _at(base, leaf[:-1])
-                where.append(f"`{block}` is now {_block_name(now)!r}, which has no field "
-                             f"`{leaf[-1]}`" if now is not _MISSING else
-                             f"there is no `{block}` now")
+            where = [f"`{_dotted(leaf[:-1])}` is now {_block_name(_at(base, leaf[:-1]))!r}, "
+                     f"which has no field `{leaf[-1]}`" for leaf in filled]
             unreached.append(field.name)
             if warn:
                 warnings.warn(
@@ -438,6 +437,12 @@ def _chosen_away(recipe: Recipe, path: str, warn: bool, unreached: list[str]) ->
                     + "; ".join(dict.fromkeys(where)) + ". Set the value in the block's own "
                     f"table, or remove `{field.name}`.", ShortcutWarning, stacklevel=4)
             break
+
+
+def _renamed(before: Any, after: Any) -> bool:
+    """Whether a block spec (a name or a table with ``name``) became another block."""
+    names = [_block_name(v) if isinstance(v, (str, dict)) else None for v in (before, after)]
+    return all(isinstance(n, str) for n in names) and names[0] != names[1]
 
 
 class ShortcutWarning(UserWarning):
