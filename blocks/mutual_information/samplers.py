@@ -474,7 +474,14 @@ class ReferenceSampler(PairSampler):
              ) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` reference pairs ``(x', y')``, each ``(n, d)``."""
         if callable(self.reference):
-            xr, yr = self.reference(n, generator)
+            try:
+                xr, yr = self.reference(n, generator)
+            except TypeError as exc:  # e.g. written in fit(sampler=fn)'s order, fn(generator, n)
+                raise ValidationError(
+                    f"The reference callable (MINEE's `reference_fn`) is called as fn(n, "
+                    f"generator) -> (x_ref, y_ref), here fn({n}, <torch.Generator>), and raised "
+                    f"TypeError: {exc}. (fit(sampler=fn) takes the other order, fn(generator, "
+                    "n).)") from exc
             xr = torch.as_tensor(xr, dtype=torch.float32, device=device)
             yr = torch.as_tensor(yr, dtype=torch.float32, device=device)
             dx, dy = self.reference_x.dim, self.reference_y.dim

@@ -204,6 +204,13 @@ def test_reference_sampler_callable_and_bad_reference():
         next(iter(bad.batches(state)))
     with pytest.raises(ValidationError, match="'uniform', 'gaussian' or a callable"):
         ReferenceSampler(reference="laplace")
+    # user13 U13-23: fit(sampler=fn)'s order, fn(generator, n), was "PluginError: ... sampler
+    # 'reference' raised TypeError: zeros() takes 1 positional argument but 2 were given"
+    swapped = ReferenceSampler(reference=lambda g, n: (torch.zeros(n, 1), torch.zeros(n, 1)))
+    swapped.setup(state)
+    with pytest.raises(ValidationError, match=r"`reference_fn`\) is called as fn\(n, generator\)"
+                       r".*zeros\(\) takes"):
+        next(iter(swapped.batches(state)))
 
 
 # ---------------------------------------------------------------- critics
