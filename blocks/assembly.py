@@ -77,6 +77,10 @@ def _phase_list(defaults: list[dict[str, Any]], overrides: list[Any] | None, pat
                 ) -> list[dict[str, Any]]:
     specs = copy.deepcopy(defaults)
     by_name = {s["name"]: k for k, s in enumerate(specs)}
+    if isinstance(overrides, dict):
+        raise ConfigError(f"{path}.phases is one table, but it is a list of tables: write "
+                          "[[phases]] (double brackets) before each entry in TOML, or "
+                          "phases = [{...}] in Python.")
     for k, override in enumerate(overrides or []):
         if not isinstance(override, dict) or "name" not in override:
             raise ConfigError(f"{path}.phases[{k}] must be a table with a 'name' key (one of "

@@ -172,6 +172,8 @@ def test_phases_written_as_one_table_say_double_brackets():
     with pytest.raises(ConfigError, match=r"`phases` is one table.*\[\[phases\]\] \(double "
                        r"brackets\).* @ test_projection.phases"):
         recipe_from_dict({"recipe": "test_projection", "phases": phase})
+    with pytest.raises(ConfigError, match=r"test_projection.phases is one table.*\[\[phases\]\]"):
+        Projection(phases=phase).build_phases()
 
 
 def test_block_fields_inside_sections_are_strict_too():
