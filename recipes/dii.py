@@ -95,6 +95,24 @@ def _check_distance_matrix(dist: torch.Tensor) -> None:
         )
 
 
+def _check_duplicates(a: Any) -> None:
+    """Refuse data_A whose rows are mostly exact copies of one another: every such row's
+    nearest neighbour is its copy at distance 0 in A (and in B), so the imbalance is ~0 for any
+    weights and the weights never move (user13: every row twice gave the initial weights and
+    a DII of 0.02, "A predicts B almost perfectly").  A few duplicates train as usual."""
+    if not isinstance(a, torch.Tensor) or a.shape[0] < 4:
+        return  # (rows on disk: not read whole here)
+    n = a.shape[0]
+    counts = torch.unique(a.reshape(n, -1), dim=0, return_counts=True)[1]
+    twinned = int(counts[counts > 1].sum())  # rows with an exact copy elsewhere
+    if twinned > n / 2:
+        raise ValidationError(
+            f"`data_A` has {twinned} of its {n} rows repeated exactly: each copy's nearest "
+            "neighbour is its twin at distance 0 for any weights, so the DII is ~0 and the "
+            "weights do not learn. Drop the duplicate rows first (e.g. keep the rows of "
+            "np.unique(np.hstack([A, B]), axis=0, return_index=True)).")
+
+
 @attrs.define(kw_only=True)
 class DII(DIIEvaluation, DIIPersistence, Recipe):
     """Differentiable Information Imbalance: weights of A's features that best predict B.
@@ -287,6 +305,7 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
                 f"{per_batch} points ({pool} points / {self.batches_per_epoch} batches); k must "
                 f"be below {per_batch}: lower k or use fewer, larger batches."
             )
+        _check_duplicates(data["data_A"])
         return data
 
     # ------------------------------------------------------------------ building

@@ -744,3 +744,16 @@ def test_periods_on_a_distance_without_periods_names_the_shortcut(infoblocks_plu
                                           r"\('no_periods_distance'\), which has none"):
         DII(epochs=2, distance_A="no_periods_distance",
             periods_A=[0, 0, 0, 6.28, 0]).fit(data_a, data_b)
+
+
+def test_data_whose_rows_are_mostly_copies_is_refused():
+    # user13 U13-19: every row twice gave the initial weights and a DII of 0.02 (each row's
+    # nearest neighbour its copy at distance 0 for any weights); a few copies train as usual
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(50, 4))
+    b = a[:, :2] * [3, 1]
+    with pytest.raises(ValidationError, match=r"`data_A` has 100 of its 100 rows repeated "
+                                              r"exactly.*Drop the duplicate rows"):
+        DII(epochs=5).fit(np.repeat(a, 2, 0), np.repeat(b, 2, 0))
+    weights = DII(epochs=50).fit(np.vstack([a, a[:5]]), np.vstack([b, b[:5]])).weights_
+    assert weights[0] > weights[1] > 10 * max(weights[2:])  # measured 0.189, 0.064, ~1e-10
