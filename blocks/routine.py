@@ -231,9 +231,11 @@ class Routine:
         generator = torch.Generator(device=self.device)
         generator.manual_seed(self.seed)
         dataset = self.dataset.to(self.device) if self.dataset is not None else None
+        blocks = {name: spec.get("name") if isinstance(spec, dict) else None
+                  for name, spec in self.model_specs.items()}
         return TrainState(models=self.models, dataset=dataset, globals={}, device=self.device,
                           generator=generator, rng=np.random.default_rng(self.seed),
-                          dist=self.dist)
+                          dist=self.dist, model_blocks=blocks)
 
     def compute_global_relations(self) -> dict[str, Any]:
         """Constants and global relations, computed once (cached) in declaration order."""

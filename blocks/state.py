@@ -48,6 +48,9 @@ class TrainState:
     stop: bool = False
     #: rank and world size under torch.distributed (one process: rank 0 of 1)
     dist: Distributed = attrs.field(factory=Distributed)
+    #: the registered block name each model was built from (None: a torch module given
+    #: as it is), for errors that name a model
+    model_blocks: dict[str, str | None] = attrs.field(factory=dict)
     #: arrays on disk that :meth:`lookup` read whole (once) for a block that wants a tensor
     _whole: dict[str, torch.Tensor] = attrs.field(init=False, factory=dict, repr=False)
 

@@ -114,6 +114,23 @@ def _exp(x: float) -> float:
     return math.exp(x) if x < 709.0 else math.inf
 
 
+def _critic_slot(name: str, state: TrainState | None) -> str:
+    """```models.main``` and, where the routine built it from a registered block, ``model
+    'x' (plugin 'p')``: how a critic's shape error names it."""
+    block = getattr(state, "model_blocks", {}).get(name) if state is not None else None
+    if not isinstance(block, str):
+        return f"`models.{name}`"
+    plugin = ""
+    try:
+        from infoblocks.plugins.registry import get_registry
+
+        entry = get_registry().entry("model", block)
+        plugin = "" if entry.plugin == "builtin" else f" (plugin {entry.plugin!r})"
+    except Exception:  # noqa: BLE001 - informative only
+        pass
+    return f"`models.{name}` = model {block!r}{plugin}"
+
+
 # ====================================================================== the blocks
 
 
@@ -164,7 +181,7 @@ class MIBound(Loss):
                     "\"Under torchrun\" in the MI section); or use the built-in in-batch "
                     "sampler (negatives = \"all_pairs\").")
             matrix = critic_pairwise(critic, x, batch.get("y_columns", y),
-                                     f"`models.{self.critic}`")
+                                     _critic_slot(self.critic, state))
             return BatchScores.from_matrix(matrix, batch.get("columns"), dist=dist)
         b = len(x)
         if "x_all" in batch:  # joint and negative rows already side by side
@@ -172,7 +189,7 @@ class MIBound(Loss):
         else:
             x_all, y_all = torch.cat([x, batch["x_marginal"]]), torch.cat([y, batch["y_marginal"]])
         t = critic_output(critic, critic(x_all, y_all), (len(x_all),), "forward(x, y)",
-                          f"`models.{self.critic}`")
+                          _critic_slot(self.critic, state))
         # one backward node, not two slices; split_with_sizes skips Tensor.split's Python wrapper
         joint, negatives = t.split_with_sizes([b, len(t) - b])
         return BatchScores(joint, negatives, dist=dist)

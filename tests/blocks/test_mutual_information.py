@@ -733,9 +733,11 @@ def test_a_bound_or_critic_of_the_wrong_shape_is_named(infoblocks_plugin):
         recipe_from_dict({"recipe": "mine", "epochs": 1,
                           "evaluation": {"bound": "test_per_item_bound"}}).fit(x, y)
     for recipe in ("mine", "infonce"):  # explicit negatives, then in-batch ones
-        with pytest.raises(ContractError, match=r"The critic `models.main` \(PairNet\) returned "
-                                                r"shape \((\d+), \1\) from `forward\(x, y\)`, "
-                                                r"expected \(\1,\): an MI critic's forward"):
+        with pytest.raises(ContractError, match=r"The critic `models.main` = model "
+                                                r"'test_pair_critic' \(plugin 'test_shapes'\) "
+                                                r"\(PairNet\) returned shape \((\d+), \1\) from "
+                                                r"`forward\(x, y\)`, expected \(\1,\): an MI "
+                                                r"critic's forward"):
             recipe_from_dict({"recipe": recipe, "epochs": 1,
                               "models": {"main": {"name": "test_pair_critic"}}}).fit(x, y)
     with pytest.raises(ContractError, match=r"bound\(scores\)` returned a tensor of shape \(5,\)"):
