@@ -25,6 +25,41 @@ def _describe(x: Any) -> str:
     return f"{type(x).__name__} of shape {tuple(shape)}" if shape is not None else type(x).__name__
 
 
+#: a column whose float32 rounding at its mean exceeds this fraction of its standard
+#: deviation is refused (|mean| / sd above about 1.7e5)
+PRECISION_LOSS = 1e-2
+
+
+def _refuse_lost_precision(wide: torch.Tensor, narrow: torch.Tensor, name: str) -> None:
+    """Refuse a cast to float32 that rounds a column's variation away: a column far from zero
+    relative to its spread (coordinates in metres, a large baseline) keeps too few significant
+    digits of its variation (user13: DII on A + 1e8 returned its initial weights, MINE on
+    x + 1e8 about 0 nats, UMAP called the data constant)."""
+    if narrow.dtype != torch.float32 or wide.dtype in (torch.float32, torch.float16,
+                                                       torch.bfloat16, torch.bool) \
+            or wide.ndim < 1 or wide.shape[0] < 2 or not wide.numel():
+        return
+    if not wide.is_floating_point() and int(wide.abs().max()) < 2 ** 24:
+        return  # integers that float32 holds exactly
+    w = wide.reshape(wide.shape[0], -1).double()
+    finite = torch.isfinite(w)
+    w = torch.where(finite, w, 0.0)
+    count = finite.sum(0).clamp_min(1)
+    mean = w.sum(0) / count
+    sd = (torch.where(finite, w - mean, 0.0).pow(2).sum(0) / count).sqrt()
+    rounding = mean.abs() * 2.0 ** -24
+    lost = ((sd > 0) & (rounding > PRECISION_LOSS * sd)).nonzero().flatten().tolist()
+    if lost:
+        j = lost[0]
+        where = f"column {j}" if len(lost) == 1 else \
+            f"columns {lost[:5]}{'...' if len(lost) > 5 else ''}: column {j}"
+        raise ValidationError(
+            f"`{name}` {where} has mean {float(mean[j]):.6g} and standard deviation "
+            f"{float(sd[j]):.3g}: in float32, which infoblocks computes in (about 7 significant "
+            "digits), that variation is lost to rounding. Subtract the column means first "
+            f"({name} - {name}.mean(0), and the same shift for data you transform later).")
+
+
 def as_tensor(
     x: Any,
     name: str,
@@ -75,7 +110,9 @@ def as_tensor(
                     f"`{name}` holds values up to {float(values.abs().max()):.3g}, beyond the "
                     f"range of {dtype} (about {torch.finfo(dtype).max:.3g}); rescale it (e.g. "
                     "divide by its standard deviation) before fitting.")
+        wide = t
         t = t.to(dtype)
+        _refuse_lost_precision(wide, t, name)
     accepted = (ndim,) if isinstance(ndim, int) else ndim
     if accepted is not None and t.ndim not in accepted:
         hint = ""

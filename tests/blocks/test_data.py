@@ -72,3 +72,17 @@ def test_dataset_shares_item_axis_and_takes_rows():
     assert "x" in ds and "z" not in ds
     with pytest.raises(ValidationError, match="Mismatched"):
         Dataset(x=np.ones((4, 2)), y=np.ones(3))
+
+
+def test_a_column_whose_variation_float32_rounds_away_is_refused():
+    # user13 U13-16: A + 1e8 gave DII its initial weights, MINE ~0 nats and UMAP "constant
+    # data", silently; float32 keeps ~7 digits, so N(0, 1) around 1e8 rounds to steps of 8
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 3))
+    with pytest.raises(ValidationError, match=r"`X` column 1 has mean 1e\+08 and "
+                                              r"standard deviation .*Subtract the column means"):
+        as_tensor(x + [0.0, 1e8, 0.0], "X")
+    as_tensor(x + 1e3, "X")  # rounding 6e-5 of the spread: fine
+    days = (np.arange(200) * 86400 + 1.7e9).reshape(-1, 1)  # Unix timestamps, a day apart
+    as_tensor(days, "t")
+    as_tensor(np.full((5, 2), 1e8), "X")  # constant columns: other checks' business
