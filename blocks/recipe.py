@@ -188,11 +188,28 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         hyperparameter has the wrong type (``standardize="no"`` for a bool)."""
         check_types(self, type(self).__name__, shortcut_fields(type(self)))
         spec = expand_sections(self)
+        self._check_evaluation_slots(spec)
         # every phase's optimizer settings, the engine's defaults where the recipe leaves them
         # out: a plugin recipe's full config says what runs, as the built-ins' do
         spec["phases"] = [{**p, **{k: v for k, v in _PHASE_DEFAULTS.items() if k not in p}}
                           if isinstance(p, dict) else p for p in spec.get("phases") or []]
         return spec
+
+    def _check_evaluation_slots(self, spec: dict[str, Any]) -> None:
+        """An ``evaluation`` entry the recipe has no slot for (a misspelt one) is refused with
+        the close match: the recipe reads only its own slots, so it would be ignored.  Not
+        checked for a recipe without fixed slots (``routine``, a plugin's)."""
+        known = set(self.evaluation_kinds) | set(self.default_sections().get("evaluation") or {})
+        explicit = self.evaluation if isinstance(self.evaluation, dict) else {}
+        unknown = sorted(k for k in explicit if k not in known)
+        if known and unknown:
+            import difflib
+
+            close = {k: m for k in unknown
+                     if (m := difflib.get_close_matches(str(k), sorted(known), n=1, cutoff=0.6))}
+            hint = "".join(f" Did you mean {m[0]!r} for {k!r}?" for k, m in close.items())
+            raise ConfigError(f"{self.name}: [evaluation] has no slot {unknown}; its slots are "
+                              f"{sorted(known)}.{hint}")
 
     def phase_specs(self) -> list[dict[str, Any]]:
         """The phases that training runs, as dicts (defaults merged with ``phases``)."""

@@ -9,6 +9,7 @@ import tomllib
 import pytest
 
 from infoblocks.blocks.assembly import SECTIONS
+from infoblocks.blocks.errors import ConfigError
 from infoblocks.plugins.registry import get_registry, recipe_from_dict
 
 
@@ -83,3 +84,18 @@ def test_sklearn_checks_fitted_and_reads_the_tags(name):
         tags = utils.get_tags(recipe)
         assert (tags.transformer_tags is not None) == hasattr(recipe, "transform")
         assert tags.requires_fit and not tags.target_tags.required
+
+
+@pytest.mark.parametrize("name", _recipes())
+def test_a_misspelt_evaluation_slot_is_refused(name):
+    # user13 U13-10: DII(evaluation={"softmx": ...}), MINE(evaluation={"bund": ...}), UMAP's
+    # "placment" were accepted and ignored (the default block ran); a recipe with fixed slots
+    # names them and the close match
+    recipe = get_registry().get("recipe", name)()
+    slots = sorted(recipe.routine_spec()["evaluation"])
+    if not slots:
+        return  # no fixed slots (routine, infomax): nothing to check against
+    typo = slots[0][1:]
+    recipe.evaluation = {typo: {}}
+    with pytest.raises(ConfigError, match=rf"no slot \['{typo}'\].*Did you mean '{slots[0]}'"):
+        recipe.routine_spec()
