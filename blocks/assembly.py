@@ -95,6 +95,16 @@ def _phase_list(defaults: list[dict[str, Any]], overrides: list[Any] | None, pat
                 default = {k: v for k, v in default.items() if k != "optimizer_options"}
             specs[index] = merge_entry(default, override)
         else:
+            missing = [key for key in ("epochs", "sampler", "loss") if key not in override]
+            import difflib
+
+            close = difflib.get_close_matches(str(override["name"]), list(by_name), n=1,
+                                              cutoff=0.6)
+            if missing and close:  # a misspelt default phase, not a new one
+                raise ConfigError(
+                    f"{path}.phases: no phase {override['name']!r} (the phases are "
+                    f"{list(by_name)}); did you mean {close[0]!r}? A new phase needs a full "
+                    f"spec ({', '.join(missing)} missing).")
             by_name[override["name"]] = len(specs)
             specs.append(copy.deepcopy(override))
     return specs

@@ -176,6 +176,15 @@ def test_phases_written_as_one_table_say_double_brackets():
         Projection(phases=phase).build_phases()
 
 
+
+def test_a_misspelt_phase_is_not_taken_for_a_new_one():
+    # user13 U13-10: phases=[{"name": "mainn", "loss": {...}}] was "phases.mainn.loss: a loss
+    # given as a table needs a 'name' key"
+    with pytest.raises(ConfigError, match=r"test_projection.phases: no phase 'fitt' .*did you "
+                       r"mean 'fit'\? A new phase needs a full spec \(sampler, loss missing\)"):
+        Projection(phases=[{"name": "fitt", "epochs": 2}]).build_phases()
+
+
 def test_block_fields_inside_sections_are_strict_too():
     recipe = Projection(globals={"positions": {"transforms": [
         {"name": "pca_init", "n_components": 2.5}]}})
