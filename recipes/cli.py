@@ -150,6 +150,42 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _input_positions(recipe: Any) -> dict[str, int]:
+    """The position of each named input of ``recipe.run`` (``run_inputs``: names, with
+    alternatives as ``a|b``; a routine's ``arrays``)."""
+    names = getattr(recipe, "run_inputs", None) or ()
+    return {alt: k for k, name in enumerate(names) for alt in str(name).split("|")}
+
+
+def _in_input_order(recipe: Any, path: str, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """An .npz whose arrays are named after the recipe's inputs is passed in the recipe's
+    order, not the archive's (user13: np.savez(f, data_B=B, data_A=A) gave DII its inputs
+    swapped, silently); names that are partly inputs are refused."""
+    keys = getattr(arrays, "keys", None)
+    if not keys:
+        return arrays
+    positions = _input_positions(recipe)
+    known = [k for k in keys if k in positions]
+    if not known:
+        return arrays  # names of one's own: the archive's order, as documented
+    if len(known) < len(keys):
+        raise ConfigError(
+            f"--data {path!r} names {sorted(known)} after {recipe.name}'s inputs but also "
+            f"{sorted(set(keys) - set(known))}: name all of its arrays after the inputs "
+            f"({', '.join(dict.fromkeys(positions))}) or none (then the archive's order counts).")
+    order = sorted(range(len(keys)), key=lambda i: positions[keys[i]])
+    if order != list(range(len(keys))):
+        print(f"infoblocks: --data {path}: arrays taken in {recipe.name}'s input order: "
+              f"{', '.join(keys[i] for i in order)}", file=sys.stderr)
+    return [arrays[i] for i in order]
+
+
+class _Named(list):
+    """The arrays of an .npz, in the archive's order, with their names (``keys``)."""
+
+    keys: list[str] = []
+
+
 def _load_array(path: str) -> list[np.ndarray]:
     p = Path(path)
     if not p.exists():
@@ -169,7 +205,8 @@ def _load_array(path: str) -> list[np.ndarray]:
             arrays = [np.load(p, allow_pickle=False, mmap_mode="r")]
         elif p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as archive:
-                arrays = [archive[k] for k in archive.files]
+                arrays = _Named(archive[k] for k in archive.files)
+                arrays.keys = list(archive.files)
         else:
             arrays = [np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None, ndmin=2)]
     except ValueError as exc:
@@ -256,7 +293,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         raise ConfigError(f"--max-restarts must be 0 or more, got {args.max_restarts}.")
     config = read_toml(args.config)
     recipe = recipe_from_dict(config)
-    arrays = [a for path in args.data for a in _load_array(path)]
+    arrays = [a for path in args.data for a in _in_input_order(recipe, path, _load_array(path))]
     if not arrays and not getattr(recipe, "draws_own_simulations", lambda: False)():
         raise ConfigError(f"infoblocks run {recipe.name}: give its input with --data FILE "
                           "(.npy, .npz, .csv or .txt).")

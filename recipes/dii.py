@@ -143,6 +143,9 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
     matrix of B is the constant ``distances_B``.
     """
 
+    #: the arrays of `infoblocks run` in order (an .npz named after them is reordered)
+    run_inputs: ClassVar[tuple[str, ...]] = ("data_A", "data_B")
+
     name: ClassVar[str] = "dii"
     summary: ClassVar[str] = ("Differentiable Information Imbalance: learn feature weights of A "
                               "that predict B's neighbourhoods (DADApy DiffImbalance)")

@@ -159,6 +159,11 @@ class IMNN(PosteriorInference, Recipe):
     fitting (1: fastest on small, busy CPUs; None: leave torch's setting).  See docs/imnn.md.
     """
 
+    #: the arrays of `infoblocks run` in order (an .npz named after them is reordered)
+    run_inputs: ClassVar[tuple[str, ...]] = (
+        "fiducial", "derivative|numerical_derivative", "validation_fiducial",
+        "validation_derivative|validation_numerical_derivative")
+
     required_settings: ClassVar[tuple[str, ...]] = ("theta_fid",)
     name: ClassVar[str] = "imnn"
     summary: ClassVar[str] = ("Information maximising neural network: summaries that maximise "

@@ -152,6 +152,9 @@ class InfoMax(Recipe):
     bound per epoch (``mi``, ``val_mi``); ``plot(path)``; ``save`` / ``load``.
     """
 
+    #: the arrays of `infoblocks run` in order (an .npz named after them is reordered)
+    run_inputs: ClassVar[tuple[str, ...]] = ("X|data",)
+
     name: ClassVar[str] = "infomax"
     summary: ClassVar[str] = "InfoMax: an encoder trained to maximise a bound on I(X; f(X))"
     #: ``preset("linsker")``: :data:`LINSKER_OPTIONS` (a different trade-off, not the default:

@@ -78,6 +78,9 @@ class NeuralMIEstimator(Recipe):
     passed to the blocks that have that field).
     """
 
+    #: the arrays of `infoblocks run` in order (an .npz named after them is reordered)
+    run_inputs: ClassVar[tuple[str, ...]] = ("x", "y")
+
     evaluation_kinds: ClassVar[dict[str, str]] = {"bound": "loss"}
     training_bound: ClassVar[str] = ""
     validation_bound: ClassVar[str] = ""

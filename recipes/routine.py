@@ -182,6 +182,12 @@ class RoutineRecipe(Recipe):
 
     # ------------------------------------------------------------------ command line
 
+    @property
+    def run_inputs(self) -> tuple[str, ...]:
+        """The arrays of `infoblocks run` in order: ``arrays`` (an .npz named after them is
+        reordered)."""
+        return tuple(self.arrays)
+
     def run(self, data: list[np.ndarray], out_dir: Path, **fit_options: Any) -> dict[str, Any]:
         """``--data`` arrays in the order of ``arrays``; saves into ``out_dir/model`` and
         ``outputs.npy`` (``output_model`` on the first array; none with ``output_model``

@@ -126,6 +126,9 @@ class EmbeddingRecipe(Recipe):
     data's sizes (``in_dim``, ``out_dim`` = ``n_components``, ``n_items``) filled in.
     """
 
+    #: the arrays of `infoblocks run` in order (an .npz named after them is reordered)
+    run_inputs: ClassVar[tuple[str, ...]] = ("X|data", "labels|y")
+
     #: name of the global relation whose k-NN relation sets the smallest data set
     graph_name: ClassVar[str] = "graph"
 

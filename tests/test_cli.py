@@ -90,6 +90,25 @@ def test_run_refuses_unreadable_data(tmp_path, capsys, name, write, message):
     assert message in capsys.readouterr().err
 
 
+def test_an_npz_named_after_the_inputs_is_taken_in_the_recipes_order(tmp_path, capsys):
+    # user13 U13-26: np.savez(f, data_B=B, data_A=A) gave DII its inputs swapped, silently
+    # (weights of B's 2 features); names partly the inputs' are refused
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(100, 4))
+    np.savez(tmp_path / "ab.npz", data_B=a[:, :2] * [3, 1], data_A=a)
+    np.savez(tmp_path / "mixed.npz", data_B=a[:, :2], other=a)
+    config = tmp_path / "dii.toml"
+    config.write_text('recipe = "dii"\nepochs = 30\n')
+    assert main(["run", str(config), "--data", str(tmp_path / "ab.npz"), "--out",
+                 str(tmp_path / "o")]) == 0
+    assert "arrays taken in dii's input order: data_A, data_B" in capsys.readouterr().err
+    weights = np.load(tmp_path / "o" / "weights.npy")
+    assert weights.shape == (4,) and weights[0] > weights[1] > 10 * max(weights[2:])
+    assert main(["run", str(config), "--data", str(tmp_path / "mixed.npz"), "--out",
+                 str(tmp_path / "o2")]) == 2
+    assert "names ['data_B'] after dii's inputs but also ['other']" in capsys.readouterr().err
+
+
 def test_run_splits_a_memory_mapped_npy_at_split_at(tmp_path, capsys):
     # user13: split_at on a .npy (memory-mapped by the CLI) crashed with a raw TypeError
     rng = np.random.default_rng(0)
