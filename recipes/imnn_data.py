@@ -55,7 +55,23 @@ def take_source(given: dict[str, Any], previous: dict[str, Any] | None,
     if any(has_val) and not all(has_val):
         raise ValidationError("Give `validation_fiducial` together with "
                               "`validation_derivative` (or `validation_numerical_derivative`).")
+    if all(has_val):  # checked under their own names (the validation sampler's checks would
+        _check_validation_arrays(given)  # name them `fiducial` / `derivative`: user13)
     return given
+
+
+def _check_validation_arrays(given: dict[str, Any]) -> None:
+    """The validation arrays' values and row counts, named as the user passed them."""
+    from infoblocks.blocks.data import as_tensor
+
+    fid = as_tensor(given["validation_fiducial"], "validation_fiducial", ndim=None)
+    key = "validation_derivative" if given["validation_derivative"] is not None \
+        else "validation_numerical_derivative"
+    der = as_tensor(given[key], key, ndim=None)
+    if key == "validation_derivative" and der.ndim and fid.ndim and der.shape[0] > fid.shape[0]:
+        raise ValidationError(
+            f"`validation_derivative` has {der.shape[0]} rows but `validation_fiducial` only "
+            f"{fid.shape[0]}: derivative[i] is ∂d/∂θ of fiducial[i], so n_d ≤ n_s.")
 
 
 def validation_source(source: dict[str, Any]) -> dict[str, Any]:

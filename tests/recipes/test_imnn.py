@@ -817,3 +817,18 @@ def test_a_derivative_of_the_wrong_shape_names_the_sampler(infoblocks_plugin):
                                             r"`fiducial` of shape \(50, 10\): `derivative` must "
                                             r"be \(n_d, p, \*S\) = \(n_d, 2, 10\)"):
         imnn.fit(simulator=gaussian_simulator)
+
+
+def test_validation_arrays_are_named_as_passed():
+    # user13 U13-27: a NaN in validation_fiducial was reported as "`fiducial` contains ...",
+    # and too many validation_derivative rows as "`derivative` has 200 rows but `fiducial` ..."
+    rng = np.random.default_rng(0)
+    fid, der = rng.normal(size=(200, 10)), rng.normal(size=(100, 2, 10))
+    bad = fid.copy()
+    bad[0, 0] = np.nan
+    imnn = IMNN(theta_fid=[0.0, 1.0], n_summaries=2, epochs=2)
+    with pytest.raises(ValidationError, match=r"`validation_fiducial` contains 1 non-finite"):
+        imnn.fit(fid, der, validation_fiducial=bad, validation_derivative=der)
+    with pytest.raises(ValidationError, match=r"`validation_derivative` has 100 rows but "
+                                              r"`validation_fiducial` only 50"):
+        imnn.fit(fid, der, validation_fiducial=fid[:50], validation_derivative=der)
