@@ -20,6 +20,7 @@ import torch
 
 from infoblocks.blocks.data import intra_op_threads, resolve_device
 from infoblocks.blocks.errors import NotFittedError, NumericalError, ValidationError
+from infoblocks.blocks.figures import save_figure
 from infoblocks.blocks.imbalance import WEIGHT_INIT, chunked_dii, information_imbalance
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -339,7 +340,7 @@ class DIIEvaluation:
         if len(names) <= 12:
             ax_w.legend(fontsize=8, loc="best")
         if path is not None:
-            fig.savefig(path, dpi=80)
+            save_figure(fig, path, dpi=80)
         return fig
 
 

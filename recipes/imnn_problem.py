@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from infoblocks.blocks.data import as_tensor
+from infoblocks.blocks.figures import save_figure
 from infoblocks.blocks.fisher import fisher_statistics, network_summaries
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -112,7 +113,7 @@ def plot_history(imnn: IMNN, expected_detF: float | None = None,
     ax[2].set_ylabel(r"$\Lambda_2$")
     ax[2].set_xlabel("epoch")
     if path is not None:
-        fig.savefig(path, dpi=90)
+        save_figure(fig, path, dpi=90)
     return fig
 
 

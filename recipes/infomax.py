@@ -43,6 +43,7 @@ import torch
 from infoblocks.blocks.assembly import cap_fields, fill_context
 from infoblocks.blocks.data import Dataset, as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import ConfigError, ValidationError
+from infoblocks.blocks.figures import save_figure
 from infoblocks.blocks.mutual_information import split_sizes
 from infoblocks.blocks.mutual_information.infomax import WHITENING
 from infoblocks.blocks.mutual_information.split import _fraction
@@ -55,7 +56,7 @@ from infoblocks.plugins.registry import get_registry
 from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
                                           positive_int, positive_ints)
 
-from .mi_evaluation import _fields_of, _only_fields, _sampler_name, negative_sampler
+from .mi_evaluation import _fields_of, _sampler_name, negative_sampler
 
 
 def _capped(spec: dict[str, Any], n_train: int, n_test: int,
@@ -568,7 +569,7 @@ class InfoMax(Recipe):
         fig.tight_layout()
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path)
+            save_figure(fig, path)
         return fig
 
     # ------------------------------------------------------------------ command line / demo
@@ -690,7 +691,7 @@ def _demo_figure(recipe: InfoMax, codes: np.ndarray, x: np.ndarray, mse: float,
     right.set_ylabel("bound (nats)")
     right.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     return path
 
 

@@ -17,6 +17,7 @@ import torch
 
 from infoblocks.blocks.assembly import as_declared, block_fields
 from infoblocks.blocks.errors import ConfigError, ValidationError
+from infoblocks.blocks.figures import save_figure
 from infoblocks.blocks.mutual_information import (ReferenceScores, centred_interval,
                                                   default_max_pairs, pair_scores,
                                                   reference_scores, scalar_output)
@@ -412,7 +413,7 @@ def plot_training(recipe: NeuralMIEstimator, truth: float | None = None,
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path)
+        save_figure(fig, path)
     return fig
 
 
@@ -466,7 +467,7 @@ def plot_critic(recipe: NeuralMIEstimator, path: str | Path | None, resolution: 
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path)
+        save_figure(fig, path)
     return fig
 
 
@@ -487,7 +488,7 @@ def plot_samples(recipe: NeuralMIEstimator, path: str | Path | None, max_points:
     axes[0].set_ylabel("y")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path)
+        save_figure(fig, path)
     return fig
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from infoblocks.blocks.errors import ValidationError
+from infoblocks.blocks.figures import save_figure
 from infoblocks.blocks.validators import positive_int
 
 #: ρ of the sweep: the blog's grid, then where the bounds differ most (I = 0.83, 1.96 nats)
@@ -155,7 +156,7 @@ def plot_sweep(rows: list[dict[str, Any]], path: str | Path | None = None) -> An
     axes[0].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path)
+        save_figure(fig, path)
     return fig
 
 

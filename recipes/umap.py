@@ -41,6 +41,7 @@ from infoblocks.blocks.data import (Dataset, LazyRows, as_rows, intra_op_threads
 from infoblocks.blocks.embedding.placement import Placement, PlacementContext
 from infoblocks.blocks.embedding.training import NegativeEdgeSampler, RelationLoss, front_end_of
 from infoblocks.blocks.errors import ConfigError, NotFittedError, PluginError, ValidationError
+from infoblocks.blocks.figures import save_figure
 from infoblocks.blocks.losses import CompoundLoss
 from infoblocks.blocks.neighbors import query_knn
 from infoblocks.blocks.recipe import Recipe, transient_field
@@ -752,10 +753,7 @@ class EmbeddingRecipe(Recipe):
         ax.set_xticks([])
         ax.set_yticks([])
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-        return path
+        return save_figure(fig, path)
 
     # ------------------------------------------------------------------ command line
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import ValidationError
+from ..figures import save_figure
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -367,7 +368,7 @@ def posterior_plot(posteriors: Sequence[PosteriorSamples] | dict[str, PosteriorS
                 ax.set_ylabel(labels[i])
     axes[0, 0].legend(fontsize=8, loc="upper right")
     if path is not None:
-        fig.savefig(path, dpi=90)
+        save_figure(fig, path, dpi=90)
     return fig
 
 

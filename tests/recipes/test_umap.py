@@ -586,3 +586,15 @@ def test_metric_kwds_a_distance_does_not_take_are_named():
     with pytest.raises(ValidationError, match=r"`metric_kwds` key\(s\) \['p'\] are not fields "
                                               r"of distance 'euclidean' \(its fields: none\)"):
         ParametricUMAP(metric="euclidean", metric_kwds={"p": 3}).fit(x)
+
+
+def test_plot_returns_the_file_it_wrote(tmp_path):
+    # user13: plot("fig") wrote fig.png but returned Path("fig"); plot("fig.xyz") was
+    # matplotlib's raw ValueError
+    x = np.random.default_rng(0).normal(size=(60, 4))
+    model = ParametricUMAP(n_neighbors=5, layout_epochs=5, init_epochs=1, epochs=1,
+                           transform_epochs=0).fit(x)
+    path = model.plot(tmp_path / "fig")
+    assert path == tmp_path / "fig.png" and path.exists()
+    with pytest.raises(ValidationError, match=r"Cannot write a figure as '.xyz'.*\.png"):
+        model.plot(tmp_path / "fig.xyz")
