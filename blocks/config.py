@@ -204,6 +204,18 @@ def _missing_required(cls: type, data: dict[str, Any]) -> list[str]:
             if f.init and f.default is attrs.NOTHING and (f.alias or f.name) not in data]
 
 
+#: the names scikit-learn, umap-learn, openTSNE, DADApy and imnn give a setting, and the
+#: infoblocks settings they are (the first that the class has is suggested)
+MIGRANT_NAMES: dict[str, tuple[str, ...]] = {
+    "random_state": ("seed",), "n_epochs": ("layout_epochs", "epochs"),
+    "num_epochs": ("epochs",), "max_iter": ("layout_epochs", "epochs"),
+    "n_iter": ("layout_epochs", "epochs"), "lr": ("learning_rate",),
+    "n_jobs": ("threads",), "num_threads": ("threads",), "batch": ("batch_size",),
+    "negative_sample_rate": ("neg_sampling_rate",),
+    "learning_rate_decay": ("lr_schedule",), "gradient_clip_value": ("grad_clip",),
+}
+
+
 def check_arguments(cls: type, kwargs: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
     """Before ``cls(**kwargs)``: an unknown keyword is an
     :class:`~infoblocks.blocks.errors.UnknownParameterError` with the close matches, and each
@@ -216,8 +228,12 @@ def check_arguments(cls: type, kwargs: dict[str, Any], skip: tuple[str, ...] = (
     fields = {f.alias or f.name: f for f in attrs.fields(cls) if f.init}
     for key in kwargs:
         if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.6)
+            alias = [a for a in MIGRANT_NAMES.get(key, ()) if a in fields]
+            close = alias or difflib.get_close_matches(key, list(fields), n=3, cutoff=0.6)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            if alias:
+                hint += " (infoblocks' name for it)" if len(alias) == 1 else \
+                    " (infoblocks' names for it)"
             raise UnknownParameterError(
                 f"{cls.__name__} has no parameter {key!r}.{hint} Its parameters are "
                 f"{sorted(fields)}.")

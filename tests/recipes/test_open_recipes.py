@@ -99,3 +99,19 @@ def test_a_misspelt_evaluation_slot_is_refused(name):
     recipe.evaluation = {typo: {}}
     with pytest.raises(ConfigError, match=rf"no slot \['{typo}'\].*Did you mean '{slots[0]}'"):
         recipe.routine_spec()
+
+
+@pytest.mark.parametrize("recipe, name, suggested", [
+    ("parametric_umap", "random_state", "'seed'"),
+    ("parametric_umap", "n_epochs", "'layout_epochs', 'epochs'"),
+    ("dii", "num_epochs", "'epochs'"),
+    ("mine", "lr", "'learning_rate'"),
+])
+def test_another_librarys_name_for_a_setting_suggests_ours(recipe, name, suggested):
+    # user13: umap-learn's random_state got "Did you mean 'warm_start'?"
+    from infoblocks.blocks.errors import UnknownParameterError
+
+    cls = get_registry().get("recipe", recipe)
+    with pytest.raises(UnknownParameterError, match=rf"no parameter '{name}'\. Did you mean "
+                                                    rf"{suggested}\? \(infoblocks' name"):
+        cls(**{name: 1})
