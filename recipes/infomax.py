@@ -481,13 +481,17 @@ class InfoMax(Recipe):
         self._record_best()
         if self.bound_nats_ is not None and self.bound_nats_ < 0:
             trained = getattr(routine.phases[0].loss, "bound", None)
+            name = getattr(trained, "name", BOUNDS.get(self.bound, self.bound))
+            if name in ("js_divergence", "mine_loss"):
+                cause = ("the stable bounds (JSD, DV) fall below zero when training diverges: "
+                         f"lower `learning_rate` (now {self.learning_rate:g}) or raise `epochs`")
+            else:
+                cause = (f"the bound {name!r} is too loose to select the code here (NWJ's "
+                         "variance grows with the MI: −0.58 nats on 16 components of the digits "
+                         "where DV gave +3.53). Use bound = \"jsd\" (the default) or \"dv\"")
             warnings.warn(
                 f"InfoMax: the best held-out bound is {self.bound_nats_:.3f} nats, below zero: "
-                f"the bound {getattr(trained, 'name', self.bound)!r} is too loose to select "
-                "the code here (NWJ's "
-                "variance grows with the MI: −0.58 nats on 16 components of the digits where "
-                "DV gave +3.53). Use bound = \"jsd\" (the default) or \"dv\".", UserWarning,
-                stacklevel=2)
+                f"{cause}.", UserWarning, stacklevel=2)
         return self
 
     def _record_best(self) -> None:

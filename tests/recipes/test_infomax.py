@@ -726,3 +726,15 @@ def test_pca_helper_matches_the_issue_anchor():
     # the issue's PCA-1 anchor on the sanity problem (its table: 0.135 for dim 1)
     x, features = sanity_problem(0)
     assert abs(linear_regression_mse(pca_form(features, 1, 0)(features), x) - 0.135) < 0.005
+
+
+def test_a_negative_jsd_bound_blames_the_learning_rate_not_the_bound():
+    # user13: with the default bound (jsd) and learning_rate=10 the warning advised
+    # 'Use bound = "jsd" (the default) or "dv"'
+    x = np.random.default_rng(0).normal(size=(400, 6))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = InfoMax(n_components=2, learning_rate=10.0, epochs=10, seed=0).fit(x)
+    said = [str(w.message) for w in caught if "below zero" in str(w.message)]
+    assert model.bound_nats_ < 0 and said
+    assert "`learning_rate` (now 10)" in said[0] and "Use bound" not in said[0]
