@@ -106,11 +106,40 @@ def _block_spec(instance, attribute, value) -> None:
                           f"{{name = \"...\", ...}}), got {value!r}.")
 
 
+def _require_periods(spec: Any, shortcut: str) -> None:
+    """A distance whose ``periods`` field is required, left without them, is refused naming
+    the shortcut that gives them (user13: "Invalid distance 'periodic': field `periods` is
+    required" for DII's distance_A = "periodic", whose setting is `periods_A`)."""
+    if isinstance(spec, dict) and "periods" in spec:
+        return
+    name = spec if isinstance(spec, str) else spec.get("name", "") if isinstance(spec, dict) \
+        else None
+    try:
+        cls = get_registry().get("distance", name) if name else None
+    except Exception:  # noqa: BLE001 - an unknown name is reported when the block is built
+        cls = None
+    if cls is None or not attrs.has(cls):
+        return
+    field = {f.alias or f.name: f for f in attrs.fields(cls)}.get("periods")
+    if field is not None and field.default is attrs.NOTHING:
+        slot = "distance_" + shortcut[-1] if shortcut.startswith("periods_") else "distance"
+        from infoblocks.blocks.imbalance.distances import FeatureWeightedDistance
+
+        keep = "" if shortcut != "periods_A" or issubclass(cls, FeatureWeightedDistance) else (
+            f"; and space A's distance must take the learnt weights, which {name!r} does not: "
+            "keep distance_A = 'weighted_sqeuclidean', which takes `periods_A` itself")
+        raise ConfigError(
+            f"{slot} = {name!r} needs the period of each feature: set `{shortcut}` (one entry "
+            f"per feature, 0 = not periodic, e.g. [0, 6.283] for an angle in the second)"
+            f"{keep}.")
+
+
 def _with_periods(spec: str | dict[str, Any], periods: list[float] | None,
                   shortcut: str = "periods") -> Any:
     """A distance spec with the recipe's periods filled in (when any feature is periodic);
     a distance without a ``periods`` field is refused naming the shortcut ``shortcut``."""
     if periods is None or not any(periods):
+        _require_periods(spec, shortcut)
         return copy.deepcopy(spec)
     out = {"name": spec} if isinstance(spec, str) else copy.deepcopy(spec)
     if isinstance(out, dict) and "periods" not in out:

@@ -757,3 +757,15 @@ def test_data_whose_rows_are_mostly_copies_is_refused():
         DII(epochs=5).fit(np.repeat(a, 2, 0), np.repeat(b, 2, 0))
     weights = DII(epochs=50).fit(np.vstack([a, a[:5]]), np.vstack([b, b[:5]])).weights_
     assert weights[0] > weights[1] > 10 * max(weights[2:])  # measured 0.189, 0.064, ~1e-10
+
+
+def test_a_distance_that_needs_periods_names_the_periods_shortcut():
+    # user13: distance_A = "periodic" without periods_A said "Invalid distance 'periodic':
+    # field `periods` is required: add `periods = ...` to its settings" (not the setting)
+    data_a, data_b = demo_data(n=60)
+    with pytest.raises(ConfigError, match=r"distance_A = 'periodic' needs the period of each "
+                                          r"feature: set `periods_A`.*keep distance_A = "
+                                          r"'weighted_sqeuclidean'"):
+        DII(epochs=2, distance_A="periodic").fit(data_a, data_b)
+    with pytest.raises(ConfigError, match=r"distance_B = 'periodic' needs .*set `periods_B`"):
+        DII(epochs=2, distance_B="periodic").fit(data_a, data_b)
