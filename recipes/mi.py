@@ -69,6 +69,12 @@ OWN_CRITIC = ("A critic of your own (a registered model) goes in its section, no
               "`critic`: `[models.main] name = \"{value}\"`.")
 
 
+def _two_or_more(instance: Any, attribute: Any, value: Any) -> None:
+    if value < 2:  # (one subsample gives an interval of zero width: a false certainty)
+        raise ValidationError(f"`{attribute.name}` must be at least 2 (the interval is the "
+                              f"spread of the subsamples' values), got {value!r}.")
+
+
 @attrs.define(kw_only=True)
 class NeuralMIEstimator(Recipe):
     """Shared base of the neural MI recipes (not registered: it has no ``name``).
@@ -130,7 +136,7 @@ class NeuralMIEstimator(Recipe):
     #: linear: a pair is a dot product), 5·10⁵ for the joint critic (a pair is a network call)
     max_pairs: int | None = attrs.field(default=None, validator=optional(positive_int))
     #: half-size subsamples (without replacement) behind ``estimate(ci=...)``'s interval
-    n_subsamples: int = attrs.field(default=200, validator=positive_int)
+    n_subsamples: int = attrs.field(default=200, validator=[positive_int, _two_or_more])
     split_at: int | None = attrs.field(default=None, validator=optional(positive_int))
     seed: int = attrs.field(default=0, validator=non_negative_int)
     device: str = attrs.field(default="cpu", validator=valid_device)

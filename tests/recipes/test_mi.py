@@ -795,3 +795,9 @@ def test_the_critic_shortcut_names_the_section_a_plugin_critic_goes_in(infoblock
     est = recipe_from_dict({"recipe": "mine", "epochs": 1,
                             "models": {"main": {"name": "test_bilinear_critic"}}}).fit(x, y)
     assert isinstance(est.routine_.models["main"], Bilinear)
+
+
+def test_one_subsample_is_not_an_interval():
+    # user13: n_subsamples=1 gave an interval of zero width from one subsample
+    with pytest.raises(ValidationError, match=r"`n_subsamples` must be at least 2"):
+        MINE(n_subsamples=1)
