@@ -349,6 +349,9 @@ class Recipe(Block, metaclass=_CheckedConstructor):
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
         """Structure a dict made by :meth:`to_dict` (the ``recipe`` key is optional but, when
         present, must match).  Unknown keys and wrong types raise :class:`ConfigError`."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__}.from_dict takes a dict of settings (a TOML "
+                              f"config's tables), got {type(data).__name__}.")
         data = dict(data)
         name = data.pop(RECIPE_KEY, cls.name)
         if name != cls.name:
@@ -426,6 +429,9 @@ class Recipe(Block, metaclass=_CheckedConstructor):
 
         text = tomli_w.dumps(self.to_dict(full=full))
         if path is not None:
+            if Path(path).is_dir():
+                raise ValidationError(f"to_toml writes a file; {str(path)!r} is a directory "
+                                      "(give a file name, e.g. DIR/recipe.toml).")
             Path(path).write_text(text)
         return text
 

@@ -68,6 +68,11 @@ def cross_fit(estimator: Any, x: Any, y: Any) -> CrossFit:
     ``warm_start``; a ``critic_module`` is deep-copied for the second fold.  Data as for
     ``fit`` (arrays, memory-mapped ``.npy``); fresh samples (``sampler=``) have no fixed
     sample to cross-fit."""
+    if not callable(getattr(estimator, "get_params", None)) or \
+            not callable(getattr(estimator, "fit", None)):
+        raise ValidationError(
+            f"cross_fit takes an unfitted MI estimator, e.g. cross_fit(MINE(seed=0), x, y); "
+            f"got {type(estimator).__name__} {estimator!r:.40}.")
     params = estimator.get_params()
     if not params["test_fraction"] > 0:
         raise ValidationError("cross_fit needs a held-out set: `test_fraction` must be > 0 "

@@ -115,3 +115,18 @@ def test_another_librarys_name_for_a_setting_suggests_ours(recipe, name, suggest
     with pytest.raises(UnknownParameterError, match=rf"no parameter '{name}'\. Did you mean "
                                                     rf"{suggested}\? \(infoblocks' name"):
         cls(**{name: 1})
+
+
+def test_wrong_arguments_to_the_recipe_helpers_are_named(tmp_path):
+    # user13: to_toml(<a directory>) was a raw IsADirectoryError, from_dict([1, 2]) a raw
+    # TypeError, cross_fit("mine", x, y) a raw AttributeError
+    from infoblocks.blocks.errors import ConfigError, ValidationError
+    from infoblocks.recipes import MINE
+    from infoblocks.recipes.mi_crossfit import cross_fit
+
+    with pytest.raises(ValidationError, match="to_toml writes a file; .* is a directory"):
+        MINE().to_toml(tmp_path)
+    with pytest.raises(ConfigError, match=r"MINE.from_dict takes a dict of settings"):
+        MINE.from_dict([1, 2])
+    with pytest.raises(ValidationError, match=r"cross_fit takes an unfitted MI estimator"):
+        cross_fit("mine", [[1.0]], [[1.0]])
