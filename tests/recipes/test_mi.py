@@ -754,38 +754,9 @@ def test_minee_on_skewed_data_selects_on_the_critics_bounds_not_on_i():
         assert abs(est.estimate_nats_ - truth) < 0.15, est.estimate_nats_
 
 
-def test_the_critic_shortcut_names_the_section_a_plugin_critic_goes_in(infoblocks_plugin):
+def test_the_critic_shortcut_names_the_section_a_plugin_critic_goes_in(bilinear_critic):
     # author11 A11-8: `critic = "bilinear_critic"` (a registered critic) was refused with
     # "`critic` must be one of ['joint', 'separable', 'linear']", not saying where it goes
-    import attrs
-    from typing import ClassVar
-
-    from infoblocks.blocks.models import Model
-    from infoblocks.plugins import hookimpl
-
-    class Bilinear(torch.nn.Module):
-        def __init__(self, x_dim, y_dim):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(x_dim, y_dim))
-
-        def forward(self, x, y):
-            return ((x @ self.w) * y).sum(-1)
-
-    @attrs.define(kw_only=True)
-    class BilinearCritic(Model):
-        name: ClassVar[str] = "test_bilinear_critic"
-        x_dim: int = 1
-        y_dim: int = 1
-
-        def build(self):
-            return Bilinear(self.x_dim, self.y_dim)
-
-    class _Plugin:
-        @hookimpl
-        def register_models(self):
-            return [BilinearCritic]
-
-    infoblocks_plugin(_Plugin(), "test_critic_section")
     for recipe in ("mine", "infonce", "minee"):
         with pytest.raises(ConfigError, match=r"`critic` must be one of \['joint', 'separable', "
                            r"'linear'\], got 'test_bilinear_critic'. A critic of your own .* "
@@ -794,7 +765,7 @@ def test_the_critic_shortcut_names_the_section_a_plugin_critic_goes_in(infoblock
     x, y = gaussian_1d(200, 1)  # ... where it trains
     est = recipe_from_dict({"recipe": "mine", "epochs": 1,
                             "models": {"main": {"name": "test_bilinear_critic"}}}).fit(x, y)
-    assert isinstance(est.routine_.models["main"], Bilinear)
+    assert type(est.routine_.models["main"]).__name__ == "Bilinear"
 
 
 def test_one_subsample_is_not_an_interval():

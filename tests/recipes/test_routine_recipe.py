@@ -127,47 +127,16 @@ def test_config_says_where_the_sections_come_from(capsys):
     assert tomllib.loads(out)["recipe"] == "routine"  # comments: it still parses
 
 
-def test_a_routine_whose_model_takes_two_arrays_runs_without_outputs(infoblocks_plugin,
+def test_a_routine_whose_model_takes_two_arrays_runs_without_outputs(bilinear_critic,
                                                                      tmp_path):
     # author11 A11-4: `infoblocks run` of a routine training an MI critic (forward(x, y))
     # saved it, then ended in a raw "TypeError: forward() missing 1 required positional
     # argument: 'y'" writing outputs.npy; output_model could not be switched off
-    from typing import ClassVar
-
-    import attrs
-    import torch
-
-    from infoblocks.blocks.models import Model
-    from infoblocks.plugins import hookimpl
-
-    class Bilinear(torch.nn.Module):
-        def __init__(self, x_dim, y_dim):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(x_dim, y_dim))
-
-        def forward(self, x, y):
-            return ((x @ self.w) * y).sum(-1)
-
-    @attrs.define(kw_only=True)
-    class BilinearCritic(Model):
-        name: ClassVar[str] = "test_routine_bilinear"
-        x_dim: int = 1
-        y_dim: int = 1
-
-        def build(self):
-            return Bilinear(self.x_dim, self.y_dim)
-
-    class Plugin:
-        @hookimpl
-        def register_models(self):
-            return [BilinearCritic]
-
-    infoblocks_plugin(Plugin(), "test_routine_critic")
     r = np.random.default_rng(0)
     x = r.standard_normal((200, 2)).astype(np.float32)
     y = (0.8 * x + 0.6 * r.standard_normal((200, 2))).astype(np.float32)
     config = {"recipe": "routine", "arrays": ["x", "y"],
-              "models": {"main": {"name": "test_routine_bilinear", "x_dim": 2, "y_dim": 2}},
+              "models": {"main": {"name": bilinear_critic, "x_dim": 2, "y_dim": 2}},
               "phases": [{"name": "train", "epochs": 2, "learning_rate": 0.01,
                           "sampler": {"name": "all_pairs", "batch_size": 50},
                           "loss": "infonce_loss"}]}
