@@ -181,7 +181,7 @@ class MIBound(Loss):
                     "\"Under torchrun\" in the MI section); or use the built-in in-batch "
                     "sampler (negatives = \"all_pairs\").")
             matrix = critic_pairwise(critic, x, batch.get("y_columns", y),
-                                     _critic_slot(self.critic, state))
+                                     lambda: _critic_slot(self.critic, state))
             return BatchScores.from_matrix(matrix, batch.get("columns"), dist=dist)
         b = len(x)
         if "x_all" in batch:  # joint and negative rows already side by side
@@ -189,7 +189,7 @@ class MIBound(Loss):
         else:
             x_all, y_all = torch.cat([x, batch["x_marginal"]]), torch.cat([y, batch["y_marginal"]])
         t = critic_output(critic, critic(x_all, y_all), (len(x_all),), "forward(x, y)",
-                          _critic_slot(self.critic, state))
+                          lambda: _critic_slot(self.critic, state))
         # one backward node, not two slices; split_with_sizes skips Tensor.split's Python wrapper
         joint, negatives = t.split_with_sizes([b, len(t) - b])
         return BatchScores(joint, negatives, dist=dist)

@@ -446,7 +446,7 @@ def scalar_output(t: torch.Tensor) -> torch.Tensor:
 
 
 def critic_output(critic: nn.Module, t: Any, expected: tuple[int, ...], call: str,
-                  where: str = "") -> torch.Tensor:
+                  where: str | Callable[[], str] = "") -> torch.Tensor:
     """``t`` (a critic's output, (n, 1) squeezed) if it has the ``expected`` shape, else
     :class:`ContractError` naming the critic (``where``: its model slot) and its contract:
     scores of shape (n, n) for n pairs ran into torch's backward error (author11 A11-5)."""
@@ -455,7 +455,8 @@ def critic_output(critic: nn.Module, t: Any, expected: tuple[int, ...], call: st
         if tuple(t.shape) == expected:
             return t
     got = f"shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
-    slot = f"{where} " if where else ""
+    where = where() if callable(where) else where  # (named only when it fails: no per-step
+    slot = f"{where} " if where else ""          # registry lookup for the message)
     raise ContractError(
         f"The critic {slot}({type(critic).__name__}) returned {got} from `{call}`, expected "
         f"{expected}: an MI critic's forward(x, y) returns one score per pair (row), shape "
@@ -464,7 +465,7 @@ def critic_output(critic: nn.Module, t: Any, expected: tuple[int, ...], call: st
 
 
 def critic_pairwise(critic: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                    where: str = "") -> torch.Tensor:
+                    where: str | Callable[[], str] = "") -> torch.Tensor:
     """``(n, m)`` scores t(x_i, y_j): the critic's ``pairwise`` when it has one (``where``:
     the critic's model slot, named in a shape error)."""
     n, m = len(x), len(y)
