@@ -23,6 +23,8 @@ A new negative sampler subclasses :class:`PairSampler` and overrides :meth:`gene
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import math
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -74,6 +76,36 @@ def _shard_rows(batch: dict[str, torch.Tensor], keys: tuple[str, ...], rank: int
 _PAIR_FIELDS = frozenset({"index", "x", "y", "x_marginal", "y_marginal", "x_reference",
                           "y_reference", "x_all", "y_all", "y_columns", "columns", "shard"})
 
+#: inside the outermost ``shard`` a PairSampler subclass defines: ``{"reached": bool}``, set
+#: True when that call reaches :meth:`PairSampler.shard` (through ``super().shard``)
+_SUBCLASS_SHARD: contextvars.ContextVar[dict[str, bool] | None] = contextvars.ContextVar(
+    "infoblocks_pair_shard", default=None)
+
+
+def _checking_pair_fields(cls: type) -> Callable[..., Any]:
+    """``cls``'s own ``shard`` (kept as ``cls._own_shard``, where attrs' slotted classes fix
+    its ``super()``), followed, when it reached :meth:`PairSampler.shard`, by the check of the
+    pair-sized fields it returns whole (author12: a subclass that added a per-pair ``weight``
+    and delegated to ``super().shard`` kept it whole on every rank, unchecked)."""
+
+    def shard(self: PairSampler, batch: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        own = cls.__dict__["_own_shard"]
+        if _SUBCLASS_SHARD.get() is not None:  # an outer subclass's shard checks the result
+            return own(self, batch, *args, **kwargs)
+        call = {"reached": False}
+        token = _SUBCLASS_SHARD.set(call)
+        try:
+            out = own(self, batch, *args, **kwargs)
+        finally:
+            _SUBCLASS_SHARD.reset(token)
+        if call["reached"] and isinstance(out, dict):
+            self._refuse_unknown_pair_fields(batch, out)
+        return out
+
+    functools.update_wrapper(shard, cls.__dict__["_own_shard"])
+    shard.checks_pair_fields = True  # type: ignore[attr-defined]
+    return shard
+
 
 @attrs.define
 class PairSampler(Sampler):
@@ -114,6 +146,16 @@ class PairSampler(Sampler):
     _local: tuple[int, int] | None = attrs.field(init=False, default=None, repr=False,
                                                  eq=False)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass's own ``shard`` is checked like the inherited one when it calls
+        ``super().shard``: after it returns, a field sized like the pairs that it left whole
+        is refused (:func:`_checking_pair_fields`); one that splits its fields passes."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("shard")
+        if own is not None and not getattr(own, "checks_pair_fields", False):
+            cls._own_shard = own
+            cls.shard = _checking_pair_fields(cls)
+
     def required_globals(self) -> frozenset[str]:
         return frozenset({self.x_key, self.y_key, *([self.index_key] if self.index_key else [])})
 
@@ -135,27 +177,42 @@ class PairSampler(Sampler):
             out["x_all"] = torch.cat([out["x"], out["x_marginal"]])
         if "y_all" in batch and "y_marginal" in batch:
             out["y_all"] = torch.cat([out["y"], out["y_marginal"]])
-        if type(self).shard is PairSampler.shard:
-            self._refuse_unknown_pair_fields(batch, b)
+        call = _SUBCLASS_SHARD.get()
+        if call is not None:  # a subclass's shard: its result is checked when it returns
+            call["reached"] = world_size > 1
+        elif world_size > 1:
+            self._refuse_unknown_pair_fields(batch, out)
         return out
 
-    def _refuse_unknown_pair_fields(self, batch: dict[str, Any], b: int) -> None:
-        """A field this shard does not know, sized like the batch's pairs, would stay whole
-        on every rank beside the rank's part of x and y: the loss would pair the wrong rows."""
+    def _refuse_unknown_pair_fields(self, batch: dict[str, Any], out: dict[str, Any]) -> None:
+        """A field of the whole ``batch`` that this shard does not know, sized like the
+        batch's pairs and still whole in the shard ``out``, would stay whole on every rank
+        beside the rank's part of x and y: the loss would pair the wrong rows.  (Checked on
+        what the sampler's own ``shard`` returns when it calls ``super().shard``.)"""
+        b = batch["index"].shape[0]
         sizes = {b, *(len(batch[k]) for k in ("x_marginal", "x_reference") if k in batch)}
         if "x_marginal" in batch:
             sizes.add(b + len(batch["x_marginal"]))
         unknown = sorted(k for k, v in batch.items()
                          if k not in _PAIR_FIELDS and isinstance(v, torch.Tensor)
-                         and v.ndim >= 1 and v.shape[0] in sizes)
-        if unknown:
-            raise ContractError(
-                f"sampler {getattr(self, 'name', type(self).__name__)!r} yields "
-                f"{', '.join(f'`{k}`' for k in unknown)}, sized like the batch's pairs, which "
-                "PairSampler.shard does not know how to split under torchrun (it splits index, "
-                "x, y, x_marginal, y_marginal, x_reference, y_reference and rebuilds x_all, "
-                "y_all). Override `shard(batch, rank, world_size)` to keep this rank's part of "
-                "them too (docs/plugins.md, 'The batches of the MI samplers').")
+                         and v.ndim >= 1 and v.shape[0] in sizes
+                         and isinstance(out.get(k), torch.Tensor) and out[k].ndim >= 1
+                         and out[k].shape[0] == v.shape[0])
+        if not unknown:
+            return
+        fields = ', '.join(f'`{k}`' for k in unknown)
+        own = type(self).shard is not PairSampler.shard
+        fix = (f"Its own `shard` calls PairSampler.shard (super().shard) and returns {fields} "
+               "whole: keep this rank's part of them too, e.g. "
+               f"out[{unknown[0]!r}] = batch[{unknown[0]!r}][rank::world_size], as x and y"
+               if own else "Override `shard(batch, rank, world_size)` to keep this rank's "
+               "part of them too")
+        raise ContractError(
+            f"sampler {getattr(self, 'name', type(self).__name__)!r} yields {fields}, sized "
+            "like the batch's pairs, which PairSampler.shard does not know how to split under "
+            "torchrun (it splits index, x, y, x_marginal, y_marginal, x_reference, y_reference "
+            f"and rebuilds x_all, y_all). {fix} (docs/plugins.md, 'The batches of the MI "
+            "samplers').")
 
     def batch_fields(self, state: TrainState) -> frozenset[str]:
         return self.batch_type.fields
