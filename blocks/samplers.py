@@ -14,7 +14,7 @@ from attrs.validators import optional
 import torch
 
 from .base import Block, not_implemented
-from .contracts import ITEMS, BatchType
+from .contracts import ITEMS, SIMULATIONS, BatchType
 from .errors import ValidationError
 from .state import TrainState
 from .validators import positive_int
@@ -44,6 +44,14 @@ class Sampler(Block):
     def required_globals(self) -> frozenset[str]:
         """Names of the globals (or dataset arrays) this sampler reads."""
         return frozenset()
+
+    def draws_own_data(self) -> bool:
+        """Whether this sampler makes its batches without the routine's dataset (simulations
+        or pairs it draws itself): a ``routine`` whose samplers all do trains with no arrays
+        (``fit()``, ``infoblocks run`` without ``--data``).  By default a simulation sampler
+        (``batch_type`` SIMULATIONS) without ``with_source`` — how IMNN's self-drawing samplers
+        say it — and no other; override it to return True for another kind of own draws."""
+        return self.batch_type is SIMULATIONS and not hasattr(self, "with_source")
 
     def shard(self, batch: dict[str, torch.Tensor], rank: int, world_size: int
               ) -> dict[str, torch.Tensor]:

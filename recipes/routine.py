@@ -26,7 +26,11 @@ MI bound in one ``compound``, a DII front end to a critic) is a TOML file, run b
 given, and only those) puts the arrays in the dataset, builds every
 block through the registry (a model gets ``in_dim`` = the width of the first array and
 ``n_items`` = its rows where its table leaves them out) and trains; ``transform(X)`` applies
-``output_model``.
+``output_model``.  ``fit()`` with no arrays (``infoblocks run`` without ``--data``; ``arrays
+= []`` says so in the config) trains on no dataset when every sampler draws its own data
+(:meth:`~infoblocks.blocks.samplers.Sampler.draws_own_data`, e.g. a simulation sampler
+without ``with_source``); a model's ``in_dim`` is then the size of the first phase sampler's
+``simulation_shape`` where its table leaves it out.
 """
 
 from __future__ import annotations
@@ -52,10 +56,11 @@ MODEL_DIR = "model"
 
 
 def _array_names(instance: Any, attribute: Any, value: Any) -> None:
-    if not isinstance(value, list | tuple) or not value or not all(
+    if not isinstance(value, list | tuple) or not all(
             isinstance(v, str) and v for v in value) or len(set(value)) != len(value):
-        raise ValidationError(f"`arrays` must be a non-empty list of distinct names (the "
-                              f"dataset keys of fit's arrays, in order), got {value!r}.")
+        raise ValidationError(f"`arrays` must be a list of distinct names (the dataset keys "
+                              f"of fit's arrays, in order; [] for samplers that draw their "
+                              f"own data), got {value!r}.")
 
 
 @attrs.define(kw_only=True)
@@ -121,27 +126,82 @@ class RoutineRecipe(Recipe):
                                   f"{rows} rows.")
         return tensors
 
-    def build(self, *arrays: Any, **named: Any) -> Routine:
-        """The :class:`Routine` of the sections, on the dataset of ``arrays`` (named by
-        ``arrays``) and the ``named`` ones."""
-        data = self._dataset(arrays, named)
+    def _spec(self) -> dict[str, Any]:
         spec = self.routine_spec()
         if not spec.get("models") or not spec.get("phases"):
             raise ConfigError(
                 "routine: the sections are the routine — write at least one model "
                 "([models.main] name = \"mlp\" ...) and one phase ([[phases]] name, sampler, "
                 "loss); `infoblocks config parametric_umap --full` shows a complete example.")
+        return spec
+
+    @staticmethod
+    def _data_readers(phases: list[Any]) -> list[str]:
+        """The samplers of ``phases`` (validation ones too) that read the dataset, as
+        ``phases.NAME.sampler 'items'``: all but those that draw their own data."""
+        found = []
+        for phase in phases:
+            for where, sampler in (("sampler", phase.sampler), ("validation.sampler",
+                                   getattr(phase.validation, "sampler", None))):
+                if sampler is not None and not sampler.draws_own_data():
+                    found.append(f"phases.{phase.name}.{where} {sampler.name!r}")
+        return found
+
+    def draws_own_simulations(self) -> bool:
+        """Whether every sampler of the phases (validation ones too) draws its own data
+        (:meth:`~infoblocks.blocks.samplers.Sampler.draws_own_data`): then ``fit()`` and
+        ``infoblocks run`` (no ``--data``) train with no arrays."""
+        try:
+            return not self._data_readers(self.build_phases(self._spec()))
+        except (ConfigError, ValidationError):
+            return False  # the fit reports a bad config itself
+
+    def build(self, *arrays: Any, **named: Any) -> Routine:
+        """The :class:`Routine` of the sections, on the dataset of ``arrays`` (named by
+        ``arrays``) and the ``named`` ones; with no arrays at all, on no dataset, when every
+        sampler draws its own data."""
+        spec = self._spec()
+        if not arrays and not named:
+            return self._build_without_data(spec)
+        data = self._dataset(arrays, named)
         first = data.get(self.arrays[0], next(iter(data.values())))
         context = {"n_items": int(first.shape[0])}
         if first.ndim == 2:
             context["in_dim"] = int(first.shape[1])
+        models = self._models(spec, context)
+        return Routine(dataset=data, models=models, global_relations=self.build_globals(spec),
+                       phases=self.build_phases(spec), device=self.device, seed=self.seed,
+                       verbose=self.verbose)
+
+    def _models(self, spec: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         models = {name: self.build_model(name, spec, **context) for name in spec["models"]}
         if self.output_model and self.output_model not in models:
             raise ConfigError(f"routine: `output_model` = {self.output_model!r} is not among "
                               f"the models {sorted(models)}.")
-        return Routine(dataset=data, models=models, global_relations=self.build_globals(spec),
-                       phases=self.build_phases(spec), device=self.device, seed=self.seed,
-                       verbose=self.verbose)
+        return models
+
+    def _build_without_data(self, spec: dict[str, Any]) -> Routine:
+        """No arrays: every sampler must draw its own data; a model's ``in_dim`` is the size
+        of one simulation (a sampler's ``simulation_shape``) where its table leaves it out."""
+        phases = self.build_phases(spec)
+        readers = self._data_readers(phases)
+        if readers:
+            raise ValidationError(
+                f"routine.fit was given no arrays, but {', '.join(readers)} read"
+                f"{'s' if len(readers) == 1 else ''} the dataset: pass the arrays "
+                f"(`arrays` = {self.arrays}: fit({', '.join(self.arrays) or 'X'}), or --data "
+                "FILE under `infoblocks run`). A routine trains without data only when every "
+                "sampler draws its own (Sampler.draws_own_data(): a simulation sampler without "
+                "with_source, docs/plugins.md).")
+        shapes = [getattr(p.sampler, "simulation_shape", None) for p in phases]
+        shape = next((tuple(s) for s in shapes if s is not None), None)
+        context = {} if shape is None else {"in_dim": int(np.prod(shape))}
+        if spec.get("globals"):
+            raise ConfigError(
+                f"routine: [globals] {sorted(spec['globals'])} are computed from the arrays, "
+                "and fit was given none; pass the arrays, or leave the globals out.")
+        return Routine(dataset=None, models=self._models(spec, context), phases=phases,
+                       device=self.device, seed=self.seed, verbose=self.verbose)
 
     # ------------------------------------------------------------------ scikit-learn API
 
@@ -196,7 +256,7 @@ class RoutineRecipe(Recipe):
         out_dir = Path(out_dir)
         self.save(out_dir / MODEL_DIR)
         outputs = None
-        if self.output_model:
+        if self.output_model and data:  # (samplers that draw their own: nothing to map)
             try:
                 values = self.transform(data[0])
             except Exception as exc:  # noqa: BLE001 - named below, the model saved
