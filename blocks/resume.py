@@ -64,6 +64,30 @@ def read_checkpoint(directory: str | Path) -> dict[str, Any] | None:
     return payload
 
 
+class NothingToResumeWarning(UserWarning):
+    """``resume`` was asked for, but the checkpoint directory holds no checkpoint: training
+    starts from scratch (a typo in the path would otherwise pass for a resume)."""
+
+
+def checkpoint_to_resume(directory: str | Path, announce: bool = True) -> dict[str, Any] | None:
+    """The payload to resume from in ``directory`` (:func:`read_checkpoint`); where there is
+    none, a :class:`NothingToResumeWarning` naming ``directory`` (with ``announce``: one
+    process of a distributed run says it) and None — the run starts from scratch and writes
+    its checkpoint there, so that one command line both starts a run and continues it after a
+    kill (``infoblocks run --resume``, restarted workers)."""
+    payload = read_checkpoint(directory)
+    if payload is None and announce:
+        import warnings
+
+        missing = "" if Path(directory).is_dir() else " (the directory does not exist yet)"
+        warnings.warn(
+            f"resume: {str(directory)!r} holds no training checkpoint ({TRAIN_STATE_FILE})"
+            f"{missing}, so training starts from scratch and writes its checkpoint there; "
+            "check the path if you meant to continue a run.", NothingToResumeWarning,
+            stacklevel=2)
+    return payload
+
+
 def load_models(models: torch.nn.Module, saved: dict[str, Any]) -> None:
     """The checkpoint's weights into ``models``, with a clear error when they do not fit."""
     try:
@@ -87,5 +111,5 @@ def restore_rng_states(state: Any, payload: dict[str, Any]) -> None:
     state.rng.bit_generator.state = json.loads(payload["numpy_rng"])
 
 
-__all__ = ["TRAIN_STATE_FILE", "write_checkpoint", "read_checkpoint", "load_models", "rng_states",
-           "restore_rng_states"]
+__all__ = ["TRAIN_STATE_FILE", "NothingToResumeWarning", "checkpoint_to_resume", "write_checkpoint",
+           "read_checkpoint", "load_models", "rng_states", "restore_rng_states"]

@@ -275,8 +275,10 @@ class Routine:
         ``checkpoint``: a directory where the whole training state is written (atomically)
         every ``checkpoint_every`` epochs and at the end of each phase
         (:mod:`infoblocks.blocks.resume`).  With ``resume=True`` training continues from the
-        checkpoint there (if any): phases already done are skipped, the interrupted one goes
-        on after its last saved epoch — bit-identical to an uninterrupted run on the CPU.
+        checkpoint there: phases already done are skipped, the interrupted one goes on after
+        its last saved epoch — bit-identical to an uninterrupted run on the CPU.  Where the
+        directory holds no checkpoint (or does not exist), training starts from scratch with a
+        ``NothingToResumeWarning`` naming it.
         """
         if not self.phases and self.unrestored:
             raise ValidationError(f"This routine was loaded without its phases ({self.unrestored});"
@@ -307,9 +309,9 @@ class Routine:
         self._warn_batch_statistics()
         saved = None
         if resume:
-            from .resume import read_checkpoint
+            from .resume import checkpoint_to_resume
 
-            saved = read_checkpoint(checkpoint)
+            saved = checkpoint_to_resume(checkpoint, announce=self.dist.is_main)
         fingerprint = None if checkpoint is None else self._fingerprint()
         if saved is not None and saved.get("routine", fingerprint) != fingerprint:
             raise ValidationError(
