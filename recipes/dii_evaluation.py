@@ -197,6 +197,10 @@ class DIIEvaluation:
         if not cols or any(not 0 <= f < a.shape[1] for f in cols):
             raise ValidationError(
                 f"`features` must be indices in [0, {a.shape[1]}), got {features!r}.")
+        twice = sorted({f for f in cols if cols.count(f) > 1})
+        if twice:  # the subset is a set: a repeat would be silently counted once
+            raise ValidationError(f"`features` = {features!r} names feature(s) {twice} more than "
+                                  "once; give each feature of the subset once.")
         # the evaluation's distances; a feature subset is A's distance with the other
         # features at weight 0 (periodic conventions stay those of the full feature set)
         blocks = self._evaluation_blocks(self._data, with_weights=weighted)
@@ -254,6 +258,13 @@ class DIIEvaluation:
                     f"`l1_strengths` must be a non-empty list of non-negative numbers or None, "
                     f"got {l1_strengths!r}.")
         n_params = len(self.weights_)
+        widest = math.comb(n_params, n_params // 2)  # the most subsets of one size
+        if method != "l1" and n_best > widest:
+            raise ValidationError(
+                f"`n_best` = {n_best} is the beam width, the subsets kept at each size, not a "
+                f"number of features; with {n_params} weights a size has at most {widest} "
+                f"subsets (n_best = {widest} searches them all). Set n_best ≤ {widest}; the "
+                "subset sizes are n_features_min / n_features_max.")
         if not 1 <= n_features_min <= n_params:
             raise ValidationError(
                 f"`n_features_min` must be in [1, {n_params}], got {n_features_min!r}.")
