@@ -5,9 +5,11 @@ own values, as in the one-process batch."""
 
 from __future__ import annotations
 
+import json
 from typing import ClassVar
 
 import attrs
+import numpy as np
 import pytest
 import torch
 
@@ -106,3 +108,118 @@ def test_the_inherited_shard_still_refuses_an_unknown_pair_field():
     with pytest.raises(ContractError, match=r"yields `weight`.*Override `shard\(batch, rank, "
                                             r"world_size\)`"):
         Inherits().shard(_batch(), 0, 2)
+
+
+SCRIPT = '''
+import json, sys
+from pathlib import Path
+from typing import ClassVar
+
+import attrs
+import numpy as np
+import torch
+
+from infoblocks.blocks.mutual_information import MIBound
+from infoblocks.blocks.mutual_information.samplers import PairSampler
+from infoblocks.blocks.contracts import MARGINAL_PAIRS
+from infoblocks.plugins import hookimpl
+from infoblocks.plugins.manager import InfoblocksPlugins, reset_plugin_manager
+from infoblocks.recipes.mi import MINE
+
+
+@attrs.define
+class WeightedShifted(PairSampler):
+    """Joint pairs, shifted negatives and a per-pair `weight` (x's first column)."""
+    name: ClassVar[str] = "test_weighted_shifted"
+    batch_type: ClassVar = MARGINAL_PAIRS
+    split: bool = True
+
+    def batch_fields(self, state):
+        return MARGINAL_PAIRS.fields | {"index", "weight"}
+
+    def generate(self, state, generator):
+        joint = self.joint_indices(state, generator)
+        x, y = state.dataset[self.x_key][joint], state.dataset[self.y_key][joint]
+        for k in range(joint.shape[0]):
+            yield {"index": joint[k], "x": x[k], "y": y[k], "x_marginal": x[k],
+                   "y_marginal": torch.roll(y[k], 1, 0), "weight": x[k][:, 0].clone()}
+
+    def shard(self, batch, rank, world_size):
+        out = super().shard(batch, rank, world_size)
+        if self.split:
+            out["weight"] = batch["weight"][rank::world_size]
+        return out
+
+
+@attrs.define
+class AlignedDV(MIBound):
+    """DV, refusing a batch whose `weight` is not its own pairs' (x's first column)."""
+    name: ClassVar[str] = "test_aligned_dv"
+
+    def bound(self, scores):
+        return scores.mean_joint() - scores.log_mean_exp()
+
+    def __call__(self, batch, models, state):
+        if "weight" in batch and not torch.equal(batch["weight"], batch["x"][:, 0]):
+            raise ValueError("the weights are not this shard's pairs'")
+        return super().__call__(batch, models, state)
+
+
+class Plugin:
+    @hookimpl
+    def register_samplers(self):
+        return [WeightedShifted]
+
+    @hookimpl
+    def register_losses(self):
+        return [AlignedDV]
+
+
+def fit(split):
+    manager = InfoblocksPlugins(strict=True).load()
+    manager.register(Plugin(), "test_weighted")
+    reset_plugin_manager(manager)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 1))
+    y = 0.8 * x + 0.6 * rng.normal(size=(400, 1))
+    return MINE(hidden_dims=(16,), epochs=3, batch_size=100, seed=3, optimizer="sgd",
+                learning_rate=0.3, negatives={"name": "test_weighted_shifted", "split": split},
+                phases=[{"name": "train", "loss": "test_aligned_dv"}]).fit(x, y)
+
+
+if __name__ == "__main__":
+    import torch.distributed as dist
+    fitted = fit(True)
+    out = {"estimate": fitted.estimate_nats_, "world": fitted.routine_.dist.world_size}
+    try:
+        fit(False)
+    except Exception as exc:  # the whole weight beside the rank's pairs
+        out["refused"] = f"{type(exc).__name__}: {exc}"
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    (Path(sys.argv[1]) / f"rank{rank}.json").write_text(json.dumps(out))
+'''
+
+
+def test_under_torchrun_a_split_field_gives_the_one_process_estimate(tmp_path):
+    """2 processes (gloo): the sampler that splits its `weight` trains to the one-process
+    estimate with every pair's weight its own (a loss checks it on each shard); the one that
+    leaves it whole is refused by name before a step."""
+    from infoblocks.blocks.data import intra_op_threads
+    from infoblocks.plugins.manager import get_plugin_manager, reset_plugin_manager
+    from infoblocks.plugins.testing import torchrun
+
+    torchrun(SCRIPT, tmp_path, directory=tmp_path)
+    runs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    previous = get_plugin_manager()
+    namespace = {"__name__": "weighted_torchrun"}
+    try:
+        exec(SCRIPT, namespace)  # noqa: S102 - the same fit in one process
+        with intra_op_threads(1):
+            single = namespace["fit"](True).estimate_nats_
+    finally:
+        reset_plugin_manager(previous)
+    for run in runs:
+        assert run["world"] == 2
+        np.testing.assert_allclose(run["estimate"], single, rtol=1e-3)
+        assert "sampler 'test_weighted_shifted' yields `weight`" in run["refused"]
+        assert "returns `weight` whole" in run["refused"]
