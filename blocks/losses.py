@@ -31,6 +31,36 @@ class LossOutput:
     gradients: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
+class HandGradients(torch.autograd.Function):
+    """``apply(value, grads, *params)``: ``value`` as a node of the graph whose backward hands
+    ``grads`` (already computed, one per param, in order; no None) to the parameters, times
+    the incoming gradient; so ``value.backward()`` fills ``p.grad`` as if autograd had traced
+    the whole computation — the ``value`` of a :class:`LossOutput` with ``gradients``.  One
+    backward only: the grads are released by it.  A subclass names its way back to autograd's
+    path in ``second_order_error``."""
+
+    second_order_error: ClassVar[str] = (
+        "This loss value carries hand-computed gradients (LossOutput.gradients): a gradient of "
+        "its gradient (create_graph=True) needs autograd's path.")
+
+    @staticmethod
+    def forward(ctx, value, grads, *params):
+        ctx.grads = grads
+        return value
+
+    @classmethod
+    def backward(cls, ctx, grad):
+        if ctx.grads is None:
+            raise RuntimeError("These hand-computed gradients were handed over already: "
+                               "backward through this value runs once (no retain_graph).")
+        if torch.is_grad_enabled():
+            raise RuntimeError(cls.second_order_error)
+        grads, ctx.grads = ctx.grads, None
+        if grad.numel() != 1 or float(grad) != 1.0:
+            grads = [g * grad for g in grads]
+        return (None, None, *grads)
+
+
 class Loss(Block):
     """Base of losses.
 

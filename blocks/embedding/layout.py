@@ -46,6 +46,12 @@ class _FreePositionsModule(torch.nn.Module):
     def forward(self, index: torch.Tensor) -> torch.Tensor:
         return self.positions.index_select(0, index.long())  # backward: index_add
 
+    def lookup_table(self) -> torch.Tensor | None:
+        """The tensor T with ``self(index) == T.index_select(0, index)`` (the positions), for a
+        loss that indexes pairs of items in T directly; None in a subclass that changes
+        ``forward``."""
+        return self.positions if type(self).forward is _FreePositionsModule.forward else None
+
     @torch.no_grad()
     def on_phase_start(self, state: TrainState) -> None:
         if bool(self.initialised) or self.init is None:

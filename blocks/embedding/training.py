@@ -20,7 +20,7 @@ from ..state import TrainState
 from ..validators import non_negative, positive, positive_int
 from .kernels import check_kernel
 from .tsne_loss import batch_edges, batch_rows, row_index, student_t_kl
-from .umap_loss import edge_cross_entropy, log_form
+from .umap_loss import edge_cross_entropy, log_form, table_edge_cross_entropy
 
 #: batches of :class:`NegativeEdgeSampler`: ``items`` (long, the item indices embedded once per
 #: step) and four long tensors of *positions in* ``items``: ``pos_source`` / ``pos_target``
@@ -81,6 +81,9 @@ class NegativeEdgeSampler(Sampler):
     #: the epoch's batches — a small graph then takes smaller steps, not more passes
     epoch_draws: str = attrs.field(default="fixed")
     _table: Any = attrs.field(init=False, default=None, repr=False)
+    #: (draws per epoch, the edges drawn ⌊total p_e⌋ times, the remainders total p_e − ⌊·⌋):
+    #: the part of :meth:`_draw_edges`' schedule that is the same every epoch
+    _schedule: Any = attrs.field(init=False, default=None, repr=False)
 
     @epoch_draws.validator
     def _check_epoch_draws(self, attribute, value):
@@ -117,6 +120,7 @@ class NegativeEdgeSampler(Sampler):
         _check(bool(keep.any()), f"NegativeEdgeSampler: the graph {self.relation!r} has no "
                                  "positive-weight edges to sample.")
         cumulative = torch.cumsum(edges.values[keep].double(), 0)
+        self._schedule = None
         self._table = (edges.source[keep].to(state.device), edges.target[keep].to(state.device),
                        (cumulative / cumulative[-1]).to(state.device), graph.shape[0])
         for key in self.gather:
@@ -183,12 +187,15 @@ class NegativeEdgeSampler(Sampler):
         _source, _target, cumulative, _n = self._table
         dev, edges = state.device, cumulative.numel()
         if total * 8 >= edges:
-            expected = torch.diff(cumulative, prepend=cumulative.new_zeros(1)) * total
-            whole = expected.floor()
+            if self._schedule is None or self._schedule[0] != total:  # once per phase
+                expected = torch.diff(cumulative, prepend=cumulative.new_zeros(1)) * total
+                whole = expected.floor()
+                self._schedule = (total, torch.repeat_interleave(
+                    torch.arange(edges, device=dev), whole.long()), expected - whole)
+            _total, fixed, remainder = self._schedule
             extra = torch.rand(edges, generator=state.generator, device=dev,
-                               dtype=torch.float64) < expected - whole
-            picked = torch.repeat_interleave(torch.arange(edges, device=dev),
-                                             (whole + extra).long())
+                               dtype=torch.float64) < remainder
+            picked = torch.cat([fixed, extra.nonzero().squeeze(1)])
             short = total - picked.numel()
             if short > 0:  # the rounding drew fewer: the rest independently
                 more = torch.rand(short, generator=state.generator, device=dev,
@@ -211,7 +218,7 @@ class NegativeEdgeSampler(Sampler):
         edges = self._draw_edges(count * size, state)
         src, tgt = source[edges].view(count, size), target[edges].view(count, size)
         positions = torch.arange(size, device=dev)
-        neg_source = positions.repeat(rate)
+        targets, neg_source = positions + size, positions.repeat(rate)
         if self.negatives == "batch":
             partners = torch.randint(2 * size, (count, size * rate), generator=state.generator,
                                      device=dev)
@@ -224,7 +231,7 @@ class NegativeEdgeSampler(Sampler):
         for b in range(count):
             parts = [src[b], tgt[b]] + ([extra[b]] if extra is not None else [])
             items = torch.cat(parts)
-            batch = {"items": items, "pos_source": positions, "pos_target": positions + size,
+            batch = {"items": items, "pos_source": positions, "pos_target": targets,
                      "neg_source": neg_source, "neg_target": partners[b]}
             if mix is not None:
                 batch["pos_mix"] = mix[b]
@@ -329,7 +336,9 @@ class RelationLoss(Loss):
     anchor_strength: float = attrs.field(default=0.25, validator=non_negative)
     #: with a kernel that states its ``logit_log_form`` (UMAP's, t-SNE's Cauchy): the edge and
     #: negative terms and their gradient in closed form, one autograd node
-    #: (:mod:`.umap_loss`); the same value and gradient to float rounding, faster steps
+    #: (:mod:`.umap_loss`); the same value and gradient to float rounding, faster steps.  A
+    #: model with a ``lookup_table()`` (free coordinates) and ``input = "items"`` is then
+    #: indexed pair by pair in its table, without embedding the batch's items first
     fused: bool = True
     _cache: Any = attrs.field(init=False, default=None, repr=False, eq=False)
 
@@ -363,9 +372,25 @@ class RelationLoss(Loss):
                 "or set cache_front_end = false.")
         return model(_interpolated(batch[self.input], batch))
 
+    def _lookup_table(self, model: torch.nn.Module, batch) -> torch.Tensor | None:
+        """The model's lookup table (free coordinates' ``lookup_table()``) where this loss may
+        index its pairs there directly: input ``items``, no anchoring, no interpolation."""
+        if self.input != "items" or self.anchor_model is not None or "pos_mix" in batch:
+            return None
+        lookup = getattr(model, "lookup_table", None)
+        return lookup() if callable(lookup) else None
+
     def __call__(self, batch, models, state):
-        y = self._embed(batch, get_model(models, self.model))
+        model = get_model(models, self.model)
         form = log_form(self.kernel) if self.fused else None
+        table = None if form is None else self._lookup_table(model, batch)
+        if table is not None:  # free coordinates: y = table[items] is never formed
+            value, attraction, repulsion, grad = table_edge_cross_entropy(
+                table, batch, *form, self.repulsion_strength)
+            return LossOutput(value, {"attraction": attraction.detach(),
+                                      "repulsion": repulsion.detach()},
+                              gradients=None if grad is None else [(table, grad)])
+        y = self._embed(batch, model)
         if form is not None:
             value, attraction, repulsion = edge_cross_entropy(y, batch, *form,
                                                               self.repulsion_strength)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..losses import HandGradients
 from .kernels import SQ_DIST_FLOOR
 
 
@@ -31,17 +32,28 @@ def log_form(kernel: Any) -> tuple[float, float] | None:
     return form() if callable(form) else None
 
 
+def _row_sq(diff: torch.Tensor) -> torch.Tensor:
+    """‖row‖² of ``diff`` (E, d): a product per column for a narrow embedding (a reduction
+    over a last dimension of 2 costs twice the two products on CPU)."""
+    if diff.shape[1] > 4:
+        return (diff * diff).sum(1)
+    sq = diff[:, 0] * diff[:, 0]
+    for j in range(1, diff.shape[1]):
+        sq = sq + diff[:, j] * diff[:, j]
+    return sq
+
+
 def _terms(y: torch.Tensor, source: torch.Tensor, target: torch.Tensor, c: float, b: float,
            sign: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(Σ softplus(sign · z), the differences (E, d), ∂/∂d² of each term (E,))."""
     diff = y.index_select(0, source) - y.index_select(0, target)
-    sq = (diff * diff).sum(1)
+    sq = _row_sq(diff)
     clamped = sq.clamp_min(SQ_DIST_FLOOR)
-    z = c - b * torch.log(clamped)
-    value = F.softplus(sign * z).sum()
+    signed_z = torch.log(clamped).mul_(-sign * b).add_(sign * c)  # sign · (c − b log d²)
+    value = F.softplus(signed_z).sum()
     # d softplus(sign z) / d sq = sigmoid(sign z) · sign · (−b / sq), 0 where clamped
-    slope = torch.sigmoid(sign * z) * (-sign * b) / clamped
-    slope = torch.where(sq > SQ_DIST_FLOOR, slope, torch.zeros_like(slope))
+    slope = torch.sigmoid(signed_z).mul_(-sign * b).div_(clamped)
+    slope.masked_fill_(sq <= SQ_DIST_FLOOR, 0.0)
     return value, diff, slope
 
 
@@ -69,12 +81,21 @@ class EdgeCrossEntropy(torch.autograd.Function):
         (pos_source, pos_target, neg_source, neg_target, diff_pos, slope_pos, diff_neg,
          slope_neg) = ctx.saved_tensors
         scale_pos, scale_neg = ctx.scale
-        grad_y = diff_pos.new_zeros(ctx.rows, diff_pos.shape[1])
-        g_pos = diff_pos * (slope_pos * (scale_pos * grad))[:, None]
-        g_neg = diff_neg * (slope_neg * (scale_neg * grad))[:, None]
-        grad_y.index_add_(0, pos_source, g_pos).index_add_(0, pos_target, -g_pos)
-        grad_y.index_add_(0, neg_source, g_neg).index_add_(0, neg_target, -g_neg)
+        grad_y = _scatter(ctx.rows, (pos_source, pos_target, diff_pos, slope_pos * (scale_pos * grad)),
+                          (neg_source, neg_target, diff_neg, slope_neg * (scale_neg * grad)))
         return grad_y, None, None, None, None, None, None, None
+
+
+def _scatter(rows: int, *pairs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """∂L/∂y (rows, d) from pairs ``(source, target, diff, ∂L/∂d² × 2)``: ±diff × slope added
+    at the sources and targets (``index_add_`` of a negated copy: with ``alpha = -1`` it
+    leaves the fast kernel, 10x slower)."""
+    diff = pairs[0][2]
+    grad_y = diff.new_zeros(rows, diff.shape[1])
+    for source, target, diff, slope in pairs:
+        g = diff * slope[:, None]
+        grad_y.index_add_(0, source, g).index_add_(0, target, -g)
+    return grad_y
 
 
 def edge_cross_entropy(y: torch.Tensor, batch: dict[str, torch.Tensor], c: float, b: float,
@@ -85,4 +106,40 @@ def edge_cross_entropy(y: torch.Tensor, batch: dict[str, torch.Tensor], c: float
                                   float(gamma))
 
 
-__all__ = ["EdgeCrossEntropy", "edge_cross_entropy", "log_form"]
+def table_edge_cross_entropy(table: torch.Tensor, batch: dict[str, torch.Tensor], c: float,
+                             b: float, gamma: float) -> tuple[torch.Tensor, torch.Tensor,
+                                                              torch.Tensor, torch.Tensor | None]:
+    """:func:`edge_cross_entropy` of a batch embedded by a lookup table (``y = table[items]``,
+    free coordinates) and ∂L/∂table: (L, attraction, repulsion, gradient or None).
+
+    The pairs index ``table`` through ``items`` directly, so no (m, d) embedding of the batch
+    is gathered and no gradient of it scattered back; with grad mode on and ``table``
+    trainable the gradient is computed with the value and L hands it to ``table`` on
+    ``backward()`` (:class:`HandGradients`) — or the engine assigns it without a backward."""
+    items = batch["items"]
+    pos_source, pos_target, neg_source, neg_target = (
+        items.index_select(0, batch[key])
+        for key in ("pos_source", "pos_target", "neg_source", "neg_target"))
+    size = pos_source.numel()
+    if not (torch.is_grad_enabled() and table.requires_grad):
+        value, attraction, repulsion = EdgeCrossEntropy.apply(
+            table, pos_source, pos_target, neg_source, neg_target, float(c), float(b),
+            float(gamma))
+        return value, attraction, repulsion, None
+    with torch.no_grad():
+        attraction, diff_pos, slope_pos = _terms(table, pos_source, pos_target, c, b, -1.0)
+        repulsion, diff_neg, slope_neg = _terms(table, neg_source, neg_target, c, b, 1.0)
+        attraction, repulsion = attraction / size, repulsion / size
+        value = attraction + gamma * repulsion
+        grad = _scatter(table.shape[0], (pos_source, pos_target, diff_pos, slope_pos * (2.0 / size)),
+                        (neg_source, neg_target, diff_neg, slope_neg * (2.0 * gamma / size)))
+    return _EdgeHandGradients.apply(value, [grad], table), attraction, repulsion, grad
+
+
+class _EdgeHandGradients(HandGradients):
+    second_order_error = ("The UMAP edge loss of free coordinates carries hand-computed "
+                          "gradients: a gradient of its gradient (create_graph=True) needs "
+                          "autograd's path; set `fused = false` on the loss.")
+
+
+__all__ = ["EdgeCrossEntropy", "edge_cross_entropy", "log_form", "table_edge_cross_entropy"]

@@ -25,6 +25,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
+from ..losses import HandGradients as LossHandGradients
+
 aten = torch.ops.aten
 
 
@@ -319,28 +321,10 @@ def hand_backward(plan: MLPPlan, params: list, saved: list,
     return grads
 
 
-class HandGradients(torch.autograd.Function):
-    """``apply(value, grads, *params)``: ``value`` as a node of the graph whose backward hands
-    ``grads`` (already computed, one per param, in order; no None) to the parameters, times
-    the incoming gradient; so ``value.backward()`` fills ``p.grad`` as if autograd had traced
-    the whole computation.  One backward only: the grads are released by it."""
+class HandGradients(LossHandGradients):
+    """:class:`~infoblocks.blocks.losses.HandGradients` of the MI bounds' fast path."""
 
-    @staticmethod
-    def forward(ctx, value, grads, *params):
-        ctx.grads = grads
-        return value
-
-    @staticmethod
-    def backward(ctx, grad):
-        if ctx.grads is None:
-            raise RuntimeError("These hand-computed gradients were handed over already: "
-                               "backward through this value runs once (no retain_graph).")
-        if torch.is_grad_enabled():
-            raise RuntimeError(HAND_SECOND_ORDER_ERROR)
-        grads, ctx.grads = ctx.grads, None
-        if grad.numel() != 1 or float(grad) != 1.0:
-            grads = [g * grad for g in grads]
-        return (None, None, *grads)
+    second_order_error = HAND_SECOND_ORDER_ERROR
 
 
 __all__ = ["MLPPlan", "mlp_plan", "plan_usable", "plan_forward", "blocked_forward",

@@ -78,6 +78,48 @@ def test_relation_loss_takes_the_closed_form_only_where_the_kernel_states_it():
     torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-4, atol=1e-6)
 
 
+def test_free_coordinates_are_indexed_in_their_table_with_the_same_loss_and_gradient():
+    """The layout's loss indexes pairs of items in the free coordinates' table directly: the
+    value and the positions' gradient are those of embedding the batch's items first; a
+    subclass whose forward is not the lookup keeps the embedding path."""
+    from infoblocks.blocks.embedding.layout import FreePositions, _FreePositionsModule
+
+    class Shifted(_FreePositionsModule):
+        def forward(self, index):
+            return super().forward(index) + 1.0
+
+    torch.manual_seed(0)
+    items = torch.randint(0, 60, (40,))  # repeated items, as a batch's sources and negatives
+    batch = {**_batch(40, 15, 75), "items": items}
+    calls = []
+    for cls in (FreePositions(n_items=60).build().__class__, Shifted):
+        module = cls(60, 2, None, None)
+        with torch.no_grad():
+            module.positions.copy_(torch.randn(60, 2, generator=torch.Generator().manual_seed(1)))
+        results = []
+        for table in (True, False):
+            loss = RelationLoss(model="layout", input="items", kernel="modified_cauchy",
+                                cache_front_end=False)
+            if not table:  # the embedding path: the model's forward at the items
+                loss._lookup_table = lambda model, batch: None
+            module.positions.grad = None
+            calls.clear()
+            hook = module.register_forward_hook(lambda *a: calls.append(1))
+            out = loss(batch, {"layout": module}, None)
+            hook.remove()
+            handed = out.gradients is not None  # the engine may assign them, no backward
+            assert handed == (table and cls is not Shifted)
+            out.value.backward()
+            if handed:
+                torch.testing.assert_close(out.gradients[0][1], module.positions.grad)
+            results.append((float(out.value.detach()), module.positions.grad.clone(), len(calls)))
+        (v_table, g_table, forwards), (v_embed, g_embed, _) = results
+        assert math.isclose(v_table, v_embed, rel_tol=1e-6)
+        torch.testing.assert_close(g_table, g_embed, rtol=1e-5, atol=1e-7)
+        assert float(g_table.abs().sum()) > 0
+        assert forwards == (1 if cls is Shifted else 0)  # the lookup only where it is one
+
+
 def test_query_knn_finds_the_nearest_reference_rows():
     rng = np.random.default_rng(0)
     reference = torch.tensor(rng.normal(size=(300, 6)), dtype=torch.float32)
