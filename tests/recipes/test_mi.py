@@ -738,20 +738,42 @@ def test_minee_names_a_negative_divergence_and_its_critic():
         MINEE(epochs=1, learning_rate=1e-7, init_std=1.0, seed=0).fit(x, y)
 
 
+def skewed_pair(seed):
+    # author5 A5-6: X ~ Exp(1), Y = X + Exp(1): I = h(Y) − h(Y | X) = h(Gamma(2)) − h(Exp(1))
+    # = (2 − ψ(2)) − 1 = γ (Euler's constant)
+    rng = np.random.default_rng(seed)
+    x = rng.exponential(size=(2000, 1))
+    return x, x + rng.exponential(size=(2000, 1)), 0.5772156649
+
+
 @pytest.mark.slow
 def test_minee_on_skewed_data_selects_on_the_critics_bounds_not_on_i():
-    # author5 A5-6: X ~ Exp(1), Y = X + Exp(1): I = h(Y) − h(Y | X) = h(Gamma(2)) − h(Exp(1))
-    # = (2 − ψ(2)) − 1 = γ (Euler's constant).  Selecting the epoch of the highest held-out I
-    # kept a collapsed marginal critic (D_x −0.7) and gave 1.617 / 2.557 nats on seeds 0 / 3;
-    # on the sum of the three bounds 0.592 / 0.486 (seeds 0-5: 0.455-0.592).  ~30 s.
-    truth = 0.5772156649
+    # Selecting the epoch of the highest held-out I kept a collapsed marginal critic (final D_x
+    # −0.71 / −0.35) and gave 1.614 / 1.299 nats on seeds 0 / 3; on the sum of the three bounds
+    # 0.592 / 0.388 (seeds 0-5: 0.388-0.592).  The defaults determine γ to about ±0.2 here,
+    # not better: with the moments and the Gaussian reference p/q has exponential tails against
+    # Gaussian ones, and seed 3's D_xy rests on one of its 20,000 final reference draws (22 % of
+    # the sum of e^t; the same critic on three other sets of 20,000 draws gives 0.56-0.67, on
+    # 2·10⁶ draws 0.45; docs/mi.md).  ~40 s.
     for seed in (0, 3):
-        rng = np.random.default_rng(seed)
-        x = rng.exponential(size=(2000, 1))
-        y = x + rng.exponential(size=(2000, 1))
+        x, y, truth = skewed_pair(seed)
         est = quiet_fit(MINEE(seed=seed), x, y)
         assert min(est.divergences_.values()) > 0, est.divergences_
-        assert abs(est.estimate_nats_ - truth) < 0.15, est.estimate_nats_
+        assert abs(est.estimate_nats_ - truth) < 0.25, est.estimate_nats_
+        if abs(est.estimate_nats_ - truth) > 0.15:  # ... and the interval says so: seed 3's
+            ci = est.estimate(ci=0.95)  # is [0.115, 0.673], the other seeds' 0.10-0.14 wide
+            assert ci.low <= truth <= ci.high, (est.estimate_nats_, ci.low, ci.high)
+
+
+@pytest.mark.slow
+def test_minee_with_ranks_on_skewed_data_is_within_0_1():
+    # the remedy MI-NEE's negative-divergence warning and docs/mi.md name for skewed data: the
+    # normal scores' marginals are what the Gaussian reference draws (D_x, D_y ≈ 0), and D_xy is
+    # the copula's.  Measured: seeds 0-5 0.544 / 0.496 / 0.554 / 0.572 / 0.527 / 0.557.  ~45 s.
+    for seed in (0, 3):
+        x, y, truth = skewed_pair(seed)
+        est = quiet_fit(MINEE(seed=seed, standardize="rank"), x, y)
+        assert abs(est.estimate_nats_ - truth) < 0.1, est.estimate_nats_
 
 
 def test_the_critic_shortcut_names_the_section_a_plugin_critic_goes_in(bilinear_critic):
