@@ -22,7 +22,39 @@ BLOCK_KINDS: tuple[str, ...] = (
 )
 
 
-class Block:
+@functools.cache
+def _init_keywords(cls: type) -> frozenset[str] | None:
+    """The keywords of ``cls``'s attrs-generated ``__init__`` (None where ``cls`` is not an
+    attrs class or defines its own ``__init__``: it then decides what it takes)."""
+    init = getattr(cls, "__init__", None)
+    code = getattr(init, "__code__", None)
+    if not attrs.has(cls) or code is None or "<attrs generated" not in code.co_filename:
+        return None
+    return frozenset(f.alias or f.name for f in attrs.fields(cls) if f.init)
+
+
+class CheckedKeywords:
+    """Base of the attrs classes a user builds from Python (blocks, a
+    :class:`~infoblocks.blocks.phases.TrainingPhase`): a keyword the class does not have is an
+    :class:`~infoblocks.blocks.errors.UnknownParameterError` with the close matches
+    (``TrainingPhase(epoch=2)``: "Did you mean 'epochs'?"), as for a recipe or a TOML key,
+    instead of attrs' bare ``TypeError``.  Checked in ``__new__``, before attrs' ``__init__``
+    runs, so that no subclass needs a metaclass or its own check."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            names = _init_keywords(cls)
+            unknown = [] if names is None else [k for k in kwargs if k not in names]
+            if unknown:
+                from .config import check_arguments
+
+                check_arguments(cls, {unknown[0]: None})  # raises, with the close matches
+        return super().__new__(cls)
+
+
+class Block(CheckedKeywords):
     """Base of all blocks.  Subclasses are ``@attrs.define`` classes."""
 
     kind: ClassVar[str] = "block"
@@ -117,16 +149,27 @@ def not_implemented(obj: Any, method: str) -> NotImplementedError:
         f"{method}); docs/plugins.md, the slot's row).")
 
 
-def _provider(block: Block) -> str:
-    """`` (plugin 'x')`` for a block a plugin other than the built-ins registered, else ''."""
+#: the plugin name under which infoblocks registers its own blocks
+BUILTIN = "builtin"
+
+
+def block_origin(block: Any) -> str | None:
+    """Who registered ``block``'s class: :data:`BUILTIN` for infoblocks' own blocks, the
+    plugin's name for a plugin's, None for a class no registry entry holds (a user's own
+    block passed as an object, or a subclass of a registered one)."""
     try:
         from infoblocks.plugins.registry import get_registry
 
         entry = get_registry().entry(block.kind, block.name)
     except Exception:  # noqa: BLE001 - informative only (an unregistered block)
-        return ""
-    return "" if entry.block is not type(block) or entry.plugin == "builtin" \
-        else f" (plugin {entry.plugin!r})"
+        return None
+    return entry.plugin if entry.block is type(block) else None
+
+
+def _provider(block: Block) -> str:
+    """`` (plugin 'x')`` for a block a plugin other than the built-ins registered, else ''."""
+    origin = block_origin(block)
+    return "" if origin in (None, BUILTIN) else f" (plugin {origin!r})"
 
 
 def _blocks_in(traceback: Any) -> list[Block]:
@@ -141,28 +184,36 @@ def _blocks_in(traceback: Any) -> list[Block]:
     return found
 
 
-def _module_in(traceback: Any) -> str:
-    """The class name of the outermost torch module the traceback passes through (a model a
-    loss calls, where a shape mismatch is usually raised), else ''."""
+def _module_in(traceback: Any) -> Any:
+    """The outermost torch module whose method the traceback passes through (a model a loss
+    calls, where a shape mismatch is usually raised), else None."""
     import torch
 
     while traceback is not None:
         owner = traceback.tb_frame.f_locals.get("self")
         if isinstance(owner, torch.nn.Module):
-            return type(owner).__name__
+            return owner
         traceback = traceback.tb_next
-    return ""
+    return None
+
+
+def _own_module(module: Any) -> bool:
+    """Whether a torch module is one of infoblocks' (a model block built it), not a user's."""
+    return type(module).__module__.startswith(("infoblocks.", "torch."))
 
 
 def block_failure(exc: BaseException, where: str) -> Exception | None:
-    """A :class:`~infoblocks.blocks.errors.PluginError` naming the block that raised ``exc``
+    """A :class:`~infoblocks.blocks.errors.BlockError` naming the block that raised ``exc``
     (a non-infoblocks exception) and ``where`` it ran (``"phase 'main'"``), or None when
-    ``exc`` is infoblocks' own error or no block's method is on its traceback.
+    ``exc`` is infoblocks' own error or no block's method is on its traceback.  A
+    :class:`~infoblocks.blocks.errors.PluginError` (a BlockError) where code that is not
+    infoblocks' own took part — a plugin's block, a user's block class or torch module — and
+    a plain BlockError, the block called ``built-in``, where only infoblocks' blocks did.
 
     Called only once an exception was caught (no cost while nothing raises): the block is the
     outermost one whose method the traceback passes through (the slot the engine called),
     and the innermost one too when they differ (a loss's distance, a relation's metric)."""
-    from .errors import InfoblocksError, PluginError
+    from .errors import BlockError, InfoblocksError, PluginError
 
     if isinstance(exc, InfoblocksError) or not isinstance(exc, Exception):
         return None
@@ -170,22 +221,28 @@ def block_failure(exc: BaseException, where: str) -> Exception | None:
     if not found:
         return None
     outer, inner = found[0], found[-1]
-    inside = f", inside its {inner.kind} {inner.name!r}" if inner is not outer else ""
     module = _module_in(exc.__traceback__)
-    module = f"; in the forward of the model module {module}" if module else ""
+    builtin = all(block_origin(b) == BUILTIN for b in found) and \
+        (module is None or _own_module(module))
+    label = "built-in " if builtin else ""
+    inside = f", inside its {inner.kind} {inner.name!r}{_provider(inner)}" \
+        if inner is not outer else ""
+    module = f"; in the forward of the model module {type(module).__name__}" \
+        if module is not None else ""
     hint = ""
     if isinstance(exc, KeyError) and outer.kind == "loss":
         hint = (" A loss that reads a batch field declares it in required_fields(), so that "
                 "the phase checks the sampler yields it before the first step.")
     text = str(exc) or "(no message)"
-    message = (f"{where}: {outer.kind} {outer.name!r}{_provider(outer)}{inside} raised "
+    message = (f"{where}: {label}{outer.kind} {outer.name!r}{_provider(outer)}{inside} raised "
                f"{type(exc).__name__}: {text} ({_raised_at(exc.__traceback__)}{module}).{hint}")
-    cls = _failure_class(type(exc))
+    base = BlockError if builtin else PluginError
+    cls = _failure_class(base, type(exc))
     try:
         failure = cls.__new__(cls, message)
         BaseException.__init__(failure, message)
     except Exception:  # noqa: BLE001 - an exception class with its own constructor rules
-        failure = PluginError(message)
+        failure = base(message)
     return failure
 
 
@@ -207,18 +264,16 @@ def _raised_at(traceback: Any) -> str:
 
 
 @functools.cache
-def _failure_class(original: type) -> type:
-    """:class:`~infoblocks.blocks.errors.PluginError` that is also an ``original`` (so that
-    ``except RuntimeError`` around a fit still catches a RuntimeError raised in a block), or
-    plain PluginError where the two cannot be combined."""
-    from .errors import PluginError
-
+def _failure_class(base: type, original: type) -> type:
+    """``base`` (:class:`~infoblocks.blocks.errors.BlockError` or its PluginError) that is
+    also an ``original`` (so that ``except RuntimeError`` around a fit still catches a
+    RuntimeError raised in a block), or plain ``base`` where the two cannot be combined."""
     try:
-        return type("PluginError", (PluginError, original),
-                    {"__module__": PluginError.__module__, "__str__": _first_arg,
-                     "__doc__": PluginError.__doc__})
+        return type(base.__name__, (base, original),
+                    {"__module__": base.__module__, "__str__": _first_arg,
+                     "__doc__": base.__doc__})
     except TypeError:  # e.g. a final class, or an instance layout that does not combine
-        return PluginError
+        return base
 
 
 def _first_arg(self: BaseException) -> str:  # KeyError's own __str__ would quote the message
@@ -244,5 +299,6 @@ def as_data(value: Any) -> Any:
     return _as_data(value)
 
 
-__all__ = ["BLOCK_KINDS", "Block", "as_data", "block_failure", "block_field", "is_abstract",
-           "naming_blocks", "not_implemented", "resolve_block"]
+__all__ = ["BLOCK_KINDS", "BUILTIN", "Block", "CheckedKeywords", "as_data", "block_failure",
+           "block_field", "block_origin", "is_abstract", "naming_blocks", "not_implemented",
+           "resolve_block"]

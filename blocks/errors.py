@@ -29,8 +29,18 @@ class RegistryError(InfoblocksError, LookupError):
     """A (kind, name) is unknown, or two plugins claim the same name."""
 
 
-class PluginError(InfoblocksError):
-    """A plugin failed to load or returned something that is not a block."""
+class BlockError(InfoblocksError):
+    """A block raised while it ran (a loss, sampler, relation ... in a phase or a global): the
+    message names where (``phase 'main'``), the block and its origin, the original exception
+    and the line it was raised at; raised ``from`` the original and also an instance of the
+    original's type.  Raised as such for infoblocks' own blocks (``built-in loss
+    'mine_loss'``, often a setting the block cannot work with); see :class:`PluginError`."""
+
+
+class PluginError(BlockError):
+    """A plugin failed to load or returned something that is not a block; or a block that is
+    not infoblocks' own — a plugin's, a user's class or torch module — raised while it ran
+    (``loss 'x' (plugin 'pkg')``)."""
 
 
 class ContractError(ValidationError):
@@ -55,6 +65,7 @@ __all__ = [
     "ValidationError",
     "ConfigError",
     "RegistryError",
+    "BlockError",
     "PluginError",
     "SizeLimitError",
     "NumericalError",

@@ -23,7 +23,7 @@ import attrs
 from attrs.validators import optional
 import torch
 
-from .base import as_data, block_field
+from .base import CheckedKeywords, as_data, block_field
 from .callbacks import Callback, EarlyStopping
 from .contracts import (check_loss_value, check_phase, check_shard, check_whole_batch,
                         check_yields)
@@ -120,7 +120,7 @@ LR_SCHEDULES = ("none", "cos", "exp")
 
 
 @attrs.define
-class Validation:
+class Validation(CheckedKeywords):
     """How a phase is validated: a sampler over held-out data and a loss whose ``metric`` is
     tracked (``mode`` min or max) every ``every`` epochs, recorded as ``val_<metric>``; a
     phase shorter than ``every`` epochs is validated once, at its last epoch."""
@@ -163,7 +163,7 @@ def _mean_metrics(collected: list[dict[str, torch.Tensor]], state: TrainState
 
 
 @attrs.define
-class TrainingPhase:
+class TrainingPhase(CheckedKeywords):
     """One stage of training (e.g. UMAP's init phase, then its main phase).
 
     ``trainable`` names the models whose parameters are optimised (None: all).  The learning

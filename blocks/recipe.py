@@ -72,6 +72,30 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _strings(value: Any) -> list[str]:
+    """Every string in nested lists / dicts (the names a section's blocks refer to)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _partial_entry(section: str, entry: Any) -> bool:
+    """Whether a ``globals`` / ``models`` entry names no block: a table that tunes a default
+    entry rather than a spec of its own (a global's relation without ``name`` and no
+    transforms, or none of either; a model table without ``name``)."""
+    if not isinstance(entry, dict):
+        return False
+    if section == "models":
+        return "name" not in entry
+    relation = entry.get("relation")
+    return (isinstance(relation, dict) and "name" not in relation) or \
+        (relation is None and not entry.get("transforms"))
+
+
 class _CheckedConstructor(type):
     """Recipes check their keyword arguments before attrs sees them: an unknown keyword gets
     the close matches (as a TOML key does) and typed values go through the strict converter,
@@ -126,8 +150,11 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         ``checkpoint``: a directory where the whole training state is written atomically
         (every ``checkpoint_every`` epochs and at each phase's end); ``resume=True`` continues
         from the checkpoint there, and ``resume=DIR`` is short for ``checkpoint=DIR,
-        resume=True``.  ``warm_start=True`` continues this process's previous run of the
-        routine (weights, optimizer and loss state).  Returns the routine."""
+        resume=True``; a directory without a checkpoint (a first run, or a mistyped path)
+        starts from scratch with a ``NothingToResumeWarning`` naming it (not an error: the
+        same command line starts a run and continues it after a kill).  ``warm_start=True``
+        continues this process's previous run of the routine (weights, optimizer and loss
+        state).  Returns the routine."""
         if isinstance(resume, (str, Path)):
             if checkpoint is not None and Path(checkpoint) != Path(resume):
                 raise ConfigError(f"`resume` = {str(resume)!r} and `checkpoint` = "
@@ -187,6 +214,7 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         set the same key to different values, and :class:`ValidationError` where a
         hyperparameter has the wrong type (``standardize="no"`` for a bool)."""
         check_types(self, type(self).__name__, shortcut_fields(type(self)))
+        self._check_new_entries()
         spec = expand_sections(self)
         self._check_evaluation_slots(spec)
         # every phase's optimizer settings, the engine's defaults where the recipe leaves them
@@ -210,6 +238,66 @@ class Recipe(Block, metaclass=_CheckedConstructor):
             hint = "".join(f" Did you mean {m[0]!r} for {k!r}?" for k, m in close.items())
             raise ConfigError(f"{self.name}: [evaluation] has no slot {unknown}; its slots are "
                               f"{sorted(known)}.{hint}")
+
+    def _check_new_entries(self) -> None:
+        """A ``globals`` or ``models`` entry under a name the recipe does not have, given as a
+        partial spec (``globals = {grph = {relation = {metric = "cosine"}}}``: no block
+        named) while a default entry has a close name, is a misspelling of that entry — a
+        :class:`ConfigError` with the close match, instead of the block's "needs a 'name'
+        key" (phases: :func:`~infoblocks.blocks.assembly.merge_sections`)."""
+        import difflib
+
+        defaults = self.default_sections()
+        for section, noun, full in (("globals", "global", "relation = {name = ...} or "
+                                     "transforms = [...]"), ("models", "model", "name = ...")):
+            given, known = getattr(self, section), list(defaults.get(section) or {})
+            if not isinstance(given, dict) or not known:
+                continue
+            for name, entry in given.items():
+                if name in known or not _partial_entry(section, entry):
+                    continue
+                close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+                if close:
+                    raise ConfigError(
+                        f"{self.name}.{section}: no {noun} {name!r} in {self.name} ({section}: "
+                        f"{', '.join(known)}); did you mean {close[0]!r}? A new one needs a "
+                        f"full spec ({full}).")
+
+    def _check_read_models(self, spec: dict[str, Any], phases: list[Any]) -> None:
+        """A model added under ``models`` that nothing reads — no phase trains it by name, no
+        loss uses it (``required_models``), no block of the sections names it — would be built
+        and left untrained while the recipe trains its own (``MINE(models={"critc": ...})``
+        trained the default critic): a :class:`ConfigError` listing the recipe's models.
+        Checked where every loss is infoblocks' own (a plugin's loss may read a model it does
+        not declare) and the recipe has default models."""
+        import difflib
+
+        from .base import BUILTIN, block_origin
+
+        defaults = list(self.default_models())
+        added = [n for n in (self.models if isinstance(self.models, dict) else {})
+                 if n not in defaults]
+        if not defaults or not added:
+            return
+        read = set(_strings([spec.get(k) for k in ("globals", "phases", "evaluation")]))
+        for phase in phases:
+            read |= set(phase.trainable or ())
+            for loss in (phase.loss, getattr(phase.validation, "loss", None)):
+                for part in [loss, *getattr(loss, "losses", ())] if loss is not None else ():
+                    if block_origin(part) != BUILTIN:
+                        return
+                    read |= set(part.required_models() or ())
+        unread = [n for n in added if n not in read]
+        if not unread:
+            return
+        close = difflib.get_close_matches(str(unread[0]), defaults, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"{self.name}.models.{unread[0]}: nothing reads model {unread[0]!r} (no phase "
+            f"trains it by name, no loss or evaluation block uses it), so it would be built and "
+            f"left untrained. {self.name}'s models are {defaults}.{hint} To change one, give its "
+            f"table under that name (models = {{{defaults[0]} = {{...}}}}); a new model needs a "
+            "block that names it (a loss's `model`, a phase's `trainable`).")
 
     def phase_specs(self) -> list[dict[str, Any]]:
         """The phases that training runs, as dicts (defaults merged with ``phases``)."""
@@ -244,9 +332,11 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         from .assembly import build_phase
 
         spec = self.routine_spec() if spec is None else spec
-        return [build_phase(p, f"{self.name}.phases.{p.get('name', k)}", sampler_context,
-                            validation_context)
-                for k, p in enumerate(spec["phases"])]
+        phases = [build_phase(p, f"{self.name}.phases.{p.get('name', k)}", sampler_context,
+                              validation_context)
+                  for k, p in enumerate(spec["phases"])]
+        self._check_read_models(spec, phases)
+        return phases
 
     def build_evaluation(self, slot: str, spec: dict[str, Any] | None = None, **context: Any
                          ) -> Any:
@@ -451,9 +541,20 @@ class Recipe(Block, metaclass=_CheckedConstructor):
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Recipe:
         """A recipe saved with :meth:`save` (or a routine saved with the recipe's
-        ``to_dict(full=True)`` as its ``extra``), its ``routine_`` rebuilt with the weights."""
+        ``to_dict(full=True)`` as its ``extra``), its ``routine_`` rebuilt with the weights.
+        ``Recipe.load(path)`` on the base class loads any recipe's save with that recipe's
+        own ``load``; a save of another recipe is a :class:`ValidationError` naming its
+        loader (:func:`check_saved_recipe`)."""
         from .routine import Routine
 
+        saved = check_saved_recipe(cls, path)
+        if saved is not None and saved is not cls:  # Recipe.load(path): the saver's own load
+            if saved.load.__func__ is not Recipe.load.__func__:  # type: ignore[attr-defined]
+                import inspect
+
+                takes_device = "device" in inspect.signature(saved.load).parameters
+                return saved.load(path, **({"device": device} if takes_device else {}))
+            cls = saved
         routine = Routine.load(path, device=device)
         extra = routine.saved_extra
         settings = extra.get(RECIPE_KEY) if isinstance(extra.get(RECIPE_KEY), dict) else extra
@@ -487,6 +588,79 @@ class Recipe(Block, metaclass=_CheckedConstructor):
             raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit() first.")
 
 
+#: keys of a save's ``extra`` (``routine.json``) under which recipes record their settings:
+#: ``recipe`` holds the recipe's name (the extra is the full form itself, as DII writes it) or
+#: the full form (the embeddings, InfoMax, IMNN, :meth:`Recipe.save`); ``recipe_config``
+#: holds the full form (the MI estimators)
+SAVED_SETTINGS_KEYS = (RECIPE_KEY, "recipe_config")
+
+
+def saved_recipe_name(extra: Any) -> str | None:
+    """The name of the recipe whose settings a save's ``extra`` holds, in any recipe's layout
+    (:data:`SAVED_SETTINGS_KEYS`); None for a routine saved without a recipe."""
+    if not isinstance(extra, dict):
+        return None
+    for key in SAVED_SETTINGS_KEYS:
+        value = extra.get(key)
+        if isinstance(value, dict):
+            value = value.get(RECIPE_KEY)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def check_saved_recipe(cls: type, path: str | Path) -> type | None:
+    """Before ``cls.load(path)`` reads a save: the recipe class that wrote ``path``, which
+    must be ``cls`` (or, for a base class without a name such as :class:`Recipe`, one of its
+    subclasses).  A save of another recipe, or of a bare ``Routine.save``, is a
+    :class:`ValidationError` naming the loader to use, instead of a ``KeyError`` deep in
+    ``cls``'s own reading of the layout.  None where ``path`` holds no readable
+    ``routine.json`` (``Routine.load`` then says what is wrong with it)."""
+    import json
+
+    from .base import is_abstract
+    from .routine import SPEC_FILE
+
+    try:
+        spec = json.loads((Path(path) / SPEC_FILE).read_text())
+    except Exception:  # noqa: BLE001 - missing or damaged: Routine.load names the problem
+        return None
+    if not isinstance(spec, dict):
+        return None
+    name = saved_recipe_name(spec.get("extra"))
+    label = cls.__name__
+    if name is None:
+        writes = "a recipe's save(path)" if is_abstract(cls) else \
+            f"{label}(...).fit(...).save(path)"
+        raise ValidationError(
+            f"{path} holds a routine saved without a recipe's settings (Routine.save); load it "
+            f"with Routine.load(path). {label}.load reads what {writes} writes.")
+    saved = _registered_recipe(name)
+    if name == getattr(cls, "name", None) or (
+            saved is not None and is_abstract(cls) and issubclass(saved, cls)):
+        return saved if saved is not None else cls
+    wanted = "" if is_abstract(cls) else f", not by {label}"
+    if saved is None:
+        raise ValidationError(
+            f"{path} holds a model saved by recipe {name!r}{wanted}, and no recipe {name!r} is "
+            "registered here: install the plugin that provides it, then load it with "
+            "infoblocks.blocks.recipe.Recipe.load(path).")
+    raise ValidationError(f"{path} holds a model saved by {saved.__name__} (recipe {name!r})"
+                          f"{wanted}; load it with {saved.__name__}.load(path).")
+
+
+def _registered_recipe(name: str) -> type | None:
+    """The recipe class registered as ``name``, or None."""
+    from infoblocks.plugins.registry import get_registry
+
+    from .errors import InfoblocksError
+
+    try:
+        return get_registry().entry("recipe", name).block
+    except InfoblocksError:
+        return None
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML file with an error that names the file and line on a syntax error."""
     path = Path(path)
@@ -503,4 +677,5 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is a directory; give the config file.") from None
 
 
-__all__ = ["Recipe", "RECIPE_KEY", "EXPANDED_KEY", "read_toml", "transient_field"]
+__all__ = ["Recipe", "RECIPE_KEY", "EXPANDED_KEY", "check_saved_recipe", "read_toml",
+           "saved_recipe_name", "transient_field"]

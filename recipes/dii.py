@@ -322,6 +322,7 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
     def _build(self, data: dict[str, torch.Tensor], l1_strength: float | None = None,
                params_init: list[float] | None = None) -> Routine:
         spec = self.routine_spec()
+        self._evaluation_blocks()  # a misspelt key of an evaluation block: now, not after fit
         weights = spec["models"].get("weights")
         if isinstance(weights, (str, dict)) and (l1_strength is not None
                                                  or params_init is not None):

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from infoblocks.blocks.data import as_rows
+from infoblocks.blocks.recipe import check_saved_recipe
 from infoblocks.blocks.routine import Routine
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,6 +49,7 @@ class DIIPersistence:
         """A DII saved with :meth:`save`, with working ``weights_``, histories and (when the
         data was saved) ``final_dii`` / ``select_features`` / ``information_imbalance``."""
         path = Path(path)
+        check_saved_recipe(cls, path)  # another recipe's save: named, with its loader
         routine = Routine.load(path, device=device)
         extra = dict(getattr(routine, "saved_extra", {}) or {})
         # the full form reads back without the sections the shortcuts give, so that

@@ -43,7 +43,7 @@ from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationErro
 from infoblocks.blocks.fisher import (FIDUCIAL, FIDUCIAL_SAMPLE, FisherStatistics,
                                       optional_theta)
 from infoblocks.blocks.phases import TrainingPhase, optimizer_class
-from infoblocks.blocks.recipe import EXPANDED_KEY, Recipe, transient_field
+from infoblocks.blocks.recipe import EXPANDED_KEY, Recipe, check_saved_recipe, transient_field
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import non_negative, one_of, positive, positive_int
@@ -233,6 +233,14 @@ class IMNN(PosteriorInference, Recipe):
         if self.n_d > self.n_s:
             raise ValidationError(f"`n_d` = {self.n_d} exceeds `n_s` = {self.n_s}; derivatives are "
                                   "taken of the first n_d fiducial simulations.")
+        # a min_epochs of one's own above epochs is a floor that never applies (the default's
+        # above a short run's epochs only means: no early stop, as a short run wants)
+        if self.epochs is not None and self.min_epochs > self.epochs and \
+                self.min_epochs != attrs.fields(type(self)).min_epochs.default:
+            raise ValidationError(
+                f"`min_epochs` = {self.min_epochs} exceeds `epochs` = {self.epochs}: training "
+                f"stops after {self.epochs} epochs, so the floor under early stopping never "
+                "applies. Set min_epochs ≤ epochs (min_epochs = epochs: no early stop).")
 
     # ------------------------------------------------------------------ the assembly
 
@@ -629,6 +637,7 @@ class IMNN(PosteriorInference, Recipe):
         """A fitted IMNN from :meth:`save` (pass ``network`` again if it was a custom module).
         ``fit`` on it continues training; the save holds no simulations, so pass them again
         (``fit()`` without them says so)."""
+        check_saved_recipe(cls, path)  # another recipe's save: named, with its loader
         routine = Routine.load(path, models=None if network is None else {"main": network})
         extra = routine.saved_extra
         # the full form reads back without the sections the shortcuts give, so set_params on

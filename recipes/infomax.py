@@ -49,7 +49,7 @@ from infoblocks.blocks.mutual_information.infomax import WHITENING
 from infoblocks.blocks.mutual_information.split import _fraction
 from infoblocks.blocks.models import ACTIVATIONS
 from infoblocks.blocks.phases import LR_SCHEDULES, _optimizer_name
-from infoblocks.blocks.recipe import Recipe, transient_field
+from infoblocks.blocks.recipe import Recipe, check_saved_recipe, transient_field
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
 from infoblocks.plugins.registry import get_registry
@@ -530,6 +530,7 @@ class InfoMax(Recipe):
              device: str = "cpu") -> InfoMax:
         """A fitted recipe from :meth:`save` (pass ``encoder_module`` again if it was one)."""
         path = Path(path)
+        check_saved_recipe(cls, path)  # another recipe's save: named, with its loader
         resolve_device(device)
         _module_or_none(None, None, encoder_module)
         routine = Routine.load(path, models=None if encoder_module is None

@@ -215,6 +215,15 @@ class NeuralMIEstimator(Recipe):
                     "max_marginal": VALIDATION_MAX_PAIRS, **fixed}
         return negative_sampler(self.negatives, self, batch_size=self.batch_size, **fixed)
 
+    def __attrs_post_init__(self) -> None:
+        if self.validate_every is not None and self.test_fraction > 0 and \
+                self.validate_every > self.epochs:
+            raise ValidationError(
+                f"`validate_every` = {self.validate_every} exceeds `epochs` = {self.epochs}: the "
+                "held-out bound would be read once, at the last epoch, so early stopping "
+                "(`patience`) and the restore of the best epoch could do nothing. Set "
+                "validate_every ≤ epochs (= epochs: one validation, at the end).")
+
     def validation_interval(self) -> int:
         """Epochs between held-out evaluations: ``validate_every``, or by default
         :data:`MARGINAL_VALIDATE_EVERY` with the fixed product-of-marginals pairs, else 1."""

@@ -18,6 +18,7 @@ import torch
 from infoblocks.blocks.assembly import as_declared, block_fields
 from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.blocks.figures import save_figure
+from infoblocks.blocks.recipe import check_saved_recipe
 from infoblocks.blocks.mutual_information import (ReferenceScores, centred_interval,
                                                   default_max_pairs, pair_scores,
                                                   reference_scores, scalar_output)
@@ -527,6 +528,7 @@ def load_estimator(cls: type, path: str | Path, critic_module: torch.nn.Module |
     from infoblocks.plugins.registry import recipe_from_dict
 
     path = Path(path)
+    check_saved_recipe(cls, path)  # another recipe's save: named, with its loader
     models = {"main": critic_module} if critic_module is not None else None
     routine = Routine.load(path, models=models, device=device)
     extra = routine.saved_extra

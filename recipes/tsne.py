@@ -128,6 +128,13 @@ class ParametricTSNE(EmbeddingRecipe):
             raise ValidationError(
                 "`layout_epochs` > 0 (the default) starts the layout from the init positions; "
                 "use init='pca' or 'spectral', or layout_epochs=0 with init='none'.")
+        default = attrs.fields(type(self)).layout_exaggeration_epochs.default
+        if 0 < self.layout_epochs < self.layout_exaggeration_epochs != default:
+            raise ValidationError(
+                f"`layout_exaggeration_epochs` = {self.layout_exaggeration_epochs} exceeds "
+                f"`layout_epochs` = {self.layout_epochs}: the whole layout would be exaggerated, "
+                "with no epochs left to relax it. Set it below layout_epochs (the defaults: 10 "
+                "of 30).")
 
     @property
     def has_layout(self) -> bool:

@@ -44,7 +44,7 @@ from infoblocks.blocks.errors import ConfigError, NotFittedError, PluginError, V
 from infoblocks.blocks.figures import save_figure
 from infoblocks.blocks.losses import CompoundLoss
 from infoblocks.blocks.neighbors import query_knn
-from infoblocks.blocks.recipe import Recipe, transient_field
+from infoblocks.blocks.recipe import Recipe, check_saved_recipe, transient_field
 from infoblocks.blocks.routine import SPEC_FILE, Routine
 from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import non_negative, non_negative_int, one_of, positive, positive_int
@@ -680,6 +680,7 @@ class EmbeddingRecipe(Recipe):
         """A fitted recipe from :meth:`save` (pass ``encoder`` again if it was a custom module:
         it is checked up front to map the saved number of features to ``n_components``)."""
         path = Path(path)
+        check_saved_recipe(cls, path)  # another recipe's save: named, with its loader
         resolve_device(device)
         _module_or_none(None, None, encoder)
         extra = _saved_extra(path) if encoder is not None else None

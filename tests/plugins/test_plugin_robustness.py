@@ -16,7 +16,7 @@ import torch
 from infoblocks.blocks import Routine, TrainingPhase
 from infoblocks.blocks.contracts import ITEMS
 from infoblocks.blocks.data import LazyRows
-from infoblocks.blocks.errors import ConfigError, PluginError, ValidationError
+from infoblocks.blocks.errors import BlockError, ConfigError, PluginError, ValidationError
 from infoblocks.blocks.losses import Loss, LossOutput
 from infoblocks.blocks.relations import DenseRelations, Relation
 from infoblocks.blocks.routine import GlobalRelation
@@ -277,11 +277,12 @@ def test_a_plugin_whose_hook_raises_is_skipped_whole_and_named_when_its_block_is
 
 def test_a_shape_error_in_a_model_names_the_loss_and_the_model_module():
     routine = _routine(np.zeros((40, 4), np.float32))  # the model takes 3 features
-    with pytest.raises(RuntimeError, match=r"phase 'fit': loss 'position' raised RuntimeError: "
-                                           r"mat1 and mat2 shapes .*; in the forward of the "
-                                           r"model module \w+\)") as caught:
+    with pytest.raises(RuntimeError, match=r"phase 'fit': built-in loss 'position' raised "
+                                           r"RuntimeError: mat1 and mat2 shapes .*; in the "
+                                           r"forward of the model module \w+\)") as caught:
         routine.train()
-    assert isinstance(caught.value, PluginError)
+    # infoblocks' own loss and model: a BlockError, not a PluginError (fix14)
+    assert isinstance(caught.value, BlockError) and not isinstance(caught.value, PluginError)
 
 
 # ------------------------------------------------------- blocks a recipe calls after training

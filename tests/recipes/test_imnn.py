@@ -744,8 +744,10 @@ def test_a_model_besides_the_summary_network_is_built_from_its_table():
     from infoblocks.recipes.imnn import gaussian_simulations
 
     fid, der = gaussian_simulations(200, seed=0)
+    # (a phase names it: a model nothing reads is refused, fix14 / user13 U13-10)
     imnn = IMNN(theta_fid=[0.0, 1.0], hidden_dims=(8,), epochs=2,
-                models={"extra": {"name": "mlp", "out_dim": 3}}).fit(fid, der)
+                models={"extra": {"name": "mlp", "out_dim": 3}},
+                phases=[{"name": "fit", "trainable": ["main", "extra"]}]).fit(fid, der)
     extra = imnn.routine_.models["extra"]
     assert extra(torch.zeros(4, 10)).shape == (4, 3)  # in_dim: the simulation's size
 
