@@ -1,7 +1,7 @@
 """The root of every block: a small attrs class with a registry ``name`` and a ``kind``.
 
 Each kind (distance, relation, transform, sampler, loss, model, recipe, dataset, callback,
-placement, optimizer) has one abstract base in its own module.  A concrete block declares
+placement, optimizer, schedule) has one abstract base in its own module.  A concrete block declares
 ``name`` on its class; that is the key it is registered under.  Blocks are plain data (attrs fields) plus one main method, so that
 they can be described as ``{"name": ..., **fields}`` and rebuilt by the registry.
 """
@@ -18,7 +18,7 @@ import attrs
 #: the kinds of blocks, in the order the registry lists them
 BLOCK_KINDS: tuple[str, ...] = (
     "distance", "relation", "transform", "sampler", "loss", "model", "dataset", "recipe",
-    "callback", "placement", "optimizer",
+    "callback", "placement", "optimizer", "schedule",
 )
 
 

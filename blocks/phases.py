@@ -28,8 +28,8 @@ from .callbacks import Callback, EarlyStopping
 from .contracts import (check_loss_value, check_phase, check_shard, check_whole_batch,
                         check_yields)
 from .errors import NumericalError, ValidationError
-from .numerics import cosine_factor
 from .optim import OptimizerBlock, make_adam
+from .schedules import Schedule, build_schedule, checked_factor, schedule_spec
 from .state import TrainState
 from .validators import non_negative, non_negative_int, one_of, positive
 
@@ -116,7 +116,8 @@ def _optimizer_options(instance: Any, attribute: Any, value: Any) -> None:
             f"take the options {unknown}{hint}; it takes {[k for k in known if k != 'lr']}.")
 
 
-LR_SCHEDULES = ("none", "cos", "exp")
+#: the built-in schedules (kind ``schedule``; ``lr_schedule`` takes any registered one)
+LR_SCHEDULES = ("none", "cos", "exp", "warmup_cos")
 
 
 @attrs.define
@@ -167,9 +168,11 @@ class TrainingPhase(CheckedKeywords):
     """One stage of training (e.g. UMAP's init phase, then its main phase).
 
     ``trainable`` names the models whose parameters are optimised (None: all).  The learning
-    rate follows ``lr_schedule`` over the phase's steps: ``cos`` decays to 0 on a half cosine,
-    ``exp`` multiplies by ``lr_decay_rate`` every ``lr_decay_steps`` steps (staircase; with
-    ``lr_decay_staircase=False`` continuously, rate ** (step / lr_decay_steps)).
+    rate follows ``lr_schedule`` over the phase's steps, a registered ``schedule`` block by
+    name or ``{"name": ..., **fields}`` (:mod:`infoblocks.blocks.schedules`): ``cos`` decays to
+    0 on a half cosine, ``exp`` multiplies by ``lr_decay_rate`` every ``lr_decay_steps`` steps
+    (staircase; with ``lr_decay_staircase=False`` continuously, rate ** (step /
+    lr_decay_steps)), ``warmup_cos`` warms up linearly, then decays on a half cosine.
     ``l1_strength`` adds strength × Σ|θ| of the trained parameters to the loss.  A trained model
     with an ``on_phase_start(state)`` method has it called at the start of the phase (before its
     parameters are collected).  ``patience`` counts *validations* (every ``validation.every``
@@ -187,7 +190,9 @@ class TrainingPhase(CheckedKeywords):
     optimizer: str = attrs.field(default="adam", validator=_optimizer_name)
     learning_rate: float = attrs.field(default=1e-3, validator=positive)
     momentum: float = 0.0
-    lr_schedule: str = attrs.field(default="none", validator=one_of(*LR_SCHEDULES))
+    #: a registered schedule's name or table (kind ``schedule``), or a Schedule block
+    lr_schedule: str | dict[str, Any] | Schedule = attrs.field(default="none",
+                                                               validator=schedule_spec)
     lr_decay_rate: float = 0.5
     lr_decay_steps: int = 10
     lr_decay_staircase: bool = True
@@ -274,14 +279,14 @@ class TrainingPhase(CheckedKeywords):
                 f"{sorted({**decay, **self.optimizer_options})}: {error}. Set "
                 "`optimizer_options` to keywords it accepts.") from None
 
+    def make_schedule(self) -> Schedule:
+        """The ``lr_schedule`` block, built through the registry (a schedule's fields it
+        declares in ``phase_fields`` and the spec leaves out come from this phase)."""
+        return build_schedule(self.lr_schedule, self, path=f"phases.{self.name}.lr_schedule")
+
     def lr_factor(self, step: int, total_steps: int) -> float:
         """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
-        if self.lr_schedule == "cos":
-            return cosine_factor(step, total_steps)
-        if self.lr_schedule == "exp":
-            steps = max(self.lr_decay_steps, 1)
-            return self.lr_decay_rate ** (step // steps if self.lr_decay_staircase else step / steps)
-        return 1.0
+        return checked_factor(self.make_schedule(), step, total_steps, f"Phase {self.name!r}")
 
     # ------------------------------------------------------------------ running
 
@@ -321,8 +326,9 @@ class TrainingPhase(CheckedKeywords):
             self.validation.sampler.setup(state)
         total_steps = self.epochs * self.sampler.num_batches(state)
         # a constant rate needs no scheduler call per step (it costs ~2 % of a small step)
-        scheduler = None if self.lr_schedule == "none" else torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: self.lr_factor(s, total_steps))
+        schedule, where = self.make_schedule(), f"Phase {self.name!r}"
+        scheduler = None if schedule.constant else torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: checked_factor(schedule, s, total_steps, where))
         stopper = self.stopping_callback()
         every = [*callbacks, *self.callbacks, *([stopper] if stopper else [])]
         state.phase, state.n_epochs, state.step, state.stop = self.name, self.epochs, 0, False

@@ -85,3 +85,8 @@ def register_placements():
 @hookimpl
 def register_optimizers():
     return blocks_of("optimizer")
+
+
+@hookimpl
+def register_schedules():
+    return blocks_of("schedule")

@@ -109,6 +109,14 @@ def register_optimizers() -> list[type]:
     lr, weight_decay) -> torch.optim.Optimizer``.  Called when the registry is built."""
 
 
+@hookspec
+def register_schedules() -> list[type]:
+    """Learning-rate schedule classes (``infoblocks.blocks.schedules.Schedule``): what a
+    phase's ``lr_schedule`` names (``lr_schedule = "my_schedule"`` or ``{name = ...,
+    **fields}``, in any recipe), ``factor(step, total_steps) -> float``, the multiplier of the
+    phase's learning rate at each optimizer step.  Called when the registry is built."""
+
+
 #: hook name for each block kind
 HOOK_FOR_KIND: dict[str, str] = {
     "distance": "register_distances",
@@ -122,4 +130,5 @@ HOOK_FOR_KIND: dict[str, str] = {
     "callback": "register_callbacks",
     "placement": "register_placements",
     "optimizer": "register_optimizers",
+    "schedule": "register_schedules",
 }

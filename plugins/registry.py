@@ -24,6 +24,7 @@ from infoblocks.blocks.optim import OptimizerBlock
 from infoblocks.blocks.recipe import RECIPE_KEY, Recipe
 from infoblocks.blocks.relations import Relation
 from infoblocks.blocks.samplers import Sampler
+from infoblocks.blocks.schedules import Schedule
 from infoblocks.blocks.transforms import Transform
 
 #: the base class every registered block of a kind must derive from
@@ -31,6 +32,7 @@ BASE_FOR_KIND: dict[str, type] = {
     "distance": Distance, "relation": Relation, "transform": Transform, "sampler": Sampler,
     "loss": Loss, "model": Model, "dataset": DatasetSource, "recipe": Recipe,
     "callback": Callback, "placement": Placement, "optimizer": OptimizerBlock,
+    "schedule": Schedule,
 }
 
 

@@ -45,7 +45,7 @@ from .registry import BASE_FOR_KIND, Registry
 #: the methods each kind's base leaves to its subclasses (a block must define them)
 _LEFT_TO_SUBCLASSES = {"loss": ("__call__",), "relation": ("compute",), "model": ("build",),
                        "sampler": ("num_batches", "batches"), "distance": ("pairwise", "paired"),
-                       "placement": ("place",)}
+                       "placement": ("place",), "schedule": ("factor",)}
 
 
 def _kind_of(cls: type) -> str:
@@ -67,8 +67,11 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
     ``build()`` is a torch module mapping (4, in_dim) to (4, out_dim) — an MI critic's (with
     ``x_dim`` / ``y_dim``) maps x (4, x_dim), y (4, y_dim) to (4,) scores, its ``pairwise``
     to (4, 3) —; an MI bound's ``bound(scores)`` on a 5 × 5 batch is a scalar; an optimizer's
-    ``build(params, lr)`` is a torch optimizer whose steps descend; ``own_fields`` names
-    fields the block has.  A method the block must
+    ``build(params, lr)`` is a torch optimizer whose steps descend; a schedule's
+    ``factor(step, total_steps)`` is a finite float ≥ 0 at every step of a few lengths, not 0
+    throughout, and the same for the block rebuilt from its description (a function of the
+    step and its fields: what an exact resume needs); ``own_fields`` names fields the block
+    has.  A method the block must
     define and does not raises ``NotImplementedError`` naming it.
     """
     kind = _kind_of(cls)
@@ -131,6 +134,8 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
         check_bound_value(block, block.bound(scores), (), "check_block's 5 x 5 batch")
     elif kind == "optimizer":
         _check_optimizer(block)
+    elif kind == "schedule":
+        _check_schedule(block, registry)
     elif kind == "placement":
         from infoblocks.blocks.embedding.kernels import StudentTTransform
         from infoblocks.blocks.embedding.placement import PlacementContext
@@ -176,7 +181,7 @@ def _check_recipe_names(recipe: Any) -> None:
         check(entry, f"models.{key}")
     for phase in spec.get("phases") or []:
         where = f"phases.{phase.get('name')}"
-        for slot in ("sampler", "loss"):
+        for slot in ("sampler", "loss", "lr_schedule"):
             check(phase.get(slot), f"{where}.{slot}")
         optimizer = phase.get("optimizer")
         if isinstance(optimizer, str):
@@ -236,6 +241,37 @@ def _check_optimizer(block: Any) -> None:
         optimizer.step()
     assert torch.isfinite(weight).all() and float((weight.detach() ** 2).sum()) < 3.0, \
         f"{name}: three steps on |w|^2 from w = 1 did not lower it (w = {weight.tolist()})"
+
+
+#: phase lengths (optimizer steps) a schedule is exercised over
+CHECK_SCHEDULE_STEPS = (1, 7, 250)
+
+
+def _check_schedule(block: Any, registry: Registry) -> None:
+    """``factor(step, total_steps)`` at every step of phases of :data:`CHECK_SCHEDULE_STEPS`
+    steps: a finite float ≥ 0, not 0 at every step, and equal (to the bit) for a second call
+    and for the block rebuilt from ``describe()`` — the factor is a function of the step and
+    the block's fields, so a resumed phase follows the schedule exactly."""
+    import math
+    import numbers
+
+    name = type(block).__qualname__
+    again = registry.build("schedule", block.describe())
+    for total in CHECK_SCHEDULE_STEPS:
+        factors = []
+        for step in range(total):
+            value = block.factor(step, total)
+            assert isinstance(value, numbers.Real) and not isinstance(value, bool) and \
+                math.isfinite(value) and value >= 0, \
+                (f"{name}.factor({step}, {total}) must return a finite float >= 0 (the "
+                 f"multiplier of the learning rate), got {value!r}")
+            assert block.factor(step, total) == value == again.factor(step, total), \
+                (f"{name}.factor({step}, {total}) differs between calls or for the block "
+                 "rebuilt from describe(): it must depend on the step and the fields only (no "
+                 "state; a checkpoint keeps none)")
+            factors.append(value)
+        assert any(f > 0 for f in factors), \
+            f"{name}.factor is 0 at every step of a {total}-step phase: nothing would train"
 
 
 def _transform_base() -> type:

@@ -30,6 +30,7 @@ from infoblocks.blocks.imbalance import (CHUNK_ELEMENTS, LAMBDA_FACTOR, FeatureW
                                          data_unit, periods_tensor, weights_unit)
 from infoblocks.blocks.recipe import Recipe
 from infoblocks.blocks.phases import _optimizer_name
+from infoblocks.blocks.schedules import schedule_data, schedule_spec
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
@@ -128,7 +129,8 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
     k_init, k_final : neighbour order setting λ = lambda_factor × d²_k, cosine schedule.
     lambda_init, lambda_final : a fixed global λ instead (cosine schedule); overrides k.
     params_init, params_groups : initial weights (default 0.1); group sizes sharing a weight.
-    optimizer, learning_rate, lr_schedule : "sgd" | "adam" | "adamw"; "none" | "cos" | "exp".
+    optimizer, learning_rate, lr_schedule : "sgd" | "adam" | "adamw"; a registered schedule
+        ("none" | "cos" | "exp": × 0.5 ** (step / 10) | a plugin's) or its table.
     num_points_rows : full-batch rows subsampled (rows × all columns) / mini-batch pool size.
     threads : torch intra-op threads while fitting (None: leave torch's setting).
     dii_per_epoch : "mean" (the epoch's mean over its batches) or "last_batch" (the last
@@ -180,7 +182,8 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
                                                   validator=_params_groups_entries)
     optimizer: str = attrs.field(default="sgd", validator=_optimizer_name)  # any phase optimizer
     learning_rate: float = attrs.field(default=1e-2, validator=positive)
-    lr_schedule: str = attrs.field(default="none", validator=one_of("none", "cos", "exp"))
+    lr_schedule: str | dict[str, Any] = attrs.field(
+        default="none", converter=schedule_data, validator=schedule_spec)
     num_points_rows: int | None = attrs.field(default=None, validator=optional(positive_int))
     seed: int = attrs.field(default=0, validator=non_negative_int)
     device: str = attrs.field(default="cpu", validator=valid_device)

@@ -45,6 +45,7 @@ from infoblocks.blocks.fisher import (FIDUCIAL, FIDUCIAL_SAMPLE, FisherStatistic
 from infoblocks.blocks.phases import TrainingPhase, optimizer_class
 from infoblocks.blocks.recipe import EXPANDED_KEY, Recipe, check_saved_recipe, transient_field
 from infoblocks.blocks.routine import Routine
+from infoblocks.blocks.schedules import schedule_data, schedule_spec
 from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import non_negative, one_of, positive, positive_int
 
@@ -154,7 +155,8 @@ class IMNN(PosteriorInference, Recipe):
     Λ₂ = ‖C − I‖_F + ‖C⁻¹ − I‖_F, r_Λ = λΛ₂/(Λ₂ + exp(−αΛ₂)).  The summary network is
     ``models.main`` (default ``summary_mlp`` with ``hidden_dims``, ``activation``,
     ``whiten_init``: start from summaries with C = I), or a ``torch.nn.Module`` passed as
-    ``network`` (not data).  ``lr_schedule``: "none" or "cos" (half cosine over ``epochs``).
+    ``network`` (not data).  ``lr_schedule``: a registered schedule, e.g. "none" or "cos"
+    (half cosine over ``epochs``), or its table ``{name = ..., ...}``.
     ``chunk_size``: aggregated (chunked) gradients.  ``threads``: torch intra-op threads while
     fitting (1: fastest on small, busy CPUs; None: leave torch's setting).  See docs/imnn.md.
     """
@@ -188,7 +190,8 @@ class IMNN(PosteriorInference, Recipe):
     optimizer_options: dict[str, Any] = attrs.field(factory=dict)
     learning_rate: float = attrs.field(default=1e-3, validator=positive)
     weight_decay: float = attrs.field(default=0.0, validator=non_negative)
-    lr_schedule: str | None = attrs.field(default=None, validator=optional(one_of("none", "cos")))
+    lr_schedule: str | dict[str, Any] | None = attrs.field(
+        default=None, converter=schedule_data, validator=optional(schedule_spec))
     lambda_reg: float = attrs.field(default=10.0, validator=positive)
     epsilon: float = attrs.field(default=0.1, validator=positive)
     chunk_size: int | None = attrs.field(default=None, validator=optional(positive_int))

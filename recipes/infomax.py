@@ -48,7 +48,8 @@ from infoblocks.blocks.mutual_information import split_sizes
 from infoblocks.blocks.mutual_information.infomax import WHITENING
 from infoblocks.blocks.mutual_information.split import _fraction
 from infoblocks.blocks.models import ACTIVATIONS
-from infoblocks.blocks.phases import LR_SCHEDULES, _optimizer_name
+from infoblocks.blocks.phases import _optimizer_name
+from infoblocks.blocks.schedules import schedule_data, schedule_spec
 from infoblocks.blocks.recipe import Recipe, check_saved_recipe, transient_field
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
@@ -245,7 +246,8 @@ class InfoMax(Recipe):
     batches_per_epoch: int | None = attrs.field(default=10, validator=optional(positive_int))
     learning_rate: float = attrs.field(default=3e-3, validator=positive)
     optimizer: str = attrs.field(default="adam", validator=_optimizer_name)  # any phase optimizer
-    lr_schedule: str = attrs.field(default="none", validator=one_of(*LR_SCHEDULES))
+    lr_schedule: str | dict[str, Any] = attrs.field(
+        default="none", converter=schedule_data, validator=schedule_spec)
     weight_decay: float = attrs.field(default=0.0, validator=non_negative)
     test_fraction: float = attrs.field(default=0.1, validator=_fraction)
     #: epochs without a better held-out bound before training stops (100: the bound of the PCA

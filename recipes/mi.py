@@ -36,7 +36,8 @@ from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationErro
 from infoblocks.blocks.mutual_information import MAX_PAIRS, split_sizes
 from infoblocks.blocks.mutual_information.bounds import _optional_positive, _rate
 from infoblocks.blocks.mutual_information.split import _fraction
-from infoblocks.blocks.phases import LR_SCHEDULES, _optimizer_name
+from infoblocks.blocks.phases import _optimizer_name
+from infoblocks.blocks.schedules import schedule_data, schedule_spec
 from infoblocks.blocks.recipe import Recipe, transient_field
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
@@ -105,7 +106,8 @@ class NeuralMIEstimator(Recipe):
     batches_per_epoch: int | None = attrs.field(default=None, validator=optional(positive_int))
     learning_rate: float = attrs.field(default=1e-3, validator=positive)
     optimizer: str = attrs.field(default="adam", validator=_optimizer_name)  # any phase optimizer
-    lr_schedule: str = attrs.field(default="none", validator=one_of(*LR_SCHEDULES))
+    lr_schedule: str | dict[str, Any] = attrs.field(
+        default="none", converter=schedule_data, validator=schedule_spec)
     grad_clip: float | None = None
     test_fraction: float = attrs.field(default=0.5, validator=_fraction)
     #: epochs without a better held-out bound before training stops (the best weights are

@@ -29,6 +29,7 @@ import attrs
 from attrs.validators import optional
 
 from infoblocks.blocks.errors import ValidationError
+from infoblocks.blocks.schedules import schedule_data, schedule_spec
 from infoblocks.blocks.validators import non_negative_int, one_of, positive, positive_int
 
 from .umap import EmbeddingRecipe, _hidden
@@ -121,7 +122,8 @@ class ParametricTSNE(EmbeddingRecipe):
     epochs: int = attrs.field(default=0, validator=non_negative_int)
     batch_size: int = attrs.field(default=1000, validator=positive_int)
     learning_rate: float = attrs.field(default=1e-2, validator=positive)
-    lr_schedule: str = attrs.field(default="cos", validator=one_of("none", "cos", "exp"))
+    lr_schedule: str | dict[str, Any] = attrs.field(
+        default="cos", converter=schedule_data, validator=schedule_spec)
 
     def __attrs_post_init__(self) -> None:
         if self.layout_epochs and self.init == "none":

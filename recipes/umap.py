@@ -46,6 +46,7 @@ from infoblocks.blocks.losses import CompoundLoss
 from infoblocks.blocks.neighbors import query_knn
 from infoblocks.blocks.recipe import Recipe, check_saved_recipe, transient_field
 from infoblocks.blocks.routine import SPEC_FILE, Routine
+from infoblocks.blocks.schedules import schedule_data, schedule_spec
 from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import non_negative, non_negative_int, one_of, positive, positive_int
 from infoblocks.plugins.registry import get_registry
@@ -900,7 +901,8 @@ class ParametricUMAP(EmbeddingRecipe):
     #: 1e-2 with cosine decay, with the layout anchoring the network (the network alone:
     #: 3e-3, preset "fast"; docs/umap.md)
     learning_rate: float = attrs.field(default=1e-2, validator=positive)
-    lr_schedule: str = attrs.field(default="cos", validator=one_of("none", "cos", "exp"))
+    lr_schedule: str | dict[str, Any] = attrs.field(
+        default="cos", converter=schedule_data, validator=schedule_spec)
 
     def __attrs_post_init__(self) -> None:
         _check(self.min_dist <= self.spread, f"`min_dist` ({self.min_dist}) must not exceed "

@@ -38,7 +38,17 @@ ROOT = Path(__file__).resolve().parents[2]
 HOOKS = {"distance": "register_distances", "relation": "register_relations",
          "transform": "register_transforms", "sampler": "register_samplers",
          "loss": "register_losses", "model": "register_models",
-         "placement": "register_placements", "optimizer": "register_optimizers"}
+         "placement": "register_placements", "optimizer": "register_optimizers",
+         "schedule": "register_schedules"}
+#: kinds whose slot is one key of a phase: a ``"none"`` elsewhere (InfoMax's `whitening`) is a
+#: setting that shares a schedule's name, not a schedule
+SLOT_KEY = {"schedule": "lr_schedule"}
+
+
+def _kinds(name: str, registry: Registry, key: Any) -> list[str]:
+    """The kinds with a block ``name`` that a slot under ``key`` may hold."""
+    return [k for k in BLOCK_KINDS if k in HOOKS and (k, name) in registry
+            and SLOT_KEY.get(k, key) == key]
 
 
 def _digits(n: int) -> np.ndarray:
@@ -141,14 +151,14 @@ def _slots(spec: Any, registry: Registry, path: tuple = ()) -> list[tuple[tuple,
         name = spec.get("name")
         a_phase = len(path) == 2 and path[0] == "phases"  # its name is the phase's, not a block's
         if isinstance(name, str) and path and not a_phase:
-            kinds = [k for k in BLOCK_KINDS if k in HOOKS and (k, name) in registry]
+            kinds = _kinds(name, registry, path[-1])
             if len(kinds) == 1:
                 found.append((path, kinds[0], name))
         for key, value in spec.items():
             if key == "name":
                 continue
             if isinstance(value, str) and key not in ("input", "relation", "model", "init"):
-                kinds = [k for k in BLOCK_KINDS if k in HOOKS and (k, value) in registry]
+                kinds = _kinds(value, registry, key)
                 if len(kinds) == 1:
                     found.append((path + (key,), kinds[0], value))
             else:
@@ -290,7 +300,10 @@ def test_a_plugin_block_fills_the_slot(recipe_name, path, kind, block, make, mon
     setattr(_Plugin, HOOKS[kind], hookimpl(lambda self: [plugin_block]))
     infoblocks_plugin(_Plugin(), f"{plugin_block.name}_{kind}")
     spec = _renamed(_spec_of(recipe_name, recipe_cls), path, plugin_block.name)
-    recipe = recipe_cls(**TINY[recipe_name], **{section: spec[section] for section in spec})
+    # a shortcut of the slot's own name that the tiny settings set (IMNN simulator's
+    # `lr_schedule`) gives way to the section that names the plugin's block
+    tiny = {k: v for k, v in TINY[recipe_name].items() if k != path[-1]}
+    recipe = recipe_cls(**tiny, **{section: spec[section] for section in spec})
     recipe = recipe_from_dict(tomllib.loads(recipe.to_toml(full=True)))  # by name, from TOML
     recorder = _Recorder(monkeypatch)
     torch.manual_seed(0)

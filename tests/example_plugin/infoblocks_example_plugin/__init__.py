@@ -1,9 +1,11 @@
 """Example third-party infoblocks plugin: one block per recipe family, each used by name
-inside a built-in recipe, plus a Huber position loss and a PCA-regression recipe.
+inside a built-in recipe, plus a Huber position loss, a learning-rate schedule and a
+PCA-regression recipe.
 
 It only uses the public hooks and the registry; the core knows nothing about it.  Each family
-module (``embedding``, ``imbalance``, ``mutual_information``, ``fisher``) lists its blocks in
-``BLOCKS = {"losses": [...], "models": [...], ...}``; the hooks below return them.
+module (``embedding``, ``imbalance``, ``mutual_information``, ``fisher``, ``schedules``) lists
+its blocks in ``BLOCKS = {"losses": [...], "models": [...], ...}``; the hooks below return
+them.
 """
 
 from __future__ import annotations
@@ -101,9 +103,9 @@ class PCARegression(Recipe):
 
 
 def _family_blocks(hook: str) -> list[type]:
-    from . import embedding, fisher, imbalance, mutual_information
+    from . import embedding, fisher, imbalance, mutual_information, schedules
 
-    return [cls for module in (embedding, imbalance, mutual_information, fisher)
+    return [cls for module in (embedding, imbalance, mutual_information, fisher, schedules)
             for cls in module.BLOCKS.get(hook, [])]
 
 
@@ -145,3 +147,8 @@ def register_recipes():
 @hookimpl
 def register_placements():
     return _family_blocks("placements")
+
+
+@hookimpl
+def register_schedules():
+    return _family_blocks("schedules")
