@@ -15,6 +15,7 @@ import torch
 
 from infoblocks.blocks.data import intra_op_threads
 from infoblocks.blocks.errors import ValidationError
+from infoblocks.blocks.resume import NothingToResumeWarning
 from infoblocks.plugins.testing import torchrun
 
 BUILD = textwrap.dedent('''
@@ -90,7 +91,8 @@ def test_a_killed_run_resumes_bit_identically(tmp_path, phase, epoch):
 
 
 def test_resume_without_a_checkpoint_starts_afresh_and_checks_its_arguments(tmp_path):
-    fresh = _weights(_build().train(checkpoint=tmp_path / "none", resume=True))
+    with pytest.warns(NothingToResumeWarning, match="none"):  # a typo is not a resume
+        fresh = _weights(_build().train(checkpoint=tmp_path / "none", resume=True))
     plain = _weights(_build().train())
     assert all(torch.equal(fresh[k], plain[k]) for k in plain)
     assert (tmp_path / "none" / "train_state.pt").exists()
