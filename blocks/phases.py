@@ -328,7 +328,10 @@ class TrainingPhase(CheckedKeywords):
         # a constant rate needs no scheduler call per step (it costs ~2 % of a small step)
         schedule, where = self.make_schedule(), f"Phase {self.name!r}"
         scheduler = None if schedule.constant else torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: checked_factor(schedule, s, total_steps, where))
+            # LambdaLR evaluates the factor once more after the last step, for a step no
+            # update takes: it is given the last step's (factor's domain is 0 .. total − 1)
+            optimizer, lambda s: checked_factor(schedule, min(s, max(total_steps - 1, 0)),
+                                                total_steps, where))
         stopper = self.stopping_callback()
         every = [*callbacks, *self.callbacks, *([stopper] if stopper else [])]
         state.phase, state.n_epochs, state.step, state.stop = self.name, self.epochs, 0, False
@@ -351,6 +354,7 @@ class TrainingPhase(CheckedKeywords):
         models.train()
         # (a resumed phase ran a validation before the interruption once it passed `every`)
         validated = self.validation is not None and start >= self.validation.every
+        lr = optimizer.param_groups[0]["lr"]
         for epoch in range(start, self.epochs):
             state.epoch = epoch
             for cb in every:
@@ -391,12 +395,12 @@ class TrainingPhase(CheckedKeywords):
                     state.dist.average_gradients(params)
                 if self.grad_clip:
                     torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+                lr = optimizer.param_groups[0]["lr"]  # this step's rate
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
                 state.step += 1
-                if constrained:
-                    lr = optimizer.param_groups[0]["lr"]
+                if constrained:  # a proximal step at the rate of the step it follows
                     for module in constrained:
                         module.after_optimizer_step(lr=lr, state=state)
                 collected.append({"loss": out.value.detach(),
@@ -407,7 +411,8 @@ class TrainingPhase(CheckedKeywords):
                     f"Phase {self.name!r}, epoch {epoch}: the loss became {metrics['loss']}. "
                     "Lower `learning_rate`, set `grad_clip`, or check the data for extreme values."
                 )
-            metrics["lr"] = optimizer.param_groups[0]["lr"]
+            # the rate of the epoch's last step (the scheduler has already moved on)
+            metrics["lr"] = lr if collected else optimizer.param_groups[0]["lr"]
             if self.validation is not None and ((epoch + 1) % self.validation.every == 0 or (
                     epoch + 1 == self.epochs and not validated)):  # at least once per phase
                 metrics.update(self.validation.evaluate(state))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..base import block_field
 from ..contracts import BatchType
-from ..errors import ValidationError
+from ..errors import ContractError, ValidationError
 from ..losses import Loss, LossOutput, get_model
 from ..relations import RelationData
 from ..samplers import Sampler
@@ -341,6 +341,8 @@ class RelationLoss(Loss):
     #: indexed pair by pair in its table, without embedding the batch's items first
     fused: bool = True
     _cache: Any = attrs.field(init=False, default=None, repr=False, eq=False)
+    #: the model's ``lookup_table()`` was checked against its forward in this phase
+    _table_checked: bool = attrs.field(init=False, default=False, repr=False, eq=False)
 
     def required_fields(self):
         pairs = {"pos_source", "pos_target", "neg_source", "neg_target"}
@@ -357,7 +359,7 @@ class RelationLoss(Loss):
 
     def on_phase_start(self, state: TrainState) -> None:
         check_kernel(self.kernel)
-        self._cache = None
+        self._cache, self._table_checked = None, False
         model = state.models[self.model] if self.model in state.models else None
         if model is not None and self.caches_inputs(model, state):
             self._cache = _front_end_outputs(front_end_of(model), state.dataset[self.input])
@@ -378,7 +380,45 @@ class RelationLoss(Loss):
         if self.input != "items" or self.anchor_model is not None or "pos_mix" in batch:
             return None
         lookup = getattr(model, "lookup_table", None)
-        return lookup() if callable(lookup) else None
+        table = lookup() if callable(lookup) else None
+        if table is not None and not self._table_checked:
+            self._check_table(model, table, batch["items"])
+            self._table_checked = True
+        return table
+
+    def _check_table(self, model: torch.nn.Module, table: Any, items: torch.Tensor) -> None:
+        """On a phase's first batch: ``lookup_table()`` is a tensor whose rows at the batch's
+        first items are what the model's forward returns there, and it carries the gradient
+        to the model's trainable parameters (a detached copy or a buffer would train nothing)."""
+        label = f"models.{self.model} ({type(model).__name__})"
+        fix = ("lookup_table() must return the tensor T with model(index) == "
+               "T.index_select(0, index) (a Parameter, or a tensor computed from the "
+               "model's parameters), or None to be embedded through forward "
+               "(docs/plugins.md, the contracts table)")
+        if not isinstance(table, torch.Tensor) or table.ndim != 2:
+            raise ContractError(
+                f"The relation loss indexes {label}'s lookup_table(), which returned "
+                f"{type(table).__name__} {tuple(getattr(table, 'shape', ()))}, not a 2-D "
+                f"tensor: {fix}.")
+        sample = items[:8]
+        with torch.no_grad():
+            expected = model(sample)
+            try:
+                got = table.index_select(0, sample)
+            except (IndexError, RuntimeError):
+                got = None
+        if got is None or got.shape != expected.shape or not torch.allclose(
+                got, expected.to(got.dtype), rtol=1e-6, atol=1e-6):
+            raise ContractError(
+                f"The relation loss indexes {label}'s lookup_table() (shape "
+                f"{tuple(table.shape)}), but its rows at the batch's items are not what the "
+                f"model's forward returns there (shape {tuple(expected.shape)}): {fix}.")
+        if torch.is_grad_enabled() and not table.requires_grad and any(
+                p.requires_grad for p in model.parameters()):
+            raise ContractError(
+                f"The relation loss indexes {label}'s lookup_table(), a tensor that does not "
+                "require grad (a detached copy or a buffer) while the model has trainable "
+                f"parameters: the phase would train nothing. {fix}.")
 
     def __call__(self, batch, models, state):
         model = get_model(models, self.model)
@@ -387,9 +427,12 @@ class RelationLoss(Loss):
         if table is not None:  # free coordinates: y = table[items] is never formed
             value, attraction, repulsion, grad = table_edge_cross_entropy(
                 table, batch, *form, self.repulsion_strength)
+            # a table computed from the parameters (not a leaf): its gradient flows on
+            # through ``value.backward()``; a leaf's the engine may assign directly
             return LossOutput(value, {"attraction": attraction.detach(),
                                       "repulsion": repulsion.detach()},
-                              gradients=None if grad is None else [(table, grad)])
+                              gradients=[(table, grad)] if grad is not None and table.is_leaf
+                              else None)
         y = self._embed(batch, model)
         if form is not None:
             value, attraction, repulsion = edge_cross_entropy(y, batch, *form,

@@ -104,7 +104,7 @@ def test_free_coordinates_are_indexed_in_their_table_with_the_same_loss_and_grad
                 loss._lookup_table = lambda model, batch: None
             module.positions.grad = None
             calls.clear()
-            hook = module.register_forward_hook(lambda *a: calls.append(1))
+            hook = module.register_forward_hook(lambda m, inputs, out: calls.append(len(inputs[0])))
             out = loss(batch, {"layout": module}, None)
             hook.remove()
             handed = out.gradients is not None  # the engine may assign them, no backward
@@ -112,12 +112,67 @@ def test_free_coordinates_are_indexed_in_their_table_with_the_same_loss_and_grad
             out.value.backward()
             if handed:
                 torch.testing.assert_close(out.gradients[0][1], module.positions.grad)
-            results.append((float(out.value.detach()), module.positions.grad.clone(), len(calls)))
+            results.append((float(out.value.detach()), module.positions.grad.clone(), calls[:]))
         (v_table, g_table, forwards), (v_embed, g_embed, _) = results
         assert math.isclose(v_table, v_embed, rel_tol=1e-6)
         torch.testing.assert_close(g_table, g_embed, rtol=1e-5, atol=1e-7)
         assert float(g_table.abs().sum()) > 0
-        assert forwards == (1 if cls is Shifted else 0)  # the lookup only where it is one
+        # the batch's 40 items embedded only where forward is not the lookup; else the
+        # first batch's check of the table against forward at 8 items
+        assert forwards == ([40] if cls is Shifted else [8])
+
+
+class _Table(torch.nn.Module):
+    """A plugin's table model: ``forward(i) = 2 w[i]``; ``table`` chooses what
+    ``lookup_table()`` returns (author16's cases)."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(60, 2, generator=torch.Generator()
+                                                     .manual_seed(1)))
+        self.register_buffer("frozen", self.weight.detach() * 2)
+        self.table = table
+
+    def forward(self, index):
+        return (self.weight * 2).index_select(0, index)
+
+    def lookup_table(self):
+        return {"computed": lambda: self.weight * 2, "detached": lambda: self.weight.detach() * 2,
+                "buffer": lambda: self.frozen, "transposed": lambda: (self.weight * 2).T,
+                "other": lambda: self.weight}[self.table]()
+
+
+def test_a_computed_lookup_table_trains_its_parameters_as_forward_does():
+    # author16 F6: lookup_table() = 2 w (a tensor computed from the parameter) left w
+    # untrained, silently: its gradient was assigned to the table, not passed on
+    batch = {**_batch(40, 15, 75), "items": torch.randint(0, 60, (40,))}
+    grads = []
+    for table in ("computed", None):
+        module = _Table("computed")
+        if table is None:
+            module.lookup_table = lambda: None  # the forward path
+        out = RelationLoss(model="layout", input="items", kernel="modified_cauchy",
+                           cache_front_end=False)(batch, {"layout": module}, None)
+        assert out.gradients is None  # not a leaf: autograd carries it to w
+        out.value.backward()
+        grads.append(module.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+    assert float(grads[0].abs().sum()) > 0
+
+
+@pytest.mark.parametrize("table, message", [
+    ("detached", "does not require grad"), ("buffer", "does not require grad"),
+    ("transposed", "not what the model's forward returns"),
+    ("other", "not what the model's forward returns")])
+def test_a_lookup_table_that_breaks_its_contract_names_the_model(table, message):
+    # author16 F4 / F5: a raw torch error, or an IndexError blamed on the built-in loss; and a
+    # table other than forward's lookup would train other coordinates than embedding_, silently
+    from infoblocks.blocks.errors import ContractError
+
+    batch = {**_batch(40, 15, 75), "items": torch.randint(0, 60, (40,))}
+    with pytest.raises(ContractError, match=rf"models\.layout \(_Table\)'s lookup_table.*{message}"):
+        RelationLoss(model="layout", input="items", kernel="modified_cauchy",
+                     cache_front_end=False)(batch, {"layout": _Table(table)}, None)
 
 
 def test_query_knn_finds_the_nearest_reference_rows():

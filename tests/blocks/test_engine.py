@@ -73,11 +73,14 @@ def test_learning_rate_schedules(schedule, step, factor):
     assert phase.lr_factor(step, total_steps=100) == pytest.approx(factor, abs=1e-12)
 
 
-def test_cosine_schedule_reaches_zero_at_the_end_of_training():
+def test_history_holds_the_rate_each_epochs_last_step_used():
+    # author16 F1: history's lr was the NEXT step's rate (the last epoch's a cosine's 0, a rate
+    # no step used); 100 rows in batches of 50: 8 steps, epoch e's last is step 2e + 1
     x, pca = _pca_problem(n=100)
     routine = _routine(x, pca, epochs=4, lr_schedule="cos").train()
-    lrs = routine.history.column("lr")
-    assert lrs[-1] == pytest.approx(0.0, abs=1e-12) and lrs[0] > lrs[1] > lrs[2]
+    expected = [1e-2 * 0.5 * (1 + math.cos(math.pi * (2 * e + 1) / 8)) for e in range(4)]
+    assert routine.history.column("lr") == pytest.approx(expected, rel=1e-12)
+    assert expected[-1] > 0
 
 
 class _Countdown(Loss):

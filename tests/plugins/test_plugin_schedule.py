@@ -25,7 +25,7 @@ def _pairs(n=200):
 
 
 def _rates(recipe, phase):
-    """The optimizer's learning rate at the end of each epoch of ``phase`` (history's lr)."""
+    """The rate of each epoch's last step in ``phase`` (history's lr)."""
     return [row["lr"] for row in recipe.routine_.history.rows if row["phase"] == phase]
 
 
@@ -56,9 +56,9 @@ def test_the_example_plugin_registers_a_schedule_that_passes_the_conformance_che
 def test_mine_follows_a_plugin_schedule_given_as_a_table_shortcut():
     recipe = recipe_from_dict(tomllib.loads(MINE))
     recipe.fit(*_pairs())
-    # epoch e ends after (e + 1) / 4 of the steps: milestones 1/2 and 3/4 are passed after
-    # epochs 1 and 2 (the rate × 0.3 each time)
-    assert _rates(recipe, "train") == pytest.approx([0.01, 0.003, 0.0009, 0.0009], rel=1e-12)
+    # history holds the rate of each epoch's last step, (e + 1) / 4 of the steps less one:
+    # milestones 1/2 and 3/4 are passed in epochs 2 and 3 (the rate × 0.3 each time)
+    assert _rates(recipe, "train") == pytest.approx([0.01, 0.01, 0.003, 0.0009], rel=1e-12)
 
 
 def test_dii_follows_a_plugin_schedule_named_in_its_phase():
@@ -66,7 +66,7 @@ def test_dii_follows_a_plugin_schedule_named_in_its_phase():
     recipe.fit(*_pairs(120))
     assert recipe.routine_.phases[0].lr_schedule == "step_decay"
     # the block's defaults: milestones [0.5, 0.75], gamma 0.1
-    assert _rates(recipe, "dii") == pytest.approx([0.02, 0.002, 0.0002, 0.0002], rel=1e-12)
+    assert _rates(recipe, "dii") == pytest.approx([0.02, 0.02, 0.002, 0.0002], rel=1e-12)
 
 
 def test_a_table_valued_schedule_round_trips_through_the_full_config(tmp_path, capsys):
