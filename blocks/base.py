@@ -197,6 +197,34 @@ def _module_in(traceback: Any) -> Any:
     return None
 
 
+def _model_slot(traceback: Any, module: Any) -> tuple[str, str | None, str | None] | None:
+    """``(slot, block name, plugin)`` of the model ``module`` belongs to — the key of the
+    training state's ``models`` (``"layout"``), the model block that built it (None: a torch
+    module passed as it is) and who registered that block (:data:`BUILTIN`, a plugin's name,
+    None) — where a frame of the traceback holds the phase's state (a ``state`` local, as in
+    ``TrainingPhase.run``), else None."""
+    from .state import TrainState
+
+    while traceback is not None:
+        state = traceback.tb_frame.f_locals.get("state")
+        if isinstance(state, TrainState) and state.models is not None:
+            for slot, model in state.models.items():
+                if model is module or any(m is module for m in model.modules()):
+                    block = (state.model_blocks or {}).get(slot)
+                    origin = None
+                    if block is not None:
+                        try:
+                            from infoblocks.plugins.registry import get_registry
+
+                            origin = get_registry().entry("model", block).plugin
+                        except Exception:  # noqa: BLE001 - informative only
+                            origin = None
+                    return slot, block, origin
+            return None
+        traceback = traceback.tb_next
+    return None
+
+
 def _own_module(module: Any) -> bool:
     """Whether a torch module is one of infoblocks' (a model block built it), not a user's."""
     return type(module).__module__.startswith(("infoblocks.", "torch."))
@@ -222,13 +250,23 @@ def block_failure(exc: BaseException, where: str) -> Exception | None:
         return None
     outer, inner = found[0], found[-1]
     module = _module_in(exc.__traceback__)
+    # the model slot and block the module belongs to (author16 F7: a plugin model's forward
+    # that raised was named by its module class only)
+    slot = _model_slot(exc.__traceback__, module) if module is not None else None
     builtin = all(block_origin(b) == BUILTIN for b in found) and \
-        (module is None or _own_module(module))
+        (module is None or _own_module(module)) and (slot is None or slot[2] == BUILTIN)
     label = "built-in " if builtin else ""
     inside = f", inside its {inner.kind} {inner.name!r}{_provider(inner)}" \
         if inner is not outer else ""
-    module = f"; in the forward of the model module {type(module).__name__}" \
-        if module is not None else ""
+    if slot is not None:
+        key, block, origin = slot
+        made = "a torch module passed as it is" if block is None else (
+            f"model {block!r}" + ("" if origin in (None, BUILTIN) else f" (plugin {origin!r})"))
+        module = f"; in the forward of models.{key}, {made}, module {type(module).__name__}"
+    elif module is not None:
+        module = f"; in the forward of the model module {type(module).__name__}"
+    else:
+        module = ""
     hint = ""
     if isinstance(exc, KeyError) and outer.kind == "loss":
         hint = (" A loss that reads a batch field declares it in required_fields(), so that "

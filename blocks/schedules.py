@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from .base import Block, not_implemented
+from .base import Block, _provider, not_implemented
 from .errors import RegistryError, ValidationError
 from .numerics import cosine_factor
 from .validators import non_negative_int, positive
@@ -154,10 +154,10 @@ def checked_factor(schedule: Schedule, step: int, total_steps: int, where: str) 
     value = schedule.factor(step, total_steps)
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
             not math.isfinite(value) or value < 0:
-        raise ValidationError(
-            f"{where}: schedule {schedule.name!r} gave the learning-rate factor {value!r} at "
-            f"step {step} of {total_steps}; factor(step, total_steps) must return a finite "
-            "float >= 0 (the multiplier of the phase's learning_rate).")
+        raise ValidationError(  # the plugin named, as for a schedule that raises
+            f"{where}: schedule {schedule.name!r}{_provider(schedule)} gave the learning-rate "
+            f"factor {value!r} at step {step} of {total_steps}; factor(step, total_steps) must "
+            "return a finite float >= 0 (the multiplier of the phase's learning_rate).")
     return float(value)
 
 

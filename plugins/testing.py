@@ -260,7 +260,14 @@ def _check_schedule(block: Any, registry: Registry) -> None:
     for total in CHECK_SCHEDULE_STEPS:
         factors = []
         for step in range(total):
-            value = block.factor(step, total)
+            try:
+                value = block.factor(step, total)
+            except Exception as exc:  # noqa: BLE001 - reported as the conformance failure
+                raise AssertionError(
+                    f"{name}.factor({step}, {total}) raised {type(exc).__name__}: {exc} (the "
+                    "engine calls factor(step, total_steps) at every optimizer step 0 .. "
+                    "total_steps - 1 of a phase: it must return a finite float >= 0 there)"
+                ) from exc
             assert isinstance(value, numbers.Real) and not isinstance(value, bool) and \
                 math.isfinite(value) and value >= 0, \
                 (f"{name}.factor({step}, {total}) must return a finite float >= 0 (the "

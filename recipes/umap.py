@@ -298,6 +298,7 @@ class EmbeddingRecipe(Recipe):
             global_relations=self.build_globals(spec), phases=phases, device=self.device,
             seed=self.seed, verbose=self.verbose)
         self._check_anchor(phases)
+        self._check_schedule_shortcut(spec)
         for phase in phases:  # losses that embed cached front-end outputs need no data rows
             losses, sampler = _parts(phase.loss), phase.sampler
             if isinstance(sampler, NegativeEdgeSampler) and sampler.keys is None and all(
@@ -333,6 +334,38 @@ class EmbeddingRecipe(Recipe):
                 f"(mean squared distance) from the layout, whose variance is {spread:.3g}: it "
                 f"cannot reach the layout, and f(X) / `transform` start far from `embedding_`. "
                 f"{fix}", UserWarning, stacklevel=3)
+
+    def _check_schedule_shortcut(self, spec: dict[str, Any]) -> None:
+        """A ``ShortcutWarning`` where ``lr_schedule``, set away from its default, fills only
+        phases that run no epoch: t-SNE's shortcut fills ``phases.main``, which has 0 epochs
+        with a layout (the default), so the schedule reached nothing, silently (author16 F9).
+        UMAP's fills ``main`` too, which trains by default; its layout phase keeps "cos"
+        (docs/plugins.md, "Add a learning-rate schedule")."""
+        field = attrs.fields_dict(type(self)).get("lr_schedule")
+        if field is None or self.lr_schedule == field.default:
+            return
+        try:
+            unset = attrs.evolve(self, lr_schedule=field.default).default_phases()
+        except Exception:  # noqa: BLE001 - not comparable: nothing to say
+            return
+        before = {p.get("name"): p.get("lr_schedule") for p in unset}
+        filled = [p["name"] for p in self.default_phases()
+                  if p.get("lr_schedule") != before.get(p.get("name"))]
+        epochs = {p.get("name"): p.get("epochs", 0) for p in spec["phases"]}
+        if not filled or any(epochs.get(name, 0) > 0 for name in filled):
+            return
+        trained = [p for p in spec["phases"] if p.get("epochs", 0) > 0]
+        training = [f"{p.get('name')!r} (lr_schedule {p.get('lr_schedule', 'none')!r})"
+                    for p in trained]
+        where = ", ".join(f"`phases.{name}`" for name in filled)
+        first = trained[0].get("name") if trained else "layout"
+        warnings.warn(ShortcutWarning(
+            f"{self.name}: `lr_schedule` = {self.lr_schedule!r} reaches no phase that trains: "
+            f"it fills {where}, which runs 0 epochs"
+            + (f"; the phases that train are {', '.join(training)}" if training else "")
+            + f". Set the schedule on the phase that should follow it (`[[phases]] name = "
+            f"\"{first}\"` with `lr_schedule = ...`), or give {where} epochs (`epochs` > 0)."),
+            stacklevel=4)
 
     def _check_anchor(self, phases: list[Any]) -> None:
         """A ``ShortcutWarning`` where the recipe anchors the network to the layout

@@ -279,7 +279,8 @@ def test_a_shape_error_in_a_model_names_the_loss_and_the_model_module():
     routine = _routine(np.zeros((40, 4), np.float32))  # the model takes 3 features
     with pytest.raises(RuntimeError, match=r"phase 'fit': built-in loss 'position' raised "
                                            r"RuntimeError: mat1 and mat2 shapes .*; in the "
-                                           r"forward of the model module \w+\)") as caught:
+                                           r"forward of models\.main, model 'mlp', "
+                                           r"module \w+\)") as caught:
         routine.train()
     # infoblocks' own loss and model: a BlockError, not a PluginError (fix14)
     assert isinstance(caught.value, BlockError) and not isinstance(caught.value, PluginError)
