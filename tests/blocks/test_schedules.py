@@ -118,7 +118,7 @@ class _Plugin:
 
 
 class _RecordLR(Callback):
-    """The learning rate at the end of every epoch (history's ``lr``)."""
+    """The rate of every epoch's last step (history's ``lr``)."""
 
     def __init__(self):
         self.rates = []
@@ -143,13 +143,13 @@ def test_a_plugin_schedule_drives_the_learning_rate_step_by_step(infoblocks_plug
     check_block(Halving)
     record = _RecordLR()
     _routine({"name": "test_halving", "every": 2}, callbacks=[record]).train()
-    # one step per epoch: the rate after epoch e is 0.1 * 0.5 ** ((e + 1) // 2)
-    assert record.rates == [0.1 * 0.5 ** ((e + 1) // 2) for e in range(6)]
+    # one step per epoch: the rate of epoch e's step is 0.1 * 0.5 ** (e // 2)
+    assert record.rates == [0.1 * 0.5 ** (e // 2) for e in range(6)]
 
 
 def test_a_schedule_giving_a_non_finite_factor_is_named(infoblocks_plugin):
     infoblocks_plugin(_Plugin(), "test_schedules")
-    with pytest.raises(ValidationError, match=r"Phase 'main': schedule 'test_broken' gave the "
+    with pytest.raises(ValidationError, match=r"Phase 'main': schedule 'test_broken' \(plugin 'test_schedules'\) gave the "
                                               r"learning-rate factor nan at step 2 of 6"):
         _routine("test_broken").train()
 
@@ -161,6 +161,24 @@ def test_check_block_refuses_a_schedule_that_is_not_a_function_of_the_step():
         check_block(Broken)
     for name in get_registry().names("schedule"):
         check_block(get_registry().get("schedule", name))
+
+
+@attrs.define
+class _Remaining(Schedule):
+    """1 / (steps left): defined on the documented steps 0 .. total − 1 only."""
+
+    name: ClassVar[str] = "test_remaining"
+
+    def factor(self, step, total_steps):
+        return 1.0 / (total_steps - step)
+
+
+def test_a_schedule_is_called_on_its_documented_steps_only():
+    # author16 F2: the engine called factor(total_steps, total_steps) after the last step
+    # (torch's LambdaLR steps once more), a ZeroDivisionError after the whole training
+    record = _RecordLR()
+    _routine(_Remaining(), epochs=4, callbacks=[record]).train()
+    assert record.rates == pytest.approx([0.1 / (4 - e) for e in range(4)], rel=1e-12)
 
 
 def test_none_builds_no_scheduler_and_keeps_the_rate():
@@ -198,7 +216,7 @@ def test_a_run_with_a_plugin_schedule_resumes_exactly(tmp_path, infoblocks_plugi
     assert epochs.started == [3, 4, 5, 6]  # continued after the checkpoint of epoch 2
     assert resumed.history.rows == reference.history.rows
     assert [r["lr"] for r in reference.history.rows] == \
-        [0.1 * 0.5 ** (2 * (e + 1) // 3) for e in range(7)]
+        [0.1 * 0.5 ** ((2 * e + 1) // 3) for e in range(7)]  # epoch e's last step: 2e + 1
     expected, got = reference.models.state_dict(), resumed.models.state_dict()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 
