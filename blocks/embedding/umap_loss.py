@@ -57,6 +57,17 @@ def _terms(y: torch.Tensor, source: torch.Tensor, target: torch.Tensor, c: float
     return value, diff, slope
 
 
+def _edge_terms(y, pos_source, pos_target, neg_source, neg_target, c, b, gamma):
+    """(L, attraction, repulsion, the scatter's pairs: (source, target, diff, ∂L/∂d² × 2))."""
+    size = pos_source.numel()
+    attraction, diff_pos, slope_pos = _terms(y, pos_source, pos_target, c, b, -1.0)
+    repulsion, diff_neg, slope_neg = _terms(y, neg_source, neg_target, c, b, 1.0)
+    attraction, repulsion = attraction / size, repulsion / size
+    pairs = ((pos_source, pos_target, diff_pos, slope_pos * (2.0 / size)),
+             (neg_source, neg_target, diff_neg, slope_neg * (2.0 * gamma / size)))
+    return attraction + gamma * repulsion, attraction, repulsion, pairs
+
+
 class EdgeCrossEntropy(torch.autograd.Function):
     """``(y, pos_source, pos_target, neg_source, neg_target, c, b, gamma) ->
     (L, attraction, repulsion)`` (module docstring; attraction and repulsion are the two sums
@@ -64,26 +75,18 @@ class EdgeCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, y, pos_source, pos_target, neg_source, neg_target, c, b, gamma):
-        size = pos_source.numel()
-        attraction, diff_pos, slope_pos = _terms(y, pos_source, pos_target, c, b, -1.0)
-        repulsion, diff_neg, slope_neg = _terms(y, neg_source, neg_target, c, b, 1.0)
-        attraction, repulsion = attraction / size, repulsion / size
-        ctx.save_for_backward(pos_source, pos_target, neg_source, neg_target, diff_pos,
-                              slope_pos, diff_neg, slope_neg)
-        ctx.scale = (2.0 / size, 2.0 * gamma / size)
+        value, attraction, repulsion, pairs = _edge_terms(
+            y, pos_source, pos_target, neg_source, neg_target, c, b, gamma)
+        ctx.save_for_backward(*pairs[0], *pairs[1])
         ctx.rows = y.shape[0]
-        value = attraction + gamma * repulsion
         ctx.mark_non_differentiable(attraction, repulsion)  # the reported parts
         return value, attraction, repulsion
 
     @staticmethod
     def backward(ctx, grad, _grad_attraction, _grad_repulsion):
-        (pos_source, pos_target, neg_source, neg_target, diff_pos, slope_pos, diff_neg,
-         slope_neg) = ctx.saved_tensors
-        scale_pos, scale_neg = ctx.scale
-        grad_y = _scatter(ctx.rows, (pos_source, pos_target, diff_pos, slope_pos * (scale_pos * grad)),
-                          (neg_source, neg_target, diff_neg, slope_neg * (scale_neg * grad)))
-        return grad_y, None, None, None, None, None, None, None
+        saved = ctx.saved_tensors
+        pairs = ((*saved[:3], saved[3] * grad), (*saved[4:7], saved[7] * grad))
+        return _scatter(ctx.rows, *pairs), None, None, None, None, None, None, None
 
 
 def _scatter(rows: int, *pairs: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -120,19 +123,15 @@ def table_edge_cross_entropy(table: torch.Tensor, batch: dict[str, torch.Tensor]
     pos_source, pos_target, neg_source, neg_target = (
         items.index_select(0, batch[key])
         for key in ("pos_source", "pos_target", "neg_source", "neg_target"))
-    size = pos_source.numel()
     if not (torch.is_grad_enabled() and table.requires_grad):
         value, attraction, repulsion = EdgeCrossEntropy.apply(
             table, pos_source, pos_target, neg_source, neg_target, float(c), float(b),
             float(gamma))
         return value, attraction, repulsion, None
     with torch.no_grad():
-        attraction, diff_pos, slope_pos = _terms(table, pos_source, pos_target, c, b, -1.0)
-        repulsion, diff_neg, slope_neg = _terms(table, neg_source, neg_target, c, b, 1.0)
-        attraction, repulsion = attraction / size, repulsion / size
-        value = attraction + gamma * repulsion
-        grad = _scatter(table.shape[0], (pos_source, pos_target, diff_pos, slope_pos * (2.0 / size)),
-                        (neg_source, neg_target, diff_neg, slope_neg * (2.0 * gamma / size)))
+        value, attraction, repulsion, pairs = _edge_terms(
+            table, pos_source, pos_target, neg_source, neg_target, c, b, gamma)
+        grad = _scatter(table.shape[0], *pairs)
     return _EdgeHandGradients.apply(value, [grad], table), attraction, repulsion, grad
 
 
