@@ -57,65 +57,24 @@ def test_summary_network_from_the_plugin_by_name():
     assert seconds < 30, seconds
 
 
-def test_a_sampler_that_draws_its_own_simulations_needs_no_data(infoblocks_plugin, tmp_path,
+def test_a_sampler_that_draws_its_own_simulations_needs_no_data(own_gaussian_sims, tmp_path,
                                                                 capsys):
     # author7 A7-5: the docs said "fit must then be called without data", but fit() asked for
     # simulations and `infoblocks run` for --data; now both run on the sampler's own draws
-    from typing import ClassVar
-
-    import attrs
-    import torch
-
-    from infoblocks.blocks.contracts import SIMULATIONS
+    # (the tutorial problem, drawn with its own formulas: conftest.py, own_gaussian_sims)
     from infoblocks.blocks.errors import ConfigError
-    from infoblocks.blocks.samplers import Sampler
-    from infoblocks.plugins import hookimpl
     from infoblocks.recipes.cli import main
 
-    @attrs.define
-    class OwnGaussian(Sampler):  # the tutorial problem, drawn with its own formulas
-        name: ClassVar[str] = "test_own_gaussian"
-        batch_type: ClassVar = SIMULATIONS
-        theta_fid: tuple[float, ...] = (0.0, 1.0)
-        n_s: int = 1000
-        n_d: int = 1000
-        seed: int | None = None
-
-        @property
-        def simulation_shape(self):
-            return (10,)
-
-        def batch_fields(self, state):
-            return frozenset({"fiducial", "derivative"})
-
-        def num_batches(self, state):
-            return 1
-
-        def batches(self, state):
-            gen = state.generator if self.seed is None else \
-                torch.Generator().manual_seed(self.seed)
-            mu, var = self.theta_fid
-            eps = torch.randn(max(self.n_s, self.n_d), 10, generator=gen)
-            x = mu + var ** 0.5 * eps
-            derivative = torch.stack([torch.ones_like(eps), eps / (2 * var ** 0.5)], 1)
-            yield {"fiducial": x[:self.n_s], "derivative": derivative[:self.n_d]}
-
-    class _Plugin:
-        @hookimpl
-        def register_samplers(self):
-            return [OwnGaussian]
-
-    infoblocks_plugin(_Plugin(), "test_own_gaussian")
     config = ('recipe = "imnn"\ntheta_fid = [0.0, 1.0]\nepochs = 30\nlearning_rate = 0.003\n'
               'lr_schedule = "none"\nn_validation = 2000\nvalidation_every = 5\n'
-              '[[phases]]\nname = "fit"\nsampler = "test_own_gaussian"\n')
+              '[[phases]]\nname = "fit"\nsampler = "test_own_gaussian_sims"\n')
     imnn = recipe_from_dict(tomllib.loads(config))
     assert imnn.draws_own_simulations()
     # the default validation sampler simulates from fit's data: it must be named too
     with pytest.raises(ConfigError, match=r"validation.sampler: sampler 'simulations' .*"
                                           r"given nothing.*draws its own here too"):
         imnn.fit()
-    config += 'validation = { sampler = { name = "test_own_gaussian", seed = 1 } }\n'
+    config += 'validation = { sampler = { name = "test_own_gaussian_sims", seed = 1 } }\n'
     imnn = recipe_from_dict(tomllib.loads(config))
     imnn.fit()
     assert imnn.best_val_det_F_ > 0.5 * DEMO_EXACT_DET_F  # exact 50; it trained on its draws

@@ -4,55 +4,16 @@ sampler reads the dataset says which one when it is given none."""
 
 import json
 import tomllib
-from typing import ClassVar
 
-import attrs
 import numpy as np
 import pytest
 import torch
 
-from infoblocks.blocks.contracts import SIMULATIONS
 from infoblocks.blocks.errors import ConfigError, ValidationError
-from infoblocks.blocks.samplers import Sampler
-from infoblocks.plugins import hookimpl
 from infoblocks.plugins.registry import recipe_from_dict
 from infoblocks.recipes.cli import main
 
-
-@attrs.define
-class OwnGaussian(Sampler):
-    """n = 10 values of N(μ, σ²) at θ = (μ, σ²) = (0, 1) and their exact derivatives, drawn
-    by the sampler itself (no ``with_source``: it takes no data)."""
-
-    name: ClassVar[str] = "test_own_gaussian_sims"
-    batch_type: ClassVar = SIMULATIONS
-    n_s: int = 200
-    n_d: int = 200
-    seed: int | None = None
-
-    @property
-    def simulation_shape(self):
-        return (10,)
-
-    def batch_fields(self, state):
-        return frozenset({"fiducial", "derivative"})
-
-    def num_batches(self, state):
-        return 1
-
-    def batches(self, state):
-        gen = state.generator if self.seed is None else torch.Generator().manual_seed(self.seed)
-        eps = torch.randn(max(self.n_s, self.n_d), 10, generator=gen)
-        derivative = torch.stack([torch.ones_like(eps), eps / 2], 1)
-        yield {"fiducial": eps[:self.n_s], "derivative": derivative[:self.n_d]}
-
-
-class _Plugin:
-    @hookimpl
-    def register_samplers(self):
-        return [OwnGaussian]
-
-
+#: samplers drawing the imnn tutorial problem themselves (conftest.py, own_gaussian_sims)
 CONFIG = """
 recipe = "routine"
 arrays = []
@@ -68,18 +29,18 @@ out_dim = 2
 name = "fit"
 epochs = 15
 learning_rate = 0.03
-sampler = { name = "test_own_gaussian_sims" }
+sampler = { name = "test_own_gaussian_sims", n_s = 200, n_d = 200 }
 loss = "fisher"
-validation = { sampler = { name = "test_own_gaussian_sims", seed = 1 }, loss = "fisher", metric = "det_F", mode = "max" }
+
+[phases.validation]
+sampler = { name = "test_own_gaussian_sims", n_s = 200, n_d = 200, seed = 1 }
+loss = "fisher"
+metric = "det_F"
+mode = "max"
 """
 
 
-@pytest.fixture
-def own_sims(infoblocks_plugin):
-    infoblocks_plugin(_Plugin(), "test_own_gaussian_sims")
-
-
-def test_a_routine_of_self_drawing_samplers_fits_without_arrays(own_sims):
+def test_a_routine_of_self_drawing_samplers_fits_without_arrays(own_gaussian_sims):
     recipe = recipe_from_dict(tomllib.loads(CONFIG))
     assert recipe.draws_own_simulations()
     recipe.fit()
@@ -95,7 +56,7 @@ def test_a_routine_of_self_drawing_samplers_fits_without_arrays(own_sims):
     assert recipe.history_[-1]["val_det_F"] > 3 * recipe.history_[0]["val_det_F"]
 
 
-def test_infoblocks_run_needs_no_data_for_self_drawing_samplers(own_sims, tmp_path):
+def test_infoblocks_run_needs_no_data_for_self_drawing_samplers(own_gaussian_sims, tmp_path):
     (tmp_path / "own.toml").write_text(CONFIG)
     assert main(["run", str(tmp_path / "own.toml"), "--out", str(tmp_path / "out")]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -104,7 +65,7 @@ def test_infoblocks_run_needs_no_data_for_self_drawing_samplers(own_sims, tmp_pa
 
 
 def test_a_routine_that_reads_the_dataset_names_its_sampler_when_given_no_arrays(
-        own_sims, tmp_path, capsys):
+        own_gaussian_sims, tmp_path, capsys):
     config = tomllib.loads(CONFIG)
     config["phases"][0]["validation"]["sampler"] = {"name": "items"}
     recipe = recipe_from_dict(config)
@@ -115,12 +76,13 @@ def test_a_routine_that_reads_the_dataset_names_its_sampler_when_given_no_arrays
         recipe.fit()
     (tmp_path / "items.toml").write_text(
         CONFIG.replace('arrays = []', 'arrays = ["data"]')
-        .replace('sampler = { name = "test_own_gaussian_sims" }', 'sampler = "items"'))
+        .replace('sampler = { name = "test_own_gaussian_sims", n_s = 200, n_d = 200 }',
+                 'sampler = "items"'))
     assert main(["run", str(tmp_path / "items.toml"), "--out", str(tmp_path / "out")]) != 0
     assert "give its input with --data" in capsys.readouterr().err
 
 
-def test_globals_need_arrays(own_sims):
+def test_globals_need_arrays(own_gaussian_sims):
     config = tomllib.loads(CONFIG)
     config["globals"] = {"graph": {"input": "data", "relation": "pdist"}}
     with pytest.raises(ConfigError, match=r"\[globals\] \['graph'\] are computed from the "
