@@ -86,7 +86,12 @@ def _checking_pair_fields(cls: type) -> Callable[..., Any]:
     """``cls``'s own ``shard`` (kept as ``cls._own_shard``, where attrs' slotted classes fix
     its ``super()``), followed, when it reached :meth:`PairSampler.shard`, by the check of the
     pair-sized fields it returns whole (author12: a subclass that added a per-pair ``weight``
-    and delegated to ``super().shard`` kept it whole on every rank, unchecked)."""
+    and delegated to ``super().shard`` kept it whole on every rank, unchecked).
+
+    Why here and not in the engine after ``shard`` returns: the check holds for ``shard``
+    called by anyone (a plugin's own test calls it directly, tests/blocks/
+    test_shard_pair_fields.py), and from ``(batch, part)`` alone the engine cannot tell a
+    ``shard`` that reached PairSampler.shard from one of its own, which is trusted."""
 
     def shard(self: PairSampler, batch: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         own = cls.__dict__["_own_shard"]
