@@ -32,9 +32,24 @@ def log_form(kernel: Any) -> tuple[float, float] | None:
     return form() if callable(form) else None
 
 
+def _points(y: torch.Tensor) -> torch.Tensor:
+    """``y`` (n, d) as the tensor whose rows the terms gather: for a 2-D embedding of float32 /
+    float64 its complex view (n,), one element per point, so a pair's gather, difference and
+    scatter are single-element operations (2.5x faster on CPU than the same on rows of two;
+    the same numbers), else ``y`` itself."""
+    if (y.ndim == 2 and y.shape[1] == 2 and y.dtype in (torch.float32, torch.float64)
+            and y.stride() == (2, 1) and y.storage_offset() % 2 == 0):
+        return torch.view_as_complex(y)
+    return y
+
+
 def _row_sq(diff: torch.Tensor) -> torch.Tensor:
-    """‖row‖² of ``diff`` (E, d): a product per column for a narrow embedding (a reduction
-    over a last dimension of 2 costs twice the two products on CPU)."""
+    """‖row‖² of ``diff`` (E, d), or |diff|² of complex differences (E,) (:func:`_points`): a
+    product per column for a narrow embedding (a reduction over a last dimension of 2 costs
+    twice the two products on CPU)."""
+    if diff.is_complex():
+        re, im = diff.real, diff.imag
+        return re * re + im * im
     if diff.shape[1] > 4:
         return (diff * diff).sum(1)
     sq = diff[:, 0] * diff[:, 0]
@@ -45,7 +60,8 @@ def _row_sq(diff: torch.Tensor) -> torch.Tensor:
 
 def _terms(y: torch.Tensor, source: torch.Tensor, target: torch.Tensor, c: float, b: float,
            sign: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(Σ softplus(sign · z), the differences (E, d), ∂/∂d² of each term (E,))."""
+    """(Σ softplus(sign · z), the differences (E, d) — (E,) complex for :func:`_points`' view
+    — and ∂/∂d² of each term (E,)); ``y`` as :func:`_points` returns it."""
     diff = y.index_select(0, source) - y.index_select(0, target)
     sq = _row_sq(diff)
     clamped = sq.clamp_min(SQ_DIST_FLOOR)
@@ -60,6 +76,7 @@ def _terms(y: torch.Tensor, source: torch.Tensor, target: torch.Tensor, c: float
 def _edge_terms(y, pos_source, pos_target, neg_source, neg_target, c, b, gamma):
     """(L, attraction, repulsion, the scatter's pairs: (source, target, diff, ∂L/∂d² × 2))."""
     size = pos_source.numel()
+    y = _points(y)
     attraction, diff_pos, slope_pos = _terms(y, pos_source, pos_target, c, b, -1.0)
     repulsion, diff_neg, slope_neg = _terms(y, neg_source, neg_target, c, b, 1.0)
     attraction, repulsion = attraction / size, repulsion / size
@@ -78,7 +95,7 @@ class EdgeCrossEntropy(torch.autograd.Function):
         value, attraction, repulsion, pairs = _edge_terms(
             y, pos_source, pos_target, neg_source, neg_target, c, b, gamma)
         ctx.save_for_backward(*pairs[0], *pairs[1])
-        ctx.rows = y.shape[0]
+        ctx.shape = y.shape
         ctx.mark_non_differentiable(attraction, repulsion)  # the reported parts
         return value, attraction, repulsion
 
@@ -86,19 +103,23 @@ class EdgeCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad, _grad_attraction, _grad_repulsion):
         saved = ctx.saved_tensors
         pairs = ((*saved[:3], saved[3] * grad), (*saved[4:7], saved[7] * grad))
-        return _scatter(ctx.rows, *pairs), None, None, None, None, None, None, None
+        return _scatter(ctx.shape, *pairs), None, None, None, None, None, None, None
 
 
-def _scatter(rows: int, *pairs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """∂L/∂y (rows, d) from pairs ``(source, target, diff, ∂L/∂d² × 2)``: ±diff × slope added
-    at the sources and targets (``index_add_`` of a negated copy: with ``alpha = -1`` it
-    leaves the fast kernel, 10x slower)."""
+def _scatter(shape: torch.Size, *pairs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """∂L/∂y (``shape`` = y's (rows, d)) from pairs ``(source, target, diff, ∂L/∂d² × 2)``:
+    ±diff × slope added at the sources and targets (``index_add_`` of a negated copy: with
+    ``alpha = -1`` it leaves the fast kernel, 10x slower); complex differences
+    (:func:`_points`) are added as complex numbers and returned as their (rows, 2) view."""
     diff = pairs[0][2]
-    grad_y = diff.new_zeros(rows, diff.shape[1])
+    if diff.is_complex():
+        grad_y = diff.new_zeros(shape[0])
+    else:
+        grad_y = diff.new_zeros(shape[0], diff.shape[1])
     for source, target, diff, slope in pairs:
-        g = diff * slope[:, None]
-        grad_y.index_add_(0, source, g).index_add_(0, target, -g)
-    return grad_y
+        g = diff * (slope if diff.is_complex() else slope[:, None])
+        grad_y.index_add_(0, source, g).index_add_(0, target, g.neg_())
+    return torch.view_as_real(grad_y) if grad_y.is_complex() else grad_y
 
 
 def edge_cross_entropy(y: torch.Tensor, batch: dict[str, torch.Tensor], c: float, b: float,
@@ -131,7 +152,7 @@ def table_edge_cross_entropy(table: torch.Tensor, batch: dict[str, torch.Tensor]
     with torch.no_grad():
         value, attraction, repulsion, pairs = _edge_terms(
             table, pos_source, pos_target, neg_source, neg_target, c, b, gamma)
-        grad = _scatter(table.shape[0], *pairs)
+        grad = _scatter(table.shape, *pairs)
     return _EdgeHandGradients.apply(value, [grad], table), attraction, repulsion, grad
 
 

@@ -54,6 +54,38 @@ def test_closed_form_edge_loss_is_autograd_of_the_dense_formula(kernel):
     assert float(fused.grad.abs().sum()) > 0
 
 
+@pytest.mark.parametrize("layout", ["2-D", "2-D float32", "2-D strided", "1-D", "4-D"])
+def test_closed_form_edge_loss_in_every_layout_of_y(layout):
+    """A 2-D embedding is gathered as complex numbers (one element a point): the same value
+    and gradient as autograd through the dense formula, in float32 and float64, and a strided
+    view (which cannot be viewed as complex) takes the rows' path."""
+    kernel = ModifiedCauchyTransform(min_dist=0.1)
+    width = {"1-D": 1, "4-D": 4}.get(layout, 2)
+    dtype = torch.float32 if "float32" in layout else torch.float64
+    torch.manual_seed(1)
+    base = torch.randn(150, 3 if "strided" in layout else width, dtype=dtype) * 2
+    batch = _batch(150, 60, 300, seed=1)
+    grads, values = [], []
+    for fused in (True, False):
+        leaf = base.clone().requires_grad_()
+        y = leaf[:, :2] if "strided" in layout else leaf
+        if fused:
+            value = edge_cross_entropy(y, batch, *log_form(kernel), 0.8)[0]
+        else:
+            z_pos = kernel.logit((y[batch["pos_source"]] - y[batch["pos_target"]]).pow(2).sum(1))
+            z_neg = kernel.logit((y[batch["neg_source"]] - y[batch["neg_target"]]).pow(2).sum(1))
+            value = (F.softplus(-z_pos).sum() + 0.8 * F.softplus(z_neg).sum()) / 60
+        value.backward()
+        grads.append(leaf.grad)
+        values.append(float(value.detach()))
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-11
+    assert math.isclose(values[0], values[1], rel_tol=tolerance)
+    torch.testing.assert_close(grads[0], grads[1], rtol=tolerance * 10, atol=tolerance * 1e-2)
+    assert float(grads[0].abs().sum()) > 0
+    if "strided" in layout:
+        assert float(grads[0][:, 2].abs().sum()) == 0.0
+
+
 def test_relation_loss_takes_the_closed_form_only_where_the_kernel_states_it():
     assert log_form(ModifiedCauchyTransform(a=2.0, b=0.8)) == (-math.log(2.0), 0.8)
     assert log_form(StudentTTransform()) == (0.0, 1.0)
