@@ -74,13 +74,48 @@ class PosteriorInference:
             self.seed)
 
         def simulate(generator: torch.Generator, theta: torch.Tensor) -> torch.Tensor:
-            theta = theta.to(device=device, dtype=torch.float32)
+            rows = theta.to(device=device, dtype=torch.float32)
             generator = on_device or generator
-            if batched:
-                return simulator(generator, theta)
-            return torch.stack([torch.as_tensor(simulator(generator, t)) for t in theta])
+            try:
+                if batched:
+                    out = simulator(generator, rows)
+                else:
+                    out = torch.stack([torch.as_tensor(simulator(generator, t)) for t in rows])
+            except ValidationError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a user function; named with its call
+                how = "theta of shape (n, p)" if batched else "theta of shape (p,)"
+                raise ValidationError(
+                    f"ABC / PMC: `simulator(generator, theta)` failed when called with {how}: "
+                    f"{type(exc).__name__}: {exc}. With batched_simulator=False it is called "
+                    "once per simulation.") from exc
+            return self._checked_simulations(out, theta)
 
         return simulate
+
+    def _checked_simulations(self, out: Any, theta: torch.Tensor) -> torch.Tensor:
+        """The simulator's output for prior draws ``theta`` (n, p): a finite tensor (n,
+        *input_shape_), as the network was fitted on — else a clear error (a wrong shape was
+        torch's matrix error, a wrong row count or NaN gave a posterior silently)."""
+        shape = (len(theta), *self.input_shape_)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValidationError(
+                f"ABC / PMC: `simulator` must return a tensor of shape {shape} for theta of "
+                f"shape {tuple(theta.shape)} (one simulation of shape {self.input_shape_}, "
+                f"as the IMNN was fitted on, per row of theta), got {got}"
+                + ("; wrap it in torch.as_tensor(...)." if not isinstance(out, torch.Tensor)
+                   else "."))
+        finite = torch.isfinite(out.reshape(len(out), -1)).all(1) if out.is_floating_point() \
+            else None
+        if finite is not None and not bool(finite.all()):
+            first = theta[int((~finite).nonzero()[0])].tolist()
+            raise ValidationError(
+                f"ABC / PMC: the simulator returned non-finite values (NaN or inf) for "
+                f"{int((~finite).sum())} of {len(out)} parameter draws (the first at theta = "
+                f"{[round(v, 6) for v in first]}); their distance to the target is undefined. "
+                "Make the simulator finite over the prior's support, or narrow the prior.")
+        return out
 
     def _target(self, target: Any) -> torch.Tensor:
         """θ̂ of the observed data ``target`` (one simulation of shape ``input_shape_``)."""
