@@ -60,6 +60,19 @@ def _refuse_lost_precision(wide: torch.Tensor, narrow: torch.Tensor, name: str) 
             f"({name} - {name}.mean(0), and the same shift for data you transform later).")
 
 
+def _torch_dtype(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in a dtype torch converts: native byte order (big-endian data from FITS or
+    HDF5 files: torch refuses it), wide unsigned integers as int64 / float64 (torch has
+    few kernels for uint16-64) and long double as float64 (torch has none)."""
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if arr.dtype.kind == "u" and arr.dtype.itemsize > 1:
+        arr = arr.astype(np.int64 if arr.dtype.itemsize < 8 else np.float64)
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        arr = arr.astype(np.float64)
+    return arr
+
+
 def as_tensor(
     x: Any,
     name: str,
@@ -91,13 +104,18 @@ def as_tensor(
         if np.iscomplexobj(arr):
             raise ValidationError(f"`{name}` is complex ({arr.dtype}); infoblocks works on real "
                                   "numbers: pass x.real and x.imag as separate features.")
-        if arr.dtype == object or not (
+        if arr.dtype == object or arr.dtype.kind == "m" or not (
             np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
         ):
+            hint = (f" Convert the time spans to numbers first, e.g. {name} / "
+                    "np.timedelta64(1, 's') for seconds." if arr.dtype.kind == "m" else "")
             raise ValidationError(
-                f"`{name}` must hold numbers, got dtype {arr.dtype} ({_describe(arr)})."
+                f"`{name}` must hold numbers, got dtype {arr.dtype} ({_describe(arr)}).{hint}"
             )
-        arr = np.ascontiguousarray(arr)
+        arr = _torch_dtype(arr)
+        # (np.ascontiguousarray makes a 0-d array 1-d: a scalar must stay a scalar, so that
+        # the dimension checks below name it)
+        arr = np.ascontiguousarray(arr).reshape(arr.shape)
         if not arr.flags.writeable:  # a read-only (e.g. memory-mapped) array: torch copies
             arr = arr.copy()
         t = torch.from_numpy(arr)
@@ -109,7 +127,7 @@ def as_tensor(
                 raise ValidationError(
                     f"`{name}` holds values up to {float(values.abs().max()):.3g}, beyond the "
                     f"range of {dtype} (about {torch.finfo(dtype).max:.3g}); rescale it (e.g. "
-                    "divide by its standard deviation) before fitting.")
+                    "divide by its standard deviation) first.")
         wide = t
         t = t.to(dtype)
         _refuse_lost_precision(wide, t, name)
@@ -132,7 +150,7 @@ def as_tensor(
         first = tuple(bad[0].tolist())
         raise ValidationError(
             f"`{name}` contains {len(bad)} non-finite value(s) (NaN or inf), the first at index "
-            f"{first}. Remove or impute them before fitting."
+            f"{first}. Remove or impute them first."
         )
     if device is not None:
         t = t.to(device)
@@ -315,7 +333,7 @@ class LazyRows:
                 bad[0] += k * LAZY_CHUNK_ROWS
                 raise ValidationError(
                     f"`{self.name}` contains non-finite values (NaN or inf), the first at index "
-                    f"{tuple(bad)}. Remove or impute them before fitting.")
+                    f"{tuple(bad)}. Remove or impute them first.")
         self._read[0] = 0  # the scan is not what a batch read
 
     def moments(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -452,6 +452,12 @@ class Routine:
         spec = self.model_specs.get(model)
         in_dim = spec.get("in_dim") if isinstance(spec, dict) else None
         shape = tuple(getattr(x, "shape", ()))
+        if isinstance(in_dim, int) and not isinstance(in_dim, bool) and len(shape) == 1:
+            # torch would read a 1-D x as one sample (or fail): not one row per item
+            raise ValidationError(
+                f"`{name}` is 1-D (shape {shape}) but model {model!r} maps rows of {in_dim} "
+                f"features: for one sample pass `{name}.reshape(1, -1)`, for one feature per "
+                f"item `{name}.reshape(-1, 1)`.")
         if isinstance(in_dim, int) and not isinstance(in_dim, bool) and len(shape) == 2 \
                 and shape[1] != in_dim:
             raise ValidationError(
