@@ -122,6 +122,9 @@ def merge_sections(defaults: dict[str, Any], explicit: dict[str, Any], path: str
             raise ConfigError(f"{path}.{key} must be a table of name -> block, got {given!r}.")
         merged = copy.deepcopy(default or {})
         for name, value in (given or {}).items():
+            if key == "globals" and not isinstance(value, dict):  # (recipes read it as one)
+                raise ConfigError(f"{path}.globals.{name} must be a table with keys "
+                                  f"{list(GLOBAL_KEYS)}, got {value!r}.")
             merged[name] = merge_entry(merged[name], value) if name in merged \
                 else copy.deepcopy(value)
         out[key] = merged
@@ -788,6 +791,9 @@ def build_model(spec: Any, path: str, context: dict[str, Any]) -> Any:
     if isinstance(spec, Model) or (not isinstance(spec, (str, dict))
                                    and hasattr(spec, "parameters")):
         return spec
+    if not isinstance(spec, (str, dict)):  # (dict(3): a bare TypeError)
+        raise ConfigError(f"{path} must be a model's name or a table {{name = \"mlp\", ...}}, "
+                          f"got {spec!r}.")
     registry = _registry()
     params = {"name": spec} if isinstance(spec, str) else dict(spec)
     if "name" not in params:

@@ -8,6 +8,7 @@ int, ``"false"`` for a bool and ``true`` for an int are errors that name the pat
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import sys
 import types
@@ -92,10 +93,58 @@ def _check_value(value: Any, type_: Any) -> Any:
                and t not in (int, float, bool, str, type(None), list, dict, tuple)]
     if any(isinstance(value, t) for t in classes):
         return value  # an object built already (a phase's Validation, a block)
+    _check_container(value, type_)
     try:
         return converter.structure(value, type_)
     except cattrs.errors.StructureHandlerNotFoundError:
         return value
+
+
+#: the containers a field's annotation may name: a list (TOML array) or a table
+_LISTS = (list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.Set)
+_TABLES = (dict, collections.abc.Mapping)
+
+
+def _accepted_kinds(type_: Any) -> set[str] | None:
+    """What ``type_`` accepts among "list", "table", "str" and "scalar"; None when it also
+    accepts something else (Any, a class, a callable), so that nothing is refused here."""
+    members = typing.get_args(type_) if typing.get_origin(type_) in (typing.Union,
+                                                                     types.UnionType) else (type_,)
+    kinds = set()
+    for member in members:
+        origin = typing.get_origin(member) or member
+        if member is type(None):
+            continue
+        if origin in _LISTS:
+            kinds.add("list")
+        elif origin in _TABLES:
+            kinds.add("table")
+        elif member is str:
+            kinds.add("str")
+        elif member in (int, float, bool):
+            kinds.add("scalar")
+        else:
+            return None
+    return kinds
+
+
+def _check_container(value: Any, type_: Any) -> None:
+    """A string or a table where only a list goes, or anything but a table where only a
+    table goes, is refused by name: cattrs iterates a string's characters (``arrays = "xy"``
+    was the arrays ['x', 'y'], silently) or a table's keys, and raises a bare AttributeError
+    for a list given as a table (``models = [1, 2]``)."""
+    kinds = _accepted_kinds(type_)
+    if not kinds or value is None:
+        return
+    if "list" in kinds and "str" not in kinds and isinstance(value, str):
+        raise ValueError(f"expected a list, got the string {value!r} (a list is written "
+                         f"[a, b, ...]{f', here [{value!r}]' if ',' not in value else ''})")
+    if "list" in kinds and "table" not in kinds and isinstance(value, dict):
+        raise ValueError(f"expected a list, got a table {value!r} (a list is written "
+                         "[a, b, ...])")
+    if kinds <= {"table"} and not isinstance(value, collections.abc.Mapping):
+        raise ValueError(f"expected a table (in TOML a [section] or {{key = value, ...}}), "
+                         f"got {value!r}")
 
 
 def _check_values(values: dict[str, Any], types: dict[str, Any], path: str | None = None
