@@ -96,6 +96,28 @@ def _check_distance_matrix(dist: torch.Tensor) -> None:
         )
 
 
+def _check_varies(b: Any, distances: bool = False) -> None:
+    """Refuse a space B without neighbours: ``data_B`` the same row for every point, or
+    ``distances_B`` (``distances``) the same value for every pair — the rank in B of a
+    point's neighbour in A is then a tie among all points, and the DII (0.92 with weights
+    that wander, baduser19) means nothing."""
+    if not isinstance(b, torch.Tensor) or b.shape[0] < 2:
+        return  # (rows on disk: not read whole here)
+    if distances:
+        off = b[~torch.eye(b.shape[0], dtype=torch.bool, device=b.device)]
+        if bool((off == off[0]).all()):
+            raise ValidationError(
+                f"`distances_B` is {float(off[0]):g} for every pair of points: no point has "
+                "nearer neighbours than others in space B, so the DII (the rank in B of each "
+                "point's nearest neighbour in A) is meaningless. Pass distances that vary.")
+    elif bool((b == b[0]).all()):
+        raise ValidationError(
+            f"`data_B` is the same row for all {b.shape[0]} points: every point is at distance "
+            "0 from every other in space B, so none has a nearest neighbour there and the DII "
+            "(the rank in B of each point's nearest neighbour in A) is meaningless. Pass "
+            "features of B that vary.")
+
+
 def _check_duplicates(a: Any) -> None:
     """Refuse data_A whose rows are mostly exact copies of one another: every such row's
     nearest neighbour is its copy at distance 0 in A (and in B), so the imbalance is ~0 for any
@@ -259,6 +281,7 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
         if data_B is not None:
             data["data_B"] = as_rows(data_B, "data_B", ndim=2)
             check_same_length(data_A=a, data_B=data["data_B"])
+            _check_varies(data["data_B"])
             periods_tensor(self.periods_B, data["data_B"].shape[1], "periods_B")
         else:
             dist = as_tensor(distances_B, "distances_B", ndim=2)
@@ -268,6 +291,7 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
                 )
             check_same_length(data_A=a, distances_B=dist)
             _check_distance_matrix(dist)
+            _check_varies(dist, distances=True)
             if self.periods_B is not None:
                 raise ValidationError(
                     "`periods_B` has no effect with `distances_B`; set it to None.")
@@ -297,12 +321,14 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
                 "available; use fewer mini-batches."
             )
         per_batch = pool // self.batches_per_epoch
-        if per_batch < 2:  # (with lambda_init the k check below is skipped)
+        if per_batch < 3:  # (with lambda_init the k check below is skipped)
+            # (two points: each one's only neighbour is the other, its rank always 1, so the
+            # weights did not move and the DII was 1, silently)
             raise ValidationError(
-                f"Each step sees only {per_batch} point ({pool} points / "
-                f"{self.batches_per_epoch} batches): a point needs neighbours to rank, so the "
-                "weights would not move; use fewer, larger batches (`batches_per_epoch`) or "
-                "more points."
+                f"Each step sees only {per_batch} point{'s' if per_batch > 1 else ''} ({pool} "
+                f"points / {self.batches_per_epoch} batches): a point needs at least two "
+                "neighbours to rank, so the weights would not move; use fewer, larger batches "
+                "(`batches_per_epoch`) or more points."
             )
         k_max = max(self.k_init, self.k_final)
         if self.lambda_init is None and k_max >= per_batch:
