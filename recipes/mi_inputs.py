@@ -196,7 +196,14 @@ def fresh_draw(recipe: NeuralMIEstimator, fn: Any, n_eval: int | None
                               f"fixed evaluation draw), got {n_eval!r}.")
     n_val = min(n_eval, FRESH_VALIDATION_N) if recipe.test_fraction > 0 else 0
     generator = torch.Generator().manual_seed(recipe.seed + FRESH_SEED_OFFSET)
-    out = fn(generator, n_eval + n_val)
+    try:
+        out = fn(generator, n_eval + n_val)
+    except ValidationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a user function; named with its call
+        raise ValidationError(
+            f"`sampler` failed when called as fn(generator, n) for the evaluation draw (n = "
+            f"{n_eval + n_val}): {type(exc).__name__}: {exc}.") from exc
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         raise ValidationError(f"`sampler` must return a pair (x, y) of arrays with n rows, got "
                               f"{type(out).__name__}.")
@@ -209,13 +216,32 @@ def fresh_draw(recipe: NeuralMIEstimator, fn: Any, n_eval: int | None
     return x, y, n_val / (n_eval + n_val), n_eval
 
 
-def fresh_batches(fn: Any, transform_x: Any, transform_y: Any) -> Any:
-    """``fn`` with its output standardised like the evaluation draw."""
+def fresh_batches(fn: Any, transform_x: Any, transform_y: Any,
+                  widths: tuple[int, int] | None = None) -> Any:
+    """``fn`` with its output standardised like the evaluation draw, after checking it as
+    that draw was: a pair of finite (n, d) arrays, ``widths`` = (d_x, d_y) the evaluation
+    draw's (the rank-Gaussian map turned NaN into finite values and a standardisation
+    broadcast a narrower x: a training draw's NaN or wrong width gave an estimate silently)."""
     def draw(generator: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = fn(generator, n)
+        out = fn(generator, n)
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise ValidationError(f"The fresh-sample `sampler` must return a pair (x, y) of "
+                                  f"arrays with {n} rows, got {type(out).__name__}.")
         x, y = (torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v
-                                ).float() for v in (x, y))
+                                ).float() for v in out)
         x, y = (v.reshape(-1, 1) if v.ndim == 1 else v for v in (x, y))
+        for name, t, width in zip(("x", "y"), (x, y), widths or (None, None)):
+            if t.ndim != 2 or len(t) != n or (width is not None and t.shape[1] != width):
+                shape = f"({n}, {width})" if width is not None else f"({n}, d)"
+                raise ValidationError(
+                    f"The fresh-sample `sampler` must return {name} of shape {shape} for every "
+                    f"n, as in its evaluation draw (1-D: one feature); a training draw's {name} "
+                    f"has shape {tuple(t.shape)}.")
+            if not bool(torch.isfinite(t).all()):
+                raise ValidationError(
+                    f"The fresh-sample `sampler` returned {int((~torch.isfinite(t)).sum())} "
+                    f"non-finite value(s) (NaN or inf) in {name} in a training draw of n = {n}; "
+                    "every draw must be finite.")
         return transform_x(x), transform_y(y)
     return draw
 
@@ -235,7 +261,8 @@ def fresh_sampler_spec(recipe: NeuralMIEstimator, spec: dict[str, Any], fn: Any)
             f"The training sampler {sampler.get('name')!r} cannot draw fresh samples (it has no "
             "`simulator` field); use a built-in negative sampler with fit(sampler=...), or "
             "derive yours from PairSampler (docs/plugins.md).")
-    sampler["simulator"] = fresh_batches(fn, recipe.x_transform_, recipe.y_transform_)
+    sampler["simulator"] = fresh_batches(fn, recipe.x_transform_, recipe.y_transform_,
+                                         (len(recipe.x_mean_), len(recipe.y_mean_)))
     if sampler.get("batch_size") is None and "batch_size" in fields:
         sampler["batch_size"] = recipe.batch_size
     if sampler.get("batches_per_epoch") is None and "batches_per_epoch" in fields:
