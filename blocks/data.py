@@ -402,9 +402,10 @@ def as_rows(x: Any, name: str, *, ndim: int | tuple[int, ...] | None = 2) -> tor
     rows = x if isinstance(x, LazyRows) else LazyRows(x, name)
     accepted = (ndim,) if isinstance(ndim, int) else ndim
     if accepted is not None and rows.ndim not in accepted:
-        hint = " For one feature save it as `x.reshape(-1, 1)`." if rows.ndim == 1 else ""
+        hint = f" For one feature save it as `{name}.reshape(-1, 1)`." if rows.ndim == 1 else ""
         if rows.ndim > 2 and 2 in accepted:
-            hint = " To use each sample's values as its features, save `x.reshape(len(x), -1)`."
+            hint = (" To use each sample's values as its features, save "
+                    f"`{name}.reshape(len({name}), -1)`.")
         raise ValidationError(f"`{name}` must have {' or '.join(map(str, accepted))} "
                               f"dimension(s), got {rows.ndim} ({_describe(rows)}).{hint}")
     return rows

@@ -57,3 +57,14 @@ def test_apply_refuses_a_row_without_its_item_axis(routine):
 def test_apply_refuses_a_scalar(routine):
     with pytest.raises(ValidationError, match="leading item axis, got a scalar"):
         routine.apply(3.0)  # was torch's "mat1 and mat2 shapes cannot be multiplied"
+
+
+def test_the_reshape_hint_of_rows_on_disk_names_the_argument(tmp_path):
+    from infoblocks.blocks.data import as_rows
+
+    np.save(tmp_path / "y.npy", np.zeros((5, 2, 2)))
+    with pytest.raises(ValidationError, match=r"save `y.reshape\(len\(y\), -1\)`"):
+        as_rows(np.load(tmp_path / "y.npy", mmap_mode="r"), "y")  # said `x.reshape` for y
+    np.save(tmp_path / "y.npy", np.zeros(5))
+    with pytest.raises(ValidationError, match=r"save it as `y.reshape\(-1, 1\)`"):
+        as_rows(np.load(tmp_path / "y.npy", mmap_mode="r"), "y")
