@@ -14,6 +14,9 @@ def save_figure(fig: Any, path: str | Path, **options: Any) -> Path:
     caller keeps), a suffix matplotlib cannot write is refused naming the ones it can, and the
     parent folder is made."""
     path = Path(path)
+    if path.is_dir():  # (DIR.png was written beside it, silently)
+        raise ValidationError(f"Cannot write a figure to {str(path)!r}: it is a directory; give "
+                              f"a file name in it, e.g. {str(path / 'figure.png')!r}.")
     if not path.suffix:
         path = path.with_suffix(".png")
     kinds = fig.canvas.get_supported_filetypes()

@@ -342,7 +342,13 @@ class DIIEvaluation:
         ax_dii.set_xlabel("epoch")
         ax_dii.set_ylabel("DII")
         ax_dii.set_title("DII during training" if not title else f"{title}: DII")
-        names = feature_names or [f"w{i}" for i in range(self.weights_history_.shape[1])]
+        n_weights = self.weights_history_.shape[1]
+        names = [f"w{i}" for i in range(n_weights)] if feature_names is None else \
+            [str(name) for name in feature_names]
+        if len(names) != n_weights:  # (fewer: only their curves were drawn, silently)
+            raise ValidationError(
+                f"`feature_names` has {len(names)} names for {n_weights} learned weights; give "
+                "one name per weight (per group with `params_groups`), or None.")
         for i, label in enumerate(names):
             ax_w.plot(epochs, self.weights_history_[:, i], label=label)
         ax_w.set_xlabel("epoch")

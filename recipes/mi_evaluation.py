@@ -392,6 +392,10 @@ def check_final_estimate(recipe: NeuralMIEstimator) -> None:
 def plot_training(recipe: NeuralMIEstimator, truth: float | None = None,
                   path: str | Path | None = None) -> Any:
     """Training curve (batch and held-out bound per epoch), final estimate, optional truth."""
+    if truth is not None and (isinstance(truth, bool) or not isinstance(
+            truth, (int, float, np.integer, np.floating)) or not math.isfinite(truth)):
+        raise ValidationError(f"`truth` must be the true mutual information in nats (a finite "
+                              f"number) or None, got {truth!r}.")
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.0), dpi=100)
@@ -418,9 +422,16 @@ def plot_training(recipe: NeuralMIEstimator, truth: float | None = None,
     return fig
 
 
+def _plot_count(value: Any, name: str, least: int) -> None:
+    """A plot's count argument (``resolution``, ``max_points``) is an integer ≥ ``least``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise ValidationError(f"`{name}` must be an integer of at least {least}, got {value!r}.")
+
+
 def _two_d_samples(recipe: NeuralMIEstimator, max_points: int
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to ``max_points`` fitted pairs in the data's units (1-D x and y only)."""
+    _plot_count(max_points, "max_points", 1)  # (-1 dropped a point, silently)
     dataset = recipe.routine_.dataset if recipe.routine_ is not None else None
     if dataset is None:
         raise ValidationError("The fitted data are not available (a loaded estimator keeps no "
@@ -443,6 +454,7 @@ def plot_critic(recipe: NeuralMIEstimator, path: str | Path | None, resolution: 
     """The critic t(x, y) on a grid over the samples' range, samples on top (1-D x and y)."""
     from matplotlib.figure import Figure
 
+    _plot_count(resolution, "resolution", 2)  # (0: matplotlib's shape error)
     x, y = _two_d_samples(recipe, max_points)
     pad_x, pad_y = 0.05 * float(x.max() - x.min()), 0.05 * float(y.max() - y.min())
     gx = torch.linspace(float(x.min()) - pad_x, float(x.max()) + pad_x, resolution)

@@ -775,20 +775,39 @@ class EmbeddingRecipe(Recipe):
             raise NotFittedError("No stored embedding (a loaded model): pass `X` to plot().")
         fig = Figure(figsize=(6, 5.5), dpi=100)
         ax = fig.add_subplot()
-        colours = None if labels is None else np.asarray(labels)
-        if colours is not None:
-            _check(len(colours) == len(y), f"`labels` has {len(colours)} entries for {len(y)} "
-                                           "points.")
+        colours, names = self._label_colours(labels, len(y))
         points = ax.scatter(y[:, 0], y[:, 1] if y.shape[1] > 1 else np.zeros(len(y)),
                             c=colours, cmap="tab10" if colours is not None else None, s=3,
                             alpha=0.8, linewidths=0)
         if colours is not None and len(np.unique(colours)) <= 20:
-            fig.colorbar(points, ax=ax, ticks=np.unique(colours))
+            bar = fig.colorbar(points, ax=ax, ticks=np.unique(colours))
+            if names is not None:
+                bar.set_ticklabels([str(name) for name in names])
         ax.set_title(title or f"{type(self).__name__}")
         ax.set_xticks([])
         ax.set_yticks([])
         fig.tight_layout()
         return save_figure(fig, path)
+
+    @staticmethod
+    def _label_colours(labels: Any, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``labels`` as the scatter's colours: one per point (a column vector flattened);
+        labels that are not numbers (class names) as codes, with their names for the colour
+        bar; NaN refused (matplotlib raised on each of these)."""
+        if labels is None:
+            return None, None
+        colours = np.asarray(labels)
+        if colours.ndim == 2 and colours.shape[1] == 1:
+            colours = colours.reshape(-1)
+        _check(colours.ndim == 1 and len(colours) == n,
+               f"`labels` must hold one label per point ({n}), got shape {colours.shape}.")
+        if not (np.issubdtype(colours.dtype, np.number) or colours.dtype == bool):
+            names, codes = np.unique(colours.astype(str), return_inverse=True)
+            return codes, names
+        bad = int((~np.isfinite(colours.astype(float))).sum())
+        _check(bad == 0, f"`labels` has {bad} NaN / inf entries; give every point a label (or "
+                         "plot the labelled points only).")
+        return colours, None
 
     # ------------------------------------------------------------------ command line
 
