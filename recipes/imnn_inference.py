@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from infoblocks.blocks.data import as_tensor, intra_op_threads
@@ -126,7 +127,11 @@ class PosteriorInference:
         return self._compressor()(x.unsqueeze(0))[0]
 
     def _generator(self, seed: int | None) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed if seed is None else seed)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)
+                                 or seed < 0):
+            raise ValidationError(f"`seed` must be a non-negative integer or None (the IMNN's "
+                                  f"seed), got {seed!r}.")
+        return torch.Generator().manual_seed(self.seed if seed is None else int(seed))
 
     # ------------------------------------------------------------------ the methods
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from infoblocks.blocks.data import as_tensor
+from infoblocks.blocks.errors import ValidationError
 from infoblocks.blocks.figures import save_figure
 from infoblocks.blocks.fisher import fisher_statistics, network_summaries
 
@@ -88,6 +89,11 @@ def plot_history(imnn: IMNN, expected_detF: float | None = None,
     """det F (train and validation), det C / det C⁻¹, Λ₂ and r per epoch of a fitted IMNN."""
     from matplotlib.figure import Figure
 
+    number = (int, float, np.integer, np.floating)
+    if expected_detF is not None and (isinstance(expected_detF, bool) or not isinstance(
+            expected_detF, number) or not np.isfinite(expected_detF)):
+        raise ValidationError(f"`expected_detF` must be a finite number (the det F the problem "
+                              f"allows) or None, got {expected_detF!r}.")
     h = imnn.history_
     fig = Figure(figsize=(6, 8), constrained_layout=True)
     ax = fig.subplots(3, 1, sharex=True)

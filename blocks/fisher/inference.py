@@ -320,6 +320,25 @@ def _weighted_cov(theta: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 POSTERIOR_COLOURS = ("C0", "C1", "C2", "C3", "C4")
 
 
+def _named_posteriors(posteriors: Any) -> dict[str, PosteriorSamples]:
+    """Legend name -> samples: a dict as given; a list by method, repeats numbered ("abc",
+    "abc 2": two ABC posteriors were one, the first dropped silently)."""
+    items = list(posteriors.items()) if isinstance(posteriors, dict) else \
+        [(None, post) for post in posteriors]
+    named: dict[str, PosteriorSamples] = {}
+    for k, (name, post) in enumerate(items):
+        if not isinstance(post, PosteriorSamples):
+            raise ValidationError(
+                f"posterior_plot takes PosteriorSamples (what gaussian_posterior, abc and pmc "
+                f"return), got {type(post).__name__} for {name if name is not None else k!r}.")
+        if name is None:
+            name, count = post.method, 2
+            while name in named:
+                name, count = f"{post.method} {count}", count + 1
+        named[str(name)] = post
+    return named
+
+
 def posterior_plot(posteriors: Sequence[PosteriorSamples] | dict[str, PosteriorSamples],
                    truth: Sequence[float] | None = None, labels: Sequence[str] | None = None,
                    path: str | Path | None = None, bins: int = 30) -> Figure:
@@ -328,12 +347,19 @@ def posterior_plot(posteriors: Sequence[PosteriorSamples] | dict[str, PosteriorS
     true values as lines.  ``posteriors``: a list, or a dict ``{legend name: samples}``."""
     from matplotlib.figure import Figure
 
-    named = dict(posteriors) if isinstance(posteriors, dict) else {
-        p.method: p for p in posteriors}
+    named = _named_posteriors(posteriors)
     if not named:
         raise ValidationError("posterior_plot needs at least one PosteriorSamples.")
     p = next(iter(named.values())).samples.shape[1]
+    widths = {name: post.samples.shape[1] for name, post in named.items()}
+    if len(set(widths.values())) > 1:
+        raise ValidationError(f"posterior_plot: the posteriors are over different numbers of "
+                              f"parameters ({widths}); plot those of one problem together.")
     labels = list(labels) if labels is not None else [f"θ{i}" for i in range(p)]
+    for given, name in ((labels, "labels"), (truth, "truth")):
+        if given is not None and len(given) != p:  # (an IndexError, or values ignored)
+            raise ValidationError(f"posterior_plot: `{name}` has {len(given)} entries for {p} "
+                                  "parameters; give one per parameter.")
     stacked = np.concatenate([s.samples[s.weights > 0] for s in named.values()])
     low, high = np.percentile(stacked, 0.5, 0), np.percentile(stacked, 99.5, 0)
     pad = 0.05 * (high - low)
