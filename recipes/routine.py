@@ -228,8 +228,8 @@ class RoutineRecipe(Recipe):
         if hasattr(X, "shape") and self.output_model in self.routine_.models:
             self.routine_.check_width(X, self.output_model, "X")  # (a list: apply checks it)
         with intra_op_threads(self.threads), torch.no_grad():
-            return self.routine_.apply(X, model=self.output_model,
-                                       batch_size=batch_size).numpy()
+            return self.routine_.apply(X, model=self.output_model, batch_size=batch_size,
+                                       name="X").numpy()
 
     def fit_transform(self, X: Any, y: Any = None, **named: Any) -> np.ndarray:
         return self.fit(X, **named).transform(X)

@@ -68,3 +68,17 @@ def test_the_reshape_hint_of_rows_on_disk_names_the_argument(tmp_path):
     np.save(tmp_path / "y.npy", np.zeros(5))
     with pytest.raises(ValidationError, match=r"save it as `y.reshape\(-1, 1\)`"):
         as_rows(np.load(tmp_path / "y.npy", mmap_mode="r"), "y")
+
+
+def test_routine_recipe_transform_names_its_argument_x():
+    from infoblocks.recipes import RoutineRecipe
+
+    a = np.random.default_rng(0).normal(size=(20, 4))
+    phase = {"name": "fit", "epochs": 1, "sampler": {"name": "items", "batch_size": 10},
+             "loss": "position"}
+    recipe = RoutineRecipe(models={"main": {"name": "mlp", "out_dim": 2}}, phases=[phase],
+                           arrays=["data", "positions"]).fit(a, a[:, :2])
+    with pytest.raises(ValidationError, match="`X` contains 1 non-finite"):  # said `x`
+        recipe.transform(np.where(a == a[3, 1], np.nan, a))
+    with pytest.raises(ValidationError, match=r"`X` is 1-D \(shape \(4,\)\)"):
+        recipe.transform(a[0])
