@@ -80,6 +80,8 @@ class SimulationSampler(Sampler):
     _fixed: dict[str, torch.Tensor] | None = attrs.field(init=False, default=None, repr=False,
                                                          eq=False)
     _n_draws: int = attrs.field(init=False, default=0, repr=False, eq=False)
+    #: the shape of one simulation at the first simulator call: later calls must match it
+    _shape: tuple[int, ...] | None = attrs.field(init=False, default=None, repr=False, eq=False)
     _generator: torch.Generator | None = attrs.field(init=False, default=None, repr=False,
                                                      eq=False)
 
@@ -211,6 +213,13 @@ class SimulationSampler(Sampler):
             raise ValidationError(
                 f"`simulator` must return a tensor of shape (n, ...) with n = {theta.shape[0]} "
                 f"rows of theta (batched={self.batched}), got {got}.")
+        if self._shape is None:
+            self._shape = tuple(out.shape[1:])
+        elif tuple(out.shape[1:]) != self._shape:  # (torch's matrix error in the network)
+            raise ValidationError(
+                f"`simulator` returned simulations of shape {tuple(out.shape[1:])}, but its "
+                f"first ones had shape {self._shape}: the summary network takes one shape; "
+                "return the same shape for every call and every theta.")
         return out
 
     def _theta_rows(self, n: int, device: torch.device) -> torch.Tensor:

@@ -69,3 +69,18 @@ def test_a_good_simulator_still_gives_the_posterior(fitted):
     post = fitted.abc(gaussian_simulations(1, seed=3)[0][0], PRIOR, simulator,
                       n_simulations=400)
     assert post.samples.shape == (4, 2) and np.isfinite(post.samples).all()
+
+
+def test_fit_refuses_a_simulator_whose_shape_changes():
+    calls = []
+
+    def narrower_later(generator, theta):  # (10,) for the first calls, then (7,)
+        calls.append(len(theta))
+        out = simulator(generator, theta)
+        return out if len(calls) <= 3 else out[:, :7]
+
+    with pytest.raises(ValidationError, match=r"returned simulations of shape \(7,\), but its "
+                                              r"first ones had shape \(10,\)"):
+        # torch's "mat1 and mat2 shapes cannot be multiplied" before
+        IMNN(n_summaries=2, theta_fid=(0.0, 1.0), epochs=3, min_epochs=3, n_s=50, n_d=50,
+             n_validation=50).fit(simulator=narrower_later)
