@@ -73,6 +73,16 @@ def _torch_dtype(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+def _refuse_empty(x: Any, name: str) -> None:
+    """An array without values: no samples, or samples without features (an (n, 0) array
+    was "empty; pass at least one sample" though it had n)."""
+    shape = tuple(x.shape)
+    if len(shape) >= 2 and shape[0] > 0:
+        raise ValidationError(f"`{name}` has no features ({_describe(x)}): each of its "
+                              f"{shape[0]} samples needs at least one column.")
+    raise ValidationError(f"`{name}` is empty ({_describe(x)}); pass at least one sample.")
+
+
 def as_tensor(
     x: Any,
     name: str,
@@ -144,7 +154,7 @@ def as_tensor(
             f"got {t.ndim} ({_describe(t)}).{hint}"
         )
     if not allow_empty and t.numel() == 0:
-        raise ValidationError(f"`{name}` is empty ({_describe(t)}); pass at least one sample.")
+        _refuse_empty(t, name)
     if finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
         bad = (~torch.isfinite(t)).nonzero()
         first = tuple(bad[0].tolist())
@@ -270,8 +280,8 @@ class LazyRows:
             self.shape = (n, *first.shape)
         if len(self.shape) == 0:
             raise ValidationError(f"`{name}` is a scalar; pass an array with one row per item.")
-        if self.shape[0] == 0:
-            raise ValidationError(f"`{name}` is empty ({_describe(self)}); pass at least one sample.")
+        if 0 in self.shape:
+            _refuse_empty(self, name)
         if check_finite:
             self.check_finite()
 

@@ -82,3 +82,17 @@ def test_routine_recipe_transform_names_its_argument_x():
         recipe.transform(np.where(a == a[3, 1], np.nan, a))
     with pytest.raises(ValidationError, match=r"`X` is 1-D \(shape \(4,\)\)"):
         recipe.transform(a[0])
+
+
+def test_samples_without_features_are_named_as_such(tmp_path):
+    from infoblocks.blocks.data import as_rows
+
+    # an (n, 0) array was "empty ...; pass at least one sample" though it had n samples
+    with pytest.raises(ValidationError, match=r"`X` has no features .*each of its 12 samples "
+                                              "needs at least one column"):
+        as_tensor(np.zeros((12, 0)), "X")
+    np.save(tmp_path / "x.npy", np.zeros((12, 0)))
+    with pytest.raises(ValidationError, match="`X` has no features"):  # was accepted
+        as_rows(np.load(tmp_path / "x.npy", mmap_mode="r"), "X")
+    with pytest.raises(ValidationError, match=r"`X` is empty .*pass at least one sample"):
+        as_tensor(np.zeros((0, 3)), "X")
