@@ -36,8 +36,10 @@ def _points(y: torch.Tensor) -> torch.Tensor:
     """``y`` (n, d) as the tensor whose rows the terms gather: for a 2-D embedding of float32 /
     float64 its complex view (n,), one element per point, so a pair's gather, difference and
     scatter are single-element operations (2.5x faster on CPU than the same on rows of two;
-    the same numbers), else ``y`` itself."""
+    the same numbers), else ``y`` itself (also on devices other than CPU and CUDA, whose
+    complex kernels are incomplete)."""
     if (y.ndim == 2 and y.shape[1] == 2 and y.dtype in (torch.float32, torch.float64)
+            and y.device.type in ("cpu", "cuda")
             and y.stride() == (2, 1) and y.storage_offset() % 2 == 0):
         return torch.view_as_complex(y)
     return y
