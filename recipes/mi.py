@@ -579,6 +579,45 @@ class SMILE(NeuralMIEstimator):
         return {"clip": self.clip}
 
 
+#: sampler fields that set how a pass draws (its split, batches, draws per row), not the
+#: reference P' itself: the validation sampler keeps its own
+_PASS_KEYS = ("index_key", "fixed", "fixed_seed", "batch_size", "batches_per_epoch",
+              "replacement", "reference_factor", "max_reference")
+
+
+#: reference pairs drawn from each fitted sampler to compare their P'
+CHECK_REFERENCE_DRAWS = 64
+
+
+def _check_one_reference(samplers: list[Any], device: torch.device) -> None:
+    """MI-NEE's training and validation samplers (those with ``fit_reference``, fitted to the
+    same rows) must draw from one reference P': the same fields but :data:`_PASS_KEYS` and,
+    for two different blocks, the same :data:`CHECK_REFERENCE_DRAWS` pairs from one seed.
+    Otherwise the critics learn log p / p'_train and are selected on draws of
+    p'_validation, a silently wrong estimate: :class:`ConfigError` naming both."""
+    if len(samplers) < 2:
+        return
+    train, validation = ({k: v for k, v in s.describe().items()
+                          if k not in _PASS_KEYS and k not in ("name", "simulator")}
+                         for s in samplers)
+    same = train == validation
+    if same and type(samplers[0]) is not type(samplers[1]):  # (a subclass of the other?)
+        draws = [s.draw(CHECK_REFERENCE_DRAWS, torch.Generator(device).manual_seed(0), device)
+                 for s in samplers]
+        same = all(a.shape == b.shape and torch.equal(a.cpu(), b.cpu())
+                   for a, b in zip(*draws))
+    if not same:
+        names = [getattr(s, "name", type(s).__name__) for s in samplers]
+        raise ConfigError(
+            f"minee: phases.train.sampler {names[0]!r} ({train}) and "
+            f"phases.train.validation.sampler {names[1]!r} ({validation}) draw from different "
+            "references P'; MI-NEE's divergences must share one, or the held-out bound selects "
+            "the epoch on another reference than the critics learnt. Give the validation the "
+            "same sampler and reference options (it may differ in "
+            f"{', '.join(_PASS_KEYS)}), or leave it out (it then follows "
+            "phases.train.sampler), or set `negatives = ...` for both.")
+
+
 @attrs.define(kw_only=True)
 class MINEE(NeuralMIEstimator):
     """MI-NEE: I = D(P_XY‖P_X'×P_Y') − D(P_X‖P_X') − D(P_Y‖P_Y') against i.i.d. draws from a
@@ -637,10 +676,34 @@ class MINEE(NeuralMIEstimator):
     def validation_sampler(self):
         if sampler_name(self.negatives) != "reference":
             return super().validation_sampler()
+        # a table's own P' (`reference`, `margin`) holds in validation too: one reference
+        options = {k: v for k, v in self.negatives.items() if k in ("reference", "margin")} \
+            if isinstance(self.negatives, dict) else {}
         return {"name": "reference", "batch_size": None, "reference": self.reference,
                 "reference_factor": VALIDATION_REFERENCE_FACTOR,
                 "max_reference": VALIDATION_MAX_PAIRS, "index_key": "test_index",
-                "fixed": True, "fixed_seed": self.seed}
+                "fixed": True, "fixed_seed": self.seed, **options}
+
+    def routine_spec(self):
+        """The expanded routine; a training sampler given in ``phases`` (not through
+        ``negatives``) is also the validation's, as the shortcut makes it, unless the phase
+        gives its validation a sampler of its own — so that every divergence uses one
+        reference (a plugin reference sampler in the train phase alone was validated against
+        the built-in `reference`'s P': epoch 0 selected, 0.005 nats for a truth of 0.51)."""
+        spec = super().routine_spec()
+        given = {p.get("name"): p for p in self.phases or [] if isinstance(p, dict)}
+        for phase in spec["phases"]:
+            own = given.get(phase.get("name"), {})
+            validation = phase.get("validation")
+            own_validation = own.get("validation")
+            if "sampler" not in own or not isinstance(validation, dict) or \
+                    (isinstance(own_validation, dict) and "sampler" in own_validation):
+                continue
+            sampler = own["sampler"]
+            table = {k: v for k, v in sampler.items() if k not in _PASS_KEYS} \
+                if isinstance(sampler, dict) else sampler
+            validation["sampler"] = attrs.evolve(self, negatives=table).validation_sampler()
+        return spec
 
     def default_evaluation(self):
         index = "all_index" if self.evaluate_on == "all" else "test_index"
@@ -679,6 +742,7 @@ class MINEE(NeuralMIEstimator):
             sample = inputs.in_memory_sample(x, y, self.seed)
             for sampler in samplers:
                 sampler.fit_reference(*sample)
+            _check_one_reference(samplers, sample[0].device)
         return routine
 
     def _complete_phases(self, spec, n_test):
