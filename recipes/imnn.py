@@ -285,6 +285,11 @@ class IMNN(PosteriorInference, Recipe):
                 resolved = {name: self.setting(name) for name in MODE_DEFAULTS[self._mode]
                             if getattr(self, name) is None}
             resolved = {k: v for k, v in resolved.items() if v is not None}
+            # ... not those a section sets otherwise: the explicit value wins over a mode's
+            # default as over any default (author19 F2: a validation sampler with its own
+            # `n_s` made to_toml(full=True) raise after the fit on `n_validation` = 50000,
+            # a shortcut never set, and `infoblocks run` lost the fitted model)
+            resolved = {k: v for k, v in resolved.items() if not self._overridden(k, v)}
             # ... but only those that reach a block: a network of one's own without an
             # `activation` field would read 'silu' back as a setting that reaches no block
             # (author11 A11-3: a spurious ShortcutWarning on IMNN.load)
@@ -293,6 +298,16 @@ class IMNN(PosteriorInference, Recipe):
             out.update(resolved)
             out[EXPANDED_KEY] = {**out.get(EXPANDED_KEY, {}), **resolved}
         return out
+
+    def _overridden(self, name: str, value: Any) -> bool:
+        """Whether the sections set what the setting ``name`` = ``value`` would fill, to
+        another value: a shortcut/section conflict, were the setting given — checked as the
+        written full config is read back (unfitted, in no fit mode)."""
+        try:
+            attrs.evolve(self, **{name: value}).routine_spec()
+        except ConfigError:
+            return True
+        return False
 
     def default_models(self) -> dict[str, Any]:
         if self.network is not None:  # a torch module given from Python fills the slot
