@@ -12,10 +12,10 @@ import attrs
 import torch
 from torch import nn
 
-from ..errors import NumericalError
+from ..errors import ContractError, NumericalError
 from ..losses import Loss, LossOutput, get_model
 from ..state import TrainState
-from .bounds import _rate, dv_bound, log_average_step
+from .bounds import _critic_slot, _rate, dv_bound, log_average_step
 from .scores import CHUNK_PAIRS, BatchScores, scalar_output
 
 
@@ -57,9 +57,11 @@ class MINEELoss(Loss):
         self.log_averages = dict(saved.get("log_averages", {}))
 
     def _divergence(self, model: nn.Module, data: tuple[torch.Tensor, ...],
-                    reference: tuple[torch.Tensor, ...], key: str, dist: Any = None):
+                    reference: tuple[torch.Tensor, ...], key: str, dist: Any = None,
+                    slot: str = "", state: TrainState | None = None):
         b = len(data[0])
-        t = scalar_output(model(*[torch.cat([d, r]) for d, r in zip(data, reference)]))
+        rows = [torch.cat([d, r]) for d, r in zip(data, reference)]
+        t = _one_score_per_row(model, model(*rows), len(rows[0]), slot, state)
         scores = BatchScores(t[:b], t[b:], dist=dist)  # whole-batch reductions when sharded
         estimate = dv_bound(scores)
         if self.ma_rate >= 1:
@@ -75,13 +77,35 @@ class MINEELoss(Loss):
         xr, yr = batch["x_reference"], batch["y_reference"]
         dist = state.dist
         loss_xy, d_xy = self._divergence(get_model(models, self.critic), (x, y), (xr, yr), "xy",
-                                         dist)
-        loss_x, d_x = self._divergence(get_model(models, self.critic_x), (x,), (xr,), "x", dist)
-        loss_y, d_y = self._divergence(get_model(models, self.critic_y), (y,), (yr,), "y", dist)
+                                         dist, self.critic, state)
+        loss_x, d_x = self._divergence(get_model(models, self.critic_x), (x,), (xr,), "x", dist,
+                                       self.critic_x, state)
+        loss_y, d_y = self._divergence(get_model(models, self.critic_y), (y,), (yr,), "y", dist,
+                                       self.critic_y, state)
         mi = d_xy - d_x - d_y
         return LossOutput(loss_xy + loss_x + loss_y,
                           {"mi": mi, "d_xy": d_xy, "d_x": d_x, "d_y": d_y,
                            "d_sum": d_xy + d_x + d_y})
+
+
+def _one_score_per_row(model: nn.Module, t: Any, n: int, slot: str,
+                       state: TrainState | None) -> torch.Tensor:
+    """``t``, a divergence critic's output on ``n`` rows, as (n,) scores ((n, 1) squeezed);
+    else :class:`ContractError` naming the critic's model slot and block.  A marginal critic
+    of width 2 (a plugin network whose ``out_dim`` defaults to 2: the default table's
+    ``out_dim = 1`` does not reach a block named in its place) was a raw torch size mismatch
+    blamed on the built-in loss."""
+    if isinstance(t, torch.Tensor):
+        t = scalar_output(t)
+        if tuple(t.shape) == (n,):
+            return t
+    got = f"shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+    raise ContractError(
+        f"The critic {_critic_slot(slot, state)} ({type(model).__name__}) returned {got} for "
+        f"{n} rows, expected ({n},) or ({n}, 1): each MI-NEE critic gives one score per row. "
+        f"A network with an `out_dim` field needs `out_dim = 1` in its table "
+        f"([models.{slot}] name = ..., out_dim = 1): the default table's `out_dim = 1` is not "
+        "a shortcut and does not reach a block named in its place (docs/plugins.md, MI-NEE).")
 
 
 @attrs.define(frozen=True, eq=False)
