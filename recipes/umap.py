@@ -322,8 +322,11 @@ class EmbeddingRecipe(Recipe):
         if spread > 0 and residual > 0.25 * spread:
             spec = routine.model_specs.get("main") or {}
             network = f"the network {spec['name']!r}" if spec.get("name") else "the network"
-            bounded = any(isinstance(m, (torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.Hardtanh))
-                          for m in list(routine.models["main"].modules())[-2:]) or \
+            # the output layer: the last leaf module (a tanh hidden layer before a Linear one
+            # is not a bounded output — author19 F7: the advice blamed one)
+            leaves = [m for m in routine.models["main"].modules() if not list(m.children())]
+            bounded = bool(leaves) and isinstance(
+                leaves[-1], (torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.Hardtanh)) or \
                 spec.get("output_activation") in ("tanh", "sigmoid")
             fix = ("Its bounded output (tanh / sigmoid) cannot reach the layout's scale: use "
                    "the identity output." if bounded else
