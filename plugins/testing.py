@@ -36,7 +36,8 @@ except ImportError:  # pragma: no cover - exercised without pytest installed
 from infoblocks.blocks.contracts import BatchType
 from infoblocks.blocks.data import LazyRows, rows_for
 from infoblocks.blocks.errors import InfoblocksError, PluginError
-from infoblocks.blocks.relations import DenseRelations, RelationData
+from infoblocks.blocks.relations import (DenseRelations, EdgeRelations, RelationData,
+                                         SparseRelations)
 
 from .manager import InfoblocksPlugins, get_plugin_manager, reset_plugin_manager
 from .registry import BASE_FOR_KIND, Registry
@@ -71,8 +72,19 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
     ``factor(step, total_steps)`` is a finite float ≥ 0 at every step of a few lengths, not 0
     throughout, and the same for the block rebuilt from its description (a function of the
     step and its fields: what an exact resume needs); ``own_fields`` names fields the block
-    has.  A method the block must
-    define and does not raises ``NotImplementedError`` naming it.
+    has.  An embedding kernel's ``log_kernel`` is elementwise, finite, ≤ 0 and non-increasing
+    on d² = 0 … 10⁴; a transform that accepts no dense relation (a graph affinity, an init)
+    runs on a (12, 12) k-NN graph (finite output of its shape, or a row per item); a sampler
+    whose batches hold reference pairs has MI-NEE's ``fit_reference`` / ``draw`` /
+    ``reference_entropies`` and they give the documented shapes; a DII weights model (an
+    ``n_features`` field, no ``in_dim``) builds a module with ``weights`` and a
+    ``feature_weights()`` of (n_features,) finite weights with a gradient.  A method the block
+    must define and does not raises ``NotImplementedError`` naming it.
+
+    Not exercised (they need a routine's state, data and models — test them with a tiny fit
+    of a recipe that uses them): a sampler's ``batches`` / ``generate``, a loss's
+    ``__call__`` other than an MI bound's ``bound``, a Fisher loss's ``statistics``, a
+    relation or transform that refuses the generic input with infoblocks' own error.
     """
     kind = _kind_of(cls)
     assert cls.__dict__.get("name"), f"{cls.__qualname__} must declare a `name` class attribute"
@@ -118,11 +130,15 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
     elif kind == "transform" and DenseRelations in cls.accepts:
         from infoblocks.blocks.embedding.kernels import EmbeddingKernel, check_kernel
 
-        if isinstance(block, EmbeddingKernel):  # its elementwise methods, named if not
+        if isinstance(block, EmbeddingKernel):  # its elementwise methods and log q's range
             check_kernel(block)
         rel = DenseRelations(torch.rand(6, 6, generator=torch.Generator().manual_seed(0)))
         out = block(rel)
         assert out.shape[0] == 6 and torch.isfinite(out.to_dense().values).all()
+    elif kind == "transform" and any(t in cls.accepts for t in (SparseRelations, EdgeRelations)):
+        _check_sparse_transform(block)
+    elif kind == "sampler" and _yields_references(cls):
+        _check_reference_protocol(block)
     elif kind == "model":
         _check_model(block)
     elif kind == "loss" and callable(getattr(block, "bound", None)) and \
@@ -217,6 +233,9 @@ def _check_model(block: Any) -> None:
             critic_output(module, module.pairwise(x, y[:3]), (4, 3), "pairwise(x, y)",
                           f"model {block.name!r}")
     in_dim, out_dim = getattr(block, "in_dim", None), getattr(block, "out_dim", None)
+    n_features = getattr(block, "n_features", None)
+    if isinstance(n_features, int) and n_features > 0 and in_dim is None and x_dim is None:
+        _check_feature_weights(block, module)
     if not isinstance(in_dim, int) or not isinstance(out_dim, int):
         return  # not a (n, d) -> (n, k) network (a positions table, a critic of two inputs)
     out = module(torch.randn(4, in_dim, generator=torch.Generator().manual_seed(0)))
@@ -224,6 +243,114 @@ def _check_model(block: Any) -> None:
         (f"{name}: the built module maps (4, in_dim={in_dim}) to "
          f"{tuple(getattr(out, 'shape', ()))}, not (4, out_dim={out_dim})")
     assert torch.isfinite(out).all(), f"{name}: the built module's outputs are not finite"
+
+
+#: items and neighbours per item of the k-NN graph a sparse-only transform is run on
+CHECK_GRAPH_ITEMS, CHECK_GRAPH_NEIGHBOURS = 12, 3
+
+
+def _knn_graph() -> SparseRelations:
+    """A (12, 12) k-NN relation as the graph's relation gives it: each row's 3 nearest other
+    items, values their distances (> 0, ascending per row)."""
+    x = torch.randn(CHECK_GRAPH_ITEMS, 3, generator=torch.Generator().manual_seed(0))
+    d = torch.cdist(x, x).fill_diagonal_(float("inf"))
+    values, cols = d.topk(CHECK_GRAPH_NEIGHBOURS, dim=1, largest=False)
+    rows = torch.arange(CHECK_GRAPH_ITEMS).repeat_interleave(CHECK_GRAPH_NEIGHBOURS)
+    return SparseRelations(rows, cols.reshape(-1), values.reshape(-1),
+                           (CHECK_GRAPH_ITEMS, CHECK_GRAPH_ITEMS))
+
+
+def _check_sparse_transform(block: Any) -> None:
+    """A transform that accepts no dense relation (a graph affinity) on a small k-NN graph
+    (:func:`_knn_graph`; as edges where it accepts only those): RelationData of the graph's
+    shape, or an init's tensor of a row per item, with finite values.  One that refuses it with infoblocks' own error (it needs other
+    input) is not exercised further."""
+    name = type(block).__qualname__
+    graph = _knn_graph()
+    if SparseRelations not in type(block).accepts:
+        graph = graph.to_edges()
+    try:
+        out = block(graph)
+    except InfoblocksError:
+        return
+    except Exception as exc:  # noqa: BLE001 - reported as the conformance failure
+        raise AssertionError(f"{name} raised {type(exc).__name__}: {exc} on a "
+                             f"({CHECK_GRAPH_ITEMS}, {CHECK_GRAPH_ITEMS}) k-NN graph of "
+                             f"{CHECK_GRAPH_NEIGHBOURS} neighbours per row "
+                             f"({type(graph).__name__})") from exc
+    if isinstance(out, torch.Tensor):  # an init (spectral_init): a row per item
+        assert out.ndim >= 1 and len(out) == CHECK_GRAPH_ITEMS, \
+            (f"{name} gave a tensor of shape {tuple(out.shape)} for a graph of "
+             f"{CHECK_GRAPH_ITEMS} items: an init gives one row per item")
+        values = out
+    else:
+        assert isinstance(out, RelationData), \
+            f"{name} must return RelationData (or an init's tensor), got {type(out).__name__}"
+        assert tuple(out.shape) == tuple(graph.shape), \
+            f"{name} turned a relation of shape {tuple(graph.shape)} into {tuple(out.shape)}"
+        values = out.values
+    assert not values.is_floating_point() or torch.isfinite(values).all(), \
+        (f"{name} returned non-finite values on a k-NN graph (distances > 0): "
+         f"{values.reshape(-1).tolist()[:6]} ...")
+
+
+def _yields_references(cls: type) -> bool:
+    batch_type = getattr(cls, "batch_type", None)
+    return "x_reference" in getattr(batch_type, "fields", ())
+
+
+#: the MI-NEE reference protocol (docs/plugins.md, "The batches of the MI samplers")
+REFERENCE_METHODS = ("fit_reference", "draw", "reference_entropies")
+
+
+def _check_reference_protocol(block: Any) -> None:
+    """A sampler whose batches hold reference pairs (MI-NEE's) carries the reference: its
+    ``fit_reference(x, y)`` on (40, 2) and (40, 1) rows, ``draw(7, generator, device)`` gives
+    finite (7, 2) and (7, 1) draws, ``reference_entropies()`` two floats or None."""
+    name = type(block).__qualname__
+    missing = [m for m in REFERENCE_METHODS if not callable(getattr(block, m, None))]
+    assert not missing, \
+        (f"{name} yields reference pairs (x_reference, y_reference), so MI-NEE reads its "
+         f"reference through {', '.join(REFERENCE_METHODS)}; it has no "
+         f"{', '.join(missing)} (docs/plugins.md, \"The batches of the MI samplers\")")
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 2, generator=gen), torch.randn(40, 1, generator=gen)
+    block.fit_reference(x, y)
+    drawn = block.draw(7, torch.Generator().manual_seed(1), torch.device("cpu"))
+    assert isinstance(drawn, tuple) and len(drawn) == 2 and all(
+        isinstance(d, torch.Tensor) for d in drawn), \
+        f"{name}.draw(n, generator, device) must return a pair (x', y') of tensors, got {drawn!r:.80}"
+    assert tuple(drawn[0].shape) == (7, 2) and tuple(drawn[1].shape) == (7, 1), \
+        (f"{name}.draw(7, ...) after fit_reference on x (40, 2), y (40, 1) gave shapes "
+         f"{tuple(drawn[0].shape)}, {tuple(drawn[1].shape)}, not (7, 2), (7, 1)")
+    assert all(torch.isfinite(d).all() for d in drawn), f"{name}.draw gave non-finite draws"
+    entropies = block.reference_entropies()
+    assert isinstance(entropies, tuple) and len(entropies) == 2 and all(
+        h is None or isinstance(h, float) for h in entropies), \
+        (f"{name}.reference_entropies() must return (h_x', h_y'), floats in nats or None, "
+         f"got {entropies!r}")
+
+
+def _check_feature_weights(block: Any, module: torch.nn.Module) -> None:
+    """A DII weights model (a block with an ``n_features`` field and no network sizes): the
+    module has the learnt ``weights`` and ``feature_weights()`` gives (n_features,) finite
+    weights with a gradient (docs/plugins.md, DII's ``models.weights``)."""
+    name, n = type(block).__qualname__, block.n_features
+    fix = ("the DII loss reads models.weights through them (docs/plugins.md, DII: "
+           "`models.weights`)")
+    missing = [what for what, ok in (
+        ("a tensor `weights` (the learnt parameter)",
+         isinstance(getattr(module, "weights", None), torch.Tensor)),
+        ("`feature_weights()`", callable(getattr(module, "feature_weights", None)))) if not ok]
+    assert not missing, (f"{name}: the built module ({type(module).__name__}) lacks "
+                         f"{' and '.join(missing)}: {fix}")
+    weights = module.feature_weights()
+    assert isinstance(weights, torch.Tensor) and tuple(weights.shape) == (n,), \
+        (f"{name}: feature_weights() must give one weight per feature, ({n},) for n_features "
+         f"= {n}, got {tuple(getattr(weights, 'shape', ())) or type(weights).__name__}")
+    assert torch.isfinite(weights).all(), f"{name}: feature_weights() are not finite"
+    assert weights.requires_grad, \
+        f"{name}: feature_weights() carry no gradient: the DII loss could not train them"
 
 
 def _check_optimizer(block: Any) -> None:
