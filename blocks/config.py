@@ -123,9 +123,18 @@ def _accepted_kinds(type_: Any) -> set[str] | None:
             kinds.add("str")
         elif member in (int, float, bool):
             kinds.add("scalar")
+        elif isinstance(member, type) and attrs.has(member) and not _is_block(member):
+            kinds.add("table")  # a settings class built from its table (a phase's validation)
         else:
             return None
     return kinds
+
+
+def _is_block(cls: type) -> bool:
+    """Whether ``cls`` is a block class (a name or a table goes for it)."""
+    from .base import Block
+
+    return issubclass(cls, Block)
 
 
 def _check_container(value: Any, type_: Any) -> None:

@@ -31,7 +31,7 @@ from .errors import NumericalError, ValidationError
 from .optim import OptimizerBlock, make_adam
 from .schedules import Schedule, build_schedule, checked_factor, schedule_spec
 from .state import TrainState
-from .validators import non_negative, non_negative_int, one_of, positive
+from .validators import non_negative, non_negative_int, one_of, positive, positive_int
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 #: torch.optim classes the engine cannot step (LBFGS needs a closure, SparseAdam sparse grads)
@@ -189,7 +189,7 @@ class TrainingPhase(CheckedKeywords):
     #: (``optimizer_options``: its keywords)
     optimizer: str = attrs.field(default="adam", validator=_optimizer_name)
     learning_rate: float = attrs.field(default=1e-3, validator=positive)
-    momentum: float = 0.0
+    momentum: float = attrs.field(default=0.0, validator=non_negative)
     #: a registered schedule's name or table (kind ``schedule``), or a Schedule block
     lr_schedule: str | dict[str, Any] | Schedule = attrs.field(default="none",
                                                                validator=schedule_spec)
@@ -206,10 +206,10 @@ class TrainingPhase(CheckedKeywords):
     validation: Validation | None = None
     #: validations (not epochs) without a better ``validation.metric`` before the phase stops
     #: (a recipe's ``patience`` in epochs becomes ⌈patience / validation.every⌉ here)
-    patience: int | None = None
-    min_epochs: int = 0
+    patience: int | None = attrs.field(default=None, validator=optional(non_negative_int))
+    min_epochs: int = attrs.field(default=0, validator=non_negative_int)
     restore_best: bool = True
-    report_every: int = 1
+    report_every: int = attrs.field(default=1, validator=positive_int)
     callbacks: list[Callback] = attrs.field(factory=list, metadata={"transient": True})
     #: what a warm-started run continues from: the optimizer and loss state at the end of this
     #: phase's last run and its epochs so far (in memory only; not data, not saved)
