@@ -190,9 +190,13 @@ class DIIEvaluation:
         if features is not None and (isinstance(features, (str, bytes))
                                      or not hasattr(features, "__iter__")
                                      or not all(_is_int(f) for f in features)):
+            mask = hasattr(features, "__iter__") and not isinstance(features, (str, bytes)) \
+                and len(list(features)) > 0 \
+                and all(isinstance(f, (bool, np.bool_)) for f in features)
             raise ValidationError(
                 f"`features` must be a list of feature indices in [0, {a.shape[1]}) or None, "
-                f"got {features!r}.")
+                f"got {features!r}"
+                + (": a boolean mask; pass its indices, np.flatnonzero(mask)." if mask else "."))
         cols = list(range(a.shape[1])) if features is None else [int(f) for f in features]
         if not cols or any(not 0 <= f < a.shape[1] for f in cols):
             raise ValidationError(

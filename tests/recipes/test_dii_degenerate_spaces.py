@@ -32,3 +32,12 @@ def test_steps_of_two_points_are_refused():
     with pytest.raises(ValidationError, match=r"only 2 points \(40 points / 20 batches\)"):
         DII(epochs=1, lambda_init=1.0, batches_per_epoch=20).fit(A, A[:, :2])
     assert not np.allclose(DII(epochs=2).fit(A[:3], A[:3, :2]).weights_, 0.1)
+
+
+def test_a_boolean_mask_of_features_is_named_with_the_conversion():
+    dii = DII(epochs=1).fit(A, A[:, :2])
+    with pytest.raises(ValidationError, match=r"a boolean mask; pass its indices, "
+                                              r"np.flatnonzero\(mask\)"):
+        dii.information_imbalance(features=np.array([True, False, True, True]))
+    assert dii.information_imbalance(features=np.flatnonzero([True, False, True, True])) \
+        == dii.information_imbalance(features=[0, 2, 3])
