@@ -206,7 +206,7 @@ class TrainingPhase(CheckedKeywords):
     validation: Validation | None = None
     #: validations (not epochs) without a better ``validation.metric`` before the phase stops
     #: (a recipe's ``patience`` in epochs becomes ⌈patience / validation.every⌉ here)
-    patience: int | None = attrs.field(default=None, validator=optional(non_negative_int))
+    patience: int | None = attrs.field(default=None, validator=optional(positive_int))
     min_epochs: int = attrs.field(default=0, validator=non_negative_int)
     restore_best: bool = True
     report_every: int = attrs.field(default=1, validator=positive_int)

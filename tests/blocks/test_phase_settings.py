@@ -1,7 +1,7 @@
-"""A phase's settings without a check are checked: a negative ``patience`` (an early stop at
-the first validation), ``min_epochs`` or ``momentum`` and ``report_every = 0`` were accepted
-silently; a ``validation`` given as a string was a bare AttributeError from cattrs, as a number
-"invalid value for type" (baduser19 F18)."""
+"""A phase's settings without a check are checked: a ``patience`` below 1 (an early stop
+at the first validation), a negative ``min_epochs`` or ``momentum`` and ``report_every = 0``
+were accepted silently; a ``validation`` given as a string was a bare AttributeError from
+cattrs, as a number "invalid value for type" (baduser19 F18)."""
 
 import pytest
 
@@ -14,7 +14,9 @@ BASE = {"name": "fit", "epochs": 1, "sampler": {"name": "items", "batch_size": 1
 
 
 @pytest.mark.parametrize("key, value, match", [
-    ("patience", -1, "`patience` must be a non-negative integer, got -1"),
+    ("patience", -1, "`patience` must be a positive integer, got -1"),
+    # 0 stopped after the first validation even when it improved (wait 0 >= patience 0)
+    ("patience", 0, "`patience` must be a positive integer, got 0"),
     ("min_epochs", -1, "`min_epochs` must be a non-negative integer, got -1"),
     ("report_every", 0, "`report_every` must be a positive integer, got 0"),
     ("momentum", -0.5, "`momentum` must be a non-negative number, got -0.5"),
@@ -22,7 +24,7 @@ BASE = {"name": "fit", "epochs": 1, "sampler": {"name": "items", "batch_size": 1
 def test_a_phase_refuses_settings_out_of_range(key, value, match):
     with pytest.raises(ValidationError, match=match):
         TrainingPhase(**{**BASE, key: value})
-    TrainingPhase(**{**BASE, key: 0 if key != "report_every" else 1})  # the edge is fine
+    TrainingPhase(**{**BASE, key: 0 if key not in ("report_every", "patience") else 1})
 
 
 @pytest.mark.parametrize("value", ["x", 3])
