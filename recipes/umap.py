@@ -833,6 +833,7 @@ class EmbeddingRecipe(Recipe):
                    f"the second --data of {self.name} are labels for the figure and the 10-NN "
                    f"accuracy, one per row of X ({n} rows); got shape {labels.shape}. Pass X "
                    "alone, or one label per row.")
+            self._label_colours(labels, n)  # NaN labels: refused before the fit, not after
         self.fit(data[0], **fit_options)
         self.save(out_dir / MODEL_DIR)
         np.save(out_dir / "embedding.npy", self.embedding_)

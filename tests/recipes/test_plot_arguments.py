@@ -61,3 +61,10 @@ def test_dii_plot_needs_a_name_per_weight():
     with pytest.raises(ValidationError, match="`feature_names` has 1 names for 4 learned"):
         dii.plot(feature_names=["a"])
     assert len(dii.plot(feature_names=list("abcd")).axes[1].lines) == 4
+
+
+def test_run_refuses_nan_labels_before_fitting(tmp_path):
+    recipe = ParametricUMAP(n_neighbors=5, epochs=1, init_epochs=1, layout_epochs=1)
+    with pytest.raises(ValidationError, match="`labels` has 60 NaN / inf entries"):
+        recipe.run([X, np.full(60, np.nan)], tmp_path / "out")
+    assert recipe.routine_ is None  # (the error came after the fit and the save before)
