@@ -131,6 +131,9 @@ class NeuralMIEstimator(Recipe):
     #: (``{name = "...", option = ...}``; its options win over the recipe's settings)
     negatives: str | dict[str, Any] = attrs.field(default="marginal_pairs",
                                                   validator=_sampler_name)
+    #: whether the bounds read reference draws (``x_reference``: MI-NEE); a sampler yielding
+    #: them is refused by the others
+    reads_reference: ClassVar[bool] = False
     marginal_factor: float = attrs.field(default=1.0, validator=positive)
     replacement: bool = False
     evaluate_on: str = attrs.field(default="test", validator=one_of("test", "all"))
@@ -308,10 +311,32 @@ class NeuralMIEstimator(Recipe):
             models[name] = self.critic_module if name == "main" and \
                 self.critic_module is not None else self.build_model(name, spec, **context)
         self.spec_ = spec
+        global_relations = self.build_globals(spec)
+        phases = evaluation.build_phases(self, spec)
+        if not self.reads_reference:
+            self._refuse_reference_samplers(phases[0])
         return Routine(dataset={"x": x, "y": y}, models=models,
-                       global_relations=self.build_globals(spec),
-                       phases=evaluation.build_phases(self, spec),
+                       global_relations=global_relations, phases=phases,
                        device=self.device, seed=self.seed, verbose=self.verbose)
+
+    def _refuse_reference_samplers(self, phase: Any) -> None:
+        """A sampler yielding MI-NEE's reference draws (``x_reference``) in a recipe whose
+        bound reads none: the draws were ignored and the bound used the in-batch pairs, with no
+        message (author19)."""
+        for where, sampler in (("phases.train.sampler", phase.sampler),
+                               ("phases.train.validation.sampler",
+                                getattr(phase.validation, "sampler", None))):
+            if "x_reference" not in getattr(getattr(sampler, "batch_type", None), "fields", ()):
+                continue
+            name = getattr(sampler, "name", type(sampler).__name__)
+            key = "negatives" if sampler_name(self.negatives) == name else where
+            raise ConfigError(
+                f"{self.name}.{key}: the sampler {name!r} yields MI-NEE's reference draws "
+                f"(x_reference, y_reference), which {type(self).__name__}'s bound never reads: "
+                "it would score the in-batch pairs and ignore them. Use a negative sampler "
+                "(\"marginal_pairs\", \"all_pairs\", or one yielding x_marginal / y_marginal; "
+                "docs/mi.md, \"Negative samplers and their batches\"), or recipe = \"minee\" "
+                "for an estimate against a reference.")
 
     # ------------------------------------------------------------------ fitting
 
@@ -633,6 +658,7 @@ class MINEE(NeuralMIEstimator):
     training_bound: ClassVar[str] = "minee_loss"
     validation_bound: ClassVar[str] = "minee_loss"
     final_bound: ClassVar[str] = "dv"
+    reads_reference: ClassVar[bool] = True
     pair_keys: ClassVar[tuple[str, ...]] = ("index", "reference_factor", "min_reference")
     negatives: str | dict[str, Any] = attrs.field(default="reference", validator=_sampler_name)
     reference: str = attrs.field(default="gaussian", validator=one_of("gaussian", "uniform"))
