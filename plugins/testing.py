@@ -81,10 +81,20 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
     ``feature_weights()`` of (n_features,) finite weights with a gradient.  A method the block
     must define and does not raises ``NotImplementedError`` naming it.
 
-    Not exercised (they need a routine's state, data and models — test them with a tiny fit
-    of a recipe that uses them): a sampler's ``batches`` / ``generate``, a loss's
-    ``__call__`` other than an MI bound's ``bound``, a Fisher loss's ``statistics``, a
-    relation or transform that refuses the generic input with infoblocks' own error.
+    A sampler of a built-in batch type is run on a small state of that type
+    (:func:`_kits`): ``setup``, ``num_batches`` ≥ 1, its first batch holds the declared
+    fields with finite values and one row per item / pair where the type says so
+    (:func:`_check_sampler_batches`).  A loss is called on the first batch of a built-in
+    sampler whose batch has its ``required_fields``, with the globals and models it names:
+    a ``LossOutput`` whose value is a finite scalar with a gradient reaching the models; a
+    Fisher loss's ``statistics`` has the documented shapes (:func:`_check_loss_call`).
+
+    Not exercised, with a :class:`NotExercisedWarning` saying what and why (test them with a
+    tiny fit of a recipe that uses them): a sampler of a batch type of its own or of none, a
+    loss that declares no ``required_fields`` or needs what no built-in state has, a sampler
+    or loss that refuses the built-in state with infoblocks' own error.  Not exercised
+    silently: a relation or transform that refuses the generic input with infoblocks' own
+    error, a sampler's ``generate`` other than through ``batches``.
     """
     kind = _kind_of(cls)
     assert cls.__dict__.get("name"), f"{cls.__qualname__} must declare a `name` class attribute"
@@ -165,6 +175,10 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
         assert isinstance(out, torch.Tensor) and tuple(out.shape) == (7, 2), \
             f"place must return one position per new point (7, 2), got {out!r:.80}"
         assert torch.isfinite(out).all(), "place must return finite positions"
+    if kind == "sampler":
+        _check_sampler_batches(block)
+    elif kind == "loss":
+        _check_loss_call(block)
     return block
 
 
@@ -351,6 +365,334 @@ def _check_feature_weights(block: Any, module: torch.nn.Module) -> None:
     assert torch.isfinite(weights).all(), f"{name}: feature_weights() are not finite"
     assert weights.requires_grad, \
         f"{name}: feature_weights() carry no gradient: the DII loss could not train them"
+
+
+# ------------------------------------------------------------------ samplers and losses run
+
+class NotExercisedWarning(UserWarning):
+    """``check_block`` could not run a block's main method (a sampler's ``batches``, a loss's
+    ``__call__``): no built-in state fits its declared contract.  The message says why; test
+    that method with a tiny fit of a recipe that uses the block."""
+
+
+#: items of the small built-in states a sampler or loss is run on; pairs of the MI states
+#: (more than the MI samplers' default batch of 100)
+CHECK_ITEMS, CHECK_PAIRS = 40, 256
+
+
+def _who(block: Any) -> str:
+    """``sampler 'x' (mypkg.plugin.MySampler, plugin 'p')``: the block, its class and the
+    plugin that registers it (its module where no registry holds it)."""
+    from infoblocks.blocks.base import BUILTIN, block_origin
+
+    cls = type(block)
+    origin = block_origin(block)
+    source = (f"plugin {origin!r}" if origin not in (None, BUILTIN) else
+              "built-in" if origin == BUILTIN else f"module {cls.__module__}")
+    return f"{block.kind} {getattr(block, 'name', cls.__name__)!r} ({cls.__qualname__}, {source})"
+
+
+def _kits() -> dict[str, Callable[[], dict[str, Any]]]:
+    """Per built-in batch type (its name): a function giving a small state's ``dataset`` and
+    ``globals``, a built-in ``sampler`` of that batch type, and ``models`` by the names the
+    built-in losses of that batch type read (``main``, ``critic_x`` ...)."""
+    from infoblocks.blocks.data import Dataset
+    from infoblocks.plugins.registry import get_registry
+
+    registry = get_registry()
+
+    def model(name: str, **fields: Any) -> torch.nn.Module:
+        return registry.build("model", {"name": name, **fields}).build()
+
+    def gen() -> torch.Generator:
+        return torch.Generator().manual_seed(0)
+
+    def layout(n_items: int) -> torch.nn.Module:  # free positions, spread (a recipe sets them)
+        module = model("free_positions", n_items=n_items)
+        with torch.no_grad():
+            for parameter in module.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=gen()))
+        return module
+
+    def items() -> dict[str, Any]:
+        g = gen()
+        data = torch.randn(CHECK_ITEMS, 3, generator=g)
+        positions = torch.randn(CHECK_ITEMS, 2, generator=g)
+        p = torch.rand(CHECK_ITEMS, CHECK_ITEMS, generator=g).fill_diagonal_(0)
+        p = (p + p.T) / (p + p.T).sum()  # t-SNE's joint probabilities P
+        return dict(dataset=Dataset(data=data, positions=positions),
+                    globals={"P": DenseRelations(p)},
+                    sampler=registry.build("sampler", "items"),  # (all-pairs losses: all)
+                    models={"main": model("mlp", in_dim=3, out_dim=2, hidden_dims=(8,)),
+                            "layout": layout(CHECK_ITEMS)})
+
+    def pairs(sampler: str) -> Callable[[], dict[str, Any]]:
+        def kit() -> dict[str, Any]:
+            g = gen()
+            x = torch.randn(CHECK_PAIRS, 2, generator=g)
+            y = x[:, :1] + 0.5 * torch.randn(CHECK_PAIRS, 1, generator=g)
+            return dict(dataset=Dataset(x=x, y=y), globals={},
+                        sampler=registry.build("sampler", {"name": sampler, "batch_size": 8}),
+                        models={"main": model("separable_critic", x_dim=2, y_dim=1, embed_dim=4,
+                                              hidden_dims=(8,)),
+                                "critic_x": model("mlp", in_dim=2, out_dim=1, hidden_dims=(8,)),
+                                "critic_y": model("mlp", in_dim=1, out_dim=1, hidden_dims=(8,)),
+                                # InfoMax's: codes of x, a critic of (code, code)
+                                "encoder": model("mlp", in_dim=2, out_dim=2, hidden_dims=(8,)),
+                                "critic": model("separable_critic", x_dim=2, y_dim=2,
+                                                embed_dim=4, hidden_dims=(8,))})
+        return kit
+
+    def edges() -> dict[str, Any]:
+        data = torch.randn(CHECK_GRAPH_ITEMS, 3, generator=gen())
+        return dict(dataset=Dataset(data=data), globals={"graph": _knn_graph()},
+                    sampler=registry.build("sampler", {"name": "negative_edges", "batch_size": 8,
+                                                       "neg_sampling_rate": 2}),
+                    models={"main": model("mlp", in_dim=3, out_dim=2, hidden_dims=(8,)),
+                            "layout": layout(CHECK_GRAPH_ITEMS)})
+
+    def rows_cols() -> dict[str, Any]:
+        g = gen()
+        a = torch.randn(CHECK_ITEMS, 3, generator=g)
+        b = a[:, :2] + 0.1 * torch.randn(CHECK_ITEMS, 2, generator=g)
+        return dict(dataset=Dataset(data_A=a, data_B=b), globals={},
+                    sampler=registry.build("sampler", "rows_columns"),
+                    models={"weights": model("feature_weights", n_features=3)})
+
+    def simulations() -> dict[str, Any]:
+        from infoblocks.blocks.fisher.sampler import SimulationSampler
+
+        g = gen()
+        fiducial = torch.randn(20, 4, generator=g)
+        derivative = torch.randn(20, 2, 4, generator=g) * 0.1 + torch.eye(2, 4)
+        sampler = SimulationSampler(theta_fid=(0.0, 1.0), fiducial=fiducial,
+                                    derivative=derivative)
+        return dict(dataset=None, globals={}, sampler=sampler,
+                    models={"main": model("mlp", in_dim=4, out_dim=2, hidden_dims=(8,))})
+
+    # (in this order: a loss runs on the first that gives what it declares)
+    return {"items": items, "marginal_pairs": pairs("marginal_pairs"),
+            "joint_pairs": pairs("all_pairs"), "reference_pairs": pairs("reference"),
+            "item_edges": edges, "rows_cols": rows_cols, "simulations": simulations}
+
+
+def _state(kit: dict[str, Any]) -> Any:
+    import numpy as np
+
+    from infoblocks.blocks.state import TrainState
+
+    return TrainState(models=torch.nn.ModuleDict(kit["models"]), dataset=kit["dataset"],
+                      globals=dict(kit["globals"]), device=torch.device("cpu"),
+                      generator=torch.Generator().manual_seed(0), rng=np.random.default_rng(0),
+                      phase="check_block", n_epochs=1, total_steps=1)
+
+
+def _not_exercised(block: Any, what: str, why: str) -> None:
+    import warnings
+
+    warnings.warn(f"check_block: {_who(block)}: {what} was not run: {why}. Test it with a "
+                  "tiny fit of a recipe that uses the block.", NotExercisedWarning, stacklevel=4)  # (at the call of check_block)
+
+
+class _Refused(Exception):
+    """A block refused check_block's built-in state with infoblocks' own error."""
+
+
+def _first_batch(block: Any, state: Any) -> dict[str, Any]:
+    """``setup``, ``num_batches`` ≥ 1 and the first batch of ``block`` on ``state``."""
+    who = _who(block)
+    call = "setup(state)"
+    try:
+        block.setup(state)
+        call = "num_batches(state)"
+        count = block.num_batches(state)
+        assert isinstance(count, int) and not isinstance(count, bool) and count >= 1, \
+            (f"{who}: num_batches(state) = {count!r} on a {_describe(state)}; an epoch needs "
+             "at least one batch (return an int >= 1)")
+        call = "batches(state)"
+        batch = next(iter(block.batches(state)), None)
+    except InfoblocksError as exc:  # it needs another state: said, not failed
+        raise _Refused(f"{who} refused check_block's {_describe(state)} with "
+                       f"{type(exc).__name__}: {str(exc).rstrip('.')}") from exc
+    except AssertionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported as the conformance failure
+        raise AssertionError(f"{who}: {call} raised {type(exc).__name__}: {exc} on a "
+                             f"{_describe(state)}") from exc
+    assert isinstance(batch, dict), \
+        (f"{who}: batches(state) must yield dicts of tensors (field -> tensor), got "
+         f"{'nothing' if batch is None else type(batch).__name__}")
+    return batch
+
+
+def _describe(state: Any) -> str:
+    data = "no dataset" if state.dataset is None else "dataset " + ", ".join(
+        f"{k} {tuple(v.shape)}" for k, v in state.dataset.items())
+    extra = f", globals {sorted(state.globals)}" if state.globals else ""
+    return f"state of {data}{extra}"
+
+
+#: per built-in batch type: groups of fields that hold one row per item / pair (same length)
+_ROWS_TOGETHER = {"items": (("index", "@dataset"),),
+                  "joint_pairs": (("index", "x", "y"),),
+                  "marginal_pairs": (("x", "y"), ("x_marginal", "y_marginal")),
+                  "reference_pairs": (("index", "x", "y"), ("x_reference", "y_reference")),
+                  "item_edges": (("items", "@dataset"), ("pos_source", "pos_target"),
+                                 ("neg_source", "neg_target"))}
+
+
+def _check_sampler_batches(block: Any) -> None:
+    """A sampler of a built-in batch type on that type's small state (:func:`_kits`): setup,
+    ``num_batches`` ≥ 1, the first batch holds every field ``batch_fields`` declares, the
+    fields of one row per item (per pair) agree in length, position fields index their
+    target, floating values are finite.  A simulation sampler that draws its own runs
+    without a dataset; one taking a source (``with_source``) is given arrays."""
+    from infoblocks.blocks.contracts import ContractError, _check_simulation_shapes
+
+    batch_type = type(block).batch_type
+    kits = _kits()
+    if batch_type is None or batch_type.name not in kits:
+        _not_exercised(block, "batches(state)",
+                       "it declares no batch_type" if batch_type is None else
+                       f"its batch type {batch_type.name!r} is none of the built-in ones "
+                       f"({', '.join(kits)}), so check_block has no state to draw it from")
+        return
+    kit = kits[batch_type.name]()
+    state = _state(kit)
+    who = _who(block)
+    if batch_type.name == "simulations":
+        if block.draws_own_data():
+            state.dataset = None
+        elif callable(getattr(block, "with_source", None)):
+            source = kit["sampler"]
+            block = block.with_source(fiducial=source.fiducial, derivative=source.derivative)
+    if callable(getattr(block, "fit_reference", None)):  # MI-NEE fits the reference first
+        block.fit_reference(state.dataset["x"], state.dataset["y"])
+    try:
+        batch = _first_batch(block, state)
+    except _Refused as exc:
+        _not_exercised(block, "batches(state)", str(exc))
+        return
+    declared = block.batch_fields(state)
+    missing = sorted(set(declared or ()) - set(batch))
+    assert not missing, \
+        (f"{who}: its first batch on a {_describe(state)} holds {sorted(batch)}, not the "
+         f"declared field(s) {missing} (batch_type {batch_type.name!r} / batch_fields): yield "
+         "them, or declare only the fields the sampler yields")
+    for field, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            assert bool(torch.isfinite(value).all()), \
+                (f"{who}: its first batch's `{field}` holds non-finite values "
+                 f"({value.reshape(-1)[~torch.isfinite(value.reshape(-1))][:3].tolist()} ...) "
+                 f"on a {_describe(state)} of finite rows")
+    data = tuple(state.dataset) if state.dataset is not None else ()
+    for group in _ROWS_TOGETHER.get(batch_type.name, ()):
+        names = [f for g in group for f in (data if g == "@dataset" else (g,))
+                 if isinstance(batch.get(f), torch.Tensor) and batch[f].ndim]
+        lengths = {f: batch[f].shape[0] for f in names}
+        assert len(set(lengths.values())) <= 1, \
+            (f"{who}: {', '.join(f'`{f}` has {n}' for f, n in lengths.items())} rows; in a "
+             f"{batch_type.name!r} batch they hold one row per item (pair) each: give them the "
+             "same length")
+    for field, target in batch_type.positions:
+        index, into = batch.get(field), batch.get(target)
+        if isinstance(index, torch.Tensor) and hasattr(into, "__len__") and index.numel():
+            low, high = int(index.min()), int(index.max())
+            assert 0 <= low and high < len(into), \
+                (f"{who}: `{field}` holds positions {low}..{high} in `{target}`, which has "
+                 f"{len(into)} entries: `{field}` indexes `{target}`")
+    if batch_type.name == "simulations":
+        class _Phase:  # what _check_simulation_shapes reads of a phase
+            name, sampler = "check_block", block
+        try:
+            _check_simulation_shapes(_Phase, batch)
+        except ContractError as exc:
+            raise AssertionError(str(exc)) from exc
+
+
+def _check_loss_call(block: Any) -> None:
+    """A loss on the first batch of a built-in sampler whose batch has the fields it
+    declares (``required_fields``), on that batch type's state (:func:`_kits`), with models
+    of the names it needs: a ``LossOutput`` whose ``value`` is a finite scalar and whose
+    gradient reaches the models' parameters.  A Fisher loss's ``statistics(model, batch)``
+    is run on a simulation batch (μ (m,), C (m, m), ∂μ/∂θ (m, p), F (p, p), finite)."""
+    from infoblocks.blocks.losses import LossOutput
+
+    who = _who(block)
+    fields = block.required_fields()
+    if fields is None:
+        _not_exercised(block, "__call__(batch, models, state)",
+                       "it declares no required_fields (consumes), so check_block cannot tell "
+                       "which batch it reads")
+        return
+    needed_globals, needed_models = set(block.required_globals()), set(block.required_models())
+    for kind_name, make in _kits().items():
+        kit = make()
+        state = _state(kit)
+        available = set(state.globals) | set(state.dataset or ())
+        if set(fields) <= set(kit["sampler"].batch_fields(state) or ()) and \
+                needed_globals <= available and needed_models <= set(kit["models"]):
+            break
+    else:
+        _not_exercised(block, "__call__(batch, models, state)",
+                       f"no built-in state gives its batch fields {sorted(fields)}, globals "
+                       f"{sorted(needed_globals)} and models {sorted(needed_models)} together")
+        return
+    sampler = kit["sampler"]
+    batch = _first_batch(sampler, state)
+    models = state.models
+    try:
+        block.on_phase_start(state)
+        out = block(batch, models, state)
+    except InfoblocksError as exc:  # it needs another state: said, not failed
+        _not_exercised(block, "__call__(batch, models, state)",
+                       f"it refused the first batch of the built-in sampler {sampler.name!r} "
+                       f"({kind_name!r} batches: {sorted(batch)}) on a {_describe(state)} with "
+                       f"{type(exc).__name__}: {str(exc).rstrip('.')}")
+        return
+    assert isinstance(out, LossOutput), \
+        (f"{who}: __call__(batch, models, state) must return a LossOutput(value, metrics) "
+         f"(infoblocks.blocks.losses), got {type(out).__name__}")
+    value = out.value
+    assert isinstance(value, torch.Tensor) and value.ndim == 0, \
+        (f"{who}: LossOutput.value is "
+         + (f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor)
+            else type(value).__name__)
+         + f" on {kind_name!r} batches; a loss's value is a scalar (a 0-d tensor): reduce it "
+         "over the batch (e.g. `.mean()`)")
+    assert bool(torch.isfinite(value)), \
+        (f"{who}: LossOutput.value = {float(value.detach())} on the first {kind_name!r} batch of the "
+         f"built-in sampler {sampler.name!r} (finite inputs, fresh models): it must be finite")
+    params = [p for name in sorted(needed_models) for p in models[name].parameters()
+              if p.requires_grad]
+    reached = False
+    if value.requires_grad and params:
+        grads = torch.autograd.grad(value, params, allow_unused=True)
+        reached = any(g is not None and bool((g != 0).any()) for g in grads)
+        assert all(g is None or bool(torch.isfinite(g).all()) for g in grads), \
+            f"{who}: the gradient of LossOutput.value has non-finite entries"
+    assert reached or not params, \
+        (f"{who}: LossOutput.value carries no gradient to the parameters of model(s) "
+         f"{sorted(needed_models)} on {kind_name!r} batches (is it detached, computed under "
+         "no_grad or from .item()?): the optimizer would not train them")
+    if kind_name == "simulations" and callable(getattr(block, "statistics", None)):
+        _check_fisher_statistics(block, models, batch, kit)
+
+
+def _check_fisher_statistics(block: Any, models: Any, batch: dict[str, Any],
+                             kit: dict[str, Any]) -> None:
+    who = _who(block)
+    model = models[getattr(block, "model", "main")]
+    stats = block.statistics(model, batch)
+    m, p = 2, len(kit["sampler"].theta_fid)
+    for field, shape in (("mu", (m,)), ("C", (m, m)), ("dmu_dtheta", (m, p)), ("F", (p, p))):
+        value = getattr(stats, field, None)
+        assert isinstance(value, torch.Tensor) and tuple(value.shape) == shape, \
+            (f"{who}: statistics(model, batch) gives `{field}` of shape "
+             f"{tuple(getattr(value, 'shape', ())) or type(value).__name__}, not {shape} for "
+             f"{m} summaries of {p} parameters (a FisherStatistics: mu (m,), C (m, m), "
+             "dmu_dtheta (m, p), F (p, p))")
+        assert bool(torch.isfinite(value).all()), f"{who}: statistics' `{field}` is not finite"
 
 
 def _check_optimizer(block: Any) -> None:
@@ -552,4 +894,4 @@ def torchrun(script: str, *args: Any, directory: str | Path, nproc: int = 2,
     return run
 
 
-__all__ = ["check_block", "infoblocks_plugin", "torchrun"]
+__all__ = ["NotExercisedWarning", "check_block", "infoblocks_plugin", "torchrun"]
