@@ -167,6 +167,13 @@ def _edits(mine: dict[str, Any], then: Any) -> dict[str, Any]:
                 value.get("name", old.get("name")) == old.get("name"):
             if inner := _edits(value, old):
                 out[key] = inner  # the same block, tuned
+        elif isinstance(value, dict) and isinstance(old, dict):
+            # a block renamed in the file: the keys written for the old block, unchanged,
+            # that the new one lacks go, as in a short config (author20 F8: `mlp` -> `tanh_mlp`
+            # in a `config --full` file was refused for `hidden_dims`, "did you mean in_dim")
+            fields = _block_attributes(value.get("name"))
+            out[key] = {k: copy.deepcopy(v) for k, v in value.items() if fields is None
+                        or k == "name" or k in fields or k not in old or not _same(v, old[k])}
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -195,6 +202,10 @@ def apply_edits(sections: dict[str, Any], edits: dict[str, Any], path: str) -> d
 
 
 def _leaves(value: Any, prefix: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], Any]]:
+    from .base import Block
+
+    if isinstance(value, Block):  # an instance: its fields, compared key by key as a table's
+        value = value.describe()  # (author20 F9: one equal to the shortcut conflicted)
     if isinstance(value, dict):
         return [leaf for k, v in value.items() for leaf in _leaves(v, (*prefix, k))]
     if isinstance(value, list) and any(isinstance(v, (dict, str)) for v in value):

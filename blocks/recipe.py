@@ -38,6 +38,15 @@ RECIPE_KEY = "recipe"
 EXPANDED_KEY = "expanded_from"
 #: key, in that table, of the recipe's own sections the full form was expanded from
 WRITTEN_SECTIONS_KEY = "sections"
+#: key of a save's ``extra`` holding the recipe's fitted attributes (:meth:`Recipe.save`)
+FITTED_KEY = "fitted"
+#: file of a save holding the fitted attributes that are arrays or tensors
+FITTED_FILE = "fitted.npz"
+
+
+class UnsavedStateWarning(UserWarning):
+    """:meth:`Recipe.save` leaves out a fitted attribute it cannot write (not an array,
+    tensor, number, string, or list / dict of them)."""
 
 
 def _phase_defaults() -> dict[str, Any]:
@@ -102,10 +111,99 @@ class _CheckedConstructor(type):
     so ``MINE(standardize="no")`` or ``ParametricUMAP(hidden_dims=16)`` is a clear error at
     construction rather than a silent coercion or a raw ``TypeError``."""
 
+    def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> None:
+        super().__init__(name, bases, namespace)
+        for method in NAMED_METHODS:
+            if method in namespace:
+                _name_failures(cls, method, namespace[method])
+
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if attrs.has(cls):
             check_arguments(cls, kwargs)
         return super().__call__(*args, **kwargs)
+
+
+#: the methods of a recipe whose exceptions name the recipe and its plugin (blocks' are
+#: named by :func:`~infoblocks.blocks.base.naming_blocks`)
+NAMED_METHODS = ("build", "fit", "run", "demo")
+#: marks a method wrapped by :func:`_name_failures`
+_NAMING = "__infoblocks_names_recipe__"
+
+
+def _name_failures(cls: type, method: str, value: Any) -> None:
+    """Wrap ``cls.method``, defined outside infoblocks (a plugin's or a user's recipe), so
+    that an exception of its own code — not infoblocks' errors — becomes a
+    :class:`~infoblocks.blocks.errors.PluginError` naming the recipe, its plugin and the line
+    (also an instance of the original type), as a block's does (author20 F3: a KeyError in a
+    plugin recipe's build was a raw traceback on the command line)."""
+    import functools
+
+    wrapper = classmethod if isinstance(value, classmethod) else None
+    func = value.__func__ if wrapper else value
+    if not callable(func):
+        return
+    if getattr(func, _NAMING, False):  # attrs' slotted copy of a wrapped class: re-point
+        _repoint_class_cell(func.__wrapped__, cls)  # super() in the original (as attrs does)
+        return
+    if getattr(func, "__module__", "").startswith("infoblocks."):
+        return
+
+    @functools.wraps(func)
+    def named(self_or_cls: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(self_or_cls, *args, **kwargs)
+        except Exception as exc:
+            failure = _recipe_failure(self_or_cls, method, exc)
+            if failure is None:
+                raise
+            raise failure from exc
+
+    setattr(named, _NAMING, True)
+    setattr(cls, method, wrapper(named) if wrapper else named)
+
+
+def _repoint_class_cell(func: Any, cls: type) -> None:
+    """Point ``func``'s ``__class__`` cell (what ``super()`` reads) at ``cls``, the slotted
+    class attrs made from the one ``func`` was defined in."""
+    for var, cell in zip(func.__code__.co_freevars, func.__closure__ or ()):
+        try:
+            old = cell.cell_contents
+        except ValueError:
+            continue
+        if var == "__class__" and isinstance(old, type) and old is not cls and \
+                old.__qualname__ == cls.__qualname__:
+            cell.cell_contents = cls
+
+
+def _recipe_failure(owner: Any, method: str, exc: Exception) -> Exception | None:
+    """The :class:`PluginError` for ``exc`` raised in ``owner.method`` (``owner`` a recipe or
+    its class), or None where ``exc`` is infoblocks' own error or the recipe a built-in."""
+    from .base import BUILTIN, _failure_class, _raised_at
+    from .errors import InfoblocksError, PluginError
+
+    if isinstance(exc, InfoblocksError):
+        return None
+    cls = owner if isinstance(owner, type) else type(owner)
+    recipe = getattr(cls, "name", cls.__name__)
+    origin = None
+    if isinstance(recipe, str) and _registered_recipe(recipe) is cls:
+        from infoblocks.plugins.registry import get_registry
+
+        origin = get_registry().entry("recipe", recipe).plugin
+    if origin == BUILTIN:
+        return None
+    who = f"plugin {origin!r}" if origin is not None else \
+        f"class {cls.__qualname__}, not registered"
+    text = str(exc) or "(no message)"
+    message = (f"recipe {recipe!r} ({who}) raised {type(exc).__name__} in {method}: {text} "
+               f"({_raised_at(exc.__traceback__)}).")
+    failure_cls = _failure_class(PluginError, type(exc))
+    try:
+        failure = failure_cls.__new__(failure_cls, message)
+        BaseException.__init__(failure, message)
+    except Exception:  # noqa: BLE001 - an exception class with its own constructor rules
+        failure = PluginError(message)
+    return failure
 
 
 @attrs.define(kw_only=True)
@@ -154,7 +252,10 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         starts from scratch with a ``NothingToResumeWarning`` naming it (not an error: the
         same command line starts a run and continues it after a kill).  ``warm_start=True``
         continues this process's previous run of the routine (weights, optimizer and loss
-        state).  Returns the routine."""
+        state): pass the fitted ``self.routine_`` again, not a newly built one (refused with
+        a :class:`~infoblocks.blocks.errors.ContractError`: it would start over).  A model of
+        the ``models`` section that ``routine`` does not hold is refused (nothing would read
+        it).  Returns the routine."""
         if isinstance(resume, (str, Path)):
             if checkpoint is not None and Path(checkpoint) != Path(resume):
                 raise ConfigError(f"`resume` = {str(resume)!r} and `checkpoint` = "
@@ -164,6 +265,8 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         elif not isinstance(resume, bool):
             raise ConfigError(f"`resume` must be True, False or a checkpoint directory, got "
                               f"{resume!r}.")
+        self._check_warm_routine(routine, warm_start)
+        self._check_built_models(routine)
         observers = self.build_callbacks()
         routine.callbacks.extend(observers)
         try:
@@ -171,6 +274,46 @@ class Recipe(Block, metaclass=_CheckedConstructor):
                                  warm_start=warm_start, checkpoint_every=checkpoint_every)
         finally:  # a later fit builds its own: none is left behind on the routine
             routine.callbacks = [cb for cb in routine.callbacks if cb not in observers]
+
+    def _check_warm_routine(self, routine: Any, warm_start: Any) -> None:
+        """``warm_start=True`` with a fitted ``routine_`` while ``routine`` is another one (a
+        recipe's ``fit`` that builds a new routine every time) would train the new one from
+        scratch, silently (author20 F1: a 2 + 2 epoch warm start equalled a fresh 2-epoch
+        fit): a :class:`ContractError` naming the recipe and the pattern to use."""
+        from .errors import ContractError
+
+        if warm_start is not True or self.routine_ is None or routine is self.routine_:
+            return
+        raise ContractError(
+            f"{self.name}.fit(warm_start=True): {type(self).__name__}'s fit passed "
+            "train_routine a newly built routine while a fitted one (routine_) exists, so "
+            "training would start over instead of continuing. In the recipe's fit, continue "
+            "the fitted routine: `routine = self.routine_ if warm_start and self.routine_ is not "
+            "None else self.build(X)` (docs/plugins.md, 'A new recipe from existing blocks'); "
+            "or fit with warm_start=False for a new fit.")
+
+    def _check_built_models(self, routine: Any) -> None:
+        """A model of the ``models`` section that the recipe's ``build`` did not put in
+        ``routine`` (``models = {extra = {...}}`` given to a recipe whose build makes only
+        ``main``) would be ignored, silently (author20 F16): the :class:`ConfigError` of
+        :meth:`_check_read_models`, for every recipe."""
+        import difflib
+
+        models = getattr(routine, "models", None)
+        given = self.models if isinstance(self.models, dict) else {}
+        if models is None or not given:
+            return
+        unbuilt = [n for n in self.routine_spec()["models"] if n in given and n not in models]
+        if not unbuilt:
+            return
+        built = sorted(models)
+        close = difflib.get_close_matches(str(unbuilt[0]), built, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"{self.name}.models.{unbuilt[0]}: nothing reads model {unbuilt[0]!r}: "
+            f"{self.name} builds the models {built} and ignores the others, so it would be "
+            f"left out.{hint} To change one, give its table under that name (models = "
+            f"{{{built[0] if built else 'main'} = {{...}}}}), or remove the table.")
 
     def build_callbacks(self) -> list[Any]:
         """The ``callbacks`` named by this recipe, built through the registry."""
@@ -225,12 +368,18 @@ class Recipe(Block, metaclass=_CheckedConstructor):
 
     def _check_evaluation_slots(self, spec: dict[str, Any]) -> None:
         """An ``evaluation`` entry the recipe has no slot for (a misspelt one) is refused with
-        the close match: the recipe reads only its own slots, so it would be ignored.  Not
-        checked for a recipe without fixed slots (``routine``, a plugin's)."""
+        the close match: the recipe reads only its own slots, so it would be ignored.  A
+        recipe without slots (``routine``, most plugins') refuses any entry (author20 F15: a
+        plugin recipe took ``evaluation = {placement = ...}`` and never used it)."""
         known = set(self.evaluation_kinds) | set(self.default_sections().get("evaluation") or {})
         explicit = self.evaluation if isinstance(self.evaluation, dict) else {}
         unknown = sorted(k for k in explicit if k not in known)
-        if known and unknown:
+        if unknown and not known:
+            raise ConfigError(f"{self.name}: [evaluation] has {unknown}, but {self.name} uses no "
+                              "block after training (it has no evaluation slots), so it would "
+                              "be ignored; remove the [evaluation] table. (A recipe declares its "
+                              "slots with default_evaluation() / evaluation_kinds.)")
+        if unknown:
             import difflib
 
             close = {k: m for k in unknown
@@ -366,11 +515,9 @@ class Recipe(Block, metaclass=_CheckedConstructor):
 
     def set_params(self, **params: Any) -> Recipe:
         """Set constructor arguments by name (validated as in the constructor); ``self``."""
-        valid = self.get_params()
-        unknown = [key for key in params if key not in valid]
-        if unknown:
-            raise ConfigError(f"{type(self).__name__} has no parameter {unknown[0]!r}; its "
-                              f"parameters are {sorted(valid)}.")
+        # the constructor's checks: a misspelt name gets the close match (author20 F10),
+        # a wrong type names the argument
+        check_arguments(type(self), params)
         before = {key: getattr(self, key) for key in params}
         try:
             for key, value in params.items():
@@ -403,8 +550,12 @@ class Recipe(Block, metaclass=_CheckedConstructor):
     def preset(cls, name: str, **overrides: Any) -> Recipe:
         """A recipe with the named settings of :attr:`presets`, updated by ``overrides``."""
         if name not in cls.presets:
+            import difflib
+
             known = ", ".join(sorted(cls.presets)) or "none"
-            raise ConfigError(f"{cls.__name__} has no preset {name!r}; presets: {known}.")
+            close = difflib.get_close_matches(str(name), sorted(cls.presets), n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{cls.__name__} has no preset {name!r}; presets: {known}.{hint}")
         return cls(**{**cls.presets[name], **overrides})
 
     # ------------------------------------------------------------------ data form
@@ -531,12 +682,82 @@ class Recipe(Block, metaclass=_CheckedConstructor):
 
     # ------------------------------------------------------------------ persistence
 
+    def fitted_attributes(self) -> dict[str, Any]:
+        """The fitted results this recipe holds besides ``routine_``, which :meth:`save`
+        writes and :meth:`load` puts back: its attrs fields set by ``fit`` (``init=False``,
+        a public name ending in ``_``) that are not None.  Arrays and tensors are written to
+        ``fitted.npz``; numbers, strings and lists / dicts of them to ``routine.json``.  A
+        recipe keeping other objects (a fitted scikit-learn transformer ...) overrides
+        :meth:`save` / :meth:`load` (:meth:`save` warns, naming them)."""
+        if not attrs.has(type(self)):
+            return {}
+        return {f.name: value for f in attrs.fields(type(self))
+                if not f.init and f.name.endswith("_") and not f.name.startswith("_")
+                and f.name != "routine_" and (value := getattr(self, f.name)) is not None}
+
     def save(self, path: str | Path) -> Path:
-        """The fitted routine (weights, the routine's blocks by name, history) and this
-        recipe's settings into directory ``path``; :meth:`load` reads it back.  A recipe with
-        fitted results beyond its routine (the built-ins) saves those too."""
+        """The fitted routine (weights, the routine's blocks by name, history), this recipe's
+        settings and its :meth:`fitted_attributes` into directory ``path``; :meth:`load`
+        reads them back."""
+        import json
+        import warnings
+
+        import torch
+
         self._check_fitted()
-        return self.routine_.save(path, extra={RECIPE_KEY: self.to_dict(full=True)})
+        arrays, values, unsaved = {}, {}, []
+        for name, value in self.fitted_attributes().items():
+            if isinstance(value, torch.Tensor):
+                arrays[name] = ("tensor", value.detach().cpu().numpy())
+            elif isinstance(value, np.ndarray) and not value.dtype.hasobject:
+                arrays[name] = ("ndarray", value)
+            else:
+                try:
+                    values[name] = json.loads(json.dumps(_plain(value)))
+                except (TypeError, ValueError):
+                    unsaved.append(f"{name} ({type(value).__name__})")
+        if unsaved:
+            warnings.warn(UnsavedStateWarning(
+                f"{type(self).__name__}.save leaves out the fitted attributes {unsaved}: the "
+                "base save keeps arrays, tensors, numbers, strings and lists / dicts of them. "
+                "Keep them in one of those forms, or override save / load (docs/plugins.md, 'A "
+                "new recipe from existing blocks')."), stacklevel=2)
+        extra: dict[str, Any] = {RECIPE_KEY: self.to_dict(full=True)}
+        if arrays or values:
+            extra[FITTED_KEY] = {"values": values,
+                                 "arrays": {name: kind for name, (kind, _) in arrays.items()}}
+        path = self.routine_.save(path, extra=extra)
+        if arrays and self.routine_.dist.is_main:
+            tmp = path / (FITTED_FILE + ".tmp")
+            with open(tmp, "wb") as stream:
+                np.savez(stream, **{name: array for name, (_, array) in arrays.items()})
+            tmp.replace(path / FITTED_FILE)
+        return path
+
+    def _restore_fitted(self, path: Path, fitted: Any, device: str) -> None:
+        """Put back what :meth:`save` wrote of :meth:`fitted_attributes`."""
+        import torch
+
+        fields = {f.name for f in attrs.fields(type(self)) if not f.init}
+        if not isinstance(fitted, dict):
+            return
+        for name, value in (fitted.get("values") or {}).items():
+            if name in fields:
+                setattr(self, name, value)
+        kinds = fitted.get("arrays") or {}
+        if not kinds:
+            return
+        try:
+            with np.load(Path(path) / FITTED_FILE, allow_pickle=False) as saved:
+                arrays = {name: saved[name] for name in kinds}
+        except (OSError, KeyError, ValueError) as exc:
+            raise ValidationError(
+                f"{Path(path) / FITTED_FILE} (the fitted attributes {sorted(kinds)} of this "
+                f"save) cannot be read: {exc}. Save the fitted recipe again.") from None
+        for name, array in arrays.items():
+            if name in fields:
+                setattr(self, name, torch.from_numpy(array).to(device)
+                        if kinds[name] == "tensor" else array)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Recipe:
@@ -564,6 +785,8 @@ class Recipe(Block, metaclass=_CheckedConstructor):
                                   f"save one with {cls.__name__}(...).fit(...).save(path).")
         recipe = cls.from_dict(settings)
         recipe.routine_ = routine
+        if settings is not extra and FITTED_KEY in extra:
+            recipe._restore_fitted(Path(path), extra[FITTED_KEY], device)
         return recipe
 
     # ------------------------------------------------------------------ command line
@@ -641,9 +864,15 @@ def check_saved_recipe(cls: type, path: str | Path) -> type | None:
         return saved if saved is not None else cls
     wanted = "" if is_abstract(cls) else f", not by {label}"
     if saved is None:
+        # the plugin and package that registered it, as routine.json's plugin_blocks records
+        plugin = (spec.get("plugin_blocks") or {}).get(f"recipe {name!r}")
+        package = plugin.split(" (")[1].rstrip(")") if isinstance(plugin, str) and \
+            " (" in plugin else None
+        install = f"install the plugin {plugin.split(' (')[0]!r} that provides it (pip " \
+            f"install {package})" if package else "install the plugin that provides it"
         raise ValidationError(
             f"{path} holds a model saved by recipe {name!r}{wanted}, and no recipe {name!r} is "
-            "registered here: install the plugin that provides it, then load it with "
+            f"registered here: {install}, then load it with "
             "infoblocks.blocks.recipe.Recipe.load(path).")
     raise ValidationError(f"{path} holds a model saved by {saved.__name__} (recipe {name!r})"
                           f"{wanted}; load it with {saved.__name__}.load(path).")
@@ -677,5 +906,5 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is a directory; give the config file.") from None
 
 
-__all__ = ["Recipe", "RECIPE_KEY", "EXPANDED_KEY", "check_saved_recipe", "read_toml",
-           "saved_recipe_name", "transient_field"]
+__all__ = ["Recipe", "RECIPE_KEY", "EXPANDED_KEY", "UnsavedStateWarning", "check_saved_recipe",
+           "read_toml", "saved_recipe_name", "transient_field"]

@@ -58,7 +58,9 @@ class GlobalRelation:
             if self.relation is not None:
                 value = self.relation.compute(rows_for(self.relation, value))
                 _check_finite(self.relation, value, where)
-            for transform in self.transforms:
+            for k, transform in enumerate(self.transforms):
+                _check_form(transform, value, f"{where}.transforms[{k}]",
+                            self.input if self.relation is None and k == 0 else None)
                 value = transform(rows_for(transform, value))
                 _check_finite(transform, value, where)
         return value
@@ -68,6 +70,32 @@ class GlobalRelation:
         if self.relation is not None:
             out["relation"] = self.relation.describe()
         return out
+
+
+#: a relation of each form, named in the fix of a form a transform does not take
+_RELATION_OF_FORM = {"SparseRelations": "a k-NN relation such as `neighbor_pdist`",
+                     "DenseRelations": "a dense one such as `pdist`"}
+
+
+def _check_form(transform: Any, value: Any, where: str, source: str | None = None) -> None:
+    """A relation of a form ``transform`` does not take (a dense ``pdist`` before a
+    sparse-only transform): a :class:`ValidationError` naming the config path, the block and
+    the fix in config terms (author20 F7: the transform's own message named no path and
+    offered only Python's ``.to_sparse()``).  ``source``: the global whose value reached the
+    transform unchanged (a global without a relation), where the fix belongs."""
+    accepts = getattr(transform, "accepts", None)
+    if not accepts or not isinstance(value, RelationData) or isinstance(value, accepts):
+        return
+    forms = [t.__name__ for t in accepts]
+    examples = [_RELATION_OF_FORM[f] for f in forms if f in _RELATION_OF_FORM]
+    raise ValidationError(
+        f"{where}: transform {transform.name!r}{_provider(transform)} takes "
+        f"{' or '.join(forms)}, but what reaches it is {type(value).__name__}"
+        + (f" (the value of global `{source}`)" if source else "") + ". Give "
+        + (f"`globals.{source}`" if source else "the global")
+        + f" a relation that yields {' or '.join(forms)}"
+        + (f" ({'; '.join(examples)})" if examples else "")
+        + ", or put a transform that converts it before this one.")
 
 
 def _check_finite(block: Any, value: Any, where: str) -> None:
