@@ -673,6 +673,7 @@ class Recipe(Block, metaclass=_CheckedConstructor):
             if Path(path).is_dir():
                 raise ValidationError(f"to_toml writes a file; {str(path)!r} is a directory "
                                       "(give a file name, e.g. DIR/recipe.toml).")
+            Path(path).parent.mkdir(parents=True, exist_ok=True)  # as save() and figures do
             Path(path).write_text(text)
         return text
 

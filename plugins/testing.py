@@ -144,7 +144,16 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
             check_kernel(block)
         rel = DenseRelations(torch.rand(6, 6, generator=torch.Generator().manual_seed(0)))
         out = block(rel)
-        assert out.shape[0] == 6 and torch.isfinite(out.to_dense().values).all()
+        name = type(block).__qualname__
+        assert isinstance(out, RelationData), \
+            f"{name} must return RelationData, got {type(out).__name__} for a (6, 6) relation"
+        assert out.shape[0] == 6, \
+            f"{name} gave a relation of shape {tuple(out.shape)} for a (6, 6) one: keep its items"
+        values = out.to_dense().values
+        assert bool(torch.isfinite(values).all()), \
+            (f"{name} returned non-finite values on a (6, 6) dense relation of values in [0, 1) "
+             f"({int((~torch.isfinite(values)).sum())} of {values.numel()}): check its "
+             "divisions, logs and normalisations")
     elif kind == "transform" and any(t in cls.accepts for t in (SparseRelations, EdgeRelations)):
         _check_sparse_transform(block)
     elif kind == "sampler" and _yields_references(cls):

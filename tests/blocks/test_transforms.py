@@ -67,3 +67,23 @@ def test_wrong_form_names_the_transform():
 @pytest.mark.parametrize("cls", [Normalize, NormalizeRows, Symmetrize, ZeroDiagonal])
 def test_builtin_transforms_pass_the_conformance_check(cls):
     check_block(cls)
+
+
+def test_check_block_names_a_dense_transform_returning_nan():
+    """A dense transform whose output is NaN: check_block's message names it and the problem
+    (a bare ``assert`` gave an empty AssertionError; author20 F6)."""
+    import attrs
+
+    from infoblocks.blocks.transforms import Transform
+
+    @attrs.define
+    class DividesByZero(Transform):
+        name = "test_divides_by_zero"
+        accepts = (DenseRelations,)
+
+        def apply(self, rel):
+            return DenseRelations(rel.values / 0.0 * 0.0)
+
+    with pytest.raises(AssertionError, match="DividesByZero returned non-finite values on a "
+                                             r"\(6, 6\) dense relation"):
+        check_block(DividesByZero)

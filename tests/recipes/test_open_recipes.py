@@ -126,6 +126,10 @@ def test_wrong_arguments_to_the_recipe_helpers_are_named(tmp_path):
 
     with pytest.raises(ValidationError, match="to_toml writes a file; .* is a directory"):
         MINE().to_toml(tmp_path)
+    # a file in a folder that does not exist yet: made, as save() makes its folder (was a raw
+    # FileNotFoundError; baduser19)
+    MINE().to_toml(tmp_path / "new" / "deeper" / "mine.toml")
+    assert MINE.from_toml(tmp_path / "new" / "deeper" / "mine.toml").to_dict() == MINE().to_dict()
     with pytest.raises(ConfigError, match=r"MINE.from_dict takes a dict of settings"):
         MINE.from_dict([1, 2])
     with pytest.raises(ValidationError, match=r"cross_fit takes an unfitted MI estimator"):
