@@ -274,14 +274,7 @@ def block_failure(exc: BaseException, where: str) -> Exception | None:
     text = str(exc) or "(no message)"
     message = (f"{where}: {label}{outer.kind} {outer.name!r}{_provider(outer)}{inside} raised "
                f"{type(exc).__name__}: {text} ({_raised_at(exc.__traceback__)}{module}).{hint}")
-    base = BlockError if builtin else PluginError
-    cls = _failure_class(base, type(exc))
-    try:
-        failure = cls.__new__(cls, message)
-        BaseException.__init__(failure, message)
-    except Exception:  # noqa: BLE001 - an exception class with its own constructor rules
-        failure = base(message)
-    return failure
+    return failure_like(BlockError if builtin else PluginError, exc, message)
 
 
 def _raised_at(traceback: Any) -> str:
@@ -302,6 +295,18 @@ def _raised_at(traceback: Any) -> str:
 
 
 @functools.cache
+def failure_like(base: type, exc: BaseException, message: str) -> BaseException:
+    """``base(message)`` that is also an instance of ``exc``'s type (:func:`_failure_class`),
+    built without that type's own ``__init__``; plain ``base(message)`` where it cannot be."""
+    cls = _failure_class(base, type(exc))
+    try:
+        failure = cls.__new__(cls, message)
+        BaseException.__init__(failure, message)
+    except Exception:  # noqa: BLE001 - an exception class with its own constructor rules
+        failure = base(message)
+    return failure
+
+
 def _failure_class(base: type, original: type) -> type:
     """``base`` (:class:`~infoblocks.blocks.errors.BlockError` or its PluginError) that is
     also an ``original`` (so that ``except RuntimeError`` around a fit still catches a

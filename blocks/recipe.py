@@ -178,7 +178,7 @@ def _repoint_class_cell(func: Any, cls: type) -> None:
 def _recipe_failure(owner: Any, method: str, exc: Exception) -> Exception | None:
     """The :class:`PluginError` for ``exc`` raised in ``owner.method`` (``owner`` a recipe or
     its class), or None where ``exc`` is infoblocks' own error or the recipe a built-in."""
-    from .base import BUILTIN, _failure_class, _raised_at
+    from .base import BUILTIN, _raised_at, failure_like
     from .errors import InfoblocksError, PluginError
 
     if isinstance(exc, InfoblocksError):
@@ -197,13 +197,7 @@ def _recipe_failure(owner: Any, method: str, exc: Exception) -> Exception | None
     text = str(exc) or "(no message)"
     message = (f"recipe {recipe!r} ({who}) raised {type(exc).__name__} in {method}: {text} "
                f"({_raised_at(exc.__traceback__)}).")
-    failure_cls = _failure_class(PluginError, type(exc))
-    try:
-        failure = failure_cls.__new__(failure_cls, message)
-        BaseException.__init__(failure, message)
-    except Exception:  # noqa: BLE001 - an exception class with its own constructor rules
-        failure = PluginError(message)
-    return failure
+    return failure_like(PluginError, exc, message)
 
 
 @attrs.define(kw_only=True)
@@ -297,7 +291,6 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         ``routine`` (``models = {extra = {...}}`` given to a recipe whose build makes only
         ``main``) would be ignored, silently (author20 F16): the :class:`ConfigError` of
         :meth:`_check_read_models`, for every recipe."""
-        import difflib
 
         models = getattr(routine, "models", None)
         given = self.models if isinstance(self.models, dict) else {}
@@ -307,13 +300,9 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         if not unbuilt:
             return
         built = sorted(models)
-        close = difflib.get_close_matches(str(unbuilt[0]), built, n=1, cutoff=0.6)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"{self.name}.models.{unbuilt[0]}: nothing reads model {unbuilt[0]!r}: "
-            f"{self.name} builds the models {built} and ignores the others, so it would be "
-            f"left out.{hint} To change one, give its table under that name (models = "
-            f"{{{built[0] if built else 'main'} = {{...}}}}), or remove the table.")
+        raise self._unread_model(
+            unbuilt[0], built, f"{self.name} builds the models {built} and ignores the others, "
+            "so it would be left out.", "or remove the table.")
 
     def build_callbacks(self) -> list[Any]:
         """The ``callbacks`` named by this recipe, built through the registry."""
@@ -419,8 +408,6 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         trained the default critic): a :class:`ConfigError` listing the recipe's models.
         Checked where every loss is infoblocks' own (a plugin's loss may read a model it does
         not declare) and the recipe has default models."""
-        import difflib
-
         from .base import BUILTIN, block_origin
 
         defaults = list(self.default_models())
@@ -439,14 +426,22 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         unread = [n for n in added if n not in read]
         if not unread:
             return
-        close = difflib.get_close_matches(str(unread[0]), defaults, n=1, cutoff=0.6)
+        raise self._unread_model(
+            unread[0], defaults, "(no phase trains it by name, no loss or evaluation block uses "
+            f"it), so it would be built and left untrained. {self.name}'s models are {defaults}.",
+            "a new model needs a block that names it (a loss's `model`, a phase's `trainable`).")
+
+    def _unread_model(self, name: str, models: list[str], why: str, rest: str) -> ConfigError:
+        """The ConfigError of a ``models`` table ``name`` that nothing reads: ``why``, the
+        closest of ``models`` and how to change one of them; ``rest`` the other way out."""
+        import difflib
+
+        close = difflib.get_close_matches(str(name), models, n=1, cutoff=0.6)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"{self.name}.models.{unread[0]}: nothing reads model {unread[0]!r} (no phase "
-            f"trains it by name, no loss or evaluation block uses it), so it would be built and "
-            f"left untrained. {self.name}'s models are {defaults}.{hint} To change one, give its "
-            f"table under that name (models = {{{defaults[0]} = {{...}}}}); a new model needs a "
-            "block that names it (a loss's `model`, a phase's `trainable`).")
+        return ConfigError(
+            f"{self.name}.models.{name}: nothing reads model {name!r}{':' if why[0] != '(' else ''}"
+            f" {why}{hint} To change one, give its table under that name (models = "
+            f"{{{models[0] if models else 'main'} = {{...}}}}); {rest}")
 
     def phase_specs(self) -> list[dict[str, Any]]:
         """The phases that training runs, as dicts (defaults merged with ``phases``)."""
