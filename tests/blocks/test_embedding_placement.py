@@ -78,9 +78,11 @@ def test_closed_form_edge_loss_in_every_layout_of_y(layout):
         value.backward()
         grads.append(leaf.grad)
         values.append(float(value.detach()))
+    # float32 rounding of the two forms differs by up to ~5e-8 on gradients of 1e-3 to 0.2: the
+    # tolerances sit 20x above it (a wrong term moves them by 1e-3 or more)
     tolerance = 1e-5 if dtype == torch.float32 else 1e-11
     assert math.isclose(values[0], values[1], rel_tol=tolerance)
-    torch.testing.assert_close(grads[0], grads[1], rtol=tolerance * 10, atol=tolerance * 1e-2)
+    torch.testing.assert_close(grads[0], grads[1], rtol=tolerance * 10, atol=tolerance * 0.1)
     assert float(grads[0].abs().sum()) > 0
     if "strided" in layout:
         assert float(grads[0][:, 2].abs().sum()) == 0.0
