@@ -143,17 +143,8 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
         if isinstance(block, EmbeddingKernel):  # its elementwise methods and log q's range
             check_kernel(block)
         rel = DenseRelations(torch.rand(6, 6, generator=torch.Generator().manual_seed(0)))
-        out = block(rel)
-        name = type(block).__qualname__
-        assert isinstance(out, RelationData), \
-            f"{name} must return RelationData, got {type(out).__name__} for a (6, 6) relation"
-        assert out.shape[0] == 6, \
-            f"{name} gave a relation of shape {tuple(out.shape)} for a (6, 6) one: keep its items"
-        values = out.to_dense().values
-        assert bool(torch.isfinite(values).all()), \
-            (f"{name} returned non-finite values on a (6, 6) dense relation of values in [0, 1) "
-             f"({int((~torch.isfinite(values)).sum())} of {values.numel()}): check its "
-             "divisions, logs and normalisations")
+        _check_relation_output(type(block).__qualname__, block(rel), rel,
+                               "a (6, 6) dense relation of values in [0, 1)")
     elif kind == "transform" and any(t in cls.accepts for t in (SparseRelations, EdgeRelations)):
         _check_sparse_transform(block)
     elif kind == "sampler" and _yields_references(cls):
@@ -305,16 +296,24 @@ def _check_sparse_transform(block: Any) -> None:
         assert out.ndim >= 1 and len(out) == CHECK_GRAPH_ITEMS, \
             (f"{name} gave a tensor of shape {tuple(out.shape)} for a graph of "
              f"{CHECK_GRAPH_ITEMS} items: an init gives one row per item")
-        values = out
+        assert not out.is_floating_point() or torch.isfinite(out).all(), \
+            (f"{name} returned non-finite values on a k-NN graph (distances > 0): "
+             f"{out.reshape(-1).tolist()[:6]} ...")
     else:
-        assert isinstance(out, RelationData), \
-            f"{name} must return RelationData (or an init's tensor), got {type(out).__name__}"
-        assert tuple(out.shape) == tuple(graph.shape), \
-            f"{name} turned a relation of shape {tuple(graph.shape)} into {tuple(out.shape)}"
-        values = out.values
-    assert not values.is_floating_point() or torch.isfinite(values).all(), \
-        (f"{name} returned non-finite values on a k-NN graph (distances > 0): "
-         f"{values.reshape(-1).tolist()[:6]} ...")
+        _check_relation_output(name, out, graph, "a k-NN graph (distances > 0)")
+
+
+def _check_relation_output(name: str, out: Any, given: RelationData, what: str) -> None:
+    """A transform's output for the relation ``given`` (described as ``what``): RelationData
+    of its shape with finite values."""
+    assert isinstance(out, RelationData), \
+        f"{name} must return RelationData, got {type(out).__name__} for {what}"
+    assert tuple(out.shape) == tuple(given.shape), \
+        f"{name} turned a relation of shape {tuple(given.shape)} into {tuple(out.shape)}"
+    values = out.values
+    bad = int((~torch.isfinite(values)).sum()) if values.is_floating_point() else 0
+    assert not bad, (f"{name} returned non-finite values on {what} ({bad} of "
+                     f"{values.numel()}): check its divisions, logs and normalisations")
 
 
 def _yields_references(cls: type) -> bool:
