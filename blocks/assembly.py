@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -384,13 +385,10 @@ def _expand(recipe: Recipe, warn: bool) -> tuple[dict[str, Any], list[str]]:
             unreached.append(field.name)
             if not warn:
                 continue
-            warnings.warn(
+            warn_once(recipe, ShortcutWarning(
                 f"{path}: `{field.name}` = {getattr(recipe, field.name)!r} reaches no block: "
                 + "; ".join(lost) + ". Set the value in the block's own table, or remove "
-                f"`{field.name}`.", ShortcutWarning,
-                # attributed to Recipe.routine_spec, one place: a fit expands the sections
-                # several times, and the warning filter shows the same message once
-                stacklevel=3)
+                f"`{field.name}`."), stacklevel=3)  # attributed to Recipe.routine_spec
     # a shortcut left at its default reaches a block named in place of the default too (a
     # batch size, a start scale, a metric, an activation, hidden sizes): a drop-in
     # replacement runs with the recipe's settings, as the built-in block would (UMAP's
@@ -458,12 +456,12 @@ def _chosen_away(recipe: Recipe, path: str, warn: bool, unreached: list[str]) ->
                      f"which has no field `{leaf[-1]}`" for leaf in filled]
             unreached.append(field.name)
             if warn:
-                warnings.warn(
+                warn_once(recipe, ShortcutWarning(
                     f"{path}: `{field.name}` = {value!r} reaches no block: it fills "
                     f"`{_dotted(filled[0])}`, but `{other.name}` = "
                     f"{getattr(recipe, other.name)!r} chose another block: "
                     + "; ".join(dict.fromkeys(where)) + ". Set the value in the block's own "
-                    f"table, or remove `{field.name}`.", ShortcutWarning, stacklevel=4)
+                    f"table, or remove `{field.name}`."), stacklevel=4)
             break
 
 
@@ -476,6 +474,32 @@ def _renamed(before: Any, after: Any) -> bool:
 class ShortcutWarning(UserWarning):
     """A shortcut the user set reaches no block: the sections replaced every block it fills
     with blocks that do not have the field."""
+
+
+# recipe id -> the messages already shown for it; an entry leaves with its recipe
+_WARNED: dict[int, set[str]] = {}
+
+
+def warn_once(recipe: Any, warning: Warning, stacklevel: int = 2) -> None:
+    """Issue ``warning`` unless ``recipe`` already gave the same message.
+
+    A recipe expands its sections when it is read (``recipe_from_dict``, ``config``), again at
+    ``fit`` and several times inside it; a message about the recipe's settings is shown once
+    per recipe instance, whatever the warning filter (author20 F12: the same ShortcutWarning
+    at read and at fit, twice within one UMAP fit under ``simplefilter("always")``).  A
+    changed setting (``set_params``) is another message, shown again."""
+    key, text = id(recipe), str(warning)
+    if key not in _WARNED:
+        try:
+            weakref.finalize(recipe, _WARNED.pop, key, None)
+        except TypeError:  # not weak-referenceable: warn every time, as before
+            warnings.warn(warning, stacklevel=stacklevel + 1)
+            return
+        _WARNED[key] = set()
+    if text in _WARNED[key]:
+        return
+    _WARNED[key].add(text)
+    warnings.warn(warning, stacklevel=stacklevel + 1)
 
 
 def _explicit_lists(explicit: dict[str, Any]) -> list[tuple[tuple[Any, ...], Any]]:
@@ -843,7 +867,7 @@ def build_phase(spec: Any, path: str, sampler_context: dict[str, Any] | None = N
     return structure(spec, TrainingPhase, path)
 
 
-__all__ = ["SECTIONS", "ShortcutWarning", "section_field", "merge_entry", "merge_sections",
+__all__ = ["SECTIONS", "ShortcutWarning", "warn_once", "section_field", "merge_entry", "merge_sections",
            "expand_sections", "section_edits", "apply_edits", "shortcut_fields", "block_fields",
            "as_declared", "fill_context",
            "cap_fields", "build_global", "build_model", "build_phase"]

@@ -32,7 +32,7 @@ from attrs.validators import optional
 import numpy as np
 import torch
 
-from infoblocks.blocks.assembly import ShortcutWarning, cap_fields
+from infoblocks.blocks.assembly import ShortcutWarning, cap_fields, warn_once
 from infoblocks.blocks.base import naming_blocks
 from infoblocks.blocks.callbacks import Callback
 from infoblocks.blocks.contracts import ITEMS
@@ -362,7 +362,7 @@ class EmbeddingRecipe(Recipe):
                     for p in trained]
         where = ", ".join(f"`phases.{name}`" for name in filled)
         first = trained[0].get("name") if trained else "layout"
-        warnings.warn(ShortcutWarning(
+        warn_once(self, ShortcutWarning(
             f"{self.name}: `lr_schedule` = {self.lr_schedule!r} reaches no phase that trains: "
             f"it fills {where}, which runs 0 epochs"
             + (f"; the phases that train are {', '.join(training)}" if training else "")
@@ -383,7 +383,7 @@ class EmbeddingRecipe(Recipe):
         if "layout" in loss.required_models():
             return
         name = getattr(loss, "name", type(loss).__name__)
-        warnings.warn(ShortcutWarning(
+        warn_once(self, ShortcutWarning(
             f"{self.name}: `anchor_strength` = {self.anchor_strength} reaches no block: the "
             f"main phase's loss {name!r} does not read the layout, so the network f learns a "
             "map in a frame of its own and `transform` (its start, and `refine=False`) is not "

@@ -5,6 +5,7 @@ scikit-learn parameter protocol — on a small recipe assembled only from regist
 from __future__ import annotations
 
 import tomllib
+import warnings
 from typing import Any, ClassVar
 
 import attrs
@@ -376,6 +377,31 @@ def test_a_shortcut_you_set_reaches_the_block_that_replaced_its_default():
     with pytest.warns(ShortcutWarning, match=r"`n_neighbors` = 30 reaches no block: "
                                              r"`globals.graph.relation` is now 'pdist'"):
         ParametricUMAP(n_neighbors=30, globals={"graph": {"relation": "pdist"}}).routine_spec()
+
+
+def test_a_shortcut_warning_is_shown_once_per_recipe_instance():
+    """author20 F12: read, then fit, showed the same ShortcutWarning twice (and a fit expands
+    its sections several times); the filter "always" makes each one visible.  Once per
+    recipe; a new recipe or a changed setting warns again."""
+    from infoblocks.blocks.assembly import ShortcutWarning
+    from infoblocks.recipes import ParametricUMAP
+
+    def shown(*calls):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for call in calls:
+                call()
+        return [str(w.message) for w in caught if w.category is ShortcutWarning]
+
+    recipe = ParametricUMAP(n_neighbors=30, globals={"graph": {"relation": "pdist"}})
+    once = shown(recipe.routine_spec, recipe.routine_spec, lambda: recipe.to_dict(full=True))
+    assert len(once) == 1 and "`n_neighbors` = 30 reaches no block" in once[0]
+    assert shown(recipe.routine_spec) == []
+    other = ParametricUMAP(n_neighbors=30, globals={"graph": {"relation": "pdist"}})
+    assert shown(other.routine_spec) == once
+    recipe.set_params(n_neighbors=20)
+    assert ["`n_neighbors` = 20 reaches no block" in m for m in shown(recipe.routine_spec)] \
+        == [True]
 
 
 def test_a_name_flag_or_sizes_left_at_the_default_reach_a_drop_in_block():
