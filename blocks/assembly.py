@@ -13,7 +13,10 @@ Merge rules (the same for every recipe):
   where it has the field and leaves it out (``seed`` a validation sampler of one's own,
   ``n_neighbors`` a k-NN relation of one's own); lists (``transforms``) and scalars replace
   (a replaced list's entry that names a default entry's block gets that entry's shortcut
-  values the same way).
+  values the same way);
+- a block with a ``losses`` list (``compound``) in place of a default block: each part (nested
+  parts too) that names the default block is merged onto the default's whole spec by the rule
+  above (the part's own keys win), so wrapping the recipe's loss to add a term keeps it.
 
 Lists of blocks are never in conflict: an explicit ``transforms = [...]`` replaces the default
 list even when a shortcut (``seed``) shaped it.  A key that a shortcut's default would not
@@ -60,6 +63,9 @@ def _block_name(spec: Any) -> Any:
 
 def merge_entry(default: Any, override: Any) -> Any:
     """``default`` updated by ``override`` (see the module docstring)."""
+    if _holds_parts(override) and isinstance(_block_name(default), str) and \
+            _block_name(override) != _block_name(default):
+        return _merged_parts(default, override)
     if isinstance(default, str) and isinstance(override, dict) and "name" not in override:
         default = {"name": default}  # tune the default block: {n_neighbors = 10}
     if isinstance(default, dict) and isinstance(override, str) and \
@@ -72,6 +78,33 @@ def merge_entry(default: Any, override: Any) -> Any:
             out[key] = merge_entry(out[key], value) if key in out else copy.deepcopy(value)
         return out
     return copy.deepcopy(override)
+
+
+def _holds_parts(spec: Any) -> bool:
+    """Whether ``spec`` is a block table with a ``losses`` list (``compound``)."""
+    return isinstance(spec, dict) and isinstance(spec.get("losses"), list)
+
+
+def _merged_parts(default: Any, override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` (a block with a ``losses`` list, in place of the ``default`` block) with
+    each part that names the default block merged onto the default's spec — the part's own
+    keys win — and so on inside nested parts: wrapping the built-in loss in a ``compound``
+    keeps what the recipe gave it (author22-0: UMAP's main ``relation`` lost its kernel,
+    repulsion and anchor, t-SNE's ``kl`` its exaggeration, silently)."""
+    out = copy.deepcopy(override)
+    name = _block_name(default)
+    out["losses"] = [merge_entry(default, part) if _block_name(part) == name
+                     else _merged_parts(default, part) if _holds_parts(part) else part
+                     for part in out["losses"]]
+    return out
+
+
+def _parts_named(spec: Any, name: Any) -> list[Any]:
+    """The parts of a block with a ``losses`` list (nested ones too) named ``name``."""
+    if not _holds_parts(spec):
+        return []
+    return [found for part in spec["losses"] for found in
+            ([part] if _block_name(part) == name else _parts_named(part, name))]
 
 
 def _phase_list(defaults: list[dict[str, Any]], overrides: list[Any] | None, path: str
@@ -691,6 +724,8 @@ def _reaches(merged: dict[str, Any], defaults: dict[str, Any], alternative: dict
     survives in ``merged``."""
     def walk(d: Any, a: Any, m: Any) -> bool:
         if isinstance(d, dict) and isinstance(a, dict):
+            if _block_name(m) != _block_name(d) and (parts := _parts_named(m, d.get("name"))):
+                return any(walk(d, a, part) for part in parts)  # in a compound's part
             return any(walk(v, a.get(k, _MISSING), m.get(k, _MISSING) if isinstance(m, dict)
                             else _MISSING) for k, v in d.items())
         return not _same(d, a) and _same(d, m)
