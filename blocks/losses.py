@@ -205,6 +205,20 @@ class CompoundLoss(Loss):
         return frozenset().union(*(loss.required_models() for loss in self.losses))
 
     @property
+    def reports(self) -> frozenset[str] | None:  # type: ignore[override]
+        """What :meth:`__call__` records: ``"<k>.<part>"`` and ``"<k>.<part>.<metric>"`` for
+        each part's declared metrics (None where a part declares none), so a misspelt
+        ``validation.metric`` is refused before the first step (author22-9)."""
+        names: set[str] = set()
+        for k, loss in enumerate(self.losses):
+            declared = getattr(loss, "reports", None)
+            if declared is None:
+                return None
+            prefix = f"{k}.{loss.name}"
+            names |= {prefix, *(f"{prefix}.{m}" for m in declared)}
+        return frozenset(names)
+
+    @property
     def whole_batch(self) -> bool:  # the sum is the whole batch's where every part's is
         return all(getattr(loss, "whole_batch", False) for loss in self.losses)
 

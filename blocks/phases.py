@@ -27,7 +27,7 @@ from .base import CheckedKeywords, as_data, block_field
 from .callbacks import Callback, EarlyStopping
 from .contracts import (check_loss_value, check_phase, check_shard, check_whole_batch,
                         check_yields)
-from .errors import NumericalError, ValidationError
+from .errors import ContractError, NumericalError, ValidationError
 from .optim import OptimizerBlock, make_adam
 from .schedules import Schedule, build_schedule, checked_factor, schedule_spec
 from .state import TrainState
@@ -297,6 +297,20 @@ class TrainingPhase(CheckedKeywords):
                              patience=self.patience, min_epochs=self.min_epochs,
                              restore_best=self.restore_best, skip_missing=True)
 
+    def _validated(self, state: TrainState) -> dict[str, float]:
+        """The validation's metrics; a :class:`ContractError` where they lack the tracked
+        one (a loss whose ``reports`` is undeclared: early stopping would skip every epoch
+        and restore nothing, silently — author22-9)."""
+        found = self.validation.evaluate(state)
+        metric = self.validation.metric
+        if found and f"val_{metric}" not in found:
+            raise ContractError(
+                f"Phase {self.name!r}: validation tracks the metric {metric!r}, but loss "
+                f"{getattr(self.validation.loss, 'name', type(self.validation.loss).__name__)!r}"
+                f" records only {', '.join(sorted(k[4:] for k in found))}. Set "
+                "`validation.metric` to one of them.")
+        return found
+
     def run(self, state: TrainState, callbacks: Sequence[Callback],
             checkpoint: Callable[[dict[str, Any], bool], None] | None = None,
             resume: dict[str, Any] | None = None, warm_start: bool = False) -> None:
@@ -415,7 +429,7 @@ class TrainingPhase(CheckedKeywords):
             metrics["lr"] = lr if collected else optimizer.param_groups[0]["lr"]
             if self.validation is not None and ((epoch + 1) % self.validation.every == 0 or (
                     epoch + 1 == self.epochs and not validated)):  # at least once per phase
-                metrics.update(self.validation.evaluate(state))
+                metrics.update(self._validated(state))
                 validated = True
             for cb in every:
                 cb.on_epoch_end(state, metrics)

@@ -837,7 +837,7 @@ def _check_contracts(kind: str, block: Any) -> None:
             assert value is None or (isinstance(value, (set, frozenset)) and all(
                 isinstance(v, str) for v in value)), \
                 f"{name}.{attribute}() must return a set of names or None, got {value!r}"
-        reports = type(block).reports
+        reports = block.reports  # (what the contract check reads; compound's: its parts')
         assert reports is None or (isinstance(reports, frozenset)
                                    and all(isinstance(v, str) for v in reports)), \
             f"{name}.reports must be a frozenset of metric names or None"
