@@ -36,7 +36,9 @@ without ``with_source``); a model's ``in_dim`` is then the size of the first pha
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import attrs
@@ -53,6 +55,10 @@ from infoblocks.blocks.validators import non_negative_int, positive_int
 
 #: the saved model's folder inside ``infoblocks run``'s ``--out``
 MODEL_DIR = "model"
+
+
+class UnreadArrayWarning(UserWarning):
+    """An array given to a routine's ``fit`` that no block of the routine reads."""
 
 
 def _array_names(instance: Any, attribute: Any, value: Any) -> None:
@@ -169,9 +175,40 @@ class RoutineRecipe(Recipe):
         if first.ndim == 2:
             context["in_dim"] = int(first.shape[1])
         models = self._models(spec, context)
-        return Routine(dataset=data, models=models, global_relations=self.build_globals(spec),
-                       phases=self.build_phases(spec), device=self.device, seed=self.seed,
-                       verbose=self.verbose)
+        global_relations, phases = self.build_globals(spec), self.build_phases(spec)
+        self._warn_unread(data, global_relations, phases)
+        return Routine(dataset=data, models=models, global_relations=global_relations,
+                       phases=phases, device=self.device, seed=self.seed, verbose=self.verbose)
+
+    def _warn_unread(self, data: dict[str, Any], global_relations: dict[str, Any],
+                     phases: list[Any]) -> None:
+        """An :class:`UnreadArrayWarning` for each given array that no global, loss or
+        sampler reads (author22-2: labels given, the loss that reads them forgotten — an
+        unsupervised fit, silently).  Only where every block says what it reads: a loss
+        whose ``required_fields()`` is None, or a sampler that does not pass the array
+        through by its name (it may read it itself), reads anything."""
+        read = {g.input for g in global_relations.values()}
+        state = SimpleNamespace(dataset=data)
+        for phase in phases:
+            for sampler, loss in ((phase.sampler, phase.loss), (
+                    getattr(phase.validation, "sampler", None),
+                    getattr(phase.validation, "loss", None))):
+                if loss is None:
+                    continue
+                fields = loss.required_fields()
+                try:
+                    passed = None if sampler.draws_own_data() else sampler.batch_fields(state)
+                except Exception:  # noqa: BLE001 - a plugin sampler that needs a real state
+                    return
+                if fields is None or (passed is not None and not set(data) <= set(passed)):
+                    return
+                read |= {*fields, *loss.required_globals(), *sampler.required_globals()}
+        for name in [k for k in self.arrays if k in data and k not in read]:
+            warnings.warn(UnreadArrayWarning(
+                f"routine: the array {name!r} (`arrays` = {self.arrays}) is read by no loss, "
+                "sampler or global: the routine trains without it. Name it where a block "
+                f"reads it (a loss's `target = \"{name}\"`, a compound part, a global's "
+                f"`input = \"{name}\"`), or leave it out of `arrays` and fit."), stacklevel=4)
 
     def _models(self, spec: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         models = {name: self.build_model(name, spec, **context) for name in spec["models"]}
@@ -277,4 +314,4 @@ class RoutineRecipe(Recipe):
                 "epochs_run": len(self.history_), "last": last, "seconds": self.fit_seconds_}
 
 
-__all__ = ["RoutineRecipe", "MODEL_DIR"]
+__all__ = ["RoutineRecipe", "UnreadArrayWarning", "MODEL_DIR"]

@@ -407,7 +407,7 @@ class EmbeddingRecipe(Recipe):
     def fit(self, X: Any, y: Any = None, *, checkpoint: str | Path | None = None,
             resume: bool | str | Path = False) -> EmbeddingRecipe:
         """Learn the embedding of ``X`` ``(n, d)``; ``y`` is accepted for scikit-learn
-        compatibility and ignored.  Returns ``self``.
+        compatibility and ignored (with a warning).  Returns ``self``.
 
         ``X`` may be a memory-mapped array (``np.load(path, mmap_mode="r")``) or a torch
         ``Dataset`` of rows: training batches read only their rows (the k-NN graph reads it
@@ -418,6 +418,12 @@ class EmbeddingRecipe(Recipe):
         onto the layout) and that phase's optimizer state, for its epochs again; on other data
         of the same shape the data's graph and layout are computed afresh and every phase runs,
         the network starting from its fitted weights."""
+        if y is not None:  # (author22-2: umap-learn's fit(X, y) is supervised; this one is not)
+            warn_once(self, UserWarning(
+                f"{self.name}: `y` is ignored — the fit is unsupervised (y is accepted for "
+                "scikit-learn pipelines). To train with labels, write a routine: `recipe = "
+                "\"routine\"`, `arrays = [\"data\", \"labels\"]` and a loss that reads "
+                "`labels` (docs/plugins.md, \"A routine of your own\")."), stacklevel=2)
         resolve_device(self.device)
         start = time.perf_counter()
         refines = self.refines  # the placement block is built (and checked) before training
