@@ -61,7 +61,9 @@ VALIDATION_MAX_PAIRS = 10_000
 MARGINAL_VALIDATE_EVERY = 5
 #: MI-NEE validation: reference draws per held-out item (three critics see them: kept small)
 VALIDATION_REFERENCE_FACTOR = 4
-#: an InfoNCE estimate above this fraction of log(batch) is reported as capped
+#: an InfoNCE estimate above this fraction of log(batch_size), the cap of the bound on a
+#: training batch, is reported: the critic's training signal saturates there (the final
+#: estimate's own cap, log of the items in a row, is checked by check_final_estimate)
 INFONCE_CAP_WARNING = 0.8
 #: the ``critic`` shortcut: joint MLP([x, y]), separable h(x)ᵀg(y), linear xᵀWy + aᵀx + bᵀy
 CRITICS = ("joint", "separable", "linear")
@@ -565,7 +567,9 @@ class NWJ(NeuralMIEstimator):
 
 @attrs.define(kw_only=True)
 class InfoNCE(NeuralMIEstimator):
-    """InfoNCE: contrastive bound over in-batch negatives, capped at log(batch_size)."""
+    """InfoNCE: contrastive bound over in-batch negatives; on a training batch capped at
+    log(batch_size), the final estimate at log of the items in a row (log n_eval for all
+    pairs)."""
 
     name: ClassVar[str] = "infonce"
     summary: ClassVar[str] = "InfoNCE: contrastive mutual-information estimate, <= log(batch)"
@@ -579,11 +583,15 @@ class InfoNCE(NeuralMIEstimator):
 
     def fit(self, x=None, y=None, **options):
         super().fit(x, y, **options)
-        cap = math.log(self.batch_size)
-        if self.estimate_nats_ > INFONCE_CAP_WARNING * cap:
+        cap, value = math.log(self.batch_size), self.estimate_nats_
+        # (near the final estimate's own cap, check_final_estimate has said so: not twice)
+        if value > INFONCE_CAP_WARNING * cap and not evaluation.near_cap(self):
             warnings.warn(
-                f"InfoNCE: the estimate {self.estimate_nats_:.3f} nats is close to its cap "
-                f"log(batch_size) = {cap:.3f}; the true MI may be larger. Increase batch_size or "
+                f"InfoNCE: the estimate {value:.3f} nats is "
+                f"{'above' if value > cap else 'close to'} log(batch_size) = {cap:.3f}, the "
+                f"cap of the bound on a training batch of {self.batch_size} (the estimate itself, "
+                f"{evaluation.estimate_cap(self)[1]}, is not held to it): the critic's training "
+                "signal saturates there and the true MI may be larger. Increase `batch_size` or "
                 "use MINE / SMILE.", MIConvergenceWarning, stacklevel=2)
         return self
 

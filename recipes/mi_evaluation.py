@@ -39,6 +39,15 @@ RISING_TAIL = 0.1
 #: a final estimate below −this (nats), its whole 95 % interval below zero, is reported as
 #: divergence (MI >= 0; on independent data an overfitted critic gives a few hundredths below)
 NEGATIVE_ESTIMATE = 0.1
+#: a final estimate within this many nats of its cap (what its evaluation items can show: log
+#: n_eval, or for a row bound log of the items in a row) is reported as near it: with K + 1
+#: items a row the optimal critic's InfoNCE value is about log(K + 1) − log(1 + K e^{−I}), so
+#: 1.5 nats below the cap it is still ~0.25 nats below the truth I, and a trained critic lies
+#: lower. Measured (geninf22, n = 1000, cap log 500 = 6.215): 5-D / 20-D Gaussians with truth
+#: 9.8 / 16.6 nats gave 5.1-6.2 with MINE, NWJ and InfoNCE (all within 1.1 of the cap, none
+#: warned); truth 4.15 gave at most 4.35 (1.87 below the cap); the docs' problems lie 2.7
+#: nats or more below theirs
+NEAR_CAP_NATS = 1.5
 #: the file beside the routine that keeps the final scores (intervals after load)
 SCORES_FILE = "mi_scores.pt"
 
@@ -387,6 +396,51 @@ def check_final_estimate(recipe: NeuralMIEstimator) -> None:
             f"or diverged, or the true MI is beyond what this sample size can measure; {fix}, "
             "or use more data / a larger evaluation set (test_fraction).",
             MIConvergenceWarning, stacklevel=5)
+    elif near_cap(recipe):
+        cap, what = estimate_cap(recipe)
+        warnings.warn(
+            f"{name}: the estimate {value:.4g} nats is within {NEAR_CAP_NATS:g} nats of "
+            f"{what}: this close to that cap a lower bound falls short of the true MI, which "
+            f"may be much larger (the estimate is a lower bound only). For a higher cap, "
+            f"evaluate on more items: {_more_items(recipe)}.",
+            MIConvergenceWarning, stacklevel=5)
+
+
+def estimate_cap(recipe: NeuralMIEstimator) -> tuple[float, str]:
+    """The most the final estimate can show, in nats, and its description: a row bound
+    (InfoNCE: each item against its K partners) never exceeds log(K + 1); a pair bound from
+    n_eval items shows no more than about log n_eval (McAllester & Stratos 2020)."""
+    shifts = getattr(recipe.scores_, "shifts", None)
+    if getattr(recipe.bound_, "rows", False) and shifts is not None:
+        k = len(shifts) + 1
+        return math.log(k), (f"its cap log({k}) = {math.log(k):.3f}, the log of the items in a "
+                             f"row (each evaluation item and its {k - 1} partners)")
+    n = recipe.n_eval_
+    return math.log(n), (f"log(n_eval) = {math.log(n):.3f}, the most {n} evaluation items "
+                         "can show for a lower bound")
+
+
+def near_cap(recipe: NeuralMIEstimator) -> bool:
+    """Whether the (finite) final estimate lies within :data:`NEAR_CAP_NATS` of
+    :func:`estimate_cap` (or in its upper half, for a cap below 3 nats: 20 items or fewer)."""
+    value, n = recipe.estimate_nats_, recipe.n_eval_
+    if value is None or not math.isfinite(value) or n is None or n < 2:
+        return False
+    cap = estimate_cap(recipe)[0]
+    return value > max(cap - NEAR_CAP_NATS, cap / 2)
+
+
+def _more_items(recipe: NeuralMIEstimator) -> str:
+    """How this fit evaluates on more items (the fix of a near-cap estimate)."""
+    fresh = getattr(recipe, "fresh_n_eval_", None)
+    ways = [f"a larger `n_eval` (now {fresh})" if fresh is not None else
+            f"more data or a larger `test_fraction` (now {recipe.test_fraction:g})"]
+    shifts = getattr(recipe.scores_, "shifts", None)
+    if getattr(recipe.bound_, "rows", False) and shifts is not None and \
+            len(shifts) < recipe.n_eval_ - 1:
+        ways.append(f"a larger `max_pairs` (now {len(shifts) * recipe.n_eval_} pairs: "
+                    f"{len(shifts)} partners per item of {recipe.n_eval_ - 1})")
+    return " or ".join(ways)
 
 
 def plot_training(recipe: NeuralMIEstimator, truth: float | None = None,
