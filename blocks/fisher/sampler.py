@@ -254,12 +254,11 @@ class SimulationSampler(Sampler):
                 with fwAD.dual_level():
                     out = self._call(generator, fwAD.make_dual(theta, direction))
                     head, tangent = fwAD.unpack_dual(out)
-                    if tangent is None:
-                        raise ValidationError(
-                            "The simulator's output does not depend on theta through torch "
-                            "operations (forward-mode autograd found no derivative). Write it "
-                            "with differentiable torch ops, or use derivative_mode='numerical' "
-                            "with delta_theta.")
+                    # an all-zero tangent is no derivative either: a draw that is not
+                    # differentiable in its rate (torch.poisson, torch.bernoulli) passes theta
+                    # on with a zero tangent; checked on the first draw (a host sync)
+                    if tangent is None or (self._n_draws == 0 and not bool(tangent.any())):
+                        self._raise_no_derivative(k, tangent is None)
                     tangents.append(tangent.detach().clone())
                 head = head.detach().clone()
             batch[DERIVATIVE] = torch.stack(tangents, 1)  # (n_d, p, *S)
@@ -272,6 +271,18 @@ class SimulationSampler(Sampler):
             self._check_finite(batch)
         self._n_draws += 1
         return self._flattened(batch)
+
+    def _raise_no_derivative(self, k: int, missing: bool) -> None:
+        found = ("found no derivative" if missing else
+                 f"gave ∂d/∂θ[{k}] = 0 for all {self.n_d} derivative simulations")
+        step = tuple(round(0.1 * abs(t), 6) or 0.1 for t in self.theta_fid)
+        raise ValidationError(
+            f"The simulator's output does not depend on theta[{k}] (= {self.theta_fid[k]:g}) "
+            f"through differentiable torch operations (forward-mode autograd {found}); a draw "
+            "such as torch.poisson, torch.bernoulli or torch.multinomial is not differentiable "
+            "in its parameters. Write the simulator with differentiable torch ops (e.g. "
+            "reparameterised draws: theta + noise), or use derivative_mode='numerical' with "
+            f"delta_theta, one step per parameter (e.g. delta_theta={step}).")
 
     @staticmethod
     def _check_finite(batch: dict[str, torch.Tensor]) -> None:
