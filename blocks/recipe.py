@@ -555,6 +555,11 @@ class Recipe(Block, metaclass=_CheckedConstructor):
 
     # ------------------------------------------------------------------ data form
 
+    def full_sections(self) -> dict[str, Any]:
+        """The sections as :meth:`to_dict` ``(full=True)`` writes them: the expanded routine
+        (:meth:`routine_spec`); a recipe may write its blocks with more of their fields."""
+        return self.routine_spec()
+
     def to_dict(self, full: bool = False) -> dict[str, Any]:
         """``{"recipe": name, **hyperparameters, **sections}`` (transient fields left out;
         None dropped).  With ``full`` the sections are the expanded routine."""
@@ -566,7 +571,7 @@ class Recipe(Block, metaclass=_CheckedConstructor):
             if value is None:
                 continue
             out[f.name] = _plain(cattrs.unstructure(value))
-        sections = self.routine_spec() if full else {
+        sections = self.full_sections() if full else {
             k: getattr(self, k) for k in SECTIONS if getattr(self, k) is not None}
         for key in SECTIONS:
             value = sections.get(key)
@@ -631,7 +636,7 @@ class Recipe(Block, metaclass=_CheckedConstructor):
                               "the file was written from (remove it to read the sections as they "
                               "are).")
         then = structure({**expanded, **written_from}, cls, path)
-        dumped = {k: _plain(cattrs.unstructure(v)) for k, v in then.routine_spec().items()}
+        dumped = {k: _plain(cattrs.unstructure(v)) for k, v in then.full_sections().items()}
         edits = section_edits({k: getattr(self, k) for k in SECTIONS}, dumped)
         self._check_edited_phases(then, dumped, edits)
         sections = apply_edits({k: getattr(then, k) for k in SECTIONS}, edits, self.name)

@@ -48,7 +48,9 @@ from attrs.validators import optional
 
 from infoblocks.blocks.data import as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import ConfigError, ValidationError
-from infoblocks.blocks.recipe import Recipe
+from infoblocks.blocks.assembly import GLOBAL_KEYS, block_fields
+from infoblocks.blocks.base import _as_data
+from infoblocks.blocks.recipe import Recipe, _plain
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
 from infoblocks.blocks.validators import non_negative_int, positive_int
@@ -67,6 +69,29 @@ def _array_names(instance: Any, attribute: Any, value: Any) -> None:
         raise ValidationError(f"`arrays` must be a list of distinct names (the dataset keys "
                               f"of fit's arrays, in order; [] for samplers that draw their "
                               f"own data), got {value!r}.")
+
+
+def _model_fields(spec: Any) -> Any:
+    """A model's table with the defaults of the fields it leaves out (the data sizes a fit
+    fills in — fields without a default — stay out); a name alone becomes a table."""
+
+    table = {"name": spec} if isinstance(spec, str) else spec
+    fields = block_fields("model", table.get("name")) if isinstance(table, dict) else None
+    if fields is None:
+        return spec  # an instance or an unknown name: as written (the build names it)
+    defaults = {}
+    for key, field in fields.items():
+        if key in table or field.default is attrs.NOTHING or key.startswith("_"):
+            continue
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            if default.takes_self:
+                continue
+            default = default.factory()
+        defaults[key] = _as_data(default)
+    ordered = {key: table[key] if key in table else defaults[key] for key in fields
+               if key in table or key in defaults}
+    return _plain({"name": table["name"], **ordered, **table})
 
 
 @attrs.define(kw_only=True)
@@ -101,6 +126,23 @@ class RoutineRecipe(Recipe):
                 "transforms), [models.NAME] and [[phases]] (sampler, loss, optimizer ...).",
                 "`infoblocks config parametric_umap --full` (or any recipe's) prints complete "
                 "sections to start from; docs/plugins.md, \"A routine of your own\"."]
+
+    def full_sections(self) -> dict[str, Any]:
+        """The sections with each block written with all its fields — what it runs with,
+        its own defaults included, as ``routine.json`` keeps them — so a routine written by
+        hand can be diffed against a recipe's ``--full`` (author22-1: `negative_edges` ran
+        `epoch_draws = "fixed"`, the UMAP recipe sets "edges", and nothing printed it).  A
+        model's data sizes (``in_dim``, ``n_items``) stay out: the fit fills them in."""
+        spec = self.routine_spec()
+        out = dict(spec)
+        if spec.get("globals"):
+            out["globals"] = {k: {key: g.describe().get(key) for key in GLOBAL_KEYS}
+                              for k, g in self.build_globals(spec).items()}
+        if spec.get("models"):
+            out["models"] = {k: _model_fields(v) for k, v in spec["models"].items()}
+        if spec.get("phases"):
+            out["phases"] = [p.describe() for p in self.build_phases(spec)]
+        return out
 
     # ------------------------------------------------------------------ the assembly
 
