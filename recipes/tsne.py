@@ -22,12 +22,14 @@ and the phases, each block a registry name (``infoblocks config parametric_tsne 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
 from attrs.validators import optional
 
+from infoblocks.blocks.data import as_rows
 from infoblocks.blocks.errors import ValidationError
 from infoblocks.blocks.schedules import schedule_data, schedule_spec
 from infoblocks.blocks.validators import non_negative_int, one_of, positive, positive_int
@@ -37,6 +39,10 @@ from .umap import EmbeddingRecipe, _hidden
 #: full-gradient steps per epoch of the ``layout`` phases (fewer per-epoch costs; as UMAP's
 #: layout phase)
 LAYOUT_STEPS_PER_EPOCH = 10
+#: the default perplexity (30) needs k = 90 neighbours and 91 rows; on fewer rows it is
+#: lowered to (N − 1) / 3, as openTSNE does, but not below this (3 rows: p = 0.67 is below
+#: the one neighbour a perplexity counts at least)
+MIN_LOWERED_PERPLEXITY = 1.0
 
 
 @attrs.define(kw_only=True)
@@ -74,6 +80,9 @@ class ParametricTSNE(EmbeddingRecipe):
     placement_neighbors: ClassVar[int | None] = 15
 
     perplexity: float = attrs.field(default=30.0, validator=positive)
+    #: the perplexity of the fit (of its graph P): ``perplexity``, or (the default on fewer
+    #: than 91 rows) (N − 1) / 3 with a warning
+    perplexity_: float | None = attrs.field(init=False, default=None, repr=False)
     n_neighbors: int | None = attrs.field(default=None, validator=optional(positive_int))
     #: the encoder's hidden layers: 3 × 256 (UMAP's 3 × 100 underfits t-SNE's map: MNIST-5k
     #: trust@15 0.956 -> 0.964 at 200 epochs; 2 × 512 reached 0.957)
@@ -143,9 +152,74 @@ class ParametricTSNE(EmbeddingRecipe):
         """Whether the fit optimises a free-coordinate layout before the network."""
         return bool(self.layout_epochs)
 
+    @property
+    def fit_perplexity(self) -> float:
+        """The perplexity P is calibrated to: ``perplexity_`` once fitted (lowered on a small
+        data set), else ``perplexity``."""
+        return self.perplexity if self.perplexity_ is None else self.perplexity_
+
     def neighbors(self) -> int:
         """k of the sparse P: ``n_neighbors`` or 3 × perplexity (as in Barnes-Hut t-SNE)."""
-        return self.n_neighbors or int(math.ceil(3 * self.perplexity))
+        return self.n_neighbors or int(math.ceil(3 * self.fit_perplexity))
+
+    def build(self, X: Any) -> Any:
+        """As the embeddings' (:meth:`EmbeddingRecipe.build`), the perplexity of the fit set
+        first: the default lowered on fewer rows than it needs (:meth:`_perplexity_for`)."""
+        x = as_rows(X, "X", ndim=2)
+        self.perplexity_ = None
+        self.perplexity_ = self._perplexity_for(int(x.shape[0]))
+        routine = super().build(x)
+        self.perplexity_ = self._spec_perplexity()  # (a globals.P of one's own: its own)
+        return routine
+
+    def _spec_perplexity(self) -> float | None:
+        """The perplexity the routine's graph is calibrated to (its ``perplexity_rescale``
+        transform; None without one)."""
+        graph = self.routine_spec()["globals"].get(self.graph_name) or {}
+        values = [t.get("perplexity") for t in graph.get("transforms") or []
+                  if isinstance(t, dict) and t.get("name") == "perplexity_rescale"]
+        return float(values[0]) if values and isinstance(values[0], (int, float)) else None
+
+    @classmethod
+    def load(cls, path: str | Path, encoder: Any = None, device: Any = "cpu") -> Any:
+        """As the embeddings' (:meth:`EmbeddingRecipe.load`), with ``perplexity_`` (the
+        saved routine's, e.g. lowered on a small data set)."""
+        recipe = super().load(path, encoder=encoder, device=device)
+        recipe.perplexity_ = recipe._spec_perplexity()
+        return recipe
+
+    def _perplexity_for(self, n: int) -> float | None:
+        """openTSNE's rule for the default perplexity on a small data set: on N rows, fewer
+        than the ⌈3 × 30⌉ + 1 = 91 it needs, (N − 1) / 3 (k = N − 1 neighbours), with a
+        warning naming it; None (``perplexity`` as given) otherwise.  A perplexity the user
+        set that N rows cannot take is a :class:`ValidationError` naming the largest they
+        can; ``n_neighbors`` or a ``globals.P`` of one's own are left to the size check."""
+        default = attrs.fields(type(self)).perplexity.default
+        k = self.neighbors()
+        if self.n_neighbors is not None or k < n:
+            return None
+        relation = (self.routine_spec()["globals"].get(self.graph_name) or {}).get("relation")
+        if not isinstance(relation, dict) or relation.get("n_neighbors") != k:
+            return None
+        largest = (n - 1) / 3
+        while math.ceil(3 * largest) > n - 1:  # (float rounding: k must stay N − 1)
+            largest = math.nextafter(largest, 0.0)
+        shown = math.floor(largest * 100) / 100  # (rounded down: a value the rows can take)
+        if largest < MIN_LOWERED_PERPLEXITY:
+            return None  # (3 rows or fewer: the size check says what they lack)
+        if self.perplexity != default:
+            raise ValidationError(
+                f"`X` has {n} samples; {type(self).__name__} with perplexity = "
+                f"{self.perplexity:g} needs at least {k + 1} (k = ⌈3 × perplexity⌉ = {k} "
+                f"neighbours, and k + 1 points): lower perplexity to at most (samples − 1) / 3 "
+                f"= {shown:g}, or set n_neighbors.")
+        warnings.warn(
+            f"{self.name}: X has {n} samples, fewer than the {k + 1} the default perplexity = "
+            f"{default:g} needs (k = ⌈3 × perplexity⌉ = {k} neighbours); this fit uses "
+            f"perplexity = (samples − 1) / 3 = {largest:.4g} (`perplexity_`), as openTSNE "
+            f"does. Set perplexity (at most {shown:g}) to choose it yourself.",
+            UserWarning, stacklevel=4)
+        return largest
 
     def _size_needs(self, spec: dict[str, Any] | None = None) -> list[tuple[int, str]]:
         """As the embeddings', the k-NN graph's size said in terms of ``perplexity`` where k
@@ -154,7 +228,7 @@ class ParametricTSNE(EmbeddingRecipe):
         k = self.neighbors()
         if self.n_neighbors is not None:
             return needs
-        return [(need, f"perplexity = {self.perplexity:g} needs k = ⌈3 × perplexity⌉ = {k} "
+        return [(need, f"perplexity = {self.fit_perplexity:g} needs k = ⌈3 × perplexity⌉ = {k} "
                        f"neighbours, and k + 1 points: lower perplexity to at most (samples − 1)"
                        " / 3, or set n_neighbors")
                 if why.startswith(f"n_neighbors = {k} ") else (need, why)
@@ -166,7 +240,7 @@ class ParametricTSNE(EmbeddingRecipe):
         ``P``) unless ``init="none"``."""
         out = {"P": {
             "input": "data", "relation": self._knn_spec(self.neighbors()),
-            "transforms": [{"name": "perplexity_rescale", "perplexity": self.perplexity},
+            "transforms": [{"name": "perplexity_rescale", "perplexity": self.fit_perplexity},
                            {"name": "symmetrize", "subtract_product": False},
                            {"name": "normalize"}]}}
         positions = self._init_spec(self.init, self.init_scale, "P")
