@@ -187,7 +187,9 @@ def _data_tensor(data: torch.Tensor | Dataset, key: str) -> torch.Tensor:
         data = data[key]
     if isinstance(data, LazyRows):  # rows on disk: a relation of all items reads them whole
         return data.take(slice(None))
-    return as_tensor(data, "data", ndim=2) if not isinstance(data, torch.Tensor) else data
+    if isinstance(data, torch.Tensor) and data.ndim == 2:
+        return data  # (as the dataset holds it: no copy, no dtype change)
+    return as_tensor(data, key, ndim=2)  # a 1-D tensor too: the message names the reshape
 
 
 @attrs.define

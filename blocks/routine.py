@@ -56,6 +56,7 @@ class GlobalRelation:
         where = f"globals.{name or self.input}"
         with naming_blocks(where):
             if self.relation is not None:
+                self._check_rows(value, where)
                 value = self.relation.compute(rows_for(self.relation, value))
                 _check_finite(self.relation, value, where)
             for k, transform in enumerate(self.transforms):
@@ -64,6 +65,19 @@ class GlobalRelation:
                 value = transform(rows_for(transform, value))
                 _check_finite(transform, value, where)
         return value
+
+    def _check_rows(self, value: Any, where: str) -> None:
+        """A built-in relation compares rows ``(n, d)``: a 1-D input (labels as sklearn and
+        ``--data y.npy`` give them) is a :class:`ValidationError` naming the global, its
+        input and the reshape (author22-3: torch's "cdist only supports at least 2D
+        tensors").  A plugin's relation may take other shapes: not checked."""
+        if getattr(value, "ndim", 2) != 1 or block_origin(self.relation) != BUILTIN:
+            return
+        raise ValidationError(
+            f"{where}: relation {self.relation.name!r} compares rows (n, d), but its input "
+            f"`{self.input}` has shape {tuple(value.shape)}. Give `{self.input}` one column "
+            f"per feature: `{self.input}.reshape(-1, 1)` for labels or one feature (an .npy "
+            "of shape (n, 1) under `infoblocks run`).")
 
     def describe(self) -> dict[str, Any]:
         out = {"input": self.input, "transforms": [t.describe() for t in self.transforms]}
