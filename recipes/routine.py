@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from attrs.validators import optional
 
-from infoblocks.blocks.data import as_tensor, intra_op_threads, resolve_device
+from infoblocks.blocks.data import Dataset, as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.blocks.assembly import GLOBAL_KEYS, block_fields
 from infoblocks.blocks.base import _as_data
@@ -285,18 +285,46 @@ class RoutineRecipe(Recipe):
     # ------------------------------------------------------------------ scikit-learn API
 
     def fit(self, *arrays: Any, checkpoint: str | Path | None = None,
-            resume: bool | str | Path = False, **named: Any) -> RoutineRecipe:
+            resume: bool | str | Path = False, warm_start: bool = False,
+            **named: Any) -> RoutineRecipe:
         """Train the routine on ``arrays`` (named by ``arrays``) and the ``named`` arrays.
-        ``checkpoint=DIR`` / ``resume=True`` as every recipe's ``fit``."""
+        ``checkpoint=DIR`` / ``resume=True`` as every recipe's ``fit``; ``warm_start=True``
+        continues the fitted routine — every phase from its weights and optimizer state, for
+        its epochs again, the history appended — on the data it was fitted on (a fresh fit
+        when there is none)."""
         resolve_device(self.device)
         start = time.perf_counter()
+        warm = bool(warm_start) and self.routine_ is not None
         with intra_op_threads(self.threads):
-            routine = self.build(*arrays, **named)
-            self.train_routine(routine, checkpoint=checkpoint, resume=resume)
+            routine = self._warm_routine(arrays, named) if warm \
+                else self.build(*arrays, **named)
+            self.train_routine(routine, checkpoint=checkpoint, resume=resume, warm_start=warm)
         self.routine_ = routine
         self.history_ = [dict(r) for r in routine.history.rows]
         self.fit_seconds_ = time.perf_counter() - start
         return self
+
+    def _warm_routine(self, arrays: tuple[Any, ...], named: dict[str, Any]) -> Routine:
+        """The fitted routine, to continue on the dataset it was fitted on: other arrays are
+        a :class:`ValidationError` (they would be ignored); a loaded routine (no dataset)
+        takes the arrays given."""
+        routine, fitted = self.routine_, self.routine_.dataset
+        if not arrays and not named:
+            return routine
+        given = self._dataset(arrays, named)
+        if fitted is None:
+            routine.dataset = Dataset(**given)
+            return routine
+        same = all(
+            k in fitted and tuple(fitted[k].shape) == tuple(v.shape)
+            and torch.equal(torch.as_tensor(fitted[k]).cpu(), v.to(fitted[k].dtype).cpu())
+            for k, v in given.items())
+        if not same:
+            raise ValidationError(
+                "routine.fit(warm_start=True) continues the fitted routine on the arrays it was "
+                "fitted on, and these differ; pass the same arrays, or fit with "
+                "warm_start=False for a new fit on them.")
+        return routine
 
     def transform(self, X: Any, batch_size: int = 4096) -> np.ndarray:
         """``output_model`` applied to ``X``."""
@@ -311,7 +339,9 @@ class RoutineRecipe(Recipe):
                                        name="X").numpy()
 
     def fit_transform(self, X: Any, y: Any = None, **named: Any) -> np.ndarray:
-        return self.fit(X, **named).transform(X)
+        """``fit(X, y, **named).transform(X)``: ``y``, when given, is the second array of
+        ``arrays`` as in :meth:`fit` (a scikit-learn Pipeline passes it so)."""
+        return self.fit(X, *([] if y is None else [y]), **named).transform(X)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> RoutineRecipe:
