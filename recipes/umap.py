@@ -57,6 +57,12 @@ MODEL_DIR = "model"
 TRUSTWORTHINESS_MAX_ITEMS = 50_000
 #: optimizer steps per epoch of the free-coordinate ``layout`` phase
 LAYOUT_BATCHES_PER_EPOCH = 10
+#: the layout's and the main phase's epochs of a small graph have fewer batches: at least this
+#: many edges each in the layout (whose batch is the epoch's draws / its batches, ≤
+#: ``layout_batch_size``), at least ``batch_size`` in the main phase — so an epoch is at most
+#: about one pass over the graph's edges (iris: 4.2 -> 1.4 s CPU, the same quality; the graphs
+#: of the digits and larger keep 10 batches)
+LAYOUT_MIN_BATCH = 1024
 #: file of a save directory with the training rows and positions that new points are placed
 #: among (:meth:`ParametricUMAP.transform`)
 REFERENCE_FILE = "reference.pt"
@@ -1027,6 +1033,7 @@ class ParametricUMAP(EmbeddingRecipe):
                             "batch_size": self.layout_batch_size,
                             "neg_sampling_rate": self.neg_sampling_rate,
                             "batches_per_epoch": LAYOUT_BATCHES_PER_EPOCH,
+                            "min_batch_size": min(LAYOUT_MIN_BATCH, self.layout_batch_size),
                             "negatives": "uniform", "keys": [], "epoch_draws": "edges"},
                 "loss": {"name": "relation", "model": "layout", "input": "items",
                          "kernel": self._kernel(),
@@ -1052,6 +1059,7 @@ class ParametricUMAP(EmbeddingRecipe):
                 "name": "negative_edges", "relation": "graph", "batch_size": self.batch_size,
                 "neg_sampling_rate": self.neg_sampling_rate,
                 "batches_per_epoch": self.batches_per_epoch, "negatives": self.negatives,
+                "min_batch_size": self.batch_size if self.batches_per_epoch else None,
                 "interpolation": self.interpolation or None}),
             "loss": self._main_loss(layout),
             "optimizer": "adam", "optimizer_options": {"fused": True},

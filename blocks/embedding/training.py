@@ -89,6 +89,11 @@ class NegativeEdgeSampler(Sampler):
     #: draws than the graph has undirected edges (half its stored entries), spread evenly over
     #: the epoch's batches — a small graph then takes smaller steps, not more passes
     epoch_draws: str = attrs.field(default="fixed")
+    #: > 0: an epoch of a small graph has fewer batches instead — at most as many as its
+    #: undirected edges (half its stored entries) fill with this many draws each, so a fit on
+    #: a few hundred items takes fewer steps, not smaller ones or more passes over its graph
+    #: (iris: the recipe's 6,500 steps -> 1,350, the same quality); None: ``batches_per_epoch``
+    min_batch_size: int | None = attrs.field(default=None, validator=optional(positive_int))
     _table: Any = attrs.field(init=False, default=None, repr=False)
     #: (draws per epoch, the edges drawn ⌊total p_e⌋ times, the remainders total p_e − ⌊·⌋):
     #: the part of :meth:`_draw_edges`' schedule that is the same every epoch
@@ -180,11 +185,14 @@ class NegativeEdgeSampler(Sampler):
         return out
 
     def num_batches(self, state):
-        if self.batches_per_epoch is not None:
+        if self.batches_per_epoch is not None and self.min_batch_size is None:
             return self.batches_per_epoch
         if self._table is None:
             self.setup(state)
-        return max(1, -(-self._table[0].numel() // self.batch_size))  # about one pass over edges
+        if self.batches_per_epoch is None:
+            return max(1, -(-self._table[0].numel() // self.batch_size))  # about one pass
+        undirected = -(-self._table[0].numel() // 2)
+        return max(1, min(self.batches_per_epoch, -(-undirected // self.min_batch_size)))
 
     def _draw_edges(self, total: int, state: TrainState) -> torch.Tensor:
         """``total`` edge indices drawn ∝ weight, in random order.  Where an epoch draws at

@@ -225,6 +225,49 @@ def test_negative_edge_sampler_draws_edges_by_weight():
     assert torch.equal(again[0]["items"], b["items"])
 
 
+def test_min_batch_size_gives_a_small_graph_fewer_batches_not_smaller_ones():
+    """genemb22-1: the recipe's 10 batches per epoch made 6,000 layout and 500 main steps on
+    150 items (iris 4.2 s CPU against umap-learn's 0.2 s).  With ``min_batch_size`` an epoch
+    has at most ⌈(undirected edges) / min_batch_size⌉ batches; a large graph keeps its count."""
+    n = 60
+    source = torch.arange(n).repeat_interleave(10)
+    target = (source + torch.arange(1, 11).repeat(n)) % n
+    graph = SparseRelations(source, target, torch.ones(n * 10), (n, n))  # 600 entries: 300 edges
+    state = _state(dataset=Dataset(data=torch.randn(n, 3)), graph=graph)
+
+    def counts(**options):
+        sampler = NegativeEdgeSampler(batches_per_epoch=10, keys=[], **options)
+        batches = list(sampler.batches(state))
+        return sampler.num_batches(state), len(batches), batches[0]["pos_source"].numel()
+
+    assert counts(batch_size=50) == (10, 10, 50)  # without it: 10 batches, 500 draws
+    assert counts(batch_size=50, min_batch_size=50) == (6, 6, 50)  # ⌈300 / 50⌉
+    assert counts(batch_size=50, min_batch_size=1000) == (1, 1, 50)
+    # the layout's form: an epoch's draws (300) spread over its batches, each ≤ batch_size
+    assert counts(batch_size=4096, epoch_draws="edges", min_batch_size=128) == (3, 3, 100)
+    assert counts(batch_size=4096, epoch_draws="edges") == (10, 10, 30)
+    assert counts(batch_size=50, min_batch_size=1) == (10, 10, 50)  # capped by batches_per_epoch
+    with pytest.raises(ValidationError, match="min_batch_size"):
+        NegativeEdgeSampler(min_batch_size=0)
+
+
+def test_umap_on_a_small_data_set_takes_fewer_steps_at_the_same_quality():
+    """150 digits: the layout's epochs are 2 batches (⌈undirected edges / 1,024⌉), the main
+    phase's 3 (⌈edges / batch_size⌉) instead of 10 each; trustworthiness stays (measured
+    0.970 against 0.970 at 10 batches; the defaults on iris, wine, 300 / 600 digits and breast
+    cancer, 3 seeds: in-sample trust@15 within 0.003)."""
+    from infoblocks.blocks.embedding_quality import trustworthiness
+    from infoblocks.plugins.registry import get_registry
+    from infoblocks.recipes import ParametricUMAP
+
+    x = get_registry().build("dataset", "digits").load()["data"][:150].astype(np.float32)
+    fitted = ParametricUMAP(seed=0, layout_epochs=200, init_epochs=10, epochs=20).fit(x)
+    batches = {p.name: p.sampler.num_batches(fitted.routine_.state) for p in fitted.routine_.phases
+               if p.name in ("layout", "main")}
+    assert batches["layout"] <= 3 and batches["main"] <= 4, batches
+    assert trustworthiness(x, fitted.embedding_, k=15) >= 0.95
+
+
 def test_uniform_negatives_and_missing_graph():
     graph = SparseRelations(torch.tensor([0, 1]), torch.tensor([1, 0]), torch.ones(2), (40, 40))
     state = _state(dataset=Dataset(data=torch.randn(40, 2)), graph=graph)

@@ -477,7 +477,8 @@ def test_a_plugin_layout_model_is_the_embedding(infoblocks_plugin, recipe):
 
     infoblocks_plugin(_Plugin(), "test_layout_model")
     x = get_registry().build("dataset", "digits").load()["data"][:300].astype(np.float32)
-    options = ({"layout_epochs": 30, "epochs": 2, "init_epochs": 2} if recipe == "parametric_umap"
+    # (300 items: the layout's epochs are 3 batches each, min_batch_size; 100 epochs = 300 steps)
+    options = ({"layout_epochs": 100, "epochs": 2, "init_epochs": 2} if recipe == "parametric_umap"
                else {"layout_epochs": 15, "init_epochs": 2, "perplexity": 15})
     fitted = recipe_from_dict({"recipe": recipe, "seed": 0, **options,
                                "models": {"layout": {"name": "wrapped_positions"}}}).fit(x)
