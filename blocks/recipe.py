@@ -81,6 +81,61 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _section_data(value: Any) -> Any:
+    """A section as data: a block instance as its table, ``name`` included (cattrs alone
+    wrote its fields without the name: a file that could not be read back, author22-11)."""
+    from .base import as_data
+
+    return _plain(cattrs.unstructure(as_data(value)))
+
+
+def _blocks_in(value: Any) -> list[Any]:
+    """The block instances inside a section's value (nested ones too)."""
+    from .base import Block
+
+    if isinstance(value, Block):
+        return [value, *(b for v in attrs.asdict(value, recurse=False).values()
+                         for b in _blocks_in(v))] if attrs.has(type(value)) else [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [b for v in value for b in _blocks_in(v)]
+    return []
+
+
+def _warn_unregistered(recipe: Any, sections: list[Any]) -> None:
+    """An :class:`UnregisteredBlockWarning` for each block instance in the sections whose
+    class is not the one registered under its name: the data form names it, but reading
+    it back builds another block or none (author22-11: a notebook-defined loss in a
+    compound was written without a name and its saved routine loaded without phases)."""
+    from infoblocks.plugins.hookspecs import HOOK_FOR_KIND
+    from infoblocks.plugins.registry import get_registry
+
+    from .assembly import warn_once
+
+    registry = get_registry()
+    for block in _blocks_in(sections):
+        kind, name, cls = getattr(block, "kind", None), getattr(block, "name", None), type(block)
+        if kind not in HOOK_FOR_KIND:
+            continue
+        known = registry.get(kind, name) if isinstance(name, str) and (kind, name) in registry \
+            else None
+        if known is cls:
+            continue
+        then = f"builds {known.__name__} instead" if known is not None else \
+            "fails: no block has that name"
+        warn_once(recipe, UnregisteredBlockWarning(
+            f"{recipe.name}: the {kind} {cls.__module__}.{cls.__qualname__} (name {name!r}) is "
+            f"not a registered block, so its data form (to_dict, to_toml, save) names it but "
+            f"reading that back (recipe_from_dict, load) {then}. Register the class with a "
+            f"plugin's `{HOOK_FOR_KIND[kind]}` hook under a name of its own (docs/plugins.md), "
+            "or keep the recipe in Python."), stacklevel=4)
+
+
+class UnregisteredBlockWarning(UserWarning):
+    """A block instance in a recipe's sections whose class is not registered by its name."""
+
+
 def _strings(value: Any) -> list[str]:
     """Every string in nested lists / dicts (the names a section's blocks refer to)."""
     if isinstance(value, str):
@@ -564,6 +619,7 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         """``{"recipe": name, **hyperparameters, **sections}`` (transient fields left out;
         None dropped).  With ``full`` the sections are the expanded routine."""
         out: dict[str, Any] = {RECIPE_KEY: self.name}
+        _warn_unregistered(self, [getattr(self, k) for k in SECTIONS])
         for f in attrs.fields(type(self)):
             if f.metadata.get("transient") or not f.init or f.name in SECTIONS:
                 continue
@@ -576,11 +632,11 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         for key in SECTIONS:
             value = sections.get(key)
             if value or (key in sections and not full):
-                out[key] = _plain(cattrs.unstructure(value))
+                out[key] = _section_data(value)
         if full:  # what the sections were expanded from: an edited shortcut reaches them
             out[EXPANDED_KEY] = {f.name: out[f.name] for f in shortcut_fields(type(self))
                                  if f.name in out}
-            written = {k: _plain(cattrs.unstructure(getattr(self, k))) for k in SECTIONS
+            written = {k: _section_data(getattr(self, k)) for k in SECTIONS
                        if getattr(self, k)}
             if written:
                 out[EXPANDED_KEY][WRITTEN_SECTIONS_KEY] = written
@@ -636,7 +692,7 @@ class Recipe(Block, metaclass=_CheckedConstructor):
                               "the file was written from (remove it to read the sections as they "
                               "are).")
         then = structure({**expanded, **written_from}, cls, path)
-        dumped = {k: _plain(cattrs.unstructure(v)) for k, v in then.full_sections().items()}
+        dumped = {k: _section_data(v) for k, v in then.full_sections().items()}
         edits = section_edits({k: getattr(self, k) for k in SECTIONS}, dumped)
         self._check_edited_phases(then, dumped, edits)
         sections = apply_edits({k: getattr(then, k) for k in SECTIONS}, edits, self.name)
@@ -907,5 +963,6 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is a directory; give the config file.") from None
 
 
-__all__ = ["Recipe", "RECIPE_KEY", "EXPANDED_KEY", "UnsavedStateWarning", "check_saved_recipe",
+__all__ = ["Recipe", "RECIPE_KEY", "EXPANDED_KEY", "UnsavedStateWarning", "UnregisteredBlockWarning",
+           "check_saved_recipe",
            "read_toml", "saved_recipe_name", "transient_field"]

@@ -613,6 +613,12 @@ class Routine:
             unrestored = None
         except (InfoblocksError, TypeError, ValueError) as exc:
             relations, phases, unrestored = {}, [], str(exc)
+            warnings.warn(  # (author22-11: a notebook-defined loss dropped them silently)
+                f"Routine.load({str(path)!r}): the phases and globals could not be rebuilt "
+                f"({unrestored}); apply / transform work, train() does not. A block that is "
+                "not data (a class defined in a notebook, a live object) must be registered "
+                "with a plugin's hook (docs/plugins.md), or passed again in Python.",
+                stacklevel=2)
         routine = cls(dataset=dataset, models=rebuilt, device=device, seed=spec.get("seed", 0),
                       global_relations=relations, phases=phases)
         routine.unrestored = unrestored

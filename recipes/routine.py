@@ -47,7 +47,7 @@ import torch
 from attrs.validators import optional
 
 from infoblocks.blocks.data import Dataset, as_tensor, intra_op_threads, resolve_device
-from infoblocks.blocks.errors import ConfigError, ValidationError
+from infoblocks.blocks.errors import ConfigError, InfoblocksError, ValidationError
 from infoblocks.blocks.assembly import GLOBAL_KEYS, block_fields
 from infoblocks.blocks.base import _as_data
 from infoblocks.blocks.recipe import Recipe, _plain
@@ -135,6 +135,12 @@ class RoutineRecipe(Recipe):
         model's data sizes (``in_dim``, ``n_items``) stay out: the fit fills them in."""
         spec = self.routine_spec()
         out = dict(spec)
+        try:
+            return self._described(spec, out)
+        except InfoblocksError:  # a block that cannot be built: the sections as written
+            return spec  # (the fit names the error; a saved routine still loads its weights)
+
+    def _described(self, spec: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
         if spec.get("globals"):
             out["globals"] = {k: {key: g.describe().get(key) for key in GLOBAL_KEYS}
                               for k, g in self.build_globals(spec).items()}
