@@ -41,6 +41,24 @@ class RelationData:
     def to_edges(self) -> EdgeRelations:
         return self.to_sparse().to_edges()
 
+    def restrict(self, index: torch.Tensor) -> torch.Tensor:
+        """The relation among a batch's items: ``(B, B)`` dense, entry ``(a, b)`` the value
+        at ``(index[a], index[b])`` (0 where a sparse relation has none); ``index`` ``(B,)``
+        is the item sampler's ``batch["index"]``.  How a loss reads a pairwise global
+        (``state.lookup(name)``, declared in ``required_globals``) at step time: a
+        per-item global goes into the batch by ``gather`` instead.  O(B²) memory for the
+        result; a sparse relation costs O(nnz) gathers, never an (n, n) matrix."""
+        sparse = self.to_sparse()
+        items, where = torch.unique(index.to(sparse.rows.device).long(), return_inverse=True)
+        size = items.numel()  # (an item named twice: the same row and column twice)
+        slot = torch.full((self.shape[0],), -1, dtype=torch.long, device=items.device)
+        slot[items] = torch.arange(size, device=items.device)
+        r, c = slot[sparse.rows], slot[sparse.cols]
+        inside = ((r >= 0) & (c >= 0)).nonzero().squeeze(1)
+        out = torch.zeros(size * size, dtype=sparse.values.dtype, device=items.device)
+        out.index_add_(0, r[inside] * size + c[inside], sparse.values[inside])
+        return out.view(size, size).index_select(0, where).index_select(1, where)
+
 
 def _check_dense_size(shape: tuple[int, int], max_elements: int) -> None:
     if shape[0] * shape[1] > max_elements:
@@ -73,6 +91,10 @@ class DenseRelations(RelationData):
     def to_sparse(self) -> SparseRelations:
         rows, cols = torch.nonzero(self.values, as_tuple=True)
         return SparseRelations(rows, cols, self.values[rows, cols], self.shape)
+
+    def restrict(self, index: torch.Tensor) -> torch.Tensor:
+        index = index.to(self.values.device).long()
+        return self.values.index_select(0, index).index_select(1, index)
 
 
 @attrs.define(eq=False)
