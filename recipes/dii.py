@@ -13,6 +13,7 @@ greedy / l1 feature selection are built on the blocks of :mod:`infoblocks.blocks
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from pathlib import Path
@@ -131,6 +132,19 @@ def _check_varies(b: Any, distances: bool = False) -> None:
 FEATURE_SPREAD_WARNING = 10.0
 
 
+#: the weights count as still moving when, at the last epoch's rate of change slowing as it
+#: did over the last 10 % of epochs (geometrically), they would move by more than this
+#: fraction of the largest weight: B = [A0, 3·A3] + noise (geninf22-6), the defaults (200 SGD
+#: epochs) project 0.113 / 0.088 / not slowing (seeds 0-2; w3 / w0 2.20 / 2.11 / 2.10, the
+#: truth 3: 0.12 of the largest weight away), 500 epochs 0.018 (2.64), 1,000 0.003 (2.81);
+#: the tutorial's configurations (a), (b) 0.000, its data with the defaults 0.008 (actual
+#: 0.008) — while the DII is flat (0.0068 -> 0.0067)
+MOVING_WEIGHTS = 0.05
+#: ... and the message says the DII has flattened when it moved by at most this fraction over
+#: those epochs
+FLAT_DII = 0.02
+
+
 class DIIWarning(UserWarning):
     """A DII fit whose weights may not mean what they seem: data_A's features in very
     different units, or weights still moving at the last epoch."""
@@ -158,6 +172,39 @@ def _warn_feature_spread(a: Any) -> None:
         "missed). Standardise data_A's columns first (data_A / data_A.std(0), and periods_A "
         "by the same factors): the weights then compare features per standard deviation "
         "(docs/dii.md, \"Units of the data\").",
+        DIIWarning, stacklevel=3)
+
+
+def _warn_if_weights_moving(history: np.ndarray, dii: np.ndarray) -> None:
+    """Warn when the weights (``weights_history_``, (epochs + 1, P)) are still moving at the
+    last epoch: the last epoch's change (relative to the largest weight), continued with the
+    geometric slowing of the last 10 % of epochs (not slowing: for as many epochs again),
+    exceeds :data:`MOVING_WEIGHTS`."""
+    epochs = len(history) - 1
+    largest = np.abs(history).max(1, keepdims=True)
+    if epochs < 10 or not np.all(np.isfinite(history)) or not np.all(largest > 0):
+        return
+    change = np.abs(np.diff(history / largest, axis=0)).max(1)  # (epochs,) per epoch
+    window = epochs // 10
+    last, before = change[-1], change[-1 - window]
+    rate = (last / before) ** (1 / window) if before > 0 else math.inf
+    # (not slowing: as many epochs again at the last epoch's rate)
+    remaining = last * rate / (1 - rate) if rate < 1 else last * epochs
+    if remaining <= MOVING_WEIGHTS:
+        return
+    ahead = (f"and, slowing as over the last {window} epochs, would move by about "
+             f"{100 * remaining:.3g} % more" if rate < 1 else
+             f"and their change is not slowing ({epochs} more epochs at that rate: "
+             f"{100 * remaining:.3g} %)")
+    start, end = float(dii[-1 - window]), float(dii[-1])
+    flat = abs(end - start) <= FLAT_DII * max(abs(end), abs(start))
+    warnings.warn(
+        f"DII: the weights were still moving at the last epoch ({epochs}): they changed by "
+        f"{100 * last:.2g} % of the largest weight in it {ahead}"
+        + (", although the DII has flattened" if flat else "; the DII went")
+        + f" ({start:.4g} -> {end:.4g} over those epochs): their ratios have not converged "
+        "(B = [A0, 3·A3] gave w3 / w0 = 2.2 after 200 epochs, 2.8 after 1,000). Increase "
+        "`epochs` (or `warm_start=True` and fit again) until `weights_history_` settles.",
         DIIWarning, stacklevel=3)
 
 
@@ -474,7 +521,9 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
             check_warm_start_shapes(self._data, data)
         if not warm:  # (a warm start continues weights already fitted to these units)
             _warn_feature_spread(data["data_A"])
-        return self._fit(data, checkpoint=checkpoint, resume=resume, warm=warm)
+        self._fit(data, checkpoint=checkpoint, resume=resume, warm=warm)
+        _warn_if_weights_moving(self.weights_history_, self.dii_history_)
+        return self
 
     def _fit(self, data: dict[str, torch.Tensor], l1_strength: float | None = None,
              params_init: list[float] | None = None, *, checkpoint: Any = None,
