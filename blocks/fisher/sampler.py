@@ -15,6 +15,7 @@ arrays — is not: the IMNN recipe hands it the data given to ``fit`` through
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -30,6 +31,9 @@ from ..state import TrainState
 from ..validators import one_of
 from .statistics import (DELTA_THETA, DERIVATIVE, DERIVATIVE_MODES, FIDUCIAL, NUMERICAL,
                          as_theta)
+
+#: torch's DeprecationWarning when forward-mode AD first scripts its decompositions (torch 2.13)
+JIT_SCRIPT_DEPRECATION = "`torch.jit.script` is deprecated"
 
 
 def _optional_delta(value: Any) -> tuple[float, ...] | None:
@@ -208,6 +212,12 @@ class SimulationSampler(Sampler):
                 f"`simulator(generator, theta)` failed when called with {how}: "
                 f"{type(exc).__name__}: {exc}. With batched=False it is called once per "
                 "simulation.") from exc
+        if isinstance(out, torch.Tensor) and out.ndim == 1 and out.shape[0] == theta.shape[0]:
+            raise ValidationError(
+                f"`simulator` returned shape {tuple(out.shape)}, one number per simulation "
+                f"without a feature axis; return (n, 1) for n = {theta.shape[0]} rows of theta "
+                "(e.g. `out.unsqueeze(1)`): one simulation per row, its values along the other "
+                "axes.")
         if not isinstance(out, torch.Tensor) or out.ndim < 2 or out.shape[0] != theta.shape[0]:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValidationError(
@@ -251,7 +261,11 @@ class SimulationSampler(Sampler):
                 generator.set_state(start)  # every pass replays the same random numbers
                 direction = torch.zeros_like(theta)
                 direction[:, k] = 1.0
-                with fwAD.dual_level():
+                with fwAD.dual_level(), warnings.catch_warnings():
+                    # torch's forward AD scripts its own decompositions on first use and warns
+                    # that torch.jit.script is deprecated: torch's concern, not the user's (under
+                    # -W error it became a BlockError naming this sampler)
+                    warnings.filterwarnings("ignore", JIT_SCRIPT_DEPRECATION, DeprecationWarning)
                     out = self._call(generator, fwAD.make_dual(theta, direction))
                     head, tangent = fwAD.unpack_dual(out)
                     # an all-zero tangent is no derivative either: a draw that is not
