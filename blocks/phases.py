@@ -23,7 +23,7 @@ import attrs
 from attrs.validators import optional
 import torch
 
-from .base import CheckedKeywords, as_data, block_field
+from .base import BUILTIN, CheckedKeywords, as_data, block_field, block_origin
 from .callbacks import Callback, EarlyStopping
 from .contracts import (check_loss_value, check_phase, check_shard, check_whole_batch,
                         check_yields)
@@ -235,6 +235,31 @@ class TrainingPhase(CheckedKeywords):
         if not params:
             raise ValidationError(f"Phase {self.name!r} has no trainable parameters.")
         return params
+
+    def check_trained_models_are_read(self, models: Mapping[str, Any]) -> None:
+        """A :class:`ContractError` where ``trainable`` names models none of which the loss
+        reads: no parameter would get a gradient, and the phase would run its epochs and
+        change nothing (author22-12: UMAP's layout loss in a compound read ``main`` while
+        the phase trained ``layout``: ``embedding_`` stayed at its start, silently).  Only
+        where every loss is infoblocks' own (a plugin's may read a model it does not
+        declare) and every model it trains exists (else the optimizer names the missing)."""
+        if self.trainable is None or any(name not in models for name in self.trainable):
+            return
+        losses, parts = [], [self.loss]
+        while parts:  # the loss and the parts of a compound, nested ones too
+            loss = parts.pop()
+            losses.append(loss)
+            parts += list(getattr(loss, "losses", None) or [])
+        if any(block_origin(loss) != BUILTIN for loss in losses):
+            return
+        read = set(self.loss.required_models())
+        if not read or read & set(self.trainable):
+            return
+        raise ContractError(
+            f"Phase {self.name!r} trains {list(self.trainable)} (`trainable`), but its loss "
+            f"{getattr(self.loss, 'name', type(self.loss).__name__)!r} reads only "
+            f"{sorted(read)}: no parameter would get a gradient. Set the loss's `model` to a "
+            "model the phase trains, or `trainable` to the models the loss reads.")
 
     def make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         name = self.optimizer.lower()

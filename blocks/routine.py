@@ -481,6 +481,7 @@ class Routine:
         self.compute_global_relations()
         for phase in self.phases if phases is None else phases:
             check_phase(phase, self.state)
+            phase.check_trained_models_are_read(self.models)
 
     def _phase(self, name: str) -> TrainingPhase:
         for p in self.phases:
