@@ -68,6 +68,16 @@ def _label(block: Any) -> str:
     return f"{block.kind} {getattr(block, 'name', type(block).__name__)!r}"
 
 
+def _part_reading(loss: Any, missing: list[str]) -> str:
+    """`` (losses[k]: 'name')``: the first part of a ``compound`` that consumes one of the
+    ``missing`` fields (author22-6: the error named only 'compound'); "" otherwise."""
+    for k, part in enumerate(getattr(loss, "losses", None) or []):
+        consumed = getattr(part, "required_fields", lambda: None)()
+        if consumed is not None and set(consumed) & set(missing):
+            return f" (losses[{k}]: {getattr(part, 'name', type(part).__name__)!r})"
+    return ""
+
+
 def check_phase(phase: TrainingPhase, state: TrainState) -> None:
     """Raise :class:`ContractError` if the phase's sampler, loss, models and the routine's
     globals do not fit together.  Called for every phase before the first step."""
@@ -100,7 +110,8 @@ def check_phase(phase: TrainingPhase, state: TrainState) -> None:
             batch_type = getattr(sampler, "batch_type", None)
             kind = f" ({batch_type.name} batches)" if batch_type is not None else ""
             raise ContractError(
-                f"Phase {phase.name!r}{where}: {_label(loss)} consumes the batch field(s) "
+                f"Phase {phase.name!r}{where}: {_label(loss)}{_part_reading(loss, missing)} "
+                f"consumes the batch field(s) "
                 f"{missing}, but {_label(sampler)}{kind} yields only {_names(fields)}. Use a "
                 "sampler that yields them (an item sampler gathers per-item globals with "
                 "gather=[...]) or a loss that fits this sampler.")

@@ -236,6 +236,19 @@ class TrainingPhase(CheckedKeywords):
             raise ValidationError(f"Phase {self.name!r} has no trainable parameters.")
         return params
 
+    def _set_up(self, sampler: Any, where: str, state: TrainState) -> None:
+        """``sampler.setup(state)``; its :class:`ValidationError` names the phase and the
+        sampler's path (author22-5: "`batch_size` = 500 exceeds the 400 items" named neither,
+        in a routine of several phases)."""
+        try:
+            sampler.setup(state)
+        except ValidationError as exc:
+            if str(exc).startswith("Phase "):
+                raise
+            label = getattr(sampler, "name", type(sampler).__name__)
+            raise type(exc)(f"Phase {self.name!r} (phases.{self.name}.{where} {label!r}): "
+                            f"{exc}") from exc
+
     def check_trained_models_are_read(self, models: Mapping[str, Any]) -> None:
         """A :class:`ContractError` where ``trainable`` names models none of which the loss
         reads: no parameter would get a gradient, and the phase would run its epochs and
@@ -360,9 +373,9 @@ class TrainingPhase(CheckedKeywords):
         constrained = _declaring(models, trained, "after_optimizer_step")
         params = self._parameters(models)
         optimizer = self.make_optimizer(params)
-        self.sampler.setup(state)
+        self._set_up(self.sampler, "sampler", state)
         if self.validation is not None:
-            self.validation.sampler.setup(state)
+            self._set_up(self.validation.sampler, "validation.sampler", state)
         total_steps = self.epochs * self.sampler.num_batches(state)
         # a constant rate needs no scheduler call per step (it costs ~2 % of a small step)
         schedule, where = self.make_schedule(), f"Phase {self.name!r}"
