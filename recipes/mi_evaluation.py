@@ -373,6 +373,11 @@ def check_final_estimate(recipe: NeuralMIEstimator) -> None:
     fix = (f"lower `learning_rate` (now {lr:g}) or set `grad_clip`, and check the data "
            "(`standardize`)" if isinstance(lr, (int, float)) else
            "lower the learning rate or clip the gradients, and check the data")
+    standardize = getattr(recipe, "standardize", "rank")
+    if standardize != "rank":  # (geninf22-8: MI-NEE's moments on heavy tails)
+        fix += (f"; for heavy-tailed or skewed columns set standardize=\"rank\" (now "
+                f"{standardize!r}): MI-NEE with the moments gave −4.33 nats on exp-transformed "
+                "Gaussians with truth 4.15, with ranks 4.04")
     if value is None:
         return
     if not math.isfinite(value):
