@@ -492,10 +492,12 @@ class Routine:
     # ------------------------------------------------------------------ inference
 
     @torch.no_grad()
-    def apply(self, x: Any, model: str = "main", batch_size: int = 4096, name: str = "x"
-              ) -> torch.Tensor:
+    def apply(self, x: Any, model: str = "main", batch_size: int = 4096, name: str = "x",
+              method: str = "forward") -> torch.Tensor:
         """``model`` applied to ``x`` in batches, on the routine's device; returns a CPU tensor.
-        ``name``: the argument's name in the messages (a recipe's ``X``)."""
+        ``name``: the argument's name in the messages (a recipe's ``X``); ``method``: the
+        model's method to call on each batch (a head of a shared trunk, e.g. ``"classify"``;
+        default its ``forward``)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValidationError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
@@ -506,9 +508,14 @@ class Routine:
             raise ValidationError(f"`{name}` must have a leading item axis, got a scalar.")
         self.check_width(x, model, name)
         module = self.models[model]
+        call = module if method == "forward" else getattr(module, method, None)
+        if method.startswith("_") or not callable(call):
+            raise ValidationError(
+                f"Model {model!r} ({type(module).__name__}) has no method {method!r} to apply; "
+                "name a public method of the model that maps a batch of rows.")
         was_training = module.training
         module.eval()
-        outputs = [module(x[i:i + batch_size].to(self.device)).cpu()
+        outputs = [call(x[i:i + batch_size].to(self.device)).cpu()
                    for i in range(0, len(x), batch_size)]
         module.train(was_training)
         return torch.cat(outputs)
