@@ -262,6 +262,7 @@ class LazyRows:
             source = source.source
         self.source, self.name, self.device = source, name, torch.device(device)
         self._read = [0]  # shared by the copies :meth:`to` makes
+        self._moments: list[Any] = []  # the scan's result, once (shared by the copies too)
         if isinstance(source, np.ndarray):
             if not (np.issubdtype(source.dtype, np.number) or np.issubdtype(source.dtype, np.bool_)) \
                     or np.iscomplexobj(source):
@@ -347,7 +348,15 @@ class LazyRows:
         self._read[0] = 0  # the scan is not what a batch read
 
     def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-feature mean and standard deviation (population), from a chunked float64 scan."""
+        """Per-feature mean and standard deviation (population), from a chunked float64 scan
+        made once: the source is read-only, so a second caller (a check and a scale) gets the
+        same numbers without reading the array again."""
+        if not self._moments:
+            self._moments.append(self._scan_moments())
+        mean, std = self._moments[0]
+        return mean.clone(), std.clone()
+
+    def _scan_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         total = torch.zeros(self.shape[1:], dtype=torch.float64)
         squares = torch.zeros_like(total)
         for chunk in self.chunks():
