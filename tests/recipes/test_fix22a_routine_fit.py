@@ -1,6 +1,7 @@
 """``fit_transform(X, y)`` passes y as ``fit(X, y)`` does (author22-10: "['labels'] was not
 given"), ``warm_start=True`` continues the fitted routine (author22-4: it was taken for an
-array named 'warm_start')."""
+array named 'warm_start'), and 1-D labels into a built-in relation name the global, its input
+and the reshape (author22-3: torch's "cdist only supports at least 2D tensors")."""
 
 from __future__ import annotations
 
@@ -51,3 +52,14 @@ def test_warm_start_after_load_trains_on_the_arrays_given(tmp_path):
     loaded = RoutineRecipe.load(tmp_path / "m")
     loaded.fit(X, warm_start=True)
     assert len(loaded.history_) == 4
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_1d_labels_into_pdist_name_the_global_and_the_reshape():
+    # before: BlockError "... cdist only supports at least 2D tensors" (torch's)
+    cfg = _routine(["data", "labels"], same={"input": "labels", "relation": "pdist"})
+    with pytest.raises(ValidationError, match=r"globals\.same: relation 'pdist' .* input "
+                                              r"`labels` has shape \(120,\).*labels\.reshape\(-1, 1\)"):
+        recipe_from_dict(cfg).fit(X, Y)
+    fitted = recipe_from_dict(cfg).fit(X, Y.reshape(-1, 1))  # the fix the message names
+    assert fitted.routine_.compute_global_relations()["same"].values.shape == (120, 120)
