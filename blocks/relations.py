@@ -51,13 +51,21 @@ class RelationData:
         sparse = self.to_sparse()
         items, where = torch.unique(index.to(sparse.rows.device).long(), return_inverse=True)
         size = items.numel()  # (an item named twice: the same row and column twice)
-        slot = torch.full((self.shape[0],), -1, dtype=torch.long, device=items.device)
-        slot[items] = torch.arange(size, device=items.device)
-        r, c = slot[sparse.rows], slot[sparse.cols]
+        r, c = positions_within(sparse.rows, sparse.cols, self.shape[0], items)
         inside = ((r >= 0) & (c >= 0)).nonzero().squeeze(1)
         out = torch.zeros(size * size, dtype=sparse.values.dtype, device=items.device)
         out.index_add_(0, r[inside] * size + c[inside], sparse.values[inside])
         return out.view(size, size).index_select(0, where).index_select(1, where)
+
+
+def positions_within(rows: torch.Tensor, cols: torch.Tensor, n: int, index: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The entries ``(rows, cols)`` of an (n × n) relation as positions in ``index`` ``(B,)``
+    (distinct items), −1 where an end is not in it: a batch's part of a sparse relation in
+    O(nnz) gathers, never an (n, n) matrix."""
+    slot = torch.full((n,), -1, dtype=torch.long, device=index.device)
+    slot[index] = torch.arange(index.numel(), device=index.device)
+    return slot[rows], slot[cols]
 
 
 def _check_dense_size(shape: tuple[int, int], max_elements: int) -> None:
@@ -264,5 +272,5 @@ class DistsFromTo(Relation):
 
 __all__ = [
     "DENSE_LIMIT", "RelationData", "DenseRelations", "SparseRelations", "EdgeRelations",
-    "Relation", "PDist", "DistsFromTo",
+    "Relation", "PDist", "DistsFromTo", "positions_within",
 ]

@@ -19,15 +19,14 @@ import math
 
 import torch
 
+from ..relations import positions_within
+
 
 def batch_edges(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int,
                 index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The entries of a sparse (n × n) P whose both ends lie in ``index`` ``(B,)``, as positions
     in ``index`` and values renormalised to sum 1: ``(src, dst, p)``; O(nnz) gathers."""
-    size = index.numel()
-    slot = torch.full((n,), -1, dtype=torch.long, device=index.device)
-    slot[index] = torch.arange(size, device=index.device)
-    r, c = slot[rows], slot[cols]
+    r, c = positions_within(rows, cols, n, index)
     inside = ((r >= 0) & (c >= 0) & (r != c)).nonzero().squeeze(1)
     p = values.index_select(0, inside)
     return r.index_select(0, inside), c.index_select(0, inside), p / p.sum().clamp_min(1e-12)
