@@ -49,7 +49,7 @@ from attrs.validators import optional
 from infoblocks.blocks.data import Dataset, as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import ConfigError, InfoblocksError, ValidationError
 from infoblocks.blocks.assembly import GLOBAL_KEYS, block_fields
-from infoblocks.blocks.base import _as_data
+from infoblocks.blocks.base import as_data
 from infoblocks.blocks.recipe import Recipe, _plain
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
@@ -88,7 +88,7 @@ def _model_fields(spec: Any) -> Any:
             if default.takes_self:
                 continue
             default = default.factory()
-        defaults[key] = _as_data(default)
+        defaults[key] = as_data(default)
     ordered = {key: table[key] if key in table else defaults[key] for key in fields
                if key in table or key in defaults}
     return _plain({"name": table["name"], **ordered, **table})
