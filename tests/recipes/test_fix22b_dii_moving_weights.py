@@ -22,7 +22,7 @@ def test_weights_still_moving_at_the_last_epoch_are_reported_until_they_settle()
     a, b = problem()
     model = DII(seed=0, warm_start=True)
     with pytest.warns(DIIWarning, match=r"still moving at the last epoch \(200\): they changed "
-                      r"by 0\.0\d+ % of the largest weight in it and, slowing as over the last "
+                      r"by \d+\.\d+ % of the largest weight in it and, slowing as over the last "
                       r"20 epochs, would move by about \d+(\.\d+)? % more.*Increase `epochs`"):
         model.fit(a, b)
     w = model.weights_

@@ -43,6 +43,9 @@ def test_the_parameter_without_a_derivative_is_named():
 
 def test_numerical_mode_trains_on_the_same_simulator():
     # the fix the message names: seed-matched draws at λ ± δ/2 (det F analytic 2.0 = 10 / 5)
-    imnn = IMNN(theta_fid=(5.0,), derivative_mode="numerical", delta_theta=(0.5,), **SMALL)
+    imnn = IMNN(theta_fid=(5.0,), derivative_mode="numerical", delta_theta=(0.5,),
+                **{**SMALL, "epochs": 150})
     imnn.fit(simulator=poisson_rate)
-    assert float(imnn.best_val_det_F_) > 0
+    # measured 1.75-2.02 over seeds 0-3 (400 validation simulations scatter det F by ~10 %);
+    # 2 epochs gave 0.2-1.1: the summaries learn the rate
+    assert 1.5 <= float(imnn.best_val_det_F_) <= 2.5
