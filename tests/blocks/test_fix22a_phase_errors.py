@@ -34,6 +34,9 @@ def test_a_batch_larger_than_the_data_names_the_phase_and_the_sampler(sizes, whe
     with pytest.raises(ValidationError, match=rf"^Phase 'second' \({where}\): `batch_size` = "
                                               "500 exceeds the 120 items"):
         recipe_from_dict(_routine(*sizes)).fit(X)
+    # the same routine with batches that fit the 120 items trains both phases
+    fitted = recipe_from_dict(_routine(60)).fit(X)
+    assert {row["phase"] for row in fitted.routine_.history.rows} == {"first", "second"}
 
 
 def test_a_compound_contract_error_names_the_part():
@@ -45,3 +48,7 @@ def test_a_compound_contract_error_names_the_part():
     with pytest.raises(ValueError, match=r"loss 'compound' \(losses\[1\]: 'position'\) consumes "
                                          r"the batch field\(s\) \['missing'\]"):
         recipe_from_dict(cfg).fit(X)
+    # both parts reading a field the batch has: it trains, each part's value recorded by name
+    cfg["phases"][0]["loss"]["losses"][1]["target"] = "positions"
+    rows = recipe_from_dict(cfg).fit(X).routine_.history.rows
+    assert any("1.position" in row for row in rows if row["phase"] == "first")
