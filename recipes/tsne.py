@@ -31,6 +31,7 @@ from attrs.validators import optional
 
 from infoblocks.blocks.data import as_rows
 from infoblocks.blocks.errors import ValidationError
+from infoblocks.blocks.recipe import EXPANDED_KEY
 from infoblocks.blocks.schedules import schedule_data, schedule_spec
 from infoblocks.blocks.validators import non_negative_int, one_of, positive, positive_int
 
@@ -43,6 +44,8 @@ LAYOUT_STEPS_PER_EPOCH = 10
 #: lowered to (N − 1) / 3, as openTSNE does, but not below this (3 rows: p = 0.67 is below
 #: the one neighbour a perplexity counts at least)
 MIN_LOWERED_PERPLEXITY = 1.0
+#: the batch sizes a fit lowers to the number of rows (the fitted ``batch_size_`` ...)
+FITTED_BATCH_SIZES = ("batch_size", "init_batch_size")
 
 
 @attrs.define(kw_only=True)
@@ -59,6 +62,11 @@ class ParametricTSNE(EmbeddingRecipe):
     openTSNE's optimisation of the layout (α = 12 for 100 steps, then 200; learning rate
     N/α, momentum 0.8, gains) in 300 full-gradient steps instead of 750, the network (3 × 256
     behind a PCA-64 front end) regressed onto it for 30 epochs.
+
+    A ``batch_size`` / ``init_batch_size`` above the number of rows N runs batches of all N
+    rows; the fit records them as ``batch_size_`` / ``init_batch_size_`` (as ``perplexity_``),
+    and the routine's sections after the fit (``routine_spec()``, ``to_toml(full=True)``,
+    the saved model) show them, so that they run as written, e.g. as ``recipe = "routine"``.
     """
 
     #: "network": the network alone on batch KL (no layout; the defaults before the layout
@@ -130,6 +138,12 @@ class ParametricTSNE(EmbeddingRecipe):
     #: without a layout 300 (preset "network"; quality still rose from 100 to 400 epochs)
     epochs: int = attrs.field(default=0, validator=non_negative_int)
     batch_size: int = attrs.field(default=1000, validator=positive_int)
+    #: the batch sizes of the fit: ``batch_size`` / ``init_batch_size``, at most the number of
+    #: rows (a larger batch is the whole data set); what ``to_toml(full=True)`` writes after
+    #: the fit, so that its sections run as they are (author22-5: 1000 written for the 600
+    #: rows that ran, and `recipe = "routine"` refused it)
+    batch_size_: int | None = attrs.field(init=False, default=None, repr=False)
+    init_batch_size_: int | None = attrs.field(init=False, default=None, repr=False)
     learning_rate: float = attrs.field(default=1e-2, validator=positive)
     lr_schedule: str | dict[str, Any] = attrs.field(
         default="cos", converter=schedule_data, validator=schedule_spec)
@@ -158,6 +172,18 @@ class ParametricTSNE(EmbeddingRecipe):
         data set), else ``perplexity``."""
         return self.perplexity if self.perplexity_ is None else self.perplexity_
 
+    @property
+    def fit_batch_size(self) -> int:
+        """The batch of the ``main`` / ``exaggerate`` phases: ``batch_size_`` once fitted (at
+        most the rows), else ``batch_size``."""
+        return self.batch_size if self.batch_size_ is None else self.batch_size_
+
+    @property
+    def fit_init_batch_size(self) -> int:
+        """The batch of the ``init`` phase: ``init_batch_size_`` once fitted, else
+        ``init_batch_size``."""
+        return self.init_batch_size if self.init_batch_size_ is None else self.init_batch_size_
+
     def neighbors(self) -> int:
         """k of the sparse P: ``n_neighbors`` or 3 × perplexity (as in Barnes-Hut t-SNE)."""
         return self.n_neighbors or int(math.ceil(3 * self.fit_perplexity))
@@ -166,8 +192,12 @@ class ParametricTSNE(EmbeddingRecipe):
         """As the embeddings' (:meth:`EmbeddingRecipe.build`), the perplexity of the fit set
         first: the default lowered on fewer rows than it needs (:meth:`_perplexity_for`)."""
         x = as_rows(X, "X", ndim=2)
-        self.perplexity_ = None
-        self.perplexity_ = self._perplexity_for(int(x.shape[0]))
+        n = int(x.shape[0])
+        self.perplexity_ = self.batch_size_ = self.init_batch_size_ = None
+        self.perplexity_ = self._perplexity_for(n)
+        # (the batches the fit runs: the embeddings cap an items sampler at the rows)
+        self.batch_size_, self.init_batch_size_ = min(self.batch_size, n), \
+            min(self.init_batch_size, n)
         routine = super().build(x)
         self.perplexity_ = self._spec_perplexity()  # (a globals.P of one's own: its own)
         return routine
@@ -186,7 +216,26 @@ class ParametricTSNE(EmbeddingRecipe):
         saved routine's, e.g. lowered on a small data set)."""
         recipe = super().load(path, encoder=encoder, device=device)
         recipe.perplexity_ = recipe._spec_perplexity()
+        saved = getattr(recipe.routine_, "saved_extra", {}).get("recipe") or {}
+        expanded = saved.get(EXPANDED_KEY) or {}
+        for name in FITTED_BATCH_SIZES:  # (the saved full form's own: see to_dict)
+            if isinstance(expanded.get(name), int):
+                setattr(recipe, f"{name}_", expanded[name])
         return recipe
+
+    def to_dict(self, full: bool = False) -> dict[str, Any]:
+        """As every recipe's; with ``full`` after a fit the sections hold the batch sizes
+        that ran (``batch_size_``, ``init_batch_size_``), and its ``expanded_from`` table says
+        they were expanded from those: the file reads back without a conflict with a
+        ``batch_size`` set above the rows, and its hyperparameters as set are the ones a new
+        fit starts from."""
+        out = super().to_dict(full)
+        expanded = out.get(EXPANDED_KEY) if full else None
+        for name in FITTED_BATCH_SIZES if isinstance(expanded, dict) else ():
+            fitted = getattr(self, f"{name}_")
+            if fitted is not None and name in expanded:
+                expanded[name] = fitted
+        return out
 
     def _perplexity_for(self, n: int) -> float | None:
         """openTSNE's rule for the default perplexity on a small data set: on N rows, fewer
@@ -271,7 +320,7 @@ class ParametricTSNE(EmbeddingRecipe):
 
     def _kl_phase(self, name: str, epochs: int, exaggeration: float) -> dict[str, Any]:
         return {"name": name, "epochs": epochs,
-                "sampler": {"name": "items", "batch_size": self.batch_size, "drop_last": True},
+                "sampler": {"name": "items", "batch_size": self.fit_batch_size, "drop_last": True},
                 "loss": {"name": "kl", "relation": "P", "exaggeration": exaggeration,
                          "kernel": {"name": "student_t", "dof": self.dof}},
                 "optimizer": "adam", "learning_rate": self.learning_rate}
@@ -284,7 +333,7 @@ class ParametricTSNE(EmbeddingRecipe):
         if self.init != "none":
             phases.append({
                 "name": "init", "epochs": self.init_epochs,
-                "sampler": {"name": "items", "batch_size": self.init_batch_size,
+                "sampler": {"name": "items", "batch_size": self.fit_init_batch_size,
                             "gather": ["positions"]},
                 "loss": ({"name": "position", "target_model": "layout"} if layout
                          else {"name": "position", "target": "positions"}),
