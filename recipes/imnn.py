@@ -24,8 +24,9 @@ docs/imnn.md (the slots and their contracts) and docs/plugins.md.
 from __future__ import annotations
 
 import math
+import numbers
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -40,8 +41,7 @@ from infoblocks.blocks.assembly import unreached_shortcuts
 from infoblocks.blocks.data import as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.base import naming_blocks
 from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
-from infoblocks.blocks.fisher import (FIDUCIAL, FIDUCIAL_SAMPLE, FisherStatistics,
-                                      optional_theta)
+from infoblocks.blocks.fisher import FIDUCIAL, FIDUCIAL_SAMPLE, FisherStatistics, as_theta
 from infoblocks.blocks.phases import TrainingPhase, optimizer_class
 from infoblocks.blocks.recipe import EXPANDED_KEY, Recipe, check_saved_recipe, transient_field
 from infoblocks.blocks.routine import Routine
@@ -125,6 +125,33 @@ def _listed(value: tuple[float, ...] | None) -> list[float] | None:
     return None if value is None else list(value)
 
 
+def _parameter_values(name: str) -> Any:
+    """The converter of a setting with one number per parameter (``theta_fid``,
+    ``delta_theta``): a list of numbers, or one number for one parameter (``theta_fid=5.0``
+    is ``(5.0,)``, as ``[5.0]``); None stays None.  A flag or a string is refused naming
+    ``name`` (the strict check of the other settings: ``[true]`` is not ``[1.0]``)."""
+
+    def convert(value: Any) -> tuple[float, ...] | None:
+        if value is None:
+            return None
+        if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+            value = value.item()  # (a 0-d array or tensor: its number)
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+            return as_theta(value, name)  # (one number: one parameter)
+        values = value
+        listed = isinstance(values, Iterable) and not isinstance(values, (str, bytes, dict))
+        # (a tuple kept as it is: as_theta returns a tuple of floats itself, so that
+        # sklearn.base.clone sees the constructor keep its argument)
+        values = list(values) if listed and not isinstance(values, (tuple, list)) else values
+        if not listed or any(isinstance(v, (bool, np.bool_, str)) for v in values):
+            raise ValidationError(
+                f"`{name}` must be a number per parameter: a list of numbers (theta_fid = "
+                f"[0.0, 1.0]), or one number for one parameter, got {value!r}.")
+        return as_theta(values, name)
+
+    return convert
+
+
 @attrs.define(kw_only=True)
 class IMNN(PosteriorInference, Recipe):
     """Information maximising neural network.
@@ -174,11 +201,14 @@ class IMNN(PosteriorInference, Recipe):
     evaluation_kinds: ClassVar[dict[str, str]] = {"statistics": "loss"}
 
     n_summaries: int | None = attrs.field(default=None, validator=optional(positive_int))
-    theta_fid: tuple[float, ...] | None = attrs.field(default=None, converter=optional_theta)
+    #: one number per parameter; a single number for one parameter (``5.0`` is ``[5.0]``)
+    theta_fid: tuple[float, ...] | float | None = attrs.field(
+        default=None, converter=_parameter_values("theta_fid"))
     network: Any = transient_field(default=None, repr=False)
     derivative_mode: str = attrs.field(default="autograd", validator=one_of("autograd",
                                                                              "numerical"))
-    delta_theta: tuple[float, ...] | None = attrs.field(default=None, converter=optional_theta)
+    delta_theta: tuple[float, ...] | float | None = attrs.field(
+        default=None, converter=_parameter_values("delta_theta"))
     batched_simulator: bool = True
     fresh_simulations: bool = True
     n_s: int = attrs.field(default=1000, validator=positive_int)
@@ -233,6 +263,13 @@ class IMNN(PosteriorInference, Recipe):
                 f"`n_summaries` = {self.n_summaries} is smaller than the number of parameters "
                 f"({p}, from theta_fid={list(self.theta_fid)}): F would be singular. Use "
                 f"n_summaries ≥ {p}.")
+        if self.theta_fid is not None and self.delta_theta is not None and \
+                len(self.delta_theta) != len(self.theta_fid):
+            p, given = len(self.theta_fid), len(self.delta_theta)
+            raise ValidationError(
+                f"`delta_theta` has {given} step{'s' if given > 1 else ''} for the {p} "
+                f"parameter{'s' if p > 1 else ''} of theta_fid={list(self.theta_fid)}: give one "
+                f"step per parameter, e.g. delta_theta = {[self.delta_theta[0]] * p}.")
         if self.n_d > self.n_s:
             raise ValidationError(f"`n_d` = {self.n_d} exceeds `n_s` = {self.n_s}; derivatives are "
                                   "taken of the first n_d fiducial simulations.")
