@@ -6,6 +6,7 @@ that names the transform and the conversion to use, never a silent densification
 
 from __future__ import annotations
 
+import pkgutil
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -13,7 +14,7 @@ import attrs
 import torch
 
 from .base import Block, not_implemented
-from .errors import ValidationError
+from .errors import ConfigError, ValidationError
 from .relations import DenseRelations, EdgeRelations, RelationData, SparseRelations
 
 #: guard against division by zero when normalizing all-zero rows
@@ -130,21 +131,64 @@ class ZeroDiagonal(Transform):
                              relations.values[keep], relations.shape)
 
 
-def _is_callable(instance, attribute, value) -> None:
+def _resolve_fn(value: Any) -> Callable[..., Any]:
+    """The callable ``fn`` names: itself, or for a string the importable object it names
+    (``"torch.exp"``, ``"numpy:log1p"``; :func:`pkgutil.resolve_name`)."""
+    if isinstance(value, str):
+        try:
+            found = pkgutil.resolve_name(value)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ValidationError(
+                f"Functional `fn` = {value!r} does not name an importable callable "
+                f"({type(exc).__name__}: {exc}); write it as \"module.function\" or "
+                f"\"module:function\", e.g. fn = \"torch.exp\".") from None
+        if not callable(found):
+            raise ValidationError(
+                f"Functional `fn` = {value!r} names {type(found).__name__} {found!r}, which is "
+                "not callable; name a function of a tensor, e.g. fn = \"torch.exp\".")
+        return found
     if not callable(value):
-        raise ValidationError(f"Functional needs a callable `fn`, got {value!r}.")
+        raise ValidationError(f"Functional needs a callable `fn` or the name of one "
+                              f"(\"torch.exp\", \"numpy:log1p\"), got {value!r}.")
+    return value
+
+
+def _importable_name(fn: Any) -> str | None:
+    """The name a callable given in Python is imported by (``torch.exp``), or None: a
+    lambda, a local function, one defined in ``__main__`` or another object without one."""
+    module = getattr(fn, "__module__", None)
+    names = [getattr(fn, "__qualname__", None), getattr(fn, "__name__", None)]
+    if not isinstance(module, str) or module == "__main__":
+        return None
+    for name in dict.fromkeys(n for n in names if isinstance(n, str) and "<" not in n):
+        candidate = f"{module}.{name}" if "." not in name else f"{module}:{name}"
+        try:
+            if pkgutil.resolve_name(candidate) is fn:
+                return candidate
+        except (ImportError, AttributeError, ValueError):
+            continue
+    return None
 
 
 @attrs.define
 class Functional(Transform):
-    """values ← fn(values) elementwise (any torch function of a tensor)."""
+    """values ← fn(values) elementwise (any torch function of a tensor).
+
+    ``fn`` is a callable, or — in a config — the name of an importable one, resolved with
+    :func:`pkgutil.resolve_name`: ``fn = "torch.exp"``, ``fn = "numpy:log1p"``.  The data
+    form (``describe``, ``to_toml``, ``config --full``) writes the name back; a callable
+    without an importable name (a lambda, a local function) cannot be written, and says so."""
 
     name: ClassVar[str] = "functional"
     accepts: ClassVar[tuple[type, ...]] = (DenseRelations, SparseRelations, EdgeRelations)
-    fn: Callable[[torch.Tensor], torch.Tensor] = attrs.field(validator=_is_callable)
+    fn: Callable[[torch.Tensor], torch.Tensor] | str = attrs.field()
+    _call: Callable[..., Any] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._call = _resolve_fn(self.fn)
 
     def apply(self, relations):
-        out = self.fn(relations.values)
+        out = self._call(relations.values)
         if not isinstance(out, torch.Tensor) or out.shape != relations.values.shape:
             raise ValidationError(
                 "Functional `fn` must return a tensor of the same shape as its input "
@@ -153,7 +197,19 @@ class Functional(Transform):
         return attrs.evolve(relations, values=out)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "fn": getattr(self.fn, "__qualname__", repr(self.fn))}
+        """``{"name": "functional", "fn": "module.function"}``: the name ``fn`` was given as,
+        or the one a callable is imported by; :class:`ConfigError` for a callable without
+        one, which would be written as a name that reads back as nothing."""
+        if isinstance(self.fn, str):
+            return {"name": self.name, "fn": self.fn}
+        found = _importable_name(self.fn)
+        if found is None:
+            raise ConfigError(
+                f"Functional `fn` = {self.fn!r} has no importable name, so the transform "
+                "cannot be written as data (to_toml, config --full, save): define the "
+                "function at the top level of a module and give it, or its name, as fn "
+                "(fn = \"mypackage.module:function\"; built-ins such as fn = \"torch.exp\").")
+        return {"name": self.name, "fn": found}
 
 
 __all__ = ["Transform", "Normalize", "NormalizeRows", "Symmetrize", "ZeroDiagonal", "Functional"]
