@@ -57,7 +57,8 @@ def _kind_of(cls: type) -> str:
                          f"{[b.__name__ for b in BASE_FOR_KIND.values()]}.")
 
 
-def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
+def check_block(cls: type, example: dict[str, Any] | None = None, *,
+                labels: int | Callable[[int], Any] | None = None) -> Any:
     """Assert that ``cls`` is a well-formed block; return the instance it built.
 
     ``example`` holds constructor arguments for blocks without defaults.  Checks: it derives
@@ -87,7 +88,12 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
     (:func:`_check_sampler_batches`).  A loss is called on the first batch of a built-in
     sampler whose batch has its ``required_fields``, with the globals and models it names:
     a ``LossOutput`` whose value is a finite scalar with a gradient reaching the models; a
-    Fisher loss's ``statistics`` has the documented shapes (:func:`_check_loss_call`).
+    Fisher loss's ``statistics`` has the documented shapes (:func:`_check_loss_call`).  A
+    loss that reads a per-item array no built-in batch has — a supervised loss's ``labels``
+    (its ``required_fields``) — is run on ``items`` (else ``item_edges``) batches of a
+    dataset that holds that array, which the samplers gather per item: ``labels`` says what
+    it holds, class indices 0 … K − 1 for an int K (default 3, cycling over the items) or
+    ``labels(n)``, an array of n rows, for a function.
 
     Not exercised, with a :class:`NotExercisedWarning` saying what and why (test them with a
     tiny fit of a recipe that uses them): a sampler of a batch type of its own or of none, a
@@ -178,7 +184,7 @@ def check_block(cls: type, example: dict[str, Any] | None = None) -> Any:
     if kind == "sampler":
         _check_sampler_batches(block)
     elif kind == "loss":
-        _check_loss_call(block)
+        _check_loss_call(block, labels)
     return block
 
 
@@ -422,6 +428,9 @@ def _kits() -> dict[str, Callable[[], dict[str, Any]]]:
                 parameter.copy_(torch.randn(parameter.shape, generator=gen()))
         return module
 
+    def label_critic() -> torch.nn.Module:  # of (the encoder's 2-D code, a label column)
+        return model("separable_critic", x_dim=2, y_dim=1, embed_dim=4, hidden_dims=(8,))
+
     def items() -> dict[str, Any]:
         g = gen()
         data = torch.randn(CHECK_ITEMS, 3, generator=g)
@@ -432,7 +441,7 @@ def _kits() -> dict[str, Callable[[], dict[str, Any]]]:
                     globals={"P": DenseRelations(p)},
                     sampler=registry.build("sampler", "items"),  # (all-pairs losses: all)
                     models={"main": model("mlp", in_dim=3, out_dim=2, hidden_dims=(8,)),
-                            "layout": layout(CHECK_ITEMS)})
+                            "layout": layout(CHECK_ITEMS), "critic": label_critic()})
 
     def pairs(sampler: str) -> Callable[[], dict[str, Any]]:
         def kit() -> dict[str, Any]:
@@ -457,7 +466,7 @@ def _kits() -> dict[str, Callable[[], dict[str, Any]]]:
                     sampler=registry.build("sampler", {"name": "negative_edges", "batch_size": 8,
                                                        "neg_sampling_rate": 2}),
                     models={"main": model("mlp", in_dim=3, out_dim=2, hidden_dims=(8,)),
-                            "layout": layout(CHECK_GRAPH_ITEMS)})
+                            "layout": layout(CHECK_GRAPH_ITEMS), "critic": label_critic()})
 
     def rows_cols() -> dict[str, Any]:
         g = gen()
@@ -618,12 +627,51 @@ def _check_sampler_batches(block: Any) -> None:
             raise AssertionError(str(exc)) from exc
 
 
-def _check_loss_call(block: Any) -> None:
+#: the per-item arrays check_block adds for a loss that reads them: class indices 0 … K − 1
+CHECK_CLASSES = 3
+#: the built-in batch types whose samplers gather every dataset array per item (in order)
+_GATHERING = ("items", "item_edges")
+
+
+def _per_item_arrays(fields: set[str], kits: dict[str, Any],
+                     labels: int | Callable[[int], Any] | None) -> dict[str, Any]:
+    """The kits of :data:`_GATHERING` with an array for each of ``fields`` that no built-in
+    batch holds (a supervised loss's ``labels``) added to their dataset: the ``labels``
+    check_block was given (see :func:`check_block`)."""
+    import numpy as np
+
+    from infoblocks.blocks.data import Dataset
+
+    given = {f for kit in kits.values() for f in
+             (kit["sampler"].batch_fields(_state(kit)) or ())}
+    extra = sorted(fields - given)
+    if not extra:
+        return {}
+    out = {}
+    for name in _GATHERING:
+        kit = dict(kits[name])
+        n = kit["dataset"].n_items
+        if callable(labels):
+            values = torch.as_tensor(np.asarray(labels(n)))
+            assert values.ndim >= 1 and values.shape[0] == n, \
+                (f"check_block: labels({n}) must return an array of {n} rows (one per item), "
+                 f"got shape {tuple(values.shape)}")
+        else:
+            classes = CHECK_CLASSES if labels is None else int(labels)
+            values = torch.arange(n) % classes
+        kit["dataset"] = Dataset(**dict(kit["dataset"].items()), **{f: values for f in extra})
+        out[name] = kit
+    return out
+
+
+def _check_loss_call(block: Any, labels: int | Callable[[int], Any] | None = None) -> None:
     """A loss on the first batch of a built-in sampler whose batch has the fields it
     declares (``required_fields``), on that batch type's state (:func:`_kits`), with models
     of the names it needs: a ``LossOutput`` whose ``value`` is a finite scalar and whose
-    gradient reaches the models' parameters.  A Fisher loss's ``statistics(model, batch)``
-    is run on a simulation batch (μ (m,), C (m, m), ∂μ/∂θ (m, p), F (p, p), finite)."""
+    gradient reaches the models' parameters; fields no built-in batch has are per-item
+    arrays added to the dataset (``labels``, :func:`_per_item_arrays`).  A Fisher loss's
+    ``statistics(model, batch)`` is run on a simulation batch (μ (m,), C (m, m), ∂μ/∂θ
+    (m, p), F (p, p), finite)."""
     from infoblocks.blocks.losses import LossOutput
 
     who = _who(block)
@@ -634,8 +682,10 @@ def _check_loss_call(block: Any) -> None:
                        "which batch it reads")
         return
     needed_globals, needed_models = set(block.required_globals()), set(block.required_models())
-    for kind_name, make in _kits().items():
-        kit = make()
+    kits = {name: make() for name, make in _kits().items()}
+    # (first the built-in states as they are; then those that gather a dataset's arrays per
+    # item, with the arrays the loss reads and no batch holds)
+    for kind_name, kit in [*kits.items(), *_per_item_arrays(set(fields), kits, labels).items()]:
         state = _state(kit)
         available = set(state.globals) | set(state.dataset or ())
         if set(fields) <= set(kit["sampler"].batch_fields(state) or ()) and \

@@ -141,9 +141,10 @@ def test_check_block_runs_a_fisher_losss_statistics():
 
 
 #: built-ins whose __call__ check_block cannot run on its built-in states, and why
-NOT_RUN = {("loss", "encoded_mi"): "no built-in state gives its batch fields",  # (labels)
-           ("loss", "parameter_l2"): "refused the first batch"}  # (an encoder's own parameter)
-EXAMPLES = {"compound": {"losses": ["position"]}, "simulations": {"theta_fid": (0.0, 1.0)}}
+NOT_RUN = {("loss", "parameter_l2"): "refused the first batch"}  # (an encoder's own parameter)
+# (encoded_mi: its labels are given by check_block, its critic named as a recipe names it)
+EXAMPLES = {"compound": {"losses": ["position"]}, "simulations": {"theta_fid": (0.0, 1.0)},
+            "encoded_mi": {"bound": {"name": "infonce_loss", "critic": "critic"}}}
 
 
 def test_every_registered_sampler_and_loss_passes_check_block_and_runs():
