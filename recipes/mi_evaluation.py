@@ -254,8 +254,18 @@ def pair_interval(recipe: NeuralMIEstimator, level: float) -> tuple[float, float
                                    n_subsamples=recipe.n_subsamples, seed=recipe.seed)
 
 
-#: a final MI-NEE divergence below −this (nats) is reported: its critic did not converge
+#: a final MI-NEE divergence below −this (nats), and below its small-sample bias (next), is
+#: reported: its critic did not converge
 NEGATIVE_DIVERGENCE = 0.02
+#: a critic that has learnt noise scores a held-out divergence below zero by about this many
+#: nats × the divergence's input dimensions / training rows: measured (geninf22-9, fix23a) on
+#: Gaussians ρ = 0.9 whose d_x = d_y = 0 exactly, 500 training rows: 1-D −0.002 … −0.008
+#: (4.0 × 1 / 500 at most), 5-D −0.04 … −0.08 (7.8 × 5 / 500), 20-D −0.23 … −0.35
+#: (8.7 × 20 / 500), 5-D on 2,500 rows −0.006 (3.1 × 5 / 2500); seeds 0-2.  The old −0.02
+#: flagged every 5-D and 20-D fit; a learning rate of 1.0 (5-D) gave d_xy −155, d_x −21
+DIVERGENCE_BIAS_PER_DIM = 8.0
+#: a divergence is reported only below this many times that bias
+DIVERGENCE_BIAS_MARGIN = 2.0
 #: the critic of each MI-NEE divergence
 CRITICS_OF = {"d_xy": "main", "d_x": "critic_x", "d_y": "critic_y"}
 
@@ -279,15 +289,20 @@ def minee_estimate(recipe: MINEE, routine: Any, x: torch.Tensor, y: torch.Tensor
     d = {k: s.divergence(recipe.bound_) for k, s in recipe.scores_.items()}
     recipe.divergences_ = d
     recipe.estimate_nats_ = d["d_xy"] - d["d_x"] - d["d_y"]
-    negative = {k: round(v, 4) for k, v in d.items() if v < -NEGATIVE_DIVERGENCE}
+    dims = {"d_x": x.shape[1], "d_y": y.shape[1], "d_xy": x.shape[1] + y.shape[1]}
+    n_all = getattr(routine.dataset, "n_items", None) or len(x)
+    n_train = n_all - len(x) if n_all > len(x) else n_all  # (held out: the rest trained)
+    negative, allowed = negative_divergences(d, dims, n_train)
     if negative:  # a KL divergence is >= 0: that critic did not converge
         warnings.warn(
             f"MI-NEE: the divergence estimate(s) {negative} are negative, which a divergence "
-            f"cannot be: the critic(s) {[CRITICS_OF[k] for k in negative]} did not converge, and "
-            f"the estimate {recipe.estimate_nats_:.4f} nats is unreliable (a negative d_x or d_y "
-            "raises it, a negative d_xy lowers it). Lower `learning_rate`, train longer, or try "
-            "standardize=\"rank\" for skewed or heavy-tailed data.", MIConvergenceWarning,
-            stacklevel=4)
+            f"cannot be, and beyond the small-sample bias of a fit on {n_train} rows (a critic "
+            f"that learnt noise scores about −{DIVERGENCE_BIAS_PER_DIM:g} × dimensions / rows: "
+            f"down to {allowed} here): the critic(s) {[CRITICS_OF[k] for k in negative]} did "
+            f"not converge, and the estimate {recipe.estimate_nats_:.4f} nats is unreliable (a "
+            "negative d_x or d_y raises it, a negative d_xy lowers it). Lower `learning_rate`, "
+            "train longer, or try standardize=\"rank\" for skewed or heavy-tailed data.",
+            MIConvergenceWarning, stacklevel=4)
     log_scale_x = float(torch.log(recipe.x_scale_.double()).sum())
     log_scale_y = float(torch.log(recipe.y_scale_.double()).sum())
     hx_ref, hy_ref = sampler.reference_entropies()
@@ -298,6 +313,18 @@ def minee_estimate(recipe: MINEE, routine: Any, x: torch.Tensor, y: torch.Tensor
         ent["h_y"] = hy_ref - d["d_y"] + log_scale_y
         ent["h_xy"] = hx_ref + hy_ref - d["d_xy"] + log_scale_x + log_scale_y
     recipe.entropies_ = ent
+
+
+def negative_divergences(d: dict[str, float], dims: dict[str, int], n_train: int
+                         ) -> tuple[dict[str, float], dict[str, float]]:
+    """The MI-NEE divergences ``d`` below zero beyond what a fit on ``n_train`` rows gives a
+    critic that learnt noise — below −max(:data:`NEGATIVE_DIVERGENCE`,
+    :data:`DIVERGENCE_BIAS_MARGIN` × :data:`DIVERGENCE_BIAS_PER_DIM` × dims / n_train) — and
+    those limits of the negative ones (both rounded, by name)."""
+    limit = {k: max(NEGATIVE_DIVERGENCE, DIVERGENCE_BIAS_MARGIN * DIVERGENCE_BIAS_PER_DIM
+                    * dims[k] / max(n_train, 1)) for k in d}
+    negative = {k: round(v, 4) for k, v in d.items() if v < -limit[k]}
+    return negative, {k: round(-limit[k], 4) for k in negative}
 
 
 def minee_interval(recipe: MINEE, level: float) -> tuple[float, float]:
