@@ -6,7 +6,7 @@ that names the transform and the conversion to use, never a silent densification
 
 from __future__ import annotations
 
-import pkgutil
+import difflib
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -131,53 +131,48 @@ class ZeroDiagonal(Transform):
                              relations.values[keep], relations.shape)
 
 
+#: the elementwise functions ``functional``'s ``fn`` names in a config: names, not import
+#: paths (a config never imports code: a function of your own is a plugin transform)
+ELEMENTWISE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    name: getattr(torch, name) for name in (
+        "abs", "exp", "expm1", "log", "log1p", "neg", "reciprocal", "relu", "rsqrt",
+        "sigmoid", "sign", "sqrt", "square", "tanh")
+} | {"softplus": torch.nn.functional.softplus}
+
+
+def _named(fn: Any) -> str | None:
+    """The :data:`ELEMENTWISE` name of the callable ``fn``, or None."""
+    return next((name for name, f in ELEMENTWISE.items() if f is fn), None)
+
+
 def _resolve_fn(value: Any) -> Callable[..., Any]:
-    """The callable ``fn`` names: itself, or for a string the importable object it names
-    (``"torch.exp"``, ``"numpy:log1p"``; :func:`pkgutil.resolve_name`)."""
+    """The callable ``fn`` names: itself, or for a string the :data:`ELEMENTWISE` function
+    of that name."""
     if isinstance(value, str):
-        try:
-            found = pkgutil.resolve_name(value)
-        except (ImportError, AttributeError, ValueError) as exc:
+        if value not in ELEMENTWISE:
+            close = difflib.get_close_matches(value.rpartition(".")[2].rpartition(":")[2],
+                                              list(ELEMENTWISE), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValidationError(
-                f"Functional `fn` = {value!r} does not name an importable callable "
-                f"({type(exc).__name__}: {exc}); write it as \"module.function\" or "
-                f"\"module:function\", e.g. fn = \"torch.exp\".") from None
-        if not callable(found):
-            raise ValidationError(
-                f"Functional `fn` = {value!r} names {type(found).__name__} {found!r}, which is "
-                "not callable; name a function of a tensor, e.g. fn = \"torch.exp\".")
-        return found
+                f"Functional `fn` = {value!r} is not one of the elementwise functions a config "
+                f"can name: {sorted(ELEMENTWISE)}.{hint} A config names functions, it never "
+                "imports code: a function of your own is a plugin transform (docs/plugins.md, "
+                "\"Add an affinity (or an encoder) to UMAP\").")
+        return ELEMENTWISE[value]
     if not callable(value):
-        raise ValidationError(f"Functional needs a callable `fn` or the name of one "
-                              f"(\"torch.exp\", \"numpy:log1p\"), got {value!r}.")
+        raise ValidationError(f"Functional needs a callable `fn` or the name of an elementwise "
+                              f"function ({sorted(ELEMENTWISE)}), got {value!r}.")
     return value
-
-
-def _importable_name(fn: Any) -> str | None:
-    """The name a callable given in Python is imported by (``torch.exp``), or None: a
-    lambda, a local function, one defined in ``__main__`` or another object without one."""
-    module = getattr(fn, "__module__", None)
-    names = [getattr(fn, "__qualname__", None), getattr(fn, "__name__", None)]
-    if not isinstance(module, str) or module == "__main__":
-        return None
-    for name in dict.fromkeys(n for n in names if isinstance(n, str) and "<" not in n):
-        candidate = f"{module}.{name}" if "." not in name else f"{module}:{name}"
-        try:
-            if pkgutil.resolve_name(candidate) is fn:
-                return candidate
-        except (ImportError, AttributeError, ValueError):
-            continue
-    return None
 
 
 @attrs.define
 class Functional(Transform):
     """values ← fn(values) elementwise (any torch function of a tensor).
 
-    ``fn`` is a callable, or — in a config — the name of an importable one, resolved with
-    :func:`pkgutil.resolve_name`: ``fn = "torch.exp"``, ``fn = "numpy:log1p"``.  The data
-    form (``describe``, ``to_toml``, ``config --full``) writes the name back; a callable
-    without an importable name (a lambda, a local function) cannot be written, and says so."""
+    ``fn`` is a callable, or — in a config — the name of one of :data:`ELEMENTWISE`
+    (``fn = "sqrt"``, ``"log1p"``, ``"exp"``, ...).  The data form (``describe``,
+    ``to_toml``, ``config --full``) writes the name; a callable without one (a lambda, a
+    function of your own) cannot be written, and says so: make it a plugin transform."""
 
     name: ClassVar[str] = "functional"
     accepts: ClassVar[tuple[type, ...]] = (DenseRelations, SparseRelations, EdgeRelations)
@@ -197,19 +192,18 @@ class Functional(Transform):
         return attrs.evolve(relations, values=out)
 
     def describe(self) -> dict[str, Any]:
-        """``{"name": "functional", "fn": "module.function"}``: the name ``fn`` was given as,
-        or the one a callable is imported by; :class:`ConfigError` for a callable without
-        one, which would be written as a name that reads back as nothing."""
-        if isinstance(self.fn, str):
-            return {"name": self.name, "fn": self.fn}
-        found = _importable_name(self.fn)
+        """``{"name": "functional", "fn": NAME}`` with ``fn``'s :data:`ELEMENTWISE` name;
+        :class:`ConfigError` for a callable without one, which could not be read back."""
+        found = self.fn if isinstance(self.fn, str) else _named(self.fn)
         if found is None:
             raise ConfigError(
-                f"Functional `fn` = {self.fn!r} has no importable name, so the transform "
-                "cannot be written as data (to_toml, config --full, save): define the "
-                "function at the top level of a module and give it, or its name, as fn "
-                "(fn = \"mypackage.module:function\"; built-ins such as fn = \"torch.exp\").")
+                f"Functional `fn` = {self.fn!r} has no name a config can hold, so the "
+                "transform cannot be written as data (to_toml, config --full, save): use one "
+                f"of {sorted(ELEMENTWISE)} (fn = \"sqrt\"), or make the function a plugin "
+                "transform registered by name (docs/plugins.md, \"Add an affinity (or an "
+                "encoder) to UMAP\").")
         return {"name": self.name, "fn": found}
 
 
-__all__ = ["Transform", "Normalize", "NormalizeRows", "Symmetrize", "ZeroDiagonal", "Functional"]
+__all__ = ["Transform", "Normalize", "NormalizeRows", "Symmetrize", "ZeroDiagonal", "Functional",
+           "ELEMENTWISE"]
