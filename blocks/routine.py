@@ -22,7 +22,7 @@ import torch
 from .base import BUILTIN, Block, _provider, block_field, block_origin, naming_blocks
 from .callbacks import Callback, History, ProgressBar
 from .data import Dataset, as_tensor, resolve_device, rows_for
-from .errors import InfoblocksError, NotFittedError, PluginError, ValidationError
+from .errors import ConfigError, InfoblocksError, NotFittedError, PluginError, ValidationError
 from .models import Model
 from .phases import TrainingPhase
 from .relations import RelationData
@@ -446,8 +446,9 @@ class Routine:
         global relations; live objects by type, arrays by shape) and its data (each array's
         shape and a digest of a few rows), so that a resume with another one is refused."""
         return json.dumps({"seed": self.seed, "models": self.model_specs,
-                           "phases": [p.describe() for p in self.phases],
-                           "globals": {k: g.describe() for k, g in self.global_relations.items()},
+                           "phases": [_describe_saved(p) for p in self.phases],
+                           "globals": {k: _describe_saved(g)
+                                       for k, g in self.global_relations.items()},
                            "data": _data_fingerprint(self.dataset)},
                           default=_fingerprint_default, sort_keys=True)
 
@@ -559,8 +560,8 @@ class Routine:
             "format": SAVE_FORMAT,
             "seed": self.seed,
             "models": self.model_specs,
-            "globals": {k: g.describe() for k, g in self.global_relations.items()},
-            "phases": [p.describe() for p in self.phases],
+            "globals": {k: _describe_saved(g) for k, g in self.global_relations.items()},
+            "phases": [_describe_saved(p) for p in self.phases],
             "history": self.history.rows,
             "versions": _library_versions(),
             "extra": dict(extra or {}),
@@ -614,6 +615,12 @@ class Routine:
         from .assembly import build_global, build_phase
 
         try:  # blocks holding live objects (a simulator, a user function) are not data
+            not_data = [f"{where}: {entry['not_data']}" for where, entry in
+                        [*((f"globals.{k}", g) for k, g in (spec.get("globals") or {}).items()),
+                         *((f"phases.{p.get('name')}", p) for p in spec.get("phases") or [])]
+                        if isinstance(entry, dict) and "not_data" in entry]
+            if not_data:  # (recorded by save: _describe_saved)
+                raise ConfigError("; ".join(not_data))
             relations = {k: build_global(g, f"{spec_file}: globals.{k}")
                          for k, g in (spec.get("globals") or {}).items()}
             phases = [build_phase(p, f"{spec_file}: phases.{p.get('name')}")
@@ -641,6 +648,17 @@ class Routine:
     def require_trained(self) -> None:
         if not len(self.history):
             raise NotFittedError("The routine has not been trained yet; call train() first.")
+
+
+def _describe_saved(block: Any) -> dict[str, Any]:
+    """``block.describe()`` for a save or a checkpoint; a block that cannot be written as
+    data (a ``functional`` of a lambda: :class:`ConfigError`) is recorded by its name and
+    the reason, so the weights are still saved and :meth:`Routine.load` says what it could
+    not rebuild (``to_toml`` / ``config --full`` refuse it outright)."""
+    try:
+        return block.describe()
+    except ConfigError as exc:
+        return {"name": getattr(block, "name", type(block).__name__), "not_data": str(exc)}
 
 
 def _write_atomically(path: Path, write: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import tomllib
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,3 +75,28 @@ def test_a_lambda_refuses_to_be_written():
             recipe.to_toml(full=full)
     # (in Python it still runs)
     assert float(Functional(lambda v: v.sqrt())(ONES).values[0, 0]) == 1.0
+
+
+def test_a_routine_with_a_lambda_still_saves_its_weights(tmp_path):
+    """Routine.save (and a checkpoint's fingerprint) records the unwritable global by name
+    and reason instead of refusing the whole save; load says what it could not rebuild."""
+    from infoblocks.blocks import Routine, TrainingPhase
+    from infoblocks.blocks.models import MLP
+    from infoblocks.blocks.routine import GlobalRelation
+
+    x = np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32)
+    routine = Routine(
+        dataset={"data": x, "positions": x[:, :2]},
+        models={"main": MLP(in_dim=3, out_dim=2, hidden_dims=(4,))},
+        global_relations={"graph": GlobalRelation(
+            relation={"name": "pdist"}, transforms=[Functional(lambda v: v.sqrt())])},
+        phases=[TrainingPhase(name="fit", epochs=1, loss="position",
+                              sampler={"name": "items", "batch_size": 30})]).train()
+    assert float(routine.compute_global_relations()["graph"].values.max()) > 0
+    path = routine.save(tmp_path / "model")
+    with pytest.warns(UserWarning, match=r"the phases and globals could not be rebuilt .*"
+                      r"no name a config can hold") as caught:
+        again = Routine.load(path)
+    assert len(caught) == 1
+    assert again.phases == [] and again.global_relations == {}
+    assert torch.equal(again.apply(x), routine.apply(x))
