@@ -17,7 +17,7 @@ from attrs.validators import optional
 import torch
 
 from ..base import block_field
-from ..errors import ValidationError
+from ..errors import ContractError, ValidationError
 from ..losses import Loss, LossOutput, get_model
 from ..validators import positive_int
 
@@ -50,6 +50,13 @@ class EncodedMILoss(Loss):
         return frozenset({self.model}) | self.bound.required_models()
 
     def on_phase_start(self, state):
+        if getattr(self.bound, "critic", None) == self.model:
+            raise ContractError(
+                f"encoded_mi: its bound {self.bound.name!r} scores pairs with the critic "
+                f"{self.model!r}, the encoder itself, which cannot score (code, target) pairs; "
+                "give the bound a critic model of its own: bound = { name = \"infonce_loss\", "
+                "critic = \"critic\" } with [models.critic] a critic (e.g. name = "
+                "\"separable_critic\").")
         self.bound.on_phase_start(state)
 
     def _first_of_each_item(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
