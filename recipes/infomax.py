@@ -57,7 +57,8 @@ from infoblocks.plugins.registry import get_registry
 from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
                                           positive_int, positive_ints)
 
-from .mi_evaluation import _fields_of, _sampler_name, negative_sampler
+from .mi_evaluation import (_fields_of, _sampler_name, negative_sampler,
+                            refuse_ignored_negatives, sampler_name)
 
 
 def _capped(spec: dict[str, Any], n_train: int, n_test: int,
@@ -413,6 +414,8 @@ class InfoMax(Recipe):
                     {"x_key": "x", "y_key": "x", "index_key": "test_index",
                      "batch_size": self.batch_size, "fixed": True, "fixed_seed": self.seed})
         phases = self.build_phases(_capped(spec, n_train, n_test, contexts))
+        for phase in phases:
+            refuse_ignored_negatives(self.name, phase, sampler_name(self.negatives))
         return Routine(dataset={"x": x}, models=models,
                        global_relations=self.build_globals(spec), phases=phases,
                        device=self.device, seed=self.seed if init_seed is None else init_seed,

@@ -317,6 +317,7 @@ class NeuralMIEstimator(Recipe):
         phases = evaluation.build_phases(self, spec)
         if not self.reads_reference:
             self._refuse_reference_samplers(phases[0])
+        evaluation.refuse_ignored_negatives(self.name, phases[0], sampler_name(self.negatives))
         return Routine(dataset={"x": x, "y": y}, models=models,
                        global_relations=global_relations, phases=phases,
                        device=self.device, seed=self.seed, verbose=self.verbose)

@@ -195,6 +195,49 @@ def check_critic_module(module: Any, x: torch.Tensor, y: torch.Tensor) -> None:
 # ---------------------------------------------------------------------------- assembly
 
 
+def block_label(kind: str, block: Any) -> str:
+    """``'name'`` of a built block, with `` (plugin 'p')`` where a plugin registered it."""
+    name = getattr(block, "name", type(block).__name__)
+    try:
+        plugin = get_registry().entry(kind, name).plugin
+    except Exception:  # noqa: BLE001 - informative only (a block built outside the registry)
+        plugin = "builtin"
+    return f"{name!r}" + ("" if plugin == "builtin" else f" (plugin {plugin!r})")
+
+
+def refuse_ignored_negatives(recipe: str, phase: Any, negatives: str) -> None:
+    """A bound with ``rows = True`` (InfoNCE's: each item scored against the other items of its
+    batch) under a sampler yielding explicit negative pairs (``x_marginal``, ``y_marginal``):
+    the bound scores the in-batch pairs and drops the sampler's negatives, so its options
+    (``marginal_factor``, a plugin's ``k``) change nothing (author24-1: k = 1 and k = 8 gave the
+    same bits). A :class:`ConfigError` naming the slot, the bound, the sampler and the fix.
+    ``negatives`` is the name the recipe's ``negatives`` shortcut gives the sampler. The
+    bound is the loss itself or its ``bound`` (InfoMax's ``infomax`` loss)."""
+    slots = [(f"phases.{phase.name}", phase.sampler, phase.loss)]
+    if phase.validation is not None:
+        slots.append((f"phases.{phase.name}.validation", phase.validation.sampler,
+                      phase.validation.loss))
+    for where, sampler, loss in slots:
+        inner = getattr(loss, "bound", None)  # (a bound's own `bound` is its method)
+        bound = inner if getattr(inner, "kind", None) == "loss" else loss
+        fields = getattr(getattr(sampler, "batch_type", None), "fields", ())
+        if not getattr(bound, "rows", False) or "x_marginal" not in fields:
+            continue
+        name = getattr(sampler, "name", type(sampler).__name__)
+        source = f"`negatives` = {block_label('sampler', sampler)}" if name == negatives \
+            else f"the sampler {block_label('sampler', sampler)}"
+        raise ConfigError(
+            f"{recipe}.{where}: the bound {block_label('loss', bound)} has `rows = True` (each "
+            "item scored against the other items of its batch), so it would ignore the explicit "
+            f"negative pairs (x_marginal, y_marginal) that {source} yields: its options would "
+            "change nothing. Use an in-batch sampler with this bound (negatives = "
+            f"\"all_pairs\", or sampler = \"all_pairs\" in {where}), or a bound without `rows` "
+            "with this sampler (\"dv\", \"nwj_loss\", \"smile_loss\", \"mine_loss\", or one "
+            "of yours).")
+
+
+
+
 def build_phases(recipe: NeuralMIEstimator, spec: dict[str, Any]) -> list[Any]:
     """The phases of ``spec`` (validation included), through the base's builders."""
     return recipe.build_phases(spec)

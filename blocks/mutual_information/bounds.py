@@ -14,7 +14,8 @@ The bound protocol (what a bound block implements — :class:`MIBound` is the ba
   here.  Extra metrics are recorded beside ``mi``.
 * ``on_phase_start(state)`` — optional: reset the block's own state (MINE's moving average).
 * ``rows: ClassVar[bool]`` — True when the bound needs row-structured negatives (InfoNCE): it
-  then scores all pairs of the joint batch and ignores explicit negative pairs.
+  then scores all pairs of the joint batch and ignores explicit negative pairs (the MI recipes
+  and InfoMax refuse a sampler yielding them beside such a bound: ``refuse_ignored_negatives``).
 * ``hand_gradients(joint, negatives, grad_joint, grad_negatives, state) -> (value, mi,
   metrics)`` — optional, an optimisation: the training value (as ``objective`` returns it), the
   bound and the extra metrics, computed without autograd, with ∂value/∂joint and
