@@ -20,6 +20,7 @@ See ``docs/mi.md`` (the bounds, the measurements) and ``docs/plugins.md`` (the s
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from pathlib import Path
@@ -70,6 +71,21 @@ CRITICS = ("joint", "separable", "linear")
 #: where a critic of one's own goes (the `critic` shortcut chooses among the built-ins)
 OWN_CRITIC = ("A critic of your own (a registered model) goes in its section, not in "
               "`critic`: `[models.main] name = \"{value}\"`.")
+
+
+def _is_bound(spec: Any) -> bool:
+    """``spec`` (a name or table) names a registered bound block (one with ``bound(scores)``)."""
+    name = spec.get("name") if isinstance(spec, dict) else spec
+    if not isinstance(name, str) or ("loss", name) not in get_registry():
+        return False
+    return callable(getattr(get_registry().get("loss", name), "bound", None))
+
+
+def _with_fields(spec: Any, **values: Any) -> dict[str, Any]:
+    """A copy of the block spec ``spec`` with ``values`` for the fields its block has."""
+    table = copy.deepcopy(spec) if isinstance(spec, dict) else {"name": spec}
+    fields = _fields_of("loss", table["name"]) or set()
+    return {**table, **{k: v for k, v in values.items() if k in fields}}
 
 
 def _two_or_more(instance: Any, attribute: Any, value: Any) -> None:
@@ -256,6 +272,30 @@ class NeuralMIEstimator(Recipe):
                                    "loss": self._bound(self.validation_bound, ma_rate=1.0),
                                    "metric": "mi", "mode": "max", "every": every}
         return [phase]
+
+    def routine_spec(self) -> dict[str, Any]:
+        """The expanded routine; a bound put in ``phases.train.loss`` is also the validation's
+        and the final estimate's where the recipe's default there is its training bound (NWJ,
+        InfoNCE, SMILE; MI-NEE's validation) and the sections give them none of their own — in
+        the spec, so the saved and printed routine is the one that runs. (author24-2: NWJ
+        trained with another bound validated and estimated with nwj_loss, no message.)"""
+        spec = super().routine_spec()
+        given = {p.get("name"): p for p in self.phases or [] if isinstance(p, dict)}
+        own = given.get("train", {})
+        trained = next((p.get("loss") for p in spec["phases"] if p.get("name") == "train"), None)
+        if "loss" not in own or not _is_bound(trained):
+            return spec
+        validation = next(p.get("validation") for p in spec["phases"] if p.get("name") == "train")
+        own_validation = own.get("validation")
+        if self.validation_bound == self.training_bound and isinstance(validation, dict) and \
+                not (isinstance(own_validation, dict) and "loss" in own_validation):
+            # the held-out bound of one fixed set: no moving average across its batches
+            validation["loss"] = _with_fields(trained, ma_rate=1.0)
+        own_evaluation = self.evaluation if isinstance(self.evaluation, dict) else {}
+        if self.final_bound == self.training_bound and "bound" not in own_evaluation and \
+                isinstance(spec.get("evaluation"), dict):
+            spec["evaluation"]["bound"] = copy.deepcopy(trained)
+        return spec
 
     def _evaluation_index(self) -> str:
         if self.sampler_ is not None:  # fresh samples: the evaluation draw is never trained on

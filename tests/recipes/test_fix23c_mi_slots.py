@@ -51,3 +51,43 @@ def test_infonce_with_marginal_pairs_and_infomax_with_explicit_negatives_are_ref
                                           r".*`negatives` = 'marginal_pairs' yields"):
         recipe_from_dict({"recipe": "infomax", "n_components": 1, "epochs": 1,
                           "bound": "infonce", "negatives": "marginal_pairs"}).fit(x)
+
+
+# ---------------------------------------------------------------- author24-2
+
+
+def test_validation_and_evaluation_follow_a_bound_put_in_the_training_phase():
+    # author24-2: NWJ trained with smile_loss (a plugin's alpha_tuba alike) was validated and
+    # estimated with nwj_loss, no message; the slot tables say "else the training bound"
+    x, y = gauss(0.5, 300)
+    cfg = {"recipe": "nwj", "hidden_dims": [8], "epochs": 1, "seed": 0,
+           "phases": [{"name": "train", "loss": "smile_loss"}]}
+    m, _ = _fit(cfg, x, y)
+    full = m.to_dict(full=True)
+    assert full["phases"][0]["validation"]["loss"] == {"name": "smile_loss"}
+    assert full["evaluation"]["bound"] == "smile_loss"
+    assert type(m.routine_.phases[0].validation.loss).__name__ == "SMILELoss"
+    assert type(m.bound_).__name__ == "SMILELoss"
+    # the full form reads back to the same routine (nothing counts as an edit)
+    again = recipe_from_dict(full).routine_spec()
+    assert again["phases"][0]["validation"]["loss"] == {"name": "smile_loss"}
+    assert again["evaluation"]["bound"] == "smile_loss"
+
+
+def test_a_followed_mine_loss_validates_without_its_moving_average_and_own_slots_win():
+    from infoblocks.recipes.mi import MINE, SMILE
+
+    spec = SMILE(phases=[{"name": "train", "loss": {"name": "mine_loss", "ma_rate": 0.1}}]
+                 ).routine_spec()
+    # the held-out bound of one fixed set: ma_rate 1 there, as the defaults have it
+    assert spec["phases"][0]["validation"]["loss"] == {"name": "mine_loss", "ma_rate": 1.0}
+    assert spec["evaluation"]["bound"] == {"name": "mine_loss", "ma_rate": 0.1}
+    # a validation loss / evaluation bound of one's own stays
+    spec = SMILE(phases=[{"name": "train", "loss": "nwj_loss", "validation": {"loss": "dv"}}],
+                 evaluation={"bound": "dv"}).routine_spec()
+    assert spec["phases"][0]["validation"]["loss"] == "dv" and spec["evaluation"]["bound"] == "dv"
+    # MINE's validation and estimate are DV whatever trains (documented)
+    spec = MINE(phases=[{"name": "train", "loss": "nwj_loss"}]).routine_spec()
+    assert spec["phases"][0]["validation"]["loss"] == {"name": "dv"}
+    assert spec["evaluation"]["bound"] == {"name": "dv"}
+
