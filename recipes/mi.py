@@ -788,6 +788,7 @@ class MINEE(NeuralMIEstimator):
 
     def build(self, x, y, fresh=None):
         routine = super().build(x, y, fresh)
+        self._refuse_row_bound(self.spec_["evaluation"].get("bound"))
         phase = routine.phases[0]
         missing = [m for m in ("fit_reference", "draw", "reference_entropies")
                    if not callable(getattr(phase.sampler, m, None))]
@@ -819,6 +820,22 @@ class MINEE(NeuralMIEstimator):
                 sampler.fit_reference(*sample)
             _check_one_reference(samplers, sample[0].device)
         return routine
+
+    def _refuse_row_bound(self, spec: Any) -> None:
+        """A row bound (``rows = True``: InfoNCE's) in ``evaluation.bound``: MI-NEE scores each
+        divergence against reference draws, which have no rows — refused before training
+        (author24-3: the fit trained, then scores.py raised advising negatives = "all_pairs",
+        which MI-NEE cannot take)."""
+        name = spec.get("name") if isinstance(spec, dict) else spec
+        if not isinstance(name, str) or ("loss", name) not in get_registry() or \
+                not getattr(get_registry().get("loss", name), "rows", False):
+            return
+        raise ConfigError(
+            f"minee.evaluation.bound: the bound {evaluation.block_label('loss', name)} has "
+            "`rows = True` (each item scored against the other items of its batch), but MI-NEE "
+            "scores each divergence, D(P_XY‖P_X'×P_Y'), D(P_X‖P_X'), D(P_Y‖P_Y'), against draws "
+            "from its reference, which have no rows. Use a bound without `rows` (\"dv\", the "
+            "default, \"nwj_loss\", \"smile_loss\", or one of yours).")
 
     def _complete_phases(self, spec, n_test):
         super()._complete_phases(spec, n_test)

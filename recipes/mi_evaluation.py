@@ -196,8 +196,9 @@ def check_critic_module(module: Any, x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def block_label(kind: str, block: Any) -> str:
-    """``'name'`` of a built block, with `` (plugin 'p')`` where a plugin registered it."""
-    name = getattr(block, "name", type(block).__name__)
+    """``'name'`` of a built block (or of a block's name), with `` (plugin 'p')`` where a
+    plugin registered it."""
+    name = block if isinstance(block, str) else getattr(block, "name", type(block).__name__)
     try:
         plugin = get_registry().entry(kind, name).plugin
     except Exception:  # noqa: BLE001 - informative only (a block built outside the registry)

@@ -70,9 +70,12 @@ def off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
 
 def _rows_error() -> ValidationError:
     return ValidationError(
-        "This bound needs row-structured negatives (every item paired with the other items of "
-        "its batch), but the batch holds explicit negative pairs (x_marginal, y_marginal). Use "
-        "an in-batch negative sampler (negatives = \"all_pairs\").")
+        "This bound needs row-structured negatives (`rows = True`: every item paired with the "
+        "other items of its batch), but its scores hold joint pairs and separate negatives with "
+        "no rows (explicit negative pairs x_marginal / y_marginal, or MI-NEE's reference draws). "
+        "Give the bound in-batch negatives (an in-batch sampler: negatives = \"all_pairs\"), or "
+        "use a bound without `rows` (\"dv\", \"nwj_loss\" ...) where the negatives are "
+        "explicit pairs or reference draws (MI-NEE).")
 
 
 class BatchScores:

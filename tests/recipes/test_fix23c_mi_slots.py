@@ -91,3 +91,20 @@ def test_a_followed_mine_loss_validates_without_its_moving_average_and_own_slots
     assert spec["phases"][0]["validation"]["loss"] == {"name": "dv"}
     assert spec["evaluation"]["bound"] == {"name": "dv"}
 
+
+# ---------------------------------------------------------------- author24-3
+
+
+def test_minee_refuses_a_row_bound_in_evaluation_before_training():
+    # author24-3: the whole fit trained, then scores.py raised a bare ValidationError advising
+    # negatives = "all_pairs", which MI-NEE cannot take (its batches hold reference draws)
+    from infoblocks.recipes.mi import MINEE
+
+    x, y = gauss(0.5, 300)
+    est = MINEE(epochs=1, seed=0, hidden_dims=(8,), evaluation={"bound": "infonce_loss"})
+    with pytest.raises(ConfigError) as info:
+        est.fit(x, y)
+    msg = str(info.value)
+    assert msg.startswith("minee.evaluation.bound: the bound 'infonce_loss' has `rows = True`")
+    assert '"dv"' in msg and "all_pairs" not in msg
+    assert est.routine_ is None and est.history_ is None  # refused before any training
