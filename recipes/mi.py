@@ -31,6 +31,7 @@ from attrs.validators import optional
 import numpy as np
 import torch
 
+from infoblocks.blocks.assembly import ShortcutWarning, warn_once
 from infoblocks.blocks.data import Dataset, intra_op_threads, resolve_device
 from infoblocks.blocks.base import naming_blocks
 from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
@@ -280,6 +281,7 @@ class NeuralMIEstimator(Recipe):
         the spec, so the saved and printed routine is the one that runs. (author24-2: NWJ
         trained with another bound validated and estimated with nwj_loss, no message.)"""
         spec = super().routine_spec()
+        self._place_embed_dim(spec)
         given = {p.get("name"): p for p in self.phases or [] if isinstance(p, dict)}
         own = given.get("train", {})
         trained = next((p.get("loss") for p in spec["phases"] if p.get("name") == "train"), None)
@@ -296,6 +298,40 @@ class NeuralMIEstimator(Recipe):
                 isinstance(spec.get("evaluation"), dict):
             spec["evaluation"]["bound"] = copy.deepcopy(trained)
         return spec
+
+    def _place_embed_dim(self, spec: dict[str, Any]) -> None:
+        """``embed_dim`` set where the default critic has no such field (joint, linear): the
+        sections carry a shortcut only into a block that replaces a default block holding it,
+        so here a critic of one's own in ``models.main`` with the field gets it (its table
+        wins), and a critic without it is a :class:`ShortcutWarning` (author24-7: NWJ's
+        ``embed_dim = 8`` changed nothing, silently, while ``activation`` warned)."""
+        fields = attrs.fields_dict(type(self))
+        if self.embed_dim == fields["embed_dim"].default or self.critic_module is not None:
+            return  # the default, or a critic module from Python
+        # the critic of the recipe's defaults has the field: the sections carry the shortcut
+        # (and warn where `critic` or `hidden_dims` chose a critic without it)
+        plain = attrs.evolve(self, critic=fields["critic"].default,
+                             hidden_dims=fields["hidden_dims"].default)
+        if "embed_dim" in (plain.default_models().get("main") or {}):
+            return
+        main = spec["models"].get("main")
+        name = main.get("name") if isinstance(main, dict) else main
+        if "embed_dim" in (_fields_of("model", name) or ()):
+            table = main if isinstance(main, dict) else {"name": name}
+            if table.get("embed_dim", self.embed_dim) != self.embed_dim:
+                raise ConfigError(
+                    f"{self.name}: `embed_dim` = {self.embed_dim!r} and `models.main.embed_dim` "
+                    f"= {table['embed_dim']!r} both set this value. Remove one of them (the "
+                    f"shortcut `embed_dim` fills `models.main.embed_dim` of {name!r}).")
+            spec["models"]["main"] = {**table, "embed_dim": self.embed_dim}
+            return
+        why = "" if self.critic != "joint" or name != "joint_critic" else \
+            " (the joint critic scores MLP([x, y]): it has no embedding)"
+        warn_once(self, ShortcutWarning(
+            f"{self.name}: `embed_dim` = {self.embed_dim!r} reaches no block: `models.main` is "
+            f"{name!r}, which has no field `embed_dim`{why}. Set critic = \"separable\" (h(x)ᵀg(y) "
+            "in embed_dim dimensions), a critic of your own with the field in [models.main], or "
+            "remove `embed_dim`."), stacklevel=3)
 
     def _evaluation_index(self) -> str:
         if self.sampler_ is not None:  # fresh samples: the evaluation draw is never trained on

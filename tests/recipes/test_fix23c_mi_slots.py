@@ -3,6 +3,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from infoblocks.blocks.errors import ConfigError
 from infoblocks.plugins.registry import recipe_from_dict
@@ -108,3 +109,33 @@ def test_minee_refuses_a_row_bound_in_evaluation_before_training():
     assert msg.startswith("minee.evaluation.bound: the bound 'infonce_loss' has `rows = True`")
     assert '"dv"' in msg and "all_pairs" not in msg
     assert est.routine_ is None and est.history_ is None  # refused before any training
+
+
+# ---------------------------------------------------------------- author24-7
+
+
+def test_embed_dim_reaches_a_critic_with_the_field_or_warns_naming_the_critic():
+    # author24-7: NWJ's default critic is joint (no embed_dim): embed_dim = 8 changed nothing,
+    # no ShortcutWarning (activation / init_std there did warn), and a critic of one's own in
+    # [models.main] with an embed_dim field kept its own size
+    from infoblocks.blocks.assembly import ShortcutWarning
+    from infoblocks.recipes.mi import NWJ
+
+    x, y = gauss(0.5, 200)
+    _, w = _fit({"recipe": "nwj", "hidden_dims": [8], "epochs": 1, "seed": 0,
+                 "embed_dim": 8}, x, y)
+    assert any(s.startswith("nwj: `embed_dim` = 8 reaches no block: `models.main` is "
+                            "'joint_critic'") and 'critic = "separable"' in s for s in w), w
+    m, w = _fit({"recipe": "nwj", "hidden_dims": [8], "epochs": 1, "seed": 0, "embed_dim": 8,
+                 "models": {"main": {"name": "separable_critic"}}}, x, y)
+    codes, _ = m.routine_.models["main"].embed(torch.as_tensor(x[:3]), torch.as_tensor(y[:3]))
+    assert codes.shape == (3, 8)
+    assert m.to_dict(full=True)["models"]["main"]["embed_dim"] == 8
+    assert not any("embed_dim" in s for s in w), w
+    with pytest.raises(ConfigError, match=r"`embed_dim` = 8 and `models.main.embed_dim` = 16 "
+                                          r"both set this value"):
+        NWJ(embed_dim=8, models={"main": {"name": "separable_critic", "embed_dim": 16}}
+            ).routine_spec()
+    with warnings.catch_warnings():  # the default embed_dim: nothing to say
+        warnings.simplefilter("error", ShortcutWarning)
+        NWJ().routine_spec()
