@@ -345,7 +345,9 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
     where the field's type and validator take the value (:func:`_fits`); a list of
     blocks (``transforms``) what a shortcut the user set gave its entries of the same name
     (:func:`_carry_list`).  A set shortcut whose every value is lost that way is a
-    :class:`ShortcutWarning`."""
+    :class:`ShortcutWarning`; so is one that reaches some block but not another it gave its
+    own value (under its own name: `dof`, `perplexity`, not the `exaggeration_steps` derived
+    from `layout_epochs`)."""
     return _expand(recipe, warn=True)[0]
 
 
@@ -414,14 +416,33 @@ def _expand(recipe: Recipe, warn: bool) -> tuple[dict[str, Any], list[str]]:
                            shortcut=(field.name, getattr(recipe, field.name)))
         for where in lists:
             lost += _carry_list(merged, where, _at(rebuilt, where), _at(alternative, where))
-        if lost and not _reaches(merged, rebuilt, alternative):
+        if not lost:
+            continue
+        value = getattr(recipe, field.name)
+        reached = _reached(merged, rebuilt, alternative)
+        if not reached:
             unreached.append(field.name)
-            if not warn:
-                continue
+            if warn:
+                warn_once(recipe, ShortcutWarning(
+                    f"{path}: `{field.name}` = {value!r} reaches no block: "
+                    + "; ".join(dict.fromkeys(m for *_, m in lost)) + ". Set the value in the "
+                    f"block's own table, or remove `{field.name}`."),
+                    stacklevel=3)  # attributed to Recipe.routine_spec
+            continue
+        # a shortcut that still fills one block is as lost for a block it gave its own value
+        # to, under its own name (author23-1: t-SNE's `perplexity` set k = 30 while a plugin
+        # affinity kept its own perplexity 30; `dof` reached only the main phase, which runs 0
+        # epochs) — not for a value only derived from it (`layout_epochs` caps the built-in
+        # KL's `exaggeration_steps`; a plugin loss has none, author23-9)
+        own = list(dict.fromkeys(m for keys, where, m in lost if field.name in keys and not any(
+            r == where or r.startswith(f"{where}.") for r in reached)))  # (a compound's part)
+        if own and warn:
+            blocks = ", ".join(f"`{r}`" for r in reached)
             warn_once(recipe, ShortcutWarning(
-                f"{path}: `{field.name}` = {getattr(recipe, field.name)!r} reaches no block: "
-                + "; ".join(lost) + ". Set the value in the block's own table, or remove "
-                f"`{field.name}`."), stacklevel=3)  # attributed to Recipe.routine_spec
+                f"{path}: `{field.name}` = {value!r} reaches {blocks} but not every block it "
+                f"fills: " + "; ".join(own) + ". Give that block its own setting in its table; "
+                f"to use the value only where it goes, set it in the table of {blocks} "
+                f"instead of `{field.name}`."), stacklevel=3)
     # a shortcut left at its default reaches a block named in place of the default too (a
     # batch size, a start scale, a metric, an activation, hidden sizes): a drop-in
     # replacement runs with the recipe's settings, as the built-in block would (UMAP's
@@ -635,13 +656,25 @@ def _takes_table(field: attrs.Attribute, value: Any) -> bool:
     return _default_block_name(field) == value["name"]
 
 
+#: a value a shortcut gave a block that did not reach it: (the keys it went under — with
+#: those of a block's table it filled, UMAP's kernel {min_dist, spread} —, the block's dotted
+#: path, and why not)
+Lost = tuple[frozenset[str], str, str]
+
+
+def _keys(key: str, value: Any) -> frozenset[str]:
+    """``key``, and the keys of a block's table ``value``."""
+    return frozenset({key, *(value if isinstance(value, dict) else ())})
+
+
 def _filled(spec: Any, tuned: dict[str, Any], where: str, only_fitting: bool = False,
-            shortcut: tuple[str, Any] | None = None) -> tuple[Any, list[str]]:
+            shortcut: tuple[str, Any] | None = None) -> tuple[Any, list[Lost]]:
     """``spec`` with the ``tuned`` keys its block has and leaves out (``only_fitting``: and
-    whose declared type takes the value — for a shortcut the user left at its default); the
-    keys it lacks (an empty list also when some key went across: the shortcut reached this
-    block).  A value of the ``shortcut`` the user set (name, value) that the field's type
-    refuses is a :class:`ConfigError` naming the shortcut."""
+    whose declared type takes the value — for a shortcut the user left at its default); what
+    of it did not go, a :data:`Lost` per key the block lacks (an empty list also when some
+    key went across: the shortcut reached this block).  A value of the ``shortcut`` the user
+    set (name, value) that the field's type refuses is a :class:`ConfigError` naming the
+    shortcut."""
     fields = _block_attributes(_block_name(spec))
     if fields is None:
         return spec, []
@@ -672,13 +705,13 @@ def _filled(spec: Any, tuned: dict[str, Any], where: str, only_fitting: bool = F
                     f"{_block_name(tuned[k])!r}")
         return f"which has no field `{k}`"
 
-    lost = [f"`{where}` is now {_block_name(spec)!r}, {why(k)}" for k in tuned
-            if k not in fields]
+    lost = [(_keys(k, tuned[k]), where, f"`{where}` is now {_block_name(spec)!r}, {why(k)}")
+            for k in tuned if k not in fields]
     return (params if len(params) > 1 else spec), ([] if len(lost) < len(tuned) else lost)
 
 
 def _carry(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alternative: Any,
-           shortcut: tuple[str, Any] | None = None) -> list[str]:
+           shortcut: tuple[str, Any] | None = None) -> list[Lost]:
     """What a set shortcut gave the default block at ``path`` goes to the block that replaced
     it, where that block has the field and its spec leaves it out (``seed`` reaches a
     validation sampler of one's own, ``n_neighbors`` a k-NN relation of one's own); returns
@@ -692,10 +725,12 @@ def _carry(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alternat
 
 
 def _carry_list(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alternative: Any
-                ) -> list[str]:
+                ) -> list[Lost]:
     """:func:`_carry` for a list of blocks the sections replaced (``transforms``): what a set
     shortcut gave a default entry goes to the new list's first entry of the same name, else,
-    in a list of the same length, to the entry in its place."""
+    in a list of the same length, to the entry in its place, else to the first entry of a
+    block the default list does not name that has such a field (a plugin affinity's own
+    `perplexity` in place of t-SNE's `perplexity_rescale`, author23-1)."""
     parent = _at(merged, path[:-1])
     if not isinstance(parent, dict) or not isinstance(parent.get(path[-1]), list) or \
             not isinstance(alternative, list) or len(alternative) != len(default):
@@ -709,7 +744,13 @@ def _carry_list(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alt
         if not same and len(entries) == len(default):
             same = [k]  # the entry in its place (a plugin's init in place of pca_init)
         if not same:
-            lost.append(f"`{_dotted(path)}` no longer has {_block_name(entry)!r}")
+            named = {_block_name(e) for e in default}
+            same = [i for i, e in enumerate(entries) if _block_name(e) not in named
+                    and set(tuned) & set(_block_attributes(_block_name(e)) or ())][:1]
+        if not same:
+            lost.append((frozenset().union(*(_keys(k, v) for k, v in tuned.items())),
+                         _dotted(path), f"`{_dotted(path)}` no longer has "
+                                        f"{_block_name(entry)!r}"))
             continue
         entries[same[0]], missing = _filled(entries[same[0]], tuned,
                                             f"{_dotted(path)}[{same[0]}]")
@@ -718,17 +759,24 @@ def _carry_list(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alt
     return lost
 
 
-def _reaches(merged: dict[str, Any], defaults: dict[str, Any], alternative: dict[str, Any]
-             ) -> bool:
-    """Whether some value a shortcut set (where ``defaults`` and ``alternative`` differ)
-    survives in ``merged``."""
-    def walk(d: Any, a: Any, m: Any) -> bool:
+def _reached(merged: dict[str, Any], defaults: dict[str, Any], alternative: dict[str, Any]
+             ) -> list[str]:
+    """The blocks (dotted paths) in which some value a shortcut set (where ``defaults`` and
+    ``alternative`` differ) survives in ``merged``."""
+    found: list[str] = []
+
+    def walk(d: Any, a: Any, m: Any, where: tuple[Any, ...]) -> None:
         if isinstance(d, dict) and isinstance(a, dict):
             if _block_name(m) != _block_name(d) and (parts := _parts_named(m, d.get("name"))):
-                return any(walk(d, a, part) for part in parts)  # in a compound's part
-            return any(walk(v, a.get(k, _MISSING), m.get(k, _MISSING) if isinstance(m, dict)
-                            else _MISSING) for k, v in d.items())
-        return not _same(d, a) and _same(d, m)
+                for part in parts:  # in a compound's part
+                    walk(d, a, part, where)
+                return
+            for k, v in d.items():
+                walk(v, a.get(k, _MISSING), m.get(k, _MISSING) if isinstance(m, dict)
+                     else _MISSING, (*where, k))
+        elif not _same(d, a) and _same(d, m):
+            found.append(_dotted(where if isinstance(d, list) or len(where) < 2
+                                 else where[:-1]))  # (a leaf: its block; a list: itself)
 
     for key in SECTIONS:
         d, a, m = defaults.get(key), alternative.get(key), merged.get(key)
@@ -737,11 +785,10 @@ def _reaches(merged: dict[str, Any], defaults: dict[str, Any], alternative: dict
                 name = phase.get("name")
                 other = next((p for p in a or [] if p.get("name") == name), _MISSING)
                 mine = next((p for p in m or [] if p.get("name") == name), _MISSING)
-                if walk(phase, other, mine):
-                    return True
-        elif walk(d, a, m):
-            return True
-    return False
+                walk(phase, other, mine, ("phases", name))
+        else:
+            walk(d, a, m, (key,))
+    return list(dict.fromkeys(found))
 
 
 # ---------------------------------------------------------------------------- building
