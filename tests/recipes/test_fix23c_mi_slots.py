@@ -139,3 +139,41 @@ def test_embed_dim_reaches_a_critic_with_the_field_or_warns_naming_the_critic():
     with warnings.catch_warnings():  # the default embed_dim: nothing to say
         warnings.simplefilter("error", ShortcutWarning)
         NWJ().routine_spec()
+
+
+# ---------------------------------------------------------------- author24-4
+
+
+def _clip_case(high):
+    """10 items, joint scores 3, negatives −3 but for ``high`` pairs at 4 (above τ = 2)."""
+    import types
+
+    from infoblocks.blocks.mutual_information.bounds import SMILELoss
+    from infoblocks.blocks.mutual_information.scores import PairScores
+
+    n = 10
+    marginal = torch.full((n - 1, n), -3.0, dtype=torch.float64)
+    marginal[0, :high] = 4.0
+    scores = PairScores(torch.full((n,), 3.0, dtype=torch.float64), marginal,
+                        torch.arange(1, n))
+    bound = SMILELoss(clip=2.0)
+    return types.SimpleNamespace(bound_=bound, scores_=scores,
+                                 estimate_nats_=float(scores.bound(bound)))
+
+
+def test_smile_warns_when_its_clip_lifts_the_estimate_above_dv_on_the_same_pairs():
+    # author24-4: SMILE 4.311 [4.17, 4.455] on a truth of 4.152, DV on the same critic 3.928:
+    # 0.24 % of the negatives above τ = 5 and their e^t clipped out of the partition, silently
+    from infoblocks.recipes.mi_evaluation import MIConvergenceWarning, check_clip
+
+    case = _clip_case(high=2)  # 2 of 90 negatives at 4 > τ: DV 2.767, SMILE 4.216
+    assert float(case.scores_.bound("dv")) == pytest.approx(2.7673, abs=1e-4)
+    with pytest.warns(MIConvergenceWarning) as record:
+        check_clip(case)
+    (msg,) = [str(w.message) for w in record]
+    assert "the clip τ = 2 is active: 2.22% of the evaluation's negative pairs" in msg
+    assert "4.216 nats lies 1.45 above the unclipped DV bound" in msg and "(2.767)" in msg
+    assert "Raise `clip`" in msg and 'evaluation.bound = "dv"' in msg
+    with warnings.catch_warnings():  # no negative above τ: the clip only raises the partition
+        warnings.simplefilter("error", MIConvergenceWarning)
+        check_clip(_clip_case(high=0))
