@@ -296,7 +296,7 @@ class NeuralMIEstimator(Recipe):
         own_evaluation = self.evaluation if isinstance(self.evaluation, dict) else {}
         if self.final_bound == self.training_bound and "bound" not in own_evaluation and \
                 isinstance(spec.get("evaluation"), dict):
-            spec["evaluation"]["bound"] = copy.deepcopy(trained)
+            spec["evaluation"]["bound"] = _with_fields(trained)  # (a table, as the default)
         return spec
 
     def _place_embed_dim(self, spec: dict[str, Any]) -> None:

@@ -66,13 +66,13 @@ def test_validation_and_evaluation_follow_a_bound_put_in_the_training_phase():
     m, _ = _fit(cfg, x, y)
     full = m.to_dict(full=True)
     assert full["phases"][0]["validation"]["loss"] == {"name": "smile_loss"}
-    assert full["evaluation"]["bound"] == "smile_loss"
+    assert full["evaluation"]["bound"] == {"name": "smile_loss"}
     assert type(m.routine_.phases[0].validation.loss).__name__ == "SMILELoss"
     assert type(m.bound_).__name__ == "SMILELoss"
     # the full form reads back to the same routine (nothing counts as an edit)
     again = recipe_from_dict(full).routine_spec()
     assert again["phases"][0]["validation"]["loss"] == {"name": "smile_loss"}
-    assert again["evaluation"]["bound"] == "smile_loss"
+    assert again["evaluation"]["bound"] == {"name": "smile_loss"}
 
 
 def test_a_followed_mine_loss_validates_without_its_moving_average_and_own_slots_win():
