@@ -52,6 +52,11 @@ def non_negative(instance: Any, attribute: Any, value: Any) -> None:
         raise ValidationError(f"`{attribute.name}` must be a non-negative number, got {value!r}.")
 
 
+def fraction(instance: Any, attribute: Any, value: Any) -> None:
+    if not (_is_number(value) and 0 <= value <= 1):
+        raise ValidationError(f"`{attribute.name}` must be a fraction in [0, 1], got {value!r}.")
+
+
 def device(instance: Any, attribute: Any, value: Any) -> None:
     """A device name: "cpu", "cuda", "cuda:N" or "auto" (a torch.device is accepted too);
     whether CUDA is present is checked when training starts."""
@@ -81,5 +86,5 @@ def one_of(*options: Any, otherwise: str = "") -> Validator:
     return check
 
 
-__all__ = ["device", "non_negative", "non_negative_int", "one_of", "positive", "positive_int",
-           "positive_ints"]
+__all__ = ["device", "fraction", "non_negative", "non_negative_int", "one_of", "positive",
+           "positive_int", "positive_ints"]

@@ -18,7 +18,7 @@ from ..losses import Loss, LossOutput, get_model
 from ..relations import RelationData
 from ..samplers import Sampler
 from ..state import TrainState
-from ..validators import non_negative, positive, positive_int
+from ..validators import fraction, non_negative, positive, positive_int
 from .kernels import check_kernel
 from .tsne_loss import batch_edges, batch_rows, row_index, student_t_kl
 from .umap_loss import edge_cross_entropy, log_form, table_edge_cross_entropy
@@ -346,6 +346,11 @@ class RelationLoss(Loss):
     kernel: Any = block_field("transform", default="modified_cauchy",
                               validator=lambda s, a, v: _kernel_has(v, "logit", "relation"))
     repulsion_strength: float = attrs.field(default=1.0, validator=non_negative)
+    #: fraction of the phase's optimizer steps over which the repulsion rises linearly from 0
+    #: to ``repulsion_strength`` (then held); 0: full repulsion from the first step.  A layout
+    #: started from a compact spectral init and pushed apart at full strength at once tears a
+    #: manifold into strands (the swiss roll); a warm-up lets the attraction settle it first
+    repulsion_warmup: float = attrs.field(default=0.0, validator=fraction)
     cache_front_end: bool = True
     #: a model of fixed positions (e.g. the ``layout`` phase's free coordinates): the loss adds
     #: ``anchor_strength`` × the same cross-entropy of each edge's source y_i against the FIXED
@@ -363,6 +368,13 @@ class RelationLoss(Loss):
     _cache: Any = attrs.field(init=False, default=None, repr=False, eq=False)
     #: the model's ``lookup_table()`` was checked against its forward in this phase
     _table_checked: bool = attrs.field(init=False, default=False, repr=False, eq=False)
+
+    def _gamma(self, state: TrainState) -> float:
+        """``repulsion_strength``, times the warm-up's ramp at this step of the phase."""
+        if self.repulsion_warmup <= 0 or state.total_steps <= 0:
+            return self.repulsion_strength
+        ramp = state.step / (self.repulsion_warmup * state.total_steps)
+        return self.repulsion_strength * min(1.0, ramp)
 
     def required_fields(self):
         pairs = {"pos_source", "pos_target", "neg_source", "neg_target"}
@@ -444,9 +456,10 @@ class RelationLoss(Loss):
         model = get_model(models, self.model)
         form = log_form(self.kernel) if self.fused else None
         table = None if form is None else self._lookup_table(model, batch)
+        gamma = self._gamma(state)
         if table is not None:  # free coordinates: y = table[items] is never formed
             value, attraction, repulsion, grad = table_edge_cross_entropy(
-                table, batch, *form, self.repulsion_strength)
+                table, batch, *form, gamma)
             # a table computed from the parameters (not a leaf): its gradient flows on
             # through ``value.backward()``; a leaf's the engine may assign directly
             return LossOutput(value, {"attraction": attraction.detach(),
@@ -455,15 +468,14 @@ class RelationLoss(Loss):
                               else None)
         y = self._embed(batch, model)
         if form is not None:
-            value, attraction, repulsion = edge_cross_entropy(y, batch, *form,
-                                                              self.repulsion_strength)
+            value, attraction, repulsion = edge_cross_entropy(y, batch, *form, gamma)
         else:
             z_pos = self.kernel.logit(_pair_sq(y, batch["pos_source"], batch["pos_target"]))
             z_neg = self.kernel.logit(_pair_sq(y, batch["neg_source"], batch["neg_target"]))
             size = z_pos.numel()
             attraction = F.softplus(-z_pos).sum() / size
             repulsion = F.softplus(z_neg).sum() / size
-            value = attraction + self.repulsion_strength * repulsion
+            value = attraction + gamma * repulsion
         metrics = {"attraction": attraction.detach(), "repulsion": repulsion.detach()}
         if self.anchor_model is not None:
             anchoring = self._anchoring(y, batch, models)

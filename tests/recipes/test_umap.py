@@ -140,7 +140,9 @@ def test_layout_phase_is_present_and_overridable(tmp_path, digits):
     phases = [r["phase"] for r in model.history_]
     assert phases.count("layout") == 100 and phases.count("init") == 100
     layout = [r["loss"] for r in model.history_ if r["phase"] == "layout"]
-    assert layout[-1] < 0.5 * layout[0]  # measured: 2.67 -> 0.80
+    # the repulsion rises from 0 over the first half (layout_repulsion_warmup = 0.5); at full
+    # strength from then on the loss falls: measured 0.911 at epoch 50 -> 0.776
+    assert layout[-1] < 0.92 * layout[50]
     y = model.embedding_
     # measured 0.967 / 0.970 (the full preset: 0.982 / 0.984; defaults 0.979 / 0.986)
     assert trustworthiness(x, y, k=15) >= 0.955 and knn_accuracy(y, labels, k=10) >= 0.95
