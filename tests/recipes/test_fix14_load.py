@@ -103,3 +103,10 @@ def test_recipe_load_dispatches_to_a_plugin_recipe_that_keeps_the_base_load(save
         recipes.DII.load(tmp_path / "pca")
     with pytest.raises(ValidationError, match=r"saved by DII .*load it with DII\.load"):
         type(loaded).load(saves / "dii")
+
+
+def test_the_base_recipe_is_importable_where_the_recipes_are(saves):
+    # author24-5: ``from infoblocks.recipes import Recipe`` failed ("no attribute 'Recipe'")
+    # although README points at ``Recipe.load``; it is the core's base class, served lazily
+    assert recipes.Recipe is Recipe
+    assert type(recipes.Recipe.load(saves / "dii")).__name__ == "DII"
