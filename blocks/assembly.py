@@ -462,6 +462,12 @@ def _expand(recipe: Recipe, warn: bool) -> tuple[dict[str, Any], list[str]]:
             if tuned and isinstance(parent, dict) and block[-1] in parent:
                 parent[block[-1]], _ = _filled(parent[block[-1]], tuned, _dotted(block),
                                                only_fitting=True)
+    # a value the fit itself sets in a default list's entry (t-SNE's `perplexity_`, lowered on
+    # a small data set) reaches the replaced list's entry, where its table leaves it out:
+    # `transforms = ["perplexity_rescale", ...]` ran at the block's 30 while the fit's warning
+    # said 19.67, and `perplexity_` was None
+    for where in lists:
+        _carry_list(merged, where, _at(defaults, where), _at(rebuilt, where), only_fitting=True)
     return merged, unreached
 
 
@@ -724,8 +730,8 @@ def _carry(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alternat
     return lost
 
 
-def _carry_list(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alternative: Any
-                ) -> list[Lost]:
+def _carry_list(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alternative: Any,
+                only_fitting: bool = False) -> list[Lost]:
     """:func:`_carry` for a list of blocks the sections replaced (``transforms``): what a set
     shortcut gave a default entry goes to the new list's first entry of the same name, else,
     in a list of the same length, to the entry in its place, else to the first entry of a
@@ -753,7 +759,8 @@ def _carry_list(merged: dict[str, Any], path: tuple[Any, ...], default: Any, alt
                                         f"{_block_name(entry)!r}"))
             continue
         entries[same[0]], missing = _filled(entries[same[0]], tuned,
-                                            f"{_dotted(path)}[{same[0]}]")
+                                            f"{_dotted(path)}[{same[0]}]",
+                                            only_fitting=only_fitting)
         lost += missing
     parent[path[-1]] = entries
     return lost

@@ -204,10 +204,11 @@ class ParametricTSNE(EmbeddingRecipe):
 
     def _spec_perplexity(self) -> float | None:
         """The perplexity the routine's graph is calibrated to (its ``perplexity_rescale``
-        transform; None without one)."""
+        transform's, or a plugin affinity's in its place: the first with a ``perplexity``;
+        None without one)."""
         graph = self.routine_spec()["globals"].get(self.graph_name) or {}
         values = [t.get("perplexity") for t in graph.get("transforms") or []
-                  if isinstance(t, dict) and t.get("name") == "perplexity_rescale"]
+                  if isinstance(t, dict) and "perplexity" in t]
         return float(values[0]) if values and isinstance(values[0], (int, float)) else None
 
     @classmethod

@@ -26,14 +26,15 @@ from infoblocks.plugins.registry import recipe_from_dict
 
 @attrs.define
 class EntropicAffinity(Transform):
-    """A TSNEkhorn-like affinity: its own perplexity calibration (identity here: the spec is
-    what is tested)."""
+    """A TSNEkhorn-like affinity: its own perplexity calibration (here the built-in's)."""
     name: ClassVar[str] = "test23b_entropic"
     accepts: ClassVar[tuple[type, ...]] = (SparseRelations,)
     perplexity: float = 30.0
 
-    def apply(self, relations):  # pragma: no cover - not built by these tests
-        return relations
+    def apply(self, relations):
+        from infoblocks.blocks.embedding.affinities import PerplexityBasedRescale
+
+        return PerplexityBasedRescale(perplexity=self.perplexity).apply(relations)
 
 
 @attrs.define
@@ -92,7 +93,8 @@ def test_tsne_perplexity_reaches_a_plugin_affinity_with_that_field(affinities):
     full, warned = _full({"recipe": "parametric_tsne", "perplexity": 10.0, "globals": {
         "P": {"transforms": [{"name": "test23b_entropic", "perplexity": 12.0}, "normalize"]}}})
     assert full["globals"]["P"]["transforms"][0]["perplexity"] == 12.0
-    # a perplexity left at its default changes nothing in the plugin's table
+    # a perplexity left at its default changes nothing in the plugin's table (but the value a
+    # fit lowers it to: test_the_fits_lowered_perplexity_reaches_a_listed_affinity)
     full, _ = _full({"recipe": "parametric_tsne", "globals": {
         "P": {"transforms": [{"name": "test23b_entropic"}, "normalize"]}}})
     assert full["globals"]["P"]["transforms"][0] == {"name": "test23b_entropic"}
@@ -159,3 +161,31 @@ def test_a_value_only_derived_from_a_shortcut_is_not_warned_about():
             {"name": "layout", "loss": layout_loss}]}).to_dict(full=True)
     assert _phase(full, "layout")["epochs"] == 2
     assert "exaggeration_steps" not in _phase(full, "layout")["loss"]
+
+
+def test_the_fits_lowered_perplexity_reaches_a_listed_affinity(affinities):
+    # On 60 rows t-SNE lowers the default perplexity 30 to (60 − 1) / 3 = 19.67 and says so;
+    # before, `transforms = ["perplexity_rescale", ...]` (no value in its table) ran at the
+    # block's own 30 and `perplexity_` was None after the fit; a plugin affinity the same
+    import numpy as np
+
+    from infoblocks.recipes import ParametricTSNE
+
+    x = np.random.default_rng(0).normal(size=(60, 5)).astype(np.float32)
+    for first in ("perplexity_rescale", "test23b_entropic"):
+        recipe = ParametricTSNE(layout_epochs=1, init_epochs=1, transform_epochs=0, globals={
+            "P": {"transforms": [first, "symmetrize", "normalize"]}})
+        assert recipe.routine_spec()["globals"]["P"]["transforms"][0] == first  # as written
+        with pytest.warns(UserWarning, match=r"this fit uses perplexity = \(samples − 1\) / 3 "
+                                             r"= 19\.67"):
+            recipe.fit(x)
+        assert recipe.perplexity_ == pytest.approx(59 / 3)
+        assert recipe.routine_.global_relations["P"].transforms[0].perplexity == \
+            pytest.approx(59 / 3)
+    # the entry's own value still wins
+    recipe = ParametricTSNE(layout_epochs=1, init_epochs=1, transform_epochs=0, globals={
+        "P": {"transforms": [{"name": "perplexity_rescale", "perplexity": 5.0}, "symmetrize",
+                             "normalize"]}})
+    with pytest.warns(UserWarning, match="19.67"):
+        recipe.fit(x)
+    assert recipe.perplexity_ == 5.0
