@@ -74,12 +74,17 @@ OWN_CRITIC = ("A critic of your own (a registered model) goes in its section, no
               "`critic`: `[models.main] name = \"{value}\"`.")
 
 
-def _is_bound(spec: Any) -> bool:
-    """``spec`` (a name or table) names a registered bound block (one with ``bound(scores)``)."""
+def _loss_class(spec: Any) -> type | None:
+    """The registered loss class ``spec`` (a name or table) names, or None."""
     name = spec.get("name") if isinstance(spec, dict) else spec
     if not isinstance(name, str) or ("loss", name) not in get_registry():
-        return False
-    return callable(getattr(get_registry().get("loss", name), "bound", None))
+        return None
+    return get_registry().get("loss", name)
+
+
+def _is_bound(spec: Any) -> bool:
+    """``spec`` (a name or table) names a registered bound block (one with ``bound(scores)``)."""
+    return callable(getattr(_loss_class(spec), "bound", None))
 
 
 def _with_fields(spec: Any, **values: Any) -> dict[str, Any]:
@@ -862,10 +867,9 @@ class MINEE(NeuralMIEstimator):
         divergence against reference draws, which have no rows — refused before training
         (author24-3: the fit trained, then scores.py raised advising negatives = "all_pairs",
         which MI-NEE cannot take)."""
-        name = spec.get("name") if isinstance(spec, dict) else spec
-        if not isinstance(name, str) or ("loss", name) not in get_registry() or \
-                not getattr(get_registry().get("loss", name), "rows", False):
+        if not getattr(_loss_class(spec), "rows", False):
             return
+        name = spec.get("name") if isinstance(spec, dict) else spec
         raise ConfigError(
             f"minee.evaluation.bound: the bound {evaluation.block_label('loss', name)} has "
             "`rows = True` (each item scored against the other items of its batch), but MI-NEE "

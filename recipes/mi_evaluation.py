@@ -237,8 +237,6 @@ def refuse_ignored_negatives(recipe: str, phase: Any, negatives: str) -> None:
             "of yours).")
 
 
-
-
 def build_phases(recipe: NeuralMIEstimator, spec: dict[str, Any]) -> list[Any]:
     """The phases of ``spec`` (validation included), through the base's builders."""
     return recipe.build_phases(spec)
