@@ -4,7 +4,9 @@ Every hook is called once, when the registry is (re)built — lazily, on first u
 return a list of block *classes* (not instances).  Each class declares its registry key in the
 class attribute ``name`` and derives from the base of its kind (``Distance``, ``Loss`` ...).
 Wrap a class in :func:`infoblocks.plugins.override` to replace a block another plugin already
-registered under the same name; any other duplicate is an error naming both plugins.
+registered under the same name; any other duplicate is an error naming both plugins.  Put
+:func:`infoblocks.plugins.unavailable` in the list for one part of the plugin that failed (a
+module that did not import): it is reported, and the other blocks still register.
 
 A plugin is a module (or object) with functions decorated ``@hookimpl``; it is found through
 the entry-point group ``infoblocks``::

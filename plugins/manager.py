@@ -20,7 +20,7 @@ from infoblocks.blocks.base import BLOCK_KINDS
 from infoblocks.blocks.errors import InfoblocksError, PluginError
 
 from . import hookspecs
-from .registry import Registry
+from .registry import Registry, Unavailable
 
 ENTRY_POINT_GROUP = "infoblocks"
 BUILTIN_NAME = "builtin"
@@ -143,6 +143,7 @@ class InfoblocksPlugins:
         # whose hook raises is skipped whole: none of its hooks' blocks stay registered
         for plugin, hooks in self._hooks_by_plugin().items():
             before = dict(registry._entries)
+            parts_failed: list[Unavailable] = []
             try:
                 for kind, impl in hooks:
                     try:
@@ -153,13 +154,21 @@ class InfoblocksPlugins:
                         raise _HookFailed(f"{hookspecs.HOOK_FOR_KIND[kind]} raised "
                                           f"{type(exc).__name__}: {exc}") from exc
                     for block in blocks:
-                        registry.add(kind, block, plugin)
+                        if isinstance(block, Unavailable):  # one part failed, not the plugin
+                            parts_failed.append(block)
+                        else:
+                            registry.add(kind, block, plugin)
             except (InfoblocksError, _HookFailed) as exc:
                 if plugin == BUILTIN_NAME:  # infoblocks' own bug: never skipped silently
                     raise
                 registry._entries = before
                 self._fail(plugin, self.packages.get(plugin, ("?",))[0],
                            f"{str(exc).rstrip('.')}; none of its blocks are registered")
+                continue
+            for part in parts_failed:  # once each, however often the registry is rebuilt
+                failure = PluginFailure(plugin, self.packages.get(plugin, ("?",))[0], str(part))
+                if failure not in self.failures:
+                    self._fail(failure.name, failure.package, failure.error)
         registry.failures = self.failures  # the same list: later failures show too
         return registry
 

@@ -49,6 +49,51 @@ def override(block: type) -> Override:
 
 
 @attrs.frozen
+class Unavailable:
+    """Returned by a ``register_*`` hook in place of the blocks of one part of a plugin that
+    could not be loaded (see :func:`unavailable`)."""
+
+    what: str
+    error: str
+
+    def __str__(self) -> str:
+        return self.error
+
+
+def unavailable(what: str, exc: BaseException, fix: str = "") -> Unavailable:
+    """Return this from a hook, next to the blocks that did load, for one part of the plugin
+    that failed (e.g. ``unavailable("module mypkg.extra", exc)`` where importing one of its
+    modules raised): the plugin's other blocks stay registered, and the failure is reported as
+    a failed plugin is (a ``PluginFailureWarning`` naming ``what``, the exception's type,
+    message and file:line, then ``fix``; listed by ``infoblocks list`` and by a missing
+    name's ``No X named``; raised under ``INFOBLOCKS_STRICT_PLUGINS=1``)."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        text, place = exc.msg, f"{exc.filename}:{exc.lineno}"
+    else:
+        text, place = str(exc), _raised_in(exc.__traceback__)
+    at = f" (at {place})" if place else ""
+    return Unavailable(what, f"{what} raised {type(exc).__name__}: {str(text).rstrip('.')}{at}; "
+                             "its blocks are not registered, the plugin's other blocks are"
+                             + (f". {fix}" if fix else ""))
+
+
+def _raised_in(traceback: Any) -> str:
+    """``FILE:LINE`` of the last frame outside the import machinery ('' where there is none
+    but this plugin layer's own)."""
+    import importlib
+    import os
+
+    skipped = (os.path.dirname(importlib.__file__), os.path.dirname(__file__), "<frozen ")
+    place = ""
+    while traceback is not None:
+        name = traceback.tb_frame.f_code.co_filename
+        if not name.startswith(skipped):
+            place = f"{name}:{traceback.tb_lineno}"
+        traceback = traceback.tb_next
+    return place
+
+
+@attrs.frozen
 class Entry:
     """One registered block: its class and the plugin that provides it."""
 
@@ -192,5 +237,6 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     return get_registry().build("recipe", data)
 
 
-__all__ = ["Registry", "Entry", "Override", "override", "get_registry", "recipe_from_dict",
+__all__ = ["Registry", "Entry", "Override", "override", "Unavailable", "unavailable",
+           "get_registry", "recipe_from_dict",
            "BASE_FOR_KIND"]
