@@ -30,7 +30,8 @@ import numpy as np
 from .assembly import SECTIONS, expand_sections, section_field, shortcut_fields
 from .base import Block, not_implemented
 from .config import check_arguments, check_types, structure
-from .errors import ConfigError, NotFittedError, RegistryError, ValidationError
+from .errors import (ConfigError, InfoblocksError, NotFittedError, RegistryError,
+                     ValidationError)
 
 #: key of the recipe name in dict / TOML form
 RECIPE_KEY = "recipe"
@@ -134,6 +135,95 @@ def _warn_unregistered(recipe: Any, sections: list[Any]) -> None:
 
 class UnregisteredBlockWarning(UserWarning):
     """A block instance in a recipe's sections whose class is not registered by its name."""
+
+
+def _plugin_defaults(spec: dict[str, Any], evaluation_kinds: dict[str, str],
+                     written: set[str]) -> dict[str, Any]:
+    """``spec`` with each plugin block named in the recipe's own sections (``written``: a
+    block the user put in) written with its own fields — those no built-in block of its kind
+    has (an MI bound's ``baseline``, a sampler's ``k``) — and their defaults where the spec
+    leaves them out, so a full form shows what that block runs with (author24-5:
+    `alpha_tuba` was written without `baseline`).  The fields it shares with the built-ins
+    (``x_dim``, ``in_dim``, ``x_key``, ``batch_size``, ``hidden_dims`` ...) stay as the
+    recipe leaves them: a fit fills those from the data and its settings.  Fields without a
+    default or defaulting to None stay out; nested blocks (a loss's ``kernel``, a compound's
+    ``losses``) are looked at too.  The blocks a recipe's defaults name are written as the
+    recipe sets them, built-in or plugin alike."""
+    from .base import BUILTIN, as_data
+    from infoblocks.plugins.registry import get_registry
+
+    registry = get_registry()
+    shared: dict[str, set[str]] = {}
+
+    def builtin_fields(kind: str) -> set[str]:
+        if kind not in shared:
+            shared[kind] = {f.alias or f.name for e in registry.entries(kind)
+                            if e.plugin == BUILTIN and attrs.has(e.block)
+                            for f in attrs.fields(e.block)}
+        return shared[kind]
+
+    def filled(kind: str, value: Any) -> Any:
+        if isinstance(value, list):
+            return [filled(kind, v) for v in value]
+        table = {"name": value} if isinstance(value, str) else value
+        name = table.get("name") if isinstance(table, dict) else None
+        if not isinstance(name, str) or (kind, name) not in registry:
+            return value  # an instance, a placeholder or a partial table: as written
+        entry = registry.entry(kind, name)
+        if not attrs.has(entry.block):
+            return value
+        table, defaults = dict(table), {}
+        for f in attrs.fields(entry.block):
+            key = f.alias or f.name
+            if not f.init or key.startswith("_"):
+                continue
+            if f.metadata.get("block_kind") and key in table:
+                table[key] = filled(f.metadata["block_kind"], table[key])
+            if entry.plugin == BUILTIN or name not in written or key in table or \
+                    key in builtin_fields(kind) or f.default is attrs.NOTHING:
+                continue
+            default = f.default
+            if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                if default.takes_self:
+                    continue
+                default = default.factory()
+            if default is not None:
+                defaults[key] = _plain(as_data(default))
+        if not defaults:
+            return value if table == ({"name": value} if isinstance(value, str) else value) \
+                else table
+        return {**table, **defaults}
+
+    out = dict(spec)
+    if spec.get("globals"):
+        out["globals"] = {}
+        for gname, entry in spec["globals"].items():
+            if isinstance(entry, dict):
+                entry = dict(entry)
+                for key, kind in (("relation", "relation"), ("transforms", "transform")):
+                    if key in entry:
+                        entry[key] = filled(kind, entry[key])
+            out["globals"][gname] = entry
+    if spec.get("models"):
+        out["models"] = {k: filled("model", v) for k, v in spec["models"].items()}
+    if spec.get("phases"):
+        out["phases"] = []
+        for phase in spec["phases"]:
+            if isinstance(phase, dict):
+                phase = dict(phase)
+                for slot in ("sampler", "loss"):
+                    if slot in phase:
+                        phase[slot] = filled(slot, phase[slot])
+                if isinstance(phase.get("validation"), dict):
+                    phase["validation"] = dict(phase["validation"])
+                    for slot in ("sampler", "loss"):
+                        if slot in phase["validation"]:
+                            phase["validation"][slot] = filled(slot, phase["validation"][slot])
+            out["phases"].append(phase)
+    if isinstance(spec.get("evaluation"), dict):
+        out["evaluation"] = {k: filled(evaluation_kinds[k], v) if k in evaluation_kinds else v
+                             for k, v in spec["evaluation"].items()}
+    return out
 
 
 def _strings(value: Any) -> list[str]:
@@ -666,8 +756,14 @@ class Recipe(Block, metaclass=_CheckedConstructor):
 
     def full_sections(self) -> dict[str, Any]:
         """The sections as :meth:`to_dict` ``(full=True)`` writes them: the expanded routine
-        (:meth:`routine_spec`); a recipe may write its blocks with more of their fields."""
-        return self.routine_spec()
+        (:meth:`routine_spec`), a plugin block's own fields with their defaults included
+        (:func:`_plugin_defaults`); a recipe may write its blocks with more of their fields."""
+        spec = self.routine_spec()
+        written = set(_strings([getattr(self, k) for k in SECTIONS]))
+        try:
+            return _plugin_defaults(spec, self.evaluation_kinds, written)
+        except InfoblocksError:  # a block that cannot be looked up: the sections as written
+            return spec  # (the full form's name check or the fit names it)
 
     def to_dict(self, full: bool = False) -> dict[str, Any]:
         """``{"recipe": name, **hyperparameters, **sections}`` (transient fields left out;
