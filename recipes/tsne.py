@@ -31,7 +31,6 @@ from attrs.validators import optional
 
 from infoblocks.blocks.data import as_rows
 from infoblocks.blocks.errors import ValidationError
-from infoblocks.blocks.recipe import EXPANDED_KEY
 from infoblocks.blocks.schedules import schedule_data, schedule_spec
 from infoblocks.blocks.validators import non_negative_int, one_of, positive, positive_int
 
@@ -44,8 +43,6 @@ LAYOUT_STEPS_PER_EPOCH = 10
 #: lowered to (N − 1) / 3, as openTSNE does, but not below this (3 rows: p = 0.67 is below
 #: the one neighbour a perplexity counts at least)
 MIN_LOWERED_PERPLEXITY = 1.0
-#: the batch sizes a fit lowers to the number of rows (the fitted ``batch_size_`` ...)
-FITTED_BATCH_SIZES = ("batch_size", "init_batch_size")
 
 
 @attrs.define(kw_only=True)
@@ -64,9 +61,11 @@ class ParametricTSNE(EmbeddingRecipe):
     behind a PCA-64 front end) regressed onto it for 30 epochs.
 
     A ``batch_size`` / ``init_batch_size`` above the number of rows N runs batches of all N
-    rows; the fit records them as ``batch_size_`` / ``init_batch_size_`` (as ``perplexity_``),
-    and the routine's sections after the fit (``routine_spec()``, ``to_toml(full=True)``,
-    the saved model) show them, so that they run as written, e.g. as ``recipe = "routine"``.
+    rows, a ``pca_dims`` above the features all features; the fit records them as
+    ``batch_size_`` / ``init_batch_size_`` / ``pca_dims_`` (as ``perplexity_``:
+    :attr:`EmbeddingRecipe.fitted_caps`), and the routine's sections after the fit
+    (``routine_spec()``, ``to_toml(full=True)``, the saved model) show them, so that they run
+    as written, e.g. as ``recipe = "routine"``.
     """
 
     #: "network": the network alone on batch KL (no layout; the defaults before the layout
@@ -81,6 +80,8 @@ class ParametricTSNE(EmbeddingRecipe):
     summary: ClassVar[str] = ("Parametric t-SNE: openTSNE's layout (KL over all pairs), and a "
                               "network regressed onto it")
     graph_name: ClassVar[str] = "P"
+    fitted_caps: ClassVar[dict[str, str]] = {**EmbeddingRecipe.fitted_caps,
+                                             "batch_size": "rows", "init_batch_size": "rows"}
     #: ``transform`` places a new point among the positions of its 15 nearest training rows
     #: (round 3, the network alone: held-out MNIST-5k 10-NN / trust@15 0.869 / 0.912 against
     #: the network's 0.811 / 0.893; 30: 0.857 / 0.913; with the layout: 0.895 / 0.924;
@@ -176,13 +177,13 @@ class ParametricTSNE(EmbeddingRecipe):
     def fit_batch_size(self) -> int:
         """The batch of the ``main`` / ``exaggerate`` phases: ``batch_size_`` once fitted (at
         most the rows), else ``batch_size``."""
-        return self.batch_size if self.batch_size_ is None else self.batch_size_
+        return self.fitted("batch_size")
 
     @property
     def fit_init_batch_size(self) -> int:
         """The batch of the ``init`` phase: ``init_batch_size_`` once fitted, else
         ``init_batch_size``."""
-        return self.init_batch_size if self.init_batch_size_ is None else self.init_batch_size_
+        return self.fitted("init_batch_size")
 
     def neighbors(self) -> int:
         """k of the sparse P: ``n_neighbors`` or 3 × perplexity (as in Barnes-Hut t-SNE)."""
@@ -193,11 +194,9 @@ class ParametricTSNE(EmbeddingRecipe):
         first: the default lowered on fewer rows than it needs (:meth:`_perplexity_for`)."""
         x = as_rows(X, "X", ndim=2)
         n = int(x.shape[0])
-        self.perplexity_ = self.batch_size_ = self.init_batch_size_ = None
+        self.perplexity_ = None
+        self._record_fit(n, int(x.shape[1]))
         self.perplexity_ = self._perplexity_for(n)
-        # (the batches the fit runs: the embeddings cap an items sampler at the rows)
-        self.batch_size_, self.init_batch_size_ = min(self.batch_size, n), \
-            min(self.init_batch_size, n)
         routine = super().build(x)
         self.perplexity_ = self._spec_perplexity()  # (a globals.P of one's own: its own)
         return routine
@@ -217,26 +216,7 @@ class ParametricTSNE(EmbeddingRecipe):
         saved routine's, e.g. lowered on a small data set)."""
         recipe = super().load(path, encoder=encoder, device=device)
         recipe.perplexity_ = recipe._spec_perplexity()
-        saved = getattr(recipe.routine_, "saved_extra", {}).get("recipe") or {}
-        expanded = saved.get(EXPANDED_KEY) or {}
-        for name in FITTED_BATCH_SIZES:  # (the saved full form's own: see to_dict)
-            if isinstance(expanded.get(name), int):
-                setattr(recipe, f"{name}_", expanded[name])
         return recipe
-
-    def to_dict(self, full: bool = False) -> dict[str, Any]:
-        """As every recipe's; with ``full`` after a fit the sections hold the batch sizes
-        that ran (``batch_size_``, ``init_batch_size_``), and its ``expanded_from`` table says
-        they were expanded from those: the file reads back without a conflict with a
-        ``batch_size`` set above the rows, and its hyperparameters as set are the ones a new
-        fit starts from."""
-        out = super().to_dict(full)
-        expanded = out.get(EXPANDED_KEY) if full else None
-        for name in FITTED_BATCH_SIZES if isinstance(expanded, dict) else ():
-            fitted = getattr(self, f"{name}_")
-            if fitted is not None and name in expanded:
-                expanded[name] = fitted
-        return out
 
     def _perplexity_for(self, n: int) -> float | None:
         """openTSNE's rule for the default perplexity on a small data set: on N rows, fewer

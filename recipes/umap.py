@@ -21,6 +21,7 @@ the defaults; every block is a registry name that a plugin can replace from TOML
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 import warnings
@@ -44,7 +45,8 @@ from infoblocks.blocks.errors import ConfigError, NotFittedError, PluginError, V
 from infoblocks.blocks.figures import save_figure
 from infoblocks.blocks.losses import CompoundLoss
 from infoblocks.blocks.neighbors import query_knn
-from infoblocks.blocks.recipe import Recipe, check_saved_recipe, transient_field
+from infoblocks.blocks.recipe import (EXPANDED_KEY, WRITTEN_SECTIONS_KEY, Recipe,
+                                     check_saved_recipe, transient_field)
 from infoblocks.blocks.routine import SPEC_FILE, Routine
 from infoblocks.blocks.schedules import schedule_data, schedule_spec
 from infoblocks.blocks.validators import device as valid_device
@@ -120,6 +122,27 @@ def _without_none(spec: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if v is not None}
 
 
+def _written_as_run(written: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:
+    """The sections of one's own (``expanded_from.sections`` of a full form) with the
+    values a fit capped as the full form has them (an items batch, ``pca_dims``): read
+    back, they then agree with the fitted shortcuts beside them instead of conflicting."""
+    written = copy.deepcopy(written)
+    ran = {p.get("name"): p for p in full.get("phases") or [] if isinstance(p, dict)}
+    for phase in written.get("phases") or []:
+        sampler = phase.get("sampler") if isinstance(phase, dict) else None
+        now = (ran.get(phase.get("name")) or {}).get("sampler") if isinstance(
+            sampler, dict) else None
+        if isinstance(now, dict) and isinstance(sampler.get("batch_size"), int) and \
+                isinstance(now.get("batch_size"), int):
+            sampler["batch_size"] = now["batch_size"]
+    for name, model in (written.get("models") or {}).items():
+        now = (full.get("models") or {}).get(name)
+        if isinstance(model, dict) and isinstance(model.get("pca_dims"), int) and \
+                isinstance(now, dict) and isinstance(now.get("pca_dims"), int):
+            model["pca_dims"] = now["pca_dims"]
+    return written
+
+
 def _parts(loss: Any) -> list[Any]:
     """The losses a phase's loss is made of (the parts of a ``compound``, else itself)."""
     return list(loss.losses) if isinstance(loss, CompoundLoss) else [loss]
@@ -140,6 +163,14 @@ class EmbeddingRecipe(Recipe):
 
     #: name of the global relation whose k-NN relation sets the smallest data set
     graph_name: ClassVar[str] = "graph"
+    #: the shortcuts a fit lowers to the data's size, with the size that caps them: an items
+    #: sampler's batch above the rows runs all rows ("rows"), a PCA front end wider than the
+    #: features all features ("features").  The fit records each as ``<name>_``
+    #: (``pca_dims_`` ...: None before a fit, as ``perplexity_``), and the sections after it
+    #: (``routine_spec()``, ``to_toml(full=True)``, the saved model) hold what ran, so that
+    #: they run as written, e.g. as ``recipe = "routine"`` (author22-5: a batch of 500 written
+    #: for 400 rows was refused there)
+    fitted_caps: ClassVar[dict[str, str]] = {"pca_dims": "features"}
 
     n_components: int = attrs.field(default=2, validator=positive_int)
     metric: str = attrs.field(default="euclidean", validator=_known_metric)
@@ -179,6 +210,12 @@ class EmbeddingRecipe(Recipe):
     history_: list[dict[str, Any]] | None = attrs.field(init=False, default=None, repr=False)
     n_features_in_: int | None = attrs.field(init=False, default=None, repr=False)
     timings_: dict[str, float] | None = attrs.field(init=False, default=None, repr=False)
+    #: the encoder's PCA front end of the fit: ``pca_dims``, at most the features
+    pca_dims_: int | None = attrs.field(init=False, default=None, repr=False)
+    #: what the last fit ran on: {"rows", "features"}; the sections after the fit are capped
+    #: by it (:meth:`routine_spec`)
+    _fitted_on: dict[str, Any] | None = attrs.field(init=False, default=None, repr=False,
+                                                    eq=False)
     #: (training rows, their fixed positions) that :meth:`transform` places new points
     #: among (recipes that refine new points; kept with :meth:`save`)
     _reference: tuple[Any, torch.Tensor] | None = attrs.field(init=False, default=None,
@@ -225,7 +262,48 @@ class EmbeddingRecipe(Recipe):
             return {}
         return {"main": _without_none({
             "name": "standardized_mlp", "hidden_dims": list(self.hidden_dims),
-            "activation": self.activation, "pca_dims": self.pca_dims})}
+            "activation": self.activation, "pca_dims": self.fitted("pca_dims")})}
+
+    # ------------------------------------------------------------------ what a fit ran
+
+    def fitted(self, name: str) -> Any:
+        """The value of the shortcut ``name`` that the last fit ran (its ``<name>_`` record,
+        lowered to the data's size: :attr:`fitted_caps`), else the value as set."""
+        value = getattr(self, f"{name}_", None)
+        return getattr(self, name) if value is None else value
+
+    def _record_fit(self, n_rows: int, n_features: int) -> None:
+        """Record what a fit on ``n_rows`` × ``n_features`` runs: every shortcut of
+        :attr:`fitted_caps` at most its size."""
+        sizes = {"rows": n_rows, "features": n_features}
+        for name, size in self.fitted_caps.items():
+            value = getattr(self, name)
+            setattr(self, f"{name}_", value if value is None else min(value, sizes[size]))
+        self._fitted_on = sizes
+
+    def routine_spec(self) -> dict[str, Any]:
+        """As every recipe's; after a fit, the sections as it ran them (:meth:`_as_run`): a
+        batch of items at most the rows, ``pca_dims`` at most the features — in sections of
+        one's own and plugins' blocks too."""
+        spec = super().routine_spec()
+        fitted = self._fitted_on
+        if not isinstance(fitted, dict) or not all(
+                isinstance(fitted.get(k), int) for k in ("rows", "features")):
+            return spec
+        return self._as_run(spec, fitted["rows"], fitted["features"])
+
+    def _as_run(self, spec: dict[str, Any], rows: int, features: int) -> dict[str, Any]:
+        """``spec`` as a fit on ``rows`` × ``features`` runs it: item batches larger than the
+        data set are the whole data set, a front end wider than the features all features
+        (capped in the spec, so a plugin's items sampler with a `batch_size` field and any
+        model block with a `pca_dims` field get what the built-ins get)."""
+        phases = [{**p, "sampler": cap_fields("sampler", p["sampler"], {"batch_size": rows},
+                                              batch_types=(ITEMS,))}
+                  if isinstance(p, dict) and "sampler" in p else p for p in spec["phases"]]
+        models = {name: cap_fields("model", model, {"pca_dims": features})
+                  if isinstance(model, (str, dict)) else model
+                  for name, model in spec["models"].items()}
+        return {**spec, "phases": phases, "models": models}
 
     def _size_needs(self, spec: dict[str, Any] | None = None) -> list[tuple[int, str]]:
         """(smallest number of items, why) of every constraint on the data set's size."""
@@ -275,12 +353,7 @@ class EmbeddingRecipe(Recipe):
                 raise ConfigError(f"{self.name}: `encoder` (a torch module) and `models.main` "
                                   "both set the encoder; remove one of them.")
             models["main"] = self._encoder_module(in_dim)
-        for name, model in spec["models"].items():
-            # fewer features than pca_dims: all of them (any model block with that field: a
-            # plugin's model, or a subclass of the built-in, is treated as the built-in is)
-            if isinstance(model, dict) and isinstance(model.get("pca_dims"), int) and \
-                    model["pca_dims"] > in_dim:
-                model = {**model, "pca_dims": in_dim}
+        for name, model in spec["models"].items():  # (pca_dims at most in_dim: _as_run)
             models[name] = self.build_model(name, {"models": {name: model}}, in_dim=in_dim,
                                             out_dim=self.n_components, n_items=n_items)
         if "main" not in models:
@@ -290,15 +363,12 @@ class EmbeddingRecipe(Recipe):
 
     def build(self, X: Any) -> Routine:
         """The :class:`Routine` that :meth:`fit` trains on ``X`` ``(n, d)``: every block of
-        :meth:`routine_spec` built through the registry."""
-        spec = self.routine_spec()
-        x = self._validate(X, spec)
-        # item batches larger than the data set: the whole data set (capped in the spec, so a
-        # plugin's items sampler with a `batch_size` field gets the same)
-        spec = {**spec, "phases": [
-            {**p, "sampler": cap_fields("sampler", p["sampler"], {"batch_size": x.shape[0]},
-                                        batch_types=(ITEMS,))} if "sampler" in p else p
-            for p in spec["phases"]]}
+        :meth:`routine_spec` built through the registry, as a fit on ``X`` runs it (batches
+        and the front end capped at the data's size, recorded: :attr:`fitted_caps`)."""
+        x = as_rows(X, "X", ndim=2)
+        self._record_fit(int(x.shape[0]), int(x.shape[1]))
+        spec = self.routine_spec()  # (as this fit runs it: _as_run)
+        x = self._validate(x, spec)
         phases = self.build_phases(spec)
         routine = Routine(
             dataset=Dataset(data=x), models=self.build_models(spec, x.shape[0], x.shape[1]),
@@ -701,7 +771,8 @@ class EmbeddingRecipe(Recipe):
         every block of every slot) into directory ``path``; :meth:`load` rebuilds both."""
         self._check_fitted()
         path = self.routine_.save(path, extra={"recipe": self.to_dict(full=True),
-                                               "n_features_in": self.n_features_in_})
+                                               "n_features_in": self.n_features_in_,
+                                               "fitted_on": self._fitted_on})
         if self._reference is not None and self.routine_.dist.is_main:
             rows, positions = self._reference
             saved = {"positions": positions.detach().cpu()}
@@ -756,6 +827,7 @@ class EmbeddingRecipe(Recipe):
         recipe.routine_ = routine
         recipe.history_ = routine.history.rows
         recipe.n_features_in_ = int(extra["n_features_in"])
+        recipe._restore_record(extra)
         if recipe.refines and (path / REFERENCE_FILE).exists():
             try:
                 saved = torch.load(path / REFERENCE_FILE, map_location="cpu", weights_only=True)
@@ -776,6 +848,33 @@ class EmbeddingRecipe(Recipe):
             recipe._reference = (rows, positions)
             recipe.embedding_ = positions.numpy()
         return recipe
+
+    def to_dict(self, full: bool = False) -> dict[str, Any]:
+        """As every recipe's; with ``full`` after a fit the sections hold what ran
+        (:meth:`routine_spec`), and the ``expanded_from`` table the fitted shortcuts
+        (``pca_dims_`` ...: :attr:`fitted_caps`) they were expanded from: the file reads back
+        without a conflict with a value set above the data's size, and its hyperparameters as
+        set are the ones a new fit starts from."""
+        out = super().to_dict(full)
+        expanded = out.get(EXPANDED_KEY) if full else None
+        for name in self.fitted_caps if isinstance(expanded, dict) else ():
+            fitted = getattr(self, f"{name}_", None)
+            if fitted is not None and name in expanded:
+                expanded[name] = fitted
+        written = expanded.get(WRITTEN_SECTIONS_KEY) if isinstance(expanded, dict) else None
+        if isinstance(written, dict) and self._fitted_on is not None:
+            expanded[WRITTEN_SECTIONS_KEY] = _written_as_run(written, out)
+        return out
+
+    def _restore_record(self, extra: dict[str, Any]) -> None:
+        """The record of the fit from a save's ``extra`` (:meth:`save`): the fitted shortcuts
+        from the full form's ``expanded_from`` (see :meth:`to_dict`), what it ran on."""
+        expanded = (extra.get("recipe") or {}).get(EXPANDED_KEY) or {}
+        for name in self.fitted_caps:
+            if isinstance(expanded.get(name), int) and not isinstance(expanded[name], bool):
+                setattr(self, f"{name}_", expanded[name])
+        fitted = extra.get("fitted_on")
+        self._fitted_on = fitted if isinstance(fitted, dict) else None
 
     # ------------------------------------------------------------------ figures
 
@@ -906,6 +1005,8 @@ class ParametricUMAP(EmbeddingRecipe):
     """
 
     name: ClassVar[str] = "parametric_umap"
+    fitted_caps: ClassVar[dict[str, str]] = {**EmbeddingRecipe.fitted_caps,
+                                             "init_batch_size": "rows"}
     summary: ClassVar[str] = "Parametric UMAP: a network trained on UMAP's fuzzy k-NN graph"
     #: "quality": a non-parametric layout of free coordinates (3,000 Adam steps of 4,096
     #: edges), the network regressed onto it (1,500 steps of 500 items, PCA-64 front end), no
@@ -939,6 +1040,8 @@ class ParametricUMAP(EmbeddingRecipe):
     #: main phase does the rest)
     init_epochs: int = attrs.field(default=30, validator=non_negative_int)
     init_batch_size: int = attrs.field(default=500, validator=positive_int)
+    #: the init phase's batch of the fit: ``init_batch_size``, at most the rows
+    init_batch_size_: int | None = attrs.field(init=False, default=None, repr=False)
     init_learning_rate: float = attrs.field(default=1e-2, validator=positive)
     #: epochs of the ``layout`` phase: free coordinates (no network), started from the init
     #: layout, optimised with the main phase's loss and sampler (non-parametric UMAP: cheap
@@ -1053,7 +1156,7 @@ class ParametricUMAP(EmbeddingRecipe):
                 "name": "init", "epochs": self.init_epochs,
                 # positions gathered with a layout too: a plugin loss that regresses onto
                 # them (docs/plugins.md) fits in this slot either way
-                "sampler": {"name": "items", "batch_size": self.init_batch_size,
+                "sampler": {"name": "items", "batch_size": self.fitted("init_batch_size"),
                             "gather": ["positions"]},
                 "loss": ({"name": "position", "target_model": "layout"} if layout
                          else {"name": "position", "target": "positions"}),
