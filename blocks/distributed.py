@@ -15,7 +15,12 @@ What the engine does when a routine runs with ``world_size > 1``:
   declared ``after_optimizer_step`` constraints and ``state_dict`` keys are unchanged;
 - epoch metrics are averaged over the ranks before the one host transfer per epoch, so early
   stopping sees the same numbers everywhere (its stop flag is broadcast from rank 0);
-- saving and checkpoints are written by rank 0 only.
+- saving and checkpoints are written by rank 0 only;
+- infoblocks' own warnings are shown by rank 0 only (:func:`quiet_other_ranks`): every rank
+  computes them from the same settings, globals and rank-averaged results, so the other ranks
+  would repeat them word for word.  A plugin's, torch's or the user's own warnings (which may
+  concern one rank's shard) still show on every rank; ``INFOBLOCKS_WARN_ALL_RANKS=1`` shows
+  infoblocks' on every rank too.
 
 With equal shards (a batch size divisible by the world size) the averaged gradient is the
 gradient of the full batch's mean loss: a 2-process run follows the 1-process run with the same
@@ -26,6 +31,8 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
+import warnings
 from typing import Any
 
 import attrs
@@ -150,7 +157,50 @@ def from_environment(mode: bool | str, device: torch.device) -> Distributed:
         # the group we opened is closed before the interpreter exits (a gloo group still open
         # at exit can abort the process: "terminate called without an active exception")
         atexit.register(_close)
+    quiet_other_ranks(dist.get_rank())
     return Distributed(rank=dist.get_rank(), world_size=dist.get_world_size())
+
+
+#: set to 1 to see infoblocks' own warnings on every rank under torchrun
+WARN_ALL_RANKS = "INFOBLOCKS_WARN_ALL_RANKS"
+
+
+def quiet_other_ranks(rank: int | None = None) -> bool:
+    """On a rank other than 0 (``rank``, else torchrun's ``RANK``), stop showing the warnings
+    that infoblocks itself issues (a ``warnings.warn`` called from an ``infoblocks.*``
+    module: ShortcutWarning, MIConvergenceWarning, the batch-norm warning ...), which every
+    rank computes alike and rank 0 shows; warnings issued by other code (a plugin's block,
+    torch, the user's script) are shown as before.  Not done with
+    ``INFOBLOCKS_WARN_ALL_RANKS=1``.  Filters still apply first (``"error"`` still raises)
+    and recording (``catch_warnings(record=True)``, ``pytest.warns``) still records them.
+    Returns whether this process now leaves them to rank 0."""
+    if rank is None:
+        rank = int(os.environ.get("RANK", "0") or 0)
+    if rank == 0 or os.environ.get(WARN_ALL_RANKS, "") not in ("", "0"):
+        return False
+    shown = warnings.showwarning
+    if getattr(shown, "_infoblocks_rank", None) is None:  # once (again after catch_warnings)
+
+        def showwarning(message: Any, category: Any, filename: str, lineno: int,
+                        file: Any = None, line: str | None = None) -> None:
+            if not _issued_by_infoblocks():
+                shown(message, category, filename, lineno, file, line)
+
+        showwarning._infoblocks_rank = rank  # type: ignore[attr-defined]
+        warnings.showwarning = showwarning
+    return True
+
+
+def _issued_by_infoblocks() -> bool:
+    """Whether the code that called ``warnings.warn`` (the first frame up the stack outside
+    the warnings machinery and this module) is infoblocks' own."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module not in ("warnings", __name__):
+            return module == "infoblocks" or module.startswith("infoblocks.")
+        frame = frame.f_back
+    return False
 
 
 def _close() -> None:
@@ -161,4 +211,4 @@ def _close() -> None:
             dist.destroy_process_group()
 
 
-__all__ = ["Distributed", "from_environment"]
+__all__ = ["Distributed", "from_environment", "quiet_other_ranks", "WARN_ALL_RANKS"]

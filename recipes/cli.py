@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -291,16 +292,24 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         raise ConfigError(f"--nproc must be a positive number of processes, got {args.nproc}.")
     if args.max_restarts < 0:
         raise ConfigError(f"--max-restarts must be 0 or more, got {args.max_restarts}.")
-    config = read_toml(args.config)
-    recipe = recipe_from_dict(config)
-    arrays = [a for path in args.data for a in _in_input_order(recipe, path, _load_array(path))]
+    from infoblocks.blocks.distributed import quiet_other_ranks
+
+    launching = args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1
+    quiet_other_ranks()  # a torchrun worker of rank > 0 leaves infoblocks' warnings to rank 0
+    with warnings.catch_warnings():
+        if launching:  # read here to fail before the launch; rank 0 shows what it warns
+            warnings.simplefilter("ignore")
+        config = read_toml(args.config)
+        recipe = recipe_from_dict(config)
+        arrays = [a for path in args.data
+                  for a in _in_input_order(recipe, path, _load_array(path))]
     if not arrays and not getattr(recipe, "draws_own_simulations", lambda: False)():
         raise ConfigError(f"infoblocks run {recipe.name}: give its input with --data FILE "
                           "(.npy, .npz, .csv or .txt).")
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {args.out!r} is a file; give a directory for the results.")
-    if args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if launching:
         return _launch(args, list(sys.argv[1:] if argv is None else argv))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
