@@ -92,8 +92,12 @@ def check_block(cls: type, example: dict[str, Any] | None = None, *,
     loss that reads a per-item array no built-in batch has — a supervised loss's ``labels``
     (its ``required_fields``) — is run on ``items`` (else ``item_edges``) batches of a
     dataset that holds that array, which the samplers gather per item: ``labels`` says what
-    it holds, class indices 0 … K − 1 for an int K (default 3, cycling over the items) or
-    ``labels(n)``, an array of n rows, for a function.
+    it holds, class indices 0 … K − 1 for an int K (cycling over the items; by default K is
+    the block's ``classes`` where it declares that many classes, as ``encoded_mi`` does, else
+    3) or ``labels(n)``, an array of n rows (of one or several columns), for a function.  The
+    critic model ``critic`` of those states scores (code, label row) pairs of the width the
+    block gives it: ``classes`` one-hot columns where it declares them, else the labels'
+    columns.
 
     Not exercised, with a :class:`NotExercisedWarning` saying what and why (test them with a
     tiny fit of a recipe that uses them): a sampler of a batch type of its own or of none, a
@@ -633,14 +637,28 @@ CHECK_CLASSES = 3
 _GATHERING = ("items", "item_edges")
 
 
+def _declared_classes(block: Any) -> int | None:
+    """The number of classes ``block`` declares (an int ``classes`` field, as ``encoded_mi``
+    has), else None."""
+    classes = getattr(block, "classes", None)
+    return classes if isinstance(classes, int) and not isinstance(classes, bool) and \
+        classes > 0 else None
+
+
 def _per_item_arrays(fields: set[str], kits: dict[str, Any],
-                     labels: int | Callable[[int], Any] | None) -> dict[str, Any]:
+                     labels: int | Callable[[int], Any] | None,
+                     block: Any = None) -> dict[str, Any]:
     """The kits of :data:`_GATHERING` with an array for each of ``fields`` that no built-in
     batch holds (a supervised loss's ``labels``) added to their dataset: the ``labels``
-    check_block was given (see :func:`check_block`)."""
+    check_block was given, else class indices of the ``classes`` the block declares (see
+    :func:`check_block`); their critic ``critic`` takes label rows of the width the block
+    scores (``classes`` one-hot columns, else the labels' columns)."""
     import numpy as np
 
     from infoblocks.blocks.data import Dataset
+    from infoblocks.plugins.registry import get_registry
+
+    declared = _declared_classes(block)
 
     given = {f for kit in kits.values() for f in
              (kit["sampler"].batch_fields(_state(kit)) or ())}
@@ -657,9 +675,14 @@ def _per_item_arrays(fields: set[str], kits: dict[str, Any],
                 (f"check_block: labels({n}) must return an array of {n} rows (one per item), "
                  f"got shape {tuple(values.shape)}")
         else:
-            classes = CHECK_CLASSES if labels is None else int(labels)
+            classes = int(labels) if labels is not None else declared or CHECK_CLASSES
             values = torch.arange(n) % classes
         kit["dataset"] = Dataset(**dict(kit["dataset"].items()), **{f: values for f in extra})
+        width = declared or (values.reshape(n, -1).shape[1] if n else 1)
+        if width != 1 and "critic" in kit["models"]:  # (the kits' critic takes one column)
+            kit["models"] = {**kit["models"], "critic": get_registry().build("model", {
+                "name": "separable_critic", "x_dim": 2, "y_dim": width, "embed_dim": 4,
+                "hidden_dims": (8,)}).build()}
         out[name] = kit
     return out
 
@@ -685,7 +708,7 @@ def _check_loss_call(block: Any, labels: int | Callable[[int], Any] | None = Non
     kits = {name: make() for name, make in _kits().items()}
     # (first the built-in states as they are; then those that gather a dataset's arrays per
     # item, with the arrays the loss reads and no batch holds)
-    for kind_name, kit in [*kits.items(), *_per_item_arrays(set(fields), kits, labels).items()]:
+    for kind_name, kit in [*kits.items(), *_per_item_arrays(set(fields), kits, labels, block).items()]:
         state = _state(kit)
         available = set(state.globals) | set(state.dataset or ())
         if set(fields) <= set(kit["sampler"].batch_fields(state) or ()) and \
