@@ -252,6 +252,144 @@ def query_knn(queries: torch.Tensor, reference: Any, k: int, metric: Any,
     return index, _as_distances(metric, dist).to(queries.dtype)
 
 
+#: name of the routine constant that holds a k-NN graph given as data (the embeddings'
+#: ``fit(X, knn=(indices, distances))``): the ``input`` of a graph global whose relation is
+#: :class:`PrecomputedKNN`
+KNN_KEY = "knn"
+
+
+def _knn_arrays(knn: Any, argument: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``knn`` = (indices, distances) as (int64, float64) tensors of one 2-D shape."""
+    if not (isinstance(knn, (tuple, list)) and len(knn) == 2):
+        got = f"an array of shape {tuple(knn.shape)}" if hasattr(knn, "shape") else \
+            type(knn).__name__
+        raise ValidationError(
+            f"`{argument}` must be a pair (indices, distances), each (n, k): row i's k nearest "
+            f"rows and their distances (umap-learn's `precomputed_knn`); got {got}. From a "
+            "square distance matrix D: `idx = np.argsort(D, axis=1)[:, :k + 1]; knn = (idx, "
+            "np.take_along_axis(D, idx, axis=1))` (each row's own index is dropped).")
+    arrays = []
+    for part, value in zip(("indices", "distances"), knn):
+        try:
+            t = value.detach().cpu() if isinstance(value, torch.Tensor) else \
+                torch.from_numpy(np.asarray(value))
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"`{argument}` {part} could not be read as an array: "
+                                  f"{exc}.") from None
+        if t.ndim != 2:
+            raise ValidationError(f"`{argument}` {part} must be 2-D (n, k), one row of "
+                                  f"neighbours per point; got shape {tuple(t.shape)}.")
+        arrays.append(t)
+    indices, distances = arrays
+    if tuple(indices.shape) != tuple(distances.shape):
+        raise ValidationError(f"`{argument}` indices {tuple(indices.shape)} and distances "
+                              f"{tuple(distances.shape)} differ in shape; give one distance per "
+                              "neighbour, both (n, k).")
+    if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+        raise ValidationError(f"`{argument}` indices must be integers (row numbers), got "
+                              f"{indices.dtype}; pass them as np.int64 (e.g. `idx.astype(int)`).")
+    if not (distances.is_floating_point() or distances.dtype in (
+            torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+        raise ValidationError(f"`{argument}` distances must be real numbers, got "
+                              f"{distances.dtype}.")
+    return indices.long(), distances.double()
+
+
+def precomputed_neighbors(knn: Any, k: int, *, n_rows: int | None = None,
+                          n_reference: int | None = None, argument: str = "knn",
+                          need: str = "", fix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """A k-NN graph given as data, checked and brought to the built-in search's form:
+    ``(indices (n, K), distances (n, K)) -> indices (n, k) int64, distances (n, k) float64``,
+    each row's k nearest, ascending (equal distances in the order given).
+
+    ``n_reference`` None: the graph of the n rows among themselves (``fit``): indices in
+    [0, n), and a row's own index is dropped as the built-in search leaves it out — where some
+    row holds its own index (umap-learn's graphs count the point itself) every row loses one
+    neighbour, its own index or, where that is missing, its farthest (as pynndescent's graph
+    is read).  Otherwise the neighbours of new rows among ``n_reference`` training rows
+    (``transform``): indices in [0, n_reference).  Refused with a :class:`ValidationError`
+    naming ``argument``: another shape (``n_rows``: the rows the graph must have), indices
+    that are not integers, out of range or repeated in a row, distances not finite or
+    negative, fewer than ``k`` neighbours per row (``need`` says what needs k, ``fix`` how to
+    lower it)."""
+    indices, distances = _knn_arrays(knn, argument)
+    n, width = indices.shape
+    if n_rows is not None and n != n_rows:
+        raise ValidationError(
+            f"`{argument}` has {n} rows but `X` has {n_rows}"
+            + (": give every row of X its neighbours" if n_reference is None else
+               " new rows: give every new row its nearest training rows")
+            + f", in the order of X's rows, ({n_rows}, k).")
+    bound = n if n_reference is None else n_reference
+    what = "X's rows" if n_reference is None else f"the {n_reference} training rows"
+    if indices.numel():
+        low, high = int(indices.min()), int(indices.max())
+        if low < 0 or high >= bound:
+            bad = low if low < 0 else high
+            raise ValidationError(
+                f"`{argument}` indices must be row numbers of {what}, in [0, {bound}); got "
+                f"{bad}. Give each row's neighbours as indices into the rows of "
+                + ("X." if n_reference is None else "the X the model was fitted on (not "
+                   "into the new rows)."))
+    bad = ~torch.isfinite(distances) | (distances < 0)
+    if bool(bad.any()):
+        row = int(bad.any(1).nonzero()[0])
+        raise ValidationError(
+            f"`{argument}` distances must be finite and non-negative; row {row} has "
+            f"{distances[row][bad[row]][0].item():g} ({int(bad.sum())} such entries). A "
+            "similarity (cosine similarity, a kernel) is not a distance: pass e.g. 1 − s.")
+    ordered = indices.sort(1).values
+    repeated = (ordered[:, 1:] == ordered[:, :-1]).any(1)
+    if bool(repeated.any()):
+        row = int(repeated.nonzero()[0])
+        raise ValidationError(
+            f"`{argument}` row {row} names a neighbour twice ({indices[row].tolist()[:12]}"
+            f"{' ...' if width > 12 else ''}); each row must list distinct rows.")
+    dropped = False
+    if n_reference is None:
+        is_self = indices == torch.arange(n)[:, None]
+        if bool(is_self.any()):  # the graph counts each point itself: one column less
+            drop = is_self.clone()
+            far = distances.masked_fill(is_self, -math.inf).argmax(1)
+            missing = ~is_self.any(1)
+            drop[missing, far[missing]] = True
+            keep = ~drop
+            indices = indices[keep].reshape(n, width - 1)
+            distances = distances[keep].reshape(n, width - 1)
+            width, dropped = width - 1, True
+    if width < k:
+        own = " (after each row's own index is dropped)" if dropped else ""
+        raise ValidationError(
+            f"`{argument}` holds {width} neighbours per row{own}, but {need or f'k = {k}'} "
+            f"needs {k}: pass at least {k} per row{', or ' + fix if fix else ''}.")
+    order = torch.sort(distances, dim=1, stable=True).indices[:, :k]
+    return indices.gather(1, order), distances.gather(1, order)
+
+
+@attrs.define
+class PrecomputedKNN(Relation):
+    """A k-NN graph given as data: ``(indices (n, K), distances (n, K)) -> SparseRelations
+    (n, n)``, entry (i, j) the distance of each of i's ``n_neighbors`` nearest j ≠ i (float64),
+    the form :class:`NeighborBasedPDist` gives (:func:`precomputed_neighbors`: a row's own
+    index dropped, K ≥ ``n_neighbors``, the nearest kept).
+
+    Its input is the pair itself: in the embeddings the routine constant ``knn`` that
+    ``fit(X, knn=(indices, distances))`` supplies (``[globals.graph] input = "knn"``)."""
+
+    name: ClassVar[str] = "precomputed_knn"
+    n_neighbors: int = attrs.field(default=15, validator=positive_int)
+
+    def compute(self, data, **kwargs) -> SparseRelations:
+        idx, dist = precomputed_neighbors(data, self.n_neighbors,
+                                          need=f"`n_neighbors` = {self.n_neighbors}")
+        n, k = idx.shape
+        if n <= k:
+            raise ValidationError(f"`n_neighbors` = {k} needs more than {k} items, got {n}; "
+                                  "lower n_neighbors or pass more data.")
+        rows = torch.arange(n).repeat_interleave(k)
+        return SparseRelations(rows, idx.reshape(-1), dist.reshape(-1), (n, n))
+
+
 @attrs.define
 class NeighborBasedPDist(Relation):
     """Distances to the k nearest neighbours: ``(n, d) -> SparseRelations (n, n)``, k per row.
@@ -297,4 +435,5 @@ class NeighborBasedPDist(Relation):
         return SparseRelations(rows, idx.reshape(-1), dist.double().reshape(-1), (n, n))
 
 
-__all__ = ["NeighborBasedPDist", "exact_knn", "approximate_knn", "query_knn", "EXACT_THRESHOLD"]
+__all__ = ["NeighborBasedPDist", "PrecomputedKNN", "precomputed_neighbors", "KNN_KEY",
+           "exact_knn", "approximate_knn", "query_knn", "EXACT_THRESHOLD"]

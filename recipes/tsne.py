@@ -189,15 +189,15 @@ class ParametricTSNE(EmbeddingRecipe):
         """k of the sparse P: ``n_neighbors`` or 3 × perplexity (as in Barnes-Hut t-SNE)."""
         return self.n_neighbors or int(math.ceil(3 * self.fit_perplexity))
 
-    def build(self, X: Any) -> Any:
+    def build(self, X: Any, *, knn: Any = None) -> Any:
         """As the embeddings' (:meth:`EmbeddingRecipe.build`), the perplexity of the fit set
         first: the default lowered on fewer rows than it needs (:meth:`_perplexity_for`)."""
         x = as_rows(X, "X", ndim=2)
         n = int(x.shape[0])
         self.perplexity_ = None
-        self._record_fit(n, int(x.shape[1]))
+        self._record_fit(n, int(x.shape[1]), knn is not None)
         self.perplexity_ = self._perplexity_for(n)
-        routine = super().build(x)
+        routine = super().build(x, knn=knn)
         self.perplexity_ = self._spec_perplexity()  # (a globals.P of one's own: its own)
         return routine
 
@@ -217,6 +217,12 @@ class ParametricTSNE(EmbeddingRecipe):
         recipe = super().load(path, encoder=encoder, device=device)
         recipe.perplexity_ = recipe._spec_perplexity()
         return recipe
+
+    def _knn_need(self, k: int) -> tuple[str, str]:
+        if self.n_neighbors is not None:
+            return super()._knn_need(k)
+        return (f"perplexity = {self.fit_perplexity:g} (k = ⌈3 × perplexity⌉ = {k})",
+                "lower perplexity to at most a third of them, or set n_neighbors")
 
     def _perplexity_for(self, n: int) -> float | None:
         """openTSNE's rule for the default perplexity on a small data set: on N rows, fewer

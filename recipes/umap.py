@@ -44,7 +44,8 @@ from infoblocks.blocks.embedding.training import NegativeEdgeSampler, RelationLo
 from infoblocks.blocks.errors import ConfigError, NotFittedError, PluginError, ValidationError
 from infoblocks.blocks.figures import save_figure
 from infoblocks.blocks.losses import CompoundLoss
-from infoblocks.blocks.neighbors import query_knn
+from infoblocks.blocks.neighbors import (KNN_KEY, PrecomputedKNN, precomputed_neighbors,
+                                         query_knn)
 from infoblocks.blocks.recipe import (EXPANDED_KEY, WRITTEN_SECTIONS_KEY, Recipe,
                                      check_saved_recipe, transient_field)
 from infoblocks.blocks.routine import SPEC_FILE, Routine
@@ -212,8 +213,8 @@ class EmbeddingRecipe(Recipe):
     timings_: dict[str, float] | None = attrs.field(init=False, default=None, repr=False)
     #: the encoder's PCA front end of the fit: ``pca_dims``, at most the features
     pca_dims_: int | None = attrs.field(init=False, default=None, repr=False)
-    #: what the last fit ran on: {"rows", "features"}; the sections after the fit are capped
-    #: by it (:meth:`routine_spec`)
+    #: what the last fit ran on: {"rows", "features", "knn" (a graph given as data)}; the
+    #: sections after the fit are capped by it (:meth:`routine_spec`)
     _fitted_on: dict[str, Any] | None = attrs.field(init=False, default=None, repr=False,
                                                     eq=False)
     #: (training rows, their fixed positions) that :meth:`transform` places new points
@@ -272,38 +273,87 @@ class EmbeddingRecipe(Recipe):
         value = getattr(self, f"{name}_", None)
         return getattr(self, name) if value is None else value
 
-    def _record_fit(self, n_rows: int, n_features: int) -> None:
-        """Record what a fit on ``n_rows`` × ``n_features`` runs: every shortcut of
-        :attr:`fitted_caps` at most its size."""
+    def _record_fit(self, n_rows: int, n_features: int, knn: bool) -> None:
+        """Record what a fit on ``n_rows`` × ``n_features`` (a graph given as data: ``knn``)
+        runs: every shortcut of :attr:`fitted_caps` at most its size."""
         sizes = {"rows": n_rows, "features": n_features}
         for name, size in self.fitted_caps.items():
             value = getattr(self, name)
             setattr(self, f"{name}_", value if value is None else min(value, sizes[size]))
-        self._fitted_on = sizes
+        self._fitted_on = {**sizes, "knn": knn}
 
     def routine_spec(self) -> dict[str, Any]:
         """As every recipe's; after a fit, the sections as it ran them (:meth:`_as_run`): a
         batch of items at most the rows, ``pca_dims`` at most the features — in sections of
-        one's own and plugins' blocks too."""
+        one's own and plugins' blocks too — and the graph given as data where it was."""
         spec = super().routine_spec()
         fitted = self._fitted_on
         if not isinstance(fitted, dict) or not all(
                 isinstance(fitted.get(k), int) for k in ("rows", "features")):
             return spec
-        return self._as_run(spec, fitted["rows"], fitted["features"])
+        return self._as_run(spec, fitted["rows"], fitted["features"], bool(fitted.get("knn")))
 
-    def _as_run(self, spec: dict[str, Any], rows: int, features: int) -> dict[str, Any]:
+    def _as_run(self, spec: dict[str, Any], rows: int, features: int, knn: bool
+                ) -> dict[str, Any]:
         """``spec`` as a fit on ``rows`` × ``features`` runs it: item batches larger than the
         data set are the whole data set, a front end wider than the features all features
         (capped in the spec, so a plugin's items sampler with a `batch_size` field and any
-        model block with a `pca_dims` field get what the built-ins get)."""
+        model block with a `pca_dims` field get what the built-ins get), and with ``knn`` the
+        graph's k-NN relation reads the graph given as data (:meth:`_graph_from_knn`)."""
         phases = [{**p, "sampler": cap_fields("sampler", p["sampler"], {"batch_size": rows},
                                               batch_types=(ITEMS,))}
                   if isinstance(p, dict) and "sampler" in p else p for p in spec["phases"]]
         models = {name: cap_fields("model", model, {"pca_dims": features})
                   if isinstance(model, (str, dict)) else model
                   for name, model in spec["models"].items()}
-        return {**spec, "phases": phases, "models": models}
+        spec = {**spec, "phases": phases, "models": models}
+        if knn:
+            spec["globals"] = self._graph_from_knn(spec["globals"])
+        return spec
+
+    def _graph_from_knn(self, globals_: dict[str, Any]) -> dict[str, Any]:
+        """The globals with the graph's k-NN relation replaced by the graph given as data:
+        ``input = "knn"`` (the routine constant ``fit(X, knn=...)`` supplies) and relation
+        ``precomputed_knn`` with the same ``n_neighbors``.  A relation of one's own there is
+        left as it is (:meth:`build` refuses it with ``knn``)."""
+        graph = globals_.get(self.graph_name)
+        relation = graph.get("relation") if isinstance(graph, dict) else None
+        name = relation.get("name") if isinstance(relation, dict) else relation
+        if name not in ("neighbor_pdist", "precomputed_knn"):
+            return globals_
+        k = relation.get("n_neighbors") if isinstance(relation, dict) else None
+        knn = {"name": "precomputed_knn", **({"n_neighbors": k} if isinstance(k, int) else {})}
+        return {**globals_, self.graph_name: {**graph, "input": KNN_KEY, "relation": knn}}
+
+    def _reads_knn(self, spec: dict[str, Any]) -> bool:
+        """Whether the spec's graph reads the graph given as data."""
+        graph = spec["globals"].get(self.graph_name)
+        relation = graph.get("relation") if isinstance(graph, dict) else None
+        name = relation.get("name") if isinstance(relation, dict) else relation
+        return name == "precomputed_knn" or (isinstance(graph, dict)
+                                             and graph.get("input") == KNN_KEY)
+
+    def _knn_need(self, k: int) -> tuple[str, str]:
+        """(what needs k neighbours, how to need fewer), for ``knn``'s messages."""
+        return f"n_neighbors = {k}", "lower n_neighbors"
+
+    def _checked_knn(self, knn: Any, n_rows: int, spec: dict[str, Any]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``knn`` as the graph's relation reads it: each row's k nearest (k: the relation's
+        ``n_neighbors``), checked (:func:`~infoblocks.blocks.neighbors.precomputed_neighbors`)."""
+        graph = spec["globals"].get(self.graph_name)
+        relation = graph.get("relation") if isinstance(graph, dict) else None
+        if not self._reads_knn(spec):
+            name = relation.get("name") if isinstance(relation, dict) else relation
+            raise ConfigError(
+                f"{self.name}.globals.{self.graph_name}.relation is {name!r}, not the built-in "
+                "k-NN search (\"neighbor_pdist\"): `knn` replaces that search with the graph "
+                "you give. Drop `knn` to run your relation, or your relation to use the graph.")
+        k = relation.get("n_neighbors") if isinstance(relation, dict) else None
+        if not isinstance(k, int):
+            k = attrs.fields(PrecomputedKNN).n_neighbors.default
+        need, fix = self._knn_need(k)
+        return precomputed_neighbors(knn, k, n_rows=n_rows, need=need, fix=fix)
 
     def _size_needs(self, spec: dict[str, Any] | None = None) -> list[tuple[int, str]]:
         """(smallest number of items, why) of every constraint on the data set's size."""
@@ -361,19 +411,29 @@ class EmbeddingRecipe(Recipe):
                               "block such as \"mlp\") or `encoder` (a torch module).")
         return models
 
-    def build(self, X: Any) -> Routine:
+    def build(self, X: Any, *, knn: Any = None) -> Routine:
         """The :class:`Routine` that :meth:`fit` trains on ``X`` ``(n, d)``: every block of
         :meth:`routine_spec` built through the registry, as a fit on ``X`` runs it (batches
-        and the front end capped at the data's size, recorded: :attr:`fitted_caps`)."""
+        and the front end capped at the data's size, recorded: :attr:`fitted_caps`; with
+        ``knn`` the graph given as data)."""
         x = as_rows(X, "X", ndim=2)
-        self._record_fit(int(x.shape[0]), int(x.shape[1]))
+        self._record_fit(int(x.shape[0]), int(x.shape[1]), knn is not None)
         spec = self.routine_spec()  # (as this fit runs it: _as_run)
         x = self._validate(x, spec)
+        constants = None
+        if knn is not None:
+            constants = {KNN_KEY: self._checked_knn(knn, int(x.shape[0]), spec)}
+        elif self._reads_knn(spec):
+            raise ValidationError(
+                f"{self.name}.globals.{self.graph_name} reads a k-NN graph given as data (input "
+                f"= \"{KNN_KEY}\", relation \"precomputed_knn\": a config written after "
+                "fit(X, knn=...)): pass it again, fit(X, knn=(indices, distances)), or remove "
+                "those two keys to search the neighbours of X.")
         phases = self.build_phases(spec)
         routine = Routine(
             dataset=Dataset(data=x), models=self.build_models(spec, x.shape[0], x.shape[1]),
-            global_relations=self.build_globals(spec), phases=phases, device=self.device,
-            seed=self.seed, verbose=self.verbose)
+            global_relations=self.build_globals(spec), phases=phases, constants=constants,
+            device=self.device, seed=self.seed, verbose=self.verbose)
         self._check_anchor(phases)
         self._check_schedule_shortcut(spec)
         for phase in phases:  # losses that embed cached front-end outputs need no data rows
@@ -481,7 +541,8 @@ class EmbeddingRecipe(Recipe):
 
     # ------------------------------------------------------------------ scikit-learn API
 
-    def fit(self, X: Any, y: Any = None, *, checkpoint: str | Path | None = None,
+    def fit(self, X: Any, y: Any = None, *, knn: Any = None,
+            checkpoint: str | Path | None = None,
             resume: bool | str | Path = False) -> EmbeddingRecipe:
         """Learn the embedding of ``X`` ``(n, d)``; ``y`` is accepted for scikit-learn
         compatibility and ignored (with a warning).  Returns ``self``.
@@ -494,7 +555,14 @@ class EmbeddingRecipe(Recipe):
         network with its last training phase (UMAP's ``main``; t-SNE's network regression
         onto the layout) and that phase's optimizer state, for its epochs again; on other data
         of the same shape the data's graph and layout are computed afresh and every phase runs,
-        the network starting from its fitted weights."""
+        the network starting from its fitted weights.
+
+        ``knn=(indices, distances)``, each ``(n, k)``: the k-NN graph of ``X``'s rows computed
+        elsewhere (any distance; umap-learn's ``precomputed_knn``) in place of the search by
+        ``metric``: row i's nearest rows and their distances, at least the k the graph needs
+        (``n_neighbors``; t-SNE: ⌈3 × perplexity⌉); a row's own index is dropped, as the
+        search leaves it out.  ``transform`` then places new rows given their neighbours among
+        the training rows, ``transform(X_new, knn=...)`` (docs/umap.md)."""
         if y is not None:  # (author22-2: umap-learn's fit(X, y) is supervised; this one is not)
             warn_once(self, UserWarning(
                 f"{self.name}: `y` is ignored — the fit is unsupervised (y is accepted for "
@@ -505,10 +573,10 @@ class EmbeddingRecipe(Recipe):
         start = time.perf_counter()
         refines = self.refines  # the placement block is built (and checked) before training
         warm = self.warm_start and self.routine_ is not None
-        routine = self._continued(X) if warm else None
+        routine = self._continued(X, knn) if warm else None
         if routine is None:  # a new fit (or other data: the fitted network carried over)
             previous = self.routine_ if warm else None
-            routine = self.build(X)
+            routine = self.build(X, knn=knn)
             if previous is not None:
                 routine.models["main"].load_state_dict(previous.models["main"].state_dict())
             warm = False
@@ -534,9 +602,9 @@ class EmbeddingRecipe(Recipe):
                          "total_s": time.perf_counter() - start}
         return self
 
-    def _continued(self, X: Any) -> Routine | None:
-        """The fitted routine (warm start on the same data), or None for other data of the
-        same shape (a new routine then starts from the fitted network)."""
+    def _continued(self, X: Any, knn: Any = None) -> Routine | None:
+        """The fitted routine (warm start on the same data and graph), or None for other data
+        of the same shape (a new routine then starts from the fitted network)."""
         routine = self.routine_
         x = self._validate(X)
         if routine.dataset is None:  # a loaded model keeps no training data: X is new data,
@@ -552,6 +620,13 @@ class EmbeddingRecipe(Recipe):
                "warm_start=False for a new fit.")
         same = x is before or (isinstance(x, torch.Tensor) and isinstance(before, torch.Tensor)
                                and torch.equal(x, before))
+        graph = routine.constants.get(KNN_KEY)
+        if same and (graph is None) != (knn is None):
+            return None  # the graph searched, now given (or the other way): a new routine
+        if same and knn is not None:
+            spec = self._as_run(super().routine_spec(), x.shape[0], x.shape[1], True)
+            given = self._checked_knn(knn, int(x.shape[0]), spec)
+            same = all(torch.equal(a, b) for a, b in zip(given, graph))
         return routine if same else None
 
     @staticmethod
@@ -631,12 +706,35 @@ class EmbeddingRecipe(Recipe):
         """The kernel spec of the placement when the fit's last phase has none with a logit."""
         return "student_t"
 
-    def _placement_blocks(self, placement: Placement) -> tuple[Any, int, Any]:
+    def _placement_blocks(self, placement: Placement, metric_needed: bool = True
+                          ) -> tuple[Any, int, Any]:
         """(distance block, k, kernel) of the fit: the graph's k-NN relation (k: the
         placement's ``n_neighbors`` if it sets one) and the layout's kernel, else the last
-        phase's (plugins' blocks included), else those of the recipe's settings."""
+        phase's (plugins' blocks included), else those of the recipe's settings.  The
+        distance is None unless ``metric_needed`` (new rows' neighbours given)."""
         relation = self._graph_relation()
-        metric, k = getattr(relation, "metric", None), getattr(relation, "n_neighbors", None)
+        k = getattr(relation, "n_neighbors", None)
+        metric = self._placement_metric(relation) if metric_needed else None
+        registry = get_registry()
+        if not isinstance(k, int):
+            k = getattr(self, "n_neighbors", None) or 15
+        wanted = getattr(placement, "n_neighbors", None)
+        if wanted is not None:
+            k = wanted
+        # the kernel the map was made with: the layout phase's (new points are placed among
+        # its positions), else the last phase's
+        phases = self.routine_.phases
+        kernels = [loss.kernel for phase in [p for p in phases if p.name == "layout"]
+                   + phases[-1:] for loss in _parts(phase.loss)
+                   if callable(getattr(getattr(loss, "kernel", None), "logit", None))]
+        kernel = kernels[0] if kernels else registry.build("transform", self._default_kernel())
+        return metric, k, kernel
+
+    def _placement_metric(self, relation: Any) -> Any:
+        """The distance block new rows' neighbours are found by: the graph relation's
+        ``metric``, else the recipe's (with a warning where the relation has neither a metric
+        nor a ``query``)."""
+        metric = getattr(relation, "metric", None)
         registry = get_registry()
         if metric is not None and not callable(getattr(metric, "pairwise", None)):
             # a relation's `metric` field holding a distance's name (the recipe fills its
@@ -662,24 +760,17 @@ class EmbeddingRecipe(Recipe):
                 "(docs/plugins.md, the relation slot).", stacklevel=4)
         if metric is None:
             metric = registry.build("distance", self._metric_spec())
-        if not isinstance(k, int):
-            k = getattr(self, "n_neighbors", None) or 15
-        wanted = getattr(placement, "n_neighbors", None)
-        if wanted is not None:
-            k = wanted
-        # the kernel the map was made with: the layout phase's (new points are placed among
-        # its positions), else the last phase's
-        phases = self.routine_.phases
-        kernels = [loss.kernel for phase in [p for p in phases if p.name == "layout"]
-                   + phases[-1:] for loss in _parts(phase.loss)
-                   if callable(getattr(getattr(loss, "kernel", None), "logit", None))]
-        kernel = kernels[0] if kernels else registry.build("transform", self._default_kernel())
-        return metric, k, kernel
+        return metric
 
     def _graph_relation(self) -> Any:
         """The fit's k-NN relation block (the ``graph`` global's), or None."""
         graph = (self.routine_.global_relations or {}).get(self.graph_name)
         return getattr(graph, "relation", None)
+
+    def _fitted_on_knn(self) -> bool:
+        """Whether the fit's graph was given as data (``fit(X, knn=...)``)."""
+        graph = (self.routine_.global_relations or {}).get(self.graph_name)
+        return getattr(graph, "input", None) == KNN_KEY
 
     def _neighbours(self, x: torch.Tensor, rows: torch.Tensor | LazyRows, k: int, metric: Any
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -699,11 +790,13 @@ class EmbeddingRecipe(Recipe):
                               f"return (indices, distances), each ({len(x)}, {k}).")
         return out[0].long(), out[1].float()
 
-    def _refine(self, x: torch.Tensor | LazyRows, y: torch.Tensor) -> torch.Tensor:
+    def _refine(self, x: torch.Tensor | LazyRows, y: torch.Tensor, knn: Any = None
+                ) -> torch.Tensor:
         """New points ``y = f(x)`` placed among the training positions by the ``[evaluation]
-        placement`` block, given their k nearest training rows (the fit's distance) and
-        the fit's kernel (by default :class:`~infoblocks.blocks.embedding.placement.
-        CrossEntropyPlacement`: umap-learn's ``transform`` objective)."""
+        placement`` block, given their k nearest training rows (the fit's distance, or
+        ``knn``: given as data) and the fit's kernel (by default
+        :class:`~infoblocks.blocks.embedding.placement.CrossEntropyPlacement`: umap-learn's
+        ``transform`` objective)."""
         placement = self._placement()
         if placement is None:
             return y
@@ -713,12 +806,28 @@ class EmbeddingRecipe(Recipe):
                           "refit to refine them, or pass refine=False to silence this.",
                           stacklevel=3)
             return y
+        if knn is None and self._fitted_on_knn():
+            warnings.warn(
+                f"{type(self).__name__}.transform: the model was fitted on a k-NN graph given "
+                "as data (fit(X, knn=...)), so the neighbours of the new rows among the training "
+                "rows are unknown: these are the network's points, not placed among the "
+                "training positions. Pass transform(X_new, knn=(indices, distances)) — each new "
+                "row's nearest training rows, in the graph's distance — to place them, or "
+                "refine=False for the network's points without this warning.", stacklevel=3)
+            return y
         rows, positions = self._reference  # training rows on disk stay there (read in chunks)
         rows = rows if isinstance(rows, LazyRows) else rows.float().cpu()
         x = x.take(slice(None)) if isinstance(x, LazyRows) else x
-        metric, k, kernel = self._placement_blocks(placement)
+        metric, k, kernel = self._placement_blocks(placement, metric_needed=knn is None)
         k = min(k, rows.shape[0])
-        neighbours, distances = self._neighbours(x.float().cpu(), rows, k, metric)
+        if knn is None:
+            neighbours, distances = self._neighbours(x.float().cpu(), rows, k, metric)
+        else:
+            neighbours, distances = precomputed_neighbors(
+                knn, k, n_rows=int(x.shape[0]), n_reference=int(rows.shape[0]),
+                need=f"the placement of new rows among k = {k} training rows",
+                fix="pass refine=False for the network's points")
+            distances = distances.float()
         context = PlacementContext(kernel=kernel, seed=self.seed,
                                    neg_sampling_rate=getattr(self, "neg_sampling_rate", 5),
                                    repulsion_strength=getattr(self, "repulsion_strength", 1.0))
@@ -743,11 +852,17 @@ class EmbeddingRecipe(Recipe):
                               "refine=False for the network's points).")
         return out.detach().to(y.dtype)
 
-    def transform(self, X: Any, batch_size: int = 4096, refine: bool | None = None
-                  ) -> np.ndarray:
+    def transform(self, X: Any, batch_size: int = 4096, refine: bool | None = None, *,
+                  knn: Any = None) -> np.ndarray:
         """Embed new data ``(m, d) -> (m, n_components)`` with the trained network, in batches
         (a memory-mapped array or torch Dataset is read a chunk at a time); recipes that
-        refine new points among the training positions do so unless ``refine=False``."""
+        refine new points among the training positions do so unless ``refine=False``.
+
+        ``knn=(indices, distances)``, each ``(m, k)``: each new row's nearest TRAINING rows
+        (indices into the X of the fit) and their distances, in place of the search by the
+        fit's distance — needed to place new rows after ``fit(X, knn=...)``, where without it
+        the network's points are returned with a warning; k at least the placement's (the
+        graph's ``n_neighbors``; t-SNE: 15).  Unused with ``refine=False``."""
         self._check_fitted()
         _check(refine is None or isinstance(refine, (bool, np.bool_)),
                f"`refine` must be True, False or None (the recipe's default), got {refine!r}.")
@@ -757,7 +872,7 @@ class EmbeddingRecipe(Recipe):
                f"{self.n_features_in_}; pass data with the same columns.")
         y = self._embed(x, batch_size)
         if refine is None or refine:
-            y = self._refine(x, y)
+            y = self._refine(x, y, knn)
         return y.numpy()
 
     def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
