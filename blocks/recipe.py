@@ -137,6 +137,58 @@ class UnregisteredBlockWarning(UserWarning):
     """A block instance in a recipe's sections whose class is not registered by its name."""
 
 
+def map_block_slots(spec: dict[str, Any], evaluation_kinds: dict[str, str],
+                    visit: Any) -> dict[str, Any]:
+    """``spec`` with the entry of every slot that holds a block replaced by ``visit(kind,
+    entry, place)`` — the globals' relation and transforms, the models, each phase's and its
+    validation's sampler and loss, the evaluation slots (``evaluation_kinds``: slot -> kind);
+    a list entry (transforms, a compound's parts) item by item, ``place`` e.g.
+    ``"phases.main.loss"`` or ``"globals.P.transforms[1]"``.  Slots the spec leaves out stay
+    out; ``visit`` walks a block's own block fields (a loss's ``kernel``) with
+    :func:`visit_entry`."""
+    out = dict(spec)
+    if isinstance(spec.get("globals"), dict):
+        out["globals"] = {}
+        for gname, entry in spec["globals"].items():
+            if isinstance(entry, dict):
+                entry = dict(entry)
+                for key, kind in (("relation", "relation"), ("transforms", "transform")):
+                    if key in entry:
+                        entry[key] = visit_entry(kind, entry[key], f"globals.{gname}.{key}",
+                                                 visit)
+            out["globals"][gname] = entry
+    if isinstance(spec.get("models"), dict):
+        out["models"] = {k: visit_entry("model", v, f"models.{k}", visit)
+                         for k, v in spec["models"].items()}
+    if isinstance(spec.get("phases"), list):
+        out["phases"] = []
+        for phase in spec["phases"]:
+            if isinstance(phase, dict):
+                phase, where = dict(phase), f"phases.{phase.get('name')}"
+                for slot in ("sampler", "loss"):
+                    if slot in phase:
+                        phase[slot] = visit_entry(slot, phase[slot], f"{where}.{slot}", visit)
+                if isinstance(phase.get("validation"), dict):
+                    validation = phase["validation"] = dict(phase["validation"])
+                    for slot in ("sampler", "loss"):
+                        if slot in validation:
+                            validation[slot] = visit_entry(
+                                slot, validation[slot], f"{where}.validation.{slot}", visit)
+            out["phases"].append(phase)
+    if isinstance(spec.get("evaluation"), dict):
+        out["evaluation"] = {
+            k: visit_entry(evaluation_kinds[k], v, f"evaluation.{k}", visit)
+            if k in evaluation_kinds else v for k, v in spec["evaluation"].items()}
+    return out
+
+
+def visit_entry(kind: str, value: Any, where: str, visit: Any) -> Any:
+    """``visit(kind, value, where)``, or item by item for a list (``where[k]``)."""
+    if isinstance(value, list):
+        return [visit_entry(kind, v, f"{where}[{k}]", visit) for k, v in enumerate(value)]
+    return visit(kind, value, where)
+
+
 def _plugin_defaults(spec: dict[str, Any], evaluation_kinds: dict[str, str],
                      written: set[str]) -> dict[str, Any]:
     """``spec`` with each plugin block named in the recipe's own sections (``written``: a
@@ -162,9 +214,7 @@ def _plugin_defaults(spec: dict[str, Any], evaluation_kinds: dict[str, str],
                             for f in attrs.fields(e.block)}
         return shared[kind]
 
-    def filled(kind: str, value: Any) -> Any:
-        if isinstance(value, list):
-            return [filled(kind, v) for v in value]
+    def filled(kind: str, value: Any, where: str) -> Any:
         table = {"name": value} if isinstance(value, str) else value
         name = table.get("name") if isinstance(table, dict) else None
         if not isinstance(name, str) or (kind, name) not in registry:
@@ -178,7 +228,8 @@ def _plugin_defaults(spec: dict[str, Any], evaluation_kinds: dict[str, str],
             if not f.init or key.startswith("_"):
                 continue
             if f.metadata.get("block_kind") and key in table:
-                table[key] = filled(f.metadata["block_kind"], table[key])
+                table[key] = visit_entry(f.metadata["block_kind"], table[key],
+                                         f"{where}.{key}", filled)
             if entry.plugin == BUILTIN or name not in written or key in table or \
                     key in builtin_fields(kind) or f.default is attrs.NOTHING:
                 continue
@@ -194,36 +245,7 @@ def _plugin_defaults(spec: dict[str, Any], evaluation_kinds: dict[str, str],
                 else table
         return {**table, **defaults}
 
-    out = dict(spec)
-    if spec.get("globals"):
-        out["globals"] = {}
-        for gname, entry in spec["globals"].items():
-            if isinstance(entry, dict):
-                entry = dict(entry)
-                for key, kind in (("relation", "relation"), ("transforms", "transform")):
-                    if key in entry:
-                        entry[key] = filled(kind, entry[key])
-            out["globals"][gname] = entry
-    if spec.get("models"):
-        out["models"] = {k: filled("model", v) for k, v in spec["models"].items()}
-    if spec.get("phases"):
-        out["phases"] = []
-        for phase in spec["phases"]:
-            if isinstance(phase, dict):
-                phase = dict(phase)
-                for slot in ("sampler", "loss"):
-                    if slot in phase:
-                        phase[slot] = filled(slot, phase[slot])
-                if isinstance(phase.get("validation"), dict):
-                    phase["validation"] = dict(phase["validation"])
-                    for slot in ("sampler", "loss"):
-                        if slot in phase["validation"]:
-                            phase["validation"][slot] = filled(slot, phase["validation"][slot])
-            out["phases"].append(phase)
-    if isinstance(spec.get("evaluation"), dict):
-        out["evaluation"] = {k: filled(evaluation_kinds[k], v) if k in evaluation_kinds else v
-                             for k, v in spec["evaluation"].items()}
-    return out
+    return map_block_slots(spec, evaluation_kinds, filled)
 
 
 def _strings(value: Any) -> list[str]:
@@ -516,16 +538,12 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         registry = get_registry()
         written = set(_strings([getattr(self, k) for k in SECTIONS]))
 
-        def check(kind: str, value: Any, where: str) -> None:
-            if isinstance(value, list):
-                for k, v in enumerate(value):
-                    check(kind, v, f"{where}[{k}]")
-                return
+        def check(kind: str, value: Any, where: str) -> Any:
             table = value if isinstance(value, dict) else {}
             name = value if isinstance(value, str) else table.get("name")
             if not isinstance(name, str) or (name not in written and (kind, name) not in
                                              registry):
-                return
+                return value
             try:
                 cls = registry.get(kind, name)
             except RegistryError as exc:
@@ -533,26 +551,10 @@ class Recipe(Block, metaclass=_CheckedConstructor):
             for f in attrs.fields(cls) if attrs.has(cls) else ():
                 inner, key = f.metadata.get("block_kind"), f.alias or f.name
                 if inner and key in table:
-                    check(inner, table[key], f"{where}.{key}")
+                    visit_entry(inner, table[key], f"{where}.{key}", check)
+            return value
 
-        for gname, entry in (spec.get("globals") or {}).items():
-            if isinstance(entry, dict):
-                check("relation", entry.get("relation"), f"globals.{gname}.relation")
-                check("transform", entry.get("transforms"), f"globals.{gname}.transforms")
-        for mname, entry in (spec.get("models") or {}).items():
-            check("model", entry, f"models.{mname}")
-        for phase in spec.get("phases") or []:
-            if not isinstance(phase, dict):
-                continue
-            where = f"phases.{phase.get('name')}"
-            validation = phase.get("validation")
-            for slot in ("sampler", "loss"):
-                check(slot, phase.get(slot), f"{where}.{slot}")
-                if isinstance(validation, dict):
-                    check(slot, validation.get(slot), f"{where}.validation.{slot}")
-        for slot, entry in (spec.get("evaluation") or {}).items():
-            if slot in self.evaluation_kinds:
-                check(self.evaluation_kinds[slot], entry, f"evaluation.{slot}")
+        map_block_slots(spec, self.evaluation_kinds, check)
 
     def _check_evaluation_slots(self, spec: dict[str, Any]) -> None:
         """An ``evaluation`` entry the recipe has no slot for (a misspelt one) is refused with
