@@ -197,7 +197,7 @@ def _issued_by_infoblocks() -> bool:
     frame = sys._getframe(1)
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
-        if module not in ("warnings", __name__):
+        if module not in ("warnings", "_py_warnings", __name__):  # (3.14: _py_warnings)
             return module == "infoblocks" or module.startswith("infoblocks.")
         frame = frame.f_back
     return False
