@@ -15,8 +15,9 @@ in a ``Pipeline``) assembled from the MI family's registered blocks plus the Inf
   ``marginal_pairs``), ``loss`` = ``infomax`` holding the ``bound`` block (``js_divergence``
   (Deep InfoMax's JSD, the default), ``infonce_loss``, ``mine_loss`` (DV with MINE's
   log-domain moving average), ``dv``, a plugin's bound), the channel (noise, whitening, nesting)
-  and ``penalties`` (loss blocks added to the objective: ``linear_reconstruction`` with
-  ``reconstruction`` > 0, ``parameter_l2``, a plugin's); validation
+  and ``penalties`` (loss blocks added to the objective: ``marginal_matching`` with
+  ``marginal_prior`` > 0, ``linear_reconstruction`` with ``reconstruction`` > 0,
+  ``parameter_l2``, a plugin's); validation
   on the held-out items (the bound, maximised; best weights restored).
 
 Why it is stable where the reference form (a DV critic on a deterministic code) is not: the
@@ -45,7 +46,7 @@ from infoblocks.blocks.data import Dataset, as_tensor, intra_op_threads, resolve
 from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.blocks.figures import save_figure
 from infoblocks.blocks.mutual_information import split_sizes
-from infoblocks.blocks.mutual_information.infomax import WHITENING
+from infoblocks.blocks.mutual_information.infomax import MARGINAL_TARGETS, WHITENING
 from infoblocks.blocks.mutual_information.split import _fraction
 from infoblocks.blocks.models import ACTIVATIONS
 from infoblocks.blocks.phases import _optimizer_name
@@ -113,6 +114,13 @@ LINSKER_OPTIONS: dict[str, Any] = {"encoder": "linear_residual_mlp",
 #: epochs reach 0.928 there
 PCA_START_OPTIONS: dict[str, Any] = {"encoder": "linear_residual_mlp", "residual_init": 1.0,
                                      "pca_whiten": False, "patience": 100, "epochs": 100}
+#: the shortcuts that put a loss block in the ``infomax`` loss's ``penalties`` (where > 0), in
+#: this order: shortcut -> (block, {the block's field: the shortcut that fills it})
+PENALTY_SHORTCUTS: dict[str, tuple[str, dict[str, str]]] = {
+    "marginal_prior": ("marginal_matching", {"weight": "marginal_prior",
+                                             "target": "marginal_target"}),
+    "reconstruction": ("linear_reconstruction", {"weight": "reconstruction",
+                                                 "scale": "reconstruction_scale"})}
 #: the previous defaults (``InfoMax.preset("mlp")``): a random-init tanh MLP encoder, early stop
 #: after 20 epochs without a better held-out bound, 100 epochs.  Measured: 4 of the 13 rows
 #: met, digits probe 0.914 (docs/infomax.md)
@@ -143,7 +151,10 @@ class InfoMax(Recipe):
     ``standardize`` | ``none``) how the batch's codes are normalised before it, ``nested`` the
     prefix-averaged bound, ``decorrelation`` an extra penalty on correlated components,
     ``saturation`` / ``saturation_bound`` a penalty on the code's pre-activation beyond an RMS
-    bound, ``critic_init`` where the Gaussian critic's scale starts (``channel``: the measured
+    bound, ``marginal_prior`` / ``marginal_target`` one on the distance of each component's
+    marginal to U(−1, 1) (``marginal_matching``), ``reconstruction`` / ``reconstruction_scale``
+    one on the input variance a linear map of the code leaves (``linear_reconstruction``),
+    ``critic_init`` where the Gaussian critic's scale starts (``channel``: the measured
     noise of the first batch), the PCA start's ``pca_gain``, ``pca_whiten``,
     ``residual_init``, ``linear_path``, ``linear_lr`` (:data:`LINSKER_OPTIONS` is that start
     with an identity output under a power constraint, :data:`PCA_START_OPTIONS` it with 100
@@ -242,6 +253,12 @@ class InfoMax(Recipe):
     #: the prior's scale: "fraction" (the unexplained fraction) or "log" (its logarithm)
     reconstruction_scale: str = attrs.field(default="fraction",
                                             validator=one_of("fraction", "log"))
+    #: the marginal prior: this weight × the mean over the code's components of the squared
+    #: 1-D Wasserstein-2 distance between the batch's clean code and ``marginal_target``
+    #: ("uniform": U(−1, 1), "gaussian": N(0, 1)) — the loss block ``marginal_matching`` in
+    #: the ``infomax`` loss's ``penalties``, so a bounded code does not saturate (docs/infomax.md)
+    marginal_prior: float = attrs.field(default=0.0, validator=non_negative)
+    marginal_target: str = attrs.field(default="uniform", validator=one_of(*MARGINAL_TARGETS))
     batch_size: int = attrs.field(default=256, validator=positive_int)
     epochs: int = attrs.field(default=200, validator=positive_int)
     batches_per_epoch: int | None = attrs.field(default=10, validator=optional(positive_int))
@@ -317,9 +334,9 @@ class InfoMax(Recipe):
         return not getattr(bound, "shift_invariant", True)
 
     def _loss(self) -> dict[str, Any]:
-        penalties = [{"name": "linear_reconstruction", "weight": self.reconstruction,
-                      "scale": self.reconstruction_scale}] \
-            if self.reconstruction > 0 else []
+        penalties = [{"name": block, **{k: getattr(self, f) for k, f in fields.items()}}
+                     for shortcut, (block, fields) in PENALTY_SHORTCUTS.items()
+                     if getattr(self, shortcut) > 0]
         return {"name": "infomax", "penalties": penalties,
                 "bound": {"name": BOUNDS[self.bound], "critic": "critic"},
                 "encoder": "encoder", "critic": "critic",

@@ -19,7 +19,9 @@ objective well posed with the same critics, negative samplers and bounds as the 
 * penalties for :class:`InfoMaxLoss`'s ``penalties`` slot (loss blocks given the batch plus
   the clean code under :data:`CODE_KEY`): :class:`LinearReconstructionLoss`
   (``linear_reconstruction``, the share of x̃'s variance a linear map of the code leaves) and
-  :class:`ParameterL2Loss` (``parameter_l2``, an L2 penalty on named parameters).
+  :class:`ParameterL2Loss` (``parameter_l2``, an L2 penalty on named parameters) and
+  :class:`MarginalMatchingLoss` (``marginal_matching``, the squared 1-D Wasserstein-2 distance
+  of each code component's batch marginal to a target: a bounded code kept off saturation).
 
 Bounds written with the scores protocol (:mod:`.scores`) work unchanged; see ``docs/infomax.md``.
 """
@@ -51,6 +53,8 @@ WHITENING_RIDGE = 1e-4
 WHITENING = ("none", "standardize", "cholesky")
 #: the batch key under which :class:`InfoMaxLoss` hands its clean code to its ``penalties``
 CODE_KEY = "code"
+#: the targets of :class:`MarginalMatchingLoss`: U(−1, 1) (a tanh code's range) and N(0, 1)
+MARGINAL_TARGETS = ("uniform", "gaussian")
 
 
 # ====================================================================== the critic
@@ -461,10 +465,11 @@ class InfoMaxLoss(Loss):
     name: ClassVar[str] = "infomax"
     whole_batch: ClassVar[bool] = True
     reports: ClassVar[frozenset[str]] = frozenset({"mi", "nested_mi", "js", "log_batch_cap",
-                                                   "reconstruction", "l2"})
+                                                   "reconstruction", "l2", "marginal_w2"})
     bound: Any = block_field("loss", default="infonce_loss")
-    #: loss blocks added to the objective (``linear_reconstruction``, a plugin's): each is
-    #: called with the batch plus the clean code under :data:`CODE_KEY`; their metrics are kept
+    #: loss blocks added to the objective (``linear_reconstruction``, ``marginal_matching``,
+    #: a plugin's): each is called with the batch plus the clean code under :data:`CODE_KEY`;
+    #: their metrics are kept
     penalties: list[Any] = block_field("loss", many=True, factory=list)
     encoder: str = "encoder"
     critic: str = "critic"
@@ -821,6 +826,49 @@ class LinearReconstructionLoss(Loss):
 
 
 @attrs.define
+class MarginalMatchingLoss(Loss):
+    """``weight`` × the mean over the code's components of the squared 1-D Wasserstein-2
+    distance between the batch's marginal of the component and ``target`` (``"uniform"``:
+    U(−1, 1), ``"gaussian"``: N(0, 1)), exact by sorting (:func:`marginal_distance`).
+
+    A marginal prior for InfoMax: through an amplitude-limited noisy channel the max-MI code is
+    discrete, so the bound alone drives a tanh code into its flat ends (rows at |y| ≈ 1 that
+    differ only in the sign); matching each component to U(−1, 1) keeps the code spread over
+    the range (geninf25: 0 % of rows at |y| > 0.95 on lat2, where the defaults saturate 14.7 %
+    on seed 0; docs/infomax.md).  The code is the clean code ``batch[code_key]`` when the caller
+    put it there (the ``infomax`` loss's ``penalties`` do: after the output activation, before
+    whitening and channel noise), else model ``encoder`` of ``batch[x_key]``.  Reports
+    ``marginal_w2`` (the distance, before ``weight``)."""
+
+    name: ClassVar[str] = "marginal_matching"
+    reports: ClassVar[frozenset[str]] = frozenset({"marginal_w2"})
+    weight: float = attrs.field(default=1.0, validator=non_negative)
+    target: str = attrs.field(default="uniform", validator=one_of(*MARGINAL_TARGETS))
+    encoder: str = "encoder"
+    x_key: str = "x"
+    code_key: str = CODE_KEY
+
+    def required_fields(self):
+        return frozenset({self.x_key})
+
+    def required_models(self):
+        return frozenset({self.encoder})
+
+    def __call__(self, batch, models, state):
+        code = batch.get(self.code_key)
+        if code is None:
+            if getattr(getattr(state, "dist", None), "active", False):
+                raise ValidationError(
+                    "marginal_matching as a phase's own loss does not run under torchrun: its "
+                    "sorted marginals would be each rank's shard's, not the whole batch's. Use "
+                    "it in the `penalties` of the `infomax` loss (which hands it the whole "
+                    "batch's code), or run in one process.")
+            code = get_model(models, self.encoder)(batch[self.x_key])
+        distance = marginal_distance(code, self.target)
+        return LossOutput(self.weight * distance, {"marginal_w2": distance.detach()})
+
+
+@attrs.define
 class ParameterL2Loss(Loss):
     """``weight`` × Σ p² over the parameters of model ``model`` whose names start with
     ``prefix`` (``"residual"``: the residual MLP of ``linear_residual_mlp``, so a non-linear
@@ -864,6 +912,20 @@ def unexplained_fraction(code: torch.Tensor, x: torch.Tensor, ridge: float = 1e-
     return (xc - c @ decoder).pow(2).sum() / xc.pow(2).sum().clamp_min(1e-12)
 
 
+def marginal_distance(codes: torch.Tensor, target: str = "uniform") -> torch.Tensor:
+    """Mean over the components of ``codes`` (b, d) of the squared Wasserstein-2 distance
+    between the batch's empirical marginal and ``target`` ("uniform": U(−1, 1); "gaussian":
+    N(0, 1)): mean_i (c_(i) − q_i)² with c_(i) the sorted code and q_i the target's quantile at
+    (2i − 1) / (2b); differentiable (the gradient moves each value towards its quantile)."""
+    if target not in MARGINAL_TARGETS:
+        raise ValidationError(f"marginal_distance: `target` must be one of "
+                              f"{list(MARGINAL_TARGETS)}, got {target!r}.")
+    b = codes.shape[0]
+    p = (torch.arange(1, b + 1, device=codes.device, dtype=codes.dtype) - 0.5) / b
+    q = 2 * p - 1 if target == "uniform" else math.sqrt(2) * torch.erfinv(2 * p - 1)
+    return (codes.sort(0).values - q[:, None]).pow(2).mean()
+
+
 def _split_output(encoder: nn.Module) -> tuple[Any, nn.Module]:
     """(pre-activation map, output activation) of an encoder whose last step is a bounded
     activation: :class:`LinearResidualNet` or an ``nn.Sequential`` (the ``mlp`` model)."""
@@ -891,4 +953,5 @@ def _off_diagonal_correlation(codes: torch.Tensor) -> torch.Tensor:
 
 __all__ = ["InfoMaxLoss", "GaussianChannelCritic", "LinearResidualMLP", "LinearResidualNet",
            "GaussianChannelNet", "JSDivergenceBound", "LinearReconstructionLoss", "ParameterL2Loss",
-           "unexplained_fraction", "WHITENING", "CODE_KEY"]
+           "MarginalMatchingLoss", "marginal_distance", "unexplained_fraction", "WHITENING",
+           "CODE_KEY", "MARGINAL_TARGETS"]
