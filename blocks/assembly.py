@@ -64,7 +64,9 @@ def _block_name(spec: Any) -> Any:
 def merge_entry(default: Any, override: Any) -> Any:
     """``default`` updated by ``override`` (see the module docstring)."""
     if _holds_parts(override) and isinstance(_block_name(default), str) and \
-            _block_name(override) != _block_name(default):
+            "name" in override and _block_name(override) != _block_name(default):
+        # (a table with parts and no name tunes the default block: a full form's edit of a
+        # compound's parts is {losses = [...]}, author25-8)
         return _merged_parts(default, override)
     if isinstance(default, str) and isinstance(override, dict) and "name" not in override:
         default = {"name": default}  # tune the default block: {n_neighbors = 10}
@@ -195,6 +197,10 @@ def _edits(mine: dict[str, Any], then: Any) -> dict[str, Any]:
     out = {}
     for key, value in mine.items():
         old = then.get(key, _MISSING) if isinstance(then, dict) else _MISSING
+        if _same_parts(value, old):
+            # a compound's parts, part for part the blocks written: a key a part lacks keeps
+            # what was written (author25-8: removed, or a field a newer plugin release added)
+            value = _with_written_keys(value, old)
         if old is not _MISSING and _same(value, old):
             continue
         if isinstance(value, dict) and isinstance(old, dict) and \
@@ -211,6 +217,26 @@ def _edits(mine: dict[str, Any], then: Any) -> dict[str, Any]:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _same_parts(value: Any, old: Any) -> bool:
+    """Whether ``value`` and ``old`` are lists of the same blocks, part for part (a
+    compound's ``losses`` as the file has it and as it was written)."""
+    return isinstance(value, list) and isinstance(old, list) and len(value) == len(old) \
+        and any(isinstance(v, dict) for v in value) \
+        and all(_block_name(v) == _block_name(o) is not None for v, o in zip(value, old))
+
+
+def _with_written_keys(value: Any, old: Any) -> Any:
+    """``value`` with the keys it lacks taken from ``old``, the same block as written, table
+    by table and part by part (nested compounds too)."""
+    if isinstance(value, dict) and isinstance(old, dict) and \
+            value.get("name", old.get("name")) == old.get("name"):
+        return {**copy.deepcopy(old), **{k: _with_written_keys(v, old.get(k, _MISSING))
+                                         for k, v in value.items()}}
+    if _same_parts(value, old):
+        return [_with_written_keys(v, o) for v, o in zip(value, old)]
+    return copy.deepcopy(value)
 
 
 def apply_edits(sections: dict[str, Any], edits: dict[str, Any], path: str) -> dict[str, Any]:
