@@ -41,7 +41,7 @@ from attrs.validators import optional
 import numpy as np
 import torch
 
-from infoblocks.blocks.assembly import cap_fields, fill_context
+from infoblocks.blocks.assembly import ShortcutWarning, cap_fields, fill_context, warn_once
 from infoblocks.blocks.data import Dataset, as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.blocks.figures import save_figure
@@ -125,6 +125,12 @@ PENALTY_SHORTCUTS: dict[str, tuple[str, dict[str, str]]] = {
 #: after 20 epochs without a better held-out bound, 100 epochs.  Measured: 4 of the 13 rows
 #: met, digits probe 0.914 (docs/infomax.md)
 MLP_OPTIONS: dict[str, Any] = {"encoder": "mlp", "patience": 20, "epochs": 100}
+
+
+def _is_default(recipe: Any, name: str) -> bool:
+    """Whether the shortcut ``name`` of ``recipe`` is at its field's default."""
+    default = attrs.fields_dict(type(recipe))[name].default
+    return getattr(recipe, name) == default
 
 
 def _check(condition: bool, message: str) -> None:
@@ -380,7 +386,73 @@ class InfoMax(Recipe):
             if isinstance(validation, dict) and "loss" in phase and \
                     not (isinstance(own, dict) and "loss" in own):
                 validation["loss"] = copy.deepcopy(phase["loss"])
+        self._carry_penalties(spec)
         return spec
+
+    def _carry_penalties(self, spec: dict[str, Any]) -> None:
+        """The penalty shortcuts (:data:`PENALTY_SHORTCUTS`) in a ``penalties`` list the
+        sections gave: an entry of the shortcut's block gets the settings its table leaves out
+        (``penalties = [{name = "marginal_matching"}]`` with ``marginal_prior = 0.5`` trains at
+        0.5, not at the block's 1.0), a setting it gives that a set shortcut also gives is a
+        :class:`ConfigError`; a set shortcut whose block is in no trained loss — the list
+        leaves it out, or the loss was replaced by one without ``penalties`` — is a
+        :class:`ShortcutWarning` (the generic carry of :func:`expand_sections` does not see
+        into a list that a shortcut lengthens)."""
+        defaults = {p["name"] for p in self.default_phases()}
+        for phase in spec["phases"]:
+            if not isinstance(phase, dict) or phase.get("name") not in defaults:
+                continue
+            name = phase["name"]
+            losses = [(f"phases.{name}.loss", phase, "loss")]
+            if isinstance(phase.get("validation"), dict):
+                losses.append((f"phases.{name}.validation.loss", phase["validation"], "loss"))
+            for shortcut, (block, fields) in PENALTY_SHORTCUTS.items():
+                value = getattr(self, shortcut)
+                if not value > 0:
+                    continue
+                given = [f for f in (shortcut, *fields.values()) if not _is_default(self, f)]
+                for where, parent, key in losses:
+                    reason = self._carry_penalty(where, parent, key, block, fields, given)
+                    if reason and where == losses[0][0] and shortcut in given:
+                        fix = (f"add `{{ name = \"{block}\", weight = {value!r} }}` to that "
+                               "list" if reason.endswith("has no " + repr(block)) else
+                               "put the prior in that loss's own table")
+                        warn_once(self, ShortcutWarning(
+                            f"{self.name}: `{shortcut}` = {value!r} reaches no block: {reason}. "
+                            f"To train with it, {fix}; else remove `{shortcut}`."), stacklevel=4)
+
+    def _carry_penalty(self, where: str, parent: dict[str, Any], key: str, block: str,
+                       fields: dict[str, str], given: list[str]) -> str | None:
+        """Fill the first entry of ``block`` in the ``penalties`` of the loss
+        ``parent[key]`` (at ``where``) with the shortcuts' values its table leaves out; why it
+        could not (None: it went in)."""
+        loss = parent.get(key)
+        loss_name = loss if isinstance(loss, str) else (loss or {}).get("name")
+        known = _fields_of("loss", loss_name)
+        if known is None:
+            return None  # an unknown name: the build names it
+        if "penalties" not in known:
+            return f"`{where}` is now {loss_name!r}, which has no field `penalties`"
+        penalties = loss.get("penalties", []) if isinstance(loss, dict) else []
+        same = [i for i, e in enumerate(penalties)
+                if (e if isinstance(e, str) else (e or {}).get("name")) == block]
+        if not same:
+            return f"`{where}.penalties` has no {block!r}"
+        entry = penalties[same[0]]
+        entry = {"name": entry} if isinstance(entry, str) else dict(entry)
+        for field, shortcut in fields.items():
+            value = getattr(self, shortcut)
+            if field not in entry:
+                entry[field] = value
+            elif entry[field] != value and shortcut in given:
+                raise ConfigError(
+                    f"{self.name}: `{shortcut}` = {value!r} and "
+                    f"`{where}.penalties[{same[0]}].{field}` = {entry[field]!r} both set this "
+                    f"value. Remove one of them (the shortcut `{shortcut}` fills "
+                    f"`{where}.penalties[{same[0]}].{field}`).")
+        parent[key] = {**loss, "penalties": [*penalties[:same[0]], entry,
+                                             *penalties[same[0] + 1:]]}
+        return None
 
     # ------------------------------------------------------------------ building
 

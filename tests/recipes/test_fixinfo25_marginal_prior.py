@@ -20,7 +20,7 @@ import torch
 
 from infoblocks.blocks.assembly import ShortcutWarning
 from infoblocks.blocks.distributed import Distributed
-from infoblocks.blocks.errors import ValidationError
+from infoblocks.blocks.errors import ConfigError, ValidationError
 from infoblocks.blocks.mutual_information.infomax import (CODE_KEY, InfoMaxLoss,
                                                           MarginalMatchingLoss,
                                                           marginal_distance)
@@ -222,6 +222,47 @@ def _spec(**kw):
         warnings.simplefilter("always")
         loss = _loss(InfoMax(**kw))
     return loss, [str(w.message) for w in caught if w.category is ShortcutWarning]
+
+
+@pytest.mark.parametrize("shortcut, block", [("marginal_prior", "marginal_matching"),
+                                             ("reconstruction", "linear_reconstruction")])
+def test_shortcut_reaches_a_penalties_list_of_ones_own(shortcut, block):
+    # before: an entry of the block in a list of one's own ran at the block's weight 1.0, the
+    # shortcut's 0.5 dropped; a list without it or a loss without `penalties` dropped the
+    # shortcut; both silently
+    loss, warned = _spec(**{shortcut: 0.5}, phases=[{"name": "train", "loss": {
+        "penalties": [{"name": "parameter_l2"}, {"name": block}]}}])
+    assert loss["penalties"][0] == {"name": "parameter_l2"}
+    assert loss["penalties"][1]["name"] == block and loss["penalties"][1]["weight"] == 0.5
+    assert not warned
+    with pytest.raises(ConfigError, match=f"`{shortcut}` = 0.5 and `phases.train.loss."
+                                          "penalties\\[0\\].weight` = 0.3 both set this value"):
+        InfoMax(**{shortcut: 0.5}, phases=[{"name": "train", "loss": {
+            "penalties": [{"name": block, "weight": 0.3}]}}]).routine_spec()
+    loss, warned = _spec(**{shortcut: 0.5}, phases=[{"name": "train", "loss": {
+        "penalties": [{"name": "parameter_l2"}]}}])
+    assert loss["penalties"] == [{"name": "parameter_l2"}]
+    assert warned == [f"infomax: `{shortcut}` = 0.5 reaches no block: `phases.train.loss."
+                      f"penalties` has no '{block}'. To train with it, add `{{ name = "
+                      f"\"{block}\", weight = 0.5 }}` to that list; else remove `{shortcut}`."]
+    loss, warned = _spec(**{shortcut: 0.5}, phases=[{"name": "train", "loss": "mine_loss"}])
+    assert loss == "mine_loss" or loss["name"] == "mine_loss"
+    assert [w for w in warned if shortcut in w] == [
+        f"infomax: `{shortcut}` = 0.5 reaches no block: `phases.train.loss` is now "
+        "'mine_loss', which has no field `penalties`. To train with it, put the prior in that "
+        f"loss's own table; else remove `{shortcut}`."]
+
+
+def test_marginal_target_fills_the_entry_but_keeps_its_own():
+    loss, _ = _spec(marginal_prior=0.5, phases=[{"name": "train", "loss": {
+        "penalties": [{"name": "marginal_matching", "target": "gaussian"}]}}])
+    assert loss["penalties"] == [{"name": "marginal_matching", "target": "gaussian",
+                                  "weight": 0.5}]
+    with pytest.raises(ConfigError, match="`marginal_target` = 'gaussian' and "
+                                          "`phases.train.loss.penalties\\[0\\].target`"):
+        InfoMax(marginal_prior=0.5, marginal_target="gaussian", phases=[{
+            "name": "train", "loss": {"penalties": [{"name": "marginal_matching",
+                                                     "target": "uniform"}]}}]).routine_spec()
 
 
 @attrs.define
