@@ -380,40 +380,52 @@ class InfoMax(Recipe):
         in the spec, so that the saved and printed routine is the one that runs."""
         spec = super().routine_spec()
         given = {p.get("name"): p for p in self.phases or [] if isinstance(p, dict)}
+        self._carry_penalties(spec, given)
         for phase in spec["phases"]:
             validation = phase.get("validation")
             own = given.get(phase.get("name"), {}).get("validation")
             if isinstance(validation, dict) and "loss" in phase and \
                     not (isinstance(own, dict) and "loss" in own):
                 validation["loss"] = copy.deepcopy(phase["loss"])
-        self._carry_penalties(spec)
         return spec
 
-    def _carry_penalties(self, spec: dict[str, Any]) -> None:
+    def _carry_penalties(self, spec: dict[str, Any], given: dict[str, Any]) -> None:
         """The penalty shortcuts (:data:`PENALTY_SHORTCUTS`) in a ``penalties`` list the
-        sections gave: an entry of the shortcut's block gets the settings its table leaves out
-        (``penalties = [{name = "marginal_matching"}]`` with ``marginal_prior = 0.5`` trains at
-        0.5, not at the block's 1.0), a setting it gives that a set shortcut also gives is a
-        :class:`ConfigError`; a set shortcut whose block is in no trained loss — the list
-        leaves it out, or the loss was replaced by one without ``penalties`` — is a
-        :class:`ShortcutWarning` (the generic carry of :func:`expand_sections` does not see
-        into a list that a shortcut lengthens)."""
+        sections gave (``given``: the phases as written, by name): an entry of the shortcut's
+        block gets the settings its table leaves out (``penalties = [{name =
+        "marginal_matching"}]`` with ``marginal_prior = 0.5`` trains at 0.5, not at the block's
+        1.0), a setting it gives that a set shortcut also gives is a :class:`ConfigError`; a
+        set shortcut whose block is in no trained loss — the list leaves it out, or the loss
+        was replaced by one without ``penalties`` — is a :class:`ShortcutWarning`.  The list
+        is the one written: the generic carry of :func:`expand_sections` does not see into a
+        list that a shortcut lengthens, and in a list of the default's length it gives the
+        entry in the default entry's place the shortcut's value (``parameter_l2`` would train
+        at ``marginal_prior``'s weight)."""
         defaults = {p["name"] for p in self.default_phases()}
         for phase in spec["phases"]:
             if not isinstance(phase, dict) or phase.get("name") not in defaults:
                 continue
             name = phase["name"]
-            losses = [(f"phases.{name}.loss", phase, "loss")]
-            if isinstance(phase.get("validation"), dict):
-                losses.append((f"phases.{name}.validation.loss", phase["validation"], "loss"))
+            written = given.get(name) or {}
+            losses = [(f"phases.{name}.loss", phase, written.get("loss"))]
+            own = written.get("validation")
+            if isinstance(phase.get("validation"), dict) and isinstance(own, dict) and \
+                    "loss" in own:  # (else the validation loss is the trained one's copy)
+                losses.append((f"phases.{name}.validation.loss", phase["validation"],
+                               own["loss"]))
+            for _, parent, table in losses:
+                if isinstance(table, dict) and isinstance(table.get("penalties"), list) and \
+                        isinstance(parent.get("loss"), dict):
+                    parent["loss"] = {**parent["loss"],
+                                      "penalties": copy.deepcopy(table["penalties"])}
             for shortcut, (block, fields) in PENALTY_SHORTCUTS.items():
                 value = getattr(self, shortcut)
                 if not value > 0:
                     continue
-                given = [f for f in (shortcut, *fields.values()) if not _is_default(self, f)]
-                for where, parent, key in losses:
-                    reason = self._carry_penalty(where, parent, key, block, fields, given)
-                    if reason and where == losses[0][0] and shortcut in given:
+                set_ = [f for f in (shortcut, *fields.values()) if not _is_default(self, f)]
+                for where, parent, _ in losses:
+                    reason = self._carry_penalty(where, parent, "loss", block, fields, set_)
+                    if reason and where == losses[0][0] and shortcut in set_:
                         fix = (f"add `{{ name = \"{block}\", weight = {value!r} }}` to that "
                                "list" if reason.endswith("has no " + repr(block)) else
                                "put the prior in that loss's own table")

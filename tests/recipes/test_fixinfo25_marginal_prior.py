@@ -218,9 +218,13 @@ def test_saved_model_keeps_the_prior(tmp_path):
 
 
 def _spec(**kw):
+    return _spec_of(InfoMax, **kw)
+
+
+def _spec_of(cls, **kw):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        loss = _loss(InfoMax(**kw))
+        loss = _loss(cls(**kw) if isinstance(cls, type) else cls)
     return loss, [str(w.message) for w in caught if w.category is ShortcutWarning]
 
 
@@ -263,6 +267,31 @@ def test_marginal_target_fills_the_entry_but_keeps_its_own():
         InfoMax(marginal_prior=0.5, marginal_target="gaussian", phases=[{
             "name": "train", "loss": {"penalties": [{"name": "marginal_matching",
                                                      "target": "uniform"}]}}]).routine_spec()
+
+
+@attrs.define(kw_only=True)
+class Flipped(InfoMax):
+    """InfoMax with the prior on by default (the flip the lead makes after the measurement)."""
+    marginal_prior: float = 1.0
+
+
+def test_a_default_on_prior_leaves_the_other_entries_of_a_written_list_alone():
+    # in a list of the default's length the generic carry gave the entry in the default
+    # entry's place the shortcut's value: parameter_l2 trained at weight 0.5 (found with the
+    # default flipped to 1)
+    loss, warned = _spec_of(Flipped(marginal_prior=0.5, phases=[{"name": "train", "loss": {
+        "penalties": [{"name": "parameter_l2"}]}}]))
+    assert loss["penalties"] == [{"name": "parameter_l2"}]
+    assert warned and "`marginal_prior` = 0.5 reaches no block" in warned[0]
+    loss, warned = _spec_of(Flipped(phases=[{"name": "train", "loss": {
+        "penalties": [{"name": "parameter_l2"}]}}]))
+    assert loss["penalties"] == [{"name": "parameter_l2"}] and not warned  # the list wins
+    loss, warned = _spec_of(Flipped(phases=[{"name": "train", "loss": {
+        "penalties": [{"name": "marginal_matching", "weight": 0.3}]}}]))
+    assert loss["penalties"] == [{"name": "marginal_matching", "weight": 0.3,
+                                  "target": "uniform"}] and not warned
+    assert _loss(Flipped())["penalties"] == [{"name": "marginal_matching", "weight": 1.0,
+                                             "target": "uniform"}]
 
 
 @attrs.define
