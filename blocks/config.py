@@ -9,6 +9,7 @@ int, ``"false"`` for a bool and ``true`` for an int are errors that name the pat
 from __future__ import annotations
 
 import collections.abc
+import enum
 import functools
 import sys
 import types
@@ -22,7 +23,9 @@ import numpy as np
 from .errors import ConfigError, InfoblocksError
 
 
-def _strict_int(value: Any, _: Any) -> int:
+def _strict_int(value: Any, type_: Any) -> int:
+    if _is_enum(type_):  # an IntEnum: its members, not any integer
+        return _structure_enum(value, type_)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"expected an integer, got {value!r}")
     return int(value)
@@ -40,10 +43,93 @@ def _strict_bool(value: Any, _: Any) -> bool:
     return bool(value)
 
 
-def _strict_str(value: Any, _: Any) -> str:
+def _strict_str(value: Any, type_: Any) -> str:
+    if _is_enum(type_):  # a str Enum: its members, not any string
+        return _structure_enum(value, type_)
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {value!r}")
     return value
+
+
+def _is_literal(type_: Any) -> bool:
+    return typing.get_origin(type_) is typing.Literal
+
+
+def _is_enum(type_: Any) -> bool:
+    return isinstance(type_, type) and issubclass(type_, enum.Enum)
+
+
+def _is_choice_union(type_: Any) -> bool:
+    """A union with a ``Literal`` or an ``Enum`` among its members (``Literal["a"] | int``,
+    ``Literal["a"] | Literal["b"]``), which cattrs would pass unchecked or fail on raw."""
+    return typing.get_origin(type_) in (typing.Union, types.UnionType) and any(
+        _is_literal(t) or _is_enum(t) for t in typing.get_args(type_))
+
+
+def _allowed(type_: Any) -> str:
+    """What ``type_`` accepts, in words: "one of 'mean', 'sum'", "an integer"."""
+    if _is_literal(type_):
+        return "one of " + ", ".join(map(repr, typing.get_args(type_)))
+    if _is_enum(type_):
+        return "one of " + ", ".join(repr(m.value) for m in type_)
+    if typing.get_origin(type_) in (typing.Union, types.UnionType):
+        members = typing.get_args(type_)
+        choices = [repr(c) for t in members if _is_literal(t) for c in typing.get_args(t)] + \
+            [repr(m.value) for t in members if _is_enum(t) for m in t]
+        rest = [_allowed(t) for t in members if not (_is_literal(t) or _is_enum(t))]
+        return " or ".join(([f"one of {', '.join(choices)}"] if choices else []) + rest)
+    origin = typing.get_origin(type_) or type_
+    if origin in _LISTS or origin in _TABLES:
+        return "a list" if origin in _LISTS else "a table"
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+             type(None): "None (leave the key out)"}
+    return words.get(type_, getattr(type_, "__name__", str(type_)))
+
+
+def _structure_literal(value: Any, type_: Any) -> Any:
+    # equal and of the same kind: True is not the 1 of Literal[0, 1], nor 1 the "1" of a str
+    for choice in typing.get_args(type_):
+        if isinstance(value, (bool, np.bool_)) == isinstance(choice, bool) and \
+                isinstance(value, str) == isinstance(choice, str) and _equal(value, choice):
+            return choice
+    raise ValueError(f"expected {_allowed(type_)}, got {value!r}")
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - an array compared with a choice
+        return False
+
+
+def _structure_enum(value: Any, type_: Any) -> Any:
+    if isinstance(value, type_):
+        return value
+    for member in type_:  # by value (a TOML string or number), else by name
+        if isinstance(value, (bool, np.bool_)) == isinstance(member.value, bool) and \
+                _equal(value, member.value):
+            return member
+    if isinstance(value, str) and value in type_.__members__:
+        return type_.__members__[value]
+    raise ValueError(f"expected {_allowed(type_)} ({type_.__name__}), got {value!r}")
+
+
+def _structure_choice_union(value: Any, type_: Any) -> Any:
+    """The first member of the union that takes ``value``; none: what each would take."""
+    members = typing.get_args(type_)
+    if value is None and type(None) in members:
+        return None
+    for member in members:
+        if member is type(None):
+            continue
+        try:
+            _check_container(value, member)  # (a string is no list of its characters here)
+            return converter.structure(value, member)
+        except cattrs.errors.StructureHandlerNotFoundError:
+            raise  # a member the converter cannot check: the value passes, as for the member
+        except (ValueError, TypeError, cattrs.errors.CattrsError):
+            continue
+    raise ValueError(f"expected {_allowed(type_)}, got {value!r}")
 
 
 def _make_converter() -> cattrs.Converter:
@@ -52,6 +138,13 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(float, _strict_float)
     conv.register_structure_hook(bool, _strict_bool)
     conv.register_structure_hook(str, _strict_str)
+    # a choice, as plugins declare one (PML's reducer, type_of_triplets): a value outside it is
+    # a message naming the choices, where cattrs raised a bare CattrsError ("avg not in literal
+    # ...", a traceback from `infoblocks run`, author25-1), passed a str Enum's non-member as it
+    # was, and passed a union of Literals unchecked
+    conv.register_structure_hook_func(_is_literal, _structure_literal)
+    conv.register_structure_hook_func(_is_enum, _structure_enum)
+    conv.register_structure_hook_func(_is_choice_union, _structure_choice_union)
     return conv
 
 
@@ -178,7 +271,7 @@ def _check_values(values: dict[str, Any], types: dict[str, Any], path: str | Non
             found = cattrs.transform_error(exc, path=f"{path}.{key}" if path else "$",
                                            format_exception=_format_exception)
             problems += found if path else [m.replace(" @ $", f" @ {key}") for m in found]
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, cattrs.errors.CattrsError) as exc:
             message = _format_exception(exc, types[key])
             problems.append(f"{message} @ {path}.{key}" if path else f"`{key}`: {message}")
         if "got" not in problems[-1]:
