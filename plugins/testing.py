@@ -58,7 +58,8 @@ def _kind_of(cls: type) -> str:
 
 
 def check_block(cls: type, example: dict[str, Any] | None = None, *,
-                labels: int | Callable[[int], Any] | None = None) -> Any:
+                labels: int | Callable[[int], Any] | None = None,
+                batch: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Any:
     """Assert that ``cls`` is a well-formed block; return the instance it built.
 
     ``example`` holds constructor arguments for blocks without defaults.  Checks: it derives
@@ -97,7 +98,15 @@ def check_block(cls: type, example: dict[str, Any] | None = None, *,
     3) or ``labels(n)``, an array of n rows (of one or several columns), for a function.  The
     critic model ``critic`` of those states scores (code, label row) pairs of the width the
     block gives it: ``classes`` one-hot columns where it declares them, else the labels'
-    columns.
+    columns.  Only a field named as labels are (``labels``, ``label``, ``target``,
+    ``targets``, ``class`` ...: :func:`_label_like`) is filled so without ``labels=``: a field
+    of another name (a triplet's ``anchor`` / ``positive`` / ``negative`` positions, a second
+    view) is not invented.  ``batch`` builds the batch a loss is called on: a function of the
+    first batch of a built-in state (a dict of tensors; ``items``: ``data`` (40, 3),
+    ``positions`` (40, 2), ``index``) returning the batch (``{**b, "anchor": ...}``); the
+    loss runs on the first built-in state with its globals and models whose batch, so
+    built, holds its ``required_fields``.  A loss that fails on a field check_block filled
+    is told which field and with what.
 
     Not exercised, with a :class:`NotExercisedWarning` saying what and why (test them with a
     tiny fit of a recipe that uses them): a sampler of a batch type of its own or of none, a
@@ -188,7 +197,7 @@ def check_block(cls: type, example: dict[str, Any] | None = None, *,
     if kind == "sampler":
         _check_sampler_batches(block)
     elif kind == "loss":
-        _check_loss_call(block, labels)
+        _check_loss_call(block, labels, batch)
     return block
 
 
@@ -645,24 +654,49 @@ def _declared_classes(block: Any) -> int | None:
         classes > 0 else None
 
 
+#: words a batch field holding per-item class labels is named by (a part of its name, split at
+#: "_"): the fields check_block fills with class indices without being told (``labels=``)
+_LABEL_WORDS = frozenset({"label", "labels", "target", "targets", "class", "classes"})
+
+
+def _label_like(field: str) -> bool:
+    """Whether the batch field ``field`` is named as per-item class labels are
+    (``labels``, ``class_label``, ``targets``), not as positions (``anchor``) or rows."""
+    return bool(_LABEL_WORDS & set(field.lower().split("_")))
+
+
+def _unknown_fields(fields: set[str], kits: dict[str, Any]) -> list[str]:
+    """The fields of ``fields`` that no built-in sampler's batch holds."""
+    given = {f for kit in kits.values() for f in
+             (kit["sampler"].batch_fields(_state(kit)) or ())}
+    return sorted(fields - given)
+
+
+def _filled_fields(fields: set[str], kits: dict[str, Any],
+                   labels: int | Callable[[int], Any] | None) -> list[str]:
+    """The unknown fields check_block fills with labels: all of them when it was given
+    ``labels``, else those named as labels are (:func:`_label_like`) — never a triplet's
+    ``anchor`` or a second view, which class indices are not (author25-2)."""
+    extra = _unknown_fields(fields, kits)
+    return extra if labels is not None else [f for f in extra if _label_like(f)]
+
+
 def _per_item_arrays(fields: set[str], kits: dict[str, Any],
                      labels: int | Callable[[int], Any] | None,
                      block: Any = None) -> dict[str, Any]:
     """The kits of :data:`_GATHERING` with an array for each of ``fields`` that no built-in
-    batch holds (a supervised loss's ``labels``) added to their dataset: the ``labels``
-    check_block was given, else class indices of the ``classes`` the block declares (see
-    :func:`check_block`); their critic ``critic`` takes label rows of the width the block
-    scores (``classes`` one-hot columns, else the labels' columns)."""
+    batch holds and check_block fills (a supervised loss's ``labels``,
+    :func:`_filled_fields`) added to their dataset: the ``labels`` check_block was given,
+    else class indices of the ``classes`` the block declares (see :func:`check_block`); their
+    critic ``critic`` takes label rows of the width the block scores (``classes`` one-hot
+    columns, else the labels' columns)."""
     import numpy as np
 
     from infoblocks.blocks.data import Dataset
     from infoblocks.plugins.registry import get_registry
 
     declared = _declared_classes(block)
-
-    given = {f for kit in kits.values() for f in
-             (kit["sampler"].batch_fields(_state(kit)) or ())}
-    extra = sorted(fields - given)
+    extra = _filled_fields(fields, kits, labels)
     if not extra:
         return {}
     out = {}
@@ -687,16 +721,16 @@ def _per_item_arrays(fields: set[str], kits: dict[str, Any],
     return out
 
 
-def _check_loss_call(block: Any, labels: int | Callable[[int], Any] | None = None) -> None:
+def _check_loss_call(block: Any, labels: int | Callable[[int], Any] | None = None,
+                     batch: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
     """A loss on the first batch of a built-in sampler whose batch has the fields it
     declares (``required_fields``), on that batch type's state (:func:`_kits`), with models
     of the names it needs: a ``LossOutput`` whose ``value`` is a finite scalar and whose
     gradient reaches the models' parameters; fields no built-in batch has are per-item
-    arrays added to the dataset (``labels``, :func:`_per_item_arrays`).  A Fisher loss's
-    ``statistics(model, batch)`` is run on a simulation batch (μ (m,), C (m, m), ∂μ/∂θ
-    (m, p), F (p, p), finite)."""
-    from infoblocks.blocks.losses import LossOutput
-
+    arrays added to the dataset (``labels``, :func:`_per_item_arrays`) where check_block
+    fills them (:func:`_filled_fields`), or come from the caller's ``batch`` function.  A
+    Fisher loss's ``statistics(model, batch)`` is run on a simulation batch (μ (m,),
+    C (m, m), ∂μ/∂θ (m, p), F (p, p), finite)."""
     who = _who(block)
     fields = block.required_fields()
     if fields is None:
@@ -706,31 +740,105 @@ def _check_loss_call(block: Any, labels: int | Callable[[int], Any] | None = Non
         return
     needed_globals, needed_models = set(block.required_globals()), set(block.required_models())
     kits = {name: make() for name, make in _kits().items()}
+    filled = _filled_fields(set(fields), kits, labels)
+    labelled = _per_item_arrays(set(fields), kits, labels, block)
     # (first the built-in states as they are; then those that gather a dataset's arrays per
     # item, with the arrays the loss reads and no batch holds)
-    for kind_name, kit in [*kits.items(), *_per_item_arrays(set(fields), kits, labels, block).items()]:
+    for kind_name, kit in [*kits.items(), *labelled.items()]:
         state = _state(kit)
         available = set(state.globals) | set(state.dataset or ())
-        if set(fields) <= set(kit["sampler"].batch_fields(state) or ()) and \
-                needed_globals <= available and needed_models <= set(kit["models"]):
+        if not (needed_globals <= available and needed_models <= set(kit["models"])):
+            continue
+        if batch is None and set(fields) <= set(kit["sampler"].batch_fields(state) or ()):
+            drawn = _first_batch(kit["sampler"], state)
             break
+        if batch is not None:
+            try:
+                drawn = _built_batch(batch, _first_batch(kit["sampler"], state), kind_name)
+            except _Refused:
+                continue
+            if set(fields) <= set(drawn):
+                break
     else:
+        unknown = sorted(set(_unknown_fields(set(fields), kits)) - set(filled))
         _not_exercised(block, "__call__(batch, models, state)",
-                       f"no built-in state gives its batch fields {sorted(fields)}, globals "
-                       f"{sorted(needed_globals)} and models {sorted(needed_models)} together")
+                       _why_not_called(fields, needed_globals, needed_models, unknown, batch))
         return
     sampler = kit["sampler"]
-    batch = _first_batch(sampler, state)
     models = state.models
+    # the fields check_block made up (not the caller): a failure on them may be check_block's
+    invented = sorted(set(filled) & set(fields)) if kind_name in labelled and labels is None \
+        and batch is None else []
+    note = (f" (check_block filled {', '.join(f'`{f}`' for f in invented)} itself, with class "
+            f"indices 0 … {(_declared_classes(block) or CHECK_CLASSES) - 1} cycling over the "
+            "items, as it does for a field named as labels: if the loss reads something else "
+            "there, pass check_block(cls, labels=...) or batch=lambda b: {**b, ...})"
+            if invented else "")
     try:
         block.on_phase_start(state)
-        out = block(batch, models, state)
+        out = block(drawn, models, state)
     except InfoblocksError as exc:  # it needs another state: said, not failed
         _not_exercised(block, "__call__(batch, models, state)",
                        f"it refused the first batch of the built-in sampler {sampler.name!r} "
-                       f"({kind_name!r} batches: {sorted(batch)}) on a {_describe(state)} with "
-                       f"{type(exc).__name__}: {str(exc).rstrip('.')}")
+                       f"({kind_name!r} batches: {sorted(drawn)}) on a {_describe(state)} with "
+                       f"{type(exc).__name__}: {str(exc).rstrip('.')}{note}")
         return
+    except Exception as exc:  # noqa: BLE001 - reported as the conformance failure
+        raise AssertionError(
+            f"{who}: __call__(batch, models, state) raised {type(exc).__name__}: {exc} on the "
+            f"first {kind_name!r} batch of the built-in sampler {sampler.name!r} "
+            f"({_shapes(drawn)}){note}") from exc
+    try:
+        _check_loss_output(block, out, models, needed_models, kind_name, sampler)
+    except AssertionError as exc:
+        if not note:
+            raise
+        raise AssertionError(f"{exc}{note}") from None
+    if kind_name == "simulations" and callable(getattr(block, "statistics", None)):
+        _check_fisher_statistics(block, models, drawn, kit)
+
+
+def _built_batch(build: Callable[[dict[str, Any]], dict[str, Any]], drawn: dict[str, Any],
+                 kind_name: str) -> dict[str, Any]:
+    """The caller's ``batch=`` function applied to a built-in state's first batch."""
+    built = build(dict(drawn))
+    assert isinstance(built, dict), \
+        (f"check_block: batch= must return the batch the loss is called on, a dict of field "
+         f"-> tensor (e.g. {{**b, 'anchor': ...}}), got {type(built).__name__} for the first "
+         f"{kind_name!r} batch ({_shapes(drawn)})")
+    return built
+
+
+def _shapes(batch: dict[str, Any]) -> str:
+    return ", ".join(f"`{k}` {tuple(v.shape)}" if isinstance(v, torch.Tensor) else f"`{k}`"
+                     for k, v in sorted(batch.items()))
+
+
+def _why_not_called(fields: Any, needed_globals: set[str], needed_models: set[str],
+                    unknown: list[str], batch: Any) -> str:
+    """Why a loss was not called: what it needs that no built-in state gives."""
+    if batch is not None:
+        return (f"no built-in state with its globals {sorted(needed_globals)} and models "
+                f"{sorted(needed_models)} has a first batch that batch= turns into one holding "
+                f"its fields {sorted(fields)}")
+    if unknown:
+        return (f"it reads {', '.join(f'`{f}`' for f in unknown)}, which no built-in batch "
+                "holds, and check_block fills with class indices only a field named as labels "
+                f"are ({', '.join(sorted(_LABEL_WORDS))}); pass check_block(cls, labels=K or "
+                "a function of n) if they are per-item labels, or batch=lambda b: {**b, "
+                f"{unknown[0]!r}: ...}} to build them from a built-in batch (`items`: `data` "
+                f"({CHECK_ITEMS}, 3), `positions`, `index`)")
+    return (f"no built-in state gives its batch fields {sorted(fields)}, globals "
+            f"{sorted(needed_globals)} and models {sorted(needed_models)} together")
+
+
+def _check_loss_output(block: Any, out: Any, models: Any, needed_models: set[str],
+                       kind_name: str, sampler: Any) -> None:
+    """A loss's output on a check_block batch: a ``LossOutput`` whose ``value`` is a finite
+    scalar with a finite gradient reaching the parameters of the models it names."""
+    from infoblocks.blocks.losses import LossOutput
+
+    who = _who(block)
     assert isinstance(out, LossOutput), \
         (f"{who}: __call__(batch, models, state) must return a LossOutput(value, metrics) "
          f"(infoblocks.blocks.losses), got {type(out).__name__}")
@@ -756,8 +864,6 @@ def _check_loss_call(block: Any, labels: int | Callable[[int], Any] | None = Non
         (f"{who}: LossOutput.value carries no gradient to the parameters of model(s) "
          f"{sorted(needed_models)} on {kind_name!r} batches (is it detached, computed under "
          "no_grad or from .item()?): the optimizer would not train them")
-    if kind_name == "simulations" and callable(getattr(block, "statistics", None)):
-        _check_fisher_statistics(block, models, batch, kit)
 
 
 def _check_fisher_statistics(block: Any, models: Any, batch: dict[str, Any],
