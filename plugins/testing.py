@@ -456,13 +456,14 @@ def _kits() -> dict[str, Callable[[], dict[str, Any]]]:
                     models={"main": model("mlp", in_dim=3, out_dim=2, hidden_dims=(8,)),
                             "layout": layout(CHECK_ITEMS), "critic": label_critic()})
 
-    def pairs(sampler: str) -> Callable[[], dict[str, Any]]:
+    def pairs(sampler: str, **options: Any) -> Callable[[], dict[str, Any]]:
         def kit() -> dict[str, Any]:
             g = gen()
             x = torch.randn(CHECK_PAIRS, 2, generator=g)
             y = x[:, :1] + 0.5 * torch.randn(CHECK_PAIRS, 1, generator=g)
             return dict(dataset=Dataset(x=x, y=y), globals={},
-                        sampler=registry.build("sampler", {"name": sampler, "batch_size": 8}),
+                        sampler=registry.build("sampler", {"name": sampler, "batch_size": 8,
+                                                           **options}),
                         models={"main": model("separable_critic", x_dim=2, y_dim=1, embed_dim=4,
                                               hidden_dims=(8,)),
                                 "critic_x": model("mlp", in_dim=2, out_dim=1, hidden_dims=(8,)),
@@ -503,7 +504,9 @@ def _kits() -> dict[str, Callable[[], dict[str, Any]]]:
     # (in this order: a loss runs on the first that gives what it declares)
     return {"items": items, "marginal_pairs": pairs("marginal_pairs"),
             "joint_pairs": pairs("all_pairs"), "reference_pairs": pairs("reference"),
-            "item_edges": edges, "rows_cols": rows_cols, "simulations": simulations}
+            "item_edges": edges, "rows_cols": rows_cols, "simulations": simulations,
+            # InfoMax's batches: joint pairs whose y is x (its loss refuses another y)
+            "self_pairs": pairs("all_pairs", x_key="x", y_key="x")}
 
 
 def _state(kit: dict[str, Any]) -> Any:
@@ -731,7 +734,6 @@ def _check_loss_call(block: Any, labels: int | Callable[[int], Any] | None = Non
     fills them (:func:`_filled_fields`), or come from the caller's ``batch`` function.  A
     Fisher loss's ``statistics(model, batch)`` is run on a simulation batch (μ (m,),
     C (m, m), ∂μ/∂θ (m, p), F (p, p), finite)."""
-    who = _who(block)
     fields = block.required_fields()
     if fields is None:
         _not_exercised(block, "__call__(batch, models, state)",
@@ -743,32 +745,50 @@ def _check_loss_call(block: Any, labels: int | Callable[[int], Any] | None = Non
     filled = _filled_fields(set(fields), kits, labels)
     labelled = _per_item_arrays(set(fields), kits, labels, block)
     # (first the built-in states as they are; then those that gather a dataset's arrays per
-    # item, with the arrays the loss reads and no batch holds)
+    # item, with the arrays the loss reads and no batch holds): the loss runs on the first
+    # that gives what it reads and that it does not refuse with infoblocks' own error
+    refused = None
     for kind_name, kit in [*kits.items(), *labelled.items()]:
         state = _state(kit)
         available = set(state.globals) | set(state.dataset or ())
         if not (needed_globals <= available and needed_models <= set(kit["models"])):
             continue
-        if batch is None and set(fields) <= set(kit["sampler"].batch_fields(state) or ()):
+        if batch is None:
+            if not set(fields) <= set(kit["sampler"].batch_fields(state) or ()):
+                continue
             drawn = _first_batch(kit["sampler"], state)
-            break
-        if batch is not None:
+        else:
             try:
                 drawn = _built_batch(batch, _first_batch(kit["sampler"], state), kind_name)
             except _Refused:
                 continue
-            if set(fields) <= set(drawn):
-                break
-    else:
-        unknown = sorted(set(_unknown_fields(set(fields), kits)) - set(filled))
-        _not_exercised(block, "__call__(batch, models, state)",
-                       _why_not_called(fields, needed_globals, needed_models, unknown, batch))
+            if not set(fields) <= set(drawn):
+                continue
+        ran = _call_loss(block, drawn, state, kit, kind_name, labelled, filled, labels, batch)
+        if ran is True:
+            return
+        refused = refused or ran
+    if refused:
+        _not_exercised(block, "__call__(batch, models, state)", refused)
         return
+    unknown = sorted(set(_unknown_fields(set(fields), kits)) - set(filled))
+    _not_exercised(block, "__call__(batch, models, state)",
+                   _why_not_called(fields, needed_globals, needed_models, unknown, batch))
+
+
+def _call_loss(block: Any, drawn: dict[str, Any], state: Any, kit: dict[str, Any],
+               kind_name: str, labelled: dict[str, Any], filled: list[str], labels: Any,
+               batch: Any) -> bool | str:
+    """The loss called on ``drawn`` and its output checked (:func:`_check_loss_output`):
+    True, or why it refused the batch with infoblocks' own error (another state may suit
+    it: InfoMax's loss refuses a batch whose `y` is not its `x`)."""
+    who = _who(block)
     sampler = kit["sampler"]
     models = state.models
+    needed_models = set(block.required_models())
     # the fields check_block made up (not the caller): a failure on them may be check_block's
-    invented = sorted(set(filled) & set(fields)) if kind_name in labelled and labels is None \
-        and batch is None else []
+    invented = sorted(set(filled) & set(block.required_fields())) \
+        if kind_name in labelled and labels is None and batch is None else []
     note = (f" (check_block filled {', '.join(f'`{f}`' for f in invented)} itself, with class "
             f"indices 0 … {(_declared_classes(block) or CHECK_CLASSES) - 1} cycling over the "
             "items, as it does for a field named as labels: if the loss reads something else "
@@ -778,11 +798,9 @@ def _check_loss_call(block: Any, labels: int | Callable[[int], Any] | None = Non
         block.on_phase_start(state)
         out = block(drawn, models, state)
     except InfoblocksError as exc:  # it needs another state: said, not failed
-        _not_exercised(block, "__call__(batch, models, state)",
-                       f"it refused the first batch of the built-in sampler {sampler.name!r} "
-                       f"({kind_name!r} batches: {sorted(drawn)}) on a {_describe(state)} with "
-                       f"{type(exc).__name__}: {str(exc).rstrip('.')}{note}")
-        return
+        return (f"it refused the first batch of the built-in sampler {sampler.name!r} "
+                f"({kind_name!r} batches: {sorted(drawn)}) on a {_describe(state)} with "
+                f"{type(exc).__name__}: {str(exc).rstrip('.')}{note}")
     except Exception as exc:  # noqa: BLE001 - reported as the conformance failure
         raise AssertionError(
             f"{who}: __call__(batch, models, state) raised {type(exc).__name__}: {exc} on the "
@@ -796,6 +814,7 @@ def _check_loss_call(block: Any, labels: int | Callable[[int], Any] | None = Non
         raise AssertionError(f"{exc}{note}") from None
     if kind_name == "simulations" and callable(getattr(block, "statistics", None)):
         _check_fisher_statistics(block, models, drawn, kit)
+    return True
 
 
 def _built_batch(build: Callable[[dict[str, Any]], dict[str, Any]], drawn: dict[str, Any],

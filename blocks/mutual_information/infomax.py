@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..base import block_field
-from ..errors import ValidationError
+from ..errors import ContractError, ValidationError
 from ..losses import Loss, LossOutput, get_model
 from ..models import ACTIVATIONS, MLP, Model, training_rows
 from ..numerics import pca_axes
@@ -487,6 +487,8 @@ class InfoMaxLoss(Loss):
     #: ``fitted`` buffer at the phase's first training step (after a resume has put it back),
     #: then kept here, so a step does not read a device flag back to the host
     _scale_pending: bool | None = attrs.field(init=False, default=None, repr=False, eq=False)
+    #: whether this phase's first batch was checked for a `y` other than `x` (author25-3)
+    _y_checked: bool = attrs.field(init=False, default=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.bound, MIBound):
@@ -508,6 +510,7 @@ class InfoMaxLoss(Loss):
         for penalty in self.penalties:
             penalty.on_phase_start(state)
         self._scale_pending = None
+        self._y_checked = False
 
     def checkpoint_state(self):
         return self.bound.checkpoint_state()
@@ -589,7 +592,30 @@ class InfoMaxLoss(Loss):
                 "lowered by it; set `critic_offset = true` (or the critic's `offset = true`).",
                 UserWarning, stacklevel=2)
 
+    def _check_y(self, batch: dict[str, Any], state: TrainState) -> None:
+        """The phase's first batch: a sampler's `y` that is not its `x` (a second augmented
+        view, SimCLR pairs) is refused — the critic scores each code against the code of the
+        same x, so that `y` would be dropped with no word (author25-3: codes bit-identical
+        with it zeroed)."""
+        self._y_checked = True
+        x, y = batch[self.x_key], batch.get("y")
+        if self.x_key == "y" or not isinstance(y, torch.Tensor) or y is x or (
+                y.shape == x.shape and torch.equal(y, x)):
+            return
+        raise ContractError(
+            f"Phase {state.phase!r}: the loss 'infomax' reads the batch's `{self.x_key}` only "
+            f"(I(x; code) through its channel: the critic scores each row's noisy code against "
+            f"that same row), but the sampler in phases.{state.phase}.sampler "
+            f"yields a `y` that is not `{self.x_key}` (a second view of the rows?), which "
+            "would be ignored. Use a sampler whose `y` is the x it reads (InfoMax's "
+            "`negatives` samplers with y_key = x_key, the default), and draw augmentations "
+            "into `x`; a two-view objective, I(f(view 1); f(view 2)), belongs in a `routine` "
+            "recipe with a loss that encodes both views (docs/plugins.md, \"Per-batch "
+            "augmentation\").")
+
     def __call__(self, batch, models, state):
+        if not self._y_checked:
+            self._check_y(batch, state)
         encoder = get_model(models, self.encoder)
         generator = self._generator(state)
         explicit = "x_marginal" in batch and not self.bound.rows
