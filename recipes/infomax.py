@@ -261,7 +261,8 @@ class InfoMax(Recipe):
                                             validator=one_of("fraction", "log"))
     #: the marginal prior: this weight × the mean over the code's components of the squared
     #: 1-D Wasserstein-2 distance between the batch's clean code and ``marginal_target``
-    #: ("uniform": U(−1, 1), "gaussian": N(0, 1)) — the loss block ``marginal_matching`` in
+    #: ("uniform": U(−1, 1), "gaussian": N(0, 1), "uniform_tails": only the mass further out
+    #: than U(−1, 1)'s) — the loss block ``marginal_matching`` in
     #: the ``infomax`` loss's ``penalties``, so a bounded code does not saturate (docs/infomax.md)
     marginal_prior: float = attrs.field(default=0.0, validator=non_negative)
     marginal_target: str = attrs.field(default="uniform", validator=one_of(*MARGINAL_TARGETS))

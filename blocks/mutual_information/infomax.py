@@ -53,8 +53,10 @@ WHITENING_RIDGE = 1e-4
 WHITENING = ("none", "standardize", "cholesky")
 #: the batch key under which :class:`InfoMaxLoss` hands its clean code to its ``penalties``
 CODE_KEY = "code"
-#: the targets of :class:`MarginalMatchingLoss`: U(−1, 1) (a tanh code's range) and N(0, 1)
-MARGINAL_TARGETS = ("uniform", "gaussian")
+#: the targets of :class:`MarginalMatchingLoss`: U(−1, 1) (a tanh code's range), N(0, 1), and
+#: U(−1, 1)'s tails only ("uniform_tails": a code further out than uniform costs, a more central
+#: one does not)
+MARGINAL_TARGETS = ("uniform", "gaussian", "uniform_tails")
 
 
 # ====================================================================== the critic
@@ -855,7 +857,8 @@ class LinearReconstructionLoss(Loss):
 class MarginalMatchingLoss(Loss):
     """``weight`` × the mean over the code's components of the squared 1-D Wasserstein-2
     distance between the batch's marginal of the component and ``target`` (``"uniform"``:
-    U(−1, 1), ``"gaussian"``: N(0, 1)), exact by sorting (:func:`marginal_distance`).
+    U(−1, 1), ``"gaussian"``: N(0, 1); ``"uniform_tails"``: only the mass further out than
+    U(−1, 1)'s), exact by sorting (:func:`marginal_distance`).
 
     A marginal prior for InfoMax: through an amplitude-limited noisy channel the max-MI code is
     discrete, so the bound alone drives a tanh code into its flat ends (rows at |y| ≈ 1 that
@@ -942,14 +945,21 @@ def marginal_distance(codes: torch.Tensor, target: str = "uniform") -> torch.Ten
     """Mean over the components of ``codes`` (b, d) of the squared Wasserstein-2 distance
     between the batch's empirical marginal and ``target`` ("uniform": U(−1, 1); "gaussian":
     N(0, 1)): mean_i (c_(i) − q_i)² with c_(i) the sorted code and q_i the target's quantile at
-    (2i − 1) / (2b); differentiable (the gradient moves each value towards its quantile)."""
+    (2i − 1) / (2b); differentiable (the gradient moves each value towards its quantile).
+    ``"uniform_tails"``: one-sided, only the part of the gap that lies further out than
+    U(−1, 1)'s quantile, mean_i relu(sign(q_i)(c_(i) − q_i))² — more mass at the ends than a
+    uniform code costs, a code more central than uniform (clusters, a peaked marginal) does
+    not (geninf25)."""
     if target not in MARGINAL_TARGETS:
         raise ValidationError(f"marginal_distance: `target` must be one of "
                               f"{list(MARGINAL_TARGETS)}, got {target!r}.")
     b = codes.shape[0]
     p = (torch.arange(1, b + 1, device=codes.device, dtype=codes.dtype) - 0.5) / b
-    q = 2 * p - 1 if target == "uniform" else math.sqrt(2) * torch.erfinv(2 * p - 1)
-    return (codes.sort(0).values - q[:, None]).pow(2).mean()
+    q = math.sqrt(2) * torch.erfinv(2 * p - 1) if target == "gaussian" else 2 * p - 1
+    gap = codes.sort(0).values - q[:, None]
+    if target == "uniform_tails":  # outward only: beyond the uniform's quantile
+        gap = torch.relu(gap * torch.sign(q)[:, None])
+    return gap.pow(2).mean()
 
 
 def _split_output(encoder: nn.Module) -> tuple[Any, nn.Module]:
