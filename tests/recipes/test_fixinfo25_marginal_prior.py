@@ -59,7 +59,8 @@ def test_distance_against_hand_values():
     both = torch.cat([grid[:, :1], saturated[:, :1]], 1)
     assert float(marginal_distance(both)) == pytest.approx(expected / 2, rel=1e-12)
     with pytest.raises(ValidationError, match="`target` must be one of \\['uniform', "
-                                              "'gaussian'\\], got 'laplace'"):
+                                              "'gaussian', 'uniform_tails'\\], got "
+                                              "'laplace'"):
         marginal_distance(grid, "laplace")
 
 
@@ -129,7 +130,8 @@ def test_block_reads_the_code_or_encodes():
     assert torch.equal(gaussian.metrics["marginal_w2"],
                        marginal_distance(encoder(x), "gaussian").detach())
     with pytest.raises(ValidationError, match="`target` must be one of \\['uniform', "
-                                              "'gaussian'\\], got 'laplace'"):
+                                              "'gaussian', 'uniform_tails'\\], got "
+                                              "'laplace'"):
         MarginalMatchingLoss(target="laplace")
     with pytest.raises(ValidationError, match="weight"):
         MarginalMatchingLoss(weight=-1.0)
