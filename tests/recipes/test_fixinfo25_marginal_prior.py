@@ -29,6 +29,10 @@ from infoblocks.plugins.registry import recipe_from_dict
 from infoblocks.plugins.testing import NotExercisedWarning, check_block
 from infoblocks.recipes.infomax import InfoMax
 
+#: the recipe's defaults for the prior (the default is on since round 6: docs/infomax.md)
+PRIOR = attrs.fields(InfoMax).marginal_prior.default
+TARGET = attrs.fields(InfoMax).marginal_target.default
+
 
 def _quantiles(b: int, target: str = "uniform") -> torch.Tensor:
     p = (torch.arange(1, b + 1, dtype=torch.float64) - 0.5) / b
@@ -166,8 +170,10 @@ def _loss(recipe: InfoMax, validation: bool = False) -> dict:
 
 
 def test_shortcut_puts_the_block_in_penalties_before_reconstruction():
-    assert _loss(InfoMax())["penalties"] == []  # (default 0: flipping it changes this line)
-    entry = {"name": "marginal_matching", "weight": 0.5, "target": "uniform"}
+    assert _loss(InfoMax(marginal_prior=0.0))["penalties"] == []
+    assert _loss(InfoMax())["penalties"] == ([{"name": "marginal_matching", "weight": PRIOR,
+                                                "target": TARGET}] if PRIOR else [])
+    entry = {"name": "marginal_matching", "weight": 0.5, "target": TARGET}
     recipe = InfoMax(marginal_prior=0.5)
     assert _loss(recipe)["penalties"] == [entry]
     assert _loss(recipe, validation=True)["penalties"] == [entry]
@@ -195,12 +201,12 @@ def test_shortcut_round_trips_and_shows_in_the_full_config(tmp_path, capsys):
     (tmp_path / "m.toml").write_text('recipe = "infomax"\nmarginal_prior = 0.5\n')
     assert main(["config", str(tmp_path / "m.toml"), "--full"]) == 0
     data = tomllib.loads(capsys.readouterr().out)
-    assert data["marginal_prior"] == 0.5 and data["marginal_target"] == "uniform"
+    assert data["marginal_prior"] == 0.5 and data["marginal_target"] == TARGET
     penalties = data["phases"][0]["loss"]["penalties"]
-    assert penalties == [{"name": "marginal_matching", "weight": 0.5, "target": "uniform"}]
+    assert penalties == [{"name": "marginal_matching", "weight": 0.5, "target": TARGET}]
     assert main(["config", "infomax", "--full"]) == 0
     data = tomllib.loads(capsys.readouterr().out)
-    assert data["marginal_prior"] == 0.0 and data["marginal_target"] == "uniform"
+    assert data["marginal_prior"] == PRIOR and data["marginal_target"] == TARGET
 
 
 def test_saved_model_keeps_the_prior(tmp_path):
@@ -268,7 +274,7 @@ def test_marginal_target_fills_the_entry_but_keeps_its_own():
                                           "`phases.train.loss.penalties\\[0\\].target`"):
         InfoMax(marginal_prior=0.5, marginal_target="gaussian", phases=[{
             "name": "train", "loss": {"penalties": [{"name": "marginal_matching",
-                                                     "target": "uniform"}]}}]).routine_spec()
+                                                     "target": TARGET}]}}]).routine_spec()
 
 
 @attrs.define(kw_only=True)
@@ -291,9 +297,9 @@ def test_a_default_on_prior_leaves_the_other_entries_of_a_written_list_alone():
     loss, warned = _spec_of(Flipped(phases=[{"name": "train", "loss": {
         "penalties": [{"name": "marginal_matching", "weight": 0.3}]}}]))
     assert loss["penalties"] == [{"name": "marginal_matching", "weight": 0.3,
-                                  "target": "uniform"}] and not warned
+                                  "target": TARGET}] and not warned
     assert _loss(Flipped())["penalties"] == [{"name": "marginal_matching", "weight": 1.0,
-                                             "target": "uniform"}]
+                                             "target": TARGET}]
 
 
 @attrs.define
@@ -313,7 +319,7 @@ def test_shortcut_reaches_a_plugin_loss_with_penalties(infoblocks_plugin):
         "name": "test_fixinfo25_infomax"}}])
     assert loss["name"] == "test_fixinfo25_infomax" and not warned
     assert loss["penalties"] == [{"name": "marginal_matching", "weight": 0.5,
-                                  "target": "uniform"}]
+                                  "target": TARGET}]
 
 
 # ---------------------------------------------------------------------------- a fit

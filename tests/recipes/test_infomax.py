@@ -526,17 +526,17 @@ def test_reconstruction_prior_keeps_the_codes_linear_content():
     kept = {}
     for weight in (0.0, 1.0):
         recipe = InfoMax(n_components=5, epochs=15, reconstruction=weight,
-                         reconstruction_scale="log")
+                         reconstruction_scale="log", marginal_prior=0.0)
         codes = recipe.fit_transform(features)
         kept[weight] = (float(unexplained_fraction(torch.as_tensor(codes, dtype=torch.float64),
                                                    centred, ridge=0.0)),
                         linear_regression_mse(codes, x))
     assert kept[1.0][0] < kept[0.0][0] / 5
     assert kept[1.0][1] <= 1.1 * pca < 1.5 * pca <= kept[0.0][1]
-    spec = InfoMax(reconstruction=0.1).routine_spec()["phases"][0]["loss"]
+    spec = InfoMax(reconstruction=0.1, marginal_prior=0.0).routine_spec()["phases"][0]["loss"]
     assert spec["penalties"] == [{"name": "linear_reconstruction", "weight": 0.1,
                                   "scale": "fraction"}]
-    assert InfoMax().routine_spec()["phases"][0]["loss"]["penalties"] == []
+    assert InfoMax(marginal_prior=0.0).routine_spec()["phases"][0]["loss"]["penalties"] == []
     with pytest.raises(ValidationError, match="reconstruction"):
         InfoMax(reconstruction=-1.0)
 
@@ -565,7 +565,8 @@ def test_saturation_guard_keeps_the_code_off_tanh_ends():
     for weight in (0.0, 10.0):
         model = _small(n_components=2, encoder="linear_residual_mlp", pca_gain=4.0, epochs=15,
                        pca_whiten=True, residual_init=0.01,
-                       test_fraction=0, saturation=weight, saturation_bound=1.0).fit(features)
+                       test_fraction=0, saturation=weight, saturation_bound=1.0,
+                       marginal_prior=0.0).fit(features)  # (the guard alone)
         net = model.routine_.models["encoder"]
         with torch.no_grad():
             scaled = (features - model.mean_) / model.scale_
