@@ -806,6 +806,22 @@ class InfoMaxLoss(Loss):
         return torch.stack(values).mean()
 
 
+def _penalty_code(loss: Any, batch: dict[str, Any], models: Any, state: Any,
+                  why: str) -> torch.Tensor:
+    """The code a penalty block scores: ``batch[loss.code_key]`` where the ``infomax`` loss
+    handed it the whole batch's clean code, else model ``loss.encoder`` of
+    ``batch[loss.x_key]`` — refused under torchrun (``why``: what a shard would get wrong)."""
+    code = batch.get(loss.code_key)
+    if code is not None:
+        return code
+    if getattr(getattr(state, "dist", None), "active", False):
+        raise ValidationError(
+            f"{loss.name} as a phase's own loss does not run under torchrun: {why}, not the "
+            "whole batch's. Use it in the `penalties` of the `infomax` loss (which hands it the "
+            "whole batch and its code), or run in one process.")
+    return get_model(models, loss.encoder)(batch[loss.x_key])
+
+
 @attrs.define
 class LinearReconstructionLoss(Loss):
     """``weight`` × the fraction of the batch's variance of x̃ that a linear map of the code
@@ -839,15 +855,8 @@ class LinearReconstructionLoss(Loss):
 
     def __call__(self, batch, models, state):
         x = batch[self.x_key]
-        code = batch.get(self.code_key)
-        if code is None:
-            if getattr(getattr(state, "dist", None), "active", False):
-                raise ValidationError(
-                    "linear_reconstruction as a phase's own loss does not run under torchrun: "
-                    "its least squares would be fitted to each rank's shard, not to the whole "
-                    "batch. Use it in the `penalties` of the `infomax` loss (which hands it "
-                    "the whole batch and its code), or run in one process.")
-            code = get_model(models, self.encoder)(x)
+        code = _penalty_code(self, batch, models, state, "its least squares would be fitted "
+                                                         "to each rank's shard")
         fraction = unexplained_fraction(code, x, self.ridge)
         value = fraction if self.scale == "fraction" else fraction.clamp_min(1e-12).log()
         return LossOutput(self.weight * value, {"reconstruction": fraction.detach()})
@@ -884,15 +893,8 @@ class MarginalMatchingLoss(Loss):
         return frozenset({self.encoder})
 
     def __call__(self, batch, models, state):
-        code = batch.get(self.code_key)
-        if code is None:
-            if getattr(getattr(state, "dist", None), "active", False):
-                raise ValidationError(
-                    "marginal_matching as a phase's own loss does not run under torchrun: its "
-                    "sorted marginals would be each rank's shard's, not the whole batch's. Use "
-                    "it in the `penalties` of the `infomax` loss (which hands it the whole "
-                    "batch's code), or run in one process.")
-            code = get_model(models, self.encoder)(batch[self.x_key])
+        code = _penalty_code(self, batch, models, state, "its sorted marginals would be each "
+                                                         "rank's shard's")
         distance = marginal_distance(code, self.target)
         return LossOutput(self.weight * distance, {"marginal_w2": distance.detach()})
 
