@@ -342,6 +342,17 @@ def as_data(value: Any) -> Any:
     return _as_data(value)
 
 
+def default_data(field: Any) -> Any:
+    """The data form of an attrs ``field``'s default (a factory called), or ``attrs.NOTHING``
+    where it has none that stands alone (no default, or a factory that takes the instance)."""
+    default = field.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        if default.takes_self:
+            return attrs.NOTHING
+        default = default.factory()
+    return default if default is attrs.NOTHING else as_data(default)
+
+
 __all__ = ["BLOCK_KINDS", "BUILTIN", "Block", "CheckedKeywords", "as_data", "block_failure",
-           "block_field", "block_origin", "is_abstract", "naming_blocks", "not_implemented",
-           "resolve_block"]
+           "block_field", "block_origin", "default_data", "is_abstract", "naming_blocks",
+           "not_implemented", "resolve_block"]

@@ -201,7 +201,7 @@ def _plugin_defaults(spec: dict[str, Any], evaluation_kinds: dict[str, str],
     default or defaulting to None stay out; nested blocks (a loss's ``kernel``, a compound's
     ``losses``) are looked at too.  The blocks a recipe's defaults name are written as the
     recipe sets them, built-in or plugin alike."""
-    from .base import BUILTIN, as_data
+    from .base import BUILTIN, default_data
     from infoblocks.plugins.registry import get_registry
 
     registry = get_registry()
@@ -231,15 +231,11 @@ def _plugin_defaults(spec: dict[str, Any], evaluation_kinds: dict[str, str],
                 table[key] = visit_entry(f.metadata["block_kind"], table[key],
                                          f"{where}.{key}", filled)
             if entry.plugin == BUILTIN or name not in written or key in table or \
-                    key in builtin_fields(kind) or f.default is attrs.NOTHING:
+                    key in builtin_fields(kind):
                 continue
-            default = f.default
-            if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-                if default.takes_self:
-                    continue
-                default = default.factory()
-            if default is not None:
-                defaults[key] = _plain(as_data(default))
+            default = default_data(f)
+            if default is not attrs.NOTHING and default is not None:
+                defaults[key] = _plain(default)
         if not defaults:
             return value if table == ({"name": value} if isinstance(value, str) else value) \
                 else table

@@ -49,7 +49,7 @@ from attrs.validators import optional
 from infoblocks.blocks.data import Dataset, as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.errors import ConfigError, InfoblocksError, ValidationError
 from infoblocks.blocks.assembly import GLOBAL_KEYS, block_fields
-from infoblocks.blocks.base import as_data
+from infoblocks.blocks.base import default_data
 from infoblocks.blocks.recipe import Recipe, _plain
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
@@ -79,16 +79,9 @@ def _model_fields(spec: Any) -> Any:
     fields = block_fields("model", table.get("name")) if isinstance(table, dict) else None
     if fields is None:
         return spec  # an instance or an unknown name: as written (the build names it)
-    defaults = {}
-    for key, field in fields.items():
-        if key in table or field.default is attrs.NOTHING or key.startswith("_"):
-            continue
-        default = field.default
-        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-            if default.takes_self:
-                continue
-            default = default.factory()
-        defaults[key] = as_data(default)
+    defaults = {key: default_data(field) for key, field in fields.items()
+                if key not in table and not key.startswith("_")}
+    defaults = {key: value for key, value in defaults.items() if value is not attrs.NOTHING}
     ordered = {key: table[key] if key in table else defaults[key] for key in fields
                if key in table or key in defaults}
     return _plain({"name": table["name"], **ordered, **table})
