@@ -258,16 +258,101 @@ def query_knn(queries: torch.Tensor, reference: Any, k: int, metric: Any,
 KNN_KEY = "knn"
 
 
-def _knn_arrays(knn: Any, argument: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _accepted_forms(n_reference: int | None) -> str:
+    """The two forms ``knn`` takes, for its messages."""
+    square = ("a square (n, n) distance matrix D, D[i, j] the distance of rows i and j of X "
+              "(umap-learn's `metric=\"precomputed\"`; the diagonal is ignored)"
+              if n_reference is None else
+              f"an (m, {n_reference}) distance matrix D, D[i, j] the distance of new row i "
+              "to training row j")
+    return (f"a pair (indices, distances), each ({'n' if n_reference is None else 'm'}, k): "
+            "each row's k nearest rows and their distances (umap-learn's `precomputed_knn`), "
+            f"or {square}")
+
+
+def _is_matrix(knn: Any) -> bool:
+    """Whether ``knn`` is one 2-D array (a distance matrix), not a pair (indices, distances):
+    a pair is a tuple, or a list of two parts that are not rows of numbers."""
+    if isinstance(knn, tuple):
+        return False
+    if isinstance(knn, list):
+        return not (len(knn) == 2 and np.ndim(knn[0]) != 1)
+    return getattr(knn, "ndim", None) == 2 or (hasattr(knn, "shape") and len(knn.shape) == 2)
+
+
+def _matrix_neighbors(knn: Any, k: int, n_rows: int | None, n_reference: int | None,
+                      argument: str, chunk_elements: int = CHUNK_ELEMENTS
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's k nearest columns of a distance matrix, the built-in search's way:
+    ``D (n, n) -> indices (n, k) int64, distances (n, k) float64`` (``n_reference`` None: the
+    diagonal left out, a row is not its own neighbour) or ``D (m, n_reference) -> (m, k)``
+    (new rows among the training rows), ascending, equal distances in the order of the index
+    (as :func:`exact_knn` breaks ties); rows a block at a time (no float64 copy of all of D).
+    Refused naming ``argument``: another shape (both accepted forms said), entries that are
+    not real numbers, not finite or negative."""
+    try:
+        d = knn.detach().cpu() if isinstance(knn, torch.Tensor) else \
+            torch.from_numpy(np.asarray(knn))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"`{argument}` could not be read as a distance matrix: {exc}. "
+                              f"Pass {_accepted_forms(n_reference)}.") from None
+    n = d.shape[0] if d.ndim else 0
+    want = (n_rows if n_rows is not None else n,
+            n_reference if n_reference is not None else (n_rows if n_rows is not None else n))
+    if d.ndim != 2 or tuple(d.shape) != want:
+        rows = "X's" if n_reference is None else "the"
+        raise ValidationError(
+            f"`{argument}` is an array of shape {tuple(d.shape)}, not one of the forms it "
+            f"takes for {rows} {want[0]}{'' if n_reference is None else ' new'} rows: "
+            f"{_accepted_forms(n_reference)}; here D would be {want}.")
+    if d.is_complex() or d.dtype == torch.bool or not (d.is_floating_point() or d.dtype in (
+            torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+        raise ValidationError(f"`{argument}` distance matrix must hold real numbers, got "
+                              f"{d.dtype}.")
+    m, width = want
+    per_block = max(1, chunk_elements // max(width, 1))
+    kept = max(0, min(k, width - (1 if n_reference is None else 0)))
+    indices, distances = [], []
+    for s in range(0, m, per_block):
+        block = d[s:s + per_block].to(torch.float64, copy=True)  # (D itself is left alone)
+        rows = torch.arange(s, s + block.shape[0])
+        if n_reference is None:  # the diagonal is no neighbour (its value is not read)
+            block[rows - s, rows] = 0.0
+        bad = ~torch.isfinite(block) | (block < 0)
+        if bool(bad.any()):
+            r, c = (int(v) for v in bad.nonzero()[0])
+            raise ValidationError(
+                f"`{argument}` distance matrix entries must be finite and non-negative; "
+                f"D[{s + r}, {c}] = {block[r, c].item():g} ({int(bad.sum())} such entries in "
+                f"rows {s}-{s + block.shape[0] - 1}). A similarity (cosine similarity, a "
+                "kernel) is not a distance: pass e.g. 1 − s; a pair with no distance needs "
+                "one (e.g. the largest distance).")
+        if n_reference is None:
+            block[rows - s, rows] = math.inf
+        if not kept:
+            continue
+        # the k-th smallest value, then every column within it: ties at the k-th by index
+        kth = torch.topk(block, kept, dim=1, largest=False).values[:, -1:]
+        near = block <= kth
+        count = int(near.sum(1).max())
+        candidates = torch.topk(torch.where(near, block, math.inf), count, dim=1,
+                                largest=False).indices
+        index, dist = _smallest(block.gather(1, candidates), candidates, kept)
+        indices.append(index)
+        distances.append(dist)
+    if not indices:
+        return torch.zeros(m, 0, dtype=torch.long), torch.zeros(m, 0, dtype=torch.double)
+    return torch.cat(indices), torch.cat(distances)
+
+
+def _knn_arrays(knn: Any, argument: str, n_reference: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """``knn`` = (indices, distances) as (int64, float64) tensors of one 2-D shape."""
     if not (isinstance(knn, (tuple, list)) and len(knn) == 2):
         got = f"an array of shape {tuple(knn.shape)}" if hasattr(knn, "shape") else \
             type(knn).__name__
-        raise ValidationError(
-            f"`{argument}` must be a pair (indices, distances), each (n, k): row i's k nearest "
-            f"rows and their distances (umap-learn's `precomputed_knn`); got {got}. From a "
-            "square distance matrix D: `idx = np.argsort(D, axis=1)[:, :k + 1]; knn = (idx, "
-            "np.take_along_axis(D, idx, axis=1))` (each row's own index is dropped).")
+        raise ValidationError(f"`{argument}` must be {_accepted_forms(n_reference)}; got "
+                              f"{got}.")
     arrays = []
     for part, value in zip(("indices", "distances"), knn):
         try:
@@ -311,8 +396,13 @@ def precomputed_neighbors(knn: Any, k: int, *, n_rows: int | None = None,
     naming ``argument``: another shape (``n_rows``: the rows the graph must have), indices
     that are not integers, out of range or repeated in a row, distances not finite or
     negative, fewer than ``k`` neighbours per row (``need`` says what needs k, ``fix`` how to
-    lower it)."""
-    indices, distances = _knn_arrays(knn, argument)
+    lower it).  ``knn`` may instead be a distance matrix D, ``(n, n)`` (``fit``; its diagonal
+    not read) or ``(n, n_reference)`` (``transform``): each row's k nearest entries
+    (:func:`_matrix_neighbors`)."""
+    if _is_matrix(knn):
+        indices, distances = _matrix_neighbors(knn, k, n_rows, n_reference, argument)
+    else:
+        indices, distances = _knn_arrays(knn, argument, n_reference)
     n, width = indices.shape
     if n_rows is not None and n != n_rows:
         raise ValidationError(

@@ -561,8 +561,10 @@ class EmbeddingRecipe(Recipe):
         elsewhere (any distance; umap-learn's ``precomputed_knn``) in place of the search by
         ``metric``: row i's nearest rows and their distances, at least the k the graph needs
         (``n_neighbors``; t-SNE: ⌈3 × perplexity⌉); a row's own index is dropped, as the
-        search leaves it out.  ``transform`` then places new rows given their neighbours among
-        the training rows, ``transform(X_new, knn=...)`` (docs/umap.md)."""
+        search leaves it out.  Or ``knn=D``, a square ``(n, n)`` distance matrix (umap-learn's
+        ``metric="precomputed"``): each row's k nearest entries, the diagonal left out.
+        ``transform`` then places new rows given their neighbours among the training rows,
+        ``transform(X_new, knn=...)`` (docs/umap.md)."""
         if y is not None:  # (author22-2: umap-learn's fit(X, y) is supervised; this one is not)
             warn_once(self, UserWarning(
                 f"{self.name}: `y` is ignored — the fit is unsupervised (y is accepted for "
@@ -862,7 +864,9 @@ class EmbeddingRecipe(Recipe):
         (indices into the X of the fit) and their distances, in place of the search by the
         fit's distance — needed to place new rows after ``fit(X, knn=...)``, where without it
         the network's points are returned with a warning; k at least the placement's (the
-        graph's ``n_neighbors``; t-SNE: 15).  Unused with ``refine=False``."""
+        graph's ``n_neighbors``; t-SNE: 15); or ``knn=D``, the ``(m, n)`` distances of the new
+        rows to the n training rows (its k nearest per row are taken).  Unused with
+        ``refine=False``."""
         self._check_fitted()
         _check(refine is None or isinstance(refine, (bool, np.bool_)),
                f"`refine` must be True, False or None (the recipe's default), got {refine!r}.")

@@ -84,7 +84,8 @@ def test_transform_after_a_fit_on_a_given_graph_needs_the_new_rows_neighbours():
 
 
 BAD_FITS = [
-    ("pair", lambda i, d: i, r"`knn` must be a pair \(indices, distances\).*square distance"),
+    ("pair", lambda i, d: i, r"`knn` is an array of shape \(200, 30\).*a pair \(indices, "
+     r"distances\).*or a square \(n, n\) distance matrix"),  # (fix26a: a matrix is taken too)
     ("rows", lambda i, d: (i[:150], d[:150]), r"`knn` has 150 rows but `X` has 200: give every row of X"),
     ("shapes", lambda i, d: (i, d[:, :5]), r"indices \(200, 30\) and distances \(200, 5\)"),
     ("float indices", lambda i, d: (i.float(), d), r"indices must be integers"),
