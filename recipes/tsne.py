@@ -194,12 +194,17 @@ class ParametricTSNE(EmbeddingRecipe):
         first: the default lowered on fewer rows than it needs (:meth:`_perplexity_for`)."""
         x = as_rows(X, "X", ndim=2)
         n = int(x.shape[0])
-        self.perplexity_ = None
-        self._record_fit(n, int(x.shape[1]), knn is not None)
-        self.perplexity_ = self._perplexity_for(n)
-        routine = super().build(x, knn=knn)
-        self.perplexity_ = self._spec_perplexity()  # (a globals.P of one's own: its own)
+        with self._record_kept_if_refused():  # (a perplexity refused for n: the last fit's)
+            self.perplexity_ = None
+            self._record_fit(n, int(x.shape[1]), knn is not None)
+            self.perplexity_ = self._perplexity_for(n)
+            routine = super().build(x, knn=knn)
+            self.perplexity_ = self._spec_perplexity()  # (a globals.P of one's own: its own)
         return routine
+
+    def _fit_record(self) -> dict[str, Any]:
+        """As the embeddings', with the perplexity of the fit (``perplexity_``)."""
+        return {**super()._fit_record(), "perplexity_": self.perplexity_}
 
     def _spec_perplexity(self) -> float | None:
         """The perplexity the routine's graph is calibrated to (its ``perplexity_rescale``

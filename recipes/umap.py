@@ -21,6 +21,7 @@ the defaults; every block is a registry name that a plugin can replace from TOML
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -282,6 +283,27 @@ class EmbeddingRecipe(Recipe):
             setattr(self, f"{name}_", value if value is None else min(value, sizes[size]))
         self._fitted_on = {**sizes, "knn": knn}
 
+    def _fit_record(self) -> dict[str, Any]:
+        """What :meth:`_record_fit` sets, by attribute name (the ``<name>_`` of
+        :attr:`fitted_caps` and what the fit ran on)."""
+        return {name: getattr(self, name)
+                for name in [f"{cap}_" for cap in self.fitted_caps] + ["_fitted_on"]}
+
+    @contextlib.contextmanager
+    def _record_kept_if_refused(self):
+        """The record of the last fit (:meth:`_fit_record`) back as it was where the block
+        inside raises: a fit refused (``X`` too small for the settings, a bad ``knn``, a
+        perplexity the rows cannot take) or failing in training leaves ``routine_`` the last
+        fit's, so ``fitted_caps`` / ``pca_dims_`` ..., ``to_toml(full=True)`` and the save stay
+        its too (they had been the refused data's)."""
+        before = self._fit_record()
+        try:
+            yield
+        except BaseException:
+            for name, value in before.items():
+                setattr(self, name, value)
+            raise
+
     def routine_spec(self) -> dict[str, Any]:
         """As every recipe's; after a fit, the sections as it ran them (:meth:`_as_run`): a
         batch of items at most the rows, ``pca_dims`` at most the features — in sections of
@@ -417,25 +439,26 @@ class EmbeddingRecipe(Recipe):
         and the front end capped at the data's size, recorded: :attr:`fitted_caps`; with
         ``knn`` the graph given as data)."""
         x = as_rows(X, "X", ndim=2)
-        self._record_fit(int(x.shape[0]), int(x.shape[1]), knn is not None)
-        spec = self.routine_spec()  # (as this fit runs it: _as_run)
-        x = self._validate(x, spec)
-        constants = None
-        if knn is not None:
-            constants = {KNN_KEY: self._checked_knn(knn, int(x.shape[0]), spec)}
-        elif self._reads_knn(spec):
-            raise ValidationError(
-                f"{self.name}.globals.{self.graph_name} reads a k-NN graph given as data (input "
-                f"= \"{KNN_KEY}\", relation \"precomputed_knn\": a config written after "
-                "fit(X, knn=...)): pass it again, fit(X, knn=(indices, distances)), or remove "
-                "those two keys to search the neighbours of X.")
-        phases = self.build_phases(spec)
-        routine = Routine(
-            dataset=Dataset(data=x), models=self.build_models(spec, x.shape[0], x.shape[1]),
-            global_relations=self.build_globals(spec), phases=phases, constants=constants,
-            device=self.device, seed=self.seed, verbose=self.verbose)
-        self._check_anchor(phases)
-        self._check_schedule_shortcut(spec)
+        with self._record_kept_if_refused():  # (the record is the spec's: set, then checked)
+            self._record_fit(int(x.shape[0]), int(x.shape[1]), knn is not None)
+            spec = self.routine_spec()  # (as this fit runs it: _as_run)
+            x = self._validate(x, spec)
+            constants = None
+            if knn is not None:
+                constants = {KNN_KEY: self._checked_knn(knn, int(x.shape[0]), spec)}
+            elif self._reads_knn(spec):
+                raise ValidationError(
+                    f"{self.name}.globals.{self.graph_name} reads a k-NN graph given as data "
+                    f"(input = \"{KNN_KEY}\", relation \"precomputed_knn\": a config written "
+                    "after fit(X, knn=...)): pass it again, fit(X, knn=(indices, distances)), "
+                    "or remove those two keys to search the neighbours of X.")
+            phases = self.build_phases(spec)
+            routine = Routine(
+                dataset=Dataset(data=x), models=self.build_models(spec, x.shape[0], x.shape[1]),
+                global_relations=self.build_globals(spec), phases=phases, constants=constants,
+                device=self.device, seed=self.seed, verbose=self.verbose)
+            self._check_anchor(phases)
+            self._check_schedule_shortcut(spec)
         for phase in phases:  # losses that embed cached front-end outputs need no data rows
             losses, sampler = _parts(phase.loss), phase.sampler
             if isinstance(sampler, NegativeEdgeSampler) and sampler.keys is None and all(
@@ -575,22 +598,24 @@ class EmbeddingRecipe(Recipe):
         start = time.perf_counter()
         refines = self.refines  # the placement block is built (and checked) before training
         warm = self.warm_start and self.routine_ is not None
-        routine = self._continued(X, knn) if warm else None
-        if routine is None:  # a new fit (or other data: the fitted network carried over)
-            previous = self.routine_ if warm else None
-            routine = self.build(X, knn=knn)
-            if previous is not None:
-                routine.models["main"].load_state_dict(previous.models["main"].state_dict())
-            warm = False
-        routine.compute_global_relations()
-        relations_done = time.perf_counter()
-        timer = _PhaseTimer()
-        routine.callbacks = [c for c in routine.callbacks if not isinstance(c, _PhaseTimer)]
-        routine.callbacks.append(timer)
-        with intra_op_threads(self.threads):
-            # a warm start continues the network's last training phase, not the earlier ones
-            self.train_routine(routine, checkpoint=checkpoint, resume=resume, warm_start=warm,
-                               phases=[self._continued_phase(routine)] if warm else None)
+        with self._record_kept_if_refused():  # (until routine_ is this fit's)
+            routine = self._continued(X, knn) if warm else None
+            if routine is None:  # a new fit (or other data: the fitted network carried over)
+                previous = self.routine_ if warm else None
+                routine = self.build(X, knn=knn)
+                if previous is not None:
+                    routine.models["main"].load_state_dict(previous.models["main"].state_dict())
+                warm = False
+            routine.compute_global_relations()
+            relations_done = time.perf_counter()
+            timer = _PhaseTimer()
+            routine.callbacks = [c for c in routine.callbacks if not isinstance(c, _PhaseTimer)]
+            routine.callbacks.append(timer)
+            with intra_op_threads(self.threads):
+                # a warm start continues the network's last training phase, not the earlier
+                self.train_routine(routine, checkpoint=checkpoint, resume=resume,
+                                   warm_start=warm,
+                                   phases=[self._continued_phase(routine)] if warm else None)
         trained = time.perf_counter()
         self.routine_ = routine
         self.n_features_in_ = int(routine.dataset["data"].shape[1])
