@@ -203,6 +203,10 @@ def _edits(mine: dict[str, Any], then: Any) -> dict[str, Any]:
             value = _with_written_keys(value, old)
         if old is not _MISSING and _same(value, old):
             continue
+        if isinstance(value, str) and isinstance(old, dict) and value == old.get("name"):
+            # the block named alone where its table was written (a full form written before
+            # the table listed the block's defaults): as merge_entry reads it, no change
+            continue
         if isinstance(value, dict) and isinstance(old, dict) and \
                 value.get("name", old.get("name")) == old.get("name"):
             if inner := _edits(value, old):

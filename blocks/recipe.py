@@ -190,7 +190,7 @@ def visit_entry(kind: str, value: Any, where: str, visit: Any) -> Any:
 
 
 def _plugin_defaults(spec: dict[str, Any], evaluation_kinds: dict[str, str],
-                     written: set[str]) -> dict[str, Any]:
+                     written: set[str], builtin: bool = False) -> dict[str, Any]:
     """``spec`` with each plugin block named in the recipe's own sections (``written``: a
     block the user put in) written with its own fields — those no built-in block of its kind
     has (an MI bound's ``baseline``, a sampler's ``k``) — and their defaults where the spec
@@ -200,7 +200,9 @@ def _plugin_defaults(spec: dict[str, Any], evaluation_kinds: dict[str, str],
     recipe leaves them: a fit fills those from the data and its settings.  Fields without a
     default or defaulting to None stay out; nested blocks (a loss's ``kernel``, a compound's
     ``losses``) are looked at too.  The blocks a recipe's defaults name are written as the
-    recipe sets them, built-in or plugin alike."""
+    recipe sets them, built-in or plugin alike — with ``builtin`` (the recipe's
+    :attr:`Recipe.full_defaults`) each built-in block also with every field the spec leaves
+    out at its default, so that the full form shows every knob."""
     from .base import BUILTIN, default_data
     from infoblocks.plugins.registry import get_registry
 
@@ -230,8 +232,9 @@ def _plugin_defaults(spec: dict[str, Any], evaluation_kinds: dict[str, str],
             if f.metadata.get("block_kind") and key in table:
                 table[key] = visit_entry(f.metadata["block_kind"], table[key],
                                          f"{where}.{key}", filled)
-            if entry.plugin == BUILTIN or name not in written or key in table or \
-                    key in builtin_fields(kind):
+            if key in table or (entry.plugin == BUILTIN and not builtin) or (
+                    entry.plugin != BUILTIN and (name not in written
+                                                 or key in builtin_fields(kind))):
                 continue
             default = default_data(f)
             if default is not attrs.NOTHING and default is not None:
@@ -378,6 +381,14 @@ class Recipe(Block, metaclass=_CheckedConstructor):
     evaluation_kinds: ClassVar[dict[str, str]] = {}
     #: settings without a default that a run must set (``infoblocks config`` names them)
     required_settings: ClassVar[tuple[str, ...]] = ()
+    #: whether the full form (``to_dict(full=True)``, ``config --full``, the save) writes each
+    #: built-in block of the sections with every field the spec leaves out at its default
+    #: (:func:`_plugin_defaults`; fields defaulting to None and the sizes a fit fills stay
+    #: out), so that it shows every knob.  A recipe opts in once its full form runs as it is
+    #: with them: no build step of its own fills a field the spec leaves out (DII sets its
+    #: distances' ``unit`` from the data where the spec has none), its tests read the tables
+    #: so, and its older full forms read back unedited (the embeddings do)
+    full_defaults: ClassVar[bool] = False
 
     #: name -> {input, relation, transforms}: updates the default globals by name
     globals: dict[str, Any] | None = section_field()
@@ -755,11 +766,12 @@ class Recipe(Block, metaclass=_CheckedConstructor):
     def full_sections(self) -> dict[str, Any]:
         """The sections as :meth:`to_dict` ``(full=True)`` writes them: the expanded routine
         (:meth:`routine_spec`), a plugin block's own fields with their defaults included
-        (:func:`_plugin_defaults`); a recipe may write its blocks with more of their fields."""
+        (:func:`_plugin_defaults`), and with :attr:`full_defaults` every built-in block's
+        defaults too; a recipe may write its blocks with more of their fields."""
         spec = self.routine_spec()
         written = set(_strings([getattr(self, k) for k in SECTIONS]))
         try:
-            return _plugin_defaults(spec, self.evaluation_kinds, written)
+            return _plugin_defaults(spec, self.evaluation_kinds, written, self.full_defaults)
         except InfoblocksError:  # a block that cannot be looked up: the sections as written
             return spec  # (the full form's name check or the fit names it)
 

@@ -173,6 +173,8 @@ class EmbeddingRecipe(Recipe):
     #: they run as written, e.g. as ``recipe = "routine"`` (author22-5: a batch of 500 written
     #: for 400 rows was refused there)
     fitted_caps: ClassVar[dict[str, str]] = {"pca_dims": "features"}
+    #: the full form writes every block's defaults (every knob; :attr:`Recipe.full_defaults`)
+    full_defaults: ClassVar[bool] = True
 
     n_components: int = attrs.field(default=2, validator=positive_int)
     metric: str = attrs.field(default="euclidean", validator=_known_metric)
