@@ -290,12 +290,18 @@ def _matrix_neighbors(knn: Any, k: int, n_rows: int | None, n_reference: int | N
     (as :func:`exact_knn` breaks ties); rows a block at a time (no float64 copy of all of D).
     Refused naming ``argument``: another shape (both accepted forms said), entries that are
     not real numbers, not finite or negative."""
+    if callable(getattr(knn, "toarray", None)):  # a scipy sparse matrix
+        raise ValidationError(
+            f"`{argument}` is a sparse matrix ({type(knn).__name__} {tuple(knn.shape)}), whose "
+            "missing entries are no distances: pass its dense form `D.toarray()` (every pair's "
+            "distance), or each row's neighbours as a pair (indices, distances), each (n, k).")
     try:
         d = knn.detach().cpu() if isinstance(knn, torch.Tensor) else \
             torch.from_numpy(np.asarray(knn))
     except (TypeError, ValueError) as exc:
-        raise ValidationError(f"`{argument}` could not be read as a distance matrix: {exc}. "
-                              f"Pass {_accepted_forms(n_reference)}.") from None
+        raise ValidationError(f"`{argument}` could not be read as a distance matrix "
+                              f"({str(exc).rstrip('.')}). Pass "
+                              f"{_accepted_forms(n_reference)}.") from None
     n = d.shape[0] if d.ndim else 0
     want = (n_rows if n_rows is not None else n,
             n_reference if n_reference is not None else (n_rows if n_rows is not None else n))

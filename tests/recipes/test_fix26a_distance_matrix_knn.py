@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from scipy.sparse import csr_matrix
 from scipy.spatial.distance import cdist
 
 from infoblocks.blocks.distances import Euclidean
@@ -91,6 +92,10 @@ BAD = [
     ("nan", lambda: np.where(D > 30, np.nan, D), r"finite and non-negative; D\[\d+, \d+\] = nan"),
     ("inf", lambda: np.where(D > 30, np.inf, D), r"D\[\d+, \d+\] = inf.*the largest distance"),
     ("bool", lambda: D > 3, r"distance matrix must hold real numbers, got torch.bool"),
+    ("sparse", lambda: csr_matrix(D), r"`knn` is a sparse matrix \(csr_matrix \(200, 200\)\).*"
+     r"`D.toarray\(\)`.*or each row's neighbours as a pair"),
+    ("objects", lambda: np.array([[object()] * 200] * 200),
+     r"could not be read as a distance matrix \(.*\)\. Pass a pair"),
     ("3-D", lambda: D[None], r"`knn` must be a pair \(indices, distances\).*or a square "
      r"\(n, n\) distance matrix.*got an array of shape \(1, 200, 200\)"),
 ]
