@@ -9,11 +9,14 @@ for plain Linear/activation stacks, a leading ``Flatten`` included), or
 
 from __future__ import annotations
 
+import warnings
+
 import attrs
 import torch
 from torch.func import jvp, vmap
 
 from ..errors import ContractError
+from .sampler import JIT_SCRIPT_DEPRECATION
 from .statistics import DELTA_THETA, DERIVATIVE, FIDUCIAL, NUMERICAL
 
 def _activation_slope(module: torch.nn.Module, pre: torch.Tensor) -> torch.Tensor | None:
@@ -94,8 +97,14 @@ def _jvp_summaries(model: torch.nn.Module, x: torch.Tensor, dx: torch.Tensor
     """
     if _is_plain_mlp(model) and (x.ndim == 2 or _is_flatten(model[0])):
         return _mlp_jvp(model, x, dx)
-    return vmap(lambda tangent: jvp(model, (x,), (tangent,)), in_dims=1, out_dims=(None, 1),
-                randomness="same")(dx)
+    with warnings.catch_warnings():
+        # torch.func.jvp scripts torch's decompositions on first use and warns that
+        # torch.jit.script is deprecated: torch's concern, not the network's (under
+        # -W error::DeprecationWarning the first fit of a process with a custom network died
+        # of it, author26-7; the simulator's forward AD filters the same, sampler.py)
+        warnings.filterwarnings("ignore", JIT_SCRIPT_DEPRECATION, DeprecationWarning)
+        return vmap(lambda tangent: jvp(model, (x,), (tangent,)), in_dims=1,
+                    out_dims=(None, 1), randomness="same")(dx)
 
 
 @attrs.frozen
