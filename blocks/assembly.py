@@ -618,6 +618,8 @@ def _explicit_lists(explicit: dict[str, Any]) -> list[tuple[tuple[Any, ...], Any
 def _tuned(default: Any, alternative: Any) -> dict[str, Any]:
     """The keys of the default block a shortcut set (where it differs from the block the
     shortcut's default gives)."""
+    if isinstance(default, dict) and isinstance(alternative, str):
+        alternative = {"name": alternative}  # the same block named alone: no keys set
     if not isinstance(default, dict) or not isinstance(alternative, dict) or \
             default.get("name") != alternative.get("name"):
         return {}  # (a shortcut that names the block chooses it; it fills no field of it)
