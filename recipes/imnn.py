@@ -38,7 +38,7 @@ from attrs.validators import optional
 import numpy as np
 import torch
 
-from infoblocks.blocks.assembly import unreached_shortcuts
+from infoblocks.blocks.assembly import ShortcutWarning, unreached_shortcuts
 from infoblocks.blocks.data import as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.base import naming_blocks
 from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
@@ -351,7 +351,11 @@ class IMNN(PosteriorInference, Recipe):
         another value: a shortcut/section conflict, were the setting given — checked as the
         written full config is read back (unfitted, in no fit mode)."""
         try:
-            attrs.evolve(self, **{name: value}).routine_spec()
+            with warnings.catch_warnings():  # a probe: the setting is not the user's (a mode
+                # default reaching no block of a plugin network warned "remove `activation`"
+                # on every save / `infoblocks run`, author26-4); to_dict drops it after
+                warnings.simplefilter("ignore", ShortcutWarning)
+                attrs.evolve(self, **{name: value}).routine_spec()
         except ConfigError:
             return True
         return False
