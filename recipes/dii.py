@@ -14,6 +14,7 @@ greedy / l1 feature selection are built on the blocks of :mod:`infoblocks.blocks
 from __future__ import annotations
 
 import math
+import re
 import time
 import warnings
 from pathlib import Path
@@ -27,7 +28,8 @@ import torch
 from infoblocks.blocks.data import (as_rows, as_tensor, check_same_length,
                                     intra_op_threads)
 from infoblocks.blocks.base import naming_blocks
-from infoblocks.blocks.errors import NotFittedError, NumericalError, ValidationError
+from infoblocks.blocks.errors import (ConfigError, NotFittedError, NumericalError,
+                                      ValidationError)
 from infoblocks.blocks.imbalance import (CHUNK_ELEMENTS, LAMBDA_FACTOR, FeatureWeightsHistory,
                                          data_unit, periods_tensor, weights_unit)
 from infoblocks.blocks.recipe import Recipe
@@ -206,6 +208,27 @@ def _warn_if_weights_moving(history: np.ndarray, dii: np.ndarray) -> None:
         "(B = [A0, 3·A3] gave w3 / w0 = 2.2 after 200 epochs, 2.8 after 1,000). Increase "
         "`epochs` (or `warm_start=True` and fit again) until `weights_history_` settles.",
         DIIWarning, stacklevel=3)
+
+
+def _dii_key(keys: Any, metric: str) -> str | None:
+    """The name under which the DII loss's ``metric`` (``dii`` / ``dii_last_batch``) is
+    recorded among ``keys``: ``metric`` itself, or a compound part's ``"<k>.<part>.<metric>"``
+    (nested compounds too, the first part that reports it); None when none does."""
+    if metric in keys:
+        return metric
+    part = re.compile(rf"(?:\d+\.[^.]+\.)+{re.escape(metric)}")
+    return next((key for key in keys if isinstance(key, str) and part.fullmatch(key)), None)
+
+
+def _no_dii_metric(loss: Any, metric: str) -> ConfigError:
+    """The error for a loss in DII's slot that reports no ``metric`` (nor a part of it)."""
+    name = getattr(loss, "name", type(loss).__name__)
+    return ConfigError(
+        f"dii: the loss of phases.dii ({name!r}) reports no `{metric}`, nor does any part of it: "
+        "the recipe reads `dii_history_` (and its figure) from that metric. A loss in this slot "
+        "reports `dii` and `dii_last_batch` as the built-in `dii` does; to add a term, keep "
+        "`dii` as a part of a compound (loss = {name = \"compound\", losses = [\"dii\", "
+        "\"my_penalty\"]}), whose part's metrics are read.")
 
 
 def _check_duplicates(a: Any) -> None:
@@ -548,7 +571,11 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
             self._raise_if_zero_weights(routine, None)
         self.routine_ = routine
         self._data = data
-        column = "dii" if self.dii_per_epoch == "mean" else "dii_last_batch"
+        metric = "dii" if self.dii_per_epoch == "mean" else "dii_last_batch"
+        keys = dict.fromkeys(k for row in routine.history.rows for k in row)
+        column = _dii_key(keys, metric)  # (a compound's part: "0.dii.dii", author26-2)
+        if column is None:
+            raise _no_dii_metric(routine.phases[0].loss, metric)
         self.dii_history_ = np.array([initial, *routine.history.column(column)])
         self.weights_history_ = weights_history(
             recorder.rows, len(self.dii_history_),
@@ -568,8 +595,13 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
         phase = routine.phases[0]
         state.step, state.n_epochs = 0, phase.epochs
         with torch.no_grad(), naming_blocks(f"phase {phase.name!r}"):  # (tables reset at start)
-            value = phase.loss({"rows": idx, "cols": idx}, routine.models, state).value
-        return float(value)
+            out = phase.loss({"rows": idx, "cols": idx}, routine.models, state)
+        # the DII part's value: a compound's total adds its other terms (author26-2)
+        key = _dii_key(out.metrics, "dii")
+        if key is None or (self.dii_per_epoch != "mean"
+                           and _dii_key(out.metrics, "dii_last_batch") is None):
+            raise _no_dii_metric(phase.loss, "dii" if key is None else "dii_last_batch")
+        return float(out.metrics[key])
 
     def _raise_if_zero_weights(self, routine: Routine, cause: Exception | None) -> None:
         w = routine.models["weights"].weights.detach()
