@@ -86,7 +86,10 @@ def check_block(cls: type, example: dict[str, Any] | None = None, *,
     A sampler of a built-in batch type is run on a small state of that type
     (:func:`_kits`): ``setup``, ``num_batches`` ≥ 1, its first batch holds the declared
     fields with finite values and one row per item / pair where the type says so
-    (:func:`_check_sampler_batches`).  A loss is called on the first batch of a built-in
+    (:func:`_check_sampler_batches`); a ``with_source`` simulation sampler that refuses the
+    state's arrays gets a small simulator (:func:`_with_check_source`); a sampler with its own
+    ``shard`` has that batch cut for 2 ranks and checked as torchrun's first step checks it
+    (:func:`_check_sampler_shard`).  A loss is called on the first batch of a built-in
     sampler whose batch has its ``required_fields``, with the globals and models it names:
     a ``LossOutput`` whose value is a finite scalar with a gradient reaching the models; a
     Fisher loss's ``statistics`` has the documented shapes (:func:`_check_loss_call`).  A
@@ -597,8 +600,9 @@ def _check_sampler_batches(block: Any) -> None:
         if block.draws_own_data():
             state.dataset = None
         elif callable(getattr(block, "with_source", None)):
-            source = kit["sampler"]
-            block = block.with_source(fiducial=source.fiducial, derivative=source.derivative)
+            block = _with_check_source(block, kit["sampler"])
+            if block is None:
+                return
     if callable(getattr(block, "fit_reference", None)):  # MI-NEE fits the reference first
         block.fit_reference(state.dataset["x"], state.dataset["y"])
     try:
@@ -641,6 +645,106 @@ def _check_sampler_batches(block: Any) -> None:
             _check_simulation_shapes(_Phase, batch)
         except ContractError as exc:
             raise AssertionError(str(exc)) from exc
+    _check_sampler_shard(block, batch, batch_type)
+
+
+def _check_simulator(generator: torch.Generator, theta: torch.Tensor) -> torch.Tensor:
+    """check_block's simulator for a ``with_source`` sampler that refuses arrays: 4 values
+    per simulation, θ₀ + θ₁ · noise (differentiable in θ), as the state's arrays have."""
+    noise = torch.randn(theta.shape[0], 4, generator=generator, dtype=theta.dtype)
+    return theta[:, :1] + theta[:, 1:2] * noise
+
+
+def _with_check_source(block: Any, source: Any) -> Any:
+    """``block.with_source(...)`` given the built-in state's arrays, else (refused with
+    infoblocks' own error) :func:`_check_simulator`; refused both ways: None, with a
+    :class:`NotExercisedWarning` (author26-13: a simulator-only sampler's own
+    ValidationError failed check_block)."""
+    refusals = []
+    for given in ({"fiducial": source.fiducial, "derivative": source.derivative},
+                  {"simulator": _check_simulator}):
+        try:
+            return block.with_source(**given)
+        except InfoblocksError as exc:
+            refusals.append(f"with_source({', '.join(given)}=...) raised "
+                            f"{type(exc).__name__}: {str(exc).rstrip('.')}")
+    _not_exercised(block, "batches(state)", "; ".join(refusals))
+    return None
+
+
+def _shard_fields_needed(batch: dict[str, Any]) -> dict[str, frozenset[str]]:
+    """The registered losses that read this batch (their ``consumes`` are in it) and declare
+    ``shard_fields`` (DII's ``rows_total``): loss name -> the fields a shard must carry."""
+    from infoblocks.plugins.registry import get_registry
+
+    needed = {}
+    for entry in get_registry().entries("loss"):
+        fields = getattr(entry.block, "shard_fields", frozenset())
+        consumes = getattr(entry.block, "consumes", None)
+        if fields and isinstance(consumes, frozenset) and consumes and consumes <= set(batch):
+            needed[entry.name] = frozenset(fields)
+    return needed
+
+
+def _check_sampler_shard(block: Any, batch: dict[str, Any], batch_type: Any) -> None:
+    """A sampler with its own ``shard(batch, rank, world_size)``: its first batch cut for 2
+    ranks as the engine does under torchrun (no process group needed), checked as the engine
+    checks the first sharded step (blocks/contracts.py ``check_shard``): each part is a dict
+    that carries the ``shard_fields`` of the losses that read this batch (``rows_total`` for
+    the ``dii`` loss), no rank's part is empty, the two parts differ (author26-8: a shard
+    dropping ``rows_total``, or one giving every rank the whole batch, passed here and was
+    refused at the first step of every ``--nproc 2`` run).  A sampler without ``shard`` runs
+    in one process only and is not checked; a batch drawn per rank (a ``shard`` field) is
+    not cut."""
+    from infoblocks.blocks.samplers import Sampler
+
+    if getattr(type(block), "shard", None) is getattr(Sampler, "shard") or "shard" in batch:
+        return
+    who, world = _who(block), 2
+    parts = []
+    for rank in range(world):
+        try:
+            part = block.shard(dict(batch), rank, world)
+        except InfoblocksError as exc:  # it refuses this batch (e.g. too small): said
+            _not_exercised(block, "shard(batch, rank, world_size)",
+                           f"it refused the first batch for rank {rank} of {world} with "
+                           f"{type(exc).__name__}: {str(exc).rstrip('.')}")
+            return
+        except Exception as exc:  # noqa: BLE001 - reported as the conformance failure
+            raise AssertionError(f"{who}: shard(batch, {rank}, {world}) raised "
+                                 f"{type(exc).__name__}: {exc} on its first batch "
+                                 f"({_shapes(batch)})") from exc
+        assert isinstance(part, dict), \
+            (f"{who}: shard(batch, {rank}, {world}) must return the rank's part as a dict "
+             f"(field -> tensor), got {type(part).__name__}")
+        parts.append(part)
+    for loss, fields in sorted(_shard_fields_needed(batch).items()):
+        missing = sorted(fields - set(parts[0]))
+        assert not missing, \
+            (f"{who}: shard(batch, rank, world_size) returns no "
+             f"{', '.join(f'`{f}`' for f in missing)}, which loss {loss!r} needs in a shard "
+             "(its `shard_fields`) to treat the rank's part as part of the whole batch; under "
+             "torchrun the first step refuses it. Add it to the shard (docs/plugins.md)")
+    rows = {k: v.shape[0] for k, v in batch.items() if isinstance(v, torch.Tensor) and v.ndim}
+    for rank, part in enumerate(parts):
+        empty = sorted(k for k, n in rows.items() if n >= world and isinstance(
+            part.get(k), torch.Tensor) and part[k].ndim and part[k].shape[0] == 0)
+        assert not empty, \
+            (f"{who}: shard(batch, {rank}, {world}) gives rank {rank} no rows of "
+             f"{', '.join(f'`{k}`' for k in empty)} from a first batch of "
+             f"{', '.join(f'{rows[k]}' for k in empty)} rows: each rank keeps its own part "
+             "(e.g. rows `rank::world_size`)")
+    shared = sorted(set(parts[0]) & set(parts[1]))
+    same = bool(shared) and all(
+        torch.is_tensor(parts[0][k]) and torch.is_tensor(parts[1][k])
+        and parts[0][k].shape == parts[1][k].shape and bool(torch.equal(parts[0][k], parts[1][k]))
+        for k in shared if torch.is_tensor(parts[0][k]) or torch.is_tensor(parts[1][k]))
+    if same and max(rows.values(), default=0) > 1:
+        raise AssertionError(
+            f"{who}: shard(batch, rank, world_size) gives both of {world} ranks the same part "
+            f"of the first batch ({_shapes(batch)}). Each rank must keep its own part, the union "
+            "over the ranks being the batch (e.g. rows `rank::world_size`); the whole batch on "
+            f"every rank trains each row {world} times where a loss sums over the ranks")
 
 
 #: the per-item arrays check_block adds for a loss that reads them: class indices 0 … K − 1
