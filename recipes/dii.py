@@ -220,6 +220,10 @@ def _dii_key(keys: Any, metric: str) -> str | None:
     return next((key for key in keys if isinstance(key, str) and part.fullmatch(key)), None)
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def _no_dii_metric(loss: Any, metric: str) -> ConfigError:
     """The error for a loss in DII's slot that reports no ``metric`` (nor a part of it)."""
     name = getattr(loss, "name", type(loss).__name__)
@@ -590,9 +594,13 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
         """DII at the initial weights on the first N / batches points (DADApy's first entry)."""
         routine.compute_global_relations()
         state = routine.state
-        pool = routine.dataset.n_items if self.num_points_rows is None else self.num_points_rows
-        idx = torch.arange(pool // self.batches_per_epoch, device=routine.device)
         phase = routine.phases[0]
+        # the built sampler's batches: set in its own table they differ from the shortcuts'
+        batches, rows = (getattr(phase.sampler, key, None)
+                         for key in ("batches_per_epoch", "num_points_rows"))
+        batches = batches if _is_count(batches) else self.batches_per_epoch
+        pool = rows if _is_count(rows) else routine.dataset.n_items
+        idx = torch.arange(max(pool // batches, 1), device=routine.device)
         state.step, state.n_epochs = 0, phase.epochs
         with torch.no_grad(), naming_blocks(f"phase {phase.name!r}"):  # (tables reset at start)
             out = phase.loss({"rows": idx, "cols": idx}, routine.models, state)

@@ -279,6 +279,7 @@ class DIILoss(Loss):
 
     def __call__(self, batch, models, state):
         rows, cols = batch["rows"], batch["cols"]
+        self._check_k(cols.numel())
         # a shard of the batch (torch.distributed): normalised by the whole batch's rows and
         # scaled by the world size, so that the ranks' mean is the batch's DII (and the
         # engine's mean gradient the batch's gradient)
@@ -321,6 +322,20 @@ class DIILoss(Loss):
         per_epoch = max(state.total_steps // max(state.n_epochs, 1), 1)
         last = dii * per_epoch if state.step % per_epoch == per_epoch - 1 else torch.zeros_like(dii)
         return LossOutput(value, {"dii": dii, "dii_last_batch": last})
+
+    def _check_k(self, points: int) -> None:
+        """Refuse a batch of ``points`` columns where the largest k of the schedule is not
+        below them: each point's k-th neighbour would be itself (the self entry holds
+        ``SELF_DISTANCE``), so λ is huge, the softmax uniform and the weights never move
+        (author26-12: DII 1.0000 and the initial weights, silently, for 100 batches of 5
+        points with k = 5 set in the sampler's table)."""
+        k_max = max(self.k_init, self.k_final)
+        if self.lambda_init is None and k_max >= points:
+            raise ValidationError(
+                f"`k_init` / `k_final` = {self.k_init} / {self.k_final} but this step's batch "
+                f"has only {points} points (each point has {points - 1} neighbours in it); k "
+                f"must be below {points}: lower k or use fewer, larger batches "
+                "(the sampler's `batches_per_epoch`).")
 
     def global_lambdas(self, dist: torch.Tensor, k: int, n_rows: int, state: TrainState
                        ) -> torch.Tensor:
