@@ -22,6 +22,7 @@ import difflib
 import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -244,7 +245,71 @@ def _launch(args: argparse.Namespace, argv: list[str]) -> int:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={args.nproc}", f"--max-restarts={args.max_restarts}",
                "-m", "infoblocks.recipes.cli", *inner]
-    return subprocess.run(command, check=False, preexec_fn=die_with_parent).returncode
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, preexec_fn=die_with_parent)
+    report = _pass_stderr(process)
+    code = process.wait()
+    if code != 0 and report:
+        print(_failure_line(args, code, report), file=sys.stderr)
+    elif report:  # (a restart that then succeeded: the launcher's lines, as they came)
+        sys.stderr.write("".join(report))
+    return code
+
+
+#: the launcher's own log lines (torch.distributed.elastic, glog format: "E1201 19:56:46.715 ...")
+_LAUNCHER_LOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ .*torch/distributed/")
+#: the launcher's line after which all it writes is its own report (traceback, ChildFailedError)
+_LAUNCHER_FAILED = re.compile(r"failed \(exitcode: -?\d+\)")
+#: where ``infoblocks run --nproc N`` writes torch's launcher report of a failed run (in --out)
+TORCHRUN_REPORT = "torchrun_error.log"
+
+
+def _pass_stderr(process: subprocess.Popen) -> list[str]:
+    """Copy the workers' stderr through as it comes (a progress bar's ``\\r`` updates too),
+    each ``infoblocks: error:`` line once (every rank raises the same), and keep back the
+    launcher's own lines: its log lines and, after it reports a failed worker, its ~40-line
+    traceback and ChildFailedError table, which buried the one-line error (author26-6).
+    Returns those lines."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    report: list[str] = []
+    errors: set[str] = set()
+    failed = False
+    pending = ""
+    fd = process.stderr.fileno()
+    while True:
+        chunk = os.read(fd, 65536)
+        pending += decoder.decode(chunk, final=not chunk)
+        pieces = re.split(r"(?<=[\r\n])", pending)
+        pending = "" if not chunk else pieces.pop()  # (a piece not yet ended: wait)
+        for piece in pieces:
+            if not piece:
+                continue
+            if failed or _LAUNCHER_LOG.match(piece):
+                report.append(piece)
+                failed = failed or bool(_LAUNCHER_FAILED.search(piece))
+                continue
+            if piece.startswith("infoblocks: error:"):
+                if piece in errors:
+                    continue
+                errors.add(piece)
+            sys.stderr.write(piece)
+            sys.stderr.flush()
+        if not chunk:
+            return report
+
+
+def _failure_line(args: argparse.Namespace, code: int, report: list[str]) -> str:
+    """One line for a failed ``--nproc`` run, naming where torch's report went."""
+    path = Path(args.out) / TORCHRUN_REPORT
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(report))
+        where = f"torch's launcher report is in {path}"
+    except OSError:
+        where = "torch's launcher report could not be written to --out"
+    return (f"infoblocks: error: the run in {args.nproc} processes failed (exit code {code}); "
+            f"the workers' error is above, {where}.")
 
 
 def die_with_parent() -> None:
