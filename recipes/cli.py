@@ -285,9 +285,11 @@ def _pass_stderr(process: subprocess.Popen) -> list[str]:
         for piece in pieces:
             if not piece:
                 continue
-            if failed or _LAUNCHER_LOG.match(piece):
+            log = _LAUNCHER_LOG.match(piece)
+            if log or (failed and not piece.startswith("infoblocks: error:")):
                 report.append(piece)
-                failed = failed or bool(_LAUNCHER_FAILED.search(piece))
+                # (a later log line: the launcher goes on, restarting the workers)
+                failed = bool(_LAUNCHER_FAILED.search(piece)) if log else failed
                 continue
             if piece.startswith("infoblocks: error:"):
                 if piece in errors:

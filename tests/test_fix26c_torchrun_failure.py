@@ -61,3 +61,24 @@ def test_a_failed_nproc_run_ends_in_two_lines(tmp_path):
     assert lines[0].startswith("infoblocks: error:") and "k" in lines[0]
     assert lines[1].startswith("infoblocks: error: the run in 2 processes failed")
     assert "ChildFailedError" in (tmp_path / "out" / cli.TORCHRUN_REPORT).read_text()
+
+
+RESTART = r'''
+import sys
+w = sys.stderr.write
+w("E1201 19:56:46.715000 18883 x/torch/distributed/elastic/multiprocessing/api.py:1002] "
+  "failed (exitcode: 1) local_rank: 0 (pid: 18895) of binary: x\n")
+w("Traceback (most recent call last):\n  File worker.py, line 1\nRuntimeError: boom\n")
+w("W1201 19:56:47.000000 18883 x/torch/distributed/elastic/agent/server/api.py:700] "
+  "restarting worker group\n")
+w("dii: 100%|##########| 2/2\n")
+'''
+
+
+def test_output_after_a_restart_streams_again(capsys):
+    # --max-restarts: what the restarted workers print is not held back with torch's report
+    process = subprocess.Popen([sys.executable, "-c", RESTART], stderr=subprocess.PIPE)
+    report = cli._pass_stderr(process)
+    assert process.wait() == 0
+    assert capsys.readouterr().err == "dii: 100%|##########| 2/2\n"
+    assert len(report) == 5 and "RuntimeError: boom" in "".join(report)
