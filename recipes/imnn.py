@@ -43,7 +43,8 @@ from infoblocks.blocks.data import as_tensor, intra_op_threads, resolve_device
 from infoblocks.blocks.base import naming_blocks
 from infoblocks.blocks.errors import ConfigError, NotFittedError, ValidationError
 from infoblocks.blocks.contracts import SIMULATIONS
-from infoblocks.blocks.fisher import FIDUCIAL, FIDUCIAL_SAMPLE, FisherStatistics, as_theta
+from infoblocks.blocks.fisher import (FIDUCIAL, FIDUCIAL_SAMPLE, FisherStatistics,
+                                     SimulationSampler, as_theta)
 from infoblocks.blocks.fisher.loss import undeclared_reduction
 from infoblocks.blocks.phases import TrainingPhase, optimizer_class
 from infoblocks.blocks.recipe import EXPANDED_KEY, Recipe, check_saved_recipe, transient_field
@@ -431,11 +432,15 @@ class IMNN(PosteriorInference, Recipe):
         if fiducial is not None:  # the arrays given to fit: (n_s, *shape)
             return tuple(int(n) for n in (getattr(fiducial, "shape", None)
                                           or np.shape(fiducial))[1:])
-        if source.get("simulator") is not None and hasattr(phase.sampler, "_call"):
+        if source.get("simulator") is not None:
             device = resolve_device(self.device)
             generator = torch.Generator(device=device).manual_seed(self.seed)
             theta = torch.tensor([self.theta_fid], device=device)
-            return tuple(phase.sampler._call(generator, theta).shape[1:])
+            caller = phase.sampler if hasattr(phase.sampler, "_call") else SimulationSampler(
+                theta_fid=self.theta_fid, batched=self.batched_simulator,
+                simulator=source["simulator"])  # (a plugin sampler fed the simulator: one
+            # call of it, as for the built-in, author26-9; before, it needed simulation_shape)
+            return tuple(caller._call(generator, theta).shape[1:])
         raise ValidationError(
             f"Cannot tell the shape of one simulation from sampler {phase.sampler.name!r}: give "
             "it a `simulation_shape` property (the shape of one simulation; docs/plugins.md, "

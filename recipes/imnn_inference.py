@@ -62,9 +62,13 @@ class PosteriorInference:
         """The batched simulator ``(generator, theta (n, p) float64) -> (n, *S)``."""
         simulator = simulator if simulator is not None else (self._source or {}).get("simulator")
         if simulator is None:
+            why = ("its sampler draws its own simulations (no simulator was passed to fit)"
+                   if self._source is not None and self.draws_own_simulations() else
+                   "it was loaded from a file" if self._source is None else
+                   "it was fitted on arrays")
             raise ValidationError(
-                "ABC and PMC simulate: pass `simulator=fn(generator, theta)`; this IMNN was "
-                "fitted on arrays (or loaded from a file), so it has none of its own.")
+                "ABC and PMC simulate: pass `simulator=fn(generator, theta)`; this IMNN has "
+                f"none of its own: {why}.")
         if not callable(simulator):
             raise ValidationError(f"`simulator` must be callable as simulator(generator, theta), "
                                   f"got {type(simulator).__name__}.")
