@@ -27,11 +27,13 @@ import torch
 
 from infoblocks.blocks.data import (as_rows, as_tensor, check_same_length,
                                     intra_op_threads)
+from infoblocks.blocks.assembly import block_fields
 from infoblocks.blocks.base import naming_blocks
 from infoblocks.blocks.errors import (ConfigError, NotFittedError, NumericalError,
                                       ValidationError)
 from infoblocks.blocks.imbalance import (CHUNK_ELEMENTS, LAMBDA_FACTOR, FeatureWeightsHistory,
-                                         data_unit, periods_tensor, weights_unit)
+                                         data_unit, periods_tensor, recorded_weights,
+                                         weights_unit)
 from infoblocks.blocks.recipe import Recipe
 from infoblocks.blocks.phases import _optimizer_name
 from infoblocks.blocks.schedules import schedule_data, schedule_spec
@@ -583,7 +585,7 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
         self.dii_history_ = np.array([initial, *routine.history.column(column)])
         self.weights_history_ = weights_history(
             recorder.rows, len(self.dii_history_),
-            routine.models["weights"].weights.detach().abs().cpu().numpy(),
+            recorded_weights(routine.models["weights"]).cpu().numpy(),
             self.weights_history_ if warm and self.weights_history_ is not None else None)
         self.weights_ = self.weights_history_[-1]
         self.final_dii_ = self.final_dii_error_ = None
@@ -612,7 +614,7 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
         return float(out.metrics[key])
 
     def _raise_if_zero_weights(self, routine: Routine, cause: Exception | None) -> None:
-        w = routine.models["weights"].weights.detach()
+        w = recorded_weights(routine.models["weights"])
         if bool(torch.isfinite(w).all()) and bool((w != 0).any()):
             return
         if self.l1_strength > 0:
@@ -627,6 +629,31 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
             f"The weights became non-finite or all zero during training (l1_strength = 0):"
             f"{scale} lower `learning_rate`, or check `params_init` and the data."
         ) from cause
+
+    def _check_selectable(self, method: str) -> None:
+        """``select_features`` retrains the weights model with ``params_init`` (backward,
+        forward: each candidate's start, the features left out at 0) and ``l1_strength``: a
+        model block without those fields is refused naming them and why (author26-11: before,
+        "Invalid dii.models.weights ...: extra fields found (l1_strength, params_init)", which
+        did not say what asked for them; the l1 path trained without l1, with a
+        ShortcutWarning)."""
+        spec = self.routine_spec()["models"].get("weights")
+        name = spec if isinstance(spec, str) else spec.get("name") \
+            if isinstance(spec, dict) else None
+        fields = block_fields("model", name)
+        if fields is None:  # (not an attrs block: its build says what it refuses)
+            return
+        needed = ["l1_strength"] if method == "l1" else ["params_init", "l1_strength"]
+        missing = [f"`{key}`" for key in needed if key not in fields]
+        if missing:
+            raise ConfigError(
+                f"select_features({method!r}) retrains the weights model with "
+                + ("`l1_strength` = each strength of the path" if method == "l1" else
+                   "`params_init` (each candidate's start: the features left out at 0) and "
+                   "`l1_strength` = 0")
+                + f", but models.weights ({name!r}) has no field {' or '.join(missing)}. Give "
+                "the model block these fields (docs/plugins.md, the DII slots), or compare "
+                "subsets by hand: a DII fit on each subset of data_A's columns.")
 
     def _require_fitted(self, data: bool = True) -> None:
         if self.routine_ is None:

@@ -248,6 +248,7 @@ class DIIEvaluation:
         if method not in ("backward", "forward", "l1"):
             raise ValidationError(
                 f"`method` must be 'backward', 'forward' or 'l1', got {method!r}.")
+        self._check_selectable(method)  # the weights model takes params_init, l1_strength
         _check_int(n_best, "n_best", 1)
         _check_int(n_features_min, "n_features_min", 1)
         _check_int(epochs, "epochs", 1, optional=True)  # 0 is an error, not "the default"

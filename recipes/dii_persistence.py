@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from infoblocks.blocks.data import as_rows
+from infoblocks.blocks.imbalance import recorded_weights
 from infoblocks.blocks.recipe import check_saved_recipe
 from infoblocks.blocks.routine import Routine
 
@@ -59,7 +60,7 @@ class DIIPersistence:
         fitted = torch.load(path / FITTED_FILE, map_location="cpu", weights_only=True) \
             if (path / FITTED_FILE).exists() else {}
         recipe.routine_ = routine
-        recipe.weights_ = routine.models["weights"].weights.detach().abs().cpu().numpy().copy()
+        recipe.weights_ = recorded_weights(routine.models["weights"]).cpu().numpy().copy()
         if "weights_history" in fitted:
             recipe.weights_history_ = fitted["weights_history"].numpy()
             recipe.dii_history_ = fitted["dii_history"].numpy()

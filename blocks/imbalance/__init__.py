@@ -49,7 +49,7 @@ from .softmax import (LAMBDA_FACTOR, GaussianSoftmax, exclusion_logits, expected
                       neighbour_index, neighbour_lambdas, softmax_coefficients)
 from .training import EPOCH_TABLE_ELEMENTS, DIILoss, RowsColumnsSampler
 from .weights import (WEIGHT_INIT, FeatureWeights, FeatureWeightsHistory, FeatureWeightsModule,
-                      check_weights_finite, weights_unit)
+                      check_weights_finite, recorded_weights, weights_unit)
 
 __all__ = [
     "CHUNK_ELEMENTS", "EPOCH_TABLE_ELEMENTS", "LAMBDA_FACTOR", "SELF_DISTANCE", "WEIGHT_INIT",
@@ -59,6 +59,6 @@ __all__ = [
     "cosine_schedule", "data_unit", "diagonal_mask", "exclusion_logits", "expected_ranks",
     "feature_major_squared_differences", "information_imbalance", "is_feature_weighted",
     "nearest_neighbour_ranks", "neighbour_index", "neighbour_lambdas", "periods_tensor",
-    "rank_rows", "softmax_coefficients", "squared_differences", "squared_distances",
-    "weighted_squared_distances", "weights_unit",
+    "rank_rows", "recorded_weights", "softmax_coefficients", "squared_differences",
+    "squared_distances", "weighted_squared_distances", "weights_unit",
 ]

@@ -1,9 +1,11 @@
 """The learnable feature weights of the DII (the ``weights`` model slot).
 
 Feature-weight model protocol: the built module exposes ``weights`` (n_params,), the
-learnt parameter (recorded as |w| per epoch, saved and loaded), and ``feature_weights()``
-(D,), the weight of every feature with gradient (groups expanded) — what the loss hands to
-the distance of space A.  A constraint after the optimizer step (rescaling, proximal l1) is
+learnt parameter (saved and loaded), and ``feature_weights()`` (D,), the weight of every
+feature with gradient (groups expanded) — what the loss hands to the distance of space A.
+What the DII recipe reports as ``weights_`` (and records per epoch) is
+:func:`recorded_weights`: |feature_weights()| where it has one entry per entry of
+``weights`` (a reparametrised w = exp θ reports exp θ, not θ), else (groups) |weights|.  A constraint after the optimizer step (rescaling, proximal l1) is
 the module's ``after_optimizer_step(lr=, state=)``, which the phase calls.  For
 ``select_features`` the model block must also accept ``params_init`` and ``l1_strength``.
 """
@@ -137,8 +139,22 @@ class FeatureWeights(Model):
         return FeatureWeightsModule(self.initial_weights(), self.groups, self.l1_strength)
 
 
+def recorded_weights(module: nn.Module) -> torch.Tensor:
+    """The weights a DII reports (``weights_``, ``weights_history_``), detached, (n_params,):
+    |``feature_weights()``| where it has the shape of the module's ``weights`` — every model
+    without groups; for the built-in it is ``weights`` itself —, else |``weights``| (one per
+    group).  A plugin model whose parameter is not the weight (w = exp θ) so reports its
+    weights, not |θ| (author26-11: the informative features had the *smallest* |θ|)."""
+    weights = module.weights
+    with torch.no_grad():
+        features = module.feature_weights()
+    if isinstance(features, torch.Tensor) and features.shape == weights.shape:
+        return features.detach().abs()
+    return weights.detach().abs()
+
+
 class FeatureWeightsHistory(Callback):
-    """Records |w| of a :class:`FeatureWeightsModule` at the start and after every epoch.
+    """Records :func:`recorded_weights` at the start and after every epoch.
 
     One host transfer per epoch.  ``rows`` is a list of (n_params,) numpy arrays.
     """
@@ -148,7 +164,7 @@ class FeatureWeightsHistory(Callback):
         self.rows: list[np.ndarray] = []
 
     def _record(self, state: TrainState) -> None:
-        self.rows.append(state.models[self.model].weights.detach().abs().cpu().numpy().copy())
+        self.rows.append(recorded_weights(state.models[self.model]).cpu().numpy().copy())
 
     def on_phase_start(self, state, phase):
         self._record(state)
