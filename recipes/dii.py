@@ -179,6 +179,61 @@ def _warn_feature_spread(a: Any) -> None:
         DIIWarning, stacklevel=3)
 
 
+#: data_A's unit (``data_unit``, with the initial weights' scale) outside this range, seen as
+#: given by a distance of A without a ``unit`` field, is reported.  Measured (author26-10:
+#: 10 N(0, 1) features, B = [3·A0, 2·A2, A5], 150 epochs, k 5 -> 1, a plugin squared
+#: distance without `unit`; the built-in gives [3, 0, 2, 0, 0, 1], DII 0.0045 at every
+#: scale): A × 1e-4 ... 1e10 the same weights; × 1e-5 DII 0.07 (SGD) / 0.10 (Adam), × 1e-6
+#: 0.92 / 0.97 (the squared distances under the λ floor, 1e-12), × 1e12 0.25 (near-uniform
+#: weights: past the self-distance sentinel, 1e20)
+UNITLESS_RANGE = (1e-4, 1e9)
+
+
+def _distance_names(loss: Any, key: str) -> list[Any]:
+    """The names of the ``key`` distances (``distance_A``) of a loss spec, compound parts too."""
+    if not isinstance(loss, dict):
+        return []
+    names = [_block_name_of(loss.get(key))] if key in loss else []
+    for part in loss.get("losses") or []:
+        names += _distance_names(part, key)
+    return names
+
+
+def _block_name_of(spec: Any) -> Any:
+    return spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, dict) else None
+
+
+def _warn_unitless(spec: dict[str, Any], unit: float) -> None:
+    """Warn when data_A's ``unit`` is outside :data:`UNITLESS_RANGE` and a distance of A (the
+    loss's, the evaluation's) has no ``unit`` field to measure it in: it sees the data as
+    given, and its squared distances sink under the λ floor or pass the self-distance
+    sentinel (author26-10: a plugin distance at A × 1e-6 gave final DII 0.975, wrong weights,
+    silently)."""
+    low, high = UNITLESS_RANGE
+    if low <= unit <= high:
+        return
+    names = [n for phase in spec.get("phases") or [] for n in
+             _distance_names(phase.get("loss"), "distance_A")]
+    names.append(_block_name_of((spec.get("evaluation") or {}).get("distance_A")))
+    unitless = [n for n in dict.fromkeys(names)
+                if (fields := block_fields("distance", n)) is not None and "unit" not in fields]
+    if not unitless:
+        return
+    which = " and ".join(repr(n) for n in unitless)
+    why = ("its squared distances fall under the λ floor (1e-12): A × 1e-6 gave a final DII of "
+           "0.97 instead of 0.0045 and wrong weights" if unit < low else
+           "its squared distances pass the self-distance sentinel (1e20) and float32's range: "
+           "A × 1e12 gave near-uniform weights and a DII of 0.25 instead of 0.0045")
+    warnings.warn(
+        f"DII: data_A comes in units of about {unit:.3g} (the root mean square of its "
+        f"features' standard deviations), outside [{low:g}, {high:g}], and distance_A = "
+        f"{which} has no `unit` field, so it sees the data as given: {why}. Give the distance "
+        "an attrs field `unit` and a class variable `unit_power` (the recipe then fills in "
+        f"the unit; docs/dii.md, \"Units of the data\"), or rescale data_A (data_A / {unit:.3g}, "
+        "periods_A by the same factor).",
+        DIIWarning, stacklevel=3)
+
+
 def _warn_if_weights_moving(history: np.ndarray, dii: np.ndarray) -> None:
     """Warn when the weights (``weights_history_``, (epochs + 1, P)) are still moving at the
     last epoch: the last epoch's change (relative to the largest weight), continued with the
@@ -550,6 +605,8 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
             check_warm_start_shapes(self._data, data)
         if not warm:  # (a warm start continues weights already fitted to these units)
             _warn_feature_spread(data["data_A"])
+            initial = torch.tensor(self.params_init) if self.params_init is not None else None
+            _warn_unitless(self.routine_spec(), data_unit(data["data_A"]) * weights_unit(initial))
         self._fit(data, checkpoint=checkpoint, resume=resume, warm=warm)
         _warn_if_weights_moving(self.weights_history_, self.dii_history_)
         return self
