@@ -320,11 +320,27 @@ class IMNN(PosteriorInference, Recipe):
     def routine_spec(self) -> dict[str, Any]:
         # the mode of the last fit decides the None shortcuts, also for the copies that the
         # shortcut/section conflict check makes (attrs.evolve does not copy it)
-        with _fit_mode(self._mode):
+        with _fit_mode(self._spec_mode()):
             return super().routine_spec()
 
+    def _spec_mode(self) -> str | None:
+        """The fit mode whose defaults expand the settings left None: the last fit's; else
+        "simulator" where every sampler draws its own simulations (no other mode is possible:
+        `config --full` of such a routine showed the arrays mode's patience 10 and constant
+        rate, and its full form with `epochs` read back conflicted with the fit's
+        `validation.every`, author26-9); else None (the context's, "arrays")."""
+        if self._mode is not None:
+            return self._mode
+        try:  # (the samplers' names do not depend on the mode; a copy: no warning kept)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                own = draws_own_simulations(Recipe.routine_spec(attrs.evolve(self)))
+        except (ConfigError, ValidationError):
+            return None  # the fit reports a bad config itself
+        return "simulator" if own else None
+
     def to_dict(self, full: bool = False) -> dict[str, Any]:
-        with _fit_mode(self._mode):
+        with _fit_mode(self._spec_mode()):
             out = super().to_dict(full)
         if full and self._mode is not None:
             # the settings left None took the fit mode's defaults: written out, so that the
@@ -529,7 +545,7 @@ class IMNN(PosteriorInference, Recipe):
         """Comment lines for ``infoblocks config imnn --full``: the sections show the
         settings left unset in one fit mode; the other mode expands them otherwise."""
         unset = [name for name in MODE_DEFAULTS["simulator"] if getattr(self, name) is None]
-        if not full or self._mode is not None or not unset:
+        if not full or self._spec_mode() is not None or not unset:
             return []
         shown, other = _FIT_MODE.get(), "simulator" if _FIT_MODE.get() == "arrays" else "arrays"
         values = ", ".join(f"{name} = {MODE_DEFAULTS[other][name]!r}" for name in unset)
@@ -543,7 +559,8 @@ class IMNN(PosteriorInference, Recipe):
         """Whether every sampler of the routine draws its own simulations (a plugin sampler
         without ``with_source``): then ``fit()`` and ``infoblocks run`` take no data."""
         try:  # (the samplers' names do not depend on the fit's mode)
-            return draws_own_simulations(self.routine_spec())
+            with _fit_mode(self._mode):
+                return draws_own_simulations(super().routine_spec())
         except (ConfigError, ValidationError):
             return False  # the fit reports a bad config itself
 

@@ -80,3 +80,26 @@ def test_a_with_source_sampler_needs_no_simulation_shape(infoblocks_plugin):
                                         "validation": {"sampler": "t26c_fed_sims"}}]
              ).fit(simulator=_sim)
     assert m.input_shape_ == (10,)
+
+
+def test_a_self_drawing_routine_expands_in_simulator_mode(own_gaussian_sims):
+    # config --full showed the arrays mode's patience 10 / constant rate for a routine that can
+    # only fit in simulator mode, and its full form (epochs = 3) read back without
+    # [expanded_from] was refused: "`epochs` = 3 and `phases.fit.validation.every` = 1 ..."
+    import tomllib
+
+    from infoblocks.blocks.recipe import EXPANDED_KEY
+    from infoblocks.plugins.registry import recipe_from_dict
+
+    own = {"name": own_gaussian_sims, "n_s": 100, "n_d": 100}
+    m = IMNN(theta_fid=[0.0, 1.0], hidden_dims=(8,), epochs=3, min_epochs=1, seed=0,
+             phases=[{"name": "fit", "sampler": own,
+                      "validation": {"sampler": {**own, "seed": 1}}}])
+    phase = m.to_dict(full=True)["phases"][0]
+    assert (phase["patience"], phase["lr_schedule"], phase["validation"]["every"]) == \
+        (3000, "cos", 3)
+    assert m.config_notes(True) == []
+    text = m.to_toml(full=True)
+    written = {k: v for k, v in tomllib.loads(text).items() if k != EXPANDED_KEY}
+    again = recipe_from_dict(written).fit()
+    assert again.n_epochs_ == 3
