@@ -694,6 +694,13 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
         "Invalid dii.models.weights ...: extra fields found (l1_strength, params_init)", which
         did not say what asked for them; the l1 path trained without l1, with a
         ShortcutWarning)."""
+        distance = getattr(self.routine_.phases[0].loss, "distance_A", None)
+        if not getattr(distance, "per_feature_weights", True):
+            raise ConfigError(
+                f"select_features({method!r}) keeps or drops features through one weight per "
+                f"feature of A, but distance_A {distance.name!r} takes the weights model's "
+                "output as a whole (`per_feature_weights = False`: a learnt map). Compare "
+                "subsets by hand: a DII fit on each subset of data_A's columns.")
         spec = self.routine_spec()["models"].get("weights")
         name = spec if isinstance(spec, str) else spec.get("name") \
             if isinstance(spec, dict) else None
@@ -724,6 +731,20 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
         self._require_fitted()
         with torch.no_grad():
             return self.routine_.models["weights"].feature_weights().detach().abs()
+
+    def _per_feature_weights(self, weighted: bool = True) -> Any:
+        """:meth:`feature_weights` as numpy (1.0 unless ``weighted``) for a distance of A
+        that takes one weight per feature; refused for a learnt map (a distance_A that
+        declares ``per_feature_weights = False``), which a feature subset does not apply to."""
+        blocks = self._evaluation_blocks()
+        distance = blocks.get("distance_A")
+        if not getattr(distance, "per_feature_weights", True):
+            raise ValidationError(
+                f"information_imbalance weighs A's features one by one (a subset: the others "
+                f"at weight 0), but distance_A {distance.name!r} takes the weights model's "
+                "output as a whole (`per_feature_weights = False`: a learnt map); use "
+                "final_dii() for this model.")
+        return self.feature_weights().cpu().numpy() if weighted else 1.0
 
     def _signed_feature_weights(self) -> torch.Tensor:
         with torch.no_grad():

@@ -210,7 +210,7 @@ class DIIEvaluation:
         blocks = self._evaluation_blocks(self._data, with_weights=weighted)
         mask = np.zeros(a.shape[1])
         mask[cols] = 1.0
-        weights = mask * (self.feature_weights().cpu().numpy() if weighted else 1.0)
+        weights = mask * self._per_feature_weights(weighted)
         with intra_op_threads(self.threads):
             return information_imbalance(a, b, k=k, weights_A=weights,
                                          distance_A=blocks["distance_A"],

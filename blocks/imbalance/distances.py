@@ -219,7 +219,15 @@ class FeatureWeightedDistance(Distance):
     Subclasses implement :meth:`weighted_pairwise`; see the module docstring for the
     protocol the DII loss and ``final_dii`` call (``prepare`` / ``combine`` /
     ``pairwise_into`` are optional fast paths).
+
+    ``per_feature_weights = False`` (a class variable) declares a distance that takes the
+    weights model's ``feature_weights()`` whatever its shape — a (r, D) matrix or a flat
+    low-rank map, d = ‖L(x − y)‖² — and checks it itself: the loss then hands it over
+    untouched instead of requiring one weight per feature of A.
     """
+
+    #: False: ``weights`` may have any shape (a learnt linear map); True: (D,)
+    per_feature_weights: ClassVar[bool] = True
 
     def weighted_pairwise(self, a: torch.Tensor, b: torch.Tensor,
                           weights: torch.Tensor | None) -> torch.Tensor:

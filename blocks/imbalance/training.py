@@ -294,13 +294,19 @@ class DIILoss(Loss):
             table, ranks, exclude, excluded_logits = self.tables(rows, cols, state)
         w = get_model(models, self.model).feature_weights()
         columns = state.lookup(self.input, lazy=True).shape[1]
-        if not isinstance(w, torch.Tensor) or tuple(w.shape) != (columns,):
+        per_feature = getattr(self.distance_A, "per_feature_weights", True)
+        if not isinstance(w, torch.Tensor) or (per_feature and tuple(w.shape) != (columns,)):
             # (a plugin's weights module: its length named, not a matmul error in the distance)
             got = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
             raise ContractError(
                 f"models.{self.model} ({type(get_model(models, self.model)).__name__}): "
                 f"`feature_weights()` must return one weight per column of {self.input!r} "
-                f"({columns},), got {got}.")
+                f"({columns},), got {got}"
+                + ("." if not isinstance(w, torch.Tensor) else
+                   f"; a learnt map (a matrix, a low-rank map) needs a distance_A that takes it "
+                   f"(class variable `per_feature_weights = False`), which "
+                   f"{getattr(self.distance_A, 'name', type(self.distance_A).__name__)!r} "
+                   "does not declare."))
         dist = self.distance_A.combine(table, w)
         k, lam = self.current_k(state), self.current_lambda(state)
         if type(self.softmax) is GaussianSoftmax:  # the fused path (same numbers, fewer passes)

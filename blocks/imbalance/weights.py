@@ -140,17 +140,17 @@ class FeatureWeights(Model):
 
 
 def recorded_weights(module: nn.Module) -> torch.Tensor:
-    """The weights a DII reports (``weights_``, ``weights_history_``), detached, (n_params,):
-    |``feature_weights()``| where it has the shape of the module's ``weights`` — every model
-    without groups; for the built-in it is ``weights`` itself —, else |``weights``| (one per
-    group).  A plugin model whose parameter is not the weight (w = exp θ) so reports its
+    """The weights a DII reports (``weights_``, ``weights_history_``), detached and flat
+    (n_params,): |``feature_weights()``| where it has the shape of the module's ``weights``
+    — every model without groups; for the built-in it is ``weights`` itself —, else
+    |``weights``| (one per group).  A plugin model whose parameter is not the weight (w = exp θ) so reports its
     weights, not |θ| (author26-11: the informative features had the *smallest* |θ|)."""
     weights = module.weights
     with torch.no_grad():
         features = module.feature_weights()
     if isinstance(features, torch.Tensor) and features.shape == weights.shape:
-        return features.detach().abs()
-    return weights.detach().abs()
+        return features.detach().abs().reshape(-1)  # (a learnt map's matrix: flattened)
+    return weights.detach().abs().reshape(-1)
 
 
 class FeatureWeightsHistory(Callback):
