@@ -5,6 +5,7 @@
     python benchmarks/infomax_bench.py --tables bounds      # InfoNCE vs JSD vs DV (our channel)
     python benchmarks/infomax_bench.py --tables digits      # linear probe, 10 % labels
     python benchmarks/infomax_bench.py --tables sd --seeds 3  # sd: data draw vs initialisation
+    python benchmarks/infomax_bench.py --tables chaos --seeds 5  # inputs perturbed at 1e-7
     python benchmarks/infomax_bench.py --tables rows --systems InfoMax --first-seed 2 --seeds 3
     python benchmarks/infomax_bench.py --tables rows --systems InfoMax --options '{"n_init": 2}'
     python benchmarks/infomax_bench.py --tables rows digits --systems InfoMax --options linsker
@@ -220,6 +221,46 @@ def table_sd(seeds: int, quick: bool, options: dict, only_rows=None, only_system
     return results
 
 
+#: the rows of the perturbation table: those whose sd limit binds (the reference's sd / 2)
+CHAOS_ROWS = ["ten d1", "semi 47/0.05", "semi 47/0.2", "shift 47/0.2"]
+
+
+def perturbed(system, eps: float = 1e-7):
+    """``system`` fitted on its inputs plus N(0, (eps · their std)²) noise (a fixed draw per
+    seed): a change at float32's rounding level (2⁻²⁴ ≈ 6·10⁻⁸ relative), which a method whose
+    result is a property of the data should not see."""
+    def fit(features: np.ndarray, dim: int, seed: int):
+        rng = np.random.default_rng(10_000 + seed)
+        noise = rng.standard_normal(features.shape) * (eps * float(features.std()))
+        return system((features + noise).astype(features.dtype), dim, seed)
+    return fit
+
+
+def table_chaos(seeds: int, quick: bool, options: dict, only_rows=None, only_systems=None
+                ) -> dict:
+    """Each system's score with its fitting inputs as drawn and perturbed at float32's rounding
+    level (:func:`perturbed`), per seed: how much of a 5-seed sd is the method's own chaos."""
+    systems = {"reference": reference_form, "PCA": pca_form,
+               "InfoMax": lambda f, d, s: infomax_form(f, d, s, **options)}
+    systems = {k: v for k, v in systems.items() if not only_systems or k in only_systems}
+    chosen = [r for r in CHAOS_ROWS if not only_rows or r in only_rows]
+    results = {}
+    print("| experiment | system | per seed: as drawn → perturbed | mean \\|change\\| | "
+          "sd over seeds (as drawn) |")
+    print("|---|---|---|---|---|")
+    for row in chosen[:1] if quick else chosen:
+        results[row] = {}
+        for name, system in systems.items():
+            pairs = [(score(row, system, s), score(row, perturbed(system), s))
+                     for s in range(seeds)]
+            change = float(np.mean([abs(a - b) for a, b in pairs]))
+            sd = float(np.std([a for a, _ in pairs]))
+            results[row][name] = {"pairs": pairs, "mean_change": change, "sd": sd}
+            cells = " / ".join(f"{a:.4f} → {b:.4f}" for a, b in pairs)
+            print(f"| {row} | {name} | {cells} | {change:.4f} | {sd:.4f} |", flush=True)
+    return results
+
+
 def table_bounds(seeds: int, quick: bool, options: dict) -> dict:
     """Our channel with each bound (and the learnt joint critic with JSD, Deep InfoMax's form)."""
     variants = {"InfoNCE": {"bound": "infonce"}, "JSD": {"bound": "jsd"},
@@ -293,7 +334,7 @@ def figure(results: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", nargs="+", default=["rows", "bounds", "digits"],
-                        choices=["rows", "bounds", "digits", "sd"])
+                        choices=["rows", "bounds", "digits", "sd", "chaos"])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=0,
                         help="rows: seeds first..first+seeds-1 (to extend a run)")
@@ -319,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
                                     args.first_seed)
         elif table == "sd":
             out[table] = table_sd(args.seeds, args.quick, options, args.rows, args.systems)
+        elif table == "chaos":
+            out[table] = table_chaos(args.seeds, args.quick, options, args.rows, args.systems)
         else:
             out[table] = {"bounds": table_bounds, "digits": table_digits}[table](
                 args.seeds, args.quick, options)

@@ -23,7 +23,8 @@ from infoblocks.recipes.infomax import (LINSKER_OPTIONS, PCA_START_OPTIONS, Info
                                         linear_regression_mse, noise_floor, sanity_problem)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from infomax_bench import pca_form, sd_components, semi_supervised, ten_functions  # noqa: E402
+from infomax_bench import (pca_form, perturbed, sd_components, semi_supervised,  # noqa: E402
+                           ten_functions)
 
 #: var x of x ~ U(−1, 1): the LR-MSE of a code that carries nothing about x
 VAR_X = 1 / 3
@@ -721,6 +722,25 @@ def test_sd_components_separate_the_data_draw_from_the_initialisation():
     both = sd_components([[0.0, 2.0], [10.0, 12.0]])
     assert both["within"] == pytest.approx(math.sqrt(2))
     assert both["data"] == pytest.approx(math.sqrt(50 - 2 / 2))
+
+
+def test_the_chaos_tables_perturbation_is_at_float32_rounding_and_pca_does_not_see_it():
+    # the bench's --tables chaos: the fitting inputs plus N(0, (1e-7 std)^2), a fixed draw per
+    # seed; PCA (a property of the data) keeps its score, while the inputs do change
+    x, features = ten_functions(0)
+    seen = {}
+
+    def spy(f, dim, seed):
+        seen["f"] = f
+        return pca_form(f, dim, seed)
+
+    encode = perturbed(spy)(features, 3, 0)
+    change = np.abs(seen["f"] - features)
+    assert 0 < change.max() < 1e-6 * features.std()
+    assert seen["f"].dtype == features.dtype
+    assert linear_regression_mse(encode(features), x) == pytest.approx(
+        linear_regression_mse(pca_form(features, 3, 0)(features), x), rel=1e-5)
+    assert np.array_equal(perturbed(spy)(features, 3, 0)(features), encode(features))
 
 
 def test_pca_helper_matches_the_issue_anchor():
