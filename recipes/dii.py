@@ -32,8 +32,8 @@ from infoblocks.blocks.base import naming_blocks
 from infoblocks.blocks.errors import (ConfigError, NotFittedError, NumericalError,
                                       ValidationError)
 from infoblocks.blocks.imbalance import (CHUNK_ELEMENTS, LAMBDA_FACTOR, FeatureWeightsHistory,
-                                         data_unit, periods_tensor, recorded_weights,
-                                         weights_unit)
+                                         check_k_below_points, data_unit, periods_tensor,
+                                         recorded_weights, weights_unit)
 from infoblocks.blocks.recipe import Recipe
 from infoblocks.blocks.phases import _optimizer_name
 from infoblocks.blocks.schedules import schedule_data, schedule_spec
@@ -504,13 +504,9 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
                 "neighbours to rank, so the weights would not move; use fewer, larger batches "
                 "(`batches_per_epoch`) or more points."
             )
-        k_max = max(self.k_init, self.k_final)
-        if self.lambda_init is None and k_max >= per_batch:
-            raise ValidationError(
-                f"`k_init` / `k_final` = {self.k_init} / {self.k_final} but each step sees only "
-                f"{per_batch} points ({pool} points / {self.batches_per_epoch} batches); k must "
-                f"be below {per_batch}: lower k or use fewer, larger batches."
-            )
+        check_k_below_points(self.k_init, self.k_final, self.lambda_init, per_batch,
+                             "each step sees only",
+                             f" ({pool} points / {self.batches_per_epoch} batches)")
         _check_duplicates(data["data_A"])
         return data
 

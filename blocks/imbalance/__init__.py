@@ -47,7 +47,8 @@ from .ranks import Ranks, diagonal_mask, rank_rows
 from ..numerics import cosine_schedule
 from .softmax import (LAMBDA_FACTOR, GaussianSoftmax, exclusion_logits, expected_ranks,
                       neighbour_index, neighbour_lambdas, softmax_coefficients)
-from .training import EPOCH_TABLE_ELEMENTS, DIILoss, RowsColumnsSampler
+from .training import (EPOCH_TABLE_ELEMENTS, DIILoss, RowsColumnsSampler,
+                       check_k_below_points)
 from .weights import (WEIGHT_INIT, FeatureWeights, FeatureWeightsHistory, FeatureWeightsModule,
                       check_weights_finite, recorded_weights, weights_unit)
 
@@ -55,7 +56,8 @@ __all__ = [
     "CHUNK_ELEMENTS", "EPOCH_TABLE_ELEMENTS", "LAMBDA_FACTOR", "SELF_DISTANCE", "WEIGHT_INIT",
     "FeatureWeightedDistance", "WeightedSquaredEuclidean", "Ranks", "GaussianSoftmax",
     "DIILoss", "FeatureWeights", "FeatureWeightsModule", "FeatureWeightsHistory",
-    "RowsColumnsSampler", "check_feature_weighted", "check_weights_finite", "chunked_dii",
+    "RowsColumnsSampler", "check_feature_weighted", "check_k_below_points",
+    "check_weights_finite", "chunked_dii",
     "cosine_schedule", "data_unit", "diagonal_mask", "exclusion_logits", "expected_ranks",
     "feature_major_squared_differences", "information_imbalance", "is_feature_weighted",
     "nearest_neighbour_ranks", "neighbour_index", "neighbour_lambdas", "periods_tensor",

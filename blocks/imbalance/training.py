@@ -45,6 +45,22 @@ def rows_of(array: Any, index: torch.Tensor) -> torch.Tensor:
     return flat.to(index.device).reshape(*index.shape, *flat.shape[1:])
 
 
+
+def check_k_below_points(k_init: int, k_final: int, lambda_init: Any, points: int,
+                         batch: str, detail: str = "") -> None:
+    """Refuse batches of ``points`` columns where the largest k of the schedule is not below
+    them (unless λ is fixed: ``lambda_init``): each point's k-th neighbour would be itself (the
+    self entry holds ``SELF_DISTANCE``), so λ is huge, the softmax uniform and the weights never
+    move (author26-12: DII 1.0000 and the initial weights, silently, for 100 batches of 5
+    points with k = 5 set in the sampler's table).  ``batch`` describes the batch for the
+    message ("this step's batch has only", "each step sees only"), ``detail`` what follows
+    the count."""
+    if lambda_init is None and max(k_init, k_final) >= points:
+        raise ValidationError(
+            f"`k_init` / `k_final` = {k_init} / {k_final} but {batch} {points} points{detail} "
+            f"(each point has {points - 1} neighbours in it); k must be below {points}: lower k or "
+            "use fewer, larger batches (the sampler's `batches_per_epoch`).")
+
 @attrs.define
 class RowsColumnsSampler(Sampler):
     """Batches of (rows, cols) item indices for the rows × columns blocks of the DII.
@@ -330,18 +346,9 @@ class DIILoss(Loss):
         return LossOutput(value, {"dii": dii, "dii_last_batch": last})
 
     def _check_k(self, points: int) -> None:
-        """Refuse a batch of ``points`` columns where the largest k of the schedule is not
-        below them: each point's k-th neighbour would be itself (the self entry holds
-        ``SELF_DISTANCE``), so λ is huge, the softmax uniform and the weights never move
-        (author26-12: DII 1.0000 and the initial weights, silently, for 100 batches of 5
-        points with k = 5 set in the sampler's table)."""
-        k_max = max(self.k_init, self.k_final)
-        if self.lambda_init is None and k_max >= points:
-            raise ValidationError(
-                f"`k_init` / `k_final` = {self.k_init} / {self.k_final} but this step's batch "
-                f"has only {points} points (each point has {points - 1} neighbours in it); k "
-                f"must be below {points}: lower k or use fewer, larger batches "
-                "(the sampler's `batches_per_epoch`).")
+        """:func:`check_k_below_points` for this step's batch of ``points`` columns."""
+        check_k_below_points(self.k_init, self.k_final, self.lambda_init, points,
+                             "this step's batch has only")
 
     def global_lambdas(self, dist: torch.Tensor, k: int, n_rows: int, state: TrainState
                        ) -> torch.Tensor:
