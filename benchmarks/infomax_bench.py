@@ -154,11 +154,16 @@ def score(row: str, system, seed: int, init_seed: int | None = None) -> float:
     return linear_regression_mse(encode(feats[lab]), x[lab], encode(feats[test]), x[test])
 
 
-def table_rows(seeds: int, quick: bool, options: dict, only_rows=None, only_systems=None,
-               first_seed: int = 0) -> dict:
+def _systems(options: dict, only=None) -> dict:
+    """The reference form, PCA and InfoMax (with ``options``), or those of them in ``only``."""
     systems = {"reference": reference_form, "PCA": pca_form,
                "InfoMax": lambda f, d, s: infomax_form(f, d, s, **options)}
-    systems = {k: v for k, v in systems.items() if not only_systems or k in only_systems}
+    return {k: v for k, v in systems.items() if not only or k in only}
+
+
+def table_rows(seeds: int, quick: bool, options: dict, only_rows=None, only_systems=None,
+               first_seed: int = 0) -> dict:
+    systems = _systems(options, only_systems)
     results = {}
     print("| experiment | " + " | ".join(systems) + " | issue's reference |")
     print("|---|" + "---|" * len(systems) + "---|")
@@ -199,9 +204,7 @@ def table_sd(seeds: int, quick: bool, options: dict, only_rows=None, only_system
              ) -> dict:
     """How much of each system's sd over seeds is the data draw: data seeds × init seeds
     (``seeds`` of each; the main table moves both together), for the sd rows."""
-    systems = {"reference": reference_form, "PCA": pca_form,
-               "InfoMax": lambda f, d, s: infomax_form(f, d, s, **options)}
-    systems = {k: v for k, v in systems.items() if not only_systems or k in only_systems}
+    systems = _systems(options, only_systems)
     chosen = [r for r in SD_ROWS if not only_rows or r in only_rows]
     results = {}
     print("| experiment | system | mean | sd within data (init) | sd between data (means) "
@@ -240,9 +243,7 @@ def table_chaos(seeds: int, quick: bool, options: dict, only_rows=None, only_sys
                 ) -> dict:
     """Each system's score with its fitting inputs as drawn and perturbed at float32's rounding
     level (:func:`perturbed`), per seed: how much of a 5-seed sd is the method's own chaos."""
-    systems = {"reference": reference_form, "PCA": pca_form,
-               "InfoMax": lambda f, d, s: infomax_form(f, d, s, **options)}
-    systems = {k: v for k, v in systems.items() if not only_systems or k in only_systems}
+    systems = _systems(options, only_systems)
     chosen = [r for r in CHAOS_ROWS if not only_rows or r in only_rows]
     results = {}
     print("| experiment | system | per seed: as drawn → perturbed | mean \\|change\\| | "
