@@ -52,6 +52,7 @@ from infoblocks.blocks.models import ACTIVATIONS
 from infoblocks.blocks.phases import _optimizer_name
 from infoblocks.blocks.schedules import schedule_data, schedule_spec
 from infoblocks.blocks.recipe import Recipe, check_saved_recipe, transient_field
+from infoblocks.blocks.resume import read_checkpoint
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.validators import device as valid_device
 from infoblocks.plugins.registry import get_registry
@@ -545,15 +546,20 @@ class InfoMax(Recipe):
         """Train the encoder on ``X`` (n, d) (``y`` is ignored: unsupervised); ``self``.
 
         ``checkpoint``: a directory the training state is written to every epoch;
-        ``resume=True`` continues from it.  With ``warm_start`` and a fitted model for data
+        ``resume=True`` continues from it (with ``n_init`` > 1 each restart in its own
+        ``restart{k}`` directory there: a resume reads the finished ones back and continues
+        the rest).  With ``warm_start`` and a fitted model for data
         of the same width, training continues from the current weights."""
         x = self._validate(X)
         resolve_device(self.device)
         warm = self.warm_start and self.routine_ is not None
         restarts = 1 if warm else self.n_init
-        _check(restarts == 1 or (checkpoint is None and resume is False),
-               f"`n_init` = {self.n_init} restarts cannot be checkpointed or resumed; fit with "
-               "n_init=1 to use `checkpoint` / `resume`.")
+        if restarts > 1 and isinstance(resume, (str, Path)):  # resume=DIR: checkpoint=DIR too
+            _check(checkpoint is None or Path(checkpoint) == Path(resume),
+                   f"`resume` = {str(resume)!r} and `checkpoint` = {str(checkpoint)!r} name "
+                   "different directories; pass `resume=True` with `checkpoint`, or "
+                   "`resume=DIR` alone.")
+            checkpoint, resume = resume, True
         _check(restarts == 1 or self.test_fraction > 0,
                f"`n_init` = {self.n_init} keeps the restart with the best held-out bound: set "
                "test_fraction > 0, or n_init=1.")
@@ -577,7 +583,8 @@ class InfoMax(Recipe):
                 routine, best = None, -float("inf")
                 for k in range(restarts):
                     candidate = self.build(xs, init_seed=self.seed + RESTART_SEED_STEP * k)
-                    self.train_routine(candidate, checkpoint=checkpoint, resume=resume)
+                    self.train_routine(candidate, **_restart_run(checkpoint, resume, k,
+                                                                 restarts))
                     bound = max((r["val_mi"] for r in candidate.history.rows if "val_mi" in r),
                                 default=-float("inf"))
                     if routine is None or bound > best:
@@ -721,6 +728,20 @@ class InfoMax(Recipe):
 #: principal variances at most this fraction of the largest are the data's rank deficiency
 #: (constant or collinear columns), not noise: left out of the ``"edge"`` noise estimate
 RANK_TOLERANCE = 1e-12
+
+
+def _restart_run(checkpoint: str | Path | None, resume: bool | str | Path, k: int,
+                 restarts: int) -> dict[str, Any]:
+    """``train_routine``'s run options for restart ``k`` of ``restarts``: with several, each
+    restart checkpoints into ``checkpoint/restart{k}``, and a resume continues each restart
+    from its own directory — a finished restart is read back (weights and history), the one
+    a kill interrupted continues, and one not begun before the kill starts (silently: only the
+    first restart says that there was nothing to resume)."""
+    if restarts == 1 or checkpoint is None:
+        return {"checkpoint": checkpoint, "resume": resume}
+    where = Path(checkpoint) / f"restart{k}"
+    again = bool(resume) and (k == 0 or read_checkpoint(where) is not None)
+    return {"checkpoint": where, "resume": again}
 
 
 def noise_floor(x: torch.Tensor, mode: str = "floor") -> float:

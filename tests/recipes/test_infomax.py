@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from infoblocks.blocks.errors import ConfigError, ValidationError
+from infoblocks.blocks.resume import NothingToResumeWarning
 from infoblocks.blocks.mutual_information.infomax import (CODE_KEY, GaussianChannelCritic,
                                                           InfoMaxLoss, JSDivergenceBound,
                                                           LinearReconstructionLoss,
@@ -188,8 +190,28 @@ def test_restarts_keep_the_best_heldout_bound():
     assert two.bound_nats_ >= one.bound_nats_
     kept_first = two.bound_nats_ == one.bound_nats_
     assert np.array_equal(two.transform(features), one.transform(features)) == kept_first
-    with pytest.raises(ValidationError, match="n_init"):
-        _small(n_init=2).fit(features, checkpoint="unused")
+
+
+def test_restarts_checkpoint_each_restart_and_resume_where_the_kill_left_them(tmp_path):
+    # n_init = 2 with a checkpoint: one directory per restart; a resume after a kill during
+    # the second restart (its directory missing: it had not begun) reads the first back and
+    # runs the second, and gives the uninterrupted fit; before, n_init > 1 refused checkpoint
+    x, features = sanity_problem(9, n=600)
+    options = dict(n_components=1, epochs=4, patience=None, n_init=2)
+    plain = _small(**options).fit(features)
+    ck = tmp_path / "ck"
+    first = _small(**options).fit(features, checkpoint=ck)
+    assert sorted(p.name for p in ck.iterdir()) == ["restart0", "restart1"]
+    assert np.array_equal(first.transform(features), plain.transform(features))
+    shutil.rmtree(ck / "restart1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NothingToResumeWarning)  # restart 1: not announced
+        again = _small(**options).fit(features, resume=ck)
+    assert np.array_equal(again.transform(features), plain.transform(features))
+    assert again.bound_nats_ == plain.bound_nats_ and len(again.history_) == len(plain.history_)
+    assert (ck / "restart1").is_dir()
+    with pytest.raises(ValidationError, match="different directories"):
+        _small(**options).fit(features, checkpoint=tmp_path / "a", resume=tmp_path / "b")
 
 
 # ---------------------------------------------------------------------------- slots and data
