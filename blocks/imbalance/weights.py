@@ -5,9 +5,10 @@ learnt parameter (saved and loaded), and ``feature_weights()`` (D,), the weight 
 feature with gradient (groups expanded) — what the loss hands to the distance of space A.
 What the DII recipe reports as ``weights_`` (and records per epoch) is
 :func:`recorded_weights`: |feature_weights()| where it has one entry per entry of
-``weights`` (a reparametrised w = exp θ reports exp θ, not θ), else (groups) |weights|.  A constraint after the optimizer step (rescaling, proximal l1) is
-the module's ``after_optimizer_step(lr=, state=)``, which the phase calls.  For
-``select_features`` the model block must also accept ``params_init`` and ``l1_strength``.
+``weights`` (a reparametrised w = exp θ reports exp θ, not θ), else (groups) |weights|.
+A constraint after the optimizer step (rescaling, proximal l1) is the module's
+``after_optimizer_step(lr=, state=)``, which the phase calls.  For ``select_features`` the
+model block must also accept ``params_init`` and ``l1_strength``.
 """
 
 from __future__ import annotations
@@ -143,8 +144,9 @@ def recorded_weights(module: nn.Module) -> torch.Tensor:
     """The weights a DII reports (``weights_``, ``weights_history_``), detached and flat
     (n_params,): |``feature_weights()``| where it has the shape of the module's ``weights``
     — every model without groups; for the built-in it is ``weights`` itself —, else
-    |``weights``| (one per group).  A plugin model whose parameter is not the weight (w = exp θ) so reports its
-    weights, not |θ| (author26-11: the informative features had the *smallest* |θ|)."""
+    |``weights``| (one per group).  A plugin model whose parameter is not the weight
+    (w = exp θ) so reports its weights, not |θ| (author26-11: the informative features had
+    the *smallest* |θ|)."""
     weights = module.weights
     with torch.no_grad():
         features = module.feature_weights()
