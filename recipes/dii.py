@@ -697,9 +697,7 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
                 f"feature of A, but distance_A {distance.name!r} takes the weights model's "
                 "output as a whole (`per_feature_weights = False`: a learnt map). Compare "
                 "subsets by hand: a DII fit on each subset of data_A's columns.")
-        spec = self.routine_spec()["models"].get("weights")
-        name = spec if isinstance(spec, str) else spec.get("name") \
-            if isinstance(spec, dict) else None
+        name = _block_name_of(self.routine_spec()["models"].get("weights"))
         fields = block_fields("model", name)
         if fields is None:  # (not an attrs block: its build says what it refuses)
             return

@@ -98,7 +98,6 @@ MODE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-
 class IMNNWarning(UserWarning):
     """A fit that runs but may not train what was asked (e.g. a plugin loss under torchrun
     that does not say how it reduces over the ranks)."""
