@@ -190,7 +190,8 @@ def visit_entry(kind: str, value: Any, where: str, visit: Any) -> Any:
 
 
 def _plugin_defaults(spec: dict[str, Any], evaluation_kinds: dict[str, str],
-                     written: set[str], builtin: bool = False) -> dict[str, Any]:
+                     written: set[str], builtin: bool = False,
+                     skip: frozenset[str] = frozenset()) -> dict[str, Any]:
     """``spec`` with each plugin block named in the recipe's own sections (``written``: a
     block the user put in) written with its own fields — those no built-in block of its kind
     has (an MI bound's ``baseline``, a sampler's ``k``) — and their defaults where the spec
@@ -202,7 +203,8 @@ def _plugin_defaults(spec: dict[str, Any], evaluation_kinds: dict[str, str],
     ``losses``) are looked at too.  The blocks a recipe's defaults name are written as the
     recipe sets them, built-in or plugin alike — with ``builtin`` (the recipe's
     :attr:`Recipe.full_defaults`) each built-in block also with every field the spec leaves
-    out at its default, so that the full form shows every knob."""
+    out at its default, so that the full form shows every knob, but those in ``skip`` (the
+    recipe's :attr:`Recipe.full_defaults_skip`: what it fills from the data)."""
     from .base import BUILTIN, default_data
     from infoblocks.plugins.registry import get_registry
 
@@ -232,7 +234,7 @@ def _plugin_defaults(spec: dict[str, Any], evaluation_kinds: dict[str, str],
             if f.metadata.get("block_kind") and key in table:
                 table[key] = visit_entry(f.metadata["block_kind"], table[key],
                                          f"{where}.{key}", filled)
-            if key in table or (entry.plugin == BUILTIN and not builtin) or (
+            if key in table or (entry.plugin == BUILTIN and (not builtin or key in skip)) or (
                     entry.plugin != BUILTIN and (name not in written
                                                  or key in builtin_fields(kind))):
                 continue
@@ -385,10 +387,15 @@ class Recipe(Block, metaclass=_CheckedConstructor):
     #: built-in block of the sections with every field the spec leaves out at its default
     #: (:func:`_plugin_defaults`; fields defaulting to None and the sizes a fit fills stay
     #: out), so that it shows every knob.  A recipe opts in once its full form runs as it is
-    #: with them: no build step of its own fills a field the spec leaves out (DII sets its
-    #: distances' ``unit`` from the data where the spec has none), its tests read the tables
-    #: so, and its older full forms read back unedited (the embeddings do)
+    #: with them: a field a build step of its own fills where the spec leaves it out is named
+    #: in :attr:`full_defaults_skip`, and its older full forms read back unedited (every
+    #: built-in recipe)
     full_defaults: ClassVar[bool] = False
+    #: fields of built-in blocks that a build step of the recipe fills from the data where the
+    #: spec leaves them out (DII: its distances' ``unit``): the full form leaves them out too,
+    #: so that the written form, run on other data, fills them from that data as the recipe
+    #: would, instead of pinning the blocks' defaults
+    full_defaults_skip: ClassVar[frozenset[str]] = frozenset()
 
     #: name -> {input, relation, transforms}: updates the default globals by name
     globals: dict[str, Any] | None = section_field()
@@ -771,7 +778,8 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         spec = self.routine_spec()
         written = set(_strings([getattr(self, k) for k in SECTIONS]))
         try:
-            return _plugin_defaults(spec, self.evaluation_kinds, written, self.full_defaults)
+            return _plugin_defaults(spec, self.evaluation_kinds, written, self.full_defaults,
+                                    self.full_defaults_skip)
         except InfoblocksError:  # a block that cannot be looked up: the sections as written
             return spec  # (the full form's name check or the fit names it)
 

@@ -343,6 +343,10 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
 
     #: the arrays of `infoblocks run` in order (an .npz named after them is reordered)
     run_inputs: ClassVar[tuple[str, ...]] = ("data_A", "data_B")
+    #: the full form writes every block's defaults (every knob; :attr:`Recipe.full_defaults`)
+    full_defaults: ClassVar[bool] = True
+    #: ... but the distances' ``unit``, which the fit fills from the data it is given
+    full_defaults_skip: ClassVar[frozenset[str]] = frozenset({"unit"})
 
     name: ClassVar[str] = "dii"
     summary: ClassVar[str] = ("Differentiable Information Imbalance: learn feature weights of A "

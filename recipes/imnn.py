@@ -47,7 +47,8 @@ from infoblocks.blocks.fisher import (FIDUCIAL, FIDUCIAL_SAMPLE, FisherStatistic
                                      SimulationSampler, as_theta)
 from infoblocks.blocks.fisher.loss import undeclared_reduction
 from infoblocks.blocks.phases import TrainingPhase, optimizer_class
-from infoblocks.blocks.recipe import EXPANDED_KEY, Recipe, check_saved_recipe, transient_field
+from infoblocks.blocks.recipe import (EXPANDED_KEY, Recipe, check_saved_recipe, shortcut_fields,
+                                      transient_field)
 from infoblocks.blocks.routine import Routine
 from infoblocks.blocks.schedules import schedule_data, schedule_spec
 from infoblocks.blocks.validators import device as valid_device
@@ -96,6 +97,21 @@ MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "arrays": {"activation": "leaky_relu", "lr_schedule": "none", "epochs": 1000,
                "patience": 10, "n_validation": None, "validation_every": 1},
 }
+
+
+def _in_field_order(cls: type, out: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
+    """``out`` updated with ``added``, each new setting placed among the others in the
+    recipe's field order (where a recipe read back with it set writes it), not at the end."""
+    order = {f.name: i for i, f in enumerate(attrs.fields(cls))}
+    new = sorted((k for k in added if k not in out), key=order.get)
+    merged: dict[str, Any] = {}
+    for key, value in out.items():
+        while new and key in order and order[new[0]] < order[key]:
+            merged[new[0]] = added[new[0]]
+            new.pop(0)
+        merged[key] = added.get(key, value)
+    merged.update({k: added[k] for k in new})
+    return merged
 
 
 class IMNNWarning(UserWarning):
@@ -204,6 +220,8 @@ class IMNN(PosteriorInference, Recipe):
         "validation_derivative|validation_numerical_derivative")
 
     required_settings: ClassVar[tuple[str, ...]] = ("theta_fid",)
+    #: the full form writes every block's defaults (every knob; :attr:`Recipe.full_defaults`)
+    full_defaults: ClassVar[bool] = True
     name: ClassVar[str] = "imnn"
     summary: ClassVar[str] = ("Information maximising neural network: summaries that maximise "
                               "the Fisher information (Charnock et al. 2018)")
@@ -358,8 +376,13 @@ class IMNN(PosteriorInference, Recipe):
             # (author11 A11-3: a spurious ShortcutWarning on IMNN.load)
             lost = unreached_shortcuts(attrs.evolve(self, **resolved)) if resolved else []
             resolved = {k: v for k, v in resolved.items() if k not in lost}
-            out.update(resolved)
-            out[EXPANDED_KEY] = {**out.get(EXPANDED_KEY, {}), **resolved}
+            # in the order a read-back recipe writes them (the settings' own order), so that
+            # config --full -> run -> config --full is byte-identical
+            out = _in_field_order(type(self), out, resolved)
+            merged = {**out.get(EXPANDED_KEY, {}), **resolved}
+            order = [f.name for f in shortcut_fields(type(self)) if f.name in merged]
+            out[EXPANDED_KEY] = {**{k: merged[k] for k in order},
+                                 **{k: v for k, v in merged.items() if k not in order}}
         return out
 
     def _overridden(self, name: str, value: Any) -> bool:

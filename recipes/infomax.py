@@ -175,6 +175,8 @@ class InfoMax(Recipe):
 
     #: the arrays of `infoblocks run` in order (an .npz named after them is reordered)
     run_inputs: ClassVar[tuple[str, ...]] = ("X|data",)
+    #: the full form writes every block's defaults (every knob; :attr:`Recipe.full_defaults`)
+    full_defaults: ClassVar[bool] = True
 
     name: ClassVar[str] = "infomax"
     summary: ClassVar[str] = "InfoMax: an encoder trained to maximise a bound on I(X; f(X))"

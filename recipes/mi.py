@@ -116,6 +116,8 @@ class NeuralMIEstimator(Recipe):
     training_bound: ClassVar[str] = ""
     validation_bound: ClassVar[str] = ""
     final_bound: ClassVar[str] = "dv"
+    #: the full form writes every block's defaults (every knob; :attr:`Recipe.full_defaults`)
+    full_defaults: ClassVar[bool] = True
     #: keys of the ``evaluation.pairs`` table
     pair_keys: ClassVar[tuple[str, ...]] = ("index", "max_pairs")
 
