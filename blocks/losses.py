@@ -7,6 +7,7 @@ engine moves them to the host once per epoch, never inside a step.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import attrs
@@ -135,6 +136,183 @@ def get_model(models: torch.nn.ModuleDict, name: str) -> torch.nn.Module:
     return models[name]
 
 
+#: argument types keyed by value in a shared forward's key (tensors are keyed by identity)
+_PLAIN_ARGUMENTS = (bool, int, float, str, type(None), torch.dtype, torch.device)
+#: an argument (or call) that is not keyed: the call runs as written
+_UNSHARED = object()
+
+
+def _argument_key(value: Any, keep: list[torch.Tensor]) -> Any:
+    """A hashable key of one argument of a model call, or ``_UNSHARED`` where the call must
+    run as written: a tensor by identity, ``_version`` (an in-place change is a new input),
+    dtype, device and shape (kept alive in ``keep`` so that its id is not reused while the
+    cache lives), a plain value by value, a tuple / list item by item."""
+    if isinstance(value, torch.Tensor):
+        keep.append(value)
+        return ("tensor", id(value), value._version, value.dtype, value.device, value.shape,
+                torch.is_autocast_enabled(value.device.type))
+    if isinstance(value, _PLAIN_ARGUMENTS):
+        return (type(value), value)
+    if isinstance(value, (tuple, list)):
+        items = tuple(_argument_key(v, keep) for v in value)
+        return _UNSHARED if _UNSHARED in items else (type(value), items)
+    return _UNSHARED
+
+
+def _output_tensors(out: Any) -> list[torch.Tensor]:
+    """The tensors of a model's output (a tensor, or a tuple / list / dict of them)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in _output_tensors(v)]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _output_tensors(v)]
+    return []
+
+
+class SharedForwardModels(Mapping):
+    """What a :class:`CompoundLoss` hands its parts for ONE evaluation: ``models`` with each
+    entry behind a caching ``__call__``, so parts that call a model on the same input share
+    one forward.  ``view[name]`` is the real module to everything but its call (attributes,
+    methods, ``parameters()``, ``training``, ``isinstance`` and ``type(...).__name__``): an
+    instance of a subclass of the module's class that registers nothing and is never saved.
+    Other attributes (``train()``, ``parameters()``, ``state_dict()``) are ``models``'s;
+    ``unshared`` is ``models`` itself.  A call is shared when the module, its parameters
+    (identity and ``_version``), every argument (tensors by identity and ``_version``, plain
+    values by value), the grad / inference mode and ``module.training`` are the same, and
+    the first output was not modified in place since; anything else runs as written.
+    :meth:`close` drops every output (the compound calls it when the evaluation ends)."""
+
+    def __init__(self, models: Mapping[str, torch.nn.Module]):
+        self._models = models
+        self._views: dict[str, torch.nn.Module] = {}
+        self._entries: dict[tuple, tuple[list[torch.Tensor], Any, list[tuple[Any, int]]]] = {}
+        self._tables: dict[int, list[dict[str, Any]]] = {}
+        self._closed = False
+
+    @property
+    def unshared(self) -> Mapping[str, torch.nn.Module]:
+        return self._models
+
+    def __getitem__(self, name: str) -> torch.nn.Module:
+        view = self._views.get(name)
+        if view is None:
+            module = self._models[name]
+            view = self._views[name] = _shared_view(module, name, self)
+        return view
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._models
+
+    def __iter__(self):
+        return iter(self._models)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._models, name)
+
+    def __repr__(self) -> str:
+        return f"SharedForwardModels({self._models!r})"
+
+    def close(self) -> None:
+        """Drop the cached outputs; later calls run as written."""
+        self._closed = True
+        self._entries.clear()
+        self._views.clear()
+        self._tables.clear()
+
+    def call(self, name: str, module: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
+        """``module(*args, **kwargs)``, or the output of the same call earlier in this
+        evaluation."""
+        if self._closed:
+            return module(*args, **kwargs)
+        keep: list[torch.Tensor] = []
+        key = (name, id(module), module.training, torch.is_grad_enabled(),
+               torch.is_inference_mode_enabled(), self._parameters_key(module),
+               _argument_key(args, keep),
+               _argument_key(tuple(sorted(kwargs.items())), keep) if kwargs else ())
+        if _UNSHARED in key:
+            return module(*args, **kwargs)
+        entry = self._entries.get(key)
+        if entry is not None and all(t._version == v for t, v in entry[2]):
+            return entry[1]
+        out = module(*args, **kwargs)
+        self._entries[key] = (keep, out, [(t, t._version) for t in _output_tensors(out)])
+        return out
+
+    def _parameters_key(self, module: torch.nn.Module) -> tuple:
+        """Each parameter of ``module`` by identity and ``_version``: a parameter swapped
+        (``torch.func.functional_call``) or changed in place between two calls makes them
+        different calls.  The modules' parameter tables are listed once per evaluation."""
+        tables = self._tables.get(id(module))
+        if tables is None:
+            tables = self._tables[id(module)] = [m._parameters for m in module.modules()]
+        return tuple((id(p), p._version) for table in tables for p in table.values()
+                     if p is not None)
+
+
+#: the attributes a shared view keeps for itself; every other one is its module's
+_VIEW_OWN = frozenset({"_shared_module", "_shared_name", "_shared_models", "__class__"})
+
+
+class _SharedForwardView:
+    """The mix-in of a shared view's class (:func:`_shared_view`): its call goes through the
+    evaluation's cache, every attribute read / write to the module."""
+
+    def __getattribute__(self, name):
+        if name in _VIEW_OWN:
+            return object.__getattribute__(self, name)
+        return getattr(object.__getattribute__(self, "_shared_module"), name)
+
+    def __setattr__(self, name, value):
+        setattr(object.__getattribute__(self, "_shared_module"), name, value)
+
+    def __delattr__(self, name):
+        delattr(object.__getattribute__(self, "_shared_module"), name)
+
+    def __call__(self, *args, **kwargs):
+        get = object.__getattribute__
+        return get(self, "_shared_models").call(get(self, "_shared_name"),
+                                                get(self, "_shared_module"), args, kwargs)
+
+    def __repr__(self):
+        return repr(object.__getattribute__(self, "_shared_module"))
+
+    def __dir__(self):
+        return dir(object.__getattribute__(self, "_shared_module"))
+
+
+_VIEW_CLASSES: dict[type, type | None] = {}
+
+
+def _shared_view(module: torch.nn.Module, name: str, models: SharedForwardModels
+                 ) -> torch.nn.Module:
+    """``module`` behind the cache of ``models``: an instance of a subclass of its class (so
+    ``isinstance`` and ``type(view).__name__`` are the module's), built without ``__init__``
+    and holding nothing of its own; the module itself where no such subclass can be made (a
+    metaclass that refuses it) — then its calls are not shared."""
+    cls = type(module)
+    if cls not in _VIEW_CLASSES:
+        try:
+            _VIEW_CLASSES[cls] = type(cls.__name__, (_SharedForwardView, cls),
+                                      {"__module__": cls.__module__,
+                                       "__qualname__": cls.__qualname__})
+        except Exception:  # noqa: BLE001 - any class that cannot be subclassed so
+            _VIEW_CLASSES[cls] = None
+    view_cls = _VIEW_CLASSES[cls]
+    if view_cls is None:
+        return module
+    view = object.__new__(view_cls)
+    object.__setattr__(view, "_shared_module", module)
+    object.__setattr__(view, "_shared_name", name)
+    object.__setattr__(view, "_shared_models", models)
+    return view
+
+
 @attrs.define
 class PositionLoss(Loss):
     """Mean squared distance between model outputs and target positions.
@@ -188,11 +366,28 @@ def _weights_match(instance, attribute, value) -> None:
 class CompoundLoss(Loss):
     """L = Σ_k w_k L_k; every part's value and metrics are kept, prefixed with its position
     and name: ``"0.relation"``, ``"0.relation.attraction"``, ``"1.encoded_mi.mi"`` (what a
-    phase's ``validation.metric`` names)."""
+    phase's ``validation.metric`` names).
+
+    ``share_forward`` (default True): within one evaluation (one step's loss) the parts share
+    each forward — a model called again on the same input tensor object (same ``_version``,
+    same other arguments, grad mode and ``training`` flag) returns the first call's output
+    instead of running again, so a step runs the model once, not once per part, and backward
+    sums the parts' gradients through that one graph (the same gradient as two forwards of a
+    deterministic model).  The parts then see ONE forward, as one loss would: one dropout
+    mask, one batch-norm running-statistics update per step (two before), one draw of any
+    randomness inside ``forward`` — the gradient of Σ_k w_k L_k at one sample of the noise.
+    ``share_forward = false``: one forward per part, as before.  Parts need no change: they
+    receive a view of ``models`` whose entries are the real modules behind a thin caching
+    ``__call__`` (attributes, methods, parameters and ``isinstance`` are the module's; nothing
+    is registered or saved); a nested compound shares the outer cache; the cache is dropped
+    when the evaluation ends.  A part that embeds a fresh tensor (``x.index_select(...)``,
+    ``model.network(cached[items])``) gets no hit: only the same tensor object is shared.
+    """
 
     name: ClassVar[str] = "compound"
     losses: list[Any] = block_field("loss", many=True)
     weights: list[float] | None = attrs.field(default=None, validator=_weights_match)
+    share_forward: bool = True
 
     def required_fields(self):
         parts = [loss.required_fields() for loss in self.losses]
@@ -239,6 +434,17 @@ class CompoundLoss(Loss):
             loss.restore_state(saved.get(str(k), {}))
 
     def __call__(self, batch, models, state):
+        if isinstance(models, SharedForwardModels):  # a nested compound: the outer's cache
+            return self._sum(batch, models if self.share_forward else models.unshared, state)
+        if not self.share_forward:
+            return self._sum(batch, models, state)
+        shared = SharedForwardModels(models)
+        try:
+            return self._sum(batch, shared, state)
+        finally:  # no output outlives the evaluation, also on an exception
+            shared.close()
+
+    def _sum(self, batch, models, state):
         weights = self.weights or [1.0] * len(self.losses)
         total, metrics = 0.0, {}
         for k, (loss, w) in enumerate(zip(self.losses, weights)):
@@ -250,4 +456,5 @@ class CompoundLoss(Loss):
         return LossOutput(total, metrics)
 
 
-__all__ = ["Loss", "LossOutput", "PositionLoss", "CompoundLoss", "get_model"]
+__all__ = ["Loss", "LossOutput", "PositionLoss", "CompoundLoss", "SharedForwardModels",
+           "get_model"]
