@@ -555,9 +555,12 @@ def test_the_routine_names_every_slot():
     phase, = spec["phases"]
     assert phase["sampler"]["name"] == "rows_columns" and phase["epochs"] == 200
     loss = phase["loss"]
-    assert loss["name"] == "dii" and loss["ranks"] == "ranks"
-    assert loss["distance_A"] == {"name": "weighted_sqeuclidean", "periods": [6.0, 0.0]}
-    assert loss["distance_B"] == {"name": "weighted_sqeuclidean", "periods": [2.0]}
+    assert loss["name"] == "dii" and loss["ranks"] == {"name": "ranks", "exclude_self": True}
+    # every field with a default of its own (the full form), but the unit the fit fills in
+    assert loss["distance_A"] == {"name": "weighted_sqeuclidean", "periods": [6.0, 0.0],
+                                  "max_elements": 16_000_000}
+    assert loss["distance_B"] == {"name": "weighted_sqeuclidean", "periods": [2.0],
+                                  "max_elements": 16_000_000}
     assert loss["softmax"]["name"] == "gaussian_softmax"
     # final_dii / select_features read the same blocks from [evaluation]
     assert spec["evaluation"] == {"distance_A": loss["distance_A"],

@@ -64,9 +64,10 @@ def test_validation_and_evaluation_follow_a_bound_put_in_the_training_phase():
     cfg = {"recipe": "nwj", "hidden_dims": [8], "epochs": 1, "seed": 0,
            "phases": [{"name": "train", "loss": "smile_loss"}]}
     m, _ = _fit(cfg, x, y)
-    full = m.to_dict(full=True)
-    assert full["phases"][0]["validation"]["loss"] == {"name": "smile_loss"}
-    assert full["evaluation"]["bound"] == {"name": "smile_loss"}
+    full = m.to_dict(full=True)  # (with every field of the block: the full form's defaults)
+    smile = {"name": "smile_loss", "critic": "main", "clip": 5.0}
+    assert full["phases"][0]["validation"]["loss"] == smile
+    assert full["evaluation"]["bound"] == smile
     assert type(m.routine_.phases[0].validation.loss).__name__ == "SMILELoss"
     assert type(m.bound_).__name__ == "SMILELoss"
     # the full form reads back to the same routine (nothing counts as an edit)

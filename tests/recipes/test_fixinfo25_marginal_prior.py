@@ -204,7 +204,8 @@ def test_shortcut_round_trips_and_shows_in_the_full_config(tmp_path, capsys):
     data = tomllib.loads(capsys.readouterr().out)
     assert data["marginal_prior"] == 0.5 and data["marginal_target"] == TARGET
     penalties = data["phases"][0]["loss"]["penalties"]
-    assert penalties == [{"name": "marginal_matching", "weight": 0.5, "target": TARGET}]
+    assert penalties == [{"name": "marginal_matching", "weight": 0.5, "target": TARGET,
+                          "encoder": "encoder", "x_key": "x", "code_key": "code"}]
     assert main(["config", "infomax", "--full"]) == 0
     data = tomllib.loads(capsys.readouterr().out)
     assert data["marginal_prior"] == PRIOR and data["marginal_target"] == TARGET
