@@ -43,7 +43,7 @@ import torch
 
 from infoblocks.blocks.assembly import ShortcutWarning, cap_fields, fill_context, warn_once
 from infoblocks.blocks.data import Dataset, as_tensor, intra_op_threads, resolve_device
-from infoblocks.blocks.errors import ConfigError, ValidationError
+from infoblocks.blocks.errors import ConfigError, ContractError, ValidationError
 from infoblocks.blocks.figures import save_figure
 from infoblocks.blocks.mutual_information import split_sizes
 from infoblocks.blocks.mutual_information.infomax import MARGINAL_TARGETS, WHITENING
@@ -59,7 +59,7 @@ from infoblocks.plugins.registry import get_registry
 from infoblocks.blocks.validators import (non_negative, non_negative_int, one_of, positive,
                                           positive_int, positive_ints)
 
-from .mi_evaluation import (_fields_of, _sampler_name, negative_sampler,
+from .mi_evaluation import (_fields_of, _sampler_name, block_label, negative_sampler,
                             refuse_ignored_negatives, sampler_name)
 
 
@@ -480,10 +480,60 @@ class InfoMax(Recipe):
         except Exception as exc:  # noqa: BLE001 - any failure of user code
             raise ValidationError(f"`encoder_module` failed on a (2, {in_dim}) input: {exc}. It "
                                   f"must map (n, {in_dim}) to (n, {self.n_components}).") from None
-        _check(isinstance(out, torch.Tensor) and tuple(out.shape) == (2, self.n_components),
-               f"`encoder_module` must map (n, {in_dim}) to (n, {self.n_components}); on a "
-               f"(2, {in_dim}) input it returned {tuple(getattr(out, 'shape', ()))}.")
+        self._check_code_width("`encoder_module`", out, in_dim,
+                               "make its forward return n_components columns")
         return module
+
+    def _check_code_width(self, what: str, out: Any, in_dim: int, fix: str) -> None:
+        """A :class:`ContractError` naming the encoder (``what``) where its code ``out`` of two
+        rows is not (2, n_components) (author27-A: a plugin encoder of width 1 for
+        n_components = 2 trained and transformed to one column, silently; a wider one failed in
+        the critic with a broadcasting error that blamed the built-in blocks)."""
+        d = self.n_components
+        if isinstance(out, torch.Tensor) and tuple(out.shape) == (2, d):
+            return
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        width = out.shape[1] if isinstance(out, torch.Tensor) and out.ndim == 2 else None
+        why = ("" if width is None else
+               f": the code (and `transform`) would have {width} column(s)" if width < d else
+               f": the channel and the critic are built for {d} columns")
+        raise ContractError(
+            f"infomax: {what} must map (n, {in_dim}) to (n, {d}) (n_components = {d}); on two "
+            f"rows it returned {got}{why}. {fix[0].upper()}{fix[1:]}"
+            + (f"; or set n_components = {width}." if width else "."))
+
+    def _check_encoder(self, routine: Routine, x: torch.Tensor, spec: dict[str, Any]) -> None:
+        """One call of the built ``models.encoder`` block on two rows, before training (in
+        eval mode, outside the routine's random stream): a code that is not (n, n_components)
+        is a :class:`ContractError` naming the slot, the block, its plugin and the fix.  An
+        encoder that fails on the rows is left to the first step, which names the block."""
+        encoder = routine.models["encoder"]
+        modes = [(m, m.training) for m in encoder.modules()]
+        devices = [routine.device] if routine.device.type == "cuda" else []
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=devices):
+                encoder.eval()
+                out = encoder(x[:2].to(routine.device))
+        except Exception:  # noqa: BLE001 - the first training step reports it, with the block
+            return
+        finally:
+            for module, mode in modes:
+                module.training = mode
+        entry = spec["models"]["encoder"]
+        name = entry if isinstance(entry, str) else entry.get("name") \
+            if isinstance(entry, dict) else getattr(entry, "name", type(entry).__name__)
+        given = entry.get("out_dim") if isinstance(entry, dict) else None
+        if given is not None and given != self.n_components:
+            fix = (f"remove `out_dim` = {given} from [models.encoder] (the recipe fills it with "
+                   "n_components)")
+        elif "out_dim" in (_fields_of("model", name) or ()):
+            fix = ("the recipe fills the block's `out_dim` with n_components: make its "
+                   "network return (n, out_dim)")
+        else:
+            fix = ("give the block an `out_dim` field (the recipe fills it with n_components) "
+                   "and return (n, out_dim)")
+        self._check_code_width(f"the encoder `models.encoder` = model "
+                               f"{block_label('model', name)}", out, x.shape[1], fix)
 
     def build(self, X: Any, init_seed: int | None = None) -> Routine:
         """The routine on standardised ``X`` (n, d): split, encoder and critic, the training
@@ -521,10 +571,13 @@ class InfoMax(Recipe):
         phases = self.build_phases(_capped(spec, n_train, n_test, contexts))
         for phase in phases:
             refuse_ignored_negatives(self.name, phase, sampler_name(self.negatives))
-        return Routine(dataset={"x": x}, models=models,
-                       global_relations=self.build_globals(spec), phases=phases,
-                       device=self.device, seed=self.seed if init_seed is None else init_seed,
-                       verbose=self.verbose)
+        routine = Routine(dataset={"x": x}, models=models,
+                          global_relations=self.build_globals(spec), phases=phases,
+                          device=self.device, seed=self.seed if init_seed is None else init_seed,
+                          verbose=self.verbose)
+        if self.encoder_module is None:  # (a module was checked as it came, in _encoder)
+            self._check_encoder(routine, x, spec)
+        return routine
 
     @staticmethod
     def _critic_input(spec: dict[str, Any]) -> str:
