@@ -36,7 +36,7 @@ import attrs
 import torch
 from torch import nn
 
-from ..base import block_field
+from ..base import _provider, block_field
 from ..errors import ContractError, ValidationError
 from ..losses import Loss, LossOutput, get_model
 from ..models import ACTIVATIONS, MLP, Model, training_rows
@@ -44,7 +44,7 @@ from ..numerics import pca_axes
 from ..state import TrainState
 from ..validators import non_negative, non_negative_int, one_of, positive, positive_int
 from .bounds import MIBound, dv_bound, js_value
-from .scores import BatchScores, critic_pairwise, scalar_output
+from .scores import BatchScores, check_bound_value, critic_pairwise, scalar_output
 
 #: ridge added to the batch covariance before its Cholesky factor (codes are O(1) after the
 #: encoder's bounded output; 1e-4 keeps a nearly collinear batch invertible in float32)
@@ -649,13 +649,13 @@ class InfoMaxLoss(Loss):
                                           nested)
         elif nested:
             scores = self.bound.scores(pairs, models)
-            mi = self.bound.bound(scores)
-            prefix = self._prefix_bounds(pairs, models)
+            mi = self._checked_bound(scores, state)
+            prefix = self._prefix_bounds(pairs, models, state)
             out = self._objective(prefix, pairs, models, state, metrics)
             metrics["nested_mi"] = prefix.mean().detach()
         else:
             scores = self.bound.scores(pairs, models)
-            mi = self.bound.bound(scores)
+            mi = self._checked_bound(scores, state)
             out = self._call_objective(scores, mi, state, metrics)
             metrics["nested_mi"] = mi.detach()
         if self.decorrelation > 0:
@@ -666,8 +666,10 @@ class InfoMaxLoss(Loss):
         if self.penalties:
             with_code = {**_whole_batch(batch, self.x_key, whole_x, shard, marginal_shard),
                          CODE_KEY: clean}
-            for penalty in self.penalties:
+            for k, penalty in enumerate(self.penalties):
                 part = penalty(with_code, models, state)
+                if not isinstance(part.value, torch.Tensor) or part.value.ndim:
+                    self._refuse_penalty(k, part.value, state)
                 out = out + part.value
                 metrics.update(part.metrics)
         return LossOutput(out, {"mi": mi.detach(), **metrics})
@@ -701,14 +703,16 @@ class InfoMaxLoss(Loss):
             negatives = (marginal.keep(pairs["x_marginal"]), marginal.keep(pairs["y_marginal"]))
         scores = self._rank_scores(z, u, negatives, models, shard, nested)
         if not nested:
-            mi = self.bound.bound(scores)
+            mi = self._checked_bound(scores, state)
             metrics["nested_mi"] = mi.detach()
             return self._call_objective(scores, mi, state, metrics), mi
         prefix = self.bound.bound(scores)
         d = z.shape[1]
         if prefix.shape != (d,):
-            raise ValidationError(
-                f"infomax under torchrun: the bound {type(self.bound).__name__} gave shape "
+            raise ContractError(
+                f"infomax under torchrun: the bound "
+                f"{getattr(self.bound, 'name', type(self.bound).__name__)!r}"
+                f"{_provider(self.bound)} in `{self._slot(state)}.bound` gave shape "
                 f"{tuple(prefix.shape)} for the {d} prefixes of the nested bound (expected "
                 f"({d},)): write its bound(scores) with the scores' reductions only, which run "
                 "over the last axis (docs/plugins.md, the bound protocol), or set nested = "
@@ -788,9 +792,36 @@ class InfoMaxLoss(Loss):
                 out.append(BatchScores.from_matrix(critic_pairwise(critic, zk, uk)))
         return out
 
-    def _prefix_bounds(self, pairs, models) -> torch.Tensor:
+    def _prefix_bounds(self, pairs, models, state) -> torch.Tensor:
         self._prefix_cache = self._prefix_scores(pairs, models)
-        return torch.stack([self.bound.bound(s) for s in self._prefix_cache])
+        return torch.stack([self._checked_bound(s, state) for s in self._prefix_cache])
+
+    def _slot(self, state: TrainState) -> str:
+        """``phases.<phase>.loss`` (``.validation.loss`` without gradients): this loss's path."""
+        phase = getattr(state, "phase", None) or "train"
+        return f"phases.{phase}.{'' if torch.is_grad_enabled() else 'validation.'}loss"
+
+    def _checked_bound(self, scores: Any, state: TrainState) -> torch.Tensor:
+        """``bound(scores)``, one value: a bound of another shape is a :class:`ContractError`
+        naming the bound, its plugin and its TOML path (author27-C: a (3,) value was reported
+        as the built-in ``infomax`` loss's)."""
+        value = self.bound.bound(scores)
+        if not isinstance(value, torch.Tensor) or value.ndim:
+            check_bound_value(self.bound, value, (), f"`{self._slot(state)}.bound`")
+        return value
+
+    def _refuse_penalty(self, k: int, value: Any, state: TrainState) -> None:
+        """A penalty whose value is not one number: a :class:`ContractError` naming it, its
+        plugin and its TOML path, where the engine named the ``infomax`` loss (author27-C)."""
+        penalty = self.penalties[k]
+        got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) \
+            else type(value).__name__
+        raise ContractError(
+            f"Phase {state.phase!r}: penalty {getattr(penalty, 'name', type(penalty).__name__)!r}"
+            f"{_provider(penalty)} in `{self._slot(state)}.penalties[{k}]` returned a value "
+            f"(LossOutput.value) that is {got}; a penalty's value is a scalar (a 0-d tensor) "
+            "added to the infomax objective: reduce it over the batch (e.g. `.mean()`; the "
+            f"clean code is `batch[{CODE_KEY!r}]`, (b, d)).")
 
     def _objective(self, prefix: torch.Tensor, pairs, models, state, metrics) -> torch.Tensor:
         # the bound's own objective (MINE's corrected gradient, JS) of each prefix, averaged;
