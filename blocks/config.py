@@ -175,11 +175,45 @@ def _resolved(annotation: Any, cls: type) -> Any:
         return Any
 
 
+#: how a data form (TOML, which has no null; to_dict; a save) spells None for a setting
+#: whose type takes None besides numbers or lists but no string (``patience: int | None``):
+#: the string "none".  A key left out is the setting's default, which is not None for e.g.
+#: ``patience`` (None: no early stopping), so it cannot stand for None there.
+NONE_SPELLING = "none"
+
+
+def spells_none(type_: Any) -> bool:
+    """Whether ``type_`` is a union with None whose other members take no string (so the
+    string :data:`NONE_SPELLING` can only mean None): ``int | None``, ``list[int] | None``,
+    not ``str | None`` nor ``Literal["none", "auto"] | None``."""
+    if typing.get_origin(type_) not in (typing.Union, types.UnionType):
+        return False
+    members = typing.get_args(type_)
+    if type(None) not in members:
+        return False
+    for member in members:
+        if member is type(None):
+            continue
+        if member is str or member is Any or _is_literal(member) or _is_enum(member):
+            return False
+        if _accepted_kinds(member) is None:  # a class, a callable: it might take a string
+            return False
+    return True
+
+
 def _check_value(value: Any, type_: Any) -> Any:
     """``value`` structured as ``type_`` (strict scalars); values of types the converter has no
-    rule for (live objects: modules, callables, arrays) pass unchanged."""
+    rule for (live objects: modules, callables, arrays) pass unchanged.  The string "none"
+    is None where ``type_`` :func:`spells_none`."""
     if type_ is Any or type_ is None:
         return value
+    if isinstance(value, str) and spells_none(type_):
+        if value == NONE_SPELLING:
+            return None
+        others = [t for t in typing.get_args(type_) if t is not type(None)]
+        if all(t in (int, float) for t in others):  # (a list's own message says more)
+            raise ValueError(f"expected {' or '.join(_allowed(t) for t in others)} or "
+                             f'"{NONE_SPELLING}" (None), got {value!r}')
     members = typing.get_args(type_) if typing.get_origin(type_) in (typing.Union,
                                                                      types.UnionType) else ()
     classes = [t for t in (type_, *members) if isinstance(t, type)
@@ -410,4 +444,5 @@ def check_types(obj: Any, label: str, fields: list[attrs.Attribute] | None = Non
         raise ValidationError(f"{label}: {'; '.join(problems)}.")
 
 
-__all__ = ["converter", "structure", "check_types", "check_arguments"]
+__all__ = ["converter", "structure", "check_types", "check_arguments", "spells_none",
+           "NONE_SPELLING"]

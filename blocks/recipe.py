@@ -29,7 +29,8 @@ import numpy as np
 
 from .assembly import SECTIONS, expand_sections, section_field, shortcut_fields
 from .base import Block, not_implemented
-from .config import check_arguments, check_types, structure
+from .config import (NONE_SPELLING, _field_types, check_arguments, check_types, spells_none,
+                     structure)
 from .errors import (ConfigError, InfoblocksError, NotFittedError, RegistryError,
                      ValidationError)
 
@@ -80,6 +81,16 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
+
+
+def _none_is_not_default(cls: type, field: attrs.Attribute) -> bool:
+    """Whether a recipe setting left None must be written (:data:`NONE_SPELLING`): its
+    default is not None (InfoMax's ``patience`` 100, ParametricUMAP's ``pca_dims`` 64), so
+    leaving the key out would read back as that default (author27-1: ``patience=None`` became
+    100 through ``to_toml(full=True)``, ``save`` / ``load`` and ``infoblocks run``'s
+    recipe.toml; the run early-stopped at 169 of 200 epochs)."""
+    return field.default is not None and \
+        spells_none(_field_types(cls).get(field.alias or field.name))
 
 
 def _section_data(value: Any) -> Any:
@@ -785,14 +796,19 @@ class Recipe(Block, metaclass=_CheckedConstructor):
 
     def to_dict(self, full: bool = False) -> dict[str, Any]:
         """``{"recipe": name, **hyperparameters, **sections}`` (transient fields left out;
-        None dropped).  With ``full`` the sections are the expanded routine."""
+        None dropped, except a setting whose default is not None, e.g. ``patience = None``
+        (no early stopping): that is written ``"none"``, which :meth:`from_dict` reads back as
+        None (TOML has no null, and a key left out reads as the default)).  With ``full`` the
+        sections are the expanded routine."""
         out: dict[str, Any] = {RECIPE_KEY: self.name}
         _warn_unregistered(self, [getattr(self, k) for k in SECTIONS])
         for f in attrs.fields(type(self)):
             if f.metadata.get("transient") or not f.init or f.name in SECTIONS:
                 continue
             value = getattr(self, f.name)
-            if value is None:
+            if value is None:  # the default where that is None; else spelt (TOML has no null)
+                if _none_is_not_default(type(self), f):
+                    out[f.name] = NONE_SPELLING
                 continue
             out[f.name] = _plain(cattrs.unstructure(value))
         sections = self.full_sections() if full else {
