@@ -385,6 +385,7 @@ class InfoMax(Recipe):
         spec = super().routine_spec()
         given = {p.get("name"): p for p in self.phases or [] if isinstance(p, dict)}
         self._carry_penalties(spec, given)
+        self._warn_critic_sizes(spec)
         for phase in spec["phases"]:
             validation = phase.get("validation")
             own = given.get(phase.get("name"), {}).get("validation")
@@ -392,6 +393,27 @@ class InfoMax(Recipe):
                     not (isinstance(own, dict) and "loss" in own):
                 validation["loss"] = copy.deepcopy(phase["loss"])
         return spec
+
+    def _warn_critic_sizes(self, spec: dict[str, Any]) -> None:
+        """``critic_hidden_dims`` set while the ``critic`` shortcut is ``"gaussian"`` (the
+        default): that critic has no network, so the sizes fill no block — nor a critic named in
+        ``[models.critic]``, which the shortcut's default does not reach — a
+        :class:`ShortcutWarning` as for every other shortcut that reaches no block (author27-2:
+        ``critic_hidden_dims = [16]`` was dropped with no message)."""
+        if _is_default(self, "critic_hidden_dims") or self.critic != "gaussian":
+            return
+        entry = spec["models"].get("critic")
+        name = entry if isinstance(entry, str) else entry.get("name") \
+            if isinstance(entry, dict) else getattr(entry, "name", type(entry).__name__)
+        own = "" if name == CRITICS["gaussian"][0] else (
+            f"; [models.critic] names {block_label('model', name)}, which the shortcut does "
+            "not fill: give it the sizes in its own table")
+        warn_once(self, ShortcutWarning(
+            f"{self.name}: `critic_hidden_dims` = {self.critic_hidden_dims!r} reaches no "
+            f"block: it sizes the critic network of critic = \"joint\" or \"separable\", and "
+            f"`critic` is \"gaussian\" (gaussian_channel_critic: no network, one learnt scale "
+            f"per prefix){own}. Set critic = \"joint\" or \"separable\" to train a critic "
+            "network, or remove `critic_hidden_dims`."), stacklevel=3)
 
     def _carry_penalties(self, spec: dict[str, Any], given: dict[str, Any]) -> None:
         """The penalty shortcuts (:data:`PENALTY_SHORTCUTS`) in a ``penalties`` list the
