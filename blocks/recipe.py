@@ -83,6 +83,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Whether two settings are equal (arrays by value; live objects by identity)."""
+    if a is b:
+        return True
+    try:
+        return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) or \
+            isinstance(b, np.ndarray) else bool(_plain(a) == _plain(b))
+    except Exception:  # noqa: BLE001 - objects without a plain equality
+        return False
+
+
 def _none_is_not_default(cls: type, field: attrs.Attribute) -> bool:
     """Whether a recipe setting left None must be written (:data:`NONE_SPELLING`): its
     default is not None (InfoMax's ``patience`` 100, ParametricUMAP's ``pca_dims`` 64), so
@@ -421,6 +432,9 @@ class Recipe(Block, metaclass=_CheckedConstructor):
     callbacks: list[Any] | None = None
     #: the fitted routine (``fit`` sets it); :meth:`save` writes it, :meth:`load` reads it
     routine_: Any = attrs.field(init=False, default=None, repr=False, eq=False)
+    #: what the last training ran with (models and phases as data, the settings, the phase
+    #: objects), for a warm fit to compare with (:meth:`_apply_warm_changes`)
+    _trained: Any = attrs.field(init=False, default=None, repr=False, eq=False)
 
     def build(self, *data: Any) -> Any:
         raise not_implemented(self, "build")
@@ -439,7 +453,9 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         same command line starts a run and continues it after a kill).  ``warm_start=True``
         continues this process's previous run of the routine (weights, optimizer and loss
         state): pass the fitted ``self.routine_`` again, not a newly built one (refused with
-        a :class:`~infoblocks.blocks.errors.ContractError`: it would start over).  A model of
+        a :class:`~infoblocks.blocks.errors.ContractError`: it would start over); settings
+        changed by ``set_params`` since are applied or refused (:meth:`_apply_warm_changes`).
+        A model of
         the ``models`` section that ``routine`` does not hold is refused (nothing would read
         it).  Returns the routine."""
         if isinstance(resume, (str, Path)):
@@ -453,13 +469,123 @@ class Recipe(Block, metaclass=_CheckedConstructor):
                               f"{resume!r}.")
         self._check_warm_routine(routine, warm_start)
         self._check_built_models(routine)
+        spec = self._trained_spec_now()
+        if warm_start is True and routine is self.routine_:
+            self._apply_warm_changes(routine, spec, phases)
         observers = self.build_callbacks()
         routine.callbacks.extend(observers)
         try:
-            return routine.train(phases=phases, checkpoint=checkpoint, resume=resume,
-                                 warm_start=warm_start, checkpoint_every=checkpoint_every)
+            trained = routine.train(phases=phases, checkpoint=checkpoint, resume=resume,
+                                    warm_start=warm_start, checkpoint_every=checkpoint_every)
         finally:  # a later fit builds its own: none is left behind on the routine
             routine.callbacks = [cb for cb in routine.callbacks if cb not in observers]
+        params, before = self._warm_params(), self._trained
+        kept = before[2] if before is not None and before[0] == spec and all(
+            _same(v, before[1].get(k)) for k, v in params.items()) else []
+        # (the phases of every routine trained with these settings: InfoMax's n_init
+        # restarts train several, and keeps one)
+        self._trained = (spec, params, [*kept, *routine.phases][-64:])
+        return trained
+
+    #: settings a warm fit takes as they are now without a look at the routine: they set how
+    #: this fit runs, not what it continues
+    _WARM_FREE: ClassVar[frozenset[str]] = frozenset(
+        {"warm_start", "verbose", "threads", "callbacks", "device"})
+    #: phase keys a warm fit applies to the phase it continues (author27-D)
+    _WARM_APPLIED: ClassVar[tuple[str, ...]] = ("epochs", "learning_rate")
+
+    def _trained_spec_now(self) -> dict[str, Any] | None:
+        """The models and phases as data, to compare a later warm fit's settings with (None
+        where the recipe cannot expand its sections: a routine of its own)."""
+        import warnings
+
+        from .assembly import _WARNED
+
+        shown = set(_WARNED.get(id(self), ()))
+        try:
+            with warnings.catch_warnings():  # (the fit itself warns what there is to warn)
+                warnings.simplefilter("ignore")
+                spec = self.routine_spec()
+            return {k: _section_data(spec.get(k)) for k in ("models", "phases")}
+        except Exception:  # noqa: BLE001 - a recipe without sections of its own
+            return None
+        finally:  # ... and warn_once still shows what this look did not
+            if id(self) in _WARNED:
+                _WARNED[id(self)] = shown
+
+    def _warm_params(self) -> dict[str, Any]:
+        import copy
+
+        out = {}
+        for key, value in self.get_params().items():
+            if key in self._WARM_FREE:
+                continue
+            try:
+                out[key] = copy.deepcopy(value)
+            except Exception:  # noqa: BLE001 - a live object: compared by identity
+                out[key] = value
+        return out
+
+    def _apply_warm_changes(self, routine: Any, spec: dict[str, Any] | None,
+                            running: Any = None) -> None:
+        """A warm fit after ``set_params``: the settings changed since the last fit reach the
+        routine it continues, or are refused.  A phase's ``epochs`` and ``learning_rate``
+        are applied to the phase it continues (the optimizer's state is kept, its learning
+        rates scaled to the new one); any other change of the models or of a continued
+        phase (a block, a penalty's weight, the critic) is a :class:`ConfigError` naming it
+        (author27-D: it was ignored while ``get_params()`` reported it).  A recipe whose warm
+        fit rebuilds a phase from its settings (IMNN, DII) has that phase's changes applied;
+        a phase the warm fit does not run (``running``: UMAP continues its last one) is not
+        looked at."""
+        trained = getattr(self, "_trained", None)
+        if trained is None or spec is None or trained[0] is None:
+            return  # a loaded model, or a recipe without sections: nothing to compare with
+        then, params, phases = trained
+        changed = [k for k, v in self._warm_params().items()
+                   if k in params and not _same(v, params[k])]
+        if not changed:
+            return
+        from .routine import _differences
+
+        refused: list[str] = []
+        if then["models"] != spec["models"]:
+            refused.append(_differences(then["models"], spec["models"], "models"))
+        applied: list[tuple[Any, str, Any, Any]] = []
+        old_phases = {p.get("name"): p for p in then["phases"] if isinstance(p, dict)}
+        new_phases = {p.get("name"): p for p in spec["phases"] if isinstance(p, dict)}
+        for phase in routine.phases:
+            if not any(phase is p for p in phases) or (
+                    running is not None and phase.name not in running):
+                continue  # rebuilt by the recipe's own warm fit (it has the new settings), or
+                # not run by it
+            old, new = old_phases.get(phase.name), new_phases.get(phase.name)
+            if old is None or new is None:
+                refused.append(f"phases.{phase.name}: {'gone' if new is None else 'new'}")
+                continue
+            rest = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+            for key in sorted(rest):
+                if key in self._WARM_APPLIED and new.get(key) is not None:
+                    applied.append((phase, key, old.get(key), new[key]))
+                    rest.discard(key)
+            if rest:
+                refused.append(_differences({k: old.get(k, "(unset)") for k in rest},
+                                            {k: new.get(k, "(unset)") for k in rest},
+                                            f"phases.{phase.name}"))
+        refused += [f"phases.{n}: new" for n in new_phases if n not in old_phases]
+        if refused:
+            raise ConfigError(
+                f"{self.name}.fit(warm_start=True) continues the fitted models and phases, "
+                f"but {', '.join(f'`{k}`' for k in changed)} changed since the last fit, "
+                f"which a warm fit cannot take ({'; '.join(refused)}); it takes a changed "
+                "`epochs` and `learning_rate` only. Fit with warm_start=False for a new fit "
+                "with these settings, or set them back.")
+        for phase, key, before, after in applied:
+            setattr(phase, key, after)
+            if key == "learning_rate" and phase.last_run is not None and before:
+                for group in phase.last_run["optimizer"].get("param_groups", []):
+                    for name in ("lr", "initial_lr"):  # the groups' own ratios kept
+                        if isinstance(group.get(name), (int, float)):
+                            group[name] = group[name] * after / before
 
     def _check_warm_routine(self, routine: Any, warm_start: Any) -> None:
         """``warm_start=True`` with a fitted ``routine_`` while ``routine`` is another one (a
