@@ -11,6 +11,7 @@ the contracts keep working, they only lose the early error.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -308,7 +309,54 @@ def check_whole_batch(phase: TrainingPhase, value: torch.Tensor, state: TrainSta
             "whose mean over the ranks is the whole batch's is meant.")
 
 
-__all__ = ["BatchType", "ContractError", "check_loss_value", "check_phase", "check_shard",
-           "check_whole_batch",
+class NoGradientWarning(UserWarning):
+    """A model that a phase trains got no gradient on the phase's first step
+    (:func:`check_gradients`)."""
+
+
+def _model_label(name: str, state: TrainState) -> str:
+    """```models.name``` and, where a registered block built it, ``(model 'x', plugin 'p')``."""
+    block = (getattr(state, "model_blocks", None) or {}).get(name)
+    if not isinstance(block, str):
+        return f"`models.{name}`"
+    try:
+        from infoblocks.plugins.registry import get_registry
+
+        plugin = get_registry().entry("model", block).plugin
+    except Exception:  # noqa: BLE001 - informative only
+        plugin = "builtin"
+    return f"`models.{name}` (model {block!r}" + (
+        ")" if plugin == "builtin" else f", plugin {plugin!r})")
+
+
+def check_gradients(phase: TrainingPhase, state: TrainState, trained: Iterable[str]) -> None:
+    """After the phase's first backward: a model that the phase trains (``trained``: in its
+    optimizer) and its loss uses (``required_models``), with trainable parameters none of
+    which got a gradient, is named in a :class:`NoGradientWarning` — the loss's value does not
+    depend on it, so the optimizer never moves it (author27-B: an InfoMax encoder whose forward
+    ended in ``.detach()`` left the encoder at its initialisation, only the critic trained,
+    with no message).  A warning, not an error: a loss may read a model under ``no_grad`` on
+    purpose (``position``'s ``target_model``) in a phase that does not list ``trainable``."""
+    used = getattr(phase.loss, "required_models", lambda: None)()
+    for name in trained:
+        if not used or name not in used or name not in state.models:
+            continue
+        params = [p for p in state.models[name].parameters() if p.requires_grad]
+        if not params or any(p.grad is not None for p in params):
+            continue
+        others = sorted(n for n in trained if n != name)
+        warnings.warn(
+            f"Phase {phase.name!r}: {_model_label(name, state)} has {len(params)} trainable "
+            f"parameter tensor(s) and none got a gradient from {_label(phase.loss)} on the "
+            "first step: the loss does not depend on them (a `.detach()`, `torch.no_grad()` "
+            "or a conversion to numpy in the model's forward?), so the optimizer never moves "
+            "the model. Remove what cuts the gradient; or, to hold the model fixed on purpose, "
+            f"list the models the phase trains in `phases.{phase.name}.trainable` "
+            f"(= {others}) or set requires_grad = False on its parameters.",
+            NoGradientWarning, stacklevel=3)
+
+
+__all__ = ["BatchType", "ContractError", "NoGradientWarning", "check_gradients",
+           "check_loss_value", "check_phase", "check_shard", "check_whole_batch",
            "check_yields", "ITEMS",
            "EDGES", "MARGINAL_PAIRS", "ROWS_COLS", "SIMULATIONS"]

@@ -25,8 +25,8 @@ import torch
 
 from .base import BUILTIN, CheckedKeywords, as_data, block_field, block_origin
 from .callbacks import Callback, EarlyStopping
-from .contracts import (check_loss_value, check_phase, check_shard, check_whole_batch,
-                        check_yields)
+from .contracts import (check_gradients, check_loss_value, check_phase, check_shard,
+                        check_whole_batch, check_yields)
 from .errors import ContractError, NumericalError, ValidationError
 from .optim import OptimizerBlock, make_adam
 from .schedules import Schedule, build_schedule, checked_factor, schedule_spec
@@ -443,6 +443,8 @@ class TrainingPhase(CheckedKeywords):
                         p.grad = g if p.grad is None else p.grad + g
                 else:
                     value.backward()
+                if first:  # a trained model the loss's value does not reach (a detach)
+                    check_gradients(self, state, trained)
                 if sharded:  # the mean gradient of the whole batch, on every rank
                     state.dist.average_gradients(params)
                 if self.grad_clip:
