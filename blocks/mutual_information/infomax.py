@@ -710,13 +710,12 @@ class InfoMaxLoss(Loss):
         d = z.shape[1]
         if prefix.shape != (d,):
             raise ContractError(
-                f"infomax under torchrun: the bound "
-                f"{getattr(self.bound, 'name', type(self.bound).__name__)!r}"
-                f"{_provider(self.bound)} in `{self._slot(state)}.bound` gave shape "
+                f"infomax under torchrun: the bound {type(self.bound).__name__} gave shape "
                 f"{tuple(prefix.shape)} for the {d} prefixes of the nested bound (expected "
-                f"({d},)): write its bound(scores) with the scores' reductions only, which run "
-                "over the last axis (docs/plugins.md, the bound protocol), or set nested = "
-                "false.")
+                f"({d},); loss {getattr(self.bound, 'name', type(self.bound).__name__)!r}"
+                f"{_provider(self.bound)} in `{self._slot(state)}.bound`): write its "
+                "bound(scores) with the scores' reductions only, which run over the last axis "
+                "(docs/plugins.md, the bound protocol), or set nested = false.")
         metrics["nested_mi"] = prefix.mean().detach()
         mi = prefix[-1]  # the whole code's bound (the last prefix is every coordinate)
         if type(self.bound).objective in _STACKED_OBJECTIVES:  # one value per prefix at once
