@@ -21,7 +21,7 @@ def test_minee_below_zero_names_rank_standardisation():
     x, y = pair(400)
     with pytest.warns(MIConvergenceWarning, match=r"below zero.*set standardize=\"rank\" "
                       r"\(now True\)"):
-        MINEE(epochs=1, learning_rate=1e-7, init_std=1.0, seed=0).fit(x, y)
+        MINEE(epochs=1, learning_rate=1e-7, init_std=1.0, seed=0, standardize=True).fit(x, y)
 
 
 def test_a_rank_standardised_recipe_is_not_told_to_use_ranks():
