@@ -553,12 +553,20 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         applied: list[tuple[Any, str, Any, Any]] = []
         old_phases = {p.get("name"): p for p in then["phases"] if isinstance(p, dict)}
         new_phases = {p.get("name"): p for p in spec["phases"] if isinstance(p, dict)}
+        reused = False
         for phase in routine.phases:
-            if not any(phase is p for p in phases) or (
-                    running is not None and phase.name not in running):
-                continue  # rebuilt by the recipe's own warm fit (it has the new settings), or
-                # not run by it
+            if running is not None and phase.name not in running:
+                continue  # not run by this fit
             old, new = old_phases.get(phase.name), new_phases.get(phase.name)
+            if not any(phase is p for p in phases):  # rebuilt by the recipe's own warm fit
+                # (IMNN, DII): it has the new settings, but the optimizer state it continues
+                # has the old learning rate (DII's 0.01 -> 0.1 ran at 0.01)
+                rate = "learning_rate"
+                if old is not None and new is not None and new.get(rate) is not None \
+                        and old.get(rate) != new.get(rate):
+                    applied.append((phase, rate, old.get(rate), new[rate]))
+                continue
+            reused = True
             if old is None or new is None:
                 refused.append(f"phases.{phase.name}: {'gone' if new is None else 'new'}")
                 continue
@@ -571,7 +579,8 @@ class Recipe(Block, metaclass=_CheckedConstructor):
                 refused.append(_differences({k: old.get(k, "(unset)") for k in rest},
                                             {k: new.get(k, "(unset)") for k in rest},
                                             f"phases.{phase.name}"))
-        refused += [f"phases.{n}: new" for n in new_phases if n not in old_phases]
+        if reused:
+            refused += [f"phases.{n}: new" for n in new_phases if n not in old_phases]
         if refused:
             raise ConfigError(
                 f"{self.name}.fit(warm_start=True) continues the fitted models and phases, "

@@ -85,3 +85,16 @@ def test_a_cold_fit_takes_any_change():
     model.set_params(hidden_dims=[8], epochs=1)
     fit(model, A, B)
     assert len(model.history_) == 1
+
+
+def test_a_recipe_that_rebuilds_its_phases_gets_the_new_learning_rate_too():
+    """DII (and IMNN) rebuild their phases on a warm fit, from the new settings, but the
+    optimizer state they continue held the old rate: 0.01 -> 0.1 ran at 0.01."""
+    from infoblocks.recipes.dii import DII
+
+    a = RNG.normal(size=(200, 4)).astype(np.float32)
+    model = fit(DII(epochs=3, seed=0, warm_start=True, learning_rate=0.01), a, a[:, :2] * 2)
+    model.set_params(epochs=2, learning_rate=0.1)
+    fit(model, a, a[:, :2] * 2)
+    rows = model.routine_.history.rows
+    assert [row["lr"] for row in rows] == pytest.approx([0.01] * 3 + [0.1] * 2)
