@@ -94,6 +94,16 @@ def _same(a: Any, b: Any) -> bool:
         return False
 
 
+def _data_copy(value: Any) -> Any:
+    """``value`` with its plain containers and arrays copied; anything else as it is."""
+    if isinstance(value, dict):
+        return {k: _data_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_data_copy(v) for v in value) if type(value) in (list, tuple) \
+            else value
+    return value.copy() if isinstance(value, np.ndarray) else value
+
+
 def _none_is_not_default(cls: type, field: attrs.Attribute) -> bool:
     """Whether a recipe setting left None must be written (:data:`NONE_SPELLING`): its
     default is not None (InfoMax's ``patience`` 100, ParametricUMAP's ``pca_dims`` 64), so
@@ -514,17 +524,12 @@ class Recipe(Block, metaclass=_CheckedConstructor):
                 _WARNED[id(self)] = shown
 
     def _warm_params(self) -> dict[str, Any]:
-        import copy
-
-        out = {}
-        for key, value in self.get_params().items():
-            if key in self._WARM_FREE:
-                continue
-            try:
-                out[key] = copy.deepcopy(value)
-            except Exception:  # noqa: BLE001 - a live object: compared by identity
-                out[key] = value
-        return out
+        """The settings a later warm fit compares with: plain data copied (a list edited in
+        place later is a change), live objects (a torch module, a callable) held as they are
+        and compared by identity — a deep copy of ``encoder_module`` per fit doubled its memory
+        and never compared equal to the module it was copied from."""
+        return {key: _data_copy(value) for key, value in self.get_params().items()
+                if key not in self._WARM_FREE}
 
     def _apply_warm_changes(self, routine: Any, spec: dict[str, Any] | None,
                             running: Any = None) -> None:
