@@ -28,7 +28,7 @@ import cattrs
 import numpy as np
 
 from .assembly import SECTIONS, expand_sections, section_field, shortcut_fields
-from .base import Block, not_implemented
+from .base import Block, as_data, not_implemented
 from .config import (NONE_SPELLING, _field_types, check_arguments, check_types, spells_none,
                      structure)
 from .errors import (ConfigError, InfoblocksError, NotFittedError, RegistryError,
@@ -279,6 +279,41 @@ def _plugin_defaults(spec: dict[str, Any], evaluation_kinds: dict[str, str],
         return {**table, **defaults}
 
     return map_block_slots(spec, evaluation_kinds, filled)
+
+
+def _spelt_nones(spec: dict[str, Any], evaluation_kinds: dict[str, str]) -> dict[str, Any]:
+    """``spec`` (sections as data, before None is dropped) with each block table's option set
+    to None written :data:`NONE_SPELLING` where the block's own default is not None and its
+    type :func:`spells_none` — as a recipe setting is (TOML has no null, and an option left
+    out reads back as the default: a sampler's ``batch_size = None``, the whole pool, came
+    back as 100 through ``to_dict`` / ``to_toml`` / ``save``).  Nested blocks (a loss's
+    ``kernel``, a compound's ``losses``) too; a table of an unknown block stays as it is."""
+    from .base import default_data
+    from infoblocks.plugins.registry import get_registry
+
+    registry = get_registry()
+
+    def spell(kind: str, value: Any, where: str) -> Any:
+        name = value.get("name") if isinstance(value, dict) else None
+        if not isinstance(name, str) or (kind, name) not in registry:
+            return value
+        block = registry.entry(kind, name).block
+        if not attrs.has(block):
+            return value
+        table, types = dict(value), _field_types(block)
+        for f in attrs.fields(block):
+            key = f.alias or f.name
+            if key not in table:
+                continue
+            if f.metadata.get("block_kind"):
+                table[key] = visit_entry(f.metadata["block_kind"], table[key],
+                                         f"{where}.{key}", spell)
+            elif table[key] is None and spells_none(types.get(f.name)) and \
+                    default_data(f) not in (None, attrs.NOTHING):
+                table[key] = NONE_SPELLING
+        return table
+
+    return map_block_slots(spec, evaluation_kinds, spell)
 
 
 def _strings(value: Any) -> list[str]:
@@ -955,18 +990,25 @@ class Recipe(Block, metaclass=_CheckedConstructor):
             k: getattr(self, k) for k in SECTIONS if getattr(self, k) is not None}
         if full:  # what is written as what runs names blocks that exist
             self._check_block_names(sections)
+        data = self._sections_data(sections)
         for key in SECTIONS:
             value = sections.get(key)
             if value or (key in sections and not full):
-                out[key] = _section_data(value)
+                out[key] = data[key]
         if full:  # what the sections were expanded from: an edited shortcut reaches them
             out[EXPANDED_KEY] = {f.name: out[f.name] for f in shortcut_fields(type(self))
                                  if f.name in out}
-            written = {k: _section_data(getattr(self, k)) for k in SECTIONS
-                       if getattr(self, k)}
+            written = self._sections_data({k: getattr(self, k) for k in SECTIONS
+                                           if getattr(self, k)})
             if written:
                 out[EXPANDED_KEY][WRITTEN_SECTIONS_KEY] = written
         return out
+
+    def _sections_data(self, sections: dict[str, Any]) -> dict[str, Any]:
+        """``sections`` as plain data, a block option set to None spelt where it must be
+        (:func:`_spelt_nones`)."""
+        data = {k: cattrs.unstructure(as_data(v)) for k, v in sections.items()}
+        return {k: _plain(v) for k, v in _spelt_nones(data, self.evaluation_kinds).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
@@ -1018,7 +1060,7 @@ class Recipe(Block, metaclass=_CheckedConstructor):
                               "the file was written from (remove it to read the sections as they "
                               "are).")
         then = structure({**expanded, **written_from}, cls, path)
-        dumped = {k: _section_data(v) for k, v in then.full_sections().items()}
+        dumped = then._sections_data(then.full_sections())
         edits = section_edits({k: getattr(self, k) for k in SECTIONS}, dumped)
         self._check_edited_phases(then, dumped, edits)
         sections = apply_edits({k: getattr(then, k) for k in SECTIONS}, edits, self.name)
