@@ -94,6 +94,12 @@ def _same(a: Any, b: Any) -> bool:
         return False
 
 
+def _brief(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a module's repr runs to pages)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
 def _data_copy(value: Any) -> Any:
     """``value`` with its plain containers and arrays copied; anything else as it is."""
     if isinstance(value, dict):
@@ -538,25 +544,47 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         {"warm_start", "verbose", "threads", "callbacks", "device"})
     #: phase keys a warm fit applies to the phase it continues (author27-D)
     _WARM_APPLIED: ClassVar[tuple[str, ...]] = ("epochs", "learning_rate")
+    #: settings this recipe's warm fit takes as they are now although the models and phases
+    #: it continues do not show them: read after training, or again on every fit (MI's
+    #: ``n_subsamples``, read by ``estimate``).  A section named here (``"evaluation"``: a
+    #: recipe that builds its evaluation blocks from the settings on every fit or use) also
+    #: covers the shortcuts whose change reaches only that section (UMAP's
+    #: ``transform_epochs``).  Any other change that the models and phases do not show is
+    #: refused on a warm fit (:meth:`_apply_warm_changes`): the routine it continues was
+    #: built with the old value (InfoMax's ``scaling``, a split's ``test_fraction``, a graph's
+    #: ``n_neighbors``).  A plugin recipe names here the settings its own warm fit re-reads.
+    warm_fit_reads: ClassVar[frozenset[str]] = frozenset()
 
-    def _trained_spec_now(self) -> dict[str, Any] | None:
-        """The models and phases as data, to compare a later warm fit's settings with (None
-        where the recipe cannot expand its sections: a routine of its own)."""
+    def _spec_sections(self, **override: Any) -> dict[str, Any] | None:
+        """The expanded sections as data, with the settings ``override`` in place of this
+        recipe's (put back after): what a setting's change reaches (None where the recipe
+        cannot expand its sections, or not with ``override``)."""
         import warnings
 
         from .assembly import _WARNED
 
         shown = set(_WARNED.get(id(self), ()))
+        before = {key: getattr(self, key) for key in override}
         try:
+            for key, value in override.items():  # (a value this recipe held: no checks)
+                object.__setattr__(self, key, value)
             with warnings.catch_warnings():  # (the fit itself warns what there is to warn)
                 warnings.simplefilter("ignore")
                 spec = self.routine_spec()
-            return {k: _section_data(spec.get(k)) for k in ("models", "phases")}
+            return {k: _section_data(spec.get(k)) for k in SECTIONS}
         except Exception:  # noqa: BLE001 - a recipe without sections of its own
             return None
         finally:  # ... and warn_once still shows what this look did not
+            for key, value in before.items():
+                object.__setattr__(self, key, value)
             if id(self) in _WARNED:
                 _WARNED[id(self)] = shown
+
+    def _trained_spec_now(self) -> dict[str, Any] | None:
+        """The models and phases as data, to compare a later warm fit's settings with (None
+        where the recipe cannot expand its sections: a routine of its own)."""
+        sections = self._spec_sections()
+        return None if sections is None else {k: sections[k] for k in ("models", "phases")}
 
     def _warm_params(self) -> dict[str, Any]:
         """The settings a later warm fit compares with: plain data copied (a list edited in
@@ -565,6 +593,31 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         and never compared equal to the module it was copied from."""
         return {key: _data_copy(value) for key, value in self.get_params().items()
                 if key not in self._WARM_FREE}
+
+    def _unseen_changes(self, changed: list[str], params: dict[str, Any]) -> list[str]:
+        """Of the settings ``changed`` since the last fit, those whose change a warm fit would
+        not take: each is set back alone to its value then and the sections compared with
+        those now.  A change that shows in the models or phases is left to the comparison of
+        those (:meth:`_apply_warm_changes`); one that shows only in the ``globals`` (a split,
+        a graph: computed once per routine) or ``evaluation`` section, or in none (a setting
+        the recipe's fit reads itself: InfoMax's ``scaling``, MI's ``standardize``), is
+        refused unless :attr:`warm_fit_reads` names it or that section (fix28w: each was
+        accepted and ignored while ``get_params()`` reported it)."""
+        now = self._spec_sections()
+        if now is None:
+            return []
+        reads = self.warm_fit_reads
+        unseen = []
+        for key in changed:
+            then = self._spec_sections(**{key: params[key]})
+            if then is None:  # not expandable with the old value alone: left to the
+                continue      # comparison of the models and phases, as before
+            reached = {k for k in SECTIONS if then[k] != now[k]}
+            # (its models and phases part: compared by the caller)
+            rest = reached - {"models", "phases"} - reads if reached else {"none"}
+            if rest and key not in reads:
+                unseen.append(key)
+        return unseen
 
     def _apply_warm_changes(self, routine: Any, spec: dict[str, Any] | None,
                             running: Any = None) -> None:
@@ -575,8 +628,9 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         phase (a block, a penalty's weight, the critic) is a :class:`ConfigError` naming it
         (author27-D: it was ignored while ``get_params()`` reported it).  A recipe whose warm
         fit rebuilds a phase from its settings (IMNN, DII) has that phase's changes applied;
-        a phase the warm fit does not run (``running``: UMAP continues its last one) is not
-        looked at."""
+        a change of a phase the warm fit does not run (``running``: UMAP continues its last
+        one) is refused, and so is a setting whose change the models and phases do not show
+        unless the recipe's :attr:`warm_fit_reads` names it (:meth:`_unseen_changes`)."""
         trained = getattr(self, "_trained", None)
         if trained is None or spec is None or trained[0] is None:
             return  # a loaded model, or a recipe without sections: nothing to compare with
@@ -587,7 +641,11 @@ class Recipe(Block, metaclass=_CheckedConstructor):
             return
         from .routine import _differences
 
-        refused: list[str] = []
+        unseen = self._unseen_changes(changed, params)
+        now = self._warm_params()
+        refused: list[str] = [
+            f"`{key}`: {_brief(params[key])} then, {_brief(now[key])} now (a warm fit "
+            "keeps what the last fit made of it)" for key in unseen]
         if then["models"] != spec["models"]:
             refused.append(_differences(then["models"], spec["models"], "models"))
         applied: list[tuple[Any, str, Any, Any]] = []
@@ -595,9 +653,13 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         new_phases = {p.get("name"): p for p in spec["phases"] if isinstance(p, dict)}
         reused = False
         for phase in routine.phases:
-            if running is not None and phase.name not in running:
-                continue  # not run by this fit
             old, new = old_phases.get(phase.name), new_phases.get(phase.name)
+            if running is not None and phase.name not in running:
+                if old is not None and new is not None and old != new:  # (ignored before)
+                    refused.append(
+                        _differences(old, new, f"phases.{phase.name}") + " (a phase this warm "
+                        f"fit does not run: it continues {', '.join(map(repr, running))})")
+                continue  # not run by this fit
             if not any(phase is p for p in phases):  # rebuilt by the recipe's own warm fit
                 # (IMNN, DII): it has the new settings, but the optimizer state it continues
                 # has the old learning rate (DII's 0.01 -> 0.1 ran at 0.01)
@@ -622,12 +684,14 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         if reused:
             refused += [f"phases.{n}: new" for n in new_phases if n not in old_phases]
         if refused:
+            named = unseen if len(refused) == len(unseen) else changed
+            takes = [f"`{k}`" for k in (*self._WARM_APPLIED, *sorted(self.warm_fit_reads))]
             raise ConfigError(
                 f"{self.name}.fit(warm_start=True) continues the fitted models and phases, "
-                f"but {', '.join(f'`{k}`' for k in changed)} changed since the last fit, "
+                f"but {', '.join(f'`{k}`' for k in named)} changed since the last fit, "
                 f"which a warm fit cannot take ({'; '.join(refused)}); it takes a changed "
-                "`epochs` and `learning_rate` only. Fit with warm_start=False for a new fit "
-                "with these settings, or set them back.")
+                f"{', '.join(takes[:-1])} or {takes[-1]} only. Fit with warm_start=False for a "
+                "new fit with these settings, or set them back.")
         for phase, key, before, after in applied:
             setattr(phase, key, after)
             if key == "learning_rate" and phase.last_run is not None and before:

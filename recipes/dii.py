@@ -347,6 +347,9 @@ class DII(DIIEvaluation, DIIPersistence, Recipe):
     full_defaults: ClassVar[bool] = True
     #: ... but the distances' ``unit``, which the fit fills from the data it is given
     full_defaults_skip: ClassVar[frozenset[str]] = frozenset({"unit"})
+    #: read again by a warm fit (its history's column) or at every evaluation
+    warm_fit_reads: ClassVar[frozenset[str]] = frozenset(
+        {"dii_per_epoch", "max_elements", "evaluation"})
 
     name: ClassVar[str] = "dii"
     summary: ClassVar[str] = ("Differentiable Information Imbalance: learn feature weights of A "

@@ -227,6 +227,8 @@ class IMNN(PosteriorInference, Recipe):
                               "the Fisher information (Charnock et al. 2018)")
     presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
     evaluation_kinds: ClassVar[dict[str, str]] = {"statistics": "loss"}
+    #: a warm fit builds the statistics block (and its phases) from the settings again
+    warm_fit_reads: ClassVar[frozenset[str]] = frozenset({"evaluation"})
 
     n_summaries: int | None = attrs.field(default=None, validator=optional(positive_int))
     #: one number per parameter; a single number for one parameter (``5.0`` is ``[5.0]``)

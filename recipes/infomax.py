@@ -178,6 +178,8 @@ class InfoMax(Recipe):
     run_inputs: ClassVar[tuple[str, ...]] = ("X|data",)
     #: the full form writes every block's defaults (every knob; :attr:`Recipe.full_defaults`)
     full_defaults: ClassVar[bool] = True
+    #: a warm fit re-reads no setting beyond the continued phase's epochs / learning_rate
+    warm_fit_reads: ClassVar[frozenset[str]] = frozenset()
 
     name: ClassVar[str] = "infomax"
     summary: ClassVar[str] = "InfoMax: an encoder trained to maximise a bound on I(X; f(X))"

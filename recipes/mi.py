@@ -113,6 +113,8 @@ class NeuralMIEstimator(Recipe):
     run_inputs: ClassVar[tuple[str, ...]] = ("x", "y")
 
     evaluation_kinds: ClassVar[dict[str, str]] = {"bound": "loss"}
+    #: read again by a warm fit: the interval's subsamples (``estimate``), ``run``'s split
+    warm_fit_reads: ClassVar[frozenset[str]] = frozenset({"n_subsamples", "split_at"})
     training_bound: ClassVar[str] = ""
     validation_bound: ClassVar[str] = ""
     final_bound: ClassVar[str] = "dv"

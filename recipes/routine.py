@@ -95,6 +95,8 @@ class RoutineRecipe(Recipe):
     name: ClassVar[str] = "routine"
     summary: ClassVar[str] = ("a routine of your own: globals, models and phases named block "
                               "by block in the config")
+    #: read by ``transform``, not by the routine a warm fit continues
+    warm_fit_reads: ClassVar[frozenset[str]] = frozenset({"output_model"})
 
     #: the dataset keys of the arrays ``fit(*arrays)`` / ``--data`` give, in order
     arrays: list[str] = attrs.field(factory=lambda: ["data"], validator=_array_names)

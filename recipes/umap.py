@@ -682,6 +682,8 @@ class EmbeddingRecipe(Recipe):
     #: ``[evaluation] placement``: the block (kind ``placement``) that :meth:`transform` places
     #: new points with; a plugin's by name (docs/plugins.md)
     evaluation_kinds: ClassVar[dict[str, str]] = {"placement": "placement"}
+    #: the placement is built from the settings at every fit and transform
+    warm_fit_reads: ClassVar[frozenset[str]] = frozenset({"evaluation"})
 
     def default_evaluation(self) -> dict[str, Any]:
         """``placement``: umap-learn's ``transform`` objective with the fit's kernel
