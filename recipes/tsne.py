@@ -122,7 +122,8 @@ class ParametricTSNE(EmbeddingRecipe):
     #: is ``embedding_`` and what ``transform`` places new points among.  0: no layout (the
     #: network alone on mini-batch KL)
     layout_epochs: int = attrs.field(default=30, validator=non_negative_int)
-    #: the first epochs of the layout: the attraction × ``early_exaggeration``
+    #: the first epochs of the layout: the attraction × ``early_exaggeration`` (epochs, whatever
+    #: batches per epoch the layout's sampler yields: the loss's ``exaggeration_epochs``)
     layout_exaggeration_epochs: int = attrs.field(default=10, validator=non_negative_int)
     #: the layout's step: t-SNE's gradient descent with momentum 0.8 and gains
     #: (``delta_bar_delta``, one optimizer through the exaggeration's end: resetting its
@@ -304,8 +305,9 @@ class ParametricTSNE(EmbeddingRecipe):
                             "batches_per_epoch": LAYOUT_STEPS_PER_EPOCH},
                 "loss": {"name": "all_pairs_kl", "relation": "P",
                          "exaggeration": self.early_exaggeration,
-                         "exaggeration_steps": min(self.layout_exaggeration_epochs,
-                                                   self.layout_epochs) * LAYOUT_STEPS_PER_EPOCH,
+                         # epochs, whatever the sampler yields per epoch (author28-1)
+                         "exaggeration_epochs": min(self.layout_exaggeration_epochs,
+                                                    self.layout_epochs),
                          "repulsion": self.repulsion,
                          "kernel": {"name": "student_t", "dof": self.dof}},
                 "optimizer": "delta_bar_delta", "learning_rate": self.layout_learning_rate}

@@ -42,7 +42,7 @@ def test_phases_and_data_form(tmp_path):
     assert [s["name"] for s in recipe.phase_specs()] == ["layout", "init", "main"]
     layout = recipe.phase_specs()[0]
     assert layout["loss"]["name"] == "all_pairs_kl" and layout["optimizer"] == "delta_bar_delta"
-    assert layout["loss"]["exaggeration_steps"] == 20  # min(10, layout_epochs) epochs of 10 steps
+    assert layout["loss"]["exaggeration_epochs"] == 2  # min(10, layout_epochs) epochs
     assert ParametricTSNE.from_dict(recipe.to_dict()).to_dict() == recipe.to_dict()
     x = np.random.default_rng(0).normal(size=(50, 4))
     model = recipe.fit(x)  # batch size 1,000 > 50 items: one batch of all items
