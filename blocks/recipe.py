@@ -544,6 +544,9 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         {"warm_start", "verbose", "threads", "callbacks", "device"})
     #: phase keys a warm fit applies to the phase it continues (author27-D)
     _WARM_APPLIED: ClassVar[tuple[str, ...]] = ("epochs", "learning_rate")
+    #: phase keys held in the optimizer state a warm fit continues, besides the learning rate
+    _WARM_OPTIMIZER: ClassVar[tuple[str, ...]] = ("optimizer", "optimizer_options",
+                                                  "weight_decay")
     #: settings this recipe's warm fit takes as they are now although the models and phases
     #: it continues do not show them: read after training, or again on every fit (MI's
     #: ``n_subsamples``, read by ``estimate``).  A section named here (``"evaluation"``: a
@@ -644,8 +647,8 @@ class Recipe(Block, metaclass=_CheckedConstructor):
         unseen = self._unseen_changes(changed, params)
         now = self._warm_params()
         refused: list[str] = [
-            f"`{key}`: {_brief(params[key])} then, {_brief(now[key])} now (a warm fit "
-            "keeps what the last fit made of it)" for key in unseen]
+            f"`{key}`: {_brief(params[key])} then, {_brief(now[key])} now, of which a warm "
+            "fit keeps what the last fit made" for key in unseen]
         if then["models"] != spec["models"]:
             refused.append(_differences(then["models"], spec["models"], "models"))
         applied: list[tuple[Any, str, Any, Any]] = []
@@ -657,8 +660,8 @@ class Recipe(Block, metaclass=_CheckedConstructor):
             if running is not None and phase.name not in running:
                 if old is not None and new is not None and old != new:  # (ignored before)
                     refused.append(
-                        _differences(old, new, f"phases.{phase.name}") + " (a phase this warm "
-                        f"fit does not run: it continues {', '.join(map(repr, running))})")
+                        _differences(old, new, f"phases.{phase.name}") + ", a phase this warm "
+                        f"fit does not run: it continues {', '.join(map(repr, running))}")
                 continue  # not run by this fit
             if not any(phase is p for p in phases):  # rebuilt by the recipe's own warm fit
                 # (IMNN, DII): it has the new settings, but the optimizer state it continues
@@ -667,6 +670,15 @@ class Recipe(Block, metaclass=_CheckedConstructor):
                 if old is not None and new is not None and new.get(rate) is not None \
                         and old.get(rate) != new.get(rate):
                     applied.append((phase, rate, old.get(rate), new[rate]))
+                # ... and the old optimizer, whose state torch's load_state_dict puts back
+                # whole (IMNN's weight_decay 0 -> 0.1 ran at 0; DII's sgd -> adam: KeyError)
+                moved = [k for k in self._WARM_OPTIMIZER if old is not None and new is not None
+                         and old.get(k) != new.get(k)]
+                if moved and phase.last_run is not None:
+                    refused.append(_differences(
+                        {k: old.get(k, "(unset)") for k in moved},
+                        {k: new.get(k, "(unset)") for k in moved}, f"phases.{phase.name}")
+                        + ", whose old value the optimizer state this warm fit continues keeps")
                 continue
             reused = True
             if old is None or new is None:

@@ -3,8 +3,8 @@
 and ignored while ``get_params()`` reported it — InfoMax's ``scaling`` kept the first fit's
 ``mean_`` / ``scale_``, a ``test_fraction`` or ``seed`` kept the split, MINE's
 ``standardize`` the first fit's ranks, UMAP / t-SNE's ``n_neighbors`` / ``perplexity`` the
-graph, IMNN's ``n_summaries`` the network's width, a phase UMAP / t-SNE's warm fit does not run
-its old epochs.  Each is now a ConfigError naming it (then / now) and the fix, and what a warm
+graph, DII's and the routine's ``seed`` the generator, a phase UMAP / t-SNE's warm fit does not
+run its old epochs.  Each is now a ConfigError naming it (then / now) and the fix, and what a warm
 fit does take still runs: ``epochs`` / ``learning_rate`` and the settings the recipe's
 ``warm_fit_reads`` names (MI's ``n_subsamples``, DII's ``dii_per_epoch``, the routine's
 ``output_model``, UMAP's ``transform_epochs``)."""
@@ -62,7 +62,7 @@ def test_infomax_refuses_a_setting_its_warm_fit_would_ignore(key, value, then):
     scale = model.scale_.copy()
     model.set_params(**{key: value})
     refused(model, X, match=rf"but `{key}` changed since the last fit.*`{key}`: {then} then, "
-                            rf"{value!r} now \(a warm fit keeps what the last fit made of it\)"
+                            rf"{value!r} now, of which a warm fit keeps what the last fit made"
                             + FIX)
     assert len(model.history_) == 2 and np.array_equal(model.scale_, scale)  # (nothing ran)
     model.set_params(**{key: InfoMax().get_params()[key]})  # set back: continues
@@ -111,7 +111,7 @@ def test_dii_refuses_a_new_seed_and_takes_a_new_dii_per_epoch():
     b = a[:, :2] * 2
     model = fit(DII(epochs=2, batches_per_epoch=2, seed=0, warm_start=True), a, b)
     model.set_params(seed=5)
-    refused(model, a, b, match=r"`seed`: 0 then, 5 now \(a warm fit keeps" + FIX)
+    refused(model, a, b, match=r"`seed`: 0 then, 5 now, of which a warm fit keeps" + FIX)
     model.set_params(seed=0, dii_per_epoch="last_batch", epochs=1)  # read again: taken
     fit(model, a, b)
     rows = model.routine_.history.rows
@@ -148,11 +148,11 @@ def test_umap_refuses_graph_settings_on_the_same_data_and_takes_them_on_other_da
     model = fit(ParametricUMAP(**UMAP_SMALL), X)
     graph = model.routine_.compute_global_relations()["graph"]
     model.set_params(n_neighbors=5)
-    refused(model, X, match=r"`n_neighbors`: 10 then, 5 now \(a warm fit keeps" + FIX)
+    refused(model, X, match=r"`n_neighbors`: 10 then, 5 now, of which a warm fit keeps" + FIX)
     # a phase the warm fit does not run (it continues `main`): its change went nowhere
     model.set_params(n_neighbors=10, layout_epochs=3)
-    refused(model, X, match=r"phases\.layout\.epochs: 1 then, 3 now \(a phase this warm fit "
-                            r"does not run: it continues 'main'\)")
+    refused(model, X, match=r"phases\.layout\.epochs: 1 then, 3 now, a phase this warm fit "
+                            r"does not run: it continues 'main'")
     # other data of the same shape: a new graph and layout, every phase, from the network
     model.set_params(n_neighbors=5, layout_epochs=1)
     fit(model, X[::-1].copy())
