@@ -8,16 +8,19 @@ approximate search (which pays a one-off numba compilation of ~30 s per process)
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import attrs
 import numpy as np
 import torch
 
-from .base import block_field
+from .base import BUILTIN, _provider, block_field, block_origin
 from .distances import Euclidean, SquaredEuclidean
-from .errors import ContractError, ValidationError
+from .errors import ContractError, PluginError, ValidationError
 from .numerics import CHUNK_ELEMENTS, chunked_topk, squared_euclidean_scores
 from .relations import Relation, SparseRelations, _data_tensor
 from .validators import positive_int
@@ -43,12 +46,91 @@ def _is_euclidean(metric: Any) -> bool:
     return isinstance(metric, (Euclidean, SquaredEuclidean))
 
 
-def checked_distance(metric: Any, method: str, a: torch.Tensor, b: torch.Tensor
-                     ) -> torch.Tensor:
+#: a negative value of a distance that is not infoblocks' own within this fraction of the
+#: largest |value| its search has seen is rounding (1 − cos of equal rows in float32 is
+#: −1.2e-7; a squared distance expanded as ‖a‖² + ‖b‖² − 2a·b loses ~1e-4 of the scale far
+#: from the origin), not a wrong sign (a similarity passed as a distance: negative values of
+#: the order of the scale)
+NEGATIVE_DISTANCE_TOLERANCE = 1e-3
+
+
+class DistanceCheck:
+    """The values of one search's distance that is not infoblocks' own (a plugin's, a user's
+    class): finite and ≥ 0 (to :data:`NEGATIVE_DISTANCE_TOLERANCE` of the largest |value| seen
+    so far in the search), else a :class:`PluginError` naming the distance, its plugin, the
+    method, how many values and the fix.  A NaN or a negative distance was taken as it is: the
+    exact k-NN search ranked a row of NaN in an arbitrary order, so that row got arbitrary
+    neighbours, silently (author29-1); a similarity passed as a distance was reported as
+    duplicate rows (author29-2).  The built-in distances are not re-checked (``active``
+    False): their values cost no check."""
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.active = block_origin(metric) != BUILTIN
+        self.scale = 0.0
+
+    def __call__(self, out: torch.Tensor, method: str) -> None:
+        if not self.active or not out.numel() or not out.is_floating_point():
+            return
+        finite = torch.isfinite(out)
+        all_finite = bool(finite.all())
+        values = out if all_finite else out[finite]
+        if values.numel():
+            self.scale = max(self.scale, float(values.abs().max()))
+        negative = out < -NEGATIVE_DISTANCE_TOLERANCE * self.scale
+        bad = negative if all_finite else negative | ~finite
+        if all_finite and not bool(negative.any()):
+            return
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        n_nan, n_neg = int((~finite).sum()), int(negative.sum())
+        found = " and ".join(part for part in (
+            f"{n_nan} NaN or inf" if n_nan else "",
+            f"{n_neg} negative value(s) (below −{NEGATIVE_DISTANCE_TOLERANCE:g} × the largest "
+            f"|distance| {self.scale:.3g})" if n_neg else "") if part)
+        where = ", ".join(str(i) for i in first)
+        raise PluginError(
+            f"distance {getattr(self.metric, 'name', type(self.metric).__name__)!r}"
+            f"{_provider(self.metric)}: `{method}(a, b)` returned {found} among {out.numel()} "
+            f"(first at [{where}]: {out[first].item():g}). The k-NN search needs distances that "
+            "are finite and ≥ 0 (0 for equal rows): a NaN or a negative value gives its row "
+            "arbitrary neighbours. Fix the block: a similarity s is not a distance (use 1 − s, "
+            "or max(s) − s); a NaN comes from a division by 0 (the norm or standard deviation "
+            "of a constant row?) or a NaN in the data.")
+
+
+#: the distance block of the relation whose global's transforms run now (the routine sets it:
+#: :func:`distances_by`), so that a transform's error blaming the distances' values can name
+#: a distance that is not infoblocks' own as a possible cause (author29-2)
+_SOURCE_DISTANCE: ContextVar[Any] = ContextVar("infoblocks_source_distance", default=None)
+
+
+@contextlib.contextmanager
+def distances_by(relation: Any) -> Iterator[None]:
+    """Run the body (a global's transforms) with ``relation``'s ``metric`` (if any) as the
+    distance behind the values they transform (:func:`suspect_distance`)."""
+    token = _SOURCE_DISTANCE.set(getattr(relation, "metric", None))
+    try:
+        yield
+    finally:
+        _SOURCE_DISTANCE.reset(token)
+
+
+def suspect_distance() -> str:
+    """``distance 'x' (plugin 'p')``: the distance behind the running global's values where it
+    is not infoblocks' own (a plugin's, a user's class), else ''."""
+    metric = _SOURCE_DISTANCE.get()
+    if metric is None or not hasattr(metric, "pairwise") or block_origin(metric) == BUILTIN:
+        return ""
+    return f"distance {getattr(metric, 'name', type(metric).__name__)!r}{_provider(metric)}"
+
+
+def checked_distance(metric: Any, method: str, a: torch.Tensor, b: torch.Tensor,
+                     check: DistanceCheck | None = None) -> torch.Tensor:
     """``metric.pairwise(a, b)`` (n, m) or ``metric.paired(a, b)`` (n,), refused with a
     :class:`ContractError` naming the distance and the method where the shape is another (a
     plugin's distance that returns a row of sums would otherwise fail deep in the k-NN search,
-    naming the relation instead)."""
+    naming the relation instead); the values of a distance that is not infoblocks' own by
+    ``check`` (one :class:`DistanceCheck` per search; None: a new one for this call)."""
     out = getattr(metric, method)(a, b)
     want = (a.shape[0], b.shape[0]) if method == "pairwise" else (a.shape[0],)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
@@ -57,11 +139,12 @@ def checked_distance(metric: Any, method: str, a: torch.Tensor, b: torch.Tensor
             f"distance {getattr(metric, 'name', type(metric).__name__)!r}: `{method}(a, b)` "
             f"must return {'(n, m)' if method == 'pairwise' else '(n,)'} = {want} for a of "
             f"{a.shape[0]} and b of {b.shape[0]} rows, got {got}.")
+    (check or DistanceCheck(metric))(out, method)
     return out
 
 
 def _pair_distances(metric: Any, block: torch.Tensor, x: torch.Tensor,
-                    indices: torch.Tensor) -> torch.Tensor:
+                    indices: torch.Tensor, check: DistanceCheck | None = None) -> torch.Tensor:
     """d(block_i, x_{indices[i, j]}) as float64: ``(c, d), (n, d), (c, k) -> (c, k)``.
 
     (Squared) Euclidean: the differences summed in float64, exact for integer-valued data at
@@ -75,7 +158,8 @@ def _pair_distances(metric: Any, block: torch.Tensor, x: torch.Tensor,
     c, k = indices.shape
     return checked_distance(metric, "paired",
                             block[:, None, :].expand_as(neighbours).reshape(c * k, -1).double(),
-                            neighbours.reshape(c * k, -1).double()).reshape(c, k).double()
+                            neighbours.reshape(c * k, -1).double(),
+                            check).reshape(c, k).double()
 
 
 def _smallest(dist: torch.Tensor, index: torch.Tensor, k: int
@@ -107,6 +191,8 @@ def _knn(queries: torch.Tensor, reference: torch.Tensor | None, k: int, metric: 
     n_ref = ref.shape[0] - (1 if self_search else 0)
     m = min(k + CANDIDATE_MARGIN, n_ref)
     euclidean = _is_euclidean(metric)
+    # a plugin's values checked as they are computed, once per search (not the built-ins')
+    check = DistanceCheck(metric)
     bound = torch.zeros(queries.shape[0], dtype=torch.float64, device=queries.device)
     if euclidean:
         # centred (any common shift keeps the distances): the fast scores ‖r‖² − 2b·r lose
@@ -125,7 +211,7 @@ def _knn(queries: torch.Tensor, reference: torch.Tensor | None, k: int, metric: 
         r_sq = (r * r).sum(1)
     else:
         candidates = chunked_topk(queries, reference, m,
-                                  lambda a, b: checked_distance(metric, "pairwise", a, b),
+                                  lambda a, b: checked_distance(metric, "pairwise", a, b, check),
                                   chunk_elements)
         # the distance's own values in the data's dtype rank the candidates: a point outside
         # them may be as near as the k-th within their rounding (relative, a few units of it)
@@ -138,7 +224,7 @@ def _knn(queries: torch.Tensor, reference: torch.Tensor | None, k: int, metric: 
         per_block = max(1, min(chunk_elements, PAIR_CHUNK_ELEMENTS)
                         // max(columns.shape[1] * ref.shape[1], 1))
         d = torch.cat([_pair_distances(metric, queries[rows[s:s + per_block]], ref,
-                                       columns[s:s + per_block])
+                                       columns[s:s + per_block], check)
                        for s in range(0, rows.numel(), per_block)])
         if valid is not None:
             d = torch.where(valid, d, math.inf)
@@ -162,7 +248,7 @@ def _knn(queries: torch.Tensor, reference: torch.Tensor | None, k: int, metric: 
         block = rows[s:s + per_block]
         if not euclidean:  # the distance's own values in float64 decide, ties by index
             d = checked_distance(metric, "pairwise", queries[block].double(),
-                                 ref.double()).double()
+                                 ref.double(), check).double()
             if self_search:
                 d[torch.arange(block.numel()), block] = math.inf
             index[block], dist[block] = _smallest(d, everything.expand(block.numel(), -1), k)

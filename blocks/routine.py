@@ -24,6 +24,7 @@ from .callbacks import Callback, History, ProgressBar
 from .data import Dataset, as_tensor, resolve_device, rows_for
 from .errors import ConfigError, InfoblocksError, NotFittedError, PluginError, ValidationError
 from .models import Model
+from .neighbors import distances_by
 from .phases import TrainingPhase
 from .relations import RelationData
 from .state import TrainState
@@ -54,7 +55,8 @@ class GlobalRelation:
         read whole into a tensor first (:func:`~infoblocks.blocks.data.rows_for`)."""
         value = state.lookup(self.input, lazy=True)
         where = f"globals.{name or self.input}"
-        with naming_blocks(where):
+        # distances_by: a transform's error that blames the distances names a plugin's metric
+        with naming_blocks(where), distances_by(self.relation):
             if self.relation is not None:
                 self._check_rows(value, where)
                 value = self.relation.compute(rows_for(self.relation, value))

@@ -17,6 +17,7 @@ from attrs.validators import optional
 import torch
 
 from ..errors import ValidationError
+from ..neighbors import suspect_distance
 from ..relations import DenseRelations, RelationData, SparseRelations
 from ..transforms import Transform
 from ..validators import non_negative, positive, positive_int
@@ -93,12 +94,17 @@ def _check_informative(dists: torch.Tensor, who: str) -> None:
     finite = torch.isfinite(dists)
     if bool(finite.any()) and not bool((dists[finite] > 0).any()):
         width = int(finite.sum(1).max())
+        # a plugin's distance that gives 0 to rows that differ is as likely (author29-2)
+        suspect = suspect_distance()
         raise ValidationError(
             f"{who}: every point's {width} nearest neighbours are at distance 0 (`X` is "
-            f"constant, or each row has at least {width} exact duplicates), so the neighbour "
-            "graph carries no information to embed. Remove the duplicate rows (fit on "
-            "np.unique(X, axis=0), then transform(X) maps every copy to the same point) or "
-            "check the data.")
+            f"constant, or each row has at least {width} exact duplicates"
+            + (f"; or the graph's {suspect} returns 0 for rows that differ" if suspect else "")
+            + "), so the neighbour graph carries no information to embed. Remove the duplicate "
+            "rows (fit on np.unique(X, axis=0), then transform(X) maps every copy to the same "
+            "point) or check the data"
+            + (f"; check that {suspect} is 0 only between equal rows" if suspect else "")
+            + ".")
 
 
 def _back_to_relation(layout: RowMatrix | None, values: torch.Tensor,
