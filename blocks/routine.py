@@ -300,9 +300,11 @@ class Routine:
         dataset = self.dataset.to(self.device) if self.dataset is not None else None
         blocks = {name: spec.get("name") if isinstance(spec, dict) else None
                   for name, spec in self.model_specs.items()}
+        made_by = {name: [b for b in (g.relation, *g.transforms) if b is not None]
+                   for name, g in self.global_relations.items()}
         return TrainState(models=self.models, dataset=dataset, globals={}, device=self.device,
                           generator=generator, rng=np.random.default_rng(self.seed),
-                          dist=self.dist, model_blocks=blocks)
+                          dist=self.dist, model_blocks=blocks, global_blocks=made_by)
 
     def compute_global_relations(self) -> dict[str, Any]:
         """Constants and global relations, computed once (cached) in declaration order."""

@@ -51,6 +51,9 @@ class TrainState:
     #: the registered block name each model was built from (None: a torch module given
     #: as it is), for errors that name a model
     model_blocks: dict[str, str | None] = attrs.field(factory=dict)
+    #: the blocks that compute each global relation (its relation, then its transforms), for
+    #: errors about a global's value that name the block that made it
+    global_blocks: dict[str, list[Any]] = attrs.field(factory=dict)
     #: arrays on disk that :meth:`lookup` read whole (once) for a block that wants a tensor
     _whole: dict[str, torch.Tensor] = attrs.field(init=False, factory=dict, repr=False)
 

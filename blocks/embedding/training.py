@@ -20,7 +20,8 @@ from ..samplers import Sampler
 from ..state import TrainState
 from ..validators import fraction, non_negative, positive, positive_int
 from .kernels import check_kernel
-from .tsne_loss import batch_edges, batch_rows, row_index, student_t_kl
+from .tsne_loss import (batch_edges, batch_rows, check_joint_probabilities, row_index,
+                        student_t_kl)
 from .umap_loss import edge_cross_entropy, log_form, table_edge_cross_entropy
 
 #: batches of :class:`NegativeEdgeSampler`: ``items`` (long, the item indices embedded once per
@@ -564,6 +565,8 @@ class KLLoss(Loss):
         check_kernel(self.kernel)
         self._p = None
         self._edges(state)
+        # t-SNE's P contract (≥ 0, sums to 1, symmetric): author28-2
+        check_joint_probabilities(state.lookup(self.relation), state, self.relation, self.name)
 
     def _edges(self, state: TrainState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         if self._p is None:  # the entries of P on the training device, once per phase

@@ -42,6 +42,7 @@ from ..validators import non_negative_int, one_of, positive, positive_int
 from ..base import block_field
 from .kernels import check_kernel
 from .training import _kernel_has, _whole_batch
+from .tsne_loss import check_joint_probabilities
 from .tsne_repulsion import (BOX_WIDTH, MIN_BOXES, NODES_PER_BOX, exact_repulsion, fft_repulsion,
                              log_kernel_slope, student_t_dof)
 
@@ -183,6 +184,8 @@ class AllPairsKLLoss(Loss):
         self._steps = 0
         self._switch, self._started = self._switch_step(state), True
         self._entries(state)
+        # t-SNE's P contract (≥ 0, sums to 1, symmetric): author28-2
+        check_joint_probabilities(state.lookup(self.relation), state, self.relation, self.name)
 
     def _switch_step(self, state: TrainState) -> int | None:
         """The phase's step at which the exaggeration ends: ``exaggeration_steps``, else

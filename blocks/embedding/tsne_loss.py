@@ -16,10 +16,109 @@ gradient agree with it to float rounding (tests/recipes/test_tsne_loss.py).
 from __future__ import annotations
 
 import math
+import weakref
+from typing import Any
 
 import torch
 
-from ..relations import positions_within
+from ..base import BUILTIN, _provider, block_origin
+from ..errors import PluginError, ValidationError
+from ..relations import DenseRelations, RelationData, positions_within
+
+#: t-SNE's P contract, checked at a KL loss's phase start (:func:`check_joint_probabilities`):
+#: |Σ P − 1| above this is refused (the built-in ``normalize`` leaves ~1e-7)
+P_SUM_TOLERANCE = 1e-3
+#: max |P − Pᵀ| above this fraction of the largest entry is refused (the built-in
+#: ``symmetrize`` gives P = Pᵀ exactly; a conditional P without it: ~0.5 and more)
+P_SYMMETRY_TOLERANCE = 1e-3
+#: an entry below −this × the largest is negative (not rounding)
+P_NEGATIVE_TOLERANCE = 1e-6
+#: id -> weak reference of the values tensors of the P that passed the check (a later phase
+#: reading the same P does not check it again)
+_CHECKED_P: dict[int, weakref.ref] = {}
+
+
+def _asymmetry(p: RelationData) -> float:
+    """max |P − Pᵀ| of a relation in float64: dense a block of rows at a time; sparse by one
+    sort of the entries' unordered pairs, P_ij counted + and P_ji − (duplicates summed)."""
+    if isinstance(p, DenseRelations):
+        values, worst = p.values, 0.0
+        step = max(1, 4_194_304 // max(values.shape[0], 1))
+        for s in range(0, values.shape[0], step):
+            block = values[s:s + step].double() - values[:, s:s + step].T.double()
+            worst = max(worst, float(block.abs().max())) if block.numel() else worst
+        return worst
+    sparse = p.to_sparse()
+    rows, cols = sparse.rows.long(), sparse.cols.long()
+    low, high = torch.minimum(rows, cols), torch.maximum(rows, cols)
+    signed = torch.where(rows <= cols, sparse.values.double(), -sparse.values.double())
+    pairs, slot = torch.unique(low * sparse.shape[0] + high, return_inverse=True)
+    diff = torch.zeros(pairs.numel(), dtype=torch.float64, device=signed.device)
+    diff.index_add_(0, slot, signed)
+    return float(diff.abs().max()) if diff.numel() else 0.0
+
+
+def check_joint_probabilities(p: Any, state: Any, relation: str, loss: str) -> None:
+    """t-SNE's P contract on the global ``relation`` that ``loss`` reads, at its phase start:
+    entries ≥ 0, summing to 1 (:data:`P_SUM_TOLERANCE`), symmetric
+    (:data:`P_SYMMETRY_TOLERANCE` of the largest entry).  Refused naming ``globals.<relation>``,
+    the block that made it (its last transform, from ``state.global_blocks``) and the fix: a
+    :class:`PluginError` where a block of that global is not infoblocks' own, else a
+    :class:`ValidationError`.  Without ``symmetrize`` (docs/plugins.md's own example list
+    ``["my_entropic_affinity", "normalize"]``) the layout ran on the conditional P, silently:
+    digits trust@15 0.917 instead of 0.989; a P of negative entries or summing to ~300 from a
+    plugin's affinity 0.88 / 0.72 (author28-2).  Once per P (a later phase reading the same
+    value does not check it again); O(nnz log nnz) for the k-NN form, a pass for a dense P."""
+    if not isinstance(p, RelationData):
+        return
+    values = getattr(p, "values", None)
+    seen = _CHECKED_P.get(id(values))
+    if seen is not None and seen() is values:
+        return
+    flat = (p.values if isinstance(p, DenseRelations) else p.to_sparse().values).double()
+    if not flat.numel():
+        return
+    largest = float(flat.abs().max())
+    total = float(flat.sum())
+    negative = flat < -P_NEGATIVE_TOLERANCE * largest
+    problems, fixes = [], []
+    if bool(negative.any()):
+        problems.append(f"has {int(negative.sum())} negative entries (the lowest "
+                        f"{float(flat.min()):.3g}; probabilities are ≥ 0)")
+        fixes.append("fix the transform that makes negative values (or take it out)")
+    if abs(total - 1.0) > P_SUM_TOLERANCE:
+        problems.append(f"sums to {total:.6g}, not 1")
+        fixes.append('end the list with "normalize"')
+    asymmetry = _asymmetry(p)
+    if asymmetry > P_SYMMETRY_TOLERANCE * largest:
+        problems.append(f"is not symmetric: max |P − Pᵀ| = {asymmetry:.3g}, "
+                        f"{asymmetry / largest:.2g} of its largest entry (a conditional "
+                        "P_j|i, not a joint P)")
+        fixes.append('add { name = "symmetrize", subtract_product = false } (t-SNE\'s '
+                     '(P + Pᵀ)/2) before "normalize"')
+    if not problems:
+        if isinstance(values, torch.Tensor):
+            key = id(values)
+            _CHECKED_P[key] = weakref.ref(values, lambda _, key=key: _CHECKED_P.pop(key, None))
+        return
+    blocks = list((getattr(state, "global_blocks", None) or {}).get(relation, []))
+    if blocks:
+        last = blocks[-1]
+        made = (f", made by its {'last transform' if len(blocks) > 1 else last.kind} "
+                f"{last.name!r}{_provider(last)},")
+    else:
+        made = ""
+    foreign = any(block_origin(b) != BUILTIN for b in blocks)
+    raise (PluginError if foreign else ValidationError)(
+        f"phase {getattr(state, 'phase', '')!r}: loss {loss!r} reads `globals.{relation}` as "
+        f"t-SNE's joint probabilities P (≥ 0, summing to 1, symmetric), but this P{made} "
+        f"{'; '.join(problems)}. The KL(P‖Q) gradient assumes that form: another P trains a "
+        "map that does not minimise the reported KL"
+        + (" (a conditional P, without symmetrize: digits trust@15 0.917 instead of 0.989)"
+           if asymmetry > P_SYMMETRY_TOLERANCE * largest else "")
+        + f". In `globals.{relation}.transforms`: {'; '.join(fixes)} — "
+        "t-SNE's default list is [\"perplexity_rescale\", { name = \"symmetrize\", "
+        "subtract_product = false }, \"normalize\"].")
 
 
 def batch_edges(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n: int,
@@ -113,4 +212,4 @@ def student_t_kl(y: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, p: torch
     return _StudentKL.apply(y, src, dst, p.to(y.dtype), float(exaggeration), float(dof))
 
 
-__all__ = ["batch_edges", "batch_rows", "row_index", "student_t_kl"]
+__all__ = ["batch_edges", "batch_rows", "row_index", "student_t_kl", "check_joint_probabilities"]
