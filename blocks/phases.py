@@ -26,7 +26,7 @@ import torch
 from .base import BUILTIN, CheckedKeywords, as_data, block_field, block_origin
 from .callbacks import Callback, EarlyStopping
 from .contracts import (check_gradients, check_loss_value, check_phase, check_shard,
-                        check_whole_batch, check_yields)
+                        check_untrained_gradients, check_whole_batch, check_yields)
 from .errors import ContractError, NumericalError, ValidationError
 from .optim import OptimizerBlock, make_adam
 from .schedules import Schedule, build_schedule, checked_factor, schedule_spec
@@ -438,6 +438,8 @@ class TrainingPhase(CheckedKeywords):
                 if self.l1_strength > 0:
                     value = value + self.l1_strength * sum(p.abs().sum() for p in params)
                 optimizer.zero_grad(set_to_none=True)
+                if first:  # an earlier phase's gradients on models this one does not train
+                    _clear_untrained_gradients(models, trained, params)
                 if out.gradients is not None and value is out.value:  # computed by the loss
                     for p, g in out.gradients:
                         p.grad = g if p.grad is None else p.grad + g
@@ -445,6 +447,7 @@ class TrainingPhase(CheckedKeywords):
                     value.backward()
                 if first:  # a trained model the loss's value does not reach (a detach)
                     check_gradients(self, state, trained)
+                    check_untrained_gradients(self, state, trained)  # and the reverse
                 if sharded:  # the mean gradient of the whole batch, on every rank
                     state.dist.average_gradients(params)
                 if self.grad_clip:
@@ -515,6 +518,20 @@ class TrainingPhase(CheckedKeywords):
         state.step = int(saved["step"])  # a stopped phase is saved as complete, never here
         state.epoch_offset = int(saved.get("epoch_offset", 0))
         return int(saved["epoch"]) + 1
+
+
+def _clear_untrained_gradients(models: torch.nn.ModuleDict, trained: Sequence[str],
+                               params: list[torch.nn.Parameter]) -> None:
+    """Set to None the gradients of the parameters no trained model holds (``params``: the
+    optimizer's): the optimizer never reads them, and a gradient left there by an earlier
+    phase (UMAP's layout after its own phase) would read as this phase's in
+    :func:`~infoblocks.blocks.contracts.check_untrained_gradients`."""
+    kept = {id(p) for p in params}
+    for name in models.keys():
+        if name not in trained:
+            for p in models[name].parameters():
+                if id(p) not in kept:
+                    p.grad = None
 
 
 def _declaring(models: torch.nn.ModuleDict, names: Sequence[str], method: str) -> list[Any]:
