@@ -51,7 +51,9 @@ def _asymmetry(p: RelationData) -> float:
     sparse = p.to_sparse()
     rows, cols = sparse.rows.long(), sparse.cols.long()
     low, high = torch.minimum(rows, cols), torch.maximum(rows, cols)
-    signed = torch.where(rows <= cols, sparse.values.double(), -sparse.values.double())
+    values = sparse.values.double()
+    # P_ij counted +, P_ji −; a diagonal entry is its own transpose
+    signed = torch.where(rows < cols, values, torch.where(rows > cols, -values, 0.0))
     pairs, slot = torch.unique(low * sparse.shape[0] + high, return_inverse=True)
     diff = torch.zeros(pairs.numel(), dtype=torch.float64, device=signed.device)
     diff.index_add_(0, slot, signed)

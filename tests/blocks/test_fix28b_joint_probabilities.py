@@ -98,6 +98,10 @@ def test_the_default_P_passes_and_dense_or_sparse_forms_are_judged_alike():
     half = SparseRelations(torch.tensor([0, 0, 1]), torch.tensor([1, 1, 0]),
                            torch.tensor([0.25, 0.25, 0.5]), (2, 2))
     check_joint_probabilities(half, state, "P", "kl")
+    # a diagonal entry is its own transpose (twice listed, still symmetric)
+    diagonal = SparseRelations(torch.tensor([0, 0, 0, 1]), torch.tensor([0, 0, 1, 0]),
+                               torch.tensor([0.2, 0.2, 0.3, 0.3]), (2, 2))
+    check_joint_probabilities(diagonal, state, "P", "kl")
 
 
 def test_umaps_graph_is_not_checked():
