@@ -104,13 +104,16 @@ def check_joint_probabilities(p: Any, state: Any, relation: str, loss: str) -> N
             _CHECKED_P[key] = weakref.ref(values, lambda _, key=key: _CHECKED_P.pop(key, None))
         return
     blocks = list((getattr(state, "global_blocks", None) or {}).get(relation, []))
+    foreign = [b for b in blocks if block_origin(b) != BUILTIN]
+    made = ""
     if blocks:
         last = blocks[-1]
+        # a plugin's block earlier in the list is named too (its affinity before "normalize")
+        earlier = ", ".join(f"{b.kind} {b.name!r}{_provider(b)}" for b in foreign
+                            if b is not last)
         made = (f", made by its {'last transform' if len(blocks) > 1 else last.kind} "
-                f"{last.name!r}{_provider(last)},")
-    else:
-        made = ""
-    foreign = any(block_origin(b) != BUILTIN for b in blocks)
+                f"{last.name!r}{_provider(last)}" + (f" after {earlier}" if earlier else "")
+                + ",")
     raise (PluginError if foreign else ValidationError)(
         f"phase {getattr(state, 'phase', '')!r}: loss {loss!r} reads `globals.{relation}` as "
         f"t-SNE's joint probabilities P (≥ 0, summing to 1, symmetric), but this P{made} "

@@ -81,6 +81,12 @@ def test_a_plugin_affinity_is_a_plugin_error_naming_it(infoblocks_plugin):
     with pytest.raises(PluginError, match=r"last transform 'fix28b_row_weighted' \(plugin "
                        r"'fix28b_affinity'\), sums to [0-9.]+, not 1; is not symmetric"):
         tsne.fit(_data())
+    # the plugin's affinity before a built-in "normalize" (docs/plugins.md's example list)
+    tsne = ParametricTSNE(**SMALL, globals={"P": {"transforms": [
+        "perplexity_rescale", "fix28b_row_weighted", "normalize"]}})
+    with pytest.raises(PluginError, match=r"last transform 'normalize' after transform "
+                       r"'fix28b_row_weighted' \(plugin 'fix28b_affinity'\), is not symmetric"):
+        tsne.fit(_data())
 
 
 def test_the_default_P_passes_and_dense_or_sparse_forms_are_judged_alike():
