@@ -88,8 +88,10 @@ class DistanceCheck:
             f"{n_neg} negative value(s) (below −{NEGATIVE_DISTANCE_TOLERANCE:g} × the largest "
             f"|distance| {self.scale:.3g})" if n_neg else "") if part)
         where = ", ".join(str(i) for i in first)
+        source, path = _SOURCE_DISTANCE.get()
         raise PluginError(
-            f"distance {getattr(self.metric, 'name', type(self.metric).__name__)!r}"
+            (f"{path}.relation.metric: " if path and source is self.metric else "")
+            + f"distance {getattr(self.metric, 'name', type(self.metric).__name__)!r}"
             f"{_provider(self.metric)}: `{method}(a, b)` returned {found} among {out.numel()} "
             f"(first at [{where}]: {out[first].item():g}). The k-NN search needs distances that "
             "are finite and ≥ 0 (0 for equal rows): a NaN or a negative value gives its row "
@@ -98,17 +100,20 @@ class DistanceCheck:
             "of a constant row?) or a NaN in the data.")
 
 
-#: the distance block of the relation whose global's transforms run now (the routine sets it:
-#: :func:`distances_by`), so that a transform's error blaming the distances' values can name
-#: a distance that is not infoblocks' own as a possible cause (author29-2)
-_SOURCE_DISTANCE: ContextVar[Any] = ContextVar("infoblocks_source_distance", default=None)
+#: (distance block, its config path) of the relation whose global the routine computes now
+#: (:func:`distances_by`): :class:`DistanceCheck` names the path, and a transform's error
+#: blaming the distances' values names a distance that is not infoblocks' own as a possible
+#: cause (author29-2)
+_SOURCE_DISTANCE: ContextVar[Any] = ContextVar("infoblocks_source_distance",
+                                               default=(None, ""))
 
 
 @contextlib.contextmanager
-def distances_by(relation: Any) -> Iterator[None]:
-    """Run the body (a global's transforms) with ``relation``'s ``metric`` (if any) as the
-    distance behind the values they transform (:func:`suspect_distance`)."""
-    token = _SOURCE_DISTANCE.set(getattr(relation, "metric", None))
+def distances_by(relation: Any, where: str = "") -> Iterator[None]:
+    """Run the body (a global's computation, ``where`` its path: ``globals.graph``) with
+    ``relation``'s ``metric`` (if any) as the distance behind its values
+    (:func:`suspect_distance`)."""
+    token = _SOURCE_DISTANCE.set((getattr(relation, "metric", None), where))
     try:
         yield
     finally:
@@ -118,7 +123,7 @@ def distances_by(relation: Any) -> Iterator[None]:
 def suspect_distance() -> str:
     """``distance 'x' (plugin 'p')``: the distance behind the running global's values where it
     is not infoblocks' own (a plugin's, a user's class), else ''."""
-    metric = _SOURCE_DISTANCE.get()
+    metric = _SOURCE_DISTANCE.get()[0]
     if metric is None or not hasattr(metric, "pairwise") or block_origin(metric) == BUILTIN:
         return ""
     return f"distance {getattr(metric, 'name', type(metric).__name__)!r}{_provider(metric)}"

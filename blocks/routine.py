@@ -56,7 +56,7 @@ class GlobalRelation:
         value = state.lookup(self.input, lazy=True)
         where = f"globals.{name or self.input}"
         # distances_by: a transform's error that blames the distances names a plugin's metric
-        with naming_blocks(where), distances_by(self.relation):
+        with naming_blocks(where), distances_by(self.relation, where):
             if self.relation is not None:
                 self._check_rows(value, where)
                 value = self.relation.compute(rows_for(self.relation, value))

@@ -77,7 +77,8 @@ def test_negative_plugin_distance_in_a_fit_names_the_distance_not_duplicates(inf
 
     umap = ParametricUMAP(metric="fix28b_mode_euclid", metric_kwds={"mode": "negative"},
                           layout_epochs=1, epochs=1, init_epochs=1, transform_epochs=0)
-    with pytest.raises(PluginError, match=r"'fix28b_mode_euclid' \(plugin 'fix28b_plugin'\)"
+    with pytest.raises(PluginError, match=r"^globals.graph.relation.metric: distance "
+                       r"'fix28b_mode_euclid' \(plugin 'fix28b_plugin'\)"
                        r".* negative value\(s\).*a similarity s is not a distance \(use 1 − s"):
         umap.fit(_blobs())
 
