@@ -13,8 +13,8 @@ Merge rules (the same for every recipe):
   except that the values a shortcut the user set gave the default block reach the new block
   where it has the field and leaves it out (``seed`` a validation sampler of one's own,
   ``n_neighbors`` a k-NN relation of one's own); lists (``transforms``) and scalars replace
-  (a replaced list's entry that names a default entry's block gets that entry's shortcut
-  values the same way);
+  (a replaced list's entry that names a default entry's block is merged onto that entry, its
+  own keys winning: :func:`_merged_list`);
 - a block with a ``losses`` list (``compound``) in place of a default block: each part (nested
   parts too) that names the default block is merged onto the default's whole spec by the rule
   above (the part's own keys win), so wrapping the recipe's loss to add a term keeps it.
@@ -80,7 +80,29 @@ def merge_entry(default: Any, override: Any) -> Any:
         for key, value in override.items():
             out[key] = merge_entry(out[key], value) if key in out else copy.deepcopy(value)
         return out
+    if isinstance(default, list) and isinstance(override, list):
+        return _merged_list(default, override)
     return copy.deepcopy(override)
+
+
+def _merged_list(default: list[Any], override: list[Any]) -> list[Any]:
+    """A list of blocks (``transforms``) in place of the default list: an entry that names a
+    default entry's block (the k-th of that name, the k-th) keeps what the recipe gave that
+    entry, its own keys winning, as a block named in a table does; other entries as written.
+    (author28-3: a bare ``"symmetrize"`` in t-SNE's P list built UMAP's fuzzy union,
+    ``subtract_product = true``, not the recipe's (P + Pᵀ)/2.)"""
+    seen: dict[Any, int] = {}
+    out = []
+    for entry in override:
+        name = _block_name(entry)
+        same = [d for d in default if isinstance(d, dict) and _block_name(d) == name] \
+            if isinstance(name, str) else []
+        if not any(set(d) - {"name"} for d in same):  # (nothing the recipe set: as written)
+            out.append(copy.deepcopy(entry))
+            continue
+        k = seen[name] = seen.get(name, -1) + 1
+        out.append(merge_entry(same[k], entry) if k < len(same) else copy.deepcopy(entry))
+    return out
 
 
 def _holds_parts(spec: Any) -> bool:
