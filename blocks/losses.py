@@ -7,6 +7,8 @@ engine moves them to the host once per epoch, never inside a step.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -360,6 +362,15 @@ def _weights_match(instance, attribute, value) -> None:
         raise ValidationError(
             f"CompoundLoss has {len(instance.losses)} losses but {len(value)} weights."
         )
+    for k, w in enumerate(value or ()):
+        # a NaN / inf weight (TOML reads `nan`, `inf`) made the first step's loss NaN, then a
+        # NumericalError blaming the learning rate (author29-16); a negative weight is allowed
+        # (it maximises that part: an adversarial term)
+        if isinstance(w, bool) or not isinstance(w, numbers.Real) \
+                or not math.isfinite(w):
+            raise ValidationError(
+                f"CompoundLoss: `weights[{k}]` = {w!r} must be a finite number (the weight of "
+                f"losses[{k}]); to leave that loss out, give it weight 0 or remove it.")
 
 
 @attrs.define
