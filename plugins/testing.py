@@ -143,14 +143,7 @@ def check_block(cls: type, example: dict[str, Any] | None = None, *,
 
             raise not_implemented(block, method)
     if kind == "distance":
-        gen = torch.Generator().manual_seed(0)
-        a, b = torch.randn(5, 3, generator=gen), torch.randn(4, 3, generator=gen)
-        d = block.pairwise(a, b)
-        assert d.shape == (5, 4), f"pairwise must return (n, m), got {tuple(d.shape)}"
-        assert torch.isfinite(d).all() and (d >= -1e-6).all(), "distances must be finite, >= 0"
-        p = block.paired(a[:4], b)
-        assert p.shape == (4,), f"paired must return (n,), got {tuple(p.shape)}"
-        assert torch.allclose(p, torch.diagonal(d[:4]), atol=1e-4), "paired != diag(pairwise)"
+        _check_distance(block)
     elif kind == "relation":
         _check_takes_data(block, block.compute, "compute(data)")
     elif kind == "transform" and any(issubclass(torch.Tensor, t) or issubclass(LazyRows, t)
@@ -323,6 +316,45 @@ def _check_sparse_transform(block: Any) -> None:
              f"{out.reshape(-1).tolist()[:6]} ...")
     else:
         _check_relation_output(name, out, graph, "a k-NN graph (distances > 0)")
+
+
+def _check_distance(block: Any) -> None:
+    """A distance's ``pairwise`` (5, 4) and ``paired`` (4,) on random rows (5, 3) and (4, 3):
+    the shapes, finite values ≥ 0 and ``paired`` = the diagonal of ``pairwise``.  Each failure
+    names the distance, its plugin and class, the method, the first bad entry and the fix
+    (author29-7: a bare "distances must be finite, >= 0")."""
+    from infoblocks.blocks.base import _provider
+
+    cls = type(block)
+    who = f"distance {cls.name!r}{_provider(block)} ({cls.__module__}.{cls.__qualname__})"
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 3, generator=gen), torch.randn(4, 3, generator=gen)
+    d = block.pairwise(a, b)
+    assert isinstance(d, torch.Tensor) and tuple(d.shape) == (5, 4), \
+        (f"{who}: pairwise(a, b) of a (5, 3) and b (4, 3) must return the (n, m) = (5, 4) "
+         f"distances, got {tuple(d.shape) if isinstance(d, torch.Tensor) else type(d).__name__}")
+    bad = ~torch.isfinite(d) | (d < -1e-6)
+    if bool(bad.any()):
+        i, j = (int(k) for k in bad.nonzero()[0])
+        raise AssertionError(
+            f"{who}: pairwise(a, b) returned {int(bad.sum())} of 20 values that are NaN, inf or "
+            f"negative (the first d[{i}, {j}] = {float(d[i, j]):g}) on random rows (5, 3) and "
+            "(4, 3). A distance must be finite and >= 0 (0 for equal rows): a similarity s is "
+            "not a distance (use 1 - s, or max(s) - s); a NaN comes from a division by 0 (the "
+            "norm or standard deviation of a row?).")
+    p = block.paired(a[:4], b)
+    assert isinstance(p, torch.Tensor) and tuple(p.shape) == (4,), \
+        (f"{who}: paired(a, b) of a (4, 3) and b (4, 3) must return the (n,) = (4,) "
+         f"distances of row i to row i, got "
+         f"{tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__}")
+    diagonal = torch.diagonal(d[:4])
+    if not torch.allclose(p, diagonal, atol=1e-4):
+        i = int((p - diagonal).abs().argmax())
+        raise AssertionError(
+            f"{who}: paired(a, b)[{i}] = {float(p[i]):g} but pairwise(a, b)[{i}, {i}] = "
+            f"{float(diagonal[i]):g}: paired(a, b)[i] must be pairwise(a, b)[i, i], the "
+            "distance of row i of a to row i of b (the k-NN search uses pairwise, the "
+            "samplers' pairs paired).")
 
 
 def _check_relation_output(name: str, out: Any, given: RelationData, what: str) -> None:
