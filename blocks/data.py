@@ -83,6 +83,112 @@ def _refuse_empty(x: Any, name: str) -> None:
     raise ValidationError(f"`{name}` is empty ({_describe(x)}); pass at least one sample.")
 
 
+def _is_pandas(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "pandas" and hasattr(x, "to_numpy")
+
+
+def _frame_array(x: Any, name: str) -> tuple[np.ndarray, list[Any] | None]:
+    """A pandas DataFrame / Series as a numpy array, and its column labels (a DataFrame's).
+
+    Nullable columns (``Float64``, ``Int64``, ``boolean``: what ``convert_dtypes()`` and
+    ``read_csv(dtype_backend="numpy_nullable")`` give) become their numpy dtype, float64 where a
+    value is missing (``pd.NA`` becomes NaN, which the finite check then reports): ``np.asarray``
+    made them an object array, refused as "must hold numbers" (author29-10).  A column that does
+    not hold numbers (text, categories, objects) is named."""
+    import pandas as pd
+
+    frame = x.to_frame() if getattr(x, "ndim", 2) == 1 else x
+    columns = list(frame.columns) if getattr(x, "ndim", 2) == 2 else None
+    dtypes = list(frame.dtypes)
+    if all(isinstance(dt, np.dtype) and dt != object for dt in dtypes):
+        return np.asarray(x), columns  # plain numpy columns: as before
+    numeric = [pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt)
+               for dt in dtypes]
+    if not all(numeric):
+        j = numeric.index(False)
+        label = f"column {frame.columns[j]!r} (position {j})" if columns is not None else name
+        others = [frame.columns[i] for i, ok in enumerate(numeric) if not ok][1:]
+        more = f"; also {others[:5]}{'...' if len(others) > 5 else ''}" if others else ""
+        values = frame.iloc[:, j].dropna()
+        example = f", e.g. {values.iloc[0]!r}" if len(values) else ""
+        raise ValidationError(
+            f"`{name}` must hold numbers: {label} has dtype {dtypes[j]}{example}{more}. Encode "
+            "such a column as numbers (pd.get_dummies for categories, .astype(float) for "
+            "numbers held as text or objects) or drop it.")
+    wanted = np.result_type(*[getattr(dt, "numpy_dtype", dt) for dt in dtypes])
+    missing = bool(frame.isna().to_numpy().any())
+    if missing and wanted.kind in "biu":
+        wanted = np.dtype(np.float64)
+    return x.to_numpy(dtype=wanted, na_value=np.nan if missing else None), columns
+
+
+def feature_names(x: Any, name: str = "X") -> np.ndarray | None:
+    """The column names of a DataFrame ``x`` (anything with ``columns``), as scikit-learn keeps
+    them in ``feature_names_in_``: an object array of str where every name is a string; None
+    for an array or tensor, or a DataFrame with other labels (pandas' default 0 .. D-1 are
+    positions, not names).  Names of mixed types are refused, as scikit-learn refuses them."""
+    columns = getattr(x, "columns", None)
+    if columns is None or isinstance(x, np.ndarray | torch.Tensor):
+        return None
+    names = list(columns)
+    kinds = sorted({type(c).__name__ for c in names})
+    text = [isinstance(c, str) for c in names]
+    if not names or not any(text):
+        return None
+    if not all(text):
+        raise ValidationError(
+            f"`{name}`'s column names mix strings with other types ({kinds}); feature names "
+            "are kept and checked only where all are strings. Make them all strings "
+            f"(`{name}.columns = {name}.columns.astype(str)`) or none.")
+    return np.asarray(names, dtype=object)
+
+
+def check_feature_names(fitted: Any, x: Any, owner: str, name: str = "X") -> None:
+    """Compare the column names of ``x`` with those of the fit (``fitted``, the recipe's
+    ``feature_names_in_``), as scikit-learn does at ``transform``: other names, or the same in
+    another order, are a :class:`ValidationError` naming the first mismatch (the columns would
+    be read by position: author29-17, a DataFrame with its columns reversed was embedded
+    silently, held-out 10-NN 0.939 -> 0.451); an array after a fit on a DataFrame, or a
+    DataFrame after a fit on an array, is scikit-learn's ``UserWarning`` (an array's columns
+    cannot be checked: they are taken in the fit's order)."""
+    import warnings
+
+    names = feature_names(x, name)
+    if fitted is None:
+        if names is not None:
+            warnings.warn(f"`{name}` has feature names, but {owner} was fitted without feature "
+                          "names: its columns are read by position.", UserWarning, stacklevel=3)
+        return
+    fitted = [str(f) for f in fitted]
+    if names is None:
+        shown = ", ".join(map(repr, fitted[:3])) + (", ..." if len(fitted) > 3 else "")
+        warnings.warn(f"`{name}` does not have valid feature names, but {owner} was fitted with "
+                      f"feature names ({shown}): its columns are taken in that order.",
+                      UserWarning, stacklevel=3)
+        return
+    names = [str(n) for n in names]
+    if names == fitted:
+        return
+    j = next((i for i, (a, b) in enumerate(zip(names, fitted)) if a != b),
+             min(len(names), len(fitted)))
+    here = repr(names[j]) if j < len(names) else "absent"
+    there = repr(fitted[j]) if j < len(fitted) else "absent"
+    fix = (f"Pass the columns of the fit in its order: `{name}[model.feature_names_in_]` "
+           "(a pandas DataFrame), or fit again on these columns.")
+    if sorted(names) == sorted(fitted):
+        raise ValidationError(
+            f"`{name}`'s columns are in another order than at fit: column {j} is {here}, at "
+            f"fit {there}; {owner} reads columns by position. {fix}")
+    unseen = [n for n in names if n not in set(fitted)]
+    missing = [f for f in fitted if f not in set(names)]
+    listed = "; ".join(part for part in (
+        f"not seen at fit: {unseen[:5]}{'...' if len(unseen) > 5 else ''}" if unseen else "",
+        f"missing: {missing[:5]}{'...' if len(missing) > 5 else ''}" if missing else "") if part)
+    raise ValidationError(
+        f"`{name}`'s columns differ from those at fit ({listed}): column {j} is {here}, at "
+        f"fit {there}. {fix}")
+
+
 def as_tensor(
     x: Any,
     name: str,
@@ -101,6 +207,7 @@ def as_tensor(
     if x is None:
         raise ValidationError(f"`{name}` is None; pass an array of numbers.")
     _refuse_sparse_or_masked(x, name)
+    columns = None  # a DataFrame's, to name the column of a missing value
     if isinstance(x, torch.Tensor):
         t = x.detach()
         if t.is_complex():
@@ -108,7 +215,9 @@ def as_tensor(
                                   "numbers: pass x.real and x.imag as separate features.")
     else:
         try:
-            arr = np.asarray(x)
+            arr, columns = _frame_array(x, name) if _is_pandas(x) else (np.asarray(x), None)
+        except ValidationError:
+            raise
         except Exception as exc:  # ragged lists and the like
             raise ValidationError(f"`{name}` could not be converted to an array: {exc}") from None
         if np.iscomplexobj(arr):
@@ -158,9 +267,13 @@ def as_tensor(
     if finite and t.is_floating_point() and not bool(torch.isfinite(t).all()):
         bad = (~torch.isfinite(t)).nonzero()
         first = tuple(bad[0].tolist())
+        where = ""
+        if columns is not None and len(first) == 2 and first[1] < len(columns):
+            where = (f" (row {first[0]}, column {columns[first[1]]!r}; a missing value, pd.NA "
+                     "or None, counts as NaN)")
         raise ValidationError(
             f"`{name}` contains {len(bad)} non-finite value(s) (NaN or inf), the first at index "
-            f"{first}. Remove or impute them first."
+            f"{first}{where}. Remove or impute them first."
         )
     if device is not None:
         t = t.to(device)
