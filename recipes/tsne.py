@@ -30,6 +30,7 @@ import attrs
 from attrs.validators import optional
 
 from infoblocks.blocks.data import as_rows
+from infoblocks.blocks.embedding.affinities import PerplexityBasedRescale
 from infoblocks.blocks.errors import ValidationError
 from infoblocks.blocks.schedules import schedule_data, schedule_spec
 from infoblocks.blocks.validators import non_negative_int, one_of, positive, positive_int
@@ -90,7 +91,8 @@ class ParametricTSNE(EmbeddingRecipe):
 
     perplexity: float = attrs.field(default=30.0, validator=positive)
     #: the perplexity of the fit (of its graph P): ``perplexity``, or (the default on fewer
-    #: than 91 rows) (N − 1) / 3 with a warning
+    #: than 91 rows) (N − 1) / 3 with a warning; n_neighbors − 1 where ``n_neighbors`` ≤
+    #: perplexity (its rows can take no more; a warning says so); a plugin affinity's own
     perplexity_: float | None = attrs.field(init=False, default=None, repr=False)
     n_neighbors: int | None = attrs.field(default=None, validator=optional(positive_int))
     #: the encoder's hidden layers: 3 × 256 (UMAP's 3 × 100 underfits t-SNE's map: MNIST-5k
@@ -200,7 +202,7 @@ class ParametricTSNE(EmbeddingRecipe):
             self._record_fit(n, int(x.shape[1]), knn is not None)
             self.perplexity_ = self._perplexity_for(n)
             routine = super().build(x, knn=knn)
-            self.perplexity_ = self._spec_perplexity()  # (a globals.P of one's own: its own)
+            self.perplexity_ = self._ran_perplexity(routine)  # (a globals.P of one's own: its)
         return routine
 
     def _fit_record(self) -> dict[str, Any]:
@@ -216,12 +218,32 @@ class ParametricTSNE(EmbeddingRecipe):
                   if isinstance(t, dict) and "perplexity" in t]
         return float(values[0]) if values and isinstance(values[0], (int, float)) else None
 
+    def _ran_perplexity(self, routine: Any) -> float | None:
+        """The perplexity P is calibrated to, as ``routine`` runs it: its graph's first
+        transform with a ``perplexity`` (``perplexity_rescale``, or a plugin affinity in its
+        place: the built block's value, its own default included — author28-11: None for a
+        plugin's); where ``perplexity_rescale`` runs on k-NN rows of k ≤ perplexity
+        neighbours, the k − 1 its rows use (author28-5: n_neighbors = 15 ran at 14 while
+        ``perplexity_`` said 30).  The spec's value (:meth:`_spec_perplexity`) without one."""
+        graph = getattr(routine, "global_relations", {}).get(self.graph_name)
+        values = [t for t in getattr(graph, "transforms", None) or []
+                  if isinstance(getattr(t, "perplexity", None), (int, float))
+                  and not isinstance(t.perplexity, bool)]
+        if not values:
+            return self._spec_perplexity()
+        value = float(values[0].perplexity)
+        relation = (self.routine_spec()["globals"].get(self.graph_name) or {}).get("relation")
+        k = relation.get("n_neighbors") if isinstance(relation, dict) else None
+        if isinstance(values[0], PerplexityBasedRescale) and isinstance(k, int) and k <= value:
+            return max(float(k - 1), 1.0)  # (PerplexityBasedRescale.calibrate's rule)
+        return value
+
     @classmethod
     def load(cls, path: str | Path, encoder: Any = None, device: Any = "cpu") -> Any:
         """As the embeddings' (:meth:`EmbeddingRecipe.load`), with ``perplexity_`` (the
         saved routine's, e.g. lowered on a small data set)."""
         recipe = super().load(path, encoder=encoder, device=device)
-        recipe.perplexity_ = recipe._spec_perplexity()
+        recipe.perplexity_ = recipe._ran_perplexity(recipe.routine_)
         return recipe
 
     def _knn_need(self, k: int) -> tuple[str, str]:

@@ -8,8 +8,8 @@ plugin's affinity replaces it by name.
 
 from __future__ import annotations
 
-import logging
 import math
+import warnings
 from typing import ClassVar
 
 import attrs
@@ -22,7 +22,6 @@ from ..relations import DenseRelations, RelationData, SparseRelations
 from ..transforms import Transform
 from ..validators import non_negative, positive, positive_int
 
-log = logging.getLogger("infoblocks.blocks.embedding")
 
 #: umap-learn's tolerance on |Σ_j p_{j|i} − log2 k| and its floor on σ_i (× mean distance)
 SMOOTH_K_TOLERANCE = 1e-5
@@ -230,11 +229,15 @@ class PerplexityBasedRescale(Transform):
         finite = torch.isfinite(dists)
         counts = finite.sum(1)
         short = counts.double() <= self.perplexity
-        if bool(short.any()):
-            log.warning("perplexity %g needs more than %g neighbours per point, but %d rows have "
-                        "as few as %d; those rows use perplexity = neighbours - 1. Use at least "
-                        "3 x perplexity neighbours or lower the perplexity.", self.perplexity,
-                        self.perplexity, int(short.sum()), int(counts.min()))
+        if bool(short.any()):  # (a warning, not a log line: catchable, -W error; author28-5)
+            fewest = int(counts.min())
+            warnings.warn(
+                f"perplexity_rescale: perplexity = {self.perplexity:g} needs more than "
+                f"{self.perplexity:g} neighbours per row, but {int(short.sum())} rows have as "
+                f"few as {fewest}: they use perplexity = neighbours − 1 = "
+                f"{max(fewest - 1, 1):g}. Give the k-NN relation at least 3 × perplexity = "
+                f"{math.ceil(3 * self.perplexity)} neighbours (t-SNE: leave n_neighbors unset, "
+                "or set it so), or lower the perplexity.", UserWarning, stacklevel=2)
         perplexity = torch.clamp(counts.double() - 1.0, min=1.0).clamp(max=self.perplexity)
         d = dists ** 2 if self.square_distances else dists.clone()
         d = d - torch.where(finite, d, torch.full_like(d, math.inf)).min(1, keepdim=True).values
