@@ -102,6 +102,8 @@ class ParametricTSNE(EmbeddingRecipe):
     #: the encoder's fixed PCA front end (k leading axes; None: the raw features): the same
     #: quality as the raw 784 pixels on MNIST-5k at a cheaper first layer
     pca_dims: int | None = attrs.field(default=64, validator=optional(positive_int))
+    #: Student-t's ν of the kernel (1 + d²/ν)^−(ν+1)/2 — not openTSNE's ``dof`` α of
+    #: (1 + d²/α)^−α, which is the kernel ``heavy_tailed`` (docs/umap.md)
     dof: float = attrs.field(default=1.0, validator=positive)
     init: str = attrs.field(default="pca", validator=one_of("pca", "spectral", "none"))
     init_scale: float = attrs.field(default=5.0, validator=positive)

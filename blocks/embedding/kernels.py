@@ -178,7 +178,12 @@ class ModifiedCauchyTransform(EmbeddingKernel):
 
 @attrs.define
 class StudentTTransform(EmbeddingKernel):
-    """t-SNE's kernel q(d) = (1 + d²/ν)^{−(ν+1)/2}; ν = ``dof`` = 1 gives 1 / (1 + d²)."""
+    """t-SNE's kernel q(d) = (1 + d²/ν)^{−(ν+1)/2}; ν = ``dof`` = 1 gives 1 / (1 + d²).
+
+    ``dof`` is Student-t's ν (tail d^{−(ν+1)}), not the ``dof`` of openTSNE and of Kobak et
+    al. (2019), α in (1 + d²/α)^{−α} (tail d^{−2α}): the two agree at 1 only (ν = 0.5 has the
+    tail d^{−1.5}, their α = 0.5 d^{−1}).  Their kernel is :class:`HeavyTailedTransform`
+    (``heavy_tailed``)."""
 
     name: ClassVar[str] = "student_t"
     dof: float = attrs.field(default=1.0, validator=positive)
@@ -200,5 +205,33 @@ class StudentTTransform(EmbeddingKernel):
         return self.dof
 
 
-__all__ = ["EmbeddingKernel", "ModifiedCauchyTransform", "StudentTTransform", "fit_ab",
-           "SQ_DIST_FLOOR"]
+@attrs.define
+class HeavyTailedTransform(EmbeddingKernel):
+    """Kobak et al. (2019)'s heavy-tailed t-SNE kernel q(d) = (1 + d²/α)^{−α}, α = ``dof`` —
+    openTSNE's ``TSNE(dof=α)``: α = 1 is t-SNE's Cauchy kernel, α < 1 heavier tails (d^{−2α};
+    finer clusters), α → ∞ the Gaussian exp(−d²).  Not :class:`StudentTTransform`'s ν, whose
+    tail is d^{−(ν+1)}: openTSNE's ``dof=0.5`` is ``{ name = "heavy_tailed", dof = 0.5 }``,
+    not ``student_t`` with ``dof = 0.5`` (author28-4)."""
+
+    name: ClassVar[str] = "heavy_tailed"
+    dof: float = attrs.field(default=1.0, validator=positive)
+
+    def log_kernel(self, sq_dist):
+        return -self.dof * torch.log1p(sq_dist / self.dof)
+
+    def logit(self, sq_dist):
+        if self.dof == 1.0:  # exact: q / (1 − q) = 1 / d²
+            return -torch.log(sq_dist.clamp_min(SQ_DIST_FLOOR))
+        return super().logit(sq_dist)
+
+    def logit_log_form(self) -> tuple[float, float] | None:
+        """(0, 1) for α = 1 (the Cauchy kernel); None otherwise."""
+        return (0.0, 1.0) if self.dof == 1.0 else None
+
+    def student_t_dof(self) -> float | None:
+        """1 for α = 1 (Student-t's ν = 1: the closed forms apply); None otherwise."""
+        return 1.0 if self.dof == 1.0 else None
+
+
+__all__ = ["EmbeddingKernel", "ModifiedCauchyTransform", "StudentTTransform",
+           "HeavyTailedTransform", "fit_ab", "SQ_DIST_FLOOR"]
