@@ -354,9 +354,11 @@ def structure(data: dict[str, Any], cls: type, path: str, label: str | None = No
     if extra:
         import difflib
 
-        close = [f"{m[0]!r} for {k!r}" for k in extra
-                 if (m := difflib.get_close_matches(str(k), list(types), n=1, cutoff=0.6))]
+        close = [f"{m[0]!r} for {k!r}" for k in extra if not _migrant_hint(str(k), types)
+                 and (m := difflib.get_close_matches(str(k), list(types), n=1, cutoff=0.6))]
         hint = f" Did you mean {', '.join(close)}?" if close else ""
+        hint += "".join(f" `{k}`:{_migrant_hint(str(k), types)}" for k in extra
+                        if _migrant_hint(str(k), types))
         raise ConfigError(f"Invalid {label}: extra fields found ({', '.join(map(str, extra))}); "
                           f"the known keys are {sorted(types)}.{hint}")
     values, problems = _check_values(data, types, path)
@@ -398,7 +400,67 @@ MIGRANT_NAMES: dict[str, tuple[str, ...]] = {
     "n_jobs": ("threads",), "num_threads": ("threads",), "batch": ("batch_size",),
     "negative_sample_rate": ("neg_sampling_rate",),
     "learning_rate_decay": ("lr_schedule",), "gradient_clip_value": ("grad_clip",),
+    # ParametricUMAP's epochs of the network (its n_epochs: of the graph's optimisation)
+    "n_training_epochs": ("epochs",),
 }
+
+_SUPERVISED = ("umap-learn's supervised UMAP (fit(X, y), a label graph intersected with the "
+               "k-NN graph) has no setting here: the fit is unsupervised. To train with labels, "
+               "write a routine: `recipe = \"routine\"`, `arrays = [\"data\", \"labels\"]` and a "
+               "loss that reads `labels` (docs/plugins.md, \"A routine of your own, as data\").")
+_DECODER = ("ParametricUMAP's decoder (parametric_reconstruction) is a model of your own: "
+            "`[models.decoder]` and a reconstruction loss beside `relation` in the main phase's "
+            "`compound`, with `trainable = [\"main\", \"decoder\"]` (docs/umap.md, on "
+            "`[models.decoder]`; docs/plugins.md, \"Add a loss to UMAP\").")
+_OWN_LOSS = ("a loss block of your own beside `relation` in a phase's `compound` "
+             "(docs/plugins.md, \"Add a loss to UMAP\").")
+
+#: names of umap-learn / ParametricUMAP settings that infoblocks has no setting for, and what
+#: to do instead: said (in place of the close matches, which point to wrong settings:
+#: `target_metric` -> `metric`) where the class has the field in the key (the embeddings)
+MIGRANT_NOTES: dict[str, tuple[str, str]] = {
+    **{name: ("n_neighbors", _SUPERVISED) for name in (
+        "target_metric", "target_metric_kwds", "target_weight", "target_n_neighbors")},
+    **{name: ("n_neighbors", _DECODER) for name in (
+        "parametric_reconstruction", "autoencoder_loss", "decoder", "reconstruction_validation",
+        "parametric_reconstruction_loss_fcn", "parametric_reconstruction_loss_weight")},
+    "output_metric": ("n_neighbors", "umap-learn's output_metric (the embedding space's "
+                      "distance) has no setting: the embedding is Euclidean, its kernel set by "
+                      "`min_dist` / `spread` (a kernel of your own: docs/plugins.md, \"Add an "
+                      "affinity (or an encoder) to UMAP\"); `metric` is the data's distance."),
+    "output_metric_kwds": ("n_neighbors", "see `output_metric`: the embedding is Euclidean; "
+                           "`metric_kwds` are the data distance's options."),
+    "global_correlation_loss_weight": ("n_neighbors", "ParametricUMAP's global correlation "
+                                       "term is not built in: it can be " + _OWN_LOSS),
+    "landmark_loss_weight": ("n_neighbors", "umap-learn's landmark re-training is not built "
+                             "in: a loss of your own that reads the landmarks' positions, in a "
+                             "routine (docs/plugins.md, \"A routine of your own, as data\")."),
+    "landmark_loss_fn": ("n_neighbors", "see `landmark_loss_weight`."),
+    "densmap": ("n_neighbors", "densMAP is not built in: its density term can be " + _OWN_LOSS),
+    "dens_lambda": ("n_neighbors", "densMAP is not built in: see `densmap`."),
+    "parametric_embedding": ("n_neighbors", "This recipe is parametric and non-parametric at "
+                             "once: `embedding_` is the layout of free coordinates (umap-learn's "
+                             "UMAP), `transform(X, refine=False)` the network alone."),
+}
+
+#: the hint of a Python function given as `metric` (umap-learn's numba metric)
+METRIC_FUNCTION_HINT = (
+    "; a Python function is not taken as `metric` (a config names blocks, it cannot hold "
+    "code): write it as a `distance` block — `pairwise(a, b)` (n, m) and `paired(a, b)` (n,), "
+    "finite and >= 0 — registered by a plugin, and give its name, `metric = \"my_distance\"` "
+    "(docs/plugins.md, \"Add a distance to UMAP (a custom metric)\")")
+
+
+def _migrant_hint(key: str, fields: Any) -> str:
+    """`` Did you mean 'seed'? (infoblocks' name for it)`` for another library's name of a
+    setting ``fields`` has (:data:`MIGRANT_NAMES`), or the note of :data:`MIGRANT_NOTES`;
+    '' for neither."""
+    alias = [a for a in MIGRANT_NAMES.get(key, ()) if a in fields]
+    if alias:
+        return (f" Did you mean {', '.join(map(repr, alias))}? (infoblocks' "
+                f"{'name' if len(alias) == 1 else 'names'} for it)")
+    field, note = MIGRANT_NOTES.get(key, ("", ""))
+    return f" {note}" if note and field in fields else ""
 
 
 def check_arguments(cls: type, kwargs: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
@@ -413,12 +475,9 @@ def check_arguments(cls: type, kwargs: dict[str, Any], skip: tuple[str, ...] = (
     fields = {f.alias or f.name: f for f in attrs.fields(cls) if f.init}
     for key in kwargs:
         if key not in fields:
-            alias = [a for a in MIGRANT_NAMES.get(key, ()) if a in fields]
-            close = alias or difflib.get_close_matches(key, list(fields), n=3, cutoff=0.6)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            if alias:
-                hint += " (infoblocks' name for it)" if len(alias) == 1 else \
-                    " (infoblocks' names for it)"
+            hint = _migrant_hint(key, fields)
+            close = [] if hint else difflib.get_close_matches(key, list(fields), n=3, cutoff=0.6)
+            hint = hint or (f" Did you mean {', '.join(map(repr, close))}?" if close else "")
             raise UnknownParameterError(
                 f"{cls.__name__} has no parameter {key!r}.{hint} Its parameters are "
                 f"{sorted(fields)}.")
@@ -426,6 +485,9 @@ def check_arguments(cls: type, kwargs: dict[str, Any], skip: tuple[str, ...] = (
                and not fields[k].metadata.get("transient") and not fields[k].metadata.get("section")}
     _, problems = _check_values(checked, _field_types(cls))
     if problems:
+        if callable(checked.get("metric")) and "metric_kwds" in fields:
+            problems = [p + METRIC_FUNCTION_HINT if p.startswith("`metric`") else p
+                        for p in problems]
         raise ValidationError(f"{cls.__name__}: {'; '.join(problems)}.")
 
 
