@@ -420,16 +420,23 @@ class EmbeddingRecipe(Recipe):
 
     def build_models(self, spec: dict[str, Any], n_items: int, in_dim: int) -> dict[str, Any]:
         """Every model of ``spec["models"]`` with the data's sizes filled in (``encoder``, when
-        given, is ``main``)."""
+        given, is ``main``): ``n_items`` into any model, ``in_dim`` / ``out_dim`` (the data's
+        width, ``n_components``) into the recipe's own only — a model added under ``models``
+        states them."""
         models = {}
         if self.encoder is not None:
             if "main" in spec["models"]:
                 raise ConfigError(f"{self.name}: `encoder` (a torch module) and `models.main` "
                                   "both set the encoder; remove one of them.")
             models["main"] = self._encoder_module(in_dim)
+        own = set(self.default_models()) | {"main"}
         for name, model in spec["models"].items():  # (pca_dims at most in_dim: _as_run)
-            models[name] = self.build_model(name, {"models": {name: model}}, in_dim=in_dim,
-                                            out_dim=self.n_components, n_items=n_items)
+            # an added model (a decoder) states its own in_dim / out_dim: the encoder's are
+            # rarely its own (author29-6: a decoder's `in_dim = 2` default became the data's 64)
+            sizes = ({"in_dim": in_dim, "out_dim": self.n_components} if name in own
+                     else {})
+            models[name] = self.build_model(name, {"models": {name: model}}, n_items=n_items,
+                                            **sizes)
         if "main" not in models:
             raise ConfigError(f"{self.name}: the routine needs an encoder `models.main` (a model "
                               "block such as \"mlp\") or `encoder` (a torch module).")
