@@ -640,20 +640,21 @@ class EmbeddingRecipe(Recipe):
 
     def _continued(self, X: Any, knn: Any = None) -> Routine | None:
         """The fitted routine (warm start on the same data and graph), or None for other data
-        of the same shape (a new routine then starts from the fitted network)."""
+        with the fitted number of features, any number of rows (a new routine then starts
+        from the fitted network: graph and layout afresh), in memory as after ``load``
+        (author29-5: in memory another number of rows was refused, a loaded model took it)."""
         routine = self.routine_
         x = self._validate(X)
-        if routine.dataset is None:  # a loaded model keeps no training data: X is new data,
-            fitted = self.n_features_in_  # its graph and layout made afresh for the network
-            _check(fitted is None or x.shape[1] == fitted,
-                   f"warm_start=True continues the loaded network, fitted on {fitted} "
-                   f"features; `X` has {x.shape[1]}. Set warm_start=False for a new fit.")
+        fitted = (self.n_features_in_ if routine.dataset is None  # (load keeps no data)
+                  else int(routine.dataset["data"].shape[1]))
+        _check(fitted is None or x.shape[1] == fitted,
+               f"warm_start=True continues the fitted network, fitted on {fitted} features; "
+               f"`X` has {x.shape[1]}. Set warm_start=False for a new fit on these features.")
+        if routine.dataset is None:  # X is new data, its graph and layout made afresh
             return None
         before = routine.dataset["data"]
-        _check(tuple(x.shape) == tuple(before.shape),
-               f"warm_start=True continues the fitted network on data of the same shape: it was "
-               f"fitted on {tuple(before.shape)}, now `X` is {tuple(x.shape)}. Set "
-               "warm_start=False for a new fit.")
+        if tuple(x.shape) != tuple(before.shape):  # other rows: as a loaded model's warm fit
+            return None
         same = x is before or (isinstance(x, torch.Tensor) and isinstance(before, torch.Tensor)
                                and torch.equal(x, before))
         graph = routine.constants.get(KNN_KEY)

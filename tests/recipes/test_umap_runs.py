@@ -136,5 +136,7 @@ def test_warm_start_continues_the_main_phase(digits):
     assert main == list(range(2 * SMALL["epochs"]))  # epochs numbered on, init not repeated
     assert [r["phase"] for r in model.history_].count("init") == SMALL["init_epochs"]
     assert not np.array_equal(first, model.transform(digits, refine=False))
-    with pytest.raises(ValidationError, match="same shape"):
-        model.fit(digits[:500])
+    model.fit(digits[:500])  # other rows: a new graph and layout from the network (author29-5)
+    assert model.embedding_.shape[0] == 500
+    with pytest.raises(ValidationError, match="fitted on 64 features; `X` has 32"):
+        model.fit(digits[:500, :32])
