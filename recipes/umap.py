@@ -120,6 +120,16 @@ def _saved_extra(path: Path) -> dict[str, Any] | None:
     return extra if isinstance(extra, dict) else None
 
 
+def _saved_custom_encoder(path: Path) -> bool:
+    """Whether the save at ``path`` holds ``models.main`` as a custom torch module (no block
+    spec: ``encoder=`` at fit); False where the save cannot be read (Routine.load says why)."""
+    try:
+        models = json.loads((path / SPEC_FILE).read_text()).get("models")
+    except Exception:  # noqa: BLE001 - any damage is reported by Routine.load
+        return False
+    return isinstance(models, dict) and "main" in models and models["main"] is None
+
+
 def _without_none(spec: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if v is not None}
 
@@ -972,6 +982,12 @@ class EmbeddingRecipe(Recipe):
                 saved._encoder_module(in_dim, context=f" (the model saved in {path} maps "
                                                       f"{in_dim} features to "
                                                       f"{saved.n_components})")
+        if encoder is None and _saved_custom_encoder(path):  # (Routine.load's names its own)
+            raise ValidationError(
+                f"{path}: the encoder was a custom torch module (`encoder=` at fit), which a "
+                f"save keeps the weights of, not the code; pass it again: "
+                f"{cls.__name__}.load(path, encoder=module), with a module of the same "
+                "architecture (its weights are loaded from the save).")
         routine = Routine.load(path, models=None if encoder is None else {"main": encoder},
                                device=device)
         extra = getattr(routine, "saved_extra", {})
