@@ -442,7 +442,7 @@ def expand_sections(recipe: Recipe) -> dict[str, Any]:
     blocks (``transforms``) what a shortcut the user set gave its entries of the same name
     (:func:`_carry_list`).  A set shortcut whose every value is lost that way is a
     :class:`ShortcutWarning`; so is one that reaches some block but not another it gave its
-    own value (under its own name: `dof`, `perplexity`, not the `exaggeration_steps` derived
+    own value (under its own name: `dof`, `perplexity`, not the `exaggeration_epochs` derived
     from `layout_epochs`)."""
     return _expand(recipe, warn=True)[0]
 
@@ -529,7 +529,7 @@ def _expand(recipe: Recipe, warn: bool) -> tuple[dict[str, Any], list[str]]:
         # to, under its own name (author23-1: t-SNE's `perplexity` set k = 30 while a plugin
         # affinity kept its own perplexity 30; `dof` reached only the main phase, which runs 0
         # epochs) — not for a value only derived from it (`layout_epochs` caps the built-in
-        # KL's `exaggeration_steps`; a plugin loss has none, author23-9)
+        # KL's `exaggeration_epochs`; a plugin loss has none, author23-9)
         own = list(dict.fromkeys(m for keys, where, m in lost if field.name in keys and not any(
             r == where or r.startswith(f"{where}.") for r in reached)))  # (a compound's part)
         if own and warn:
