@@ -1102,7 +1102,7 @@ class EmbeddingRecipe(Recipe):
         """Fit on ``data[0]`` (``data[1]``, if given, are labels for the figure and the k-NN
         accuracy); save the model, ``embedding.npy`` and ``embedding.png`` into ``out_dir``.
         ``fit_options`` (``checkpoint``, ``resume``) go to :meth:`fit`."""
-        from infoblocks.blocks.embedding_quality import knn_accuracy, trustworthiness
+        from infoblocks.blocks.embedding_quality import labelled_knn_accuracy, trustworthiness
 
         _check(1 <= len(data) <= 2, f"{self.name} takes one array (X) and optionally labels, "
                                     f"got {len(data)} arrays.")
@@ -1136,7 +1136,8 @@ class EmbeddingRecipe(Recipe):
                 # too (a loss in phases.main changes only this one; docs/plugins.md)
                 summary["network_trustworthiness_15"] = trustworthiness(x, network, k=15)
         if labels is not None:
-            summary["knn_accuracy_10"] = knn_accuracy(self.embedding_, labels, k=10)
+            # (labels < 0: unlabelled, left out; knn_scored_rows says how many were scored)
+            summary.update(labelled_knn_accuracy(self.embedding_, labels, k=10))
         return summary
 
     @classmethod
