@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from infoblocks.blocks.assembly import ShortcutWarning, cap_fields, fill_context, warn_once
-from infoblocks.blocks.data import Dataset, as_tensor, intra_op_threads, resolve_device
+from infoblocks.blocks.data import (Dataset, as_tensor, check_feature_names, feature_names,
+                                    intra_op_threads, resolve_device)
 from infoblocks.blocks.errors import ConfigError, ContractError, ValidationError
 from infoblocks.blocks.figures import save_figure
 from infoblocks.blocks.mutual_information import split_sizes
@@ -303,6 +304,10 @@ class InfoMax(Recipe):
     routine_: Routine | None = attrs.field(init=False, default=None, repr=False)
     history_: list[dict[str, Any]] | None = attrs.field(init=False, default=None, repr=False)
     n_features_in_: int | None = attrs.field(init=False, default=None, repr=False)
+    #: the column names of a DataFrame fitted on (all strings), as scikit-learn keeps them;
+    #: ``transform`` refuses a DataFrame whose names differ or are in another order
+    feature_names_in_: np.ndarray | None = attrs.field(init=False, default=None, repr=False,
+                                                       eq=False)
     mean_: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
     scale_: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
     best_epoch_: int | None = attrs.field(init=False, default=None, repr=False)
@@ -631,8 +636,11 @@ class InfoMax(Recipe):
         the rest).  With ``warm_start`` and a fitted model for data
         of the same width, training continues from the current weights."""
         x = self._validate(X)
+        names = feature_names(X)
         resolve_device(self.device)
         warm = self.warm_start and self.routine_ is not None
+        if warm:  # the fitted encoder reads the columns by position
+            check_feature_names(self.feature_names_in_, X, type(self).__name__)
         restarts = 1 if warm else self.n_init
         if restarts > 1 and isinstance(resume, (str, Path)):  # resume=DIR: checkpoint=DIR too
             _check(checkpoint is None or Path(checkpoint) == Path(resume),
@@ -673,6 +681,7 @@ class InfoMax(Recipe):
                         routine, best = candidate, bound
         self.routine_ = routine
         self.n_features_in_ = int(x.shape[1])
+        self.feature_names_in_ = names
         self.history_ = [dict(r) for r in routine.history.rows]
         self._record_best()
         if self.bound_nats_ is not None and self.bound_nats_ < 0:
@@ -732,6 +741,7 @@ class InfoMax(Recipe):
     def transform(self, X: Any, batch_size: int = 4096) -> np.ndarray:
         """The code of ``X`` (m, d) -> (m, n_components), with the trained encoder."""
         self._check_fitted()
+        check_feature_names(self.feature_names_in_, X, type(self).__name__)
         x = as_tensor(X, "X", ndim=2)
         _check(x.shape[1] == self.n_features_in_,
                f"`X` has {x.shape[1]} features but the model was fitted on "
@@ -750,6 +760,8 @@ class InfoMax(Recipe):
         self._check_fitted()
         return self.routine_.save(path, extra={
             "recipe": self.to_dict(full=True), "n_features_in": self.n_features_in_,
+            "feature_names_in": None if self.feature_names_in_ is None
+            else list(self.feature_names_in_),
             "mean": self.mean_.tolist(), "scale": self.scale_.tolist()})
 
     @classmethod
@@ -771,6 +783,8 @@ class InfoMax(Recipe):
         recipe.routine_ = routine
         recipe.history_ = routine.history.rows
         recipe.n_features_in_ = int(extra["n_features_in"])
+        if extra.get("feature_names_in") is not None:
+            recipe.feature_names_in_ = np.asarray(extra["feature_names_in"], dtype=object)
         recipe.mean_ = np.asarray(extra["mean"], dtype=np.float32)
         recipe.scale_ = np.asarray(extra["scale"], dtype=np.float32)
         recipe._record_best()

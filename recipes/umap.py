@@ -38,8 +38,8 @@ from infoblocks.blocks.assembly import ShortcutWarning, cap_fields, warn_once
 from infoblocks.blocks.base import naming_blocks
 from infoblocks.blocks.callbacks import Callback
 from infoblocks.blocks.contracts import ITEMS
-from infoblocks.blocks.data import (Dataset, LazyRows, as_rows, intra_op_threads,
-                                    resolve_device, rows_for)
+from infoblocks.blocks.data import (Dataset, LazyRows, as_rows, check_feature_names,
+                                    feature_names, intra_op_threads, resolve_device, rows_for)
 from infoblocks.blocks.embedding.placement import Placement, PlacementContext
 from infoblocks.blocks.embedding.training import NegativeEdgeSampler, RelationLoss, front_end_of
 from infoblocks.blocks.errors import ConfigError, NotFittedError, PluginError, ValidationError
@@ -223,6 +223,10 @@ class EmbeddingRecipe(Recipe):
     embedding_: np.ndarray | None = attrs.field(init=False, default=None, repr=False)
     history_: list[dict[str, Any]] | None = attrs.field(init=False, default=None, repr=False)
     n_features_in_: int | None = attrs.field(init=False, default=None, repr=False)
+    #: the column names of a DataFrame fitted on (all strings), as scikit-learn keeps them;
+    #: ``transform`` refuses a DataFrame whose names differ or are in another order
+    feature_names_in_: np.ndarray | None = attrs.field(init=False, default=None, repr=False,
+                                                       eq=False)
     timings_: dict[str, float] | None = attrs.field(init=False, default=None, repr=False)
     #: the encoder's PCA front end of the fit: ``pca_dims``, at most the features
     pca_dims_: int | None = attrs.field(init=False, default=None, repr=False)
@@ -617,6 +621,9 @@ class EmbeddingRecipe(Recipe):
         start = time.perf_counter()
         refines = self.refines  # the placement block is built (and checked) before training
         warm = self.warm_start and self.routine_ is not None
+        names = feature_names(X)
+        if warm:  # the fitted network reads the columns by position
+            check_feature_names(self.feature_names_in_, X, type(self).__name__)
         with self._record_kept_if_refused():  # (until routine_ is this fit's)
             routine = self._continued(X, knn) if warm else None
             if routine is None:  # a new fit (or other data: the fitted network carried over)
@@ -638,6 +645,7 @@ class EmbeddingRecipe(Recipe):
         trained = time.perf_counter()
         self.routine_ = routine
         self.n_features_in_ = int(routine.dataset["data"].shape[1])
+        self.feature_names_in_ = names
         positions = self._training_positions(routine)
         self.embedding_ = positions.numpy()
         self._reference = (routine.dataset["data"], positions) if refines else None
@@ -917,6 +925,7 @@ class EmbeddingRecipe(Recipe):
         self._check_fitted()
         _check(refine is None or isinstance(refine, (bool, np.bool_)),
                f"`refine` must be True, False or None (the recipe's default), got {refine!r}.")
+        check_feature_names(self.feature_names_in_, X, type(self).__name__)
         x = as_rows(X, "X", ndim=2)
         _check(x.shape[1] == self.n_features_in_,
                f"`X` has {x.shape[1]} features but the model was fitted on "
@@ -938,6 +947,8 @@ class EmbeddingRecipe(Recipe):
         self._check_fitted()
         path = self.routine_.save(path, extra={"recipe": self.to_dict(full=True),
                                                "n_features_in": self.n_features_in_,
+                                               "feature_names_in": None if self.feature_names_in_
+                                               is None else list(self.feature_names_in_),
                                                "fitted_on": self._fitted_on})
         if self._reference is not None and self.routine_.dist.is_main:
             rows, positions = self._reference
@@ -999,6 +1010,8 @@ class EmbeddingRecipe(Recipe):
         recipe.routine_ = routine
         recipe.history_ = routine.history.rows
         recipe.n_features_in_ = int(extra["n_features_in"])
+        if extra.get("feature_names_in") is not None:
+            recipe.feature_names_in_ = np.asarray(extra["feature_names_in"], dtype=object)
         recipe._restore_record(extra)
         if recipe.refines and (path / REFERENCE_FILE).exists():
             try:
