@@ -177,7 +177,25 @@ class ModifiedCauchyTransform(EmbeddingKernel):
 
 
 @attrs.define
-class StudentTTransform(EmbeddingKernel):
+class _CauchyAtOne(EmbeddingKernel):
+    """A kernel family with one shape parameter ``dof`` that is t-SNE's Cauchy kernel
+    1 / (1 + d²) at ``dof`` = 1 (Student-t's ν, Kobak et al.'s α): there the logit is exactly
+    −log d², with the losses' closed forms; any other ``dof`` goes through the kernel."""
+
+    dof: float = attrs.field(default=1.0, validator=positive)
+
+    def logit(self, sq_dist):
+        if self.dof == 1.0:  # exact: q / (1 − q) = 1 / d²
+            return -torch.log(sq_dist.clamp_min(SQ_DIST_FLOOR))
+        return super().logit(sq_dist)
+
+    def logit_log_form(self) -> tuple[float, float] | None:
+        """(0, 1) at ``dof`` = 1 (logit = −log d²); None otherwise (no such closed form)."""
+        return (0.0, 1.0) if self.dof == 1.0 else None
+
+
+@attrs.define
+class StudentTTransform(_CauchyAtOne):
     """t-SNE's kernel q(d) = (1 + d²/ν)^{−(ν+1)/2}; ν = ``dof`` = 1 gives 1 / (1 + d²).
 
     ``dof`` is Student-t's ν (tail d^{−(ν+1)}), not the ``dof`` of openTSNE and of Kobak et
@@ -186,19 +204,9 @@ class StudentTTransform(EmbeddingKernel):
     (``heavy_tailed``)."""
 
     name: ClassVar[str] = "student_t"
-    dof: float = attrs.field(default=1.0, validator=positive)
 
     def log_kernel(self, sq_dist):
         return -0.5 * (self.dof + 1.0) * torch.log1p(sq_dist / self.dof)
-
-    def logit(self, sq_dist):
-        if self.dof == 1.0:  # exact: q / (1 − q) = 1 / d²
-            return -torch.log(sq_dist.clamp_min(SQ_DIST_FLOOR))
-        return super().logit(sq_dist)
-
-    def logit_log_form(self) -> tuple[float, float] | None:
-        """(0, 1) for ν = 1 (logit = −log d²); None otherwise (no such closed form)."""
-        return (0.0, 1.0) if self.dof == 1.0 else None
 
     def student_t_dof(self) -> float:
         """ν: the batch KL's closed form applies (:meth:`EmbeddingKernel` protocol)."""
@@ -206,7 +214,7 @@ class StudentTTransform(EmbeddingKernel):
 
 
 @attrs.define
-class HeavyTailedTransform(EmbeddingKernel):
+class HeavyTailedTransform(_CauchyAtOne):
     """Kobak et al. (2019)'s heavy-tailed t-SNE kernel q(d) = (1 + d²/α)^{−α}, α = ``dof`` —
     openTSNE's ``TSNE(dof=α)``: α = 1 is t-SNE's Cauchy kernel, α < 1 heavier tails (d^{−2α};
     finer clusters), α → ∞ the Gaussian exp(−d²).  Not :class:`StudentTTransform`'s ν, whose
@@ -214,19 +222,9 @@ class HeavyTailedTransform(EmbeddingKernel):
     not ``student_t`` with ``dof = 0.5`` (author28-4)."""
 
     name: ClassVar[str] = "heavy_tailed"
-    dof: float = attrs.field(default=1.0, validator=positive)
 
     def log_kernel(self, sq_dist):
         return -self.dof * torch.log1p(sq_dist / self.dof)
-
-    def logit(self, sq_dist):
-        if self.dof == 1.0:  # exact: q / (1 − q) = 1 / d²
-            return -torch.log(sq_dist.clamp_min(SQ_DIST_FLOOR))
-        return super().logit(sq_dist)
-
-    def logit_log_form(self) -> tuple[float, float] | None:
-        """(0, 1) for α = 1 (the Cauchy kernel); None otherwise."""
-        return (0.0, 1.0) if self.dof == 1.0 else None
 
     def student_t_dof(self) -> float | None:
         """1 for α = 1 (Student-t's ν = 1: the closed forms apply); None otherwise."""
