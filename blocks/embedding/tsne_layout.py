@@ -206,10 +206,13 @@ class AllPairsKLLoss(Loss):
             return switch
         if self.exaggeration_epochs is None:
             return None
-        if self.exaggeration != 1.0 and 0 < state.n_epochs < self.exaggeration_epochs:
+        if self.exaggeration != 1.0 and 0 < state.n_epochs <= self.exaggeration_epochs:
+            # (equal: no epoch is left without it either — t-SNE's layout_epochs = 5 with
+            # layout_exaggeration_epochs = 10, capped to 5 by the recipe, ran all exaggerated)
+            verb = "exceeds" if state.n_epochs < self.exaggeration_epochs else "equals"
             warnings.warn(
                 f"Phase {state.phase!r}: all_pairs_kl's `exaggeration_epochs` = "
-                f"{self.exaggeration_epochs} exceeds the phase's {state.n_epochs} epochs: the "
+                f"{self.exaggeration_epochs} {verb} the phase's {state.n_epochs} epochs: the "
                 f"layout never leaves the exaggeration (α = {self.exaggeration:g} throughout). "
                 "Set fewer exaggeration epochs than the phase's epochs (t-SNE: 10 of 30).",
                 UserWarning, stacklevel=2)

@@ -83,3 +83,11 @@ def test_exaggeration_epochs_beyond_the_phase_is_a_warning():
     with pytest.warns(UserWarning, match=r"`exaggeration_epochs` = 4 exceeds the phase's 3 "
                                          "epochs: the layout never leaves the exaggeration"):
         recipe.fit(_data())
+
+
+def test_exaggeration_epochs_filling_the_phase_is_a_warning():
+    # t-SNE caps layout_exaggeration_epochs (10) at layout_epochs (5): every epoch exaggerated
+    recipe = ParametricTSNE(init_epochs=1, layout_epochs=5, seed=0)
+    with pytest.warns(UserWarning, match=r"`exaggeration_epochs` = 5 equals the phase's 5 "
+                                         "epochs: the layout never leaves the exaggeration"):
+        recipe.fit(_data())
